@@ -1,0 +1,1 @@
+//! CSR numbers and fields.
