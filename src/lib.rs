@@ -8,3 +8,5 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod isa;
+pub mod dev;
+pub mod mem;
