@@ -7,6 +7,10 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod isa;
 pub mod dev;
+pub mod exec;
+pub mod hart;
+pub mod isa;
 pub mod mem;
+pub mod trap;
+pub mod vm;

@@ -34,3 +34,6 @@ pub enum MachineRequest {
     /// Reset the machine.
     Reset,
 }
+
+mod map;
+pub use map::{DeviceMap, MapError};

@@ -1,0 +1,440 @@
+//! The reference engine: fetch, decode and execute one instruction at a time, exactly as the unprivileged
+//! specification says (RV64IMAC + Zicsr + Zifencei; Zicsr and the privileged instructions are handed to the
+//! dispatcher). Faster engines are checked against this one, so clarity wins over speed here.
+
+use super::Engine;
+use crate::hart::{Exception, Hart};
+use crate::isa::{
+    self, AmoOp, AmoWidth, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth,
+};
+use crate::mem::Ram;
+use crate::trap::{extend, Exit, MmioAccess, MmioKind};
+
+/// The decode-and-dispatch interpreter.
+#[derive(Debug, Default)]
+pub struct Interpreter;
+
+impl Engine for Interpreter {
+    fn run(&mut self, hart: &mut Hart, ram: &mut Ram, budget: u64) -> Exit {
+        for _ in 0..budget {
+            if let Err(exit) = step(hart, ram) {
+                return exit;
+            }
+        }
+        Exit::BudgetExhausted
+    }
+}
+
+/// Fetches the instruction at `pc`: its raw bits (16 significant bits for a compressed one) or the exception.
+#[inline(always)]
+fn fetch(ram: &Ram, pc: u64) -> Result<u32, Exit> {
+    let fault = |addr| Exit::Exception {
+        cause: Exception::InstructionAccessFault,
+        tval: addr,
+    };
+    let low = ram.load(pc, 2).ok_or(fault(pc))? as u32;
+    if low & 3 != 3 {
+        return Ok(low);
+    }
+    let high = ram
+        .load(pc.wrapping_add(2), 2)
+        .ok_or(fault(pc.wrapping_add(2)))? as u32;
+    Ok(low | high << 16)
+}
+
+/// Executes one instruction. On `Err` nothing of the instruction has happened and `hart.pc` is unchanged.
+#[inline(always)]
+pub fn step(hart: &mut Hart, ram: &mut Ram) -> Result<(), Exit> {
+    let pc = hart.pc;
+    let word = fetch(ram, pc)?;
+    let decoded = isa::decode(word);
+    let len = decoded.len as u64;
+    let mut next_pc = pc.wrapping_add(len);
+    let illegal = Exit::Exception {
+        cause: Exception::IllegalInstruction,
+        tval: word as u64,
+    };
+
+    match decoded.inst {
+        Inst::Illegal(_) => return Err(illegal),
+        Inst::Lui { rd, imm } => hart.set_x(rd, imm as i64 as u64),
+        Inst::Auipc { rd, imm } => hart.set_x(rd, pc.wrapping_add(imm as i64 as u64)),
+        Inst::Jal { rd, offset } => {
+            hart.set_x(rd, next_pc);
+            next_pc = pc.wrapping_add(offset as i64 as u64);
+        }
+        Inst::Jalr { rd, rs1, offset } => {
+            let target = hart.x(rs1).wrapping_add(offset as i64 as u64) & !1;
+            hart.set_x(rd, next_pc);
+            next_pc = target;
+        }
+        Inst::Branch {
+            cond,
+            rs1,
+            rs2,
+            offset,
+        } => {
+            let (a, b) = (hart.x(rs1), hart.x(rs2));
+            let taken = match cond {
+                BranchCond::Eq => a == b,
+                BranchCond::Ne => a != b,
+                BranchCond::Lt => (a as i64) < (b as i64),
+                BranchCond::Ge => (a as i64) >= (b as i64),
+                BranchCond::Ltu => a < b,
+                BranchCond::Geu => a >= b,
+            };
+            if taken {
+                next_pc = pc.wrapping_add(offset as i64 as u64);
+            }
+        }
+        Inst::Load {
+            width,
+            rd,
+            rs1,
+            offset,
+        } => {
+            let addr = hart.x(rs1).wrapping_add(offset as i64 as u64);
+            let size = width.bytes();
+            let signed = matches!(
+                width,
+                LoadWidth::B | LoadWidth::H | LoadWidth::W | LoadWidth::D
+            );
+            match ram.load(addr, size) {
+                Some(value) => hart.set_x(rd, extend(value, size as u8, signed)),
+                None => return Err(mmio(addr, size, MmioKind::Load { rd, signed }, len)),
+            }
+        }
+        Inst::Store {
+            width,
+            rs1,
+            rs2,
+            offset,
+        } => {
+            let addr = hart.x(rs1).wrapping_add(offset as i64 as u64);
+            let size = width.bytes();
+            let value = hart.x(rs2);
+            if ram.store(addr, size, value).is_none() {
+                let value = value & mask(width);
+                return Err(mmio(addr, size, MmioKind::Store { value }, len));
+            }
+        }
+        Inst::OpImm { op, rd, rs1, imm } => {
+            let a = hart.x(rs1);
+            let imm = imm as i64 as u64;
+            let shamt = (imm & 63) as u32;
+            let value = match op {
+                OpImmKind::Addi => a.wrapping_add(imm),
+                OpImmKind::Slti => ((a as i64) < (imm as i64)) as u64,
+                OpImmKind::Sltiu => (a < imm) as u64,
+                OpImmKind::Xori => a ^ imm,
+                OpImmKind::Ori => a | imm,
+                OpImmKind::Andi => a & imm,
+                OpImmKind::Slli => a << shamt,
+                OpImmKind::Srli => a >> shamt,
+                OpImmKind::Srai => ((a as i64) >> shamt) as u64,
+                OpImmKind::Addiw => sext32(a.wrapping_add(imm) as u32),
+                OpImmKind::Slliw => sext32((a as u32) << (shamt & 31)),
+                OpImmKind::Srliw => sext32((a as u32) >> (shamt & 31)),
+                OpImmKind::Sraiw => ((a as i32) >> (shamt & 31)) as i64 as u64,
+            };
+            hart.set_x(rd, value);
+        }
+        Inst::Op { op, rd, rs1, rs2 } => {
+            let value = alu(op, hart.x(rs1), hart.x(rs2));
+            hart.set_x(rd, value);
+        }
+        // The interpreter has no instruction cache and one hart sees its own stores in order.
+        Inst::Fence { .. } | Inst::FenceI => {}
+        Inst::Ecall => {
+            return Err(Exit::Exception {
+                cause: Exception::ecall_from(hart.privilege),
+                tval: 0,
+            });
+        }
+        Inst::Ebreak => {
+            return Err(Exit::Exception {
+                cause: Exception::Breakpoint,
+                tval: pc,
+            })
+        }
+        Inst::Csr { .. } | Inst::Mret | Inst::Sret | Inst::Wfi | Inst::SfenceVma { .. } => {
+            return Err(Exit::System {
+                inst: decoded.inst,
+                word,
+                len: decoded.len,
+            });
+        }
+        Inst::Lr { width, rd, rs1, .. } => {
+            let addr = hart.x(rs1);
+            let size = width.bytes();
+            if !addr.is_multiple_of(size) {
+                return Err(Exit::Exception {
+                    cause: Exception::LoadMisaligned,
+                    tval: addr,
+                });
+            }
+            let value = ram.load(addr, size).ok_or(Exit::Exception {
+                cause: Exception::LoadAccessFault,
+                tval: addr,
+            })?;
+            hart.set_x(rd, extend(value, size as u8, true));
+            hart.reservation = Some(addr);
+        }
+        Inst::Sc {
+            width,
+            rd,
+            rs1,
+            rs2,
+            ..
+        } => {
+            let addr = hart.x(rs1);
+            let size = width.bytes();
+            check_amo_address(ram, addr, size)?;
+            let success = hart.reservation == Some(addr);
+            hart.reservation = None;
+            if success {
+                ram.store(addr, size, hart.x(rs2)).ok_or(Exit::Exception {
+                    cause: Exception::StoreAccessFault,
+                    tval: addr,
+                })?;
+            }
+            hart.set_x(rd, !success as u64);
+        }
+        Inst::Amo {
+            op,
+            width,
+            rd,
+            rs1,
+            rs2,
+            ..
+        } => {
+            let addr = hart.x(rs1);
+            let size = width.bytes();
+            check_amo_address(ram, addr, size)?;
+            let fault = Exit::Exception {
+                cause: Exception::StoreAccessFault,
+                tval: addr,
+            };
+            let old = extend(ram.load(addr, size).ok_or(fault)?, size as u8, true);
+            let new = amo(op, width, old, hart.x(rs2));
+            ram.store(addr, size, new).ok_or(fault)?;
+            hart.set_x(rd, old);
+        }
+        // F and D are not implemented yet: `misa` does not advertise them and `mstatus.FS` is Off, so every
+        // floating-point instruction is illegal.
+        Inst::FpLoad { .. }
+        | Inst::FpStore { .. }
+        | Inst::FpFma { .. }
+        | Inst::FpArith { .. }
+        | Inst::FpSqrt { .. }
+        | Inst::FpSgnj { .. }
+        | Inst::FpMinMax { .. }
+        | Inst::FpCvtFp { .. }
+        | Inst::FpCvtToInt { .. }
+        | Inst::FpCvtFromInt { .. }
+        | Inst::FpMvToInt { .. }
+        | Inst::FpMvFromInt { .. }
+        | Inst::FpCmp { .. }
+        | Inst::FpClass { .. } => return Err(illegal),
+    }
+    hart.pc = next_pc;
+    hart.instret = hart.instret.wrapping_add(1);
+    Ok(())
+}
+
+fn mmio(addr: u64, size: u64, kind: MmioKind, len: u64) -> Exit {
+    Exit::Mmio(MmioAccess {
+        addr,
+        size: size as u8,
+        kind,
+        len: len as u8,
+    })
+}
+
+fn mask(width: StoreWidth) -> u64 {
+    match width {
+        StoreWidth::D => u64::MAX,
+        _ => (1u64 << (width.bytes() * 8)) - 1,
+    }
+}
+
+/// SC and AMOs need a naturally aligned address in RAM (they are never performed on devices).
+fn check_amo_address(ram: &Ram, addr: u64, size: u64) -> Result<(), Exit> {
+    if !addr.is_multiple_of(size) {
+        return Err(Exit::Exception {
+            cause: Exception::StoreMisaligned,
+            tval: addr,
+        });
+    }
+    if ram.offset_of(addr, size).is_none() {
+        return Err(Exit::Exception {
+            cause: Exception::StoreAccessFault,
+            tval: addr,
+        });
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn sext32(value: u32) -> u64 {
+    value as i32 as i64 as u64
+}
+
+/// Register-register ALU operations, with the RISC-V results for division by zero and overflow.
+#[inline(always)]
+pub fn alu(op: OpKind, a: u64, b: u64) -> u64 {
+    let shamt = (b & 63) as u32;
+    let shamt_w = (b & 31) as u32;
+    match op {
+        OpKind::Add => a.wrapping_add(b),
+        OpKind::Sub => a.wrapping_sub(b),
+        OpKind::Sll => a << shamt,
+        OpKind::Slt => ((a as i64) < (b as i64)) as u64,
+        OpKind::Sltu => (a < b) as u64,
+        OpKind::Xor => a ^ b,
+        OpKind::Srl => a >> shamt,
+        OpKind::Sra => ((a as i64) >> shamt) as u64,
+        OpKind::Or => a | b,
+        OpKind::And => a & b,
+        OpKind::Mul => a.wrapping_mul(b),
+        OpKind::Mulh => (((a as i64 as i128) * (b as i64 as i128)) >> 64) as u64,
+        OpKind::Mulhsu => (((a as i64 as i128) * (b as u128 as i128)) >> 64) as u64,
+        OpKind::Mulhu => (((a as u128) * (b as u128)) >> 64) as u64,
+        OpKind::Div => {
+            if b == 0 {
+                u64::MAX
+            } else {
+                (a as i64).wrapping_div(b as i64) as u64
+            }
+        }
+        OpKind::Divu => a.checked_div(b).unwrap_or(u64::MAX),
+        OpKind::Rem => {
+            if b == 0 {
+                a
+            } else {
+                (a as i64).wrapping_rem(b as i64) as u64
+            }
+        }
+        OpKind::Remu => {
+            if b == 0 {
+                a
+            } else {
+                a % b
+            }
+        }
+        OpKind::Addw => sext32(a.wrapping_add(b) as u32),
+        OpKind::Subw => sext32(a.wrapping_sub(b) as u32),
+        OpKind::Sllw => sext32((a as u32) << shamt_w),
+        OpKind::Srlw => sext32((a as u32) >> shamt_w),
+        OpKind::Sraw => ((a as i32) >> shamt_w) as i64 as u64,
+        OpKind::Mulw => sext32((a as u32).wrapping_mul(b as u32)),
+        OpKind::Divw => {
+            let (a, b) = (a as i32, b as i32);
+            if b == 0 {
+                u64::MAX
+            } else {
+                a.wrapping_div(b) as i64 as u64
+            }
+        }
+        OpKind::Divuw => {
+            let (a, b) = (a as u32, b as u32);
+            sext32(a.checked_div(b).unwrap_or(u32::MAX))
+        }
+        OpKind::Remw => {
+            let (a, b) = (a as i32, b as i32);
+            if b == 0 {
+                a as i64 as u64
+            } else {
+                a.wrapping_rem(b) as i64 as u64
+            }
+        }
+        OpKind::Remuw => {
+            let (a, b) = (a as u32, b as u32);
+            if b == 0 {
+                sext32(a)
+            } else {
+                sext32(a % b)
+            }
+        }
+    }
+}
+
+/// The value an AMO stores, from the (sign-extended) old memory value and `rs2`.
+fn amo(op: AmoOp, width: AmoWidth, old: u64, operand: u64) -> u64 {
+    let (signed_old, signed_operand, unsigned_old, unsigned_operand) = match width {
+        AmoWidth::W => (
+            old as i32 as i64,
+            operand as i32 as i64,
+            old as u32 as u64,
+            operand as u32 as u64,
+        ),
+        AmoWidth::D => (old as i64, operand as i64, old, operand),
+    };
+    match op {
+        AmoOp::Swap => operand,
+        AmoOp::Add => old.wrapping_add(operand),
+        AmoOp::Xor => old ^ operand,
+        AmoOp::And => old & operand,
+        AmoOp::Or => old | operand,
+        AmoOp::Min => signed_old.min(signed_operand) as u64,
+        AmoOp::Max => signed_old.max(signed_operand) as u64,
+        AmoOp::Minu => unsigned_old.min(unsigned_operand),
+        AmoOp::Maxu => unsigned_old.max(unsigned_operand),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn division_edge_cases_follow_the_spec() {
+        assert_eq!(alu(OpKind::Div, 7, 0), u64::MAX);
+        assert_eq!(alu(OpKind::Divu, 7, 0), u64::MAX);
+        assert_eq!(alu(OpKind::Rem, 7, 0), 7);
+        assert_eq!(alu(OpKind::Remu, 7, 0), 7);
+        assert_eq!(
+            alu(OpKind::Div, i64::MIN as u64, -1i64 as u64),
+            i64::MIN as u64
+        );
+        assert_eq!(alu(OpKind::Rem, i64::MIN as u64, -1i64 as u64), 0);
+        assert_eq!(
+            alu(OpKind::Divw, 0x8000_0000, -1i64 as u64),
+            0xffff_ffff_8000_0000
+        );
+        assert_eq!(alu(OpKind::Remw, 0x8000_0000, -1i64 as u64), 0);
+        assert_eq!(alu(OpKind::Divuw, 5, 0), u64::MAX);
+        assert_eq!(alu(OpKind::Remuw, 0x8000_0005, 0), 0xffff_ffff_8000_0005);
+        assert_eq!(alu(OpKind::Divw, 5, 0), u64::MAX);
+        assert_eq!(alu(OpKind::Remw, 0xffff_fffe, 0), u64::MAX - 1);
+    }
+
+    #[test]
+    fn multiply_high_variants() {
+        assert_eq!(alu(OpKind::Mulh, -1i64 as u64, -1i64 as u64), 0);
+        assert_eq!(alu(OpKind::Mulhu, u64::MAX, u64::MAX), u64::MAX - 1);
+        assert_eq!(alu(OpKind::Mulhsu, -1i64 as u64, u64::MAX), u64::MAX);
+        assert_eq!(alu(OpKind::Mulw, 0x7fff_ffff, 2), 0xffff_ffff_ffff_fffe);
+    }
+
+    #[test]
+    fn word_shifts_use_five_bits_and_sign_extend() {
+        assert_eq!(alu(OpKind::Sllw, 1, 31), 0xffff_ffff_8000_0000);
+        assert_eq!(alu(OpKind::Sllw, 1, 32), 1);
+        assert_eq!(alu(OpKind::Srlw, 0xffff_ffff_8000_0000, 31), 1);
+        assert_eq!(alu(OpKind::Sraw, 0x8000_0000, 4), 0xffff_ffff_f800_0000);
+        assert_eq!(alu(OpKind::Sra, 1 << 63, 64 + 63), u64::MAX);
+    }
+
+    #[test]
+    fn amo_word_operations_compare_32_bit_values() {
+        let old = extend(0x8000_0000, 4, true);
+        assert_eq!(amo(AmoOp::Min, AmoWidth::W, old, 1) as u32, 0x8000_0000);
+        assert_eq!(amo(AmoOp::Minu, AmoWidth::W, old, 1), 1);
+        assert_eq!(
+            amo(AmoOp::Maxu, AmoWidth::W, old, 0xffff_ffff_0000_0001) as u32,
+            0x8000_0000
+        );
+        assert_eq!(amo(AmoOp::Max, AmoWidth::D, -5i64 as u64, 3), 3);
+    }
+}

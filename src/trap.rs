@@ -1,0 +1,234 @@
+//! Exits and the trap-and-emulate dispatcher.
+//!
+//! An engine stops and returns an [`Exit`] whenever it meets something the virtual machine must decide: an
+//! exception, a privileged or system instruction, an access outside guest RAM, or the end of its budget. The
+//! [`Dispatcher`] turns each exit into an effect on the virtual hart (a CSR access, an `xRET`, an injected
+//! exception, a device access) and says how to resume. It never knows which engine ran, and nothing a guest
+//! can cause makes it panic.
+
+use crate::dev::{MachineRequest, MmioError};
+use crate::hart::{Exception, Hart, Privilege};
+use crate::isa::{CsrOp, Inst, Reg};
+
+/// Why an engine stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Exit {
+    /// The instruction budget is used up; the hart's state is consistent at an instruction boundary.
+    BudgetExhausted,
+    /// The instruction at `hart.pc` raised a synchronous exception.
+    Exception { cause: Exception, tval: u64 },
+    /// The instruction at `hart.pc` is one the dispatcher emulates (CSR access, `xRET`, `WFI`, `SFENCE.VMA`).
+    /// `word` is its encoding as fetched (the 16-bit parcel for a compressed one) and `len` its length.
+    System { inst: Inst, word: u32, len: u8 },
+    /// The instruction at `hart.pc` accesses a guest real address outside RAM.
+    Mmio(MmioAccess),
+}
+
+/// A load or store outside RAM, to be served by a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmioAccess {
+    /// Guest real address.
+    pub addr: u64,
+    /// Access size in bytes: 1, 2, 4 or 8.
+    pub size: u8,
+    pub kind: MmioKind,
+    /// Length of the accessing instruction (2 or 4), to step past it once the access is done.
+    pub len: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MmioKind {
+    /// A load into integer register `rd`, sign-extended from `size` bytes when `signed`.
+    Load {
+        rd: Reg,
+        signed: bool,
+    },
+    Store {
+        value: u64,
+    },
+}
+
+/// What the dispatcher needs from the machine around the hart: device accesses and the time.
+pub trait Platform {
+    /// Reads a device register at guest real address `addr`.
+    fn mmio_read(&mut self, addr: u64, size: u8) -> Result<u64, MmioError>;
+    /// Writes a device register; a device may answer with a request to the whole machine.
+    fn mmio_write(
+        &mut self,
+        addr: u64,
+        size: u8,
+        value: u64,
+    ) -> Result<Option<MachineRequest>, MmioError>;
+    /// The machine timer (`mtime`), in ticks of the timebase.
+    fn time(&mut self) -> u64;
+}
+
+/// How to go on after an exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Run the hart again.
+    Continue,
+    /// The hart executed `wfi`: it may sleep until an interrupt is pending.
+    WaitForInterrupt,
+    /// The guest asked the machine to power off or reset.
+    Machine(MachineRequest),
+}
+
+/// The trap-and-emulate dispatcher: one routine per exit kind and privileged instruction class.
+#[derive(Debug, Default)]
+pub struct Dispatcher {
+    _private: (),
+}
+
+impl Dispatcher {
+    pub const fn new() -> Self {
+        Self { _private: () }
+    }
+
+    /// Emulates `exit` on `hart` and says how to resume.
+    pub fn dispatch(
+        &mut self,
+        exit: Exit,
+        hart: &mut Hart,
+        platform: &mut impl Platform,
+    ) -> Resume {
+        match exit {
+            Exit::BudgetExhausted => Resume::Continue,
+            Exit::Exception { cause, tval } => {
+                hart.raise(cause, tval);
+                Resume::Continue
+            }
+            Exit::System { inst, word, len } => self.system(inst, word, len, hart, platform),
+            Exit::Mmio(access) => self.mmio(access, hart, platform),
+        }
+    }
+
+    fn system(
+        &mut self,
+        inst: Inst,
+        word: u32,
+        len: u8,
+        hart: &mut Hart,
+        platform: &mut impl Platform,
+    ) -> Resume {
+        let illegal = |hart: &mut Hart| {
+            hart.raise(Exception::IllegalInstruction, word as u64);
+            Resume::Continue
+        };
+        match inst {
+            Inst::Csr { op, rd, src, csr } => {
+                if csr_instruction(hart, platform, op, rd, src, csr).is_err() {
+                    return illegal(hart);
+                }
+                hart.pc = hart.pc.wrapping_add(len as u64);
+                Resume::Continue
+            }
+            Inst::Mret if hart.privilege == Privilege::Machine => {
+                hart.instret = hart.instret.wrapping_add(1);
+                hart.mret();
+                Resume::Continue
+            }
+            // Without S-mode, WFI is legal only in M-mode (the spec lets U-mode WFI trap).
+            Inst::Wfi if hart.privilege == Privilege::Machine => {
+                hart.instret = hart.instret.wrapping_add(1);
+                hart.pc = hart.pc.wrapping_add(len as u64);
+                Resume::WaitForInterrupt
+            }
+            // SRET and SFENCE.VMA need S-mode, which this hart does not implement yet.
+            _ => illegal(hart),
+        }
+    }
+
+    fn mmio(
+        &mut self,
+        access: MmioAccess,
+        hart: &mut Hart,
+        platform: &mut impl Platform,
+    ) -> Resume {
+        match access.kind {
+            MmioKind::Load { rd, signed } => match platform.mmio_read(access.addr, access.size) {
+                Ok(value) => {
+                    hart.set_x(rd, extend(value, access.size, signed));
+                    retire(hart, access.len);
+                    Resume::Continue
+                }
+                Err(MmioError::Unsupported) => {
+                    hart.raise(Exception::LoadAccessFault, access.addr);
+                    Resume::Continue
+                }
+            },
+            MmioKind::Store { value } => match platform.mmio_write(access.addr, access.size, value)
+            {
+                Ok(request) => {
+                    retire(hart, access.len);
+                    request.map_or(Resume::Continue, Resume::Machine)
+                }
+                Err(MmioError::Unsupported) => {
+                    hart.raise(Exception::StoreAccessFault, access.addr);
+                    Resume::Continue
+                }
+            },
+        }
+    }
+}
+
+fn retire(hart: &mut Hart, len: u8) {
+    hart.pc = hart.pc.wrapping_add(len as u64);
+    hart.instret = hart.instret.wrapping_add(1);
+}
+
+/// Zicsr semantics: which of the read and the write happen, in which order against retirement.
+fn csr_instruction(
+    hart: &mut Hart,
+    platform: &mut impl Platform,
+    op: CsrOp,
+    rd: Reg,
+    src: u8,
+    csr: u16,
+) -> Result<(), crate::hart::CsrAccessError> {
+    let operand = if op.is_immediate() {
+        src as u64
+    } else {
+        hart.x(src)
+    };
+    // CSRRW with rd = x0 does not read; CSRRS/CSRRC with a zero source register or immediate do not write.
+    let reads = !matches!(op, CsrOp::Rw | CsrOp::Rwi) || rd != 0;
+    let writes = matches!(op, CsrOp::Rw | CsrOp::Rwi) || src != 0;
+    let time = platform.time();
+    if writes && crate::isa::csr::is_read_only(csr) {
+        return Err(crate::hart::CsrAccessError);
+    }
+    // Even a CSRRW that discards the old value must name an accessible CSR, so the read always happens.
+    let old = hart.read_csr(csr, time)?;
+    // The instruction retires before its write lands, so a write to minstret is what the next one reads.
+    hart.instret = hart.instret.wrapping_add(1);
+    if writes {
+        let new = match op {
+            CsrOp::Rw | CsrOp::Rwi => operand,
+            CsrOp::Rs | CsrOp::Rsi => old | operand,
+            CsrOp::Rc | CsrOp::Rci => old & !operand,
+        };
+        if let Err(error) = hart.write_csr(csr, new) {
+            hart.instret = hart.instret.wrapping_sub(1);
+            return Err(error);
+        }
+    }
+    if reads {
+        hart.set_x(rd, old);
+    }
+    Ok(())
+}
+
+/// Zero- or sign-extends the low `size` bytes of `value`.
+pub fn extend(value: u64, size: u8, signed: bool) -> u64 {
+    let bits = (size as u32).clamp(1, 8) * 8;
+    if bits == 64 {
+        value
+    } else if signed {
+        let shift = 64 - bits;
+        (((value << shift) as i64) >> shift) as u64
+    } else {
+        value & ((1u64 << bits) - 1)
+    }
+}

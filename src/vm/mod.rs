@@ -1,0 +1,4 @@
+//! The virtual machine and its construction: harts, RAM, devices, guest loading.
+
+mod machine;
+pub use machine::{Clock, RunOutcome, Vm, SLICE, TIMEBASE_HZ};
