@@ -1,2 +1,202 @@
 //! `trapeze`: run a RISC-V guest inside a trapeze virtual machine on this host.
-fn main() {}
+//!
+//! `trapeze run IMAGE` boots IMAGE in M-mode the way `qemu-system-riscv64 -M virt -bios none -kernel IMAGE`
+//! does, runs it until it powers off (through the `sifive,test0` finisher or HTIF `tohost`) and exits with the
+//! guest's status. With no IMAGE it runs the demo guest built from this repository.
+
+mod console;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use trapeze::dev::htif::Htif;
+use trapeze::dev::test_finisher::TestFinisher;
+use trapeze::dev::uart16550::Uart16550;
+use trapeze::dev::DeviceMap;
+use trapeze::exec::interp::Interpreter;
+use trapeze::hart::{Hart, HartConfig};
+use trapeze::isa;
+use trapeze::mem::{Ram, RAM_BASE};
+use trapeze::trap::Exit;
+use trapeze::vm::loader::{load_elf, load_raw};
+use trapeze::vm::{RunOutcome, Vm};
+
+use console::{HostClock, Stdio};
+
+/// Guest real addresses of the `virt` machine's devices.
+const UART_BASE: u64 = 0x1000_0000;
+const UART_SIZE: u64 = 0x100;
+const FINISHER_BASE: u64 = 0x10_0000;
+const FINISHER_SIZE: u64 = 0x1000;
+
+/// The demo guest, built from `guests/demo` by the build script.
+const DEMO_GUEST: &[u8] = include_bytes!(env!("TRAPEZE_GUEST_DEMO"));
+
+#[derive(Parser)]
+#[command(name = "trapeze", version, about = "A RISC-V virtual machine monitor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot IMAGE (an ELF executable or a raw binary loaded at 0x8000_0000) in M-mode and run it to the end.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// The guest image; without one, the bundled demo guest runs.
+    image: Option<PathBuf>,
+    /// Guest RAM size, e.g. 128M or 1G (a bare number is MiB).
+    #[arg(short = 'm', long = "memory", default_value = "128M", value_parser = parse_memory_size)]
+    memory: u64,
+    /// Stop after this many instructions (exit status 3).
+    #[arg(long)]
+    max_insns: Option<u64>,
+    /// Print one line per executed instruction to stderr: pc, word, disassembly, changed register.
+    #[arg(long)]
+    trace: bool,
+}
+
+/// Exit status when the instruction limit ends the run.
+const EXIT_INSTRUCTION_LIMIT: u8 = 3;
+
+fn parse_memory_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((index, _)) => text.split_at(index),
+        None => (text, "M"),
+    };
+    let number: u64 = digits.parse().map_err(|_| format!("`{text}` is not a memory size such as 128M or 1G"))?;
+    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use K, M or G)")),
+    };
+    let bytes = number.checked_shl(shift).filter(|b| b >> shift == number).unwrap_or(u64::MAX);
+    // RAM must fit below the top of the 64-bit guest real address space and in host memory.
+    if bytes == 0 || bytes > 64 << 30 {
+        return Err(format!("`{text}`: guest RAM must be between 1 byte and 64G"));
+    }
+    Ok(bytes)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Run(args)) => args,
+        None => RunArgs { memory: 128 << 20, ..RunArgs::default() },
+    };
+    match run(&args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("trapeze: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &RunArgs) -> Result<ExitCode, String> {
+    let image = match &args.image {
+        Some(path) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None => DEMO_GUEST.to_vec(),
+    };
+    let image_name = args.image.as_ref().map_or("the demo guest".to_string(), |p| p.display().to_string());
+    let ram_size = usize::try_from(args.memory).map_err(|_| "guest RAM does not fit this host".to_string())?;
+    let mut backing = vec![0u8; ram_size];
+
+    loop {
+        backing.fill(0);
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        let (entry, htif) = if image.starts_with(b"\x7fELF") {
+            let loaded = load_elf(&image, &mut ram).map_err(|e| format!("{image_name}: {e}"))?;
+            (loaded.entry, loaded.tohost.map(|tohost| Htif::new(tohost, loaded.fromhost)))
+        } else {
+            load_raw(&image, RAM_BASE, &mut ram).map_err(|e| format!("{image_name}: {e}"))?;
+            (RAM_BASE, None)
+        };
+
+        let mut uart = Uart16550::new(Stdio::new());
+        let mut finisher = TestFinisher::new();
+        let mut devices = DeviceMap::new();
+        devices.map(UART_BASE, UART_SIZE, &mut uart).map_err(|e| format!("mapping the UART: {e:?}"))?;
+        devices
+            .map(FINISHER_BASE, FINISHER_SIZE, &mut finisher)
+            .map_err(|e| format!("mapping the test finisher: {e:?}"))?;
+
+        let mut hart = Hart::new(HartConfig::rv64imac_mu(0));
+        hart.reset(entry);
+        // QEMU's boot convention: a0 = hart id, a1 = devicetree address (none yet).
+        hart.x[10] = 0;
+        hart.x[11] = 0;
+        let mut clock = HostClock::new();
+        let mut htif_console = Stdio::new();
+        let mut vm = Vm::new(hart, ram, devices, &mut clock);
+        if let Some(htif) = htif {
+            vm.attach_htif(htif, &mut htif_console);
+        }
+        let mut engine = Interpreter;
+        let outcome = if args.trace {
+            run_traced(&mut vm, &mut engine, args.max_insns)
+        } else {
+            vm.run(&mut engine, args.max_insns)
+        };
+        console::flush_stdout();
+        match outcome {
+            RunOutcome::PowerOff { code: 0 } => return Ok(ExitCode::SUCCESS),
+            RunOutcome::PowerOff { code } => {
+                eprintln!("trapeze: the guest reported failure (code {code})");
+                // Keep a non-zero status even when the code's low byte is zero.
+                return Ok(ExitCode::from(u8::try_from(code).ok().filter(|&c| c != 0).unwrap_or(1)));
+            }
+            RunOutcome::InstructionLimit => {
+                eprintln!(
+                    "trapeze: instruction limit reached after {} instructions (pc {:#x})",
+                    vm.steps, vm.hart.pc
+                );
+                return Ok(ExitCode::from(EXIT_INSTRUCTION_LIMIT));
+            }
+            RunOutcome::Reset => {
+                eprintln!("trapeze: the guest reset the machine; booting again");
+            }
+        }
+    }
+}
+
+/// Runs one instruction at a time, printing what each did.
+fn run_traced(vm: &mut Vm<'_>, engine: &mut Interpreter, limit: Option<u64>) -> RunOutcome {
+    use std::io::Write;
+    let stderr = std::io::stderr();
+    let mut out = std::io::BufWriter::new(stderr.lock());
+    loop {
+        if limit.is_some_and(|limit| vm.steps >= limit) {
+            return RunOutcome::InstructionLimit;
+        }
+        let pc = vm.hart.pc;
+        let word = vm.ram.load(pc, 4).or_else(|| vm.ram.load(pc, 2)).unwrap_or(0) as u32;
+        let decoded = isa::decode(word);
+        let word = if decoded.len == 2 { word & 0xffff } else { word };
+        let registers = vm.hart.x;
+        let outcome = vm.run_slice(engine, 1);
+        let mut line = if decoded.len == 2 {
+            format!("{pc:016x}: {word:04x}      {}", decoded.inst)
+        } else {
+            format!("{pc:016x}: {word:08x}  {}", decoded.inst)
+        };
+        if let Some((index, value)) = vm.hart.x.iter().enumerate().find(|(i, v)| registers[*i] != **v) {
+            line.push_str(&format!("    x{index}={value:#x}"));
+        }
+        if let Exit::Exception { cause, tval } = vm.last_exit {
+            line.push_str(&format!("    trap {cause:?} tval={tval:#x}"));
+        }
+        let _ = writeln!(out, "{line}");
+        if let Some(outcome) = outcome {
+            let _ = out.flush();
+            return outcome;
+        }
+    }
+}

@@ -2,11 +2,12 @@
 //!
 //! Policy (which devices, where, how long to run) is decided by whoever builds the `Vm`; nothing here is global.
 
-use crate::dev::{DeviceMap, MachineRequest, MmioError};
+use crate::dev::htif::Htif;
+use crate::dev::{DeviceMap, MachineRequest, MmioError, SerialBackend};
 use crate::exec::Engine;
 use crate::hart::Hart;
 use crate::mem::Ram;
-use crate::trap::{Dispatcher, Platform, Resume};
+use crate::trap::{Dispatcher, Exit, Platform, Resume};
 
 /// The machine timer's time base: `mtime` counts at 10 MHz, as on QEMU `virt`.
 pub const TIMEBASE_HZ: u64 = 10_000_000;
@@ -49,6 +50,10 @@ pub struct Vm<'a> {
     dispatcher: Dispatcher,
     /// Instructions executed or attempted (an instruction that traps counts too, so a trap loop still ends).
     pub steps: u64,
+    /// The exit the engine returned last (for tracing and diagnostics).
+    pub last_exit: Exit,
+    /// HTIF `tohost`/`fromhost`, polled between slices as Spike does, and the console its output goes to.
+    htif: Option<(Htif, &'a mut dyn SerialBackend)>,
 }
 
 /// The machine around the hart, as the dispatcher sees it.
@@ -86,6 +91,11 @@ impl<'a> Vm<'a> {
         }
     }
 
+    /// Serves the HTIF protocol at the `tohost`/`fromhost` words `htif` names, with output to `console`.
+    pub fn attach_htif(&mut self, htif: Htif, console: &'a mut dyn SerialBackend) {
+        self.htif = Some((htif, console));
+    }
+
     /// Runs until the guest powers off or resets, or `limit` instructions have been executed.
     pub fn run(&mut self, engine: &mut impl Engine, limit: Option<u64>) -> RunOutcome {
         loop {
@@ -110,6 +120,7 @@ impl<'a> Vm<'a> {
         let exit = engine.run(&mut self.hart, &mut self.ram, budget);
         let retired = self.hart.instret.wrapping_sub(retired_before);
         self.steps = self.steps.wrapping_add(retired.max(1));
+        self.last_exit = exit;
         let mut platform = MachinePlatform {
             devices: &mut self.devices,
             clock: &mut *self.clock,
