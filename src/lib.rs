@@ -7,6 +7,6 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod isa;
 pub mod dev;
+pub mod isa;
 pub mod mem;

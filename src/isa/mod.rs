@@ -32,55 +32,204 @@ pub enum Inst {
     /// Not a valid instruction: carries the raw word (the 16-bit parcel for compressed encodings) so that the
     /// illegal-instruction trap can report it in `mtval`.
     Illegal(u32),
-    Lui { rd: Reg, imm: i32 },
-    Auipc { rd: Reg, imm: i32 },
-    Jal { rd: Reg, offset: i32 },
-    Jalr { rd: Reg, rs1: Reg, offset: i32 },
-    Branch { cond: BranchCond, rs1: Reg, rs2: Reg, offset: i32 },
-    Load { width: LoadWidth, rd: Reg, rs1: Reg, offset: i32 },
-    Store { width: StoreWidth, rs1: Reg, rs2: Reg, offset: i32 },
+    Lui {
+        rd: Reg,
+        imm: i32,
+    },
+    Auipc {
+        rd: Reg,
+        imm: i32,
+    },
+    Jal {
+        rd: Reg,
+        offset: i32,
+    },
+    Jalr {
+        rd: Reg,
+        rs1: Reg,
+        offset: i32,
+    },
+    Branch {
+        cond: BranchCond,
+        rs1: Reg,
+        rs2: Reg,
+        offset: i32,
+    },
+    Load {
+        width: LoadWidth,
+        rd: Reg,
+        rs1: Reg,
+        offset: i32,
+    },
+    Store {
+        width: StoreWidth,
+        rs1: Reg,
+        rs2: Reg,
+        offset: i32,
+    },
     /// Register-immediate ALU operation; for shifts `imm` is the shift amount.
-    OpImm { op: OpImmKind, rd: Reg, rs1: Reg, imm: i32 },
+    OpImm {
+        op: OpImmKind,
+        rd: Reg,
+        rs1: Reg,
+        imm: i32,
+    },
     /// Register-register ALU operation, including M-extension multiply and divide.
-    Op { op: OpKind, rd: Reg, rs1: Reg, rs2: Reg },
+    Op {
+        op: OpKind,
+        rd: Reg,
+        rs1: Reg,
+        rs2: Reg,
+    },
     /// FENCE (`fm` = 0b1000 with pred=succ=RW is FENCE.TSO). The reserved `rd`/`rs1` fields are ignored, as the
     /// specification requires for forward compatibility.
-    Fence { fm: u8, pred: u8, succ: u8 },
+    Fence {
+        fm: u8,
+        pred: u8,
+        succ: u8,
+    },
     FenceI,
     Ecall,
     Ebreak,
     Sret,
     Mret,
     Wfi,
-    SfenceVma { rs1: Reg, rs2: Reg },
+    SfenceVma {
+        rs1: Reg,
+        rs2: Reg,
+    },
     /// Zicsr. `src` is `rs1` for the register forms and the 5-bit zero-extended immediate for the `i` forms.
-    Csr { op: CsrOp, rd: Reg, src: u8, csr: u16 },
-    Lr { width: AmoWidth, aq: bool, rl: bool, rd: Reg, rs1: Reg },
-    Sc { width: AmoWidth, aq: bool, rl: bool, rd: Reg, rs1: Reg, rs2: Reg },
-    Amo { op: AmoOp, width: AmoWidth, aq: bool, rl: bool, rd: Reg, rs1: Reg, rs2: Reg },
+    Csr {
+        op: CsrOp,
+        rd: Reg,
+        src: u8,
+        csr: u16,
+    },
+    Lr {
+        width: AmoWidth,
+        aq: bool,
+        rl: bool,
+        rd: Reg,
+        rs1: Reg,
+    },
+    Sc {
+        width: AmoWidth,
+        aq: bool,
+        rl: bool,
+        rd: Reg,
+        rs1: Reg,
+        rs2: Reg,
+    },
+    Amo {
+        op: AmoOp,
+        width: AmoWidth,
+        aq: bool,
+        rl: bool,
+        rd: Reg,
+        rs1: Reg,
+        rs2: Reg,
+    },
     /// FLW / FLD.
-    FpLoad { fmt: FpFormat, rd: Reg, rs1: Reg, offset: i32 },
+    FpLoad {
+        fmt: FpFormat,
+        rd: Reg,
+        rs1: Reg,
+        offset: i32,
+    },
     /// FSW / FSD.
-    FpStore { fmt: FpFormat, rs1: Reg, rs2: Reg, offset: i32 },
+    FpStore {
+        fmt: FpFormat,
+        rs1: Reg,
+        rs2: Reg,
+        offset: i32,
+    },
     /// FMADD / FMSUB / FNMSUB / FNMADD.
-    FpFma { op: FmaOp, fmt: FpFormat, rm: u8, rd: Reg, rs1: Reg, rs2: Reg, rs3: Reg },
+    FpFma {
+        op: FmaOp,
+        fmt: FpFormat,
+        rm: u8,
+        rd: Reg,
+        rs1: Reg,
+        rs2: Reg,
+        rs3: Reg,
+    },
     /// FADD / FSUB / FMUL / FDIV.
-    FpArith { op: FpArithOp, fmt: FpFormat, rm: u8, rd: Reg, rs1: Reg, rs2: Reg },
-    FpSqrt { fmt: FpFormat, rm: u8, rd: Reg, rs1: Reg },
-    FpSgnj { kind: SgnjKind, fmt: FpFormat, rd: Reg, rs1: Reg, rs2: Reg },
-    FpMinMax { max: bool, fmt: FpFormat, rd: Reg, rs1: Reg, rs2: Reg },
+    FpArith {
+        op: FpArithOp,
+        fmt: FpFormat,
+        rm: u8,
+        rd: Reg,
+        rs1: Reg,
+        rs2: Reg,
+    },
+    FpSqrt {
+        fmt: FpFormat,
+        rm: u8,
+        rd: Reg,
+        rs1: Reg,
+    },
+    FpSgnj {
+        kind: SgnjKind,
+        fmt: FpFormat,
+        rd: Reg,
+        rs1: Reg,
+        rs2: Reg,
+    },
+    FpMinMax {
+        max: bool,
+        fmt: FpFormat,
+        rd: Reg,
+        rs1: Reg,
+        rs2: Reg,
+    },
     /// FCVT.S.D (`to` = S, `from` = D) and FCVT.D.S.
-    FpCvtFp { to: FpFormat, from: FpFormat, rm: u8, rd: Reg, rs1: Reg },
+    FpCvtFp {
+        to: FpFormat,
+        from: FpFormat,
+        rm: u8,
+        rd: Reg,
+        rs1: Reg,
+    },
     /// FCVT.{W,WU,L,LU}.{S,D}: float register `rs1` to integer register `rd`.
-    FpCvtToInt { int: IntType, fmt: FpFormat, rm: u8, rd: Reg, rs1: Reg },
+    FpCvtToInt {
+        int: IntType,
+        fmt: FpFormat,
+        rm: u8,
+        rd: Reg,
+        rs1: Reg,
+    },
     /// FCVT.{S,D}.{W,WU,L,LU}: integer register `rs1` to float register `rd`.
-    FpCvtFromInt { int: IntType, fmt: FpFormat, rm: u8, rd: Reg, rs1: Reg },
+    FpCvtFromInt {
+        int: IntType,
+        fmt: FpFormat,
+        rm: u8,
+        rd: Reg,
+        rs1: Reg,
+    },
     /// FMV.X.W / FMV.X.D.
-    FpMvToInt { fmt: FpFormat, rd: Reg, rs1: Reg },
+    FpMvToInt {
+        fmt: FpFormat,
+        rd: Reg,
+        rs1: Reg,
+    },
     /// FMV.W.X / FMV.D.X.
-    FpMvFromInt { fmt: FpFormat, rd: Reg, rs1: Reg },
-    FpCmp { cond: FpCmpCond, fmt: FpFormat, rd: Reg, rs1: Reg, rs2: Reg },
-    FpClass { fmt: FpFormat, rd: Reg, rs1: Reg },
+    FpMvFromInt {
+        fmt: FpFormat,
+        rd: Reg,
+        rs1: Reg,
+    },
+    FpCmp {
+        cond: FpCmpCond,
+        fmt: FpFormat,
+        rd: Reg,
+        rs1: Reg,
+        rs2: Reg,
+    },
+    FpClass {
+        fmt: FpFormat,
+        rd: Reg,
+        rs1: Reg,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
