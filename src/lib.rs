@@ -10,3 +10,4 @@
 pub mod dev;
 pub mod isa;
 pub mod mem;
+pub mod vm;

@@ -1,0 +1,3 @@
+//! The virtual machine and its construction; for now, loading guest images into RAM.
+
+pub mod loader;
