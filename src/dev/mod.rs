@@ -37,3 +37,152 @@ pub enum MachineRequest {
 
 mod map;
 pub use map::{DeviceMap, MapError};
+pub mod htif;
+pub mod test_finisher;
+pub mod uart16550;
+
+/// The host end of a serial console: where a guest's output bytes go and its input bytes come from.
+///
+/// Both calls must return promptly: [`read_byte`](SerialBackend::read_byte) never blocks (it answers `None`
+/// when no byte is ready), and a backend that cannot take output drops it. A console has nowhere to report
+/// an I/O error to, so backends swallow them.
+pub trait SerialBackend {
+    /// Sends one byte to the host.
+    fn write_byte(&mut self, byte: u8);
+
+    /// The next byte from the host if one is ready now; never blocks.
+    fn read_byte(&mut self) -> Option<u8>;
+
+    /// Sends `bytes` to the host and returns how many were taken (all of them unless the backend failed).
+    fn write_bytes(&mut self, bytes: &[u8]) -> usize {
+        for &byte in bytes {
+            self.write_byte(byte);
+        }
+        bytes.len()
+    }
+}
+
+impl<T: SerialBackend + ?Sized> SerialBackend for &mut T {
+    fn write_byte(&mut self, byte: u8) {
+        (**self).write_byte(byte)
+    }
+    fn read_byte(&mut self) -> Option<u8> {
+        (**self).read_byte()
+    }
+    fn write_bytes(&mut self, bytes: &[u8]) -> usize {
+        (**self).write_bytes(bytes)
+    }
+}
+
+/// A console that discards output and never has input.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSerial;
+
+impl SerialBackend for NullSerial {
+    fn write_byte(&mut self, _byte: u8) {}
+    fn read_byte(&mut self) -> Option<u8> {
+        None
+    }
+}
+
+/// Adapts `embedded-io` streams to a [`SerialBackend`]: output to an [`embedded_io::Write`], input from an
+/// [`embedded_io::Read`] + [`embedded_io::ReadReady`] that is read only when it says it is ready.
+///
+/// The adapter never flushes `output`; the host flushes it (through the public field) when it sees fit.
+/// Use [`NoInput`] as `input` for an output-only console.
+#[derive(Debug, Default, Clone)]
+pub struct IoBackend<R, W> {
+    pub input: R,
+    pub output: W,
+}
+
+impl<R, W> IoBackend<R, W> {
+    pub fn new(input: R, output: W) -> Self {
+        Self { input, output }
+    }
+}
+
+impl<R, W> SerialBackend for IoBackend<R, W>
+where
+    R: embedded_io::Read + embedded_io::ReadReady,
+    W: embedded_io::Write,
+{
+    fn write_byte(&mut self, byte: u8) {
+        // `write_all` panics on a writer that answers Ok(0); one `write` call drops the byte instead.
+        let _ = self.output.write(&[byte]);
+    }
+
+    fn read_byte(&mut self) -> Option<u8> {
+        if !matches!(self.input.read_ready(), Ok(true)) {
+            return None;
+        }
+        let mut buf = [0u8; 1];
+        match self.input.read(&mut buf) {
+            Ok(1) => Some(buf[0]),
+            _ => None,
+        }
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> usize {
+        let mut done = 0;
+        while let Some(rest) = bytes.get(done..) {
+            if rest.is_empty() {
+                break;
+            }
+            match self.output.write(rest) {
+                Ok(n) if n > 0 => done += n.min(rest.len()),
+                _ => break,
+            }
+        }
+        done
+    }
+}
+
+/// An `embedded-io` input that is never ready: the input half of an output-only [`IoBackend`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoInput;
+
+impl embedded_io::ErrorType for NoInput {
+    type Error = core::convert::Infallible;
+}
+
+impl embedded_io::Read for NoInput {
+    fn read(&mut self, _buf: &mut [u8]) -> Result<usize, Self::Error> {
+        Ok(0)
+    }
+}
+
+impl embedded_io::ReadReady for NoInput {
+    fn read_ready(&mut self) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_backend_reads_only_when_ready_and_writes_through() {
+        let input: &[u8] = b"ok";
+        let mut out = [0u8; 4];
+        let mut backend = IoBackend::new(input, &mut out[..]);
+        assert_eq!(backend.read_byte(), Some(b'o'));
+        assert_eq!(backend.read_byte(), Some(b'k'));
+        assert_eq!(backend.read_byte(), None, "an empty slice is not ready");
+        backend.write_byte(b'a');
+        assert_eq!(
+            backend.write_bytes(b"bcdef"),
+            3,
+            "a full writer takes what fits"
+        );
+        backend.write_byte(b'z'); // dropped, no panic
+        assert_eq!(out, *b"abcd");
+
+        let mut sink = [0u8; 2];
+        let mut quiet = IoBackend::new(NoInput, &mut sink[..]);
+        assert_eq!(quiet.read_byte(), None);
+        quiet.write_byte(1);
+        assert_eq!(sink, [1, 0]);
+    }
+}

@@ -88,6 +88,8 @@ impl<'a> Vm<'a> {
             clock,
             dispatcher: Dispatcher::new(),
             steps: 0,
+            last_exit: Exit::BudgetExhausted,
+            htif: None,
         }
     }
 

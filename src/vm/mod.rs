@@ -1,4 +1,5 @@
 //! The virtual machine and its construction: harts, RAM, devices, guest loading.
 
+pub mod loader;
 mod machine;
 pub use machine::{Clock, RunOutcome, Vm, SLICE, TIMEBASE_HZ};

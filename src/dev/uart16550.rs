@@ -1,0 +1,710 @@
+//! An NS16550A UART as QEMU's `virt` machine has it at 0x1000_0000: byte-spaced registers (reg-shift 0), a
+//! 16-byte receive FIFO, the divisor latch, interrupt identification, loopback.
+//!
+//! The guest controls every register value and access; the model never panics on one, never blocks, and never
+//! buffers more than its fixed FIFO. Transmission is instantaneous: a byte written to THR goes straight to the
+//! [`SerialBackend`], so THR and the transmitter are always empty (LSR.THRE and LSR.TEMT always read 1).
+//!
+//! Access widths: a 1-byte access is the norm. As QEMU does, a 2- or 4-byte access is accepted and acts on the
+//! single register at its offset (writes use the low byte, reads are zero-extended), provided it is naturally
+//! aligned. 8-byte accesses, other widths, misaligned multi-byte accesses and offsets past the eight registers
+//! are refused with [`MmioError::Unsupported`] (QEMU would alias the eight registers across its 0x100 window).
+//!
+//! Input: bytes come from the backend only when the FIFO has room, when the guest reads RBR, IIR or LSR, or when
+//! the host calls [`Uart16550::poll_input`] (do that periodically so [`Uart16550::interrupt_pending`] can rise
+//! for a guest that waits for the interrupt). Polling never overruns the FIFO: the backend keeps what does not
+//! fit. [`Uart16550::receive_byte`] pushes a byte as a wire would, with the 16550's overrun behaviour.
+//!
+//! Receive timeout: a real 16550 in FIFO mode raises the character-timeout interrupt when data sits below the
+//! trigger level for four character times. There is no line timing here, so that timeout counts as already
+//! elapsed: any data below the trigger level reports the timeout interrupt (IIR 0xCC) at once.
+
+use heapless::Deque;
+
+use super::{MmioDevice, MmioError, SerialBackend};
+
+/// Guest real address of the UART on the QEMU `virt` machine.
+pub const BASE: u64 = 0x1000_0000;
+/// Size of the UART's MMIO window on the QEMU `virt` machine (only the first eight bytes decode).
+pub const SIZE: u64 = 0x100;
+/// PLIC interrupt source of the UART on the QEMU `virt` machine.
+pub const IRQ: u32 = 10;
+/// Depth of the receive FIFO.
+pub const FIFO_DEPTH: usize = 16;
+
+// Register offsets (DLAB = 0 unless noted).
+const RBR_THR_DLL: u64 = 0;
+const IER_DLM: u64 = 1;
+const IIR_FCR: u64 = 2;
+const LCR: u64 = 3;
+const MCR: u64 = 4;
+const LSR: u64 = 5;
+const MSR: u64 = 6;
+const SCR: u64 = 7;
+
+// IER bits.
+const IER_ERBFI: u8 = 0x01; // received data available
+const IER_ETBEI: u8 = 0x02; // THR empty
+const IER_ELSI: u8 = 0x04; // receiver line status
+const IER_EDSSI: u8 = 0x08; // modem status
+const IER_MASK: u8 = 0x0f;
+
+// IIR values.
+const IIR_NO_INT: u8 = 0x01;
+const IIR_MSI: u8 = 0x00;
+const IIR_THRI: u8 = 0x02;
+const IIR_RDI: u8 = 0x04;
+const IIR_RLSI: u8 = 0x06;
+const IIR_CTI: u8 = 0x0c;
+const IIR_FIFO_ENABLED: u8 = 0xc0;
+
+// FCR bits.
+const FCR_ENABLE: u8 = 0x01;
+const FCR_CLEAR_RX: u8 = 0x02;
+const FCR_DMA_MODE: u8 = 0x08;
+const FCR_TRIGGER: u8 = 0xc0;
+
+// LCR bits.
+const LCR_DLAB: u8 = 0x80;
+
+// MCR bits.
+const MCR_DTR: u8 = 0x01;
+const MCR_RTS: u8 = 0x02;
+const MCR_OUT1: u8 = 0x04;
+const MCR_OUT2: u8 = 0x08;
+const MCR_LOOP: u8 = 0x10;
+const MCR_MASK: u8 = 0x1f;
+
+// LSR bits.
+const LSR_DR: u8 = 0x01;
+const LSR_OE: u8 = 0x02;
+const LSR_ERRORS: u8 = 0x1e; // OE | PE | FE | BI
+const LSR_THRE: u8 = 0x20;
+const LSR_TEMT: u8 = 0x40;
+const LSR_RX_FIFO_ERROR: u8 = 0x80;
+
+// MSR bits.
+const MSR_TERI: u8 = 0x04;
+const MSR_CTS: u8 = 0x10;
+const MSR_DSR: u8 = 0x20;
+const MSR_RI: u8 = 0x40;
+const MSR_DCD: u8 = 0x80;
+const MSR_DELTAS: u8 = 0x0f;
+
+/// The NS16550A model. `B` is the host end of the serial line.
+pub struct Uart16550<B> {
+    backend: B,
+    rx: Deque<u8, FIFO_DEPTH>,
+    ier: u8,
+    lcr: u8,
+    mcr: u8,
+    fcr: u8,
+    scr: u8,
+    dll: u8,
+    dlm: u8,
+    /// LSR error bits (OE, PE, FE, BI) latched until the guest reads LSR.
+    lsr_errors: u8,
+    /// MSR delta bits latched until the guest reads MSR.
+    msr_deltas: u8,
+    /// THR-empty interrupt condition: set when THR empties or ETBEI is enabled with THR empty, cleared by
+    /// reading IIR while it is the identified interrupt, or by disabling ETBEI.
+    thr_ipending: bool,
+}
+
+impl<B: SerialBackend> Uart16550<B> {
+    /// A UART in its reset state, attached to `backend`.
+    pub fn new(backend: B) -> Self {
+        Self {
+            backend,
+            rx: Deque::new(),
+            ier: 0,
+            lcr: 0,
+            mcr: 0,
+            fcr: 0,
+            scr: 0,
+            dll: 0,
+            dlm: 0,
+            lsr_errors: 0,
+            msr_deltas: 0,
+            thr_ipending: false,
+        }
+    }
+
+    /// Returns every register to its reset value and empties the FIFO; the backend is kept.
+    pub fn reset(&mut self) {
+        self.rx.clear();
+        self.ier = 0;
+        self.lcr = 0;
+        self.mcr = 0;
+        self.fcr = 0;
+        self.scr = 0;
+        self.dll = 0;
+        self.dlm = 0;
+        self.lsr_errors = 0;
+        self.msr_deltas = 0;
+        self.thr_ipending = false;
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The backend, e.g. to flush its output.
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// The divisor latch value (DLM:DLL) the guest programmed; informational only, no line timing is modelled.
+    pub fn divisor(&self) -> u16 {
+        u16::from_le_bytes([self.dll, self.dlm])
+    }
+
+    /// Whether the UART's interrupt output is asserted (for the PLIC). Does not poll the backend: call
+    /// [`poll_input`](Self::poll_input) first to see host input that arrived since the last guest access.
+    pub fn interrupt_pending(&self) -> bool {
+        self.interrupt_id() != IIR_NO_INT
+    }
+
+    /// Moves bytes from the backend into the receive FIFO while it has room. In loopback mode the receiver is
+    /// disconnected from the line and nothing is read.
+    pub fn poll_input(&mut self) {
+        if self.mcr & MCR_LOOP != 0 {
+            return;
+        }
+        while self.rx.len() < self.rx_capacity() {
+            match self.backend.read_byte() {
+                Some(byte) => {
+                    // Cannot fail: there is room.
+                    let _ = self.rx.push_back(byte);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// A byte arrives on the line, as from a host that pushes input. Returns `false` on an overrun: LSR.OE is
+    /// set and, in FIFO mode, the new byte is lost (the FIFO keeps its contents); in 16450 (non-FIFO) mode the
+    /// unread byte in RBR is overwritten by the new one, as on the chip.
+    pub fn receive_byte(&mut self, byte: u8) -> bool {
+        if self.rx.len() < self.rx_capacity() {
+            let _ = self.rx.push_back(byte);
+            return true;
+        }
+        self.lsr_errors |= LSR_OE;
+        if !self.fifo_enabled() {
+            self.rx.clear();
+            let _ = self.rx.push_back(byte);
+        }
+        false
+    }
+
+    /// Number of bytes waiting in the receive FIFO.
+    pub fn rx_len(&self) -> usize {
+        self.rx.len()
+    }
+
+    fn fifo_enabled(&self) -> bool {
+        self.fcr & FCR_ENABLE != 0
+    }
+
+    fn rx_capacity(&self) -> usize {
+        if self.fifo_enabled() {
+            FIFO_DEPTH
+        } else {
+            1
+        }
+    }
+
+    fn dlab(&self) -> bool {
+        self.lcr & LCR_DLAB != 0
+    }
+
+    fn rx_trigger_level(&self) -> usize {
+        match (self.fcr & FCR_TRIGGER) >> 6 {
+            0 => 1,
+            1 => 4,
+            2 => 8,
+            _ => 14,
+        }
+    }
+
+    fn lsr(&self) -> u8 {
+        let mut lsr = LSR_THRE | LSR_TEMT | self.lsr_errors;
+        if !self.rx.is_empty() {
+            lsr |= LSR_DR;
+        }
+        // Bit 7 reports a parity/framing/break error in the FIFO; no such errors are generated, so it stays 0
+        // (an overrun is not a FIFO error).
+        lsr & !LSR_RX_FIFO_ERROR
+    }
+
+    /// Modem status lines: in loopback they follow MCR (CTS=RTS, DSR=DTR, RI=OUT1, DCD=OUT2); otherwise
+    /// carrier, data-set-ready and clear-to-send are up, as QEMU reports them.
+    fn msr_lines(&self, mcr: u8) -> u8 {
+        if mcr & MCR_LOOP != 0 {
+            let mut lines = 0;
+            if mcr & MCR_RTS != 0 {
+                lines |= MSR_CTS;
+            }
+            if mcr & MCR_DTR != 0 {
+                lines |= MSR_DSR;
+            }
+            if mcr & MCR_OUT1 != 0 {
+                lines |= MSR_RI;
+            }
+            if mcr & MCR_OUT2 != 0 {
+                lines |= MSR_DCD;
+            }
+            lines
+        } else {
+            MSR_DCD | MSR_DSR | MSR_CTS
+        }
+    }
+
+    /// The identification of the highest-priority pending interrupt (IIR bits 3:0).
+    fn interrupt_id(&self) -> u8 {
+        if self.ier & IER_ELSI != 0 && self.lsr_errors & LSR_ERRORS != 0 {
+            return IIR_RLSI;
+        }
+        if self.ier & IER_ERBFI != 0 && !self.rx.is_empty() {
+            return if !self.fifo_enabled() || self.rx.len() >= self.rx_trigger_level() {
+                IIR_RDI
+            } else {
+                IIR_CTI
+            };
+        }
+        if self.ier & IER_ETBEI != 0 && self.thr_ipending {
+            return IIR_THRI;
+        }
+        if self.ier & IER_EDSSI != 0 && self.msr_deltas != 0 {
+            return IIR_MSI;
+        }
+        IIR_NO_INT
+    }
+
+    fn read_iir(&mut self) -> u8 {
+        self.poll_input();
+        let id = self.interrupt_id();
+        if id == IIR_THRI {
+            // Reading IIR while THRE is the source clears it.
+            self.thr_ipending = false;
+        }
+        let fifo = if self.fifo_enabled() {
+            IIR_FIFO_ENABLED
+        } else {
+            0
+        };
+        id | fifo
+    }
+
+    fn transmit(&mut self, byte: u8) {
+        if self.mcr & MCR_LOOP != 0 {
+            self.receive_byte(byte);
+        } else {
+            self.backend.write_byte(byte);
+        }
+        // The byte left at once: THR is empty again.
+        self.thr_ipending = true;
+    }
+
+    fn write_ier(&mut self, value: u8) {
+        let new = value & IER_MASK;
+        let changed = self.ier ^ new;
+        self.ier = new;
+        if changed & IER_ETBEI != 0 {
+            // Enabling the THRE interrupt while THR is empty raises it at once (drivers rely on this to kick
+            // transmission); disabling it drops the pending condition.
+            self.thr_ipending = new & IER_ETBEI != 0;
+        }
+    }
+
+    fn write_fcr(&mut self, value: u8) {
+        if (self.fcr ^ value) & FCR_ENABLE != 0 {
+            // Entering or leaving FIFO mode empties the FIFOs.
+            self.rx.clear();
+        }
+        if value & FCR_ENABLE == 0 {
+            // The other FCR bits are only programmed while FCR0 is written as 1.
+            self.fcr = 0;
+            return;
+        }
+        if value & FCR_CLEAR_RX != 0 {
+            self.rx.clear();
+        }
+        // FCR_CLEAR_TX: the transmitter never holds anything.
+        self.fcr = value & (FCR_ENABLE | FCR_DMA_MODE | FCR_TRIGGER);
+    }
+
+    fn write_mcr(&mut self, value: u8) {
+        let new = value & MCR_MASK;
+        let before = self.msr_lines(self.mcr);
+        let after = self.msr_lines(new);
+        self.mcr = new;
+        let changed = before ^ after;
+        // Delta bits: DCTS, DDSR, DDCD on any change; TERI on RI's trailing edge (1 -> 0).
+        let mut deltas = (changed >> 4) & !MSR_TERI;
+        if before & MSR_RI != 0 && after & MSR_RI == 0 {
+            deltas |= MSR_TERI;
+        }
+        self.msr_deltas |= deltas & MSR_DELTAS;
+    }
+
+    fn read_register(&mut self, reg: u64) -> u8 {
+        match reg {
+            RBR_THR_DLL if self.dlab() => self.dll,
+            RBR_THR_DLL => {
+                if self.rx.is_empty() {
+                    self.poll_input();
+                }
+                let byte = self.rx.pop_front().unwrap_or(0);
+                self.poll_input();
+                byte
+            }
+            IER_DLM if self.dlab() => self.dlm,
+            IER_DLM => self.ier,
+            IIR_FCR => self.read_iir(),
+            LCR => self.lcr,
+            MCR => self.mcr,
+            LSR => {
+                self.poll_input();
+                let lsr = self.lsr();
+                // Reading LSR clears the latched error bits.
+                self.lsr_errors = 0;
+                lsr
+            }
+            MSR => {
+                let msr = self.msr_lines(self.mcr) | self.msr_deltas;
+                self.msr_deltas = 0;
+                msr
+            }
+            _ => self.scr,
+        }
+    }
+
+    fn write_register(&mut self, reg: u64, value: u8) {
+        match reg {
+            RBR_THR_DLL if self.dlab() => self.dll = value,
+            RBR_THR_DLL => self.transmit(value),
+            IER_DLM if self.dlab() => self.dlm = value,
+            IER_DLM => self.write_ier(value),
+            IIR_FCR => self.write_fcr(value),
+            LCR => self.lcr = value,
+            MCR => self.write_mcr(value),
+            // LSR and MSR are read-only (LSR writes are a factory-test feature); ignored as QEMU does.
+            LSR | MSR => {}
+            _ => self.scr = value,
+        }
+    }
+}
+
+/// Checks an access against the eight byte-spaced registers; `Some(register offset)` when it decodes.
+fn decode(offset: u64, size: u8) -> Option<u64> {
+    let size = match size {
+        1 | 2 | 4 => u64::from(size),
+        _ => return None,
+    };
+    if offset > SCR || !offset.is_multiple_of(size) {
+        return None;
+    }
+    Some(offset)
+}
+
+impl<B: SerialBackend> MmioDevice for Uart16550<B> {
+    fn read(&mut self, offset: u64, size: u8) -> Result<u64, MmioError> {
+        let reg = decode(offset, size).ok_or(MmioError::Unsupported)?;
+        Ok(u64::from(self.read_register(reg)))
+    }
+
+    fn write(&mut self, offset: u64, size: u8, value: u64) -> Result<(), MmioError> {
+        let reg = decode(offset, size).ok_or(MmioError::Unsupported)?;
+        self.write_register(reg, value as u8);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::vec::Vec;
+
+    #[derive(Default)]
+    struct FakeSerial {
+        out: Vec<u8>,
+        input: VecDeque<u8>,
+    }
+
+    impl SerialBackend for FakeSerial {
+        fn write_byte(&mut self, byte: u8) {
+            self.out.push(byte);
+        }
+        fn read_byte(&mut self) -> Option<u8> {
+            self.input.pop_front()
+        }
+    }
+
+    fn uart() -> Uart16550<FakeSerial> {
+        Uart16550::new(FakeSerial::default())
+    }
+
+    fn rd(u: &mut Uart16550<FakeSerial>, reg: u64) -> u8 {
+        u.read(reg, 1).expect("register decodes") as u8
+    }
+
+    fn wr(u: &mut Uart16550<FakeSerial>, reg: u64, value: u8) {
+        u.write(reg, 1, u64::from(value)).expect("register decodes");
+    }
+
+    #[test]
+    fn thr_writes_reach_the_backend() {
+        let mut u = uart();
+        for &b in b"hi\n" {
+            wr(&mut u, 0, b);
+        }
+        assert_eq!(u.backend().out, b"hi\n");
+        assert_eq!(rd(&mut u, 5) & (LSR_THRE | LSR_TEMT), LSR_THRE | LSR_TEMT);
+    }
+
+    #[test]
+    fn divisor_latch_shadows_rbr_thr_and_ier() {
+        let mut u = uart();
+        wr(&mut u, 1, 0x05); // IER
+        wr(&mut u, 3, 0x83); // DLAB + 8N1
+        wr(&mut u, 0, 0x01); // DLL
+        wr(&mut u, 1, 0x02); // DLM
+        assert!(
+            u.backend().out.is_empty(),
+            "a DLL write is not a transmission"
+        );
+        assert_eq!(rd(&mut u, 0), 0x01);
+        assert_eq!(rd(&mut u, 1), 0x02);
+        assert_eq!(u.divisor(), 0x0201);
+        wr(&mut u, 3, 0x03);
+        assert_eq!(rd(&mut u, 1), 0x05, "IER is back once DLAB clears");
+        assert_eq!(rd(&mut u, 3), 0x03);
+        wr(&mut u, 0, b'x');
+        assert_eq!(u.backend().out, b"x");
+    }
+
+    #[test]
+    fn lsr_reports_data_ready_from_backend() {
+        let mut u = uart();
+        assert_eq!(rd(&mut u, 5), LSR_THRE | LSR_TEMT);
+        u.backend_mut().input.extend(b"ab");
+        assert_eq!(rd(&mut u, 5), LSR_THRE | LSR_TEMT | LSR_DR);
+        assert_eq!(rd(&mut u, 0), b'a');
+        assert_eq!(rd(&mut u, 5) & LSR_DR, LSR_DR);
+        assert_eq!(rd(&mut u, 0), b'b');
+        assert_eq!(rd(&mut u, 5) & LSR_DR, 0);
+        assert_eq!(rd(&mut u, 0), 0, "an empty RBR reads 0");
+    }
+
+    #[test]
+    fn fifo_keeps_order_and_polling_never_overruns() {
+        let mut u = uart();
+        wr(&mut u, 2, FCR_ENABLE);
+        u.backend_mut().input.extend(0..40u8);
+        u.poll_input();
+        assert_eq!(u.rx_len(), FIFO_DEPTH);
+        assert_eq!(
+            u.backend().input.len(),
+            40 - FIFO_DEPTH,
+            "the backend keeps what does not fit"
+        );
+        let got: Vec<u8> = (0..40).map(|_| rd(&mut u, 0)).collect();
+        assert_eq!(got, (0..40u8).collect::<Vec<_>>());
+        assert_eq!(rd(&mut u, 5) & (LSR_DR | LSR_OE), 0);
+    }
+
+    #[test]
+    fn fifo_overrun_drops_the_new_byte_and_latches_oe() {
+        let mut u = uart();
+        wr(&mut u, 2, FCR_ENABLE);
+        for b in 0..FIFO_DEPTH as u8 {
+            assert!(u.receive_byte(b));
+        }
+        assert!(!u.receive_byte(0xee));
+        let lsr = rd(&mut u, 5);
+        assert_eq!(lsr & (LSR_OE | LSR_DR), LSR_OE | LSR_DR);
+        assert_eq!(rd(&mut u, 5) & LSR_OE, 0, "reading LSR clears OE");
+        let got: Vec<u8> = (0..FIFO_DEPTH).map(|_| rd(&mut u, 0)).collect();
+        assert_eq!(got, (0..FIFO_DEPTH as u8).collect::<Vec<_>>());
+        assert_eq!(rd(&mut u, 5) & LSR_DR, 0);
+    }
+
+    #[test]
+    fn non_fifo_mode_holds_one_byte_and_overwrites_on_overrun() {
+        let mut u = uart();
+        assert!(u.receive_byte(1));
+        assert!(!u.receive_byte(2));
+        assert_eq!(rd(&mut u, 5) & (LSR_OE | LSR_DR), LSR_OE | LSR_DR);
+        assert_eq!(rd(&mut u, 0), 2);
+        u.backend_mut().input.extend([7, 8]);
+        u.poll_input();
+        assert_eq!(u.rx_len(), 1);
+        assert_eq!(rd(&mut u, 0), 7);
+        assert_eq!(rd(&mut u, 0), 8);
+    }
+
+    #[test]
+    fn fcr_resets_and_mode_changes_empty_the_fifo() {
+        let mut u = uart();
+        wr(&mut u, 2, FCR_ENABLE);
+        u.receive_byte(1);
+        u.receive_byte(2);
+        wr(&mut u, 2, FCR_ENABLE | FCR_CLEAR_RX);
+        assert_eq!(u.rx_len(), 0);
+        assert_eq!(rd(&mut u, 5) & LSR_DR, 0);
+        u.receive_byte(3);
+        wr(&mut u, 2, 0);
+        assert_eq!(u.rx_len(), 0, "leaving FIFO mode empties the FIFO");
+        assert_eq!(rd(&mut u, 2) & IIR_FIFO_ENABLED, 0);
+    }
+
+    #[test]
+    fn iir_identifies_receive_and_thr_empty_interrupts() {
+        let mut u = uart();
+        assert_eq!(rd(&mut u, 2), IIR_NO_INT);
+        assert!(!u.interrupt_pending());
+
+        // Enabling ETBEI with THR empty raises THRE at once; reading IIR clears it.
+        wr(&mut u, 1, IER_ETBEI);
+        assert!(u.interrupt_pending());
+        assert_eq!(rd(&mut u, 2), IIR_THRI);
+        assert_eq!(rd(&mut u, 2), IIR_NO_INT);
+        assert!(!u.interrupt_pending());
+        // Each transmitted byte empties THR again.
+        wr(&mut u, 0, b'a');
+        assert_eq!(rd(&mut u, 2), IIR_THRI);
+
+        // Received data outranks THRE.
+        wr(&mut u, 1, IER_ERBFI | IER_ETBEI);
+        wr(&mut u, 0, b'b');
+        u.backend_mut().input.push_back(b'z');
+        u.poll_input();
+        assert!(u.interrupt_pending());
+        assert_eq!(rd(&mut u, 2), IIR_RDI);
+        assert_eq!(rd(&mut u, 0), b'z');
+        assert_eq!(rd(&mut u, 2), IIR_THRI);
+
+        // Disabling ETBEI drops the THRE condition.
+        wr(&mut u, 0, b'c');
+        wr(&mut u, 1, IER_ERBFI);
+        assert_eq!(rd(&mut u, 2), IIR_NO_INT);
+    }
+
+    #[test]
+    fn iir_in_fifo_mode_reports_trigger_level_and_timeout() {
+        let mut u = uart();
+        wr(&mut u, 2, FCR_ENABLE | 0x80); // trigger level 8
+        wr(&mut u, 1, IER_ERBFI);
+        assert_eq!(rd(&mut u, 2), IIR_FIFO_ENABLED | IIR_NO_INT);
+        u.receive_byte(1);
+        assert_eq!(
+            rd(&mut u, 2),
+            IIR_FIFO_ENABLED | IIR_CTI,
+            "below the trigger level: timeout"
+        );
+        for b in 2..=8 {
+            u.receive_byte(b);
+        }
+        assert_eq!(rd(&mut u, 2), IIR_FIFO_ENABLED | IIR_RDI);
+    }
+
+    #[test]
+    fn line_status_interrupt_has_top_priority() {
+        let mut u = uart();
+        wr(&mut u, 1, IER_ERBFI | IER_ETBEI | IER_ELSI);
+        u.receive_byte(1);
+        u.receive_byte(2); // overrun in non-FIFO mode
+        assert_eq!(rd(&mut u, 2), IIR_RLSI);
+        rd(&mut u, 5);
+        assert_eq!(rd(&mut u, 2), IIR_RDI);
+    }
+
+    #[test]
+    fn loopback_routes_thr_to_rbr_and_mcr_to_msr() {
+        let mut u = uart();
+        assert_eq!(rd(&mut u, 6), MSR_DCD | MSR_DSR | MSR_CTS);
+        u.backend_mut().input.push_back(b'q');
+        wr(&mut u, 4, MCR_LOOP | MCR_OUT2 | MCR_RTS);
+        let msr = rd(&mut u, 6);
+        assert_eq!(msr & 0xf0, MSR_DCD | MSR_CTS);
+        assert_eq!(msr & MSR_DELTAS, 0x02, "DSR dropped: DDSR is latched");
+        assert_eq!(
+            rd(&mut u, 6) & MSR_DELTAS,
+            0,
+            "reading MSR clears the deltas"
+        );
+        wr(&mut u, 0, 0x5a);
+        assert!(
+            u.backend().out.is_empty(),
+            "loopback keeps the byte off the line"
+        );
+        assert_eq!(rd(&mut u, 0), 0x5a);
+        assert_eq!(
+            rd(&mut u, 5) & LSR_DR,
+            0,
+            "the line input is not read in loopback"
+        );
+        wr(&mut u, 4, 0);
+        assert_eq!(rd(&mut u, 0), b'q');
+    }
+
+    #[test]
+    fn scratch_register_and_read_only_registers() {
+        let mut u = uart();
+        wr(&mut u, 7, 0xa5);
+        assert_eq!(rd(&mut u, 7), 0xa5);
+        wr(&mut u, 5, 0xff);
+        wr(&mut u, 6, 0xff);
+        assert_eq!(rd(&mut u, 5), LSR_THRE | LSR_TEMT);
+        wr(&mut u, 4, 0xff);
+        assert_eq!(rd(&mut u, 4), MCR_MASK);
+    }
+
+    #[test]
+    fn undecoded_accesses_are_refused() {
+        let mut u = uart();
+        assert_eq!(u.read(0, 8), Err(MmioError::Unsupported));
+        assert_eq!(u.write(0, 8, 0), Err(MmioError::Unsupported));
+        assert_eq!(u.read(8, 1), Err(MmioError::Unsupported));
+        assert_eq!(u.read(0xff, 1), Err(MmioError::Unsupported));
+        assert_eq!(u.read(u64::MAX, 1), Err(MmioError::Unsupported));
+        assert_eq!(u.read(1, 2), Err(MmioError::Unsupported));
+        assert_eq!(u.read(2, 4), Err(MmioError::Unsupported));
+        assert_eq!(u.read(0, 3), Err(MmioError::Unsupported));
+        assert_eq!(u.read(0, 0), Err(MmioError::Unsupported));
+        // Aligned 2- and 4-byte accesses act on the register at that offset.
+        u.write(4, 4, 0xffff_ff07)
+            .expect("aligned word access decodes");
+        assert_eq!(u.read(4, 4), Ok(0x07));
+        u.write(0, 2, 0x1234)
+            .expect("aligned halfword access decodes");
+        assert_eq!(u.backend().out, [0x34]);
+        assert!(u.backend().out.len() == 1);
+    }
+
+    #[test]
+    fn arbitrary_accesses_never_panic() {
+        let mut u = uart();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let offset = x % 12;
+            let size = [1u8, 2, 4, 8, 3][(x >> 8) as usize % 5];
+            if x & (1 << 20) != 0 {
+                let _ = u.write(offset, size, x >> 24);
+            } else {
+                let _ = u.read(offset, size);
+            }
+            if x & (1 << 21) != 0 {
+                u.receive_byte(x as u8);
+            }
+            assert!(u.rx_len() <= FIFO_DEPTH);
+        }
+    }
+}
