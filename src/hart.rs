@@ -95,10 +95,7 @@ impl HartConfig {
     /// RV64IMAC with user mode: what the reference interpreter implements today.
     pub const fn rv64imac_mu(hart_id: u64) -> Self {
         use csr::misa::ext;
-        Self {
-            hart_id,
-            extensions: ext(b'I') | ext(b'M') | ext(b'A') | ext(b'C') | ext(b'U'),
-        }
+        Self { hart_id, extensions: ext(b'I') | ext(b'M') | ext(b'A') | ext(b'C') | ext(b'U') }
     }
 
     fn has(&self, letter: u8) -> bool {
@@ -351,11 +348,7 @@ impl Hart {
     /// The trap always goes to M-mode (delegation arrives with S-mode). The pc of the trapping instruction
     /// must already be in `self.pc`.
     pub fn take_trap(&mut self, interrupt: bool, code: u64, tval: u64) {
-        let cause = if interrupt {
-            CAUSE_INTERRUPT | code
-        } else {
-            code
-        };
+        let cause = if interrupt { CAUSE_INTERRUPT | code } else { code };
         self.csrs.mepc = self.pc & !1;
         self.csrs.mcause = cause;
         self.csrs.mtval = tval;
@@ -385,8 +378,7 @@ impl Hart {
     /// `mret`: return to the mode in `mstatus.MPP`, restoring MIE from MPIE.
     pub fn mret(&mut self) {
         let status = self.csrs.mstatus;
-        let previous =
-            Privilege::from_bits(status >> mstatus::MPP_SHIFT).unwrap_or(Privilege::User);
+        let previous = Privilege::from_bits(status >> mstatus::MPP_SHIFT).unwrap_or(Privilege::User);
         let mut new = status & !(mstatus::MIE | mstatus::MPP);
         if status & mstatus::MPIE != 0 {
             new |= mstatus::MIE;
@@ -410,15 +402,12 @@ impl Hart {
         if pending == 0 {
             return None;
         }
-        let globally_enabled =
-            self.privilege != Privilege::Machine || self.csrs.mstatus & mstatus::MIE != 0;
+        let globally_enabled = self.privilege != Privilege::Machine || self.csrs.mstatus & mstatus::MIE != 0;
         if !globally_enabled {
             return None;
         }
         // Priority order of the privileged specification: MEI, MSI, MTI, SEI, SSI, STI.
-        [11u64, 3, 7, 9, 1, 5]
-            .into_iter()
-            .find(|&code| pending & (1 << code) != 0)
+        [11u64, 3, 7, 9, 1, 5].into_iter().find(|&code| pending & (1 << code) != 0)
     }
 }
 
@@ -433,22 +422,12 @@ mod tests {
     #[test]
     fn mstatus_mpp_rejects_unimplemented_modes() {
         let mut hart = hart();
-        hart.write_csr(csr::MSTATUS, 3 << mstatus::MPP_SHIFT)
-            .unwrap();
-        hart.write_csr(csr::MSTATUS, 1 << mstatus::MPP_SHIFT)
-            .unwrap();
-        assert_eq!(
-            hart.csrs.mstatus & mstatus::MPP,
-            mstatus::MPP,
-            "S is not implemented: MPP keeps M"
-        );
+        hart.write_csr(csr::MSTATUS, 3 << mstatus::MPP_SHIFT).unwrap();
+        hart.write_csr(csr::MSTATUS, 1 << mstatus::MPP_SHIFT).unwrap();
+        assert_eq!(hart.csrs.mstatus & mstatus::MPP, mstatus::MPP, "S is not implemented: MPP keeps M");
         hart.write_csr(csr::MSTATUS, 0).unwrap();
         assert_eq!(hart.csrs.mstatus & mstatus::MPP, 0);
-        assert_eq!(
-            hart.read_csr(csr::MSTATUS, 0).unwrap() >> mstatus::UXL_SHIFT & 3,
-            2,
-            "UXL reads 64-bit"
-        );
+        assert_eq!(hart.read_csr(csr::MSTATUS, 0).unwrap() >> mstatus::UXL_SHIFT & 3, 2, "UXL reads 64-bit");
     }
 
     #[test]
@@ -514,9 +493,6 @@ mod tests {
         hart.raise(Exception::IllegalInstruction, 0);
         assert_eq!(hart.pc, 0x8000_0000);
         hart.write_csr(csr::MTVEC, 0x8000_0102).unwrap();
-        assert_eq!(
-            hart.csrs.mtvec, 0x8000_0101,
-            "reserved mode 2 keeps the old mode"
-        );
+        assert_eq!(hart.csrs.mtvec, 0x8000_0101, "reserved mode 2 keeps the old mode");
     }
 }

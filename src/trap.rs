@@ -54,12 +54,7 @@ pub trait Platform {
     /// Reads a device register at guest real address `addr`.
     fn mmio_read(&mut self, addr: u64, size: u8) -> Result<u64, MmioError>;
     /// Writes a device register; a device may answer with a request to the whole machine.
-    fn mmio_write(
-        &mut self,
-        addr: u64,
-        size: u8,
-        value: u64,
-    ) -> Result<Option<MachineRequest>, MmioError>;
+    fn mmio_write(&mut self, addr: u64, size: u8, value: u64) -> Result<Option<MachineRequest>, MmioError>;
     /// The machine timer (`mtime`), in ticks of the timebase.
     fn time(&mut self) -> u64;
 }
@@ -87,12 +82,7 @@ impl Dispatcher {
     }
 
     /// Emulates `exit` on `hart` and says how to resume.
-    pub fn dispatch(
-        &mut self,
-        exit: Exit,
-        hart: &mut Hart,
-        platform: &mut impl Platform,
-    ) -> Resume {
+    pub fn dispatch(&mut self, exit: Exit, hart: &mut Hart, platform: &mut impl Platform) -> Resume {
         match exit {
             Exit::BudgetExhausted => Resume::Continue,
             Exit::Exception { cause, tval } => {
@@ -104,14 +94,7 @@ impl Dispatcher {
         }
     }
 
-    fn system(
-        &mut self,
-        inst: Inst,
-        word: u32,
-        len: u8,
-        hart: &mut Hart,
-        platform: &mut impl Platform,
-    ) -> Resume {
+    fn system(&mut self, inst: Inst, word: u32, len: u8, hart: &mut Hart, platform: &mut impl Platform) -> Resume {
         let illegal = |hart: &mut Hart| {
             hart.raise(Exception::IllegalInstruction, word as u64);
             Resume::Continue
@@ -140,12 +123,7 @@ impl Dispatcher {
         }
     }
 
-    fn mmio(
-        &mut self,
-        access: MmioAccess,
-        hart: &mut Hart,
-        platform: &mut impl Platform,
-    ) -> Resume {
+    fn mmio(&mut self, access: MmioAccess, hart: &mut Hart, platform: &mut impl Platform) -> Resume {
         match access.kind {
             MmioKind::Load { rd, signed } => match platform.mmio_read(access.addr, access.size) {
                 Ok(value) => {
@@ -158,8 +136,7 @@ impl Dispatcher {
                     Resume::Continue
                 }
             },
-            MmioKind::Store { value } => match platform.mmio_write(access.addr, access.size, value)
-            {
+            MmioKind::Store { value } => match platform.mmio_write(access.addr, access.size, value) {
                 Ok(request) => {
                     retire(hart, access.len);
                     request.map_or(Resume::Continue, Resume::Machine)
@@ -187,11 +164,7 @@ fn csr_instruction(
     src: u8,
     csr: u16,
 ) -> Result<(), crate::hart::CsrAccessError> {
-    let operand = if op.is_immediate() {
-        src as u64
-    } else {
-        hart.x(src)
-    };
+    let operand = if op.is_immediate() { src as u64 } else { hart.x(src) };
     // CSRRW with rd = x0 does not read; CSRRS/CSRRC with a zero source register or immediate do not write.
     let reads = !matches!(op, CsrOp::Rw | CsrOp::Rwi) || rd != 0;
     let writes = matches!(op, CsrOp::Rw | CsrOp::Rwi) || src != 0;

@@ -83,6 +83,7 @@ impl HostClock {
 impl Clock for HostClock {
     fn now(&mut self) -> u64 {
         let elapsed = self.start.elapsed();
-        elapsed.as_secs() * TIMEBASE_HZ + u64::from(elapsed.subsec_nanos()) / (1_000_000_000 / TIMEBASE_HZ as u32) as u64
+        elapsed.as_secs() * TIMEBASE_HZ
+            + u64::from(elapsed.subsec_nanos()) / (1_000_000_000 / TIMEBASE_HZ as u32) as u64
     }
 }

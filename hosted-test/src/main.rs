@@ -154,10 +154,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
                 return Ok(ExitCode::from(u8::try_from(code).ok().filter(|&c| c != 0).unwrap_or(1)));
             }
             RunOutcome::InstructionLimit => {
-                eprintln!(
-                    "trapeze: instruction limit reached after {} instructions (pc {:#x})",
-                    vm.steps, vm.hart.pc
-                );
+                eprintln!("trapeze: instruction limit reached after {} instructions (pc {:#x})", vm.steps, vm.hart.pc);
                 return Ok(ExitCode::from(EXIT_INSTRUCTION_LIMIT));
             }
             RunOutcome::Reset => {

@@ -77,13 +77,7 @@ impl Htif {
     /// An HTIF endpoint polling the doubleword at guest address `tohost`, answering at `fromhost` (without
     /// one, answers are dropped and getchar is never served).
     pub fn new(tohost: u64, fromhost: Option<u64>) -> Self {
-        Self {
-            tohost,
-            fromhost,
-            responses: Deque::new(),
-            pending_read: None,
-            rejected: 0,
-        }
+        Self { tohost, fromhost, responses: Deque::new(), pending_read: None, rejected: 0 }
     }
 
     /// Guest address of `tohost`.
@@ -110,11 +104,7 @@ impl Htif {
     /// Delivers waiting answers, carries out the command in `tohost` if there is one, and serves a pending
     /// getchar from `console`. Returns the machine request an exit command makes. A `tohost` outside RAM is
     /// never read.
-    pub fn poll(
-        &mut self,
-        ram: &mut Ram,
-        console: &mut impl SerialBackend,
-    ) -> Option<MachineRequest> {
+    pub fn poll(&mut self, ram: &mut Ram, console: &mut impl SerialBackend) -> Option<MachineRequest> {
         self.deliver(ram);
         let request = match ram.load(self.tohost, 8) {
             Some(command) if command != 0 => {
@@ -128,12 +118,7 @@ impl Htif {
         request
     }
 
-    fn handle(
-        &mut self,
-        command: u64,
-        ram: &mut Ram,
-        console: &mut impl SerialBackend,
-    ) -> Option<MachineRequest> {
+    fn handle(&mut self, command: u64, ram: &mut Ram, console: &mut impl SerialBackend) -> Option<MachineRequest> {
         let device = (command >> 56) as u8;
         let cmd = (command >> 48) as u8;
         let payload = command & PAYLOAD_MASK;
@@ -159,12 +144,7 @@ impl Htif {
     }
 
     /// Runs the proxied syscall whose magic block is at `addr`; writes its return value to `magic_mem[0]`.
-    fn syscall(
-        &mut self,
-        addr: u64,
-        ram: &mut Ram,
-        console: &mut impl SerialBackend,
-    ) -> Option<MachineRequest> {
+    fn syscall(&mut self, addr: u64, ram: &mut Ram, console: &mut impl SerialBackend) -> Option<MachineRequest> {
         let mut magic = [0u64; MAGIC_WORDS];
         let Some(block) = ram.slice(addr, 8 * MAGIC_WORDS as u64) else {
             self.rejected = self.rejected.saturating_add(1);
@@ -247,9 +227,7 @@ impl Htif {
 
 /// The power-off request for a guest exit code; a code that does not fit `u32` saturates (never to 0).
 fn power_off(code: u64) -> MachineRequest {
-    MachineRequest::PowerOff {
-        code: u32::try_from(code).unwrap_or(u32::MAX),
-    }
+    MachineRequest::PowerOff { code: u32::try_from(code).unwrap_or(u32::MAX) }
 }
 
 #[cfg(test)]
@@ -302,8 +280,7 @@ mod tests {
         }
 
         fn store(&mut self, addr: u64, value: u64) {
-            self.with_ram(|ram| ram.store(addr, 8, value))
-                .expect("inside RAM");
+            self.with_ram(|ram| ram.store(addr, 8, value)).expect("inside RAM");
         }
 
         fn load(&mut self, addr: u64) -> u64 {
@@ -340,11 +317,7 @@ mod tests {
         rig.store(TOHOST, (5 << 1) | 1);
         assert_eq!(rig.poll(), Some(MachineRequest::PowerOff { code: 5 }));
         rig.store(TOHOST, PAYLOAD_MASK);
-        assert_eq!(
-            rig.poll(),
-            Some(MachineRequest::PowerOff { code: u32::MAX }),
-            "saturates, never 0"
-        );
+        assert_eq!(rig.poll(), Some(MachineRequest::PowerOff { code: u32::MAX }), "saturates, never 0");
         assert_eq!(rig.poll(), None);
     }
 
@@ -355,10 +328,7 @@ mod tests {
         assert_eq!(rig.poll(), None);
         assert_eq!(rig.console.out, b"A");
         assert_eq!(rig.load(TOHOST), 0);
-        assert_eq!(
-            rig.load(FROMHOST),
-            (1 << 56) | (1 << 48) | 0x100 | u64::from(b'A')
-        );
+        assert_eq!(rig.load(FROMHOST), (1 << 56) | (1 << 48) | 0x100 | u64::from(b'A'));
 
         // The guest has not consumed the answer: the next one waits.
         rig.store(TOHOST, (1 << 56) | (1 << 48) | u64::from(b'B'));
@@ -388,11 +358,7 @@ mod tests {
     #[test]
     fn syscall_write_to_stdout() {
         let mut rig = Rig::new();
-        rig.with_ram(|ram| {
-            ram.slice_mut(BUF, 6)
-                .expect("inside RAM")
-                .copy_from_slice(b"hello\n")
-        });
+        rig.with_ram(|ram| ram.slice_mut(BUF, 6).expect("inside RAM").copy_from_slice(b"hello\n"));
         assert_eq!(rig.syscall([SYS_WRITE, 1, BUF, 6]), None);
         assert_eq!(rig.console.out, b"hello\n");
         assert_eq!(rig.load(MAGIC), 6, "return value in magic_mem[0]");
@@ -401,10 +367,7 @@ mod tests {
 
         rig.store(FROMHOST, 0);
         rig.syscall([SYS_WRITE, 2, BUF, 2]);
-        assert_eq!(
-            rig.console.out, b"hello\nhe",
-            "fd 2 goes to the console too"
-        );
+        assert_eq!(rig.console.out, b"hello\nhe", "fd 2 goes to the console too");
     }
 
     #[test]
@@ -417,11 +380,7 @@ mod tests {
         rig.syscall([SYS_WRITE, 1, 0x1000, 4]);
         assert_eq!(rig.load(MAGIC) as i64, -EFAULT, "buffer below RAM");
         rig.syscall([SYS_WRITE, 1, BUF, u64::MAX]);
-        assert_eq!(
-            rig.load(MAGIC) as i64,
-            -EFAULT,
-            "huge length is bounded, then refused"
-        );
+        assert_eq!(rig.load(MAGIC) as i64, -EFAULT, "huge length is bounded, then refused");
         rig.syscall([SYS_WRITE, 1, u64::MAX - 1, u64::MAX]);
         assert_eq!(rig.load(MAGIC) as i64, -EFAULT);
         rig.syscall([1234, 0, 0, 0]);
@@ -435,12 +394,9 @@ mod tests {
         let mut ram = Ram::new(RAM_BASE, &mut backing);
         ram.store(RAM_BASE, 8, SYS_WRITE).expect("inside RAM");
         ram.store(RAM_BASE + 8, 8, 1).expect("inside RAM");
-        ram.store(RAM_BASE + 16, 8, RAM_BASE + 64)
-            .expect("inside RAM");
-        ram.store(RAM_BASE + 24, 8, MAX_WRITE_LEN + 10)
-            .expect("inside RAM");
-        ram.store(RAM_BASE + 0x100, 8, RAM_BASE)
-            .expect("inside RAM");
+        ram.store(RAM_BASE + 16, 8, RAM_BASE + 64).expect("inside RAM");
+        ram.store(RAM_BASE + 24, 8, MAX_WRITE_LEN + 10).expect("inside RAM");
+        ram.store(RAM_BASE + 0x100, 8, RAM_BASE).expect("inside RAM");
         let mut htif = Htif::new(RAM_BASE + 0x100, None);
         let mut console = FakeConsole::default();
         assert_eq!(htif.poll(&mut ram, &mut console), None);
@@ -451,15 +407,9 @@ mod tests {
     #[test]
     fn syscall_exit() {
         let mut rig = Rig::new();
-        assert_eq!(
-            rig.syscall([SYS_EXIT, 7, 0, 0]),
-            Some(MachineRequest::PowerOff { code: 7 })
-        );
+        assert_eq!(rig.syscall([SYS_EXIT, 7, 0, 0]), Some(MachineRequest::PowerOff { code: 7 }));
         assert_eq!(rig.load(MAGIC), 0);
-        assert_eq!(
-            rig.syscall([SYS_EXIT_GROUP, u64::MAX, 0, 0]),
-            Some(MachineRequest::PowerOff { code: u32::MAX })
-        );
+        assert_eq!(rig.syscall([SYS_EXIT_GROUP, u64::MAX, 0, 0]), Some(MachineRequest::PowerOff { code: u32::MAX }));
     }
 
     #[test]
@@ -495,12 +445,7 @@ mod tests {
     #[test]
     fn unknown_devices_and_commands_are_ignored() {
         let mut rig = Rig::new();
-        for cmd in [
-            (2u64 << 56) | 5,
-            (1 << 56) | (7 << 48) | 1,
-            (0xff << 56) | (0xff << 48),
-            3 << 48,
-        ] {
+        for cmd in [(2u64 << 56) | 5, (1 << 56) | (7 << 48) | 1, (0xff << 56) | (0xff << 48), 3 << 48] {
             rig.store(TOHOST, cmd);
             assert_eq!(rig.poll(), None);
             assert_eq!(rig.load(TOHOST), 0);
@@ -517,9 +462,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             // Point magic blocks and buffers into, around and far outside RAM.
-            let near = RAM_BASE
-                .wrapping_add(x % (2 * RAM_SIZE as u64))
-                .wrapping_sub(RAM_SIZE as u64 / 2);
+            let near = RAM_BASE.wrapping_add(x % (2 * RAM_SIZE as u64)).wrapping_sub(RAM_SIZE as u64 / 2);
             rig.store(MAGIC, x % 100);
             rig.store(MAGIC + 8, x >> 62);
             rig.store(MAGIC + 16, if x & 4 != 0 { near } else { x });

@@ -31,35 +31,17 @@ impl<'a, const CAPACITY: usize> Default for DeviceMap<'a, CAPACITY> {
 
 impl<'a, const CAPACITY: usize> DeviceMap<'a, CAPACITY> {
     pub fn new() -> Self {
-        Self {
-            windows: core::array::from_fn(|_| None),
-        }
+        Self { windows: core::array::from_fn(|_| None) }
     }
 
     /// Maps `device` at `[base, base + size)`.
-    pub fn map(
-        &mut self,
-        base: u64,
-        size: u64,
-        device: &'a mut dyn MmioDevice,
-    ) -> Result<(), MapError> {
-        let end = base
-            .checked_add(size)
-            .filter(|_| size > 0)
-            .ok_or(MapError::BadWindow { base, size })?;
-        let overlaps = self
-            .windows
-            .iter()
-            .flatten()
-            .any(|w| base < w.base + w.size && w.base < end);
+    pub fn map(&mut self, base: u64, size: u64, device: &'a mut dyn MmioDevice) -> Result<(), MapError> {
+        let end = base.checked_add(size).filter(|_| size > 0).ok_or(MapError::BadWindow { base, size })?;
+        let overlaps = self.windows.iter().flatten().any(|w| base < w.base + w.size && w.base < end);
         if overlaps {
             return Err(MapError::BadWindow { base, size });
         }
-        let slot = self
-            .windows
-            .iter_mut()
-            .find(|w| w.is_none())
-            .ok_or(MapError::Full)?;
+        let slot = self.windows.iter_mut().find(|w| w.is_none()).ok_or(MapError::Full)?;
         *slot = Some(Window { base, size, device });
         Ok(())
     }
@@ -79,12 +61,7 @@ impl<'a, const CAPACITY: usize> DeviceMap<'a, CAPACITY> {
     }
 
     /// Writes to the device mapped at `addr` and collects the request the write raised, if any.
-    pub fn write(
-        &mut self,
-        addr: u64,
-        size: u8,
-        value: u64,
-    ) -> Result<Option<MachineRequest>, MmioError> {
+    pub fn write(&mut self, addr: u64, size: u8, value: u64) -> Result<Option<MachineRequest>, MmioError> {
         let (device, offset) = self.find(addr, size).ok_or(MmioError::Unsupported)?;
         device.write(offset, size, value)?;
         Ok(device.take_request())
@@ -125,11 +102,7 @@ mod tests {
         assert_eq!(map.write(0x1000, 4, 9), Ok(None));
         assert_eq!(map.read(0x1000, 4), Ok(9));
         assert_eq!(map.read(0x3000, 4), Err(MmioError::Unsupported));
-        assert_eq!(
-            map.read(0x10fe, 4),
-            Err(MmioError::Unsupported),
-            "straddles the end of the window"
-        );
+        assert_eq!(map.read(0x10fe, 4), Err(MmioError::Unsupported), "straddles the end of the window");
         assert_eq!(map.read(u64::MAX, 8), Err(MmioError::Unsupported));
     }
 
@@ -138,13 +111,7 @@ mod tests {
         let (mut a, mut b, mut c) = (Register(0), Register(0), Register(0));
         let mut map: DeviceMap<'_, 1> = DeviceMap::new();
         map.map(0x1000, 0x100, &mut a).unwrap();
-        assert_eq!(
-            map.map(0x10ff, 1, &mut b),
-            Err(MapError::BadWindow {
-                base: 0x10ff,
-                size: 1
-            })
-        );
+        assert_eq!(map.map(0x10ff, 1, &mut b), Err(MapError::BadWindow { base: 0x10ff, size: 1 }));
         assert_eq!(map.map(0x5000, 1, &mut c), Err(MapError::Full));
         let mut d = Register(0);
         let mut map: DeviceMap<'_, 1> = DeviceMap::new();

@@ -171,11 +171,7 @@ mod tests {
         assert_eq!(backend.read_byte(), Some(b'k'));
         assert_eq!(backend.read_byte(), None, "an empty slice is not ready");
         backend.write_byte(b'a');
-        assert_eq!(
-            backend.write_bytes(b"bcdef"),
-            3,
-            "a full writer takes what fits"
-        );
+        assert_eq!(backend.write_bytes(b"bcdef"), 3, "a full writer takes what fits");
         backend.write_byte(b'z'); // dropped, no panic
         assert_eq!(out, *b"abcd");
 

@@ -98,32 +98,17 @@ mod tests {
 
     #[test]
     fn pass_fail_and_reset_codes() {
-        assert_eq!(
-            write_and_take(0x5555),
-            Some(MachineRequest::PowerOff { code: 0 })
-        );
-        assert_eq!(
-            write_and_take((3 << 16) | 0x3333),
-            Some(MachineRequest::PowerOff { code: 3 })
-        );
-        assert_eq!(
-            write_and_take(0xffff_3333),
-            Some(MachineRequest::PowerOff { code: 0xffff })
-        );
+        assert_eq!(write_and_take(0x5555), Some(MachineRequest::PowerOff { code: 0 }));
+        assert_eq!(write_and_take((3 << 16) | 0x3333), Some(MachineRequest::PowerOff { code: 3 }));
+        assert_eq!(write_and_take(0xffff_3333), Some(MachineRequest::PowerOff { code: 0xffff }));
         assert_eq!(write_and_take(0x7777), Some(MachineRequest::Reset));
         // Like QEMU, only the low half selects the action: PASS ignores the high half.
-        assert_eq!(
-            write_and_take(0x0001_5555),
-            Some(MachineRequest::PowerOff { code: 0 })
-        );
+        assert_eq!(write_and_take(0x0001_5555), Some(MachineRequest::PowerOff { code: 0 }));
     }
 
     #[test]
     fn fail_with_code_zero_is_still_a_failure() {
-        assert_eq!(
-            write_and_take(0x3333),
-            Some(MachineRequest::PowerOff { code: 1 })
-        );
+        assert_eq!(write_and_take(0x3333), Some(MachineRequest::PowerOff { code: 1 }));
     }
 
     #[test]
@@ -150,25 +135,9 @@ mod tests {
         let mut f = TestFinisher::new();
         assert_eq!(f.read(0, 4), Ok(0));
         assert_eq!(f.read(0x10, 4), Ok(0));
-        for (offset, size) in [
-            (0, 1),
-            (0, 2),
-            (0, 8),
-            (2, 4),
-            (SIZE, 4),
-            (u64::MAX, 4),
-            (0, 0),
-        ] {
-            assert_eq!(
-                f.read(offset, size),
-                Err(MmioError::Unsupported),
-                "read {offset:#x}/{size}"
-            );
-            assert_eq!(
-                f.write(offset, size, 0x5555),
-                Err(MmioError::Unsupported),
-                "write {offset:#x}/{size}"
-            );
+        for (offset, size) in [(0, 1), (0, 2), (0, 8), (2, 4), (SIZE, 4), (u64::MAX, 4), (0, 0)] {
+            assert_eq!(f.read(offset, size), Err(MmioError::Unsupported), "read {offset:#x}/{size}");
+            assert_eq!(f.write(offset, size, 0x5555), Err(MmioError::Unsupported), "write {offset:#x}/{size}");
         }
         assert_eq!(f.take_request(), None, "a refused write makes no request");
     }

@@ -268,11 +268,7 @@ impl<B: SerialBackend> Uart16550<B> {
             return IIR_RLSI;
         }
         if self.ier & IER_ERBFI != 0 && !self.rx.is_empty() {
-            return if !self.fifo_enabled() || self.rx.len() >= self.rx_trigger_level() {
-                IIR_RDI
-            } else {
-                IIR_CTI
-            };
+            return if !self.fifo_enabled() || self.rx.len() >= self.rx_trigger_level() { IIR_RDI } else { IIR_CTI };
         }
         if self.ier & IER_ETBEI != 0 && self.thr_ipending {
             return IIR_THRI;
@@ -290,11 +286,7 @@ impl<B: SerialBackend> Uart16550<B> {
             // Reading IIR while THRE is the source clears it.
             self.thr_ipending = false;
         }
-        let fifo = if self.fifo_enabled() {
-            IIR_FIFO_ENABLED
-        } else {
-            0
-        };
+        let fifo = if self.fifo_enabled() { IIR_FIFO_ENABLED } else { 0 };
         id | fifo
     }
 
@@ -473,10 +465,7 @@ mod tests {
         wr(&mut u, 3, 0x83); // DLAB + 8N1
         wr(&mut u, 0, 0x01); // DLL
         wr(&mut u, 1, 0x02); // DLM
-        assert!(
-            u.backend().out.is_empty(),
-            "a DLL write is not a transmission"
-        );
+        assert!(u.backend().out.is_empty(), "a DLL write is not a transmission");
         assert_eq!(rd(&mut u, 0), 0x01);
         assert_eq!(rd(&mut u, 1), 0x02);
         assert_eq!(u.divisor(), 0x0201);
@@ -507,11 +496,7 @@ mod tests {
         u.backend_mut().input.extend(0..40u8);
         u.poll_input();
         assert_eq!(u.rx_len(), FIFO_DEPTH);
-        assert_eq!(
-            u.backend().input.len(),
-            40 - FIFO_DEPTH,
-            "the backend keeps what does not fit"
-        );
+        assert_eq!(u.backend().input.len(), 40 - FIFO_DEPTH, "the backend keeps what does not fit");
         let got: Vec<u8> = (0..40).map(|_| rd(&mut u, 0)).collect();
         assert_eq!(got, (0..40u8).collect::<Vec<_>>());
         assert_eq!(rd(&mut u, 5) & (LSR_DR | LSR_OE), 0);
@@ -601,11 +586,7 @@ mod tests {
         wr(&mut u, 1, IER_ERBFI);
         assert_eq!(rd(&mut u, 2), IIR_FIFO_ENABLED | IIR_NO_INT);
         u.receive_byte(1);
-        assert_eq!(
-            rd(&mut u, 2),
-            IIR_FIFO_ENABLED | IIR_CTI,
-            "below the trigger level: timeout"
-        );
+        assert_eq!(rd(&mut u, 2), IIR_FIFO_ENABLED | IIR_CTI, "below the trigger level: timeout");
         for b in 2..=8 {
             u.receive_byte(b);
         }
@@ -632,22 +613,11 @@ mod tests {
         let msr = rd(&mut u, 6);
         assert_eq!(msr & 0xf0, MSR_DCD | MSR_CTS);
         assert_eq!(msr & MSR_DELTAS, 0x02, "DSR dropped: DDSR is latched");
-        assert_eq!(
-            rd(&mut u, 6) & MSR_DELTAS,
-            0,
-            "reading MSR clears the deltas"
-        );
+        assert_eq!(rd(&mut u, 6) & MSR_DELTAS, 0, "reading MSR clears the deltas");
         wr(&mut u, 0, 0x5a);
-        assert!(
-            u.backend().out.is_empty(),
-            "loopback keeps the byte off the line"
-        );
+        assert!(u.backend().out.is_empty(), "loopback keeps the byte off the line");
         assert_eq!(rd(&mut u, 0), 0x5a);
-        assert_eq!(
-            rd(&mut u, 5) & LSR_DR,
-            0,
-            "the line input is not read in loopback"
-        );
+        assert_eq!(rd(&mut u, 5) & LSR_DR, 0, "the line input is not read in loopback");
         wr(&mut u, 4, 0);
         assert_eq!(rd(&mut u, 0), b'q');
     }
@@ -677,11 +647,9 @@ mod tests {
         assert_eq!(u.read(0, 3), Err(MmioError::Unsupported));
         assert_eq!(u.read(0, 0), Err(MmioError::Unsupported));
         // Aligned 2- and 4-byte accesses act on the register at that offset.
-        u.write(4, 4, 0xffff_ff07)
-            .expect("aligned word access decodes");
+        u.write(4, 4, 0xffff_ff07).expect("aligned word access decodes");
         assert_eq!(u.read(4, 4), Ok(0x07));
-        u.write(0, 2, 0x1234)
-            .expect("aligned halfword access decodes");
+        u.write(0, 2, 0x1234).expect("aligned halfword access decodes");
         assert_eq!(u.backend().out, [0x34]);
         assert!(u.backend().out.len() == 1);
     }

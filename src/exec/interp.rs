@@ -4,9 +4,7 @@
 
 use super::Engine;
 use crate::hart::{Exception, Hart};
-use crate::isa::{
-    self, AmoOp, AmoWidth, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth,
-};
+use crate::isa::{self, AmoOp, AmoWidth, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::Ram;
 use crate::trap::{extend, Exit, MmioAccess, MmioKind};
 
@@ -28,17 +26,12 @@ impl Engine for Interpreter {
 /// Fetches the instruction at `pc`: its raw bits (16 significant bits for a compressed one) or the exception.
 #[inline(always)]
 fn fetch(ram: &Ram, pc: u64) -> Result<u32, Exit> {
-    let fault = |addr| Exit::Exception {
-        cause: Exception::InstructionAccessFault,
-        tval: addr,
-    };
+    let fault = |addr| Exit::Exception { cause: Exception::InstructionAccessFault, tval: addr };
     let low = ram.load(pc, 2).ok_or(fault(pc))? as u32;
     if low & 3 != 3 {
         return Ok(low);
     }
-    let high = ram
-        .load(pc.wrapping_add(2), 2)
-        .ok_or(fault(pc.wrapping_add(2)))? as u32;
+    let high = ram.load(pc.wrapping_add(2), 2).ok_or(fault(pc.wrapping_add(2)))? as u32;
     Ok(low | high << 16)
 }
 
@@ -50,10 +43,7 @@ pub fn step(hart: &mut Hart, ram: &mut Ram) -> Result<(), Exit> {
     let decoded = isa::decode(word);
     let len = decoded.len as u64;
     let mut next_pc = pc.wrapping_add(len);
-    let illegal = Exit::Exception {
-        cause: Exception::IllegalInstruction,
-        tval: word as u64,
-    };
+    let illegal = Exit::Exception { cause: Exception::IllegalInstruction, tval: word as u64 };
 
     match decoded.inst {
         Inst::Illegal(_) => return Err(illegal),
@@ -68,12 +58,7 @@ pub fn step(hart: &mut Hart, ram: &mut Ram) -> Result<(), Exit> {
             hart.set_x(rd, next_pc);
             next_pc = target;
         }
-        Inst::Branch {
-            cond,
-            rs1,
-            rs2,
-            offset,
-        } => {
+        Inst::Branch { cond, rs1, rs2, offset } => {
             let (a, b) = (hart.x(rs1), hart.x(rs2));
             let taken = match cond {
                 BranchCond::Eq => a == b,
@@ -87,29 +72,16 @@ pub fn step(hart: &mut Hart, ram: &mut Ram) -> Result<(), Exit> {
                 next_pc = pc.wrapping_add(offset as i64 as u64);
             }
         }
-        Inst::Load {
-            width,
-            rd,
-            rs1,
-            offset,
-        } => {
+        Inst::Load { width, rd, rs1, offset } => {
             let addr = hart.x(rs1).wrapping_add(offset as i64 as u64);
             let size = width.bytes();
-            let signed = matches!(
-                width,
-                LoadWidth::B | LoadWidth::H | LoadWidth::W | LoadWidth::D
-            );
+            let signed = matches!(width, LoadWidth::B | LoadWidth::H | LoadWidth::W | LoadWidth::D);
             match ram.load(addr, size) {
                 Some(value) => hart.set_x(rd, extend(value, size as u8, signed)),
                 None => return Err(mmio(addr, size, MmioKind::Load { rd, signed }, len)),
             }
         }
-        Inst::Store {
-            width,
-            rs1,
-            rs2,
-            offset,
-        } => {
+        Inst::Store { width, rs1, rs2, offset } => {
             let addr = hart.x(rs1).wrapping_add(offset as i64 as u64);
             let size = width.bytes();
             let value = hart.x(rs2);
@@ -146,75 +118,40 @@ pub fn step(hart: &mut Hart, ram: &mut Ram) -> Result<(), Exit> {
         // The interpreter has no instruction cache and one hart sees its own stores in order.
         Inst::Fence { .. } | Inst::FenceI => {}
         Inst::Ecall => {
-            return Err(Exit::Exception {
-                cause: Exception::ecall_from(hart.privilege),
-                tval: 0,
-            });
+            return Err(Exit::Exception { cause: Exception::ecall_from(hart.privilege), tval: 0 });
         }
-        Inst::Ebreak => {
-            return Err(Exit::Exception {
-                cause: Exception::Breakpoint,
-                tval: pc,
-            })
-        }
+        Inst::Ebreak => return Err(Exit::Exception { cause: Exception::Breakpoint, tval: pc }),
         Inst::Csr { .. } | Inst::Mret | Inst::Sret | Inst::Wfi | Inst::SfenceVma { .. } => {
-            return Err(Exit::System {
-                inst: decoded.inst,
-                word,
-                len: decoded.len,
-            });
+            return Err(Exit::System { inst: decoded.inst, word, len: decoded.len });
         }
         Inst::Lr { width, rd, rs1, .. } => {
             let addr = hart.x(rs1);
             let size = width.bytes();
             if !addr.is_multiple_of(size) {
-                return Err(Exit::Exception {
-                    cause: Exception::LoadMisaligned,
-                    tval: addr,
-                });
+                return Err(Exit::Exception { cause: Exception::LoadMisaligned, tval: addr });
             }
-            let value = ram.load(addr, size).ok_or(Exit::Exception {
-                cause: Exception::LoadAccessFault,
-                tval: addr,
-            })?;
+            let value =
+                ram.load(addr, size).ok_or(Exit::Exception { cause: Exception::LoadAccessFault, tval: addr })?;
             hart.set_x(rd, extend(value, size as u8, true));
             hart.reservation = Some(addr);
         }
-        Inst::Sc {
-            width,
-            rd,
-            rs1,
-            rs2,
-            ..
-        } => {
+        Inst::Sc { width, rd, rs1, rs2, .. } => {
             let addr = hart.x(rs1);
             let size = width.bytes();
             check_amo_address(ram, addr, size)?;
             let success = hart.reservation == Some(addr);
             hart.reservation = None;
             if success {
-                ram.store(addr, size, hart.x(rs2)).ok_or(Exit::Exception {
-                    cause: Exception::StoreAccessFault,
-                    tval: addr,
-                })?;
+                ram.store(addr, size, hart.x(rs2))
+                    .ok_or(Exit::Exception { cause: Exception::StoreAccessFault, tval: addr })?;
             }
             hart.set_x(rd, !success as u64);
         }
-        Inst::Amo {
-            op,
-            width,
-            rd,
-            rs1,
-            rs2,
-            ..
-        } => {
+        Inst::Amo { op, width, rd, rs1, rs2, .. } => {
             let addr = hart.x(rs1);
             let size = width.bytes();
             check_amo_address(ram, addr, size)?;
-            let fault = Exit::Exception {
-                cause: Exception::StoreAccessFault,
-                tval: addr,
-            };
+            let fault = Exit::Exception { cause: Exception::StoreAccessFault, tval: addr };
             let old = extend(ram.load(addr, size).ok_or(fault)?, size as u8, true);
             let new = amo(op, width, old, hart.x(rs2));
             ram.store(addr, size, new).ok_or(fault)?;
@@ -243,12 +180,7 @@ pub fn step(hart: &mut Hart, ram: &mut Ram) -> Result<(), Exit> {
 }
 
 fn mmio(addr: u64, size: u64, kind: MmioKind, len: u64) -> Exit {
-    Exit::Mmio(MmioAccess {
-        addr,
-        size: size as u8,
-        kind,
-        len: len as u8,
-    })
+    Exit::Mmio(MmioAccess { addr, size: size as u8, kind, len: len as u8 })
 }
 
 fn mask(width: StoreWidth) -> u64 {
@@ -261,16 +193,10 @@ fn mask(width: StoreWidth) -> u64 {
 /// SC and AMOs need a naturally aligned address in RAM (they are never performed on devices).
 fn check_amo_address(ram: &Ram, addr: u64, size: u64) -> Result<(), Exit> {
     if !addr.is_multiple_of(size) {
-        return Err(Exit::Exception {
-            cause: Exception::StoreMisaligned,
-            tval: addr,
-        });
+        return Err(Exit::Exception { cause: Exception::StoreMisaligned, tval: addr });
     }
     if ram.offset_of(addr, size).is_none() {
-        return Err(Exit::Exception {
-            cause: Exception::StoreAccessFault,
-            tval: addr,
-        });
+        return Err(Exit::Exception { cause: Exception::StoreAccessFault, tval: addr });
     }
     Ok(())
 }
@@ -362,12 +288,7 @@ pub fn alu(op: OpKind, a: u64, b: u64) -> u64 {
 /// The value an AMO stores, from the (sign-extended) old memory value and `rs2`.
 fn amo(op: AmoOp, width: AmoWidth, old: u64, operand: u64) -> u64 {
     let (signed_old, signed_operand, unsigned_old, unsigned_operand) = match width {
-        AmoWidth::W => (
-            old as i32 as i64,
-            operand as i32 as i64,
-            old as u32 as u64,
-            operand as u32 as u64,
-        ),
+        AmoWidth::W => (old as i32 as i64, operand as i32 as i64, old as u32 as u64, operand as u32 as u64),
         AmoWidth::D => (old as i64, operand as i64, old, operand),
     };
     match op {
@@ -393,15 +314,9 @@ mod tests {
         assert_eq!(alu(OpKind::Divu, 7, 0), u64::MAX);
         assert_eq!(alu(OpKind::Rem, 7, 0), 7);
         assert_eq!(alu(OpKind::Remu, 7, 0), 7);
-        assert_eq!(
-            alu(OpKind::Div, i64::MIN as u64, -1i64 as u64),
-            i64::MIN as u64
-        );
+        assert_eq!(alu(OpKind::Div, i64::MIN as u64, -1i64 as u64), i64::MIN as u64);
         assert_eq!(alu(OpKind::Rem, i64::MIN as u64, -1i64 as u64), 0);
-        assert_eq!(
-            alu(OpKind::Divw, 0x8000_0000, -1i64 as u64),
-            0xffff_ffff_8000_0000
-        );
+        assert_eq!(alu(OpKind::Divw, 0x8000_0000, -1i64 as u64), 0xffff_ffff_8000_0000);
         assert_eq!(alu(OpKind::Remw, 0x8000_0000, -1i64 as u64), 0);
         assert_eq!(alu(OpKind::Divuw, 5, 0), u64::MAX);
         assert_eq!(alu(OpKind::Remuw, 0x8000_0005, 0), 0xffff_ffff_8000_0005);
@@ -431,10 +346,7 @@ mod tests {
         let old = extend(0x8000_0000, 4, true);
         assert_eq!(amo(AmoOp::Min, AmoWidth::W, old, 1) as u32, 0x8000_0000);
         assert_eq!(amo(AmoOp::Minu, AmoWidth::W, old, 1), 1);
-        assert_eq!(
-            amo(AmoOp::Maxu, AmoWidth::W, old, 0xffff_ffff_0000_0001) as u32,
-            0x8000_0000
-        );
+        assert_eq!(amo(AmoOp::Maxu, AmoWidth::W, old, 0xffff_ffff_0000_0001) as u32, 0x8000_0000);
         assert_eq!(amo(AmoOp::Max, AmoWidth::D, -5i64 as u64, 3), 3);
     }
 }

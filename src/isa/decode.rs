@@ -4,15 +4,9 @@ use super::{Decoded, Inst};
 /// Decodes the instruction at the start of `word` (a compressed one if its low two bits are not `0b11`).
 pub fn decode(word: u32) -> Decoded {
     if word & 3 == 3 {
-        Decoded {
-            inst: decode_word(word),
-            len: 4,
-        }
+        Decoded { inst: decode_word(word), len: 4 }
     } else {
-        Decoded {
-            inst: decode_compressed(word as u16),
-            len: 2,
-        }
+        Decoded { inst: decode_compressed(word as u16), len: 2 }
     }
 }
 

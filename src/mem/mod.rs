@@ -66,9 +66,7 @@ impl<'a> Ram<'a> {
     pub fn store(&mut self, addr: u64, size: u64, value: u64) -> Option<()> {
         let offset = self.offset_of(addr, size)?;
         let len = (size as usize).min(8);
-        self.bytes
-            .get_mut(offset..offset + len)?
-            .copy_from_slice(&value.to_le_bytes()[..len]);
+        self.bytes.get_mut(offset..offset + len)?.copy_from_slice(&value.to_le_bytes()[..len]);
         Some(())
     }
 
@@ -97,10 +95,6 @@ mod tests {
         assert_eq!(ram.load(RAM_BASE - 1, 1), None);
         assert_eq!(ram.load(u64::MAX, 8), None);
         assert_eq!(ram.store(RAM_BASE + 64, 1, 0), None);
-        assert_eq!(
-            ram.load(RAM_BASE + 61, 2),
-            Some(0x2233),
-            "misaligned loads read little-endian bytes"
-        );
+        assert_eq!(ram.load(RAM_BASE + 61, 2), Some(0x2233), "misaligned loads read little-endian bytes");
     }
 }

@@ -64,33 +64,13 @@ pub enum LoadError {
     /// No `PT_LOAD` segment has bytes to load.
     NoLoadableSegment,
     /// Program header `index` (counting all program headers from 0) names file bytes outside the image.
-    SegmentFileRange {
-        index: usize,
-        offset: u64,
-        size: u64,
-        image_len: usize,
-    },
+    SegmentFileRange { index: usize, offset: u64, size: u64, image_len: usize },
     /// Program header `index` has `p_filesz > p_memsz`.
-    SegmentFileSizeExceedsMemSize {
-        index: usize,
-        filesz: u64,
-        memsz: u64,
-    },
+    SegmentFileSizeExceedsMemSize { index: usize, filesz: u64, memsz: u64 },
     /// Program header `index` would place `[start, start + size)` outside guest RAM.
-    SegmentOutsideRam {
-        index: usize,
-        start: u64,
-        size: u64,
-        ram_start: u64,
-        ram_size: u64,
-    },
+    SegmentOutsideRam { index: usize, start: u64, size: u64, ram_start: u64, ram_size: u64 },
     /// A raw image `[addr, addr + size)` does not fit in guest RAM.
-    RawOutsideRam {
-        addr: u64,
-        size: u64,
-        ram_start: u64,
-        ram_size: u64,
-    },
+    RawOutsideRam { addr: u64, size: u64, ram_start: u64, ram_size: u64 },
 }
 
 /// `[start, start + size)` written without overflowing.
@@ -98,12 +78,7 @@ struct Range(u64, u64);
 
 impl fmt::Display for Range {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[{:#x}, {:#x})",
-            self.0,
-            u128::from(self.0) + u128::from(self.1)
-        )
+        write!(f, "[{:#x}, {:#x})", self.0, u128::from(self.0) + u128::from(self.1))
     }
 }
 
@@ -111,10 +86,9 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::NotElf => write!(f, "not an ELF file (bad magic number)"),
-            LoadError::TruncatedHeader { len } => write!(
-                f,
-                "truncated ELF image: {len} bytes, shorter than the {EHDR64_SIZE}-byte ELF64 header"
-            ),
+            LoadError::TruncatedHeader { len } => {
+                write!(f, "truncated ELF image: {len} bytes, shorter than the {EHDR64_SIZE}-byte ELF64 header")
+            }
             LoadError::NotElf64 { class } => {
                 let what = match *class {
                     ELFCLASS32 => " (ELF32)",
@@ -129,52 +103,29 @@ impl fmt::Display for LoadError {
                 };
                 write!(f, "not a little-endian ELF file: EI_DATA is {data}{what}")
             }
-            LoadError::NotRiscV { machine } => write!(
-                f,
-                "not a RISC-V ELF file (found machine {machine}, expected {EM_RISCV})"
-            ),
-            LoadError::NotExecutable { e_type } => write!(
-                f,
-                "not an executable ELF file: e_type is {e_type}, expected {ET_EXEC} (EXEC) or {ET_DYN} (DYN)"
-            ),
+            LoadError::NotRiscV { machine } => {
+                write!(f, "not a RISC-V ELF file (found machine {machine}, expected {EM_RISCV})")
+            }
+            LoadError::NotExecutable { e_type } => {
+                write!(f, "not an executable ELF file: e_type is {e_type}, expected {ET_EXEC} (EXEC) or {ET_DYN} (DYN)")
+            }
             LoadError::Malformed(err) => write!(f, "malformed or truncated ELF image: {err}"),
             LoadError::NoLoadableSegment => write!(f, "ELF file has no PT_LOAD segment to load"),
-            LoadError::SegmentFileRange {
-                index,
-                offset,
-                size,
-                image_len,
-            } => write!(
+            LoadError::SegmentFileRange { index, offset, size, image_len } => write!(
                 f,
                 "segment {index}: file bytes {} lie outside the {image_len}-byte image (truncated file?)",
                 Range(*offset, *size)
             ),
-            LoadError::SegmentFileSizeExceedsMemSize {
-                index,
-                filesz,
-                memsz,
-            } => write!(
-                f,
-                "segment {index}: p_filesz {filesz:#x} exceeds p_memsz {memsz:#x}"
-            ),
-            LoadError::SegmentOutsideRam {
-                index,
-                start,
-                size,
-                ram_start,
-                ram_size,
-            } => write!(
+            LoadError::SegmentFileSizeExceedsMemSize { index, filesz, memsz } => {
+                write!(f, "segment {index}: p_filesz {filesz:#x} exceeds p_memsz {memsz:#x}")
+            }
+            LoadError::SegmentOutsideRam { index, start, size, ram_start, ram_size } => write!(
                 f,
                 "segment {index} at {} lies outside guest RAM {}",
                 Range(*start, *size),
                 Range(*ram_start, *ram_size)
             ),
-            LoadError::RawOutsideRam {
-                addr,
-                size,
-                ram_start,
-                ram_size,
-            } => write!(
+            LoadError::RawOutsideRam { addr, size, ram_start, ram_size } => write!(
                 f,
                 "raw image at {} lies outside guest RAM {}",
                 Range(*addr, *size),
@@ -233,24 +184,13 @@ pub fn load_elf(image: &[u8], ram: &mut Ram) -> Result<LoadedElf, LoadError> {
     }
 
     let (tohost, fromhost) = find_htif_symbols(&file);
-    Ok(LoadedElf {
-        entry: file.ehdr.e_entry,
-        tohost,
-        fromhost,
-        start,
-        end,
-    })
+    Ok(LoadedElf { entry: file.ehdr.e_entry, tohost, fromhost, start, end })
 }
 
 /// Copies `image` to guest address `addr`.
 pub fn load_raw(image: &[u8], addr: u64, ram: &mut Ram) -> Result<(), LoadError> {
     let size = image.len() as u64;
-    let outside = LoadError::RawOutsideRam {
-        addr,
-        size,
-        ram_start: ram.base(),
-        ram_size: ram.size(),
-    };
+    let outside = LoadError::RawOutsideRam { addr, size, ram_start: ram.base(), ram_size: ram.size() };
     let dst = ram.slice_mut(addr, size).ok_or(outside)?;
     dst.copy_from_slice(image);
     Ok(())
@@ -272,9 +212,7 @@ fn check_header(image: &[u8]) -> Result<(), LoadError> {
             return Err(LoadError::NotLittleEndian { data });
         }
     }
-    let header = image
-        .get(..EHDR64_SIZE)
-        .ok_or(LoadError::TruncatedHeader { len: image.len() })?;
+    let header = image.get(..EHDR64_SIZE).ok_or(LoadError::TruncatedHeader { len: image.len() })?;
     let field = |at: usize| match header.get(at..at + 2) {
         Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
         _ => 0,
@@ -301,22 +239,11 @@ fn check_segment(
         return Ok(None);
     }
     if phdr.p_filesz > phdr.p_memsz {
-        return Err(LoadError::SegmentFileSizeExceedsMemSize {
-            index,
-            filesz: phdr.p_filesz,
-            memsz: phdr.p_memsz,
-        });
+        return Err(LoadError::SegmentFileSizeExceedsMemSize { index, filesz: phdr.p_filesz, memsz: phdr.p_memsz });
     }
-    let file_range = LoadError::SegmentFileRange {
-        index,
-        offset: phdr.p_offset,
-        size: phdr.p_filesz,
-        image_len: image.len(),
-    };
-    let file = match (
-        usize::try_from(phdr.p_offset),
-        usize::try_from(phdr.p_filesz),
-    ) {
+    let file_range =
+        LoadError::SegmentFileRange { index, offset: phdr.p_offset, size: phdr.p_filesz, image_len: image.len() };
+    let file = match (usize::try_from(phdr.p_offset), usize::try_from(phdr.p_filesz)) {
         (Ok(offset), Ok(size)) => match offset.checked_add(size) {
             Some(end) if end <= image.len() => offset..end,
             _ => return Err(file_range),
@@ -335,12 +262,7 @@ fn check_segment(
             ram_size: ram.size(),
         });
     }
-    Ok(Some(Segment {
-        index,
-        paddr: phdr.p_paddr,
-        memsz: phdr.p_memsz,
-        file,
-    }))
+    Ok(Some(Segment { index, paddr: phdr.p_paddr, memsz: phdr.p_memsz, file }))
 }
 
 fn copy_segment(segment: &Segment, image: &[u8], ram: &mut Ram) -> Result<(), LoadError> {
@@ -351,14 +273,12 @@ fn copy_segment(segment: &Segment, image: &[u8], ram: &mut Ram) -> Result<(), Lo
         ram_start: ram.base(),
         ram_size: ram.size(),
     };
-    let src = image
-        .get(segment.file.clone())
-        .ok_or(LoadError::SegmentFileRange {
-            index: segment.index,
-            offset: segment.file.start as u64,
-            size: segment.file.len() as u64,
-            image_len: image.len(),
-        })?;
+    let src = image.get(segment.file.clone()).ok_or(LoadError::SegmentFileRange {
+        index: segment.index,
+        offset: segment.file.start as u64,
+        size: segment.file.len() as u64,
+        image_len: image.len(),
+    })?;
     let dst = ram.slice_mut(segment.paddr, segment.memsz).ok_or(outside)?;
     let Some((bytes, zeros)) = dst.split_at_mut_checked(src.len()) else {
         return Err(LoadError::SegmentFileSizeExceedsMemSize {
@@ -413,13 +333,7 @@ mod tests {
     }
 
     fn load_seg(paddr: u64, bytes: &[u8], memsz: u64) -> Seg {
-        Seg {
-            paddr,
-            vaddr: paddr,
-            bytes: bytes.to_vec(),
-            memsz,
-            p_type: PT_LOAD,
-        }
+        Seg { paddr, vaddr: paddr, bytes: bytes.to_vec(), memsz, p_type: PT_LOAD }
     }
 
     /// Builds an ELF64 little-endian image: header, program headers, segment bytes, then (when there are
@@ -434,13 +348,7 @@ mod tests {
 
     impl ElfBuilder {
         fn new() -> Self {
-            Self {
-                machine: EM_RISCV,
-                e_type: ET_EXEC,
-                entry: RAM_BASE,
-                segs: Vec::new(),
-                symbols: Vec::new(),
-            }
+            Self { machine: EM_RISCV, e_type: ET_EXEC, entry: RAM_BASE, segs: Vec::new(), symbols: Vec::new() }
         }
 
         fn seg(mut self, seg: Seg) -> Self {
@@ -595,18 +503,13 @@ mod tests {
         assert_eq!(&ram[..8], &[0x13, 0, 0, 0, 0x6f, 0, 0, 0]);
         assert_eq!(&ram[0x800..0x804], &[0xaa; 4], "PT_NOTE is not loaded");
         assert_eq!(&ram[0x1000..0x1004], b"data");
-        assert!(
-            ram[0x1004..0x1020].iter().all(|&b| b == 0),
-            "zero-filled to p_memsz"
-        );
+        assert!(ram[0x1004..0x1020].iter().all(|&b| b == 0), "zero-filled to p_memsz");
         assert_eq!(ram[0x1020], 0xaa, "nothing past p_memsz");
     }
 
     #[test]
     fn no_symbol_table_means_no_htif_addresses() {
-        let image = ElfBuilder::new()
-            .seg(load_seg(RAM_BASE + 4, b"abcd", 4))
-            .build();
+        let image = ElfBuilder::new().seg(load_seg(RAM_BASE + 4, b"abcd", 4)).build();
         let (result, ram) = load(&image);
         let loaded = result.expect("loads");
         assert_eq!((loaded.tohost, loaded.fromhost), (None, None));
@@ -620,10 +523,7 @@ mod tests {
         assert!(load(&b.build()).0.is_ok());
         b.e_type = 1; // ET_REL
         let err = load(&b.build()).0.expect_err("relocatable");
-        assert!(
-            matches!(err, LoadError::NotExecutable { e_type: 1 }),
-            "{err}"
-        );
+        assert!(matches!(err, LoadError::NotExecutable { e_type: 1 }), "{err}");
     }
 
     #[test]
@@ -642,10 +542,7 @@ mod tests {
 
         let mut bad_class = good.clone();
         bad_class[EI_CLASS] = 9;
-        assert!(matches!(
-            load(&bad_class).0,
-            Err(LoadError::NotElf64 { class: 9 })
-        ));
+        assert!(matches!(load(&bad_class).0, Err(LoadError::NotElf64 { class: 9 })));
 
         let mut big = good.clone();
         big[EI_DATA] = ELFDATA2MSB;
@@ -656,40 +553,22 @@ mod tests {
         b.machine = 62; // x86-64
         let err = load(&b.build()).0.expect_err("x86-64");
         assert!(matches!(err, LoadError::NotRiscV { machine: 62 }));
-        assert_eq!(
-            err.to_string(),
-            "not a RISC-V ELF file (found machine 62, expected 243)"
-        );
+        assert_eq!(err.to_string(), "not a RISC-V ELF file (found machine 62, expected 243)");
     }
 
     #[test]
     fn truncated_images_are_refused() {
-        let image = ElfBuilder::new()
-            .seg(load_seg(RAM_BASE, &[1; 64], 64))
-            .symbol("tohost", RAM_BASE + 0x100)
-            .build();
+        let image = ElfBuilder::new().seg(load_seg(RAM_BASE, &[1; 64], 64)).symbol("tohost", RAM_BASE + 0x100).build();
         for len in [4, 5, 6, 20, 63] {
             let err = load(&image[..len]).0.expect_err("truncated header");
-            assert!(
-                matches!(err, LoadError::TruncatedHeader { .. }),
-                "{len}: {err}"
-            );
+            assert!(matches!(err, LoadError::TruncatedHeader { .. }), "{len}: {err}");
         }
         // Program headers, segment bytes and section headers cut off: all refused, RAM untouched.
         for len in 64..image.len() {
             let (result, ram) = load(&image[..len]);
             let err = result.expect_err("truncated image");
-            assert!(
-                matches!(
-                    err,
-                    LoadError::Malformed(_) | LoadError::SegmentFileRange { .. }
-                ),
-                "{len}: {err}"
-            );
-            assert!(
-                ram.iter().all(|&b| b == 0xaa),
-                "{len}: RAM written by a rejected image"
-            );
+            assert!(matches!(err, LoadError::Malformed(_) | LoadError::SegmentFileRange { .. }), "{len}: {err}");
+            assert!(ram.iter().all(|&b| b == 0xaa), "{len}: RAM written by a rejected image");
         }
         assert!(load(&image).0.is_ok());
     }
@@ -705,10 +584,7 @@ mod tests {
         ] {
             let image = ElfBuilder::new()
                 .seg(load_seg(RAM_BASE, b"ok", 2))
-                .seg(Seg {
-                    memsz,
-                    ..load_seg(paddr, b"zz", 2)
-                })
+                .seg(Seg { memsz, ..load_seg(paddr, b"zz", 2) })
                 .build();
             let (result, ram) = load(&image);
             let err = result.expect_err("outside RAM");
@@ -717,47 +593,22 @@ mod tests {
                 "{err}"
             );
             assert!(err.to_string().starts_with("segment 1 at [0x"), "{err}");
-            assert!(
-                err.to_string()
-                    .contains("outside guest RAM [0x80000000, 0x80004000)"),
-                "{err}"
-            );
-            assert_eq!(
-                &ram[..2],
-                &[0xaa, 0xaa],
-                "the valid segment before it was not loaded either"
-            );
+            assert!(err.to_string().contains("outside guest RAM [0x80000000, 0x80004000)"), "{err}");
+            assert_eq!(&ram[..2], &[0xaa, 0xaa], "the valid segment before it was not loaded either");
         }
     }
 
     #[test]
     fn filesz_larger_than_memsz_is_refused() {
-        let image = ElfBuilder::new()
-            .seg(load_seg(RAM_BASE, b"abcdef", 4))
-            .build();
+        let image = ElfBuilder::new().seg(load_seg(RAM_BASE, b"abcdef", 4)).build();
         let err = load(&image).0.expect_err("filesz > memsz");
-        assert!(
-            matches!(
-                err,
-                LoadError::SegmentFileSizeExceedsMemSize {
-                    index: 0,
-                    filesz: 6,
-                    memsz: 4
-                }
-            ),
-            "{err}"
-        );
-        assert_eq!(
-            err.to_string(),
-            "segment 0: p_filesz 0x6 exceeds p_memsz 0x4"
-        );
+        assert!(matches!(err, LoadError::SegmentFileSizeExceedsMemSize { index: 0, filesz: 6, memsz: 4 }), "{err}");
+        assert_eq!(err.to_string(), "segment 0: p_filesz 0x6 exceeds p_memsz 0x4");
     }
 
     #[test]
     fn huge_offsets_and_sizes_are_refused() {
-        let good = ElfBuilder::new()
-            .seg(load_seg(RAM_BASE, b"abcd", 0x100))
-            .build();
+        let good = ElfBuilder::new().seg(load_seg(RAM_BASE, b"abcd", 0x100)).build();
         for (field, value) in [
             (P_OFFSET, u64::MAX),
             (P_OFFSET, u64::MAX - 1),
@@ -769,19 +620,12 @@ mod tests {
             patch_phdr(&mut image, 0, field, value);
             let (result, ram) = load(&image);
             let err = result.expect_err("file range outside the image");
-            assert!(
-                matches!(err, LoadError::SegmentFileRange { index: 0, .. }),
-                "{err}"
-            );
+            assert!(matches!(err, LoadError::SegmentFileRange { index: 0, .. }), "{err}");
             assert!(err.to_string().contains("outside the"), "{err}");
             assert!(ram.iter().all(|&b| b == 0xaa));
         }
         // A huge e_phoff, an e_phnum whose table runs past the image, a huge e_shoff: a malformed file.
-        for (at, bytes) in [
-            (32usize, u64::MAX.to_le_bytes().to_vec()),
-            (56, vec![0xff, 0x00]),
-            (40, vec![0xff; 8]),
-        ] {
+        for (at, bytes) in [(32usize, u64::MAX.to_le_bytes().to_vec()), (56, vec![0xff, 0x00]), (40, vec![0xff; 8])] {
             let mut image = good.clone();
             image[at..at + bytes.len()].copy_from_slice(&bytes);
             let err = load(&image).0.expect_err("bad header table");
@@ -815,11 +659,7 @@ mod tests {
                 let at = (x >> 16) as usize % corrupt.len();
                 corrupt[at] = (x >> 8) as u8;
             }
-            let cut = if x & 1 != 0 {
-                (x >> 40) as usize % corrupt.len()
-            } else {
-                corrupt.len()
-            };
+            let cut = if x & 1 != 0 { (x >> 40) as usize % corrupt.len() } else { corrupt.len() };
             let _ = load(&corrupt[..cut]);
         }
     }

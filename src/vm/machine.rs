@@ -66,12 +66,7 @@ impl Platform for MachinePlatform<'_, '_> {
     fn mmio_read(&mut self, addr: u64, size: u8) -> Result<u64, MmioError> {
         self.devices.read(addr, size)
     }
-    fn mmio_write(
-        &mut self,
-        addr: u64,
-        size: u8,
-        value: u64,
-    ) -> Result<Option<MachineRequest>, MmioError> {
+    fn mmio_write(&mut self, addr: u64, size: u8, value: u64) -> Result<Option<MachineRequest>, MmioError> {
         self.devices.write(addr, size, value)
     }
     fn time(&mut self) -> u64 {
@@ -120,21 +115,21 @@ impl<'a> Vm<'a> {
         }
         let retired_before = self.hart.instret;
         let exit = engine.run(&mut self.hart, &mut self.ram, budget);
-        let retired = self.hart.instret.wrapping_sub(retired_before);
-        self.steps = self.steps.wrapping_add(retired.max(1));
+        let retired_by_engine = self.hart.instret;
         self.last_exit = exit;
-        let mut platform = MachinePlatform {
-            devices: &mut self.devices,
-            clock: &mut *self.clock,
-        };
-        match self
-            .dispatcher
-            .dispatch(exit, &mut self.hart, &mut platform)
-        {
+        let mut platform = MachinePlatform { devices: &mut self.devices, clock: &mut *self.clock };
+        let resume = self.dispatcher.dispatch(exit, &mut self.hart, &mut platform);
+        // The instruction behind an exit counts as a step even when it trapped instead of retiring.
+        let trapped = exit != Exit::BudgetExhausted && self.hart.instret == retired_by_engine;
+        let retired = self.hart.instret.wrapping_sub(retired_before);
+        self.steps = self.steps.wrapping_add(retired + trapped as u64);
+        match resume {
             // No interrupt source exists yet, so a WFI completes at once (the spec allows WFI to be a no-op).
-            Resume::Continue | Resume::WaitForInterrupt => None,
-            Resume::Machine(request) => Some(request.into()),
+            Resume::Continue | Resume::WaitForInterrupt => {}
+            Resume::Machine(request) => return Some(request.into()),
         }
+        let (htif, console) = self.htif.as_mut()?;
+        htif.poll(&mut self.ram, console).map(RunOutcome::from)
     }
 
     /// The time as the guest sees it.
@@ -145,9 +140,6 @@ impl<'a> Vm<'a> {
 
 impl core::fmt::Debug for Vm<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Vm")
-            .field("hart", &self.hart)
-            .field("steps", &self.steps)
-            .finish_non_exhaustive()
+        f.debug_struct("Vm").field("hart", &self.hart).field("steps", &self.steps).finish_non_exhaustive()
     }
 }

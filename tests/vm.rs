@@ -1,0 +1,242 @@
+//! The reference interpreter and the dispatcher on small programs assembled with the encoder: MMIO through
+//! the device map, faults injected for bad accesses, Zicsr semantics, privilege changes and run limits.
+
+use trapeze::dev::{DeviceMap, MachineRequest, MmioDevice, MmioError};
+use trapeze::exec::interp::Interpreter;
+use trapeze::hart::{Exception, Hart, HartConfig, Privilege};
+use trapeze::isa::{self, csr, BranchCond, CsrOp, Inst, LoadWidth, OpImmKind, StoreWidth};
+use trapeze::mem::{Ram, RAM_BASE};
+use trapeze::vm::{Clock, RunOutcome, Vm};
+
+const DEVICE_BASE: u64 = 0x1000_0000;
+const MTVEC: u64 = RAM_BASE + 0x1000;
+
+/// A device with one 64-bit register at offset 0 that powers the machine off when written with 0x5555 at
+/// offset 8.
+#[derive(Default)]
+struct Scratch {
+    register: u64,
+    request: Option<MachineRequest>,
+}
+
+impl MmioDevice for Scratch {
+    fn read(&mut self, offset: u64, size: u8) -> Result<u64, MmioError> {
+        match offset {
+            0 => Ok(self.register & (u64::MAX >> (64 - 8 * size as u32))),
+            _ => Err(MmioError::Unsupported),
+        }
+    }
+    fn write(&mut self, offset: u64, _size: u8, value: u64) -> Result<(), MmioError> {
+        match offset {
+            0 => self.register = value,
+            8 if value == 0x5555 => self.request = Some(MachineRequest::PowerOff { code: 0 }),
+            _ => return Err(MmioError::Unsupported),
+        }
+        Ok(())
+    }
+    fn take_request(&mut self) -> Option<MachineRequest> {
+        self.request.take()
+    }
+}
+
+struct FixedClock(u64);
+
+impl Clock for FixedClock {
+    fn now(&mut self) -> u64 {
+        self.0
+    }
+}
+
+fn li(rd: u8, imm: i32) -> Inst {
+    Inst::OpImm { op: OpImmKind::Addi, rd, rs1: 0, imm }
+}
+
+fn lui(rd: u8, value: u32) -> Inst {
+    Inst::Lui { rd, imm: value as i32 }
+}
+
+fn csr(op: CsrOp, rd: u8, src: u8, number: u16) -> Inst {
+    Inst::Csr { op, rd, src, csr: number }
+}
+
+/// An endless loop: where a test program parks when it is done.
+const PARK: Inst = Inst::Jal { rd: 0, offset: 0 };
+
+struct Machine {
+    backing: Vec<u8>,
+    scratch: Scratch,
+}
+
+impl Machine {
+    /// RAM holding `program` at `RAM_BASE` and `handler` at `MTVEC`.
+    fn new(program: &[Inst], handler: &[Inst]) -> Self {
+        let mut backing = vec![0u8; 0x4000];
+        for (offset, code) in [(0usize, program), (0x1000, handler)] {
+            for (index, inst) in code.iter().enumerate() {
+                let at = offset + 4 * index;
+                backing[at..at + 4].copy_from_slice(&isa::encode(inst).to_le_bytes());
+            }
+        }
+        Self { backing, scratch: Scratch::default() }
+    }
+
+    /// Runs at most `limit` instructions from `RAM_BASE` in M-mode with `mtvec` = `MTVEC`.
+    fn run(&mut self, limit: u64) -> (Hart, RunOutcome) {
+        let mut devices = DeviceMap::new();
+        devices.map(DEVICE_BASE, 0x100, &mut self.scratch).unwrap();
+        let mut hart = Hart::new(HartConfig::rv64imac_mu(0));
+        hart.reset(RAM_BASE);
+        hart.csrs.mtvec = MTVEC;
+        let mut clock = FixedClock(1234);
+        let mut vm = Vm::new(hart, Ram::new(RAM_BASE, &mut self.backing), devices, &mut clock);
+        let outcome = vm.run(&mut Interpreter, Some(limit));
+        (vm.hart.clone(), outcome)
+    }
+}
+
+#[test]
+fn device_loads_and_stores_go_through_the_dispatcher() {
+    let program = [
+        lui(5, DEVICE_BASE as u32),
+        li(6, -128),
+        Inst::Store { width: StoreWidth::D, rs1: 5, rs2: 6, offset: 0 },
+        Inst::Load { width: LoadWidth::B, rd: 7, rs1: 5, offset: 0 },
+        Inst::Load { width: LoadWidth::Bu, rd: 8, rs1: 5, offset: 0 },
+        Inst::Load { width: LoadWidth::Wu, rd: 9, rs1: 5, offset: 0 },
+        lui(10, 0x5000),
+        Inst::OpImm { op: OpImmKind::Addi, rd: 10, rs1: 10, imm: 0x555 },
+        Inst::Store { width: StoreWidth::W, rs1: 5, rs2: 10, offset: 8 },
+        PARK,
+    ];
+    let mut machine = Machine::new(&program, &[PARK]);
+    let (hart, outcome) = machine.run(1000);
+    assert_eq!(outcome, RunOutcome::PowerOff { code: 0 });
+    assert_eq!(machine.scratch.register, -128i64 as u64);
+    assert_eq!(hart.x[7], -128i64 as u64, "lb sign-extends the device's byte");
+    assert_eq!(hart.x[8], 0x80);
+    assert_eq!(hart.x[9], 0xffff_ff80);
+    assert_eq!(hart.instret, 9, "every instruction up to the powering store retired");
+}
+
+#[test]
+fn accesses_nothing_answers_raise_access_faults() {
+    let program = [lui(5, 0x4000_0000), Inst::Load { width: LoadWidth::W, rd: 6, rs1: 5, offset: 12 }, PARK];
+    let mut machine = Machine::new(&program, &[PARK]);
+    let (hart, _) = machine.run(100);
+    assert_eq!(hart.csrs.mcause, Exception::LoadAccessFault as u64);
+    assert_eq!(hart.csrs.mtval, 0x4000_000c);
+    assert_eq!(hart.csrs.mepc, RAM_BASE + 4);
+    assert_eq!(hart.pc, MTVEC);
+    assert_eq!(hart.x[6], 0, "the faulting load wrote nothing");
+
+    // A store to a register the device does not decode is a store access fault.
+    let program = [lui(5, DEVICE_BASE as u32), Inst::Store { width: StoreWidth::B, rs1: 5, rs2: 0, offset: 16 }, PARK];
+    let mut machine = Machine::new(&program, &[PARK]);
+    let (hart, _) = machine.run(100);
+    assert_eq!(hart.csrs.mcause, Exception::StoreAccessFault as u64);
+    assert_eq!(hart.csrs.mtval, DEVICE_BASE + 16);
+}
+
+#[test]
+fn fetching_outside_ram_is_an_instruction_access_fault() {
+    let program = [lui(5, 0x2000_0000), Inst::Jalr { rd: 1, rs1: 5, offset: 0 }];
+    let mut machine = Machine::new(&program, &[PARK]);
+    let (hart, _) = machine.run(100);
+    assert_eq!(hart.csrs.mcause, Exception::InstructionAccessFault as u64);
+    assert_eq!(hart.csrs.mtval, 0x2000_0000);
+    assert_eq!(hart.csrs.mepc, 0x2000_0000);
+    assert_eq!(hart.x[1], RAM_BASE + 8, "the jump itself retired");
+}
+
+#[test]
+fn zicsr_reads_and_writes_follow_the_source_operand() {
+    let program = [
+        // Reading a read-only CSR is fine as long as nothing is written.
+        csr(CsrOp::Rs, 5, 0, csr::MHARTID),
+        csr(CsrOp::Rsi, 6, 0, csr::MISA),
+        li(7, 0x55),
+        csr(CsrOp::Rw, 0, 7, csr::MSCRATCH),
+        csr(CsrOp::Rci, 8, 0x5, csr::MSCRATCH),
+        csr(CsrOp::Rs, 9, 0, csr::MSCRATCH),
+        csr(CsrOp::Rs, 10, 0, csr::TIME),
+        // Writing minstret: the next instruction reads the written value.
+        li(11, 100),
+        csr(CsrOp::Rw, 0, 11, csr::MINSTRET),
+        csr(CsrOp::Rs, 12, 0, csr::MINSTRET),
+        // A write to a read-only CSR is illegal even when the value would not change it.
+        csr(CsrOp::Rs, 13, 7, csr::MHARTID),
+        PARK,
+    ];
+    let mut machine = Machine::new(&program, &[PARK]);
+    let (hart, _) = machine.run(12);
+    assert_eq!(hart.x[5], 0);
+    let misa = hart.x[6];
+    assert_eq!(misa >> 62, 2, "MXL = 64");
+    for letter in [b'I', b'M', b'A', b'C', b'U'] {
+        assert_ne!(misa & csr::misa::ext(letter), 0, "misa has {}", letter as char);
+    }
+    assert_eq!(hart.x[8], 0x55);
+    assert_eq!(hart.x[9], 0x50);
+    assert_eq!(hart.x[10], 1234, "time comes from the machine's clock");
+    assert_eq!(hart.x[12], 100);
+    assert_eq!(hart.csrs.mcause, Exception::IllegalInstruction as u64);
+    assert_eq!(hart.csrs.mtval, isa::encode(&program[10]) as u64, "mtval holds the instruction word");
+    assert_eq!(hart.x[13], 0);
+}
+
+#[test]
+fn mret_enters_user_mode_where_privileged_state_is_out_of_reach() {
+    let user_code = RAM_BASE + 0x100;
+    let program = [
+        Inst::Auipc { rd: 5, imm: 0 },
+        Inst::OpImm { op: OpImmKind::Addi, rd: 5, rs1: 5, imm: 0x100 },
+        csr(CsrOp::Rw, 0, 5, csr::MEPC),
+        // MPP = U (mstatus is zero after reset), so mret drops to U-mode.
+        Inst::Mret,
+    ];
+    let handler = [csr(CsrOp::Rs, 20, 0, csr::MCAUSE), csr(CsrOp::Rs, 21, 0, csr::MEPC), PARK];
+    for (user, cause) in [
+        (Inst::Ecall, Exception::EcallFromU),
+        (csr(CsrOp::Rs, 6, 0, csr::MSTATUS), Exception::IllegalInstruction),
+        (Inst::Mret, Exception::IllegalInstruction),
+        (Inst::Wfi, Exception::IllegalInstruction),
+        (csr(CsrOp::Rs, 6, 0, csr::CYCLE), Exception::IllegalInstruction),
+    ] {
+        let mut machine = Machine::new(&program, &handler);
+        let at = (user_code - RAM_BASE) as usize;
+        machine.backing[at..at + 4].copy_from_slice(&isa::encode(&user).to_le_bytes());
+        let (hart, _) = machine.run(8);
+        assert_eq!(hart.privilege, Privilege::Machine, "{user:?}");
+        assert_eq!(hart.x[20], cause as u64, "{user:?}");
+        assert_eq!(hart.x[21], user_code, "{user:?}");
+        assert_eq!(hart.csrs.mstatus & csr::mstatus::MPP, 0, "MPP records U for {user:?}");
+    }
+}
+
+#[test]
+fn a_handler_that_traps_forever_still_ends_at_the_limit() {
+    // mtvec points at an illegal instruction: every step is a trap and nothing retires.
+    let mut machine = Machine::new(&[Inst::Illegal(0)], &[Inst::Illegal(0)]);
+    let (hart, outcome) = machine.run(10_000);
+    assert_eq!(outcome, RunOutcome::InstructionLimit);
+    assert_eq!(hart.instret, 0);
+}
+
+#[test]
+fn x0_stays_zero_and_branches_compare_signed_and_unsigned() {
+    let program = [
+        li(0, 5),
+        li(5, -1),
+        li(6, 1),
+        Inst::Branch { cond: BranchCond::Lt, rs1: 5, rs2: 6, offset: 8 },
+        li(7, 1), // skipped: -1 < 1 signed
+        Inst::Branch { cond: BranchCond::Ltu, rs1: 5, rs2: 6, offset: 8 },
+        li(8, 1), // executed: 0xfff.. is not below 1 unsigned
+        PARK,
+    ];
+    let mut machine = Machine::new(&program, &[PARK]);
+    let (hart, _) = machine.run(20);
+    assert_eq!(hart.x[0], 0);
+    assert_eq!(hart.x[7], 0);
+    assert_eq!(hart.x[8], 1);
+}
