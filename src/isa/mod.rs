@@ -8,6 +8,8 @@ pub mod csr;
 mod decode;
 mod disasm;
 mod encode;
+#[cfg(test)]
+mod tests;
 
 pub use decode::{decode, decode_compressed, decode_word};
 pub use encode::encode;
