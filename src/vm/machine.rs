@@ -115,14 +115,13 @@ impl<'a> Vm<'a> {
         }
         let retired_before = self.hart.instret;
         let exit = engine.run(&mut self.hart, &mut self.ram, budget);
-        let retired_by_engine = self.hart.instret;
+        // Counted from the engine alone: the dispatcher may emulate a guest write to `minstret`. The
+        // instruction behind an exit is a step whether it then retires or traps.
+        let retired = self.hart.instret.wrapping_sub(retired_before);
+        self.steps = self.steps.wrapping_add(retired + (exit != Exit::BudgetExhausted) as u64);
         self.last_exit = exit;
         let mut platform = MachinePlatform { devices: &mut self.devices, clock: &mut *self.clock };
         let resume = self.dispatcher.dispatch(exit, &mut self.hart, &mut platform);
-        // The instruction behind an exit counts as a step even when it trapped instead of retiring.
-        let trapped = exit != Exit::BudgetExhausted && self.hart.instret == retired_by_engine;
-        let retired = self.hart.instret.wrapping_sub(retired_before);
-        self.steps = self.steps.wrapping_add(retired + trapped as u64);
         match resume {
             // No interrupt source exists yet, so a WFI completes at once (the spec allows WFI to be a no-op).
             Resume::Continue | Resume::WaitForInterrupt => {}
