@@ -1,0 +1,3 @@
+//! stub
+#![no_std]
+pub fn digest() -> u64 { 0 }
