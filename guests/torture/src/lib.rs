@@ -158,10 +158,9 @@ impl Model {
 
     /// `divu`: x / 0 = all ones.
     pub const fn divu(a: u64, b: u64) -> u64 {
-        if b == 0 {
-            u64::MAX
-        } else {
-            a / b
+        match a.checked_div(b) {
+            Some(q) => q,
+            None => u64::MAX,
         }
     }
 
@@ -196,11 +195,9 @@ impl Model {
 
     /// `divuw`: on the low 32 bits (unsigned), result sign-extended.
     pub const fn divuw(a: u64, b: u64) -> u64 {
-        let (a, b) = (a as u32, b as u32);
-        if b == 0 {
-            u64::MAX
-        } else {
-            sext32((a / b) as u64)
+        match (a as u32).checked_div(b as u32) {
+            Some(q) => sext32(q as u64),
+            None => u64::MAX,
         }
     }
 
@@ -430,20 +427,20 @@ pub const EDGE_VALUES: [u64; 24] = [
     1,
     2,
     3,
-    u64::MAX,                // -1
-    u64::MAX - 1,            // -2
-    i64::MIN as u64,         // 0x8000_0000_0000_0000
-    i64::MAX as u64,         // 0x7fff_ffff_ffff_ffff
-    0x8000_0000_0000_0001,   // i64::MIN + 1
-    0x0000_0000_8000_0000,   // 2^31
-    0x0000_0000_7fff_ffff,   // i32::MAX
-    0x0000_0000_ffff_ffff,   // u32::MAX, also -1 in the low word
-    0xffff_ffff_8000_0000,   // i32::MIN sign-extended
-    0x0000_0001_0000_0000,   // 2^32
-    0x0000_0001_0000_0001,   // 2^32 + 1
-    0x1234_5678_8000_0000,   // i32::MIN in the low word, junk above
-    0xdead_beef_ffff_ffff,   // -1 in the low word, junk above
-    0xffff_ffff_0000_0000,   // zero low word, nonzero high word
+    u64::MAX,              // -1
+    u64::MAX - 1,          // -2
+    i64::MIN as u64,       // 0x8000_0000_0000_0000
+    i64::MAX as u64,       // 0x7fff_ffff_ffff_ffff
+    0x8000_0000_0000_0001, // i64::MIN + 1
+    0x0000_0000_8000_0000, // 2^31
+    0x0000_0000_7fff_ffff, // i32::MAX
+    0x0000_0000_ffff_ffff, // u32::MAX, also -1 in the low word
+    0xffff_ffff_8000_0000, // i32::MIN sign-extended
+    0x0000_0001_0000_0000, // 2^32
+    0x0000_0001_0000_0001, // 2^32 + 1
+    0x1234_5678_8000_0000, // i32::MIN in the low word, junk above
+    0xdead_beef_ffff_ffff, // -1 in the low word, junk above
+    0xffff_ffff_0000_0000, // zero low word, nonzero high word
     31,
     32,
     63,
