@@ -1,0 +1,197 @@
+//! Integration tests: run each guest program of `guests/` through the `trapeze` binary (`trapeze run IMAGE`) and
+//! check its exact console output and exit status; the `arith` digest is compared with the same torture sequence
+//! computed natively by the `torture` crate.
+//!
+//! The expected outputs in `tests/golden/` are what the guests print on `qemu-system-riscv64 -M virt -bios none`
+//! (see `guests/README.md`), except `traps.out`, where the four misaligned SC/AMO checks are written as the
+//! ISA requires (QEMU 7.2 gets those four wrong).
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Options of `trapeze run` for every guest: a bound on the instructions, so a wedged guest ends the run.
+const RUN_OPTIONS: [&str; 2] = ["--max-insns", "500000000"];
+
+/// Wall-clock bound on one run, should the instruction bound not work.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What one `trapeze run` printed and how it ended.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `trapeze run IMAGE`, killing it after [`TIMEOUT`].
+fn run_guest(image: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trapeze"))
+        .arg("run")
+        .args(RUN_OPTIONS)
+        .arg(image)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the trapeze binary");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out = thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout.read_to_end(&mut buf).map(|_| buf)
+    });
+    let err = thread::spawn(move || {
+        let mut buf = Vec::new();
+        stderr.read_to_end(&mut buf).map(|_| buf)
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for trapeze") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`trapeze run {image}` did not finish within {TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out.join().expect("stdout reader").expect("read stdout");
+    let stderr = err.join().expect("stderr reader").expect("read stderr");
+    Run {
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Runs `image` and asserts that it prints exactly `expected` and exits with status 0.
+fn assert_guest_output(image: &str, expected: &str) {
+    let run = run_guest(image);
+    if run.stdout != expected {
+        let first_difference = run
+            .stdout
+            .lines()
+            .zip(expected.lines())
+            .position(|(got, want)| got != want)
+            .unwrap_or_else(|| run.stdout.lines().count().min(expected.lines().count()));
+        panic!(
+            "unexpected output of {image} (first difference at line {}):\n--- got:\n{}\n--- expected:\n{}\n--- stderr:\n{}",
+            first_difference + 1,
+            run.stdout,
+            expected,
+            run.stderr
+        );
+    }
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{image} ended with {}; stderr:\n{}",
+        run.status,
+        run.stderr
+    );
+}
+
+#[test]
+fn hello_guest_greets_and_exits_0() {
+    assert_guest_output(env!("TRAPEZE_GUEST_HELLO"), "Hello from a trapeze guest!\n");
+    assert_eq!(
+        include_str!("golden/hello.out"),
+        "Hello from a trapeze guest!\n"
+    );
+}
+
+#[test]
+fn traps_guest_passes_every_check() {
+    assert_guest_output(
+        env!("TRAPEZE_GUEST_TRAPS"),
+        include_str!("golden/traps.out"),
+    );
+}
+
+#[test]
+fn amo_guest_passes_every_check() {
+    assert_guest_output(env!("TRAPEZE_GUEST_AMO"), include_str!("golden/amo.out"));
+}
+
+#[test]
+fn demo_guest_prints_its_show() {
+    assert_guest_output(env!("TRAPEZE_GUEST_DEMO"), include_str!("golden/demo.out"));
+}
+
+#[test]
+fn arith_guest_digest_matches_the_native_model() {
+    let expected = format!(
+        "arith digest: {:#018x}\n",
+        torture::digest(torture::DEFAULT_OPS)
+    );
+    assert_guest_output(env!("TRAPEZE_GUEST_ARITH"), &expected);
+}
+
+/// The digest the `arith` guest printed on `qemu-system-riscv64` 7.2: pins the native model to real behaviour.
+#[test]
+fn native_torture_digest_matches_qemu() {
+    assert_eq!(torture::digest(torture::DEFAULT_OPS), 0xb47c_8306_d8a3_2538);
+}
+
+/// The RISC-V-defined corner cases of the model, spelled out.
+#[test]
+fn torture_model_follows_the_isa() {
+    use torture::{Alu, Model, Op};
+    const MIN: u64 = i64::MIN as u64;
+    const M1: u64 = u64::MAX; // -1
+    let cases: [(Op, u64, u64, u64); 22] = [
+        (Op::Div, MIN, M1, MIN),
+        (Op::Rem, MIN, M1, 0),
+        (Op::Div, 7, 0, M1),
+        (Op::Divu, 7, 0, M1),
+        (Op::Rem, 7, 0, 7),
+        (Op::Remu, 7, 0, 7),
+        (Op::Div, -7i64 as u64, 2, -3i64 as u64),
+        (Op::Rem, -7i64 as u64, 2, M1),
+        (Op::Divw, 0x1234_5678_8000_0000, M1, 0xffff_ffff_8000_0000),
+        (Op::Remw, 0x1234_5678_8000_0000, M1, 0),
+        (Op::Divuw, 5, 0x1_0000_0000, M1),
+        (Op::Remuw, 0xffff_ffff, 0x1_0000_0000, M1),
+        (Op::Remw, 0x0000_0001_8000_0000, 0, 0xffff_ffff_8000_0000),
+        (Op::Mulh, M1, M1, 0),
+        (Op::Mulhu, M1, M1, M1 - 1),
+        (Op::Mulhsu, M1, M1, M1),
+        (Op::Mulhsu, MIN, M1, MIN),
+        (Op::Mulw, 0x7fff_ffff, 2, M1 - 1),
+        (Op::Sraw, 0x8000_0000, 63, M1),
+        (Op::Srlw, 0x8000_0000, 0, 0xffff_ffff_8000_0000),
+        (Op::SltiuN1, 5, 0, 1),
+        (Op::Sll, 1, 64 + 3, 8),
+    ];
+    for (op, a, b, want) in cases {
+        assert_eq!(Model::exec(op, a, b), want, "{op:?}({a:#x}, {b:#x})");
+    }
+}
+
+/// Every guest image exists and is a 64-bit little-endian RISC-V ELF executable.
+#[test]
+fn guest_images_are_riscv64_elf_files() {
+    for image in [
+        env!("TRAPEZE_GUEST_HELLO"),
+        env!("TRAPEZE_GUEST_TRAPS"),
+        env!("TRAPEZE_GUEST_ARITH"),
+        env!("TRAPEZE_GUEST_AMO"),
+        env!("TRAPEZE_GUEST_DEMO"),
+    ] {
+        let bytes = std::fs::read(image).unwrap_or_else(|e| panic!("read {image}: {e}"));
+        assert_eq!(&bytes[..4], b"\x7fELF", "{image}");
+        assert_eq!(bytes[4], 2, "{image}: ELFCLASS64");
+        assert_eq!(bytes[5], 1, "{image}: little-endian");
+        assert_eq!(
+            u16::from_le_bytes([bytes[18], bytes[19]]),
+            243,
+            "{image}: EM_RISCV"
+        );
+        assert_eq!(
+            u16::from_le_bytes([bytes[16], bytes[17]]),
+            2,
+            "{image}: ET_EXEC"
+        );
+    }
+}
