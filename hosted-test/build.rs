@@ -22,12 +22,8 @@ const GUESTS: [&str; 5] = ["hello", "traps", "arith", "amo", "demo"];
 const CRATES: [&str; 7] = ["rt", "torture", "hello", "traps", "arith", "amo", "demo"];
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let guests_dir = manifest_dir
-        .parent()
-        .expect("hosted-test lives inside the repository")
-        .join("guests");
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let guests_dir = manifest_dir.parent().expect("hosted-test lives inside the repository").join("guests");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target_dir = out_dir.join("guests-target");
 
@@ -35,10 +31,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", guests_dir.join(file).display());
     }
     for krate in CRATES {
-        println!(
-            "cargo:rerun-if-changed={}",
-            guests_dir.join(krate).display()
-        );
+        println!("cargo:rerun-if-changed={}", guests_dir.join(krate).display());
     }
 
     ensure_target_installed();
@@ -57,9 +50,7 @@ fn main() {
         .arg("--target-dir")
         .arg(&target_dir);
     scrub_environment(&mut command);
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("could not run cargo to build the guests: {e}"));
+    let output = command.output().unwrap_or_else(|e| panic!("could not run cargo to build the guests: {e}"));
     if !output.status.success() {
         // Cargo's diagnostics are on stderr; stdout is reserved for this script's `cargo:` lines.
         eprintln!("{}", String::from_utf8_lossy(&output.stderr));
@@ -74,16 +65,8 @@ fn main() {
     let bin_dir = target_dir.join(TARGET).join("release");
     for guest in GUESTS {
         let path = bin_dir.join(guest);
-        assert!(
-            path.is_file(),
-            "the guest build did not produce {}",
-            path.display()
-        );
-        println!(
-            "cargo:rustc-env=TRAPEZE_GUEST_{}={}",
-            guest.to_uppercase(),
-            path.display()
-        );
+        assert!(path.is_file(), "the guest build did not produce {}", path.display());
+        println!("cargo:rustc-env=TRAPEZE_GUEST_{}={}", guest.to_uppercase(), path.display());
     }
     println!("cargo:rustc-env=TRAPEZE_GUESTS_DIR={}", bin_dir.display());
 }
@@ -102,13 +85,7 @@ fn leaks_into_nested_build(name: &str) -> bool {
         "CARGO_TARGET_DIR",
     ];
     // Kept: where cargo lives and how it reaches registries or prints.
-    const KEEP_PREFIXES: [&str; 5] = [
-        "CARGO_HOME",
-        "CARGO_NET_",
-        "CARGO_HTTP_",
-        "CARGO_REGISTRIES_",
-        "CARGO_TERM_",
-    ];
+    const KEEP_PREFIXES: [&str; 5] = ["CARGO_HOME", "CARGO_NET_", "CARGO_HTTP_", "CARGO_REGISTRIES_", "CARGO_TERM_"];
     EXACT.contains(&name)
         || name.starts_with("__CARGO")
         || (name.starts_with("CARGO_") && !KEEP_PREFIXES.iter().any(|p| name.starts_with(p)))
@@ -139,15 +116,11 @@ fn ensure_target_installed() {
     match sysroot {
         Some(sysroot) if installed(&sysroot) => return,
         Some(_) => {}
-        None => println!(
-            "cargo:warning=could not ask rustc for its sysroot; trying to install {TARGET} anyway"
-        ),
+        None => println!("cargo:warning=could not ask rustc for its sysroot; trying to install {TARGET} anyway"),
     }
     let mut rustup = Command::new("rustup");
     // Its stdout must not reach ours, which cargo reads for `cargo:` lines.
-    rustup
-        .args(["target", "add", TARGET])
-        .stdout(Stdio::from(std::io::stderr()));
+    rustup.args(["target", "add", TARGET]).stdout(Stdio::from(std::io::stderr()));
     if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
         rustup.arg("--toolchain").arg(toolchain);
     }

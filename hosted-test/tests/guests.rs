@@ -83,30 +83,18 @@ fn assert_guest_output(image: &str, expected: &str) {
             run.stderr
         );
     }
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{image} ended with {}; stderr:\n{}",
-        run.status,
-        run.stderr
-    );
+    assert_eq!(run.status.code(), Some(0), "{image} ended with {}; stderr:\n{}", run.status, run.stderr);
 }
 
 #[test]
 fn hello_guest_greets_and_exits_0() {
     assert_guest_output(env!("TRAPEZE_GUEST_HELLO"), "Hello from a trapeze guest!\n");
-    assert_eq!(
-        include_str!("golden/hello.out"),
-        "Hello from a trapeze guest!\n"
-    );
+    assert_eq!(include_str!("golden/hello.out"), "Hello from a trapeze guest!\n");
 }
 
 #[test]
 fn traps_guest_passes_every_check() {
-    assert_guest_output(
-        env!("TRAPEZE_GUEST_TRAPS"),
-        include_str!("golden/traps.out"),
-    );
+    assert_guest_output(env!("TRAPEZE_GUEST_TRAPS"), include_str!("golden/traps.out"));
 }
 
 #[test]
@@ -121,10 +109,7 @@ fn demo_guest_prints_its_show() {
 
 #[test]
 fn arith_guest_digest_matches_the_native_model() {
-    let expected = format!(
-        "arith digest: {:#018x}\n",
-        torture::digest(torture::DEFAULT_OPS)
-    );
+    let expected = format!("arith digest: {:#018x}\n", torture::digest(torture::DEFAULT_OPS));
     assert_guest_output(env!("TRAPEZE_GUEST_ARITH"), &expected);
 }
 
@@ -183,15 +168,7 @@ fn guest_images_are_riscv64_elf_files() {
         assert_eq!(&bytes[..4], b"\x7fELF", "{image}");
         assert_eq!(bytes[4], 2, "{image}: ELFCLASS64");
         assert_eq!(bytes[5], 1, "{image}: little-endian");
-        assert_eq!(
-            u16::from_le_bytes([bytes[18], bytes[19]]),
-            243,
-            "{image}: EM_RISCV"
-        );
-        assert_eq!(
-            u16::from_le_bytes([bytes[16], bytes[17]]),
-            2,
-            "{image}: ET_EXEC"
-        );
+        assert_eq!(u16::from_le_bytes([bytes[18], bytes[19]]), 243, "{image}: EM_RISCV");
+        assert_eq!(u16::from_le_bytes([bytes[16], bytes[17]]), 2, "{image}: ET_EXEC");
     }
 }
