@@ -21,4 +21,12 @@ cargo build -p trapeze --target riscv64gc-unknown-none-elf
 cargo build -p trapeze --target thumbv7m-none-eabi
 
 echo "== tests"
-cargo test --workspace --release
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --release 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary, so the summary is not the last (often empty) doc-test run's.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "all tests: %d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"
