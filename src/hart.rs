@@ -92,10 +92,16 @@ pub struct HartConfig {
 }
 
 impl HartConfig {
-    /// RV64IMAC with user mode: what the reference interpreter implements today.
+    /// RV64IMAC with user mode only: the profile of the foundation's M-mode test programs.
     pub const fn rv64imac_mu(hart_id: u64) -> Self {
         use csr::misa::ext;
         Self { hart_id, extensions: ext(b'I') | ext(b'M') | ext(b'A') | ext(b'C') | ext(b'U') }
+    }
+
+    /// RV64IMAC with supervisor and user modes.
+    pub const fn rv64imac_msu(hart_id: u64) -> Self {
+        use csr::misa::ext;
+        Self { hart_id, extensions: Self::rv64imac_mu(hart_id).extensions | ext(b'S') }
     }
 
     fn has(&self, letter: u8) -> bool {
@@ -103,13 +109,16 @@ impl HartConfig {
     }
 }
 
-/// The machine-level CSR state. Fields hold the architectural value; the WARL rules are applied on write.
+/// The CSR state of the hart. Fields hold the architectural value; WARL rules are applied on write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MachineCsrs {
+pub struct Csrs {
     pub mstatus: u64,
     pub mtvec: u64,
+    pub medeleg: u64,
+    pub mideleg: u64,
     pub mie: u64,
-    /// Pending interrupts. Software-writable bits are set by CSR writes, the others by devices.
+    /// The software-writable pending bits (SSIP, STIP, SEIP). `mip` reads them ORed with
+    /// [`Hart::interrupt_lines`].
     pub mip: u64,
     pub mscratch: u64,
     pub mepc: u64,
@@ -117,6 +126,50 @@ pub struct MachineCsrs {
     pub mtval: u64,
     pub mcounteren: u64,
     pub menvcfg: u64,
+    pub stvec: u64,
+    pub sscratch: u64,
+    pub sepc: u64,
+    pub scause: u64,
+    pub stval: u64,
+    pub satp: u64,
+    pub scounteren: u64,
+    pub senvcfg: u64,
+}
+
+/// `satp` fields.
+pub mod satp {
+    pub const MODE_SHIFT: u32 = 60;
+    pub const MODE_BARE: u64 = 0;
+    pub const MODE_SV39: u64 = 8;
+    pub const ASID_SHIFT: u32 = 44;
+    /// 16 ASID bits are implemented.
+    pub const ASID_MASK: u64 = 0xffff << ASID_SHIFT;
+    pub const PPN_MASK: u64 = (1 << 44) - 1;
+}
+
+/// Exceptions that `medeleg` may delegate: all but the environment call from M-mode.
+const DELEGABLE_EXCEPTIONS: u64 = 0xb3ff;
+/// Interrupts that `mideleg` may delegate: the supervisor-level ones.
+const DELEGABLE_INTERRUPTS: u64 = interrupt::SSI | interrupt::STI | interrupt::SEI;
+/// `sstatus` is this view of `mstatus`.
+const SSTATUS_MASK: u64 = mstatus::SIE
+    | mstatus::SPIE
+    | mstatus::UBE
+    | mstatus::SPP
+    | mstatus::VS
+    | mstatus::FS
+    | mstatus::XS
+    | mstatus::SUM
+    | mstatus::MXR
+    | mstatus::UXL
+    | mstatus::SD;
+
+/// What a CSR write may have changed beyond the CSR itself, for the caller's caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CsrWriteEffect {
+    /// `satp` or a field that changes how addresses translate (MPRV, MPP, SUM, MXR) was written: cached
+    /// translations must be dropped.
+    pub translation_changed: bool,
 }
 
 /// One virtual hart.
@@ -128,7 +181,9 @@ pub struct Hart {
     pub f: [u64; 32],
     pub pc: u64,
     pub privilege: Privilege,
-    pub csrs: MachineCsrs,
+    pub csrs: Csrs,
+    /// Interrupt request lines driven by the machine's devices (MSIP, MTIP, MEIP, SEIP bits of `mip`).
+    pub interrupt_lines: u64,
     /// Instructions retired (`minstret`). Engines add to it as they retire instructions.
     pub instret: u64,
     /// `mcycle` minus `instret`: the model retires one instruction per cycle, so only the offset a guest write
@@ -150,7 +205,8 @@ impl Hart {
             f: [0; 32],
             pc: 0,
             privilege: Privilege::Machine,
-            csrs: MachineCsrs::default(),
+            csrs: Csrs::default(),
+            interrupt_lines: 0,
             instret: 0,
             cycle_offset: 0,
             reservation: None,
@@ -166,13 +222,14 @@ impl Hart {
         self.f = [0; 32];
         self.pc = reset_pc;
         self.privilege = Privilege::Machine;
-        self.csrs = MachineCsrs::default();
+        self.csrs = Csrs::default();
         if self.config.has(b'U') {
             self.csrs.mstatus |= 2 << mstatus::UXL_SHIFT;
         }
         if self.config.has(b'S') {
             self.csrs.mstatus |= 2 << mstatus::SXL_SHIFT;
         }
+        self.interrupt_lines = 0;
         self.instret = 0;
         self.cycle_offset = 0;
         self.reservation = None;
@@ -202,10 +259,20 @@ impl Hart {
         self.instret.wrapping_add(self.cycle_offset)
     }
 
+    /// `mip` as the guest reads it: software-written bits ORed with the devices' lines.
+    pub fn mip(&self) -> u64 {
+        self.csrs.mip | self.interrupt_lines
+    }
+
+    fn has_supervisor(&self) -> bool {
+        self.config.has(b'S')
+    }
+
     /// Reads CSR `number` as an instruction in the current mode would. `time` is the current value of the
     /// machine timer (`mtime`), which the hart does not own.
     pub fn read_csr(&self, number: u16, time: u64) -> Result<u64, CsrAccessError> {
         self.check_access(number)?;
+        let supervisor = self.has_supervisor();
         use csr::*;
         let value = match number {
             CYCLE | TIME | INSTRET | HPMCOUNTER3..=HPMCOUNTER31 => {
@@ -217,12 +284,28 @@ impl Hart {
                     _ => 0,
                 }
             }
+            SSTATUS if supervisor => self.mstatus() & SSTATUS_MASK,
+            SIE if supervisor => self.csrs.mie & self.csrs.mideleg,
+            SIP if supervisor => self.mip() & self.csrs.mideleg,
+            STVEC if supervisor => self.csrs.stvec,
+            SCOUNTEREN if supervisor => self.csrs.scounteren,
+            SENVCFG if supervisor => self.csrs.senvcfg,
+            SSCRATCH if supervisor => self.csrs.sscratch,
+            SEPC if supervisor => self.csrs.sepc,
+            SCAUSE if supervisor => self.csrs.scause,
+            STVAL if supervisor => self.csrs.stval,
+            SATP if supervisor => {
+                self.check_satp_access()?;
+                self.csrs.satp
+            }
             MVENDORID | MARCHID | MIMPID | MCONFIGPTR => 0,
             MHARTID => self.config.hart_id,
             MSTATUS => self.mstatus(),
             MISA => self.misa(),
+            MEDELEG if supervisor => self.csrs.medeleg,
+            MIDELEG if supervisor => self.csrs.mideleg,
             MIE => self.csrs.mie,
-            MIP => self.csrs.mip,
+            MIP => self.mip(),
             MTVEC => self.csrs.mtvec,
             MSCRATCH => self.csrs.mscratch,
             MEPC => self.csrs.mepc,
@@ -240,26 +323,53 @@ impl Hart {
     }
 
     /// Writes CSR `number` as an instruction in the current mode would, applying its WARL rules.
-    pub fn write_csr(&mut self, number: u16, value: u64) -> Result<(), CsrAccessError> {
+    pub fn write_csr(&mut self, number: u16, value: u64) -> Result<CsrWriteEffect, CsrAccessError> {
         self.check_access(number)?;
         if csr::is_read_only(number) {
             return Err(CsrAccessError);
         }
+        let supervisor = self.has_supervisor();
+        let mut effect = CsrWriteEffect::default();
         use csr::*;
         match number {
-            MSTATUS => self.write_mstatus(value),
-            MISA => {} // WARL: the extension set is fixed.
-            MIE => self.csrs.mie = value & self.implemented_interrupts(),
-            // The M-level pending bits are driven by devices; no software-writable bit exists without S-mode.
-            MIP => {}
-            MTVEC => {
-                // Modes 2 and 3 are reserved: a write selecting one leaves the mode as it was.
-                let mode = match value & tvec::MODE_MASK {
-                    mode @ (tvec::DIRECT | tvec::VECTORED) => mode,
-                    _ => self.csrs.mtvec & tvec::MODE_MASK,
-                };
-                self.csrs.mtvec = (value & !tvec::MODE_MASK) | mode;
+            SSTATUS if supervisor => {
+                let status = (self.csrs.mstatus & !SSTATUS_MASK) | (value & SSTATUS_MASK);
+                effect.translation_changed = self.write_mstatus(status);
             }
+            SIE if supervisor => {
+                let writable = self.csrs.mideleg & DELEGABLE_INTERRUPTS;
+                self.csrs.mie = (self.csrs.mie & !writable) | (value & writable);
+            }
+            // Only SSIP is writable through sip; STIP and SEIP belong to M-mode and the devices.
+            SIP if supervisor => {
+                let writable = self.csrs.mideleg & interrupt::SSI;
+                self.csrs.mip = (self.csrs.mip & !writable) | (value & writable);
+            }
+            STVEC if supervisor => self.csrs.stvec = legal_tvec(value, self.csrs.stvec),
+            SCOUNTEREN if supervisor => self.csrs.scounteren = value & 0xffff_ffff,
+            SENVCFG if supervisor => self.csrs.senvcfg = value & 1,
+            SSCRATCH if supervisor => self.csrs.sscratch = value,
+            SEPC if supervisor => self.csrs.sepc = value & !1,
+            SCAUSE if supervisor => self.csrs.scause = value,
+            STVAL if supervisor => self.csrs.stval = value,
+            SATP if supervisor => {
+                self.check_satp_access()?;
+                // A write selecting an unsupported mode has no effect at all.
+                let mode = value >> satp::MODE_SHIFT;
+                if mode == satp::MODE_BARE || mode == satp::MODE_SV39 {
+                    self.csrs.satp = value & ((0xf << satp::MODE_SHIFT) | satp::ASID_MASK | satp::PPN_MASK);
+                    effect.translation_changed = true;
+                }
+            }
+            MSTATUS => effect.translation_changed = self.write_mstatus(value),
+            MISA => {} // WARL: the extension set is fixed.
+            MEDELEG if supervisor => self.csrs.medeleg = value & DELEGABLE_EXCEPTIONS,
+            MIDELEG if supervisor => self.csrs.mideleg = value & DELEGABLE_INTERRUPTS,
+            MIE => self.csrs.mie = value & self.implemented_interrupts(),
+            // M-mode may raise the supervisor-level interrupts by software; the M-level bits are device lines.
+            MIP if supervisor => self.csrs.mip = value & DELEGABLE_INTERRUPTS,
+            MIP => {}
+            MTVEC => self.csrs.mtvec = legal_tvec(value, self.csrs.mtvec),
             MSCRATCH => self.csrs.mscratch = value,
             // IALIGN is 16 (C is always implemented), so only bit 0 is hardwired to zero.
             MEPC => self.csrs.mepc = value & !1,
@@ -276,7 +386,7 @@ impl Hart {
             }
             _ => return Err(CsrAccessError),
         }
-        Ok(())
+        Ok(effect)
     }
 
     /// `mstatus` with its derived SD bit.
@@ -290,10 +400,15 @@ impl Hart {
         }
     }
 
-    fn write_mstatus(&mut self, value: u64) {
+    /// Applies a write to `mstatus`; true when a field that affects translation changed.
+    fn write_mstatus(&mut self, value: u64) -> bool {
         let mut writable = mstatus::MIE | mstatus::MPIE | mstatus::MPP;
         if self.config.has(b'U') {
             writable |= mstatus::MPRV | mstatus::TW;
+        }
+        if self.has_supervisor() {
+            writable |= mstatus::SIE | mstatus::SPIE | mstatus::SPP | mstatus::SUM | mstatus::MXR;
+            writable |= mstatus::TVM | mstatus::TSR;
         }
         if self.config.has(b'F') || self.config.has(b'D') {
             writable |= mstatus::FS;
@@ -305,12 +420,14 @@ impl Hart {
             new = (new & !mstatus::MPP) | (old & mstatus::MPP);
         }
         self.csrs.mstatus = new & !mstatus::SD;
+        let translation = mstatus::MPRV | mstatus::MPP | mstatus::SUM | mstatus::MXR;
+        (old ^ new) & translation != 0
     }
 
     fn mode_implemented(&self, mode: Option<Privilege>) -> bool {
         match mode {
             Some(Privilege::Machine) => true,
-            Some(Privilege::Supervisor) => self.config.has(b'S'),
+            Some(Privilege::Supervisor) => self.has_supervisor(),
             Some(Privilege::User) => self.config.has(b'U'),
             None => false,
         }
@@ -318,8 +435,8 @@ impl Hart {
 
     fn implemented_interrupts(&self) -> u64 {
         let machine = interrupt::MSI | interrupt::MTI | interrupt::MEI;
-        if self.config.has(b'S') {
-            machine | interrupt::SSI | interrupt::STI | interrupt::SEI
+        if self.has_supervisor() {
+            machine | DELEGABLE_INTERRUPTS
         } else {
             machine
         }
@@ -334,40 +451,72 @@ impl Hart {
         }
     }
 
-    /// The unprivileged counters are readable below M-mode only when `mcounteren` allows it.
-    fn check_counter_enabled(&self, number: u16) -> Result<(), CsrAccessError> {
-        let bit = 1u64 << (number - csr::CYCLE);
-        if self.privilege != Privilege::Machine && self.csrs.mcounteren & bit == 0 {
+    /// `satp` is out of S-mode's reach while `mstatus.TVM` is set.
+    fn check_satp_access(&self) -> Result<(), CsrAccessError> {
+        if self.privilege == Privilege::Supervisor && self.csrs.mstatus & mstatus::TVM != 0 {
             Err(CsrAccessError)
         } else {
             Ok(())
         }
     }
 
-    /// Takes a trap: an exception (`interrupt` false) with `code` and `tval`, or an interrupt with `code`.
-    /// The trap always goes to M-mode (delegation arrives with S-mode). The pc of the trapping instruction
-    /// must already be in `self.pc`.
+    /// The unprivileged counters are readable below M-mode only when `mcounteren` (and, from U-mode with
+    /// S-mode present, `scounteren`) allows it.
+    fn check_counter_enabled(&self, number: u16) -> Result<(), CsrAccessError> {
+        let bit = 1u64 << ((number - csr::CYCLE) & 31);
+        let allowed = match self.privilege {
+            Privilege::Machine => true,
+            Privilege::Supervisor => self.csrs.mcounteren & bit != 0,
+            Privilege::User => {
+                self.csrs.mcounteren & bit != 0 && (!self.has_supervisor() || self.csrs.scounteren & bit != 0)
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(CsrAccessError)
+        }
+    }
+
+    /// Takes a trap: an exception (`interrupt` false) with `code` and `tval`, or an interrupt with `code`, to
+    /// S-mode when the hart is below M-mode and `medeleg`/`mideleg` delegates it, to M-mode otherwise. The pc
+    /// of the interrupted or trapping instruction must already be in `self.pc`.
     pub fn take_trap(&mut self, interrupt: bool, code: u64, tval: u64) {
         let cause = if interrupt { CAUSE_INTERRUPT | code } else { code };
-        self.csrs.mepc = self.pc & !1;
-        self.csrs.mcause = cause;
-        self.csrs.mtval = tval;
+        let delegation = if interrupt { self.csrs.mideleg } else { self.csrs.medeleg };
+        let delegated = self.privilege != Privilege::Machine && code < 64 && delegation & (1 << code) != 0;
         let status = self.csrs.mstatus;
-        let mie = status & mstatus::MIE != 0;
-        let mut new = status & !(mstatus::MPIE | mstatus::MIE | mstatus::MPP);
-        if mie {
-            new |= mstatus::MPIE;
-        }
-        new |= (self.privilege as u64) << mstatus::MPP_SHIFT;
-        self.csrs.mstatus = new;
-        self.privilege = Privilege::Machine;
-        self.reservation = None;
-        let base = self.csrs.mtvec & !tvec::MODE_MASK;
-        self.pc = if interrupt && self.csrs.mtvec & tvec::MODE_MASK == tvec::VECTORED {
-            base.wrapping_add(4 * code)
+        let tvec = if delegated {
+            self.csrs.sepc = self.pc & !1;
+            self.csrs.scause = cause;
+            self.csrs.stval = tval;
+            let mut new = status & !(mstatus::SPIE | mstatus::SIE | mstatus::SPP);
+            if status & mstatus::SIE != 0 {
+                new |= mstatus::SPIE;
+            }
+            if self.privilege == Privilege::Supervisor {
+                new |= mstatus::SPP;
+            }
+            self.csrs.mstatus = new;
+            self.privilege = Privilege::Supervisor;
+            self.csrs.stvec
         } else {
-            base
+            self.csrs.mepc = self.pc & !1;
+            self.csrs.mcause = cause;
+            self.csrs.mtval = tval;
+            let mut new = status & !(mstatus::MPIE | mstatus::MIE | mstatus::MPP);
+            if status & mstatus::MIE != 0 {
+                new |= mstatus::MPIE;
+            }
+            new |= (self.privilege as u64) << mstatus::MPP_SHIFT;
+            self.csrs.mstatus = new;
+            self.privilege = Privilege::Machine;
+            self.csrs.mtvec
         };
+        self.reservation = None;
+        let base = tvec & !tvec::MODE_MASK;
+        self.pc =
+            if interrupt && tvec & tvec::MODE_MASK == tvec::VECTORED { base.wrapping_add(4 * code) } else { base };
     }
 
     /// Injects a synchronous exception at the current pc.
@@ -396,19 +545,57 @@ impl Hart {
         self.pc = self.csrs.mepc;
     }
 
-    /// The highest-priority interrupt that is pending, enabled and not masked, as a cause code.
+    /// `sret`: return to the mode in `mstatus.SPP`, restoring SIE from SPIE.
+    pub fn sret(&mut self) {
+        let status = self.csrs.mstatus;
+        let previous = if status & mstatus::SPP != 0 { Privilege::Supervisor } else { Privilege::User };
+        let mut new = status & !(mstatus::SIE | mstatus::SPP | mstatus::MPRV);
+        if status & mstatus::SPIE != 0 {
+            new |= mstatus::SIE;
+        }
+        new |= mstatus::SPIE;
+        self.csrs.mstatus = new;
+        self.privilege = previous;
+        self.pc = self.csrs.sepc;
+    }
+
+    /// The interrupts that are pending and enabled in `mie`, whether or not the current mode masks them: what
+    /// wakes a hart from `wfi`.
+    pub fn wake_up_pending(&self) -> bool {
+        self.mip() & self.csrs.mie != 0
+    }
+
+    /// The highest-priority interrupt that is pending, enabled and not masked in the current mode, as a cause
+    /// code. M-level interrupts (not delegated) preempt any lower mode and M-mode with MIE set; delegated ones
+    /// preempt U-mode and S-mode with SIE set, never M-mode.
     pub fn pending_interrupt(&self) -> Option<u64> {
-        let pending = self.csrs.mip & self.csrs.mie;
+        let pending = self.mip() & self.csrs.mie;
         if pending == 0 {
             return None;
         }
-        let globally_enabled = self.privilege != Privilege::Machine || self.csrs.mstatus & mstatus::MIE != 0;
-        if !globally_enabled {
-            return None;
-        }
-        // Priority order of the privileged specification: MEI, MSI, MTI, SEI, SSI, STI.
-        [11u64, 3, 7, 9, 1, 5].into_iter().find(|&code| pending & (1 << code) != 0)
+        let status = self.csrs.mstatus;
+        let machine_enabled = self.privilege != Privilege::Machine || status & mstatus::MIE != 0;
+        let supervisor_enabled = match self.privilege {
+            Privilege::User => true,
+            Privilege::Supervisor => status & mstatus::SIE != 0,
+            Privilege::Machine => false,
+        };
+        let machine = if machine_enabled { pending & !self.csrs.mideleg } else { 0 };
+        let supervisor = if supervisor_enabled { pending & self.csrs.mideleg } else { 0 };
+        // Priority order of the privileged specification: MEI, MSI, MTI, SEI, SSI, STI; M-level first.
+        const ORDER: [u64; 6] = [11, 3, 7, 9, 1, 5];
+        let first = |set: u64| ORDER.into_iter().find(|&code| set & (1 << code) != 0);
+        first(machine).or_else(|| first(supervisor))
     }
+}
+
+/// `mtvec`/`stvec` WARL: modes 2 and 3 are reserved, and a write selecting one keeps the old mode.
+fn legal_tvec(value: u64, old: u64) -> u64 {
+    let mode = match value & tvec::MODE_MASK {
+        mode @ (tvec::DIRECT | tvec::VECTORED) => mode,
+        _ => old & tvec::MODE_MASK,
+    };
+    (value & !tvec::MODE_MASK) | mode
 }
 
 #[cfg(test)]
@@ -494,5 +681,102 @@ mod tests {
         assert_eq!(hart.pc, 0x8000_0000);
         hart.write_csr(csr::MTVEC, 0x8000_0102).unwrap();
         assert_eq!(hart.csrs.mtvec, 0x8000_0101, "reserved mode 2 keeps the old mode");
+    }
+
+    fn supervisor_hart() -> Hart {
+        Hart::new(HartConfig::rv64imac_msu(0))
+    }
+
+    #[test]
+    fn delegated_exceptions_from_user_mode_go_to_supervisor_mode() {
+        let mut hart = supervisor_hart();
+        hart.write_csr(csr::MEDELEG, u64::MAX).unwrap();
+        assert_eq!(hart.csrs.medeleg & (1 << 11), 0, "ecall from M cannot be delegated");
+        hart.write_csr(csr::STVEC, 0x8000_2000).unwrap();
+        hart.write_csr(csr::MTVEC, 0x8000_1000).unwrap();
+        hart.privilege = Privilege::User;
+        hart.pc = 0x1234;
+        hart.raise(Exception::LoadPageFault, 0xdead);
+        assert_eq!(hart.privilege, Privilege::Supervisor);
+        assert_eq!((hart.pc, hart.csrs.sepc, hart.csrs.scause, hart.csrs.stval), (0x8000_2000, 0x1234, 13, 0xdead));
+        assert_eq!(hart.csrs.mstatus & mstatus::SPP, 0, "SPP records U");
+        // The same exception in M-mode is never delegated.
+        hart.privilege = Privilege::Machine;
+        hart.raise(Exception::LoadPageFault, 0xbeef);
+        assert_eq!((hart.pc, hart.csrs.mtval), (0x8000_1000, 0xbeef));
+        assert_eq!(hart.csrs.mstatus & mstatus::MPP, mstatus::MPP);
+    }
+
+    #[test]
+    fn sret_restores_the_previous_mode_and_interrupt_enable() {
+        let mut hart = supervisor_hart();
+        hart.privilege = Privilege::Supervisor;
+        hart.csrs.mstatus |= mstatus::SPP | mstatus::SPIE | mstatus::MPRV;
+        hart.csrs.sepc = 0x8000_0040;
+        hart.sret();
+        assert_eq!((hart.privilege, hart.pc), (Privilege::Supervisor, 0x8000_0040));
+        let status = hart.csrs.mstatus;
+        assert_ne!(status & mstatus::SIE, 0);
+        assert_ne!(status & mstatus::SPIE, 0);
+        assert_eq!(status & (mstatus::SPP | mstatus::MPRV), 0);
+        hart.sret();
+        assert_eq!(hart.privilege, Privilege::User, "SPP was cleared by the first sret");
+    }
+
+    #[test]
+    fn sstatus_sie_and_sip_are_restricted_views() {
+        let mut hart = supervisor_hart();
+        hart.write_csr(csr::SSTATUS, u64::MAX).unwrap();
+        assert_eq!(hart.csrs.mstatus & (mstatus::MIE | mstatus::MPP | mstatus::TVM), 0, "M fields untouched");
+        assert_ne!(hart.csrs.mstatus & (mstatus::SIE | mstatus::SUM | mstatus::MXR), 0);
+        hart.write_csr(csr::SIE, u64::MAX).unwrap();
+        assert_eq!(hart.csrs.mie, 0, "nothing is delegated yet");
+        hart.write_csr(csr::MIDELEG, u64::MAX).unwrap();
+        assert_eq!(hart.csrs.mideleg, interrupt::SSI | interrupt::STI | interrupt::SEI);
+        hart.write_csr(csr::SIE, u64::MAX).unwrap();
+        assert_eq!(hart.csrs.mie, interrupt::SSI | interrupt::STI | interrupt::SEI);
+        hart.write_csr(csr::SIP, u64::MAX).unwrap();
+        assert_eq!(hart.mip(), interrupt::SSI, "only SSIP is writable through sip");
+        hart.interrupt_lines = interrupt::MTI;
+        assert_eq!(hart.read_csr(csr::SIP, 0), Ok(interrupt::SSI), "M-level bits are invisible in sip");
+    }
+
+    #[test]
+    fn satp_accepts_only_bare_and_sv39_and_tvm_guards_it() {
+        let mut hart = supervisor_hart();
+        let sv39 = (8 << 60) | (5 << 44) | 0x80123;
+        assert!(hart.write_csr(csr::SATP, sv39).unwrap().translation_changed);
+        assert_eq!(hart.csrs.satp, sv39);
+        hart.write_csr(csr::SATP, 9 << 60).unwrap();
+        assert_eq!(hart.csrs.satp, sv39, "Sv48 is not implemented: the write has no effect");
+        hart.write_csr(csr::MSTATUS, mstatus::TVM).unwrap();
+        hart.privilege = Privilege::Supervisor;
+        assert!(hart.read_csr(csr::SATP, 0).is_err());
+        assert!(hart.write_csr(csr::SATP, 0).is_err());
+    }
+
+    #[test]
+    fn interrupt_priority_masking_and_delegation() {
+        let mut hart = supervisor_hart();
+        hart.write_csr(csr::MIE, u64::MAX).unwrap();
+        hart.write_csr(csr::MIDELEG, interrupt::STI | interrupt::SSI | interrupt::SEI).unwrap();
+        hart.interrupt_lines = interrupt::MTI;
+        hart.write_csr(csr::MIP, interrupt::STI | interrupt::SSI).unwrap();
+        // M-mode with MIE clear: nothing is taken, but wfi would wake.
+        assert_eq!(hart.pending_interrupt(), None);
+        assert!(hart.wake_up_pending());
+        hart.csrs.mstatus |= mstatus::MIE;
+        assert_eq!(hart.pending_interrupt(), Some(7), "delegated interrupts never preempt M-mode");
+        hart.interrupt_lines = 0;
+        assert_eq!(hart.pending_interrupt(), None);
+        hart.privilege = Privilege::Supervisor;
+        assert_eq!(hart.pending_interrupt(), None, "S-mode with SIE clear masks its own interrupts");
+        hart.privilege = Privilege::User;
+        assert_eq!(hart.pending_interrupt(), Some(1), "SSI outranks STI");
+        hart.interrupt_lines = interrupt::MEI;
+        assert_eq!(hart.pending_interrupt(), Some(11), "M-level interrupts come first");
+        hart.take_trap(true, 1, 0);
+        assert_eq!(hart.privilege, Privilege::Supervisor, "a delegated interrupt traps to S-mode");
+        assert_eq!(hart.csrs.scause, CAUSE_INTERRUPT | 1);
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::dev::{MachineRequest, MmioError};
 use crate::hart::{Exception, Hart, Privilege};
+use crate::isa::csr::mstatus;
 use crate::isa::{CsrOp, Inst, Reg};
 
 /// Why an engine stopped.
@@ -57,6 +58,21 @@ pub trait Platform {
     fn mmio_write(&mut self, addr: u64, size: u8, value: u64) -> Result<Option<MachineRequest>, MmioError>;
     /// The machine timer (`mtime`), in ticks of the timebase.
     fn time(&mut self) -> u64;
+    /// Cached address translations covered by `scope` must be dropped (after `sfence.vma`, a `satp` write,
+    /// or a change of the mode or `mstatus` fields translation depends on).
+    fn flush_translations(&mut self, scope: FlushScope) {
+        let _ = scope;
+    }
+}
+
+/// Which cached translations a flush drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushScope {
+    /// Every translation.
+    All,
+    /// `sfence.vma`: one virtual address and/or one ASID, or everything when both are `None`. Global mappings
+    /// survive an ASID-specific fence.
+    Sfence { address: Option<u64>, asid: Option<u16> },
 }
 
 /// How to go on after an exit.
@@ -108,17 +124,28 @@ impl Dispatcher {
                 Resume::Continue
             }
             Inst::Mret if hart.privilege == Privilege::Machine => {
-                hart.instret = hart.instret.wrapping_add(1);
+                retire_in_place(hart);
                 hart.mret();
+                platform.flush_translations(FlushScope::All);
                 Resume::Continue
             }
-            // Without S-mode, WFI is legal only in M-mode (the spec lets U-mode WFI trap).
-            Inst::Wfi if hart.privilege == Privilege::Machine => {
-                hart.instret = hart.instret.wrapping_add(1);
-                hart.pc = hart.pc.wrapping_add(len as u64);
+            Inst::Sret if sret_allowed(hart) => {
+                retire_in_place(hart);
+                hart.sret();
+                platform.flush_translations(FlushScope::All);
+                Resume::Continue
+            }
+            Inst::Wfi if wfi_allowed(hart) => {
+                retire(hart, len);
                 Resume::WaitForInterrupt
             }
-            // SRET and SFENCE.VMA need S-mode, which this hart does not implement yet.
+            Inst::SfenceVma { rs1, rs2 } if sfence_allowed(hart) => {
+                let address = (rs1 != 0).then(|| hart.x(rs1));
+                let asid = (rs2 != 0).then(|| hart.x(rs2) as u16);
+                platform.flush_translations(FlushScope::Sfence { address, asid });
+                retire(hart, len);
+                Resume::Continue
+            }
             _ => illegal(hart),
         }
     }
@@ -148,6 +175,41 @@ impl Dispatcher {
             },
         }
     }
+}
+
+/// SRET is legal in M-mode, and in S-mode unless `mstatus.TSR` traps it.
+fn sret_allowed(hart: &Hart) -> bool {
+    hart.config.extensions & crate::isa::csr::misa::ext(b'S') != 0
+        && match hart.privilege {
+            Privilege::Machine => true,
+            Privilege::Supervisor => hart.csrs.mstatus & mstatus::TSR == 0,
+            Privilege::User => false,
+        }
+}
+
+/// WFI is legal in M-mode, and in S-mode unless `mstatus.TW` traps it. In U-mode it traps (the spec allows
+/// this whenever a more privileged mode exists).
+fn wfi_allowed(hart: &Hart) -> bool {
+    match hart.privilege {
+        Privilege::Machine => true,
+        Privilege::Supervisor => hart.csrs.mstatus & mstatus::TW == 0,
+        Privilege::User => false,
+    }
+}
+
+/// SFENCE.VMA is legal in M-mode, and in S-mode unless `mstatus.TVM` traps it.
+fn sfence_allowed(hart: &Hart) -> bool {
+    hart.config.extensions & crate::isa::csr::misa::ext(b'S') != 0
+        && match hart.privilege {
+            Privilege::Machine => true,
+            Privilege::Supervisor => hart.csrs.mstatus & mstatus::TVM == 0,
+            Privilege::User => false,
+        }
+}
+
+/// Counts an instruction that sets the pc itself (an xRET) as retired.
+fn retire_in_place(hart: &mut Hart) {
+    hart.instret = hart.instret.wrapping_add(1);
 }
 
 fn retire(hart: &mut Hart, len: u8) {
@@ -182,9 +244,13 @@ fn csr_instruction(
             CsrOp::Rs | CsrOp::Rsi => old | operand,
             CsrOp::Rc | CsrOp::Rci => old & !operand,
         };
-        if let Err(error) = hart.write_csr(csr, new) {
-            hart.instret = hart.instret.wrapping_sub(1);
-            return Err(error);
+        match hart.write_csr(csr, new) {
+            Ok(effect) if effect.translation_changed => platform.flush_translations(FlushScope::All),
+            Ok(_) => {}
+            Err(error) => {
+                hart.instret = hart.instret.wrapping_sub(1);
+                return Err(error);
+            }
         }
     }
     if reads {
