@@ -6,6 +6,7 @@
 //! here accepts any value a guest can produce without panicking.
 
 use crate::isa::csr::{self, interrupt, mstatus, tvec};
+use crate::mem::pmp::Pmp;
 
 /// Privilege mode of the virtual hart, with its encoding in `mstatus.MPP`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -182,6 +183,8 @@ pub struct Hart {
     pub pc: u64,
     pub privilege: Privilege,
     pub csrs: Csrs,
+    /// Physical memory protection entries.
+    pub pmp: Pmp,
     /// Interrupt request lines driven by the machine's devices (MSIP, MTIP, MEIP, SEIP bits of `mip`).
     pub interrupt_lines: u64,
     /// Instructions retired (`minstret`). Engines add to it as they retire instructions.
@@ -206,6 +209,7 @@ impl Hart {
             pc: 0,
             privilege: Privilege::Machine,
             csrs: Csrs::default(),
+            pmp: Pmp::default(),
             interrupt_lines: 0,
             instret: 0,
             cycle_offset: 0,
@@ -223,6 +227,7 @@ impl Hart {
         self.pc = reset_pc;
         self.privilege = Privilege::Machine;
         self.csrs = Csrs::default();
+        self.pmp = Pmp::default();
         if self.config.has(b'U') {
             self.csrs.mstatus |= 2 << mstatus::UXL_SHIFT;
         }
@@ -313,6 +318,8 @@ impl Hart {
             MTVAL => self.csrs.mtval,
             MCOUNTEREN if self.config.has(b'U') => self.csrs.mcounteren,
             MENVCFG if self.config.has(b'U') => self.csrs.menvcfg,
+            PMPCFG0..=PMPCFG15 => self.pmp.read_cfg((number - PMPCFG0) as usize).ok_or(CsrAccessError)?,
+            PMPADDR0..=PMPADDR63 => self.pmp.read_addr((number - PMPADDR0) as usize).ok_or(CsrAccessError)?,
             MCOUNTINHIBIT => 0,
             MCYCLE => self.cycle(),
             MINSTRET => self.instret,
@@ -378,6 +385,14 @@ impl Hart {
             MCOUNTEREN if self.config.has(b'U') => self.csrs.mcounteren = value & 0xffff_ffff,
             // Only FIOM is implemented (no cache-block or page-attribute extensions).
             MENVCFG if self.config.has(b'U') => self.csrs.menvcfg = value & 1,
+            PMPCFG0..=PMPCFG15 => {
+                self.pmp.write_cfg((number - PMPCFG0) as usize, value).ok_or(CsrAccessError)?;
+                effect.translation_changed = true;
+            }
+            PMPADDR0..=PMPADDR63 => {
+                self.pmp.write_addr((number - PMPADDR0) as usize, value).ok_or(CsrAccessError)?;
+                effect.translation_changed = true;
+            }
             MCOUNTINHIBIT | MHPMCOUNTER3..=MHPMCOUNTER31 | MHPMEVENT3..=MHPMEVENT31 => {}
             MCYCLE => self.cycle_offset = value.wrapping_sub(self.instret),
             MINSTRET => {

@@ -3,6 +3,8 @@
 //! Later issues add the per-VM real map table, the Sv39 walker and the soft TLB here. This module never
 //! allocates on the access path and never lets a guest-supplied address index outside the slice.
 
+pub mod pmp;
+
 /// Guest real address of the first byte of RAM on the QEMU `virt` machine.
 pub const RAM_BASE: u64 = 0x8000_0000;
 
