@@ -25,7 +25,6 @@ mod cfg {
     pub const A_SHIFT: u32 = 3;
     pub const A_MASK: u8 = 3 << A_SHIFT;
     pub const L: u8 = 1 << 7;
-    pub const OFF: u8 = 0;
     pub const TOR: u8 = 1;
     pub const NA4: u8 = 2;
     pub const NAPOT: u8 = 3;
@@ -44,7 +43,7 @@ pub struct Pmp {
 impl Pmp {
     /// Reads `pmpcfgN` (`n` = 0..=15); odd numbers do not exist on RV64, entries past 16 read zero.
     pub fn read_cfg(&self, n: usize) -> Option<u64> {
-        if n % 2 != 0 || n >= 16 {
+        if !n.is_multiple_of(2) || n >= 16 {
             return None;
         }
         let first = n * 4;
@@ -53,7 +52,7 @@ impl Pmp {
 
     /// Writes `pmpcfgN`; locked entries keep their configuration.
     pub fn write_cfg(&mut self, n: usize, value: u64) -> Option<()> {
-        if n % 2 != 0 || n >= 16 {
+        if !n.is_multiple_of(2) || n >= 16 {
             return None;
         }
         for i in 0..8 {
