@@ -37,6 +37,7 @@ pub enum MachineRequest {
 
 mod map;
 pub use map::{DeviceMap, MapError};
+pub mod clint;
 pub mod htif;
 pub mod test_finisher;
 pub mod uart16550;
