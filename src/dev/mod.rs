@@ -39,6 +39,7 @@ mod map;
 pub use map::{DeviceMap, MapError};
 pub mod clint;
 pub mod htif;
+pub mod plic;
 pub mod test_finisher;
 pub mod uart16550;
 
