@@ -37,7 +37,9 @@ pub enum MachineRequest {
 
 mod map;
 pub use map::{DeviceMap, MapError};
+pub mod clint;
 pub mod htif;
+pub mod plic;
 pub mod test_finisher;
 pub mod uart16550;
 
