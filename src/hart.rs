@@ -192,9 +192,16 @@ pub struct Hart {
     /// `mcycle` minus `instret`: the model retires one instruction per cycle, so only the offset a guest write
     /// introduced is stored.
     pub cycle_offset: u64,
-    /// Address of the LR reservation, if one is held.
-    pub reservation: Option<u64>,
+    /// The LR reservation, if one is held.
+    pub reservation: Option<Reservation>,
     pub config: HartConfig,
+}
+
+/// A load reservation: the address LR read and the value it saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    pub addr: u64,
+    pub value: u64,
 }
 
 /// Why a CSR access is refused. The dispatcher turns it into an illegal-instruction exception.

@@ -1,14 +1,15 @@
 //! The reference interpreter and the dispatcher on small programs assembled with the encoder: MMIO through
 //! the device map, faults injected for bad accesses, Zicsr semantics, privilege changes and run limits.
 
-use trapeze::dev::{DeviceMap, MachineRequest, MmioDevice, MmioError};
+use trapeze::dev::{MachineRequest, MmioDevice, MmioError, NullSerial};
 use trapeze::exec::interp::Interpreter;
 use trapeze::hart::{Exception, Hart, HartConfig, Privilege};
 use trapeze::isa::{self, csr, BranchCond, CsrOp, Inst, LoadWidth, OpImmKind, StoreWidth};
 use trapeze::mem::{Ram, RAM_BASE};
+use trapeze::vm::virt::VirtDevices;
 use trapeze::vm::{Clock, RunOutcome, Vm};
 
-const DEVICE_BASE: u64 = 0x1000_0000;
+const DEVICE_BASE: u64 = 0x4000_0000;
 const MTVEC: u64 = RAM_BASE + 0x1000;
 
 /// A device with one 64-bit register at offset 0 that powers the machine off when written with 0x5555 at
@@ -82,15 +83,15 @@ impl Machine {
 
     /// Runs at most `limit` instructions from `RAM_BASE` in M-mode with `mtvec` = `MTVEC`.
     fn run(&mut self, limit: u64) -> (Hart, RunOutcome) {
-        let mut devices = DeviceMap::new();
-        devices.map(DEVICE_BASE, 0x100, &mut self.scratch).unwrap();
+        let mut devices = VirtDevices::new(NullSerial);
+        devices.extra.map(DEVICE_BASE, 0x100, &mut self.scratch).unwrap();
         let mut hart = Hart::new(HartConfig::rv64imac_mu(0));
         hart.reset(RAM_BASE);
         hart.csrs.mtvec = MTVEC;
         let mut clock = FixedClock(1234);
-        let mut vm = Vm::new(hart, Ram::new(RAM_BASE, &mut self.backing), devices, &mut clock);
+        let mut vm = Vm::new([hart], Ram::new(RAM_BASE, &mut self.backing), devices, &mut clock).unwrap();
         let outcome = vm.run(&mut Interpreter, Some(limit));
-        (vm.hart.clone(), outcome)
+        (vm.harts[0].clone(), outcome)
     }
 }
 
@@ -120,11 +121,11 @@ fn device_loads_and_stores_go_through_the_dispatcher() {
 
 #[test]
 fn accesses_nothing_answers_raise_access_faults() {
-    let program = [lui(5, 0x4000_0000), Inst::Load { width: LoadWidth::W, rd: 6, rs1: 5, offset: 12 }, PARK];
+    let program = [lui(5, 0x3000_0000), Inst::Load { width: LoadWidth::W, rd: 6, rs1: 5, offset: 12 }, PARK];
     let mut machine = Machine::new(&program, &[PARK]);
     let (hart, _) = machine.run(100);
     assert_eq!(hart.csrs.mcause, Exception::LoadAccessFault as u64);
-    assert_eq!(hart.csrs.mtval, 0x4000_000c);
+    assert_eq!(hart.csrs.mtval, 0x3000_000c);
     assert_eq!(hart.csrs.mepc, RAM_BASE + 4);
     assert_eq!(hart.pc, MTVEC);
     assert_eq!(hart.x[6], 0, "the faulting load wrote nothing");

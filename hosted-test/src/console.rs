@@ -1,29 +1,36 @@
-//! Host backends for the guest: the console on this process's stdin/stdout, and the wall clock.
+//! Host backends for the guest: the console on this process's stdin/stdout, and the wall clock with an idle
+//! wait that wakes for the next timer deadline or for typed input.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use trapeze::dev::SerialBackend;
 use trapeze::vm::{Clock, TIMEBASE_HZ};
 
-/// Bytes typed on stdin, read by one background thread for every console of the process.
-fn stdin_bytes() -> &'static std::sync::Mutex<Receiver<u8>> {
-    static INPUT: OnceLock<std::sync::Mutex<Receiver<u8>>> = OnceLock::new();
+/// Bytes typed on stdin and not yet read by the guest, filled by one background thread.
+struct Input {
+    bytes: Mutex<VecDeque<u8>>,
+    arrived: Condvar,
+}
+
+fn input() -> &'static Input {
+    static INPUT: OnceLock<Input> = OnceLock::new();
     INPUT.get_or_init(|| {
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
+        std::thread::spawn(|| {
             let stdin = std::io::stdin();
             let mut stdin = stdin.lock();
-            let mut byte = [0u8; 1];
-            while let Ok(1) = stdin.read(&mut byte) {
-                if sender.send(byte[0]).is_err() {
-                    break;
+            let mut buffer = [0u8; 256];
+            while let Ok(count @ 1..) = stdin.read(&mut buffer) {
+                let input = input();
+                if let Ok(mut bytes) = input.bytes.lock() {
+                    bytes.extend(&buffer[..count]);
                 }
+                input.arrived.notify_all();
             }
         });
-        std::sync::Mutex::new(receiver)
+        Input { bytes: Mutex::new(VecDeque::new()), arrived: Condvar::new() }
     })
 }
 
@@ -43,23 +50,31 @@ impl SerialBackend for Stdio {
     fn write_byte(&mut self, byte: u8) {
         self.line.push(byte);
         if byte == b'\n' || self.line.len() >= 4096 {
+            self.flush();
+        }
+    }
+
+    fn read_byte(&mut self) -> Option<u8> {
+        // Output waiting for a newline (a prompt) must be visible before the guest waits for input.
+        self.flush();
+        input().bytes.lock().ok()?.pop_front()
+    }
+}
+
+impl Stdio {
+    fn flush(&mut self) {
+        if !self.line.is_empty() {
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(&self.line);
             let _ = stdout.flush();
             self.line.clear();
         }
     }
-
-    fn read_byte(&mut self) -> Option<u8> {
-        stdin_bytes().lock().ok()?.try_recv().ok()
-    }
 }
 
 impl Drop for Stdio {
     fn drop(&mut self) {
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(&self.line);
-        let _ = stdout.flush();
+        self.flush();
     }
 }
 
@@ -80,10 +95,22 @@ impl HostClock {
     }
 }
 
+/// Longest single idle wait, so that the run loop looks at its limits now and then.
+const MAX_IDLE: Duration = Duration::from_millis(500);
+
 impl Clock for HostClock {
     fn now(&mut self) -> u64 {
         let elapsed = self.start.elapsed();
         elapsed.as_secs() * TIMEBASE_HZ
             + u64::from(elapsed.subsec_nanos()) / (1_000_000_000 / TIMEBASE_HZ as u32) as u64
+    }
+
+    fn idle(&mut self, ticks: Option<u64>) {
+        let wait = ticks.map_or(MAX_IDLE, |t| Duration::from_nanos(t.saturating_mul(1_000_000_000 / TIMEBASE_HZ)));
+        let input = input();
+        let Ok(bytes) = input.bytes.lock() else { return };
+        if bytes.is_empty() {
+            let _ = input.arrived.wait_timeout(bytes, wait.min(MAX_IDLE));
+        }
     }
 }

@@ -11,24 +11,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use trapeze::dev::htif::Htif;
-use trapeze::dev::test_finisher::TestFinisher;
-use trapeze::dev::uart16550::Uart16550;
-use trapeze::dev::DeviceMap;
 use trapeze::exec::interp::Interpreter;
 use trapeze::hart::{Hart, HartConfig};
 use trapeze::isa;
 use trapeze::mem::{Ram, RAM_BASE};
 use trapeze::trap::Exit;
 use trapeze::vm::loader::{load_elf, load_raw};
-use trapeze::vm::{RunOutcome, Vm};
+use trapeze::vm::virt::VirtDevices;
+use trapeze::vm::{Devices, RunOutcome, Vm, MAX_HARTS};
 
 use console::{HostClock, Stdio};
-
-/// Guest real addresses of the `virt` machine's devices.
-const UART_BASE: u64 = 0x1000_0000;
-const UART_SIZE: u64 = 0x100;
-const FINISHER_BASE: u64 = 0x10_0000;
-const FINISHER_SIZE: u64 = 0x1000;
 
 /// The demo guest, built from `guests/demo` by the build script.
 const DEMO_GUEST: &[u8] = include_bytes!(env!("TRAPEZE_GUEST_DEMO"));
@@ -56,6 +48,9 @@ struct RunArgs {
     /// Stop after this many instructions (exit status 3).
     #[arg(long)]
     max_insns: Option<u64>,
+    /// Number of harts.
+    #[arg(long = "smp", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=MAX_HARTS as i64))]
+    smp: u8,
     /// Print one line per executed instruction to stderr: pc, word, disassembly, changed register.
     #[arg(long)]
     trace: bool,
@@ -120,22 +115,18 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
             (RAM_BASE, None)
         };
 
-        let mut uart = Uart16550::new(Stdio::new());
-        let mut finisher = TestFinisher::new();
-        let mut devices = DeviceMap::new();
-        devices.map(UART_BASE, UART_SIZE, &mut uart).map_err(|e| format!("mapping the UART: {e:?}"))?;
-        devices
-            .map(FINISHER_BASE, FINISHER_SIZE, &mut finisher)
-            .map_err(|e| format!("mapping the test finisher: {e:?}"))?;
-
-        let mut hart = Hart::new(HartConfig::rv64imac_mu(0));
-        hart.reset(entry);
-        // QEMU's boot convention: a0 = hart id, a1 = devicetree address (none yet).
-        hart.x[10] = 0;
-        hart.x[11] = 0;
+        let devices = VirtDevices::new(Stdio::new());
+        let harts = (0..args.smp as u64).map(|id| {
+            let mut hart = Hart::new(HartConfig::rv64imac_msu(id));
+            hart.reset(entry);
+            // QEMU's boot convention: a0 = hart id, a1 = devicetree address (none yet).
+            hart.x[10] = id;
+            hart.x[11] = 0;
+            hart
+        });
         let mut clock = HostClock::new();
         let mut htif_console = Stdio::new();
-        let mut vm = Vm::new(hart, ram, devices, &mut clock);
+        let mut vm = Vm::new(harts, ram, devices, &mut clock).map_err(|e| format!("building the machine: {e:?}"))?;
         if let Some(htif) = htif {
             vm.attach_htif(htif, &mut htif_console);
         }
@@ -154,7 +145,10 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
                 return Ok(ExitCode::from(u8::try_from(code).ok().filter(|&c| c != 0).unwrap_or(1)));
             }
             RunOutcome::InstructionLimit => {
-                eprintln!("trapeze: instruction limit reached after {} instructions (pc {:#x})", vm.steps, vm.hart.pc);
+                eprintln!(
+                    "trapeze: instruction limit reached after {} instructions (pc {:#x})",
+                    vm.steps, vm.harts[vm.last_exit.0].pc
+                );
                 return Ok(ExitCode::from(EXIT_INSTRUCTION_LIMIT));
             }
             RunOutcome::Reset => {
@@ -165,7 +159,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
 }
 
 /// Runs one instruction at a time, printing what each did.
-fn run_traced(vm: &mut Vm<'_>, engine: &mut Interpreter, limit: Option<u64>) -> RunOutcome {
+fn run_traced<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut Interpreter, limit: Option<u64>) -> RunOutcome {
     use std::io::Write;
     let stderr = std::io::stderr();
     let mut out = std::io::BufWriter::new(stderr.lock());
@@ -173,21 +167,31 @@ fn run_traced(vm: &mut Vm<'_>, engine: &mut Interpreter, limit: Option<u64>) -> 
         if limit.is_some_and(|limit| vm.steps >= limit) {
             return RunOutcome::InstructionLimit;
         }
-        let pc = vm.hart.pc;
+        let before: Vec<(u64, [u64; 32])> = vm.harts.iter().map(|hart| (hart.pc, hart.x)).collect();
+        let steps_before = vm.steps;
+        let outcome = vm.run_slice(engine, 1);
+        if vm.steps == steps_before {
+            // Every hart waited for an interrupt: nothing executed.
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+            continue;
+        }
+        let (index, exit) = vm.last_exit;
+        let (pc, registers) = before[index];
         let word = vm.ram.load(pc, 4).or_else(|| vm.ram.load(pc, 2)).unwrap_or(0) as u32;
         let decoded = isa::decode(word);
-        let word = if decoded.len == 2 { word & 0xffff } else { word };
-        let registers = vm.hart.x;
-        let outcome = vm.run_slice(engine, 1);
+        let hart_prefix = if before.len() > 1 { format!("hart {index} ") } else { String::new() };
         let mut line = if decoded.len == 2 {
-            format!("{pc:016x}: {word:04x}      {}", decoded.inst)
+            format!("{hart_prefix}{pc:016x}: {:04x}      {}", word & 0xffff, decoded.inst)
         } else {
-            format!("{pc:016x}: {word:08x}  {}", decoded.inst)
+            format!("{hart_prefix}{pc:016x}: {word:08x}  {}", decoded.inst)
         };
-        if let Some((index, value)) = vm.hart.x.iter().enumerate().find(|(i, v)| registers[*i] != **v) {
-            line.push_str(&format!("    x{index}={value:#x}"));
+        let hart = &vm.harts[index];
+        if let Some((register, value)) = hart.x.iter().enumerate().find(|(i, v)| registers[*i] != **v) {
+            line.push_str(&format!("    x{register}={value:#x}"));
         }
-        if let Exit::Exception { cause, tval } = vm.last_exit {
+        if let Exit::Exception { cause, tval } = exit {
             line.push_str(&format!("    trap {cause:?} tval={tval:#x}"));
         }
         let _ = writeln!(out, "{line}");

@@ -3,7 +3,7 @@
 //! dispatcher). Faster engines are checked against this one, so clarity wins over speed here.
 
 use super::Engine;
-use crate::hart::{Exception, Hart};
+use crate::hart::{Exception, Hart, Reservation};
 use crate::isa::{self, AmoOp, AmoWidth, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::Ram;
 use crate::trap::{extend, Exit, MmioAccess, MmioKind};
@@ -133,14 +133,16 @@ pub fn step(hart: &mut Hart, ram: &mut Ram) -> Result<(), Exit> {
             let value =
                 ram.load(addr, size).ok_or(Exit::Exception { cause: Exception::LoadAccessFault, tval: addr })?;
             hart.set_x(rd, extend(value, size as u8, true));
-            hart.reservation = Some(addr);
+            hart.reservation = Some(Reservation { addr, value });
         }
         Inst::Sc { width, rd, rs1, rs2, .. } => {
             let addr = hart.x(rs1);
             let size = width.bytes();
             check_amo_address(ram, addr, size)?;
-            let success = hart.reservation == Some(addr);
-            hart.reservation = None;
+            // The reservation holds while memory still has the value LR read: a store by this or another hart
+            // that changed it breaks the reservation (QEMU's rule; an ABA store that restores the value does not).
+            let reserved = hart.reservation.take();
+            let success = reserved.is_some_and(|r| r.addr == addr && ram.load(addr, size) == Some(r.value));
             if success {
                 ram.store(addr, size, hart.x(rs2))
                     .ok_or(Exit::Exception { cause: Exception::StoreAccessFault, tval: addr })?;

@@ -1,24 +1,55 @@
-//! The virtual machine: one hart, guest RAM and the device map, run by an engine under the dispatcher.
+//! The virtual machine: its harts, guest RAM and devices, run by an engine under the dispatcher.
 //!
-//! Policy (which devices, where, how long to run) is decided by whoever builds the `Vm`; nothing here is global.
+//! Harts run round-robin on the calling thread, one slice of at most [`SLICE`] instructions at a time, so the
+//! guest's memory model is sequential consistency (stronger than RVWMO, which any RISC-V program must accept).
+//! LR/SC is correct across harts because an SC checks its reservation's value in memory, as QEMU does. Policy
+//! (which devices, where, how long to run) is decided by whoever builds the `Vm`; nothing here is global.
 
 use crate::dev::htif::Htif;
-use crate::dev::{DeviceMap, MachineRequest, MmioError, SerialBackend};
+use crate::dev::{MachineRequest, MmioError, SerialBackend};
 use crate::exec::Engine;
 use crate::hart::Hart;
 use crate::mem::Ram;
-use crate::trap::{Dispatcher, Exit, Platform, Resume};
+use crate::trap::{Dispatcher, Exit, FlushScope, Platform, Resume};
 
 /// The machine timer's time base: `mtime` counts at 10 MHz, as on QEMU `virt`.
 pub const TIMEBASE_HZ: u64 = 10_000_000;
 
-/// Longest run of instructions between two checks for interrupts and host requests.
+/// Longest run of instructions on one hart between two checks for interrupts and host requests.
 pub const SLICE: u64 = 4096;
 
-/// The source of guest time.
+/// Most harts one `Vm` runs.
+pub const MAX_HARTS: usize = super::virt::MAX_HARTS;
+
+/// The host's time and sleep.
 pub trait Clock {
     /// Ticks of [`TIMEBASE_HZ`] since the machine started.
     fn now(&mut self) -> u64;
+    /// Called when every hart waits for an interrupt: block the host until `ticks` ticks have passed (`None`:
+    /// no timer is armed) or host input arrives, whichever comes first. Returning early is always allowed.
+    fn idle(&mut self, ticks: Option<u64>) {
+        let _ = ticks;
+    }
+}
+
+/// The machine's devices as the VM sees them: guest accesses outside RAM, and the interrupt lines.
+///
+/// Call order: before each slice the VM calls [`update`](Devices::update) with the current time, which sets
+/// every hart's `interrupt_lines`; [`read`](Devices::read) and [`write`](Devices::write) serve the guest's
+/// device accesses in between. RAM is lent to accesses for devices that use DMA.
+pub trait Devices {
+    fn read(&mut self, addr: u64, size: u8, ram: &mut Ram) -> Result<u64, MmioError>;
+    fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError>;
+    /// Advances the devices to `now` (ticks of the timebase) and drives each hart's interrupt lines.
+    fn update(&mut self, now: u64, harts: &mut [Hart]);
+    /// The machine timer as the guest sees it (`mtime`, the `time` CSR).
+    fn mtime(&self) -> u64;
+    /// Ticks until the earliest armed timer fires, `None` when none is armed.
+    fn ticks_until_deadline(&self) -> Option<u64>;
+    /// Whether a device holds host input the guest has not read.
+    fn input_pending(&self) -> bool {
+        false
+    }
 }
 
 /// Why [`Vm::run`] returned.
@@ -41,51 +72,82 @@ impl From<MachineRequest> for RunOutcome {
     }
 }
 
-/// A virtual machine with one hart.
-pub struct Vm<'a> {
-    pub hart: Hart,
+/// Why a VM could not be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmError {
+    /// No harts, or more than [`MAX_HARTS`].
+    HartCount(usize),
+}
+
+/// A virtual machine.
+pub struct Vm<'a, D: Devices> {
+    pub harts: heapless::Vec<Hart, MAX_HARTS>,
+    /// Harts parked in `wfi` until an interrupt is pending for them.
+    waiting: [bool; MAX_HARTS],
+    /// The hart that runs the next slice.
+    next_hart: usize,
     pub ram: Ram<'a>,
-    pub devices: DeviceMap<'a>,
+    pub devices: D,
     clock: &'a mut dyn Clock,
     dispatcher: Dispatcher,
     /// Instructions executed or attempted (an instruction that traps counts too, so a trap loop still ends).
     pub steps: u64,
-    /// The exit the engine returned last (for tracing and diagnostics).
-    pub last_exit: Exit,
+    /// The hart that ran last and the exit its engine returned (for tracing and diagnostics).
+    pub last_exit: (usize, Exit),
     /// HTIF `tohost`/`fromhost`, polled between slices as Spike does, and the console its output goes to.
     htif: Option<(Htif, &'a mut dyn SerialBackend)>,
 }
 
-/// The machine around the hart, as the dispatcher sees it.
-struct MachinePlatform<'v, 'a> {
-    devices: &'v mut DeviceMap<'a>,
-    clock: &'v mut dyn Clock,
+/// The machine around one hart, as the dispatcher sees it.
+struct MachinePlatform<'v, 'a, D> {
+    devices: &'v mut D,
+    ram: &'v mut Ram<'a>,
 }
 
-impl Platform for MachinePlatform<'_, '_> {
+impl<D: Devices> Platform for MachinePlatform<'_, '_, D> {
     fn mmio_read(&mut self, addr: u64, size: u8) -> Result<u64, MmioError> {
-        self.devices.read(addr, size)
+        self.devices.read(addr, size, self.ram)
     }
     fn mmio_write(&mut self, addr: u64, size: u8, value: u64) -> Result<Option<MachineRequest>, MmioError> {
-        self.devices.write(addr, size, value)
+        self.devices.write(addr, size, value, self.ram)
     }
     fn time(&mut self) -> u64 {
-        self.clock.now()
+        self.devices.mtime()
     }
+    fn flush_translations(&mut self, _scope: FlushScope) {}
 }
 
-impl<'a> Vm<'a> {
-    pub fn new(hart: Hart, ram: Ram<'a>, devices: DeviceMap<'a>, clock: &'a mut dyn Clock) -> Self {
-        Self {
-            hart,
+impl<'a, D: Devices> Vm<'a, D> {
+    /// A VM with `harts` (hart `i` must have `mhartid` = `i`), RAM, devices and a clock.
+    pub fn new(
+        harts: impl IntoIterator<Item = Hart>,
+        ram: Ram<'a>,
+        devices: D,
+        clock: &'a mut dyn Clock,
+    ) -> Result<Self, VmError> {
+        let mut list = heapless::Vec::new();
+        let mut count = 0;
+        for hart in harts {
+            count += 1;
+            if list.push(hart).is_err() {
+                return Err(VmError::HartCount(count));
+            }
+        }
+        if list.is_empty() {
+            return Err(VmError::HartCount(0));
+        }
+        Ok(Self {
+            harts: list,
+            waiting: [false; MAX_HARTS],
+            next_hart: 0,
             ram,
             devices,
             clock,
             dispatcher: Dispatcher::new(),
             steps: 0,
-            last_exit: Exit::BudgetExhausted,
+            last_exit: (0, Exit::BudgetExhausted),
             htif: None,
-        }
+        })
     }
 
     /// Serves the HTIF protocol at the `tohost`/`fromhost` words `htif` names, with output to `console`.
@@ -107,38 +169,61 @@ impl<'a> Vm<'a> {
         }
     }
 
-    /// Takes a pending interrupt, runs at most `budget` instructions, and dispatches the exit. Returns an
-    /// outcome when the guest asked the machine to stop.
+    /// Runs one slice of at most `budget` instructions on the next hart that can run, or sleeps when every
+    /// hart waits for an interrupt. Returns an outcome when the guest asked the machine to stop.
     pub fn run_slice(&mut self, engine: &mut impl Engine, budget: u64) -> Option<RunOutcome> {
-        if let Some(code) = self.hart.pending_interrupt() {
-            self.hart.take_trap(true, code, 0);
+        let now = self.clock.now();
+        self.devices.update(now, &mut self.harts);
+        let Some(index) = self.next_runnable_hart() else {
+            if !self.devices.input_pending() {
+                self.clock.idle(self.devices.ticks_until_deadline());
+            }
+            return None;
+        };
+        let hart = &mut self.harts[index];
+        if let Some(code) = hart.pending_interrupt() {
+            hart.take_trap(true, code, 0);
         }
-        let retired_before = self.hart.instret;
-        let exit = engine.run(&mut self.hart, &mut self.ram, budget);
+        let retired_before = hart.instret;
+        let exit = engine.run(hart, &mut self.ram, budget);
         // Counted from the engine alone: the dispatcher may emulate a guest write to `minstret`. The
         // instruction behind an exit is a step whether it then retires or traps.
-        let retired = self.hart.instret.wrapping_sub(retired_before);
+        let retired = hart.instret.wrapping_sub(retired_before);
         self.steps = self.steps.wrapping_add(retired + (exit != Exit::BudgetExhausted) as u64);
-        self.last_exit = exit;
-        let mut platform = MachinePlatform { devices: &mut self.devices, clock: &mut *self.clock };
-        let resume = self.dispatcher.dispatch(exit, &mut self.hart, &mut platform);
-        match resume {
-            // No interrupt source exists yet, so a WFI completes at once (the spec allows WFI to be a no-op).
-            Resume::Continue | Resume::WaitForInterrupt => {}
+        self.last_exit = (index, exit);
+        let mut platform = MachinePlatform { devices: &mut self.devices, ram: &mut self.ram };
+        match self.dispatcher.dispatch(exit, hart, &mut platform) {
+            Resume::Continue => {}
+            Resume::WaitForInterrupt => self.waiting[index] = true,
             Resume::Machine(request) => return Some(request.into()),
         }
         let (htif, console) = self.htif.as_mut()?;
         htif.poll(&mut self.ram, console).map(RunOutcome::from)
     }
 
-    /// The time as the guest sees it.
-    pub fn time(&mut self) -> u64 {
-        self.clock.now()
+    /// The next hart, round-robin, that is not parked in `wfi` (a pending interrupt unparks it).
+    fn next_runnable_hart(&mut self) -> Option<usize> {
+        let count = self.harts.len();
+        for step in 0..count {
+            let index = (self.next_hart + step) % count;
+            let runnable = !self.waiting[index] || self.harts[index].wake_up_pending();
+            if runnable {
+                self.waiting[index] = false;
+                self.next_hart = (index + 1) % count;
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    /// The machine timer as the guest sees it.
+    pub fn time(&self) -> u64 {
+        self.devices.mtime()
     }
 }
 
-impl core::fmt::Debug for Vm<'_> {
+impl<D: Devices> core::fmt::Debug for Vm<'_, D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Vm").field("hart", &self.hart).field("steps", &self.steps).finish_non_exhaustive()
+        f.debug_struct("Vm").field("harts", &self.harts).field("steps", &self.steps).finish_non_exhaustive()
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod loader;
 mod machine;
-pub use machine::{Clock, RunOutcome, Vm, SLICE, TIMEBASE_HZ};
+pub use machine::{Clock, Devices, RunOutcome, Vm, VmError, MAX_HARTS, SLICE, TIMEBASE_HZ};
+pub mod virt;
