@@ -1,5 +1,6 @@
 //! The virtual machine and its construction: harts, RAM, devices, guest loading.
 
+pub mod fdt;
 pub mod loader;
 mod machine;
 pub use machine::{Clock, Devices, RunOutcome, Vm, VmError, MAX_HARTS, SLICE, TIMEBASE_HZ};
