@@ -2,7 +2,8 @@
 //!
 //! `trapeze run IMAGE` boots IMAGE in M-mode the way `qemu-system-riscv64 -M virt -bios none -kernel IMAGE`
 //! does, runs it until it powers off (through the `sifive,test0` finisher or HTIF `tohost`) and exits with the
-//! guest's status. With no IMAGE it runs the demo guest built from this repository.
+//! guest's status; `--bios FW --kernel KERNEL` boots firmware and the next stage as QEMU does. With no image it
+//! runs the demo guest built from this repository.
 
 mod console;
 
@@ -16,6 +17,8 @@ use trapeze::hart::{Hart, HartConfig};
 use trapeze::isa;
 use trapeze::mem::{Ram, RAM_BASE};
 use trapeze::trap::Exit;
+use trapeze::vm::boot;
+use trapeze::vm::fdt::{write_dtb, MachineDescription};
 use trapeze::vm::loader::{load_elf, load_raw};
 use trapeze::vm::virt::VirtDevices;
 use trapeze::vm::{Devices, RunOutcome, Vm, MAX_HARTS};
@@ -40,8 +43,23 @@ enum Command {
 
 #[derive(clap::Args, Default)]
 struct RunArgs {
-    /// The guest image; without one, the bundled demo guest runs.
+    /// The guest image, run in M-mode; without one (and without --bios/--kernel), the bundled demo guest runs.
     image: Option<PathBuf>,
+    /// Firmware loaded at 0x8000_0000 and started in M-mode (e.g. OpenSBI's fw_jump or fw_dynamic).
+    #[arg(long)]
+    bios: Option<PathBuf>,
+    /// With --bios: the next stage, loaded at 0x8020_0000 (or at its ELF addresses). Alone: like IMAGE.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// An initramfs, loaded high in RAM and named in the devicetree's /chosen.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// The kernel command line (/chosen/bootargs).
+    #[arg(long)]
+    append: Option<String>,
+    /// Also write the generated devicetree blob to this file.
+    #[arg(long)]
+    dtb_out: Option<PathBuf>,
     /// Guest RAM size, e.g. 128M or 1G (a bare number is MiB).
     #[arg(short = 'm', long = "memory", default_value = "128M", value_parser = parse_memory_size)]
     memory: u64,
@@ -95,33 +113,103 @@ fn main() -> ExitCode {
     }
 }
 
+/// An image read from the host, with the name errors use for it.
+struct Image {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+impl Image {
+    fn read(path: &std::path::Path) -> Result<Self, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Ok(Self { name: path.display().to_string(), bytes })
+    }
+
+    /// Loads an ELF at its physical addresses or a raw binary at `raw_addr`; returns (entry, end, HTIF).
+    fn load(&self, ram: &mut Ram, raw_addr: u64) -> Result<(u64, u64, Option<Htif>), String> {
+        if self.bytes.starts_with(b"\x7fELF") {
+            let loaded = load_elf(&self.bytes, ram).map_err(|e| format!("{}: {e}", self.name))?;
+            Ok((loaded.entry, loaded.end, loaded.tohost.map(|tohost| Htif::new(tohost, loaded.fromhost))))
+        } else {
+            load_raw(&self.bytes, raw_addr, ram).map_err(|e| format!("{}: {e}", self.name))?;
+            Ok((raw_addr, raw_addr + self.bytes.len() as u64, None))
+        }
+    }
+}
+
+/// The ISA string the devicetree advertises for harts of `config`.
+fn isa_string(config: &HartConfig) -> String {
+    let mut isa = String::from("rv64");
+    for letter in "imafdc".bytes() {
+        if config.extensions & trapeze::isa::csr::misa::ext(letter.to_ascii_uppercase()) != 0 {
+            isa.push(letter as char);
+        }
+    }
+    isa + "_zicsr_zifencei"
+}
+
 fn run(args: &RunArgs) -> Result<ExitCode, String> {
-    let image = match &args.image {
-        Some(path) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-        None => DEMO_GUEST.to_vec(),
+    // `IMAGE` alone, or `--kernel` without `--bios`, is the M-mode program (QEMU's `-bios none -kernel`).
+    let (firmware, kernel) = match (&args.bios, &args.kernel, &args.image) {
+        (Some(_), _, Some(image)) => {
+            return Err(format!("{}: give the kernel with --kernel when --bios is used", image.display()))
+        }
+        (Some(bios), kernel, None) => (Image::read(bios)?, kernel.as_deref().map(Image::read).transpose()?),
+        (None, Some(_), Some(image)) => {
+            return Err(format!("{}: give either IMAGE or --kernel, not both", image.display()))
+        }
+        (None, Some(path), None) | (None, None, Some(path)) => (Image::read(path)?, None),
+        (None, None, None) => (Image { name: "the demo guest".into(), bytes: DEMO_GUEST.to_vec() }, None),
     };
-    let image_name = args.image.as_ref().map_or("the demo guest".to_string(), |p| p.display().to_string());
+    let initrd = args.initrd.as_deref().map(Image::read).transpose()?;
+    if initrd.is_some() && kernel.is_none() && args.bios.is_some() {
+        return Err("--initrd needs --kernel".into());
+    }
     let ram_size = usize::try_from(args.memory).map_err(|_| "guest RAM does not fit this host".to_string())?;
     let mut backing = vec![0u8; ram_size];
+    let config = HartConfig::rv64imac_msu(0);
 
     loop {
         backing.fill(0);
         let mut ram = Ram::new(RAM_BASE, &mut backing);
-        let (entry, htif) = if image.starts_with(b"\x7fELF") {
-            let loaded = load_elf(&image, &mut ram).map_err(|e| format!("{image_name}: {e}"))?;
-            (loaded.entry, loaded.tohost.map(|tohost| Htif::new(tohost, loaded.fromhost)))
-        } else {
-            load_raw(&image, RAM_BASE, &mut ram).map_err(|e| format!("{image_name}: {e}"))?;
-            (RAM_BASE, None)
-        };
+        let (entry, mut end, htif) = firmware.load(&mut ram, RAM_BASE)?;
+        let mut next_stage = None;
+        if let Some(kernel) = &kernel {
+            let (kernel_entry, kernel_end, _) = kernel.load(&mut ram, RAM_BASE + boot::KERNEL_OFFSET)?;
+            next_stage = Some(kernel_entry);
+            end = end.max(kernel_end);
+        }
+        let mut initrd_range = None;
+        if let Some(initrd) = &initrd {
+            let size = initrd.bytes.len() as u64;
+            let start = boot::initrd_address(&ram, next_stage.unwrap_or(entry), size).map_err(|e| e.to_string())?;
+            load_raw(&initrd.bytes, start, &mut ram).map_err(|e| format!("{}: {e}", initrd.name))?;
+            initrd_range = Some((start, start + size));
+            end = end.max(start + size);
+        }
+
+        let isa = isa_string(&config);
+        let mut description = MachineDescription::qemu_virt(u32::from(args.smp), args.memory);
+        description.isa = &isa;
+        description.bootargs = args.append.as_deref();
+        description.initrd = initrd_range;
+        let mut blob = vec![0u8; 64 << 10];
+        let length = write_dtb(&description, &mut blob).map_err(|e| format!("building the devicetree: {e:?}"))?;
+        blob.truncate(length);
+        if let Some(path) = &args.dtb_out {
+            std::fs::write(path, &blob).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        let (fdt, dynamic_info) =
+            boot::place_devicetree(&mut ram, &blob, next_stage, end).map_err(|e| e.to_string())?;
 
         let devices = VirtDevices::new(Stdio::new());
-        let harts = (0..args.smp as u64).map(|id| {
-            let mut hart = Hart::new(HartConfig::rv64imac_msu(id));
+        let harts = (0..u64::from(args.smp)).map(|id| {
+            let mut hart = Hart::new(HartConfig { hart_id: id, ..config });
             hart.reset(entry);
-            // QEMU's boot convention: a0 = hart id, a1 = devicetree address (none yet).
+            // QEMU's boot convention: a0 = hart id, a1 = devicetree, a2 = fw_dynamic info.
             hart.x[10] = id;
-            hart.x[11] = 0;
+            hart.x[11] = fdt;
+            hart.x[12] = dynamic_info;
             hart
         });
         let mut clock = HostClock::new();
