@@ -102,7 +102,10 @@ pub enum ChainDefect {
 
 /// A descriptor chain walked once from its head: the lengths of its device-readable and device-writable parts
 /// and its defects. The descriptors are re-read from guest memory by [`DescChain::cursor`] and
-/// [`DescChain::segments`] (the guest does not run while the device works, so they cannot change).
+/// [`DescChain::segments`]: the guest does not run while the device works, so only the request's own data,
+/// written over its own descriptor table, could change them. Such a change is harmless to the host: the walk
+/// stays bounded and every access stays bounds-checked; the request just gets a short transfer (an error) or
+/// what its rewritten descriptors ask for.
 #[derive(Debug, Clone)]
 pub struct DescChain {
     table: u64,

@@ -400,6 +400,12 @@ fn defective_chains_with_a_status_byte_fail_with_ioerr() {
         assert_eq!(drv.request(&mut dev, &mut ram, T_OUT, 0, &[(data[0].0, 512, false)]), (S_IOERR, 1));
     }
 
+    // A write whose second half lies outside RAM: refused before the backend sees the first half.
+    ram.slice_mut(DATA, 512).unwrap().fill(0x33);
+    let split = [(DATA, 512, false), (end - 100, 512, false)];
+    assert_eq!(drv.request(&mut dev, &mut ram, T_OUT, 0, &split), (S_IOERR, 1));
+    assert!(dev.device().backend().data.iter().all(|&b| b == 0));
+
     let run = |drv: &mut Driver, ram: &mut Ram, dev: &mut Dev, bufs: &[(u64, u32, bool)], flags: &[(u16, u16)]| {
         ram.store(STATUS, 1, 0xff).unwrap();
         let head = Driver::chain(ram, 0, bufs);
@@ -422,6 +428,9 @@ fn defective_chains_with_a_status_byte_fail_with_ioerr() {
     assert_eq!(run(&mut drv, &mut ram, &mut dev, &writable_header, &[]), (Some((0, 1)), S_IOERR));
     // A readable descriptor after a writable one.
     let mixed = [(HDR, 16, false), (DATA, 512, true), (DATA + 512, 16, false), (STATUS, 1, true)];
+    assert_eq!(run(&mut drv, &mut ram, &mut dev, &mixed, &[]), (Some((0, 1)), S_IOERR));
+    // The same with lengths that would otherwise frame a valid read (16 readable, 512 + 1 writable).
+    let mixed = [(HDR, 8, false), (DATA, 256, true), (HDR + 8, 8, false), (DATA + 256, 256, true), (STATUS, 1, true)];
     assert_eq!(run(&mut drv, &mut ram, &mut dev, &mixed, &[]), (Some((0, 1)), S_IOERR));
     // INDIRECT, not offered.
     let normal = [(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)];
