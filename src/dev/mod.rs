@@ -42,6 +42,7 @@ pub mod htif;
 pub mod plic;
 pub mod test_finisher;
 pub mod uart16550;
+pub mod virtio;
 
 /// The host end of a serial console: where a guest's output bytes go and its input bytes come from.
 ///
