@@ -155,11 +155,11 @@ impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
             return false;
         }
         let vpn = va >> PAGE_SHIFT;
-        let offset = va & (PAGE_SIZE - 1);
         let Some(slot) = self.entries.get_mut(Self::slot(vpn)) else { return false };
         *slot = Entry {
             vpn,
-            host_page: mapping.host.0.wrapping_sub(offset),
+            // Real map extents are page-aligned on both sides, so the host page starts at the aligned address.
+            host_page: mapping.host.0 & !(PAGE_SIZE - 1),
             perms,
             asid,
             global: translation.global,
