@@ -236,7 +236,8 @@ pub fn translate<M: PageTableMemory + ?Sized>(
     }
 
     let mut table = satp.root();
-    let mut global = false;
+    // G in a pointer makes every mapping below it global.
+    let mut global_above = false;
     let mut level = LEVELS;
     while level > 0 {
         level -= 1;
@@ -254,13 +255,14 @@ pub fn translate<M: PageTableMemory + ?Sized>(
                 return Err(page_fault);
             }
             let ppn = (pte >> PTE_PPN_SHIFT) & PTE_PPN_MASK;
-            global |= flags.contains(PteFlags::G);
+            let global = global_above || flags.contains(PteFlags::G);
             if !flags.intersects(PteFlags::R | PteFlags::X) {
                 // A pointer to the next level: D, A and U are reserved here, and there is none below level 0.
                 if flags.intersects(PteFlags::D | PteFlags::A | PteFlags::U) || level == 0 {
                     return Err(page_fault);
                 }
                 table = ppn << PAGE_SHIFT;
+                global_above = global;
                 break;
             }
             // A leaf.

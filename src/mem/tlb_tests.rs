@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::mem::realmap::{Extent, RealMap};
-use crate::mem::sv39::{make_pte, translate, PageTableMemory, PteFlags, Satp, SATP_MODE_SV39};
+use crate::mem::sv39::{make_pte, translate, Fault, PageTableMemory, PteFlags, Satp, SATP_MODE_SV39};
 use crate::mem::{Ram, RAM_BASE};
 use proptest::prelude::*;
 
@@ -191,6 +191,63 @@ fn superpage_pieces_are_flushed_together() {
     // With no superpage cached, a 4 KiB flush only looks at one slot and still works.
     tlb.insert(0x60_2000, 0, &walked(RAM_BASE, 0, rwxad(), false), mapping(0x1000, MapPerms::RWX));
     tlb.flush_va(0x60_2fff, Some(0));
+    assert_eq!(tlb.occupancy(), 0);
+}
+
+#[test]
+fn resolve_composes_walk_real_map_and_tlb() {
+    let mut backing = vec![0u8; 16 * 4096];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let page = |n: u64| RAM_BASE + n * 4096;
+    let mut map = RealMap::<2>::new();
+    map.insert(Extent { guest_base: RAM_BASE, size: 12 * 4096, host_base: HostAddr(0x4000), perms: MapPerms::RWX })
+        .unwrap();
+    let rom = Extent { guest_base: page(12), size: 4 * 4096, host_base: HostAddr(0), perms: MapPerms::R | MapPerms::X };
+    map.insert(rom).unwrap();
+    // root (page 0)[0] -> level 1 (page 1)[0] -> level 0 (page 2): 0x1000 -> page 5, 0x2000 -> page 13 (ROM),
+    // 0x3000 -> the UART at 0x1000_0000, 0x4000 unmapped.
+    ram.store(page(0), 8, make_pte(page(1) >> 12, PteFlags::V)).unwrap();
+    ram.store(page(1), 8, make_pte(page(2) >> 12, PteFlags::V)).unwrap();
+    let leaf = |pa: u64| make_pte(pa >> 12, PteFlags::V | PteFlags::R | PteFlags::W | PteFlags::X);
+    ram.store(page(2) + 8, 8, leaf(page(5))).unwrap();
+    ram.store(page(2) + 16, 8, leaf(page(13))).unwrap();
+    ram.store(page(2) + 24, 8, leaf(0x1000_0000)).unwrap();
+    let satp = Satp::new(SATP_MODE_SV39, 3, page(0) >> 12).0;
+    let mut tlb = SoftTlb::<16>::new();
+    let go =
+        |tlb: &mut SoftTlb<16>, ram: &mut Ram, satp, va, access, ctx| tlb.resolve(ram, &map, satp, va, access, ctx);
+
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1008, AccessType::Load, S), Ok(Target::Host(HostAddr(0x4000 + 0x5008))));
+    assert_eq!(tlb.occupancy(), 1);
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1010, AccessType::Store, S), Ok(Target::Host(HostAddr(0x9010))));
+    // Now cached: a PTE change without a fence is not seen, one with a fence is.
+    ram.store(page(2) + 8, 8, leaf(page(6))).unwrap();
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1010, AccessType::Store, S), Ok(Target::Host(HostAddr(0x9010))));
+    tlb.sfence_vma(Some(0x1000), None);
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1010, AccessType::Store, S), Ok(Target::Host(HostAddr(0xa010))));
+
+    // ROM: loads and fetches reach it, a store is an access fault at the virtual address.
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x2004, AccessType::Fetch, S), Ok(Target::Host(HostAddr(0x1004))));
+    let fault = Fault { exception: crate::hart::Exception::StoreAccessFault, tval: 0x2004 };
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x2004, AccessType::Store, S), Err(fault));
+    // A device page: the guest real address comes back for the MMIO path, and nothing is cached.
+    let before = tlb.occupancy();
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x3005, AccessType::Store, S), Ok(Target::Unmapped(0x1000_0005)));
+    assert_eq!(tlb.occupancy(), before);
+    // Page faults pass through.
+    let fault = Fault { exception: crate::hart::Exception::LoadPageFault, tval: 0x4000 };
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x4000, AccessType::Load, S), Err(fault));
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1000, AccessType::Load, U).unwrap_err().tval, 0x1000);
+
+    // Untranslated accesses (M-mode, or Bare) go straight to the real map and are never cached.
+    tlb.flush_all();
+    let machine = AccessContext::new(Privilege::Machine, false, false);
+    assert_eq!(
+        go(&mut tlb, &mut ram, satp, page(1) + 3, AccessType::Load, machine),
+        Ok(Target::Host(HostAddr(0x5003)))
+    );
+    assert_eq!(go(&mut tlb, &mut ram, 0, page(1) + 3, AccessType::Store, S), Ok(Target::Host(HostAddr(0x5003))));
+    assert_eq!(go(&mut tlb, &mut ram, 0, 0x1000_0000, AccessType::Load, U), Ok(Target::Unmapped(0x1000_0000)));
     assert_eq!(tlb.occupancy(), 0);
 }
 
