@@ -1,7 +1,13 @@
 //! Guest memory: guest real RAM as a host byte slice, with every access bounds-checked.
 //!
-//! Later issues add the per-VM real map table, the Sv39 walker and the soft TLB here. This module never
-//! allocates on the access path and never lets a guest-supplied address index outside the slice.
+//! The three levels of page-map tables live in the submodules: [`sv39`] walks the guest's tables (guest virtual ->
+//! guest real), [`realmap`] is the VM's real map (guest real -> host), [`tlb`] caches their composition for the
+//! emulation engines. This module never allocates on the access path and never lets a guest-supplied address index
+//! outside the slice.
+
+pub mod realmap;
+pub mod sv39;
+pub mod tlb;
 
 pub mod pmp;
 
@@ -70,6 +76,20 @@ impl<'a> Ram<'a> {
         let len = (size as usize).min(8);
         self.bytes.get_mut(offset..offset + len)?.copy_from_slice(&value.to_le_bytes()[..len]);
         Some(())
+    }
+
+    /// Little-endian load of `size` (1, 2, 4 or 8) bytes at `offset` into the slice: the host address a
+    /// [`realmap::RealMap::for_ram`] extent or a [`tlb::SoftTlb`] hit yields. `None` when any byte lies outside.
+    #[inline(always)]
+    pub fn load_at_offset(&self, offset: u64, size: u64) -> Option<u64> {
+        self.load(self.base.wrapping_add(offset), size)
+    }
+
+    /// Little-endian store of the low `size` (1, 2, 4 or 8) bytes of `value` at `offset` into the slice (see
+    /// [`Ram::load_at_offset`]). `None` when any byte lies outside.
+    #[inline(always)]
+    pub fn store_at_offset(&mut self, offset: u64, size: u64, value: u64) -> Option<()> {
+        self.store(self.base.wrapping_add(offset), size, value)
     }
 
     /// The whole RAM as a slice (for loaders and snapshots).

@@ -1,0 +1,281 @@
+//! The soft TLB of the emulation engines: a direct-mapped cache of guest virtual page -> host page, composing the
+//! guest's Sv39 translation with the VM's real map, so that a hit costs a few compares and no walk.
+//!
+//! It never grows or allocates, never caches an access that a fresh walk would refuse or that would change guest
+//! memory (A/D updates), and never serves an untranslated (M-mode or Bare) access: those bypass it.
+//!
+//! # Contract
+//! * Fill only after a successful [`translate`] of `va` under the current `satp`, with the
+//!   [`RealMapping`] of the translated guest real address, via [`SoftTlb::insert`]. Only RAM-like pages belong here;
+//!   device pages are not inserted (no real map extent) and always take the slow path.
+//! * Each entry stores the permissions of its leaf PTE (combined with the real map's R/W/X) precomputed for all
+//!   eight (privilege U/S, SUM, MXR) combinations and all three access kinds, so **changes of privilege, SUM, MXR or
+//!   MPRV need no flush**: a [`TlbKey`] built for the current combination selects the right bit. A store hits only
+//!   when D was already set, so D is always set by a walk.
+//! * Entries are tagged with the ASID of `satp` at fill time; global entries match every ASID.
+//! * Flush as `sfence.vma` orders it: rs1=x0, rs2=x0 -> [`SoftTlb::flush_all`]; rs1=va, rs2=x0 ->
+//!   [`SoftTlb::flush_va`]`(va, None)`; rs1=x0, rs2=asid -> [`SoftTlb::flush_asid`]; rs1=va, rs2=asid ->
+//!   [`SoftTlb::flush_va`]`(va, Some(asid))` ([`SoftTlb::sfence_vma`] does this dispatch). ASID-specific flushes
+//!   keep global entries. A superpage is cached as 4 KiB pieces that a `flush_va` anywhere in it removes together.
+//! * A `satp` write needs no flush by the specification (the guest follows it with `sfence.vma`); flushing all on
+//!   a `satp` write is allowed and is what a cautious caller does when the ASID is not changed.
+//! * Any change to the real map (an extent removed, moved or with fewer permissions) needs `flush_all`, as does
+//!   restoring a snapshot of guest memory.
+//!
+//! # Use by an engine, for a load, store or fetch of `size` bytes at `va`
+//! 1. Work out the effective context: for a fetch the current privilege; for a load or store the current privilege,
+//!    or `mstatus.MPP` when in M-mode with `mstatus.MPRV` set; plus `mstatus.SUM`/`MXR`. Build the [`TlbKey`]s once
+//!    per context change (they are plain values).
+//! 2. Fast path (translated accesses only: effective privilege U or S and `satp.MODE` = Sv39):
+//!    [`SoftTlb::lookup`]`(va, key)` -> host address; the access must not run past the 4 KiB page (a misaligned
+//!    access that crosses it takes the slow path for each part). In the hosted emulator the host address is an
+//!    offset into the `Ram` slice: [`Ram::load_at_offset`](super::Ram::load_at_offset) and friends.
+//! 3. Slow path: [`SoftTlb::resolve`] walks the guest tables ([`translate`], which sets
+//!    A/D), looks the guest real address up in the [`RealMap`], fills the TLB and returns where the access goes:
+//!    host memory ([`Target::Host`]), or a guest real address no extent maps ([`Target::Unmapped`]: the engine
+//!    exits with an MMIO access, and the dispatcher serves it from a device or injects an access fault). A
+//!    [`Fault`] is injected as is (`scause`/`mcause` = `exception`, `stval`/`mtval` = `tval`). Untranslated accesses
+//!    (M-mode, Bare) go through `resolve` too and are never cached.
+
+use super::realmap::{HostAddr, MapPerms, RealMap, RealMapping};
+use super::sv39::{
+    translate, AccessContext, AccessType, Fault, PageTableMemory, Satp, Translation, PAGE_SHIFT, PAGE_SIZE,
+    SATP_MODE_SV39,
+};
+use crate::hart::Privilege;
+
+const VPN_BITS_PER_LEVEL: u32 = 9;
+const INVALID_VPN: u64 = u64::MAX; // `va >> 12` never has its top bits set
+
+/// Bit of an entry's permission mask for one (access kind, privilege, SUM, MXR) combination, or 0 for M-mode.
+const fn permission_bit(access: AccessType, ctx: AccessContext) -> u32 {
+    let privilege = match ctx.privilege {
+        Privilege::User => 0,
+        Privilege::Supervisor => 1,
+        Privilege::Machine => return 0,
+    };
+    let kind = match access {
+        AccessType::Fetch => 0,
+        AccessType::Load => 1,
+        AccessType::Store => 2,
+    };
+    1 << (kind * 8 + privilege * 4 + (ctx.sum as u32) * 2 + ctx.mxr as u32)
+}
+
+/// What a lookup needs besides the address, built once per (ASID, access kind, context) by the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TlbKey {
+    asid: u16,
+    bit: u32,
+}
+
+impl TlbKey {
+    /// The key for `access` with the effective `ctx` under ASID `asid`. An M-mode key never hits.
+    pub const fn new(asid: u16, access: AccessType, ctx: AccessContext) -> Self {
+        Self { asid, bit: permission_bit(access, ctx) }
+    }
+}
+
+/// Where an access goes once both levels of translation are done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Host memory, at this host address (the byte at `va`).
+    Host(HostAddr),
+    /// No real map extent holds this guest real address: a device, or a hole (access fault).
+    Unmapped(u64),
+}
+
+/// The real map permission an access needs.
+const fn map_permission(access: AccessType) -> MapPerms {
+    match access {
+        AccessType::Fetch => MapPerms::X,
+        AccessType::Load => MapPerms::R,
+        AccessType::Store => MapPerms::W,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    /// `va >> 12` of the cached 4 KiB piece, or [`INVALID_VPN`].
+    vpn: u64,
+    /// Host address of the first byte of the 4 KiB piece.
+    host_page: u64,
+    /// One bit per [`permission_bit`] combination that a fresh walk would allow without changing memory.
+    perms: u32,
+    asid: u16,
+    global: bool,
+    /// Level of the guest leaf (0: 4 KiB, 1: 2 MiB, 2: 1 GiB), for `flush_va`.
+    level: u8,
+}
+
+impl Entry {
+    const INVALID: Entry = Entry { vpn: INVALID_VPN, host_page: 0, perms: 0, asid: 0, global: false, level: 0 };
+
+    /// Whether this entry caches a piece of the guest page holding `va`.
+    fn covers(&self, va: u64) -> bool {
+        self.vpn != INVALID_VPN && (self.vpn ^ (va >> PAGE_SHIFT)) >> (VPN_BITS_PER_LEVEL * self.level as u32) == 0
+    }
+}
+
+/// A direct-mapped soft TLB with `ENTRIES` (a power of two) 4 KiB entries.
+#[derive(Debug, Clone)]
+pub struct SoftTlb<const ENTRIES: usize> {
+    entries: [Entry; ENTRIES],
+    /// Some valid entry caches a piece of a superpage, so `flush_va` must scan every entry.
+    has_superpages: bool,
+}
+
+impl<const ENTRIES: usize> Default for SoftTlb<ENTRIES> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
+    const SIZE_IS_A_POWER_OF_TWO: () = assert!(ENTRIES.is_power_of_two(), "SoftTlb size must be a power of two");
+
+    /// An empty TLB.
+    pub const fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::SIZE_IS_A_POWER_OF_TWO;
+        Self { entries: [Entry::INVALID; ENTRIES], has_superpages: false }
+    }
+
+    #[inline(always)]
+    fn slot(vpn: u64) -> usize {
+        (vpn as usize) & (ENTRIES - 1)
+    }
+
+    /// The host address of `va` when a cached translation permits the access `key` was built for. The caller
+    /// accesses host memory there for at most the rest of the 4 KiB page (`PAGE_SIZE - (va & 0xfff)` bytes).
+    #[inline(always)]
+    pub fn lookup(&self, va: u64, key: TlbKey) -> Option<HostAddr> {
+        let vpn = va >> PAGE_SHIFT;
+        let entry = self.entries.get(Self::slot(vpn))?;
+        if entry.vpn == vpn && entry.perms & key.bit != 0 && (entry.asid == key.asid || entry.global) {
+            Some(HostAddr(entry.host_page | (va & (PAGE_SIZE - 1))))
+        } else {
+            None
+        }
+    }
+
+    /// Caches the 4 KiB piece holding `va` of `translation` (a successful walk of `va` under ASID `asid`), whose
+    /// guest real address the real map resolved to `mapping`. Returns whether anything was cached: untranslated
+    /// accesses and pages no access could hit are not.
+    pub fn insert(&mut self, va: u64, asid: u16, translation: &Translation, mapping: RealMapping) -> bool {
+        if translation.pte_address.is_none() {
+            return false;
+        }
+        let mut perms = 0;
+        for access in AccessType::ALL {
+            if !mapping.perms.contains(map_permission(access)) {
+                continue;
+            }
+            for privilege in [Privilege::User, Privilege::Supervisor] {
+                for sum in [false, true] {
+                    for mxr in [false, true] {
+                        let ctx = AccessContext::new(privilege, sum, mxr);
+                        if translation.permits(access, ctx) {
+                            perms |= permission_bit(access, ctx);
+                        }
+                    }
+                }
+            }
+        }
+        if perms == 0 {
+            return false;
+        }
+        let vpn = va >> PAGE_SHIFT;
+        let Some(slot) = self.entries.get_mut(Self::slot(vpn)) else { return false };
+        *slot = Entry {
+            vpn,
+            // Real map extents are page-aligned on both sides, so the host page starts at the aligned address.
+            host_page: mapping.host.0 & !(PAGE_SIZE - 1),
+            perms,
+            asid,
+            global: translation.global,
+            level: translation.level,
+        };
+        self.has_superpages |= translation.level > 0;
+        true
+    }
+
+    /// The whole path of one access of kind `access` at `va` with effective context `ctx` under `satp`: a TLB
+    /// hit, or a walk of the guest tables in `mem` (setting A/D) and a real map lookup in `map`, after which the TLB
+    /// caches the translation. A page fault, an access fault on the tables, or an access fault because the real map
+    /// denies the access, is returned as a [`Fault`] with `tval` = `va`.
+    pub fn resolve<M: PageTableMemory + ?Sized, const N: usize>(
+        &mut self,
+        mem: &mut M,
+        map: &RealMap<N>,
+        satp: u64,
+        va: u64,
+        access: AccessType,
+        ctx: AccessContext,
+    ) -> Result<Target, Fault> {
+        let asid = Satp(satp).asid();
+        let translated = ctx.privilege != Privilege::Machine && Satp(satp).mode() == SATP_MODE_SV39;
+        if translated {
+            if let Some(host) = self.lookup(va, TlbKey::new(asid, access, ctx)) {
+                return Ok(Target::Host(host));
+            }
+        }
+        let translation = translate(mem, satp, va, access, ctx)?;
+        let Some(mapping) = map.lookup(translation.guest_real) else {
+            return Ok(Target::Unmapped(translation.guest_real));
+        };
+        if !mapping.perms.contains(map_permission(access)) {
+            return Err(Fault { exception: access.access_fault(), tval: va });
+        }
+        if translated {
+            self.insert(va, asid, &translation, mapping);
+        }
+        Ok(Target::Host(mapping.host))
+    }
+
+    /// `sfence.vma x0, x0`: forget everything.
+    pub fn flush_all(&mut self) {
+        self.entries = [Entry::INVALID; ENTRIES];
+        self.has_superpages = false;
+    }
+
+    /// `sfence.vma va, x0` (`asid` `None`): forget the page holding `va` in every address space, global or not.
+    /// `sfence.vma va, asid` (`Some`): forget it for that ASID only, keeping global entries.
+    pub fn flush_va(&mut self, va: u64, asid: Option<u16>) {
+        let selected = |e: &Entry| e.covers(va) && asid.is_none_or(|asid| !e.global && e.asid == asid);
+        if self.has_superpages {
+            for entry in self.entries.iter_mut().filter(|e| selected(e)) {
+                *entry = Entry::INVALID;
+            }
+        } else if let Some(entry) = self.entries.get_mut(Self::slot(va >> PAGE_SHIFT)) {
+            if selected(entry) {
+                *entry = Entry::INVALID;
+            }
+        }
+    }
+
+    /// `sfence.vma x0, asid`: forget every non-global entry of `asid`.
+    pub fn flush_asid(&mut self, asid: u16) {
+        for entry in self.entries.iter_mut().filter(|e| e.vpn != INVALID_VPN && !e.global && e.asid == asid) {
+            *entry = Entry::INVALID;
+        }
+    }
+
+    /// `sfence.vma rs1, rs2` with `va` the value of rs1 (`None` for x0) and `asid` that of rs2 (`None` for x0).
+    pub fn sfence_vma(&mut self, va: Option<u64>, asid: Option<u16>) {
+        match (va, asid) {
+            (None, None) => self.flush_all(),
+            (None, Some(asid)) => self.flush_asid(asid),
+            (Some(va), asid) => self.flush_va(va, asid),
+        }
+    }
+
+    /// Number of valid entries (for tests and statistics; not on a hot path).
+    pub fn occupancy(&self) -> usize {
+        self.entries.iter().filter(|e| e.vpn != INVALID_VPN).count()
+    }
+}
+
+#[cfg(test)]
+#[path = "tlb_tests.rs"]
+mod tests;

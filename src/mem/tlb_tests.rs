@@ -1,0 +1,504 @@
+//! Tests of the soft TLB: unit tests of tagging and flushing, and a model-based property test against fresh walks.
+
+use super::*;
+use crate::mem::realmap::{Extent, RealMap};
+use crate::mem::sv39::{make_pte, translate, Fault, PageTableMemory, PteFlags, Satp, SATP_MODE_SV39};
+use crate::mem::{Ram, RAM_BASE};
+use proptest::prelude::*;
+
+const S: AccessContext = AccessContext::new(Privilege::Supervisor, false, false);
+const S_SUM: AccessContext = AccessContext::new(Privilege::Supervisor, true, false);
+const U: AccessContext = AccessContext::new(Privilege::User, false, false);
+const RW: MapPerms = MapPerms::R.union(MapPerms::W);
+
+/// A translation as a 4 KiB walk of `va` to `guest_real` with `flags` would return it.
+fn walked(guest_real: u64, level: u8, flags: PteFlags, global: bool) -> Translation {
+    Translation { guest_real, level, flags, global, pte_address: Some(RAM_BASE) }
+}
+
+fn rwxad() -> PteFlags {
+    PteFlags::V | PteFlags::R | PteFlags::W | PteFlags::X | PteFlags::A | PteFlags::D
+}
+
+fn mapping(host: u64, perms: MapPerms) -> RealMapping {
+    RealMapping { host: HostAddr(host), perms }
+}
+
+fn key(asid: u16, access: AccessType, ctx: AccessContext) -> TlbKey {
+    TlbKey::new(asid, access, ctx)
+}
+
+#[test]
+fn hits_after_insert_yield_the_host_address() {
+    let mut tlb = SoftTlb::<16>::new();
+    let va = 0x1234_5678;
+    assert_eq!(tlb.lookup(va, key(0, AccessType::Load, S)), None);
+    assert!(tlb.insert(va, 0, &walked(RAM_BASE + 0x9678, 0, rwxad(), false), mapping(0x9678, MapPerms::RWX)));
+    for access in AccessType::ALL {
+        assert_eq!(tlb.lookup(va, key(0, access, S)), Some(HostAddr(0x9678)));
+        assert_eq!(tlb.lookup(0x1234_5000, key(0, access, S)), Some(HostAddr(0x9000)));
+        assert_eq!(tlb.lookup(0x1234_5fff, key(0, access, S)), Some(HostAddr(0x9fff)));
+        assert_eq!(tlb.lookup(0x1234_6000, key(0, access, S)), None, "next page");
+        assert_eq!(tlb.lookup(0x1234_5678 + (16 << 12), key(0, access, S)), None, "same slot, other page");
+        assert_eq!(tlb.lookup(va | 1 << 63, key(0, access, S)), None, "non-canonical alias");
+        assert_eq!(tlb.lookup(va, key(0, access, U)), None, "S page, U access");
+        let machine = AccessContext::new(Privilege::Machine, false, false);
+        assert_eq!(tlb.lookup(va, key(0, access, machine)), None, "M-mode never uses the TLB");
+    }
+    assert_eq!(tlb.occupancy(), 1);
+    // A conflicting page replaces the entry.
+    tlb.insert(va + (16 << 12), 0, &walked(RAM_BASE + 0x678, 0, rwxad(), false), mapping(0x678, MapPerms::RWX));
+    assert_eq!(tlb.lookup(va, key(0, AccessType::Load, S)), None);
+    assert_eq!(tlb.lookup(va + (16 << 12), key(0, AccessType::Load, S)), Some(HostAddr(0x678)));
+}
+
+#[test]
+fn permissions_are_cached_per_access_kind_and_context() {
+    let mut tlb = SoftTlb::<16>::new();
+    // A user read-write page walked by a load: A set, D clear.
+    let user_rw = PteFlags::V | PteFlags::R | PteFlags::W | PteFlags::U | PteFlags::A;
+    tlb.insert(0x1000, 0, &walked(RAM_BASE, 0, user_rw, false), mapping(0, MapPerms::RWX));
+    assert!(tlb.lookup(0x1000, key(0, AccessType::Load, U)).is_some());
+    assert!(tlb.lookup(0x1000, key(0, AccessType::Store, U)).is_none(), "D clear: the store must walk");
+    assert!(tlb.lookup(0x1000, key(0, AccessType::Fetch, U)).is_none(), "not executable");
+    assert!(tlb.lookup(0x1000, key(0, AccessType::Load, S)).is_none(), "S without SUM");
+    assert!(tlb.lookup(0x1000, key(0, AccessType::Load, S_SUM)).is_some(), "S with SUM");
+    // An execute-only user page: loads only with MXR, S never executes it.
+    let user_x = PteFlags::V | PteFlags::X | PteFlags::U | PteFlags::A;
+    tlb.insert(0x2000, 0, &walked(RAM_BASE, 0, user_x, false), mapping(0, MapPerms::RWX));
+    assert!(tlb.lookup(0x2000, key(0, AccessType::Fetch, U)).is_some());
+    assert!(tlb.lookup(0x2000, key(0, AccessType::Load, U)).is_none());
+    assert!(tlb.lookup(0x2000, key(0, AccessType::Load, AccessContext::new(Privilege::User, false, true))).is_some());
+    assert!(tlb.lookup(0x2000, key(0, AccessType::Fetch, S_SUM)).is_none());
+    // The real map's permissions are combined in: a read-only extent never hits a store, a non-executable one
+    // never hits a fetch.
+    tlb.insert(0x3000, 0, &walked(RAM_BASE, 0, rwxad(), false), mapping(0, MapPerms::R));
+    assert!(tlb.lookup(0x3000, key(0, AccessType::Load, S)).is_some());
+    assert!(tlb.lookup(0x3000, key(0, AccessType::Store, S)).is_none());
+    assert!(tlb.lookup(0x3000, key(0, AccessType::Fetch, S)).is_none());
+    tlb.insert(0x4000, 0, &walked(RAM_BASE, 0, rwxad(), false), mapping(0, RW));
+    assert!(tlb.lookup(0x4000, key(0, AccessType::Fetch, S)).is_none());
+    // Nothing is cached for an untranslated access or a page that permits nothing.
+    let untranslated = Translation { pte_address: None, ..walked(0x5000, 0, PteFlags::all(), false) };
+    assert!(!tlb.insert(0x5000, 0, &untranslated, mapping(0, MapPerms::RWX)));
+    assert!(!tlb.insert(0x6000, 0, &walked(RAM_BASE, 0, rwxad(), false), mapping(0, MapPerms::empty())));
+    assert_eq!(tlb.occupancy(), 4);
+}
+
+#[test]
+fn asids_tag_entries_and_global_entries_match_every_asid() {
+    let mut tlb = SoftTlb::<64>::new();
+    tlb.insert(0x1000, 1, &walked(RAM_BASE, 0, rwxad(), false), mapping(0x1000, MapPerms::RWX));
+    tlb.insert(0x2000, 1, &walked(RAM_BASE, 0, rwxad(), true), mapping(0x2000, MapPerms::RWX));
+    tlb.insert(0x3000, 2, &walked(RAM_BASE, 0, rwxad(), false), mapping(0x3000, MapPerms::RWX));
+    let load = |tlb: &SoftTlb<64>, va, asid| tlb.lookup(va, key(asid, AccessType::Load, S)).map(|h| h.0);
+    assert_eq!(load(&tlb, 0x1000, 1), Some(0x1000));
+    assert_eq!(load(&tlb, 0x1000, 2), None);
+    assert_eq!(load(&tlb, 0x2000, 1), Some(0x2000));
+    assert_eq!(load(&tlb, 0x2000, 7), Some(0x2000), "global");
+    assert_eq!(load(&tlb, 0x3000, 2), Some(0x3000));
+    assert_eq!(load(&tlb, 0x3000, 1), None);
+}
+
+/// Global pages (placed in TLB slots of their own).
+const G1: u64 = 0x10_4000;
+const G2: u64 = 0x20_8000;
+
+/// A TLB with, for each ASID 1 and 2, a non-global page at 0x1000 * asid, and the global pages G1 and G2 filled
+/// under ASID 1 and 2.
+fn populated() -> SoftTlb<64> {
+    let mut tlb = SoftTlb::<64>::new();
+    for (asid, global) in [(1u16, G1), (2, G2)] {
+        let a = asid as u64;
+        tlb.insert(0x1000 * a, asid, &walked(RAM_BASE, 0, rwxad(), false), mapping(0x1000 * a, MapPerms::RWX));
+        tlb.insert(global, asid, &walked(RAM_BASE, 0, rwxad(), true), mapping(global, MapPerms::RWX));
+    }
+    assert_eq!(tlb.occupancy(), 4);
+    tlb
+}
+
+/// The (page, ASID) pairs that hit.
+fn cached(tlb: &SoftTlb<64>) -> Vec<(u64, u16)> {
+    let mut present = Vec::new();
+    for asid in [1u16, 2, 3] {
+        for va in [0x1000, 0x2000, G1, G2] {
+            if tlb.lookup(va + 0x10, key(asid, AccessType::Load, S)).is_some() {
+                present.push((va, asid));
+            }
+        }
+    }
+    present
+}
+
+#[test]
+fn each_flush_kind_forgets_what_sfence_vma_says() {
+    let globals = [(G1, 1), (G2, 1), (G1, 2), (G2, 2), (G1, 3), (G2, 3)];
+    let mut tlb = populated();
+    assert_eq!(cached(&tlb), [(0x1000, 1), (G1, 1), (G2, 1), (0x2000, 2), (G1, 2), (G2, 2), (G1, 3), (G2, 3)]);
+
+    tlb.sfence_vma(None, None);
+    assert_eq!(cached(&tlb), [], "sfence.vma x0, x0");
+    assert_eq!(tlb.occupancy(), 0);
+
+    let mut tlb = populated();
+    tlb.sfence_vma(None, Some(1));
+    assert_eq!(cached(&tlb), [(G1, 1), (G2, 1), (0x2000, 2), (G1, 2), (G2, 2), (G1, 3), (G2, 3)], "x0, asid");
+    tlb.sfence_vma(None, Some(2));
+    assert_eq!(cached(&tlb), globals, "ASID fences keep global entries");
+
+    let mut tlb = populated();
+    tlb.sfence_vma(Some(0x1abc), None);
+    assert_eq!(cached(&tlb), [(G1, 1), (G2, 1), (0x2000, 2), (G1, 2), (G2, 2), (G1, 3), (G2, 3)], "va, x0");
+    tlb.sfence_vma(Some(G2 + 0xfff), None);
+    assert_eq!(cached(&tlb), [(G1, 1), (0x2000, 2), (G1, 2), (G1, 3)], "va, x0 flushes global entries too");
+
+    let mut tlb = populated();
+    tlb.sfence_vma(Some(0x1000), Some(2));
+    assert_eq!(tlb.occupancy(), 4, "va, asid: other ASIDs are kept");
+    tlb.sfence_vma(Some(0x2000), Some(2));
+    tlb.sfence_vma(Some(G1), Some(1));
+    tlb.sfence_vma(Some(G2), Some(2));
+    assert_eq!(cached(&tlb), [(0x1000, 1), (G1, 1), (G2, 1), (G1, 2), (G2, 2), (G1, 3), (G2, 3)], "va, asid");
+    tlb.flush_asid(1);
+    assert_eq!(cached(&tlb), globals);
+    tlb.flush_all();
+    assert_eq!(tlb.occupancy(), 0);
+}
+
+#[test]
+fn superpage_pieces_are_flushed_together() {
+    let mut tlb = SoftTlb::<64>::new();
+    let mega = walked(RAM_BASE, 1, rwxad(), false);
+    // Pieces of the 2 MiB page at 0x20_0000 and of another at 0x40_0000, plus a 4 KiB page.
+    for va in [0x20_0000u64, 0x20_5000, 0x3f_f000] {
+        tlb.insert(va, 0, &mega, mapping(va - 0x20_0000, MapPerms::RWX));
+    }
+    tlb.insert(0x40_1000, 0, &mega, mapping(0x1000, MapPerms::RWX));
+    tlb.insert(0x60_2000, 0, &walked(RAM_BASE, 0, rwxad(), false), mapping(0x1000, MapPerms::RWX));
+    assert_eq!(tlb.lookup(0x20_5008, key(0, AccessType::Store, S)), Some(HostAddr(0x5008)));
+    assert_eq!(tlb.occupancy(), 5);
+    tlb.flush_va(0x2a_b000, None);
+    assert_eq!(tlb.occupancy(), 2, "a flush anywhere in the superpage removes all its pieces");
+    assert!(tlb.lookup(0x40_1000, key(0, AccessType::Load, S)).is_some());
+    assert!(tlb.lookup(0x60_2000, key(0, AccessType::Load, S)).is_some());
+    // A 1 GiB leaf likewise.
+    let giga = walked(RAM_BASE, 2, rwxad(), false);
+    tlb.insert(0x4000_0000, 0, &giga, mapping(0, MapPerms::RWX));
+    tlb.insert(0x7fff_f000, 0, &giga, mapping(0x3fff_f000, MapPerms::RWX));
+    tlb.flush_va(0x5555_5555, Some(0));
+    assert_eq!(tlb.occupancy(), 2);
+    tlb.flush_all();
+    // With no superpage cached, a 4 KiB flush only looks at one slot and still works.
+    tlb.insert(0x60_2000, 0, &walked(RAM_BASE, 0, rwxad(), false), mapping(0x1000, MapPerms::RWX));
+    tlb.flush_va(0x60_2fff, Some(0));
+    assert_eq!(tlb.occupancy(), 0);
+}
+
+#[test]
+fn resolve_composes_walk_real_map_and_tlb() {
+    let mut backing = vec![0u8; 16 * 4096];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let page = |n: u64| RAM_BASE + n * 4096;
+    let mut map = RealMap::<2>::new();
+    map.insert(Extent { guest_base: RAM_BASE, size: 12 * 4096, host_base: HostAddr(0x4000), perms: MapPerms::RWX })
+        .unwrap();
+    let rom = Extent { guest_base: page(12), size: 4 * 4096, host_base: HostAddr(0), perms: MapPerms::R | MapPerms::X };
+    map.insert(rom).unwrap();
+    // root (page 0)[0] -> level 1 (page 1)[0] -> level 0 (page 2): 0x1000 -> page 5, 0x2000 -> page 13 (ROM),
+    // 0x3000 -> the UART at 0x1000_0000, 0x4000 unmapped.
+    ram.store(page(0), 8, make_pte(page(1) >> 12, PteFlags::V)).unwrap();
+    ram.store(page(1), 8, make_pte(page(2) >> 12, PteFlags::V)).unwrap();
+    let leaf = |pa: u64| make_pte(pa >> 12, PteFlags::V | PteFlags::R | PteFlags::W | PteFlags::X);
+    ram.store(page(2) + 8, 8, leaf(page(5))).unwrap();
+    ram.store(page(2) + 16, 8, leaf(page(13))).unwrap();
+    ram.store(page(2) + 24, 8, leaf(0x1000_0000)).unwrap();
+    let satp = Satp::new(SATP_MODE_SV39, 3, page(0) >> 12).0;
+    let mut tlb = SoftTlb::<16>::new();
+    let go =
+        |tlb: &mut SoftTlb<16>, ram: &mut Ram, satp, va, access, ctx| tlb.resolve(ram, &map, satp, va, access, ctx);
+
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1008, AccessType::Load, S), Ok(Target::Host(HostAddr(0x4000 + 0x5008))));
+    assert_eq!(tlb.occupancy(), 1);
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1010, AccessType::Store, S), Ok(Target::Host(HostAddr(0x9010))));
+    // Now cached: a PTE change without a fence is not seen, one with a fence is.
+    ram.store(page(2) + 8, 8, leaf(page(6))).unwrap();
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1010, AccessType::Store, S), Ok(Target::Host(HostAddr(0x9010))));
+    tlb.sfence_vma(Some(0x1000), None);
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1010, AccessType::Store, S), Ok(Target::Host(HostAddr(0xa010))));
+
+    // ROM: loads and fetches reach it, a store is an access fault at the virtual address.
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x2004, AccessType::Fetch, S), Ok(Target::Host(HostAddr(0x1004))));
+    let fault = Fault { exception: crate::hart::Exception::StoreAccessFault, tval: 0x2004 };
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x2004, AccessType::Store, S), Err(fault));
+    // A device page: the guest real address comes back for the MMIO path, and nothing is cached.
+    let before = tlb.occupancy();
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x3005, AccessType::Store, S), Ok(Target::Unmapped(0x1000_0005)));
+    assert_eq!(tlb.occupancy(), before);
+    // Page faults pass through.
+    let fault = Fault { exception: crate::hart::Exception::LoadPageFault, tval: 0x4000 };
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x4000, AccessType::Load, S), Err(fault));
+    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1000, AccessType::Load, U).unwrap_err().tval, 0x1000);
+
+    // Untranslated accesses (M-mode, or Bare) go straight to the real map and are never cached.
+    tlb.flush_all();
+    let machine = AccessContext::new(Privilege::Machine, false, false);
+    assert_eq!(
+        go(&mut tlb, &mut ram, satp, page(1) + 3, AccessType::Load, machine),
+        Ok(Target::Host(HostAddr(0x5003)))
+    );
+    assert_eq!(go(&mut tlb, &mut ram, 0, page(1) + 3, AccessType::Store, S), Ok(Target::Host(HostAddr(0x5003))));
+    assert_eq!(go(&mut tlb, &mut ram, 0, 0x1000_0000, AccessType::Load, U), Ok(Target::Unmapped(0x1000_0000)));
+    assert_eq!(tlb.occupancy(), 0);
+}
+
+// ---- model-based test: the TLB never disagrees with a fresh walk ----
+
+const RAM_PAGES: u64 = 16;
+/// The 20 PTE slots the generated tables use: root indices 0, 1, 2, 511; indices 0..4 of the level-1 tables in
+/// pages 1 and 2; indices 0..4 of the level-0 tables in pages 3 and 4. Data pages are 5..16.
+fn slot_address(slot: usize) -> u64 {
+    let page = |n: u64| RAM_BASE + n * 4096;
+    match slot {
+        0..4 => page(0) + [0u64, 1, 2, 511][slot] * 8,
+        4..12 => page(1 + (slot as u64 - 4) / 4) + (slot as u64 % 4) * 8,
+        _ => page(3 + (slot as u64 - 12) / 4) + (slot as u64 % 4) * 8,
+    }
+}
+
+/// The 64 page addresses the accesses use, from every root slot through every table slot.
+fn test_va(i: usize) -> u64 {
+    let vpn2 = [0u64, 1, 2, 511][i / 16 % 4];
+    let va = vpn2 << 30 | ((i / 4 % 4) as u64) << 21 | ((i % 4) as u64) << 12;
+    // Sign-extend bit 38.
+    ((va << 25) as i64 >> 25) as u64
+}
+
+/// Any PTE at all: pointers, leaves, invalid, reserved bits, targets inside and outside RAM.
+fn any_pte() -> impl Strategy<Value = u64> {
+    let ram_ppn = RAM_BASE >> 12;
+    let ppn = prop_oneof![
+        (0..RAM_PAGES).prop_map(move |n| ram_ppn + n), // tables, data, 2 MiB/1 GiB aligned at n = 0
+        Just(0x10u64),                                 // below RAM
+        Just(ram_ppn + 0x1000),                        // above RAM
+    ];
+    let reserved = prop_oneof![8 => Just(0u64), 1 => (54..64u32).prop_map(|b| 1u64 << b), 1 => Just(3 << 8)];
+    (ppn, any::<u8>(), reserved)
+        .prop_map(|(ppn, flags, reserved)| make_pte(ppn, PteFlags::from_bits_retain(flags as u64)) | reserved)
+}
+
+/// A valid leaf to a RAM page in `pages` with random flags, half the time with all of R, W, X, A and D.
+fn leaf_to(pages: std::ops::Range<u64>) -> impl Strategy<Value = u64> {
+    let ram_ppn = RAM_BASE >> 12;
+    (pages, any::<u8>(), any::<bool>()).prop_map(move |(n, flags, permissive)| {
+        let mut flags = PteFlags::from_bits_retain(flags as u64) | PteFlags::V;
+        if permissive {
+            flags |= PteFlags::R | PteFlags::W | PteFlags::X | PteFlags::A | PteFlags::D;
+        }
+        make_pte(ram_ppn + n, flags)
+    })
+}
+
+/// A plausible PTE for generated table slot `slot` (see [`slot_address`]): mostly a pointer to a table of the next
+/// level or a leaf, sometimes anything.
+fn slot_pte(slot: usize) -> BoxedStrategy<u64> {
+    let ram_ppn = RAM_BASE >> 12;
+    let pointer_to = move |pages: std::ops::Range<u64>| pages.prop_map(move |n| make_pte(ram_ppn + n, PteFlags::V));
+    match slot {
+        // Root: to a level-1 table, or a 1 GiB leaf (only page 0 is aligned).
+        0..4 => prop_oneof![6 => pointer_to(1..3), 2 => leaf_to(0..1), 2 => any_pte()].boxed(),
+        // Level 1: to a level-0 table, or a 2 MiB leaf.
+        4..12 => prop_oneof![6 => pointer_to(3..5), 2 => leaf_to(0..2), 2 => any_pte()].boxed(),
+        // Level 0: a 4 KiB leaf, often to data pages, sometimes to the tables themselves.
+        _ => prop_oneof![6 => leaf_to(5..RAM_PAGES), 1 => leaf_to(0..5), 2 => any_pte()].boxed(),
+    }
+}
+
+fn initial_tables() -> impl Strategy<Value = Vec<u64>> {
+    (0..20).map(slot_pte).collect::<Vec<_>>()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Access {
+        va: usize,
+        offset: u64,
+        access: AccessType,
+        user: bool,
+        sum: bool,
+        mxr: bool,
+    },
+    /// Rewrite a PTE, then issue the `sfence.vma` the specification requires for it.
+    WritePte {
+        slot: usize,
+        pte: u64,
+    },
+    SetAsid(u16),
+    FlushAsid(u16),
+    FlushVa {
+        va: usize,
+        asid: Option<u16>,
+    },
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let access = prop_oneof![Just(AccessType::Fetch), Just(AccessType::Load), Just(AccessType::Store)];
+    prop_oneof![
+        12 => (prop_oneof![3 => 0..8usize, 1 => 0..64usize], 0..4096u64, access, any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(va, offset, access, user, sum, mxr)| Op::Access { va, offset, access, user, sum, mxr }),
+        2 => (0..20usize).prop_flat_map(|slot| slot_pte(slot).prop_map(move |pte| Op::WritePte { slot, pte })),
+        1 => (0..3u16).prop_map(Op::SetAsid),
+        1 => (0..3u16).prop_map(Op::FlushAsid),
+        1 => (0..64usize, proptest::option::of(0..3u16)).prop_map(|(va, asid)| Op::FlushVa { va, asid }),
+    ]
+}
+
+/// Counts the compare-and-sets that changed memory.
+struct Counting<'a, 'b> {
+    ram: &'a mut Ram<'b>,
+    writes: u32,
+}
+
+impl PageTableMemory for Counting<'_, '_> {
+    fn read_u64(&mut self, gpa: u64) -> Option<u64> {
+        self.ram.read_u64(gpa)
+    }
+    fn compare_exchange_u64(&mut self, gpa: u64, old: u64, new: u64) -> Option<bool> {
+        let done = self.ram.compare_exchange_u64(gpa, old, new)?;
+        self.writes += done as u32;
+        Some(done)
+    }
+}
+
+/// The PTE addresses a walk of `va` reads, each with whether it was read as a leaf (or where the walk stopped).
+fn walk_path(ram: &Ram, root: u64, va: u64) -> Vec<(u64, bool)> {
+    let mut path = Vec::new();
+    let mut table = root;
+    for level in (0..3).rev() {
+        let address = table + ((va >> (12 + 9 * level)) & 0x1ff) * 8;
+        let Some(pte) = ram.load(address, 8) else { break };
+        let pointer = pte & 0xf == 1; // V set, R = W = X = 0
+        path.push((address, !pointer));
+        if !pointer {
+            break;
+        }
+        table = ((pte >> 10) & ((1 << 44) - 1)) << 12;
+    }
+    path
+}
+
+/// Runs `ops` against tables holding `initial` in the 20 slots; returns the number of TLB hits.
+///
+/// With `distinct_roots`, ASID 2 has its own root (page 1, a level-1 table of the others read as a root), so a TLB
+/// that confused ASIDs would return another address space's translation; G is then cleared in every PTE, since
+/// the specification requires global mappings to be identical in all address spaces.
+fn run_model(initial: &[u64], ops: &[Op], distinct_roots: bool) -> Result<u32, TestCaseError> {
+    let mut backing = vec![0u8; (RAM_PAGES * 4096) as usize];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let g_mask = if distinct_roots { !PteFlags::G.bits() } else { u64::MAX };
+    for (slot, &pte) in initial.iter().enumerate() {
+        ram.store(slot_address(slot), 8, pte & g_mask).unwrap();
+    }
+    // Pages 0..12 are ordinary RAM, 12..16 a read-only extent (like a ROM), host addresses shuffled.
+    let mut map = RealMap::<2>::new();
+    map.insert(Extent { guest_base: RAM_BASE, size: 12 * 4096, host_base: HostAddr(0x4000), perms: MapPerms::RWX })
+        .unwrap();
+    let rom = Extent { guest_base: RAM_BASE + 12 * 4096, size: 4 * 4096, host_base: HostAddr(0), perms: MapPerms::R };
+    map.insert(rom).unwrap();
+    let root_of = |asid: u16| if distinct_roots && asid == 2 { RAM_BASE + 4096 } else { RAM_BASE };
+    let roots: &[u64] = if distinct_roots { &[RAM_BASE, RAM_BASE + 4096] } else { &[RAM_BASE] };
+    let mut asid = 0u16;
+    let mut tlb = SoftTlb::<8>::new();
+    let mut hits = 0;
+    for op in ops {
+        match *op {
+            Op::Access { va, offset, access, user, sum, mxr } => {
+                let va = test_va(va) + offset;
+                let privilege = if user { Privilege::User } else { Privilege::Supervisor };
+                let ctx = AccessContext::new(privilege, sum, mxr);
+                let satp = Satp::new(SATP_MODE_SV39, asid, root_of(asid) >> 12).0;
+                let hit = tlb.lookup(va, TlbKey::new(asid, access, ctx));
+                let mut mem = Counting { ram: &mut ram, writes: 0 };
+                let walk = translate(&mut mem, satp, va, access, ctx);
+                let writes = mem.writes;
+                let need = match access {
+                    AccessType::Fetch => MapPerms::X,
+                    AccessType::Load => MapPerms::R,
+                    AccessType::Store => MapPerms::W,
+                };
+                let resolved = walk.ok().and_then(|t| map.lookup(t.guest_real)).filter(|m| m.perms.contains(need));
+                if let Some(host) = hit {
+                    hits += 1;
+                    prop_assert!(walk.is_ok(), "TLB hit at {va:#x} but the walk faults: {walk:?}");
+                    prop_assert_eq!(writes, 0, "TLB hit at {:#x} skipped an A/D update", va);
+                    prop_assert_eq!(Some(host), resolved.map(|m| m.host), "TLB and walk disagree at {:#x}", va);
+                } else if let (Ok(t), Some(m)) = (walk, resolved) {
+                    prop_assert!(tlb.insert(va, asid, &t, m));
+                    prop_assert_eq!(tlb.lookup(va, TlbKey::new(asid, access, ctx)), Some(m.host), "hit after insert");
+                }
+            }
+            Op::WritePte { slot, pte } => {
+                let address = slot_address(slot);
+                // Which translations read this PTE, as a leaf (one address per page it maps) or as a pointer?
+                let mut as_leaf: Vec<(u64, (usize, u64))> = Vec::new();
+                let mut as_pointer = false;
+                for &root in roots {
+                    for i in 0..64 {
+                        let va = test_va(i);
+                        for (depth, (a, leaf)) in walk_path(&ram, root, va).into_iter().enumerate() {
+                            // The page this leaf maps: its level and the address bits above its offset.
+                            let page = (depth, va >> (12 + 9 * (2 - depth)));
+                            if a != address {
+                                continue;
+                            }
+                            if !leaf {
+                                as_pointer = true;
+                            } else if !as_leaf.iter().any(|&(_, p)| p == page) {
+                                as_leaf.push((va, page));
+                            }
+                        }
+                    }
+                }
+                ram.store(address, 8, pte & g_mask).unwrap();
+                if as_pointer {
+                    tlb.sfence_vma(None, None); // a non-leaf PTE changed: only a full fence covers it
+                } else {
+                    // The one fence per page the specification asks for, at any address in it (a superpage is
+                    // fenced once, at its first test address).
+                    for (va, _) in as_leaf {
+                        tlb.sfence_vma(Some(va), None);
+                    }
+                }
+            }
+            Op::SetAsid(new) => asid = new,
+            Op::FlushAsid(a) => tlb.flush_asid(a),
+            Op::FlushVa { va, asid } => tlb.flush_va(test_va(va), asid),
+        }
+    }
+    Ok(hits)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn the_tlb_always_agrees_with_a_fresh_walk(
+        initial in initial_tables(),
+        ops in proptest::collection::vec(op_strategy(), 1..200),
+        distinct_roots in any::<bool>(),
+    ) {
+        run_model(&initial, &ops, distinct_roots)?;
+    }
+}
+
+#[test]
+fn the_model_reaches_hits() {
+    // A hand-made identity-ish table so the model's hit path is known to run.
+    let mut initial = vec![0u64; 20];
+    initial[0] = make_pte((RAM_BASE >> 12) + 1, PteFlags::V); // root[0] -> level-1 table in page 1
+    initial[4] = make_pte((RAM_BASE >> 12) + 3, PteFlags::V); // l1[0] -> level-0 table in page 3
+    initial[12] = make_pte((RAM_BASE >> 12) + 5, rwxad()); // l0[0] -> page 5
+    let access = |access| Op::Access { va: 0, offset: 8, access, user: false, sum: false, mxr: false };
+    let ops =
+        [access(AccessType::Load), access(AccessType::Load), access(AccessType::Store), access(AccessType::Store)];
+    assert_eq!(run_model(&initial, &ops, false).unwrap(), 3, "all but the first access hit (D is already set)");
+}
