@@ -126,13 +126,11 @@ impl Dispatcher {
             Inst::Mret if hart.privilege == Privilege::Machine => {
                 retire_in_place(hart);
                 hart.mret();
-                platform.flush_translations(FlushScope::All);
                 Resume::Continue
             }
             Inst::Sret if sret_allowed(hart) => {
                 retire_in_place(hart);
                 hart.sret();
-                platform.flush_translations(FlushScope::All);
                 Resume::Continue
             }
             Inst::Wfi if wfi_allowed(hart) => {

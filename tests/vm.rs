@@ -189,8 +189,13 @@ fn zicsr_reads_and_writes_follow_the_source_operand() {
 fn mret_enters_user_mode_where_privileged_state_is_out_of_reach() {
     let user_code = RAM_BASE + 0x100;
     let program = [
+        // PMP entry 0 opens all memory to U-mode (with no entry, U-mode may touch nothing).
+        li(6, -1),
+        csr(CsrOp::Rw, 0, 6, csr::PMPADDR0),
+        li(7, 0x1f),
+        csr(CsrOp::Rw, 0, 7, csr::PMPCFG0),
         Inst::Auipc { rd: 5, imm: 0 },
-        Inst::OpImm { op: OpImmKind::Addi, rd: 5, rs1: 5, imm: 0x100 },
+        Inst::OpImm { op: OpImmKind::Addi, rd: 5, rs1: 5, imm: 0xf0 },
         csr(CsrOp::Rw, 0, 5, csr::MEPC),
         // MPP = U (mstatus is zero after reset), so mret drops to U-mode.
         Inst::Mret,
@@ -206,12 +211,22 @@ fn mret_enters_user_mode_where_privileged_state_is_out_of_reach() {
         let mut machine = Machine::new(&program, &handler);
         let at = (user_code - RAM_BASE) as usize;
         machine.backing[at..at + 4].copy_from_slice(&isa::encode(&user).to_le_bytes());
-        let (hart, _) = machine.run(8);
+        let (hart, _) = machine.run(12);
         assert_eq!(hart.privilege, Privilege::Machine, "{user:?}");
         assert_eq!(hart.x[20], cause as u64, "{user:?}");
         assert_eq!(hart.x[21], user_code, "{user:?}");
         assert_eq!(hart.csrs.mstatus & csr::mstatus::MPP, 0, "MPP records U for {user:?}");
     }
+}
+
+#[test]
+fn user_mode_without_a_pmp_entry_cannot_fetch() {
+    let program = [Inst::Auipc { rd: 5, imm: 0 }, csr(CsrOp::Rw, 0, 5, csr::MEPC), Inst::Mret];
+    let mut machine = Machine::new(&program, &[PARK]);
+    let (hart, _) = machine.run(5);
+    assert_eq!(hart.csrs.mcause, Exception::InstructionAccessFault as u64);
+    assert_eq!(hart.csrs.mepc, RAM_BASE);
+    assert_eq!(hart.csrs.mstatus & csr::mstatus::MPP, 0, "the fault came from U-mode");
 }
 
 #[test]

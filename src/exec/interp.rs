@@ -5,7 +5,8 @@
 use super::Engine;
 use crate::hart::{Exception, Hart, Reservation};
 use crate::isa::{self, AmoOp, AmoWidth, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
-use crate::mem::Ram;
+use crate::mem::mmu::{Loaded, Memory, Target};
+use crate::mem::sv39::{AccessType, Fault};
 use crate::trap::{extend, Exit, MmioAccess, MmioKind};
 
 /// The decode-and-dispatch interpreter.
@@ -13,9 +14,9 @@ use crate::trap::{extend, Exit, MmioAccess, MmioKind};
 pub struct Interpreter;
 
 impl Engine for Interpreter {
-    fn run(&mut self, hart: &mut Hart, ram: &mut Ram, budget: u64) -> Exit {
+    fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         for _ in 0..budget {
-            if let Err(exit) = step(hart, ram) {
+            if let Err(exit) = step(hart, memory) {
                 return exit;
             }
         }
@@ -25,21 +26,28 @@ impl Engine for Interpreter {
 
 /// Fetches the instruction at `pc`: its raw bits (16 significant bits for a compressed one) or the exception.
 #[inline(always)]
-fn fetch(ram: &Ram, pc: u64) -> Result<u32, Exit> {
-    let fault = |addr| Exit::Exception { cause: Exception::InstructionAccessFault, tval: addr };
-    let low = ram.load(pc, 2).ok_or(fault(pc))? as u32;
+fn fetch(hart: &Hart, memory: &mut Memory, pc: u64) -> Result<u32, Exit> {
+    let parcel = |memory: &mut Memory, addr: u64| match memory.load(hart, addr, 2, AccessType::Fetch) {
+        Ok(Loaded::Value(value)) => Ok(value as u32),
+        Ok(Loaded::Device(_)) => Err(Exit::Exception { cause: Exception::InstructionAccessFault, tval: addr }),
+        Err(fault) => Err(exception(fault)),
+    };
+    let low = parcel(memory, pc)?;
     if low & 3 != 3 {
         return Ok(low);
     }
-    let high = ram.load(pc.wrapping_add(2), 2).ok_or(fault(pc.wrapping_add(2)))? as u32;
-    Ok(low | high << 16)
+    Ok(low | parcel(memory, pc.wrapping_add(2))? << 16)
+}
+
+fn exception(fault: Fault) -> Exit {
+    Exit::Exception { cause: fault.exception, tval: fault.tval }
 }
 
 /// Executes one instruction. On `Err` nothing of the instruction has happened and `hart.pc` is unchanged.
 #[inline(always)]
-pub fn step(hart: &mut Hart, ram: &mut Ram) -> Result<(), Exit> {
+pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
     let pc = hart.pc;
-    let word = fetch(ram, pc)?;
+    let word = fetch(hart, memory, pc)?;
     let decoded = isa::decode(word);
     let len = decoded.len as u64;
     let mut next_pc = pc.wrapping_add(len);
@@ -76,18 +84,18 @@ pub fn step(hart: &mut Hart, ram: &mut Ram) -> Result<(), Exit> {
             let addr = hart.x(rs1).wrapping_add(offset as i64 as u64);
             let size = width.bytes();
             let signed = matches!(width, LoadWidth::B | LoadWidth::H | LoadWidth::W | LoadWidth::D);
-            match ram.load(addr, size) {
-                Some(value) => hart.set_x(rd, extend(value, size as u8, signed)),
-                None => return Err(mmio(addr, size, MmioKind::Load { rd, signed }, len)),
+            match memory.load(hart, addr, size, AccessType::Load).map_err(exception)? {
+                Loaded::Value(value) => hart.set_x(rd, extend(value, size as u8, signed)),
+                Loaded::Device(gpa) => return Err(mmio(gpa, size, MmioKind::Load { rd, signed }, len)),
             }
         }
         Inst::Store { width, rs1, rs2, offset } => {
             let addr = hart.x(rs1).wrapping_add(offset as i64 as u64);
             let size = width.bytes();
             let value = hart.x(rs2);
-            if ram.store(addr, size, value).is_none() {
+            if let Some(gpa) = memory.store(hart, addr, size, value).map_err(exception)? {
                 let value = value & mask(width);
-                return Err(mmio(addr, size, MmioKind::Store { value }, len));
+                return Err(mmio(gpa, size, MmioKind::Store { value }, len));
             }
         }
         Inst::OpImm { op, rd, rs1, imm } => {
@@ -130,21 +138,30 @@ pub fn step(hart: &mut Hart, ram: &mut Ram) -> Result<(), Exit> {
             if !addr.is_multiple_of(size) {
                 return Err(Exit::Exception { cause: Exception::LoadMisaligned, tval: addr });
             }
-            let value =
-                ram.load(addr, size).ok_or(Exit::Exception { cause: Exception::LoadAccessFault, tval: addr })?;
+            let offset = match memory.translate(hart, addr, size, AccessType::Load).map_err(exception)? {
+                Target::Ram(offset) => offset,
+                Target::Device(_) => return Err(Exit::Exception { cause: Exception::LoadAccessFault, tval: addr }),
+            };
+            let value = memory
+                .ram
+                .load_at_offset(offset, size)
+                .ok_or(Exit::Exception { cause: Exception::LoadAccessFault, tval: addr })?;
             hart.set_x(rd, extend(value, size as u8, true));
-            hart.reservation = Some(Reservation { addr, value });
+            hart.reservation = Some(Reservation { addr: offset, value });
         }
         Inst::Sc { width, rd, rs1, rs2, .. } => {
             let addr = hart.x(rs1);
             let size = width.bytes();
-            check_amo_address(ram, addr, size)?;
+            let offset = amo_offset(hart, memory, addr, size)?;
             // The reservation holds while memory still has the value LR read: a store by this or another hart
             // that changed it breaks the reservation (QEMU's rule; an ABA store that restores the value does not).
             let reserved = hart.reservation.take();
-            let success = reserved.is_some_and(|r| r.addr == addr && ram.load(addr, size) == Some(r.value));
+            let success =
+                reserved.is_some_and(|r| r.addr == offset && memory.ram.load_at_offset(offset, size) == Some(r.value));
             if success {
-                ram.store(addr, size, hart.x(rs2))
+                memory
+                    .ram
+                    .store_at_offset(offset, size, hart.x(rs2))
                     .ok_or(Exit::Exception { cause: Exception::StoreAccessFault, tval: addr })?;
             }
             hart.set_x(rd, !success as u64);
@@ -152,11 +169,11 @@ pub fn step(hart: &mut Hart, ram: &mut Ram) -> Result<(), Exit> {
         Inst::Amo { op, width, rd, rs1, rs2, .. } => {
             let addr = hart.x(rs1);
             let size = width.bytes();
-            check_amo_address(ram, addr, size)?;
+            let offset = amo_offset(hart, memory, addr, size)?;
             let fault = Exit::Exception { cause: Exception::StoreAccessFault, tval: addr };
-            let old = extend(ram.load(addr, size).ok_or(fault)?, size as u8, true);
+            let old = extend(memory.ram.load_at_offset(offset, size).ok_or(fault)?, size as u8, true);
             let new = amo(op, width, old, hart.x(rs2));
-            ram.store(addr, size, new).ok_or(fault)?;
+            memory.ram.store_at_offset(offset, size, new).ok_or(fault)?;
             hart.set_x(rd, old);
         }
         // F and D are not implemented yet: `misa` does not advertise them and `mstatus.FS` is Off, so every
@@ -192,15 +209,15 @@ fn mask(width: StoreWidth) -> u64 {
     }
 }
 
-/// SC and AMOs need a naturally aligned address in RAM (they are never performed on devices).
-fn check_amo_address(ram: &Ram, addr: u64, size: u64) -> Result<(), Exit> {
+/// SC and AMOs need a naturally aligned address in RAM (they are never performed on devices): the RAM offset.
+fn amo_offset(hart: &Hart, memory: &mut Memory, addr: u64, size: u64) -> Result<u64, Exit> {
     if !addr.is_multiple_of(size) {
         return Err(Exit::Exception { cause: Exception::StoreMisaligned, tval: addr });
     }
-    if ram.offset_of(addr, size).is_none() {
-        return Err(Exit::Exception { cause: Exception::StoreAccessFault, tval: addr });
+    match memory.translate(hart, addr, size, AccessType::Store).map_err(exception)? {
+        Target::Ram(offset) => Ok(offset),
+        Target::Device(_) => Err(Exit::Exception { cause: Exception::StoreAccessFault, tval: addr }),
     }
-    Ok(())
 }
 
 #[inline(always)]

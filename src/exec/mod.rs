@@ -4,7 +4,7 @@
 pub mod interp;
 
 use crate::hart::Hart;
-use crate::mem::Ram;
+use crate::mem::mmu::Memory;
 use crate::trap::Exit;
 
 /// An execution engine.
@@ -15,5 +15,5 @@ use crate::trap::Exit;
 /// retired instruction adds one to `hart.instret`. Interrupts are the caller's business: it checks for them
 /// between calls, so an engine never runs longer than `budget` instructions.
 pub trait Engine {
-    fn run(&mut self, hart: &mut Hart, ram: &mut Ram, budget: u64) -> Exit;
+    fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit;
 }

@@ -9,6 +9,7 @@ pub mod realmap;
 pub mod sv39;
 pub mod tlb;
 
+pub mod mmu;
 pub mod pmp;
 
 /// Guest real address of the first byte of RAM on the QEMU `virt` machine.

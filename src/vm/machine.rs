@@ -9,6 +9,8 @@ use crate::dev::htif::Htif;
 use crate::dev::{MachineRequest, MmioError, SerialBackend};
 use crate::exec::Engine;
 use crate::hart::Hart;
+use crate::mem::mmu::{Memory, Tlb, VmRealMap};
+use crate::mem::realmap::MapError;
 use crate::mem::Ram;
 use crate::trap::{Dispatcher, Exit, FlushScope, Platform, Resume};
 
@@ -77,6 +79,8 @@ impl From<MachineRequest> for RunOutcome {
 pub enum VmError {
     /// No harts, or more than [`MAX_HARTS`].
     HartCount(usize),
+    /// RAM cannot be described by the real map.
+    RealMap(MapError),
 }
 
 /// A virtual machine.
@@ -87,6 +91,10 @@ pub struct Vm<'a, D: Devices> {
     /// The hart that runs the next slice.
     next_hart: usize,
     pub ram: Ram<'a>,
+    /// Guest real -> host: where the VM's RAM lies.
+    realmap: VmRealMap,
+    /// Each hart's soft TLB.
+    tlbs: [Tlb; MAX_HARTS],
     pub devices: D,
     clock: &'a mut dyn Clock,
     dispatcher: Dispatcher,
@@ -102,6 +110,7 @@ pub struct Vm<'a, D: Devices> {
 struct MachinePlatform<'v, 'a, D> {
     devices: &'v mut D,
     ram: &'v mut Ram<'a>,
+    tlb: &'v mut Tlb,
 }
 
 impl<D: Devices> Platform for MachinePlatform<'_, '_, D> {
@@ -114,7 +123,12 @@ impl<D: Devices> Platform for MachinePlatform<'_, '_, D> {
     fn time(&mut self) -> u64 {
         self.devices.mtime()
     }
-    fn flush_translations(&mut self, _scope: FlushScope) {}
+    fn flush_translations(&mut self, scope: FlushScope) {
+        match scope {
+            FlushScope::All => self.tlb.flush_all(),
+            FlushScope::Sfence { address, asid } => self.tlb.sfence_vma(address, asid),
+        }
+    }
 }
 
 impl<'a, D: Devices> Vm<'a, D> {
@@ -136,11 +150,14 @@ impl<'a, D: Devices> Vm<'a, D> {
         if list.is_empty() {
             return Err(VmError::HartCount(0));
         }
+        let realmap = VmRealMap::for_ram(&ram).map_err(VmError::RealMap)?;
         Ok(Self {
             harts: list,
             waiting: [false; MAX_HARTS],
             next_hart: 0,
             ram,
+            realmap,
+            tlbs: core::array::from_fn(|_| Tlb::new()),
             devices,
             clock,
             dispatcher: Dispatcher::new(),
@@ -185,13 +202,15 @@ impl<'a, D: Devices> Vm<'a, D> {
             hart.take_trap(true, code, 0);
         }
         let retired_before = hart.instret;
-        let exit = engine.run(hart, &mut self.ram, budget);
+        let tlb = &mut self.tlbs[index];
+        let mut memory = Memory { ram: &mut self.ram, realmap: &self.realmap, tlb: &mut *tlb };
+        let exit = engine.run(hart, &mut memory, budget);
         // Counted from the engine alone: the dispatcher may emulate a guest write to `minstret`. The
         // instruction behind an exit is a step whether it then retires or traps.
         let retired = hart.instret.wrapping_sub(retired_before);
         self.steps = self.steps.wrapping_add(retired + (exit != Exit::BudgetExhausted) as u64);
         self.last_exit = (index, exit);
-        let mut platform = MachinePlatform { devices: &mut self.devices, ram: &mut self.ram };
+        let mut platform = MachinePlatform { devices: &mut self.devices, ram: &mut self.ram, tlb };
         match self.dispatcher.dispatch(exit, hart, &mut platform) {
             Resume::Continue => {}
             Resume::WaitForInterrupt => self.waiting[index] = true,

@@ -1,0 +1,182 @@
+//! The access path every emulation engine uses: a guest virtual address, an access kind and the hart's state in,
+//! a host offset into RAM (or a device's guest real address) or the exception to inject out.
+//!
+//! It composes the three levels: the guest's Sv39 tables (guest virtual -> guest real), PMP, and the VM's real
+//! map (guest real -> host), and caches the composition in the hart's soft TLB. A TLB entry is only made for a
+//! page that PMP allows as a whole, so a hit never needs a PMP check. Nothing here allocates.
+
+use super::pmp::AccessKind;
+use super::realmap::{MapPerms, RealMap};
+use super::sv39::{self, AccessContext, AccessType, Fault, Satp, SATP_MODE_SV39};
+use super::tlb::{SoftTlb, TlbKey};
+use super::Ram;
+use crate::hart::{Exception, Hart, Privilege};
+use crate::isa::csr::mstatus;
+
+/// Soft TLB entries per hart.
+pub const TLB_ENTRIES: usize = 256;
+/// Extents in a VM's real map.
+pub const REALMAP_EXTENTS: usize = 4;
+
+/// The soft TLB of one hart.
+pub type Tlb = SoftTlb<TLB_ENTRIES>;
+/// The real map of one VM.
+pub type VmRealMap = RealMap<REALMAP_EXTENTS>;
+
+/// Where an access lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// RAM, at this offset into the VM's RAM slice.
+    Ram(u64),
+    /// Outside RAM: a device register, or nothing, at this guest real address.
+    Device(u64),
+}
+
+/// Guest memory as one hart's engine sees it.
+pub struct Memory<'m, 'a> {
+    pub ram: &'m mut Ram<'a>,
+    pub realmap: &'m VmRealMap,
+    pub tlb: &'m mut Tlb,
+}
+
+/// The translation context of an access by `hart`: loads and stores in M-mode with `mstatus.MPRV` set use the
+/// privilege in MPP.
+#[inline(always)]
+pub fn access_context(hart: &Hart, access: AccessType) -> AccessContext {
+    let status = hart.csrs.mstatus;
+    let privilege =
+        if access != AccessType::Fetch && hart.privilege == Privilege::Machine && status & mstatus::MPRV != 0 {
+            Privilege::from_bits(status >> mstatus::MPP_SHIFT).unwrap_or(Privilege::User)
+        } else {
+            hart.privilege
+        };
+    AccessContext::new(privilege, status & mstatus::SUM != 0, status & mstatus::MXR != 0)
+}
+
+fn pmp_kind(access: AccessType) -> AccessKind {
+    match access {
+        AccessType::Fetch => AccessKind::Fetch,
+        AccessType::Load => AccessKind::Load,
+        AccessType::Store => AccessKind::Store,
+    }
+}
+
+fn map_permission(access: AccessType) -> MapPerms {
+    match access {
+        AccessType::Fetch => MapPerms::X,
+        AccessType::Load => MapPerms::R,
+        AccessType::Store => MapPerms::W,
+    }
+}
+
+impl Memory<'_, '_> {
+    /// Translates an access of `size` bytes (within one page) at virtual address `va`.
+    #[inline(always)]
+    pub fn translate(&mut self, hart: &Hart, va: u64, size: u64, access: AccessType) -> Result<Target, Fault> {
+        let ctx = access_context(hart, access);
+        let satp = Satp(hart.csrs.satp);
+        let paged = ctx.privilege != Privilege::Machine && satp.mode() == SATP_MODE_SV39;
+        if paged {
+            if let Some(host) = self.tlb.lookup(va, TlbKey::new(satp.asid(), access, ctx)) {
+                return Ok(Target::Ram(host.0));
+            }
+        }
+        self.translate_slow(hart, va, size, access, ctx, paged)
+    }
+
+    #[inline(never)]
+    fn translate_slow(
+        &mut self,
+        hart: &Hart,
+        va: u64,
+        size: u64,
+        access: AccessType,
+        ctx: AccessContext,
+        paged: bool,
+    ) -> Result<Target, Fault> {
+        let satp = hart.csrs.satp;
+        let translation = sv39::translate(&mut *self.ram, satp, va, access, ctx)?;
+        let gpa = translation.guest_real;
+        let access_fault = Fault { exception: access.access_fault(), tval: va };
+        let kind = pmp_kind(access);
+        let pmp_applies = ctx.privilege != Privilege::Machine || !hart.pmp.machine_unrestricted();
+        if pmp_applies && !hart.pmp.allows(gpa, size, kind, ctx.privilege) {
+            return Err(access_fault);
+        }
+        let Some(mapping) = self.realmap.lookup(gpa) else { return Ok(Target::Device(gpa)) };
+        if !mapping.perms.contains(map_permission(access)) {
+            return Err(access_fault);
+        }
+        let page = gpa & !0xfff;
+        if paged && (!pmp_applies || hart.pmp.allows(page, 0x1000, kind, ctx.privilege)) {
+            self.tlb.insert(va, Satp(satp).asid(), &translation, mapping);
+        }
+        Ok(Target::Ram(mapping.host.0))
+    }
+
+    /// Loads `size` bytes at `va`: the zero-extended value, or the device address it falls on. An access that
+    /// crosses a page boundary is split into bytes, each translated on its own.
+    #[inline(always)]
+    pub fn load(&mut self, hart: &Hart, va: u64, size: u64, access: AccessType) -> Result<Loaded, Fault> {
+        if (va & 0xfff) + size > 0x1000 {
+            return self.load_split(hart, va, size, access);
+        }
+        match self.translate(hart, va, size, access)? {
+            Target::Ram(offset) => self
+                .ram
+                .load_at_offset(offset, size)
+                .map(Loaded::Value)
+                .ok_or(Fault { exception: access.access_fault(), tval: va }),
+            Target::Device(gpa) => Ok(Loaded::Device(gpa)),
+        }
+    }
+
+    #[inline(never)]
+    fn load_split(&mut self, hart: &Hart, va: u64, size: u64, access: AccessType) -> Result<Loaded, Fault> {
+        let mut value = 0u64;
+        for index in 0..size.min(8) {
+            let address = va.wrapping_add(index);
+            let byte = match self.translate(hart, address, 1, access)? {
+                Target::Ram(offset) => self.ram.load_at_offset(offset, 1),
+                // A device access straddling a page is not decoded by any device.
+                Target::Device(_) => None,
+            };
+            let byte = byte.ok_or(Fault { exception: access.access_fault(), tval: address })?;
+            value |= byte << (8 * index);
+        }
+        Ok(Loaded::Value(value))
+    }
+
+    /// Stores the low `size` bytes of `value` at `va`; `Ok(Some(gpa))` when the store falls on a device (nothing
+    /// is written then). A page-crossing store is checked for every byte before any byte is written.
+    #[inline(always)]
+    pub fn store(&mut self, hart: &Hart, va: u64, size: u64, value: u64) -> Result<Option<u64>, Fault> {
+        let fault = |tval| Fault { exception: Exception::StoreAccessFault, tval };
+        if (va & 0xfff) + size > 0x1000 {
+            let mut offsets = [0u64; 8];
+            for (index, slot) in offsets.iter_mut().enumerate().take(size.min(8) as usize) {
+                let address = va.wrapping_add(index as u64);
+                match self.translate(hart, address, 1, AccessType::Store)? {
+                    Target::Ram(offset) => *slot = offset,
+                    Target::Device(_) => return Err(fault(address)),
+                }
+            }
+            for (index, offset) in offsets.iter().enumerate().take(size.min(8) as usize) {
+                self.ram.store_at_offset(*offset, 1, value >> (8 * index)).ok_or(fault(va))?;
+            }
+            return Ok(None);
+        }
+        match self.translate(hart, va, size, AccessType::Store)? {
+            Target::Ram(offset) => self.ram.store_at_offset(offset, size, value).map(|()| None).ok_or(fault(va)),
+            Target::Device(gpa) => Ok(Some(gpa)),
+        }
+    }
+}
+
+/// The result of a load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    Value(u64),
+    /// The address falls outside RAM, on this guest real address.
+    Device(u64),
+}
