@@ -16,7 +16,8 @@
 //!
 //! Integer soft-float is exact by construction in every mode, has no dependency, runs identically on every
 //! target and never panics. Speed: a few dozen integer operations per instruction (division and square root
-//! use a `u128` divide / integer square root).
+//! use a `u128` divide / integer square root); on an x86-64 host in release, binary64 add, mul, div and FMA take
+//! about 12-22 ns and sqrt about 50 ns.
 //!
 //! # How an engine uses it
 //!
