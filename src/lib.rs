@@ -9,6 +9,7 @@
 
 pub mod dev;
 pub mod exec;
+pub mod fpu;
 pub mod hart;
 pub mod isa;
 pub mod mem;
