@@ -5,6 +5,7 @@
 //! (`trap`) calls [`Hart::read_csr`], [`Hart::write_csr`], [`Hart::take_trap`] and [`Hart::mret`]. Every method
 //! here accepts any value a guest can produce without panicking.
 
+use crate::fpu::FpState;
 use crate::isa::csr::{self, interrupt, mstatus, tvec};
 use crate::mem::pmp::Pmp;
 
@@ -105,6 +106,12 @@ impl HartConfig {
         Self { hart_id, extensions: Self::rv64imac_mu(hart_id).extensions | ext(b'S') }
     }
 
+    /// RV64GC (IMAFDC, Zicsr, Zifencei) with supervisor and user modes: QEMU `virt`'s harts.
+    pub const fn rv64gc(hart_id: u64) -> Self {
+        use csr::misa::ext;
+        Self { hart_id, extensions: Self::rv64imac_msu(hart_id).extensions | ext(b'F') | ext(b'D') }
+    }
+
     fn has(&self, letter: u8) -> bool {
         self.extensions & csr::misa::ext(letter) != 0
     }
@@ -178,8 +185,8 @@ pub struct CsrWriteEffect {
 pub struct Hart {
     /// Integer registers; `x[0]` is always zero (engines write through [`Hart::set_x`]).
     pub x: [u64; 32],
-    /// Floating-point registers as raw bits (NaN-boxed singles).
-    pub f: [u64; 32],
+    /// Floating-point registers (raw bits, NaN-boxed singles) and `fcsr`.
+    pub fp: FpState,
     pub pc: u64,
     pub privilege: Privilege,
     pub csrs: Csrs,
@@ -212,7 +219,7 @@ impl Hart {
     pub fn new(config: HartConfig) -> Self {
         let mut hart = Self {
             x: [0; 32],
-            f: [0; 32],
+            fp: FpState::new(),
             pc: 0,
             privilege: Privilege::Machine,
             csrs: Csrs::default(),
@@ -230,7 +237,7 @@ impl Hart {
     /// Resets the architectural state and puts the pc at `reset_pc`, in M-mode.
     pub fn reset(&mut self, reset_pc: u64) {
         self.x = [0; 32];
-        self.f = [0; 32];
+        self.fp = FpState::new();
         self.pc = reset_pc;
         self.privilege = Privilege::Machine;
         self.csrs = Csrs::default();
@@ -296,6 +303,14 @@ impl Hart {
                     _ => 0,
                 }
             }
+            FFLAGS | FRM | FCSR => {
+                self.check_fp_enabled()?;
+                match number {
+                    FFLAGS => self.fp.fflags(),
+                    FRM => self.fp.frm(),
+                    _ => self.fp.fcsr(),
+                }
+            }
             SSTATUS if supervisor => self.mstatus() & SSTATUS_MASK,
             SIE if supervisor => self.csrs.mie & self.csrs.mideleg,
             SIP if supervisor => self.mip() & self.csrs.mideleg,
@@ -346,6 +361,15 @@ impl Hart {
         let mut effect = CsrWriteEffect::default();
         use csr::*;
         match number {
+            FFLAGS | FRM | FCSR => {
+                self.check_fp_enabled()?;
+                match number {
+                    FFLAGS => self.fp.set_fflags(value),
+                    FRM => self.fp.set_frm(value),
+                    _ => self.fp.set_fcsr(value),
+                }
+                self.mark_fp_dirty();
+            }
             SSTATUS if supervisor => {
                 let status = (self.csrs.mstatus & !SSTATUS_MASK) | (value & SSTATUS_MASK);
                 effect.translation_changed = self.write_mstatus(status);
@@ -471,6 +495,25 @@ impl Hart {
         } else {
             Ok(())
         }
+    }
+
+    /// Whether floating-point instructions and CSRs may be used: F is implemented and `mstatus.FS` is not Off.
+    pub fn fp_enabled(&self) -> bool {
+        self.config.has(b'F') && self.csrs.mstatus & mstatus::FS != 0
+    }
+
+    fn check_fp_enabled(&self) -> Result<(), CsrAccessError> {
+        if self.fp_enabled() {
+            Ok(())
+        } else {
+            Err(CsrAccessError)
+        }
+    }
+
+    /// Records that floating-point state changed (`mstatus.FS` = Dirty).
+    #[inline(always)]
+    pub fn mark_fp_dirty(&mut self) {
+        self.csrs.mstatus |= mstatus::FS;
     }
 
     /// `satp` is out of S-mode's reach while `mstatus.TVM` is set.

@@ -167,7 +167,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     }
     let ram_size = usize::try_from(args.memory).map_err(|_| "guest RAM does not fit this host".to_string())?;
     let mut backing = vec![0u8; ram_size];
-    let config = HartConfig::rv64imac_msu(0);
+    let config = HartConfig::rv64gc(0);
 
     loop {
         backing.fill(0);

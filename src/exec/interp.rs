@@ -1,10 +1,11 @@
 //! The reference engine: fetch, decode and execute one instruction at a time, exactly as the unprivileged
-//! specification says (RV64IMAC + Zicsr + Zifencei; Zicsr and the privileged instructions are handed to the
-//! dispatcher). Faster engines are checked against this one, so clarity wins over speed here.
+//! specification says (RV64GC: IMAFDC + Zicsr + Zifencei; Zicsr and the privileged instructions are handed to
+//! the dispatcher, floating-point arithmetic to `fpu`). Faster engines are checked against this one, so clarity wins over speed here.
 
 use super::Engine;
+use crate::fpu;
 use crate::hart::{Exception, Hart, Reservation};
-use crate::isa::{self, AmoOp, AmoWidth, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
+use crate::isa::{self, AmoOp, AmoWidth, BranchCond, FpFormat, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::mmu::{Loaded, Memory, Target};
 use crate::mem::sv39::{AccessType, Fault};
 use crate::trap::{extend, Exit, MmioAccess, MmioKind};
@@ -176,11 +177,34 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
             memory.ram.store_at_offset(offset, size, new).ok_or(fault)?;
             hart.set_x(rd, old);
         }
-        // F and D are not implemented yet: `misa` does not advertise them and `mstatus.FS` is Off, so every
-        // floating-point instruction is illegal.
-        Inst::FpLoad { .. }
-        | Inst::FpStore { .. }
-        | Inst::FpFma { .. }
+        Inst::FpLoad { fmt, rd, rs1, offset } => {
+            if !hart.fp_enabled() {
+                return Err(illegal);
+            }
+            let addr = hart.x(rs1).wrapping_add(offset as i64 as u64);
+            let size = fp_size(fmt);
+            let value = match memory.load(hart, addr, size, AccessType::Load).map_err(exception)? {
+                Loaded::Value(value) => value,
+                // Device registers are integer-only here: an FP access to one is an access fault.
+                Loaded::Device(_) => return Err(Exit::Exception { cause: Exception::LoadAccessFault, tval: addr }),
+            };
+            hart.fp.f[(rd & 31) as usize] = match fmt {
+                FpFormat::S => fpu::nan_box(value as u32),
+                FpFormat::D => value,
+            };
+            hart.mark_fp_dirty();
+        }
+        Inst::FpStore { fmt, rs1, rs2, offset } => {
+            if !hart.fp_enabled() {
+                return Err(illegal);
+            }
+            let addr = hart.x(rs1).wrapping_add(offset as i64 as u64);
+            let value = hart.fp.f[(rs2 & 31) as usize];
+            if memory.store(hart, addr, fp_size(fmt), value).map_err(exception)?.is_some() {
+                return Err(Exit::Exception { cause: Exception::StoreAccessFault, tval: addr });
+            }
+        }
+        Inst::FpFma { .. }
         | Inst::FpArith { .. }
         | Inst::FpSqrt { .. }
         | Inst::FpSgnj { .. }
@@ -191,11 +215,27 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
         | Inst::FpMvToInt { .. }
         | Inst::FpMvFromInt { .. }
         | Inst::FpCmp { .. }
-        | Inst::FpClass { .. } => return Err(illegal),
+        | Inst::FpClass { .. } => {
+            if !hart.fp_enabled() {
+                return Err(illegal);
+            }
+            match fpu::execute(&decoded.inst, &mut hart.fp, &mut hart.x) {
+                Ok(true) => hart.mark_fp_dirty(),
+                Ok(false) => {}
+                Err(_) => return Err(illegal),
+            }
+        }
     }
     hart.pc = next_pc;
     hart.instret = hart.instret.wrapping_add(1);
     Ok(())
+}
+
+fn fp_size(fmt: FpFormat) -> u64 {
+    match fmt {
+        FpFormat::S => 4,
+        FpFormat::D => 8,
+    }
 }
 
 fn mmio(addr: u64, size: u64, kind: MmioKind, len: u64) -> Exit {
