@@ -6,6 +6,7 @@
 //! runs the demo guest built from this repository.
 
 mod console;
+mod disk;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,12 +19,13 @@ use trapeze::isa;
 use trapeze::mem::{Ram, RAM_BASE};
 use trapeze::trap::Exit;
 use trapeze::vm::boot;
-use trapeze::vm::fdt::{write_dtb, MachineDescription};
+use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription};
 use trapeze::vm::loader::{load_elf, load_raw};
-use trapeze::vm::virt::VirtDevices;
+use trapeze::vm::virt::{self, VirtDevices};
 use trapeze::vm::{Devices, RunOutcome, Vm, MAX_HARTS};
 
 use console::{HostClock, Stdio};
+use disk::FileDisk;
 
 /// The demo guest, built from `guests/demo` by the build script.
 const DEMO_GUEST: &[u8] = include_bytes!(env!("TRAPEZE_GUEST_DEMO"));
@@ -57,6 +59,9 @@ struct RunArgs {
     /// The kernel command line (/chosen/bootargs).
     #[arg(long)]
     append: Option<String>,
+    /// A raw disk image, attached as virtio-blk in the first virtio-mmio slot (0x1000_1000, IRQ 1).
+    #[arg(long)]
+    disk: Option<PathBuf>,
     /// Also write the generated devicetree blob to this file.
     #[arg(long)]
     dtb_out: Option<PathBuf>,
@@ -193,6 +198,10 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
         description.isa = &isa;
         description.bootargs = args.append.as_deref();
         description.initrd = initrd_range;
+        let disk_slot = [IrqDevice { base: virt::DISK_SLOT_BASE, size: 0x1000, irq: virt::DISK_SLOT_IRQ }];
+        if args.disk.is_some() {
+            description.virtio_mmio = &disk_slot;
+        }
         let mut blob = vec![0u8; 64 << 10];
         let length = write_dtb(&description, &mut blob).map_err(|e| format!("building the devicetree: {e:?}"))?;
         blob.truncate(length);
@@ -202,7 +211,10 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
         let (fdt, dynamic_info) =
             boot::place_devicetree(&mut ram, &blob, next_stage, end).map_err(|e| e.to_string())?;
 
-        let devices = VirtDevices::new(Stdio::new());
+        let mut devices = VirtDevices::new(Stdio::new());
+        if let Some(path) = &args.disk {
+            devices.attach_disk(FileDisk::open(path)?);
+        }
         let harts = (0..u64::from(args.smp)).map(|id| {
             let mut hart = Hart::new(HartConfig { hart_id: id, ..config });
             hart.reset(entry);
