@@ -83,7 +83,7 @@ impl Machine {
 
     /// Runs at most `limit` instructions from `RAM_BASE` in M-mode with `mtvec` = `MTVEC`.
     fn run(&mut self, limit: u64) -> (Hart, RunOutcome) {
-        let mut devices = VirtDevices::new(NullSerial);
+        let mut devices: VirtDevices<NullSerial> = VirtDevices::new(NullSerial);
         devices.extra.map(DEVICE_BASE, 0x100, &mut self.scratch).unwrap();
         let mut hart = Hart::new(HartConfig::rv64imac_mu(0));
         hart.reset(RAM_BASE);
