@@ -12,6 +12,19 @@ fi
 rustup target add --toolchain "$toolchain" riscv64gc-unknown-none-elf thumbv7m-none-eabi
 rustup component add --toolchain "$toolchain" rustfmt clippy
 
+# Real firmware the suite boots: Debian's OpenSBI and U-Boot for QEMU virt.
+missing=()
+for package in opensbi u-boot-qemu; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; }; then
+        echo "error: the tests need the Debian packages ${missing[*]}: install them with apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

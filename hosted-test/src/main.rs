@@ -71,7 +71,7 @@ struct RunArgs {
     /// Stop after this many instructions (exit status 3).
     #[arg(long)]
     max_insns: Option<u64>,
-    /// Number of harts.
+    /// Number of harts (also spelled `-smp N`, as for QEMU).
     #[arg(long = "smp", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=MAX_HARTS as i64))]
     smp: u8,
     /// Print one line per executed instruction to stderr: pc, word, disassembly, changed register.
@@ -104,7 +104,8 @@ fn parse_memory_size(text: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // QEMU spells it `-smp N`; clap's single-dash options are one letter, so accept QEMU's spelling here.
+    let cli = Cli::parse_from(std::env::args_os().map(|arg| if arg == "-smp" { "--smp".into() } else { arg }));
     let args = match cli.command {
         Some(Command::Run(args)) => args,
         None => RunArgs { memory: 128 << 20, ..RunArgs::default() },
