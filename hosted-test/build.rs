@@ -5,8 +5,9 @@
 //! own target directory under `OUT_DIR` (so it never waits on the outer build's lock), with the variables that the
 //! outer build exports and that would leak into a nested build removed. Each binary's absolute path becomes a
 //! compile-time environment variable of every target of this package (the `trapeze` binary, tests, benches):
-//! `TRAPEZE_GUEST_HELLO`, `TRAPEZE_GUEST_TRAPS`, `TRAPEZE_GUEST_ARITH`, `TRAPEZE_GUEST_AMO` and
-//! `TRAPEZE_GUEST_DEMO`, read with `env!`. If the Rust target is missing, it is installed with rustup.
+//! `TRAPEZE_GUEST_HELLO`, `TRAPEZE_GUEST_TRAPS`, `TRAPEZE_GUEST_ARITH`, `TRAPEZE_GUEST_AMO`,
+//! `TRAPEZE_GUEST_DEMO`, `TRAPEZE_GUEST_SV39`, `TRAPEZE_GUEST_INTERRUPTS`, `TRAPEZE_GUEST_FPU` and
+//! `TRAPEZE_GUEST_IDLE`, read with `env!`. If the Rust target is missing, it is installed with rustup.
 use std::env;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -16,10 +17,11 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 5] = ["hello", "traps", "arith", "amo", "demo"];
+const GUESTS: [&str; 9] = ["hello", "traps", "arith", "amo", "demo", "sv39", "interrupts", "fpu", "idle"];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 7] = ["rt", "torture", "hello", "traps", "arith", "amo", "demo"];
+const CRATES: [&str; 11] =
+    ["rt", "torture", "hello", "traps", "arith", "amo", "demo", "sv39", "interrupts", "fpu", "idle"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

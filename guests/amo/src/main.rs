@@ -68,29 +68,17 @@ const AMOS: [(&str, bool, AmoFn, ModelFn); 18] = [
     ("amoxor.w", true, amoxor_w, |a, b| a ^ b),
     ("amoand.w", true, amoand_w, |a, b| a & b),
     ("amoor.w", true, amoor_w, |a, b| a | b),
-    ("amomin.w", true, amomin_w, |a, b| {
-        (a as i32).min(b as i32) as u32 as u64
-    }),
-    ("amomax.w", true, amomax_w, |a, b| {
-        (a as i32).max(b as i32) as u32 as u64
-    }),
-    ("amominu.w", true, amominu_w, |a, b| {
-        (a as u32).min(b as u32) as u64
-    }),
-    ("amomaxu.w", true, amomaxu_w, |a, b| {
-        (a as u32).max(b as u32) as u64
-    }),
+    ("amomin.w", true, amomin_w, |a, b| (a as i32).min(b as i32) as u32 as u64),
+    ("amomax.w", true, amomax_w, |a, b| (a as i32).max(b as i32) as u32 as u64),
+    ("amominu.w", true, amominu_w, |a, b| (a as u32).min(b as u32) as u64),
+    ("amomaxu.w", true, amomaxu_w, |a, b| (a as u32).max(b as u32) as u64),
     ("amoswap.d", false, amoswap_d, |_, b| b),
     ("amoadd.d", false, amoadd_d, |a, b| a.wrapping_add(b)),
     ("amoxor.d", false, amoxor_d, |a, b| a ^ b),
     ("amoand.d", false, amoand_d, |a, b| a & b),
     ("amoor.d", false, amoor_d, |a, b| a | b),
-    ("amomin.d", false, amomin_d, |a, b| {
-        (a as i64).min(b as i64) as u64
-    }),
-    ("amomax.d", false, amomax_d, |a, b| {
-        (a as i64).max(b as i64) as u64
-    }),
+    ("amomin.d", false, amomin_d, |a, b| (a as i64).min(b as i64) as u64),
+    ("amomax.d", false, amomax_d, |a, b| (a as i64).max(b as i64) as u64),
     ("amominu.d", false, amominu_d, |a, b| a.min(b)),
     ("amomaxu.d", false, amomaxu_d, |a, b| a.max(b)),
 ];
@@ -174,14 +162,9 @@ fn check_amos(t: &mut Tally) {
                     write(2, !GUARD);
                     let (initial, expect_mem, expect_rd) = if word {
                         let shift = 8 * offset as u32;
-                        let initial = GUARD.rotate_left(13) & !(0xffff_ffff << shift)
-                            | ((old & 0xffff_ffff) << shift);
+                        let initial = GUARD.rotate_left(13) & !(0xffff_ffff << shift) | ((old & 0xffff_ffff) << shift);
                         let new = model(old, src) & 0xffff_ffff;
-                        (
-                            initial,
-                            initial & !(0xffff_ffff << shift) | (new << shift),
-                            sext32(old),
-                        )
+                        (initial, initial & !(0xffff_ffff << shift) | (new << shift), sext32(old))
                     } else {
                         (old, model(old, src), old)
                     };
@@ -205,14 +188,9 @@ fn check_amos(t: &mut Tally) {
     let failed_before = t.failed;
     write(1, 40);
     // SAFETY: cell 1 is an aligned doubleword of the test buffer.
-    unsafe {
-        asm!("amoadd.d zero, {src}, ({addr})", src = in(reg) 2u64, addr = in(reg) cell(1), options(nostack))
-    };
+    unsafe { asm!("amoadd.d zero, {src}, ({addr})", src = in(reg) 2u64, addr = in(reg) cell(1), options(nostack)) };
     let mem = read(1);
-    t.check(
-        mem == 42,
-        format_args!("amoadd.d with rd = zero: mem {mem} (want 42)"),
-    );
+    t.check(mem == 42, format_args!("amoadd.d with rd = zero: mem {mem} (want 42)"));
     t.group(failed_before, "amoadd.d with rd = zero updates memory");
 }
 
@@ -238,25 +216,13 @@ fn check_lr_sc(t: &mut Tally) {
     let failed_before = t.failed;
     let pairs: [(&str, bool, LrScFn); 8] = [
         ("lr.w/sc.w", true, |a, v| lr_sc!("lr.w", "sc.w", a, v)),
-        ("lr.w.aq/sc.w.rl", true, |a, v| {
-            lr_sc!("lr.w.aq", "sc.w.rl", a, v)
-        }),
-        ("lr.w.rl/sc.w.aq", true, |a, v| {
-            lr_sc!("lr.w.rl", "sc.w.aq", a, v)
-        }),
-        ("lr.w.aqrl/sc.w.aqrl", true, |a, v| {
-            lr_sc!("lr.w.aqrl", "sc.w.aqrl", a, v)
-        }),
+        ("lr.w.aq/sc.w.rl", true, |a, v| lr_sc!("lr.w.aq", "sc.w.rl", a, v)),
+        ("lr.w.rl/sc.w.aq", true, |a, v| lr_sc!("lr.w.rl", "sc.w.aq", a, v)),
+        ("lr.w.aqrl/sc.w.aqrl", true, |a, v| lr_sc!("lr.w.aqrl", "sc.w.aqrl", a, v)),
         ("lr.d/sc.d", false, |a, v| lr_sc!("lr.d", "sc.d", a, v)),
-        ("lr.d.aq/sc.d.rl", false, |a, v| {
-            lr_sc!("lr.d.aq", "sc.d.rl", a, v)
-        }),
-        ("lr.d.rl/sc.d.aq", false, |a, v| {
-            lr_sc!("lr.d.rl", "sc.d.aq", a, v)
-        }),
-        ("lr.d.aqrl/sc.d.aqrl", false, |a, v| {
-            lr_sc!("lr.d.aqrl", "sc.d.aqrl", a, v)
-        }),
+        ("lr.d.aq/sc.d.rl", false, |a, v| lr_sc!("lr.d.aq", "sc.d.rl", a, v)),
+        ("lr.d.rl/sc.d.aq", false, |a, v| lr_sc!("lr.d.rl", "sc.d.aq", a, v)),
+        ("lr.d.aqrl/sc.d.aqrl", false, |a, v| lr_sc!("lr.d.aqrl", "sc.d.aqrl", a, v)),
     ];
     for (name, word, pair) in pairs {
         let initial = 0x1357_9bdf_8000_0001u64;
@@ -264,14 +230,8 @@ fn check_lr_sc(t: &mut Tally) {
         write(1, initial);
         let (loaded, result) = pair(cell(1), new);
         let mem = read(1);
-        let (want_loaded, want_mem) = if word {
-            (
-                sext32(initial),
-                (initial & !0xffff_ffff) | (new & 0xffff_ffff),
-            )
-        } else {
-            (initial, new)
-        };
+        let (want_loaded, want_mem) =
+            if word { (sext32(initial), (initial & !0xffff_ffff) | (new & 0xffff_ffff)) } else { (initial, new) };
         t.check(
             loaded == want_loaded && result == 0 && mem == want_mem,
             format_args!(
@@ -279,10 +239,7 @@ fn check_lr_sc(t: &mut Tally) {
             ),
         );
     }
-    t.group(
-        failed_before,
-        "lr/sc succeed (sc returns 0, memory updated, lr.w sign-extends, sc.w writes 32 bits)",
-    );
+    t.group(failed_before, "lr/sc succeed (sc returns 0, memory updated, lr.w sign-extends, sc.w writes 32 bits)");
 
     // An SC with no reservation: any SC clears the reservation, so one to a scratch cell first.
     let failed_before = t.failed;
@@ -303,15 +260,10 @@ fn check_lr_sc(t: &mut Tally) {
         let mem = read(1);
         t.check(
             result != 0 && mem == 0x1111_2222_3333_4444,
-            format_args!(
-                "{name} without a reservation: sc {result} mem {mem:#x} (want nonzero, unchanged)"
-            ),
+            format_args!("{name} without a reservation: sc {result} mem {mem:#x} (want nonzero, unchanged)"),
         );
     }
-    t.group(
-        failed_before,
-        "sc without a reservation fails, memory unchanged",
-    );
+    t.group(failed_before, "sc without a reservation fails, memory unchanged");
 
     // LR, a successful SC, then a second SC to the same address: the reservation is gone.
     let failed_before = t.failed;
@@ -333,13 +285,12 @@ fn check_lr_sc(t: &mut Tally) {
         let mem = read(1);
         t.check(
             first == 0 && second != 0 && mem == 8,
-            format_args!("{name} after an intervening sc: first {first} second {second} mem {mem} (want 0, nonzero, 8)"),
+            format_args!(
+                "{name} after an intervening sc: first {first} second {second} mem {mem} (want 0, nonzero, 8)"
+            ),
         );
     }
-    t.group(
-        failed_before,
-        "sc after an intervening sc to the same address fails",
-    );
+    t.group(failed_before, "sc after an intervening sc to the same address fails");
 
     // Atomic counters: LR/SC retry loops and amoadd.
     let failed_before = t.failed;
@@ -356,48 +307,28 @@ fn check_lr_sc(t: &mut Tally) {
         }
     }
     let (count, count_w) = (read(1), read(2));
-    t.check(
-        count == N,
-        format_args!("lr.d/sc.d counter: {count} (want {N})"),
-    );
+    t.check(count == N, format_args!("lr.d/sc.d counter: {count} (want {N})"));
     t.check(
         count_w == 0xffff_ffff_0000_0000 | (3 * N),
-        format_args!(
-            "lr.w/sc.w counter: {count_w:#x} (want {:#x})",
-            0xffff_ffff_0000_0000 | (3 * N)
-        ),
+        format_args!("lr.w/sc.w counter: {count_w:#x} (want {:#x})", 0xffff_ffff_0000_0000 | (3 * N)),
     );
     write(3, 0);
     for i in 0..N {
         amoadd_d(3, cell(3), i);
     }
     let sum = read(3);
-    t.check(
-        sum == N * (N - 1) / 2,
-        format_args!("amoadd.d.aqrl counter: {sum} (want {})", N * (N - 1) / 2),
-    );
-    t.group(
-        failed_before,
-        "atomic counters with lr/sc retry loops and amoadd",
-    );
+    t.check(sum == N * (N - 1) / 2, format_args!("amoadd.d.aqrl counter: {sum} (want {})", N * (N - 1) / 2));
+    t.group(failed_before, "atomic counters with lr/sc retry loops and amoadd");
 }
 
 fn check_rust_atomics(t: &mut Tally) {
     let failed_before = t.failed;
     static A32: AtomicU32 = AtomicU32::new(5);
     static A64: AtomicU64 = AtomicU64::new(u64::MAX);
-    static BYTES: [AtomicU8; 4] = [
-        AtomicU8::new(1),
-        AtomicU8::new(2),
-        AtomicU8::new(3),
-        AtomicU8::new(4),
-    ];
+    static BYTES: [AtomicU8; 4] = [AtomicU8::new(1), AtomicU8::new(2), AtomicU8::new(3), AtomicU8::new(4)];
 
     let old = A32.fetch_add(10, Ordering::SeqCst);
-    t.check(
-        old == 5 && A32.load(Ordering::SeqCst) == 15,
-        format_args!("AtomicU32::fetch_add"),
-    );
+    t.check(old == 5 && A32.load(Ordering::SeqCst) == 15, format_args!("AtomicU32::fetch_add"));
     let failed = A32.compare_exchange(14, 0, Ordering::AcqRel, Ordering::Acquire);
     let swapped = A32.compare_exchange(15, 99, Ordering::AcqRel, Ordering::Acquire);
     t.check(
@@ -414,19 +345,13 @@ fn check_rust_atomics(t: &mut Tally) {
     let old = BYTES[1].fetch_add(0xff, Ordering::SeqCst);
     let old3 = BYTES[2].swap(0x80, Ordering::SeqCst);
     let values: [u8; 4] = core::array::from_fn(|i| BYTES[i].load(Ordering::SeqCst));
-    t.check(
-        old == 2 && old3 == 3 && values == [1, 1, 0x80, 4],
-        format_args!("AtomicU8 fetch_add/swap: {values:?}"),
-    );
+    t.check(old == 2 && old3 == 3 && values == [1, 1, 0x80, 4], format_args!("AtomicU8 fetch_add/swap: {values:?}"));
     t.group(failed_before, "Rust core::sync::atomic operations");
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn main() -> u32 {
-    let mut t = Tally {
-        checks: 0,
-        failed: 0,
-    };
+    let mut t = Tally { checks: 0, failed: 0 };
     check_amos(&mut t);
     check_lr_sc(&mut t);
     check_rust_atomics(&mut t);

@@ -124,12 +124,7 @@ pub fn park() -> ! {
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     match info.location() {
-        Some(loc) => println!(
-            "FAIL: panic at {}:{}: {}",
-            loc.file(),
-            loc.line(),
-            info.message()
-        ),
+        Some(loc) => println!("FAIL: panic at {}:{}: {}", loc.file(), loc.line(), info.message()),
         None => println!("FAIL: panic: {}", info.message()),
     }
     exit(101)

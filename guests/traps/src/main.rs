@@ -299,10 +299,7 @@ static IN_HANDLER: AtomicBool = AtomicBool::new(false);
 
 fn handler(frame: &mut TrapFrame) {
     if IN_HANDLER.swap(true, SeqCst) {
-        println!(
-            "FAIL: trap inside the trap handler: mcause={:#x} mepc={:#x}",
-            frame.mcause, frame.mepc
-        );
+        println!("FAIL: trap inside the trap handler: mcause={:#x} mepc={:#x}", frame.mcause, frame.mepc);
         rt::exit(103);
     }
     TRAPS.fetch_add(1, SeqCst);
@@ -319,9 +316,7 @@ fn handler(frame: &mut TrapFrame) {
         frame.set_previous_privilege(3);
         frame.set_return_pc(addr(t_user_return));
         SKIPPED.store(0, SeqCst);
-    } else if frame.code() == trap::INSTRUCTION_ACCESS_FAULT
-        || frame.code() == trap::INSTRUCTION_MISALIGNED
-    {
+    } else if frame.code() == trap::INSTRUCTION_ACCESS_FAULT || frame.code() == trap::INSTRUCTION_MISALIGNED {
         // A jump to a bad address: return to the caller of the jumping snippet.
         frame.set_return_pc(frame.regs[1]);
         SKIPPED.store(0, SeqCst);
@@ -359,21 +354,11 @@ struct Expect {
 }
 
 /// Runs `f`, which must trap exactly once as `want` says, and checks `result_ok` on what `f` returned.
-fn expect_trap<R: core::fmt::Debug>(
-    name: &str,
-    want: Expect,
-    f: impl FnOnce() -> R,
-    result_ok: impl Fn(&R) -> bool,
-) {
+fn expect_trap<R: core::fmt::Debug>(name: &str, want: Expect, f: impl FnOnce() -> R, result_ok: impl Fn(&R) -> bool) {
     let before = TRAPS.load(SeqCst);
     let result = f();
     let traps = TRAPS.load(SeqCst) - before;
-    let (cause, epc, tval, mpp) = (
-        CAUSE.load(SeqCst),
-        EPC.load(SeqCst),
-        TVAL.load(SeqCst),
-        MPP.load(SeqCst),
-    );
+    let (cause, epc, tval, mpp) = (CAUSE.load(SeqCst), EPC.load(SeqCst), TVAL.load(SeqCst), MPP.load(SeqCst));
     let passed = traps == 1
         && cause == want.cause
         && epc == want.epc
@@ -392,23 +377,12 @@ fn expect_trap<R: core::fmt::Debug>(
 }
 
 /// Runs `f`, which must not trap, and checks `result_ok` on what it returned.
-fn expect_no_trap<R: core::fmt::Debug>(
-    name: &str,
-    f: impl FnOnce() -> R,
-    result_ok: impl Fn(&R) -> bool,
-) {
+fn expect_no_trap<R: core::fmt::Debug>(name: &str, f: impl FnOnce() -> R, result_ok: impl Fn(&R) -> bool) {
     let before = TRAPS.load(SeqCst);
     let result = f();
     let traps = TRAPS.load(SeqCst) - before;
     let passed = traps == 0 && result_ok(&result);
-    check(
-        name,
-        passed,
-        format_args!(
-            "{traps} trap(s) (last mcause={}), result={result:x?}",
-            CAUSE.load(SeqCst)
-        ),
-    );
+    check(name, passed, format_args!("{traps} trap(s) (last mcause={}), result={result:x?}", CAUSE.load(SeqCst)));
 }
 
 const M: u64 = 3;
@@ -442,20 +416,12 @@ fn buffer_le(offset: usize, len: usize) -> u64 {
 
 fn check_csrs() {
     let hartid = csr_read!("mhartid");
-    check(
-        "mhartid is 0",
-        hartid == 0,
-        format_args!("mhartid={hartid}"),
-    );
+    check("mhartid is 0", hartid == 0, format_args!("mhartid={hartid}"));
 
     let misa = csr_read!("misa");
     let mxl = misa >> 62;
     let letters = |s: &str| s.bytes().all(|c| misa & (1 << (c - b'A')) != 0);
-    check(
-        "misa: MXL=2 (RV64) with I, M, A, C",
-        mxl == 2 && letters("IMAC"),
-        format_args!("misa={misa:#x}"),
-    );
+    check("misa: MXL=2 (RV64) with I, M, A, C", mxl == 2 && letters("IMAC"), format_args!("misa={misa:#x}"));
 
     csr_write!("mscratch", 0x0123_4567_89ab_cdef);
     let first = csr_read!("mscratch");
@@ -480,12 +446,7 @@ fn check_csrs() {
 fn check_exceptions() {
     expect_trap(
         "ecall from M: mcause 11, mepc at the ecall, mtval 0",
-        Expect {
-            cause: trap::ECALL_FROM_M,
-            epc: addr(t_ecall_at),
-            tval: Some(0),
-            mpp: M,
-        },
+        Expect { cause: trap::ECALL_FROM_M, epc: addr(t_ecall_at), tval: Some(0), mpp: M },
         // SAFETY: the snippets only touch their argument registers; the handler resumes them.
         || unsafe { t_ecall() },
         |r| *r == 1,
@@ -493,12 +454,7 @@ fn check_exceptions() {
     let ebreak_epc = addr(t_ebreak_at);
     expect_trap(
         "ebreak: mcause 3, mepc at the ebreak, resumes 4 bytes later",
-        Expect {
-            cause: trap::BREAKPOINT,
-            epc: ebreak_epc,
-            tval: None,
-            mpp: M,
-        },
+        Expect { cause: trap::BREAKPOINT, epc: ebreak_epc, tval: None, mpp: M },
         // SAFETY: as above.
         || unsafe { t_ebreak() },
         |r| *r == 1 && SKIPPED.load(SeqCst) == 4 && [0, ebreak_epc].contains(&TVAL.load(SeqCst)),
@@ -506,36 +462,21 @@ fn check_exceptions() {
     let cebreak_epc = addr(t_cebreak_at);
     expect_trap(
         "c.ebreak: mcause 3, mepc at the c.ebreak, resumes 2 bytes later",
-        Expect {
-            cause: trap::BREAKPOINT,
-            epc: cebreak_epc,
-            tval: None,
-            mpp: M,
-        },
+        Expect { cause: trap::BREAKPOINT, epc: cebreak_epc, tval: None, mpp: M },
         // SAFETY: as above.
         || unsafe { t_cebreak() },
         |r| *r == 1 && SKIPPED.load(SeqCst) == 2 && [0, cebreak_epc].contains(&TVAL.load(SeqCst)),
     );
     expect_trap(
         "illegal c.unimp (0x0000): mcause 2, mtval 0",
-        Expect {
-            cause: trap::ILLEGAL_INSTRUCTION,
-            epc: addr(t_cunimp_at),
-            tval: Some(0),
-            mpp: M,
-        },
+        Expect { cause: trap::ILLEGAL_INSTRUCTION, epc: addr(t_cunimp_at), tval: Some(0), mpp: M },
         // SAFETY: as above.
         || unsafe { t_cunimp() },
         |r| *r == 1 && SKIPPED.load(SeqCst) == 2,
     );
     expect_trap(
         "illegal word 0xffffffff: mcause 2, mtval the word",
-        Expect {
-            cause: trap::ILLEGAL_INSTRUCTION,
-            epc: addr(t_illegal_word_at),
-            tval: Some(0xffff_ffff),
-            mpp: M,
-        },
+        Expect { cause: trap::ILLEGAL_INSTRUCTION, epc: addr(t_illegal_word_at), tval: Some(0xffff_ffff), mpp: M },
         // SAFETY: as above.
         || unsafe { t_illegal_word() },
         |r| *r == 1,
@@ -572,11 +513,7 @@ const HOLE: usize = 0x0800_0000;
 
 fn check_access_faults() {
     let cases: [(&str, &str, usize); 2] = [
-        (
-            "ld from 0x0: load access fault, mtval the address",
-            "sd to 0x0: store access fault, mtval the address",
-            0,
-        ),
+        ("ld from 0x0: load access fault, mtval the address", "sd to 0x0: store access fault, mtval the address", 0),
         (
             "ld from 0x0800_0000: load access fault, mtval the address",
             "sd to 0x0800_0000: store access fault, mtval the address",
@@ -586,24 +523,14 @@ fn check_access_faults() {
     for (load, store, bad) in cases {
         expect_trap(
             load,
-            Expect {
-                cause: trap::LOAD_ACCESS_FAULT,
-                epc: addr(t_ld_at),
-                tval: Some(bad as u64),
-                mpp: M,
-            },
+            Expect { cause: trap::LOAD_ACCESS_FAULT, epc: addr(t_ld_at), tval: Some(bad as u64), mpp: M },
             // SAFETY: the access faults and the handler skips it.
             || unsafe { t_ld(bad) },
             |r| *r == bad as u64,
         );
         expect_trap(
             store,
-            Expect {
-                cause: trap::STORE_ACCESS_FAULT,
-                epc: addr(t_sd_at),
-                tval: Some(bad as u64),
-                mpp: M,
-            },
+            Expect { cause: trap::STORE_ACCESS_FAULT, epc: addr(t_sd_at), tval: Some(bad as u64), mpp: M },
             // SAFETY: as above.
             || unsafe { t_sd(bad, 0x1234) },
             |_| true,
@@ -611,36 +538,21 @@ fn check_access_faults() {
     }
     expect_trap(
         "lbu from 0x0800_0007: load access fault",
-        Expect {
-            cause: trap::LOAD_ACCESS_FAULT,
-            epc: addr(t_lbu_at),
-            tval: Some(HOLE as u64 + 7),
-            mpp: M,
-        },
+        Expect { cause: trap::LOAD_ACCESS_FAULT, epc: addr(t_lbu_at), tval: Some(HOLE as u64 + 7), mpp: M },
         // SAFETY: as above.
         || unsafe { t_lbu(HOLE + 7) },
         |_| true,
     );
     expect_trap(
         "sb to 0x0800_0007: store access fault",
-        Expect {
-            cause: trap::STORE_ACCESS_FAULT,
-            epc: addr(t_sb_at),
-            tval: Some(HOLE as u64 + 7),
-            mpp: M,
-        },
+        Expect { cause: trap::STORE_ACCESS_FAULT, epc: addr(t_sb_at), tval: Some(HOLE as u64 + 7), mpp: M },
         // SAFETY: as above.
         || unsafe { t_sb(HOLE + 7, 0x5a) },
         |_| true,
     );
     expect_trap(
         "jump to 0x0800_0000: instruction access fault, mepc and mtval the target",
-        Expect {
-            cause: trap::INSTRUCTION_ACCESS_FAULT,
-            epc: HOLE as u64,
-            tval: Some(HOLE as u64),
-            mpp: M,
-        },
+        Expect { cause: trap::INSTRUCTION_ACCESS_FAULT, epc: HOLE as u64, tval: Some(HOLE as u64), mpp: M },
         // SAFETY: the fetch faults and the handler returns to this caller.
         || unsafe { t_jump(HOLE) },
         |_| true,
@@ -720,59 +632,18 @@ fn check_misaligned_atomics() {
     fill_buffer();
     let untouched = || (0..4).all(|i| buffer_le(i * 8, 8) == snapshot(i));
     let misaligned: [(&str, usize, u64, unsafe extern "C" fn(), u64); 6] = [
-        (
-            "misaligned lr.w (+2): load address misaligned, mtval the address",
-            2,
-            trap::LOAD_MISALIGNED,
-            t_lr_w_at,
-            0,
-        ),
-        (
-            "misaligned lr.d (+4): load address misaligned",
-            4,
-            trap::LOAD_MISALIGNED,
-            t_lr_d_at,
-            1,
-        ),
-        (
-            "misaligned sc.w (+2): store/AMO address misaligned",
-            2,
-            trap::STORE_MISALIGNED,
-            t_sc_w_at,
-            2,
-        ),
-        (
-            "misaligned sc.d (+4): store/AMO address misaligned",
-            4,
-            trap::STORE_MISALIGNED,
-            t_sc_d_at,
-            3,
-        ),
-        (
-            "misaligned amoadd.w (+1): store/AMO address misaligned",
-            1,
-            trap::STORE_MISALIGNED,
-            t_amoadd_w_at,
-            4,
-        ),
-        (
-            "misaligned amoswap.d (+12): store/AMO address misaligned",
-            12,
-            trap::STORE_MISALIGNED,
-            t_amoswap_d_at,
-            5,
-        ),
+        ("misaligned lr.w (+2): load address misaligned, mtval the address", 2, trap::LOAD_MISALIGNED, t_lr_w_at, 0),
+        ("misaligned lr.d (+4): load address misaligned", 4, trap::LOAD_MISALIGNED, t_lr_d_at, 1),
+        ("misaligned sc.w (+2): store/AMO address misaligned", 2, trap::STORE_MISALIGNED, t_sc_w_at, 2),
+        ("misaligned sc.d (+4): store/AMO address misaligned", 4, trap::STORE_MISALIGNED, t_sc_d_at, 3),
+        ("misaligned amoadd.w (+1): store/AMO address misaligned", 1, trap::STORE_MISALIGNED, t_amoadd_w_at, 4),
+        ("misaligned amoswap.d (+12): store/AMO address misaligned", 12, trap::STORE_MISALIGNED, t_amoswap_d_at, 5),
     ];
     for (name, offset, cause, at, which) in misaligned {
         let a = base + offset;
         expect_trap(
             name,
-            Expect {
-                cause,
-                epc: addr(at),
-                tval: Some(a as u64),
-                mpp: M,
-            },
+            Expect { cause, epc: addr(at), tval: Some(a as u64), mpp: M },
             // SAFETY: the access is misaligned and traps; the handler skips it.
             || unsafe {
                 match which {
@@ -791,9 +662,7 @@ fn check_misaligned_atomics() {
 
 /// The 8 bytes at `8 * i` of the freshly filled buffer.
 fn snapshot(i: usize) -> u64 {
-    (0..8).fold(0, |v, j| {
-        v | (u64::from(0x10 + ((8 * i + j) as u8) * 7) << (8 * j))
-    })
+    (0..8).fold(0, |v, j| v | (u64::from(0x10 + ((8 * i + j) as u8) * 7) << (8 * j)))
 }
 
 fn check_user_mode() {
@@ -801,12 +670,7 @@ fn check_user_mode() {
     unsafe { t_pmp_open() };
     expect_trap(
         "mret to U-mode, ecall from U: mcause 8, MPP 0",
-        Expect {
-            cause: trap::ECALL_FROM_U,
-            epc: addr(t_user_ecall_at),
-            tval: Some(0),
-            mpp: 0,
-        },
+        Expect { cause: trap::ECALL_FROM_U, epc: addr(t_user_ecall_at), tval: Some(0), mpp: 0 },
         // SAFETY: the snippet enters U-mode; the handler returns from it in M-mode.
         || unsafe { t_user_ecall() },
         |_| true,
