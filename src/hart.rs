@@ -351,6 +351,13 @@ impl Hart {
         Ok(value)
     }
 
+    /// The value a CSRRS/CSRRC of `number` sets or clears bits in, when it differs from what the CSR reads:
+    /// for `mip` only the software-writable bits take part, not the device lines ORed into reads (the
+    /// privileged specification says so for SEIP), so a read-modify-write never latches a device's line.
+    pub fn read_modify_write_base(&self, number: u16) -> Option<u64> {
+        (number == csr::MIP).then_some(self.csrs.mip)
+    }
+
     /// Writes CSR `number` as an instruction in the current mode would, applying its WARL rules.
     pub fn write_csr(&mut self, number: u16, value: u64) -> Result<CsrWriteEffect, CsrAccessError> {
         self.check_access(number)?;
@@ -818,6 +825,17 @@ mod tests {
         hart.privilege = Privilege::Supervisor;
         assert!(hart.read_csr(csr::SATP, 0).is_err());
         assert!(hart.write_csr(csr::SATP, 0).is_err());
+    }
+
+    #[test]
+    fn a_read_modify_write_of_mip_never_latches_a_device_line() {
+        let mut hart = supervisor_hart();
+        hart.interrupt_lines = interrupt::SEI | interrupt::MTI;
+        assert_eq!(hart.read_csr(csr::MIP, 0), Ok(interrupt::SEI | interrupt::MTI));
+        let base = hart.read_modify_write_base(csr::MIP).unwrap();
+        hart.write_csr(csr::MIP, base | interrupt::SSI).unwrap();
+        hart.interrupt_lines = 0;
+        assert_eq!(hart.mip(), interrupt::SSI, "SEIP went with the PLIC's line");
     }
 
     #[test]

@@ -234,13 +234,15 @@ fn csr_instruction(
     }
     // Even a CSRRW that discards the old value must name an accessible CSR, so the read always happens.
     let old = hart.read_csr(csr, time)?;
+    // CSRRS/CSRRC modify only the software-writable bits (mip.SEIP is also driven by the PLIC).
+    let base = hart.read_modify_write_base(csr).unwrap_or(old);
     // The instruction retires before its write lands, so a write to minstret is what the next one reads.
     hart.instret = hart.instret.wrapping_add(1);
     if writes {
         let new = match op {
             CsrOp::Rw | CsrOp::Rwi => operand,
-            CsrOp::Rs | CsrOp::Rsi => old | operand,
-            CsrOp::Rc | CsrOp::Rci => old & !operand,
+            CsrOp::Rs | CsrOp::Rsi => base | operand,
+            CsrOp::Rc | CsrOp::Rci => base & !operand,
         };
         match hart.write_csr(csr, new) {
             Ok(effect) if effect.translation_changed => platform.flush_translations(FlushScope::All),

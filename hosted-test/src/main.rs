@@ -22,7 +22,7 @@ use trapeze::vm::boot;
 use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription};
 use trapeze::vm::loader::{load_elf, load_raw};
 use trapeze::vm::virt::{self, VirtDevices};
-use trapeze::vm::{Devices, RunOutcome, Vm, MAX_HARTS};
+use trapeze::vm::{Devices, RunOutcome, TimeSource, Vm, MAX_HARTS};
 
 use console::{HostClock, Stdio};
 use disk::FileDisk;
@@ -74,9 +74,14 @@ struct RunArgs {
     /// Number of harts (also spelled `-smp N`, as for QEMU).
     #[arg(long = "smp", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=MAX_HARTS as i64))]
     smp: u8,
-    /// Print one line per executed instruction to stderr: pc, word, disassembly, changed register.
-    #[arg(long)]
-    trace: bool,
+    /// Guest time advances 2^SHIFT ns per instruction instead of following the host clock (QEMU's
+    /// `-icount shift=SHIFT`): runs become repeatable.
+    #[arg(long, value_name = "SHIFT", value_parser = clap::value_parser!(u32).range(0..=10))]
+    icount: Option<u32>,
+    /// Print one line per executed instruction to stderr: pc, word, disassembly, changed register, trap;
+    /// `--trace=N` starts after the first N instructions.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+    trace: Option<u64>,
 }
 
 /// Exit status when the instruction limit ends the run.
@@ -231,11 +236,18 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
         if let Some(htif) = htif {
             vm.attach_htif(htif, &mut htif_console);
         }
+        if let Some(shift) = args.icount {
+            vm.set_time_source(TimeSource::Instructions { shift });
+        }
         let mut engine = Interpreter;
-        let outcome = if args.trace {
-            run_traced(&mut vm, &mut engine, args.max_insns)
-        } else {
-            vm.run(&mut engine, args.max_insns)
+        let outcome = match args.trace {
+            Some(start) => match vm.run(&mut engine, Some(start)) {
+                RunOutcome::InstructionLimit if args.max_insns.is_none_or(|limit| limit > start) => {
+                    run_traced(&mut vm, &mut engine, args.max_insns)
+                }
+                outcome => outcome,
+            },
+            None => vm.run(&mut engine, args.max_insns),
         };
         console::flush_stdout();
         match outcome {
@@ -246,10 +258,18 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
                 return Ok(ExitCode::from(u8::try_from(code).ok().filter(|&c| c != 0).unwrap_or(1)));
             }
             RunOutcome::InstructionLimit => {
-                eprintln!(
-                    "trapeze: instruction limit reached after {} instructions (pc {:#x})",
-                    vm.steps, vm.harts[vm.last_exit.0].pc
-                );
+                eprintln!("trapeze: instruction limit reached after {} instructions", vm.steps);
+                for hart in &vm.harts {
+                    eprintln!(
+                        "trapeze: hart {} at pc {:#x} in {:?} mode (mstatus {:#x}, mip {:#x}, mie {:#x})",
+                        hart.config.hart_id,
+                        hart.pc,
+                        hart.privilege,
+                        hart.mstatus(),
+                        hart.mip(),
+                        hart.csrs.mie
+                    );
+                }
                 return Ok(ExitCode::from(EXIT_INSTRUCTION_LIMIT));
             }
             RunOutcome::Reset => {

@@ -54,6 +54,16 @@ pub trait Devices {
     }
 }
 
+/// How guest time advances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSource {
+    /// The host's clock: guest time is wall-clock time, and an idle guest lets the host sleep.
+    Host,
+    /// Instruction counting, as QEMU's `-icount shift=N`: every executed instruction is 2^`shift` ns, and
+    /// when every hart waits, time jumps to the next timer deadline. Runs are repeatable.
+    Instructions { shift: u32 },
+}
+
 /// Why [`Vm::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunOutcome {
@@ -97,6 +107,9 @@ pub struct Vm<'a, D: Devices> {
     tlbs: [Tlb; MAX_HARTS],
     pub devices: D,
     clock: &'a mut dyn Clock,
+    time_source: TimeSource,
+    /// Ticks skipped over idle periods under [`TimeSource::Instructions`].
+    skipped_ticks: u64,
     dispatcher: Dispatcher,
     /// Instructions executed or attempted (an instruction that traps counts too, so a trap loop still ends).
     pub steps: u64,
@@ -160,6 +173,8 @@ impl<'a, D: Devices> Vm<'a, D> {
             tlbs: core::array::from_fn(|_| Tlb::new()),
             devices,
             clock,
+            time_source: TimeSource::Host,
+            skipped_ticks: 0,
             dispatcher: Dispatcher::new(),
             steps: 0,
             last_exit: (0, Exit::BudgetExhausted),
@@ -170,6 +185,35 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// Serves the HTIF protocol at the `tohost`/`fromhost` words `htif` names, with output to `console`.
     pub fn attach_htif(&mut self, htif: Htif, console: &'a mut dyn SerialBackend) {
         self.htif = Some((htif, console));
+    }
+
+    /// Chooses how guest time advances (the host's clock by default).
+    pub fn set_time_source(&mut self, source: TimeSource) {
+        self.time_source = source;
+    }
+
+    /// The current time in ticks of the timebase, from the time source.
+    fn now(&mut self) -> u64 {
+        match self.time_source {
+            TimeSource::Host => self.clock.now(),
+            TimeSource::Instructions { shift } => {
+                let nanoseconds = (self.steps as u128) << shift.min(32);
+                let ticks = nanoseconds / (1_000_000_000 / TIMEBASE_HZ) as u128;
+                (ticks as u64).wrapping_add(self.skipped_ticks)
+            }
+        }
+    }
+
+    /// Every hart waits for an interrupt: let time pass until the next deadline or host input.
+    fn idle(&mut self) {
+        if self.devices.input_pending() {
+            return;
+        }
+        let deadline = self.devices.ticks_until_deadline();
+        match (self.time_source, deadline) {
+            (TimeSource::Instructions { .. }, Some(ticks)) => self.skipped_ticks += ticks.max(1),
+            _ => self.clock.idle(deadline),
+        }
     }
 
     /// Runs until the guest powers off or resets, or `limit` instructions have been executed.
@@ -189,12 +233,10 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// Runs one slice of at most `budget` instructions on the next hart that can run, or sleeps when every
     /// hart waits for an interrupt. Returns an outcome when the guest asked the machine to stop.
     pub fn run_slice(&mut self, engine: &mut impl Engine, budget: u64) -> Option<RunOutcome> {
-        let now = self.clock.now();
+        let now = self.now();
         self.devices.update(now, &mut self.harts);
         let Some(index) = self.next_runnable_hart() else {
-            if !self.devices.input_pending() {
-                self.clock.idle(self.devices.ticks_until_deadline());
-            }
+            self.idle();
             return None;
         };
         let hart = &mut self.harts[index];
