@@ -25,6 +25,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+# Debian's riscv64 kernel and busybox for the Linux boot test.
+./tools/fetch-debian-riscv64.sh target/guest-images
+
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,87 @@
+//! Shared by the integration tests that boot real firmware and kernels: a running `trapeze` whose console the
+//! test reads and types into.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `trapeze` whose console the test reads and types into.
+pub struct Console {
+    child: Child,
+    stdin: ChildStdin,
+    output: Arc<Mutex<String>>,
+    /// Where the next `expect` starts looking.
+    cursor: usize,
+}
+
+impl Console {
+    pub fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trapeze"))
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("trapeze starts");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(count @ 1..) = stdout.read(&mut buffer) {
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..count]));
+            }
+        });
+        Self { child, stdin, output, cursor: 0 }
+    }
+
+    /// Waits until `text` appears after the cursor, and moves the cursor past it.
+    pub fn expect(&mut self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let output = self.output.lock().unwrap();
+                if let Some(found) = output[self.cursor..].find(text) {
+                    self.cursor += found + text.len();
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                let output = self.output.lock().unwrap();
+                panic!(
+                    "`{text}` did not appear within {timeout:?}; console after the cursor:\n{}",
+                    &output[self.cursor..]
+                );
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let output = self.output.lock().unwrap();
+                panic!("trapeze exited ({status}) before `{text}` appeared; console:\n{output}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        self.stdin.write_all(line.as_bytes()).unwrap();
+        self.stdin.write_all(b"\n").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Types `command` and waits (up to `timeout` each) for its echo and then for `answer`.
+    pub fn command_within(&mut self, timeout: Duration, command: &str, answer: &str) {
+        self.type_line(command);
+        self.expect(command, timeout);
+        self.expect(answer, timeout);
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
