@@ -50,21 +50,11 @@ fn initramfs(busybox: &[u8]) -> Vec<u8> {
         echo \"trapeze-initramfs: $(grep -c ^processor /proc/cpuinfo) harts online\"\n\
         exec /bin/sh\n";
     let mut archive = Vec::new();
-    let entries: [(&str, u32, (u32, u32), &[u8]); 10] = [
-        (".", DIRECTORY, (0, 0), b""),
-        ("bin", DIRECTORY, (0, 0), b""),
-        ("sbin", DIRECTORY, (0, 0), b""),
-        ("usr", DIRECTORY, (0, 0), b""),
-        ("usr/bin", DIRECTORY, (0, 0), b""),
-        ("usr/sbin", DIRECTORY, (0, 0), b""),
-        ("proc", DIRECTORY, (0, 0), b""),
-        ("sys", DIRECTORY, (0, 0), b""),
-        ("dev", DIRECTORY, (0, 0), b""),
-        ("dev/console", CHARACTER_DEVICE, (5, 1), b""),
-    ];
-    for (inode, (name, mode, rdev, data)) in entries.into_iter().enumerate() {
-        cpio_entry(&mut archive, inode as u32 + 1, name, mode, rdev, data);
+    let directories = [".", "bin", "sbin", "usr", "usr/bin", "usr/sbin", "proc", "sys", "dev"];
+    for (inode, name) in directories.into_iter().enumerate() {
+        cpio_entry(&mut archive, inode as u32 + 1, name, DIRECTORY, (0, 0), b"");
     }
+    cpio_entry(&mut archive, 19, "dev/console", CHARACTER_DEVICE, (5, 1), b"");
     cpio_entry(&mut archive, 20, "bin/busybox", EXECUTABLE, (0, 0), busybox);
     cpio_entry(&mut archive, 21, "init", EXECUTABLE, (0, 0), init);
     cpio_entry(&mut archive, 0, "TRAILER!!!", 0, (0, 0), b"");
