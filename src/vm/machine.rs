@@ -211,7 +211,9 @@ impl<'a, D: Devices> Vm<'a, D> {
         }
         let deadline = self.devices.ticks_until_deadline();
         match (self.time_source, deadline) {
-            (TimeSource::Instructions { .. }, Some(ticks)) => self.skipped_ticks += ticks.max(1),
+            (TimeSource::Instructions { .. }, Some(ticks)) => {
+                self.skipped_ticks = self.skipped_ticks.wrapping_add(ticks.max(1))
+            }
             _ => self.clock.idle(deadline),
         }
     }
