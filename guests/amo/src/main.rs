@@ -355,11 +355,5 @@ extern "C" fn main() -> u32 {
     check_amos(&mut t);
     check_lr_sc(&mut t);
     check_rust_atomics(&mut t);
-    if t.failed == 0 {
-        println!("amo: all {} checks passed", t.checks);
-        0
-    } else {
-        println!("amo: {} of {} checks failed", t.failed, t.checks);
-        1
-    }
+    rt::checks::summary("amo", t.checks, t.failed)
 }

@@ -12,7 +12,9 @@
 #![no_main]
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use rt::addr;
+use rt::checks::{self, check};
 use rt::trap::{self, TrapFrame};
 use rt::{csr_clear, csr_read, csr_set, println};
 
@@ -108,20 +110,6 @@ macro_rules! fp {
         };
         Out { f, x, flags }
     }};
-}
-
-static CHECKS: AtomicU32 = AtomicU32::new(0);
-static FAILED: AtomicU32 = AtomicU32::new(0);
-
-/// Records and prints one check.
-fn check(name: impl core::fmt::Display, passed: bool, detail: core::fmt::Arguments<'_>) {
-    CHECKS.fetch_add(1, SeqCst);
-    if passed {
-        println!("ok: {name}");
-    } else {
-        FAILED.fetch_add(1, SeqCst);
-        println!("FAIL: {name}: {detail}");
-    }
 }
 
 /// A single result: ft2 must hold `want`, NaN-boxed, and fflags must be `flags`.
@@ -510,10 +498,6 @@ extern "C" {
     fn t_fs_off_4();
 }
 
-fn addr(label: unsafe extern "C" fn()) -> u64 {
-    label as *const () as usize as u64
-}
-
 static TRAPS: AtomicU64 = AtomicU64::new(0);
 static EPCS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 static TVALS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
@@ -611,13 +595,5 @@ extern "C" fn main() -> u32 {
     check_accrued_flags();
     check_illegal();
 
-    let checks = CHECKS.load(SeqCst);
-    let failed = FAILED.load(SeqCst);
-    if failed == 0 {
-        println!("fpu: all {checks} checks passed");
-        0
-    } else {
-        println!("fpu: {failed} of {checks} checks failed");
-        1
-    }
+    checks::finish("fpu")
 }

@@ -5,28 +5,15 @@
 #![no_std]
 #![no_main]
 
+use rt::clint::{mtime, set_mtimecmp};
 use rt::{csr_clear, csr_read, csr_set, println};
 
-/// CLINT `mtimecmp` of hart 0.
-const MTIMECMP: usize = 0x0200_4000;
-/// CLINT `mtime`.
-const MTIME: usize = 0x0200_bff8;
 /// `mip.MTIP` / `mie.MTIE`.
 const MTI: u64 = 1 << 7;
 /// `mstatus.MIE`.
 const MSTATUS_MIE: u64 = 1 << 3;
 /// 1.5 s of `mtime` ticks at 10 MHz.
 const WAIT_TICKS: u64 = 15_000_000;
-
-fn mtime() -> u64 {
-    // SAFETY: the CLINT `mtime` register of the `virt` memory map.
-    unsafe { core::ptr::read_volatile(MTIME as *const u64) }
-}
-
-fn set_mtimecmp(value: u64) {
-    // SAFETY: the CLINT `mtimecmp` register of hart 0.
-    unsafe { core::ptr::write_volatile(MTIMECMP as *mut u64, value) };
-}
 
 #[unsafe(no_mangle)]
 extern "C" fn main() -> u32 {

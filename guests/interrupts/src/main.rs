@@ -11,15 +11,12 @@
 #![no_main]
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use rt::addr;
+use rt::checks::{self, check};
+use rt::clint::{mtime, set_msip, set_mtimecmp};
+use rt::lower::{enter_lower, lower_return};
 use rt::trap::{self, TrapFrame};
 use rt::{csr_clear, csr_read, csr_set, csr_write, println};
-
-/// CLINT `msip` of hart 0.
-const MSIP: usize = 0x0200_0000;
-/// CLINT `mtimecmp` of hart 0.
-const MTIMECMP: usize = 0x0200_4000;
-/// CLINT `mtime`.
-const MTIME: usize = 0x0200_bff8;
 
 // Interrupt bits of mip/mie (and codes: bit n is interrupt code n).
 const SSI: u64 = 1 << 1;
@@ -39,28 +36,14 @@ const MODE_U: u64 = 0;
 const MODE_S: u64 = 1;
 const MODE_M: u64 = 3;
 
-// Snippets. `enter_lower` runs in M-mode; the others run in S- or U-mode, use only a0, a1, t0, t1 and end with
-// `ecall` or `ebreak`, which the M-mode handler turns into a return from `enter_lower`. `s_trap` is the S-mode
+// Snippets, run in S- or U-mode with `rt::lower::enter_lower` (except `m_spin`, called in M-mode): they use only
+// a0, a1, t0, t1 and end with `ecall` or `ebreak`, which the M-mode handler turns into a return from `enter_lower`. `s_trap` is the S-mode
 // trap vector: it records scause/sepc/sstatus/stval and a count in `S_REC`, using only t3 and t4.
 core::arch::global_asm!(
     r#"
     .section .text.snippets, "ax", @progbits
     .option push
     .option norvc
-
-    .balign 4
-    .globl enter_lower, lower_return
-enter_lower:
-    csrw mepc, a0
-    li t0, 0x1800
-    csrc mstatus, t0
-    slli t0, a1, 11
-    csrs mstatus, t0
-    mv a0, a2
-    mv a1, a3
-    mret
-lower_return:
-    ret
 
     /* M-mode: count in a0 until FLAG is set or a0 reaches a1. */
     .balign 4
@@ -166,8 +149,6 @@ s_trap:
 );
 
 extern "C" {
-    fn enter_lower(pc: u64, mode: u64, a0: u64, a1: u64) -> u64;
-    fn lower_return();
     fn m_spin(unused: u64, limit: u64) -> u64;
     fn m_spin_loop();
     fn m_spin_end();
@@ -185,11 +166,6 @@ extern "C" {
     fn s_trap();
 }
 
-/// Address of an assembly label.
-fn addr(label: unsafe extern "C" fn()) -> u64 {
-    label as *const () as usize as u64
-}
-
 /// Set by the M-mode handler when an interrupt arrived (read by `m_spin`).
 #[unsafe(no_mangle)]
 static FLAG: AtomicU32 = AtomicU32::new(0);
@@ -205,21 +181,6 @@ fn s_rec() -> (u64, u64, u64, u64, u64) {
 
 fn clear_s_rec() {
     S_REC.iter().for_each(|a| a.store(0, SeqCst));
-}
-
-fn mtime() -> u64 {
-    // SAFETY: the CLINT `mtime` register of the `virt` memory map.
-    unsafe { core::ptr::read_volatile(MTIME as *const u64) }
-}
-
-fn set_mtimecmp(value: u64) {
-    // SAFETY: the CLINT `mtimecmp` register of hart 0.
-    unsafe { core::ptr::write_volatile(MTIMECMP as *mut u64, value) };
-}
-
-fn set_msip(value: u32) {
-    // SAFETY: the CLINT `msip` register of hart 0.
-    unsafe { core::ptr::write_volatile(MSIP as *mut u32, value) };
 }
 
 // What the M-mode handler saw.
@@ -280,20 +241,6 @@ fn handler(frame: &mut TrapFrame) {
         rt::exit(102);
     }
     IN_HANDLER.store(false, SeqCst);
-}
-
-static CHECKS: AtomicU32 = AtomicU32::new(0);
-static FAILED: AtomicU32 = AtomicU32::new(0);
-
-/// Records and prints one check.
-fn check(name: &str, passed: bool, detail: core::fmt::Arguments<'_>) {
-    CHECKS.fetch_add(1, SeqCst);
-    if passed {
-        println!("ok: {name}");
-    } else {
-        FAILED.fetch_add(1, SeqCst);
-        println!("FAIL: {name}: {detail}");
-    }
 }
 
 fn reset() {
@@ -572,13 +519,5 @@ extern "C" fn main() -> u32 {
     check_exception_delegation();
     reset();
 
-    let checks = CHECKS.load(SeqCst);
-    let failed = FAILED.load(SeqCst);
-    if failed == 0 {
-        println!("interrupts: all {checks} checks passed");
-        0
-    } else {
-        println!("interrupts: {failed} of {checks} checks failed");
-        1
-    }
+    checks::finish("interrupts")
 }

@@ -3,15 +3,20 @@
 //! It provides the start-up code (`_start`: stack, `.bss`, parking of secondary harts, then `main`), a
 //! polled 16550 UART console with [`print!`]/[`println!`], [`exit`] through the `sifive,test0` finisher (and
 //! [`exit_htif`] through HTIF `tohost`), a panic handler that reports and exits with a failure status, CSR
-//! access macros and an M-mode trap handler that saves every register into a [`trap::TrapFrame`].
+//! access macros and an M-mode trap handler that saves every register into a [`trap::TrapFrame`]. For the
+//! self-checking guests it also has the `ok:`/`FAIL:` check tally ([`checks`]), hart 0's CLINT registers
+//! ([`clint`]), [`lower::enter_lower`] to run a snippet in S- or U-mode, and [`addr`] of an assembly label.
 //!
 //! A guest binary is `#![no_std] #![no_main]`, links this crate (`use rt as _;` at least), passes `-Tlink.x`
 //! from its build script and defines `#[unsafe(no_mangle)] extern "C" fn main() -> u32`; the value `main`
 //! returns is the exit status handed to [`exit`].
 #![no_std]
 
+pub mod checks;
+pub mod clint;
 pub mod console;
 pub mod csr;
+pub mod lower;
 pub mod trap;
 
 use core::panic::PanicInfo;
@@ -111,6 +116,12 @@ pub fn exit_htif(code: u32) -> ! {
     // SAFETY: `tohost` is a properly aligned u64 defined in this crate's start-up assembly; the host polls it.
     unsafe { core::ptr::addr_of_mut!(tohost).write_volatile((u64::from(code) << 1) | 1) };
     park()
+}
+
+/// The address of an assembly label declared as `fn()` in an `extern "C"` block.
+#[inline]
+pub fn addr(label: unsafe extern "C" fn()) -> u64 {
+    label as *const () as usize as u64
 }
 
 /// Waits forever (`wfi` in a loop).

@@ -14,34 +14,22 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use rt::addr;
+use rt::checks::{self, check};
+use rt::lower::{enter_lower, lower_return};
 use rt::trap::{self, TrapFrame};
 use rt::{csr_clear, csr_read, csr_set, csr_write, println};
 
-// Snippets run in S-mode or U-mode. They use only a0/a1 (and t0 in `enter_lower`, which runs in M-mode), never
-// the stack, and are uncompressed so the handler can skip a faulting instruction by adding 4 without reading it
-// (its virtual address may mean nothing to M-mode).
+// Snippets run in S-mode or U-mode, entered with `rt::lower::enter_lower` (which uses t0 in M-mode); the M-mode
+// handler resumes at `lower_return` when the snippet's ecall (or a fetch fault) comes back. They use only a0/a1,
+// never the stack, and are uncompressed so the handler can skip a faulting instruction by adding 4 without
+// reading it (its virtual address may mean nothing to M-mode).
 core::arch::global_asm!(
     r#"
     .section .text.snippets, "ax", @progbits
     .option push
     .option norvc
-
-    /* enter_lower(pc, mode, a0, a1): mret to `pc` in `mode` (0 = U, 1 = S) with a0/a1; the M-mode handler
-       resumes at lower_return when the snippet's ecall (or a fetch fault) comes back. */
-    .balign 4
-    .globl enter_lower, lower_return
-enter_lower:
-    csrw mepc, a0
-    li t0, 0x1800
-    csrc mstatus, t0
-    slli t0, a1, 11
-    csrs mstatus, t0
-    mv a0, a2
-    mv a1, a3
-    mret
-lower_return:
-    ret
 
     .balign 4
     .globl s_ident
@@ -82,8 +70,6 @@ u_page:
 );
 
 extern "C" {
-    fn enter_lower(pc: u64, mode: u64, a0: u64, a1: u64) -> u64;
-    fn lower_return();
     fn s_ident();
     fn s_load();
     fn s_load_at();
@@ -91,11 +77,6 @@ extern "C" {
     fn s_store_at();
     fn s_jump();
     fn u_page();
-}
-
-/// Address of an assembly label.
-fn addr(label: unsafe extern "C" fn()) -> u64 {
-    label as *const () as usize as u64
 }
 
 // PTE bits (privileged spec, Sv39 page table entry).
@@ -266,20 +247,6 @@ fn handler(frame: &mut TrapFrame) {
         }
     }
     IN_HANDLER.store(false, SeqCst);
-}
-
-static CHECKS: AtomicU32 = AtomicU32::new(0);
-static FAILED: AtomicU32 = AtomicU32::new(0);
-
-/// Records and prints one check.
-fn check(name: &str, passed: bool, detail: core::fmt::Arguments<'_>) {
-    CHECKS.fetch_add(1, SeqCst);
-    if passed {
-        println!("ok: {name}");
-    } else {
-        FAILED.fetch_add(1, SeqCst);
-        println!("FAIL: {name}: {detail}");
-    }
 }
 
 /// What one run of a snippet in a lower mode did.
@@ -616,13 +583,5 @@ extern "C" fn main() -> u32 {
 
     csr_write!("satp", 0);
     sfence();
-    let checks = CHECKS.load(SeqCst);
-    let failed = FAILED.load(SeqCst);
-    if failed == 0 {
-        println!("sv39: all {checks} checks passed");
-        0
-    } else {
-        println!("sv39: {failed} of {checks} checks failed");
-        1
-    }
+    checks::finish("sv39")
 }

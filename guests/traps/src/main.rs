@@ -7,7 +7,9 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use rt::addr;
+use rt::checks::{self, check};
 use rt::trap::{self, TrapFrame};
 use rt::{csr_read, csr_write, println};
 
@@ -275,11 +277,6 @@ extern "C" {
     fn t_user_return();
 }
 
-/// Address of an assembly label.
-fn addr(label: unsafe extern "C" fn()) -> u64 {
-    label as *const () as usize as u64
-}
-
 /// The 32-bit instruction word at an assembly label (read as two halfwords).
 fn insn_at(label: unsafe extern "C" fn()) -> u64 {
     let p = label as *const () as *const u16;
@@ -327,20 +324,6 @@ fn handler(frame: &mut TrapFrame) {
         SKIPPED.store(len, SeqCst);
     }
     IN_HANDLER.store(false, SeqCst);
-}
-
-static CHECKS: AtomicU32 = AtomicU32::new(0);
-static FAILED: AtomicU32 = AtomicU32::new(0);
-
-/// Records and prints one check.
-fn check(name: &str, passed: bool, detail: core::fmt::Arguments<'_>) {
-    CHECKS.fetch_add(1, SeqCst);
-    if passed {
-        println!("ok: {name}");
-    } else {
-        FAILED.fetch_add(1, SeqCst);
-        println!("FAIL: {name}: {detail}");
-    }
 }
 
 /// What one trap should look like.
@@ -704,12 +687,5 @@ extern "C" fn main() -> u32 {
     check_misaligned_ram();
     check_misaligned_atomics();
     check_user_mode();
-    let (checks, failed) = (CHECKS.load(SeqCst), FAILED.load(SeqCst));
-    if failed == 0 {
-        println!("traps: all {checks} checks passed");
-        0
-    } else {
-        println!("traps: {failed} of {checks} checks failed");
-        1
-    }
+    checks::finish("traps")
 }
