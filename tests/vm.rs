@@ -256,3 +256,52 @@ fn x0_stays_zero_and_branches_compare_signed_and_unsigned() {
     assert_eq!(hart.x[7], 0);
     assert_eq!(hart.x[8], 1);
 }
+
+mod hostile {
+    //! Random instruction streams, in every privilege mode and with paging on over random page tables, must
+    //! never panic or hang the VMM: whatever they do ends in traps the guest sees.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_guests_never_panic_the_vmm(
+            words in proptest::collection::vec(any::<u32>(), 1024),
+            mode in 0u8..3,
+            paging in any::<bool>(),
+            status in any::<u64>(),
+        ) {
+            let mut backing = vec![0u8; 0x10000];
+            for (index, word) in words.iter().enumerate() {
+                // Fill RAM with the random words, repeated.
+                for copy in 0..(backing.len() / 4096) {
+                    let at = copy * 4096 + 4 * index;
+                    backing[at..at + 4].copy_from_slice(&word.to_le_bytes());
+                }
+            }
+            let mut scratch = Scratch::default();
+            let mut devices: VirtDevices<NullSerial> = VirtDevices::new(NullSerial);
+            devices.extra.map(DEVICE_BASE, 0x100, &mut scratch).unwrap();
+            let mut hart = Hart::new(HartConfig::rv64gc(0));
+            hart.reset(RAM_BASE);
+            // Open all memory to S and U, let traps land in the random code, and maybe turn paging on with the
+            // root table somewhere in the random RAM.
+            hart.write_csr(csr::PMPADDR0, u64::MAX).unwrap();
+            hart.write_csr(csr::PMPCFG0, 0x1f).unwrap();
+            hart.write_csr(csr::MTVEC, RAM_BASE + 0x100).unwrap();
+            hart.write_csr(csr::STVEC, RAM_BASE + 0x200).unwrap();
+            hart.write_csr(csr::MSTATUS, status).unwrap();
+            hart.write_csr(csr::MEDELEG, status >> 16).unwrap();
+            if paging {
+                hart.write_csr(csr::SATP, (8 << 60) | ((RAM_BASE >> 12) + (status & 0xf))).unwrap();
+            }
+            hart.privilege = [Privilege::User, Privilege::Supervisor, Privilege::Machine][mode as usize];
+            let mut clock = FixedClock(0);
+            let mut vm = Vm::new([hart], Ram::new(RAM_BASE, &mut backing), devices, &mut clock).unwrap();
+            let outcome = vm.run(&mut Interpreter, Some(20_000));
+            prop_assert!(vm.steps <= 20_000 || outcome != RunOutcome::InstructionLimit);
+        }
+    }
+}
