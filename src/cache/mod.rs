@@ -19,14 +19,18 @@
 //! is on, or the address-translation regime if ops bake in virtual addresses (such as the pc of an `auipc` or a
 //! link register value). Two blocks with the same key are the same block: inserting a key again replaces it.
 //!
-//! # Eviction: flush-all, done by the cache itself
+//! # Eviction: done by the cache itself, flush-all by default
 //! Space is taken bump-style: a block's ops go at the end of the arena and its record at the end of the block
-//! table. When a new block does not fit in what remains of either, [`CodeCache::insert`] first **flushes the whole
-//! cache** (as early QEMU did) and then inserts. Flush-all needs no per-block bookkeeping on the hot path, leaves
-//! no fragmentation, makes every outstanding [`BlockId`] and chained link stale at once (generations), and the
-//! working set of a guest is rebuilt quickly because decoding a block is cheap. Blocks dropped by invalidation do
-//! not give their space back before the next flush. `insert` only fails for a block that can never fit
-//! ([`InsertError`]), so the engine never has to flush and retry itself.
+//! table. When a new block does not fit in what remains of either, [`CodeCache::insert`] makes room itself and
+//! then inserts, so the engine never flushes and retries; `insert` only fails for a block that can never fit
+//! ([`InsertError`]). Blocks dropped by invalidation do not give their space back before it is evicted.
+//! * [`Eviction::FlushAll`] (the default): **flush the whole cache**, as early QEMU did. It needs no per-block
+//!   bookkeeping, leaves no fragmentation, makes every outstanding [`BlockId`] and chained link stale at once
+//!   (generations), and a guest's working set is rebuilt quickly because decoding a block is cheap.
+//! * [`Eviction::Fifo`]`{ regions }`: the arena and the block table are split into `regions` equal parts filled
+//!   in turn; when the current part is full, the next one (holding the oldest blocks) is emptied and filling
+//!   continues there. Hot blocks of the recent past survive a full cache, at the cost of removing the evicted
+//!   blocks one by one (map and page index) and of blocks limited to `OPS / regions` ops.
 //!
 //! # Chaining
 //! Each block has two exit slots ([`ExitSlot::Taken`], [`ExitSlot::FallThrough`]) holding the guest pc the
@@ -54,7 +58,7 @@
 //!
 //! # Memory footprint
 //! `size_of::<CodeCache<T, OPS, BLOCKS, MAP>>()` is about
-//! `OPS * size_of::<T>() + BLOCKS * 120 + MAP * 28 + 120` bytes on a 64-bit host (block record 120, map slot 24,
+//! `OPS * size_of::<T>() + BLOCKS * 120 + MAP * 28 + 232` bytes on a 64-bit host (block record 120, map slot 24,
 //! page index head 4): [`CodeCache::FOOTPRINT`] gives the exact figure. Nothing else is ever allocated.
 //!
 //! # Construction
@@ -136,10 +140,26 @@ pub struct BlockInfo {
     pub exits: [Option<u64>; 2],
 }
 
-/// Why a block cannot be inserted. Capacity is never the reason: the cache flushes itself to make room.
+/// How [`CodeCache::insert`] makes room when the cache is full (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Eviction {
+    /// Drop every block.
+    FlushAll,
+    /// Drop the oldest of `regions` equal parts of the arena and the block table (2 to [`MAX_REGIONS`], and at
+    /// most `BLOCKS` and `OPS`; other values are clamped).
+    Fifo {
+        /// Number of parts.
+        regions: u32,
+    },
+}
+
+/// Most parts [`Eviction::Fifo`] divides the cache into.
+pub const MAX_REGIONS: usize = 16;
+
+/// Why a block cannot be inserted. Capacity is never the reason: the cache evicts blocks to make room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InsertError {
-    /// More ops than the whole arena holds.
+    /// More ops than the arena holds (`OPS`, or `OPS / regions` with [`Eviction::Fifo`]).
     TooManyOps,
     /// `guest_len` is 0 or above [`MAX_GUEST_LEN`], or `pc + guest_len` passes the end of the address space.
     BadGuestRange,
@@ -154,7 +174,8 @@ pub struct CacheStats {
     pub hits: u64,
     /// Blocks inserted.
     pub inserts: u64,
-    /// Flushes for lack of space (made by `insert`, or by [`CodeCache::flush`]).
+    /// Flushes for lack of space: of the whole cache (by `insert` or [`CodeCache::flush`]) or of one FIFO region
+    /// that held blocks.
     pub flushes: u64,
     /// Live blocks dropped by those flushes.
     pub evictions: u64,
@@ -245,10 +266,17 @@ pub struct CodeCache<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: 
     map: [Slot; MAP],
     /// Page index: head node of the list of blocks whose page hashes to each bucket, or `NIL`.
     page_heads: [u32; MAP],
-    /// Arena ops in use (live or dropped since the last flush).
+    /// Arena ops in use (live, or dropped and not yet evicted).
     ops_used: u32,
-    /// Block records in use (live or dropped since the last flush).
+    /// Block records in use (live, or dropped and not yet evicted).
     blocks_used: u32,
+    /// Number of equal parts the arena and the block table are split into (1: flush-all).
+    regions: u32,
+    /// The part being filled.
+    region: u32,
+    /// Ops and records taken in each part since it was last emptied.
+    region_ops: [u32; MAX_REGIONS],
+    region_blocks: [u32; MAX_REGIONS],
     /// Live blocks.
     live: u32,
     /// Generation of the next inserted block (starts at 1, never wraps in practice: 2^64 insertions).
@@ -277,6 +305,10 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
             page_heads: [NIL; MAP],
             ops_used: 0,
             blocks_used: 0,
+            regions: 1,
+            region: 0,
+            region_ops: [0; MAX_REGIONS],
+            region_blocks: [0; MAX_REGIONS],
             live: 0,
             next_generation: 1,
             stats: CacheStats {
@@ -376,12 +408,21 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
         self.live as usize
     }
 
-    /// Block records in use since the last flush (live or dropped), at most `BLOCKS`.
+    /// The eviction policy in force (with the effective number of regions).
+    pub fn eviction(&self) -> Eviction {
+        if self.regions <= 1 {
+            Eviction::FlushAll
+        } else {
+            Eviction::Fifo { regions: self.regions }
+        }
+    }
+
+    /// Block records in use (live, or dropped and not yet evicted), at most `BLOCKS`.
     pub fn blocks_used(&self) -> usize {
         self.blocks_used as usize
     }
 
-    /// Arena ops in use since the last flush (live or dropped), at most `OPS`.
+    /// Arena ops in use (live, or dropped and not yet evicted), at most `OPS`.
     pub fn ops_used(&self) -> usize {
         self.ops_used as usize
     }
@@ -390,8 +431,8 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
 
     /// Inserts the block at `key.pc` covering `guest_len` guest bytes, decoded into `ops`, with the guest pc of
     /// each exit if known (`[taken, fall-through]`). A live block with the same key is replaced (invalidated). If
-    /// the arena or the block table has no room left, the whole cache is flushed first, which makes every earlier
-    /// [`BlockId`] stale. Fails only for a block that can never fit.
+    /// the arena or the block table has no room left, blocks are evicted first as the [`Eviction`] policy says
+    /// (flush-all makes every earlier [`BlockId`] stale). Fails only for a block that can never fit.
     pub fn insert(
         &mut self,
         key: BlockKey,
@@ -402,7 +443,8 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
         if guest_len == 0 || guest_len > MAX_GUEST_LEN || key.pc.checked_add(guest_len as u64 - 1).is_none() {
             return Err(InsertError::BadGuestRange);
         }
-        if ops.len() > OPS {
+        let (ops_per, blocks_per) = self.region_size();
+        if ops.len() > ops_per as usize {
             return Err(InsertError::TooManyOps);
         }
         if let Some(old) = self.find(key) {
@@ -410,11 +452,20 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
             self.stats.invalidations += 1;
         }
         let n = ops.len() as u32; // ops.len() <= OPS <= u32::MAX
-        if self.blocks_used as usize >= BLOCKS || self.ops_used as usize + ops.len() > OPS {
-            self.flush();
+        let mut r = self.region as usize;
+        let (taken_ops, taken_blocks) = self.region_taken(r);
+        if taken_blocks >= blocks_per || taken_ops + n > ops_per {
+            if self.regions <= 1 {
+                self.flush();
+            } else {
+                r = (r + 1) % self.regions as usize;
+                self.evict_region(r);
+                self.region = r as u32;
+            }
         }
-        let index = self.blocks_used;
-        let start = self.ops_used;
+        let (taken_ops, taken_blocks) = self.region_taken(r);
+        let index = r as u32 * blocks_per + taken_blocks;
+        let start = r as u32 * ops_per + taken_ops;
         let Some(arena) = self.ops.get_mut(start as usize..start as usize + ops.len()) else {
             return Err(InsertError::TooManyOps); // unreachable: the flush made room
         };
@@ -435,6 +486,10 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
             page_prev: [NIL; 2],
         };
         self.next_generation += 1;
+        if let (Some(ops), Some(blocks)) = (self.region_ops.get_mut(r), self.region_blocks.get_mut(r)) {
+            *ops += n;
+            *blocks += 1;
+        }
         self.blocks_used += 1;
         self.ops_used += n;
         self.live += 1;
@@ -527,18 +582,75 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
         self.clear();
     }
 
+    /// Drops every block (counted as invalidations) and switches to `eviction`.
+    pub fn set_eviction(&mut self, eviction: Eviction) {
+        self.stats.invalidations += self.live as u64;
+        self.clear();
+        self.regions = match eviction {
+            Eviction::FlushAll => 1,
+            Eviction::Fifo { regions } => {
+                let most = MAX_REGIONS.min(BLOCKS).min(OPS) as u32;
+                regions.clamp(2, most.max(2)).min(most)
+            }
+        };
+    }
+
     // ---- internals ----
 
+    /// Ops and records of one region.
+    #[inline(always)]
+    fn region_size(&self) -> (u32, u32) {
+        let regions = self.regions.max(1) as usize;
+        ((OPS / regions) as u32, (BLOCKS / regions) as u32)
+    }
+
+    /// Ops and records taken in region `r`.
+    #[inline(always)]
+    fn region_taken(&self, r: usize) -> (u32, u32) {
+        (self.region_ops.get(r).copied().unwrap_or(0), self.region_blocks.get(r).copied().unwrap_or(0))
+    }
+
+    /// Evicts every block of FIFO region `r` and makes its space free.
+    fn evict_region(&mut self, r: usize) {
+        let (_, blocks_per) = self.region_size();
+        let (taken_ops, taken_blocks) = self.region_taken(r);
+        if taken_blocks == 0 {
+            return; // never filled since the last flush: nothing to evict
+        }
+        self.stats.flushes += 1;
+        let first = r as u32 * blocks_per;
+        for index in first..first + taken_blocks {
+            if self.blocks.get(index as usize).is_some_and(|b| b.generation != 0) {
+                self.remove(index);
+                self.stats.evictions += 1;
+            }
+        }
+        self.ops_used = self.ops_used.saturating_sub(taken_ops);
+        self.blocks_used = self.blocks_used.saturating_sub(taken_blocks);
+        if let (Some(ops), Some(blocks)) = (self.region_ops.get_mut(r), self.region_blocks.get_mut(r)) {
+            *ops = 0;
+            *blocks = 0;
+        }
+    }
+
     fn clear(&mut self) {
-        // Records stay as they are: every index at or above `blocks_used` is dead by generation (a record being
-        // reused gets a fresh one), so mark the used ones dead to refuse their old handles right away.
-        for block in self.blocks.iter_mut().take(self.blocks_used as usize) {
-            block.generation = 0;
+        // Records beyond those taken in each region are dead already (each eviction marks its records dead); mark
+        // the taken ones dead so that their old handles are refused right away.
+        let (_, blocks_per) = self.region_size();
+        for r in 0..self.regions as usize {
+            let (_, taken) = self.region_taken(r);
+            let first = r * blocks_per as usize;
+            for block in self.blocks.iter_mut().skip(first).take(taken as usize) {
+                block.generation = 0;
+            }
         }
         self.map = [Slot::EMPTY; MAP];
         self.page_heads = [NIL; MAP];
         self.ops_used = 0;
         self.blocks_used = 0;
+        self.region = 0;
+        self.region_ops = [0; MAX_REGIONS];
+        self.region_blocks = [0; MAX_REGIONS];
         self.live = 0;
     }
 

@@ -251,6 +251,50 @@ fn a_tiny_cache_flushes_itself_when_full() {
 }
 
 #[test]
+fn fifo_evicts_the_oldest_region_only() {
+    // Two regions of 4 ops and 2 records each.
+    let mut cache = CodeCache::<u32, 8, 4, 8>::new(0);
+    assert_eq!(cache.eviction(), Eviction::FlushAll);
+    cache.set_eviction(Eviction::Fifo { regions: 2 });
+    assert_eq!(cache.eviction(), Eviction::Fifo { regions: 2 });
+    assert_eq!(cache.insert(key(BASE), 4, [None; 2], &ops(0, 5)), Err(InsertError::TooManyOps));
+    let a = cache.insert(key(BASE), 4, [None; 2], &ops(0, 2)).unwrap();
+    let b = cache.insert(key(BASE + 4), 4, [None; 2], &ops(2, 2)).unwrap();
+    // Region 0 is full: c and d go to region 1.
+    let c = cache.insert(key(BASE + 8), 4, [None; 2], &ops(4, 3)).unwrap();
+    let d = cache.insert(key(BASE + 12), 4, [None; 2], &ops(7, 1)).unwrap();
+    assert!(cache.link(c, ExitSlot::FallThrough, a));
+    assert!(cache.link(a, ExitSlot::FallThrough, c));
+    assert_eq!((cache.live_blocks(), cache.ops_used(), cache.blocks_used(), cache.stats().flushes), (4, 8, 4, 0));
+    // Region 1 is full: e empties region 0 (a and b, the oldest) and goes there.
+    let e = cache.insert(key(BASE + 16), 4, [None; 2], &ops(8, 1)).unwrap();
+    assert!(!cache.is_live(a) && !cache.is_live(b));
+    assert!(cache.is_live(c) && cache.is_live(d) && cache.is_live(e));
+    assert_eq!(cache.lookup(key(BASE)), None);
+    assert_eq!(cache.lookup(key(BASE + 8)), Some(c));
+    assert_eq!(cache.successor(c, ExitSlot::FallThrough), None, "the link to an evicted block is dead");
+    assert_eq!(cache.ops(c), Some(&[4, 5, 6][..]));
+    assert_eq!(cache.ops(e), Some(&[8][..]));
+    let stats = cache.stats();
+    assert_eq!((stats.flushes, stats.evictions), (1, 2));
+    assert_eq!((cache.live_blocks(), cache.ops_used(), cache.blocks_used()), (3, 5, 3));
+    // Invalid region counts are clamped.
+    cache.set_eviction(Eviction::Fifo { regions: 100 });
+    assert_eq!(cache.eviction(), Eviction::Fifo { regions: 4 });
+    cache.set_eviction(Eviction::Fifo { regions: 0 });
+    assert_eq!(cache.eviction(), Eviction::Fifo { regions: 2 });
+    assert_eq!(cache.live_blocks(), 0);
+    cache.set_eviction(Eviction::FlushAll);
+    assert_eq!(
+        cache.insert(key(BASE), 4, [None; 2], &ops(0, 8)).map(|id| cache.ops(id).map(<[u32]>::len)),
+        Ok(Some(8))
+    );
+    let mut one_block = CodeCache::<u32, 8, 1, 2>::new(0);
+    one_block.set_eviction(Eviction::Fifo { regions: 4 });
+    assert_eq!(one_block.eviction(), Eviction::FlushAll, "a single record cannot be split");
+}
+
+#[test]
 fn stale_handles_are_refused_everywhere() {
     let mut cache = Small::new(0);
     let a = cache.insert(key(BASE), 4, [None; 2], &ops(0, 1)).unwrap();
@@ -300,7 +344,7 @@ fn the_hosted_size_is_boxed_on_a_small_stack() {
     assert_eq!(std::mem::size_of::<Block>(), 120);
     assert_eq!(std::mem::size_of::<Slot>(), 24);
     let expected = 32768 * 16 + 2048 * 120 + 4096 * 28;
-    assert!((expected..expected + 128).contains(&footprint), "{footprint} bytes");
+    assert_eq!(footprint, expected + 232);
     let handle = std::thread::Builder::new()
         .stack_size(2 << 20)
         .spawn(|| {
@@ -364,6 +408,7 @@ fn any_action() -> impl Strategy<Value = Action> {
 #[derive(Debug, Clone)]
 struct ModelBlock {
     id: BlockId,
+    region: usize,
     guest_len: u32,
     ops: Vec<u32>,
     exits: [Option<u64>; 2],
@@ -373,18 +418,27 @@ fn overlaps(pc: u64, guest_len: u32, page: u64) -> bool {
     pc >> PAGE_SHIFT <= page && page <= (pc + guest_len as u64 - 1) >> PAGE_SHIFT
 }
 
-/// Runs `actions` on a cache and on the model, checking every answer; returns the number of flushes.
+/// Runs `actions` on a cache with `regions` FIFO regions (1: flush-all) and on the model, checking every answer;
+/// returns the number of flushes.
 fn run_model<const OPS: usize, const BLOCKS: usize, const MAP: usize>(
+    regions: usize,
     actions: &[Action],
 ) -> Result<u64, TestCaseError> {
     let mut cache = CodeCache::<u32, OPS, BLOCKS, MAP>::new(u32::MAX);
+    if regions > 1 {
+        cache.set_eviction(Eviction::Fifo { regions: regions as u32 });
+        prop_assert_eq!(cache.eviction(), Eviction::Fifo { regions: regions as u32 });
+    }
+    let mut flushes = cache.stats().flushes;
+    let (ops_per, blocks_per) = (OPS / regions, BLOCKS / regions);
+    // Ops and records taken in each region, and the region being filled.
+    let mut taken = vec![(0usize, 0usize); regions];
+    let mut region = 0;
     let mut live: HashMap<BlockKey, ModelBlock> = HashMap::new();
     // Every handle ever given out, in order, with its key (to ask about stale ones too).
     let mut handed_out: Vec<(BlockId, BlockKey)> = Vec::new();
     let mut links: HashMap<(BlockId, ExitSlot), BlockId> = HashMap::new();
-    let (mut ops_used, mut blocks_used) = (0usize, 0usize);
     let mut next_op = 0u32;
-    let mut flushes = 0;
     let is_live = |live: &HashMap<BlockKey, ModelBlock>, id: BlockId| live.values().any(|b| b.id == id);
 
     for action in actions {
@@ -394,20 +448,27 @@ fn run_model<const OPS: usize, const BLOCKS: usize, const MAP: usize>(
                 let new_ops = ops(next_op, n_ops);
                 next_op += n_ops as u32;
                 let exits = [Some(pc ^ 0x40), (n_ops % 2 == 0).then_some(pc + guest_len as u64)];
-                let Ok(id) = cache.insert(key, guest_len, exits, &new_ops) else {
+                let inserted = cache.insert(key, guest_len, exits, &new_ops);
+                if n_ops > ops_per {
+                    prop_assert_eq!(inserted, Err(InsertError::TooManyOps));
+                    continue;
+                }
+                let Ok(id) = inserted else {
                     return Err(TestCaseError::fail(format!("insert {key:?} {guest_len} {n_ops} refused")));
                 };
-                // The documented policy: replace a live block with the same key, flush when it does not fit.
+                // The documented policy: replace a live block with the same key; when the block does not fit in
+                // the current region, empty the next one (all of the cache with one region) and fill that.
                 live.remove(&key);
-                if blocks_used >= BLOCKS || ops_used + n_ops > OPS {
-                    live.clear();
-                    (ops_used, blocks_used) = (0, 0);
-                    flushes += 1;
+                if taken[region].1 >= blocks_per || taken[region].0 + n_ops > ops_per {
+                    region = (region + 1) % regions;
+                    live.retain(|_, b| b.region != region);
+                    flushes += u64::from(taken[region].1 > 0);
+                    taken[region] = (0, 0);
                 }
-                ops_used += n_ops;
-                blocks_used += 1;
+                taken[region].0 += n_ops;
+                taken[region].1 += 1;
                 prop_assert!(!handed_out.iter().any(|(old, _)| *old == id), "a handle was reused");
-                live.insert(key, ModelBlock { id, guest_len, ops: new_ops, exits });
+                live.insert(key, ModelBlock { id, region, guest_len, ops: new_ops, exits });
                 handed_out.push((id, key));
             }
             Action::Lookup { pc, ctx } => {
@@ -460,19 +521,22 @@ fn run_model<const OPS: usize, const BLOCKS: usize, const MAP: usize>(
             Action::InvalidateAll => {
                 cache.invalidate_all();
                 live.clear();
-                (ops_used, blocks_used) = (0, 0);
+                taken.fill((0, 0));
+                region = 0;
             }
             Action::Flush => {
                 cache.flush();
                 live.clear();
-                (ops_used, blocks_used) = (0, 0);
+                taken.fill((0, 0));
+                region = 0;
                 flushes += 1;
             }
         }
 
         // After every action: sizes, every handle, and the page filter.
         prop_assert_eq!(cache.live_blocks(), live.len());
-        prop_assert_eq!((cache.ops_used(), cache.blocks_used()), (ops_used, blocks_used));
+        let used = taken.iter().fold((0, 0), |(o, b), &(to, tb)| (o + to, b + tb));
+        prop_assert_eq!((cache.ops_used(), cache.blocks_used()), used);
         prop_assert!(cache.ops_used() <= OPS && cache.blocks_used() <= BLOCKS);
         for &(id, key) in &handed_out {
             match live.get(&key).filter(|b| b.id == id) {
@@ -507,18 +571,26 @@ proptest! {
 
     #[test]
     fn a_tiny_cache_agrees_with_the_model(actions in proptest::collection::vec(any_action(), 1..120)) {
-        run_model::<24, 6, 8>(&actions)?;
+        run_model::<24, 6, 8>(1, &actions)?;
     }
 
     #[test]
     fn a_roomy_cache_agrees_with_the_model(actions in proptest::collection::vec(any_action(), 1..200)) {
-        run_model::<1024, 64, 128>(&actions)?;
+        run_model::<1024, 64, 128>(1, &actions)?;
     }
 
     #[test]
     fn a_cache_with_a_crowded_map_agrees_with_the_model(actions in proptest::collection::vec(any_action(), 1..200)) {
         // One free map slot and four page buckets: long probe runs, backward shifts, shared buckets.
-        run_model::<256, 3, 4>(&actions)?;
-        run_model::<256, 15, 16>(&actions)?;
+        run_model::<256, 3, 4>(1, &actions)?;
+        run_model::<256, 15, 16>(1, &actions)?;
+    }
+
+    #[test]
+    fn fifo_caches_agree_with_the_model(actions in proptest::collection::vec(any_action(), 1..200)) {
+        run_model::<48, 8, 16>(2, &actions)?;
+        run_model::<64, 12, 16>(4, &actions)?;
+        run_model::<256, 15, 16>(3, &actions)?;
+        run_model::<40, 16, 32>(16, &actions)?;
     }
 }
