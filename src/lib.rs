@@ -7,6 +7,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod cache;
 pub mod dev;
 pub mod exec;
 pub mod fpu;
