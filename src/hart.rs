@@ -181,7 +181,7 @@ pub struct CsrWriteEffect {
 }
 
 /// One virtual hart.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Hart {
     /// Integer registers; `x[0]` is always zero (engines write through [`Hart::set_x`]).
     pub x: [u64; 32],

@@ -13,7 +13,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use trapeze::dev::htif::Htif;
+use trapeze::dev::{NullSerial, SerialBackend};
 use trapeze::exec::interp::Interpreter;
+use trapeze::exec::threaded::Threaded;
+use trapeze::exec::Engine;
 use trapeze::hart::{Hart, HartConfig};
 use trapeze::isa;
 use trapeze::mem::{Ram, RAM_BASE};
@@ -43,7 +46,7 @@ enum Command {
     Run(RunArgs),
 }
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args, Default, Clone)]
 struct RunArgs {
     /// The guest image, run in M-mode; without one (and without --bios/--kernel), the bundled demo guest runs.
     image: Option<PathBuf>,
@@ -78,10 +81,30 @@ struct RunArgs {
     /// `-icount shift=SHIFT`): runs become repeatable.
     #[arg(long, value_name = "SHIFT", value_parser = clap::value_parser!(u32).range(0..=10))]
     icount: Option<u32>,
+    /// Run the threaded engine and the reference interpreter side by side on two copies of the machine and
+    /// stop at the first difference in architectural state (exit status 4). Implies `--icount 0` unless given.
+    #[arg(long)]
+    lockstep: bool,
+    /// The execution engine.
+    #[arg(long, value_enum, default_value_t = EngineChoice::Threaded)]
+    engine: EngineChoice,
     /// Print one line per executed instruction to stderr: pc, word, disassembly, changed register, trap;
     /// `--trace=N` starts after the first N instructions.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
     trace: Option<u64>,
+}
+
+/// The threaded engine with the hosted code cache: 32768 ops in 2048 blocks (about 1 MiB).
+type HostedThreaded = Threaded<32768, 2048, 4096>;
+
+/// Which engine runs the guest.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum EngineChoice {
+    /// The decode-and-dispatch reference interpreter.
+    Interp,
+    /// Predecoded direct-threaded blocks in a fixed-size code cache.
+    #[default]
+    Threaded,
 }
 
 /// Exit status when the instruction limit ends the run.
@@ -176,78 +199,24 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     if initrd.is_some() && kernel.is_none() && args.bios.is_some() {
         return Err("--initrd needs --kernel".into());
     }
+    let plan = BootPlan { firmware, kernel, initrd };
     let ram_size = usize::try_from(args.memory).map_err(|_| "guest RAM does not fit this host".to_string())?;
     let mut backing = vec![0u8; ram_size];
-    let config = HartConfig::rv64gc(0);
+    // One bit per page of RAM: the pages the threaded engine has translated code from.
+    let mut code_pages = vec![0u64; ram_size.div_ceil(4096 * 64)];
+    let mut threaded = Box::new(HostedThreaded::new());
+    if args.lockstep {
+        return lockstep(args, &plan, &mut threaded);
+    }
 
     loop {
-        backing.fill(0);
-        let mut ram = Ram::new(RAM_BASE, &mut backing);
-        let (entry, mut end, htif) = firmware.load(&mut ram, RAM_BASE)?;
-        let mut next_stage = None;
-        if let Some(kernel) = &kernel {
-            let (kernel_entry, kernel_end, _) = kernel.load(&mut ram, RAM_BASE + boot::KERNEL_OFFSET)?;
-            next_stage = Some(kernel_entry);
-            end = end.max(kernel_end);
-        }
-        let mut initrd_range = None;
-        if let Some(initrd) = &initrd {
-            let size = initrd.bytes.len() as u64;
-            let start = boot::initrd_address(&ram, next_stage.unwrap_or(entry), size).map_err(|e| e.to_string())?;
-            load_raw(&initrd.bytes, start, &mut ram).map_err(|e| format!("{}: {e}", initrd.name))?;
-            initrd_range = Some((start, start + size));
-            end = end.max(start + size);
-        }
-
-        let isa = isa_string(&config);
-        let mut description = MachineDescription::qemu_virt(u32::from(args.smp), args.memory);
-        description.isa = &isa;
-        description.bootargs = args.append.as_deref();
-        description.initrd = initrd_range;
-        let disk_slot = [IrqDevice { base: virt::DISK_SLOT_BASE, size: 0x1000, irq: virt::DISK_SLOT_IRQ }];
-        if args.disk.is_some() {
-            description.virtio_mmio = &disk_slot;
-        }
-        let mut blob = vec![0u8; 64 << 10];
-        let length = write_dtb(&description, &mut blob).map_err(|e| format!("building the devicetree: {e:?}"))?;
-        blob.truncate(length);
-        if let Some(path) = &args.dtb_out {
-            std::fs::write(path, &blob).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        }
-        let (fdt, dynamic_info) =
-            boot::place_devicetree(&mut ram, &blob, next_stage, end).map_err(|e| e.to_string())?;
-
-        let mut devices = VirtDevices::new(Stdio::new());
-        if let Some(path) = &args.disk {
-            devices.attach_disk(FileDisk::open(path)?);
-        }
-        let harts = (0..u64::from(args.smp)).map(|id| {
-            let mut hart = Hart::new(HartConfig { hart_id: id, ..config });
-            hart.reset(entry);
-            // QEMU's boot convention: a0 = hart id, a1 = devicetree, a2 = fw_dynamic info.
-            hart.x[10] = id;
-            hart.x[11] = fdt;
-            hart.x[12] = dynamic_info;
-            hart
-        });
         let mut clock = HostClock::new();
         let mut htif_console = Stdio::new();
-        let mut vm = Vm::new(harts, ram, devices, &mut clock).map_err(|e| format!("building the machine: {e:?}"))?;
-        if let Some(htif) = htif {
-            vm.attach_htif(htif, &mut htif_console);
-        }
-        if let Some(shift) = args.icount {
-            vm.set_time_source(TimeSource::Instructions { shift });
-        }
-        let mut engine = Interpreter;
-        let outcome = match args.trace {
-            Some(start) => match vm.run(&mut engine, Some(start)) {
-                RunOutcome::InstructionLimit if args.max_insns.is_none_or(|limit| limit > start) => {
-                    run_traced(&mut vm, &mut engine, args.max_insns)
-                }
-                outcome => outcome,
-            },
-            None => vm.run(&mut engine, args.max_insns),
+        let mut vm =
+            build_machine(args, &plan, &mut backing, &mut code_pages, Stdio::new(), &mut clock, &mut htif_console)?;
+        let outcome = match args.engine {
+            EngineChoice::Interp => run_with(&mut vm, &mut Interpreter, args),
+            EngineChoice::Threaded => run_with(&mut vm, &mut *threaded, args),
         };
         console::flush_stdout();
         match outcome {
@@ -279,7 +248,165 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     }
 }
 
-/// Runs one instruction at a time, printing what each did.
+/// The images a run boots.
+struct BootPlan {
+    firmware: Image,
+    kernel: Option<Image>,
+    initrd: Option<Image>,
+}
+
+/// Loads the images into fresh RAM, writes the devicetree and builds the `virt` machine with `console` on its
+/// UART, following QEMU's boot protocol.
+fn build_machine<'a, S: SerialBackend>(
+    args: &RunArgs,
+    plan: &BootPlan,
+    backing: &'a mut [u8],
+    code_pages: &'a mut [u64],
+    console: S,
+    clock: &'a mut HostClock,
+    htif_console: &'a mut dyn SerialBackend,
+) -> Result<Vm<'a, VirtDevices<'a, S, FileDisk>>, String> {
+    let config = HartConfig::rv64gc(0);
+    backing.fill(0);
+    let mut ram = Ram::new(RAM_BASE, backing);
+    ram.attach_code_watch(code_pages);
+    let (entry, mut end, htif) = plan.firmware.load(&mut ram, RAM_BASE)?;
+    let mut next_stage = None;
+    if let Some(kernel) = &plan.kernel {
+        let (kernel_entry, kernel_end, _) = kernel.load(&mut ram, RAM_BASE + boot::KERNEL_OFFSET)?;
+        next_stage = Some(kernel_entry);
+        end = end.max(kernel_end);
+    }
+    let mut initrd_range = None;
+    if let Some(initrd) = &plan.initrd {
+        let size = initrd.bytes.len() as u64;
+        let start = boot::initrd_address(&ram, next_stage.unwrap_or(entry), size).map_err(|e| e.to_string())?;
+        load_raw(&initrd.bytes, start, &mut ram).map_err(|e| format!("{}: {e}", initrd.name))?;
+        initrd_range = Some((start, start + size));
+        end = end.max(start + size);
+    }
+
+    let isa = isa_string(&config);
+    let mut description = MachineDescription::qemu_virt(u32::from(args.smp), args.memory);
+    description.isa = &isa;
+    description.bootargs = args.append.as_deref();
+    description.initrd = initrd_range;
+    let disk_slot = [IrqDevice { base: virt::DISK_SLOT_BASE, size: 0x1000, irq: virt::DISK_SLOT_IRQ }];
+    if args.disk.is_some() {
+        description.virtio_mmio = &disk_slot;
+    }
+    let mut blob = vec![0u8; 64 << 10];
+    let length = write_dtb(&description, &mut blob).map_err(|e| format!("building the devicetree: {e:?}"))?;
+    blob.truncate(length);
+    if let Some(path) = &args.dtb_out {
+        std::fs::write(path, &blob).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let (fdt, dynamic_info) = boot::place_devicetree(&mut ram, &blob, next_stage, end).map_err(|e| e.to_string())?;
+
+    let mut devices = VirtDevices::new(console);
+    if let Some(path) = &args.disk {
+        devices.attach_disk(FileDisk::open(path)?);
+    }
+    let harts = (0..u64::from(args.smp)).map(|id| {
+        let mut hart = Hart::new(HartConfig { hart_id: id, ..config });
+        hart.reset(entry);
+        // QEMU's boot convention: a0 = hart id, a1 = devicetree, a2 = fw_dynamic info.
+        hart.x[10] = id;
+        hart.x[11] = fdt;
+        hart.x[12] = dynamic_info;
+        hart
+    });
+    let mut vm = Vm::new(harts, ram, devices, clock).map_err(|e| format!("building the machine: {e:?}"))?;
+    if let Some(htif) = htif {
+        vm.attach_htif(htif, htif_console);
+    }
+    if let Some(shift) = args.icount {
+        vm.set_time_source(TimeSource::Instructions { shift });
+    }
+    Ok(vm)
+}
+
+/// Exit status when the engines disagree in `--lockstep`.
+const EXIT_DIVERGENCE: u8 = 4;
+
+/// Slice length of `--lockstep`: the architectural state is compared after every one.
+const LOCKSTEP_SLICE: u64 = 64;
+
+/// Runs the threaded engine and the reference interpreter side by side on two copies of the machine, with
+/// instruction-counted time, comparing every hart's architectural state after each slice and RAM now and then.
+/// The copy on the interpreter gets no console input.
+fn lockstep(args: &RunArgs, plan: &BootPlan, threaded: &mut HostedThreaded) -> Result<ExitCode, String> {
+    let mut args = args.clone();
+    args.icount.get_or_insert(0);
+    let ram_size = args.memory as usize;
+    let (mut backing_a, mut backing_b) = (vec![0u8; ram_size], vec![0u8; ram_size]);
+    let pages = ram_size.div_ceil(4096 * 64);
+    let (mut pages_a, mut pages_b) = (vec![0u64; pages], vec![0u64; pages]);
+    let (mut clock_a, mut clock_b) = (HostClock::new(), HostClock::new());
+    let (mut htif_a, mut htif_b) = (Stdio::new(), NullSerial);
+    let mut fast = build_machine(&args, plan, &mut backing_a, &mut pages_a, Stdio::new(), &mut clock_a, &mut htif_a)?;
+    let mut reference =
+        build_machine(&args, plan, &mut backing_b, &mut pages_b, NullSerial, &mut clock_b, &mut htif_b)?;
+    let mut slices = 0u64;
+    loop {
+        if args.max_insns.is_some_and(|limit| fast.steps >= limit) {
+            console::flush_stdout();
+            eprintln!("trapeze: lockstep: instruction limit reached after {} instructions, no divergence", fast.steps);
+            return Ok(ExitCode::from(EXIT_INSTRUCTION_LIMIT));
+        }
+        let outcome_fast = fast.run_slice(threaded, LOCKSTEP_SLICE);
+        let outcome_reference = reference.run_slice(&mut Interpreter, LOCKSTEP_SLICE);
+        slices += 1;
+        let mut divergence = None;
+        if fast.steps != reference.steps || outcome_fast != outcome_reference {
+            divergence = Some(format!(
+                "steps {} vs {}, outcome {outcome_fast:?} vs {outcome_reference:?}",
+                fast.steps, reference.steps
+            ));
+        }
+        for (a, b) in fast.harts.iter().zip(reference.harts.iter()) {
+            if divergence.is_none() && a != b {
+                divergence = Some(format!("hart {}:\nthreaded {a:?}\ninterp   {b:?}", a.config.hart_id));
+            }
+        }
+        let finished = outcome_fast.is_some();
+        if divergence.is_none() && (finished || slices.is_multiple_of(1 << 14)) {
+            if let Some(offset) = fast.ram.as_slice().iter().zip(reference.ram.as_slice()).position(|(a, b)| a != b) {
+                divergence = Some(format!("RAM differs at guest address {:#x}", RAM_BASE + offset as u64));
+            }
+        }
+        if let Some(what) = divergence {
+            console::flush_stdout();
+            eprintln!("trapeze: lockstep: the engines diverged after {} instructions: {what}", fast.steps);
+            return Ok(ExitCode::from(EXIT_DIVERGENCE));
+        }
+        if let Some(outcome) = outcome_fast {
+            console::flush_stdout();
+            eprintln!("trapeze: lockstep: {} instructions, no divergence", fast.steps);
+            return Ok(match outcome {
+                RunOutcome::PowerOff { code: 0 } => ExitCode::SUCCESS,
+                RunOutcome::PowerOff { .. } => ExitCode::from(1),
+                RunOutcome::InstructionLimit => ExitCode::from(EXIT_INSTRUCTION_LIMIT),
+                RunOutcome::Reset => ExitCode::SUCCESS,
+            });
+        }
+    }
+}
+
+/// Runs the VM on `engine` as the options say: to the end, or traced from an instruction count on.
+fn run_with<D: Devices, E: Engine>(vm: &mut Vm<'_, D>, engine: &mut E, args: &RunArgs) -> RunOutcome {
+    match args.trace {
+        Some(start) => match vm.run(engine, Some(start)) {
+            RunOutcome::InstructionLimit if args.max_insns.is_none_or(|limit| limit > start) => {
+                run_traced(vm, &mut Interpreter, args.max_insns)
+            }
+            outcome => outcome,
+        },
+        None => vm.run(engine, args.max_insns),
+    }
+}
+
+/// Runs one instruction at a time on the reference interpreter, printing what each did.
 fn run_traced<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut Interpreter, limit: Option<u64>) -> RunOutcome {
     use std::io::Write;
     let stderr = std::io::stderr();

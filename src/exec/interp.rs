@@ -40,7 +40,7 @@ fn fetch(hart: &Hart, memory: &mut Memory, pc: u64) -> Result<u32, Exit> {
     Ok(low | parcel(memory, pc.wrapping_add(2))? << 16)
 }
 
-fn exception(fault: Fault) -> Exit {
+pub(crate) fn exception(fault: Fault) -> Exit {
     Exit::Exception { cause: fault.exception, tval: fault.tval }
 }
 
@@ -68,16 +68,7 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
             next_pc = target;
         }
         Inst::Branch { cond, rs1, rs2, offset } => {
-            let (a, b) = (hart.x(rs1), hart.x(rs2));
-            let taken = match cond {
-                BranchCond::Eq => a == b,
-                BranchCond::Ne => a != b,
-                BranchCond::Lt => (a as i64) < (b as i64),
-                BranchCond::Ge => (a as i64) >= (b as i64),
-                BranchCond::Ltu => a < b,
-                BranchCond::Geu => a >= b,
-            };
-            if taken {
+            if branch_taken(cond, hart.x(rs1), hart.x(rs2)) {
                 next_pc = pc.wrapping_add(offset as i64 as u64);
             }
         }
@@ -100,24 +91,7 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
             }
         }
         Inst::OpImm { op, rd, rs1, imm } => {
-            let a = hart.x(rs1);
-            let imm = imm as i64 as u64;
-            let shamt = (imm & 63) as u32;
-            let value = match op {
-                OpImmKind::Addi => a.wrapping_add(imm),
-                OpImmKind::Slti => ((a as i64) < (imm as i64)) as u64,
-                OpImmKind::Sltiu => (a < imm) as u64,
-                OpImmKind::Xori => a ^ imm,
-                OpImmKind::Ori => a | imm,
-                OpImmKind::Andi => a & imm,
-                OpImmKind::Slli => a << shamt,
-                OpImmKind::Srli => a >> shamt,
-                OpImmKind::Srai => ((a as i64) >> shamt) as u64,
-                OpImmKind::Addiw => sext32(a.wrapping_add(imm) as u32),
-                OpImmKind::Slliw => sext32((a as u32) << (shamt & 31)),
-                OpImmKind::Srliw => sext32((a as u32) >> (shamt & 31)),
-                OpImmKind::Sraiw => ((a as i32) >> (shamt & 31)) as i64 as u64,
-            };
+            let value = alu_imm(op, hart.x(rs1), imm);
             hart.set_x(rd, value);
         }
         Inst::Op { op, rd, rs1, rs2 } => {
@@ -238,11 +212,11 @@ fn fp_size(fmt: FpFormat) -> u64 {
     }
 }
 
-fn mmio(addr: u64, size: u64, kind: MmioKind, len: u64) -> Exit {
+pub(crate) fn mmio(addr: u64, size: u64, kind: MmioKind, len: u64) -> Exit {
     Exit::Mmio(MmioAccess { addr, size: size as u8, kind, len: len as u8 })
 }
 
-fn mask(width: StoreWidth) -> u64 {
+pub(crate) fn mask(width: StoreWidth) -> u64 {
     match width {
         StoreWidth::D => u64::MAX,
         _ => (1u64 << (width.bytes() * 8)) - 1,
@@ -263,6 +237,41 @@ fn amo_offset(hart: &Hart, memory: &mut Memory, addr: u64, size: u64) -> Result<
 #[inline(always)]
 fn sext32(value: u32) -> u64 {
     value as i32 as i64 as u64
+}
+
+/// Whether a branch with `cond` is taken for operands `a` and `b`.
+#[inline(always)]
+pub fn branch_taken(cond: BranchCond, a: u64, b: u64) -> bool {
+    match cond {
+        BranchCond::Eq => a == b,
+        BranchCond::Ne => a != b,
+        BranchCond::Lt => (a as i64) < (b as i64),
+        BranchCond::Ge => (a as i64) >= (b as i64),
+        BranchCond::Ltu => a < b,
+        BranchCond::Geu => a >= b,
+    }
+}
+
+/// Register-immediate ALU operations; for shifts `imm` is the shift amount.
+#[inline(always)]
+pub fn alu_imm(op: OpImmKind, a: u64, imm: i32) -> u64 {
+    let imm = imm as i64 as u64;
+    let shamt = (imm & 63) as u32;
+    match op {
+        OpImmKind::Addi => a.wrapping_add(imm),
+        OpImmKind::Slti => ((a as i64) < (imm as i64)) as u64,
+        OpImmKind::Sltiu => (a < imm) as u64,
+        OpImmKind::Xori => a ^ imm,
+        OpImmKind::Ori => a | imm,
+        OpImmKind::Andi => a & imm,
+        OpImmKind::Slli => a << shamt,
+        OpImmKind::Srli => a >> shamt,
+        OpImmKind::Srai => ((a as i64) >> shamt) as u64,
+        OpImmKind::Addiw => sext32(a.wrapping_add(imm) as u32),
+        OpImmKind::Slliw => sext32((a as u32) << (shamt & 31)),
+        OpImmKind::Srliw => sext32((a as u32) >> (shamt & 31)),
+        OpImmKind::Sraiw => ((a as i32) >> (shamt & 31)) as i64 as u64,
+    }
 }
 
 /// Register-register ALU operations, with the RISC-V results for division by zero and overflow.

@@ -19,11 +19,110 @@ pub const RAM_BASE: u64 = 0x8000_0000;
 pub struct Ram<'a> {
     base: u64,
     bytes: &'a mut [u8],
+    /// Pages an engine has translated code from, so that any write to them is noticed.
+    code_watch: Option<CodeWatch<'a>>,
+}
+
+/// Size of a page, the unit of code-write watching.
+pub const PAGE_SIZE: u64 = 4096;
+/// Dirty code pages remembered before an overflow makes every translation stale.
+const DIRTY_CAPACITY: usize = 32;
+
+/// Which RAM pages hold translated code, and which of those were written since the engine last asked. Every
+/// write to RAM — a guest store by any engine or hart, a device's DMA, a loader — goes through [`Ram`], so none
+/// can change translated code unseen.
+struct CodeWatch<'a> {
+    /// One bit per RAM page (page index = offset / 4096).
+    watched: &'a mut [u64],
+    dirty: [u64; DIRTY_CAPACITY],
+    dirty_len: usize,
+    overflowed: bool,
+}
+
+/// Code pages written since the last [`Ram::take_dirty_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirtyCode {
+    /// These pages (offset / 4096) were written.
+    Pages { pages: [u64; DIRTY_CAPACITY], len: usize },
+    /// Too many to list: treat every page as written.
+    All,
+}
+
+impl DirtyCode {
+    /// The written pages, or `None` when every page must be treated as written.
+    pub fn pages(&self) -> Option<&[u64]> {
+        match self {
+            DirtyCode::Pages { pages, len } => pages.get(..*len),
+            DirtyCode::All => None,
+        }
+    }
 }
 
 impl<'a> Ram<'a> {
     pub fn new(base: u64, bytes: &'a mut [u8]) -> Self {
-        Self { base, bytes }
+        Self { base, bytes, code_watch: None }
+    }
+
+    /// Watches writes to code pages, with one bit of `bitmap` per page of RAM (at least `size / 4096` bits).
+    /// Engines that keep translated code need this; without it they must not cache translations.
+    pub fn attach_code_watch(&mut self, bitmap: &'a mut [u64]) {
+        bitmap.fill(0);
+        self.code_watch = Some(CodeWatch { watched: bitmap, dirty: [0; DIRTY_CAPACITY], dirty_len: 0, overflowed: false });
+    }
+
+    /// Starts watching page `page` (offset / 4096) for writes; false when there is no watch or the page is
+    /// outside it.
+    pub fn watch_code_page(&mut self, page: u64) -> bool {
+        let Some(watch) = self.code_watch.as_mut() else { return false };
+        match watch.watched.get_mut((page / 64) as usize) {
+            Some(word) => {
+                *word |= 1 << (page % 64);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a watched code page was written since the last [`take_dirty_code`](Self::take_dirty_code).
+    #[inline(always)]
+    pub fn has_dirty_code(&self) -> bool {
+        self.code_watch.as_ref().is_some_and(|watch| watch.dirty_len > 0 || watch.overflowed)
+    }
+
+    /// The watched code pages written since the last call (they are no longer watched).
+    pub fn take_dirty_code(&mut self) -> DirtyCode {
+        let Some(watch) = self.code_watch.as_mut() else { return DirtyCode::Pages { pages: [0; DIRTY_CAPACITY], len: 0 } };
+        let taken = if watch.overflowed {
+            DirtyCode::All
+        } else {
+            DirtyCode::Pages { pages: watch.dirty, len: watch.dirty_len }
+        };
+        watch.dirty_len = 0;
+        watch.overflowed = false;
+        taken
+    }
+
+    /// Records a write to `[offset, offset + len)` if it touches a watched page.
+    #[inline(always)]
+    fn note_write(&mut self, offset: usize, len: usize) {
+        let Some(watch) = self.code_watch.as_mut() else { return };
+        let first = offset as u64 / PAGE_SIZE;
+        let last = (offset + len.max(1) - 1) as u64 / PAGE_SIZE;
+        for page in first..=last {
+            let Some(word) = watch.watched.get_mut((page / 64) as usize) else { continue };
+            let bit = 1u64 << (page % 64);
+            if *word & bit == 0 {
+                continue;
+            }
+            *word &= !bit;
+            match watch.dirty.get_mut(watch.dirty_len) {
+                Some(slot) => {
+                    *slot = page;
+                    watch.dirty_len += 1;
+                }
+                None => watch.overflowed = true,
+            }
+        }
     }
 
     /// Guest real address of the first byte.
@@ -57,6 +156,7 @@ impl<'a> Ram<'a> {
     /// The bytes `[addr, addr + len)` for writing, or `None` when any lies outside RAM.
     pub fn slice_mut(&mut self, addr: u64, len: u64) -> Option<&mut [u8]> {
         let offset = self.offset_of(addr, len)?;
+        self.note_write(offset, len as usize);
         self.bytes.get_mut(offset..offset + len as usize)
     }
 
@@ -75,6 +175,7 @@ impl<'a> Ram<'a> {
     pub fn store(&mut self, addr: u64, size: u64, value: u64) -> Option<()> {
         let offset = self.offset_of(addr, size)?;
         let len = (size as usize).min(8);
+        self.note_write(offset, len);
         self.bytes.get_mut(offset..offset + len)?.copy_from_slice(&value.to_le_bytes()[..len]);
         Some(())
     }
@@ -98,8 +199,11 @@ impl<'a> Ram<'a> {
         self.bytes
     }
 
-    /// The whole RAM as a mutable slice (for loaders and snapshots).
+    /// The whole RAM as a mutable slice (for loaders and snapshots): every watched code page counts as written.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        if let Some(watch) = self.code_watch.as_mut() {
+            watch.overflowed = true;
+        }
         self.bytes
     }
 }
@@ -107,6 +211,30 @@ impl<'a> Ram<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_to_watched_code_pages_are_reported_once() {
+        let mut backing = vec![0u8; 4 * PAGE_SIZE as usize];
+        let mut bitmap = [0u64; 1];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        ram.store(RAM_BASE, 8, 1).unwrap();
+        assert!(!ram.has_dirty_code(), "nothing is watched before a watch is attached");
+        ram.attach_code_watch(&mut bitmap);
+        assert!(ram.watch_code_page(1) && ram.watch_code_page(2));
+        assert!(!ram.watch_code_page(64), "outside the bitmap");
+        ram.store(RAM_BASE + 8, 8, 1).unwrap();
+        assert!(!ram.has_dirty_code(), "page 0 holds no code");
+        ram.store(RAM_BASE + PAGE_SIZE + 12, 4, 7).unwrap();
+        ram.store(RAM_BASE + PAGE_SIZE + 16, 4, 7).unwrap();
+        // A DMA write straddling into page 2.
+        ram.slice_mut(RAM_BASE + 3 * PAGE_SIZE - 2, 4).unwrap().fill(9);
+        assert!(ram.has_dirty_code());
+        assert_eq!(ram.take_dirty_code().pages(), Some(&[1, 2][..]), "each page once, then unwatched");
+        assert!(!ram.has_dirty_code());
+        ram.watch_code_page(3);
+        ram.as_mut_slice()[0] = 1;
+        assert_eq!(ram.take_dirty_code(), DirtyCode::All);
+    }
 
     #[test]
     fn accesses_outside_ram_are_refused() {

@@ -1,0 +1,460 @@
+//! The threaded engine: guest basic blocks predecoded once into ops that carry their operands and a direct
+//! pointer to their handler, kept in the fixed-size code cache and run without decoding or a central switch.
+//!
+//! Blocks are keyed by where their bytes lie in RAM (the host offset of their first instruction), never by a
+//! virtual address, so a change of address space or privilege can never run a stale block: every block entry
+//! translates the pc afresh (a TLB hit in the steady state), and ops use the hart's live pc. A block never
+//! crosses a page; every page a block was decoded from is watched by [`Ram`](crate::mem::Ram), so any write to
+//! it — a store by any hart or engine, a device's DMA — invalidates the page's blocks before the next block runs,
+//! and a store that hits watched code ends the current block at once. This engine never emulates a privileged
+//! instruction: those, and every instruction without a fast handler (AMOs, floating point, ...), run through
+//! the reference interpreter's [`step`](super::interp::step), so both engines share one definition of them.
+
+use super::interp::{self, alu, alu_imm, branch_taken, exception, mmio};
+use super::Engine;
+use crate::cache::{BlockKey, CodeCache};
+use crate::hart::{Exception, Hart};
+use crate::isa::{self, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
+use crate::mem::mmu::{Loaded, Memory, Target};
+use crate::mem::sv39::AccessType;
+use crate::mem::{DirtyCode, PAGE_SIZE};
+use crate::trap::{extend, Exit, MmioKind};
+
+/// Longest block, in instructions: bounds decode work and the latency of a budget check.
+pub const MAX_BLOCK: usize = 64;
+
+/// What a handler tells the block loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// The instruction retired; go on with the next op.
+    Next,
+    /// The instruction retired and the block ends here (a control transfer, or a store that hit code).
+    End,
+}
+
+/// A handler: executes one predecoded instruction on the hart, or returns the exit it needs (with the hart's
+/// pc still at the instruction).
+pub type Handler = fn(&mut Hart, &mut Memory, &Op) -> Result<Flow, Exit>;
+
+/// One predecoded instruction.
+#[derive(Clone, Copy)]
+pub struct Op {
+    pub handler: Handler,
+    pub rd: u8,
+    pub rs1: u8,
+    pub rs2: u8,
+    /// Instruction length in bytes (2 or 4).
+    pub len: u8,
+    pub imm: i32,
+}
+
+impl core::fmt::Debug for Op {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Op").field("rd", &self.rd).field("rs1", &self.rs1).field("len", &self.len).finish()
+    }
+}
+
+impl Default for Op {
+    fn default() -> Self {
+        FALLBACK_4
+    }
+}
+
+const FALLBACK_4: Op = Op { handler: fallback, rd: 0, rs1: 0, rs2: 0, len: 4, imm: 0 };
+
+/// Counters of the engine's work, for benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub blocks_built: u64,
+    pub blocks_entered: u64,
+    pub pages_invalidated: u64,
+    pub full_invalidations: u64,
+}
+
+/// The threaded engine over a code cache of `OPS` ops in `BLOCKS` blocks with a `MAP`-slot map table.
+pub struct Threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize> {
+    cache: CodeCache<Op, OPS, BLOCKS, MAP>,
+    stats: EngineStats,
+}
+
+impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
+    /// An engine with an empty cache (`const`, so a board can keep it in a `static`).
+    pub const fn new() -> Self {
+        Self { cache: CodeCache::new(FALLBACK_4), stats: EngineStats { blocks_built: 0, blocks_entered: 0, pages_invalidated: 0, full_invalidations: 0 } }
+    }
+
+    /// The code cache (for its statistics).
+    pub fn cache(&self) -> &CodeCache<Op, OPS, BLOCKS, MAP> {
+        &self.cache
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Drops the blocks of every code page written since the last look.
+    fn invalidate_written_code(&mut self, memory: &mut Memory) {
+        match memory.ram.take_dirty_code() {
+            DirtyCode::All => {
+                self.cache.invalidate_all();
+                self.stats.full_invalidations += 1;
+            }
+            dirty @ DirtyCode::Pages { .. } => {
+                for &page in dirty.pages().unwrap_or(&[]) {
+                    self.cache.invalidate_page(page * PAGE_SIZE);
+                    self.stats.pages_invalidated += 1;
+                }
+            }
+        }
+    }
+
+    /// Decodes the block whose first instruction lies at RAM offset `start` and caches it.
+    fn build(&mut self, memory: &mut Memory, start: u64) -> Option<crate::cache::BlockId> {
+        let page_end = (start | (PAGE_SIZE - 1)) + 1;
+        let mut ops = [FALLBACK_4; MAX_BLOCK];
+        let mut count = 0;
+        let mut at = start;
+        while count < MAX_BLOCK && at < page_end {
+            let low = memory.ram.load_at_offset(at, 2)? as u32;
+            let (word, len) = if low & 3 != 3 {
+                (low, 2)
+            } else if at + 4 > page_end {
+                // A 4-byte instruction straddling the page: the interpreter fetches it through the MMU.
+                if count == 0 {
+                    ops[0] = FALLBACK_4;
+                    count = 1;
+                    at += 4;
+                }
+                break;
+            } else {
+                (memory.ram.load_at_offset(at, 4)? as u32, 4)
+            };
+            let (op, ends_block) = predecode(isa::decode(word).inst, len);
+            ops[count] = op;
+            count += 1;
+            at += len as u64;
+            if ends_block {
+                break;
+            }
+        }
+        if !memory.ram.watch_code_page(start / PAGE_SIZE) {
+            return None;
+        }
+        self.stats.blocks_built += 1;
+        let guest_len = (at - start).min(PAGE_SIZE) as u32;
+        self.cache.insert(BlockKey::new(start, 0), guest_len, [None, None], &ops[..count]).ok()
+    }
+}
+
+impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Default for Threaded<OPS, BLOCKS, MAP> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threaded<OPS, BLOCKS, MAP> {
+    fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
+        let mut remaining = budget;
+        while remaining > 0 {
+            if memory.ram.has_dirty_code() {
+                self.invalidate_written_code(memory);
+            }
+            let pc = hart.pc;
+            let start = match memory.translate(hart, pc, 2, AccessType::Fetch) {
+                Ok(Target::Ram(offset)) => offset,
+                Ok(Target::Device(_)) => {
+                    return Exit::Exception { cause: Exception::InstructionAccessFault, tval: pc };
+                }
+                Err(fault) => return exception(fault),
+            };
+            let key = BlockKey::new(start, 0);
+            let block = match self.cache.lookup(key) {
+                Some(block) => Some(block),
+                None => self.build(memory, start),
+            };
+            let Some(ops) = block.and_then(|block| self.cache.ops(block)) else {
+                // Nothing cacheable here (no code watch): interpret one instruction.
+                if let Err(exit) = interp::step(hart, memory) {
+                    return exit;
+                }
+                remaining -= 1;
+                continue;
+            };
+            self.stats.blocks_entered += 1;
+            // The block is fetchable as a whole only if PMP allows every byte of it (it may be finer than a page).
+            let guest_len: u64 = ops.iter().map(|op| op.len as u64).sum();
+            if guest_len > 2 {
+                if let Err(fault) = memory.translate(hart, pc, guest_len.min(PAGE_SIZE - (pc & (PAGE_SIZE - 1))), AccessType::Fetch) {
+                    // Let the interpreter find the exact instruction that may not be fetched.
+                    let _ = fault;
+                    if let Err(exit) = interp::step(hart, memory) {
+                        return exit;
+                    }
+                    remaining -= 1;
+                    continue;
+                }
+            }
+            for op in ops {
+                if remaining == 0 {
+                    return Exit::BudgetExhausted;
+                }
+                match (op.handler)(hart, memory, op) {
+                    Ok(Flow::Next) => remaining -= 1,
+                    Ok(Flow::End) => {
+                        remaining -= 1;
+                        break;
+                    }
+                    Err(exit) => return exit,
+                }
+            }
+        }
+        Exit::BudgetExhausted
+    }
+}
+
+/// The op for `inst` and whether the block ends after it.
+fn predecode(inst: Inst, len: u8) -> (Op, bool) {
+    let op = |handler: Handler, rd: u8, rs1: u8, rs2: u8, imm: i32| Op { handler, rd, rs1, rs2, len, imm };
+    match inst {
+        Inst::Lui { rd, imm } => (op(lui, rd, 0, 0, imm), false),
+        Inst::Auipc { rd, imm } => (op(auipc, rd, 0, 0, imm), false),
+        Inst::Jal { rd, offset } => (op(jal, rd, 0, 0, offset), true),
+        Inst::Jalr { rd, rs1, offset } => (op(jalr, rd, rs1, 0, offset), true),
+        Inst::Branch { cond, rs1, rs2, offset } => (op(BRANCH[cond as usize], 0, rs1, rs2, offset), true),
+        Inst::Load { width, rd, rs1, offset } => (op(LOAD[width as usize], rd, rs1, 0, offset), false),
+        Inst::Store { width, rs1, rs2, offset } => (op(STORE[width as usize], 0, rs1, rs2, offset), false),
+        Inst::OpImm { op: kind, rd, rs1, imm } => (op(OP_IMM[kind as usize], rd, rs1, 0, imm), false),
+        Inst::Op { op: kind, rd, rs1, rs2 } => (op(OP[kind as usize], rd, rs1, rs2, 0), false),
+        Inst::Fence { .. } | Inst::FenceI => (op(nop, 0, 0, 0, 0), false),
+        // Everything the dispatcher sees ends a block: it leaves the engine anyway.
+        Inst::Illegal(_)
+        | Inst::Ecall
+        | Inst::Ebreak
+        | Inst::Sret
+        | Inst::Mret
+        | Inst::Wfi
+        | Inst::SfenceVma { .. }
+        | Inst::Csr { .. } => (op(fallback, 0, 0, 0, 0), true),
+        _ => (op(fallback, 0, 0, 0, 0), false),
+    }
+}
+
+/// Retires the op: the pc moves past it.
+#[inline(always)]
+fn next(hart: &mut Hart, op: &Op) -> Result<Flow, Exit> {
+    hart.pc = hart.pc.wrapping_add(op.len as u64);
+    hart.instret = hart.instret.wrapping_add(1);
+    Ok(Flow::Next)
+}
+
+/// Retires a control transfer to `target`.
+#[inline(always)]
+fn jump(hart: &mut Hart, target: u64) -> Result<Flow, Exit> {
+    hart.pc = target;
+    hart.instret = hart.instret.wrapping_add(1);
+    Ok(Flow::End)
+}
+
+fn fallback(hart: &mut Hart, memory: &mut Memory, _op: &Op) -> Result<Flow, Exit> {
+    interp::step(hart, memory)?;
+    Ok(if memory.ram.has_dirty_code() { Flow::End } else { Flow::Next })
+}
+
+fn nop(hart: &mut Hart, _memory: &mut Memory, op: &Op) -> Result<Flow, Exit> {
+    next(hart, op)
+}
+
+fn lui(hart: &mut Hart, _memory: &mut Memory, op: &Op) -> Result<Flow, Exit> {
+    hart.set_x(op.rd, op.imm as i64 as u64);
+    next(hart, op)
+}
+
+fn auipc(hart: &mut Hart, _memory: &mut Memory, op: &Op) -> Result<Flow, Exit> {
+    hart.set_x(op.rd, hart.pc.wrapping_add(op.imm as i64 as u64));
+    next(hart, op)
+}
+
+fn jal(hart: &mut Hart, _memory: &mut Memory, op: &Op) -> Result<Flow, Exit> {
+    let pc = hart.pc;
+    hart.set_x(op.rd, pc.wrapping_add(op.len as u64));
+    jump(hart, pc.wrapping_add(op.imm as i64 as u64))
+}
+
+fn jalr(hart: &mut Hart, _memory: &mut Memory, op: &Op) -> Result<Flow, Exit> {
+    let target = hart.x(op.rs1).wrapping_add(op.imm as i64 as u64) & !1;
+    hart.set_x(op.rd, hart.pc.wrapping_add(op.len as u64));
+    jump(hart, target)
+}
+
+fn branch<const COND: usize>(hart: &mut Hart, _memory: &mut Memory, op: &Op) -> Result<Flow, Exit> {
+    let pc = hart.pc;
+    if branch_taken(BRANCH_CONDS[COND], hart.x(op.rs1), hart.x(op.rs2)) {
+        jump(hart, pc.wrapping_add(op.imm as i64 as u64))
+    } else {
+        jump(hart, pc.wrapping_add(op.len as u64))
+    }
+}
+
+fn op_imm<const KIND: usize>(hart: &mut Hart, _memory: &mut Memory, op: &Op) -> Result<Flow, Exit> {
+    hart.set_x(op.rd, alu_imm(OP_IMM_KINDS[KIND], hart.x(op.rs1), op.imm));
+    next(hart, op)
+}
+
+fn op_reg<const KIND: usize>(hart: &mut Hart, _memory: &mut Memory, op: &Op) -> Result<Flow, Exit> {
+    hart.set_x(op.rd, alu(OP_KINDS[KIND], hart.x(op.rs1), hart.x(op.rs2)));
+    next(hart, op)
+}
+
+fn load<const WIDTH: usize>(hart: &mut Hart, memory: &mut Memory, op: &Op) -> Result<Flow, Exit> {
+    let width = LOAD_WIDTHS[WIDTH];
+    let addr = hart.x(op.rs1).wrapping_add(op.imm as i64 as u64);
+    let size = width.bytes();
+    let signed = matches!(width, LoadWidth::B | LoadWidth::H | LoadWidth::W | LoadWidth::D);
+    match memory.load(hart, addr, size, AccessType::Load).map_err(exception)? {
+        Loaded::Value(value) => hart.set_x(op.rd, extend(value, size as u8, signed)),
+        Loaded::Device(gpa) => return Err(mmio(gpa, size, MmioKind::Load { rd: op.rd, signed }, op.len as u64)),
+    }
+    next(hart, op)
+}
+
+fn store<const WIDTH: usize>(hart: &mut Hart, memory: &mut Memory, op: &Op) -> Result<Flow, Exit> {
+    let width = STORE_WIDTHS[WIDTH];
+    let addr = hart.x(op.rs1).wrapping_add(op.imm as i64 as u64);
+    let size = width.bytes();
+    let value = hart.x(op.rs2);
+    if let Some(gpa) = memory.store(hart, addr, size, value).map_err(exception)? {
+        let value = value & interp::mask(width);
+        return Err(mmio(gpa, size, MmioKind::Store { value }, op.len as u64));
+    }
+    next(hart, op)?;
+    // A store into watched code: the blocks of that page (maybe this one) must go before anything else runs.
+    Ok(if memory.ram.has_dirty_code() { Flow::End } else { Flow::Next })
+}
+
+const BRANCH_CONDS: [BranchCond; 6] =
+    [BranchCond::Eq, BranchCond::Ne, BranchCond::Lt, BranchCond::Ge, BranchCond::Ltu, BranchCond::Geu];
+const BRANCH: [Handler; 6] = [branch::<0>, branch::<1>, branch::<2>, branch::<3>, branch::<4>, branch::<5>];
+
+const LOAD_WIDTHS: [LoadWidth; 7] =
+    [LoadWidth::B, LoadWidth::H, LoadWidth::W, LoadWidth::D, LoadWidth::Bu, LoadWidth::Hu, LoadWidth::Wu];
+const LOAD: [Handler; 7] = [load::<0>, load::<1>, load::<2>, load::<3>, load::<4>, load::<5>, load::<6>];
+
+const STORE_WIDTHS: [StoreWidth; 4] = [StoreWidth::B, StoreWidth::H, StoreWidth::W, StoreWidth::D];
+const STORE: [Handler; 4] = [store::<0>, store::<1>, store::<2>, store::<3>];
+
+const OP_IMM_KINDS: [OpImmKind; 13] = [
+    OpImmKind::Addi,
+    OpImmKind::Slti,
+    OpImmKind::Sltiu,
+    OpImmKind::Xori,
+    OpImmKind::Ori,
+    OpImmKind::Andi,
+    OpImmKind::Slli,
+    OpImmKind::Srli,
+    OpImmKind::Srai,
+    OpImmKind::Addiw,
+    OpImmKind::Slliw,
+    OpImmKind::Srliw,
+    OpImmKind::Sraiw,
+];
+const OP_IMM: [Handler; 13] = [
+    op_imm::<0>,
+    op_imm::<1>,
+    op_imm::<2>,
+    op_imm::<3>,
+    op_imm::<4>,
+    op_imm::<5>,
+    op_imm::<6>,
+    op_imm::<7>,
+    op_imm::<8>,
+    op_imm::<9>,
+    op_imm::<10>,
+    op_imm::<11>,
+    op_imm::<12>,
+];
+
+const OP_KINDS: [OpKind; 28] = [
+    OpKind::Add,
+    OpKind::Sub,
+    OpKind::Sll,
+    OpKind::Slt,
+    OpKind::Sltu,
+    OpKind::Xor,
+    OpKind::Srl,
+    OpKind::Sra,
+    OpKind::Or,
+    OpKind::And,
+    OpKind::Mul,
+    OpKind::Mulh,
+    OpKind::Mulhsu,
+    OpKind::Mulhu,
+    OpKind::Div,
+    OpKind::Divu,
+    OpKind::Rem,
+    OpKind::Remu,
+    OpKind::Addw,
+    OpKind::Subw,
+    OpKind::Sllw,
+    OpKind::Srlw,
+    OpKind::Sraw,
+    OpKind::Mulw,
+    OpKind::Divw,
+    OpKind::Divuw,
+    OpKind::Remw,
+    OpKind::Remuw,
+];
+const OP: [Handler; 28] = [
+    op_reg::<0>,
+    op_reg::<1>,
+    op_reg::<2>,
+    op_reg::<3>,
+    op_reg::<4>,
+    op_reg::<5>,
+    op_reg::<6>,
+    op_reg::<7>,
+    op_reg::<8>,
+    op_reg::<9>,
+    op_reg::<10>,
+    op_reg::<11>,
+    op_reg::<12>,
+    op_reg::<13>,
+    op_reg::<14>,
+    op_reg::<15>,
+    op_reg::<16>,
+    op_reg::<17>,
+    op_reg::<18>,
+    op_reg::<19>,
+    op_reg::<20>,
+    op_reg::<21>,
+    op_reg::<22>,
+    op_reg::<23>,
+    op_reg::<24>,
+    op_reg::<25>,
+    op_reg::<26>,
+    op_reg::<27>,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The handler tables are indexed by the enums' discriminants: each entry must be the one for its kind.
+    #[test]
+    fn handler_tables_follow_the_enum_order() {
+        for (index, kind) in OP_KINDS.iter().enumerate() {
+            assert_eq!(*kind as usize, index);
+        }
+        for (index, kind) in OP_IMM_KINDS.iter().enumerate() {
+            assert_eq!(*kind as usize, index);
+        }
+        for (index, width) in LOAD_WIDTHS.iter().enumerate() {
+            assert_eq!(*width as usize, index);
+        }
+        for (index, width) in STORE_WIDTHS.iter().enumerate() {
+            assert_eq!(*width as usize, index);
+        }
+        for (index, cond) in BRANCH_CONDS.iter().enumerate() {
+            assert_eq!(*cond as usize, index);
+        }
+    }
+}
