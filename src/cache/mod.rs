@@ -18,6 +18,9 @@
 //! if ops bake in privilege checks, the FP enable state (`mstatus.FS`) if FP ops are decoded as legal only when it
 //! is on, or the address-translation regime if ops bake in virtual addresses (such as the pc of an `auipc` or a
 //! link register value). Two blocks with the same key are the same block: inserting a key again replaces it.
+//! The guest real bytes `[pc, pc + guest_len)` must be exactly the bytes the block was decoded from: a block whose
+//! last instruction straddles a virtual page boundary onto a real page that is not the next one must not be
+//! inserted (end the block before that instruction), or invalidation by page would miss it.
 //!
 //! # Eviction: done by the cache itself, flush-all by default
 //! Space is taken bump-style: a block's ops go at the end of the arena and its record at the end of the block
@@ -62,7 +65,8 @@
 //! page index head 4): [`CodeCache::FOOTPRINT`] gives the exact figure. Nothing else is ever allocated.
 //!
 //! # Construction
-//! [`CodeCache::new`] is a `const fn`, so a board puts the cache in a `static` (no stack involved). A host puts it
+//! [`CodeCache::new`] is a `const fn`, so a board puts the cache in a `static` (no stack involved; the arena
+//! filled with a non-zero op lands in `.data`, so the image grows by the footprint). A host puts it
 //! in a `Box`: [`HostedCodeCache`] (about 0.9 MiB with 16-byte ops) is tested to go through `Box::new` on a
 //! 2 MiB thread stack; larger instances should be built in a `static` or on a thread with a larger stack.
 
@@ -575,7 +579,7 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
         self.clear();
     }
 
-    /// Drops every block for lack of space (what `insert` does itself when full).
+    /// Drops every block for lack of space (what `insert` does itself when full under [`Eviction::FlushAll`]).
     pub fn flush(&mut self) {
         self.stats.flushes += 1;
         self.stats.evictions += self.live as u64;
