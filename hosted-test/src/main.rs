@@ -85,6 +85,9 @@ struct RunArgs {
     /// stop at the first difference in architectural state (exit status 4). Implies `--icount 0` unless given.
     #[arg(long)]
     lockstep: bool,
+    /// The size of the threaded engine's code cache.
+    #[arg(long, value_enum, default_value_t = CodeCacheSize::Hosted)]
+    code_cache: CodeCacheSize,
     /// The execution engine.
     #[arg(long, value_enum, default_value_t = EngineChoice::Threaded)]
     engine: EngineChoice,
@@ -96,6 +99,19 @@ struct RunArgs {
 
 /// The threaded engine with the hosted code cache: 32768 ops in 2048 blocks (about 1 MiB).
 type HostedThreaded = Threaded<32768, 2048, 4096>;
+
+/// A code cache far too small for any real working set (256 ops in 16 blocks), to exercise eviction.
+type TinyThreaded = Threaded<256, 16, 32>;
+
+/// The size of the threaded engine's code cache.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum CodeCacheSize {
+    /// 32768 ops in 2048 blocks (about 1 MiB).
+    #[default]
+    Hosted,
+    /// 256 ops in 16 blocks: it must evict all the time.
+    Tiny,
+}
 
 /// Which engine runs the guest.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -205,8 +221,12 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     // One bit per page of RAM: the pages the threaded engine has translated code from.
     let mut code_pages = vec![0u64; ram_size.div_ceil(4096 * 64)];
     let mut threaded = Box::new(HostedThreaded::new());
+    let mut tiny = TinyThreaded::new();
     if args.lockstep {
-        return lockstep(args, &plan, &mut threaded);
+        return match args.code_cache {
+            CodeCacheSize::Hosted => lockstep(args, &plan, &mut *threaded),
+            CodeCacheSize::Tiny => lockstep(args, &plan, &mut tiny),
+        };
     }
 
     loop {
@@ -216,6 +236,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
             build_machine(args, &plan, &mut backing, &mut code_pages, Stdio::new(), &mut clock, &mut htif_console)?;
         let outcome = match args.engine {
             EngineChoice::Interp => run_with(&mut vm, &mut Interpreter, args),
+            EngineChoice::Threaded if args.code_cache == CodeCacheSize::Tiny => run_with(&mut vm, &mut tiny, args),
             EngineChoice::Threaded => run_with(&mut vm, &mut *threaded, args),
         };
         console::flush_stdout();
@@ -335,7 +356,7 @@ const LOCKSTEP_SLICE: u64 = 64;
 /// Runs the threaded engine and the reference interpreter side by side on two copies of the machine, with
 /// instruction-counted time, comparing every hart's architectural state after each slice and RAM now and then.
 /// The copy on the interpreter gets no console input.
-fn lockstep(args: &RunArgs, plan: &BootPlan, threaded: &mut HostedThreaded) -> Result<ExitCode, String> {
+fn lockstep(args: &RunArgs, plan: &BootPlan, threaded: &mut impl Engine) -> Result<ExitCode, String> {
     let mut args = args.clone();
     args.icount.get_or_insert(0);
     let ram_size = args.memory as usize;

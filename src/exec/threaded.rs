@@ -80,7 +80,10 @@ pub struct Threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize> {
 impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
     /// An engine with an empty cache (`const`, so a board can keep it in a `static`).
     pub const fn new() -> Self {
-        Self { cache: CodeCache::new(FALLBACK_4), stats: EngineStats { blocks_built: 0, blocks_entered: 0, pages_invalidated: 0, full_invalidations: 0 } }
+        Self {
+            cache: CodeCache::new(FALLBACK_4),
+            stats: EngineStats { blocks_built: 0, blocks_entered: 0, pages_invalidated: 0, full_invalidations: 0 },
+        }
     }
 
     /// The code cache (for its statistics).
@@ -184,7 +187,9 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
             // The block is fetchable as a whole only if PMP allows every byte of it (it may be finer than a page).
             let guest_len: u64 = ops.iter().map(|op| op.len as u64).sum();
             if guest_len > 2 {
-                if let Err(fault) = memory.translate(hart, pc, guest_len.min(PAGE_SIZE - (pc & (PAGE_SIZE - 1))), AccessType::Fetch) {
+                if let Err(fault) =
+                    memory.translate(hart, pc, guest_len.min(PAGE_SIZE - (pc & (PAGE_SIZE - 1))), AccessType::Fetch)
+                {
                     // Let the interpreter find the exact instruction that may not be fetched.
                     let _ = fault;
                     if let Err(exit) = interp::step(hart, memory) {

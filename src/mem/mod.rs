@@ -67,7 +67,8 @@ impl<'a> Ram<'a> {
     /// Engines that keep translated code need this; without it they must not cache translations.
     pub fn attach_code_watch(&mut self, bitmap: &'a mut [u64]) {
         bitmap.fill(0);
-        self.code_watch = Some(CodeWatch { watched: bitmap, dirty: [0; DIRTY_CAPACITY], dirty_len: 0, overflowed: false });
+        self.code_watch =
+            Some(CodeWatch { watched: bitmap, dirty: [0; DIRTY_CAPACITY], dirty_len: 0, overflowed: false });
     }
 
     /// Starts watching page `page` (offset / 4096) for writes; false when there is no watch or the page is
@@ -91,7 +92,9 @@ impl<'a> Ram<'a> {
 
     /// The watched code pages written since the last call (they are no longer watched).
     pub fn take_dirty_code(&mut self) -> DirtyCode {
-        let Some(watch) = self.code_watch.as_mut() else { return DirtyCode::Pages { pages: [0; DIRTY_CAPACITY], len: 0 } };
+        let Some(watch) = self.code_watch.as_mut() else {
+            return DirtyCode::Pages { pages: [0; DIRTY_CAPACITY], len: 0 };
+        };
         let taken = if watch.overflowed {
             DirtyCode::All
         } else {
