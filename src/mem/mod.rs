@@ -40,6 +40,8 @@ struct CodeWatch<'a> {
 }
 
 /// Code pages written since the last [`Ram::take_dirty_code`].
+// Returned by value, rarely, and never stored: no reason to box the list (there is no heap).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DirtyCode {
     /// These pages (offset / 4096) were written.
