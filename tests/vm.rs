@@ -3,6 +3,8 @@
 
 use trapeze::dev::{MachineRequest, MmioDevice, MmioError, NullSerial};
 use trapeze::exec::interp::Interpreter;
+use trapeze::exec::threaded::Threaded;
+use trapeze::exec::Engine;
 use trapeze::hart::{Exception, Hart, HartConfig, Privilege};
 use trapeze::isa::{self, csr, BranchCond, CsrOp, Inst, LoadWidth, OpImmKind, StoreWidth};
 use trapeze::mem::{Ram, RAM_BASE};
@@ -83,14 +85,22 @@ impl Machine {
 
     /// Runs at most `limit` instructions from `RAM_BASE` in M-mode with `mtvec` = `MTVEC`.
     fn run(&mut self, limit: u64) -> (Hart, RunOutcome) {
+        self.run_on(&mut Interpreter, limit)
+    }
+
+    /// Like [`Machine::run`] on `engine`, with RAM watching code pages for engines that cache translations.
+    fn run_on(&mut self, engine: &mut impl Engine, limit: u64) -> (Hart, RunOutcome) {
+        let mut code_pages = [0u64; 1];
         let mut devices: VirtDevices<NullSerial> = VirtDevices::new(NullSerial);
         devices.extra.map(DEVICE_BASE, 0x100, &mut self.scratch).unwrap();
         let mut hart = Hart::new(HartConfig::rv64imac_mu(0));
         hart.reset(RAM_BASE);
         hart.csrs.mtvec = MTVEC;
         let mut clock = FixedClock(1234);
-        let mut vm = Vm::new([hart], Ram::new(RAM_BASE, &mut self.backing), devices, &mut clock).unwrap();
-        let outcome = vm.run(&mut Interpreter, Some(limit));
+        let mut ram = Ram::new(RAM_BASE, &mut self.backing);
+        ram.attach_code_watch(&mut code_pages);
+        let mut vm = Vm::new([hart], ram, devices, &mut clock).unwrap();
+        let outcome = vm.run(engine, Some(limit));
         (vm.harts[0].clone(), outcome)
     }
 }
@@ -220,6 +230,33 @@ fn mret_enters_user_mode_where_privileged_state_is_out_of_reach() {
 }
 
 #[test]
+fn self_modifying_code_runs_the_new_instruction_on_every_engine() {
+    let new_body = isa::encode(&li(7, 2));
+    let program = [
+        Inst::Auipc { rd: 5, imm: 0 },
+        lui(6, new_body & !0xfff),
+        Inst::OpImm { op: OpImmKind::Addi, rd: 6, rs1: 6, imm: (new_body & 0xfff) as i32 },
+        Inst::Jal { rd: 1, offset: 16 },
+        Inst::Op { op: trapeze::isa::OpKind::Add, rd: 9, rs1: 7, rs2: 0 },
+        // Overwrite the subroutine's body, which both engines have already run (and one has cached).
+        Inst::Store { width: StoreWidth::W, rs1: 5, rs2: 6, offset: 28 },
+        Inst::Jal { rd: 1, offset: 4 },
+        li(7, 1),
+        Inst::Jalr { rd: 0, rs1: 1, offset: 0 },
+    ];
+    assert!(new_body & 0x800 == 0, "the low part of the word must not sign-extend");
+    let mut interpreted = Machine::new(&program, &[PARK]);
+    let (reference, _) = interpreted.run(40);
+    let mut threaded = Machine::new(&program, &[PARK]);
+    let (fast, _) = threaded.run_on(&mut Threaded::<256, 16, 32>::new(), 40);
+    for hart in [&reference, &fast] {
+        assert_eq!(hart.x[9], 1, "the first call ran the original instruction");
+        assert_eq!(hart.x[7], 2, "the second call ran the stored one");
+    }
+    assert_eq!(reference, fast);
+}
+
+#[test]
 fn user_mode_without_a_pmp_entry_cannot_fetch() {
     let program = [Inst::Auipc { rd: 5, imm: 0 }, csr(CsrOp::Rw, 0, 5, csr::MEPC), Inst::Mret];
     let mut machine = Machine::new(&program, &[PARK]);
@@ -273,35 +310,51 @@ mod hostile {
             paging in any::<bool>(),
             status in any::<u64>(),
         ) {
-            let mut backing = vec![0u8; 0x10000];
-            for (index, word) in words.iter().enumerate() {
-                // Fill RAM with the random words, repeated.
-                for copy in 0..(backing.len() / 4096) {
-                    let at = copy * 4096 + 4 * index;
-                    backing[at..at + 4].copy_from_slice(&word.to_le_bytes());
-                }
-            }
-            let mut scratch = Scratch::default();
-            let mut devices: VirtDevices<NullSerial> = VirtDevices::new(NullSerial);
-            devices.extra.map(DEVICE_BASE, 0x100, &mut scratch).unwrap();
-            let mut hart = Hart::new(HartConfig::rv64gc(0));
-            hart.reset(RAM_BASE);
-            // Open all memory to S and U, let traps land in the random code, and maybe turn paging on with the
-            // root table somewhere in the random RAM.
-            hart.write_csr(csr::PMPADDR0, u64::MAX).unwrap();
-            hart.write_csr(csr::PMPCFG0, 0x1f).unwrap();
-            hart.write_csr(csr::MTVEC, RAM_BASE + 0x100).unwrap();
-            hart.write_csr(csr::STVEC, RAM_BASE + 0x200).unwrap();
-            hart.write_csr(csr::MSTATUS, status).unwrap();
-            hart.write_csr(csr::MEDELEG, status >> 16).unwrap();
-            if paging {
-                hart.write_csr(csr::SATP, (8 << 60) | ((RAM_BASE >> 12) + (status & 0xf))).unwrap();
-            }
-            hart.privilege = [Privilege::User, Privilege::Supervisor, Privilege::Machine][mode as usize];
-            let mut clock = FixedClock(0);
-            let mut vm = Vm::new([hart], Ram::new(RAM_BASE, &mut backing), devices, &mut clock).unwrap();
-            let outcome = vm.run(&mut Interpreter, Some(20_000));
-            prop_assert!(vm.steps <= 20_000 || outcome != RunOutcome::InstructionLimit);
+            let reference = run_random_guest(&words, mode, paging, status, &mut Interpreter);
+            let fast = run_random_guest(&words, mode, paging, status, &mut Threaded::<1024, 64, 128>::new());
+            prop_assert_eq!(reference, fast, "the engines agree on hostile code");
         }
+    }
+
+    /// Runs 20,000 steps of RAM filled with `words` on `engine`; returns the hart and how the run ended.
+    fn run_random_guest(
+        words: &[u32],
+        mode: u8,
+        paging: bool,
+        status: u64,
+        engine: &mut impl Engine,
+    ) -> (Hart, RunOutcome, u64) {
+        let mut backing = vec![0u8; 0x10000];
+        for (index, word) in words.iter().enumerate() {
+            // Fill RAM with the random words, repeated.
+            for copy in 0..(backing.len() / 4096) {
+                let at = copy * 4096 + 4 * index;
+                backing[at..at + 4].copy_from_slice(&word.to_le_bytes());
+            }
+        }
+        let mut scratch = Scratch::default();
+        let mut devices: VirtDevices<NullSerial> = VirtDevices::new(NullSerial);
+        devices.extra.map(DEVICE_BASE, 0x100, &mut scratch).unwrap();
+        let mut hart = Hart::new(HartConfig::rv64gc(0));
+        hart.reset(RAM_BASE);
+        // Open all memory to S and U, let traps land in the random code, and maybe turn paging on with the
+        // root table somewhere in the random RAM.
+        hart.write_csr(csr::PMPADDR0, u64::MAX).unwrap();
+        hart.write_csr(csr::PMPCFG0, 0x1f).unwrap();
+        hart.write_csr(csr::MTVEC, RAM_BASE + 0x100).unwrap();
+        hart.write_csr(csr::STVEC, RAM_BASE + 0x200).unwrap();
+        hart.write_csr(csr::MSTATUS, status).unwrap();
+        hart.write_csr(csr::MEDELEG, status >> 16).unwrap();
+        if paging {
+            hart.write_csr(csr::SATP, (8 << 60) | ((RAM_BASE >> 12) + (status & 0xf))).unwrap();
+        }
+        hart.privilege = [Privilege::User, Privilege::Supervisor, Privilege::Machine][mode as usize];
+        let mut clock = FixedClock(0);
+        let mut code_pages = [0u64; 1];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        ram.attach_code_watch(&mut code_pages);
+        let mut vm = Vm::new([hart], ram, devices, &mut clock).unwrap();
+        let outcome = vm.run(engine, Some(20_000));
+        (vm.harts[0].clone(), outcome, vm.steps)
     }
 }
