@@ -432,7 +432,7 @@ fn list_round(rng: &mut Rng, next: &mut [u32; LIST_CAP], value: &mut [u32; LIST_
     let mut prev = 0usize;
     while next[prev] != 0 {
         let node = next[prev];
-        if value[node as usize] % 3 == 0 {
+        if value[node as usize].is_multiple_of(3) {
             next[prev] = next[node as usize];
             next[node as usize] = free;
             free = node;
