@@ -213,12 +213,13 @@ impl Checksums {
     }
 }
 
-/// Picks the entries of `all` named in `wanted` (all of them when `wanted` is empty).
+/// Picks the entries of `all` named in `wanted`, each once, in the order of `all` (all of them when `wanted` is
+/// empty).
 fn select<T>(all: &[T], name: impl Fn(&T) -> &str, wanted: &[String], what: &str) -> Result<Vec<usize>, String> {
     if wanted.is_empty() {
         return Ok((0..all.len()).collect());
     }
-    wanted
+    let mut picked = wanted
         .iter()
         .map(|want| {
             all.iter().position(|entry| name(entry) == want).ok_or_else(|| {
@@ -226,7 +227,10 @@ fn select<T>(all: &[T], name: impl Fn(&T) -> &str, wanted: &[String], what: &str
                 format!("unknown {what} `{want}` (known: {})", known.join(", "))
             })
         })
-        .collect()
+        .collect::<Result<Vec<usize>, String>>()?;
+    picked.sort_unstable();
+    picked.dedup();
+    Ok(picked)
 }
 
 fn mips(instructions: u64, seconds: f64) -> f64 {
