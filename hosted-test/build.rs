@@ -7,7 +7,9 @@
 //! compile-time environment variable of every target of this package (the `trapeze` binary, tests, benches):
 //! `TRAPEZE_GUEST_HELLO`, `TRAPEZE_GUEST_TRAPS`, `TRAPEZE_GUEST_ARITH`, `TRAPEZE_GUEST_AMO`,
 //! `TRAPEZE_GUEST_DEMO`, `TRAPEZE_GUEST_SV39`, `TRAPEZE_GUEST_INTERRUPTS`, `TRAPEZE_GUEST_FPU` and
-//! `TRAPEZE_GUEST_IDLE`, read with `env!`. If the Rust target is missing, it is installed with rustup.
+//! `TRAPEZE_GUEST_IDLE`, and the benchmark guests `TRAPEZE_GUEST_BENCH_INT`, `TRAPEZE_GUEST_BENCH_MEM`,
+//! `TRAPEZE_GUEST_BENCH_BRANCH` with their `_SMALL` variants (a `-` in a binary's name becomes `_`), read with
+//! `env!`. If the Rust target is missing, it is installed with rustup.
 use std::env;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -17,11 +19,42 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 9] = ["hello", "traps", "arith", "amo", "demo", "sv39", "interrupts", "fpu", "idle"];
+const GUESTS: [&str; 15] = [
+    "hello",
+    "traps",
+    "arith",
+    "amo",
+    "demo",
+    "sv39",
+    "interrupts",
+    "fpu",
+    "idle",
+    "bench-int",
+    "bench-int-small",
+    "bench-mem",
+    "bench-mem-small",
+    "bench-branch",
+    "bench-branch-small",
+];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 11] =
-    ["rt", "torture", "hello", "traps", "arith", "amo", "demo", "sv39", "interrupts", "fpu", "idle"];
+const CRATES: [&str; 15] = [
+    "rt",
+    "torture",
+    "hello",
+    "traps",
+    "arith",
+    "amo",
+    "demo",
+    "sv39",
+    "interrupts",
+    "fpu",
+    "idle",
+    "bench-kernels",
+    "bench-int",
+    "bench-mem",
+    "bench-branch",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -68,7 +101,7 @@ fn main() {
     for guest in GUESTS {
         let path = bin_dir.join(guest);
         assert!(path.is_file(), "the guest build did not produce {}", path.display());
-        println!("cargo:rustc-env=TRAPEZE_GUEST_{}={}", guest.to_uppercase(), path.display());
+        println!("cargo:rustc-env=TRAPEZE_GUEST_{}={}", guest.to_uppercase().replace('-', "_"), path.display());
     }
     println!("cargo:rustc-env=TRAPEZE_GUESTS_DIR={}", bin_dir.display());
 }

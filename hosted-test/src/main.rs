@@ -3,8 +3,10 @@
 //! `trapeze run IMAGE` boots IMAGE in M-mode the way `qemu-system-riscv64 -M virt -bios none -kernel IMAGE`
 //! does, runs it until it powers off (through the `sifive,test0` finisher or HTIF `tohost`) and exits with the
 //! guest's status; `--bios FW --kernel KERNEL` boots firmware and the next stage as QEMU does. With no image it
-//! runs the demo guest built from this repository.
+//! runs the demo guest built from this repository. `trapeze bench` measures the engines (and QEMU) on the
+//! benchmark guests.
 
+mod bench;
 mod console;
 mod disk;
 
@@ -44,6 +46,8 @@ struct Cli {
 enum Command {
     /// Boot IMAGE (an ELF executable or a raw binary loaded at 0x8000_0000) in M-mode and run it to the end.
     Run(RunArgs),
+    /// Run the benchmark guests on every engine (and QEMU if installed): instructions, seconds, guest MIPS.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args, Default, Clone)]
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(std::env::args_os().map(|arg| if arg == "-smp" { "--smp".into() } else { arg }));
     let args = match cli.command {
         Some(Command::Run(args)) => args,
+        Some(Command::Bench(args)) => return bench::run(&args),
         None => RunArgs { memory: 128 << 20, ..RunArgs::default() },
     };
     match run(&args) {

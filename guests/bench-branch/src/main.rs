@@ -1,0 +1,10 @@
+//! `bench-branch`: the measured branch workload of `trapeze bench` (see `workload.rs`), at full scale.
+#![no_std]
+#![no_main]
+
+mod workload;
+
+#[unsafe(no_mangle)]
+extern "C" fn main() -> u32 {
+    workload::run("bench-branch", bench_kernels::branch::FULL)
+}

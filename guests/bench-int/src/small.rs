@@ -1,0 +1,10 @@
+//! `bench-int-small`: the int workload of `trapeze bench` (see `workload.rs`) at the small scale the tests run.
+#![no_std]
+#![no_main]
+
+mod workload;
+
+#[unsafe(no_mangle)]
+extern "C" fn main() -> u32 {
+    workload::run("bench-int-small", bench_kernels::int::SMALL)
+}

@@ -1,0 +1,385 @@
+//! `trapeze bench`: runs the benchmark guests (`guests/bench-*`) on every engine and, when it is installed, on
+//! `qemu-system-riscv64`, and prints wall time, instructions executed and guest MIPS side by side.
+//!
+//! Method: each workload is an ELF built from `guests/bench-*` and embedded in this binary. An engine run builds a
+//! fresh one-hart `virt` machine (128 MiB, as QEMU's default), loads the ELF and times `Vm::run` alone with the
+//! host's monotonic clock; the instruction count is `Vm::steps`. A QEMU run writes the same ELF to a temporary
+//! file and times the whole `qemu-system-riscv64 -M virt -bios none -nographic -kernel ELF` process, start-up and
+//! exit included (nothing is subtracted). With `--iterations N`, every run is repeated N times and the fastest
+//! counts. Every run must print the same `checksum` line (the workload's result), or the command fails.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use trapeze::dev::SerialBackend;
+use trapeze::exec::interp::Interpreter;
+use trapeze::exec::Engine;
+use trapeze::hart::{Hart, HartConfig};
+use trapeze::mem::{Ram, RAM_BASE};
+use trapeze::vm::loader::load_elf;
+use trapeze::vm::virt::{NoDisk, VirtDevices};
+use trapeze::vm::{RunOutcome, Vm};
+
+use crate::console::HostClock;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// An engine to measure (repeat for several); every engine by default. Engines: interp.
+    #[arg(long = "engine", value_name = "ENGINE")]
+    engines: Vec<String>,
+    /// A workload to run (repeat for several); all by default. Workloads: int, mem, branch.
+    #[arg(long = "workload", value_name = "WORKLOAD")]
+    workloads: Vec<String>,
+    /// Runs of each workload on each engine and on QEMU; the fastest one counts.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    iterations: u32,
+    /// The QEMU to compare with; by default `qemu-system-riscv64` from PATH, skipped if it is not there.
+    #[arg(long, value_name = "PATH")]
+    qemu: Option<PathBuf>,
+    /// Do not compare with QEMU.
+    #[arg(long, conflicts_with = "qemu")]
+    no_qemu: bool,
+    /// Run the small variants of the workloads (a quick check of the command: the figures mean little).
+    #[arg(long)]
+    small: bool,
+}
+
+/// One benchmark guest, at full and at small scale.
+struct Workload {
+    name: &'static str,
+    full: &'static [u8],
+    small: &'static [u8],
+}
+
+const WORKLOADS: [Workload; 3] = [
+    Workload {
+        name: "int",
+        full: include_bytes!(env!("TRAPEZE_GUEST_BENCH_INT")),
+        small: include_bytes!(env!("TRAPEZE_GUEST_BENCH_INT_SMALL")),
+    },
+    Workload {
+        name: "mem",
+        full: include_bytes!(env!("TRAPEZE_GUEST_BENCH_MEM")),
+        small: include_bytes!(env!("TRAPEZE_GUEST_BENCH_MEM_SMALL")),
+    },
+    Workload {
+        name: "branch",
+        full: include_bytes!(env!("TRAPEZE_GUEST_BENCH_BRANCH")),
+        small: include_bytes!(env!("TRAPEZE_GUEST_BENCH_BRANCH_SMALL")),
+    },
+];
+
+/// An engine the benchmark measures: its name and how to run an image on it.
+struct EngineEntry {
+    name: &'static str,
+    run: fn(&[u8]) -> Result<Measurement, String>,
+}
+
+/// Every engine, the reference first (speedups are relative to it). Another engine is one more entry.
+const ENGINES: &[EngineEntry] = &[EngineEntry { name: "interp", run: |image| measure(image, &mut Interpreter) }];
+
+/// Guest RAM of every run (QEMU's default for `virt`).
+const RAM_SIZE: usize = 128 << 20;
+/// Bound on a run's instructions, so a wedged guest cannot hang the benchmark.
+const INSTRUCTION_LIMIT: u64 = 20_000_000_000;
+/// Bound on a QEMU run's wall time.
+const QEMU_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What one run measured.
+struct Measurement {
+    /// Instructions executed (`None` for QEMU, which does not say).
+    instructions: Option<u64>,
+    seconds: f64,
+    /// The guest's console output.
+    output: String,
+}
+
+/// The guest console of a benchmark run: kept in memory.
+#[derive(Default)]
+struct Capture(Vec<u8>);
+
+impl SerialBackend for Capture {
+    fn write_byte(&mut self, byte: u8) {
+        self.0.push(byte);
+    }
+
+    fn read_byte(&mut self) -> Option<u8> {
+        None
+    }
+}
+
+/// Boots `image` on a fresh machine and times `Vm::run` with `engine`.
+fn measure<E: Engine>(image: &[u8], engine: &mut E) -> Result<Measurement, String> {
+    let mut backing = vec![0u8; RAM_SIZE];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let loaded = load_elf(image, &mut ram).map_err(|e| format!("loading the guest: {e}"))?;
+    let mut hart = Hart::new(HartConfig::rv64gc(0));
+    hart.reset(loaded.entry);
+    let mut clock = HostClock::new();
+    let mut vm = Vm::new([hart], ram, VirtDevices::<_, NoDisk>::new(Capture::default()), &mut clock)
+        .map_err(|e| format!("building the machine: {e:?}"))?;
+    let start = Instant::now();
+    let outcome = vm.run(engine, Some(INSTRUCTION_LIMIT));
+    let seconds = start.elapsed().as_secs_f64();
+    let output = String::from_utf8_lossy(&vm.devices.uart.backend().0).into_owned();
+    match outcome {
+        RunOutcome::PowerOff { code: 0 } => Ok(Measurement { instructions: Some(vm.steps), seconds, output }),
+        outcome => {
+            Err(format!("the guest ended with {outcome:?} after {} instructions; it printed:\n{output}", vm.steps))
+        }
+    }
+}
+
+/// Runs `elf` (a file) on QEMU and times the whole process.
+fn measure_qemu(qemu: &Path, elf: &Path) -> Result<Measurement, String> {
+    let start = Instant::now();
+    let mut child = Command::new(qemu)
+        .args(["-M", "virt", "-bios", "none", "-nographic", "-kernel"])
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", qemu.display()))?;
+    let readers = [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as _),
+    ]
+    .map(|pipe| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    });
+    // Polled so that a hung QEMU can be stopped; the polling adds at most a millisecond to the measurement.
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() > QEMU_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("QEMU did not finish within {QEMU_TIMEOUT:?}"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_micros(500)),
+            Err(e) => return Err(format!("waiting for QEMU: {e}")),
+        }
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let [output, errors] = readers.map(|reader| reader.join().unwrap_or_default());
+    if !status.success() {
+        return Err(format!("QEMU ended with {status}; it printed:\n{output}{errors}"));
+    }
+    Ok(Measurement { instructions: None, seconds, output })
+}
+
+/// The `checksum` line of a guest's output.
+fn checksum_line(output: &str) -> Option<&str> {
+    output.lines().map(str::trim).find(|line| line.contains(": checksum "))
+}
+
+/// The best run of one workload on one engine.
+struct Row {
+    workload: usize,
+    engine: usize,
+    instructions: u64,
+    seconds: f64,
+}
+
+/// Checks every run of a workload prints the same checksum line.
+struct Checksums {
+    lines: Vec<Option<String>>,
+    mismatches: usize,
+}
+
+impl Checksums {
+    fn check(&mut self, workload: usize, name: &str, runner: &str, output: &str) {
+        let Some(line) = checksum_line(output) else {
+            eprintln!("trapeze bench: {name} on {runner} printed no checksum line; it printed:\n{output}");
+            self.mismatches += 1;
+            return;
+        };
+        match &self.lines[workload] {
+            None => self.lines[workload] = Some(line.to_string()),
+            Some(first) if first == line => {}
+            Some(first) => {
+                eprintln!("trapeze bench: checksum mismatch for {name}: {runner} printed `{line}`, expected `{first}`");
+                self.mismatches += 1;
+            }
+        }
+    }
+}
+
+/// Picks the entries of `all` named in `wanted`, each once, in the order of `all` (all of them when `wanted` is
+/// empty).
+fn select<T>(all: &[T], name: impl Fn(&T) -> &str, wanted: &[String], what: &str) -> Result<Vec<usize>, String> {
+    if wanted.is_empty() {
+        return Ok((0..all.len()).collect());
+    }
+    let mut picked = wanted
+        .iter()
+        .map(|want| {
+            all.iter().position(|entry| name(entry) == want).ok_or_else(|| {
+                let known: Vec<&str> = all.iter().map(&name).collect();
+                format!("unknown {what} `{want}` (known: {})", known.join(", "))
+            })
+        })
+        .collect::<Result<Vec<usize>, String>>()?;
+    picked.sort_unstable();
+    picked.dedup();
+    Ok(picked)
+}
+
+fn mips(instructions: u64, seconds: f64) -> f64 {
+    instructions as f64 / seconds / 1e6
+}
+
+/// Runs the benchmark and prints its tables.
+pub fn run(args: &BenchArgs) -> ExitCode {
+    match bench(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("trapeze bench: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Returns whether every checksum agreed.
+fn bench(args: &BenchArgs) -> Result<bool, String> {
+    let workloads = select(&WORKLOADS, |w| w.name, &args.workloads, "workload")?;
+    let engines = select(ENGINES, |e| e.name, &args.engines, "engine")?;
+    let image = |w: usize| if args.small { WORKLOADS[w].small } else { WORKLOADS[w].full };
+    let qemu = find_qemu(args)?;
+    let mut checksums = Checksums { lines: vec![None; WORKLOADS.len()], mismatches: 0 };
+
+    println!(
+        "trapeze bench: {} workload(s){}, best of {} run(s); wall time of Vm::run (loading excluded), instructions = \
+         Vm::steps",
+        workloads.len(),
+        if args.small { " (small variants)" } else { "" },
+        args.iterations
+    );
+    println!();
+    println!("{:<10} {:<10} {:>14} {:>10} {:>12}", "workload", "engine", "instructions", "seconds", "guest MIPS");
+    let mut rows = Vec::new();
+    for &w in &workloads {
+        let name = WORKLOADS[w].name;
+        for &e in &engines {
+            let mut best: Option<Measurement> = None;
+            for _ in 0..args.iterations {
+                let run = (ENGINES[e].run)(image(w)).map_err(|m| format!("{name} on {}: {m}", ENGINES[e].name))?;
+                checksums.check(w, name, ENGINES[e].name, &run.output);
+                if best.as_ref().is_none_or(|b| run.seconds < b.seconds) {
+                    best = Some(run);
+                }
+            }
+            let best = best.expect("at least one iteration");
+            let instructions = best.instructions.unwrap_or(0);
+            println!(
+                "{name:<10} {:<10} {instructions:>14} {:>10.3} {:>12.1}",
+                ENGINES[e].name,
+                best.seconds,
+                mips(instructions, best.seconds)
+            );
+            rows.push(Row { workload: w, engine: e, instructions, seconds: best.seconds });
+        }
+    }
+
+    if engines.len() > 1 {
+        let base = engines[0];
+        println!();
+        println!("speedup over {} (its seconds / the engine's seconds):", ENGINES[base].name);
+        for &w in &workloads {
+            let seconds = |e: usize| rows.iter().find(|r| r.workload == w && r.engine == e).map(|r| r.seconds);
+            let Some(base_seconds) = seconds(base) else { continue };
+            let cells: Vec<String> = engines[1..]
+                .iter()
+                .filter_map(|&e| {
+                    seconds(e).map(|s| format!("{}/{} {:.2}x", ENGINES[e].name, ENGINES[base].name, base_seconds / s))
+                })
+                .collect();
+            println!("  {:<10} {}", WORKLOADS[w].name, cells.join("  "));
+        }
+    }
+
+    if let Some((qemu, version)) = qemu {
+        println!();
+        println!("{version}: wall time of the whole process (start-up and exit included, nothing subtracted)");
+        print!("{:<10} {:>14} {:>12} {:>15}", "workload", "instructions", "QEMU seconds", "est. QEMU MIPS");
+        for &e in &engines {
+            print!(" {:>14}", format!("{}/QEMU", ENGINES[e].name));
+        }
+        println!();
+        let directory = std::env::temp_dir();
+        for &w in &workloads {
+            let name = WORKLOADS[w].name;
+            let elf = directory.join(format!("trapeze-bench-{}-{name}.elf", std::process::id()));
+            std::fs::write(&elf, image(w)).map_err(|e| format!("cannot write {}: {e}", elf.display()))?;
+            let mut best: Option<f64> = None;
+            let mut failure = None;
+            for _ in 0..args.iterations {
+                match measure_qemu(&qemu, &elf) {
+                    Ok(run) => {
+                        checksums.check(w, name, "QEMU", &run.output);
+                        best = Some(best.map_or(run.seconds, |b: f64| b.min(run.seconds)));
+                    }
+                    Err(message) => {
+                        failure = Some(message);
+                        break;
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&elf);
+            if let Some(message) = failure {
+                return Err(format!("{name} on QEMU: {message}"));
+            }
+            let qemu_seconds = best.expect("at least one iteration");
+            let instructions = rows.iter().find(|r| r.workload == w).map_or(0, |r| r.instructions);
+            print!("{name:<10} {instructions:>14} {qemu_seconds:>12.3} {:>15.1}", mips(instructions, qemu_seconds));
+            for &e in &engines {
+                let ratio =
+                    rows.iter().find(|r| r.workload == w && r.engine == e).map_or(0.0, |r| r.seconds / qemu_seconds);
+                print!(" {ratio:>14.2}");
+            }
+            println!();
+        }
+    } else if !args.no_qemu {
+        println!();
+        println!("QEMU: qemu-system-riscv64 not found on PATH; no comparison (give one with --qemu PATH)");
+    }
+
+    println!();
+    for &w in &workloads {
+        if let Some(line) = &checksums.lines[w] {
+            println!("{line}");
+        }
+    }
+    if checksums.mismatches > 0 {
+        eprintln!("trapeze bench: {} run(s) disagreed on the checksum", checksums.mismatches);
+        return Ok(false);
+    }
+    println!("every run printed the same checksum line");
+    Ok(true)
+}
+
+/// The QEMU to compare with and its version line, if any.
+fn find_qemu(args: &BenchArgs) -> Result<Option<(PathBuf, String)>, String> {
+    if args.no_qemu {
+        return Ok(None);
+    }
+    let path = args.qemu.clone().unwrap_or_else(|| PathBuf::from("qemu-system-riscv64"));
+    match Command::new(&path).arg("--version").stdin(Stdio::null()).output() {
+        Ok(output) if output.status.success() => {
+            let version = String::from_utf8_lossy(&output.stdout).lines().next().unwrap_or("QEMU").trim().to_string();
+            Ok(Some((path, version)))
+        }
+        Ok(output) if args.qemu.is_some() => Err(format!("{} --version failed ({})", path.display(), output.status)),
+        Err(e) if args.qemu.is_some() => Err(format!("cannot run {}: {e}", path.display())),
+        _ => Ok(None),
+    }
+}
