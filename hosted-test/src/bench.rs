@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use trapeze::dev::SerialBackend;
 use trapeze::exec::interp::Interpreter;
+use trapeze::exec::threaded::Threaded;
 use trapeze::exec::Engine;
 use trapeze::hart::{Hart, HartConfig};
 use trapeze::mem::{Ram, RAM_BASE};
@@ -77,7 +78,32 @@ struct EngineEntry {
 }
 
 /// Every engine, the reference first (speedups are relative to it). Another engine is one more entry.
-const ENGINES: &[EngineEntry] = &[EngineEntry { name: "interp", run: |image| measure(image, &mut Interpreter) }];
+const ENGINES: &[EngineEntry] = &[
+    EngineEntry { name: "interp", run: |image| measure(image, &mut Interpreter) },
+    EngineEntry { name: "threaded", run: measure_threaded::<32768, 2048, 4096> },
+    // A code cache far too small for the working set: what eviction costs.
+    EngineEntry { name: "tiny-cache", run: measure_threaded::<256, 16, 32> },
+];
+
+/// Runs `image` on a fresh threaded engine with the given code cache, noting the cache's figures.
+fn measure_threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize>(
+    image: &[u8],
+) -> Result<Measurement, String> {
+    let mut engine = Box::new(Threaded::<OPS, BLOCKS, MAP>::new());
+    let mut run = measure(image, &mut *engine)?;
+    let cache = engine.cache().stats();
+    let work = engine.stats();
+    let hit_rate = 100.0 * cache.hits as f64 / cache.lookups.max(1) as f64;
+    run.note = Some(format!(
+        "code cache {} KiB: {hit_rate:.2}% hits of {} lookups, {} blocks built, {} flushes, {} pages invalidated",
+        core::mem::size_of::<Threaded<OPS, BLOCKS, MAP>>() / 1024,
+        cache.lookups,
+        work.blocks_built,
+        cache.flushes,
+        work.pages_invalidated
+    ));
+    Ok(run)
+}
 
 /// Guest RAM of every run (QEMU's default for `virt`).
 const RAM_SIZE: usize = 128 << 20;
@@ -93,6 +119,8 @@ struct Measurement {
     seconds: f64,
     /// The guest's console output.
     output: String,
+    /// What else the engine reports (code-cache figures).
+    note: Option<String>,
 }
 
 /// The guest console of a benchmark run: kept in memory.
@@ -112,8 +140,10 @@ impl SerialBackend for Capture {
 /// Boots `image` on a fresh machine and times `Vm::run` with `engine`.
 fn measure<E: Engine>(image: &[u8], engine: &mut E) -> Result<Measurement, String> {
     let mut backing = vec![0u8; RAM_SIZE];
+    let mut code_pages = vec![0u64; RAM_SIZE.div_ceil(4096 * 64)];
     let mut ram = Ram::new(RAM_BASE, &mut backing);
     let loaded = load_elf(image, &mut ram).map_err(|e| format!("loading the guest: {e}"))?;
+    ram.attach_code_watch(&mut code_pages);
     let mut hart = Hart::new(HartConfig::rv64gc(0));
     hart.reset(loaded.entry);
     let mut clock = HostClock::new();
@@ -124,7 +154,9 @@ fn measure<E: Engine>(image: &[u8], engine: &mut E) -> Result<Measurement, Strin
     let seconds = start.elapsed().as_secs_f64();
     let output = String::from_utf8_lossy(&vm.devices.uart.backend().0).into_owned();
     match outcome {
-        RunOutcome::PowerOff { code: 0 } => Ok(Measurement { instructions: Some(vm.steps), seconds, output }),
+        RunOutcome::PowerOff { code: 0 } => {
+            Ok(Measurement { instructions: Some(vm.steps), seconds, output, note: None })
+        }
         outcome => {
             Err(format!("the guest ended with {outcome:?} after {} instructions; it printed:\n{output}", vm.steps))
         }
@@ -173,7 +205,7 @@ fn measure_qemu(qemu: &Path, elf: &Path) -> Result<Measurement, String> {
     if !status.success() {
         return Err(format!("QEMU ended with {status}; it printed:\n{output}{errors}"));
     }
-    Ok(Measurement { instructions: None, seconds, output })
+    Ok(Measurement { instructions: None, seconds, output, note: None })
 }
 
 /// The `checksum` line of a guest's output.
@@ -286,6 +318,9 @@ fn bench(args: &BenchArgs) -> Result<bool, String> {
                 best.seconds,
                 mips(instructions, best.seconds)
             );
+            if let Some(note) = &best.note {
+                println!("{:<10} {:<10} {note}", "", "");
+            }
             rows.push(Row { workload: w, engine: e, instructions, seconds: best.seconds });
         }
     }

@@ -186,7 +186,9 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
             self.stats.blocks_entered += 1;
             // The block is fetchable as a whole only if PMP allows every byte of it (it may be finer than a page).
             let guest_len: u64 = ops.iter().map(|op| op.len as u64).sum();
-            if guest_len > 2 {
+            let pmp_may_restrict =
+                hart.privilege != crate::hart::Privilege::Machine || !hart.pmp.machine_unrestricted();
+            if guest_len > 2 && pmp_may_restrict {
                 if let Err(fault) =
                     memory.translate(hart, pc, guest_len.min(PAGE_SIZE - (pc & (PAGE_SIZE - 1))), AccessType::Fetch)
                 {
