@@ -112,7 +112,10 @@ fn bench_command_runs_the_small_workloads() {
     assert!(run.status.success(), "trapeze bench failed ({}):\n{stdout}\n{stderr}", run.status);
     assert!(stdout.contains("guest MIPS"), "{stdout}");
     for name in ["int", "mem", "branch"] {
-        assert!(stdout.lines().any(|line| line.starts_with(name) && line.contains("interp")), "{name}: {stdout}");
+        for engine in ["interp", "threaded", "tiny-cache"] {
+            let row = |line: &&str| line.starts_with(name) && line.contains(engine);
+            assert!(stdout.lines().any(|line| row(&line)), "{name} on {engine}: {stdout}");
+        }
         assert!(stdout.contains(&format!("bench-{name}-small: checksum 0x")), "{name}: {stdout}");
     }
     assert!(stdout.contains("every run printed the same checksum line"), "{stdout}");
@@ -122,5 +125,6 @@ fn bench_command_runs_the_small_workloads() {
 fn bench_command_rejects_an_unknown_engine() {
     let run = trapeze(&["bench", "--engine", "warp-drive", "--no-qemu"]);
     assert_eq!(run.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&run.stderr).contains("unknown engine `warp-drive` (known: interp)"));
+    assert!(String::from_utf8_lossy(&run.stderr)
+        .contains("unknown engine `warp-drive` (known: interp, threaded, tiny-cache)"));
 }
