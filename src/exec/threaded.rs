@@ -12,12 +12,14 @@
 
 use super::interp::{self, alu, alu_imm, branch_taken, exception, mmio};
 use super::Engine;
-use crate::cache::{BlockKey, CodeCache};
+use crate::cache::{BlockId, BlockKey, CodeCache, ExitSlot};
 use crate::hart::{Exception, Hart};
 use crate::isa::{self, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::mmu::{Loaded, Memory, Target};
 use crate::mem::sv39::AccessType;
 use crate::mem::{DirtyCode, PAGE_SIZE};
+
+const PAGE_SHIFT: u32 = 12;
 use crate::trap::{extend, Exit, MmioKind};
 
 /// Longest block, in instructions: bounds decode work and the latency of a budget check.
@@ -112,11 +114,13 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
     }
 
     /// Decodes the block whose first instruction lies at RAM offset `start` and caches it.
-    fn build(&mut self, memory: &mut Memory, start: u64) -> Option<crate::cache::BlockId> {
+    fn build(&mut self, memory: &mut Memory, start: u64) -> Option<BlockId> {
         let page_end = (start | (PAGE_SIZE - 1)) + 1;
         let mut ops = [FALLBACK_4; MAX_BLOCK];
         let mut count = 0;
         let mut at = start;
+        let mut taken = None;
+        let mut falls_through = true;
         while count < MAX_BLOCK && at < page_end {
             let low = memory.ram.load_at_offset(at, 2)? as u32;
             let (word, len) = if low & 3 != 3 {
@@ -132,20 +136,30 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             } else {
                 (memory.ram.load_at_offset(at, 4)? as u32, 4)
             };
-            let (op, ends_block) = predecode(isa::decode(word).inst, len);
+            let inst = isa::decode(word).inst;
+            let (op, ends_block) = predecode(inst, len);
             ops[count] = op;
             count += 1;
+            // Where a direct jump or branch goes, as a RAM offset, when that is in this page (chaining never
+            // leaves the page, whose translation the block entry checked).
+            let target = match inst {
+                Inst::Jal { offset, .. } | Inst::Branch { offset, .. } => Some(at.wrapping_add(offset as i64 as u64)),
+                _ => None,
+            };
+            taken = target.filter(|&target| target >> PAGE_SHIFT == start >> PAGE_SHIFT);
+            falls_through = !matches!(inst, Inst::Jal { .. } | Inst::Jalr { .. });
             at += len as u64;
             if ends_block {
                 break;
             }
         }
+        let fall_through = (at < page_end && falls_through).then_some(at);
         if !memory.ram.watch_code_page(start / PAGE_SIZE) {
             return None;
         }
         self.stats.blocks_built += 1;
         let guest_len = (at - start).min(PAGE_SIZE) as u32;
-        self.cache.insert(BlockKey::new(start, 0), guest_len, [None, None], &ops[..count]).ok()
+        self.cache.insert(BlockKey::new(start, 0), guest_len, [taken, fall_through], &ops[..count]).ok()
     }
 }
 
@@ -155,52 +169,64 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Default for Thread
     }
 }
 
+/// The block that ran last in one [`Engine::run`] call: while the pc stays in its page, the page's translation
+/// (and fetch permission) still holds, since anything that could change them leaves the engine.
+#[derive(Clone, Copy)]
+struct LastBlock {
+    block: BlockId,
+    /// The virtual pc and the RAM offset it started at.
+    pc: u64,
+    start: u64,
+    /// Whether PMP lets the whole page be fetched in the current context.
+    whole_page: bool,
+}
+
 impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threaded<OPS, BLOCKS, MAP> {
     fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         let mut remaining = budget;
+        let mut last: Option<LastBlock> = None;
         while remaining > 0 {
             if memory.ram.has_dirty_code() {
                 self.invalidate_written_code(memory);
+                last = None;
             }
             let pc = hart.pc;
-            let start = match memory.translate(hart, pc, 2, AccessType::Fetch) {
-                Ok(Target::Ram(offset)) => offset,
-                Ok(Target::Device(_)) => {
-                    return Exit::Exception { cause: Exception::InstructionAccessFault, tval: pc };
+            let (start, whole_page) = match last {
+                Some(previous) if (pc ^ previous.pc) < PAGE_SIZE => {
+                    ((previous.start & !(PAGE_SIZE - 1)) | (pc & (PAGE_SIZE - 1)), previous.whole_page)
                 }
-                Err(fault) => return exception(fault),
+                _ => match memory.translate_page(hart, pc, 2, AccessType::Fetch) {
+                    Ok((Target::Ram(offset), whole_page)) => (offset, whole_page),
+                    Ok((Target::Device(_), _)) => {
+                        return Exit::Exception { cause: Exception::InstructionAccessFault, tval: pc };
+                    }
+                    Err(fault) => return exception(fault),
+                },
             };
-            let key = BlockKey::new(start, 0);
-            let block = match self.cache.lookup(key) {
-                Some(block) => Some(block),
-                None => self.build(memory, start),
-            };
-            let Some(ops) = block.and_then(|block| self.cache.ops(block)) else {
+            let block = self.enter(last, start, memory);
+            let Some((block, info)) = block.and_then(|block| Some((block, self.cache.block_info(block)?))) else {
                 // Nothing cacheable here (no code watch): interpret one instruction.
                 if let Err(exit) = interp::step(hart, memory) {
                     return exit;
                 }
                 remaining -= 1;
+                last = None;
                 continue;
             };
-            self.stats.blocks_entered += 1;
-            // The block is fetchable as a whole only if PMP allows every byte of it (it may be finer than a page).
-            let guest_len: u64 = ops.iter().map(|op| op.len as u64).sum();
-            let pmp_may_restrict =
-                hart.privilege != crate::hart::Privilege::Machine || !hart.pmp.machine_unrestricted();
-            if guest_len > 2 && pmp_may_restrict {
-                if let Err(fault) =
-                    memory.translate(hart, pc, guest_len.min(PAGE_SIZE - (pc & (PAGE_SIZE - 1))), AccessType::Fetch)
-                {
-                    // Let the interpreter find the exact instruction that may not be fetched.
-                    let _ = fault;
-                    if let Err(exit) = interp::step(hart, memory) {
-                        return exit;
-                    }
-                    remaining -= 1;
-                    continue;
+            // Under PMP finer than a page, the block must be fetchable as a whole; else the interpreter finds the
+            // exact instruction that may not be fetched.
+            let guest_len = (info.guest_len as u64).min(PAGE_SIZE - (pc & (PAGE_SIZE - 1)));
+            if !whole_page && guest_len > 2 && memory.translate(hart, pc, guest_len, AccessType::Fetch).is_err() {
+                if let Err(exit) = interp::step(hart, memory) {
+                    return exit;
                 }
+                remaining -= 1;
+                last = None;
+                continue;
             }
+            self.stats.blocks_entered += 1;
+            last = Some(LastBlock { block, pc, start, whole_page });
+            let Some(ops) = self.cache.ops(block) else { continue };
             for op in ops {
                 if remaining == 0 {
                     return Exit::BudgetExhausted;
@@ -216,6 +242,35 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
             }
         }
         Exit::BudgetExhausted
+    }
+}
+
+impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
+    /// The block starting at RAM offset `start`: through the previous block's chained exit when there is one,
+    /// else from the map table (linking it to the previous block for next time), else freshly built.
+    #[inline(always)]
+    fn enter(&mut self, last: Option<LastBlock>, start: u64, memory: &mut Memory) -> Option<BlockId> {
+        let mut slot = None;
+        if let Some(previous) = last {
+            let exits = self.cache.block_info(previous.block).map(|info| info.exits);
+            for candidate in [ExitSlot::Taken, ExitSlot::FallThrough] {
+                if exits.and_then(|exits| exits[candidate as usize]) == Some(start) {
+                    if let Some(next) = self.cache.successor(previous.block, candidate) {
+                        return Some(next);
+                    }
+                    slot = Some(candidate);
+                    break;
+                }
+            }
+        }
+        let block = match self.cache.lookup(BlockKey::new(start, 0)) {
+            Some(block) => block,
+            None => self.build(memory, start)?,
+        };
+        if let (Some(previous), Some(slot)) = (last, slot) {
+            self.cache.link(previous.block, slot, block);
+        }
+        Some(block)
     }
 }
 

@@ -73,12 +73,26 @@ impl Memory<'_, '_> {
     /// Translates an access of `size` bytes (within one page) at virtual address `va`.
     #[inline(always)]
     pub fn translate(&mut self, hart: &Hart, va: u64, size: u64, access: AccessType) -> Result<Target, Fault> {
+        self.translate_page(hart, va, size, access).map(|(target, _)| target)
+    }
+
+    /// Like [`translate`](Self::translate), and says whether PMP allows this access kind on every byte of the
+    /// page in the current context (so that a block of code anywhere in the page may be fetched).
+    #[inline(always)]
+    pub fn translate_page(
+        &mut self,
+        hart: &Hart,
+        va: u64,
+        size: u64,
+        access: AccessType,
+    ) -> Result<(Target, bool), Fault> {
         let ctx = access_context(hart, access);
         let satp = Satp(hart.csrs.satp);
         let paged = ctx.privilege != Privilege::Machine && satp.mode() == SATP_MODE_SV39;
         if paged {
+            // Only pages PMP allows as a whole are ever cached.
             if let Some(host) = self.tlb.lookup(va, TlbKey::new(satp.asid(), access, ctx)) {
-                return Ok(Target::Ram(host.0));
+                return Ok((Target::Ram(host.0), true));
             }
         }
         self.translate_slow(hart, va, size, access, ctx, paged)
@@ -93,7 +107,7 @@ impl Memory<'_, '_> {
         access: AccessType,
         ctx: AccessContext,
         paged: bool,
-    ) -> Result<Target, Fault> {
+    ) -> Result<(Target, bool), Fault> {
         let satp = hart.csrs.satp;
         let translation = sv39::translate(&mut *self.ram, satp, va, access, ctx)?;
         let gpa = translation.guest_real;
@@ -103,15 +117,15 @@ impl Memory<'_, '_> {
         if pmp_applies && !hart.pmp.allows(gpa, size, kind, ctx.privilege) {
             return Err(access_fault);
         }
-        let Some(mapping) = self.realmap.lookup(gpa) else { return Ok(Target::Device(gpa)) };
+        let whole_page = !pmp_applies || hart.pmp.allows(gpa & !0xfff, 0x1000, kind, ctx.privilege);
+        let Some(mapping) = self.realmap.lookup(gpa) else { return Ok((Target::Device(gpa), whole_page)) };
         if !mapping.perms.contains(map_permission(access)) {
             return Err(access_fault);
         }
-        let page = gpa & !0xfff;
-        if paged && (!pmp_applies || hart.pmp.allows(page, 0x1000, kind, ctx.privilege)) {
+        if paged && whole_page {
             self.tlb.insert(va, Satp(satp).asid(), &translation, mapping);
         }
-        Ok(Target::Ram(mapping.host.0))
+        Ok((Target::Ram(mapping.host.0), whole_page))
     }
 
     /// Loads `size` bytes at `va`: the zero-extended value, or the device address it falls on. An access that
