@@ -94,6 +94,15 @@ impl Memory<'_, '_> {
             if let Some(host) = self.tlb.lookup(va, TlbKey::new(satp.asid(), access, ctx)) {
                 return Ok((Target::Ram(host.0), true));
             }
+        } else if ctx.privilege == Privilege::Machine && hart.pmp.machine_unrestricted() {
+            // M-mode with no locked PMP entry: guest real = virtual, and only the real map has a say.
+            return match self.realmap.lookup(va) {
+                Some(mapping) if mapping.perms.contains(map_permission(access)) => {
+                    Ok((Target::Ram(mapping.host.0), true))
+                }
+                Some(_) => Err(Fault { exception: access.access_fault(), tval: va }),
+                None => Ok((Target::Device(va), true)),
+            };
         }
         self.translate_slow(hart, va, size, access, ctx, paged)
     }
