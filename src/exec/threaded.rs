@@ -393,32 +393,16 @@ fn store<const WIDTH: usize>(hart: &mut Hart, memory: &mut Memory, op: &Op) -> R
     Ok(if memory.ram.has_dirty_code() { Flow::End } else { Flow::Next })
 }
 
-const BRANCH_CONDS: [BranchCond; 6] =
-    [BranchCond::Eq, BranchCond::Ne, BranchCond::Lt, BranchCond::Ge, BranchCond::Ltu, BranchCond::Geu];
+const BRANCH_CONDS: [BranchCond; BranchCond::ALL.len()] = BranchCond::ALL;
 const BRANCH: [Handler; 6] = [branch::<0>, branch::<1>, branch::<2>, branch::<3>, branch::<4>, branch::<5>];
 
-const LOAD_WIDTHS: [LoadWidth; 7] =
-    [LoadWidth::B, LoadWidth::H, LoadWidth::W, LoadWidth::D, LoadWidth::Bu, LoadWidth::Hu, LoadWidth::Wu];
+const LOAD_WIDTHS: [LoadWidth; LoadWidth::ALL.len()] = LoadWidth::ALL;
 const LOAD: [Handler; 7] = [load::<0>, load::<1>, load::<2>, load::<3>, load::<4>, load::<5>, load::<6>];
 
-const STORE_WIDTHS: [StoreWidth; 4] = [StoreWidth::B, StoreWidth::H, StoreWidth::W, StoreWidth::D];
+const STORE_WIDTHS: [StoreWidth; StoreWidth::ALL.len()] = StoreWidth::ALL;
 const STORE: [Handler; 4] = [store::<0>, store::<1>, store::<2>, store::<3>];
 
-const OP_IMM_KINDS: [OpImmKind; 13] = [
-    OpImmKind::Addi,
-    OpImmKind::Slti,
-    OpImmKind::Sltiu,
-    OpImmKind::Xori,
-    OpImmKind::Ori,
-    OpImmKind::Andi,
-    OpImmKind::Slli,
-    OpImmKind::Srli,
-    OpImmKind::Srai,
-    OpImmKind::Addiw,
-    OpImmKind::Slliw,
-    OpImmKind::Srliw,
-    OpImmKind::Sraiw,
-];
+const OP_IMM_KINDS: [OpImmKind; OpImmKind::ALL.len()] = OpImmKind::ALL;
 const OP_IMM: [Handler; 13] = [
     op_imm::<0>,
     op_imm::<1>,
@@ -435,36 +419,7 @@ const OP_IMM: [Handler; 13] = [
     op_imm::<12>,
 ];
 
-const OP_KINDS: [OpKind; 28] = [
-    OpKind::Add,
-    OpKind::Sub,
-    OpKind::Sll,
-    OpKind::Slt,
-    OpKind::Sltu,
-    OpKind::Xor,
-    OpKind::Srl,
-    OpKind::Sra,
-    OpKind::Or,
-    OpKind::And,
-    OpKind::Mul,
-    OpKind::Mulh,
-    OpKind::Mulhsu,
-    OpKind::Mulhu,
-    OpKind::Div,
-    OpKind::Divu,
-    OpKind::Rem,
-    OpKind::Remu,
-    OpKind::Addw,
-    OpKind::Subw,
-    OpKind::Sllw,
-    OpKind::Srlw,
-    OpKind::Sraw,
-    OpKind::Mulw,
-    OpKind::Divw,
-    OpKind::Divuw,
-    OpKind::Remw,
-    OpKind::Remuw,
-];
+const OP_KINDS: [OpKind; OpKind::ALL.len()] = OpKind::ALL;
 const OP: [Handler; 28] = [
     op_reg::<0>,
     op_reg::<1>,

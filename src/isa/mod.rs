@@ -244,6 +244,12 @@ pub enum BranchCond {
     Geu,
 }
 
+impl BranchCond {
+    /// Every variant, in declaration order (`ALL[k as usize] == k`).
+    pub const ALL: [BranchCond; 6] =
+        [BranchCond::Eq, BranchCond::Ne, BranchCond::Lt, BranchCond::Ge, BranchCond::Ltu, BranchCond::Geu];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LoadWidth {
     B,
@@ -253,6 +259,12 @@ pub enum LoadWidth {
     Bu,
     Hu,
     Wu,
+}
+
+impl LoadWidth {
+    /// Every variant, in declaration order (`ALL[k as usize] == k`).
+    pub const ALL: [LoadWidth; 7] =
+        [LoadWidth::B, LoadWidth::H, LoadWidth::W, LoadWidth::D, LoadWidth::Bu, LoadWidth::Hu, LoadWidth::Wu];
 }
 
 impl LoadWidth {
@@ -273,6 +285,11 @@ pub enum StoreWidth {
     H,
     W,
     D,
+}
+
+impl StoreWidth {
+    /// Every variant, in declaration order (`ALL[k as usize] == k`).
+    pub const ALL: [StoreWidth; 4] = [StoreWidth::B, StoreWidth::H, StoreWidth::W, StoreWidth::D];
 }
 
 impl StoreWidth {
@@ -302,6 +319,25 @@ pub enum OpImmKind {
     Slliw,
     Srliw,
     Sraiw,
+}
+
+impl OpImmKind {
+    /// Every variant, in declaration order (`ALL[k as usize] == k`).
+    pub const ALL: [OpImmKind; 13] = [
+        OpImmKind::Addi,
+        OpImmKind::Slti,
+        OpImmKind::Sltiu,
+        OpImmKind::Xori,
+        OpImmKind::Ori,
+        OpImmKind::Andi,
+        OpImmKind::Slli,
+        OpImmKind::Srli,
+        OpImmKind::Srai,
+        OpImmKind::Addiw,
+        OpImmKind::Slliw,
+        OpImmKind::Srliw,
+        OpImmKind::Sraiw,
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -334,6 +370,40 @@ pub enum OpKind {
     Divuw,
     Remw,
     Remuw,
+}
+
+impl OpKind {
+    /// Every variant, in declaration order (`ALL[k as usize] == k`).
+    pub const ALL: [OpKind; 28] = [
+        OpKind::Add,
+        OpKind::Sub,
+        OpKind::Sll,
+        OpKind::Slt,
+        OpKind::Sltu,
+        OpKind::Xor,
+        OpKind::Srl,
+        OpKind::Sra,
+        OpKind::Or,
+        OpKind::And,
+        OpKind::Mul,
+        OpKind::Mulh,
+        OpKind::Mulhsu,
+        OpKind::Mulhu,
+        OpKind::Div,
+        OpKind::Divu,
+        OpKind::Rem,
+        OpKind::Remu,
+        OpKind::Addw,
+        OpKind::Subw,
+        OpKind::Sllw,
+        OpKind::Srlw,
+        OpKind::Sraw,
+        OpKind::Mulw,
+        OpKind::Divw,
+        OpKind::Divuw,
+        OpKind::Remw,
+        OpKind::Remuw,
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -372,40 +372,9 @@ fn arb_inst() -> BoxedStrategy<Inst> {
     let ordinary_imm = select(&[Addi, Slti, Sltiu, Xori, Ori, Andi, Addiw][..]);
     let shift64 = select(&[Slli, Srli, Srai][..]);
     let shift32 = select(&[Slliw, Srliw, Sraiw][..]);
-    let op_kinds = &[
-        OpKind::Add,
-        OpKind::Sub,
-        OpKind::Sll,
-        OpKind::Slt,
-        OpKind::Sltu,
-        OpKind::Xor,
-        OpKind::Srl,
-        OpKind::Sra,
-        OpKind::Or,
-        OpKind::And,
-        OpKind::Mul,
-        OpKind::Mulh,
-        OpKind::Mulhsu,
-        OpKind::Mulhu,
-        OpKind::Div,
-        OpKind::Divu,
-        OpKind::Rem,
-        OpKind::Remu,
-        OpKind::Addw,
-        OpKind::Subw,
-        OpKind::Sllw,
-        OpKind::Srlw,
-        OpKind::Sraw,
-        OpKind::Mulw,
-        OpKind::Divw,
-        OpKind::Divuw,
-        OpKind::Remw,
-        OpKind::Remuw,
-    ][..];
-    let branch =
-        &[BranchCond::Eq, BranchCond::Ne, BranchCond::Lt, BranchCond::Ge, BranchCond::Ltu, BranchCond::Geu][..];
-    let loads =
-        &[LoadWidth::B, LoadWidth::H, LoadWidth::W, LoadWidth::D, LoadWidth::Bu, LoadWidth::Hu, LoadWidth::Wu][..];
+    let op_kinds = &OpKind::ALL[..];
+    let branch = &BranchCond::ALL[..];
+    let loads = &LoadWidth::ALL[..];
     let stores = &[StoreWidth::B, StoreWidth::H, StoreWidth::W, StoreWidth::D][..];
     let csr_ops = &[CsrOp::Rw, CsrOp::Rs, CsrOp::Rc, CsrOp::Rwi, CsrOp::Rsi, CsrOp::Rci][..];
     let amo_ops = &[A::Swap, A::Add, A::Xor, A::And, A::Or, A::Min, A::Max, A::Minu, A::Maxu][..];
