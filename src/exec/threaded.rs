@@ -56,12 +56,6 @@ impl core::fmt::Debug for Op {
     }
 }
 
-impl Default for Op {
-    fn default() -> Self {
-        FALLBACK_4
-    }
-}
-
 const FALLBACK_4: Op = Op { handler: fallback, rd: 0, rs1: 0, rs2: 0, len: 4, imm: 0 };
 
 /// Counters of the engine's work, for benchmarks.
@@ -203,8 +197,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
                     Err(fault) => return exception(fault),
                 },
             };
-            let block = self.enter(last, start, memory);
-            let Some((block, info)) = block.and_then(|block| Some((block, self.cache.block_info(block)?))) else {
+            let Some(block) = self.enter(last, start, memory) else {
                 // Nothing cacheable here (no code watch): interpret one instruction.
                 if let Err(exit) = interp::step(hart, memory) {
                     return exit;
@@ -215,14 +208,17 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
             };
             // Under PMP finer than a page, the block must be fetchable as a whole; else the interpreter finds the
             // exact instruction that may not be fetched.
-            let guest_len = (info.guest_len as u64).min(PAGE_SIZE - (pc & (PAGE_SIZE - 1)));
-            if !whole_page && guest_len > 2 && memory.translate(hart, pc, guest_len, AccessType::Fetch).is_err() {
-                if let Err(exit) = interp::step(hart, memory) {
-                    return exit;
+            if !whole_page {
+                let guest_len = self.cache.block_info(block).map_or(0, |info| info.guest_len as u64);
+                let guest_len = guest_len.min(PAGE_SIZE - (pc & (PAGE_SIZE - 1)));
+                if guest_len > 2 && memory.translate(hart, pc, guest_len, AccessType::Fetch).is_err() {
+                    if let Err(exit) = interp::step(hart, memory) {
+                        return exit;
+                    }
+                    remaining -= 1;
+                    last = None;
+                    continue;
                 }
-                remaining -= 1;
-                last = None;
-                continue;
             }
             self.stats.blocks_entered += 1;
             last = Some(LastBlock { block, pc, start, whole_page });
