@@ -8,11 +8,14 @@
 use crate::dev::htif::Htif;
 use crate::dev::{MachineRequest, MmioError, SerialBackend};
 use crate::exec::Engine;
-use crate::hart::Hart;
-use crate::mem::mmu::{Memory, Tlb, VmRealMap};
-use crate::mem::realmap::MapError;
+use crate::hart::{Exception, Hart};
+use crate::mem::mmu::{Loaded, Memory, Tlb, VmRealMap};
+use crate::mem::realmap::{MapError, MapPerms};
+use crate::mem::sv39::{AccessType, Fault};
 use crate::mem::Ram;
 use crate::trap::{Dispatcher, Exit, FlushScope, Platform, Resume};
+
+use super::sbi::{self, Sbi, SbiEnvironment};
 
 /// The machine timer's time base: `mtime` counts at 10 MHz, as on QEMU `virt`.
 pub const TIMEBASE_HZ: u64 = 10_000_000;
@@ -51,6 +54,15 @@ pub trait Devices {
     /// Whether a device holds host input the guest has not read.
     fn input_pending(&self) -> bool {
         false
+    }
+    /// Writes `bytes` to the machine's console (the one its UART uses), for the VMM's own SBI console; returns
+    /// how many it took. A machine without a console discards them.
+    fn console_write(&mut self, bytes: &[u8]) -> usize {
+        bytes.len()
+    }
+    /// The next byte of console input for the VMM's own SBI console, `None` when none is ready (never blocks).
+    fn console_read(&mut self) -> Option<u8> {
+        None
     }
 }
 
@@ -117,6 +129,8 @@ pub struct Vm<'a, D: Devices> {
     pub last_exit: (usize, Exit),
     /// HTIF `tohost`/`fromhost`, polled between slices as Spike does, and the console its output goes to.
     htif: Option<(Htif, &'a mut dyn SerialBackend)>,
+    /// The VMM's own SBI when the VM has no firmware of its own (`None`: the guest's firmware runs in M-mode).
+    sbi: Option<Sbi>,
 }
 
 /// The machine around one hart, as the dispatcher sees it.
@@ -140,6 +154,78 @@ impl<D: Devices> Platform for MachinePlatform<'_, '_, D> {
         match scope {
             FlushScope::All => self.tlb.flush_all(),
             FlushScope::Sfence { address, asid } => self.tlb.sfence_vma(address, asid),
+        }
+    }
+}
+
+/// The machine as the VMM's own SBI sees it.
+struct FirmwareEnvironment<'v, 'a, D> {
+    devices: &'v mut D,
+    ram: &'v mut Ram<'a>,
+    realmap: &'v VmRealMap,
+    tlbs: &'v mut [Tlb; MAX_HARTS],
+}
+
+impl<D: Devices> FirmwareEnvironment<'_, '_, D> {
+    /// Whether `[addr, addr + len)` is RAM the real map grants `perms` on (a guest real address is physical).
+    fn granted(&self, addr: u64, len: u64, perms: MapPerms) -> bool {
+        self.ram.offset_of(addr, len).is_some() && (len == 0 || self.realmap.translate(addr, len, perms).is_some())
+    }
+}
+
+impl<D: Devices> SbiEnvironment for FirmwareEnvironment<'_, '_, D> {
+    fn time(&mut self) -> u64 {
+        self.devices.mtime()
+    }
+    fn console_write(&mut self, bytes: &[u8]) -> usize {
+        self.devices.console_write(bytes)
+    }
+    fn console_read(&mut self) -> Option<u8> {
+        self.devices.console_read()
+    }
+    fn read_physical(&mut self, addr: u64, buf: &mut [u8]) -> bool {
+        if !self.granted(addr, buf.len() as u64, MapPerms::R) {
+            return false;
+        }
+        match self.ram.slice(addr, buf.len() as u64) {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+    fn write_physical(&mut self, addr: u64, bytes: &[u8]) -> bool {
+        if !self.granted(addr, bytes.len() as u64, MapPerms::W) {
+            return false;
+        }
+        match self.ram.slice_mut(addr, bytes.len() as u64) {
+            Some(target) => {
+                target.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+    fn physical_accessible(&self, addr: u64, len: u64) -> bool {
+        self.granted(addr, len, MapPerms::R)
+    }
+    fn executable(&self, addr: u64) -> bool {
+        addr.is_multiple_of(2) && self.granted(addr, 2, MapPerms::X)
+    }
+    fn load_virtual(&mut self, index: usize, hart: &Hart, va: u64) -> Result<u64, Fault> {
+        let tlb = self.tlbs.get_mut(index).ok_or(Fault { exception: Exception::LoadAccessFault, tval: va })?;
+        let mut memory = Memory { ram: &mut *self.ram, realmap: self.realmap, tlb };
+        match memory.load(hart, va, 8, AccessType::Load)? {
+            Loaded::Value(value) => Ok(value),
+            Loaded::Device(_) => Err(Fault { exception: Exception::LoadAccessFault, tval: va }),
+        }
+    }
+    fn flush_translations(&mut self, index: usize, scope: FlushScope) {
+        let Some(tlb) = self.tlbs.get_mut(index) else { return };
+        match scope {
+            FlushScope::All => tlb.flush_all(),
+            FlushScope::Sfence { address, asid } => tlb.sfence_vma(address, asid),
         }
     }
 }
@@ -179,7 +265,28 @@ impl<'a, D: Devices> Vm<'a, D> {
             steps: 0,
             last_exit: (0, Exit::BudgetExhausted),
             htif: None,
+            sbi: None,
         })
+    }
+
+    /// Boots with the VMM as the firmware (`--bios builtin`): hart `boot_hart` enters S-mode at `entry` with
+    /// `a0` = its hart id and `a1` = `devicetree`, as OpenSBI's `fw_jump` would leave it; every other hart is
+    /// HSM-STOPPED until the guest starts it. From then on an `ecall` from S-mode is served by [`sbi::Sbi`].
+    pub fn boot_with_builtin_sbi(&mut self, boot_hart: usize, entry: u64, devicetree: u64) {
+        let boot_hart = boot_hart.min(self.harts.len() - 1);
+        let hart = &mut self.harts[boot_hart];
+        let hart_id = hart.config.hart_id;
+        sbi::enter_supervisor(hart, entry, hart_id, devicetree);
+        for tlb in &mut self.tlbs {
+            tlb.flush_all();
+        }
+        self.waiting = [false; MAX_HARTS];
+        self.sbi = Some(Sbi::new(self.harts.len(), boot_hart));
+    }
+
+    /// The VMM's own SBI, when the VM boots without firmware.
+    pub fn sbi(&self) -> Option<&Sbi> {
+        self.sbi.as_ref()
     }
 
     /// Serves the HTIF protocol at the `tohost`/`fromhost` words `htif` names, with output to `console`.
@@ -209,7 +316,14 @@ impl<'a, D: Devices> Vm<'a, D> {
         if self.devices.input_pending() {
             return;
         }
-        let deadline = self.devices.ticks_until_deadline();
+        let mut deadline = self.devices.ticks_until_deadline();
+        if let Some(sbi) = &self.sbi {
+            let firmware = sbi.ticks_until_deadline(self.devices.mtime());
+            deadline = match (deadline, firmware) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         match (self.time_source, deadline) {
             (TimeSource::Instructions { .. }, Some(ticks)) => {
                 self.skipped_ticks = self.skipped_ticks.wrapping_add(ticks.max(1))
@@ -237,10 +351,18 @@ impl<'a, D: Devices> Vm<'a, D> {
     pub fn run_slice(&mut self, engine: &mut impl Engine, budget: u64) -> Option<RunOutcome> {
         let now = self.now();
         self.devices.update(now, &mut self.harts);
+        if let Some(sbi) = &mut self.sbi {
+            sbi.update_timers(now, &mut self.harts);
+        }
         let Some(index) = self.next_runnable_hart() else {
             self.idle();
             return None;
         };
+        if let Some(sbi) = &mut self.sbi {
+            if sbi.wake(index, &mut self.harts[index]) {
+                self.tlbs[index].flush_all();
+            }
+        }
         let hart = &mut self.harts[index];
         if let Some(code) = hart.pending_interrupt() {
             hart.take_trap(true, code, 0);
@@ -254,6 +376,9 @@ impl<'a, D: Devices> Vm<'a, D> {
         let retired = hart.instret.wrapping_sub(retired_before);
         self.steps = self.steps.wrapping_add(retired + (exit != Exit::BudgetExhausted) as u64);
         self.last_exit = (index, exit);
+        if let (Some(_), Exit::Exception { cause: Exception::EcallFromS, .. }) = (&self.sbi, exit) {
+            return self.firmware_call(index);
+        }
         let mut platform = MachinePlatform { devices: &mut self.devices, ram: &mut self.ram, tlb };
         match self.dispatcher.dispatch(exit, hart, &mut platform) {
             Resume::Continue => {}
@@ -264,11 +389,41 @@ impl<'a, D: Devices> Vm<'a, D> {
         htif.poll(&mut self.ram, console).map(RunOutcome::from)
     }
 
-    /// The next hart, round-robin, that is not parked in `wfi` (a pending interrupt unparks it).
+    /// Serves an `ecall` from S-mode on hart `index` with the VMM's own SBI.
+    fn firmware_call(&mut self, index: usize) -> Option<RunOutcome> {
+        let Some(sbi) = self.sbi.as_mut() else { return None };
+        let mut environment = FirmwareEnvironment {
+            devices: &mut self.devices,
+            ram: &mut self.ram,
+            realmap: &self.realmap,
+            tlbs: &mut self.tlbs,
+        };
+        let resume = sbi.call(index, &mut self.harts, &mut environment);
+        for (other, waiting) in self.waiting.iter_mut().enumerate() {
+            // A stopped hart waits for nothing; started again, it runs at once.
+            if !sbi.may_run(other) {
+                *waiting = false;
+            }
+        }
+        match resume {
+            Resume::Continue => None,
+            Resume::WaitForInterrupt => {
+                self.waiting[index] = sbi.may_run(index);
+                None
+            }
+            Resume::Machine(request) => Some(request.into()),
+        }
+    }
+
+    /// The next hart, round-robin, that is not parked in `wfi` (a pending interrupt unparks it) nor stopped
+    /// by the VMM's own SBI.
     fn next_runnable_hart(&mut self) -> Option<usize> {
         let count = self.harts.len();
         for step in 0..count {
             let index = (self.next_hart + step) % count;
+            if self.sbi.as_ref().is_some_and(|sbi| !sbi.may_run(index)) {
+                continue;
+            }
             let runnable = !self.waiting[index] || self.harts[index].wake_up_pending();
             if runnable {
                 self.waiting[index] = false;
