@@ -391,7 +391,7 @@ impl<'a, D: Devices> Vm<'a, D> {
 
     /// Serves an `ecall` from S-mode on hart `index` with the VMM's own SBI.
     fn firmware_call(&mut self, index: usize) -> Option<RunOutcome> {
-        let Some(sbi) = self.sbi.as_mut() else { return None };
+        let sbi = self.sbi.as_mut()?;
         let mut environment = FirmwareEnvironment {
             devices: &mut self.devices,
             ram: &mut self.ram,

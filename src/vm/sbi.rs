@@ -328,8 +328,7 @@ impl Sbi {
 
     fn serve(&mut self, caller: usize, harts: &mut [Hart], env: &mut impl SbiEnvironment) -> Flow {
         let hart = &harts[caller];
-        let [a0, a1, a2, a3, a4, a5, fid, eid] = core::array::from_fn(|i| hart.x(10 + i as u8));
-        let _ = a5;
+        let [a0, a1, a2, a3, a4, _a5, fid, eid] = core::array::from_fn(|i| hart.x(10 + i as u8));
         match eid {
             eid::BASE => Flow::Return(self.base(fid, a0, &harts[caller])),
             eid::TIME if fid == 0 => {
@@ -584,9 +583,13 @@ fn remote_fence(targets: u64, kind: FenceKind, start: u64, size: u64, env: &mut 
         FenceKind::Vma(asid) => asid,
     };
     let whole = (start == 0 && size == 0) || size == u64::MAX;
-    let Some(end) = start.checked_add(size) else { return error::INVALID_ADDRESS };
     let first = start & !0xfff;
-    let pages = if whole { u64::MAX } else { (end.saturating_add(0xfff) & !0xfff).wrapping_sub(first) >> 12 };
+    let pages = if whole {
+        u64::MAX
+    } else {
+        let Some(end) = start.checked_add(size) else { return error::INVALID_ADDRESS };
+        (end.saturating_add(0xfff) & !0xfff).wrapping_sub(first) >> 12
+    };
     for index in (0..MAX_HARTS).filter(|&index| targets & (1 << index) != 0) {
         if pages > MAX_FENCE_PAGES {
             env.flush_translations(index, FlushScope::Sfence { address: None, asid });
@@ -683,4 +686,510 @@ pub fn enter_supervisor(hart: &mut Hart, start: u64, a0: u64, a1: u64) {
     hart.pc = start;
     hart.set_x(10, a0);
     hart.set_x(11, a1);
+}
+
+/// A fake machine for the SBI's tests: RAM as a plain buffer mapped 1:1 at [`fake::RAM_BASE`], a console that
+/// records output and replays queued input, and a log of the translation flushes and instruction fences.
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::vec::Vec;
+
+    pub const RAM_BASE: u64 = 0x8000_0000;
+
+    #[derive(Debug, Default)]
+    pub struct FakeEnvironment {
+        pub now: u64,
+        pub ram: Vec<u8>,
+        pub output: Vec<u8>,
+        pub input: VecDeque<u8>,
+        /// Most bytes the console takes per write (`None`: all).
+        pub output_room: Option<usize>,
+        pub flushes: Vec<(usize, FlushScope)>,
+        pub fences_i: Vec<usize>,
+    }
+
+    impl FakeEnvironment {
+        pub fn new(ram_size: usize) -> Self {
+            Self { ram: std::vec![0; ram_size], ..Self::default() }
+        }
+
+        fn range(&self, addr: u64, len: u64) -> Option<core::ops::Range<usize>> {
+            let start = addr.checked_sub(RAM_BASE)?;
+            let end = start.checked_add(len)?;
+            (end <= self.ram.len() as u64).then_some(start as usize..end as usize)
+        }
+    }
+
+    impl SbiEnvironment for FakeEnvironment {
+        fn time(&mut self) -> u64 {
+            self.now
+        }
+        fn console_write(&mut self, bytes: &[u8]) -> usize {
+            let taken = self.output_room.map_or(bytes.len(), |room| room.min(bytes.len()));
+            self.output.extend_from_slice(&bytes[..taken]);
+            taken
+        }
+        fn console_read(&mut self) -> Option<u8> {
+            self.input.pop_front()
+        }
+        fn read_physical(&mut self, addr: u64, buf: &mut [u8]) -> bool {
+            match self.range(addr, buf.len() as u64) {
+                Some(range) => {
+                    buf.copy_from_slice(&self.ram[range]);
+                    true
+                }
+                None => false,
+            }
+        }
+        fn write_physical(&mut self, addr: u64, bytes: &[u8]) -> bool {
+            match self.range(addr, bytes.len() as u64) {
+                Some(range) => {
+                    self.ram[range].copy_from_slice(bytes);
+                    true
+                }
+                None => false,
+            }
+        }
+        fn physical_accessible(&self, addr: u64, len: u64) -> bool {
+            self.range(addr, len).is_some()
+        }
+        fn executable(&self, addr: u64) -> bool {
+            addr.is_multiple_of(2) && self.range(addr, 2).is_some()
+        }
+        /// Paging is off in these tests: a virtual address is physical, and a miss is a load page fault.
+        fn load_virtual(&mut self, _index: usize, _hart: &Hart, va: u64) -> Result<u64, Fault> {
+            let mut bytes = [0u8; 8];
+            if self.read_physical(va, &mut bytes) {
+                Ok(u64::from_le_bytes(bytes))
+            } else {
+                Err(Fault { exception: Exception::LoadPageFault, tval: va })
+            }
+        }
+        fn flush_translations(&mut self, index: usize, scope: FlushScope) {
+            self.flushes.push((index, scope));
+        }
+        fn fence_i(&mut self, index: usize) {
+            self.fences_i.push(index);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{FakeEnvironment, RAM_BASE};
+    use super::*;
+    use crate::hart::HartConfig;
+    use crate::isa::csr;
+    use std::vec::Vec;
+
+    const ECALL_PC: u64 = RAM_BASE + 0x1000;
+
+    /// A machine of `count` harts booted the builtin way: hart 0 in S-mode at an `ecall`, the others stopped.
+    fn machine(count: usize) -> (Sbi, Vec<Hart>, FakeEnvironment) {
+        let mut harts: Vec<Hart> = (0..count as u64).map(|id| Hart::new(HartConfig::rv64gc(id))).collect();
+        enter_supervisor(&mut harts[0], ECALL_PC, 0, 0);
+        (Sbi::new(count, 0), harts, FakeEnvironment::new(1 << 20))
+    }
+
+    /// Hart `index` calls EID `eid`, FID `fid` with `args`; returns the resume and `(a0, a1)`.
+    fn call(
+        sbi: &mut Sbi,
+        harts: &mut [Hart],
+        env: &mut FakeEnvironment,
+        index: usize,
+        eid: u64,
+        fid: u64,
+        args: &[u64],
+    ) -> (Resume, i64, u64) {
+        let hart = &mut harts[index];
+        hart.pc = ECALL_PC;
+        for register in 10..=15 {
+            hart.set_x(register, 0);
+        }
+        for (register, value) in (10u8..).zip(args) {
+            hart.set_x(register, *value);
+        }
+        hart.set_x(16, fid);
+        hart.set_x(17, eid);
+        let resume = sbi.call(index, harts, env);
+        (resume, harts[index].x(10) as i64, harts[index].x(11))
+    }
+
+    #[test]
+    fn base_reports_version_implementation_and_extensions() {
+        let (mut sbi, mut harts, mut env) = machine(1);
+        harts[0].set_x(12, 0x1234);
+        let mut ask = |fid, args: &[u64]| call(&mut sbi, &mut harts, &mut env, 0, eid::BASE, fid, args);
+        assert_eq!(ask(0, &[]), (Resume::Continue, 0, 2 << 24), "spec version 2.0");
+        assert_eq!(ask(1, &[]), (Resume::Continue, 0, IMPL_ID));
+        assert_eq!(ask(2, &[]).2, IMPL_VERSION);
+        for extension in EXTENSIONS {
+            assert_eq!(ask(3, &[extension]), (Resume::Continue, 0, 1), "{extension:#x} is available");
+        }
+        for absent in [0x09, 0x0f, 0x504d55 /* PMU */, 0x53555350 /* SUSP */, u64::MAX, 0x1_0000_0010] {
+            assert_eq!(ask(3, &[absent]), (Resume::Continue, 0, 0), "{absent:#x} is not available");
+        }
+        assert_eq!(ask(4, &[]), (Resume::Continue, 0, 0), "mvendorid of the hart");
+        assert_eq!(ask(5, &[]), (Resume::Continue, 0, 0));
+        assert_eq!(ask(6, &[]), (Resume::Continue, 0, 0));
+        assert_eq!(ask(7, &[]).1, error::NOT_SUPPORTED);
+        assert_eq!(harts[0].pc, ECALL_PC + 4, "the pc steps past the ecall");
+        assert_eq!(harts[0].x(12), 0, "a2 was zeroed by the helper and left alone by the call");
+    }
+
+    #[test]
+    fn unknown_extensions_and_functions_are_not_supported() {
+        let (mut sbi, mut harts, mut env) = machine(2);
+        for (eid, fid) in [
+            (0x09, 0),
+            (0x0f, 0),
+            (0x504d55, 0),
+            (0x0A00_0000, 0),
+            (u64::MAX, 0),
+            (eid::TIME, 1),
+            (eid::IPI, 1),
+            (eid::RFENCE, 3),
+            (eid::RFENCE, 6),
+            (eid::RFENCE, 7),
+            (eid::HSM, 4),
+            (eid::SRST, 1),
+            (eid::DBCN, 3),
+        ] {
+            let (resume, error, value) = call(&mut sbi, &mut harts, &mut env, 0, eid, fid, &[0, 0]);
+            assert_eq!((resume, error, value), (Resume::Continue, error::NOT_SUPPORTED, 0), "{eid:#x}/{fid}");
+            assert_eq!(harts[0].pc, ECALL_PC + 4);
+        }
+        assert!(env.flushes.is_empty() && env.output.is_empty());
+    }
+
+    #[test]
+    fn set_timer_arms_a_deadline_that_raises_stip_and_clears_it_when_rearmed() {
+        let (mut sbi, mut harts, mut env) = machine(1);
+        env.now = 100;
+        harts[0].csrs.mip |= interrupt::STI;
+        assert_eq!(call(&mut sbi, &mut harts, &mut env, 0, eid::TIME, 0, &[500]), (Resume::Continue, 0, 0));
+        assert_eq!(harts[0].csrs.mip & interrupt::STI, 0, "set_timer clears the pending timer interrupt");
+        assert_eq!(sbi.deadline(0), Some(500));
+        assert_eq!(sbi.ticks_until_deadline(100), Some(400));
+        sbi.update_timers(499, &mut harts);
+        assert_eq!(harts[0].csrs.mip & interrupt::STI, 0);
+        sbi.update_timers(500, &mut harts);
+        assert_ne!(harts[0].csrs.mip & interrupt::STI, 0, "STIP is raised at the deadline");
+        assert_eq!(sbi.deadline(0), None, "and the deadline is used up");
+        assert_eq!(sbi.ticks_until_deadline(600), None);
+        // A deadline already past fires at once; an infinite one never.
+        call(&mut sbi, &mut harts, &mut env, 0, eid::TIME, 0, &[50]);
+        assert_ne!(harts[0].csrs.mip & interrupt::STI, 0);
+        call(&mut sbi, &mut harts, &mut env, 0, eid::LEGACY_SET_TIMER, 0, &[u64::MAX]);
+        assert_eq!(harts[0].csrs.mip & interrupt::STI, 0);
+        assert_eq!(harts[0].x(10), 0, "legacy set_timer returns 0 in a0");
+        sbi.update_timers(u64::MAX, &mut harts);
+        assert_eq!(harts[0].csrs.mip & interrupt::STI, 0);
+        // The S-mode guest cannot clear STIP itself, only through the SBI.
+        assert!(harts[0].write_csr(csr::SIP, 0).is_ok());
+    }
+
+    #[test]
+    fn send_ipi_checks_the_hart_mask_and_raises_ssip_on_the_targets() {
+        let (mut sbi, mut harts, mut env) = machine(4);
+        let ssip = |harts: &[Hart]| harts.iter().map(|h| h.csrs.mip & interrupt::SSI != 0).collect::<Vec<_>>();
+        assert_eq!(call(&mut sbi, &mut harts, &mut env, 0, eid::IPI, 0, &[0b101, 0]).1, error::SUCCESS);
+        assert_eq!(ssip(&harts), [true, false, true, false]);
+        harts.iter_mut().for_each(|h| h.csrs.mip = 0);
+        assert_eq!(call(&mut sbi, &mut harts, &mut env, 0, eid::IPI, 0, &[0b11, 2]).1, error::SUCCESS);
+        assert_eq!(ssip(&harts), [false, false, true, true], "bits count from hart_mask_base");
+        harts.iter_mut().for_each(|h| h.csrs.mip = 0);
+        assert_eq!(call(&mut sbi, &mut harts, &mut env, 0, eid::IPI, 0, &[0, u64::MAX]).1, error::SUCCESS);
+        assert_eq!(ssip(&harts), [true; 4], "base -1 means every hart, whatever the mask");
+        harts.iter_mut().for_each(|h| h.csrs.mip = 0);
+        for (mask, base) in [(0b10000, 0), (0b111, 2), (1, 4), (1, 1 << 40), (1 << 63, 0), (u64::MAX, 0), (1, 3 + 64)] {
+            let (_, error, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::IPI, 0, &[mask, base]);
+            assert_eq!(error, error::INVALID_PARAM, "mask {mask:#x} base {base}");
+            assert_eq!(ssip(&harts), [false; 4], "an invalid mask sends nothing");
+        }
+    }
+
+    #[test]
+    fn remote_fences_flush_the_targets_translations() {
+        let (mut sbi, mut harts, mut env) = machine(3);
+        let all = FlushScope::Sfence { address: None, asid: None };
+        // The whole address space: start and size 0, or size 2^XLEN - 1.
+        call(&mut sbi, &mut harts, &mut env, 0, eid::RFENCE, 1, &[0b110, 0, 0, 0]);
+        assert_eq!(env.flushes, [(1, all), (2, all)]);
+        env.flushes.clear();
+        call(&mut sbi, &mut harts, &mut env, 0, eid::RFENCE, 1, &[1, 0, 0x1234_5000, u64::MAX]);
+        assert_eq!(env.flushes, [(0, all)]);
+        env.flushes.clear();
+        // A range page by page, with the ASID.
+        let (_, error, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::RFENCE, 2, &[1, 1, 0x4000_0ff0, 0x20, 7]);
+        assert_eq!(error, error::SUCCESS);
+        let page = |address| (1, FlushScope::Sfence { address: Some(address), asid: Some(7) });
+        assert_eq!(env.flushes, [page(0x4000_0000), page(0x4000_1000)]);
+        env.flushes.clear();
+        // A huge range flushes the whole ASID instead.
+        call(&mut sbi, &mut harts, &mut env, 0, eid::RFENCE, 2, &[1, 0, 0, 1 << 30, 9]);
+        assert_eq!(env.flushes, [(0, FlushScope::Sfence { address: None, asid: Some(9) })]);
+        env.flushes.clear();
+        // Hostile ranges and masks.
+        let (_, error, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::RFENCE, 1, &[1, 0, u64::MAX - 10, 100]);
+        assert_eq!(error, error::INVALID_ADDRESS, "a range that wraps around");
+        let (_, error, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::RFENCE, 1, &[0b1000, 0, 0, 0]);
+        assert_eq!(error, error::INVALID_PARAM);
+        assert!(env.flushes.is_empty());
+        // Remote fence.i reaches every target.
+        call(&mut sbi, &mut harts, &mut env, 0, eid::RFENCE, 0, &[0, u64::MAX]);
+        assert_eq!(env.fences_i, [0, 1, 2]);
+    }
+
+    #[test]
+    fn hart_start_enters_s_mode_with_the_specified_registers() {
+        let (mut sbi, mut harts, mut env) = machine(2);
+        assert_eq!(sbi.state(1), Some(HartState::Stopped));
+        assert!(!sbi.may_run(1));
+        harts[1].csrs.mip = interrupt::SSI;
+        harts[1].csrs.satp = 8 << 60;
+        let (resume, error, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 0, &[1, RAM_BASE + 0x2000, 0xfeed]);
+        assert_eq!((resume, error), (Resume::Continue, error::SUCCESS));
+        assert_eq!(sbi.state(1), Some(HartState::Started));
+        assert!(sbi.may_run(1));
+        let hart = &harts[1];
+        assert_eq!(
+            (hart.privilege, hart.pc, hart.x(10), hart.x(11)),
+            (Privilege::Supervisor, RAM_BASE + 0x2000, 1, 0xfeed)
+        );
+        assert_eq!(hart.csrs.satp, 0);
+        assert_eq!(hart.csrs.mstatus & mstatus::SIE, 0);
+        assert_eq!(hart.csrs.mip, 0, "nothing pending from before the start");
+        assert_eq!(env.flushes, [(1, FlushScope::All)]);
+        assert_eq!(call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 2, &[1]).2, HartState::Started as u64);
+        // Starting it again, or the caller itself, is refused.
+        for hartid in [1, 0] {
+            let (_, error, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 0, &[hartid, RAM_BASE, 0]);
+            assert_eq!(error, error::ALREADY_AVAILABLE);
+        }
+    }
+
+    #[test]
+    fn hart_start_rejects_hostile_arguments() {
+        let (mut sbi, mut harts, mut env) = machine(2);
+        for (hartid, address, expected) in [
+            (2, RAM_BASE, error::INVALID_PARAM),
+            (u64::MAX, RAM_BASE, error::INVALID_PARAM),
+            (1, 0x1000_0000, error::INVALID_ADDRESS),
+            (1, RAM_BASE + (1 << 20), error::INVALID_ADDRESS),
+            (1, RAM_BASE + 1, error::INVALID_ADDRESS),
+            (1, u64::MAX, error::INVALID_ADDRESS),
+        ] {
+            let (_, error, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 0, &[hartid, address, 0]);
+            assert_eq!(error, expected, "hart {hartid:#x} at {address:#x}");
+            assert_eq!(sbi.state(1), Some(HartState::Stopped));
+        }
+        assert_eq!(call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 2, &[2]).1, error::INVALID_PARAM);
+        assert_eq!(call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 2, &[1]).2, HartState::Stopped as u64);
+    }
+
+    #[test]
+    fn hart_stop_parks_the_caller_until_started_again() {
+        let (mut sbi, mut harts, mut env) = machine(2);
+        call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 0, &[1, RAM_BASE, 0]);
+        call(&mut sbi, &mut harts, &mut env, 1, eid::TIME, 0, &[1000]);
+        let (resume, _, _) = call(&mut sbi, &mut harts, &mut env, 1, eid::HSM, 1, &[]);
+        assert_eq!(resume, Resume::WaitForInterrupt, "hart_stop does not return");
+        assert_eq!(harts[1].pc, ECALL_PC, "nor step past the ecall");
+        assert_eq!(sbi.state(1), Some(HartState::Stopped));
+        assert!(!sbi.may_run(1));
+        assert_eq!(sbi.ticks_until_deadline(0), None, "a stopped hart's timer is disarmed");
+        let (_, error, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 0, &[1, RAM_BASE + 0x40, 5]);
+        assert_eq!(error, error::SUCCESS, "a stopped hart can be started again");
+        assert_eq!(harts[1].pc, RAM_BASE + 0x40);
+    }
+
+    #[test]
+    fn retentive_suspend_returns_success_once_woken() {
+        let (mut sbi, mut harts, mut env) = machine(1);
+        let (resume, error, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 3, &[0, 0xdead, 0]);
+        assert_eq!((resume, error), (Resume::WaitForInterrupt, error::SUCCESS));
+        assert_eq!(sbi.state(0), Some(HartState::Suspended));
+        assert!(sbi.may_run(0), "a suspended hart waits like one in wfi");
+        assert!(!sbi.wake(0, &mut harts[0]), "a retentive resume keeps the hart's state");
+        assert_eq!(sbi.state(0), Some(HartState::Started));
+        assert_eq!(harts[0].pc, ECALL_PC + 4);
+    }
+
+    #[test]
+    fn non_retentive_suspend_resumes_at_the_resume_address() {
+        let (mut sbi, mut harts, mut env) = machine(2);
+        harts[0].csrs.satp = 8 << 60;
+        harts[0].csrs.mstatus |= mstatus::SIE;
+        let (resume, _, _) =
+            call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 3, &[0x8000_0000, RAM_BASE + 0x300, 0xabc]);
+        assert_eq!(resume, Resume::WaitForInterrupt);
+        assert_eq!(call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 2, &[0]).2, HartState::Suspended as u64);
+        harts[0].pc = 0;
+        assert!(sbi.wake(0, &mut harts[0]), "re-entered: translations must be flushed");
+        let hart = &harts[0];
+        assert_eq!((hart.pc, hart.x(10), hart.x(11), hart.csrs.satp), (RAM_BASE + 0x300, 0, 0xabc, 0));
+        assert_eq!(hart.csrs.mstatus & mstatus::SIE, 0);
+        assert_eq!(sbi.state(0), Some(HartState::Started));
+        // Reserved and platform-specific types, and a bad resume address.
+        for (kind, address, expected) in [
+            (1, RAM_BASE, error::INVALID_PARAM),
+            (0x1000_0000, RAM_BASE, error::INVALID_PARAM),
+            (0x8000_0001, RAM_BASE, error::INVALID_PARAM),
+            (0x9000_0000, RAM_BASE, error::INVALID_PARAM),
+            (0x8000_0000, 0x1000, error::INVALID_ADDRESS),
+        ] {
+            let (resume, error, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 3, &[kind, address, 0]);
+            assert_eq!((resume, error), (Resume::Continue, expected), "type {kind:#x}");
+            assert_eq!(sbi.state(0), Some(HartState::Started));
+        }
+        // Only the low 32 bits of suspend_type count.
+        let (resume, _, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::HSM, 3, &[0xffff_ffff_0000_0000, 0, 0]);
+        assert_eq!(resume, Resume::WaitForInterrupt);
+    }
+
+    #[test]
+    fn system_reset_powers_off_or_resets_and_rejects_reserved_values() {
+        let (mut sbi, mut harts, mut env) = machine(1);
+        let mut reset = |kind, reason| call(&mut sbi, &mut harts, &mut env, 0, eid::SRST, 0, &[kind, reason]).0;
+        assert_eq!(reset(0, 0), Resume::Machine(MachineRequest::PowerOff { code: 0 }));
+        assert_eq!(reset(0, 1), Resume::Machine(MachineRequest::PowerOff { code: 1 }), "system failure");
+        assert_eq!(reset(1, 0), Resume::Machine(MachineRequest::Reset));
+        assert_eq!(reset(2, 1), Resume::Machine(MachineRequest::Reset));
+        for (kind, reason) in [(3, 0), (0xF000_0000, 0), (0, 2), (0, 0xE000_0000), (1, 0xFFFF_FFFF)] {
+            let (resume, error, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::SRST, 0, &[kind, reason]);
+            assert_eq!((resume, error), (Resume::Continue, error::INVALID_PARAM), "type {kind:#x} reason {reason:#x}");
+        }
+        let (resume, _, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::LEGACY_SHUTDOWN, 0, &[]);
+        assert_eq!(resume, Resume::Machine(MachineRequest::PowerOff { code: 0 }));
+    }
+
+    #[test]
+    fn debug_console_moves_bytes_between_guest_ram_and_the_console() {
+        let (mut sbi, mut harts, mut env) = machine(1);
+        env.ram[0x100..0x105].copy_from_slice(b"hello");
+        let (_, error, written) = call(&mut sbi, &mut harts, &mut env, 0, eid::DBCN, 0, &[5, RAM_BASE + 0x100, 0]);
+        assert_eq!((error, written), (error::SUCCESS, 5));
+        call(&mut sbi, &mut harts, &mut env, 0, eid::DBCN, 2, &[0x121]);
+        assert_eq!(env.output, b"hello!", "write_byte takes the low byte");
+        // A console that takes less: a partial write says how much.
+        env.output_room = Some(2);
+        let (_, _, written) = call(&mut sbi, &mut harts, &mut env, 0, eid::DBCN, 0, &[5, RAM_BASE + 0x100, 0]);
+        assert_eq!(written, 2);
+        env.output_room = None;
+        // Reads take what input there is.
+        env.input.extend(b"abc");
+        let (_, error, read) = call(&mut sbi, &mut harts, &mut env, 0, eid::DBCN, 1, &[2, RAM_BASE + 0x200, 0]);
+        assert_eq!((error, read), (error::SUCCESS, 2));
+        assert_eq!(&env.ram[0x200..0x203], b"ab\0");
+        let (_, _, read) = call(&mut sbi, &mut harts, &mut env, 0, eid::DBCN, 1, &[16, RAM_BASE + 0x200, 0]);
+        assert_eq!(read, 1);
+        let (_, _, read) = call(&mut sbi, &mut harts, &mut env, 0, eid::DBCN, 1, &[16, RAM_BASE + 0x200, 0]);
+        assert_eq!(read, 0, "no input: nothing read, no error");
+        // A large write is partial but correct.
+        env.output.clear();
+        let (_, error, written) = call(&mut sbi, &mut harts, &mut env, 0, eid::DBCN, 0, &[1 << 16, RAM_BASE, 0]);
+        assert_eq!((error, written), (error::SUCCESS, 4096));
+        assert_eq!(env.output.len(), 4096);
+    }
+
+    #[test]
+    fn debug_console_rejects_buffers_outside_ram() {
+        let (mut sbi, mut harts, mut env) = machine(1);
+        env.input.extend(b"input");
+        let end = RAM_BASE + (1 << 20);
+        for fid in [0, 1] {
+            for (length, low, high) in [
+                (1, 0x1000_0000, 0),  // a device
+                (1, RAM_BASE - 1, 0), // just below RAM
+                (2, end - 1, 0),      // straddling its end
+                (1, end, 0),
+                (u64::MAX, RAM_BASE, 0),
+                (16, u64::MAX - 7, 0), // wraps around
+                (1, RAM_BASE, 1),      // above 2^64
+            ] {
+                let (resume, error, value) =
+                    call(&mut sbi, &mut harts, &mut env, 0, eid::DBCN, fid, &[length, low, high]);
+                assert_eq!(
+                    (resume, error, value),
+                    (Resume::Continue, error::INVALID_PARAM, 0),
+                    "{fid}: {low:#x}+{length:#x}"
+                );
+            }
+        }
+        assert!(env.output.is_empty());
+        assert_eq!(env.input.len(), 5, "no input consumed by a refused read");
+        assert!(env.ram.iter().all(|&byte| byte == 0));
+    }
+
+    #[test]
+    fn legacy_console_and_ipi_calls() {
+        let (mut sbi, mut harts, mut env) = machine(3);
+        call(&mut sbi, &mut harts, &mut env, 0, eid::LEGACY_CONSOLE_PUTCHAR, 0, &[b'x' as u64]);
+        assert_eq!(env.output, b"x");
+        let (_, a0, a1) = call(&mut sbi, &mut harts, &mut env, 0, eid::LEGACY_CONSOLE_GETCHAR, 0, &[0, 0x55]);
+        assert_eq!((a0, a1), (-1, 0x55), "no input: -1, and a1 is preserved");
+        env.input.push_back(b'q');
+        assert_eq!(call(&mut sbi, &mut harts, &mut env, 0, eid::LEGACY_CONSOLE_GETCHAR, 0, &[]).1, b'q' as i64);
+        // send_ipi takes a pointer to the mask in the caller's memory.
+        env.ram[0x800..0x808].copy_from_slice(&0b110u64.to_le_bytes());
+        call(&mut sbi, &mut harts, &mut env, 0, eid::LEGACY_SEND_IPI, 0, &[RAM_BASE + 0x800]);
+        let pending: Vec<bool> = harts.iter().map(|h| h.csrs.mip & interrupt::SSI != 0).collect();
+        assert_eq!(pending, [false, true, true]);
+        assert_eq!(call(&mut sbi, &mut harts, &mut env, 1, eid::LEGACY_CLEAR_IPI, 0, &[]).1, 1);
+        assert_eq!(call(&mut sbi, &mut harts, &mut env, 1, eid::LEGACY_CLEAR_IPI, 0, &[]).1, 0);
+        // A null pointer means every hart; a mask naming harts that do not exist is refused.
+        call(&mut sbi, &mut harts, &mut env, 0, eid::LEGACY_REMOTE_FENCE_I, 0, &[0]);
+        assert_eq!(env.fences_i, [0, 1, 2]);
+        env.ram[0x800..0x808].copy_from_slice(&0b1001u64.to_le_bytes());
+        let (_, a0, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::LEGACY_REMOTE_SFENCE_VMA, 0, &[RAM_BASE + 0x800]);
+        assert_eq!(a0, error::INVALID_PARAM);
+        assert!(env.flushes.is_empty());
+        env.ram[0x800..0x808].copy_from_slice(&0b1u64.to_le_bytes());
+        call(&mut sbi, &mut harts, &mut env, 0, eid::LEGACY_REMOTE_SFENCE_VMA_ASID, 0, &[RAM_BASE + 0x800, 0, 0, 3]);
+        assert_eq!(env.flushes, [(0, FlushScope::Sfence { address: None, asid: Some(3) })]);
+    }
+
+    #[test]
+    fn a_legacy_mask_pointer_that_faults_is_redirected_to_the_caller() {
+        let (mut sbi, mut harts, mut env) = machine(2);
+        harts[0].csrs.stvec = RAM_BASE + 0x4000;
+        let (resume, _, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::LEGACY_SEND_IPI, 0, &[0x1234_5678]);
+        assert_eq!(resume, Resume::Continue);
+        let hart = &harts[0];
+        assert_eq!((hart.privilege, hart.pc), (Privilege::Supervisor, RAM_BASE + 0x4000), "taken by S-mode");
+        assert_eq!(hart.csrs.sepc, ECALL_PC, "sepc points at the ecall");
+        assert_eq!((hart.csrs.scause, hart.csrs.stval), (Exception::LoadPageFault as u64, 0x1234_5678));
+        assert!(harts.iter().all(|h| h.csrs.mip & interrupt::SSI == 0));
+    }
+
+    #[test]
+    fn enter_supervisor_leaves_the_machine_state_opensbi_would() {
+        let mut hart = Hart::new(HartConfig::rv64gc(3));
+        hart.csrs.mstatus |= mstatus::MIE | mstatus::TVM | mstatus::MPRV;
+        enter_supervisor(&mut hart, RAM_BASE + 0x20_0000, 3, 0x8700_0000);
+        assert_eq!(hart.privilege, Privilege::Supervisor);
+        assert_eq!((hart.pc, hart.x(10), hart.x(11)), (RAM_BASE + 0x20_0000, 3, 0x8700_0000));
+        let status = hart.csrs.mstatus;
+        assert_eq!(status & (mstatus::TVM | mstatus::TSR | mstatus::TW | mstatus::MPRV | mstatus::SIE), 0);
+        assert_eq!(status & mstatus::FS, 1 << mstatus::FS_SHIFT, "FS Initial: F and D work");
+        assert_eq!(status & mstatus::SXL, 2 << mstatus::SXL_SHIFT, "SXL still reads 64-bit");
+        // S-mode may read the counters, use F/D, and reach all memory through PMP.
+        for counter in [csr::CYCLE, csr::TIME, csr::INSTRET] {
+            assert!(hart.read_csr(counter, 0).is_ok(), "counter {counter:#x}");
+        }
+        assert!(hart.read_csr(csr::FCSR, 0).is_ok());
+        for address in [0, RAM_BASE, 0x1000_0000, (1 << 56) - 8] {
+            assert!(hart.pmp.allows(address, 8, crate::mem::pmp::AccessKind::Fetch, Privilege::Supervisor));
+            assert!(hart.pmp.allows(address, 8, crate::mem::pmp::AccessKind::Store, Privilege::User));
+        }
+        // Ecalls from S-mode stay with the SBI; the rest goes to S-mode.
+        assert_eq!(hart.csrs.medeleg & (1 << Exception::EcallFromS as u64), 0);
+        assert_ne!(hart.csrs.medeleg & (1 << Exception::EcallFromU as u64), 0);
+        assert_ne!(hart.csrs.medeleg & (1 << Exception::IllegalInstruction as u64), 0);
+        assert_eq!(hart.csrs.mideleg, interrupt::SSI | interrupt::STI | interrupt::SEI);
+        assert!(hart.read_csr(csr::SATP, 0).is_ok_and(|satp| satp == 0));
+    }
 }
