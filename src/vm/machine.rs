@@ -4,6 +4,10 @@
 //! guest's memory model is sequential consistency (stronger than RVWMO, which any RISC-V program must accept).
 //! LR/SC is correct across harts because an SC checks its reservation's value in memory, as QEMU does. Policy
 //! (which devices, where, how long to run) is decided by whoever builds the `Vm`; nothing here is global.
+//!
+//! A VM runs its guest's own firmware in virtual M-mode, or, after [`Vm::boot_with_builtin_sbi`], has the VMM
+//! as its firmware: an `ecall` from S-mode is then served by [`super::sbi`], harts the guest has not started
+//! (HSM) never run, and the SBI timer deadlines raise `mip.STIP` before each slice.
 
 use crate::dev::htif::Htif;
 use crate::dev::{MachineRequest, MmioError, SerialBackend};
@@ -443,5 +447,133 @@ impl<'a, D: Devices> Vm<'a, D> {
 impl<D: Devices> core::fmt::Debug for Vm<'_, D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Vm").field("harts", &self.harts).field("steps", &self.steps).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::SerialBackend;
+    use crate::exec::interp::Interpreter;
+    use crate::hart::{HartConfig, Privilege};
+    use crate::isa::{self, BranchCond, Inst, OpImmKind};
+    use crate::mem::RAM_BASE;
+    use crate::vm::sbi::{eid, HartState};
+    use crate::vm::virt::VirtDevices;
+    use std::vec::Vec;
+
+    #[derive(Default)]
+    struct Recorder(Vec<u8>);
+
+    impl SerialBackend for Recorder {
+        fn write_byte(&mut self, byte: u8) {
+            self.0.push(byte);
+        }
+        fn read_byte(&mut self) -> Option<u8> {
+            None
+        }
+    }
+
+    struct FixedClock;
+
+    impl Clock for FixedClock {
+        fn now(&mut self) -> u64 {
+            0
+        }
+    }
+
+    /// `rd` = the 32-bit constant `value` (lui + addi).
+    fn li(rd: u8, value: i32) -> [Inst; 2] {
+        let upper = value.wrapping_add(0x800) & !0xfff;
+        [Inst::Lui { rd, imm: upper }, Inst::OpImm { op: OpImmKind::Addi, rd, rs1: rd, imm: value.wrapping_sub(upper) }]
+    }
+
+    /// An SBI call: a7 = `extension`, a6 = `function`, then `ecall`.
+    fn sbi_call(extension: u64, function: i32) -> Vec<Inst> {
+        let mut code = li(17, extension as i32).to_vec();
+        code.extend(li(16, function));
+        code.push(Inst::Ecall);
+        code
+    }
+
+    fn assemble(backing: &mut [u8], offset: usize, code: &[Inst]) {
+        for (index, inst) in code.iter().enumerate() {
+            let at = offset + 4 * index;
+            backing[at..at + 4].copy_from_slice(&isa::encode(inst).to_le_bytes());
+        }
+    }
+
+    const SECONDARY: usize = 0x400;
+
+    /// Hart 0 starts hart 1 at [`SECONDARY`] with opaque 'w', waits until it has stopped again, prints 'A'
+    /// through DBCN and shuts the machine down; hart 1 prints its opaque value and stops itself.
+    #[test]
+    fn builtin_sbi_starts_and_stops_harts_and_powers_off() {
+        let mut boot = Vec::new();
+        boot.extend(li(10, 1));
+        boot.push(Inst::Auipc { rd: 11, imm: 0 });
+        let auipc_at = 4 * (boot.len() as i32 - 1);
+        boot.push(Inst::OpImm { op: OpImmKind::Addi, rd: 11, rs1: 11, imm: SECONDARY as i32 - auipc_at });
+        boot.extend(li(12, b'w' as i32));
+        boot.extend(sbi_call(eid::HSM, 0));
+        let wait_loop = boot.len();
+        boot.extend(li(10, 1));
+        boot.extend(sbi_call(eid::HSM, 2));
+        boot.extend(li(5, HartState::Stopped as i32));
+        let back = 4 * (wait_loop as i32 - boot.len() as i32);
+        boot.push(Inst::Branch { cond: BranchCond::Ne, rs1: 11, rs2: 5, offset: back });
+        boot.extend(li(10, b'A' as i32));
+        boot.extend(sbi_call(eid::DBCN, 2));
+        boot.extend(li(10, 0));
+        boot.extend(li(11, 0));
+        boot.extend(sbi_call(eid::SRST, 0));
+        boot.push(Inst::Jal { rd: 0, offset: 0 });
+        let mut secondary = vec![Inst::OpImm { op: OpImmKind::Addi, rd: 10, rs1: 11, imm: 0 }];
+        secondary.extend(sbi_call(eid::DBCN, 2));
+        secondary.extend(sbi_call(eid::HSM, 1));
+        secondary.push(Inst::Jal { rd: 0, offset: 0 });
+
+        let mut backing = vec![0u8; 0x10000];
+        assemble(&mut backing, 0, &boot);
+        assemble(&mut backing, SECONDARY, &secondary);
+        let mut clock = FixedClock;
+        let harts = (0..2).map(|id| Hart::new(HartConfig::rv64gc(id)));
+        let devices: VirtDevices<'_, Recorder> = VirtDevices::new(Recorder::default());
+        let mut vm = Vm::new(harts, Ram::new(RAM_BASE, &mut backing), devices, &mut clock).unwrap();
+        vm.boot_with_builtin_sbi(0, RAM_BASE, 0x1234);
+        assert_eq!((vm.harts[0].privilege, vm.harts[0].x(11)), (Privilege::Supervisor, 0x1234));
+        assert_eq!(vm.sbi().and_then(|sbi| sbi.state(1)), Some(HartState::Stopped));
+
+        let outcome = vm.run(&mut Interpreter, Some(100_000));
+        assert_eq!(outcome, RunOutcome::PowerOff { code: 0 });
+        assert_eq!(vm.devices.uart.backend().0, b"wA");
+        assert_eq!(vm.sbi().and_then(|sbi| sbi.state(1)), Some(HartState::Stopped));
+        assert_eq!(vm.harts[1].pc, RAM_BASE + SECONDARY as u64 + 4 * 10, "hart 1 stopped at its hart_stop ecall");
+    }
+
+    /// A hart that arms the SBI timer and waits in `wfi` is woken by STIP once time reaches the deadline.
+    #[test]
+    fn builtin_sbi_timer_wakes_a_waiting_hart() {
+        let mut program = Vec::new();
+        // sie.STIE, then set_timer(now + 1000) and wfi.
+        program.extend(li(5, 1 << 5));
+        program.push(Inst::Csr { op: isa::CsrOp::Rs, rd: 0, src: 5, csr: isa::csr::SIE });
+        program.extend(li(10, 1000));
+        program.extend(sbi_call(eid::TIME, 0));
+        program.push(Inst::Wfi);
+        program.extend(li(10, 0));
+        program.extend(li(11, 0));
+        program.extend(sbi_call(eid::SRST, 0));
+        let mut backing = vec![0u8; 0x10000];
+        assemble(&mut backing, 0, &program);
+        let mut clock = FixedClock;
+        let devices: VirtDevices<'_, Recorder> = VirtDevices::new(Recorder::default());
+        let mut vm =
+            Vm::new([Hart::new(HartConfig::rv64gc(0))], Ram::new(RAM_BASE, &mut backing), devices, &mut clock).unwrap();
+        vm.set_time_source(TimeSource::Instructions { shift: 0 });
+        vm.boot_with_builtin_sbi(0, RAM_BASE, 0);
+        assert_eq!(vm.run(&mut Interpreter, Some(100_000)), RunOutcome::PowerOff { code: 0 });
+        assert!(vm.time() >= 1000, "time jumped to the SBI deadline while the hart waited");
+        assert_ne!(vm.harts[0].mip() & crate::isa::csr::interrupt::STI, 0, "STIP is pending");
     }
 }
