@@ -225,6 +225,12 @@ enum Flow {
 }
 
 /// The VMM's SBI implementation for one VM: per-hart HSM state and timer deadlines.
+///
+/// Call order, for the VM's scheduler: before running harts, [`update_timers`](Self::update_timers) with the
+/// current time; run only harts that [`may_run`](Self::may_run); when a hart that waited for an interrupt is
+/// picked to run again, [`wake`](Self::wake) it first; when a hart in S-mode executes `ecall`,
+/// [`call`](Self::call) instead of injecting the exception, and act on the [`Resume`] it returns; when every
+/// hart waits, sleep no longer than [`ticks_until_deadline`](Self::ticks_until_deadline).
 #[derive(Debug, Clone)]
 pub struct Sbi {
     slots: [HartSlot; MAX_HARTS],
@@ -305,7 +311,9 @@ impl Sbi {
 
     /// Serves the `ecall` hart `caller` (in S-mode, pc at the `ecall`) just executed. The hart's registers hold
     /// the call; on return `a0`/`a1` hold the answer and the pc is past the `ecall`, unless the call does not
-    /// return (the hart stopped, or the machine is to power off or reset) or raised an exception.
+    /// return (the hart stopped or suspended, or the machine is to power off or reset) or raised an exception
+    /// (already injected). [`Resume::WaitForInterrupt`] means: park the caller until an interrupt is pending
+    /// for it (a suspend), or for good while it is stopped (see [`may_run`](Self::may_run)).
     pub fn call(&mut self, caller: usize, harts: &mut [Hart], env: &mut impl SbiEnvironment) -> Resume {
         if caller >= self.harts.min(harts.len()) {
             return Resume::Continue;
