@@ -62,6 +62,10 @@ fn uboot_boots_on_the_builtin_sbi_and_answers_commands() {
     }
     // The timer: `sleep` waits on the `time` CSR, which S-mode may read.
     console.command_within(COMMAND_TIMEOUT, "sleep 1; echo slept", "slept");
+    // A reset boots the machine again, without firmware again.
+    console.command_within(COMMAND_TIMEOUT, "reset", "resetting");
+    console.expect("U-Boot 20", BOOT_TIMEOUT);
+    console.expect("Hit any key to stop autoboot", BOOT_TIMEOUT);
 }
 
 #[test]
@@ -89,7 +93,8 @@ fn cpio_entry(archive: &mut Vec<u8>, inode: u32, name: &str, mode: u32, rdev: (u
     archive.resize(archive.len().next_multiple_of(4), 0);
 }
 
-/// An initramfs with busybox, `/dev/console` and `/dev/null` (a background job's input), and an `/init` that announces itself and starts a shell.
+/// An initramfs with busybox, `/dev/console` and `/dev/null` (a background job's input), and an `/init` that
+/// announces itself and starts a shell.
 fn initramfs(busybox: &[u8]) -> Vec<u8> {
     const DIRECTORY: u32 = 0o040755;
     const EXECUTABLE: u32 = 0o100755;

@@ -1200,4 +1200,105 @@ mod tests {
         assert_eq!(hart.csrs.mideleg, interrupt::SSI | interrupt::STI | interrupt::SEI);
         assert!(hart.read_csr(csr::SATP, 0).is_ok_and(|satp| satp == 0));
     }
+
+    /// An argument near something the SBI checks, or anything.
+    fn interesting_argument() -> impl proptest::strategy::Strategy<Value = u64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            0u64..6,
+            Just(u64::MAX),
+            Just(0x8000_0000u64),
+            RAM_BASE..RAM_BASE + (1 << 20) + 8,
+            (0u64..64).prop_map(|shift| 1u64 << shift),
+            any::<u64>(),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Random calls from whichever harts are running never panic, always answer with a standard error code
+        /// (legacy calls aside), and keep the HSM states those of a simple reference model.
+        #[test]
+        fn random_calls_follow_the_hsm_model_and_never_panic(
+            calls in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::sample::select(EXTENSIONS.to_vec()),
+                        proptest::strategy::Just(eid::HSM),
+                        proptest::prelude::any::<u64>(),
+                    ],
+                    0u64..8,
+                    proptest::array::uniform6(interesting_argument()),
+                    0usize..4,
+                ),
+                1..64,
+            )
+        ) {
+            const COUNT: usize = 3;
+            let (mut sbi, mut harts, mut env) = machine(COUNT);
+            env.input.extend(b"some input");
+            let mut model = [HartState::Started, HartState::Stopped, HartState::Stopped];
+            for (extension, function, args, pick) in calls {
+                // Only a started hart executes an ecall; a suspended one is woken first.
+                let running: Vec<usize> = (0..COUNT).filter(|&i| model[i] != HartState::Stopped).collect();
+                let Some(&caller) = running.get(pick % running.len().max(1)) else { break };
+                if model[caller] == HartState::Suspended {
+                    sbi.wake(caller, &mut harts[caller]);
+                    model[caller] = HartState::Started;
+                }
+                let executable =
+                    |address: u64| address.is_multiple_of(2) && (RAM_BASE..RAM_BASE + (1 << 20) - 1).contains(&address);
+                let expected_error = match (extension, function) {
+                    (eid::HSM, 0) => Some(match args[0] {
+                        id if id >= COUNT as u64 => error::INVALID_PARAM,
+                        id if model[id as usize] != HartState::Stopped => error::ALREADY_AVAILABLE,
+                        _ if !executable(args[1]) => error::INVALID_ADDRESS,
+                        id => {
+                            model[id as usize] = HartState::Started;
+                            error::SUCCESS
+                        }
+                    }),
+                    (eid::HSM, 1) => {
+                        model[caller] = HartState::Stopped;
+                        None
+                    }
+                    (eid::HSM, 2) => Some(if args[0] < COUNT as u64 { error::SUCCESS } else { error::INVALID_PARAM }),
+                    (eid::HSM, 3) => match args[0] as u32 {
+                        SUSPEND_DEFAULT_RETENTIVE => {
+                            model[caller] = HartState::Suspended;
+                            Some(error::SUCCESS)
+                        }
+                        SUSPEND_DEFAULT_NON_RETENTIVE if executable(args[1]) => {
+                            model[caller] = HartState::Suspended;
+                            None
+                        }
+                        SUSPEND_DEFAULT_NON_RETENTIVE => Some(error::INVALID_ADDRESS),
+                        _ => Some(error::INVALID_PARAM),
+                    },
+                    _ => None,
+                };
+                let before = ECALL_PC;
+                let (resume, error, value) = call(&mut sbi, &mut harts, &mut env, caller, extension, function, &args);
+                if let Some(expected) = expected_error {
+                    proptest::prop_assert_eq!(error, expected, "{:#x}/{} {:x?}", extension, function, args);
+                    proptest::prop_assert_eq!(harts[caller].pc, before + 4);
+                }
+                if (extension, function) == (eid::HSM, 2) && error == error::SUCCESS {
+                    proptest::prop_assert_eq!(value, model[args[0] as usize] as u64);
+                }
+                let legacy = extension <= eid::LEGACY_SHUTDOWN;
+                if !legacy && resume == Resume::Continue && harts[caller].pc == before + 4 {
+                    let standard = (-8..=0).contains(&error);
+                    proptest::prop_assert!(standard, "{:#x}/{} answered {}", extension, function, error);
+                }
+                for (index, state) in model.iter().enumerate() {
+                    proptest::prop_assert_eq!(sbi.state(index), Some(*state));
+                }
+                if matches!(resume, Resume::Machine(_)) {
+                    break;
+                }
+                let software = interrupt::SSI | interrupt::STI;
+                proptest::prop_assert!(harts.iter().all(|hart| hart.csrs.mip & !software == 0));
+            }
+        }
+    }
 }
