@@ -22,7 +22,8 @@ use trapeze::exec::threaded::Threaded;
 use trapeze::exec::Engine;
 use trapeze::hart::{Hart, HartConfig};
 use trapeze::isa;
-use trapeze::mem::{Ram, RAM_BASE};
+use trapeze::mem::sv39::{self, AccessType};
+use trapeze::mem::{mmu, Ram, RAM_BASE};
 use trapeze::trap::Exit;
 use trapeze::vm::boot;
 use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription};
@@ -451,6 +452,23 @@ fn run_with<D: Devices, E: Engine>(vm: &mut Vm<'_, D>, engine: &mut E, args: &Ru
     }
 }
 
+/// The instruction word at `hart.pc`, read through the hart's own translation as it stood before the instruction
+/// ran (`None` when the fetch faulted). The engine has just fetched it, so the walk finds A already set and writes
+/// nothing; a faulting walk writes nothing either.
+fn fetched_word(ram: &mut Ram, hart: &Hart) -> Option<u32> {
+    // Parcel by parcel: the two halves of a 32-bit instruction may lie on different pages.
+    let mut parcel = |va: u64| {
+        let context = mmu::access_context(hart, AccessType::Fetch);
+        let translation = sv39::translate(ram, hart.csrs.satp, va, AccessType::Fetch, context).ok()?;
+        ram.load(translation.guest_real, 2).map(|half| half as u32)
+    };
+    let low = parcel(hart.pc)?;
+    if low & 0b11 != 0b11 {
+        return Some(low);
+    }
+    Some(low | parcel(hart.pc.wrapping_add(2))? << 16)
+}
+
 /// Runs one instruction at a time on the reference interpreter, printing what each did.
 fn run_traced<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut Interpreter, limit: Option<u64>) -> RunOutcome {
     use std::io::Write;
@@ -460,7 +478,7 @@ fn run_traced<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut Interpreter, limit: O
         if limit.is_some_and(|limit| vm.steps >= limit) {
             return RunOutcome::InstructionLimit;
         }
-        let before: Vec<(u64, [u64; 32])> = vm.harts.iter().map(|hart| (hart.pc, hart.x)).collect();
+        let before: Vec<Hart> = vm.harts.to_vec();
         let steps_before = vm.steps;
         let outcome = vm.run_slice(engine, 1);
         if vm.steps == steps_before {
@@ -471,14 +489,15 @@ fn run_traced<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut Interpreter, limit: O
             continue;
         }
         let (index, exit) = vm.last_exit;
-        let (pc, registers) = before[index];
-        let word = vm.ram.load(pc, 4).or_else(|| vm.ram.load(pc, 2)).unwrap_or(0) as u32;
-        let decoded = isa::decode(word);
+        let pc = before[index].pc;
+        let registers = before[index].x;
         let hart_prefix = if before.len() > 1 { format!("hart {index} ") } else { String::new() };
-        let mut line = if decoded.len == 2 {
-            format!("{hart_prefix}{pc:016x}: {:04x}      {}", word & 0xffff, decoded.inst)
-        } else {
-            format!("{hart_prefix}{pc:016x}: {word:08x}  {}", decoded.inst)
+        let mut line = match fetched_word(&mut vm.ram, &before[index]).map(|word| (word, isa::decode(word))) {
+            Some((word, decoded)) if decoded.len == 2 => {
+                format!("{hart_prefix}{pc:016x}: {:04x}      {}", word & 0xffff, decoded.inst)
+            }
+            Some((word, decoded)) => format!("{hart_prefix}{pc:016x}: {word:08x}  {}", decoded.inst),
+            None => format!("{hart_prefix}{pc:016x}: --------  (fetch faulted)"),
         };
         let hart = &vm.harts[index];
         if let Some((register, value)) = hart.x.iter().enumerate().find(|(i, v)| registers[*i] != **v) {
