@@ -395,6 +395,26 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
         self.live_block(to).map(|_| to)
     }
 
+    /// Where live block `from` goes when it exits to guest pc `pc`, read from its record alone (no map lookup):
+    /// `Ok(successor)` when an exit recorded `pc` and is linked to a live block, `Err(Some(slot))` when an exit
+    /// recorded `pc` but has no live link, `Err(None)` when no exit recorded `pc` (or `from` is stale).
+    #[inline(always)]
+    pub fn chained(&self, from: BlockId, pc: u64) -> Result<BlockId, Option<ExitSlot>> {
+        let Some(block) = self.live_block(from) else { return Err(None) };
+        let slot = if block.exits[0] == Some(pc) {
+            ExitSlot::Taken
+        } else if block.exits[1] == Some(pc) {
+            ExitSlot::FallThrough
+        } else {
+            return Err(None);
+        };
+        let to = block.links[slot as usize];
+        match self.live_block(to) {
+            Some(_) => Ok(to),
+            None => Err(Some(slot)),
+        }
+    }
+
     /// Whether some live block may cover the page holding guest real address `gpa`: O(1), never a false negative
     /// (a false positive only when another page with code shares its page index bucket).
     #[inline(always)]
