@@ -94,13 +94,17 @@ fn measure_threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize>(
     let cache = engine.cache().stats();
     let work = engine.stats();
     let hit_rate = 100.0 * cache.hits as f64 / cache.lookups.max(1) as f64;
+    let per_block = run.instructions.unwrap_or(0) as f64 / work.blocks_entered.max(1) as f64;
+    let chained = 100.0 * work.blocks_chained as f64 / work.blocks_entered.max(1) as f64;
     run.note = Some(format!(
-        "code cache {} KiB: {hit_rate:.2}% hits of {} lookups, {} blocks built, {} flushes, {} pages invalidated",
+        "code cache {} KiB: {hit_rate:.2}% hits of {} lookups, {} blocks built, {} flushes, {} pages invalidated; \
+         {} blocks entered ({per_block:.1} instructions each), {chained:.1}% through a chained exit",
         core::mem::size_of::<Threaded<OPS, BLOCKS, MAP>>() / 1024,
         cache.lookups,
         work.blocks_built,
         cache.flushes,
-        work.pages_invalidated
+        work.pages_invalidated,
+        work.blocks_entered,
     ));
     Ok(run)
 }

@@ -12,7 +12,7 @@
 
 use super::interp::{self, alu, alu_imm, branch_taken, exception, mmio};
 use super::Engine;
-use crate::cache::{BlockId, BlockKey, CodeCache};
+use crate::cache::{BlockId, BlockKey, CodeCache, ExitSlot, EXITS};
 use crate::hart::{Exception, Hart};
 use crate::isa::{self, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::mmu::{DataPath, Loaded, Memory, Target};
@@ -144,7 +144,9 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
         let mut ops = [FALLBACK_4; MAX_BLOCK];
         let mut count = 0;
         let mut at = start;
-        let mut taken = None;
+        // Exits in `ExitSlot` order: taken, fall-through, then the branches the block runs on past.
+        let mut exits = [None; EXITS];
+        let mut sides = 0;
         let mut falls_through = true;
         while count < MAX_BLOCK && at < page_end {
             let low = memory.ram.load_at_offset(at, 2)? as u32;
@@ -164,7 +166,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
                 (memory.ram.load_at_offset(at, 4)? as u32, 4)
             };
             let inst = isa::decode(word).inst;
-            let (op, ends_block) = predecode(inst, len);
+            let (op, mut ends_block) = predecode(inst, len);
             ops[count] = op;
             count += 1;
             // Where a direct jump or branch goes, as a RAM offset, when that is in this page (chaining never
@@ -173,20 +175,41 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
                 Inst::Jal { offset, .. } | Inst::Branch { offset, .. } => Some(at.wrapping_add(offset as i64 as u64)),
                 _ => None,
             };
-            taken = target.filter(|&target| target >> PAGE_SHIFT == start >> PAGE_SHIFT);
-            falls_through = !matches!(inst, Inst::Jal { .. } | Inst::Jalr { .. });
+            let target = target.filter(|&target| target >> PAGE_SHIFT == start >> PAGE_SHIFT);
             at += len as u64;
+            match inst {
+                // A branch: the block runs on past it (its handler ends the block only when it is taken) while
+                // a side exit slot is free for its target; else it is the block's last instruction.
+                Inst::Branch { .. } => match exits.get_mut(ExitSlot::Side1 as usize + sides) {
+                    Some(slot) if count < MAX_BLOCK && at < page_end => {
+                        if target.is_some() {
+                            *slot = target;
+                            sides += 1;
+                        }
+                    }
+                    _ => {
+                        exits[ExitSlot::Taken as usize] = target;
+                        ends_block = true;
+                    }
+                },
+                Inst::Jal { .. } => {
+                    exits[ExitSlot::Taken as usize] = target;
+                    falls_through = false;
+                }
+                Inst::Jalr { .. } => falls_through = false,
+                _ => {}
+            }
             if ends_block {
                 break;
             }
         }
-        let fall_through = (at < page_end && falls_through).then_some(at);
+        exits[ExitSlot::FallThrough as usize] = (at < page_end && falls_through).then_some(at);
         if !memory.ram.watch_code_page(start / PAGE_SIZE) {
             return None;
         }
         self.stats.blocks_built += 1;
         let guest_len = (at - start).min(PAGE_SIZE) as u32;
-        self.cache.insert(BlockKey::new(start, 0), guest_len, [taken, fall_through], &ops[..count]).ok()
+        self.cache.insert(BlockKey::new(start, 0), guest_len, exits, &ops[..count]).ok()
     }
 }
 
@@ -227,61 +250,66 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
         let mut ctx = Ctx { memory, path, exit: Exit::BudgetExhausted };
         let mut remaining = budget;
         let mut last: Option<LastBlock> = None;
-        let (mut entered, mut chained) = (0u64, 0u64);
-        let exit = loop {
+        // Instructions retired by blocks (the interpreter counts its own in `instret`), block entries, chain hops.
+        let (mut retired_in_blocks, mut entered, mut chained) = (0u64, 0u64, 0u64);
+        let exit = 'run: loop {
             if remaining == 0 {
                 break Exit::BudgetExhausted;
             }
-            let pc = hart.pc;
-            // The fast way in: the previous block's exit is chained to this block, in the same page (so its
-            // translation and fetch permission hold). Nothing can have written code since the previous block
-            // began: a handler that writes a watched page ends the block with `Flow::Dirty`.
-            let fast = match last {
-                Some(previous) if previous.whole_page && (pc ^ previous.pc) < PAGE_SIZE => {
-                    let start = (previous.start & !(PAGE_SIZE - 1)) | (pc & (PAGE_SIZE - 1));
-                    self.cache.chained(previous.block, start).ok().map(|block| LastBlock {
-                        block,
-                        pc,
-                        start,
-                        ..previous
-                    })
+            let mut current = match self.enter_slow(hart, &mut ctx.memory, last) {
+                Entry::Block(current) => current,
+                Entry::Stepped => {
+                    remaining -= 1;
+                    last = None;
+                    continue;
                 }
-                _ => None,
-            };
-            let current = match fast {
-                Some(current) => {
-                    chained += 1;
-                    current
+                Entry::Retry => {
+                    last = None;
+                    continue;
                 }
-                None => match self.enter_slow(hart, &mut ctx.memory, last) {
-                    Entry::Block(current) => current,
-                    Entry::Stepped => {
-                        remaining -= 1;
-                        last = None;
-                        continue;
-                    }
-                    Entry::Retry => {
-                        last = None;
-                        continue;
-                    }
-                    Entry::Exit(exit) => break exit,
-                },
+                Entry::Exit(exit) => break exit,
             };
-            let Some(ops) = self.cache.ops(current.block) else {
+            let Some(mut ops) = self.cache.ops(current.block) else {
                 last = None;
                 continue;
             };
-            entered += 1;
-            let ops = ops.get(..ops.len().min(remaining as usize)).unwrap_or(ops);
-            let (flow, retired) = run_ops(hart, &mut ctx, ops);
-            hart.instret = hart.instret.wrapping_add(retired);
-            remaining -= retired;
-            match flow {
-                Flow::Next | Flow::End => last = Some(current),
-                Flow::Dirty => last = None,
-                Flow::Exit => break ctx.exit,
+            let page = current.start & !(PAGE_SIZE - 1);
+            // Run blocks, hopping along chained exits while they stay in this page: its translation and fetch
+            // permission hold, and no code was written since the slow entry (a handler that writes a watched
+            // page ends the block with `Flow::Dirty`).
+            loop {
+                entered += 1;
+                let ops_now = ops.get(..ops.len().min(remaining as usize)).unwrap_or(ops);
+                let (flow, retired) = run_ops(hart, &mut ctx, ops_now);
+                retired_in_blocks += retired;
+                remaining -= retired;
+                match flow {
+                    Flow::Next | Flow::End => {}
+                    Flow::Dirty => {
+                        last = None;
+                        continue 'run;
+                    }
+                    Flow::Exit => break 'run ctx.exit,
+                }
+                if remaining == 0 {
+                    break 'run Exit::BudgetExhausted;
+                }
+                let pc = hart.pc;
+                let hop = if current.whole_page && (pc ^ current.pc) < PAGE_SIZE {
+                    self.cache.hop(current.block, page | (pc & (PAGE_SIZE - 1)))
+                } else {
+                    None
+                };
+                let Some((block, next_ops)) = hop else {
+                    last = Some(current);
+                    continue 'run;
+                };
+                chained += 1;
+                current = LastBlock { block, pc, start: page | (pc & (PAGE_SIZE - 1)), whole_page: true };
+                ops = next_ops;
             }
         };
+        hart.instret = hart.instret.wrapping_add(retired_in_blocks);
         self.stats.blocks_entered += entered;
         self.stats.blocks_chained += chained;
         exit
@@ -382,7 +410,8 @@ fn predecode(inst: Inst, len: u8) -> (Op, bool) {
         Inst::Auipc { rd, imm } => (op(auipc, rd, 0, 0, imm), false),
         Inst::Jal { rd, offset } => (op(jal, rd, 0, 0, offset), true),
         Inst::Jalr { rd, rs1, offset } => (op(jalr, rd, rs1, 0, offset), true),
-        Inst::Branch { cond, rs1, rs2, offset } => (op(BRANCH[cond as usize], 0, rs1, rs2, offset), true),
+        // Whether a branch ends its block is up to `build`.
+        Inst::Branch { cond, rs1, rs2, offset } => (op(BRANCH[cond as usize], 0, rs1, rs2, offset), false),
         Inst::Load { width, rd, rs1, offset } => (op(LOAD[width as usize], rd, rs1, 0, offset), false),
         Inst::Store { width, rs1, rs2, offset } => (op(STORE[width as usize], 0, rs1, rs2, offset), false),
         Inst::OpImm { op: kind, rd, rs1, imm } => (op(OP_IMM[kind as usize], rd, rs1, 0, imm), false),
@@ -479,13 +508,13 @@ fn jalr(hart: &mut Hart, _ctx: &mut Ctx, op: &Op, pc: u64) -> Flow {
     jump(hart, target)
 }
 
+/// A conditional branch: taken, it ends the block; not taken, the block runs on (or falls off its end).
 fn branch<const COND: usize>(hart: &mut Hart, _ctx: &mut Ctx, op: &Op, pc: u64) -> Flow {
-    let offset = if branch_taken(BRANCH_CONDS[COND], hart.x(op.rs1), hart.x(op.rs2)) {
-        op.imm as i64 as u64
+    if branch_taken(BRANCH_CONDS[COND], hart.x(op.rs1), hart.x(op.rs2)) {
+        jump(hart, pc.wrapping_add(op.imm as i64 as u64))
     } else {
-        op.len as u64
-    };
-    jump(hart, pc.wrapping_add(offset))
+        Flow::Next
+    }
 }
 
 fn op_imm<const KIND: usize>(hart: &mut Hart, _ctx: &mut Ctx, op: &Op, _pc: u64) -> Flow {
@@ -536,13 +565,15 @@ fn store<const WIDTH: usize>(hart: &mut Hart, ctx: &mut Ctx, op: &Op, pc: u64) -
     let addr = hart.x(op.rs1).wrapping_add(op.imm as i64 as u64);
     let size = width.bytes();
     let value = hart.x(op.rs2);
-    if ctx.memory.fast_store(&ctx.path, addr, size, value).is_none() {
-        if let Err(flow) = store_slow(hart, ctx, op, pc, addr, width) {
-            return flow;
-        }
-    }
+    let wrote_code = match ctx.memory.fast_store(&ctx.path, addr, size, value) {
+        Some(wrote_code) => wrote_code,
+        None => match store_slow(hart, ctx, op, pc, addr, width) {
+            Ok(()) => ctx.memory.ram.has_dirty_code(),
+            Err(flow) => return flow,
+        },
+    };
     // A store into watched code: the blocks of that page (maybe this one) must go before anything else runs.
-    if ctx.memory.ram.has_dirty_code() {
+    if wrote_code {
         hart.pc = pc.wrapping_add(op.len as u64);
         return Flow::Dirty;
     }

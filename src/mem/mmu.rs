@@ -269,16 +269,39 @@ impl Memory<'_, '_> {
     /// when the caller must take [`Memory::load`] (the same result, or the fault or device access).
     #[inline(always)]
     pub fn fast_load(&self, path: &DataPath, va: u64, size: u64) -> Option<u64> {
-        let offset = self.fast_offset(path, va, size, path.load_key)?;
-        self.ram.load_at_offset(offset, size)
+        let offset = self.fast_offset(path, va, size, path.load_key)? as usize;
+        let size = (size as usize).min(8);
+        let bytes = self.ram.bytes.get(offset..offset.checked_add(size)?)?;
+        let mut buf = [0u8; 8];
+        buf.get_mut(..size)?.copy_from_slice(bytes);
+        Some(u64::from_le_bytes(buf))
     }
 
-    /// A store of the low `size` (1, 2, 4 or 8) bytes of `value` at `va` when the fast path serves it (a store
-    /// to a watched code page is noted by [`Ram`] as any other), `None` when the caller must take
-    /// [`Memory::store`] (nothing was written then).
+    /// A store of the low `size` (1, 2, 4 or 8) bytes of `value` at `va` when the fast path serves it, `None`
+    /// when the caller must take [`Memory::store`] (nothing was written then). `Some(true)` says the store hit a
+    /// watched code page: [`Ram`] noted it as for any other write, and the engine must drop that page's
+    /// translations before it runs another block.
     #[inline(always)]
-    pub fn fast_store(&mut self, path: &DataPath, va: u64, size: u64, value: u64) -> Option<()> {
+    pub fn fast_store(&mut self, path: &DataPath, va: u64, size: u64, value: u64) -> Option<bool> {
         let offset = self.fast_offset(path, va, size, path.store_key)?;
-        self.ram.store_at_offset(offset, size, value)
+        // Within one page, so one watch bit covers it (the window does not check that by itself).
+        if (offset & 0xfff) + size > 0x1000 {
+            return None;
+        }
+        let offset = offset as usize;
+        let size = (size as usize).min(8);
+        let end = offset.checked_add(size)?;
+        if end > self.ram.bytes.len() {
+            return None;
+        }
+        let page = offset as u64 / super::PAGE_SIZE;
+        let code = self.ram.code_watch.as_ref().is_some_and(|watch| {
+            watch.watched.get((page / 64) as usize).is_some_and(|word| word & (1 << (page % 64)) != 0)
+        });
+        if code {
+            self.ram.note_write(offset, size);
+        }
+        self.ram.bytes.get_mut(offset..end)?.copy_from_slice(value.to_le_bytes().get(..size)?);
+        Some(code)
     }
 }
