@@ -573,6 +573,20 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
         true
     }
 
+    /// Records `pc` as the guest pc of live block `from`'s exit `slot`, dropping the slot's link: for an exit
+    /// only known at run time, such as the last target of an indirect jump. False when `from` is stale.
+    pub fn set_exit(&mut self, from: BlockId, slot: ExitSlot, pc: u64) -> bool {
+        if self.live_block(from).is_none() {
+            return false;
+        }
+        let Some(block) = self.blocks.get_mut(from.index as usize) else { return false };
+        if let (Some(exit), Some(link)) = (block.exits.get_mut(slot as usize), block.links.get_mut(slot as usize)) {
+            *exit = pc;
+            *link = BlockId::NONE;
+        }
+        true
+    }
+
     /// Removes `from`'s link through `slot` (a no-op when `from` is stale or unlinked).
     pub fn unlink(&mut self, from: BlockId, slot: ExitSlot) {
         if self.live_block(from).is_some() {

@@ -89,6 +89,13 @@ fn exits_are_found_by_pc_and_followed_only_while_linked_and_live() {
     assert_eq!(cache.chained(a, BASE + 0xc0), Ok(side));
     assert_eq!(cache.hop(a, BASE + 0xc0), Some((side, &[10, 11][..])));
     assert_eq!(cache.hop(a, BASE + 0x80), None, "another exit is not linked");
+    // An exit learnt at run time replaces the slot's pc and its link.
+    assert!(cache.set_exit(a, ExitSlot::Side2, BASE + 0x80));
+    assert_eq!(cache.hop(a, BASE + 0xc0), None);
+    assert_eq!(cache.chained(a, BASE + 0x80), Err(Some(ExitSlot::Side1)), "the first slot with the pc");
+    assert!(cache.set_exit(a, ExitSlot::Side2, BASE + 0xc0));
+    assert_eq!(cache.chained(a, BASE + 0xc0), Err(Some(ExitSlot::Side2)), "unlinked by set_exit");
+    assert!(cache.link(a, ExitSlot::Side2, side));
     // More exits than slots are refused.
     assert_eq!(cache.insert(key(BASE + 0x100), 4, [None; EXITS + 1], &ops(0, 1)), Err(InsertError::TooManyExits));
     // Once the successor goes, the link is never followed.

@@ -358,7 +358,18 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             // The walk set A/D bits in a page that holds code.
             return Entry::Retry;
         }
-        let chain = previous.map(|previous| (previous.block, self.cache.chained(previous.block, start)));
+        let chain = previous.map(|previous| {
+            let chained = match self.cache.chained(previous.block, start) {
+                // An exit known only now (an indirect jump's target): remember it in the taken slot when the
+                // block has no static one, so that the same target is chained next time.
+                Err(None) if self.cache.block_info(previous.block).is_some_and(|info| info.exits[0].is_none()) => {
+                    self.cache.set_exit(previous.block, ExitSlot::Taken, start);
+                    Err(Some(ExitSlot::Taken))
+                }
+                chained => chained,
+            };
+            (previous.block, chained)
+        });
         let block = match chain {
             Some((_, Ok(block))) => block,
             _ => {
