@@ -468,6 +468,12 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
         }
     }
 
+    /// The most ops one block may have under the eviction policy in force (`OPS`, or `OPS / regions` with
+    /// [`Eviction::Fifo`]).
+    pub fn max_block_ops(&self) -> usize {
+        self.region_size().0 as usize
+    }
+
     /// Block records in use (live, or dropped and not yet evicted), at most `BLOCKS`.
     pub fn blocks_used(&self) -> usize {
         self.blocks_used as usize
@@ -655,13 +661,37 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
     pub fn set_eviction(&mut self, eviction: Eviction) {
         self.stats.invalidations += self.live as u64;
         self.clear();
-        self.regions = match eviction {
+        self.regions = Self::regions_of(eviction);
+    }
+
+    /// An empty cache (as [`new`](Self::new)) evicting as `eviction` says.
+    pub const fn with_eviction(fill: T, eviction: Eviction) -> Self {
+        let mut cache = Self::new(fill);
+        cache.regions = Self::regions_of(eviction);
+        cache
+    }
+
+    /// The number of regions `eviction` asks for, clamped to what this shape allows (1: flush-all).
+    const fn regions_of(eviction: Eviction) -> u32 {
+        match eviction {
             Eviction::FlushAll => 1,
             Eviction::Fifo { regions } => {
-                let most = MAX_REGIONS.min(BLOCKS).min(OPS) as u32;
-                regions.clamp(2, most.max(2)).min(most)
+                let mut most = MAX_REGIONS;
+                if BLOCKS < most {
+                    most = BLOCKS;
+                }
+                if OPS < most {
+                    most = OPS;
+                }
+                let most = most as u32;
+                let regions = if regions < 2 { 2 } else { regions };
+                if regions > most {
+                    most
+                } else {
+                    regions
+                }
             }
-        };
+        }
     }
 
     // ---- internals ----

@@ -332,6 +332,8 @@ fn fifo_evicts_the_oldest_region_only() {
     let mut one_block = CodeCache::<u32, 8, 1, 2>::new(0);
     one_block.set_eviction(Eviction::Fifo { regions: 4 });
     assert_eq!(one_block.eviction(), Eviction::FlushAll, "a single record cannot be split");
+    let built = CodeCache::<u32, 64, 8, 16>::with_eviction(0, Eviction::Fifo { regions: 100 });
+    assert_eq!(built.eviction(), Eviction::Fifo { regions: 8 }, "clamped to the shape from the start");
 }
 
 #[test]
