@@ -20,8 +20,6 @@ use crate::mem::sv39::AccessType;
 use crate::mem::{DirtyCode, PAGE_SIZE};
 use crate::trap::{extend, Exit, MmioKind};
 
-const PAGE_SHIFT: u32 = 12;
-
 /// Longest block, in instructions: bounds decode work and the latency of a budget check.
 pub const MAX_BLOCK: usize = 64;
 
@@ -175,13 +173,13 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             let (op, mut ends_block) = predecode(inst, len);
             ops[count] = op;
             count += 1;
-            // Where a direct jump or branch goes, as a RAM offset, when that is in this page (chaining never
-            // leaves the page, whose translation the block entry checked).
+            // Where a direct jump or branch goes, as a RAM offset if the guest's mapping is linear there (always
+            // within this page). Only a hint: a chained exit is followed only when the pc's actual RAM offset, as
+            // the block entry works it out, equals it.
             let target = match inst {
                 Inst::Jal { offset, .. } | Inst::Branch { offset, .. } => Some(at.wrapping_add(offset as i64 as u64)),
                 _ => None,
             };
-            let target = target.filter(|&target| target >> PAGE_SHIFT == start >> PAGE_SHIFT);
             at += len as u64;
             match inst {
                 // A branch: the block runs on past it (its handler ends the block only when it is taken) while
@@ -279,10 +277,11 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
                 last = None;
                 continue;
             };
-            let page = current.start & !(PAGE_SIZE - 1);
-            // Run blocks, hopping along chained exits while they stay in this page: its translation and fetch
-            // permission hold, and no code was written since the slow entry (a handler that writes a watched
-            // page ends the block with `Flow::Dirty`).
+            let mut page = current.start & !(PAGE_SIZE - 1);
+            // Run blocks, hopping along chained exits: no code was written since the slow entry (a handler that
+            // writes a watched page ends the block with `Flow::Dirty`), and the next pc's RAM offset is exact —
+            // in the same page its translation and fetch permission hold, in another the fast fetch path (a TLB
+            // hit or the M-mode window) vouches for both.
             loop {
                 entered += 1;
                 let ops_now = ops.get(..ops.len().min(remaining as usize)).unwrap_or(ops);
@@ -301,17 +300,39 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
                     break 'run Exit::BudgetExhausted;
                 }
                 let pc = hart.pc;
-                let hop = if current.whole_page && (pc ^ current.pc) < PAGE_SIZE {
-                    self.cache.hop(current.block, page | (pc & (PAGE_SIZE - 1)))
+                let start = if (pc ^ current.pc) < PAGE_SIZE {
+                    current.whole_page.then_some(page | (pc & (PAGE_SIZE - 1)))
                 } else {
-                    None
+                    ctx.memory.fast_fetch(&ctx.path, pc)
                 };
-                let Some((block, next_ops)) = hop else {
+                let Some(start) = start else {
                     last = Some(current);
                     continue 'run;
                 };
-                chained += 1;
-                current = LastBlock { block, pc, start: page | (pc & (PAGE_SIZE - 1)), whole_page: true };
+                let (block, next_ops) = match self.cache.hop(current.block, start) {
+                    Some(next) => {
+                        chained += 1;
+                        next
+                    }
+                    // Not chained (an indirect jump to a new target, say): the map table, and the exit is linked
+                    // for next time. A block still to be built takes the slow way.
+                    None => {
+                        let Some(block) = self.cache.lookup(BlockKey::new(start, 0)) else {
+                            last = Some(current);
+                            continue 'run;
+                        };
+                        self.remember_exit(current.block, start, block);
+                        match self.cache.ops(block) {
+                            Some(ops) => (block, ops),
+                            None => {
+                                last = None;
+                                continue 'run;
+                            }
+                        }
+                    }
+                };
+                page = start & !(PAGE_SIZE - 1);
+                current = LastBlock { block, pc, start, whole_page: true };
                 ops = next_ops;
             }
         };
@@ -349,8 +370,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             last = None;
         }
         let pc = hart.pc;
-        let previous = last.filter(|previous| (pc ^ previous.pc) < PAGE_SIZE);
-        let (start, whole_page) = match previous {
+        let (start, whole_page) = match last.filter(|previous| (pc ^ previous.pc) < PAGE_SIZE) {
             Some(previous) => ((previous.start & !(PAGE_SIZE - 1)) | (pc & (PAGE_SIZE - 1)), previous.whole_page),
             None => match memory.translate_page(hart, pc, 2, AccessType::Fetch) {
                 Ok((Target::Ram(offset), whole_page)) => (offset, whole_page),
@@ -364,21 +384,11 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             // The walk set A/D bits in a page that holds code.
             return Entry::Retry;
         }
-        let chain = previous.map(|previous| {
-            let chained = match self.cache.chained(previous.block, start) {
-                // An exit known only now (an indirect jump's target): remember it in the taken slot when the
-                // block has no static one, so that the same target is chained next time.
-                Err(None) if self.cache.block_info(previous.block).is_some_and(|info| info.exits[0].is_none()) => {
-                    self.cache.set_exit(previous.block, ExitSlot::Taken, start);
-                    Err(Some(ExitSlot::Taken))
-                }
-                chained => chained,
-            };
-            (previous.block, chained)
-        });
-        let block = match chain {
-            Some((_, Ok(block))) => block,
-            _ => {
+        // The previous block's exit, in any page: `start` is the pc's actual RAM offset now.
+        let chained = last.and_then(|previous| self.cache.chained(previous.block, start).ok());
+        let block = match chained {
+            Some(block) => block,
+            None => {
                 let block = match self.cache.lookup(BlockKey::new(start, 0)) {
                     Some(block) => block,
                     None => match self.build(memory, start) {
@@ -387,8 +397,8 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
                         None => return step(hart, memory),
                     },
                 };
-                if let Some((from, Err(Some(slot)))) = chain {
-                    self.cache.link(from, slot, block);
+                if let Some(previous) = last {
+                    self.remember_exit(previous.block, start, block);
                 }
                 block
             }
@@ -403,6 +413,23 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             }
         }
         Entry::Block(LastBlock { block, pc, start, whole_page })
+    }
+}
+
+impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
+    /// Links `from`'s exit to `start` (a RAM offset the guest just went to from `from`) with `to`, the block
+    /// there: through the exit that recorded `start`, or, when none did and the block has no static taken exit
+    /// (an indirect jump), through its taken slot, which then remembers `start` as the last target.
+    fn remember_exit(&mut self, from: BlockId, start: u64, to: BlockId) {
+        let slot = match self.cache.chained(from, start) {
+            Err(Some(slot)) => slot,
+            Err(None) if self.cache.block_info(from).is_some_and(|info| info.exits[0].is_none()) => {
+                self.cache.set_exit(from, ExitSlot::Taken, start);
+                ExitSlot::Taken
+            }
+            _ => return,
+        };
+        self.cache.link(from, slot, to);
     }
 }
 

@@ -221,6 +221,14 @@ pub struct DataPath {
     window_base: u64,
     window_limit: u64,
     window_host: u64,
+    /// Fetches are translated by Sv39: a soft TLB hit with this key gives a fetch's RAM offset.
+    fetch_paged: bool,
+    fetch_key: TlbKey,
+    /// Untranslated M-mode fetches with no PMP check: guest real `[fetch_base, fetch_base + fetch_size)` lands on
+    /// host `fetch_host + (gpa - fetch_base)` (an executable real map extent; size 0: none).
+    fetch_base: u64,
+    fetch_size: u64,
+    fetch_host: u64,
 }
 
 impl Memory<'_, '_> {
@@ -237,7 +245,23 @@ impl Memory<'_, '_> {
             window_base: 0,
             window_limit: 0,
             window_host: 0,
+            fetch_paged: false,
+            fetch_key: TlbKey::new(satp.asid(), AccessType::Fetch, access_context(hart, AccessType::Fetch)),
+            fetch_base: 0,
+            fetch_size: 0,
+            fetch_host: 0,
         };
+        let fetch_privilege = access_context(hart, AccessType::Fetch).privilege;
+        path.fetch_paged = fetch_privilege != Privilege::Machine && satp.mode() == SATP_MODE_SV39;
+        if fetch_privilege == Privilege::Machine && hart.pmp.machine_unrestricted() {
+            let ram_base = self.ram.base();
+            let extent = self.realmap.extents().iter().find(|e| e.contains(ram_base));
+            if let Some(extent) = extent.filter(|e| e.perms.contains(MapPerms::X)) {
+                path.fetch_base = extent.guest_base;
+                path.fetch_size = extent.size;
+                path.fetch_host = extent.host_base.0;
+            }
+        }
         if !paged && ctx.privilege == Privilege::Machine && hart.pmp.machine_unrestricted() {
             let ram_base = self.ram.base();
             let extent = self.realmap.extents().iter().find(|e| e.contains(ram_base));
@@ -262,6 +286,19 @@ impl Memory<'_, '_> {
         } else {
             let offset = va.wrapping_sub(path.window_base);
             (offset < path.window_limit).then_some(path.window_host.wrapping_add(offset))
+        }
+    }
+
+    /// The RAM offset of an instruction fetch at `pc` when `path` serves it without a walk, a PMP check or a real
+    /// map lookup (a soft TLB hit, or an M-mode fetch inside the executable window): then PMP allows fetching the
+    /// whole page, as [`Memory::translate_page`] would say. `None`: the caller takes `translate_page`.
+    #[inline(always)]
+    pub fn fast_fetch(&self, path: &DataPath, pc: u64) -> Option<u64> {
+        if path.fetch_paged {
+            self.tlb.lookup(pc, path.fetch_key).map(|host| host.0)
+        } else {
+            let offset = pc.wrapping_sub(path.fetch_base);
+            (offset < path.fetch_size).then_some(path.fetch_host.wrapping_add(offset))
         }
     }
 
