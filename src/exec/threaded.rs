@@ -1,14 +1,20 @@
-//! The threaded engine: guest basic blocks predecoded once into ops that carry their operands and a direct
-//! pointer to their handler, kept in the fixed-size code cache and run without decoding or a central switch.
+//! The threaded engine: guest blocks predecoded once into ops that carry their operands and a direct pointer to
+//! their handler, kept in the fixed-size code cache and run without decoding or a central switch.
 //!
 //! Blocks are keyed by where their bytes lie in RAM (the host offset of their first instruction), never by a
-//! virtual address, so a change of address space or privilege can never run a stale block: every block entry
-//! translates the pc afresh (a TLB hit in the steady state), and ops use the hart's live pc. A block never
-//! crosses a page; every page a block was decoded from is watched by [`Ram`](crate::mem::Ram), so any write to
-//! it — a store by any hart or engine, a device's DMA — invalidates the page's blocks before the next block runs,
-//! and a store that hits watched code ends the current block at once. This engine never emulates a privileged
-//! instruction: those, and every instruction without a fast handler (AMOs, floating point, ...), run through
-//! the reference interpreter's [`step`](super::interp::step), so both engines share one definition of them.
+//! virtual address, so a change of address space or privilege can never run a stale block: a block is entered
+//! only at the pc's actual RAM offset in the current context — translated afresh, or known without a walk
+//! because the pc stays in the page the previous block was entered through, or because the fast fetch path (a
+//! soft TLB hit, or the M-mode RAM window) vouches for it — and a chained exit is followed only when its
+//! recorded RAM offset equals that. Ops get the pc of their instruction from the block loop. A block never
+//! crosses a page and runs on past up to two branches not taken; every page a block was decoded from is watched
+//! by [`Ram`](crate::mem::Ram), so any write to it — a store by any hart or engine, a device's DMA — invalidates
+//! the page's blocks before the next block runs, and a store that hits watched code ends the current block at
+//! once. Within one [`Engine::run`] the translation context cannot change (whatever changes it leaves the
+//! engine), so loads and stores take the fast path of [`DataPath`] worked out at its start. This engine never
+//! emulates a privileged instruction: those, and every instruction without a fast handler (AMOs, floating
+//! point, ...), run through the reference interpreter's [`step`](super::interp::step), so both engines share
+//! one definition of them; it must never run a block whose bytes may have changed, nor let a guest make it panic.
 
 use super::interp::{self, alu, alu_imm, branch_taken, exception, mmio};
 use super::Engine;
@@ -24,7 +30,7 @@ use crate::trap::{extend, Exit, MmioKind};
 pub const MAX_BLOCK: usize = 64;
 
 /// How the engine's code cache makes room: FIFO over four regions. Measured by `trapeze bench` with caches too
-/// small for the working set, it rebuilds 15-35% fewer blocks than flush-all and runs up to 4% fewer host
+/// small for the working set, it rebuilds up to 35% fewer blocks than flush-all and runs up to 5% fewer host
 /// instructions; with a cache that holds the working set the two are the same (README, "Benchmarks").
 pub const EVICTION: Eviction = Eviction::Fifo { regions: 4 };
 
