@@ -42,8 +42,9 @@
 //!      access is permitted by the new leaf, so it does not fault again.
 //!    * `GuestFault(fault)`: inject `fault` into the virtual hart (the same exception and tval the emulation
 //!      engines produce for this access).
-//!    * `NotRam { guest_real }`: nothing in the real map: decode the instruction and serve it as an MMIO access
-//!      at `guest_real` (or inject an access fault when no device is there), as `Exit::Mmio` is served.
+//!    * `NotRam { guest_real }`: a load or store (never a fetch: that is an instruction access fault) that no
+//!      real map extent covers: decode the instruction and serve it as an MMIO access at `guest_real` (or inject
+//!      an access fault when no device is there, or the instruction is an LR/SC/AMO), as `Exit::Mmio` is served.
 //!    * `Emulate`: the access is legal but a shadow leaf cannot express it (a data access in virtual M-mode with
 //!      MPRV, a real map extent that is writable but not readable, a guest PMP region smaller than the page, RAM
 //!      above the Sv39 range in a bare regime): execute this one instruction with the emulation engine
@@ -140,7 +141,8 @@ pub enum FillOutcome {
     Filled,
     /// The guest's own translation (or its PMP, or the real map's permissions) refuses the access: inject this.
     GuestFault(Fault),
-    /// The guest real address is in no real map extent: serve it as MMIO (or inject an access fault).
+    /// A load or store whose guest real address is in no real map extent: serve it as MMIO (or inject an access
+    /// fault).
     NotRam { guest_real: u64 },
     /// Legal, but not expressible by a shadow leaf: emulate this one instruction.
     Emulate,
@@ -395,7 +397,8 @@ fn resolve(
     }
     // The real map.
     let Some(extent) = realmap.extent_of(guest_real) else {
-        return Err(FillOutcome::NotRam { guest_real });
+        // Code never runs from a device: the emulation engines raise this same fault.
+        return Err(if access == AccessType::Fetch { access_fault } else { FillOutcome::NotRam { guest_real } });
     };
     if !extent.perms.contains(map_permission(access)) {
         return Err(access_fault);

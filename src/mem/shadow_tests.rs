@@ -357,8 +357,12 @@ fn paging_off_maps_guest_real_one_to_one_through_the_real_map() {
     assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, RAM_BASE + 0x10_0ff8, Store), FillOutcome::Filled);
     assert_eq!(hardware(&tables, machine, RAM_BASE + 0x10_0ff8, Fetch), Some(HOST_BASE + 0xff8));
     for address in [0x1000_0000, RAM_BASE - 8, RAM_BASE + 0x4000, 0xffff_ffff_ffff_f000, 0x40_0000_0000] {
-        let outcome = tables.fill(&hart, &mut ram, &realmap, HOST_BASE, address, Load);
-        assert_eq!(outcome, FillOutcome::NotRam { guest_real: address });
+        for access in [Load, Store] {
+            let outcome = tables.fill(&hart, &mut ram, &realmap, HOST_BASE, address, access);
+            assert_eq!(outcome, FillOutcome::NotRam { guest_real: address });
+        }
+        let outcome = tables.fill(&hart, &mut ram, &realmap, HOST_BASE, address, Fetch);
+        assert_eq!(outcome, access_fault(Fetch, address), "code never runs from a device");
     }
     // Virtual S-mode with satp Bare: the same mapping, but its own root and the guest's PMP apply.
     set_mode(&mut hart, Privilege::Supervisor, 0, 0);
@@ -837,6 +841,7 @@ fn run_model<const P: usize>(setup: &GuestSetup, ops: &[Op], coverage: &mut Cove
         let want = match expected {
             _ if regime == Regime::MachineMprv && access != Fetch => FillOutcome::Emulate,
             Err(fault) => FillOutcome::GuestFault(fault),
+            Ok(Target::Device(_)) if access == Fetch => access_fault(Fetch, va),
             Ok(Target::Device(guest_real)) => FillOutcome::NotRam { guest_real },
             Ok(Target::Ram(offset)) if offset >= RAM_BYTES as u64 => access_fault(access, va),
             Ok(Target::Ram(_)) => {
