@@ -59,8 +59,14 @@
 //! `POOL >= 3` is checked at compile time. The cost is refaults, never a failure.
 //!
 //! # Flushing granularity
-//! `sfence.vma` flushes everything, whatever its address and ASID operands (which the specification allows: a
-//! fence may do more than asked). Shadow roots carry ASID 0 and the guest's ASIDs are ignored.
+//! `sfence.vma` never touches the roots of untranslated regimes (they do not depend on the guest's tables). With
+//! rs1 = x0 it drops every translated root (their pages are reclaimed by the next exhaustion flush). With an
+//! address it drops that page's shadow leaf from every translated root, and, where the leaf came from a guest
+//! superpage, everything shadowed under the same 2 MiB or 1 GiB region: a pointer PTE carries the software bit
+//! [`SUPERPAGE_BELOW`] when some leaf beneath it came from a guest superpage of that size, and the fence clears
+//! the pointer instead of the leaf. This covers the specification's rule that a fence with an address orders the
+//! leaf PTE translating it, which for a superpage spans the whole region. The ASID operand is ignored (every
+//! address space is fenced, which is allowed: a fence may do more than asked); shadow roots carry ASID 0.
 
 use super::mmu::{access_context, VmRealMap};
 use super::pmp::{AccessKind, Pmp};
@@ -76,6 +82,11 @@ const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 /// Highest physical address bit + 1 an Sv39 PTE can name (PPN is 44 bits).
 const PHYSICAL_ADDRESS_BITS: u32 = 56;
 const NO_ROOT: u16 = u16::MAX;
+/// Roots `FIRST_TRANSLATED_ROOT..Regime::COUNT` are those of the translated regimes (see [`Regime::index`]).
+const FIRST_TRANSLATED_ROOT: usize = 3;
+/// A software bit (RSW, ignored by the MMU) of a shadow pointer PTE: some leaf beneath it came from a guest
+/// superpage as large as the region the pointer covers (1 GiB in a root, 2 MiB in a level-1 table).
+pub const SUPERPAGE_BELOW: u64 = 1 << 8;
 
 /// One shadow table page, 4 KiB aligned.
 #[repr(C, align(4096))]
@@ -200,11 +211,41 @@ impl<const POOL: usize> ShadowTables<POOL> {
         self.generation = self.generation.wrapping_add(1);
     }
 
-    /// The guest executed `sfence.vma` with these operands (`None` for x0). Flushes everything: see the module
-    /// documentation.
+    /// The guest executed `sfence.vma` with these operands (`None` for x0): drops the shadow mappings that may
+    /// derive from the guest PTEs the fence covers (see the module documentation). Bumps the generation.
     pub fn sfence_vma(&mut self, address: Option<u64>, asid: Option<u16>) {
-        let _ = (address, asid);
-        self.flush_all();
+        let _ = asid; // every address space is fenced
+        self.generation = self.generation.wrapping_add(1);
+        let translated = self.roots.get_mut(FIRST_TRANSLATED_ROOT..).unwrap_or(&mut []);
+        let Some(va) = address else {
+            translated.fill(NO_ROOT);
+            return;
+        };
+        for index in FIRST_TRANSLATED_ROOT..Regime::COUNT {
+            let root = self.roots.get(index).copied().unwrap_or(NO_ROOT);
+            if root != NO_ROOT {
+                self.invalidate(root as usize, va);
+            }
+        }
+    }
+
+    /// Clears the shadow leaf of `va` under `root`, or the pointer above it that carries [`SUPERPAGE_BELOW`].
+    fn invalidate(&mut self, root: usize, va: u64) -> Option<()> {
+        let mut table = root;
+        for level in [2u32, 1] {
+            let index = vpn(va, level);
+            let pte = *self.pages.get(table)?.0.get(index)?;
+            if pte & PteFlags::V.bits() == 0 {
+                return None;
+            }
+            if pte & SUPERPAGE_BELOW != 0 {
+                *self.pages.get_mut(table)?.0.get_mut(index)? = 0;
+                return Some(());
+            }
+            table = self.index_of((pte >> 10) << PAGE_SHIFT)?;
+        }
+        *self.pages.get_mut(table)?.0.get_mut(vpn(va, 0))? = 0;
+        Some(())
     }
 
     /// Changes whenever shadow PTEs were dropped: the board fences the real TLB when it differs from the value it
@@ -258,15 +299,15 @@ impl<const POOL: usize> ShadowTables<POOL> {
     ) -> FillOutcome {
         self.sync(hart);
         let regime = Regime::of(hart);
-        let leaf = match resolve(hart, regime, ram, realmap, ram_host_base, va, access) {
-            Ok(leaf) => leaf,
+        let (leaf, guest_level) = match resolve(hart, regime, ram, realmap, ram_host_base, va, access) {
+            Ok(resolved) => resolved,
             Err(outcome) => return outcome,
         };
-        if self.install(regime, va, leaf).is_some() {
+        if self.install(regime, va, leaf, guest_level).is_some() {
             return FillOutcome::Filled;
         }
         self.flush_all();
-        match self.install(regime, va, leaf) {
+        match self.install(regime, va, leaf, guest_level) {
             Some(()) => FillOutcome::Filled,
             // Cannot happen: an empty pool of at least three pages holds one walk.
             None => FillOutcome::Emulate,
@@ -320,21 +361,22 @@ impl<const POOL: usize> ShadowTables<POOL> {
         Some(root)
     }
 
-    /// Writes `leaf` as the level-0 PTE of `va` under the regime's root, making tables on the way; `None` when the
-    /// pool ran out.
-    fn install(&mut self, regime: Regime, va: u64, leaf: u64) -> Option<()> {
+    /// Writes `leaf` as the level-0 PTE of `va` under the regime's root, making tables on the way and marking the
+    /// pointers above a piece of a guest superpage of level `guest_level`; `None` when the pool ran out.
+    fn install(&mut self, regime: Regime, va: u64, leaf: u64, guest_level: u8) -> Option<()> {
         let mut table = self.root(regime)?;
         for level in [2u32, 1] {
             let index = vpn(va, level);
             let pte = *self.pages.get(table)?.0.get(index)?;
-            table = if pte & PteFlags::V.bits() != 0 {
-                self.index_of((pte >> 10) << PAGE_SHIFT)?
+            let (next, pointer) = if pte & PteFlags::V.bits() != 0 {
+                (self.index_of((pte >> 10) << PAGE_SHIFT)?, pte)
             } else {
                 let next = self.allocate()?;
-                let pointer = make_pte(self.page_address(next) >> PAGE_SHIFT, PteFlags::V);
-                *self.pages.get_mut(table)?.0.get_mut(index)? = pointer;
-                next
+                (next, make_pte(self.page_address(next) >> PAGE_SHIFT, PteFlags::V))
             };
+            let mark = if u32::from(guest_level) >= level { SUPERPAGE_BELOW } else { 0 };
+            *self.pages.get_mut(table)?.0.get_mut(index)? = pointer | mark;
+            table = next;
         }
         *self.pages.get_mut(table)?.0.get_mut(vpn(va, 0))? = leaf;
         Some(())
@@ -362,7 +404,8 @@ fn map_permission(access: AccessType) -> MapPerms {
     }
 }
 
-/// The shadow leaf PTE for the page of `va` in `regime`, or what to do instead. Follows the order of the
+/// The shadow leaf PTE for the page of `va` in `regime` and the level of the guest leaf it came from (0 when
+/// untranslated), or what to do instead. Follows the order of the
 /// emulation path (`mmu::Memory::translate`): guest walk (with A/D updates), PMP, real map.
 fn resolve(
     hart: &Hart,
@@ -372,20 +415,21 @@ fn resolve(
     ram_host_base: u64,
     va: u64,
     access: AccessType,
-) -> Result<u64, FillOutcome> {
+) -> Result<(u64, u8), FillOutcome> {
     let access_fault = FillOutcome::GuestFault(Fault { exception: access.access_fault(), tval: va });
     if regime == Regime::MachineMprv && access != AccessType::Fetch {
         return Err(FillOutcome::Emulate);
     }
     // The guest's own translation: the guest real address, and which kinds of access its PTE grants.
     let ctx = access_context(hart, access);
-    let (guest_real, guest_grants) = match regime {
-        Regime::Machine | Regime::Bare => (va, [true; 3]),
-        Regime::MachineMprv => (va, [true, false, false]),
+    let (guest_real, guest_grants, guest_level) = match regime {
+        Regime::Machine | Regime::Bare => (va, [true; 3], 0),
+        Regime::MachineMprv => (va, [true, false, false], 0),
         Regime::Supervisor { .. } | Regime::User { .. } => {
             let translation =
                 sv39::translate(&mut *ram, hart.csrs.satp, va, access, ctx).map_err(FillOutcome::GuestFault)?;
-            (translation.guest_real, AccessType::ALL.map(|kind| translation.permits(kind, ctx)))
+            let grants = AccessType::ALL.map(|kind| translation.permits(kind, ctx));
+            (translation.guest_real, grants, translation.level)
         }
     };
     // The guest's PMP, for this byte and then for the whole page.
@@ -438,7 +482,7 @@ fn resolve(
     if !flags.contains(needed) {
         return Err(FillOutcome::Emulate);
     }
-    Ok(make_pte(host_page >> PAGE_SHIFT, flags))
+    Ok((make_pte(host_page >> PAGE_SHIFT, flags), guest_level))
 }
 
 #[cfg(test)]
