@@ -31,7 +31,7 @@ pub enum Action {
     /// The machine timer fired (or another interrupt of the host's own): the quantum is over. The engine returns
     /// [`Exit::BudgetExhausted`], so the virtual machine delivers virtual interrupts and schedules.
     QuantumOver,
-    /// A real page fault or access fault at guest virtual address `va`: the shadow tables decide whether it is
+    /// A real page fault at guest virtual address `va`: the shadow tables decide whether it is
     /// theirs (fill and resume), the guest's (inject [`Exit::Exception`]) or a device's ([`mmio_exit`]).
     ShadowMiss { va: u64, access: AccessType },
     /// Hand this exit to the dispatcher.
@@ -41,7 +41,7 @@ pub enum Action {
 /// Classifies a real trap taken while `hart`'s guest ran natively. `hart.pc` must already be `trap.mepc`.
 ///
 /// - the machine timer (and any other interrupt) ends the quantum;
-/// - page and access faults go to the shadow tables;
+/// - page faults go to the shadow tables; access faults (PMP, the second wall) are the guest's;
 /// - `ecall` (always from real U-mode) is the environment call of the hart's *virtual* privilege;
 /// - an illegal instruction is a privileged instruction to emulate, or a truly illegal one: see [`system_exit`];
 /// - breakpoints and misaligned accesses are the guest's exceptions, with the guest-visible `tval`;
@@ -54,15 +54,14 @@ pub fn classify(trap: HostTrap, hart: &Hart, memory: &mut Memory) -> Action {
     }
     let exception = |cause, tval| Action::Exit(Exit::Exception { cause, tval });
     match Exception::from_code(trap.mcause) {
-        Some(Exception::InstructionPageFault | Exception::InstructionAccessFault) => {
-            Action::ShadowMiss { va: trap.mtval, access: AccessType::Fetch }
-        }
-        Some(Exception::LoadPageFault | Exception::LoadAccessFault) => {
-            Action::ShadowMiss { va: trap.mtval, access: AccessType::Load }
-        }
-        Some(Exception::StorePageFault | Exception::StoreAccessFault) => {
-            Action::ShadowMiss { va: trap.mtval, access: AccessType::Store }
-        }
+        Some(Exception::InstructionPageFault) => Action::ShadowMiss { va: trap.mtval, access: AccessType::Fetch },
+        Some(Exception::LoadPageFault) => Action::ShadowMiss { va: trap.mtval, access: AccessType::Load },
+        Some(Exception::StorePageFault) => Action::ShadowMiss { va: trap.mtval, access: AccessType::Store },
+        // The shadow tables only map the VM's own RAM, so a real access fault means a wall (PMP) stopped an
+        // access the shadow never granted: the guest gets the access fault real hardware would give.
+        Some(
+            cause @ (Exception::InstructionAccessFault | Exception::LoadAccessFault | Exception::StoreAccessFault),
+        ) => exception(cause, trap.mtval),
         Some(Exception::EcallFromU | Exception::EcallFromS | Exception::EcallFromM) => {
             exception(Exception::ecall_from(hart.privilege), 0)
         }
@@ -218,20 +217,19 @@ mod tests {
     }
 
     #[test]
-    fn page_and_access_faults_go_to_the_shadow_tables() {
+    fn page_faults_go_to_the_shadow_tables_and_access_faults_to_the_guest() {
         with_machine(Privilege::Supervisor, &[], |hart, memory| {
-            for (cause, access) in [
-                (12, AccessType::Fetch),
-                (1, AccessType::Fetch),
-                (13, AccessType::Load),
-                (5, AccessType::Load),
-                (15, AccessType::Store),
-                (7, AccessType::Store),
-            ] {
+            for (cause, access) in [(12, AccessType::Fetch), (13, AccessType::Load), (15, AccessType::Store)] {
                 assert_eq!(
                     classify(trap(cause, 0x4000_1234), hart, memory),
                     Action::ShadowMiss { va: 0x4000_1234, access },
                     "cause {cause}"
+                );
+            }
+            for cause in [Exception::InstructionAccessFault, Exception::LoadAccessFault, Exception::StoreAccessFault] {
+                assert_eq!(
+                    classify(trap(cause as u64, 0x9000_0000), hart, memory),
+                    Action::Exit(Exit::Exception { cause, tval: 0x9000_0000 })
                 );
             }
         });
