@@ -1,0 +1,225 @@
+//! `trapeze-board`: the native VMM on QEMU `virt` (rv64). It boots in M-mode (riscv-rt), brings up its console
+//! (the physical UART), heap (`linked_list_allocator`) and logging (`defmt` over semihosting, decoded on the
+//! host), then runs guest programs from this repository as VMs, each in its own RAM partition with its own
+//! console prefix, round-robin on the machine timer, natively in U-mode under `trapeze::vm::Vm` with the native
+//! engine. When every VM has powered off it prints one summary line and exits QEMU through the `sifive,test0`
+//! finisher: status 0 when every guest exited 0.
+//!
+//! The demo's guests run their own code in *virtual M-mode* (no SBI): `hello` twice, then `sv39`, which drives
+//! the shadow page tables through virtual S- and U-mode.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod engine;
+mod hw;
+mod switch;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use defmt_semihosting as _;
+use engine::{NativeEngine, POOL};
+use trapeze::dev::SerialBackend;
+use trapeze::hart::{Hart, HartConfig};
+use trapeze::mem::shadow::ShadowTables;
+use trapeze::mem::{Ram, RAM_BASE};
+use trapeze::vm::loader::load_elf;
+use trapeze::vm::{Clock, RunOutcome, Vm};
+use trapeze::vm::virt::VirtDevices;
+
+#[global_allocator]
+static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+
+/// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
+const VM_RAM_SIZE: usize = 16 << 20;
+/// How many VMs the board can hold.
+const MAX_VMS: usize = 3;
+/// Instruction budget of one slice: 100 000 instructions, a 1 ms quantum (`native::quantum_ticks`).
+const SLICE_BUDGET: u64 = 100_000;
+
+/// A VM's RAM partition: page-aligned host memory, in .bss (zeroed at boot).
+#[repr(C, align(4096))]
+struct Partition([u8; VM_RAM_SIZE]);
+
+static mut PARTITIONS: [Partition; MAX_VMS] = [const { Partition([0; VM_RAM_SIZE]) }; MAX_VMS];
+static mut SHADOWS: [ShadowTables<POOL>; MAX_VMS] = [const { ShadowTables::new() }; MAX_VMS];
+
+static HELLO: &[u8] = include_bytes!(env!("BOARD_GUEST_HELLO"));
+static SV39: &[u8] = include_bytes!(env!("BOARD_GUEST_SV39"));
+
+/// Longest console line a VM may write before it is flushed without its newline.
+const LINE_MAX: usize = 160;
+
+/// A VM's console: its UART output on the physical console, a whole line at a time (so the VMs' lines do not
+/// interleave), each prefixed with the VM's name.
+struct PrefixConsole {
+    prefix: &'static str,
+    line: heapless::Vec<u8, LINE_MAX>,
+}
+
+impl PrefixConsole {
+    fn new(prefix: &'static str) -> Self {
+        Self { prefix, line: heapless::Vec::new() }
+    }
+
+    fn flush(&mut self) {
+        hw::console_write(self.prefix);
+        self.line.iter().copied().for_each(hw::console_write_byte);
+        self.line.clear();
+    }
+}
+
+impl SerialBackend for PrefixConsole {
+    fn write_byte(&mut self, byte: u8) {
+        if self.line.push(byte).is_err() {
+            self.flush();
+            hw::console_write_byte(b'\n');
+            let _ = self.line.push(byte);
+        }
+        if byte == b'\n' {
+            self.flush();
+        }
+    }
+    fn read_byte(&mut self) -> Option<u8> {
+        None
+    }
+}
+
+/// Machine time at boot, so every VM's clock starts near 0.
+static BOOT_TIME: AtomicU64 = AtomicU64::new(0);
+/// The earliest absolute deadline an idle VM asked to sleep until in this round (`u64::MAX`: none).
+static IDLE_DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
+/// How many times a VM found every hart waiting for an interrupt.
+static IDLE_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// A VM's view of the machine timer. `idle` never blocks (other VMs may be runnable): it records the deadline,
+/// and the scheduler sleeps when every VM is idle.
+struct BoardClock;
+
+impl Clock for BoardClock {
+    fn now(&mut self) -> u64 {
+        hw::mtime().wrapping_sub(BOOT_TIME.load(Ordering::Relaxed))
+    }
+    fn idle(&mut self, ticks: Option<u64>) {
+        // No deadline: wake again after 10 ms, as other VMs' devices may still raise something.
+        let deadline = hw::mtime().saturating_add(ticks.unwrap_or(100_000).min(100_000));
+        IDLE_DEADLINE.fetch_min(deadline, Ordering::Relaxed);
+        IDLE_CALLS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type BoardVm = Vm<'static, VirtDevices<'static, PrefixConsole>>;
+
+/// One guest: its machine, its engine and how it ended.
+struct Guest {
+    name: &'static str,
+    vm: Box<BoardVm>,
+    engine: NativeEngine,
+    outcome: Option<RunOutcome>,
+}
+
+/// Builds VM `index` running `image` in virtual M-mode.
+fn make_guest(index: usize, name: &'static str, prefix: &'static str, image: &[u8]) -> Guest {
+    // SAFETY: each index is used once, so this is the only reference to partition `index` and shadow `index`.
+    let (bytes, shadow) = unsafe {
+        let partitions = &mut *core::ptr::addr_of_mut!(PARTITIONS);
+        let shadows = &mut *core::ptr::addr_of_mut!(SHADOWS);
+        (&mut partitions[index].0[..], &mut shadows[index])
+    };
+    let start = bytes.as_ptr() as u64;
+    let partition = (start, start + bytes.len() as u64);
+    let mut ram = Ram::new(RAM_BASE, bytes);
+    let loaded = load_elf(image, &mut ram).unwrap_or_else(|e| panic!("{name}: cannot load the guest: {e:?}"));
+    let mut hart = Hart::new(HartConfig::rv64gc(0));
+    hart.reset(loaded.entry);
+    let console = PrefixConsole::new(prefix);
+    let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock));
+    let vm = Vm::new([hart], ram, VirtDevices::new(console), clock)
+        .unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
+    defmt::info!("vm {=usize}: partition {=u64:#x}..{=u64:#x}", index, partition.0, partition.1);
+    Guest { name, vm: Box::new(vm), engine: NativeEngine::new(index + 1, shadow, partition), outcome: None }
+}
+
+#[riscv_rt::entry]
+fn main() -> ! {
+    BOOT_TIME.store(hw::mtime(), Ordering::Relaxed);
+    // SAFETY: the heap region is reserved by the linker script (`_heap_size`) after .bss and used by nothing else.
+    unsafe {
+        extern "C" {
+            static _heap_size: u8;
+        }
+        let size = core::ptr::addr_of!(_heap_size) as usize;
+        HEAP.lock().init(riscv_rt::heap_start() as *mut u8, size);
+    }
+    hw::init_machine();
+    switch::install_trap_entry();
+    println!("trapeze native VMM on qemu-virt-rv64: guests run in U-mode");
+    defmt::info!("board up");
+
+    let mut guests: Vec<Guest> = Vec::new();
+    guests.push(make_guest(0, "hello", "[vm0] ", HELLO));
+    guests.push(make_guest(1, "hello", "[vm1] ", HELLO));
+    guests.push(make_guest(2, "sv39", "[vm2] ", SV39));
+
+    loop {
+        let mut ran = false;
+        let mut all_idle = true;
+        IDLE_DEADLINE.store(u64::MAX, Ordering::Relaxed);
+        for guest in guests.iter_mut().filter(|guest| guest.outcome.is_none()) {
+            ran = true;
+            let idle_calls = IDLE_CALLS.load(Ordering::Relaxed);
+            guest.outcome = guest.vm.run_slice(&mut guest.engine, SLICE_BUDGET);
+            all_idle &= IDLE_CALLS.load(Ordering::Relaxed) != idle_calls;
+        }
+        if !ran {
+            break;
+        }
+        if all_idle {
+            hw::wait_for_timer(IDLE_DEADLINE.load(Ordering::Relaxed));
+        }
+    }
+
+    let mut failures = 0;
+    for (index, guest) in guests.iter().enumerate() {
+        let stats = guest.engine.stats;
+        let code = match guest.outcome {
+            Some(RunOutcome::PowerOff { code }) => code,
+            _ => u32::MAX,
+        };
+        if code != 0 {
+            failures += 1;
+        }
+        println!(
+            "vm{index} ({}): {:?}; {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta, {} walled",
+            guest.name,
+            guest.outcome,
+            stats.entries,
+            stats.fills,
+            stats.emulated,
+            stats.exits,
+            stats.quanta,
+            stats.walled
+        );
+    }
+    println!("board: {} of {} VMs passed", guests.len() - failures, guests.len());
+    hw::exit(failures as u32)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("board: VMM panic: {info}");
+    hw::exit(101)
+}
+
+/// A trap taken by the VMM itself (never by a guest: those go through the world switch) is a VMM bug.
+#[export_name = "ExceptionHandler"]
+fn vmm_exception(_frame: &riscv_rt::TrapFrame) -> ! {
+    let (cause, epc, tval): (u64, u64, u64);
+    // SAFETY: reading trap CSRs has no side effect.
+    unsafe { core::arch::asm!("csrr {0}, mcause", "csrr {1}, mepc", "csrr {2}, mtval", out(reg) cause, out(reg) epc, out(reg) tval) };
+    println!("board: VMM trap: mcause {cause:#x} mepc {epc:#x} mtval {tval:#x}");
+    hw::exit(102)
+}
