@@ -17,6 +17,7 @@ mod hw;
 mod switch;
 
 use alloc::boxed::Box;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -27,8 +28,8 @@ use trapeze::hart::{Hart, HartConfig};
 use trapeze::mem::shadow::ShadowTables;
 use trapeze::mem::{Ram, RAM_BASE};
 use trapeze::vm::loader::load_elf;
-use trapeze::vm::{Clock, RunOutcome, Vm};
 use trapeze::vm::virt::VirtDevices;
+use trapeze::vm::{Clock, RunOutcome, Vm};
 
 #[global_allocator]
 static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
@@ -159,10 +160,11 @@ fn main() -> ! {
     println!("trapeze native VMM on qemu-virt-rv64: guests run in U-mode");
     defmt::info!("board up");
 
-    let mut guests: Vec<Guest> = Vec::new();
-    guests.push(make_guest(0, "hello", "[vm0] ", HELLO));
-    guests.push(make_guest(1, "hello", "[vm1] ", HELLO));
-    guests.push(make_guest(2, "sv39", "[vm2] ", SV39));
+    let mut guests: Vec<Guest> = vec![
+        make_guest(0, "hello", "[vm0] ", HELLO),
+        make_guest(1, "hello", "[vm1] ", HELLO),
+        make_guest(2, "sv39", "[vm2] ", SV39),
+    ];
 
     loop {
         let mut ran = false;
@@ -219,7 +221,9 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 fn vmm_exception(_frame: &riscv_rt::TrapFrame) -> ! {
     let (cause, epc, tval): (u64, u64, u64);
     // SAFETY: reading trap CSRs has no side effect.
-    unsafe { core::arch::asm!("csrr {0}, mcause", "csrr {1}, mepc", "csrr {2}, mtval", out(reg) cause, out(reg) epc, out(reg) tval) };
+    unsafe {
+        core::arch::asm!("csrr {0}, mcause", "csrr {1}, mepc", "csrr {2}, mtval", out(reg) cause, out(reg) epc, out(reg) tval)
+    };
     println!("board: VMM trap: mcause {cause:#x} mepc {epc:#x} mtval {tval:#x}");
     hw::exit(102)
 }
