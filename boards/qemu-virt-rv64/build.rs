@@ -9,7 +9,7 @@ use std::process::Command;
 
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// The guests the board embeds.
-const GUESTS: [&str; 2] = ["hello", "sv39"];
+const GUESTS: [&str; 7] = ["hello", "sv39", "interrupts", "idle", "fpu", "arith", "amo"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

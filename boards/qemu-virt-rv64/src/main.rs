@@ -5,8 +5,11 @@
 //! engine. When every VM has powered off it prints one summary line and exits QEMU through the `sifive,test0`
 //! finisher: status 0 when every guest exited 0.
 //!
-//! The demo's guests run their own code in *virtual M-mode* (no SBI): `hello` twice, then `sv39`, which drives
-//! the shadow page tables through virtual S- and U-mode.
+//! The demo's guests run their own code in *virtual M-mode* (no SBI; the VMM's SBI is for S-mode guests): `hello`
+//! twice, `sv39` (which drives the shadow page tables through virtual S- and U-mode), `interrupts` (CLINT timer and
+//! software interrupts, delegation), `idle` (`wfi` until a timer deadline), `amo`, `fpu` (the FPU switched with the
+//! virtual `mstatus.FS`) and `arith`. `traps` is left out: its misaligned SC checks need the host to trap a
+//! misaligned SC that has no reservation, and QEMU 7.2 just fails it.
 #![no_std]
 #![no_main]
 
@@ -24,12 +27,13 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use defmt_semihosting as _;
 use engine::{NativeEngine, POOL};
 use trapeze::dev::SerialBackend;
+use trapeze::exec::native;
 use trapeze::hart::{Hart, HartConfig};
 use trapeze::mem::shadow::ShadowTables;
 use trapeze::mem::{Ram, RAM_BASE};
 use trapeze::vm::loader::load_elf;
 use trapeze::vm::virt::VirtDevices;
-use trapeze::vm::{Clock, RunOutcome, Vm};
+use trapeze::vm::{Clock, Devices, RunOutcome, Vm};
 
 #[global_allocator]
 static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
@@ -37,7 +41,7 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 /// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
 const VM_RAM_SIZE: usize = 16 << 20;
 /// How many VMs the board can hold.
-const MAX_VMS: usize = 3;
+const MAX_VMS: usize = 8;
 /// Instruction budget of one slice: 100 000 instructions, a 1 ms quantum (`native::quantum_ticks`).
 const SLICE_BUDGET: u64 = 100_000;
 
@@ -50,9 +54,14 @@ static mut SHADOWS: [ShadowTables<POOL>; MAX_VMS] = [const { ShadowTables::new()
 
 static HELLO: &[u8] = include_bytes!(env!("BOARD_GUEST_HELLO"));
 static SV39: &[u8] = include_bytes!(env!("BOARD_GUEST_SV39"));
+static INTERRUPTS: &[u8] = include_bytes!(env!("BOARD_GUEST_INTERRUPTS"));
+static IDLE: &[u8] = include_bytes!(env!("BOARD_GUEST_IDLE"));
+static AMO: &[u8] = include_bytes!(env!("BOARD_GUEST_AMO"));
+static FPU: &[u8] = include_bytes!(env!("BOARD_GUEST_FPU"));
+static ARITH: &[u8] = include_bytes!(env!("BOARD_GUEST_ARITH"));
 
 /// Longest console line a VM may write before it is flushed without its newline.
-const LINE_MAX: usize = 160;
+const LINE_MAX: usize = 256;
 
 /// A VM's console: its UART output on the physical console, a whole line at a time (so the VMs' lines do not
 /// interleave), each prefixed with the VM's name.
@@ -95,17 +104,24 @@ static BOOT_TIME: AtomicU64 = AtomicU64::new(0);
 static IDLE_DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
 /// How many times a VM found every hart waiting for an interrupt.
 static IDLE_CALLS: AtomicU64 = AtomicU64::new(0);
+/// For each VM, the ticks it spent runnable while other VMs ran: hidden from its clock.
+static STOLEN: [AtomicU64; MAX_VMS] = [const { AtomicU64::new(0) }; MAX_VMS];
 
-/// A VM's view of the machine timer. `idle` never blocks (other VMs may be runnable): it records the deadline,
-/// and the scheduler sleeps when every VM is idle.
-struct BoardClock;
+/// A VM's view of the machine timer: real time minus the time it was runnable but descheduled, so a guest sees
+/// its time advance while it runs or sleeps, not while other VMs run (its own timer deadlines then come when it
+/// can take them). `idle` never blocks (other VMs may be runnable): it records the deadline, and the scheduler
+/// sleeps when every VM is idle.
+struct BoardClock {
+    index: usize,
+}
 
 impl Clock for BoardClock {
     fn now(&mut self) -> u64 {
-        hw::mtime().wrapping_sub(BOOT_TIME.load(Ordering::Relaxed))
+        let stolen = STOLEN.get(self.index).map_or(0, |stolen| stolen.load(Ordering::Relaxed));
+        hw::mtime().wrapping_sub(BOOT_TIME.load(Ordering::Relaxed)).wrapping_sub(stolen)
     }
     fn idle(&mut self, ticks: Option<u64>) {
-        // No deadline: wake again after 10 ms, as other VMs' devices may still raise something.
+        // No deadline: look again after 10 ms.
         let deadline = hw::mtime().saturating_add(ticks.unwrap_or(100_000).min(100_000));
         IDLE_DEADLINE.fetch_min(deadline, Ordering::Relaxed);
         IDLE_CALLS.fetch_add(1, Ordering::Relaxed);
@@ -120,6 +136,8 @@ struct Guest {
     vm: Box<BoardVm>,
     engine: NativeEngine,
     outcome: Option<RunOutcome>,
+    /// When the VM was last descheduled while runnable (`None`: it is idle or has not run yet).
+    descheduled_at: Option<u64>,
 }
 
 /// Builds VM `index` running `image` in virtual M-mode.
@@ -137,11 +155,17 @@ fn make_guest(index: usize, name: &'static str, prefix: &'static str, image: &[u
     let mut hart = Hart::new(HartConfig::rv64gc(0));
     hart.reset(loaded.entry);
     let console = PrefixConsole::new(prefix);
-    let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock));
+    let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock { index }));
     let vm = Vm::new([hart], ram, VirtDevices::new(console), clock)
         .unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
     defmt::info!("vm {=usize}: partition {=u64:#x}..{=u64:#x}", index, partition.0, partition.1);
-    Guest { name, vm: Box::new(vm), engine: NativeEngine::new(index + 1, shadow, partition), outcome: None }
+    Guest {
+        name,
+        vm: Box::new(vm),
+        engine: NativeEngine::new(index + 1, shadow, partition),
+        outcome: None,
+        descheduled_at: None,
+    }
 }
 
 #[riscv_rt::entry]
@@ -164,17 +188,33 @@ fn main() -> ! {
         make_guest(0, "hello", "[vm0] ", HELLO),
         make_guest(1, "hello", "[vm1] ", HELLO),
         make_guest(2, "sv39", "[vm2] ", SV39),
+        make_guest(3, "interrupts", "[vm3] ", INTERRUPTS),
+        make_guest(4, "idle", "[vm4] ", IDLE),
+        make_guest(5, "amo", "[vm5] ", AMO),
+        make_guest(6, "fpu", "[vm6] ", FPU),
+        make_guest(7, "arith", "[vm7] ", ARITH),
     ];
 
     loop {
         let mut ran = false;
         let mut all_idle = true;
         IDLE_DEADLINE.store(u64::MAX, Ordering::Relaxed);
-        for guest in guests.iter_mut().filter(|guest| guest.outcome.is_none()) {
+        for (index, guest) in guests.iter_mut().enumerate().filter(|(_, guest)| guest.outcome.is_none()) {
             ran = true;
+            if let (Some(since), Some(stolen)) = (guest.descheduled_at.take(), STOLEN.get(index)) {
+                stolen.fetch_add(hw::mtime().saturating_sub(since), Ordering::Relaxed);
+            }
+            // Run no longer than until the VM's next timer deadline, which is delivered between slices.
+            let budget = guest.vm.devices.ticks_until_deadline().map_or(SLICE_BUDGET, |ticks| {
+                ticks.saturating_mul(native::INSTRUCTIONS_PER_TICK).clamp(1, SLICE_BUDGET)
+            });
             let idle_calls = IDLE_CALLS.load(Ordering::Relaxed);
-            guest.outcome = guest.vm.run_slice(&mut guest.engine, SLICE_BUDGET);
-            all_idle &= IDLE_CALLS.load(Ordering::Relaxed) != idle_calls;
+            guest.outcome = guest.vm.run_slice(&mut guest.engine, budget);
+            let went_idle = IDLE_CALLS.load(Ordering::Relaxed) != idle_calls;
+            all_idle &= went_idle;
+            if !went_idle {
+                guest.descheduled_at = Some(hw::mtime());
+            }
         }
         if !ran {
             break;
@@ -194,6 +234,16 @@ fn main() -> ! {
         if code != 0 {
             failures += 1;
         }
+        defmt::info!(
+            "vm {=usize}: exit {=u32}, {=u64} entries, {=u64} fills, {=u64} exits, {=u64} quanta, {=u64} walled",
+            index,
+            code,
+            stats.entries,
+            stats.fills,
+            stats.exits,
+            stats.quanta,
+            stats.walled
+        );
         println!(
             "vm{index} ({}): {:?}; {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta, {} walled",
             guest.name,
