@@ -1,6 +1,7 @@
 //! The native VMM board under QEMU: builds `boards/qemu-virt-rv64` for `riscv64gc-unknown-none-elf`, boots it on
 //! `qemu-system-riscv64 -M virt -bios none` with a timeout, and checks that each of its eight VMs (guest programs
-//! of `guests/`, running natively in U-mode, round-robin) printed exactly its expected output,
+//! of `guests/`, running natively in U-mode, round-robin) printed exactly its expected output, that a ninth,
+//! hostile guest got a fault for every escape attempt and was preempted while it spun with interrupts masked,
 //! that the board's summary says they all passed, that QEMU's exit status (the board's, through the
 //! `sifive,test0` finisher) is 0, and that the board's defmt log decodes on the host.
 //!
@@ -14,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TARGET: &str = "riscv64gc-unknown-none-elf";
-/// The board boots eight small guests; QEMU needs a few seconds. Generous for a loaded CI machine.
+/// The board boots nine small guests; QEMU needs a few seconds. Generous for a loaded CI machine.
 const QEMU_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn repository() -> PathBuf {
@@ -130,7 +131,7 @@ fn assert_all_checks_pass(console: &str, index: usize, name: &str, checks: usize
 }
 
 #[test]
-fn eight_guest_programs_run_natively_in_their_own_partitions_under_qemu() {
+fn eight_guests_and_a_hostile_one_run_natively_in_their_own_partitions_under_qemu() {
     require_tool(Path::new("qemu-system-riscv64"), "install QEMU with `apt-get install -y qemu-system-misc`");
     let defmt_print = defmt_print();
     require_tool(
@@ -154,7 +155,27 @@ fn eight_guest_programs_run_natively_in_their_own_partitions_under_qemu() {
     assert_all_checks_pass(console, 6, "fpu", 82);
     let digest = format!("arith digest: {:#018x}\n", torture::digest(torture::DEFAULT_OPS));
     assert_eq!(vm_output(console, 7), digest, "vm7 (arith)");
-    assert!(console.contains("board: 8 of 8 VMs passed\n"), "the board's summary; the console was:\n{console}");
+    // The hostile VM: every escape attempt is refused with the fault a guest must get, the VMM reports each
+    // device access it refused, and the VM's endless loop with interrupts masked is preempted while the others
+    // above ran to their end.
+    assert_eq!(vm_output(console, 8), "5\n7\n5\n2\n1\nspinning with interrupts masked\n", "vm8 (hostile)");
+    for refused in [
+        "board: vm8: load of 0x81000000 refused (no device there): access fault injected\n",
+        "board: vm8: store of 0x0 refused (no device there): access fault injected\n",
+        "board: vm8: load of 0x10001000 refused (no device there): access fault injected\n",
+    ] {
+        assert!(console.contains(refused), "the VMM did not report {refused:?}; the console was:\n{console}");
+    }
+    assert!(
+        console.contains("vm8 (hostile): contained: still running, preempted "),
+        "the board's verdict on the hostile VM; the console was:\n{console}"
+    );
+    let walls: Vec<&str> = console.lines().filter(|line| line.ends_with(" walled")).collect();
+    assert!(
+        walls.len() == 9 && walls.iter().all(|line| line.ends_with(" 0 walled")),
+        "the shadow tables map nothing outside a VM, so PMP (the second wall) never fires:\n{console}"
+    );
+    assert!(console.contains("board: 9 of 9 VMs passed\n"), "the board's summary; the console was:\n{console}");
     assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
 
     let decoded = Command::new(&defmt_print)

@@ -52,6 +52,8 @@ pub struct Stats {
     pub quanta: u64,
     /// Real access faults: PMP stopped a guest access.
     pub walled: u64,
+    /// Machine timer ticks spent running the guest (between entry and trap).
+    pub guest_ticks: u64,
 }
 
 /// The native engine of one VM.
@@ -128,7 +130,9 @@ impl NativeEngine {
         // Real U-mode (MPP = 0), MPRV/SUM/MXR clear, TW set so `wfi` traps, FS Clean or Off.
         context.mstatus = MPIE | mstatus::TW | if fp { FS_CLEAN } else { 0 };
         let instret_before = hw::minstret();
+        let time_before = hw::mtime();
         enter_guest(context);
+        self.stats.guest_ticks += hw::mtime().saturating_sub(time_before);
         let retired = hw::minstret().wrapping_sub(instret_before);
         self.stats.entries += 1;
         hart.instret = hart.instret.wrapping_add(retired);

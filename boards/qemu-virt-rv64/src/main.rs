@@ -19,6 +19,13 @@ mod engine;
 mod hw;
 mod switch;
 
+core::arch::global_asm!(include_str!("hostile.S"));
+
+extern "C" {
+    static hostile_guest_start: u8;
+    static hostile_guest_end: u8;
+}
+
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -27,11 +34,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use defmt_semihosting as _;
 use engine::{NativeEngine, POOL};
 use trapeze::dev::SerialBackend;
+use trapeze::dev::{MachineRequest, MmioError};
 use trapeze::exec::native;
 use trapeze::hart::{Hart, HartConfig};
 use trapeze::mem::shadow::ShadowTables;
 use trapeze::mem::{Ram, RAM_BASE};
-use trapeze::vm::loader::load_elf;
+use trapeze::vm::loader::{load_elf, load_raw};
 use trapeze::vm::virt::VirtDevices;
 use trapeze::vm::{Clock, Devices, RunOutcome, Vm};
 
@@ -41,9 +49,9 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 /// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
 const VM_RAM_SIZE: usize = 16 << 20;
 /// How many VMs the board can hold.
-const MAX_VMS: usize = 8;
-/// Instruction budget of one slice: 100 000 instructions, a 1 ms quantum (`native::quantum_ticks`).
-const SLICE_BUDGET: u64 = 100_000;
+const MAX_VMS: usize = 9;
+/// A VM's turn on the hart: 1 ms of the 10 MHz machine timer, then the next VM runs.
+const TURN_TICKS: u64 = 10_000;
 
 /// A VM's RAM partition: page-aligned host memory, in .bss (zeroed at boot).
 #[repr(C, align(4096))]
@@ -104,12 +112,14 @@ static BOOT_TIME: AtomicU64 = AtomicU64::new(0);
 static IDLE_DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
 /// How many times a VM found every hart waiting for an interrupt.
 static IDLE_CALLS: AtomicU64 = AtomicU64::new(0);
-/// For each VM, the ticks it spent runnable while other VMs ran: hidden from its clock.
+/// For each VM, the ticks it spent runnable while other VMs ran, or while the VMM worked for it: hidden from its
+/// clock.
 static STOLEN: [AtomicU64; MAX_VMS] = [const { AtomicU64::new(0) }; MAX_VMS];
 
-/// A VM's view of the machine timer: real time minus the time it was runnable but descheduled, so a guest sees
-/// its time advance while it runs or sleeps, not while other VMs run (its own timer deadlines then come when it
-/// can take them). `idle` never blocks (other VMs may be runnable): it records the deadline, and the scheduler
+/// A VM's view of the machine timer: real time minus the time it was runnable but descheduled or the VMM worked
+/// on its exits, so a guest sees its time advance while it runs natively or sleeps, not while other VMs run or
+/// its privileged instructions and device accesses are emulated (its timer deadlines then come when it can take
+/// them, and a short deadline is not used up by emulation). `idle` never blocks (other VMs may be runnable): it records the deadline, and the scheduler
 /// sleeps when every VM is idle.
 struct BoardClock {
     index: usize,
@@ -128,20 +138,78 @@ impl Clock for BoardClock {
     }
 }
 
-type BoardVm = Vm<'static, VirtDevices<'static, PrefixConsole>>;
+/// A VM's devices (QEMU `virt`'s set), reporting every access no device serves: the dispatcher injects an
+/// access fault into the guest, and the VMM says so on the console and in its log.
+struct ReportingDevices {
+    vm: usize,
+    inner: VirtDevices<'static, PrefixConsole>,
+}
+
+impl ReportingDevices {
+    fn report<T>(&self, result: Result<T, MmioError>, addr: u64, what: &str) -> Result<T, MmioError> {
+        if result.is_err() {
+            println!("board: vm{}: {what} of {addr:#x} refused (no device there): access fault injected", self.vm);
+            defmt::warn!("vm {=usize}: access to {=u64:#x} refused, fault injected", self.vm, addr);
+        }
+        result
+    }
+}
+
+impl Devices for ReportingDevices {
+    fn read(&mut self, addr: u64, size: u8, ram: &mut Ram) -> Result<u64, MmioError> {
+        let result = self.inner.read(addr, size, ram);
+        self.report(result, addr, "load")
+    }
+    fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError> {
+        let result = self.inner.write(addr, size, value, ram);
+        self.report(result, addr, "store")
+    }
+    fn update(&mut self, now: u64, harts: &mut [Hart]) {
+        self.inner.update(now, harts)
+    }
+    fn mtime(&self) -> u64 {
+        self.inner.mtime()
+    }
+    fn ticks_until_deadline(&self) -> Option<u64> {
+        self.inner.ticks_until_deadline()
+    }
+    fn input_pending(&self) -> bool {
+        self.inner.input_pending()
+    }
+}
+
+type BoardVm = Vm<'static, ReportingDevices>;
+
+/// What a guest is expected to do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Power off with status 0.
+    PowerOff,
+    /// Never end (a hostile guest spinning with interrupts masked): it must be preempted while the others run,
+    /// and is stopped when they are done.
+    RunForever,
+}
+
+/// The image a guest boots.
+enum Image<'a> {
+    Elf(&'a [u8]),
+    /// A raw binary loaded and started at the start of RAM.
+    Raw(&'a [u8]),
+}
 
 /// One guest: its machine, its engine and how it ended.
 struct Guest {
     name: &'static str,
     vm: Box<BoardVm>,
     engine: NativeEngine,
+    expect: Expect,
     outcome: Option<RunOutcome>,
     /// When the VM was last descheduled while runnable (`None`: it is idle or has not run yet).
     descheduled_at: Option<u64>,
 }
 
 /// Builds VM `index` running `image` in virtual M-mode.
-fn make_guest(index: usize, name: &'static str, prefix: &'static str, image: &[u8]) -> Guest {
+fn make_guest(index: usize, name: &'static str, prefix: &'static str, image: Image, expect: Expect) -> Guest {
     // SAFETY: each index is used once, so this is the only reference to partition `index` and shadow `index`.
     let (bytes, shadow) = unsafe {
         let partitions = &mut *core::ptr::addr_of_mut!(PARTITIONS);
@@ -151,20 +219,34 @@ fn make_guest(index: usize, name: &'static str, prefix: &'static str, image: &[u
     let start = bytes.as_ptr() as u64;
     let partition = (start, start + bytes.len() as u64);
     let mut ram = Ram::new(RAM_BASE, bytes);
-    let loaded = load_elf(image, &mut ram).unwrap_or_else(|e| panic!("{name}: cannot load the guest: {e:?}"));
+    let entry = match image {
+        Image::Elf(elf) => load_elf(elf, &mut ram).map(|loaded| loaded.entry),
+        Image::Raw(raw) => load_raw(raw, RAM_BASE, &mut ram).map(|()| RAM_BASE),
+    };
+    let entry = entry.unwrap_or_else(|e| panic!("{name}: cannot load the guest: {e:?}"));
     let mut hart = Hart::new(HartConfig::rv64gc(0));
-    hart.reset(loaded.entry);
-    let console = PrefixConsole::new(prefix);
+    hart.reset(entry);
+    let devices = ReportingDevices { vm: index, inner: VirtDevices::new(PrefixConsole::new(prefix)) };
     let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock { index }));
-    let vm = Vm::new([hart], ram, VirtDevices::new(console), clock)
-        .unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
+    let vm = Vm::new([hart], ram, devices, clock).unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
     defmt::info!("vm {=usize}: partition {=u64:#x}..{=u64:#x}", index, partition.0, partition.1);
     Guest {
         name,
         vm: Box::new(vm),
         engine: NativeEngine::new(index + 1, shadow, partition),
+        expect,
         outcome: None,
         descheduled_at: None,
+    }
+}
+
+/// The hostile guest's code (`hostile.S`), a raw image.
+fn hostile_image() -> &'static [u8] {
+    // SAFETY: the two symbols bound the assembled bytes of `hostile.S` in .rodata, which nothing writes.
+    unsafe {
+        let start = core::ptr::addr_of!(hostile_guest_start);
+        let end = core::ptr::addr_of!(hostile_guest_end);
+        core::slice::from_raw_parts(start, end as usize - start as usize)
     }
 }
 
@@ -184,15 +266,17 @@ fn main() -> ! {
     println!("trapeze native VMM on qemu-virt-rv64: guests run in U-mode");
     defmt::info!("board up");
 
+    use Expect::{PowerOff, RunForever};
     let mut guests: Vec<Guest> = vec![
-        make_guest(0, "hello", "[vm0] ", HELLO),
-        make_guest(1, "hello", "[vm1] ", HELLO),
-        make_guest(2, "sv39", "[vm2] ", SV39),
-        make_guest(3, "interrupts", "[vm3] ", INTERRUPTS),
-        make_guest(4, "idle", "[vm4] ", IDLE),
-        make_guest(5, "amo", "[vm5] ", AMO),
-        make_guest(6, "fpu", "[vm6] ", FPU),
-        make_guest(7, "arith", "[vm7] ", ARITH),
+        make_guest(0, "hello", "[vm0] ", Image::Elf(HELLO), PowerOff),
+        make_guest(1, "hello", "[vm1] ", Image::Elf(HELLO), PowerOff),
+        make_guest(2, "sv39", "[vm2] ", Image::Elf(SV39), PowerOff),
+        make_guest(3, "interrupts", "[vm3] ", Image::Elf(INTERRUPTS), PowerOff),
+        make_guest(4, "idle", "[vm4] ", Image::Elf(IDLE), PowerOff),
+        make_guest(5, "amo", "[vm5] ", Image::Elf(AMO), PowerOff),
+        make_guest(6, "fpu", "[vm6] ", Image::Elf(FPU), PowerOff),
+        make_guest(7, "arith", "[vm7] ", Image::Elf(ARITH), PowerOff),
+        make_guest(8, "hostile", "[vm8] ", Image::Raw(hostile_image()), RunForever),
     ];
 
     loop {
@@ -204,19 +288,40 @@ fn main() -> ! {
             if let (Some(since), Some(stolen)) = (guest.descheduled_at.take(), STOLEN.get(index)) {
                 stolen.fetch_add(hw::mtime().saturating_sub(since), Ordering::Relaxed);
             }
-            // Run no longer than until the VM's next timer deadline, which is delivered between slices.
-            let budget = guest.vm.devices.ticks_until_deadline().map_or(SLICE_BUDGET, |ticks| {
-                ticks.saturating_mul(native::INSTRUCTIONS_PER_TICK).clamp(1, SLICE_BUDGET)
-            });
-            let idle_calls = IDLE_CALLS.load(Ordering::Relaxed);
-            guest.outcome = guest.vm.run_slice(&mut guest.engine, budget);
-            let went_idle = IDLE_CALLS.load(Ordering::Relaxed) != idle_calls;
+            // The VM's turn: slices (each ends at an exit the dispatcher serves) until its time quantum is used
+            // up, it waits for an interrupt or it ends. A slice runs no longer than until the VM's next timer
+            // deadline, which is delivered between slices.
+            let turn_end = hw::mtime().saturating_add(TURN_TICKS);
+            let mut went_idle;
+            loop {
+                let left = turn_end.saturating_sub(hw::mtime());
+                let until_deadline = guest.vm.devices.ticks_until_deadline().unwrap_or(u64::MAX);
+                let ticks = left.min(until_deadline).max(1);
+                let budget = ticks.saturating_mul(native::INSTRUCTIONS_PER_TICK);
+                let idle_calls = IDLE_CALLS.load(Ordering::Relaxed);
+                let (start, guest_ticks) = (hw::mtime(), guest.engine.stats.guest_ticks);
+                guest.outcome = guest.vm.run_slice(&mut guest.engine, budget);
+                went_idle = IDLE_CALLS.load(Ordering::Relaxed) != idle_calls;
+                if !went_idle {
+                    // The VMM's own work for the slice (world switches, the dispatcher, devices, the console) is
+                    // hidden from the guest's clock too: its time advances while it runs or sleeps.
+                    let spent = hw::mtime().saturating_sub(start);
+                    let overhead = spent.saturating_sub(guest.engine.stats.guest_ticks - guest_ticks);
+                    if let Some(stolen) = STOLEN.get(index) {
+                        stolen.fetch_add(overhead, Ordering::Relaxed);
+                    }
+                }
+                if guest.outcome.is_some() || went_idle || hw::mtime() >= turn_end {
+                    break;
+                }
+            }
             all_idle &= went_idle;
             if !went_idle {
                 guest.descheduled_at = Some(hw::mtime());
             }
         }
-        if !ran {
+        let waiting = guests.iter().any(|guest| guest.expect == Expect::PowerOff && guest.outcome.is_none());
+        if !ran || !waiting {
             break;
         }
         if all_idle {
@@ -231,7 +336,12 @@ fn main() -> ! {
             Some(RunOutcome::PowerOff { code }) => code,
             _ => u32::MAX,
         };
-        if code != 0 {
+        let passed = match guest.expect {
+            Expect::PowerOff => code == 0,
+            // Contained: still running, and the real timer took the hart away from it again and again.
+            Expect::RunForever => guest.outcome.is_none() && stats.quanta > 0,
+        };
+        if !passed {
             failures += 1;
         }
         defmt::info!(
@@ -244,16 +354,13 @@ fn main() -> ! {
             stats.quanta,
             stats.walled
         );
+        match guest.outcome {
+            Some(outcome) => println!("vm{index} ({}): {outcome:?}", guest.name),
+            None => println!("vm{index} ({}): contained: still running, preempted {} times", guest.name, stats.quanta),
+        }
         println!(
-            "vm{index} ({}): {:?}; {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta, {} walled",
-            guest.name,
-            guest.outcome,
-            stats.entries,
-            stats.fills,
-            stats.emulated,
-            stats.exits,
-            stats.quanta,
-            stats.walled
+            "    {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta, {} walled",
+            stats.entries, stats.fills, stats.emulated, stats.exits, stats.quanta, stats.walled
         );
     }
     println!("board: {} of {} VMs passed", guests.len() - failures, guests.len());
