@@ -9,7 +9,7 @@ use std::process::Command;
 
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// The guests the board embeds.
-const GUESTS: [&str; 7] = ["hello", "sv39", "interrupts", "idle", "fpu", "arith", "amo"];
+const GUESTS: [&str; 8] = ["hello", "sv39", "interrupts", "idle", "fpu", "arith", "amo", "bench-int"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -56,6 +56,6 @@ fn main() {
     for guest in GUESTS {
         let path = bin_dir.join(guest);
         assert!(path.is_file(), "the guest build did not produce {}", path.display());
-        println!("cargo:rustc-env=BOARD_GUEST_{}={}", guest.to_uppercase(), path.display());
+        println!("cargo:rustc-env=BOARD_GUEST_{}={}", guest.to_uppercase().replace('-', "_"), path.display());
     }
 }

@@ -2,6 +2,7 @@
 //! `qemu-system-riscv64 -M virt -bios none` with a timeout, and checks that each of its eight VMs (guest programs
 //! of `guests/`, running natively in U-mode, round-robin) printed exactly its expected output, that a ninth,
 //! hostile guest got a fault for every escape attempt and was preempted while it spun with interrupts masked,
+//! that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU alone),
 //! that the board's summary says they all passed, that QEMU's exit status (the board's, through the
 //! `sifive,test0` finisher) is 0, and that the board's defmt log decodes on the host.
 //!
@@ -112,6 +113,22 @@ fn boot(board: &Path, elf: &Path) -> Boot {
     Boot { console, status: status.code(), defmt }
 }
 
+/// Boots a `bench-*` guest directly on QEMU (`-bios none -kernel`) and returns the run time it measured itself
+/// (its line `NAME: N mtime ticks`), in ticks of the 10 MHz timer.
+fn direct_qemu_ticks(elf: &str) -> u64 {
+    let output = Command::new("qemu-system-riscv64")
+        .args(["-M", "virt", "-m", "512M", "-bios", "none", "-display", "none", "-monitor", "none"])
+        .args(["-serial", "stdio", "-no-reboot", "-kernel", elf])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("could not run QEMU on {elf}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| line.strip_suffix(" mtime ticks")?.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{elf} on QEMU printed no run time:\n{stdout}"))
+}
+
 /// The lines VM `index` printed, without its prefix.
 fn vm_output(console: &str, index: usize) -> String {
     let prefix = format!("[vm{index}] ");
@@ -177,6 +194,23 @@ fn eight_guests_and_a_hostile_one_run_natively_in_their_own_partitions_under_qem
     );
     assert!(console.contains("board: 9 of 9 VMs passed\n"), "the board's summary; the console was:\n{console}");
     assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
+
+    // The benchmarks: a trap round trip, and a CPU-bound guest under the VMM against the same guest on QEMU alone.
+    let wall = console
+        .lines()
+        .find_map(|line| line.strip_prefix("bench: bench-int under the native VMM: "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("the board printed no bench-int time; the console was:\n{console}"));
+    assert!(
+        vm_output(console, 10).contains("bench-int: checksum 0x"),
+        "bench-int did not finish under the VMM:\n{console}"
+    );
+    assert!(console.contains("bench: trap round trip (CSR read emulated by the VMM): "), "{console}");
+    let direct = direct_qemu_ticks(env!("TRAPEZE_GUEST_BENCH_INT"));
+    let ratio = wall as f64 / direct as f64;
+    println!("bench-int: {wall} ticks under the native VMM, {direct} ticks on QEMU alone: {ratio:.3}x");
+    // The goal is under 1.05; the bound leaves room for a loaded machine (both runs share it with other work).
+    assert!(ratio < 1.5, "bench-int is {ratio:.3}x slower under the native VMM than on QEMU alone");
 
     let decoded = Command::new(&defmt_print)
         .arg("-e")

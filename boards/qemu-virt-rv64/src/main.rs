@@ -19,11 +19,13 @@ mod engine;
 mod hw;
 mod switch;
 
-core::arch::global_asm!(include_str!("hostile.S"));
+core::arch::global_asm!(include_str!("guests.S"));
 
 extern "C" {
     static hostile_guest_start: u8;
     static hostile_guest_end: u8;
+    static csr_loop_guest_start: u8;
+    static csr_loop_guest_end: u8;
 }
 
 use alloc::boxed::Box;
@@ -49,7 +51,7 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 /// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
 const VM_RAM_SIZE: usize = 16 << 20;
 /// How many VMs the board can hold.
-const MAX_VMS: usize = 9;
+const MAX_VMS: usize = 11;
 /// A VM's turn on the hart: 1 ms of the 10 MHz machine timer, then the next VM runs.
 const TURN_TICKS: u64 = 10_000;
 
@@ -67,6 +69,9 @@ static IDLE: &[u8] = include_bytes!(env!("BOARD_GUEST_IDLE"));
 static AMO: &[u8] = include_bytes!(env!("BOARD_GUEST_AMO"));
 static FPU: &[u8] = include_bytes!(env!("BOARD_GUEST_FPU"));
 static ARITH: &[u8] = include_bytes!(env!("BOARD_GUEST_ARITH"));
+static BENCH_INT: &[u8] = include_bytes!(env!("BOARD_GUEST_BENCH_INT"));
+/// CSR reads the `csr-loop` guest makes (`guests.S`).
+const CSR_LOOP_TRAPS: u64 = 100_000;
 
 /// Longest console line a VM may write before it is flushed without its newline.
 const LINE_MAX: usize = 256;
@@ -199,6 +204,8 @@ enum Image<'a> {
 
 /// One guest: its machine, its engine and how it ended.
 struct Guest {
+    /// The VM's number: its partition, shadow pool and clock.
+    index: usize,
     name: &'static str,
     vm: Box<BoardVm>,
     engine: NativeEngine,
@@ -231,6 +238,7 @@ fn make_guest(index: usize, name: &'static str, prefix: &'static str, image: Ima
     let vm = Vm::new([hart], ram, devices, clock).unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
     defmt::info!("vm {=usize}: partition {=u64:#x}..{=u64:#x}", index, partition.0, partition.1);
     Guest {
+        index,
         name,
         vm: Box::new(vm),
         engine: NativeEngine::new(index + 1, shadow, partition),
@@ -240,50 +248,70 @@ fn make_guest(index: usize, name: &'static str, prefix: &'static str, image: Ima
     }
 }
 
-/// The hostile guest's code (`hostile.S`), a raw image.
-fn hostile_image() -> &'static [u8] {
-    // SAFETY: the two symbols bound the assembled bytes of `hostile.S` in .rodata, which nothing writes.
-    unsafe {
-        let start = core::ptr::addr_of!(hostile_guest_start);
-        let end = core::ptr::addr_of!(hostile_guest_end);
-        core::slice::from_raw_parts(start, end as usize - start as usize)
-    }
+/// The bytes between two symbols of `guests.S`.
+///
+/// # Safety
+/// `start` and `end` must bound one assembled guest in `guests.S` (in .rodata, which nothing writes).
+unsafe fn raw_image(start: *const u8, end: *const u8) -> &'static [u8] {
+    // SAFETY: the caller guarantees the range is one immutable object.
+    unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
 }
 
-#[riscv_rt::entry]
-fn main() -> ! {
-    BOOT_TIME.store(hw::mtime(), Ordering::Relaxed);
-    // SAFETY: the heap region is reserved by the linker script (`_heap_size`) after .bss and used by nothing else.
-    unsafe {
-        extern "C" {
-            static _heap_size: u8;
-        }
-        let size = core::ptr::addr_of!(_heap_size) as usize;
-        HEAP.lock().init(riscv_rt::heap_start() as *mut u8, size);
-    }
-    hw::init_machine();
-    switch::install_trap_entry();
-    println!("trapeze native VMM on qemu-virt-rv64: guests run in U-mode");
-    defmt::info!("board up");
+/// The hostile guest's code (`guests.S`).
+fn hostile_image() -> &'static [u8] {
+    // SAFETY: the two symbols bound the hostile guest in `guests.S`.
+    unsafe { raw_image(core::ptr::addr_of!(hostile_guest_start), core::ptr::addr_of!(hostile_guest_end)) }
+}
 
-    use Expect::{PowerOff, RunForever};
-    let mut guests: Vec<Guest> = vec![
-        make_guest(0, "hello", "[vm0] ", Image::Elf(HELLO), PowerOff),
-        make_guest(1, "hello", "[vm1] ", Image::Elf(HELLO), PowerOff),
-        make_guest(2, "sv39", "[vm2] ", Image::Elf(SV39), PowerOff),
-        make_guest(3, "interrupts", "[vm3] ", Image::Elf(INTERRUPTS), PowerOff),
-        make_guest(4, "idle", "[vm4] ", Image::Elf(IDLE), PowerOff),
-        make_guest(5, "amo", "[vm5] ", Image::Elf(AMO), PowerOff),
-        make_guest(6, "fpu", "[vm6] ", Image::Elf(FPU), PowerOff),
-        make_guest(7, "arith", "[vm7] ", Image::Elf(ARITH), PowerOff),
-        make_guest(8, "hostile", "[vm8] ", Image::Raw(hostile_image()), RunForever),
-    ];
+/// The CSR-loop benchmark guest's code (`guests.S`).
+fn csr_loop_image() -> &'static [u8] {
+    // SAFETY: the two symbols bound the csr-loop guest in `guests.S`.
+    unsafe { raw_image(core::ptr::addr_of!(csr_loop_guest_start), core::ptr::addr_of!(csr_loop_guest_end)) }
+}
 
+/// Runs `guest` alone and returns the machine timer ticks it took, wall clock.
+fn time_alone(guest: Guest) -> (Guest, u64) {
+    let mut guests = [guest];
+    let start = hw::mtime();
+    schedule(&mut guests);
+    let ticks = hw::mtime().saturating_sub(start);
+    let [guest] = guests;
+    (guest, ticks)
+}
+
+/// The benchmarks, each VM alone on the hart: the cost of a trap round trip (a CSR read emulated by the VMM)
+/// and a CPU-bound guest's run time. Returns how many failed.
+fn benchmarks() -> usize {
+    let mut failures = 0;
+    let csr = make_guest(9, "csr-loop", "[vm9] ", Image::Raw(csr_loop_image()), Expect::PowerOff);
+    let (csr, ticks) = time_alone(csr);
+    // 10 MHz: a tick is 100 ns.
+    let nanoseconds = ticks.saturating_mul(100) / CSR_LOOP_TRAPS;
+    println!(
+        "bench: trap round trip (CSR read emulated by the VMM): {nanoseconds} ns ({CSR_LOOP_TRAPS} in {} us, {} world switches)",
+        ticks / 10,
+        csr.engine.stats.entries
+    );
+    failures += (csr.outcome != Some(RunOutcome::PowerOff { code: 0 })) as usize;
+    let bench = make_guest(10, "bench-int", "[vm10] ", Image::Elf(BENCH_INT), Expect::PowerOff);
+    let (bench, ticks) = time_alone(bench);
+    println!(
+        "bench: bench-int under the native VMM: {ticks} mtime ticks wall clock, {} running natively, {} world switches",
+        bench.engine.stats.guest_ticks, bench.engine.stats.entries
+    );
+    failures += (bench.outcome != Some(RunOutcome::PowerOff { code: 0 })) as usize;
+    failures
+}
+
+/// Runs `guests` round-robin, a turn of [`TURN_TICKS`] each, until every one expected to power off has done so;
+/// sleeps on the real timer when every VM waits for an interrupt.
+fn schedule(guests: &mut [Guest]) {
     loop {
         let mut ran = false;
         let mut all_idle = true;
         IDLE_DEADLINE.store(u64::MAX, Ordering::Relaxed);
-        for (index, guest) in guests.iter_mut().enumerate().filter(|(_, guest)| guest.outcome.is_none()) {
+        for guest in guests.iter_mut().filter(|guest| guest.outcome.is_none()) {
+            let index = guest.index;
             ran = true;
             if let (Some(since), Some(stolen)) = (guest.descheduled_at.take(), STOLEN.get(index)) {
                 stolen.fetch_add(hw::mtime().saturating_sub(since), Ordering::Relaxed);
@@ -328,6 +356,38 @@ fn main() -> ! {
             hw::wait_for_timer(IDLE_DEADLINE.load(Ordering::Relaxed));
         }
     }
+}
+
+#[riscv_rt::entry]
+fn main() -> ! {
+    BOOT_TIME.store(hw::mtime(), Ordering::Relaxed);
+    // SAFETY: the heap region is reserved by the linker script (`_heap_size`) after .bss and used by nothing else.
+    unsafe {
+        extern "C" {
+            static _heap_size: u8;
+        }
+        let size = core::ptr::addr_of!(_heap_size) as usize;
+        HEAP.lock().init(riscv_rt::heap_start() as *mut u8, size);
+    }
+    hw::init_machine();
+    switch::install_trap_entry();
+    println!("trapeze native VMM on qemu-virt-rv64: guests run in U-mode");
+    defmt::info!("board up");
+
+    use Expect::{PowerOff, RunForever};
+    let mut guests: Vec<Guest> = vec![
+        make_guest(0, "hello", "[vm0] ", Image::Elf(HELLO), PowerOff),
+        make_guest(1, "hello", "[vm1] ", Image::Elf(HELLO), PowerOff),
+        make_guest(2, "sv39", "[vm2] ", Image::Elf(SV39), PowerOff),
+        make_guest(3, "interrupts", "[vm3] ", Image::Elf(INTERRUPTS), PowerOff),
+        make_guest(4, "idle", "[vm4] ", Image::Elf(IDLE), PowerOff),
+        make_guest(5, "amo", "[vm5] ", Image::Elf(AMO), PowerOff),
+        make_guest(6, "fpu", "[vm6] ", Image::Elf(FPU), PowerOff),
+        make_guest(7, "arith", "[vm7] ", Image::Elf(ARITH), PowerOff),
+        make_guest(8, "hostile", "[vm8] ", Image::Raw(hostile_image()), RunForever),
+    ];
+
+    schedule(&mut guests);
 
     let mut failures = 0;
     for (index, guest) in guests.iter().enumerate() {
@@ -364,6 +424,11 @@ fn main() -> ! {
         );
     }
     println!("board: {} of {} VMs passed", guests.len() - failures, guests.len());
+    let bench_failures = benchmarks();
+    if bench_failures > 0 {
+        println!("board: {bench_failures} benchmark guest(s) failed");
+    }
+    let failures = failures + bench_failures;
     hw::exit(failures as u32)
 }
 

@@ -1,4 +1,6 @@
-/* The `hostile` guest: a raw binary (position-independent, uncompressed) that the board loads at the start of a
+/* Guests written in assembly, raw binaries the board loads at the start of a VM's RAM.
+ *
+ * The `hostile` guest: a raw binary (position-independent, uncompressed) that the board loads at the start of a
  * VM's RAM and runs in virtual M-mode. It tries to escape in every way a guest can, and prints the cause of each
  * fault it gets back, one per line, from its own trap handler:
  *   1. load from guest real 0x8100_0000, just past its 16 MiB of RAM (where, in host memory, the next VM's
@@ -63,4 +65,24 @@ hostile_guest_start:
 97: .asciz "spinning with interrupts masked\n"
     .p2align 2
 hostile_guest_end:
+    .option pop
+
+/* The `csr-loop` guest (benchmark): reads `mscratch` 100 000 times in virtual M-mode, each read a real illegal-
+ * instruction trap emulated by the VMM, then powers off through the finisher with status 0. */
+    .section .rodata.csr_loop_guest, "a", @progbits
+    .option push
+    .option norvc
+    .p2align 2
+    .globl csr_loop_guest_start, csr_loop_guest_end
+csr_loop_guest_start:
+    li t0, 100000
+1:  csrr t1, mscratch
+    addi t0, t0, -1
+    bnez t0, 1b
+    li t1, 0x100000
+    li t2, 0x5555
+    sw t2, 0(t1)
+2:  j 2b
+    .p2align 2
+csr_loop_guest_end:
     .option pop
