@@ -1,6 +1,7 @@
 //! Build script of the board: puts `memory.x` where the linker finds it, and builds the guest programs the board
 //! runs (from `../../guests`, for `riscv64gc-unknown-none-elf`, in release mode, in a target directory of their
-//! own under `OUT_DIR`), exposing each binary's path as `BOARD_GUEST_<NAME>` for `include_bytes!`.
+//! own under `OUT_DIR`), exposing each binary's path as `BOARD_GUEST_<NAME>` for `include_bytes!`, and names
+//! Debian's U-Boot (`BOARD_UBOOT`; `TRAPEZE_UBOOT` overrides the path).
 use std::env;
 use std::ffi::OsString;
 use std::fs;
@@ -8,6 +9,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const TARGET: &str = "riscv64gc-unknown-none-elf";
+/// Debian's U-Boot for QEMU `virt` in S-mode (package `u-boot-qemu`).
+const UBOOT: &str = "/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin";
 /// The guests the board embeds.
 const GUESTS: [&str; 8] = ["hello", "sv39", "interrupts", "idle", "fpu", "arith", "amo", "bench-int"];
 
@@ -52,6 +55,18 @@ fn main() {
         eprintln!("{}", String::from_utf8_lossy(&output.stderr));
         panic!("building the guests failed ({})", output.status);
     }
+    // U-Boot for QEMU virt in S-mode (Debian's `u-boot-qemu`), a guest of the VMM's own SBI.
+    let uboot = env::var_os("TRAPEZE_UBOOT").map_or_else(|| PathBuf::from(UBOOT), PathBuf::from);
+    println!("cargo:rerun-if-env-changed=TRAPEZE_UBOOT");
+    println!("cargo:rerun-if-changed={}", uboot.display());
+    assert!(
+        uboot.is_file(),
+        "{} is missing: install it with `apt-get install -y u-boot-qemu` (./run-tests.sh does), or name another \
+         qemu-riscv64_smode u-boot.bin in TRAPEZE_UBOOT",
+        uboot.display()
+    );
+    println!("cargo:rustc-env=BOARD_UBOOT={}", uboot.display());
+
     let bin_dir = target_dir.join(TARGET).join("release");
     for guest in GUESTS {
         let path = bin_dir.join(guest);

@@ -41,6 +41,8 @@ use trapeze::exec::native;
 use trapeze::hart::{Hart, HartConfig};
 use trapeze::mem::shadow::ShadowTables;
 use trapeze::mem::{Ram, RAM_BASE};
+use trapeze::vm::boot::{place_devicetree, KERNEL_OFFSET};
+use trapeze::vm::fdt::{write_dtb, MachineDescription};
 use trapeze::vm::loader::{load_elf, load_raw};
 use trapeze::vm::virt::VirtDevices;
 use trapeze::vm::{Clock, Devices, RunOutcome, Vm};
@@ -50,16 +52,24 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 
 /// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
 const VM_RAM_SIZE: usize = 16 << 20;
-/// How many VMs the board can hold.
-const MAX_VMS: usize = 11;
+/// How many VMs the board runs: the nine of the demo, U-Boot, and the two benchmark guests.
+const MAX_VMS: usize = 12;
+/// Partitions of [`VM_RAM_SIZE`]: every VM but U-Boot has one.
+const SMALL_PARTITIONS: usize = MAX_VMS - 1;
+/// The board stops waiting for its VMs after 100 s (then the ones not done fail).
+const GIVE_UP_TICKS: u64 = 1_000_000_000;
 /// A VM's turn on the hart: 1 ms of the 10 MHz machine timer, then the next VM runs.
 const TURN_TICKS: u64 = 10_000;
 
 /// A VM's RAM partition: page-aligned host memory, in .bss (zeroed at boot).
 #[repr(C, align(4096))]
-struct Partition([u8; VM_RAM_SIZE]);
+struct Partition<const SIZE: usize>([u8; SIZE]);
 
-static mut PARTITIONS: [Partition; MAX_VMS] = [const { Partition([0; VM_RAM_SIZE]) }; MAX_VMS];
+static mut PARTITIONS: [Partition<VM_RAM_SIZE>; SMALL_PARTITIONS] =
+    [const { Partition([0; VM_RAM_SIZE]) }; SMALL_PARTITIONS];
+/// RAM of the U-Boot VM: U-Boot relocates itself to the top of RAM and keeps its heap there.
+const UBOOT_RAM_SIZE: usize = 64 << 20;
+static mut UBOOT_PARTITION: Partition<UBOOT_RAM_SIZE> = Partition([0; UBOOT_RAM_SIZE]);
 static mut SHADOWS: [ShadowTables<POOL>; MAX_VMS] = [const { ShadowTables::new() }; MAX_VMS];
 
 static HELLO: &[u8] = include_bytes!(env!("BOARD_GUEST_HELLO"));
@@ -70,6 +80,10 @@ static AMO: &[u8] = include_bytes!(env!("BOARD_GUEST_AMO"));
 static FPU: &[u8] = include_bytes!(env!("BOARD_GUEST_FPU"));
 static ARITH: &[u8] = include_bytes!(env!("BOARD_GUEST_ARITH"));
 static BENCH_INT: &[u8] = include_bytes!(env!("BOARD_GUEST_BENCH_INT"));
+static UBOOT: &[u8] = include_bytes!(env!("BOARD_UBOOT"));
+/// What the board types at U-Boot, each once the text before it has appeared: stop autoboot, ask `version`, and
+/// wait for the next prompt.
+const UBOOT_SCRIPT: &[(&str, &str)] = &[("Hit any key to stop autoboot", "\n"), ("=> ", "version\n"), ("=> ", "")];
 /// CSR reads the `csr-loop` guest makes (`guests.S`).
 const CSR_LOOP_TRAPS: u64 = 100_000;
 
@@ -77,15 +91,21 @@ const CSR_LOOP_TRAPS: u64 = 100_000;
 const LINE_MAX: usize = 256;
 
 /// A VM's console: its UART output on the physical console, a whole line at a time (so the VMs' lines do not
-/// interleave), each prefixed with the VM's name.
+/// interleave), each prefixed with the VM's name; its input typed from a script, each line once the text before
+/// it has appeared.
 struct PrefixConsole {
     prefix: &'static str,
     line: heapless::Vec<u8, LINE_MAX>,
+    script: &'static [(&'static str, &'static str)],
+    /// The next step of `script`, and how many bytes of its expected text have been seen in a row.
+    step: usize,
+    matched: usize,
+    input: heapless::Deque<u8, 64>,
 }
 
 impl PrefixConsole {
-    fn new(prefix: &'static str) -> Self {
-        Self { prefix, line: heapless::Vec::new() }
+    fn new(prefix: &'static str, script: &'static [(&'static str, &'static str)]) -> Self {
+        Self { prefix, line: heapless::Vec::new(), script, step: 0, matched: 0, input: heapless::Deque::new() }
     }
 
     fn flush(&mut self) {
@@ -93,10 +113,35 @@ impl PrefixConsole {
         self.line.iter().copied().for_each(hw::console_write_byte);
         self.line.clear();
     }
+
+    /// Whether every step of the script has been played.
+    fn script_done(&self) -> bool {
+        self.step >= self.script.len()
+    }
+
+    /// Follows the output through the script's expected texts.
+    fn watch(&mut self, byte: u8) {
+        let Some(&(expect, send)) = self.script.get(self.step) else { return };
+        let expect = expect.as_bytes();
+        if expect.get(self.matched) == Some(&byte) {
+            self.matched += 1;
+        } else {
+            self.matched = usize::from(expect.first() == Some(&byte));
+        }
+        if self.matched == expect.len() {
+            self.matched = 0;
+            self.step += 1;
+            // The typed line shows in the console as the guest echoes it.
+            for &typed in send.as_bytes() {
+                let _ = self.input.push_back(typed);
+            }
+        }
+    }
 }
 
 impl SerialBackend for PrefixConsole {
     fn write_byte(&mut self, byte: u8) {
+        self.watch(byte);
         if self.line.push(byte).is_err() {
             self.flush();
             hw::console_write_byte(b'\n');
@@ -107,7 +152,7 @@ impl SerialBackend for PrefixConsole {
         }
     }
     fn read_byte(&mut self) -> Option<u8> {
-        None
+        self.input.pop_front()
     }
 }
 
@@ -193,6 +238,8 @@ enum Expect {
     /// Never end (a hostile guest spinning with interrupts masked): it must be preempted while the others run,
     /// and is stopped when they are done.
     RunForever,
+    /// Play its console script to the end (an interactive guest, U-Boot); it is stopped then.
+    Script,
 }
 
 /// The image a guest boots.
@@ -215,25 +262,44 @@ struct Guest {
     descheduled_at: Option<u64>,
 }
 
-/// Builds VM `index` running `image` in virtual M-mode.
-fn make_guest(index: usize, name: &'static str, prefix: &'static str, image: Image, expect: Expect) -> Guest {
-    // SAFETY: each index is used once, so this is the only reference to partition `index` and shadow `index`.
-    let (bytes, shadow) = unsafe {
-        let partitions = &mut *core::ptr::addr_of_mut!(PARTITIONS);
-        let shadows = &mut *core::ptr::addr_of_mut!(SHADOWS);
-        (&mut partitions[index].0[..], &mut shadows[index])
-    };
-    let start = bytes.as_ptr() as u64;
-    let partition = (start, start + bytes.len() as u64);
-    let mut ram = Ram::new(RAM_BASE, bytes);
+/// Builds VM `index` running `image` in virtual M-mode, in small partition `partition`.
+fn make_guest(
+    index: usize,
+    partition: usize,
+    name: &'static str,
+    prefix: &'static str,
+    image: Image,
+    expect: Expect,
+) -> Guest {
+    // SAFETY: each partition is given to one VM, so this is the only reference to it.
+    let bytes = unsafe { &mut (&mut *core::ptr::addr_of_mut!(PARTITIONS))[partition].0[..] };
+    let mut guest = build_guest(index, name, prefix, bytes, &[], expect);
+    let ram = &mut guest.vm.ram;
     let entry = match image {
-        Image::Elf(elf) => load_elf(elf, &mut ram).map(|loaded| loaded.entry),
-        Image::Raw(raw) => load_raw(raw, RAM_BASE, &mut ram).map(|()| RAM_BASE),
+        Image::Elf(elf) => load_elf(elf, ram).map(|loaded| loaded.entry),
+        Image::Raw(raw) => load_raw(raw, RAM_BASE, ram).map(|()| RAM_BASE),
     };
     let entry = entry.unwrap_or_else(|e| panic!("{name}: cannot load the guest: {e:?}"));
-    let mut hart = Hart::new(HartConfig::rv64gc(0));
-    hart.reset(entry);
-    let devices = ReportingDevices { vm: index, inner: VirtDevices::new(PrefixConsole::new(prefix)) };
+    guest.vm.harts[0].reset(entry);
+    guest
+}
+
+/// Builds VM `index` (its shadow pool and clock) over `bytes`, its hart in reset.
+fn build_guest(
+    index: usize,
+    name: &'static str,
+    prefix: &'static str,
+    bytes: &'static mut [u8],
+    script: &'static [(&'static str, &'static str)],
+    expect: Expect,
+) -> Guest {
+    // SAFETY: each index is used once, so this is the only reference to shadow pool `index`.
+    let shadow = unsafe { &mut (&mut *core::ptr::addr_of_mut!(SHADOWS))[index] };
+    let start = bytes.as_ptr() as u64;
+    let partition = (start, start + bytes.len() as u64);
+    let ram = Ram::new(RAM_BASE, bytes);
+    let hart = Hart::new(HartConfig::rv64gc(0));
+    let devices = ReportingDevices { vm: index, inner: VirtDevices::new(PrefixConsole::new(prefix, script)) };
     let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock { index }));
     let vm = Vm::new([hart], ram, devices, clock).unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
     defmt::info!("vm {=usize}: partition {=u64:#x}..{=u64:#x}", index, partition.0, partition.1);
@@ -246,6 +312,25 @@ fn make_guest(index: usize, name: &'static str, prefix: &'static str, image: Ima
         outcome: None,
         descheduled_at: None,
     }
+}
+
+/// The U-Boot VM: Debian's U-Boot for QEMU `virt` in S-mode at 0x8020_0000, on the VMM's own SBI, with a
+/// devicetree for its machine, as `trapeze run --bios builtin --kernel u-boot.bin` boots it.
+fn uboot_guest(index: usize) -> Guest {
+    // SAFETY: the U-Boot partition is used by this one VM.
+    let bytes = unsafe { &mut (&mut *core::ptr::addr_of_mut!(UBOOT_PARTITION)).0[..] };
+    let mut guest = build_guest(index, "u-boot", "[vm9] ", bytes, UBOOT_SCRIPT, Expect::Script);
+    let ram = &mut guest.vm.ram;
+    let entry = RAM_BASE + KERNEL_OFFSET;
+    load_raw(UBOOT, entry, ram).unwrap_or_else(|e| panic!("u-boot: cannot load it: {e:?}"));
+    let description = MachineDescription::qemu_virt(1, UBOOT_RAM_SIZE as u64);
+    let mut blob = vec![0u8; 16 << 10];
+    let length = write_dtb(&description, &mut blob).unwrap_or_else(|e| panic!("u-boot: devicetree: {e:?}"));
+    let end = entry + UBOOT.len() as u64;
+    let (devicetree, _) = place_devicetree(ram, &blob[..length], None, end)
+        .unwrap_or_else(|e| panic!("u-boot: cannot place the devicetree: {e:?}"));
+    guest.vm.boot_with_builtin_sbi(0, entry, devicetree);
+    guest
 }
 
 /// The bytes between two symbols of `guests.S`.
@@ -283,7 +368,7 @@ fn time_alone(guest: Guest) -> (Guest, u64) {
 /// and a CPU-bound guest's run time. Returns how many failed.
 fn benchmarks() -> usize {
     let mut failures = 0;
-    let csr = make_guest(9, "csr-loop", "[vm9] ", Image::Raw(csr_loop_image()), Expect::PowerOff);
+    let csr = make_guest(10, 9, "csr-loop", "[vm10] ", Image::Raw(csr_loop_image()), Expect::PowerOff);
     let (csr, ticks) = time_alone(csr);
     // 10 MHz: a tick is 100 ns.
     let nanoseconds = ticks.saturating_mul(100) / CSR_LOOP_TRAPS;
@@ -293,7 +378,7 @@ fn benchmarks() -> usize {
         csr.engine.stats.entries
     );
     failures += (csr.outcome != Some(RunOutcome::PowerOff { code: 0 })) as usize;
-    let bench = make_guest(10, "bench-int", "[vm10] ", Image::Elf(BENCH_INT), Expect::PowerOff);
+    let bench = make_guest(11, 10, "bench-int", "[vm11] ", Image::Elf(BENCH_INT), Expect::PowerOff);
     let (bench, ticks) = time_alone(bench);
     println!(
         "bench: bench-int under the native VMM: {ticks} mtime ticks wall clock, {} running natively, {} world switches",
@@ -348,7 +433,15 @@ fn schedule(guests: &mut [Guest]) {
                 guest.descheduled_at = Some(hw::mtime());
             }
         }
-        let waiting = guests.iter().any(|guest| guest.expect == Expect::PowerOff && guest.outcome.is_none());
+        let waiting = guests.iter().any(|guest| match guest.expect {
+            Expect::PowerOff => guest.outcome.is_none(),
+            Expect::Script => guest.outcome.is_none() && !guest.vm.devices.inner.uart.backend().script_done(),
+            Expect::RunForever => false,
+        });
+        if hw::mtime().saturating_sub(BOOT_TIME.load(Ordering::Relaxed)) > GIVE_UP_TICKS {
+            println!("board: giving up after {} s", GIVE_UP_TICKS / 10_000_000);
+            break;
+        }
         if !ran || !waiting {
             break;
         }
@@ -376,21 +469,23 @@ fn main() -> ! {
 
     use Expect::{PowerOff, RunForever};
     let mut guests: Vec<Guest> = vec![
-        make_guest(0, "hello", "[vm0] ", Image::Elf(HELLO), PowerOff),
-        make_guest(1, "hello", "[vm1] ", Image::Elf(HELLO), PowerOff),
-        make_guest(2, "sv39", "[vm2] ", Image::Elf(SV39), PowerOff),
-        make_guest(3, "interrupts", "[vm3] ", Image::Elf(INTERRUPTS), PowerOff),
-        make_guest(4, "idle", "[vm4] ", Image::Elf(IDLE), PowerOff),
-        make_guest(5, "amo", "[vm5] ", Image::Elf(AMO), PowerOff),
-        make_guest(6, "fpu", "[vm6] ", Image::Elf(FPU), PowerOff),
-        make_guest(7, "arith", "[vm7] ", Image::Elf(ARITH), PowerOff),
-        make_guest(8, "hostile", "[vm8] ", Image::Raw(hostile_image()), RunForever),
+        make_guest(0, 0, "hello", "[vm0] ", Image::Elf(HELLO), PowerOff),
+        make_guest(1, 1, "hello", "[vm1] ", Image::Elf(HELLO), PowerOff),
+        make_guest(2, 2, "sv39", "[vm2] ", Image::Elf(SV39), PowerOff),
+        make_guest(3, 3, "interrupts", "[vm3] ", Image::Elf(INTERRUPTS), PowerOff),
+        make_guest(4, 4, "idle", "[vm4] ", Image::Elf(IDLE), PowerOff),
+        make_guest(5, 5, "amo", "[vm5] ", Image::Elf(AMO), PowerOff),
+        make_guest(6, 6, "fpu", "[vm6] ", Image::Elf(FPU), PowerOff),
+        make_guest(7, 7, "arith", "[vm7] ", Image::Elf(ARITH), PowerOff),
+        make_guest(8, 8, "hostile", "[vm8] ", Image::Raw(hostile_image()), RunForever),
+        uboot_guest(9),
     ];
 
     schedule(&mut guests);
 
     let mut failures = 0;
-    for (index, guest) in guests.iter().enumerate() {
+    for guest in guests.iter() {
+        let index = guest.index;
         let stats = guest.engine.stats;
         let code = match guest.outcome {
             Some(RunOutcome::PowerOff { code }) => code,
@@ -400,6 +495,7 @@ fn main() -> ! {
             Expect::PowerOff => code == 0,
             // Contained: still running, and the real timer took the hart away from it again and again.
             Expect::RunForever => guest.outcome.is_none() && stats.quanta > 0,
+            Expect::Script => guest.vm.devices.inner.uart.backend().script_done(),
         };
         if !passed {
             failures += 1;
@@ -414,9 +510,12 @@ fn main() -> ! {
             stats.quanta,
             stats.walled
         );
-        match guest.outcome {
-            Some(outcome) => println!("vm{index} ({}): {outcome:?}", guest.name),
-            None => println!("vm{index} ({}): contained: still running, preempted {} times", guest.name, stats.quanta),
+        match (guest.outcome, guest.expect) {
+            (Some(outcome), _) => println!("vm{index} ({}): {outcome:?}", guest.name),
+            (None, Expect::Script) => println!("vm{index} ({}): script played: {passed}", guest.name),
+            (None, _) => {
+                println!("vm{index} ({}): contained: still running, preempted {} times", guest.name, stats.quanta)
+            }
         }
         println!(
             "    {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta, {} walled",
