@@ -148,7 +148,7 @@ impl NativeEngine {
     }
 
     fn finish(&mut self, exit: Exit) -> Exit {
-        hw::set_timer(u64::MAX);
+        // The timer stays armed: if it fires before the next entry, that quantum just ends at once.
         self.stats.exits += 1;
         if matches!(exit, Exit::System { inst: Inst::SfenceVma { .. }, .. }) {
             self.fence_pending = true;
@@ -161,7 +161,8 @@ impl Engine for NativeEngine {
     fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         self.prepare();
         let ram_host_base = memory.ram.as_ptr() as u64;
-        hw::set_timer(hw::mtime().saturating_add(native::quantum_ticks(budget)));
+        let now = hw::mtime();
+        hw::timer_no_later_than(now.saturating_add(native::quantum_ticks(budget)), now);
         loop {
             self.load_root(hart);
             let trap = self.enter(hart);
@@ -169,7 +170,6 @@ impl Engine for NativeEngine {
                 Action::QuantumOver => {
                     self.stats.quanta += 1;
                     self.last_fill = None;
-                    hw::set_timer(u64::MAX);
                     return Exit::BudgetExhausted;
                 }
                 Action::Exit(exit) => {
