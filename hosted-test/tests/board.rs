@@ -2,7 +2,7 @@
 //! `qemu-system-riscv64 -M virt -bios none` with a timeout, and checks that each of its eight VMs (guest programs
 //! of `guests/`, running natively in U-mode, round-robin) printed exactly its expected output, that a ninth,
 //! hostile guest got a fault for every escape attempt and was preempted while it spun with interrupts masked,
-//! that U-Boot, on the VMM's own SBI, answered `version` at its prompt, that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU alone),
+//! that U-Boot, on the VMM's own SBI, answered `version`, `sbi` and `sleep 1` at its prompt, that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU alone),
 //! that the board's summary says they all passed, that QEMU's exit status (the board's, through the
 //! `sifive,test0` finisher) is 0, and that the board's defmt log decodes on the host.
 //!
@@ -195,6 +195,9 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
         uboot.contains("DRAM:  64 MiB") && answer.is_some_and(|answer| answer.starts_with("U-Boot 20")),
         "U-Boot did not answer `version` at its prompt; it printed:\n{uboot}"
     );
+    // Its `sbi` command lists the VMM's SBI, and `sleep 1` runs on the virtual timer.
+    assert!(uboot.contains("=> sbi\nSBI 2.0") && uboot.contains("  Hart State Management Extension\n"), "{uboot}");
+    assert!(uboot.contains("=> sleep 1; echo slept\nslept\n"), "U-Boot did not sleep and answer:\n{uboot}");
     assert!(console.contains("vm9 (u-boot): script played: true\n"), "{console}");
     let walls: Vec<&str> = console.lines().filter(|line| line.ends_with(" walled")).collect();
     assert!(

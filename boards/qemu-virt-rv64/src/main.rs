@@ -81,9 +81,15 @@ static FPU: &[u8] = include_bytes!(env!("BOARD_GUEST_FPU"));
 static ARITH: &[u8] = include_bytes!(env!("BOARD_GUEST_ARITH"));
 static BENCH_INT: &[u8] = include_bytes!(env!("BOARD_GUEST_BENCH_INT"));
 static UBOOT: &[u8] = include_bytes!(env!("BOARD_UBOOT"));
-/// What the board types at U-Boot, each once the text before it has appeared: stop autoboot, ask `version`, and
-/// wait for the next prompt.
-const UBOOT_SCRIPT: &[(&str, &str)] = &[("Hit any key to stop autoboot", "\n"), ("=> ", "version\n"), ("=> ", "")];
+/// What the board types at U-Boot, each once the text before it has appeared: stop autoboot, ask `version`, ask
+/// for the SBI implementation, sleep a second (timer), and wait for the answer.
+const UBOOT_SCRIPT: &[(&str, &str)] = &[
+    ("Hit any key to stop autoboot", "\n"),
+    ("=> ", "version\n"),
+    ("=> ", "sbi\n"),
+    ("=> ", "sleep 1; echo slept\n"),
+    ("\nslept", ""),
+];
 /// CSR reads the `csr-loop` guest makes (`guests.S`).
 const CSR_LOOP_TRAPS: u64 = 100_000;
 
@@ -225,6 +231,12 @@ impl Devices for ReportingDevices {
     }
     fn input_pending(&self) -> bool {
         self.inner.input_pending()
+    }
+    fn console_write(&mut self, bytes: &[u8]) -> usize {
+        self.inner.console_write(bytes)
+    }
+    fn console_read(&mut self) -> Option<u8> {
+        self.inner.console_read()
     }
 }
 
@@ -388,6 +400,17 @@ fn benchmarks() -> usize {
     failures
 }
 
+/// Ticks until the VM's next virtual timer deadline: its CLINT's, or the one its guest set through the VMM's
+/// SBI.
+fn ticks_until_deadline(vm: &BoardVm) -> Option<u64> {
+    let devices = vm.devices.ticks_until_deadline();
+    let firmware = vm.sbi().and_then(|sbi| sbi.ticks_until_deadline(vm.devices.mtime()));
+    match (devices, firmware) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Runs `guests` round-robin, a turn of [`TURN_TICKS`] each, until every one expected to power off has done so;
 /// sleeps on the real timer when every VM waits for an interrupt.
 fn schedule(guests: &mut [Guest]) {
@@ -408,7 +431,7 @@ fn schedule(guests: &mut [Guest]) {
             let mut went_idle;
             loop {
                 let left = turn_end.saturating_sub(hw::mtime());
-                let until_deadline = guest.vm.devices.ticks_until_deadline().unwrap_or(u64::MAX);
+                let until_deadline = ticks_until_deadline(&guest.vm).unwrap_or(u64::MAX);
                 let ticks = left.min(until_deadline).max(1);
                 let budget = ticks.saturating_mul(native::INSTRUCTIONS_PER_TICK);
                 let idle_calls = IDLE_CALLS.load(Ordering::Relaxed);
