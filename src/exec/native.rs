@@ -154,13 +154,14 @@ fn fetch(hart: &Hart, memory: &mut Memory) -> Result<u32, Exit> {
     Ok(low | parcel(memory, hart.pc.wrapping_add(2))? << 16)
 }
 
-/// Ticks of the machine timer (10 MHz on QEMU `virt`) in one tick of guest time.
+/// Instructions assumed per tick of the machine timer (10 MHz on QEMU `virt`): 100 MIPS, the order of magnitude
+/// of a guest under QEMU's JIT.
 ///
-/// The native engine cannot count instructions, so it turns an instruction budget into a time quantum on the
-/// real machine timer, assuming [`INSTRUCTIONS_PER_TICK`] instructions per tick (100 MIPS at 10 MHz: the order
-/// of magnitude of a guest under QEMU's JIT), never more than [`MAX_QUANTUM_TICKS`] (1 ms, so virtual timer
-/// deadlines, which the VM delivers between runs, are late by at most that), never less than
-/// [`MIN_QUANTUM_TICKS`] (so a world switch is not all a quantum does).
+/// The native engine cannot count instructions, so [`quantum_ticks`] turns an instruction budget into a time
+/// quantum on the real machine timer at this rate, never more than [`MAX_QUANTUM_TICKS`] (1 ms, so virtual timer
+/// deadlines, which the VM delivers between runs, are late by at most that when the caller does not cap the
+/// budget at the next deadline itself) and never less than [`MIN_QUANTUM_TICKS`] (so a world switch is not all
+/// a quantum does). A board that knows the next deadline passes `ticks * INSTRUCTIONS_PER_TICK`.
 pub const INSTRUCTIONS_PER_TICK: u64 = 10;
 /// The longest quantum: 1 ms of the 10 MHz timer.
 pub const MAX_QUANTUM_TICKS: u64 = 10_000;
