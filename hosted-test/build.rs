@@ -8,7 +8,8 @@
 //! `TRAPEZE_GUEST_HELLO`, `TRAPEZE_GUEST_TRAPS`, `TRAPEZE_GUEST_ARITH`, `TRAPEZE_GUEST_AMO`,
 //! `TRAPEZE_GUEST_DEMO`, `TRAPEZE_GUEST_SV39`, `TRAPEZE_GUEST_INTERRUPTS`, `TRAPEZE_GUEST_FPU` and
 //! `TRAPEZE_GUEST_IDLE`, and the benchmark guests `TRAPEZE_GUEST_BENCH_INT`, `TRAPEZE_GUEST_BENCH_MEM`,
-//! `TRAPEZE_GUEST_BENCH_BRANCH` with their `_SMALL` variants (a `-` in a binary's name becomes `_`), read with
+//! `TRAPEZE_GUEST_BENCH_BRANCH` with their `_SMALL` variants, the containment guests `TRAPEZE_GUEST_CONTAIN`,
+//! `TRAPEZE_GUEST_RUNAWAY` and `TRAPEZE_GUEST_GARBAGE` (a `-` in a binary's name becomes `_`), read with
 //! `env!`. If the Rust target is missing, it is installed with rustup.
 use std::env;
 use std::ffi::OsString;
@@ -19,7 +20,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 15] = [
+const GUESTS: [&str; 18] = [
     "hello",
     "traps",
     "arith",
@@ -35,10 +36,13 @@ const GUESTS: [&str; 15] = [
     "bench-mem-small",
     "bench-branch",
     "bench-branch-small",
+    "contain",
+    "runaway",
+    "garbage",
 ];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 15] = [
+const CRATES: [&str; 18] = [
     "rt",
     "torture",
     "hello",
@@ -54,6 +58,9 @@ const CRATES: [&str; 15] = [
     "bench-int",
     "bench-mem",
     "bench-branch",
+    "contain",
+    "runaway",
+    "garbage",
 ];
 
 fn main() {

@@ -2,10 +2,11 @@
 //!
 //! The three levels of page-map tables live in the submodules: [`sv39`] walks the guest's tables (guest virtual ->
 //! guest real), [`realmap`] is the VM's real map (guest real -> host), [`tlb`] caches their composition for the
-//! emulation engines. This module never allocates on the access path and never lets a guest-supplied address index
+//! emulation engines, [`shadow`] composes them into real page tables for the native engine. This module never allocates on the access path and never lets a guest-supplied address index
 //! outside the slice.
 
 pub mod realmap;
+pub mod shadow;
 pub mod sv39;
 pub mod tlb;
 
@@ -197,6 +198,12 @@ impl<'a> Ram<'a> {
     #[inline(always)]
     pub fn store_at_offset(&mut self, offset: u64, size: u64, value: u64) -> Option<()> {
         self.store(self.base.wrapping_add(offset), size, value)
+    }
+
+    /// Address of the first byte of the host slice: on a board whose VMM runs with paging bare, the host physical
+    /// address that the real map's host offsets are added to (for shadow page tables).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.bytes.as_ptr()
     }
 
     /// The whole RAM as a slice (for loaders and snapshots).

@@ -1,0 +1,116 @@
+//! Containment tests: guests that misbehave must be stopped or faulted, never crash or wedge the VMM.
+//!
+//! * `contain` loads, stores and jumps outside its RAM (below it, just past its end, far above it) and touches a
+//!   virtio-mmio slot it was not given, from M-mode, S-mode with paging off and S-mode with Sv39: every attempt
+//!   must raise the access fault the specification names, with `mtval` the address, and the guest goes on.
+//! * `runaway` loops forever with interrupts masked: `--max-insns` must end the run (exit status 3).
+//! * `garbage` executes a page of pseudo-random words with a trap stub that keeps it going: the VMM must neither
+//!   panic nor hang, the instruction limit ends the run, and the two engines must not diverge (`--lockstep`).
+//!
+//! Each runs with both engines; the native board runs the same images with its shadow page tables.
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const ENGINES: [&str; 2] = ["interp", "threaded"];
+/// Wall-clock bound on one run: far more than any of them needs.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `trapeze run ARGS...`, killing it after [`TIMEOUT`].
+fn run(args: &[&str]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trapeze"))
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the trapeze binary");
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            pipe.read_to_end(&mut buf).expect("read the child's output");
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = reader(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for trapeze") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`trapeze run {}` hung: still running after {TIMEOUT:?}", args.join(" "));
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let run = Run { status, stdout: out.join().expect("stdout reader"), stderr: err.join().expect("stderr reader") };
+    assert!(
+        !run.stderr.contains("panicked"),
+        "the VMM panicked on `{}`:\n--- stdout:\n{}\n--- stderr:\n{}",
+        args.join(" "),
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
+#[test]
+fn accesses_outside_the_guests_memory_and_devices_fault() {
+    let image = env!("TRAPEZE_GUEST_CONTAIN");
+    for engine in ENGINES {
+        let run = run(&["--engine", engine, "--max-insns", "50000000", image]);
+        let summary = "contain: all 35 checks passed";
+        assert!(
+            run.status.success() && !run.stdout.contains("FAIL") && run.stdout.lines().last() == Some(summary),
+            "{engine}: ended with {}, wanted `{summary}` as the last line and no FAIL:\n{}{}",
+            run.status,
+            run.stdout,
+            run.stderr
+        );
+        // Spot-check the faults themselves, as the guest saw them.
+        for line in [
+            "ok: M ld below RAM (0x8000000): mcause 5 mtval 0x8000000",
+            "ok: M sd far above RAM (0x100000000): mcause 7 mtval 0x100000000",
+            "ok: S bare jump just past RAM (0x88000000): mcause 1 mtval 0x88000000",
+            "ok: S sv39 sw virtio-mmio slot 7 (0x10008000): mcause 7 mtval 0x10008000",
+            "ok: own memory still works",
+        ] {
+            assert!(run.stdout.lines().any(|l| l == line), "{engine}: no `{line}` in\n{}", run.stdout);
+        }
+    }
+}
+
+#[test]
+fn a_guest_that_never_yields_is_stopped_by_the_instruction_limit() {
+    let image = env!("TRAPEZE_GUEST_RUNAWAY");
+    for engine in ENGINES {
+        let run = run(&["--engine", engine, "--max-insns", "20000000", image]);
+        assert_eq!(run.status.code(), Some(3), "{engine}: the instruction limit ends it:\n{}", run.stderr);
+        assert!(run.stdout.contains("runaway: looping with interrupts masked"), "{engine}: {}", run.stdout);
+        assert!(run.stderr.contains("instruction limit reached after 20000000 instructions"), "{}", run.stderr);
+    }
+}
+
+#[test]
+fn a_guest_executing_garbage_neither_crashes_nor_wedges_the_vmm() {
+    let image = env!("TRAPEZE_GUEST_GARBAGE");
+    for engine in ENGINES {
+        let run = run(&["--engine", engine, "--max-insns", "20000000", image]);
+        assert_eq!(run.status.code(), Some(3), "{engine}: the instruction limit ends it:\n{}", run.stderr);
+        assert!(run.stdout.contains("garbage: jumping into random words"), "{engine}: {}", run.stdout);
+    }
+    // Both engines execute the junk identically, instruction by instruction.
+    let run = run(&["--lockstep", "--max-insns", "1000000", image]);
+    assert!(run.stderr.contains("no divergence"), "lockstep: {}\n{}", run.status, run.stderr);
+}

@@ -1,0 +1,446 @@
+//! Shadow page tables for the native engine: the guest's Sv39 tables (guest virtual -> guest real) composed with
+//! the VM's real map (guest real -> host physical) into real Sv39 tables that the host MMU walks while the guest
+//! runs natively in real U-mode.
+//!
+//! The tables live in a fixed pool of 4 KiB pages ([`ShadowTables`], no allocation) and are built lazily: every
+//! shadow PTE starts invalid, the guest's first access to a page takes a real page fault into the VMM, and
+//! [`ShadowTables::fill`] walks the guest's tables with [`sv39::translate`] (which sets A, and D on a store, in the
+//! guest's own PTEs, exactly as the emulation engines do), looks the guest real page up in the real map and
+//! installs one 4 KiB shadow leaf. A guest superpage becomes 4 KiB shadow leaves.
+//!
+//! What this module must never do: map a host page that is not inside both a real map extent and the VM's RAM
+//! slice (so a guest can never reach the VMM's memory, the shadow tables themselves or another VM), give the
+//! guest's user code a page its kernel did not give it, or let the hardware write a shadow PTE (A and D are preset).
+//!
+//! # Roots: one per translation regime
+//! A shadow root serves one [`Regime`], the part of the virtual hart's state that decides how its accesses
+//! translate and are checked: paging off in virtual M-mode, virtual M-mode with `mstatus.MPRV` (fetches
+//! untranslated, data through `MPP`), paging off in virtual S/U-mode (`satp` Bare), virtual S-mode with Sv39 for
+//! each value of SUM and MXR, and virtual U-mode with Sv39 for each value of MXR. The roots are **keyed**, not
+//! flushed, on privilege, SUM, MXR, MPRV and MPP changes: switching regime is choosing another root.
+//! * In the U roots only guest pages with U=1 appear; in the S roots guest U pages appear only with SUM=1, and
+//!   never executable; MXR makes execute-only guest pages readable. (All of this is [`sv39::leaf_permits`].)
+//! * The bare roots map guest real 1:1 through the real map (guest virtual = guest real).
+//! * Every shadow leaf has U=1 (the guest runs in real U-mode), A=1 and D=1, and R/W/X = what the guest's PTE
+//!   grants in that regime, intersected with the real map extent's permissions and the guest's own (virtual)
+//!   PMP. **W only once the guest PTE's D is set**, so the guest's first store to a clean page faults and sets D.
+//!
+//! The tables are built for one guest `satp` and one guest PMP state: [`ShadowTables::root_satp`] and
+//! [`ShadowTables::fill`] compare both with the hart's and flush everything when either changed. What they
+//! cannot see (the guest editing its page tables, the VMM editing the real map) needs an explicit flush.
+//!
+//! # Call-order contract (the board's native engine)
+//! 1. While the guest runs natively: real `mstatus.MXR`, `SUM` and `MPRV` are clear (MXR and SUM are encoded in
+//!    the shadow leaves), the hart is in real U-mode, real `satp` = the last [`ShadowTables::root_satp`].
+//! 2. Before entering the guest, `satp = root_satp(&hart)`. Execute a real `sfence.vma x0, x0` when this differs
+//!    from the real `satp` the hart last ran the guest with, or when [`ShadowTables::generation`] changed since
+//!    the last real fence (every root uses ASID 0, and a flush rewrites pages the MMU may have cached).
+//! 3. On a real page fault (cause 12, 13, 15) taken from the guest, call `fill(.., va = mtval, access)` with the
+//!    access kind of the cause, and act on the [`FillOutcome`]:
+//!    * `Filled`: execute `sfence.vma mtval, x0` (the hart may have cached the invalid or weaker PTE; Svvptc is
+//!      not assumed) and the generation check of step 2, then resume the guest at the same pc. The retried
+//!      access is permitted by the new leaf, so it does not fault again.
+//!    * `GuestFault(fault)`: inject `fault` into the virtual hart (the same exception and tval the emulation
+//!      engines produce for this access).
+//!    * `NotRam { guest_real }`: a load or store (never a fetch: that is an instruction access fault) that no
+//!      real map extent covers: decode the instruction and serve it as an MMIO access at `guest_real` (or inject
+//!      an access fault when no device is there, or the instruction is an LR/SC/AMO), as `Exit::Mmio` is served.
+//!    * `Emulate`: the access is legal but a shadow leaf cannot express it (a data access in virtual M-mode with
+//!      MPRV, a real map extent that is writable but not readable, a guest PMP region smaller than the page, RAM
+//!      above the Sv39 range in a bare regime): execute this one instruction with the emulation engine
+//!      (`exec::interp::step` over [`super::mmu::Memory`]).
+//! 4. On guest `sfence.vma` call [`ShadowTables::sfence_vma`]. A `satp`, `mstatus` or PMP write
+//!    (`FlushScope::All` from the dispatcher) needs nothing: steps 2 and 3 compare `satp` and PMP and the roots
+//!    are keyed on the rest. After any change to the VM's real map, call [`ShadowTables::flush_all`].
+//!
+//! # Pool exhaustion
+//! A fill needs at most three pages (a root and two lower tables). When the pool runs out, everything is flushed
+//! (the generation changes: the board fences) and the fill retried in the empty pool, which always succeeds since
+//! `POOL >= 3` is checked at compile time. The cost is refaults, never a failure.
+//!
+//! # Flushing granularity
+//! `sfence.vma` flushes everything, whatever its address and ASID operands (which the specification allows: a
+//! fence may do more than asked). Shadow roots carry ASID 0 and the guest's ASIDs are ignored.
+
+use super::mmu::{access_context, VmRealMap};
+use super::pmp::{AccessKind, Pmp};
+use super::realmap::MapPerms;
+use super::sv39::{self, is_canonical, make_pte, AccessType, Fault, PteFlags, Satp, PAGE_SHIFT, SATP_MODE_SV39};
+use super::Ram;
+use crate::hart::{Hart, Privilege};
+use crate::isa::csr::mstatus;
+
+/// PTEs in one table page.
+pub const TABLE_ENTRIES: usize = 512;
+const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+/// Highest physical address bit + 1 an Sv39 PTE can name (PPN is 44 bits).
+const PHYSICAL_ADDRESS_BITS: u32 = 56;
+const NO_ROOT: u16 = u16::MAX;
+
+/// One shadow table page, 4 KiB aligned.
+#[repr(C, align(4096))]
+#[derive(Clone, Copy)]
+pub struct ShadowPage(pub [u64; TABLE_ENTRIES]);
+
+/// How the virtual hart's accesses translate: one shadow root each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Regime {
+    /// Virtual M-mode, no MPRV in effect: untranslated, PMP as M-mode sees it.
+    Machine,
+    /// Virtual M-mode with `mstatus.MPRV` set and `MPP` not M: fetches are untranslated, loads and stores use the
+    /// translation and PMP of `MPP`. Only fetches are shadowed; data accesses are emulated.
+    MachineMprv,
+    /// Virtual S- or U-mode with `satp` Bare: untranslated, PMP as S/U-mode sees it.
+    Bare,
+    /// Virtual S-mode with Sv39.
+    Supervisor { sum: bool, mxr: bool },
+    /// Virtual U-mode with Sv39.
+    User { mxr: bool },
+}
+
+impl Regime {
+    /// Number of regimes (and so of shadow roots).
+    pub const COUNT: usize = 9;
+
+    /// The regime `hart` is in now.
+    pub fn of(hart: &Hart) -> Self {
+        let status = hart.csrs.mstatus;
+        let mxr = status & mstatus::MXR != 0;
+        let paged = Satp(hart.csrs.satp).mode() == SATP_MODE_SV39;
+        match hart.privilege {
+            Privilege::Machine => {
+                let mpp = Privilege::from_bits(status >> mstatus::MPP_SHIFT);
+                if status & mstatus::MPRV != 0 && mpp != Some(Privilege::Machine) {
+                    Regime::MachineMprv
+                } else {
+                    Regime::Machine
+                }
+            }
+            _ if !paged => Regime::Bare,
+            Privilege::Supervisor => Regime::Supervisor { sum: status & mstatus::SUM != 0, mxr },
+            Privilege::User => Regime::User { mxr },
+        }
+    }
+
+    /// Index of this regime's root, `0..COUNT`.
+    pub const fn index(self) -> usize {
+        match self {
+            Regime::Machine => 0,
+            Regime::MachineMprv => 1,
+            Regime::Bare => 2,
+            Regime::Supervisor { sum, mxr } => 3 + 2 * sum as usize + mxr as usize,
+            Regime::User { mxr } => 7 + mxr as usize,
+        }
+    }
+}
+
+/// What [`ShadowTables::fill`] did about a real page fault. See the module's call-order contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillOutcome {
+    /// A shadow leaf now permits the access: fence the address and resume the guest.
+    Filled,
+    /// The guest's own translation (or its PMP, or the real map's permissions) refuses the access: inject this.
+    GuestFault(Fault),
+    /// A load or store whose guest real address is in no real map extent: serve it as MMIO (or inject an access
+    /// fault).
+    NotRam { guest_real: u64 },
+    /// Legal, but not expressible by a shadow leaf: emulate this one instruction.
+    Emulate,
+}
+
+/// A fixed pool of `POOL` shadow table pages and the roots built in it.
+///
+/// On the board it lives in a static; M-mode runs with paging bare, so the address of a page (`ptr as u64`) is
+/// its host physical address, which is what shadow PTEs hold. If the value is moved after tables were built, the
+/// next call notices the new address and flushes.
+pub struct ShadowTables<const POOL: usize> {
+    pages: [ShadowPage; POOL],
+    /// Pages `0..used` are in use; the rest are free (zeroed when handed out).
+    used: usize,
+    /// Pool page of each regime's root, or `NO_ROOT`.
+    roots: [u16; Regime::COUNT],
+    /// The guest `satp` and PMP the current tables were built for.
+    built_for_satp: u64,
+    built_for_pmp: Option<Pmp>,
+    /// Address of `pages` when the current tables were built.
+    built_at: u64,
+    /// Bumped by every flush.
+    generation: u64,
+}
+
+impl<const POOL: usize> Default for ShadowTables<POOL> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const POOL: usize> ShadowTables<POOL> {
+    const POOL_FITS: () = assert!(POOL >= 3 && POOL < NO_ROOT as usize, "a fill needs 3 pages; indices are u16");
+
+    /// An empty pool: no roots, every page free.
+    pub const fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::POOL_FITS;
+        Self {
+            pages: [const { ShadowPage([0; TABLE_ENTRIES]) }; POOL],
+            used: 0,
+            roots: [NO_ROOT; Regime::COUNT],
+            built_for_satp: 0,
+            built_for_pmp: None,
+            built_at: 0,
+            generation: 0,
+        }
+    }
+
+    /// Drops every shadow mapping and root. The board must execute a real `sfence.vma x0, x0` before the guest
+    /// runs again (the [`generation`](Self::generation) tells it).
+    pub fn flush_all(&mut self) {
+        self.used = 0;
+        self.roots = [NO_ROOT; Regime::COUNT];
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// The guest executed `sfence.vma` with these operands (`None` for x0). Flushes everything: see the module
+    /// documentation.
+    pub fn sfence_vma(&mut self, address: Option<u64>, asid: Option<u16>) {
+        let _ = (address, asid);
+        self.flush_all();
+    }
+
+    /// Changes whenever shadow PTEs were dropped: the board fences the real TLB when it differs from the value it
+    /// last fenced at.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Pool pages in use.
+    pub fn pages_in_use(&self) -> usize {
+        self.used
+    }
+
+    /// The table at host physical address `address`, when it is a page of this pool in use (for tests, debugging
+    /// dumps and anyone who walks the shadow tables as the MMU does).
+    pub fn table(&self, address: u64) -> Option<&[u64; TABLE_ENTRIES]> {
+        let index = self.index_of(address).filter(|&index| index < self.used)?;
+        self.pages.get(index).map(|page| &page.0)
+    }
+
+    /// Real `satp` (MODE = Sv39, ASID 0) for the hart's current regime ([`Regime::of`]), building an empty root if
+    /// there is none. Flushes first when the guest `satp` or PMP differ from what the tables were built for.
+    pub fn root_satp(&mut self, hart: &Hart) -> u64 {
+        self.sync(hart);
+        let regime = Regime::of(hart);
+        let root = match self.root(regime) {
+            Some(root) => root,
+            None => {
+                self.flush_all();
+                // An empty pool always has a page for a root (POOL >= 3).
+                self.root(regime).unwrap_or(0)
+            }
+        };
+        Satp::new(SATP_MODE_SV39, 0, self.page_address(root) >> PAGE_SHIFT).0
+    }
+
+    /// Handles a real page fault taken while the guest ran at `va` (= `mtval`) for `access`: installs the shadow
+    /// leaf for the page when the guest and the real map allow it, or says what else to do.
+    ///
+    /// `ram` is the VM's RAM (the guest's page tables are read, and their A/D bits set, in it); `ram_host_base` is
+    /// the host physical address of its first byte (`Ram::as_ptr() as u64` on the board), to which the real map's
+    /// host addresses (offsets into `ram`) are added. Nothing outside `ram` is ever mapped.
+    pub fn fill(
+        &mut self,
+        hart: &Hart,
+        ram: &mut Ram,
+        realmap: &VmRealMap,
+        ram_host_base: u64,
+        va: u64,
+        access: AccessType,
+    ) -> FillOutcome {
+        self.sync(hart);
+        let regime = Regime::of(hart);
+        let leaf = match resolve(hart, regime, ram, realmap, ram_host_base, va, access) {
+            Ok(leaf) => leaf,
+            Err(outcome) => return outcome,
+        };
+        if self.install(regime, va, leaf).is_some() {
+            return FillOutcome::Filled;
+        }
+        self.flush_all();
+        match self.install(regime, va, leaf) {
+            Some(()) => FillOutcome::Filled,
+            // Cannot happen: an empty pool of at least three pages holds one walk.
+            None => FillOutcome::Emulate,
+        }
+    }
+
+    /// Flushes when the guest `satp` or PMP, or the pool's address, changed since the tables were built.
+    fn sync(&mut self, hart: &Hart) {
+        let here = self.pages.as_ptr() as u64;
+        let same_pmp = self.built_for_pmp.as_ref() == Some(&hart.pmp);
+        if self.built_for_satp == hart.csrs.satp && same_pmp && self.built_at == here {
+            return;
+        }
+        if self.used != 0 {
+            self.flush_all();
+        }
+        self.built_for_satp = hart.csrs.satp;
+        if !same_pmp {
+            self.built_for_pmp = Some(hart.pmp.clone());
+        }
+        self.built_at = here;
+    }
+
+    fn page_address(&self, index: usize) -> u64 {
+        self.built_at + (index as u64) * PAGE_SIZE
+    }
+
+    fn index_of(&self, address: u64) -> Option<usize> {
+        let offset = address.checked_sub(self.built_at)?;
+        if offset % PAGE_SIZE != 0 {
+            return None;
+        }
+        usize::try_from(offset / PAGE_SIZE).ok().filter(|&index| index < POOL)
+    }
+
+    /// A zeroed page from the pool, or `None` when it is exhausted.
+    fn allocate(&mut self) -> Option<usize> {
+        let index = self.used;
+        self.pages.get_mut(index)?.0 = [0; TABLE_ENTRIES];
+        self.used += 1;
+        Some(index)
+    }
+
+    fn root(&mut self, regime: Regime) -> Option<usize> {
+        let slot = self.roots.get(regime.index()).copied().unwrap_or(NO_ROOT);
+        if slot != NO_ROOT {
+            return Some(slot as usize);
+        }
+        let root = self.allocate()?;
+        *self.roots.get_mut(regime.index())? = root as u16;
+        Some(root)
+    }
+
+    /// Writes `leaf` as the level-0 PTE of `va` under the regime's root, making tables on the way; `None` when the
+    /// pool ran out.
+    fn install(&mut self, regime: Regime, va: u64, leaf: u64) -> Option<()> {
+        let mut table = self.root(regime)?;
+        for level in [2u32, 1] {
+            let index = vpn(va, level);
+            let pte = *self.pages.get(table)?.0.get(index)?;
+            table = if pte & PteFlags::V.bits() != 0 {
+                self.index_of((pte >> 10) << PAGE_SHIFT)?
+            } else {
+                let next = self.allocate()?;
+                let pointer = make_pte(self.page_address(next) >> PAGE_SHIFT, PteFlags::V);
+                *self.pages.get_mut(table)?.0.get_mut(index)? = pointer;
+                next
+            };
+        }
+        *self.pages.get_mut(table)?.0.get_mut(vpn(va, 0))? = leaf;
+        Some(())
+    }
+}
+
+/// The 9-bit index of `va` at `level` of an Sv39 walk.
+fn vpn(va: u64, level: u32) -> usize {
+    ((va >> (PAGE_SHIFT + 9 * level)) & 0x1ff) as usize
+}
+
+fn pmp_kind(access: AccessType) -> AccessKind {
+    match access {
+        AccessType::Fetch => AccessKind::Fetch,
+        AccessType::Load => AccessKind::Load,
+        AccessType::Store => AccessKind::Store,
+    }
+}
+
+fn map_permission(access: AccessType) -> MapPerms {
+    match access {
+        AccessType::Fetch => MapPerms::X,
+        AccessType::Load => MapPerms::R,
+        AccessType::Store => MapPerms::W,
+    }
+}
+
+/// The shadow leaf PTE for the page of `va` in `regime`, or what to do instead. Follows the order of the
+/// emulation path (`mmu::Memory::translate`): guest walk (with A/D updates), PMP, real map.
+fn resolve(
+    hart: &Hart,
+    regime: Regime,
+    ram: &mut Ram,
+    realmap: &VmRealMap,
+    ram_host_base: u64,
+    va: u64,
+    access: AccessType,
+) -> Result<u64, FillOutcome> {
+    let access_fault = FillOutcome::GuestFault(Fault { exception: access.access_fault(), tval: va });
+    if regime == Regime::MachineMprv && access != AccessType::Fetch {
+        return Err(FillOutcome::Emulate);
+    }
+    // The guest's own translation: the guest real address, and which kinds of access its PTE grants.
+    let ctx = access_context(hart, access);
+    let (guest_real, guest_grants) = match regime {
+        Regime::Machine | Regime::Bare => (va, [true; 3]),
+        Regime::MachineMprv => (va, [true, false, false]),
+        Regime::Supervisor { .. } | Regime::User { .. } => {
+            let translation =
+                sv39::translate(&mut *ram, hart.csrs.satp, va, access, ctx).map_err(FillOutcome::GuestFault)?;
+            (translation.guest_real, AccessType::ALL.map(|kind| translation.permits(kind, ctx)))
+        }
+    };
+    // The guest's PMP, for this byte and then for the whole page.
+    let privilege = ctx.privilege;
+    let pmp = &hart.pmp;
+    let pmp_applies = privilege != Privilege::Machine || !pmp.machine_unrestricted();
+    if pmp_applies && !pmp.allows(guest_real, 1, pmp_kind(access), privilege) {
+        return Err(access_fault);
+    }
+    // The real map.
+    let Some(extent) = realmap.extent_of(guest_real) else {
+        // Code never runs from a device: the emulation engines raise this same fault.
+        return Err(if access == AccessType::Fetch { access_fault } else { FillOutcome::NotRam { guest_real } });
+    };
+    if !extent.perms.contains(map_permission(access)) {
+        return Err(access_fault);
+    }
+    // Where the page is in the VM's RAM slice: never anywhere else.
+    let page = guest_real & !(PAGE_SIZE - 1);
+    let host_offset = extent.host_of(page).0;
+    if extent.host_of(guest_real).0 >= ram.size() {
+        return Err(access_fault); // as the emulation engines' RAM access would
+    }
+    let host_page = ram_host_base.wrapping_add(host_offset);
+    let shadowable = is_canonical(va)
+        && host_offset.checked_add(PAGE_SIZE).is_some_and(|end| end <= ram.size())
+        && host_page & (PAGE_SIZE - 1) == 0
+        && ram_host_base.checked_add(host_offset).is_some_and(|end| end >> PHYSICAL_ADDRESS_BITS == 0);
+    if !shadowable {
+        return Err(FillOutcome::Emulate);
+    }
+    // What the leaf grants: each kind the guest, the real map and PMP (for the whole page) all allow.
+    let mut granted = [false; 3];
+    for ((slot, kind), guest_grants_kind) in granted.iter_mut().zip(AccessType::ALL).zip(guest_grants) {
+        *slot = guest_grants_kind
+            && extent.perms.contains(map_permission(kind))
+            && (!pmp_applies || pmp.allows(page, PAGE_SIZE, pmp_kind(kind), privilege));
+    }
+    let [fetch, load, store] = granted;
+    let mut flags = PteFlags::V | PteFlags::U | PteFlags::A | PteFlags::D;
+    flags.set(PteFlags::X, fetch);
+    flags.set(PteFlags::R, load);
+    // W without R is a reserved encoding: such a page is emulated.
+    flags.set(PteFlags::W, store && load);
+    let needed = match access {
+        AccessType::Fetch => PteFlags::X,
+        AccessType::Load => PteFlags::R,
+        AccessType::Store => PteFlags::W,
+    };
+    if !flags.contains(needed) {
+        return Err(FillOutcome::Emulate);
+    }
+    Ok(make_pte(host_page >> PAGE_SHIFT, flags))
+}
+
+#[cfg(test)]
+#[path = "shadow_tests.rs"]
+mod tests;
