@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use trapeze::cache::Eviction;
 use trapeze::dev::SerialBackend;
 use trapeze::exec::interp::Interpreter;
 use trapeze::exec::threaded::Threaded;
@@ -26,7 +27,8 @@ use crate::console::HostClock;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// An engine to measure (repeat for several); every engine by default. Engines: interp.
+    /// An engine to measure (repeat for several); every engine by default. Engines: interp, threaded,
+    /// tiny-flush, tiny-fifo, small-flush, small-fifo.
     #[arg(long = "engine", value_name = "ENGINE")]
     engines: Vec<String>,
     /// A workload to run (repeat for several); all by default. Workloads: int, mem, branch.
@@ -80,27 +82,51 @@ struct EngineEntry {
 /// Every engine, the reference first (speedups are relative to it). Another engine is one more entry.
 const ENGINES: &[EngineEntry] = &[
     EngineEntry { name: "interp", run: |image| measure(image, &mut Interpreter) },
-    EngineEntry { name: "threaded", run: measure_threaded::<32768, 2048, 4096> },
-    // A code cache far too small for the working set: what eviction costs.
-    EngineEntry { name: "tiny-cache", run: measure_threaded::<256, 16, 32> },
+    EngineEntry { name: "threaded", run: measure_threaded::<32768, 2048, 4096, 0> },
+    // Code caches too small for the working sets, under each eviction policy: what eviction costs, and which
+    // policy pays less. `tiny` (16 blocks) is the size the lockstep tests use; `small` (64 blocks) holds a
+    // good part of a workload's hot loop.
+    EngineEntry { name: "tiny-flush", run: measure_threaded::<256, 16, 32, 1> },
+    EngineEntry { name: "tiny-fifo", run: measure_threaded::<256, 16, 32, FIFO_REGIONS> },
+    EngineEntry { name: "small-flush", run: measure_threaded::<1024, 64, 128, 1> },
+    EngineEntry { name: "small-fifo", run: measure_threaded::<1024, 64, 128, FIFO_REGIONS> },
 ];
 
-/// Runs `image` on a fresh threaded engine with the given code cache, noting the cache's figures.
-fn measure_threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize>(
+/// Regions of the FIFO caches measured (4: a quarter of the cache goes at a time).
+const FIFO_REGIONS: u32 = 4;
+
+/// Runs `image` on a fresh threaded engine with the given code cache, noting the cache's figures. `REGIONS`
+/// picks the eviction policy: 0 the engine's default, 1 flush-all, more FIFO over that many regions.
+fn measure_threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize, const REGIONS: u32>(
     image: &[u8],
 ) -> Result<Measurement, String> {
     let mut engine = Box::new(Threaded::<OPS, BLOCKS, MAP>::new());
+    match REGIONS {
+        0 => {}
+        1 => engine.cache_mut().set_eviction(Eviction::FlushAll),
+        regions => engine.cache_mut().set_eviction(Eviction::Fifo { regions }),
+    }
     let mut run = measure(image, &mut *engine)?;
     let cache = engine.cache().stats();
     let work = engine.stats();
     let hit_rate = 100.0 * cache.hits as f64 / cache.lookups.max(1) as f64;
+    let per_block = run.instructions.unwrap_or(0) as f64 / work.blocks_entered.max(1) as f64;
+    let chained = 100.0 * work.blocks_chained as f64 / work.blocks_entered.max(1) as f64;
     run.note = Some(format!(
-        "code cache {} KiB: {hit_rate:.2}% hits of {} lookups, {} blocks built, {} flushes, {} pages invalidated",
+        "code cache {} KiB, {}: {hit_rate:.2}% hits of {} lookups, {} blocks built, {} flushes, {} evictions, {} \
+         pages invalidated; \
+         {} blocks entered ({per_block:.1} instructions each), {chained:.1}% through a chained exit",
         core::mem::size_of::<Threaded<OPS, BLOCKS, MAP>>() / 1024,
+        match engine.cache().eviction() {
+            Eviction::FlushAll => "flush-all".to_string(),
+            Eviction::Fifo { regions } => format!("FIFO of {regions} regions"),
+        },
         cache.lookups,
         work.blocks_built,
         cache.flushes,
-        work.pages_invalidated
+        cache.evictions,
+        work.pages_invalidated,
+        work.blocks_entered,
     ));
     Ok(run)
 }

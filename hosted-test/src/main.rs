@@ -2,7 +2,8 @@
 //!
 //! `trapeze run IMAGE` boots IMAGE in M-mode the way `qemu-system-riscv64 -M virt -bios none -kernel IMAGE`
 //! does, runs it until it powers off (through the `sifive,test0` finisher or HTIF `tohost`) and exits with the
-//! guest's status; `--bios FW --kernel KERNEL` boots firmware and the next stage as QEMU does. With no image it
+//! guest's status; `--bios FW --kernel KERNEL` boots firmware and the next stage as QEMU does (`--bios builtin`:
+//! the VMM itself provides SBI and the kernel starts in S-mode, as after OpenSBI's fw_jump). With no image it
 //! runs the demo guest built from this repository. `trapeze bench` measures the engines (and QEMU) on the
 //! benchmark guests.
 
@@ -21,7 +22,8 @@ use trapeze::exec::threaded::Threaded;
 use trapeze::exec::Engine;
 use trapeze::hart::{Hart, HartConfig};
 use trapeze::isa;
-use trapeze::mem::{Ram, RAM_BASE};
+use trapeze::mem::sv39::{self, AccessType};
+use trapeze::mem::{mmu, Ram, RAM_BASE};
 use trapeze::trap::Exit;
 use trapeze::vm::boot;
 use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription};
@@ -54,7 +56,8 @@ enum Command {
 struct RunArgs {
     /// The guest image, run in M-mode; without one (and without --bios/--kernel), the bundled demo guest runs.
     image: Option<PathBuf>,
-    /// Firmware loaded at 0x8000_0000 and started in M-mode (e.g. OpenSBI's fw_jump or fw_dynamic).
+    /// Firmware loaded at 0x8000_0000 and started in M-mode (e.g. OpenSBI's fw_jump or fw_dynamic), or
+    /// `builtin`: no firmware image; the VMM provides SBI and the kernel starts in S-mode.
     #[arg(long)]
     bios: Option<PathBuf>,
     /// With --bios: the next stage, loaded at 0x8020_0000 (or at its ELF addresses). Alone: like IMAGE.
@@ -209,12 +212,16 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
         (Some(_), _, Some(image)) => {
             return Err(format!("{}: give the kernel with --kernel when --bios is used", image.display()))
         }
-        (Some(bios), kernel, None) => (Image::read(bios)?, kernel.as_deref().map(Image::read).transpose()?),
+        (Some(bios), None, None) if bios.as_os_str() == BUILTIN_FIRMWARE => {
+            return Err("--bios builtin needs --kernel".into())
+        }
+        (Some(bios), Some(kernel), None) if bios.as_os_str() == BUILTIN_FIRMWARE => (None, Some(Image::read(kernel)?)),
+        (Some(bios), kernel, None) => (Some(Image::read(bios)?), kernel.as_deref().map(Image::read).transpose()?),
         (None, Some(_), Some(image)) => {
             return Err(format!("{}: give either IMAGE or --kernel, not both", image.display()))
         }
-        (None, Some(path), None) | (None, None, Some(path)) => (Image::read(path)?, None),
-        (None, None, None) => (Image { name: "the demo guest".into(), bytes: DEMO_GUEST.to_vec() }, None),
+        (None, Some(path), None) | (None, None, Some(path)) => (Some(Image::read(path)?), None),
+        (None, None, None) => (Some(Image { name: "the demo guest".into(), bytes: DEMO_GUEST.to_vec() }), None),
     };
     let initrd = args.initrd.as_deref().map(Image::read).transpose()?;
     if initrd.is_some() && kernel.is_none() && args.bios.is_some() {
@@ -274,9 +281,13 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     }
 }
 
+/// `--bios builtin`: the VMM is the firmware.
+const BUILTIN_FIRMWARE: &str = "builtin";
+
 /// The images a run boots.
 struct BootPlan {
-    firmware: Image,
+    /// `None`: no firmware image; the VMM provides SBI and the kernel starts in S-mode (`--bios builtin`).
+    firmware: Option<Image>,
     kernel: Option<Image>,
     initrd: Option<Image>,
 }
@@ -296,7 +307,10 @@ fn build_machine<'a, S: SerialBackend>(
     backing.fill(0);
     let mut ram = Ram::new(RAM_BASE, backing);
     ram.attach_code_watch(code_pages);
-    let (entry, mut end, htif) = plan.firmware.load(&mut ram, RAM_BASE)?;
+    let (entry, mut end, htif) = match &plan.firmware {
+        Some(firmware) => firmware.load(&mut ram, RAM_BASE)?,
+        None => (RAM_BASE + boot::KERNEL_OFFSET, RAM_BASE, None),
+    };
     let mut next_stage = None;
     if let Some(kernel) = &plan.kernel {
         let (kernel_entry, kernel_end, _) = kernel.load(&mut ram, RAM_BASE + boot::KERNEL_OFFSET)?;
@@ -327,7 +341,9 @@ fn build_machine<'a, S: SerialBackend>(
     if let Some(path) = &args.dtb_out {
         std::fs::write(path, &blob).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    let (fdt, dynamic_info) = boot::place_devicetree(&mut ram, &blob, next_stage, end).map_err(|e| e.to_string())?;
+    // Without firmware there is no fw_dynamic info block to write.
+    let dynamic_next = next_stage.filter(|_| plan.firmware.is_some());
+    let (fdt, dynamic_info) = boot::place_devicetree(&mut ram, &blob, dynamic_next, end).map_err(|e| e.to_string())?;
 
     let mut devices = VirtDevices::new(console);
     if let Some(path) = &args.disk {
@@ -343,6 +359,10 @@ fn build_machine<'a, S: SerialBackend>(
         hart
     });
     let mut vm = Vm::new(harts, ram, devices, clock).map_err(|e| format!("building the machine: {e:?}"))?;
+    if plan.firmware.is_none() {
+        // As OpenSBI's fw_jump leaves it: hart 0 in S-mode at the kernel, the others HSM-stopped.
+        vm.boot_with_builtin_sbi(0, next_stage.unwrap_or(entry), fdt);
+    }
     if let Some(htif) = htif {
         vm.attach_htif(htif, htif_console);
     }
@@ -432,6 +452,23 @@ fn run_with<D: Devices, E: Engine>(vm: &mut Vm<'_, D>, engine: &mut E, args: &Ru
     }
 }
 
+/// The instruction word at `hart.pc`, read through the hart's own translation as it stood before the instruction
+/// ran (`None` when the fetch faulted). The engine has just fetched it, so the walk finds A already set and writes
+/// nothing; a faulting walk writes nothing either.
+fn fetched_word(ram: &mut Ram, hart: &Hart) -> Option<u32> {
+    // Parcel by parcel: the two halves of a 32-bit instruction may lie on different pages.
+    let mut parcel = |va: u64| {
+        let context = mmu::access_context(hart, AccessType::Fetch);
+        let translation = sv39::translate(ram, hart.csrs.satp, va, AccessType::Fetch, context).ok()?;
+        ram.load(translation.guest_real, 2).map(|half| half as u32)
+    };
+    let low = parcel(hart.pc)?;
+    if low & 0b11 != 0b11 {
+        return Some(low);
+    }
+    Some(low | parcel(hart.pc.wrapping_add(2))? << 16)
+}
+
 /// Runs one instruction at a time on the reference interpreter, printing what each did.
 fn run_traced<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut Interpreter, limit: Option<u64>) -> RunOutcome {
     use std::io::Write;
@@ -441,7 +478,7 @@ fn run_traced<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut Interpreter, limit: O
         if limit.is_some_and(|limit| vm.steps >= limit) {
             return RunOutcome::InstructionLimit;
         }
-        let before: Vec<(u64, [u64; 32])> = vm.harts.iter().map(|hart| (hart.pc, hart.x)).collect();
+        let before: Vec<Hart> = vm.harts.to_vec();
         let steps_before = vm.steps;
         let outcome = vm.run_slice(engine, 1);
         if vm.steps == steps_before {
@@ -452,14 +489,15 @@ fn run_traced<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut Interpreter, limit: O
             continue;
         }
         let (index, exit) = vm.last_exit;
-        let (pc, registers) = before[index];
-        let word = vm.ram.load(pc, 4).or_else(|| vm.ram.load(pc, 2)).unwrap_or(0) as u32;
-        let decoded = isa::decode(word);
+        let pc = before[index].pc;
+        let registers = before[index].x;
         let hart_prefix = if before.len() > 1 { format!("hart {index} ") } else { String::new() };
-        let mut line = if decoded.len == 2 {
-            format!("{hart_prefix}{pc:016x}: {:04x}      {}", word & 0xffff, decoded.inst)
-        } else {
-            format!("{hart_prefix}{pc:016x}: {word:08x}  {}", decoded.inst)
+        let mut line = match fetched_word(&mut vm.ram, &before[index]).map(|word| (word, isa::decode(word))) {
+            Some((word, decoded)) if decoded.len == 2 => {
+                format!("{hart_prefix}{pc:016x}: {:04x}      {}", word & 0xffff, decoded.inst)
+            }
+            Some((word, decoded)) => format!("{hart_prefix}{pc:016x}: {word:08x}  {}", decoded.inst),
+            None => format!("{hart_prefix}{pc:016x}: --------  (fetch faulted)"),
         };
         let hart = &vm.harts[index];
         if let Some((register, value)) = hart.x.iter().enumerate().find(|(i, v)| registers[*i] != **v) {

@@ -103,3 +103,30 @@ fn idle_guest_sleeps_in_wfi() {
     assert!(wall >= 1.4, "the guest waited only {wall:.3} s for a 1.5 s timer");
     assert!(cpu < 0.5 * wall, "the VMM used {cpu:.3} s of CPU in {wall:.3} s of wall time: it spins in wfi");
 }
+
+/// `--trace` shows the instruction at each pc as the hart fetched it, through the guest's page tables: the sv39
+/// guest runs user code at virtual addresses above 4 GiB, where no guest real memory exists, so a trace that read
+/// the pc as a real address would show nothing there.
+#[test]
+fn trace_disassembles_through_the_guest_page_tables() {
+    let output = Command::new(env!("CARGO_BIN_EXE_trapeze"))
+        .args(["run", "--trace", "--max-insns", "3000000", env!("TRAPEZE_GUEST_SV39")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the trapeze binary");
+    let trace = String::from_utf8_lossy(&output.stderr);
+    let virtual_lines: Vec<&str> = trace
+        .lines()
+        .filter(|line| u64::from_str_radix(line.split(':').next().unwrap_or(""), 16).is_ok_and(|pc| pc >> 32 != 0))
+        .filter(|line| !line.contains("fetch faulted"))
+        .collect();
+    assert!(
+        virtual_lines.len() >= 3,
+        "expected traced user code above 4 GiB, trace starts:\n{}",
+        trace.chars().take(2000).collect::<String>()
+    );
+    for line in &virtual_lines {
+        assert!(!line.contains("illegal"), "user code traced as an illegal instruction: {line}");
+    }
+    assert!(virtual_lines.iter().any(|line| line.contains("ecall")), "no ecall in the user code: {virtual_lines:?}");
+}

@@ -34,7 +34,12 @@ fn lookup_after_insert_returns_the_inserted_ops() {
     assert_eq!(cache.op(a, 3), None);
     assert_eq!(
         cache.block_info(a),
-        Some(BlockInfo { key: key(BASE), guest_len: 12, ops_len: 3, exits: [Some(BASE + 0x100), Some(BASE + 12)] })
+        Some(BlockInfo {
+            key: key(BASE),
+            guest_len: 12,
+            ops_len: 3,
+            exits: [Some(BASE + 0x100), Some(BASE + 12), None, None]
+        })
     );
     assert_eq!(cache.live_blocks(), 2);
     assert_eq!(cache.ops_used(), 5);
@@ -68,6 +73,41 @@ fn inserting_a_key_again_replaces_the_block() {
     assert_eq!(cache.ops(new), Some(&[2, 3][..]));
     assert_eq!(cache.live_blocks(), 1);
     assert_eq!(cache.stats().invalidations, 1);
+}
+
+#[test]
+fn exits_are_found_by_pc_and_followed_only_while_linked_and_live() {
+    let mut cache = Small::new(0);
+    let exits = [Some(BASE + 0x40), Some(BASE + 16), Some(BASE + 0x80), Some(BASE + 0xc0)];
+    let a = cache.insert(key(BASE), 16, exits, &ops(0, 4)).unwrap();
+    let side = cache.insert(key(BASE + 0xc0), 4, [None; 2], &ops(10, 2)).unwrap();
+    assert_eq!(cache.chained(a, BASE + 0xc0), Err(Some(ExitSlot::Side2)), "recorded, not linked");
+    assert_eq!(cache.chained(a, BASE + 0x80), Err(Some(ExitSlot::Side1)));
+    assert_eq!(cache.chained(a, BASE + 0x44), Err(None), "no exit recorded this pc");
+    assert_eq!(cache.hop(a, BASE + 0xc0), None);
+    assert!(cache.link(a, ExitSlot::Side2, side));
+    assert_eq!(cache.chained(a, BASE + 0xc0), Ok(side));
+    assert_eq!(cache.hop(a, BASE + 0xc0), Some((side, &[10, 11][..])));
+    assert_eq!(cache.hop(a, BASE + 0x80), None, "another exit is not linked");
+    // An exit learnt at run time replaces the slot's pc and its link.
+    assert!(cache.set_exit(a, ExitSlot::Side2, BASE + 0x80));
+    assert_eq!(cache.hop(a, BASE + 0xc0), None);
+    assert_eq!(cache.chained(a, BASE + 0x80), Err(Some(ExitSlot::Side1)), "the first slot with the pc");
+    assert!(cache.set_exit(a, ExitSlot::Side2, BASE + 0xc0));
+    assert_eq!(cache.chained(a, BASE + 0xc0), Err(Some(ExitSlot::Side2)), "unlinked by set_exit");
+    assert!(cache.link(a, ExitSlot::Side2, side));
+    // More exits than slots are refused.
+    assert_eq!(cache.insert(key(BASE + 0x100), 4, [None; EXITS + 1], &ops(0, 1)), Err(InsertError::TooManyExits));
+    // Once the successor goes, the link is never followed.
+    assert!(cache.invalidate_block(side));
+    assert_eq!(cache.hop(a, BASE + 0xc0), None);
+    assert_eq!(cache.chained(a, BASE + 0xc0), Err(Some(ExitSlot::Side2)));
+    // Nor from a stale source.
+    let side = cache.insert(key(BASE + 0xc0), 4, [None; 2], &ops(12, 1)).unwrap();
+    assert!(cache.link(a, ExitSlot::Side2, side));
+    assert!(cache.invalidate_block(a));
+    assert_eq!(cache.hop(a, BASE + 0xc0), None);
+    assert_eq!(cache.chained(a, BASE + 0xc0), Err(None));
 }
 
 #[test]
@@ -292,6 +332,8 @@ fn fifo_evicts_the_oldest_region_only() {
     let mut one_block = CodeCache::<u32, 8, 1, 2>::new(0);
     one_block.set_eviction(Eviction::Fifo { regions: 4 });
     assert_eq!(one_block.eviction(), Eviction::FlushAll, "a single record cannot be split");
+    let built = CodeCache::<u32, 64, 8, 16>::with_eviction(0, Eviction::Fifo { regions: 100 });
+    assert_eq!(built.eviction(), Eviction::Fifo { regions: 8 }, "clamped to the shape from the start");
 }
 
 #[test]
@@ -340,10 +382,10 @@ fn ops_with_handlers_run_from_the_cache() {
 fn the_hosted_size_is_boxed_on_a_small_stack() {
     let footprint = HostedCodeCache::<EngineOp>::FOOTPRINT;
     assert!(footprint < 1 << 20, "{footprint} bytes");
-    // Block record 120, map slot 24, page index head 4 (documented in the module).
-    assert_eq!(std::mem::size_of::<Block>(), 120);
+    // Block record 152, map slot 24, page index head 4 (documented in the module).
+    assert_eq!(std::mem::size_of::<Block>(), 152);
     assert_eq!(std::mem::size_of::<Slot>(), 24);
-    let expected = 32768 * 16 + 2048 * 120 + 4096 * 28;
+    let expected = 32768 * 16 + 2048 * 152 + 4096 * 28;
     assert_eq!(footprint, expected + 232);
     let handle = std::thread::Builder::new()
         .stack_size(2 << 20)
@@ -545,7 +587,12 @@ fn run_model<const OPS: usize, const BLOCKS: usize, const MAP: usize>(
                     let info = cache.block_info(id);
                     prop_assert_eq!(
                         info,
-                        Some(BlockInfo { key, guest_len: b.guest_len, ops_len: b.ops.len(), exits: b.exits })
+                        Some(BlockInfo {
+                            key,
+                            guest_len: b.guest_len,
+                            ops_len: b.ops.len(),
+                            exits: [b.exits[0], b.exits[1], None, None]
+                        })
                     );
                 }
                 None => {

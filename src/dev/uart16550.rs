@@ -199,6 +199,17 @@ impl<B: SerialBackend> Uart16550<B> {
         false
     }
 
+    /// Takes the next received byte without a register access (for a console that bypasses the UART, such as
+    /// the VMM's own SBI console): from the FIFO, else straight from the backend.
+    pub fn take_received(&mut self) -> Option<u8> {
+        if self.rx.is_empty() {
+            self.poll_input();
+        }
+        let byte = self.rx.pop_front();
+        self.poll_input();
+        byte
+    }
+
     /// Number of bytes waiting in the receive FIFO.
     pub fn rx_len(&self) -> usize {
         self.rx.len()

@@ -203,3 +203,142 @@ pub enum Loaded {
     /// The address falls outside RAM, on this guest real address.
     Device(u64),
 }
+
+/// The data-access context of one engine run, worked out once by [`Memory::data_path`] while nothing that it
+/// depends on can change (privilege, `mstatus`, `satp`, PMP and the real map only change outside an engine's
+/// `run`): an engine's load and store handlers try [`Memory::fast_load`] / [`Memory::fast_store`] with it and fall
+/// back to [`Memory::load`] / [`Memory::store`] when they return `None`.
+#[derive(Debug, Clone, Copy)]
+pub struct DataPath {
+    /// Loads and stores are translated by Sv39: a soft TLB hit with these keys is the fast path.
+    paged: bool,
+    load_key: TlbKey,
+    store_key: TlbKey,
+    /// Untranslated M-mode accesses with no PMP check: guest real `[window_base, window_base + window_limit)`
+    /// lands on host `window_host + (gpa - window_base)` (a real map extent readable and writable; `window_limit`
+    /// stops 7 bytes short of its end, so an access of up to 8 bytes starting below it stays inside). A limit of
+    /// 0 means no window: every access takes the full path.
+    window_base: u64,
+    window_limit: u64,
+    window_host: u64,
+    /// Fetches are translated by Sv39: a soft TLB hit with this key gives a fetch's RAM offset.
+    fetch_paged: bool,
+    fetch_key: TlbKey,
+    /// Untranslated M-mode fetches with no PMP check: guest real `[fetch_base, fetch_base + fetch_size)` lands on
+    /// host `fetch_host + (gpa - fetch_base)` (an executable real map extent; size 0: none).
+    fetch_base: u64,
+    fetch_size: u64,
+    fetch_host: u64,
+}
+
+impl Memory<'_, '_> {
+    /// The fast data-access context for `hart` as it is now (see [`DataPath`]); it stays valid while the hart's
+    /// privilege, `mstatus`, `satp` and PMP and the real map are unchanged.
+    pub fn data_path(&self, hart: &Hart) -> DataPath {
+        let ctx = access_context(hart, AccessType::Load);
+        let satp = Satp(hart.csrs.satp);
+        let paged = ctx.privilege != Privilege::Machine && satp.mode() == SATP_MODE_SV39;
+        let mut path = DataPath {
+            paged,
+            load_key: TlbKey::new(satp.asid(), AccessType::Load, ctx),
+            store_key: TlbKey::new(satp.asid(), AccessType::Store, ctx),
+            window_base: 0,
+            window_limit: 0,
+            window_host: 0,
+            fetch_paged: false,
+            fetch_key: TlbKey::new(satp.asid(), AccessType::Fetch, access_context(hart, AccessType::Fetch)),
+            fetch_base: 0,
+            fetch_size: 0,
+            fetch_host: 0,
+        };
+        let fetch_privilege = access_context(hart, AccessType::Fetch).privilege;
+        path.fetch_paged = fetch_privilege != Privilege::Machine && satp.mode() == SATP_MODE_SV39;
+        if fetch_privilege == Privilege::Machine && hart.pmp.machine_unrestricted() {
+            let ram_base = self.ram.base();
+            let extent = self.realmap.extents().iter().find(|e| e.contains(ram_base));
+            if let Some(extent) = extent.filter(|e| e.perms.contains(MapPerms::X)) {
+                path.fetch_base = extent.guest_base;
+                path.fetch_size = extent.size;
+                path.fetch_host = extent.host_base.0;
+            }
+        }
+        if !paged && ctx.privilege == Privilege::Machine && hart.pmp.machine_unrestricted() {
+            let ram_base = self.ram.base();
+            let extent = self.realmap.extents().iter().find(|e| e.contains(ram_base));
+            if let Some(extent) = extent.filter(|e| e.perms.contains(MapPerms::R | MapPerms::W)) {
+                path.window_base = extent.guest_base;
+                path.window_limit = extent.size.saturating_sub(7);
+                path.window_host = extent.host_base.0;
+            }
+        }
+        path
+    }
+
+    /// The RAM offset of an access of `size` (1..=8) bytes at `va` when `path` serves it without a walk, a PMP
+    /// check or a real map lookup: a soft TLB hit within one page, or an M-mode access inside the window.
+    #[inline(always)]
+    fn fast_offset(&self, path: &DataPath, va: u64, size: u64, key: TlbKey) -> Option<u64> {
+        if path.paged {
+            if (va & 0xfff) + size > 0x1000 {
+                return None;
+            }
+            self.tlb.lookup(va, key).map(|host| host.0)
+        } else {
+            let offset = va.wrapping_sub(path.window_base);
+            (offset < path.window_limit).then_some(path.window_host.wrapping_add(offset))
+        }
+    }
+
+    /// The RAM offset of an instruction fetch at `pc` when `path` serves it without a walk, a PMP check or a real
+    /// map lookup (a soft TLB hit, or an M-mode fetch inside the executable window): then PMP allows fetching the
+    /// whole page, as [`Memory::translate_page`] would say. `None`: the caller takes `translate_page`.
+    #[inline(always)]
+    pub fn fast_fetch(&self, path: &DataPath, pc: u64) -> Option<u64> {
+        if path.fetch_paged {
+            self.tlb.lookup(pc, path.fetch_key).map(|host| host.0)
+        } else {
+            let offset = pc.wrapping_sub(path.fetch_base);
+            (offset < path.fetch_size).then_some(path.fetch_host.wrapping_add(offset))
+        }
+    }
+
+    /// A load of `size` (1, 2, 4 or 8) bytes at `va` when the fast path serves it (zero-extended), `None`
+    /// when the caller must take [`Memory::load`] (the same result, or the fault or device access).
+    #[inline(always)]
+    pub fn fast_load(&self, path: &DataPath, va: u64, size: u64) -> Option<u64> {
+        let offset = self.fast_offset(path, va, size, path.load_key)? as usize;
+        let size = (size as usize).min(8);
+        let bytes = self.ram.bytes.get(offset..offset.checked_add(size)?)?;
+        let mut buf = [0u8; 8];
+        buf.get_mut(..size)?.copy_from_slice(bytes);
+        Some(u64::from_le_bytes(buf))
+    }
+
+    /// A store of the low `size` (1, 2, 4 or 8) bytes of `value` at `va` when the fast path serves it, `None`
+    /// when the caller must take [`Memory::store`] (nothing was written then). `Some(true)` says the store hit a
+    /// watched code page: [`Ram`] noted it as for any other write, and the engine must drop that page's
+    /// translations before it runs another block.
+    #[inline(always)]
+    pub fn fast_store(&mut self, path: &DataPath, va: u64, size: u64, value: u64) -> Option<bool> {
+        let offset = self.fast_offset(path, va, size, path.store_key)?;
+        // Within one page, so one watch bit covers it (the window does not check that by itself).
+        if (offset & 0xfff) + size > 0x1000 {
+            return None;
+        }
+        let offset = offset as usize;
+        let size = (size as usize).min(8);
+        let end = offset.checked_add(size)?;
+        if end > self.ram.bytes.len() {
+            return None;
+        }
+        let page = offset as u64 / super::PAGE_SIZE;
+        let code = self.ram.code_watch.as_ref().is_some_and(|watch| {
+            watch.watched.get((page / 64) as usize).is_some_and(|word| word & (1 << (page % 64)) != 0)
+        });
+        if code {
+            self.ram.note_write(offset, size);
+        }
+        self.ram.bytes.get_mut(offset..end)?.copy_from_slice(value.to_le_bytes().get(..size)?);
+        Some(code)
+    }
+}

@@ -5,7 +5,7 @@
 //! memory (A/D updates), and never serves an untranslated (M-mode or Bare) access: those bypass it.
 //!
 //! # Contract
-//! * Fill only after a successful [`translate`] of `va` under the current `satp`, with the
+//! * Fill only after a successful [`translate`](super::sv39::translate) of `va` under the current `satp`, with the
 //!   [`RealMapping`] of the translated guest real address, via [`SoftTlb::insert`]. Only RAM-like pages belong here;
 //!   device pages are not inserted (no real map extent) and always take the slow path.
 //! * Each entry stores the permissions of its leaf PTE (combined with the real map's R/W/X) precomputed for all
@@ -30,18 +30,16 @@
 //!    [`SoftTlb::lookup`]`(va, key)` -> host address; the access must not run past the 4 KiB page (a misaligned
 //!    access that crosses it takes the slow path for each part). In the hosted emulator the host address is an
 //!    offset into the `Ram` slice: [`Ram::load_at_offset`](super::Ram::load_at_offset) and friends.
-//! 3. Slow path: [`SoftTlb::resolve`] walks the guest tables ([`translate`], which sets
-//!    A/D), looks the guest real address up in the [`RealMap`], fills the TLB and returns where the access goes:
-//!    host memory ([`Target::Host`]), or a guest real address no extent maps ([`Target::Unmapped`]: the engine
-//!    exits with an MMIO access, and the dispatcher serves it from a device or injects an access fault). A
-//!    [`Fault`] is injected as is (`scause`/`mcause` = `exception`, `stval`/`mtval` = `tval`). Untranslated accesses
-//!    (M-mode, Bare) go through `resolve` too and are never cached.
+//! 3. Slow path: [`Memory::translate`](super::mmu::Memory::translate) — the one slow path there is — walks the
+//!    guest tables ([`translate`](super::sv39::translate), which sets A/D), checks PMP, looks the guest real
+//!    address up in the [`RealMap`](super::realmap::RealMap), fills the TLB when PMP allows the whole page, and
+//!    returns where the access goes: RAM, or a guest real address no extent maps (the engine exits with an MMIO
+//!    access, and the dispatcher serves it from a device or injects an access fault). A
+//!    [`Fault`](super::sv39::Fault) is injected as is (`scause`/`mcause` = `exception`, `stval`/`mtval` = `tval`).
+//!    Untranslated accesses (M-mode, Bare) never touch the TLB.
 
-use super::realmap::{HostAddr, MapPerms, RealMap, RealMapping};
-use super::sv39::{
-    translate, AccessContext, AccessType, Fault, PageTableMemory, Satp, Translation, PAGE_SHIFT, PAGE_SIZE,
-    SATP_MODE_SV39,
-};
+use super::realmap::{HostAddr, MapPerms, RealMapping};
+use super::sv39::{AccessContext, AccessType, Translation, PAGE_SHIFT, PAGE_SIZE};
 use crate::hart::Privilege;
 
 const VPN_BITS_PER_LEVEL: u32 = 9;
@@ -74,15 +72,6 @@ impl TlbKey {
     pub const fn new(asid: u16, access: AccessType, ctx: AccessContext) -> Self {
         Self { asid, bit: permission_bit(access, ctx) }
     }
-}
-
-/// Where an access goes once both levels of translation are done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Target {
-    /// Host memory, at this host address (the byte at `va`).
-    Host(HostAddr),
-    /// No real map extent holds this guest real address: a device, or a hole (access fault).
-    Unmapped(u64),
 }
 
 /// The real map permission an access needs.
@@ -198,39 +187,6 @@ impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
         };
         self.has_superpages |= translation.level > 0;
         true
-    }
-
-    /// The whole path of one access of kind `access` at `va` with effective context `ctx` under `satp`: a TLB
-    /// hit, or a walk of the guest tables in `mem` (setting A/D) and a real map lookup in `map`, after which the TLB
-    /// caches the translation. A page fault, an access fault on the tables, or an access fault because the real map
-    /// denies the access, is returned as a [`Fault`] with `tval` = `va`.
-    pub fn resolve<M: PageTableMemory + ?Sized, const N: usize>(
-        &mut self,
-        mem: &mut M,
-        map: &RealMap<N>,
-        satp: u64,
-        va: u64,
-        access: AccessType,
-        ctx: AccessContext,
-    ) -> Result<Target, Fault> {
-        let asid = Satp(satp).asid();
-        let translated = ctx.privilege != Privilege::Machine && Satp(satp).mode() == SATP_MODE_SV39;
-        if translated {
-            if let Some(host) = self.lookup(va, TlbKey::new(asid, access, ctx)) {
-                return Ok(Target::Host(host));
-            }
-        }
-        let translation = translate(mem, satp, va, access, ctx)?;
-        let Some(mapping) = map.lookup(translation.guest_real) else {
-            return Ok(Target::Unmapped(translation.guest_real));
-        };
-        if !mapping.perms.contains(map_permission(access)) {
-            return Err(Fault { exception: access.access_fault(), tval: va });
-        }
-        if translated {
-            self.insert(va, asid, &translation, mapping);
-        }
-        Ok(Target::Host(mapping.host))
     }
 
     /// `sfence.vma x0, x0`: forget everything.

@@ -194,12 +194,17 @@ fn superpage_pieces_are_flushed_together() {
     assert_eq!(tlb.occupancy(), 0);
 }
 
+/// The whole access path of the engines, [`Memory::translate`](crate::mem::mmu::Memory::translate), on top of
+/// this TLB: walk, PMP, real map, fill, and hits that a PTE change without a fence does not disturb.
 #[test]
-fn resolve_composes_walk_real_map_and_tlb() {
+fn memory_composes_walk_real_map_and_tlb() {
+    use crate::hart::{Exception, Hart, HartConfig};
+    use crate::mem::mmu::{Memory, Target, Tlb, VmRealMap};
+
     let mut backing = vec![0u8; 16 * 4096];
     let mut ram = Ram::new(RAM_BASE, &mut backing);
     let page = |n: u64| RAM_BASE + n * 4096;
-    let mut map = RealMap::<2>::new();
+    let mut map = VmRealMap::new();
     map.insert(Extent { guest_base: RAM_BASE, size: 12 * 4096, host_base: HostAddr(0x4000), perms: MapPerms::RWX })
         .unwrap();
     let rom = Extent { guest_base: page(12), size: 4 * 4096, host_base: HostAddr(0), perms: MapPerms::R | MapPerms::X };
@@ -213,42 +218,115 @@ fn resolve_composes_walk_real_map_and_tlb() {
     ram.store(page(2) + 16, 8, leaf(page(13))).unwrap();
     ram.store(page(2) + 24, 8, leaf(0x1000_0000)).unwrap();
     let satp = Satp::new(SATP_MODE_SV39, 3, page(0) >> 12).0;
-    let mut tlb = SoftTlb::<16>::new();
-    let go =
-        |tlb: &mut SoftTlb<16>, ram: &mut Ram, satp, va, access, ctx| tlb.resolve(ram, &map, satp, va, access, ctx);
+    let mut hart = Hart::new(HartConfig::rv64gc(0));
+    // PMP lets S and U mode reach everything (with no entry they reach nothing).
+    hart.pmp.write_addr(0, u64::MAX).unwrap();
+    hart.pmp.write_cfg(0, 0x1f).unwrap(); // A = NAPOT, R, W, X
+    hart.privilege = Privilege::Supervisor;
+    hart.csrs.satp = satp;
+    let mut tlb = Tlb::new();
+    let go = |tlb: &mut Tlb, ram: &mut Ram, hart: &Hart, va, access| {
+        Memory { ram, realmap: &map, tlb }.translate(hart, va, 1, access)
+    };
 
-    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1008, AccessType::Load, S), Ok(Target::Host(HostAddr(0x4000 + 0x5008))));
+    assert_eq!(go(&mut tlb, &mut ram, &hart, 0x1008, AccessType::Load), Ok(Target::Ram(0x4000 + 0x5008)));
     assert_eq!(tlb.occupancy(), 1);
-    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1010, AccessType::Store, S), Ok(Target::Host(HostAddr(0x9010))));
+    assert_eq!(go(&mut tlb, &mut ram, &hart, 0x1010, AccessType::Store), Ok(Target::Ram(0x9010)));
     // Now cached: a PTE change without a fence is not seen, one with a fence is.
     ram.store(page(2) + 8, 8, leaf(page(6))).unwrap();
-    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1010, AccessType::Store, S), Ok(Target::Host(HostAddr(0x9010))));
+    assert_eq!(go(&mut tlb, &mut ram, &hart, 0x1010, AccessType::Store), Ok(Target::Ram(0x9010)));
     tlb.sfence_vma(Some(0x1000), None);
-    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1010, AccessType::Store, S), Ok(Target::Host(HostAddr(0xa010))));
+    assert_eq!(go(&mut tlb, &mut ram, &hart, 0x1010, AccessType::Store), Ok(Target::Ram(0xa010)));
 
     // ROM: loads and fetches reach it, a store is an access fault at the virtual address.
-    assert_eq!(go(&mut tlb, &mut ram, satp, 0x2004, AccessType::Fetch, S), Ok(Target::Host(HostAddr(0x1004))));
-    let fault = Fault { exception: crate::hart::Exception::StoreAccessFault, tval: 0x2004 };
-    assert_eq!(go(&mut tlb, &mut ram, satp, 0x2004, AccessType::Store, S), Err(fault));
+    assert_eq!(go(&mut tlb, &mut ram, &hart, 0x2004, AccessType::Fetch), Ok(Target::Ram(0x1004)));
+    let fault = Fault { exception: Exception::StoreAccessFault, tval: 0x2004 };
+    assert_eq!(go(&mut tlb, &mut ram, &hart, 0x2004, AccessType::Store), Err(fault));
     // A device page: the guest real address comes back for the MMIO path, and nothing is cached.
     let before = tlb.occupancy();
-    assert_eq!(go(&mut tlb, &mut ram, satp, 0x3005, AccessType::Store, S), Ok(Target::Unmapped(0x1000_0005)));
+    assert_eq!(go(&mut tlb, &mut ram, &hart, 0x3005, AccessType::Store), Ok(Target::Device(0x1000_0005)));
     assert_eq!(tlb.occupancy(), before);
     // Page faults pass through.
-    let fault = Fault { exception: crate::hart::Exception::LoadPageFault, tval: 0x4000 };
-    assert_eq!(go(&mut tlb, &mut ram, satp, 0x4000, AccessType::Load, S), Err(fault));
-    assert_eq!(go(&mut tlb, &mut ram, satp, 0x1000, AccessType::Load, U).unwrap_err().tval, 0x1000);
+    let fault = Fault { exception: Exception::LoadPageFault, tval: 0x4000 };
+    assert_eq!(go(&mut tlb, &mut ram, &hart, 0x4000, AccessType::Load), Err(fault));
+    hart.privilege = Privilege::User;
+    assert_eq!(go(&mut tlb, &mut ram, &hart, 0x1000, AccessType::Load).unwrap_err().tval, 0x1000);
 
     // Untranslated accesses (M-mode, or Bare) go straight to the real map and are never cached.
     tlb.flush_all();
-    let machine = AccessContext::new(Privilege::Machine, false, false);
-    assert_eq!(
-        go(&mut tlb, &mut ram, satp, page(1) + 3, AccessType::Load, machine),
-        Ok(Target::Host(HostAddr(0x5003)))
-    );
-    assert_eq!(go(&mut tlb, &mut ram, 0, page(1) + 3, AccessType::Store, S), Ok(Target::Host(HostAddr(0x5003))));
-    assert_eq!(go(&mut tlb, &mut ram, 0, 0x1000_0000, AccessType::Load, U), Ok(Target::Unmapped(0x1000_0000)));
+    hart.privilege = Privilege::Machine;
+    assert_eq!(go(&mut tlb, &mut ram, &hart, page(1) + 3, AccessType::Load), Ok(Target::Ram(0x5003)));
+    hart.privilege = Privilege::Supervisor;
+    hart.csrs.satp = 0;
+    assert_eq!(go(&mut tlb, &mut ram, &hart, page(1) + 3, AccessType::Store), Ok(Target::Ram(0x5003)));
+    hart.privilege = Privilege::User;
+    assert_eq!(go(&mut tlb, &mut ram, &hart, 0x1000_0000, AccessType::Load), Ok(Target::Device(0x1000_0000)));
     assert_eq!(tlb.occupancy(), 0);
+    // Without a PMP entry, S and U mode reach nothing, translated or not.
+    hart.pmp.write_cfg(0, 0).unwrap();
+    let fault = Fault { exception: Exception::LoadAccessFault, tval: page(1) };
+    assert_eq!(go(&mut tlb, &mut ram, &hart, page(1), AccessType::Load), Err(fault));
+}
+
+/// The engines' fast data path serves exactly the accesses the full path would serve from RAM without a walk, and
+/// reports a store to a watched code page.
+#[test]
+fn the_fast_data_path_agrees_with_memory() {
+    use crate::hart::{Hart, HartConfig};
+    use crate::mem::mmu::{Loaded, Memory, Tlb, VmRealMap};
+
+    let mut backing = vec![0u8; 16 * 4096];
+    let mut watch = [0u64; 1];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let page = |n: u64| RAM_BASE + n * 4096;
+    ram.store(page(0), 8, make_pte(page(1) >> 12, PteFlags::V)).unwrap();
+    ram.store(page(1), 8, make_pte(page(2) >> 12, PteFlags::V)).unwrap();
+    let leaf = |pa: u64| make_pte(pa >> 12, PteFlags::V | PteFlags::R | PteFlags::W | PteFlags::A | PteFlags::D);
+    ram.store(page(2) + 8, 8, leaf(page(5))).unwrap(); // 0x1000 -> page 5
+    ram.store(page(2) + 16, 8, leaf(page(6))).unwrap(); // 0x2000 -> page 6
+    ram.store(page(5) + 0x10, 8, 0x1122_3344_5566_7788).unwrap();
+    ram.attach_code_watch(&mut watch);
+    let map = VmRealMap::for_ram(&ram).unwrap();
+    let mut tlb = Tlb::new();
+    let mut hart = Hart::new(HartConfig::rv64gc(0));
+    hart.pmp.write_addr(0, u64::MAX).unwrap();
+    hart.pmp.write_cfg(0, 0x1f).unwrap(); // A = NAPOT, R, W, X
+    hart.privilege = Privilege::Supervisor;
+    hart.csrs.satp = Satp::new(SATP_MODE_SV39, 1, page(0) >> 12).0;
+    let mut memory = Memory { ram: &mut ram, realmap: &map, tlb: &mut tlb };
+
+    // Translated: only a TLB hit is served, and it reads what the full path reads.
+    let path = memory.data_path(&hart);
+    assert_eq!(memory.fast_load(&path, 0x1010, 8), None, "a TLB miss takes the full path");
+    assert_eq!(memory.load(&hart, 0x1010, 8, AccessType::Load), Ok(Loaded::Value(0x1122_3344_5566_7788)));
+    assert_eq!(memory.fast_load(&path, 0x1010, 8), Some(0x1122_3344_5566_7788));
+    assert_eq!(memory.fast_load(&path, 0x1012, 2), Some(0x5566));
+    assert_eq!(memory.fast_load(&path, 0x1ffc, 8), None, "crosses the page");
+    assert_eq!(memory.fast_store(&path, 0x1020, 4, 0xdead_beef), Some(false));
+    assert_eq!(memory.load(&hart, 0x1020, 4, AccessType::Load), Ok(Loaded::Value(0xdead_beef)));
+    assert!(memory.ram.watch_code_page(5));
+    assert_eq!(memory.fast_store(&path, 0x1028, 1, 0xff), Some(true), "a store to watched code is reported");
+    assert!(memory.ram.has_dirty_code());
+    assert_eq!(memory.ram.take_dirty_code().pages(), Some(&[5][..]));
+    // A key built for another privilege does not hit: a U-mode path misses the S page.
+    hart.privilege = Privilege::User;
+    let user = memory.data_path(&hart);
+    assert_eq!(memory.fast_load(&user, 0x1010, 8), None);
+
+    // M-mode: the RAM window, and nothing outside RAM or within 7 bytes of its end.
+    hart.privilege = Privilege::Machine;
+    let machine = memory.data_path(&hart);
+    assert_eq!(memory.fast_load(&machine, page(5) + 0x10, 4), Some(0x5566_7788));
+    assert_eq!(memory.fast_load(&machine, 0x1000_0000, 1), None, "a device");
+    assert_eq!(memory.fast_load(&machine, RAM_BASE - 8, 8), None);
+    assert_eq!(memory.fast_load(&machine, page(16) - 4, 4), None, "the last bytes take the full path");
+    assert_eq!(memory.fast_store(&machine, page(7) + 4092, 8, 0), None, "crosses a page");
+    assert_eq!(memory.fast_store(&machine, page(7), 8, 7), Some(false));
+    assert_eq!(memory.ram.load(page(7), 8), Some(7));
+    // A locked PMP entry binds M-mode too: no window then.
+    hart.pmp.write_cfg(0, 0x9f).unwrap(); // L, A = NAPOT, R, W, X
+    let locked = memory.data_path(&hart);
+    assert_eq!(memory.fast_load(&locked, page(5) + 0x10, 4), None);
 }
 
 // ---- model-based test: the TLB never disagrees with a fresh walk ----

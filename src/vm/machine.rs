@@ -4,15 +4,22 @@
 //! guest's memory model is sequential consistency (stronger than RVWMO, which any RISC-V program must accept).
 //! LR/SC is correct across harts because an SC checks its reservation's value in memory, as QEMU does. Policy
 //! (which devices, where, how long to run) is decided by whoever builds the `Vm`; nothing here is global.
+//!
+//! A VM runs its guest's own firmware in virtual M-mode, or, after [`Vm::boot_with_builtin_sbi`], has the VMM
+//! as its firmware: an `ecall` from S-mode is then served by [`super::sbi`], harts the guest has not started
+//! (HSM) never run, and the SBI timer deadlines raise `mip.STIP` before each slice.
 
 use crate::dev::htif::Htif;
 use crate::dev::{MachineRequest, MmioError, SerialBackend};
 use crate::exec::Engine;
-use crate::hart::Hart;
-use crate::mem::mmu::{Memory, Tlb, VmRealMap};
-use crate::mem::realmap::MapError;
+use crate::hart::{Exception, Hart};
+use crate::mem::mmu::{Loaded, Memory, Tlb, VmRealMap};
+use crate::mem::realmap::{MapError, MapPerms};
+use crate::mem::sv39::{AccessType, Fault};
 use crate::mem::Ram;
 use crate::trap::{Dispatcher, Exit, FlushScope, Platform, Resume};
+
+use super::sbi::{self, Sbi, SbiEnvironment};
 
 /// The machine timer's time base: `mtime` counts at 10 MHz, as on QEMU `virt`.
 pub const TIMEBASE_HZ: u64 = 10_000_000;
@@ -51,6 +58,15 @@ pub trait Devices {
     /// Whether a device holds host input the guest has not read.
     fn input_pending(&self) -> bool {
         false
+    }
+    /// Writes `bytes` to the machine's console (the one its UART uses), for the VMM's own SBI console; returns
+    /// how many it took. A machine without a console discards them.
+    fn console_write(&mut self, bytes: &[u8]) -> usize {
+        bytes.len()
+    }
+    /// The next byte of console input for the VMM's own SBI console, `None` when none is ready (never blocks).
+    fn console_read(&mut self) -> Option<u8> {
+        None
     }
 }
 
@@ -117,6 +133,8 @@ pub struct Vm<'a, D: Devices> {
     pub last_exit: (usize, Exit),
     /// HTIF `tohost`/`fromhost`, polled between slices as Spike does, and the console its output goes to.
     htif: Option<(Htif, &'a mut dyn SerialBackend)>,
+    /// The VMM's own SBI when the VM has no firmware of its own (`None`: the guest's firmware runs in M-mode).
+    sbi: Option<Sbi>,
 }
 
 /// The machine around one hart, as the dispatcher sees it.
@@ -140,6 +158,78 @@ impl<D: Devices> Platform for MachinePlatform<'_, '_, D> {
         match scope {
             FlushScope::All => self.tlb.flush_all(),
             FlushScope::Sfence { address, asid } => self.tlb.sfence_vma(address, asid),
+        }
+    }
+}
+
+/// The machine as the VMM's own SBI sees it.
+struct FirmwareEnvironment<'v, 'a, D> {
+    devices: &'v mut D,
+    ram: &'v mut Ram<'a>,
+    realmap: &'v VmRealMap,
+    tlbs: &'v mut [Tlb; MAX_HARTS],
+}
+
+impl<D: Devices> FirmwareEnvironment<'_, '_, D> {
+    /// Whether `[addr, addr + len)` is RAM the real map grants `perms` on (a guest real address is physical).
+    fn granted(&self, addr: u64, len: u64, perms: MapPerms) -> bool {
+        self.ram.offset_of(addr, len).is_some() && (len == 0 || self.realmap.translate(addr, len, perms).is_some())
+    }
+}
+
+impl<D: Devices> SbiEnvironment for FirmwareEnvironment<'_, '_, D> {
+    fn time(&mut self) -> u64 {
+        self.devices.mtime()
+    }
+    fn console_write(&mut self, bytes: &[u8]) -> usize {
+        self.devices.console_write(bytes)
+    }
+    fn console_read(&mut self) -> Option<u8> {
+        self.devices.console_read()
+    }
+    fn read_physical(&mut self, addr: u64, buf: &mut [u8]) -> bool {
+        if !self.granted(addr, buf.len() as u64, MapPerms::R) {
+            return false;
+        }
+        match self.ram.slice(addr, buf.len() as u64) {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+    fn write_physical(&mut self, addr: u64, bytes: &[u8]) -> bool {
+        if !self.granted(addr, bytes.len() as u64, MapPerms::W) {
+            return false;
+        }
+        match self.ram.slice_mut(addr, bytes.len() as u64) {
+            Some(target) => {
+                target.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+    fn physical_accessible(&self, addr: u64, len: u64) -> bool {
+        self.granted(addr, len, MapPerms::R)
+    }
+    fn executable(&self, addr: u64) -> bool {
+        addr.is_multiple_of(2) && self.granted(addr, 2, MapPerms::X)
+    }
+    fn load_virtual(&mut self, index: usize, hart: &Hart, va: u64) -> Result<u64, Fault> {
+        let tlb = self.tlbs.get_mut(index).ok_or(Fault { exception: Exception::LoadAccessFault, tval: va })?;
+        let mut memory = Memory { ram: &mut *self.ram, realmap: self.realmap, tlb };
+        match memory.load(hart, va, 8, AccessType::Load)? {
+            Loaded::Value(value) => Ok(value),
+            Loaded::Device(_) => Err(Fault { exception: Exception::LoadAccessFault, tval: va }),
+        }
+    }
+    fn flush_translations(&mut self, index: usize, scope: FlushScope) {
+        let Some(tlb) = self.tlbs.get_mut(index) else { return };
+        match scope {
+            FlushScope::All => tlb.flush_all(),
+            FlushScope::Sfence { address, asid } => tlb.sfence_vma(address, asid),
         }
     }
 }
@@ -179,7 +269,28 @@ impl<'a, D: Devices> Vm<'a, D> {
             steps: 0,
             last_exit: (0, Exit::BudgetExhausted),
             htif: None,
+            sbi: None,
         })
+    }
+
+    /// Boots with the VMM as the firmware (`--bios builtin`): hart `boot_hart` enters S-mode at `entry` with
+    /// `a0` = its hart id and `a1` = `devicetree`, as OpenSBI's `fw_jump` would leave it; every other hart is
+    /// HSM-STOPPED until the guest starts it. From then on an `ecall` from S-mode is served by [`sbi::Sbi`].
+    pub fn boot_with_builtin_sbi(&mut self, boot_hart: usize, entry: u64, devicetree: u64) {
+        let boot_hart = boot_hart.min(self.harts.len() - 1);
+        let hart = &mut self.harts[boot_hart];
+        let hart_id = hart.config.hart_id;
+        sbi::enter_supervisor(hart, entry, hart_id, devicetree);
+        for tlb in &mut self.tlbs {
+            tlb.flush_all();
+        }
+        self.waiting = [false; MAX_HARTS];
+        self.sbi = Some(Sbi::new(self.harts.len(), boot_hart));
+    }
+
+    /// The VMM's own SBI, when the VM boots without firmware.
+    pub fn sbi(&self) -> Option<&Sbi> {
+        self.sbi.as_ref()
     }
 
     /// Serves the HTIF protocol at the `tohost`/`fromhost` words `htif` names, with output to `console`.
@@ -209,7 +320,14 @@ impl<'a, D: Devices> Vm<'a, D> {
         if self.devices.input_pending() {
             return;
         }
-        let deadline = self.devices.ticks_until_deadline();
+        let mut deadline = self.devices.ticks_until_deadline();
+        if let Some(sbi) = &self.sbi {
+            let firmware = sbi.ticks_until_deadline(self.devices.mtime());
+            deadline = match (deadline, firmware) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         match (self.time_source, deadline) {
             (TimeSource::Instructions { .. }, Some(ticks)) => {
                 self.skipped_ticks = self.skipped_ticks.wrapping_add(ticks.max(1))
@@ -237,10 +355,18 @@ impl<'a, D: Devices> Vm<'a, D> {
     pub fn run_slice(&mut self, engine: &mut impl Engine, budget: u64) -> Option<RunOutcome> {
         let now = self.now();
         self.devices.update(now, &mut self.harts);
+        if let Some(sbi) = &mut self.sbi {
+            sbi.update_timers(now, &mut self.harts);
+        }
         let Some(index) = self.next_runnable_hart() else {
             self.idle();
             return None;
         };
+        if let Some(sbi) = &mut self.sbi {
+            if sbi.wake(index, &mut self.harts[index]) {
+                self.tlbs[index].flush_all();
+            }
+        }
         let hart = &mut self.harts[index];
         if let Some(code) = hart.pending_interrupt() {
             hart.take_trap(true, code, 0);
@@ -254,6 +380,9 @@ impl<'a, D: Devices> Vm<'a, D> {
         let retired = hart.instret.wrapping_sub(retired_before);
         self.steps = self.steps.wrapping_add(retired + (exit != Exit::BudgetExhausted) as u64);
         self.last_exit = (index, exit);
+        if let (Some(_), Exit::Exception { cause: Exception::EcallFromS, .. }) = (&self.sbi, exit) {
+            return self.firmware_call(index);
+        }
         let mut platform = MachinePlatform { devices: &mut self.devices, ram: &mut self.ram, tlb };
         match self.dispatcher.dispatch(exit, hart, &mut platform) {
             Resume::Continue => {}
@@ -264,11 +393,41 @@ impl<'a, D: Devices> Vm<'a, D> {
         htif.poll(&mut self.ram, console).map(RunOutcome::from)
     }
 
-    /// The next hart, round-robin, that is not parked in `wfi` (a pending interrupt unparks it).
+    /// Serves an `ecall` from S-mode on hart `index` with the VMM's own SBI.
+    fn firmware_call(&mut self, index: usize) -> Option<RunOutcome> {
+        let sbi = self.sbi.as_mut()?;
+        let mut environment = FirmwareEnvironment {
+            devices: &mut self.devices,
+            ram: &mut self.ram,
+            realmap: &self.realmap,
+            tlbs: &mut self.tlbs,
+        };
+        let resume = sbi.call(index, &mut self.harts, &mut environment);
+        for (other, waiting) in self.waiting.iter_mut().enumerate() {
+            // A stopped hart waits for nothing; started again, it runs at once.
+            if !sbi.may_run(other) {
+                *waiting = false;
+            }
+        }
+        match resume {
+            Resume::Continue => None,
+            Resume::WaitForInterrupt => {
+                self.waiting[index] = sbi.may_run(index);
+                None
+            }
+            Resume::Machine(request) => Some(request.into()),
+        }
+    }
+
+    /// The next hart, round-robin, that is not parked in `wfi` (a pending interrupt unparks it) nor stopped
+    /// by the VMM's own SBI.
     fn next_runnable_hart(&mut self) -> Option<usize> {
         let count = self.harts.len();
         for step in 0..count {
             let index = (self.next_hart + step) % count;
+            if self.sbi.as_ref().is_some_and(|sbi| !sbi.may_run(index)) {
+                continue;
+            }
             let runnable = !self.waiting[index] || self.harts[index].wake_up_pending();
             if runnable {
                 self.waiting[index] = false;
@@ -288,5 +447,133 @@ impl<'a, D: Devices> Vm<'a, D> {
 impl<D: Devices> core::fmt::Debug for Vm<'_, D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Vm").field("harts", &self.harts).field("steps", &self.steps).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::SerialBackend;
+    use crate::exec::interp::Interpreter;
+    use crate::hart::{HartConfig, Privilege};
+    use crate::isa::{self, BranchCond, Inst, OpImmKind};
+    use crate::mem::RAM_BASE;
+    use crate::vm::sbi::{eid, HartState};
+    use crate::vm::virt::VirtDevices;
+    use std::vec::Vec;
+
+    #[derive(Default)]
+    struct Recorder(Vec<u8>);
+
+    impl SerialBackend for Recorder {
+        fn write_byte(&mut self, byte: u8) {
+            self.0.push(byte);
+        }
+        fn read_byte(&mut self) -> Option<u8> {
+            None
+        }
+    }
+
+    struct FixedClock;
+
+    impl Clock for FixedClock {
+        fn now(&mut self) -> u64 {
+            0
+        }
+    }
+
+    /// `rd` = the 32-bit constant `value` (lui + addi).
+    fn li(rd: u8, value: i32) -> [Inst; 2] {
+        let upper = value.wrapping_add(0x800) & !0xfff;
+        [Inst::Lui { rd, imm: upper }, Inst::OpImm { op: OpImmKind::Addi, rd, rs1: rd, imm: value.wrapping_sub(upper) }]
+    }
+
+    /// An SBI call: a7 = `extension`, a6 = `function`, then `ecall`.
+    fn sbi_call(extension: u64, function: i32) -> Vec<Inst> {
+        let mut code = li(17, extension as i32).to_vec();
+        code.extend(li(16, function));
+        code.push(Inst::Ecall);
+        code
+    }
+
+    fn assemble(backing: &mut [u8], offset: usize, code: &[Inst]) {
+        for (index, inst) in code.iter().enumerate() {
+            let at = offset + 4 * index;
+            backing[at..at + 4].copy_from_slice(&isa::encode(inst).to_le_bytes());
+        }
+    }
+
+    const SECONDARY: usize = 0x400;
+
+    /// Hart 0 starts hart 1 at [`SECONDARY`] with opaque 'w', waits until it has stopped again, prints 'A'
+    /// through DBCN and shuts the machine down; hart 1 prints its opaque value and stops itself.
+    #[test]
+    fn builtin_sbi_starts_and_stops_harts_and_powers_off() {
+        let mut boot = Vec::new();
+        boot.extend(li(10, 1));
+        boot.push(Inst::Auipc { rd: 11, imm: 0 });
+        let auipc_at = 4 * (boot.len() as i32 - 1);
+        boot.push(Inst::OpImm { op: OpImmKind::Addi, rd: 11, rs1: 11, imm: SECONDARY as i32 - auipc_at });
+        boot.extend(li(12, b'w' as i32));
+        boot.extend(sbi_call(eid::HSM, 0));
+        let wait_loop = boot.len();
+        boot.extend(li(10, 1));
+        boot.extend(sbi_call(eid::HSM, 2));
+        boot.extend(li(5, HartState::Stopped as i32));
+        let back = 4 * (wait_loop as i32 - boot.len() as i32);
+        boot.push(Inst::Branch { cond: BranchCond::Ne, rs1: 11, rs2: 5, offset: back });
+        boot.extend(li(10, b'A' as i32));
+        boot.extend(sbi_call(eid::DBCN, 2));
+        boot.extend(li(10, 0));
+        boot.extend(li(11, 0));
+        boot.extend(sbi_call(eid::SRST, 0));
+        boot.push(Inst::Jal { rd: 0, offset: 0 });
+        let mut secondary = vec![Inst::OpImm { op: OpImmKind::Addi, rd: 10, rs1: 11, imm: 0 }];
+        secondary.extend(sbi_call(eid::DBCN, 2));
+        secondary.extend(sbi_call(eid::HSM, 1));
+        secondary.push(Inst::Jal { rd: 0, offset: 0 });
+
+        let mut backing = vec![0u8; 0x10000];
+        assemble(&mut backing, 0, &boot);
+        assemble(&mut backing, SECONDARY, &secondary);
+        let mut clock = FixedClock;
+        let harts = (0..2).map(|id| Hart::new(HartConfig::rv64gc(id)));
+        let devices: VirtDevices<'_, Recorder> = VirtDevices::new(Recorder::default());
+        let mut vm = Vm::new(harts, Ram::new(RAM_BASE, &mut backing), devices, &mut clock).unwrap();
+        vm.boot_with_builtin_sbi(0, RAM_BASE, 0x1234);
+        assert_eq!((vm.harts[0].privilege, vm.harts[0].x(11)), (Privilege::Supervisor, 0x1234));
+        assert_eq!(vm.sbi().and_then(|sbi| sbi.state(1)), Some(HartState::Stopped));
+
+        let outcome = vm.run(&mut Interpreter, Some(100_000));
+        assert_eq!(outcome, RunOutcome::PowerOff { code: 0 });
+        assert_eq!(vm.devices.uart.backend().0, b"wA");
+        assert_eq!(vm.sbi().and_then(|sbi| sbi.state(1)), Some(HartState::Stopped));
+        assert_eq!(vm.harts[1].pc, RAM_BASE + SECONDARY as u64 + 4 * 10, "hart 1 stopped at its hart_stop ecall");
+    }
+
+    /// A hart that arms the SBI timer and waits in `wfi` is woken by STIP once time reaches the deadline.
+    #[test]
+    fn builtin_sbi_timer_wakes_a_waiting_hart() {
+        let mut program = Vec::new();
+        // sie.STIE, then set_timer(now + 1000) and wfi.
+        program.extend(li(5, 1 << 5));
+        program.push(Inst::Csr { op: isa::CsrOp::Rs, rd: 0, src: 5, csr: isa::csr::SIE });
+        program.extend(li(10, 1000));
+        program.extend(sbi_call(eid::TIME, 0));
+        program.push(Inst::Wfi);
+        program.extend(li(10, 0));
+        program.extend(li(11, 0));
+        program.extend(sbi_call(eid::SRST, 0));
+        let mut backing = vec![0u8; 0x10000];
+        assemble(&mut backing, 0, &program);
+        let mut clock = FixedClock;
+        let devices: VirtDevices<'_, Recorder> = VirtDevices::new(Recorder::default());
+        let mut vm =
+            Vm::new([Hart::new(HartConfig::rv64gc(0))], Ram::new(RAM_BASE, &mut backing), devices, &mut clock).unwrap();
+        vm.set_time_source(TimeSource::Instructions { shift: 0 });
+        vm.boot_with_builtin_sbi(0, RAM_BASE, 0);
+        assert_eq!(vm.run(&mut Interpreter, Some(100_000)), RunOutcome::PowerOff { code: 0 });
+        assert!(vm.time() >= 1000, "time jumped to the SBI deadline while the hart waited");
+        assert_ne!(vm.harts[0].mip() & crate::isa::csr::interrupt::STI, 0, "STIP is pending");
     }
 }

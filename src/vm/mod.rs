@@ -5,4 +5,5 @@ pub mod loader;
 mod machine;
 pub use machine::{Clock, Devices, RunOutcome, TimeSource, Vm, VmError, MAX_HARTS, SLICE, TIMEBASE_HZ};
 pub mod boot;
+pub mod sbi;
 pub mod virt;

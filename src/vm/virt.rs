@@ -157,4 +157,12 @@ impl<S: SerialBackend, B: BlockBackend> Devices for VirtDevices<'_, S, B> {
     fn input_pending(&self) -> bool {
         self.uart.rx_len() > 0
     }
+
+    fn console_write(&mut self, bytes: &[u8]) -> usize {
+        self.uart.backend_mut().write_bytes(bytes)
+    }
+
+    fn console_read(&mut self) -> Option<u8> {
+        self.uart.take_received()
+    }
 }
