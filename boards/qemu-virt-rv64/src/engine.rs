@@ -64,8 +64,9 @@ pub struct NativeEngine {
     context: GuestContext,
     /// The VM's RAM partition in host physical addresses.
     partition: (u64, u64),
-    /// The last exit was the guest's `sfence.vma`: drop the shadow mappings before it runs again.
-    fence_pending: bool,
+    /// The last exit was the guest's `sfence.vma` with these operands (address, ASID): drop the shadow mappings
+    /// it covers before the guest runs again.
+    fence_pending: Option<(Option<u64>, Option<u16>)>,
     /// The real `satp` and shadow generation the hardware was last fenced at for this VM (`None`: fence again).
     fenced: Option<(u64, u64)>,
     /// The last fill, to notice a fill that does not let the access through (then the instruction is emulated).
@@ -81,7 +82,7 @@ impl NativeEngine {
             shadow,
             context: GuestContext::new(),
             partition,
-            fence_pending: false,
+            fence_pending: None,
             fenced: None,
             last_fill: None,
             stats: Stats::default(),
@@ -99,9 +100,8 @@ impl NativeEngine {
             *loaded = self.id;
             self.fenced = None;
         }
-        if self.fence_pending {
-            self.shadow.sfence_vma(None, None);
-            self.fence_pending = false;
+        if let Some((address, asid)) = self.fence_pending.take() {
+            self.shadow.sfence_vma(address, asid);
         }
     }
 
@@ -147,11 +147,14 @@ impl NativeEngine {
         HostTrap { mcause: context.mcause, mtval: context.mtval, mepc: context.pc }
     }
 
-    fn finish(&mut self, exit: Exit) -> Exit {
+    fn finish(&mut self, hart: &Hart, exit: Exit) -> Exit {
         // The timer stays armed: if it fires before the next entry, that quantum just ends at once.
         self.stats.exits += 1;
-        if matches!(exit, Exit::System { inst: Inst::SfenceVma { .. }, .. }) {
-            self.fence_pending = true;
+        if let Exit::System { inst: Inst::SfenceVma { rs1, rs2 }, .. } = exit {
+            // The operands as the instruction reads them (the dispatcher changes no register for it).
+            let address = (rs1 != 0).then(|| hart.x(rs1));
+            let asid = (rs2 != 0).then(|| hart.x(rs2) as u16);
+            self.fence_pending = Some((address, asid));
         }
         exit
     }
@@ -178,7 +181,7 @@ impl Engine for NativeEngine {
                         defmt::warn!("vm {=usize}: PMP stopped an access at {=u64:#x}", self.id, trap.mtval);
                     }
                     self.last_fill = None;
-                    return self.finish(exit);
+                    return self.finish(hart, exit);
                 }
                 Action::ShadowMiss { va, access } => (va, access),
             };
@@ -197,15 +200,15 @@ impl Engine for NativeEngine {
                     hw::sfence_page(va);
                 }
                 FillOutcome::GuestFault(fault) => {
-                    return self.finish(Exit::Exception { cause: fault.exception, tval: fault.tval });
+                    return self.finish(hart, Exit::Exception { cause: fault.exception, tval: fault.tval });
                 }
                 FillOutcome::NotRam { guest_real } => {
-                    return self.finish(native::mmio_exit(hart, memory, guest_real, va, access));
+                    return self.finish(hart, native::mmio_exit(hart, memory, guest_real, va, access));
                 }
                 FillOutcome::Emulate => {
                     self.stats.emulated += 1;
                     if let Err(exit) = interp::step(hart, memory) {
-                        return self.finish(exit);
+                        return self.finish(hart, exit);
                     }
                 }
             }

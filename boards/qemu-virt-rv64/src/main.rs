@@ -474,6 +474,76 @@ fn schedule(guests: &mut [Guest]) {
     }
 }
 
+/// Where a runner may place a Linux boot block (with `-m 1G` and QEMU's generic loader): a header (magic, kernel
+/// size, initrd size, command line) at this address, the kernel (a RISC-V `Image`) at +4 KiB and the initramfs
+/// right after it (4 KiB aligned).
+const LINUX_BLOCK: u64 = 0xa000_0000;
+const LINUX_MAGIC: u64 = u64::from_le_bytes(*b"TRPZLNX1");
+/// The Linux VM's RAM: 256 MiB of host memory above the block, outside the board's image.
+const LINUX_RAM: (u64, u64) = (0xa800_0000, 0xb800_0000);
+/// What the board types at the Linux VM's shell.
+const LINUX_SCRIPT: &[(&str, &str)] = &[
+    ("trapeze-initramfs:", ""),
+    ("# ", "echo answer=$((6 * 7))\n"),
+    ("\nanswer=42", ""),
+    ("# ", "uname -m\n"),
+    ("\nriscv64", ""),
+    ("# ", ""),
+];
+
+/// The Linux boot block's kernel, initrd and command line, when a runner placed one.
+fn linux_block() -> Option<(&'static [u8], &'static [u8], &'static str)> {
+    let header = LINUX_BLOCK as *const u64;
+    // SAFETY: the runner always gives QEMU 1 GiB, so the block's header lies in RAM; reading it has no effect.
+    let (magic, kernel_size, initrd_size, bootargs_len) = unsafe {
+        (
+            header.read_volatile(),
+            header.add(1).read_volatile(),
+            header.add(2).read_volatile(),
+            header.add(3).read_volatile(),
+        )
+    };
+    if magic != LINUX_MAGIC || bootargs_len > 256 || kernel_size.saturating_add(initrd_size) > 0x0700_0000 {
+        return None;
+    }
+    let kernel_start = LINUX_BLOCK + 0x1000;
+    let initrd_start = (kernel_start + kernel_size + 0xfff) & !0xfff;
+    // SAFETY: the runner placed these bytes, checked above to stay below the Linux VM's RAM; nothing writes them.
+    unsafe {
+        let kernel = core::slice::from_raw_parts(kernel_start as *const u8, kernel_size as usize);
+        let initrd = core::slice::from_raw_parts(initrd_start as *const u8, initrd_size as usize);
+        let bootargs = core::slice::from_raw_parts((LINUX_BLOCK + 32) as *const u8, bootargs_len as usize);
+        Some((kernel, initrd, core::str::from_utf8(bootargs).unwrap_or("console=ttyS0")))
+    }
+}
+
+/// A Linux VM: the kernel in virtual S-mode on the VMM's own SBI, with its initramfs and command line.
+fn linux_guest(index: usize, kernel: &[u8], initrd: &[u8], bootargs: &'static str) -> Guest {
+    // SAFETY: LINUX_RAM lies in QEMU's RAM (1 GiB), above the board's image and the boot block, and only this VM
+    // uses it.
+    let bytes =
+        unsafe { core::slice::from_raw_parts_mut(LINUX_RAM.0 as *mut u8, (LINUX_RAM.1 - LINUX_RAM.0) as usize) };
+    bytes.fill(0);
+    let size = bytes.len() as u64;
+    let mut guest = build_guest(index, "linux", "[linux] ", bytes, LINUX_SCRIPT, Expect::Script);
+    let ram = &mut guest.vm.ram;
+    let entry = RAM_BASE + KERNEL_OFFSET;
+    load_raw(kernel, entry, ram).unwrap_or_else(|e| panic!("linux: cannot load the kernel: {e:?}"));
+    let initrd_at = trapeze::vm::boot::initrd_address(ram, entry, initrd.len() as u64)
+        .unwrap_or_else(|e| panic!("linux: initrd: {e:?}"));
+    load_raw(initrd, initrd_at, ram).unwrap_or_else(|e| panic!("linux: cannot load the initrd: {e:?}"));
+    let mut description = MachineDescription::qemu_virt(1, size);
+    description.bootargs = Some(bootargs);
+    description.initrd = Some((initrd_at, initrd_at + initrd.len() as u64));
+    let mut blob = vec![0u8; 16 << 10];
+    let length = write_dtb(&description, &mut blob).unwrap_or_else(|e| panic!("linux: devicetree: {e:?}"));
+    let end = initrd_at + initrd.len() as u64;
+    let (devicetree, _) = place_devicetree(ram, &blob[..length], None, end)
+        .unwrap_or_else(|e| panic!("linux: cannot place the devicetree: {e:?}"));
+    guest.vm.boot_with_builtin_sbi(0, entry, devicetree);
+    guest
+}
+
 #[riscv_rt::entry]
 fn main() -> ! {
     BOOT_TIME.store(hw::mtime(), Ordering::Relaxed);
@@ -490,6 +560,21 @@ fn main() -> ! {
     println!("trapeze native VMM on qemu-virt-rv64: guests run in U-mode");
     defmt::info!("board up");
 
+    if let Some((kernel, initrd, bootargs)) = linux_block() {
+        println!("board: a Linux boot block is present: booting Linux alone ({bootargs})");
+        let mut guests = [linux_guest(0, kernel, initrd, bootargs)];
+        schedule(&mut guests);
+        let guest = &mut guests[0];
+        guest.vm.devices.inner.uart.backend_mut().flush();
+        hw::console_write("\n");
+        let played = guest.vm.devices.inner.uart.backend().script_done();
+        let stats = guest.engine.stats;
+        println!(
+            "linux: script played: {played}; {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta",
+            stats.entries, stats.fills, stats.emulated, stats.exits, stats.quanta
+        );
+        hw::exit(u32::from(!played))
+    }
     use Expect::{PowerOff, RunForever};
     let mut guests: Vec<Guest> = vec![
         make_guest(0, 0, "hello", "[vm0] ", Image::Elf(HELLO), PowerOff),
