@@ -12,11 +12,13 @@ fi
 rustup target add --toolchain "$toolchain" riscv64gc-unknown-none-elf thumbv7m-none-eabi
 rustup component add --toolchain "$toolchain" rustfmt clippy
 
-# Real firmware the suite boots: Debian's OpenSBI and U-Boot for QEMU virt.
+# Real firmware the suite boots: Debian's OpenSBI and U-Boot for QEMU virt; and QEMU itself, which boots the
+# native VMM board (boards/qemu-virt-rv64) in the board test.
 missing=()
 for package in opensbi u-boot-qemu; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+command -v qemu-system-riscv64 >/dev/null || missing+=(qemu-system-misc)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; }; then
@@ -28,13 +30,24 @@ fi
 # Debian's riscv64 kernel and busybox for the Linux boot test.
 ./tools/fetch-debian-riscv64.sh target/guest-images
 
+# The board's defmt log is decoded on the host by defmt-print, installed into target/tools.
+if [ ! -x target/tools/bin/defmt-print ]; then
+    echo "== installing defmt-print"
+    if ! cargo install --locked defmt-print --root target/tools; then
+        echo "error: the board test needs defmt-print: cargo install --locked defmt-print --root target/tools" >&2
+        exit 1
+    fi
+fi
+
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+(cd boards/qemu-virt-rv64 && cargo fmt -- --check && cargo clippy --release -- -D warnings)
 
-echo "== the no_std core on bare-metal targets"
+echo "== the no_std core on bare-metal targets, and the native VMM board"
 cargo build -p trapeze --target riscv64gc-unknown-none-elf
 cargo build -p trapeze --target thumbv7m-none-eabi
+(cd boards/qemu-virt-rv64 && cargo build --release)
 
 echo "== tests"
 log=$(mktemp)

@@ -2,6 +2,7 @@
 //! machine must decide. An engine never emulates a privileged instruction itself.
 
 pub mod interp;
+pub mod native;
 pub mod threaded;
 
 use crate::hart::Hart;

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Boots the board ELF ($1) under QEMU `virt` (-m 1G, no firmware). The console (the VMM's lines and each VM's
+# prefixed output, from the physical UART) goes to this script's stdout; the defmt stream goes to $DEFMT_OUT
+# (default: defmt.bin beside the ELF), decoded with `defmt-print -e ELF < FILE`. QEMU writes semihosting stdout,
+# which carries defmt, to its own stdout, so that is redirected to the file and the UART gets our stdout (fd 3).
+# QEMU's exit status is the board's: 0 when every VM passed.
+set -eu
+elf="$1"
+out="${DEFMT_OUT:-$elf.defmt}"
+extra=""
+# A Linux boot block (header, kernel, initramfs: see LINUX_BLOCK in src/main.rs) makes the board boot Linux.
+if [ -n "${LINUX_BLOCK_FILE:-}" ]; then
+    extra="-device loader,file=$LINUX_BLOCK_FILE,addr=0xa0000000,force-raw=on"
+fi
+exec 3>&1
+# shellcheck disable=SC2086
+exec qemu-system-riscv64 -M virt -m 1G -bios none -display none -monitor none -no-reboot \
+    -chardev file,id=console,path=/dev/fd/3 -serial chardev:console \
+    -semihosting-config enable=on,target=native \
+    $extra -kernel "$elf" >"$out"

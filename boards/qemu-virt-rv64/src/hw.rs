@@ -1,0 +1,169 @@
+//! The physical machine the VMM owns, QEMU `virt`: its UART 16550 (the console), the CLINT's machine timer, the
+//! `sifive,test0` finisher, PMP and `satp`. Each is a few registers written by hand.
+//!
+//! Only the VMM touches these: no guest access ever reaches them (guests run in U-mode behind PMP and shadow
+//! tables, and see virtual devices).
+
+use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// The UART 16550 of QEMU `virt`.
+const UART_BASE: usize = 0x1000_0000;
+/// Line status register, and its "transmit holding register empty" bit.
+const UART_LSR: usize = 5;
+const UART_LSR_THRE: u8 = 1 << 5;
+
+/// The CLINT: hart 0's `mtimecmp`.
+const CLINT_MTIMECMP0: usize = 0x0200_4000;
+
+/// The `sifive,test0` finisher.
+const FINISHER: usize = 0x10_0000;
+const FINISHER_PASS: u32 = 0x5555;
+const FINISHER_FAIL: u32 = 0x3333;
+
+/// Writes one byte to the physical console, waiting while the transmitter is full.
+pub fn console_write_byte(byte: u8) {
+    // SAFETY: the UART's registers are device memory at a fixed address of the `virt` map, accessed by bytes; only
+    // the VMM (M-mode, bare) runs this.
+    unsafe {
+        while read_volatile((UART_BASE + UART_LSR) as *const u8) & UART_LSR_THRE == 0 {}
+        write_volatile(UART_BASE as *mut u8, byte);
+    }
+}
+
+/// Writes `text` to the physical console.
+pub fn console_write(text: &str) {
+    text.bytes().for_each(console_write_byte);
+}
+
+/// The physical console as a `fmt::Write` sink.
+pub struct Console;
+
+impl core::fmt::Write for Console {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        console_write(text);
+        Ok(())
+    }
+}
+
+/// Prints to the physical console.
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        let _ = core::fmt::Write::write_fmt(&mut $crate::hw::Console, format_args!($($arg)*));
+        $crate::hw::console_write("\n");
+    }};
+}
+
+/// The machine timer (`mtime`), 10 MHz on QEMU `virt`, read through the `time` CSR: the same counter, without
+/// a device access (which costs QEMU far more than a CSR read).
+pub fn mtime() -> u64 {
+    riscv::register::time::read64()
+}
+
+/// The deadline hart 0's `mtimecmp` holds (`u64::MAX`: none), so it is written only when it must change.
+static ARMED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Arms the machine timer interrupt of hart 0 at absolute time `deadline` (`u64::MAX`: never).
+pub fn set_timer(deadline: u64) {
+    ARMED.store(deadline, Ordering::Relaxed);
+    // SAFETY: hart 0's `mtimecmp`, a 64-bit CLINT register at a fixed, aligned address of the `virt` map.
+    unsafe { write_volatile(CLINT_MTIMECMP0 as *mut u64, deadline) }
+}
+
+/// Makes the machine timer fire no later than `deadline`, writing `mtimecmp` only when the armed deadline has
+/// passed or is later: an earlier one left armed just ends a quantum early, which is always allowed.
+pub fn timer_no_later_than(deadline: u64, now: u64) {
+    let armed = ARMED.load(Ordering::Relaxed);
+    if armed <= now || armed > deadline {
+        set_timer(deadline);
+    }
+}
+
+/// Powers QEMU off through the finisher: status 0 passes, anything else fails with that code.
+pub fn exit(code: u32) -> ! {
+    let value = if code == 0 { FINISHER_PASS } else { (code << 16) | FINISHER_FAIL };
+    // SAFETY: the finisher's only register, at a fixed address of the `virt` map; writing it ends the machine.
+    unsafe { write_volatile(FINISHER as *mut u32, value) };
+    loop {
+        riscv::asm::wfi();
+    }
+}
+
+/// Sets the real `satp` (Sv39 shadow root, ASID 0) and drops every cached translation. The VMM runs in M-mode
+/// with MPRV = 0, so `satp` only affects the guest.
+pub fn set_satp(satp: u64) {
+    // SAFETY: M-mode with MPRV clear never translates, so changing satp cannot affect the VMM; the fence makes the
+    // new tables (all of whose pages were written before this call) visible to the next guest access.
+    unsafe { core::arch::asm!("csrw satp, {0}", "sfence.vma", in(reg) satp) }
+}
+
+/// Drops the cached translations of one virtual address (after a shadow fill).
+pub fn sfence_page(va: u64) {
+    // SAFETY: a fence has no effect on memory; it only makes a new shadow PTE visible to the guest's next access.
+    unsafe { core::arch::asm!("sfence.vma {0}, zero", in(reg) va) }
+}
+
+/// Walls U-mode into `[partition_start, partition_end)` (read, write, execute) and `[pool_start, pool_end)` (read
+/// only: hardware page walks of the shadow tables are checked as S-mode reads), and nothing else. All four
+/// bounds must be multiples of 4. M-mode is not restricted (no entry is locked).
+pub fn set_pmp(partition_start: u64, partition_end: u64, pool_start: u64, pool_end: u64) {
+    const TOR: u64 = 1 << 3;
+    const R: u64 = 1;
+    const RWX: u64 = 7;
+    // Entry 0 (OFF) holds the partition's start for entry 1 (TOR, RWX); entry 2 (OFF) the pool's start for
+    // entry 3 (TOR, R). Entries 4 and up stay OFF, so any other address fails for U-mode.
+    let cfg = ((TOR | RWX) << 8) | ((TOR | R) << 24);
+    // SAFETY: M-mode writes to unlocked PMP entries only restrict S/U-mode accesses; the fence makes the change
+    // visible to cached translations.
+    unsafe {
+        core::arch::asm!(
+            "csrw pmpcfg0, zero",
+            "csrw pmpaddr0, {a0}",
+            "csrw pmpaddr1, {a1}",
+            "csrw pmpaddr2, {a2}",
+            "csrw pmpaddr3, {a3}",
+            "csrw pmpcfg2, zero",
+            "csrw pmpcfg0, {cfg}",
+            "sfence.vma",
+            a0 = in(reg) partition_start >> 2,
+            a1 = in(reg) partition_end >> 2,
+            a2 = in(reg) pool_start >> 2,
+            a3 = in(reg) pool_end >> 2,
+            cfg = in(reg) cfg,
+        );
+    }
+}
+
+/// Sets up the machine for running guests: counters trap in U-mode (`mcounteren` = 0, so the VMM emulates
+/// `cycle`, `time` and `instret` with virtual values), nothing is delegated to S-mode, and only the machine
+/// timer interrupt is enabled (it ends a guest's quantum; `mstatus.MIE` stays clear, so the VMM itself is
+/// never interrupted).
+pub fn init_machine() {
+    set_timer(u64::MAX);
+    // SAFETY: M-mode CSR writes that only affect how lower modes trap and which interrupts are taken from them.
+    unsafe {
+        core::arch::asm!(
+            "csrw mcounteren, zero",
+            "csrw medeleg, zero",
+            "csrw mideleg, zero",
+            "csrw mie, {mtie}",
+            mtie = in(reg) 1u64 << 7,
+        );
+    }
+}
+
+/// The real `minstret` (QEMU without `-icount` counts host ticks there: monotonic, not instructions).
+pub fn minstret() -> u64 {
+    riscv::register::minstret::read64()
+}
+
+/// Waits for an interrupt (the machine timer) with interrupts globally masked: `wfi` still wakes on a pending
+/// enabled interrupt, which is left pending for the caller to clear.
+pub fn wait_for_timer(deadline: u64) {
+    set_timer(deadline);
+    while mtime() < deadline {
+        riscv::asm::wfi();
+    }
+    set_timer(u64::MAX);
+}

@@ -1,0 +1,658 @@
+//! `trapeze-board`: the native VMM on QEMU `virt` (rv64). It boots in M-mode (riscv-rt), brings up its console
+//! (the physical UART), heap (`linked_list_allocator`) and logging (`defmt` over semihosting, decoded on the
+//! host), then runs guest programs from this repository as VMs, each in its own RAM partition with its own
+//! console prefix, round-robin on the machine timer, natively in U-mode under `trapeze::vm::Vm` with the native
+//! engine. When every VM has powered off it prints one summary line and exits QEMU through the `sifive,test0`
+//! finisher: status 0 when every guest exited 0.
+//!
+//! The demo's guests run their own code in *virtual M-mode* (no SBI; the VMM's SBI is for S-mode guests): `hello`
+//! twice, `sv39` (which drives the shadow page tables through virtual S- and U-mode), `interrupts` (CLINT timer and
+//! software interrupts, delegation), `idle` (`wfi` until a timer deadline), `amo`, `fpu` (the FPU switched with the
+//! virtual `mstatus.FS`) and `arith`. `traps` is left out: its misaligned SC checks need the host to trap a
+//! misaligned SC that has no reservation, and QEMU 7.2 just fails it.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod engine;
+mod hw;
+mod switch;
+
+core::arch::global_asm!(include_str!("guests.S"));
+
+extern "C" {
+    static hostile_guest_start: u8;
+    static hostile_guest_end: u8;
+    static csr_loop_guest_start: u8;
+    static csr_loop_guest_end: u8;
+}
+
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use defmt_semihosting as _;
+use engine::{NativeEngine, POOL};
+use trapeze::dev::SerialBackend;
+use trapeze::dev::{MachineRequest, MmioError};
+use trapeze::exec::native;
+use trapeze::hart::{Hart, HartConfig};
+use trapeze::mem::shadow::ShadowTables;
+use trapeze::mem::{Ram, RAM_BASE};
+use trapeze::vm::boot::{place_devicetree, KERNEL_OFFSET};
+use trapeze::vm::fdt::{write_dtb, MachineDescription};
+use trapeze::vm::loader::{load_elf, load_raw};
+use trapeze::vm::virt::VirtDevices;
+use trapeze::vm::{Clock, Devices, RunOutcome, Vm};
+
+#[global_allocator]
+static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+
+/// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
+const VM_RAM_SIZE: usize = 16 << 20;
+/// How many VMs the board runs: the nine of the demo, U-Boot, and the two benchmark guests.
+const MAX_VMS: usize = 12;
+/// Partitions of [`VM_RAM_SIZE`]: every VM but U-Boot has one.
+const SMALL_PARTITIONS: usize = MAX_VMS - 1;
+/// The board stops waiting for its VMs after 100 s (then the ones not done fail).
+const GIVE_UP_TICKS: u64 = 1_000_000_000;
+/// A VM's turn on the hart: 1 ms of the 10 MHz machine timer, then the next VM runs.
+const TURN_TICKS: u64 = 10_000;
+
+/// A VM's RAM partition: page-aligned host memory, in .bss (zeroed at boot).
+#[repr(C, align(4096))]
+struct Partition<const SIZE: usize>([u8; SIZE]);
+
+static mut PARTITIONS: [Partition<VM_RAM_SIZE>; SMALL_PARTITIONS] =
+    [const { Partition([0; VM_RAM_SIZE]) }; SMALL_PARTITIONS];
+/// RAM of the U-Boot VM: U-Boot relocates itself to the top of RAM and keeps its heap there.
+const UBOOT_RAM_SIZE: usize = 64 << 20;
+static mut UBOOT_PARTITION: Partition<UBOOT_RAM_SIZE> = Partition([0; UBOOT_RAM_SIZE]);
+static mut SHADOWS: [ShadowTables<POOL>; MAX_VMS] = [const { ShadowTables::new() }; MAX_VMS];
+
+static HELLO: &[u8] = include_bytes!(env!("BOARD_GUEST_HELLO"));
+static SV39: &[u8] = include_bytes!(env!("BOARD_GUEST_SV39"));
+static INTERRUPTS: &[u8] = include_bytes!(env!("BOARD_GUEST_INTERRUPTS"));
+static IDLE: &[u8] = include_bytes!(env!("BOARD_GUEST_IDLE"));
+static AMO: &[u8] = include_bytes!(env!("BOARD_GUEST_AMO"));
+static FPU: &[u8] = include_bytes!(env!("BOARD_GUEST_FPU"));
+static ARITH: &[u8] = include_bytes!(env!("BOARD_GUEST_ARITH"));
+static BENCH_INT: &[u8] = include_bytes!(env!("BOARD_GUEST_BENCH_INT"));
+static UBOOT: &[u8] = include_bytes!(env!("BOARD_UBOOT"));
+/// What the board types at U-Boot, each once the text before it has appeared: stop autoboot, ask `version`, ask
+/// for the SBI implementation, sleep a second (timer), and wait for the answer.
+const UBOOT_SCRIPT: &[(&str, &str)] = &[
+    ("Hit any key to stop autoboot", "\n"),
+    ("=> ", "version\n"),
+    ("=> ", "sbi\n"),
+    ("=> ", "sleep 1; echo slept\n"),
+    ("\nslept", ""),
+];
+/// CSR reads the `csr-loop` guest makes (`guests.S`).
+const CSR_LOOP_TRAPS: u64 = 100_000;
+
+/// Longest console line a VM may write before it is flushed without its newline.
+const LINE_MAX: usize = 256;
+
+/// A VM's console: its UART output on the physical console, a whole line at a time (so the VMs' lines do not
+/// interleave), each prefixed with the VM's name; its input typed from a script, each line once the text before
+/// it has appeared.
+struct PrefixConsole {
+    prefix: &'static str,
+    line: heapless::Vec<u8, LINE_MAX>,
+    script: &'static [(&'static str, &'static str)],
+    /// The next step of `script`, and how many bytes of its expected text have been seen in a row.
+    step: usize,
+    matched: usize,
+    input: heapless::Deque<u8, 64>,
+}
+
+impl PrefixConsole {
+    fn new(prefix: &'static str, script: &'static [(&'static str, &'static str)]) -> Self {
+        Self { prefix, line: heapless::Vec::new(), script, step: 0, matched: 0, input: heapless::Deque::new() }
+    }
+
+    fn flush(&mut self) {
+        hw::console_write(self.prefix);
+        self.line.iter().copied().for_each(hw::console_write_byte);
+        self.line.clear();
+    }
+
+    /// Whether every step of the script has been played.
+    fn script_done(&self) -> bool {
+        self.step >= self.script.len()
+    }
+
+    /// Follows the output through the script's expected texts.
+    fn watch(&mut self, byte: u8) {
+        let Some(&(expect, send)) = self.script.get(self.step) else { return };
+        let expect = expect.as_bytes();
+        if expect.get(self.matched) == Some(&byte) {
+            self.matched += 1;
+        } else {
+            self.matched = usize::from(expect.first() == Some(&byte));
+        }
+        if self.matched == expect.len() {
+            self.matched = 0;
+            self.step += 1;
+            // The typed line shows in the console as the guest echoes it.
+            for &typed in send.as_bytes() {
+                let _ = self.input.push_back(typed);
+            }
+        }
+    }
+}
+
+impl SerialBackend for PrefixConsole {
+    fn write_byte(&mut self, byte: u8) {
+        self.watch(byte);
+        if self.line.push(byte).is_err() {
+            self.flush();
+            hw::console_write_byte(b'\n');
+            let _ = self.line.push(byte);
+        }
+        if byte == b'\n' {
+            self.flush();
+        }
+    }
+    fn read_byte(&mut self) -> Option<u8> {
+        self.input.pop_front()
+    }
+}
+
+/// Machine time at boot, so every VM's clock starts near 0.
+static BOOT_TIME: AtomicU64 = AtomicU64::new(0);
+/// The earliest absolute deadline an idle VM asked to sleep until in this round (`u64::MAX`: none).
+static IDLE_DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
+/// How many times a VM found every hart waiting for an interrupt.
+static IDLE_CALLS: AtomicU64 = AtomicU64::new(0);
+/// For each VM, the ticks it spent runnable while other VMs ran, or while the VMM worked for it: hidden from its
+/// clock.
+static STOLEN: [AtomicU64; MAX_VMS] = [const { AtomicU64::new(0) }; MAX_VMS];
+
+/// A VM's view of the machine timer: real time minus the time it was runnable but descheduled or the VMM worked
+/// on its exits, so a guest sees its time advance while it runs natively or sleeps, not while other VMs run or
+/// its privileged instructions and device accesses are emulated (its timer deadlines then come when it can take
+/// them, and a short deadline is not used up by emulation). `idle` never blocks (other VMs may be runnable): it records the deadline, and the scheduler
+/// sleeps when every VM is idle.
+struct BoardClock {
+    index: usize,
+}
+
+impl Clock for BoardClock {
+    fn now(&mut self) -> u64 {
+        let stolen = STOLEN.get(self.index).map_or(0, |stolen| stolen.load(Ordering::Relaxed));
+        hw::mtime().wrapping_sub(BOOT_TIME.load(Ordering::Relaxed)).wrapping_sub(stolen)
+    }
+    fn idle(&mut self, ticks: Option<u64>) {
+        // No deadline: look again after 10 ms.
+        let deadline = hw::mtime().saturating_add(ticks.unwrap_or(100_000).min(100_000));
+        IDLE_DEADLINE.fetch_min(deadline, Ordering::Relaxed);
+        IDLE_CALLS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A VM's devices (QEMU `virt`'s set), reporting every access no device serves: the dispatcher injects an
+/// access fault into the guest, and the VMM says so on the console and in its log.
+struct ReportingDevices {
+    vm: usize,
+    inner: VirtDevices<'static, PrefixConsole>,
+}
+
+impl ReportingDevices {
+    fn report<T>(&self, result: Result<T, MmioError>, addr: u64, what: &str) -> Result<T, MmioError> {
+        if result.is_err() {
+            println!("board: vm{}: {what} of {addr:#x} refused (no device there): access fault injected", self.vm);
+            defmt::warn!("vm {=usize}: access to {=u64:#x} refused, fault injected", self.vm, addr);
+        }
+        result
+    }
+}
+
+impl Devices for ReportingDevices {
+    fn read(&mut self, addr: u64, size: u8, ram: &mut Ram) -> Result<u64, MmioError> {
+        let result = self.inner.read(addr, size, ram);
+        self.report(result, addr, "load")
+    }
+    fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError> {
+        let result = self.inner.write(addr, size, value, ram);
+        self.report(result, addr, "store")
+    }
+    fn update(&mut self, now: u64, harts: &mut [Hart]) {
+        self.inner.update(now, harts)
+    }
+    fn mtime(&self) -> u64 {
+        self.inner.mtime()
+    }
+    fn ticks_until_deadline(&self) -> Option<u64> {
+        self.inner.ticks_until_deadline()
+    }
+    fn input_pending(&self) -> bool {
+        self.inner.input_pending()
+    }
+    fn console_write(&mut self, bytes: &[u8]) -> usize {
+        self.inner.console_write(bytes)
+    }
+    fn console_read(&mut self) -> Option<u8> {
+        self.inner.console_read()
+    }
+}
+
+type BoardVm = Vm<'static, ReportingDevices>;
+
+/// What a guest is expected to do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Power off with status 0.
+    PowerOff,
+    /// Never end (a hostile guest spinning with interrupts masked): it must be preempted while the others run,
+    /// and is stopped when they are done.
+    RunForever,
+    /// Play its console script to the end (an interactive guest, U-Boot); it is stopped then.
+    Script,
+}
+
+/// The image a guest boots.
+enum Image<'a> {
+    Elf(&'a [u8]),
+    /// A raw binary loaded and started at the start of RAM.
+    Raw(&'a [u8]),
+}
+
+/// One guest: its machine, its engine and how it ended.
+struct Guest {
+    /// The VM's number: its partition, shadow pool and clock.
+    index: usize,
+    name: &'static str,
+    vm: Box<BoardVm>,
+    engine: NativeEngine,
+    expect: Expect,
+    outcome: Option<RunOutcome>,
+    /// When the VM was last descheduled while runnable (`None`: it is idle or has not run yet).
+    descheduled_at: Option<u64>,
+}
+
+/// Builds VM `index` running `image` in virtual M-mode, in small partition `partition`.
+fn make_guest(
+    index: usize,
+    partition: usize,
+    name: &'static str,
+    prefix: &'static str,
+    image: Image,
+    expect: Expect,
+) -> Guest {
+    // SAFETY: each partition is given to one VM, so this is the only reference to it.
+    let bytes = unsafe { &mut (&mut *core::ptr::addr_of_mut!(PARTITIONS))[partition].0[..] };
+    let mut guest = build_guest(index, name, prefix, bytes, &[], expect);
+    let ram = &mut guest.vm.ram;
+    let entry = match image {
+        Image::Elf(elf) => load_elf(elf, ram).map(|loaded| loaded.entry),
+        Image::Raw(raw) => load_raw(raw, RAM_BASE, ram).map(|()| RAM_BASE),
+    };
+    let entry = entry.unwrap_or_else(|e| panic!("{name}: cannot load the guest: {e:?}"));
+    guest.vm.harts[0].reset(entry);
+    guest
+}
+
+/// Builds VM `index` (its shadow pool and clock) over `bytes`, its hart in reset.
+fn build_guest(
+    index: usize,
+    name: &'static str,
+    prefix: &'static str,
+    bytes: &'static mut [u8],
+    script: &'static [(&'static str, &'static str)],
+    expect: Expect,
+) -> Guest {
+    // SAFETY: each index is used once, so this is the only reference to shadow pool `index`.
+    let shadow = unsafe { &mut (&mut *core::ptr::addr_of_mut!(SHADOWS))[index] };
+    let start = bytes.as_ptr() as u64;
+    let partition = (start, start + bytes.len() as u64);
+    let ram = Ram::new(RAM_BASE, bytes);
+    let hart = Hart::new(HartConfig::rv64gc(0));
+    let devices = ReportingDevices { vm: index, inner: VirtDevices::new(PrefixConsole::new(prefix, script)) };
+    let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock { index }));
+    let vm = Vm::new([hart], ram, devices, clock).unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
+    defmt::info!("vm {=usize}: partition {=u64:#x}..{=u64:#x}", index, partition.0, partition.1);
+    Guest {
+        index,
+        name,
+        vm: Box::new(vm),
+        engine: NativeEngine::new(index + 1, shadow, partition),
+        expect,
+        outcome: None,
+        descheduled_at: None,
+    }
+}
+
+/// The U-Boot VM: Debian's U-Boot for QEMU `virt` in S-mode at 0x8020_0000, on the VMM's own SBI, with a
+/// devicetree for its machine, as `trapeze run --bios builtin --kernel u-boot.bin` boots it.
+fn uboot_guest(index: usize) -> Guest {
+    // SAFETY: the U-Boot partition is used by this one VM.
+    let bytes = unsafe { &mut (&mut *core::ptr::addr_of_mut!(UBOOT_PARTITION)).0[..] };
+    let mut guest = build_guest(index, "u-boot", "[vm9] ", bytes, UBOOT_SCRIPT, Expect::Script);
+    let ram = &mut guest.vm.ram;
+    let entry = RAM_BASE + KERNEL_OFFSET;
+    load_raw(UBOOT, entry, ram).unwrap_or_else(|e| panic!("u-boot: cannot load it: {e:?}"));
+    let description = MachineDescription::qemu_virt(1, UBOOT_RAM_SIZE as u64);
+    let mut blob = vec![0u8; 16 << 10];
+    let length = write_dtb(&description, &mut blob).unwrap_or_else(|e| panic!("u-boot: devicetree: {e:?}"));
+    let end = entry + UBOOT.len() as u64;
+    let (devicetree, _) = place_devicetree(ram, &blob[..length], None, end)
+        .unwrap_or_else(|e| panic!("u-boot: cannot place the devicetree: {e:?}"));
+    guest.vm.boot_with_builtin_sbi(0, entry, devicetree);
+    guest
+}
+
+/// The bytes between two symbols of `guests.S`.
+///
+/// # Safety
+/// `start` and `end` must bound one assembled guest in `guests.S` (in .rodata, which nothing writes).
+unsafe fn raw_image(start: *const u8, end: *const u8) -> &'static [u8] {
+    // SAFETY: the caller guarantees the range is one immutable object.
+    unsafe { core::slice::from_raw_parts(start, end as usize - start as usize) }
+}
+
+/// The hostile guest's code (`guests.S`).
+fn hostile_image() -> &'static [u8] {
+    // SAFETY: the two symbols bound the hostile guest in `guests.S`.
+    unsafe { raw_image(core::ptr::addr_of!(hostile_guest_start), core::ptr::addr_of!(hostile_guest_end)) }
+}
+
+/// The CSR-loop benchmark guest's code (`guests.S`).
+fn csr_loop_image() -> &'static [u8] {
+    // SAFETY: the two symbols bound the csr-loop guest in `guests.S`.
+    unsafe { raw_image(core::ptr::addr_of!(csr_loop_guest_start), core::ptr::addr_of!(csr_loop_guest_end)) }
+}
+
+/// Runs `guest` alone and returns the machine timer ticks it took, wall clock.
+fn time_alone(guest: Guest) -> (Guest, u64) {
+    let mut guests = [guest];
+    let start = hw::mtime();
+    schedule(&mut guests);
+    let ticks = hw::mtime().saturating_sub(start);
+    let [guest] = guests;
+    (guest, ticks)
+}
+
+/// The benchmarks, each VM alone on the hart: the cost of a trap round trip (a CSR read emulated by the VMM)
+/// and a CPU-bound guest's run time. Returns how many failed.
+fn benchmarks() -> usize {
+    let mut failures = 0;
+    let csr = make_guest(10, 9, "csr-loop", "[vm10] ", Image::Raw(csr_loop_image()), Expect::PowerOff);
+    let (csr, ticks) = time_alone(csr);
+    // 10 MHz: a tick is 100 ns.
+    let nanoseconds = ticks.saturating_mul(100) / CSR_LOOP_TRAPS;
+    println!(
+        "bench: trap round trip (CSR read emulated by the VMM): {nanoseconds} ns ({CSR_LOOP_TRAPS} in {} us, {} world switches)",
+        ticks / 10,
+        csr.engine.stats.entries
+    );
+    failures += (csr.outcome != Some(RunOutcome::PowerOff { code: 0 })) as usize;
+    let bench = make_guest(11, 10, "bench-int", "[vm11] ", Image::Elf(BENCH_INT), Expect::PowerOff);
+    let (bench, ticks) = time_alone(bench);
+    println!(
+        "bench: bench-int under the native VMM: {ticks} mtime ticks wall clock, {} running natively, {} world switches",
+        bench.engine.stats.guest_ticks, bench.engine.stats.entries
+    );
+    failures += (bench.outcome != Some(RunOutcome::PowerOff { code: 0 })) as usize;
+    failures
+}
+
+/// Ticks until the VM's next virtual timer deadline: its CLINT's, or the one its guest set through the VMM's
+/// SBI.
+fn ticks_until_deadline(vm: &BoardVm) -> Option<u64> {
+    let devices = vm.devices.ticks_until_deadline();
+    let firmware = vm.sbi().and_then(|sbi| sbi.ticks_until_deadline(vm.devices.mtime()));
+    match (devices, firmware) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Runs `guests` round-robin, a turn of [`TURN_TICKS`] each, until every one expected to power off has done so;
+/// sleeps on the real timer when every VM waits for an interrupt.
+fn schedule(guests: &mut [Guest]) {
+    loop {
+        let mut ran = false;
+        let mut all_idle = true;
+        IDLE_DEADLINE.store(u64::MAX, Ordering::Relaxed);
+        for guest in guests.iter_mut().filter(|guest| guest.outcome.is_none()) {
+            let index = guest.index;
+            ran = true;
+            if let (Some(since), Some(stolen)) = (guest.descheduled_at.take(), STOLEN.get(index)) {
+                stolen.fetch_add(hw::mtime().saturating_sub(since), Ordering::Relaxed);
+            }
+            // The VM's turn: slices (each ends at an exit the dispatcher serves) until its time quantum is used
+            // up, it waits for an interrupt or it ends. A slice runs no longer than until the VM's next timer
+            // deadline, which is delivered between slices.
+            let turn_end = hw::mtime().saturating_add(TURN_TICKS);
+            let mut went_idle;
+            loop {
+                let left = turn_end.saturating_sub(hw::mtime());
+                let until_deadline = ticks_until_deadline(&guest.vm).unwrap_or(u64::MAX);
+                let ticks = left.min(until_deadline).max(1);
+                let budget = ticks.saturating_mul(native::INSTRUCTIONS_PER_TICK);
+                let idle_calls = IDLE_CALLS.load(Ordering::Relaxed);
+                let (start, guest_ticks) = (hw::mtime(), guest.engine.stats.guest_ticks);
+                guest.outcome = guest.vm.run_slice(&mut guest.engine, budget);
+                went_idle = IDLE_CALLS.load(Ordering::Relaxed) != idle_calls;
+                if !went_idle {
+                    // The VMM's own work for the slice (world switches, the dispatcher, devices, the console) is
+                    // hidden from the guest's clock too: its time advances while it runs or sleeps.
+                    let spent = hw::mtime().saturating_sub(start);
+                    let overhead = spent.saturating_sub(guest.engine.stats.guest_ticks - guest_ticks);
+                    if let Some(stolen) = STOLEN.get(index) {
+                        stolen.fetch_add(overhead, Ordering::Relaxed);
+                    }
+                }
+                if guest.outcome.is_some() || went_idle || hw::mtime() >= turn_end {
+                    break;
+                }
+            }
+            all_idle &= went_idle;
+            if !went_idle {
+                guest.descheduled_at = Some(hw::mtime());
+            }
+        }
+        let waiting = guests.iter().any(|guest| match guest.expect {
+            Expect::PowerOff => guest.outcome.is_none(),
+            Expect::Script => guest.outcome.is_none() && !guest.vm.devices.inner.uart.backend().script_done(),
+            Expect::RunForever => false,
+        });
+        if hw::mtime().saturating_sub(BOOT_TIME.load(Ordering::Relaxed)) > GIVE_UP_TICKS {
+            println!("board: giving up after {} s", GIVE_UP_TICKS / 10_000_000);
+            break;
+        }
+        if !ran || !waiting {
+            break;
+        }
+        if all_idle {
+            hw::wait_for_timer(IDLE_DEADLINE.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Where a runner may place a Linux boot block (with `-m 1G` and QEMU's generic loader): a header (magic, kernel
+/// size, initrd size, command line) at this address, the kernel (a RISC-V `Image`) at +4 KiB and the initramfs
+/// right after it (4 KiB aligned).
+const LINUX_BLOCK: u64 = 0xa000_0000;
+const LINUX_MAGIC: u64 = u64::from_le_bytes(*b"TRPZLNX1");
+/// The Linux VM's RAM: 256 MiB of host memory above the block, outside the board's image.
+const LINUX_RAM: (u64, u64) = (0xa800_0000, 0xb800_0000);
+/// What the board types at the Linux VM's shell.
+const LINUX_SCRIPT: &[(&str, &str)] = &[
+    ("trapeze-initramfs:", ""),
+    ("# ", "echo answer=$((6 * 7))\n"),
+    ("\nanswer=42", ""),
+    ("# ", "uname -m\n"),
+    ("\nriscv64", ""),
+    ("# ", ""),
+];
+
+/// The Linux boot block's kernel, initrd and command line, when a runner placed one.
+fn linux_block() -> Option<(&'static [u8], &'static [u8], &'static str)> {
+    let header = LINUX_BLOCK as *const u64;
+    // SAFETY: the runner always gives QEMU 1 GiB, so the block's header lies in RAM; reading it has no effect.
+    let (magic, kernel_size, initrd_size, bootargs_len) = unsafe {
+        (
+            header.read_volatile(),
+            header.add(1).read_volatile(),
+            header.add(2).read_volatile(),
+            header.add(3).read_volatile(),
+        )
+    };
+    if magic != LINUX_MAGIC || bootargs_len > 256 || kernel_size.saturating_add(initrd_size) > 0x0700_0000 {
+        return None;
+    }
+    let kernel_start = LINUX_BLOCK + 0x1000;
+    let initrd_start = (kernel_start + kernel_size + 0xfff) & !0xfff;
+    // SAFETY: the runner placed these bytes, checked above to stay below the Linux VM's RAM; nothing writes them.
+    unsafe {
+        let kernel = core::slice::from_raw_parts(kernel_start as *const u8, kernel_size as usize);
+        let initrd = core::slice::from_raw_parts(initrd_start as *const u8, initrd_size as usize);
+        let bootargs = core::slice::from_raw_parts((LINUX_BLOCK + 32) as *const u8, bootargs_len as usize);
+        Some((kernel, initrd, core::str::from_utf8(bootargs).unwrap_or("console=ttyS0")))
+    }
+}
+
+/// A Linux VM: the kernel in virtual S-mode on the VMM's own SBI, with its initramfs and command line.
+fn linux_guest(index: usize, kernel: &[u8], initrd: &[u8], bootargs: &'static str) -> Guest {
+    // SAFETY: LINUX_RAM lies in QEMU's RAM (1 GiB), above the board's image and the boot block, and only this VM
+    // uses it.
+    let bytes =
+        unsafe { core::slice::from_raw_parts_mut(LINUX_RAM.0 as *mut u8, (LINUX_RAM.1 - LINUX_RAM.0) as usize) };
+    bytes.fill(0);
+    let size = bytes.len() as u64;
+    let mut guest = build_guest(index, "linux", "[linux] ", bytes, LINUX_SCRIPT, Expect::Script);
+    let ram = &mut guest.vm.ram;
+    let entry = RAM_BASE + KERNEL_OFFSET;
+    load_raw(kernel, entry, ram).unwrap_or_else(|e| panic!("linux: cannot load the kernel: {e:?}"));
+    let initrd_at = trapeze::vm::boot::initrd_address(ram, entry, initrd.len() as u64)
+        .unwrap_or_else(|e| panic!("linux: initrd: {e:?}"));
+    load_raw(initrd, initrd_at, ram).unwrap_or_else(|e| panic!("linux: cannot load the initrd: {e:?}"));
+    let mut description = MachineDescription::qemu_virt(1, size);
+    description.bootargs = Some(bootargs);
+    description.initrd = Some((initrd_at, initrd_at + initrd.len() as u64));
+    let mut blob = vec![0u8; 16 << 10];
+    let length = write_dtb(&description, &mut blob).unwrap_or_else(|e| panic!("linux: devicetree: {e:?}"));
+    let end = initrd_at + initrd.len() as u64;
+    let (devicetree, _) = place_devicetree(ram, &blob[..length], None, end)
+        .unwrap_or_else(|e| panic!("linux: cannot place the devicetree: {e:?}"));
+    guest.vm.boot_with_builtin_sbi(0, entry, devicetree);
+    guest
+}
+
+#[riscv_rt::entry]
+fn main() -> ! {
+    BOOT_TIME.store(hw::mtime(), Ordering::Relaxed);
+    // SAFETY: the heap region is reserved by the linker script (`_heap_size`) after .bss and used by nothing else.
+    unsafe {
+        extern "C" {
+            static _heap_size: u8;
+        }
+        let size = core::ptr::addr_of!(_heap_size) as usize;
+        HEAP.lock().init(riscv_rt::heap_start() as *mut u8, size);
+    }
+    hw::init_machine();
+    switch::install_trap_entry();
+    println!("trapeze native VMM on qemu-virt-rv64: guests run in U-mode");
+    defmt::info!("board up");
+
+    if let Some((kernel, initrd, bootargs)) = linux_block() {
+        println!("board: a Linux boot block is present: booting Linux alone ({bootargs})");
+        let mut guests = [linux_guest(0, kernel, initrd, bootargs)];
+        schedule(&mut guests);
+        let guest = &mut guests[0];
+        guest.vm.devices.inner.uart.backend_mut().flush();
+        hw::console_write("\n");
+        let played = guest.vm.devices.inner.uart.backend().script_done();
+        let stats = guest.engine.stats;
+        println!(
+            "linux: script played: {played}; {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta",
+            stats.entries, stats.fills, stats.emulated, stats.exits, stats.quanta
+        );
+        hw::exit(u32::from(!played))
+    }
+    use Expect::{PowerOff, RunForever};
+    let mut guests: Vec<Guest> = vec![
+        make_guest(0, 0, "hello", "[vm0] ", Image::Elf(HELLO), PowerOff),
+        make_guest(1, 1, "hello", "[vm1] ", Image::Elf(HELLO), PowerOff),
+        make_guest(2, 2, "sv39", "[vm2] ", Image::Elf(SV39), PowerOff),
+        make_guest(3, 3, "interrupts", "[vm3] ", Image::Elf(INTERRUPTS), PowerOff),
+        make_guest(4, 4, "idle", "[vm4] ", Image::Elf(IDLE), PowerOff),
+        make_guest(5, 5, "amo", "[vm5] ", Image::Elf(AMO), PowerOff),
+        make_guest(6, 6, "fpu", "[vm6] ", Image::Elf(FPU), PowerOff),
+        make_guest(7, 7, "arith", "[vm7] ", Image::Elf(ARITH), PowerOff),
+        make_guest(8, 8, "hostile", "[vm8] ", Image::Raw(hostile_image()), RunForever),
+        uboot_guest(9),
+    ];
+
+    schedule(&mut guests);
+
+    let mut failures = 0;
+    for guest in guests.iter() {
+        let index = guest.index;
+        let stats = guest.engine.stats;
+        let code = match guest.outcome {
+            Some(RunOutcome::PowerOff { code }) => code,
+            _ => u32::MAX,
+        };
+        let passed = match guest.expect {
+            Expect::PowerOff => code == 0,
+            // Contained: still running, and the real timer took the hart away from it again and again.
+            Expect::RunForever => guest.outcome.is_none() && stats.quanta > 0,
+            Expect::Script => guest.vm.devices.inner.uart.backend().script_done(),
+        };
+        if !passed {
+            failures += 1;
+        }
+        defmt::info!(
+            "vm {=usize}: exit {=u32}, {=u64} entries, {=u64} fills, {=u64} exits, {=u64} quanta, {=u64} walled",
+            index,
+            code,
+            stats.entries,
+            stats.fills,
+            stats.exits,
+            stats.quanta,
+            stats.walled
+        );
+        match (guest.outcome, guest.expect) {
+            (Some(outcome), _) => println!("vm{index} ({}): {outcome:?}", guest.name),
+            (None, Expect::Script) => println!("vm{index} ({}): script played: {passed}", guest.name),
+            (None, _) => {
+                println!("vm{index} ({}): contained: still running, preempted {} times", guest.name, stats.quanta)
+            }
+        }
+        println!(
+            "    {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta, {} walled",
+            stats.entries, stats.fills, stats.emulated, stats.exits, stats.quanta, stats.walled
+        );
+    }
+    println!("board: {} of {} VMs passed", guests.len() - failures, guests.len());
+    let bench_failures = benchmarks();
+    if bench_failures > 0 {
+        println!("board: {bench_failures} benchmark guest(s) failed");
+    }
+    let failures = failures + bench_failures;
+    hw::exit(failures as u32)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("board: VMM panic: {info}");
+    hw::exit(101)
+}
+
+/// A trap taken by the VMM itself (never by a guest: those go through the world switch) is a VMM bug.
+#[export_name = "ExceptionHandler"]
+fn vmm_exception(_frame: &riscv_rt::TrapFrame) -> ! {
+    let (cause, epc, tval): (u64, u64, u64);
+    // SAFETY: reading trap CSRs has no side effect.
+    unsafe {
+        core::arch::asm!("csrr {0}, mcause", "csrr {1}, mepc", "csrr {2}, mtval", out(reg) cause, out(reg) epc, out(reg) tval)
+    };
+    println!("board: VMM trap: mcause {cause:#x} mepc {epc:#x} mtval {tval:#x}");
+    hw::exit(102)
+}

@@ -1,0 +1,339 @@
+//! The native VMM board under QEMU: builds `boards/qemu-virt-rv64` for `riscv64gc-unknown-none-elf`, boots it on
+//! `qemu-system-riscv64 -M virt -bios none` with a timeout, and checks that each of its eight VMs (guest programs
+//! of `guests/`, running natively in U-mode, round-robin) printed exactly its expected output, that a ninth,
+//! hostile guest got a fault for every escape attempt and was preempted while it spun with interrupts masked,
+//! that U-Boot, on the VMM's own SBI, answered `version`, `sbi` and `sleep 1` at its prompt, that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU alone),
+//! that the board's summary says they all passed, that QEMU's exit status (the board's, through the
+//! `sifive,test0` finisher) is 0, and that the board's defmt log decodes on the host.
+//!
+//! QEMU (`qemu-system-misc`) and `defmt-print` are installed by `./run-tests.sh`; when either is missing this test
+//! fails and says how to install it.
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TARGET: &str = "riscv64gc-unknown-none-elf";
+/// One board under QEMU at a time: the benchmark compares wall times, and the machine has two cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// The board boots ten guests (one of them U-Boot) and two benchmarks; QEMU needs a few seconds. Generous for a loaded CI machine.
+const QEMU_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("hosted-test lives in the repository").to_path_buf()
+}
+
+/// Whether `name`, a variable of the outer `cargo test`, must not reach the board's own build.
+fn leaks_into_nested_build(name: &str) -> bool {
+    let keep = ["CARGO_HOME", "CARGO_NET_", "CARGO_HTTP_", "CARGO_REGISTRIES_", "CARGO_TERM_"];
+    name == "RUSTFLAGS"
+        || name == "RUSTDOCFLAGS"
+        || name == "RUSTC_WORKSPACE_WRAPPER"
+        || name.ends_with("MAKEFLAGS")
+        || name.starts_with("__CARGO")
+        || (name.starts_with("CARGO_") && !keep.iter().any(|prefix| name.starts_with(prefix)))
+}
+
+/// Builds the board and returns the path of its ELF.
+fn build_board(board: &Path) -> PathBuf {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut command = Command::new(cargo);
+    command.current_dir(board).args(["build", "--release"]);
+    for (name, _) in env::vars_os() {
+        if name.to_str().is_some_and(leaks_into_nested_build) {
+            command.env_remove(&name);
+        }
+    }
+    let output = command.output().unwrap_or_else(|e| panic!("could not run cargo to build the board: {e}"));
+    assert!(
+        output.status.success(),
+        "building the board failed ({}); reproduce with: (cd {} && cargo build --release)\n{}",
+        output.status,
+        board.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let elf = board.join("target").join(TARGET).join("release").join("trapeze-board");
+    assert!(elf.is_file(), "the board build did not produce {}", elf.display());
+    elf
+}
+
+/// `program` if it runs (`--version`), else a panic saying how to install it.
+fn require_tool(program: &Path, install: &str) {
+    let found = Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if !found.is_ok_and(|status| status.success()) {
+        panic!("{} is missing: {install} (./run-tests.sh installs it)", program.display());
+    }
+}
+
+/// `defmt-print`: `$DEFMT_PRINT`, else the copy `./run-tests.sh` installs under `target/tools`, else `PATH`'s.
+fn defmt_print() -> PathBuf {
+    if let Some(path) = env::var_os("DEFMT_PRINT") {
+        return PathBuf::from(path);
+    }
+    let installed = repository().join("target/tools/bin/defmt-print");
+    if installed.is_file() {
+        installed
+    } else {
+        PathBuf::from("defmt-print")
+    }
+}
+
+struct Boot {
+    console: String,
+    status: Option<i32>,
+    defmt: PathBuf,
+}
+
+/// Boots `elf` with the board's runner script (with a Linux boot block when `linux` names one), killing QEMU
+/// after `timeout`.
+fn boot(board: &Path, elf: &Path, linux: Option<&Path>, timeout: Duration) -> Boot {
+    let name = if linux.is_some() { "linux" } else { "test" };
+    let defmt = elf.with_extension(format!("{name}.defmt"));
+    let console_path = elf.with_extension(format!("{name}.console"));
+    let console_file = std::fs::File::create(&console_path).expect("create the console capture file");
+    let mut command = Command::new(board.join("run-qemu.sh"));
+    if let Some(block) = linux {
+        command.env("LINUX_BLOCK_FILE", block);
+    }
+    let mut child = command
+        .arg(elf)
+        .env("DEFMT_OUT", &defmt)
+        .stdin(Stdio::null())
+        .stdout(console_file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start QEMU through run-qemu.sh: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for QEMU") {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let console = std::fs::read_to_string(&console_path).unwrap_or_default();
+            panic!("the board did not finish within {timeout:?}; its console so far:\n{console}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let console = std::fs::read_to_string(&console_path).expect("read the console capture");
+    Boot { console, status: status.code(), defmt }
+}
+
+/// Boots a `bench-*` guest directly on QEMU (`-bios none -kernel`) and returns the run time it measured itself
+/// (its line `NAME: N mtime ticks`), in ticks of the 10 MHz timer.
+fn direct_qemu_ticks(elf: &str) -> u64 {
+    let output = Command::new("qemu-system-riscv64")
+        .args(["-M", "virt", "-m", "512M", "-bios", "none", "-display", "none", "-monitor", "none"])
+        .args(["-serial", "stdio", "-no-reboot", "-kernel", elf])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("could not run QEMU on {elf}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| line.strip_suffix(" mtime ticks")?.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{elf} on QEMU printed no run time:\n{stdout}"))
+}
+
+/// The lines VM `index` printed, without its prefix.
+fn vm_output(console: &str, index: usize) -> String {
+    let prefix = format!("[vm{index}] ");
+    console.lines().filter_map(|line| line.strip_prefix(&prefix)).flat_map(|line| [line, "\n"]).collect()
+}
+
+/// The VM printed `checks` `ok:` lines, no `FAIL`, and ends with the guest's summary line.
+fn assert_all_checks_pass(console: &str, index: usize, name: &str, checks: usize) {
+    let output = vm_output(console, index);
+    let summary = format!("{name}: all {checks} checks passed");
+    assert!(
+        !output.contains("FAIL") && output.lines().last() == Some(summary.as_str()),
+        "vm{index} ({name}) did not end with `{summary}`:\n{output}"
+    );
+    let oks = output.lines().filter(|line| line.starts_with("ok: ")).count();
+    assert_eq!(oks, checks, "vm{index} ({name}): one `ok:` line per check:\n{output}");
+}
+
+#[test]
+fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partitions_under_qemu() {
+    require_tool(Path::new("qemu-system-riscv64"), "install QEMU with `apt-get install -y qemu-system-misc`");
+    let defmt_print = defmt_print();
+    require_tool(
+        &defmt_print,
+        "install it with `cargo install --locked defmt-print --root target/tools` at the repository root",
+    );
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let board = repository().join("boards/qemu-virt-rv64");
+    let elf = build_board(&board);
+    let boot = boot(&board, &elf, None, QEMU_TIMEOUT);
+    let console = &boot.console;
+    println!("{console}");
+
+    // Two copies of `hello` side by side, then the privileged-architecture checks, each in its own VM.
+    let hello = include_str!("golden/hello.out");
+    assert_eq!(vm_output(console, 0), hello, "vm0 (hello); the console was:\n{console}");
+    assert_eq!(vm_output(console, 1), hello, "vm1 (hello); the console was:\n{console}");
+    assert_all_checks_pass(console, 2, "sv39", 34);
+    assert_all_checks_pass(console, 3, "interrupts", 19);
+    assert_eq!(vm_output(console, 4), "idle: woke after timer\n", "vm4 (idle)");
+    assert_eq!(vm_output(console, 5), include_str!("golden/amo.out"), "vm5 (amo)");
+    assert_all_checks_pass(console, 6, "fpu", 82);
+    let digest = format!("arith digest: {:#018x}\n", torture::digest(torture::DEFAULT_OPS));
+    assert_eq!(vm_output(console, 7), digest, "vm7 (arith)");
+    // The hostile VM: every escape attempt is refused with the fault a guest must get, the VMM reports each
+    // device access it refused, and the VM's endless loop with interrupts masked is preempted while the others
+    // above ran to their end.
+    assert_eq!(vm_output(console, 8), "5\n7\n5\n2\n1\nspinning with interrupts masked\n", "vm8 (hostile)");
+    for refused in [
+        "board: vm8: load of 0x81000000 refused (no device there): access fault injected\n",
+        "board: vm8: store of 0x0 refused (no device there): access fault injected\n",
+        "board: vm8: load of 0x10001000 refused (no device there): access fault injected\n",
+    ] {
+        assert!(console.contains(refused), "the VMM did not report {refused:?}; the console was:\n{console}");
+    }
+    assert!(
+        console.contains("vm8 (hostile): contained: still running, preempted "),
+        "the board's verdict on the hostile VM; the console was:\n{console}"
+    );
+    // U-Boot in virtual S-mode on the VMM's own SBI and devicetree: it reaches its prompt, and the `version` the
+    // board types through its console is answered.
+    let uboot = vm_output(console, 9);
+    let answer = uboot.split_once("=> version\n").map(|(_, after)| after);
+    assert!(
+        uboot.contains("DRAM:  64 MiB") && answer.is_some_and(|answer| answer.starts_with("U-Boot 20")),
+        "U-Boot did not answer `version` at its prompt; it printed:\n{uboot}"
+    );
+    // Its `sbi` command lists the VMM's SBI, and `sleep 1` runs on the virtual timer.
+    assert!(uboot.contains("=> sbi\nSBI 2.0") && uboot.contains("  Hart State Management Extension\n"), "{uboot}");
+    assert!(uboot.contains("=> sleep 1; echo slept\nslept\n"), "U-Boot did not sleep and answer:\n{uboot}");
+    assert!(console.contains("vm9 (u-boot): script played: true\n"), "{console}");
+    let walls: Vec<&str> = console.lines().filter(|line| line.ends_with(" walled")).collect();
+    assert!(
+        walls.len() == 10 && walls.iter().all(|line| line.ends_with(" 0 walled")),
+        "the shadow tables map nothing outside a VM, so PMP (the second wall) never fires:\n{console}"
+    );
+    assert!(console.contains("board: 10 of 10 VMs passed\n"), "the board's summary; the console was:\n{console}");
+    assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
+
+    // The benchmarks: a trap round trip, and a CPU-bound guest under the VMM against the same guest on QEMU alone.
+    let wall = console
+        .lines()
+        .find_map(|line| line.strip_prefix("bench: bench-int under the native VMM: "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("the board printed no bench-int time; the console was:\n{console}"));
+    assert!(
+        vm_output(console, 11).contains("bench-int: checksum 0x"),
+        "bench-int did not finish under the VMM:\n{console}"
+    );
+    assert!(console.contains("bench: trap round trip (CSR read emulated by the VMM): "), "{console}");
+    let direct = direct_qemu_ticks(env!("TRAPEZE_GUEST_BENCH_INT"));
+    let ratio = wall as f64 / direct as f64;
+    println!("bench-int: {wall} ticks under the native VMM, {direct} ticks on QEMU alone: {ratio:.3}x");
+    // The goal is under 1.05; the bound leaves room for a loaded machine (both runs share it with other work).
+    assert!(ratio < 1.5, "bench-int is {ratio:.3}x slower under the native VMM than on QEMU alone");
+
+    let decoded = Command::new(&defmt_print)
+        .arg("-e")
+        .arg(&elf)
+        .stdin(std::fs::File::open(&boot.defmt).expect("open the defmt capture"))
+        .output()
+        .expect("run defmt-print");
+    let log = String::from_utf8_lossy(&decoded.stdout);
+    assert!(
+        log.contains("board up") && log.contains("vm 7: partition"),
+        "the defmt log did not decode to the board's messages: {log:?}"
+    );
+}
+
+/// Debian's Linux kernel takes about 30 s to reach its shell under the native VMM here; generous for CI.
+const LINUX_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One `newc` cpio entry.
+fn cpio_entry(archive: &mut Vec<u8>, inode: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+    let fields = [inode, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
+    archive.extend_from_slice(b"070701");
+    for field in fields {
+        archive.extend_from_slice(format!("{field:08x}").as_bytes());
+    }
+    archive.extend_from_slice(name.as_bytes());
+    archive.push(0);
+    archive.resize(archive.len().next_multiple_of(4), 0);
+    archive.extend_from_slice(data);
+    archive.resize(archive.len().next_multiple_of(4), 0);
+}
+
+/// An initramfs with busybox and an `/init` that reports the harts and starts a shell.
+fn initramfs(busybox: &[u8]) -> Vec<u8> {
+    let init = b"#!/bin/busybox sh\n/bin/busybox --install -s\nmount -t proc proc /proc\nmount -t sysfs sysfs /sys\n\
+        echo \"trapeze-initramfs: $(grep -c ^processor /proc/cpuinfo) harts online\"\nexec /bin/sh\n";
+    let mut archive = Vec::new();
+    for (inode, name) in
+        [".", "bin", "sbin", "usr", "usr/bin", "usr/sbin", "proc", "sys", "dev"].into_iter().enumerate()
+    {
+        cpio_entry(&mut archive, inode as u32 + 1, name, 0o040755, (0, 0), b"");
+    }
+    cpio_entry(&mut archive, 18, "dev/null", 0o020666, (1, 3), b"");
+    cpio_entry(&mut archive, 19, "dev/console", 0o020600, (5, 1), b"");
+    cpio_entry(&mut archive, 20, "bin/busybox", 0o100755, (0, 0), busybox);
+    cpio_entry(&mut archive, 21, "init", 0o100755, (0, 0), init);
+    cpio_entry(&mut archive, 0, "TRAILER!!!", 0, (0, 0), b"");
+    archive
+}
+
+/// The board's Linux boot block (see `LINUX_BLOCK` in the board's `src/main.rs`): magic, kernel size, initrd
+/// size, command line length and text, then the kernel at 4 KiB and the initramfs 4 KiB aligned after it.
+fn linux_block(kernel: &[u8], initrd: &[u8], bootargs: &str) -> Vec<u8> {
+    let mut block = b"TRPZLNX1".to_vec();
+    for value in [kernel.len(), initrd.len(), bootargs.len()] {
+        block.extend_from_slice(&(value as u64).to_le_bytes());
+    }
+    block.extend_from_slice(bootargs.as_bytes());
+    block.resize(0x1000, 0);
+    block.extend_from_slice(kernel);
+    block.resize(block.len().next_multiple_of(0x1000), 0);
+    block.extend_from_slice(initrd);
+    block
+}
+
+#[test]
+fn debian_linux_boots_natively_on_the_board_to_a_shell() {
+    require_tool(Path::new("qemu-system-riscv64"), "install QEMU with `apt-get install -y qemu-system-misc`");
+    let images = repository().join("target/guest-images");
+    let fetch = "run tools/fetch-debian-riscv64.sh target/guest-images (./run-tests.sh does)";
+    let read = |name: &str| {
+        std::fs::read(images.join(name)).unwrap_or_else(|e| panic!("{}: {e}: {fetch}", images.join(name).display()))
+    };
+    let (kernel, busybox) = (read("Image"), read("busybox"));
+    let block = linux_block(&kernel, &initramfs(&busybox), "console=ttyS0 earlycon=sbi");
+    let block_path = std::env::temp_dir().join(format!("trapeze-board-linux-{}.bin", std::process::id()));
+    std::fs::write(&block_path, block).expect("write the Linux boot block");
+
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let board = repository().join("boards/qemu-virt-rv64");
+    let elf = build_board(&board);
+    let boot = boot(&board, &elf, Some(&block_path), LINUX_TIMEOUT);
+    let _ = std::fs::remove_file(&block_path);
+    let console = &boot.console;
+    println!("{console}");
+    let linux: String =
+        console.lines().filter_map(|line| line.strip_prefix("[linux] ")).flat_map(|line| [line, "\n"]).collect();
+    let mut rest = linux.as_str();
+    // In order: the kernel on the VMM's SBI, its initramfs, and the shell answering what the board typed.
+    for expected in [
+        "Linux version",
+        "SBI specification v2.0 detected",
+        "SBI implementation ID=0x54524150",
+        "Run /init as init process",
+        "trapeze-initramfs: 1 harts online",
+        "# echo answer=$((6 * 7))\nanswer=42\n",
+        "# uname -m\nriscv64\n",
+    ] {
+        let Some(at) = rest.find(expected) else {
+            panic!("Linux's console lacks {expected:?} (in order); it was:\n{linux}");
+        };
+        rest = &rest[at + expected.len()..];
+    }
+    assert!(console.contains("linux: script played: true"), "{console}");
+    assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
+}
