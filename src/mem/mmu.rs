@@ -53,7 +53,8 @@ pub fn access_context(hart: &Hart, access: AccessType) -> AccessContext {
     AccessContext::new(privilege, status & mstatus::SUM != 0, status & mstatus::MXR != 0)
 }
 
-fn pmp_kind(access: AccessType) -> AccessKind {
+/// The PMP check an access of this kind makes.
+pub(super) fn pmp_kind(access: AccessType) -> AccessKind {
     match access {
         AccessType::Fetch => AccessKind::Fetch,
         AccessType::Load => AccessKind::Load,
@@ -61,7 +62,8 @@ fn pmp_kind(access: AccessType) -> AccessKind {
     }
 }
 
-fn map_permission(access: AccessType) -> MapPerms {
+/// The real-map permission an access of this kind needs.
+pub(super) fn map_permission(access: AccessType) -> MapPerms {
     match access {
         AccessType::Fetch => MapPerms::X,
         AccessType::Load => MapPerms::R,

@@ -68,9 +68,8 @@
 //! leaf PTE translating it, which for a superpage spans the whole region. The ASID operand is ignored (every
 //! address space is fenced, which is allowed: a fence may do more than asked); shadow roots carry ASID 0.
 
-use super::mmu::{access_context, VmRealMap};
-use super::pmp::{AccessKind, Pmp};
-use super::realmap::MapPerms;
+use super::mmu::{access_context, map_permission, pmp_kind, VmRealMap};
+use super::pmp::Pmp;
 use super::sv39::{self, is_canonical, make_pte, AccessType, Fault, PteFlags, Satp, PAGE_SHIFT, SATP_MODE_SV39};
 use super::Ram;
 use crate::hart::{Hart, Privilege};
@@ -386,22 +385,6 @@ impl<const POOL: usize> ShadowTables<POOL> {
 /// The 9-bit index of `va` at `level` of an Sv39 walk.
 fn vpn(va: u64, level: u32) -> usize {
     ((va >> (PAGE_SHIFT + 9 * level)) & 0x1ff) as usize
-}
-
-fn pmp_kind(access: AccessType) -> AccessKind {
-    match access {
-        AccessType::Fetch => AccessKind::Fetch,
-        AccessType::Load => AccessKind::Load,
-        AccessType::Store => AccessKind::Store,
-    }
-}
-
-fn map_permission(access: AccessType) -> MapPerms {
-    match access {
-        AccessType::Fetch => MapPerms::X,
-        AccessType::Load => MapPerms::R,
-        AccessType::Store => MapPerms::W,
-    }
 }
 
 /// The shadow leaf PTE for the page of `va` in `regime` and the level of the guest leaf it came from (0 when

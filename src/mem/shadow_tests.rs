@@ -6,7 +6,7 @@ use super::*;
 use crate::hart::HartConfig;
 use crate::isa::csr;
 use crate::mem::mmu::{Memory, Target, Tlb};
-use crate::mem::realmap::{Extent, HostAddr};
+use crate::mem::realmap::{Extent, HostAddr, MapPerms};
 use crate::mem::RAM_BASE;
 use proptest::prelude::*;
 
