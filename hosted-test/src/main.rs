@@ -52,7 +52,7 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-#[derive(clap::Args, Default, Clone)]
+#[derive(clap::Args, Clone)]
 struct RunArgs {
     /// The guest image, run in M-mode; without one (and without --bios/--kernel), the bundled demo guest runs.
     image: Option<PathBuf>,
@@ -160,7 +160,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Run(args)) => args,
         Some(Command::Bench(args)) => return bench::run(&args),
-        None => RunArgs { memory: 128 << 20, ..RunArgs::default() },
+        None => default_run_args(),
     };
     match run(&args) {
         Ok(code) => code,
@@ -168,6 +168,15 @@ fn main() -> ExitCode {
             eprintln!("trapeze: {message}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `trapeze` alone is `trapeze run` with every option at its default (the bundled demo guest). The defaults
+/// come from the parser itself, so they cannot drift from what `trapeze run` gets.
+fn default_run_args() -> RunArgs {
+    match Cli::parse_from(["trapeze", "run"]).command {
+        Some(Command::Run(args)) => args,
+        _ => unreachable!("`trapeze run` parses as the run command"),
     }
 }
 

@@ -107,6 +107,19 @@ fn demo_guest_prints_its_show() {
     assert_guest_output(env!("TRAPEZE_GUEST_DEMO"), include_str!("golden/demo.out"));
 }
 
+/// The README's main command, `cargo run --release`, is `trapeze` with no arguments: it must run the bundled
+/// demo with every option at its `trapeze run` default and exit 0.
+#[test]
+fn trapeze_alone_runs_the_bundled_demo() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_trapeze"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the trapeze binary");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout, include_str!("golden/demo.out"), "stderr:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(0));
+}
+
 #[test]
 fn arith_guest_digest_matches_the_native_model() {
     let expected = format!("arith digest: {:#018x}\n", torture::digest(torture::DEFAULT_OPS));
