@@ -93,7 +93,9 @@ const UBOOT_SCRIPT: &[(&str, &str)] = &[
     ("\nslept", ""),
 ];
 /// The same, then, with a disk: find it, show it (its capacity is the partition's), read the partition's first
-/// sector and show its first bytes, and write sector 1 full of 0x5a (the buffers lie in the VM's 64 MiB of RAM).
+/// sector and show its first bytes, write sector 1 full of 0x5a (the buffers lie in the VM's 64 MiB of RAM), then
+/// read and write two sectors straddling the partition's end (4096 sectors in the board test): both must fail
+/// (an I/O error status) and the write must change neither sector.
 const UBOOT_DISK_SCRIPT: &[(&str, &str)] = &[
     ("Hit any key to stop autoboot", "\n"),
     ("=> ", "version\n"),
@@ -104,6 +106,8 @@ const UBOOT_DISK_SCRIPT: &[(&str, &str)] = &[
     ("=> ", "virtio read 0x82000000 0 1; md.b 0x82000000 0x10\n"),
     ("=> ", "mw.b 0x82100000 0x5a 0x200; virtio write 0x82100000 1 1\n"),
     ("blocks written: ", ""),
+    ("=> ", "virtio read 0x82000000 0xfff 2\n"),
+    ("=> ", "virtio write 0x82100000 0xfff 2\n"),
     ("=> ", "echo disk done\n"),
     ("\ndisk done", ""),
 ];
