@@ -10,6 +10,9 @@
 //! software interrupts, delegation), `idle` (`wfi` until a timer deadline), `amo`, `fpu` (the FPU switched with the
 //! virtual `mstatus.FS`) and `arith`. `traps` is left out: its misaligned SC checks need the host to trap a
 //! misaligned SC that has no reservation, and QEMU 7.2 just fails it.
+//!
+//! U-Boot (virtual S-mode, the VMM's SBI) runs beside them; when the runner gives the machine a virtio-blk disk
+//! (`DISK_FILE`), U-Boot gets the disk's first MBR partition as its own virtio disk (`disk`).
 #![no_std]
 #![no_main]
 
