@@ -3,7 +3,8 @@
 # prefixed output, from the physical UART) goes to this script's stdout; the defmt stream goes to $DEFMT_OUT
 # (default: defmt.bin beside the ELF), decoded with `defmt-print -e ELF < FILE`. QEMU writes semihosting stdout,
 # which carries defmt, to its own stdout, so that is redirected to the file and the UART gets our stdout (fd 3).
-# QEMU's exit status is the board's: 0 when every VM passed.
+# QEMU's exit status is the board's: 0 when every VM passed. Optional: LINUX_BLOCK_FILE (a Linux boot block) and
+# DISK_FILE (a raw disk image for U-Boot's partition).
 set -eu
 elf="$1"
 out="${DEFMT_OUT:-$elf.defmt}"
@@ -11,6 +12,11 @@ extra=""
 # A Linux boot block (header, kernel, initramfs: see LINUX_BLOCK in src/main.rs) makes the board boot Linux.
 if [ -n "${LINUX_BLOCK_FILE:-}" ]; then
     extra="-device loader,file=$LINUX_BLOCK_FILE,addr=0xa0000000,force-raw=on"
+fi
+# A raw disk image becomes the machine's virtio-blk disk (in the last virtio-mmio slot); the board gives its first
+# MBR partition to U-Boot, which reads it and writes its sector 1.
+if [ -n "${DISK_FILE:-}" ]; then
+    extra="$extra -drive file=$DISK_FILE,format=raw,if=none,id=hd0 -device virtio-blk-device,drive=hd0"
 fi
 exec 3>&1
 # shellcheck disable=SC2086

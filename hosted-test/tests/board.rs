@@ -2,7 +2,8 @@
 //! `qemu-system-riscv64 -M virt -bios none` with a timeout, and checks that each of its eight VMs (guest programs
 //! of `guests/`, running natively in U-mode, round-robin) printed exactly its expected output, that a ninth,
 //! hostile guest got a fault for every escape attempt and was preempted while it spun with interrupts masked,
-//! that U-Boot, on the VMM's own SBI, answered `version`, `sbi` and `sleep 1` at its prompt, that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU alone),
+//! that U-Boot, on the VMM's own SBI, answered `version`, `sbi` and `sleep 1` at its prompt and read and wrote
+//! its virtual disk (a partition of the board's physical virtio-blk disk, whose image the test checks afterwards), that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU alone),
 //! that the board's summary says they all passed, that QEMU's exit status (the board's, through the
 //! `sifive,test0` finisher) is 0, and that the board's defmt log decodes on the host.
 //!
@@ -86,9 +87,9 @@ struct Boot {
     defmt: PathBuf,
 }
 
-/// Boots `elf` with the board's runner script (with a Linux boot block when `linux` names one), killing QEMU
-/// after `timeout`.
-fn boot(board: &Path, elf: &Path, linux: Option<&Path>, timeout: Duration) -> Boot {
+/// Boots `elf` with the board's runner script (with a Linux boot block when `linux` names one, with a physical
+/// virtio-blk disk when `disk` names an image), killing QEMU after `timeout`.
+fn boot(board: &Path, elf: &Path, linux: Option<&Path>, disk: Option<&Path>, timeout: Duration) -> Boot {
     let name = if linux.is_some() { "linux" } else { "test" };
     let defmt = elf.with_extension(format!("{name}.defmt"));
     let console_path = elf.with_extension(format!("{name}.console"));
@@ -96,6 +97,9 @@ fn boot(board: &Path, elf: &Path, linux: Option<&Path>, timeout: Duration) -> Bo
     let mut command = Command::new(board.join("run-qemu.sh"));
     if let Some(block) = linux {
         command.env("LINUX_BLOCK_FILE", block);
+    }
+    if let Some(image) = disk {
+        command.env("DISK_FILE", image);
     }
     let mut child = command
         .arg(elf)
@@ -155,6 +159,61 @@ fn assert_all_checks_pass(console: &str, index: usize, name: &str, checks: usize
     assert_eq!(oks, checks, "vm{index} ({name}): one `ok:` line per check:\n{output}");
 }
 
+/// The board test's physical disk: 4 MiB, an MBR whose first partition is sectors
+/// `PARTITION_FIRST..PARTITION_FIRST + PARTITION_SECTORS`, a pattern at the partition's first sector, another in
+/// the sector just before it, one in its last sector and one in the sector just after it.
+const DISK_SECTORS: usize = 8192;
+const PARTITION_FIRST: usize = 2048;
+const PARTITION_SECTORS: usize = 4096;
+const SECTOR: usize = 512;
+
+fn disk_image() -> Vec<u8> {
+    let mut image = vec![0u8; DISK_SECTORS * SECTOR];
+    let entry = 446;
+    image[entry + 4] = 0x83;
+    image[entry + 8..entry + 12].copy_from_slice(&(PARTITION_FIRST as u32).to_le_bytes());
+    image[entry + 12..entry + 16].copy_from_slice(&(PARTITION_SECTORS as u32).to_le_bytes());
+    image[510..512].copy_from_slice(&[0x55, 0xaa]);
+    let sector = |image: &mut Vec<u8>, index: usize, fill: u8, text: &[u8]| {
+        let at = index * SECTOR;
+        image[at..at + SECTOR].fill(fill);
+        image[at..at + text.len()].copy_from_slice(text);
+    };
+    sector(&mut image, PARTITION_FIRST - 1, b'B', b"before-partition");
+    sector(&mut image, PARTITION_FIRST, b'P', b"trapeze-part-lba");
+    sector(&mut image, PARTITION_FIRST + PARTITION_SECTORS - 1, b'L', b"last-of-partitio");
+    sector(&mut image, PARTITION_FIRST + PARTITION_SECTORS, b'A', b"after-partition!");
+    image
+}
+
+/// U-Boot, given the partition as its disk, saw its capacity and first sector, wrote its sector 1 (which landed
+/// at the partition's offset + 1 in the image), and got an I/O error for a read and a write straddling its end;
+/// no other sector of the image changed.
+fn check_partition(console: &str, uboot: &str, image: &[u8], written: &[u8]) {
+    let disk_line = format!("sectors {PARTITION_FIRST}..{}", PARTITION_FIRST + PARTITION_SECTORS);
+    assert!(console.contains(&disk_line), "the board did not find the disk's partition:\n{console}");
+    assert!(uboot.contains("Capacity: 2.0 MB = 0.0 GB (4096 x 512)"), "U-Boot's `virtio info`:\n{uboot}");
+    assert!(
+        uboot.contains("82000000: 74 72 61 70 65 7a 65 2d 70 61 72 74 2d 6c 62 61  trapeze-part-lba"),
+        "U-Boot did not read the partition's first sector:\n{uboot}"
+    );
+    assert!(uboot.contains("virtio write: device 0 block # 1, count 1 ... 1 blocks written: OK"), "{uboot}");
+    assert!(uboot.contains("virtio read: device 0 block # 4095, count 2 ... -5 blocks read: ERROR"), "{uboot}");
+    assert!(uboot.contains("virtio write: device 0 block # 4095, count 2 ... -5 blocks written: ERROR"), "{uboot}");
+    assert!(uboot.contains("=> echo disk done\ndisk done\n"), "{uboot}");
+    assert_eq!(written.len(), image.len(), "the image keeps its size");
+    let target = PARTITION_FIRST + 1;
+    assert!(
+        written[target * SECTOR..(target + 1) * SECTOR].iter().all(|&byte| byte == 0x5a),
+        "U-Boot's sector 1 landed at the partition's offset + 1"
+    );
+    for (index, (before, after)) in image.chunks(SECTOR).zip(written.chunks(SECTOR)).enumerate() {
+        if index != target {
+            assert!(before == after, "sector {index} changed, though U-Boot wrote only partition sector 1");
+        }
+    }
+}
+
 #[test]
 fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partitions_under_qemu() {
     require_tool(Path::new("qemu-system-riscv64"), "install QEMU with `apt-get install -y qemu-system-misc`");
@@ -166,7 +225,12 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let board = repository().join("boards/qemu-virt-rv64");
     let elf = build_board(&board);
-    let boot = boot(&board, &elf, None, QEMU_TIMEOUT);
+    let disk_path = std::env::temp_dir().join(format!("trapeze-board-disk-{}.img", std::process::id()));
+    let image = disk_image();
+    std::fs::write(&disk_path, &image).expect("write the disk image");
+    let boot = boot(&board, &elf, None, Some(&disk_path), QEMU_TIMEOUT);
+    let written = std::fs::read(&disk_path).expect("read the disk image back");
+    let _ = std::fs::remove_file(&disk_path);
     let console = &boot.console;
     println!("{console}");
 
@@ -208,6 +272,7 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     assert!(uboot.contains("=> sbi\nSBI 2.0") && uboot.contains("  Hart State Management Extension\n"), "{uboot}");
     assert!(uboot.contains("=> sleep 1; echo slept\nslept\n"), "U-Boot did not sleep and answer:\n{uboot}");
     assert!(console.contains("vm9 (u-boot): script played: true\n"), "{console}");
+    check_partition(console, &uboot, &image, &written);
     let walls: Vec<&str> = console.lines().filter(|line| line.ends_with(" walled")).collect();
     assert!(
         walls.len() == 10 && walls.iter().all(|line| line.ends_with(" 0 walled")),
@@ -312,7 +377,7 @@ fn debian_linux_boots_natively_on_the_board_to_a_shell() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let board = repository().join("boards/qemu-virt-rv64");
     let elf = build_board(&board);
-    let boot = boot(&board, &elf, Some(&block_path), LINUX_TIMEOUT);
+    let boot = boot(&board, &elf, Some(&block_path), None, LINUX_TIMEOUT);
     let _ = std::fs::remove_file(&block_path);
     let console = &boot.console;
     println!("{console}");

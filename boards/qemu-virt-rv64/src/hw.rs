@@ -1,5 +1,6 @@
 //! The physical machine the VMM owns, QEMU `virt`: its UART 16550 (the console), the CLINT's machine timer, the
-//! `sifive,test0` finisher, PMP and `satp`. Each is a few registers written by hand.
+//! `sifive,test0` finisher, PMP and `satp`. Each is a few registers written by hand. (The physical disk, driven with
+//! `virtio-drivers`, is in `disk`.)
 //!
 //! Only the VMM touches these: no guest access ever reaches them (guests run in U-mode behind PMP and shadow
 //! tables, and see virtual devices).

@@ -10,11 +10,15 @@
 //! software interrupts, delegation), `idle` (`wfi` until a timer deadline), `amo`, `fpu` (the FPU switched with the
 //! virtual `mstatus.FS`) and `arith`. `traps` is left out: its misaligned SC checks need the host to trap a
 //! misaligned SC that has no reservation, and QEMU 7.2 just fails it.
+//!
+//! U-Boot (virtual S-mode, the VMM's SBI) runs beside them; when the runner gives the machine a virtio-blk disk
+//! (`DISK_FILE`), U-Boot gets the disk's first MBR partition as its own virtio disk (`disk`).
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod disk;
 mod engine;
 mod hw;
 mod switch;
@@ -31,6 +35,7 @@ extern "C" {
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::RefCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use defmt_semihosting as _;
@@ -42,9 +47,9 @@ use trapeze::hart::{Hart, HartConfig};
 use trapeze::mem::shadow::ShadowTables;
 use trapeze::mem::{Ram, RAM_BASE};
 use trapeze::vm::boot::{place_devicetree, KERNEL_OFFSET};
-use trapeze::vm::fdt::{write_dtb, MachineDescription};
+use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription};
 use trapeze::vm::loader::{load_elf, load_raw};
-use trapeze::vm::virt::VirtDevices;
+use trapeze::vm::virt::{self, VirtDevices};
 use trapeze::vm::{Clock, Devices, RunOutcome, Vm};
 
 #[global_allocator]
@@ -89,6 +94,25 @@ const UBOOT_SCRIPT: &[(&str, &str)] = &[
     ("=> ", "sbi\n"),
     ("=> ", "sleep 1; echo slept\n"),
     ("\nslept", ""),
+];
+/// The same, then, with a disk: find it, show it (its capacity is the partition's), read the partition's first
+/// sector and show its first bytes, write sector 1 full of 0x5a (the buffers lie in the VM's 64 MiB of RAM), then
+/// read and write two sectors straddling the partition's end (4096 sectors in the board test): both must fail
+/// (an I/O error status) and the write must change neither sector.
+const UBOOT_DISK_SCRIPT: &[(&str, &str)] = &[
+    ("Hit any key to stop autoboot", "\n"),
+    ("=> ", "version\n"),
+    ("=> ", "sbi\n"),
+    ("=> ", "sleep 1; echo slept\n"),
+    ("\nslept", ""),
+    ("=> ", "virtio scan; virtio info\n"),
+    ("=> ", "virtio read 0x82000000 0 1; md.b 0x82000000 0x10\n"),
+    ("=> ", "mw.b 0x82100000 0x5a 0x200; virtio write 0x82100000 1 1\n"),
+    ("blocks written: ", ""),
+    ("=> ", "virtio read 0x82000000 0xfff 2\n"),
+    ("=> ", "virtio write 0x82100000 0xfff 2\n"),
+    ("=> ", "echo disk done\n"),
+    ("\ndisk done", ""),
 ];
 /// CSR reads the `csr-loop` guest makes (`guests.S`).
 const CSR_LOOP_TRAPS: u64 = 100_000;
@@ -198,7 +222,7 @@ impl Clock for BoardClock {
 /// access fault into the guest, and the VMM says so on the console and in its log.
 struct ReportingDevices {
     vm: usize,
-    inner: VirtDevices<'static, PrefixConsole>,
+    inner: VirtDevices<'static, PrefixConsole, disk::Partition>,
 }
 
 impl ReportingDevices {
@@ -327,15 +351,22 @@ fn build_guest(
 }
 
 /// The U-Boot VM: Debian's U-Boot for QEMU `virt` in S-mode at 0x8020_0000, on the VMM's own SBI, with a
-/// devicetree for its machine, as `trapeze run --bios builtin --kernel u-boot.bin` boots it.
-fn uboot_guest(index: usize) -> Guest {
+/// devicetree for its machine, as `trapeze run --bios builtin --kernel u-boot.bin` boots it. With `disk`, the
+/// VM has it in its first virtio-mmio slot (and in its devicetree), as `trapeze run --disk` gives it.
+fn uboot_guest(index: usize, disk: Option<disk::Partition>) -> Guest {
     // SAFETY: the U-Boot partition is used by this one VM.
     let bytes = unsafe { &mut (&mut *core::ptr::addr_of_mut!(UBOOT_PARTITION)).0[..] };
-    let mut guest = build_guest(index, "u-boot", "[vm9] ", bytes, UBOOT_SCRIPT, Expect::Script);
+    let script = if disk.is_some() { UBOOT_DISK_SCRIPT } else { UBOOT_SCRIPT };
+    let mut guest = build_guest(index, "u-boot", "[vm9] ", bytes, script, Expect::Script);
+    let mut description = MachineDescription::qemu_virt(1, UBOOT_RAM_SIZE as u64);
+    let disk_slot = [IrqDevice { base: virt::DISK_SLOT_BASE, size: 0x1000, irq: virt::DISK_SLOT_IRQ }];
+    if let Some(disk) = disk {
+        guest.vm.devices.inner.attach_disk(disk);
+        description.virtio_mmio = &disk_slot;
+    }
     let ram = &mut guest.vm.ram;
     let entry = RAM_BASE + KERNEL_OFFSET;
     load_raw(UBOOT, entry, ram).unwrap_or_else(|e| panic!("u-boot: cannot load it: {e:?}"));
-    let description = MachineDescription::qemu_virt(1, UBOOT_RAM_SIZE as u64);
     let mut blob = vec![0u8; 16 << 10];
     let length = write_dtb(&description, &mut blob).unwrap_or_else(|e| panic!("u-boot: devicetree: {e:?}"));
     let end = entry + UBOOT.len() as u64;
@@ -544,6 +575,29 @@ fn linux_guest(index: usize, kernel: &[u8], initrd: &[u8], bootargs: &'static st
     guest
 }
 
+/// U-Boot's virtual disk: the first MBR partition of the physical virtio-blk disk, when the runner gave the
+/// machine one (`DISK_FILE`).
+fn uboot_disk() -> Option<disk::Partition> {
+    let Some(mut physical) = disk::PhysicalDisk::probe() else {
+        println!("board: no physical disk: U-Boot runs without one");
+        return None;
+    };
+    let (base, capacity) = (physical.base, physical.capacity());
+    let Some((first, count)) = physical.first_partition() else {
+        println!(
+            "board: the disk at {base:#x} ({capacity} sectors) has no usable MBR partition: U-Boot runs without one"
+        );
+        return None;
+    };
+    println!(
+        "board: disk at {base:#x}: {capacity} sectors; u-boot gets partition 1, sectors {first}..{}",
+        first + count
+    );
+    defmt::info!("disk: {=u64} sectors, partition {=u64}+{=u64}", capacity, first, count);
+    let physical: &'static RefCell<disk::PhysicalDisk> = Box::leak(Box::new(RefCell::new(physical)));
+    disk::Partition::new(physical, first, count)
+}
+
 #[riscv_rt::entry]
 fn main() -> ! {
     BOOT_TIME.store(hw::mtime(), Ordering::Relaxed);
@@ -586,7 +640,7 @@ fn main() -> ! {
         make_guest(6, 6, "fpu", "[vm6] ", Image::Elf(FPU), PowerOff),
         make_guest(7, 7, "arith", "[vm7] ", Image::Elf(ARITH), PowerOff),
         make_guest(8, 8, "hostile", "[vm8] ", Image::Raw(hostile_image()), RunForever),
-        uboot_guest(9),
+        uboot_guest(9, uboot_disk()),
     ];
 
     schedule(&mut guests);

@@ -1,0 +1,181 @@
+//! The board's physical disk and the virtual disks carved out of it: the VMM finds the virtio-blk device QEMU
+//! gives the machine (`DISK_FILE` in `run-qemu.sh`), drives it with `virtio-drivers`, reads its MBR partition
+//! table, and serves a VM a virtual disk that is one partition: an LBA map of the VM's sectors `0..count` onto the
+//! physical sectors `first..first + count`.
+//!
+//! What it must never do: let a VM's request reach a sector outside its partition (every range is checked
+//! against the partition, with overflow-checked arithmetic, before the physical device is asked; a request
+//! outside it is an error the device model answers with `VIRTIO_BLK_S_IOERR`), panic on anything a guest or the
+//! disk image holds, or report a write done before the physical device has completed it (`write_blocks` is
+//! blocking: it returns once the device has put the request in its used ring, and only then does the guest's
+//! request complete).
+
+use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use core::cell::RefCell;
+use core::ptr::NonNull;
+
+use trapeze::dev::virtio::blk::{BlockBackend, BlockError, SECTOR_SIZE};
+use virtio_drivers::device::blk::VirtIOBlk;
+use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+use virtio_drivers::transport::{DeviceType, Transport};
+use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
+
+/// QEMU `virt`'s virtio-mmio slots: 0x1000_1000 + 0x1000 * i, for i in 0..8. (QEMU puts the first `-device
+/// virtio-*` in the last slot.)
+const SLOT_BASE: usize = 0x1000_1000;
+const SLOT_SIZE: usize = 0x1000;
+const SLOTS: usize = 8;
+
+/// The largest run of sectors asked of the physical device at once (one descriptor each).
+const CHUNK_SECTORS: usize = 128;
+
+/// The DMA glue for `virtio-drivers`: the VMM runs in M-mode without translation, so a physical address is the
+/// virtual one, DMA buffers come from the heap, and a buffer is shared with the device where it lies.
+pub struct BoardHal;
+
+// SAFETY: `dma_alloc` returns zeroed, page-aligned heap memory owned by the caller until `dma_dealloc`;
+// physical addresses equal virtual ones (M-mode, `satp` bare for the VMM), and QEMU's DMA is cache-coherent, so
+// sharing a buffer needs neither a copy nor a mapping.
+unsafe impl Hal for BoardHal {
+    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
+        let layout = Layout::from_size_align(pages.max(1) * PAGE_SIZE, PAGE_SIZE)
+            .unwrap_or_else(|_| panic!("disk: DMA allocation of {pages} pages is too large"));
+        // SAFETY: the layout has a nonzero size.
+        let pointer = unsafe { alloc_zeroed(layout) };
+        let pointer = NonNull::new(pointer).unwrap_or_else(|| panic!("disk: out of heap for {pages} DMA pages"));
+        (pointer.as_ptr() as PhysAddr, pointer)
+    }
+
+    unsafe fn dma_dealloc(_paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) -> i32 {
+        let Ok(layout) = Layout::from_size_align(pages.max(1) * PAGE_SIZE, PAGE_SIZE) else { return -1 };
+        // SAFETY: the caller passes back what `dma_alloc` returned for `pages`, allocated with this layout.
+        unsafe { dealloc(vaddr.as_ptr(), layout) };
+        0
+    }
+
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
+        // Only the PCI transport asks; the MMIO transport's registers are at their physical addresses.
+        NonNull::new(paddr as *mut u8).unwrap_or(NonNull::dangling())
+    }
+
+    unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
+        buffer.as_ptr() as *mut u8 as PhysAddr
+    }
+
+    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
+}
+
+/// The physical virtio-blk device, driven by `virtio-drivers`.
+pub struct PhysicalDisk {
+    blk: VirtIOBlk<BoardHal, MmioTransport<'static>>,
+    /// The virtio-mmio slot it sits in.
+    pub base: usize,
+}
+
+impl PhysicalDisk {
+    /// Finds the first virtio-mmio slot holding a block device and initialises it.
+    pub fn probe() -> Option<Self> {
+        (0..SLOTS).map(|slot| SLOT_BASE + slot * SLOT_SIZE).find_map(|base| {
+            let header = NonNull::new(base as *mut VirtIOHeader)?;
+            // SAFETY: `base` is one of QEMU `virt`'s virtio-mmio windows (device memory, 0x1000 bytes, always
+            // present: an empty slot reads device ID 0 and the transport refuses it); only the VMM touches it, and
+            // nothing else holds a pointer to it.
+            let transport = unsafe { MmioTransport::new(header, SLOT_SIZE) }.ok()?;
+            if transport.device_type() != DeviceType::Block {
+                return None;
+            }
+            let blk = VirtIOBlk::<BoardHal, _>::new(transport).ok()?;
+            Some(Self { blk, base })
+        })
+    }
+
+    /// Size in sectors.
+    pub fn capacity(&self) -> u64 {
+        self.blk.capacity()
+    }
+
+    /// The first primary MBR partition (type nonzero, nonzero size) lying wholly on the disk and not over sector
+    /// 0, as `(first, count)`; `None` when sector 0 is no MBR or no entry fits.
+    pub fn first_partition(&mut self) -> Option<(u64, u64)> {
+        let mut mbr = [0u8; SECTOR_SIZE];
+        self.blk.read_blocks(0, &mut mbr).ok()?;
+        if mbr[510..512] != [0x55, 0xaa] {
+            return None;
+        }
+        let capacity = self.capacity();
+        mbr[446..510].chunks_exact(16).find_map(|entry| {
+            let word =
+                |at: usize| u64::from(u32::from_le_bytes([entry[at], entry[at + 1], entry[at + 2], entry[at + 3]]));
+            let (kind, first, count) = (entry[4], word(8), word(12));
+            let fits = first.checked_add(count).is_some_and(|end| end <= capacity);
+            (kind != 0 && first > 0 && count > 0 && fits).then_some((first, count))
+        })
+    }
+}
+
+/// A VM's virtual disk: sectors `0..count` of the VM are sectors `first..first + count` of the physical disk.
+pub struct Partition {
+    disk: &'static RefCell<PhysicalDisk>,
+    first: u64,
+    count: u64,
+}
+
+impl Partition {
+    /// The partition `first..first + count` of `disk`, or `None` when it does not lie on the disk.
+    pub fn new(disk: &'static RefCell<PhysicalDisk>, first: u64, count: u64) -> Option<Self> {
+        let capacity = disk.try_borrow().ok()?.capacity();
+        first.checked_add(count).filter(|&end| end <= capacity)?;
+        Some(Self { disk, first, count })
+    }
+
+    /// The physical sector of the VM's `sector`, when the `bytes` from it lie wholly inside the partition.
+    fn map(&self, sector: u64, bytes: usize) -> Result<usize, BlockError> {
+        if bytes == 0 || !bytes.is_multiple_of(SECTOR_SIZE) {
+            return Err(BlockError::OutOfRange);
+        }
+        let sectors = (bytes / SECTOR_SIZE) as u64;
+        let end = sector.checked_add(sectors).ok_or(BlockError::OutOfRange)?;
+        if end > self.count {
+            return Err(BlockError::OutOfRange);
+        }
+        usize::try_from(self.first + sector).map_err(|_| BlockError::OutOfRange)
+    }
+}
+
+impl BlockBackend for Partition {
+    fn capacity_sectors(&self) -> u64 {
+        self.count
+    }
+
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        let physical = self.map(sector, buf.len())?;
+        let mut disk = self.disk.try_borrow_mut().map_err(|_| BlockError::Io)?;
+        for (index, chunk) in buf.chunks_mut(CHUNK_SECTORS * SECTOR_SIZE).enumerate() {
+            disk.blk.read_blocks(physical + index * CHUNK_SECTORS, chunk).map_err(|_| BlockError::Io)?;
+        }
+        Ok(())
+    }
+
+    /// Returns once the physical device has completed every sector (`write_blocks` waits for it).
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
+        let physical = self.map(sector, buf.len())?;
+        let mut disk = self.disk.try_borrow_mut().map_err(|_| BlockError::Io)?;
+        if disk.blk.readonly() {
+            return Err(BlockError::ReadOnly);
+        }
+        for (index, chunk) in buf.chunks(CHUNK_SECTORS * SECTOR_SIZE).enumerate() {
+            disk.blk.write_blocks(physical + index * CHUNK_SECTORS, chunk).map_err(|_| BlockError::Io)?;
+        }
+        Ok(())
+    }
+
+    /// The physical device's flush, when it offers one (`virtio-drivers` skips it otherwise).
+    fn flush(&mut self) -> Result<(), BlockError> {
+        let mut disk = self.disk.try_borrow_mut().map_err(|_| BlockError::Io)?;
+        disk.blk.flush().map_err(|_| BlockError::Io)
+    }
+
+    fn read_only(&self) -> bool {
+        self.disk.try_borrow().map_or(true, |disk| disk.blk.readonly())
+    }
+}
