@@ -3,18 +3,25 @@
 //! of `guests/`, running natively in U-mode, round-robin) printed exactly its expected output, that a ninth,
 //! hostile guest got a fault for every escape attempt and was preempted while it spun with interrupts masked,
 //! that U-Boot, on the VMM's own SBI, answered `version`, `sbi` and `sleep 1` at its prompt and read and wrote
-//! its virtual disk (a partition of the board's physical virtio-blk disk, whose image the test checks afterwards), that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU alone),
+//! its virtual disk (a partition of the board's physical virtio-blk disk, whose image the test checks
+//! afterwards), that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU
+//! alone),
 //! that the board's summary says they all passed, that QEMU's exit status (the board's, through the
 //! `sifive,test0` finisher) is 0, and that the board's defmt log decodes on the host.
 //!
 //! QEMU (`qemu-system-misc`) and `defmt-print` are installed by `./run-tests.sh`; when either is missing this test
 //! fails and says how to install it.
 
+#[path = "common/linux_images.rs"]
+mod linux_images;
+
 use std::env;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use linux_images::{guest_images, initramfs, require};
 
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// One board under QEMU at a time: the benchmark compares wall times, and the machine has two cores.
@@ -314,38 +321,6 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
 /// Debian's Linux kernel takes about 30 s to reach its shell under the native VMM here; generous for CI.
 const LINUX_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// One `newc` cpio entry.
-fn cpio_entry(archive: &mut Vec<u8>, inode: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
-    let fields = [inode, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
-    archive.extend_from_slice(b"070701");
-    for field in fields {
-        archive.extend_from_slice(format!("{field:08x}").as_bytes());
-    }
-    archive.extend_from_slice(name.as_bytes());
-    archive.push(0);
-    archive.resize(archive.len().next_multiple_of(4), 0);
-    archive.extend_from_slice(data);
-    archive.resize(archive.len().next_multiple_of(4), 0);
-}
-
-/// An initramfs with busybox and an `/init` that reports the harts and starts a shell.
-fn initramfs(busybox: &[u8]) -> Vec<u8> {
-    let init = b"#!/bin/busybox sh\n/bin/busybox --install -s\nmount -t proc proc /proc\nmount -t sysfs sysfs /sys\n\
-        echo \"trapeze-initramfs: $(grep -c ^processor /proc/cpuinfo) harts online\"\nexec /bin/sh\n";
-    let mut archive = Vec::new();
-    for (inode, name) in
-        [".", "bin", "sbin", "usr", "usr/bin", "usr/sbin", "proc", "sys", "dev"].into_iter().enumerate()
-    {
-        cpio_entry(&mut archive, inode as u32 + 1, name, 0o040755, (0, 0), b"");
-    }
-    cpio_entry(&mut archive, 18, "dev/null", 0o020666, (1, 3), b"");
-    cpio_entry(&mut archive, 19, "dev/console", 0o020600, (5, 1), b"");
-    cpio_entry(&mut archive, 20, "bin/busybox", 0o100755, (0, 0), busybox);
-    cpio_entry(&mut archive, 21, "init", 0o100755, (0, 0), init);
-    cpio_entry(&mut archive, 0, "TRAILER!!!", 0, (0, 0), b"");
-    archive
-}
-
 /// The board's Linux boot block (see `LINUX_BLOCK` in the board's `src/main.rs`): magic, kernel size, initrd
 /// size, command line length and text, then the kernel at 4 KiB and the initramfs 4 KiB aligned after it.
 fn linux_block(kernel: &[u8], initrd: &[u8], bootargs: &str) -> Vec<u8> {
@@ -364,11 +339,8 @@ fn linux_block(kernel: &[u8], initrd: &[u8], bootargs: &str) -> Vec<u8> {
 #[test]
 fn debian_linux_boots_natively_on_the_board_to_a_shell() {
     require_tool(Path::new("qemu-system-riscv64"), "install QEMU with `apt-get install -y qemu-system-misc`");
-    let images = repository().join("target/guest-images");
     let fetch = "run tools/fetch-debian-riscv64.sh target/guest-images (./run-tests.sh does)";
-    let read = |name: &str| {
-        std::fs::read(images.join(name)).unwrap_or_else(|e| panic!("{}: {e}: {fetch}", images.join(name).display()))
-    };
+    let read = |name: &str| std::fs::read(require(&guest_images().join(name), fetch)).expect("read a guest image");
     let (kernel, busybox) = (read("Image"), read("busybox"));
     let block = linux_block(&kernel, &initramfs(&busybox), "console=ttyS0 earlycon=sbi");
     let block_path = std::env::temp_dir().join(format!("trapeze-board-linux-{}.bin", std::process::id()));
