@@ -53,9 +53,12 @@ echo "== tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
+rm -f target/board-bench.txt
 cargo test --workspace --release 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+# The native board's benchmark figures (its test writes them; cargo captures test output).
+if [ -f target/board-bench.txt ]; then cat target/board-bench.txt; fi
 # One closing line over every test binary, so the summary is not the last (often empty) doc-test run's.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "all tests: %d passed, %d failed\n", passed, failed }' "$log"
 exit "$status"
