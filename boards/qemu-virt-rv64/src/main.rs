@@ -57,8 +57,8 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 
 /// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
 const VM_RAM_SIZE: usize = 16 << 20;
-/// How many VMs the board runs: the nine of the demo, U-Boot, and the two benchmark guests.
-const MAX_VMS: usize = 12;
+/// How many VMs the board runs: the eleven of the demo (U-Boot among them) and the two benchmark guests.
+const MAX_VMS: usize = 13;
 /// Partitions of [`VM_RAM_SIZE`]: every VM but U-Boot has one.
 const SMALL_PARTITIONS: usize = MAX_VMS - 1;
 /// The board stops waiting for its VMs after 100 s (then the ones not done fail).
@@ -85,6 +85,7 @@ static AMO: &[u8] = include_bytes!(env!("BOARD_GUEST_AMO"));
 static FPU: &[u8] = include_bytes!(env!("BOARD_GUEST_FPU"));
 static ARITH: &[u8] = include_bytes!(env!("BOARD_GUEST_ARITH"));
 static BENCH_INT: &[u8] = include_bytes!(env!("BOARD_GUEST_BENCH_INT"));
+static CONTAIN: &[u8] = include_bytes!(env!("BOARD_GUEST_CONTAIN"));
 static UBOOT: &[u8] = include_bytes!(env!("BOARD_UBOOT"));
 /// What the board types at U-Boot, each once the text before it has appeared: stop autoboot, ask `version`, ask
 /// for the SBI implementation, sleep a second (timer), and wait for the answer.
@@ -311,12 +312,20 @@ fn make_guest(
     let bytes = unsafe { &mut (&mut *core::ptr::addr_of_mut!(PARTITIONS))[partition].0[..] };
     let mut guest = build_guest(index, name, prefix, bytes, &[], expect);
     let ram = &mut guest.vm.ram;
-    let entry = match image {
-        Image::Elf(elf) => load_elf(elf, ram).map(|loaded| loaded.entry),
-        Image::Raw(raw) => load_raw(raw, RAM_BASE, ram).map(|()| RAM_BASE),
+    let loaded = match image {
+        Image::Elf(elf) => load_elf(elf, ram).map(|loaded| (loaded.entry, loaded.end)),
+        Image::Raw(raw) => load_raw(raw, RAM_BASE, ram).map(|()| (RAM_BASE, RAM_BASE + raw.len() as u64)),
     };
-    let entry = entry.unwrap_or_else(|e| panic!("{name}: cannot load the guest: {e:?}"));
-    guest.vm.harts[0].reset(entry);
+    let (entry, end) = loaded.unwrap_or_else(|e| panic!("{name}: cannot load the guest: {e:?}"));
+    // As on QEMU `virt` (and `trapeze run`): a0 = hart id, a1 = the machine's devicetree at the end of RAM.
+    let mut blob = vec![0u8; 16 << 10];
+    let description = MachineDescription::qemu_virt(1, VM_RAM_SIZE as u64);
+    let length = write_dtb(&description, &mut blob).unwrap_or_else(|e| panic!("{name}: devicetree: {e:?}"));
+    let (devicetree, _) = place_devicetree(ram, &blob[..length], None, end)
+        .unwrap_or_else(|e| panic!("{name}: cannot place the devicetree: {e:?}"));
+    let hart = &mut guest.vm.harts[0];
+    hart.reset(entry);
+    hart.set_x(11, devicetree);
     guest
 }
 
@@ -411,7 +420,7 @@ fn time_alone(guest: Guest) -> (Guest, u64) {
 /// and a CPU-bound guest's run time. Returns how many failed.
 fn benchmarks() -> usize {
     let mut failures = 0;
-    let csr = make_guest(10, 9, "csr-loop", "[vm10] ", Image::Raw(csr_loop_image()), Expect::PowerOff);
+    let csr = make_guest(11, 10, "csr-loop", "[vm11] ", Image::Raw(csr_loop_image()), Expect::PowerOff);
     let (csr, ticks) = time_alone(csr);
     // 10 MHz: a tick is 100 ns.
     let nanoseconds = ticks.saturating_mul(100) / CSR_LOOP_TRAPS;
@@ -421,7 +430,7 @@ fn benchmarks() -> usize {
         csr.engine.stats.entries
     );
     failures += (csr.outcome != Some(RunOutcome::PowerOff { code: 0 })) as usize;
-    let bench = make_guest(11, 10, "bench-int", "[vm11] ", Image::Elf(BENCH_INT), Expect::PowerOff);
+    let bench = make_guest(12, 11, "bench-int", "[vm12] ", Image::Elf(BENCH_INT), Expect::PowerOff);
     let (bench, ticks) = time_alone(bench);
     println!(
         "bench: bench-int under the native VMM: {ticks} mtime ticks wall clock, {} running natively, {} world switches",
@@ -641,6 +650,7 @@ fn main() -> ! {
         make_guest(7, 7, "arith", "[vm7] ", Image::Elf(ARITH), PowerOff),
         make_guest(8, 8, "hostile", "[vm8] ", Image::Raw(hostile_image()), RunForever),
         uboot_guest(9, uboot_disk()),
+        make_guest(10, 9, "contain", "[vm10] ", Image::Elf(CONTAIN), PowerOff),
     ];
 
     schedule(&mut guests);
