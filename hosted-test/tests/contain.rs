@@ -8,53 +8,19 @@
 //!   panic nor hang, the instruction limit ends the run, and the two engines must not diverge (`--lockstep`).
 //!
 //! Each runs with both engines; the native board runs the same images with its shadow page tables.
-use std::io::Read;
-use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::{run_trapeze, Run};
 
 const ENGINES: [&str; 2] = ["interp", "threaded"];
 /// Wall-clock bound on one run: far more than any of them needs.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `trapeze run ARGS...`, killing it after [`TIMEOUT`].
+/// Runs `trapeze run ARGS...` (killed after [`TIMEOUT`]) and fails if the VMM panicked.
 fn run(args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trapeze"))
-        .arg("run")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the trapeze binary");
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            pipe.read_to_end(&mut buf).expect("read the child's output");
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = reader(Box::new(child.stdout.take().expect("piped stdout")));
-    let err = reader(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for trapeze") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`trapeze run {}` hung: still running after {TIMEOUT:?}", args.join(" "));
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let run = Run { status, stdout: out.join().expect("stdout reader"), stderr: err.join().expect("stderr reader") };
+    let run = run_trapeze(args, TIMEOUT);
     assert!(
         !run.stderr.contains("panicked"),
         "the VMM panicked on `{}`:\n--- stdout:\n{}\n--- stderr:\n{}",

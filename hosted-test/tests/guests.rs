@@ -5,10 +5,11 @@
 //! The expected outputs in `tests/golden/` are what the guests print on `qemu-system-riscv64 -M virt -bios none`
 //! (see `guests/README.md`), except `traps.out`, where the four misaligned SC/AMO checks are written as the
 //! ISA requires (QEMU 7.2 gets those four wrong).
-use std::io::Read;
-use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::run_trapeze;
 
 /// Options of `trapeze run` for every guest: a bound on the instructions, so a wedged guest ends the run.
 const RUN_OPTIONS: [&str; 2] = ["--max-insns", "500000000"];
@@ -16,58 +17,9 @@ const RUN_OPTIONS: [&str; 2] = ["--max-insns", "500000000"];
 /// Wall-clock bound on one run, should the instruction bound not work.
 const TIMEOUT: Duration = Duration::from_secs(300);
 
-/// What one `trapeze run` printed and how it ended.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `trapeze run IMAGE`, killing it after [`TIMEOUT`].
-fn run_guest(image: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trapeze"))
-        .arg("run")
-        .args(RUN_OPTIONS)
-        .arg(image)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the trapeze binary");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out = thread::spawn(move || {
-        let mut buf = Vec::new();
-        stdout.read_to_end(&mut buf).map(|_| buf)
-    });
-    let err = thread::spawn(move || {
-        let mut buf = Vec::new();
-        stderr.read_to_end(&mut buf).map(|_| buf)
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for trapeze") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`trapeze run {image}` did not finish within {TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out.join().expect("stdout reader").expect("read stdout");
-    let stderr = err.join().expect("stderr reader").expect("read stderr");
-    Run {
-        status,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
-}
-
 /// Runs `image` and asserts that it prints exactly `expected` and exits with status 0.
 fn assert_guest_output(image: &str, expected: &str) {
-    let run = run_guest(image);
+    let run = run_trapeze(&[&RUN_OPTIONS[..], &[image]].concat(), TIMEOUT);
     if run.stdout != expected {
         let first_difference = run
             .stdout

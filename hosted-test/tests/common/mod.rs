@@ -1,11 +1,53 @@
-//! Shared by the integration tests that boot real firmware and kernels: a running `trapeze` whose console the
-//! test reads and types into.
+//! Shared by the integration tests that run the `trapeze` binary: one run to its end with its output collected
+//! ([`run_trapeze`]), or a running `trapeze` whose console the test reads and types into ([`Console`]).
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// What one `trapeze run` printed and how it ended.
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `trapeze run ARGS...` with stdin closed and collects its output; a run still going after `timeout` is
+/// killed and fails the test.
+pub fn run_trapeze(args: &[&str], timeout: Duration) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trapeze"))
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the trapeze binary");
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            pipe.read_to_end(&mut buf).expect("read the child's output");
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = reader(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for trapeze") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`trapeze run {}` did not finish within {timeout:?}", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run { status, stdout: out.join().expect("stdout reader"), stderr: err.join().expect("stderr reader") }
+}
 
 /// A running `trapeze` whose console the test reads and types into.
 pub struct Console {
