@@ -310,7 +310,7 @@ fn make_guest(
 ) -> Guest {
     // SAFETY: each partition is given to one VM, so this is the only reference to it.
     let bytes = unsafe { &mut (&mut *core::ptr::addr_of_mut!(PARTITIONS))[partition].0[..] };
-    let mut guest = build_guest(index, name, prefix, bytes, &[], expect);
+    let mut guest = build_guest(index, name, prefix, bytes, 1, &[], expect);
     let ram = &mut guest.vm.ram;
     let loaded = match image {
         Image::Elf(elf) => load_elf(elf, ram).map(|loaded| (loaded.entry, loaded.end)),
@@ -329,12 +329,13 @@ fn make_guest(
     guest
 }
 
-/// Builds VM `index` (its shadow pool and clock) over `bytes`, its hart in reset.
+/// Builds VM `index` (its shadow pool and clock) with `harts` harts over `bytes`, its harts in reset.
 fn build_guest(
     index: usize,
     name: &'static str,
     prefix: &'static str,
     bytes: &'static mut [u8],
+    harts: u64,
     script: &'static [(&'static str, &'static str)],
     expect: Expect,
 ) -> Guest {
@@ -343,10 +344,10 @@ fn build_guest(
     let start = bytes.as_ptr() as u64;
     let partition = (start, start + bytes.len() as u64);
     let ram = Ram::new(RAM_BASE, bytes);
-    let hart = Hart::new(HartConfig::rv64gc(0));
+    let harts = (0..harts).map(|id| Hart::new(HartConfig::rv64gc(id)));
     let devices = ReportingDevices { vm: index, inner: VirtDevices::new(PrefixConsole::new(prefix, script)) };
     let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock { index }));
-    let vm = Vm::new([hart], ram, devices, clock).unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
+    let vm = Vm::new(harts, ram, devices, clock).unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
     defmt::info!("vm {=usize}: partition {=u64:#x}..{=u64:#x}", index, partition.0, partition.1);
     Guest {
         index,
@@ -366,7 +367,7 @@ fn uboot_guest(index: usize, disk: Option<disk::Partition>) -> Guest {
     // SAFETY: the U-Boot partition is used by this one VM.
     let bytes = unsafe { &mut (&mut *core::ptr::addr_of_mut!(UBOOT_PARTITION)).0[..] };
     let script = if disk.is_some() { UBOOT_DISK_SCRIPT } else { UBOOT_SCRIPT };
-    let mut guest = build_guest(index, "u-boot", "[vm9] ", bytes, script, Expect::Script);
+    let mut guest = build_guest(index, "u-boot", "[vm9] ", bytes, 1, script, Expect::Script);
     let mut description = MachineDescription::qemu_virt(1, UBOOT_RAM_SIZE as u64);
     let disk_slot = [IrqDevice { base: virt::DISK_SLOT_BASE, size: 0x1000, irq: virt::DISK_SLOT_IRQ }];
     if let Some(disk) = disk {
@@ -521,6 +522,9 @@ const LINUX_BLOCK: u64 = 0xa000_0000;
 const LINUX_MAGIC: u64 = u64::from_le_bytes(*b"TRPZLNX1");
 /// The Linux VM's RAM: 256 MiB of host memory above the block, outside the board's image.
 const LINUX_RAM: (u64, u64) = (0xa800_0000, 0xb800_0000);
+/// Harts of the Linux VM: two, so the kernel starts its second hart through the VMM's HSM and the harts share
+/// the VM's shadow tables, IPIs and remote fences, all on the board's one real hart.
+const LINUX_HARTS: u64 = 2;
 /// What the board types at the Linux VM's shell.
 const LINUX_SCRIPT: &[(&str, &str)] = &[
     ("trapeze-initramfs:", ""),
@@ -565,14 +569,14 @@ fn linux_guest(index: usize, kernel: &[u8], initrd: &[u8], bootargs: &'static st
         unsafe { core::slice::from_raw_parts_mut(LINUX_RAM.0 as *mut u8, (LINUX_RAM.1 - LINUX_RAM.0) as usize) };
     bytes.fill(0);
     let size = bytes.len() as u64;
-    let mut guest = build_guest(index, "linux", "[linux] ", bytes, LINUX_SCRIPT, Expect::Script);
+    let mut guest = build_guest(index, "linux", "[linux] ", bytes, LINUX_HARTS, LINUX_SCRIPT, Expect::Script);
     let ram = &mut guest.vm.ram;
     let entry = RAM_BASE + KERNEL_OFFSET;
     load_raw(kernel, entry, ram).unwrap_or_else(|e| panic!("linux: cannot load the kernel: {e:?}"));
     let initrd_at = trapeze::vm::boot::initrd_address(ram, entry, initrd.len() as u64)
         .unwrap_or_else(|e| panic!("linux: initrd: {e:?}"));
     load_raw(initrd, initrd_at, ram).unwrap_or_else(|e| panic!("linux: cannot load the initrd: {e:?}"));
-    let mut description = MachineDescription::qemu_virt(1, size);
+    let mut description = MachineDescription::qemu_virt(LINUX_HARTS as u32, size);
     description.bootargs = Some(bootargs);
     description.initrd = Some((initrd_at, initrd_at + initrd.len() as u64));
     let mut blob = vec![0u8; 16 << 10];
