@@ -522,9 +522,9 @@ const LINUX_BLOCK: u64 = 0xa000_0000;
 const LINUX_MAGIC: u64 = u64::from_le_bytes(*b"TRPZLNX1");
 /// The Linux VM's RAM: 256 MiB of host memory above the block, outside the board's image.
 const LINUX_RAM: (u64, u64) = (0xa800_0000, 0xb800_0000);
-/// Harts of the Linux VM: two, so the kernel starts its second hart through the VMM's HSM and the harts share
-/// the VM's shadow tables, IPIs and remote fences, all on the board's one real hart.
-const LINUX_HARTS: u64 = 2;
+/// Harts of the Linux VM. One: with two (both on the board's one real hart) Linux boots and answers in most runs,
+/// but one run in five hit a soft lockup in `stop_machine` (hart 0 waiting for hart 1), not yet understood.
+const LINUX_HARTS: u64 = 1;
 /// What the board types at the Linux VM's shell.
 const LINUX_SCRIPT: &[(&str, &str)] = &[
     ("trapeze-initramfs:", ""),
