@@ -400,6 +400,10 @@ fn debian_linux_boots_natively_on_the_board_to_a_shell() {
         "trapeze-initramfs: 1 harts online",
         "# echo answer=$((6 * 7))\nanswer=42\n",
         "# uname -m\nriscv64\n",
+        "seq 3000|md5sum& seq 3000|md5sum; wait; echo both done\n",
+        "ee9762749fc5338b6c9b0948d14219c7  -\n",
+        "ee9762749fc5338b6c9b0948d14219c7  -\n",
+        "both done\n",
     ] {
         let Some(at) = rest.find(expected) else {
             panic!("Linux's console lacks {expected:?} (in order); it was:\n{linux}");

@@ -25,9 +25,26 @@
 //!   grants in that regime, intersected with the real map extent's permissions and the guest's own (virtual)
 //!   PMP. **W only once the guest PTE's D is set**, so the guest's first store to a clean page faults and sets D.
 //!
-//! The tables are built for one guest `satp` and one guest PMP state: [`ShadowTables::root_satp`] and
-//! [`ShadowTables::fill`] compare both with the hart's and flush everything when either changed. What they
-//! cannot see (the guest editing its page tables, the VMM editing the real map) needs an explicit flush.
+//! The tables are built for one guest PMP state: [`ShadowTables::root_satp`] and [`ShadowTables::fill`] compare
+//! it with the hart's and flush everything when it changed. What they cannot see (the guest editing its page
+//! tables, the VMM editing the real map) needs an explicit flush.
+//!
+//! # Address-space slots
+//! The translated roots (S per SUM and MXR, U per MXR) belong to one of [`ADDRESS_SPACE_SLOTS`] slots, each
+//! built for one guest `satp` (compared whole: mode, ASID and root). The hart's `satp` picks the slot whose key
+//! equals it; when none does, the least recently used slot is dropped (its roots forgotten, its pages reclaimed
+//! by the next exhaustion flush, like any dropped root; the generation changes) and rekeyed. The untranslated
+//! roots do not depend on `satp` and are shared. So several guest processes (for example one per virtual hart
+//! of a VM multiplexed on one real hart) keep their shadow mappings while another runs.
+//!
+//! Why an entry of an inactive slot is still right when its `satp` comes back: a shadow leaf copies a guest PTE
+//! (and the guest PMP and real map, whose changes flush everything). The privileged specification lets the hart
+//! keep using a translation it cached, whatever the guest then writes to its tables, until the guest executes an
+//! `sfence.vma` covering it; a guest that changes a PTE must fence before it relies on the change. Every guest
+//! fence drops the covered shadow leaves in *every* slot (an address fence: that page or guest superpage region
+//! in each slot; no address: every slot's roots), so an inactive slot holds only leaves the guest could still
+//! see through a cached translation, which the specification allows. A and D were set in the guest PTE when the
+//! leaf was filled (W only with D set), exactly as before: a slot switch changes nothing there.
 //!
 //! # Call-order contract (the board's native engine)
 //! 1. While the guest runs natively: real `mstatus.MXR`, `SUM` and `MPRV` are clear (MXR and SUM are encoded in
@@ -60,8 +77,8 @@
 //!
 //! # Flushing granularity
 //! `sfence.vma` never touches the roots of untranslated regimes (they do not depend on the guest's tables). With
-//! rs1 = x0 it drops every translated root (their pages are reclaimed by the next exhaustion flush). With an
-//! address it drops that page's shadow leaf from every translated root, and, where the leaf came from a guest
+//! rs1 = x0 it drops every translated root of every slot (their pages are reclaimed by the next exhaustion flush). With an
+//! address it drops that page's shadow leaf from every translated root of every slot, and, where the leaf came from a guest
 //! superpage, everything shadowed under the same 2 MiB or 1 GiB region: a pointer PTE carries the software bit
 //! [`SUPERPAGE_BELOW`] when some leaf beneath it came from a guest superpage of that size, and the fence clears
 //! the pointer instead of the leaf. This covers the specification's rule that a fence with an address orders the
@@ -83,6 +100,10 @@ const PHYSICAL_ADDRESS_BITS: u32 = 56;
 const NO_ROOT: u16 = u16::MAX;
 /// Roots `FIRST_TRANSLATED_ROOT..Regime::COUNT` are those of the translated regimes (see [`Regime::index`]).
 const FIRST_TRANSLATED_ROOT: usize = 3;
+/// Translated roots per address-space slot.
+const SLOT_ROOTS: usize = Regime::COUNT - FIRST_TRANSLATED_ROOT;
+/// Guest address spaces (guest `satp` values) whose translated roots are kept at once.
+pub const ADDRESS_SPACE_SLOTS: usize = 4;
 /// A software bit (RSW, ignored by the MMU) of a shadow pointer PTE: some leaf beneath it came from a guest
 /// superpage as large as the region the pointer covers (1 GiB in a root, 2 MiB in a level-1 table).
 pub const SUPERPAGE_BELOW: u64 = 1 << 8;
@@ -158,6 +179,19 @@ pub enum FillOutcome {
     Emulate,
 }
 
+/// The translated roots built for one guest `satp`.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The guest `satp` the roots were built for (`None`: never used).
+    satp: Option<u64>,
+    /// Pool page of each translated regime's root (index `Regime::index() - FIRST_TRANSLATED_ROOT`), or `NO_ROOT`.
+    roots: [u16; SLOT_ROOTS],
+    /// Value of the use clock when the slot was last chosen.
+    last_used: u64,
+}
+
+const EMPTY_SLOT: Slot = Slot { satp: None, roots: [NO_ROOT; SLOT_ROOTS], last_used: 0 };
+
 /// A fixed pool of `POOL` shadow table pages and the roots built in it.
 ///
 /// On the board it lives in a static; M-mode runs with paging bare, so the address of a page (`ptr as u64`) is
@@ -167,10 +201,15 @@ pub struct ShadowTables<const POOL: usize> {
     pages: [ShadowPage; POOL],
     /// Pages `0..used` are in use; the rest are free (zeroed when handed out).
     used: usize,
-    /// Pool page of each regime's root, or `NO_ROOT`.
-    roots: [u16; Regime::COUNT],
-    /// The guest `satp` and PMP the current tables were built for.
-    built_for_satp: u64,
+    /// Pool page of each untranslated regime's root, or `NO_ROOT`.
+    untranslated: [u16; FIRST_TRANSLATED_ROOT],
+    /// The translated roots, per guest address space.
+    slots: [Slot; ADDRESS_SPACE_SLOTS],
+    /// The slot of the hart's `satp` (set by `sync` before any translated root is used).
+    active: usize,
+    /// Counts slot choices, for least-recently-used replacement.
+    clock: u64,
+    /// The guest PMP the current tables were built for.
     built_for_pmp: Option<Pmp>,
     /// Address of `pages` when the current tables were built.
     built_at: u64,
@@ -194,8 +233,10 @@ impl<const POOL: usize> ShadowTables<POOL> {
         Self {
             pages: [const { ShadowPage([0; TABLE_ENTRIES]) }; POOL],
             used: 0,
-            roots: [NO_ROOT; Regime::COUNT],
-            built_for_satp: 0,
+            untranslated: [NO_ROOT; FIRST_TRANSLATED_ROOT],
+            slots: [EMPTY_SLOT; ADDRESS_SPACE_SLOTS],
+            active: 0,
+            clock: 0,
             built_for_pmp: None,
             built_at: 0,
             generation: 0,
@@ -206,7 +247,11 @@ impl<const POOL: usize> ShadowTables<POOL> {
     /// runs again (the [`generation`](Self::generation) tells it).
     pub fn flush_all(&mut self) {
         self.used = 0;
-        self.roots = [NO_ROOT; Regime::COUNT];
+        self.untranslated = [NO_ROOT; FIRST_TRANSLATED_ROOT];
+        // The slots keep their keys: an empty slot is right for any `satp`.
+        for slot in &mut self.slots {
+            slot.roots = [NO_ROOT; SLOT_ROOTS];
+        }
         self.generation = self.generation.wrapping_add(1);
     }
 
@@ -215,15 +260,18 @@ impl<const POOL: usize> ShadowTables<POOL> {
     pub fn sfence_vma(&mut self, address: Option<u64>, asid: Option<u16>) {
         let _ = asid; // every address space is fenced
         self.generation = self.generation.wrapping_add(1);
-        let translated = self.roots.get_mut(FIRST_TRANSLATED_ROOT..).unwrap_or(&mut []);
         let Some(va) = address else {
-            translated.fill(NO_ROOT);
+            for slot in &mut self.slots {
+                slot.roots = [NO_ROOT; SLOT_ROOTS];
+            }
             return;
         };
-        for index in FIRST_TRANSLATED_ROOT..Regime::COUNT {
-            let root = self.roots.get(index).copied().unwrap_or(NO_ROOT);
-            if root != NO_ROOT {
-                self.invalidate(root as usize, va);
+        for slot in 0..ADDRESS_SPACE_SLOTS {
+            for index in 0..SLOT_ROOTS {
+                let root = self.slots.get(slot).and_then(|slot| slot.roots.get(index)).copied().unwrap_or(NO_ROOT);
+                if root != NO_ROOT {
+                    self.invalidate(root as usize, va);
+                }
             }
         }
     }
@@ -266,7 +314,8 @@ impl<const POOL: usize> ShadowTables<POOL> {
     }
 
     /// Real `satp` (MODE = Sv39, ASID 0) for the hart's current regime ([`Regime::of`]), building an empty root if
-    /// there is none. Flushes first when the guest `satp` or PMP differ from what the tables were built for.
+    /// there is none. Flushes first when the guest PMP differs from what the tables were built for, and picks (or
+    /// replaces) the address-space slot of the guest `satp`.
     pub fn root_satp(&mut self, hart: &Hart) -> u64 {
         self.sync(hart);
         let regime = Regime::of(hart);
@@ -313,21 +362,47 @@ impl<const POOL: usize> ShadowTables<POOL> {
         }
     }
 
-    /// Flushes when the guest `satp` or PMP, or the pool's address, changed since the tables were built.
+    /// Flushes when the guest PMP or the pool's address changed since the tables were built, then makes the slot
+    /// of the hart's `satp` the active one when the hart translates.
     fn sync(&mut self, hart: &Hart) {
         let here = self.pages.as_ptr() as u64;
         let same_pmp = self.built_for_pmp.as_ref() == Some(&hart.pmp);
-        if self.built_for_satp == hart.csrs.satp && same_pmp && self.built_at == here {
-            return;
+        if !same_pmp || self.built_at != here {
+            if self.used != 0 {
+                self.flush_all();
+            }
+            if !same_pmp {
+                self.built_for_pmp = Some(hart.pmp.clone());
+            }
+            self.built_at = here;
         }
-        if self.used != 0 {
-            self.flush_all();
+        if Regime::of(hart).index() >= FIRST_TRANSLATED_ROOT {
+            self.select(hart.csrs.satp);
         }
-        self.built_for_satp = hart.csrs.satp;
-        if !same_pmp {
-            self.built_for_pmp = Some(hart.pmp.clone());
+    }
+
+    /// Makes the slot built for `satp` active, replacing the least recently used one when there is none.
+    fn select(&mut self, satp: u64) {
+        self.clock = self.clock.wrapping_add(1);
+        let clock = self.clock;
+        let keyed = |slot: &Slot| slot.satp == Some(satp);
+        if !self.slots.get(self.active).is_some_and(keyed) {
+            let found = self.slots.iter().position(keyed);
+            let (lru, _) =
+                self.slots.iter().enumerate().min_by_key(|(_, slot)| slot.last_used).unwrap_or((0, &EMPTY_SLOT));
+            self.active = found.unwrap_or(lru);
+            if found.is_none() {
+                let Some(slot) = self.slots.get_mut(lru) else { return };
+                if slot.roots.iter().any(|&root| root != NO_ROOT) {
+                    // Its mappings are dropped (a real TLB may hold some if it ran last).
+                    self.generation = self.generation.wrapping_add(1);
+                }
+                *slot = Slot { satp: Some(satp), roots: [NO_ROOT; SLOT_ROOTS], last_used: 0 };
+            }
         }
-        self.built_at = here;
+        if let Some(slot) = self.slots.get_mut(self.active) {
+            slot.last_used = clock;
+        }
     }
 
     fn page_address(&self, index: usize) -> u64 {
@@ -350,13 +425,22 @@ impl<const POOL: usize> ShadowTables<POOL> {
         Some(index)
     }
 
+    /// Where the root of `regime` is recorded: shared for the untranslated regimes, in the active slot otherwise.
+    fn root_entry(&mut self, regime: Regime) -> Option<&mut u16> {
+        let index = regime.index();
+        match index.checked_sub(FIRST_TRANSLATED_ROOT) {
+            None => self.untranslated.get_mut(index),
+            Some(index) => self.slots.get_mut(self.active)?.roots.get_mut(index),
+        }
+    }
+
     fn root(&mut self, regime: Regime) -> Option<usize> {
-        let slot = self.roots.get(regime.index()).copied().unwrap_or(NO_ROOT);
+        let slot = self.root_entry(regime).map_or(NO_ROOT, |entry| *entry);
         if slot != NO_ROOT {
             return Some(slot as usize);
         }
         let root = self.allocate()?;
-        *self.roots.get_mut(regime.index())? = root as u16;
+        *self.root_entry(regime)? = root as u16;
         Some(root)
     }
 

@@ -61,10 +61,11 @@ fn hardware<const P: usize>(tables: &ShadowTables<P>, satp: u64, va: u64, access
     None
 }
 
-/// Every leaf of every root: (root regime index, va, pte).
+/// Every leaf of every root (untranslated, then each address-space slot's): (root index, va, pte).
 fn leaves<const P: usize>(tables: &ShadowTables<P>) -> Vec<(usize, u64, u64)> {
     let mut found = Vec::new();
-    for (regime, &root) in tables.roots.iter().enumerate() {
+    let slot_roots = tables.slots.iter().flat_map(|slot| slot.roots.iter());
+    for (regime, &root) in tables.untranslated.iter().chain(slot_roots).enumerate() {
         if root == NO_ROOT {
             continue;
         }
@@ -448,6 +449,80 @@ fn a_pmp_region_smaller_than_a_page_is_emulated() {
 }
 
 #[test]
+fn address_spaces_keep_their_mappings_until_a_fence() {
+    let (mut backing, mut hart) = kernel_and_user();
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let realmap = identity_map();
+    let mut tables = ShadowTables::<32>::new();
+    set_mode(&mut hart, Privilege::Supervisor, sv39(page(0)), 0);
+    let first = tables.root_satp(&hart);
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x1000, Load), FillOutcome::Filled);
+    let generation = tables.generation();
+
+    // Another address space (page 9: an empty guest root) and back: the first one's leaf is still there, no refill.
+    hart.csrs.satp = sv39(page(9));
+    let other = tables.root_satp(&hart);
+    assert_ne!(other, first);
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x1000, Load), page_fault(Load, 0x1000));
+    hart.csrs.satp = sv39(page(0));
+    assert_eq!(tables.root_satp(&hart), first);
+    assert_eq!(hardware(&tables, first, 0x1010, Load), Some(HOST_BASE + 20 * PAGE_SIZE + 0x10), "kept while inactive");
+    assert_eq!(tables.generation(), generation, "nothing was dropped");
+    // The same root with another ASID is another address space.
+    hart.csrs.satp = Satp::new(SATP_MODE_SV39, 5, 0).0 | sv39(page(0));
+    let with_asid = tables.root_satp(&hart);
+    assert_ne!(with_asid, first);
+    assert_eq!(hardware(&tables, with_asid, 0x1010, Load), None);
+
+    // A fence with an address drops the page in every slot, the inactive ones included.
+    hart.csrs.satp = sv39(page(9));
+    tables.root_satp(&hart);
+    tables.sfence_vma(Some(0x1000), None);
+    assert_ne!(tables.generation(), generation);
+    hart.csrs.satp = sv39(page(0));
+    assert_eq!(tables.root_satp(&hart), first);
+    assert_eq!(hardware(&tables, first, 0x1010, Load), None, "dropped while inactive");
+    // And a fence of everything, too.
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x1000, Load), FillOutcome::Filled);
+    hart.csrs.satp = sv39(page(9));
+    tables.root_satp(&hart);
+    tables.sfence_vma(None, Some(1));
+    hart.csrs.satp = sv39(page(0));
+    let satp = tables.root_satp(&hart);
+    assert_eq!(hardware(&tables, satp, 0x1010, Load), None, "dropped by the global fence");
+}
+
+#[test]
+fn the_least_recently_used_address_space_is_replaced() {
+    let (mut backing, mut hart) = kernel_and_user();
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let realmap = identity_map();
+    let mut tables = ShadowTables::<64>::new();
+    set_mode(&mut hart, Privilege::Supervisor, 0, 0);
+    let asid = |asid: u16| Satp::new(SATP_MODE_SV39, asid, 0).0 | sv39(page(0));
+    let mut roots = Vec::new();
+    for n in 0..ADDRESS_SPACE_SLOTS as u16 {
+        hart.csrs.satp = asid(n);
+        roots.push(tables.root_satp(&hart));
+        assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x1000, Load), FillOutcome::Filled);
+    }
+    // Use ASID 0 again, so ASID 1 is the least recently used.
+    hart.csrs.satp = asid(0);
+    assert_eq!(tables.root_satp(&hart), roots[0]);
+    let generation = tables.generation();
+    hart.csrs.satp = asid(100);
+    tables.root_satp(&hart);
+    assert_ne!(tables.generation(), generation, "a slot with mappings was dropped: the board must fence");
+    // ASID 1 last: choosing it again replaces another slot.
+    for n in (0..ADDRESS_SPACE_SLOTS as u16).filter(|&n| n != 1).chain([1]) {
+        hart.csrs.satp = asid(n);
+        let satp = tables.root_satp(&hart);
+        let kept = hardware(&tables, satp, 0x1010, Load).is_some();
+        assert_eq!(kept, n != 1, "ASID {n}");
+    }
+}
+
+#[test]
 fn satp_and_pmp_changes_and_sfence_flush() {
     let (mut backing, mut hart) = kernel_and_user();
     let mut ram = Ram::new(RAM_BASE, &mut backing);
@@ -460,11 +535,11 @@ fn satp_and_pmp_changes_and_sfence_flush() {
     assert_eq!(tables.root_satp(&hart), satp);
     assert_eq!(tables.generation(), generation, "nothing changed");
 
-    // Another guest root (page 9: empty, so nothing is mapped).
+    // Another guest root (page 9: empty, so nothing is mapped): a new root in another slot, nothing dropped.
     hart.csrs.satp = sv39(page(9));
     let other = tables.root_satp(&hart);
-    assert_ne!(tables.generation(), generation);
-    assert_eq!(tables.pages_in_use(), 1);
+    assert_eq!(tables.generation(), generation);
+    assert_eq!(tables.pages_in_use(), 4);
     assert_eq!(hardware(&tables, other, 0x1000, Load), None);
     assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x1000, Load), page_fault(Load, 0x1000));
 
@@ -750,7 +825,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         20 => (0..PAGE_SIZE, 0..3u8).prop_map(|(offset, access)| Op::Again { offset, access }),
         3 => (0..3u8).prop_map(Op::Privilege),
         3 => prop::sample::select(vec![mstatus::SUM, mstatus::MXR, mstatus::MPRV, 1 << 11, 1 << 12]).prop_map(Op::Toggle),
-        1 => (0..3u8, 0..2u16).prop_map(|(satp, asid)| Op::Satp(satp, asid)),
+        // Two guest roots with four ASIDs: more address spaces than slots, so slots are replaced.
+        4 => (0..3u8, 0..4u16).prop_map(|(satp, asid)| Op::Satp(satp, asid)),
         1 => Just(Op::Sfence),
         2 => Just(Op::SfenceLast),
         4 => (mapping_strategy(), any::<u64>(), any::<bool>())

@@ -532,6 +532,9 @@ const LINUX_SCRIPT: &[(&str, &str)] = &[
     ("\nanswer=42", ""),
     ("# ", "uname -m\n"),
     ("\nriscv64", ""),
+    // Two processes at once, one per hart: the shadow tables keep both address spaces.
+    ("# ", "seq 3000|md5sum& seq 3000|md5sum; wait; echo both done\n"),
+    ("\nboth done", ""),
     ("# ", ""),
 ];
 
