@@ -594,9 +594,13 @@ fn remote_fence(targets: u64, kind: FenceKind, start: u64, size: u64, env: &mut 
     let first = start & !0xfff;
     let pages = if whole {
         u64::MAX
+    } else if size == 0 {
+        0
     } else {
-        let Some(end) = start.checked_add(size) else { return error::INVALID_ADDRESS };
-        (end.saturating_add(0xfff) & !0xfff).wrapping_sub(first) >> 12
+        // Counted from the range's last byte, not its end: a range may end at 2^64 exactly, and rounding an
+        // end in the top page up would overflow (it once saturated and flushed nothing).
+        let Some(last) = start.checked_add(size - 1) else { return error::INVALID_ADDRESS };
+        (last >> 12) - (start >> 12) + 1
     };
     for index in (0..MAX_HARTS).filter(|&index| targets & (1 << index) != 0) {
         if pages > MAX_FENCE_PAGES {
@@ -940,6 +944,21 @@ mod tests {
         call(&mut sbi, &mut harts, &mut env, 0, eid::RFENCE, 2, &[1, 0, 0, 1 << 30, 9]);
         assert_eq!(env.flushes, [(0, FlushScope::Sfence { address: None, asid: Some(9) })]);
         env.flushes.clear();
+        // Ranges in the top pages of the address space, one of them ending at 2^64 exactly.
+        let (_, error, _) =
+            call(&mut sbi, &mut harts, &mut env, 0, eid::RFENCE, 1, &[0b100, 0, 0xffff_ffff_ffff_e800, 0x1000]);
+        assert_eq!(error, error::SUCCESS);
+        let top = |address| (2, FlushScope::Sfence { address: Some(address), asid: None });
+        assert_eq!(env.flushes, [top(0xffff_ffff_ffff_e000), top(0xffff_ffff_ffff_f000)]);
+        env.flushes.clear();
+        let (_, error, _) =
+            call(&mut sbi, &mut harts, &mut env, 0, eid::RFENCE, 1, &[0b100, 0, 0xffff_ffff_ffff_f000, 0x1000]);
+        assert_eq!(error, error::SUCCESS, "the last page is a valid range");
+        assert_eq!(env.flushes, [top(0xffff_ffff_ffff_f000)]);
+        env.flushes.clear();
+        // An empty range (not the whole-space encoding) flushes nothing.
+        call(&mut sbi, &mut harts, &mut env, 0, eid::RFENCE, 1, &[0b100, 0, 0x4000_0ff0, 0]);
+        assert!(env.flushes.is_empty());
         // Hostile ranges and masks.
         let (_, error, _) = call(&mut sbi, &mut harts, &mut env, 0, eid::RFENCE, 1, &[1, 0, u64::MAX - 10, 100]);
         assert_eq!(error, error::INVALID_ADDRESS, "a range that wraps around");
