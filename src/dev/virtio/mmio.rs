@@ -14,6 +14,20 @@
 //!
 //! Guest memory is not reachable from an MMIO access, so `QueueNotify` only records the notification: the VMM
 //! must then call [`VirtioMmio::process`] (see the contract in the [module docs](super)).
+//!
+//! # As QEMU presents it
+//!
+//! Guests written for QEMU's `virt` machine are the ones this transport meets, so where virtio 1.x leaves the
+//! device a choice, it chooses what QEMU does:
+//! - `VendorID` reads QEMU's value, [`VENDOR_ID`] = `0x554d4551` ("QEMU"), because some drivers check it and
+//!   refuse any other device. An embedder that wants its own changes it with [`VirtioMmio::set_vendor_id`].
+//! - A driver that never accepts `VIRTIO_F_VERSION_1` still gets `FEATURES_OK` and a working device. Virtio 1.x
+//!   (§6.1) lets a device refuse such a driver, and QEMU does not: on the modern transport it checks features
+//!   only when VERSION_1 was negotiated, and drivers written against QEMU (minimal bootloader and RTOS drivers
+//!   that fill in feature word 0 only) rely on that. Nothing this device does depends on VERSION_1: the guest is
+//!   little-endian as virtio 1.x is, the queues are set up through the version-2 registers (so the legacy ring
+//!   alignment never arises) and the block device accepts any framing of a request. Features the device did not
+//!   offer are still refused, as the specification asks.
 
 use core::cell::RefCell;
 
@@ -37,8 +51,11 @@ pub const VIRT_IRQ_BASE: u32 = 1;
 pub const MAGIC: u32 = 0x7472_6976;
 /// The transport version implemented (modern).
 pub const VERSION: u32 = 2;
-/// The value of `VendorID` ("TRPZ").
-pub const VENDOR_ID: u32 = 0x5a50_5254;
+/// QEMU's `VendorID`: "QEMU" in little-endian ASCII.
+pub const QEMU_VENDOR_ID: u32 = 0x554d_4551;
+/// The value of `VendorID` unless the embedder sets another ([`VirtioMmio::set_vendor_id`]): QEMU's, because
+/// guests written for QEMU's `virt` check it.
+pub const VENDOR_ID: u32 = QEMU_VENDOR_ID;
 /// Most virtqueues any device may have.
 pub const MAX_QUEUES: usize = 8;
 /// `QueueNumMax`: the largest queue size offered.
@@ -76,6 +93,8 @@ const CONFIG_GENERATION: u64 = 0x0fc;
 /// A virtio device `D` on the MMIO transport.
 pub struct VirtioMmio<D> {
     device: D,
+    /// What `VendorID` reads; survives a device reset.
+    vendor_id: u32,
     status: u32,
     device_features_sel: u32,
     driver_features_sel: u32,
@@ -92,6 +111,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
     pub fn new(device: D) -> Self {
         Self {
             device,
+            vendor_id: VENDOR_ID,
             status: 0,
             device_features_sel: 0,
             driver_features_sel: 0,
@@ -101,6 +121,16 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             interrupt_status: 0,
             notify_pending: 0,
         }
+    }
+
+    /// Makes `VendorID` read `vendor_id` instead of QEMU's [`VENDOR_ID`].
+    pub fn set_vendor_id(&mut self, vendor_id: u32) {
+        self.vendor_id = vendor_id;
+    }
+
+    /// What `VendorID` reads.
+    pub fn vendor_id(&self) -> u32 {
+        self.vendor_id
     }
 
     /// The device behind the transport.
@@ -245,11 +275,12 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             return;
         }
         let mut value = value & !STATUS_DEVICE_NEEDS_RESET & 0xff;
-        if value & STATUS_FEATURES_OK != 0 && self.status & STATUS_FEATURES_OK == 0 {
-            let unoffered = self.driver_features & !self.offered_features();
-            if unoffered != 0 || self.driver_features & F_VERSION_1 == 0 {
-                value &= !STATUS_FEATURES_OK;
-            }
+        // A driver without VIRTIO_F_VERSION_1 is accepted, as QEMU accepts it (see the module docs).
+        if value & STATUS_FEATURES_OK != 0
+            && self.status & STATUS_FEATURES_OK == 0
+            && self.driver_features & !self.offered_features() != 0
+        {
+            value &= !STATUS_FEATURES_OK;
         }
         let was_running = self.running();
         self.status = value | (self.status & STATUS_DEVICE_NEEDS_RESET);
@@ -289,7 +320,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             MAGIC_VALUE => MAGIC,
             VERSION_REG => VERSION,
             DEVICE_ID => self.device.device_id(),
-            VENDOR_ID_REG => VENDOR_ID,
+            VENDOR_ID_REG => self.vendor_id,
             DEVICE_FEATURES => match self.device_features_sel {
                 0 => self.offered_features() as u32,
                 1 => (self.offered_features() >> 32) as u32,

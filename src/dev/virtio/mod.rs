@@ -51,7 +51,8 @@ pub const STATUS_FAILED: u32 = 128;
 pub const F_INDIRECT_DESC: u64 = 1 << 28;
 /// Feature bit: the `used_event`/`avail_event` fields are in use (never offered here).
 pub const F_EVENT_IDX: u64 = 1 << 29;
-/// Feature bit: the device complies with virtio 1.x (always offered, and required of the driver).
+/// Feature bit: the device complies with virtio 1.x (always offered; a driver that does not accept it is served
+/// anyway, as QEMU serves it: see [`mmio`]).
 pub const F_VERSION_1: u64 = 1 << 32;
 
 /// `InterruptStatus` bit: the device used a buffer in some virtqueue.

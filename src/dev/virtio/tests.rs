@@ -200,7 +200,10 @@ fn needs_reset(dev: &Dev) -> bool {
 #[test]
 fn identity_features_and_config_space() {
     let mut dev = new_dev();
-    assert_eq!(r(&mut dev, 0x00c), mmio::VENDOR_ID);
+    assert_eq!(r(&mut dev, 0x00c), 0x554d_4551, "QEMU's vendor ID, which guests written for QEMU check");
+    dev.set_vendor_id(0x1234_5678);
+    w(&mut dev, 0x070, 0);
+    assert_eq!(r(&mut dev, 0x00c), 0x1234_5678, "the embedder's vendor ID, kept across a reset");
     let offered = dev.offered_features();
     assert_ne!(offered & F_VERSION_1, 0);
     assert_ne!(offered & blk::F_FLUSH, 0);
@@ -234,11 +237,13 @@ fn identity_features_and_config_space() {
 }
 
 #[test]
-fn features_ok_is_refused_for_unoffered_features_or_without_version_1() {
+fn features_ok_is_refused_for_unoffered_features_only() {
     let mut mem = Memory::new();
     let mut ram = mem.ram();
     let mut dev = new_dev();
-    assert!(!Driver::init_with(&mut dev, &mut ram, blk::F_FLUSH, 8), "VERSION_1 missing");
+    assert!(Driver::init_with(&mut dev, &mut ram, blk::F_FLUSH, 8), "VERSION_1 missing is accepted, as by QEMU");
+    assert_eq!(dev.driver_features(), blk::F_FLUSH);
+    assert!(!Driver::init_with(&mut dev, &mut ram, blk::F_RO, 8), "RO not offered, without VERSION_1 either");
     assert!(!Driver::init_with(&mut dev, &mut ram, F_VERSION_1 | F_INDIRECT_DESC, 8), "INDIRECT not offered");
     assert!(!Driver::init_with(&mut dev, &mut ram, F_VERSION_1 | blk::F_RO, 8), "RO not offered");
     assert!(Driver::init_with(&mut dev, &mut ram, F_VERSION_1, 8));
@@ -276,6 +281,54 @@ fn write_read_round_trip_and_flush() {
     for i in 0..3 * u64::from(QSIZE) {
         assert_eq!(drv.request(&mut dev, &mut ram, T_IN, i % 64, &[(DATA, 512, true)]), (S_OK, 513));
     }
+    assert!(!needs_reset(&dev));
+    assert!(mem.guards_intact());
+}
+
+/// A driver written against QEMU that never negotiates `VIRTIO_F_VERSION_1` on the modern transport: it
+/// writes feature word 0 only (never selecting word 1), sets `FEATURES_OK`, sets queue 0 up through the
+/// version-2 registers (`QueueNum`, `QueueDesc/Driver/Device` low and high, `QueueReady`) and then writes and
+/// reads sectors. QEMU serves it, so must we.
+#[test]
+fn a_driver_without_version_1_writes_and_reads() {
+    let mut mem = Memory::new();
+    let mut ram = mem.ram();
+    let mut dev = new_dev();
+    assert_eq!(r(&mut dev, 0x000), 0x7472_6976);
+    assert_eq!(r(&mut dev, 0x004), 2, "the modern transport");
+    assert_eq!(r(&mut dev, 0x00c), 0x554d_4551);
+    w(&mut dev, 0x070, 0);
+    w(&mut dev, 0x070, STATUS_ACKNOWLEDGE);
+    w(&mut dev, 0x070, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    w(&mut dev, 0x014, 0);
+    let offered_low = r(&mut dev, 0x010);
+    assert_ne!(offered_low & blk::F_FLUSH as u32, 0);
+    // Feature word 0 only: the driver takes FLUSH and nothing else, and never writes word 1.
+    w(&mut dev, 0x024, 0);
+    w(&mut dev, 0x020, offered_low & blk::F_FLUSH as u32);
+    w(&mut dev, 0x070, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+    assert_ne!(r(&mut dev, 0x070) & STATUS_FEATURES_OK, 0, "FEATURES_OK is accepted without VERSION_1");
+    assert_eq!(dev.driver_features() & F_VERSION_1, 0);
+    ram.slice_mut(DESC, 0x3000).unwrap().fill(0);
+    w(&mut dev, 0x030, 0);
+    assert!(r(&mut dev, 0x034) >= u32::from(QSIZE));
+    w(&mut dev, 0x038, u32::from(QSIZE));
+    for (low, addr) in [(0x080, DESC), (0x090, AVAIL), (0x0a0, USED)] {
+        w(&mut dev, low, addr as u32);
+        w(&mut dev, low + 4, (addr >> 32) as u32);
+    }
+    w(&mut dev, 0x044, 1);
+    w(&mut dev, 0x070, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+    assert_eq!(r(&mut dev, 0x070) & STATUS_DEVICE_NEEDS_RESET, 0);
+
+    let mut drv = Driver { avail_idx: 0, used_idx: 0 };
+    let data = pattern(42, 1024);
+    ram.slice_mut(DATA, 1024).unwrap().copy_from_slice(&data);
+    assert_eq!(drv.request(&mut dev, &mut ram, T_OUT, 5, &[(DATA, 1024, false)]), (S_OK, 1));
+    assert_eq!(&dev.device().backend().data[5 * 512..7 * 512], &data[..]);
+    assert_eq!(drv.request(&mut dev, &mut ram, T_IN, 5, &[(DATA + 0x1000, 1024, true)]), (S_OK, 1025));
+    assert_eq!(ram.slice(DATA + 0x1000, 1024).unwrap(), &data[..]);
+    assert_eq!(drv.request(&mut dev, &mut ram, T_FLUSH, 0, &[]), (S_OK, 1));
     assert!(!needs_reset(&dev));
     assert!(mem.guards_intact());
 }
