@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Fetches Debian's riscv64 Linux kernel (linux-image-riscv64: a flat RISC-V Image with an EFI stub) and
-# busybox-static into DIR (default target/guest-images), unless they are already there. The packages come from
-# Debian's riscv64 archive through a temporary apt source that is removed again afterwards.
+# busybox-static into DIR (default target/guest-images), unless they are already there.
+#
+# The packages come from the Debian archive this machine's apt already uses (found in /etc/apt/sources.list,
+# /etc/apt/sources.list.d/*.list and the deb822 /etc/apt/sources.list.d/*.sources), so no mirror is named here
+# and a machine behind its own mirror keeps using it; DEBIAN_ARCHIVE=URI overrides the choice. apt runs on a
+# private source list, index and cache in a temporary directory: the machine's apt configuration and state are
+# never touched, and no apt lock is held that a parallel apt-get would wait for.
 set -euo pipefail
 dir=${1:-target/guest-images}
 mkdir -p "$dir"
@@ -13,31 +18,104 @@ if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
     echo "error: fetching Debian's riscv64 kernel and busybox needs apt-get and dpkg-deb (a Debian host)" >&2
     exit 1
 fi
-list=/etc/apt/sources.list.d/trapeze-riscv64.list
-arch_options=(-o APT::Architectures::=amd64 -o APT::Architectures::=riscv64)
-cleanup() {
-    rm -f "$list"
-    apt-get update -qq >/dev/null 2>&1 || true
+
+# Prints "URI SUITE" for every enabled binary (`deb`) source of this machine's apt.
+apt_sources() {
+    local file
+    for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -r "$file" ] || continue
+        # One-line format: deb [options] URI SUITE [COMPONENT...]; the options may hold spaces inside [ ].
+        sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$file" | awk '$1 == "deb" && NF >= 3 { print $2, $3 }'
+    done
+    for file in /etc/apt/sources.list.d/*.sources; do
+        [ -r "$file" ] || continue
+        # deb822 format: paragraphs of "Field: value" lines (field names are case-insensitive); a paragraph
+        # stands for every combination of its URIs and Suites.
+        awk '
+            function flush(    i, j, n, m, uri, suite) {
+                if (types ~ /(^| )deb( |$)/ && tolower(enabled) != "no") {
+                    n = split(uris, uri, " "); m = split(suites, suite, " ")
+                    for (i = 1; i <= n; i++) for (j = 1; j <= m; j++) print uri[i], suite[j]
+                }
+                types = uris = suites = ""; enabled = "yes"; field = ""
+            }
+            BEGIN { enabled = "yes" }
+            /^[ \t]*#/ { next }
+            /^[ \t]*$/ { flush(); next }
+            /^[ \t]/ { if (field == "uris") uris = uris " " $0; else if (field == "suites") suites = suites " " $0; next }
+            {
+                split($0, kv, ":"); field = tolower(kv[1]); value = substr($0, length(kv[1]) + 2)
+                if (field == "types") types = value
+                else if (field == "uris") uris = value
+                else if (field == "suites") suites = value
+                else if (field == "enabled") { enabled = value; gsub(/[ \t]/, "", enabled) }
+            }
+            END { flush() }
+        ' "$file"
+    done
 }
-trap cleanup EXIT
-echo 'deb [arch=riscv64] http://deb.debian.org/debian stable main' > "$list"
-apt-get update -qq "${arch_options[@]}"
+
+# The Debian archive among them: a source of one of Debian's own suites (this release's codename or a suite
+# alias; security and updates suites are other archives), preferring one whose downloaded Release file says
+# `Origin: Debian`, since third-party repositories also name their suites after Debian releases.
+debian_archive() {
+    local codename uri suite release first=""
+    codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+    while read -r uri suite; do
+        case "$suite" in
+            "$codename" | stable | testing | unstable | sid | oldstable) ;;
+            *) continue ;;
+        esac
+        uri=${uri%/}
+        # apt's list file name for the source: the URI without its scheme, slashes as underscores.
+        release=/var/lib/apt/lists/$(echo "${uri#*://}" | tr / _)_dists_${suite}_
+        if grep -qsx 'Origin: Debian' "${release}InRelease" "${release}Release"; then
+            echo "$uri"
+            return
+        fi
+        first=${first:-$uri}
+    done < <(apt_sources)
+    echo "$first"
+}
+
+archive=${DEBIAN_ARCHIVE:-$(debian_archive)}
+if [ -z "$archive" ]; then
+    echo "error: no Debian archive in this machine's apt sources (/etc/apt/sources.list," \
+        "/etc/apt/sources.list.d/*.list or *.sources); add one or set DEBIAN_ARCHIVE=URI" >&2
+    exit 1
+fi
+
 work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# apt downloads as the unprivileged `_apt` user where it can: let it into the private directories.
+chmod 755 "$work"
+mkdir -p "$work/sources.list.d" "$work/lists/partial" "$work/cache/archives/partial" "$work/download"
+# riscv64 is an official Debian architecture from Debian 13 on, hence the `stable` suite.
+echo "deb [arch=riscv64] ${archive%/} stable main" > "$work/sources.list"
+apt_options=(
+    -o "Dir::Etc::SourceList=$work/sources.list"
+    -o "Dir::Etc::SourceParts=$work/sources.list.d"
+    -o "Dir::State::Lists=$work/lists"
+    -o "Dir::Cache=$work/cache"
+    -o APT::Architectures::=amd64
+    -o APT::Architectures::=riscv64
+)
+echo "fetching linux-image-riscv64 and busybox-static from $archive"
+apt-get update -qq "${apt_options[@]}" 2>&1 | grep -v 'unsandboxed' || true
 (
-    cd "$work"
-    apt-get download -qq "${arch_options[@]}" linux-image-riscv64:riscv64 busybox-static:riscv64
+    cd "$work/download"
+    apt-get download -qq "${apt_options[@]}" linux-image-riscv64:riscv64 busybox-static:riscv64
     kernel_package=$(dpkg-deb -f linux-image-riscv64_*.deb Depends | sed -n 's/^\(linux-image-[^ ]*\).*/\1/p')
-    apt-get download -qq "${arch_options[@]}" "$kernel_package:riscv64"
+    apt-get download -qq "${apt_options[@]}" "$kernel_package:riscv64"
     mkdir kernel busybox
     dpkg-deb -x "$kernel_package"_*.deb kernel
     dpkg-deb -x busybox-static_*.deb busybox
 ) 2>&1 | grep -v 'unsandboxed' || true
-kernel=$(find "$work/kernel/boot" -name 'vmlinu*' | head -n 1)
-if [ -z "$kernel" ] || [ ! -s "$work/busybox/usr/bin/busybox" ]; then
-    echo "error: could not download Debian's riscv64 linux-image and busybox-static packages" >&2
+kernel=$(find "$work/download/kernel/boot" -name 'vmlinu*' 2>/dev/null | head -n 1)
+if [ -z "$kernel" ] || [ ! -s "$work/download/busybox/usr/bin/busybox" ]; then
+    echo "error: could not download Debian's riscv64 linux-image and busybox-static packages from $archive" >&2
     exit 1
 fi
 cp "$kernel" "$dir/Image"
-cp "$work/busybox/usr/bin/busybox" "$dir/busybox"
-rm -rf "$work"
+cp "$work/download/busybox/usr/bin/busybox" "$dir/busybox"
 echo "fetched $(basename "$kernel") and busybox into $dir"
