@@ -17,7 +17,7 @@ fn lockstep(args: &[&str]) -> (Option<i32>, String) {
     (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
-const GUESTS: [&str; 8] = [
+const GUESTS: [&str; 9] = [
     env!("TRAPEZE_GUEST_HELLO"),
     env!("TRAPEZE_GUEST_TRAPS"),
     env!("TRAPEZE_GUEST_AMO"),
@@ -26,6 +26,7 @@ const GUESTS: [&str; 8] = [
     env!("TRAPEZE_GUEST_SV39"),
     env!("TRAPEZE_GUEST_INTERRUPTS"),
     env!("TRAPEZE_GUEST_FPU"),
+    env!("TRAPEZE_GUEST_UART_IRQ"),
 ];
 
 fn every_guest_agrees(cache: &str) {

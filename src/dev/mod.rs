@@ -35,6 +35,39 @@ pub enum MachineRequest {
     Reset,
 }
 
+/// A device's interrupt output, driven the way QEMU's device models drive theirs: whenever the device
+/// re-evaluates its interrupt condition (an event such as data arriving or the transmitter emptying, or a
+/// register access that changes the condition) it raises or lowers the line, and the interrupt controller takes
+/// every raise as a new request, even when the line was already high ([`Plic::signal`](plic::Plic::signal)).
+///
+/// The line keeps its level and the last raise or lower the VMM has not forwarded yet. Forwarding only the last
+/// one loses nothing: each of them sets the controller's pending bit to its level, so the last one decides, as
+/// long as the VMM forwards it before the guest next reaches the controller (after each access to the device).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IrqLine {
+    level: bool,
+    update: Option<bool>,
+}
+
+impl IrqLine {
+    /// The device re-evaluated its interrupt condition: raise the line (a request) or lower it.
+    pub fn set(&mut self, level: bool) {
+        self.level = level;
+        self.update = Some(level);
+    }
+
+    /// Whether the line is high.
+    pub fn level(&self) -> bool {
+        self.level
+    }
+
+    /// The last raise (`Some(true)`) or lower (`Some(false)`) since the previous call, for the interrupt
+    /// controller; `None` when the device has not touched the line since.
+    pub fn take_update(&mut self) -> Option<bool> {
+        self.update.take()
+    }
+}
+
 mod map;
 pub use map::{DeviceMap, MapError};
 pub mod clint;

@@ -1,6 +1,6 @@
 //! The SiFive PLIC (platform-level interrupt controller) QEMU's `virt` machine has at 0xc00_0000: it gathers
-//! the level-triggered interrupt lines of the platform's devices and offers them, by priority, to each hart
-//! context (hart `h` M-mode is context `2*h`, S-mode `2*h + 1`) through claim/complete.
+//! the interrupt lines of the platform's devices and offers them, by priority, to each hart context (hart `h`
+//! M-mode is context `2*h`, S-mode `2*h + 1`) through claim/complete.
 //!
 //! The guest controls every offset, width and value, and the VMM passes source and context numbers; the model
 //! never trusts one to index its arrays and never panics on one: a source or context the machine does not have
@@ -9,11 +9,18 @@
 //! # Model
 //!
 //! Per the RISC-V PLIC specification, with QEMU's `sifive_plic` as the reference where the spec leaves room:
-//! - **Gateway** (level-triggered only): source `id` is pending while its line is high
-//!   ([`Plic::set_level`]) and it is not in service. A claim takes it into service (and clears its pending
-//!   bit); a completion ends service, after which a line still high pends again at once. As in QEMU, a line
-//!   that drops before the claim withdraws the request (the pending bit follows the line), so a guest never
-//!   claims an interrupt its device no longer asserts.
+//! - **Gateway**: a source's request is *latched* when its device raises the line for an event, and cleared by
+//!   the claim that takes the source into service; a completion ends service and requests nothing by itself.
+//!   A line that merely stays high does not request again after completion: only a new event does. This is
+//!   what QEMU does (its devices call `qemu_irq_raise` on every event and the PLIC sets the pending bit each
+//!   time), and guests written for QEMU depend on it: an interrupt handler that leaves a condition standing
+//!   (a UART handler that never reads IIR leaves THR-empty asserted) gets one interrupt per event there, while
+//!   re-pending a high line at every completion, as a level-triggered gateway would, livelocks it in its trap
+//!   handler. A request raised while the source is in service stays pending and is offered after the
+//!   completion. As in QEMU, a line lowered before the claim withdraws the request, so a guest never claims an
+//!   interrupt its device no longer asserts. Devices report events through [`Plic::signal`] (each raise is a
+//!   request, fed from a device's [`IrqLine`](super::IrqLine)); a device that can only report its line's level
+//!   uses [`Plic::set_level`], where a rising edge is the request.
 //! - **Claim** (read of a context's claim/complete register): the pending source enabled for the context with
 //!   the highest priority above the context's threshold, ties going to the lowest id; 0 when there is none.
 //! - **Complete** (write of an id to that register): ends the source's service, unless the id is not enabled
@@ -39,11 +46,12 @@
 //!
 //! # VMM contract
 //!
-//! After anything that may change a device's interrupt line (a guest access to the device, input arriving,
-//! a slice ending), call [`Plic::set_level`] with the line's state, e.g.
-//! `plic.set_level(uart16550::IRQ, uart.interrupt_pending())`. Then, and after every guest access to the
-//! PLIC, set each hart's external interrupt bits from [`Plic::context_pending`]: `mip.MEIP` (bit 11) of hart
-//! `h` from context [`m_context(h)`](m_context), `mip.SEIP` (bit 9) from context [`s_context(h)`](s_context).
+//! After each guest access to a device and each event outside the guest (input arriving, a slice ending),
+//! forward what the device did to its line: `if let Some(level) = uart.take_irq_update() { plic.signal(
+//! uart16550::IRQ, level) }` (or [`Plic::set_level`] with its level, for a device that only has one). Then,
+//! and after every guest access to the PLIC, set each hart's external interrupt bits from
+//! [`Plic::context_pending`]: `mip.MEIP` (bit 11) of hart `h` from context [`m_context(h)`](m_context),
+//! `mip.SEIP` (bit 9) from context [`s_context(h)`](s_context).
 
 use super::{MmioDevice, MmioError};
 
@@ -94,8 +102,10 @@ pub const fn s_context(hart: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct Plic<const SOURCES: usize, const CONTEXTS: usize> {
     priority: [u8; SOURCES],
-    /// The interrupt lines, as [`Plic::set_level`] last set them.
+    /// The interrupt lines, as [`Plic::set_level`] or [`Plic::signal`] last set them.
     level: [u32; WORDS],
+    /// Latched requests: set by a device's event, cleared by a claim or by the line going low.
+    pending: [u32; WORDS],
     /// Sources claimed and not yet completed.
     in_service: [u32; WORDS],
     enable: [[u32; WORDS]; CONTEXTS],
@@ -127,6 +137,7 @@ impl<const SOURCES: usize, const CONTEXTS: usize> Plic<SOURCES, CONTEXTS> {
         Self {
             priority: [0; SOURCES],
             level: [0; WORDS],
+            pending: [0; WORDS],
             in_service: [0; WORDS],
             enable: [[0; WORDS]; CONTEXTS],
             threshold: [0; CONTEXTS],
@@ -147,27 +158,43 @@ impl<const SOURCES: usize, const CONTEXTS: usize> Plic<SOURCES, CONTEXTS> {
         mask
     }
 
-    /// Sets the interrupt line of `source` high or low. A source the machine does not have (including 0) is
-    /// ignored.
-    pub fn set_level(&mut self, source: u32, level: bool) {
+    /// The device behind `source` raised its line for an event (`level` true: a request, latched even if the
+    /// line was already high) or lowered it (the request is withdrawn), as QEMU's devices call `qemu_set_irq`.
+    /// A source the machine does not have (including 0) is ignored.
+    pub fn signal(&mut self, source: u32, level: bool) {
         if let Some((word, mask)) = bit::<SOURCES>(source) {
             if level {
                 self.level[word] |= mask;
+                self.pending[word] |= mask;
             } else {
                 self.level[word] &= !mask;
+                self.pending[word] &= !mask;
             }
         }
     }
 
-    /// Pending bits of sources `32*word ..= 32*word + 31`: line high and not in service.
-    fn pending_word(&self, word: usize) -> u32 {
-        match (self.level.get(word), self.in_service.get(word)) {
-            (Some(&level), Some(&in_service)) => level & !in_service & Self::valid_mask(word),
-            _ => 0,
+    /// Sets the interrupt line of `source` to `level`, for a device that only reports its line's level: the
+    /// line going high is a request, a line that stays high requests nothing more, a low line withdraws the
+    /// request. A source the machine does not have (including 0) is ignored.
+    pub fn set_level(&mut self, source: u32, level: bool) {
+        let rising = bit::<SOURCES>(source).is_some_and(|(word, mask)| self.level[word] & mask == 0);
+        if rising || !level {
+            self.signal(source, level);
         }
     }
 
-    /// Whether `source` is pending (its pending bit as the guest reads it).
+    /// Pending bits of sources `32*word ..= 32*word + 31`, as the guest reads them: latched requests (a source
+    /// in service may have a new one).
+    fn pending_word(&self, word: usize) -> u32 {
+        self.pending.get(word).map_or(0, |&pending| pending & Self::valid_mask(word))
+    }
+
+    /// Requests a claim may take: pending and not in service.
+    fn claimable_word(&self, word: usize) -> u32 {
+        self.pending_word(word) & !self.in_service.get(word).copied().unwrap_or(0)
+    }
+
+    /// Whether `source` has a latched request (its pending bit as the guest reads it).
     pub fn is_pending(&self, source: u32) -> bool {
         bit::<SOURCES>(source).is_some_and(|(word, mask)| self.pending_word(word) & mask != 0)
     }
@@ -202,7 +229,7 @@ impl<const SOURCES: usize, const CONTEXTS: usize> Plic<SOURCES, CONTEXTS> {
         let mut best = None;
         let mut best_priority = self.threshold.get(ctx).copied()?;
         for (word, &enabled) in enable.iter().enumerate().take(Self::USED_WORDS) {
-            let mut candidates = self.pending_word(word) & enabled;
+            let mut candidates = self.claimable_word(word) & enabled;
             while candidates != 0 {
                 let id = word * 32 + candidates.trailing_zeros() as usize;
                 candidates &= candidates - 1;
@@ -225,10 +252,12 @@ impl<const SOURCES: usize, const CONTEXTS: usize> Plic<SOURCES, CONTEXTS> {
     }
 
     /// Claims for context `ctx` as a guest read of its claim/complete register does: returns the
-    /// [`claimable`](Self::claimable) source and takes it into service, or 0 when there is none.
+    /// [`claimable`](Self::claimable) source, clears its request and takes it into service, or 0 when there is
+    /// none.
     pub fn claim(&mut self, ctx: usize) -> u32 {
         let Some(source) = self.claimable(ctx) else { return 0 };
         if let Some((word, mask)) = bit::<SOURCES>(source) {
+            self.pending[word] &= !mask;
             self.in_service[word] |= mask;
         }
         source
@@ -236,7 +265,8 @@ impl<const SOURCES: usize, const CONTEXTS: usize> Plic<SOURCES, CONTEXTS> {
 
     /// Completes `source` for context `ctx` as a guest write of its claim/complete register does: ends the
     /// source's service if it is enabled for the context; otherwise (or for a source or context the machine
-    /// does not have) does nothing.
+    /// does not have) does nothing. A completion never requests anything itself: the source interrupts again
+    /// only if its device raised its line for an event since the claim.
     pub fn complete(&mut self, ctx: usize, source: u32) {
         if self.enabled(ctx, source) {
             if let Some((word, mask)) = bit::<SOURCES>(source) {
@@ -522,27 +552,50 @@ mod tests {
         assert!(!plic.context_pending(0));
     }
 
+    /// The sequence that livelocked a guest whose handler leaves its device's condition standing: the line
+    /// stays high through claim and completion, and only a new event interrupts again (QEMU's `sifive_plic`).
     #[test]
-    fn gateway_repends_after_complete_not_before() {
+    fn a_request_is_latched_per_event_and_cleared_by_the_claim() {
         let mut plic = VirtPlic::new();
         set_priority(&mut plic, 10, 1);
         enable(&mut plic, 1, 10);
-        plic.set_level(10, true);
+        plic.signal(10, true);
+        assert!(plic.is_pending(10) && plic.context_pending(1));
         assert_eq!(claim(&mut plic, 1), 10);
-        assert!(!plic.is_pending(10) && !plic.context_pending(1));
-        plic.set_level(10, true); // the line stays (or is again reported) high while in service
-        assert!(!plic.is_pending(10), "no new request while in service");
-        assert_eq!(claim(&mut plic, 1), 0);
-        complete(&mut plic, 1, 10);
-        assert!(plic.is_pending(10), "a line still high pends again after completion");
-        assert!(plic.context_pending(1));
-        assert_eq!(claim(&mut plic, 1), 10);
-
-        // A line that drops while in service does not pend after completion.
-        plic.set_level(10, false);
+        assert!(!plic.is_pending(10) && !plic.context_pending(1), "the claim clears the request");
+        plic.set_level(10, true); // the line is still high, and reported so: no event
         complete(&mut plic, 1, 10);
         assert!(!plic.is_pending(10) && !plic.in_service(10));
+        assert!(!plic.context_pending(1), "a line that merely stays high does not request again");
+        assert_eq!(claim(&mut plic, 1), 0);
+
+        // A new event while the source is idle interrupts once more.
+        plic.signal(10, true);
+        assert_eq!(claim(&mut plic, 1), 10);
+        // One while it is in service is latched and offered after the completion.
+        plic.signal(10, true);
+        assert!(plic.is_pending(10), "visible in the pending array");
+        assert!(!plic.context_pending(1) && claim(&mut plic, 1) == 0, "not while in service");
+        complete(&mut plic, 1, 10);
+        assert!(plic.context_pending(1));
+        assert_eq!(claim(&mut plic, 1), 10);
+        complete(&mut plic, 1, 10);
         assert!(!plic.context_pending(1));
+
+        // A line lowered before the claim withdraws the request.
+        plic.signal(10, true);
+        plic.signal(10, false);
+        assert!(!plic.is_pending(10) && claim(&mut plic, 1) == 0);
+
+        // A device that only reports levels: the rising edge is the request.
+        plic.set_level(10, true);
+        assert_eq!(claim(&mut plic, 1), 10);
+        complete(&mut plic, 1, 10);
+        plic.set_level(10, true);
+        assert!(!plic.context_pending(1), "no edge, no request");
+        plic.set_level(10, false);
+        plic.set_level(10, true);
+        assert_eq!(claim(&mut plic, 1), 10);
     }
 
     #[test]
@@ -570,7 +623,7 @@ mod tests {
         enable(&mut plic, 2, 10);
         complete(&mut plic, 2, 10);
         assert!(!plic.in_service(10));
-        assert!(plic.is_pending(10));
+        assert!(!plic.is_pending(10), "no new event since the claim");
     }
 
     #[test]
@@ -590,7 +643,9 @@ mod tests {
         assert!(!plic.context_pending(m_context(0)), "claimed by the other context");
         assert_eq!(claim(&mut plic, m_context(0)), 0);
         complete(&mut plic, s_context(1), 10);
-        assert_eq!(claim(&mut plic, m_context(0)), 10);
+        assert_eq!(claim(&mut plic, m_context(0)), 0, "the request was the other context's");
+        plic.signal(10, true);
+        assert_eq!(claim(&mut plic, m_context(0)), 10, "a new event goes to whichever context claims first");
         assert!(!plic.context_pending(99) && plic.claimable(usize::MAX).is_none());
         assert_eq!(plic.claim(usize::MAX), 0);
     }
@@ -662,6 +717,7 @@ mod tests {
                 match kind {
                     0 => { let _ = plic.read(offset, size); }
                     1 => { let _ = plic.write(offset, size, value); }
+                    2 if value & 2 != 0 => plic.signal(source, value & 1 != 0),
                     2 => plic.set_level(source, value & 1 != 0),
                     _ => {
                         let ctx = (value % 6) as usize;
@@ -676,6 +732,10 @@ mod tests {
                     }
                 }
                 prop_assert!(!plic.is_pending(0));
+                for source in 1..VIRT_SOURCES as u32 {
+                    // A claimable source always has a request; a request only exists with the line high.
+                    prop_assert!(!plic.is_pending(source) || plic.level[source as usize / 32] & (1 << (source % 32)) != 0);
+                }
                 for ctx in 0..6 {
                     prop_assert_eq!(plic.context_pending(ctx), plic.claimable(ctx).is_some());
                 }

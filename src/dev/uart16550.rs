@@ -18,10 +18,24 @@
 //! Receive timeout: a real 16550 in FIFO mode raises the character-timeout interrupt when data sits below the
 //! trigger level for four character times. There is no line timing here, so that timeout counts as already
 //! elapsed: any data below the trigger level reports the timeout interrupt (IIR 0xCC) at once.
+//!
+//! # Interrupt line
+//!
+//! The line is driven as QEMU's `serial` drives it, because guests written for QEMU depend on when it is
+//! raised: the interrupt condition (the IIR identification) is re-evaluated, and the line raised or lowered
+//! ([`IrqLine`]), at exactly the events where QEMU re-evaluates it: bytes arriving, a THR write (the condition
+//! is dropped, then raised again when the byte has gone), an RBR read, an IIR read that identifies THR-empty
+//! (which clears it), an LSR read that clears an error, an MSR read that clears a delta, an IER write that
+//! changes IER (enabling THR-empty while THR is empty raises it at once, even if an IIR read had cleared it),
+//! every FCR write (clearing the transmit FIFO makes THR empty again), and reset. The PLIC latches each raise as
+//! a request ([`Plic::signal`](super::plic::Plic::signal)); a condition that merely stands (THR-empty that no
+//! IIR read cleared) asserts no new request, so a handler that never reads IIR gets one interrupt per event,
+//! not an endless stream. Delta bits the loopback MCR sets re-evaluate the line too when the modem status
+//! interrupt is enabled, as they would on the chip (QEMU sets none).
 
 use heapless::Deque;
 
-use super::{MmioDevice, MmioError, SerialBackend};
+use super::{IrqLine, MmioDevice, MmioError, SerialBackend};
 
 /// Guest real address of the UART on the QEMU `virt` machine.
 pub const BASE: u64 = 0x1000_0000;
@@ -61,6 +75,7 @@ const IIR_FIFO_ENABLED: u8 = 0xc0;
 // FCR bits.
 const FCR_ENABLE: u8 = 0x01;
 const FCR_CLEAR_RX: u8 = 0x02;
+const FCR_CLEAR_TX: u8 = 0x04;
 const FCR_DMA_MODE: u8 = 0x08;
 const FCR_TRIGGER: u8 = 0xc0;
 
@@ -106,9 +121,12 @@ pub struct Uart16550<B> {
     lsr_errors: u8,
     /// MSR delta bits latched until the guest reads MSR.
     msr_deltas: u8,
-    /// THR-empty interrupt condition: set when THR empties or ETBEI is enabled with THR empty, cleared by
-    /// reading IIR while it is the identified interrupt, or by disabling ETBEI.
+    /// THR-empty interrupt condition: set when THR empties, when ETBEI is enabled (THR is always empty) or the
+    /// transmit FIFO is cleared; cleared by reading IIR while it is the identified interrupt, by a THR write
+    /// (until the byte has gone) or by disabling ETBEI.
     thr_ipending: bool,
+    /// The interrupt output, raised or lowered at each re-evaluation of the condition.
+    line: IrqLine,
 }
 
 impl<B: SerialBackend> Uart16550<B> {
@@ -127,6 +145,7 @@ impl<B: SerialBackend> Uart16550<B> {
             lsr_errors: 0,
             msr_deltas: 0,
             thr_ipending: false,
+            line: IrqLine::default(),
         }
     }
 
@@ -143,6 +162,7 @@ impl<B: SerialBackend> Uart16550<B> {
         self.lsr_errors = 0;
         self.msr_deltas = 0;
         self.thr_ipending = false;
+        self.update_irq();
     }
 
     /// The backend.
@@ -160,10 +180,22 @@ impl<B: SerialBackend> Uart16550<B> {
         u16::from_le_bytes([self.dll, self.dlm])
     }
 
-    /// Whether the UART's interrupt output is asserted (for the PLIC). Does not poll the backend: call
+    /// Whether the UART's interrupt condition stands (the level of its output). Does not poll the backend: call
     /// [`poll_input`](Self::poll_input) first to see host input that arrived since the last guest access.
     pub fn interrupt_pending(&self) -> bool {
         self.interrupt_id() != IIR_NO_INT
+    }
+
+    /// The last raise (`Some(true)`) or lower (`Some(false)`) of the interrupt output since the previous call,
+    /// to forward to the PLIC's [`signal`](super::plic::Plic::signal) after each access and input event.
+    pub fn take_irq_update(&mut self) -> Option<bool> {
+        self.line.take_update()
+    }
+
+    /// Re-evaluates the interrupt condition and raises or lowers the line, as QEMU's `serial_update_irq`.
+    fn update_irq(&mut self) {
+        let level = self.interrupt_pending();
+        self.line.set(level);
     }
 
     /// Moves bytes from the backend into the receive FIFO while it has room. In loopback mode the receiver is
@@ -172,14 +204,19 @@ impl<B: SerialBackend> Uart16550<B> {
         if self.mcr & MCR_LOOP != 0 {
             return;
         }
+        let mut arrived = false;
         while self.rx.len() < self.rx_capacity() {
             match self.backend.read_byte() {
                 Some(byte) => {
                     // Cannot fail: there is room.
                     let _ = self.rx.push_back(byte);
+                    arrived = true;
                 }
                 None => break,
             }
+        }
+        if arrived {
+            self.update_irq();
         }
     }
 
@@ -187,16 +224,19 @@ impl<B: SerialBackend> Uart16550<B> {
     /// set and, in FIFO mode, the new byte is lost (the FIFO keeps its contents); in 16450 (non-FIFO) mode the
     /// unread byte in RBR is overwritten by the new one, as on the chip.
     pub fn receive_byte(&mut self, byte: u8) -> bool {
-        if self.rx.len() < self.rx_capacity() {
+        let stored = if self.rx.len() < self.rx_capacity() {
             let _ = self.rx.push_back(byte);
-            return true;
-        }
-        self.lsr_errors |= LSR_OE;
-        if !self.fifo_enabled() {
-            self.rx.clear();
-            let _ = self.rx.push_back(byte);
-        }
-        false
+            true
+        } else {
+            self.lsr_errors |= LSR_OE;
+            if !self.fifo_enabled() {
+                self.rx.clear();
+                let _ = self.rx.push_back(byte);
+            }
+            false
+        };
+        self.update_irq();
+        stored
     }
 
     /// Takes the next received byte without a register access (for a console that bypasses the UART, such as
@@ -206,6 +246,9 @@ impl<B: SerialBackend> Uart16550<B> {
             self.poll_input();
         }
         let byte = self.rx.pop_front();
+        if byte.is_some() {
+            self.update_irq();
+        }
         self.poll_input();
         byte
     }
@@ -296,19 +339,23 @@ impl<B: SerialBackend> Uart16550<B> {
         if id == IIR_THRI {
             // Reading IIR while THRE is the source clears it.
             self.thr_ipending = false;
+            self.update_irq();
         }
         let fifo = if self.fifo_enabled() { IIR_FIFO_ENABLED } else { 0 };
         id | fifo
     }
 
     fn transmit(&mut self, byte: u8) {
+        // THR is full until the byte has gone: the THR-empty condition drops, then rises again at once.
+        self.thr_ipending = false;
+        self.update_irq();
+        self.thr_ipending = true;
+        self.update_irq();
         if self.mcr & MCR_LOOP != 0 {
             self.receive_byte(byte);
         } else {
             self.backend.write_byte(byte);
         }
-        // The byte left at once: THR is empty again.
-        self.thr_ipending = true;
     }
 
     fn write_ier(&mut self, value: u8) {
@@ -320,23 +367,28 @@ impl<B: SerialBackend> Uart16550<B> {
             // transmission); disabling it drops the pending condition.
             self.thr_ipending = new & IER_ETBEI != 0;
         }
+        if changed != 0 {
+            self.update_irq();
+        }
     }
 
     fn write_fcr(&mut self, value: u8) {
+        let mut value = value;
         if (self.fcr ^ value) & FCR_ENABLE != 0 {
-            // Entering or leaving FIFO mode empties the FIFOs.
-            self.rx.clear();
+            // Entering or leaving FIFO mode empties both FIFOs.
+            value |= FCR_CLEAR_RX | FCR_CLEAR_TX;
         }
-        if value & FCR_ENABLE == 0 {
-            // The other FCR bits are only programmed while FCR0 is written as 1.
-            self.fcr = 0;
-            return;
-        }
+        // The FIFO resets act whatever FCR0 is, as in QEMU.
         if value & FCR_CLEAR_RX != 0 {
             self.rx.clear();
         }
-        // FCR_CLEAR_TX: the transmitter never holds anything.
-        self.fcr = value & (FCR_ENABLE | FCR_DMA_MODE | FCR_TRIGGER);
+        if value & FCR_CLEAR_TX != 0 {
+            // The transmit FIFO (which never holds anything here) is emptied: THR is empty, as an event.
+            self.thr_ipending = true;
+        }
+        // The other FCR bits are only programmed while FCR0 is written as 1.
+        self.fcr = if value & FCR_ENABLE != 0 { value & (FCR_ENABLE | FCR_DMA_MODE | FCR_TRIGGER) } else { 0 };
+        self.update_irq();
     }
 
     fn write_mcr(&mut self, value: u8) {
@@ -350,7 +402,14 @@ impl<B: SerialBackend> Uart16550<B> {
         if before & MSR_RI != 0 && after & MSR_RI == 0 {
             deltas |= MSR_TERI;
         }
-        self.msr_deltas |= deltas & MSR_DELTAS;
+        let deltas = deltas & MSR_DELTAS;
+        self.msr_deltas |= deltas;
+        // QEMU re-evaluates nothing on an MCR write (it has no loopback deltas). New deltas with the modem status
+        // interrupt enabled are an event, as on the chip; otherwise the line is left alone, as in QEMU, so that
+        // entering loopback does not raise a standing THR-empty condition once more.
+        if deltas != 0 && self.ier & IER_EDSSI != 0 {
+            self.update_irq();
+        }
     }
 
     fn read_register(&mut self, reg: u64) -> u8 {
@@ -361,6 +420,9 @@ impl<B: SerialBackend> Uart16550<B> {
                     self.poll_input();
                 }
                 let byte = self.rx.pop_front().unwrap_or(0);
+                // Every RBR read re-evaluates the line, as QEMU's does: a condition still standing (THR-empty
+                // that no IIR read cleared) is raised again.
+                self.update_irq();
                 self.poll_input();
                 byte
             }
@@ -373,12 +435,18 @@ impl<B: SerialBackend> Uart16550<B> {
                 self.poll_input();
                 let lsr = self.lsr();
                 // Reading LSR clears the latched error bits.
-                self.lsr_errors = 0;
+                if self.lsr_errors != 0 {
+                    self.lsr_errors = 0;
+                    self.update_irq();
+                }
                 lsr
             }
             MSR => {
                 let msr = self.msr_lines(self.mcr) | self.msr_deltas;
-                self.msr_deltas = 0;
+                if self.msr_deltas != 0 {
+                    self.msr_deltas = 0;
+                    self.update_irq();
+                }
                 msr
             }
             _ => self.scr,
@@ -602,6 +670,58 @@ mod tests {
             u.receive_byte(b);
         }
         assert_eq!(rd(&mut u, 2), IIR_FIFO_ENABLED | IIR_RDI);
+    }
+
+    /// The line is raised or lowered exactly where QEMU's `serial` re-evaluates it, and nowhere else.
+    #[test]
+    fn the_line_is_reevaluated_at_qemus_events_only() {
+        let mut u = uart();
+        assert_eq!(u.take_irq_update(), None);
+        wr(&mut u, 1, IER_ERBFI | IER_ETBEI);
+        assert_eq!(u.take_irq_update(), Some(true), "enabling ETBEI with THR empty");
+        wr(&mut u, 1, IER_ERBFI | IER_ETBEI);
+        assert_eq!(u.take_irq_update(), None, "an IER write that changes nothing");
+        for reg in [1, 3, 4, 5, 6, 7] {
+            rd(&mut u, reg);
+        }
+        wr(&mut u, 3, 0x03);
+        wr(&mut u, 7, 0x55);
+        assert_eq!(u.take_irq_update(), None, "IER/LCR/MCR/LSR/MSR/SCR reads and LCR/SCR writes change nothing");
+        assert!(u.interrupt_pending(), "THR-empty still stands");
+        rd(&mut u, 0);
+        assert_eq!(u.take_irq_update(), Some(true), "an RBR read raises a standing condition again");
+        assert_eq!(rd(&mut u, 2), IIR_THRI);
+        assert_eq!(u.take_irq_update(), Some(false), "the IIR read cleared THR-empty");
+        assert_eq!(rd(&mut u, 2), IIR_NO_INT);
+        assert_eq!(u.take_irq_update(), None);
+        wr(&mut u, 0, b'a');
+        assert_eq!(u.take_irq_update(), Some(true), "THR emptied again");
+        rd(&mut u, 2);
+        u.backend_mut().input.push_back(b'z');
+        u.poll_input();
+        assert_eq!(u.take_irq_update(), Some(true), "data arrived");
+        u.poll_input();
+        assert_eq!(u.take_irq_update(), None, "nothing arrived");
+        rd(&mut u, 0);
+        assert_eq!(u.take_irq_update(), Some(false), "the RBR read emptied the FIFO");
+        wr(&mut u, 2, FCR_ENABLE);
+        assert_eq!(u.take_irq_update(), Some(true), "entering FIFO mode clears the transmit FIFO: THR empty");
+        rd(&mut u, 2);
+        wr(&mut u, 2, FCR_ENABLE | FCR_CLEAR_RX);
+        assert_eq!(u.take_irq_update(), Some(false), "every FCR write re-evaluates");
+        // Overrun: raised (RLSI, with ELSI), and the LSR read that clears it re-evaluates.
+        wr(&mut u, 1, IER_ELSI);
+        u.take_irq_update();
+        for byte in 0..=FIFO_DEPTH as u8 {
+            u.receive_byte(byte);
+        }
+        assert_eq!(u.take_irq_update(), Some(true));
+        rd(&mut u, 5);
+        assert_eq!(u.take_irq_update(), Some(false), "the LSR read cleared the overrun");
+        rd(&mut u, 5);
+        assert_eq!(u.take_irq_update(), None);
+        u.reset();
+        assert_eq!(u.take_irq_update(), Some(false));
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //!
 //! The VMM owns the devices through this struct, so it can reach the CLINT's timer and the PLIC's lines between
 //! guest accesses; nothing here trusts a guest address or size beyond what each device checks.
+//!
+//! Interrupt lines reach the PLIC as QEMU wires them: after every guest access to a device, and after host
+//! input, each device's last raise or lower of its line is forwarded to [`Plic::signal`], which latches a raise
+//! as a request. Forwarding at once, before the guest's next access, keeps the order of device events and PLIC
+//! claims exactly as the guest made them.
 
 use crate::dev::clint::{self, Clint};
 use crate::dev::plic::{self, Plic};
@@ -78,6 +83,16 @@ impl<'a, S: SerialBackend, B: BlockBackend> VirtDevices<'a, S, B> {
         self.disk = Some(VirtioMmio::new(VirtioBlk::new(backend)));
     }
 
+    /// Forwards what each device did to its interrupt line since the last call to the PLIC.
+    fn forward_lines(&mut self) {
+        if let Some(level) = self.uart.take_irq_update() {
+            self.plic.signal(uart16550::IRQ, level);
+        }
+        if let Some(level) = self.disk.as_mut().and_then(|disk| disk.take_irq_update()) {
+            self.plic.signal(DISK_SLOT_IRQ, level);
+        }
+    }
+
     /// The device answering at `addr`, and the offset into it.
     fn route(&mut self, addr: u64) -> Option<(&mut dyn MmioDevice, u64)> {
         let within = |base: u64, size: u64| addr.wrapping_sub(base) < size;
@@ -99,10 +114,13 @@ impl<'a, S: SerialBackend, B: BlockBackend> VirtDevices<'a, S, B> {
 
 impl<S: SerialBackend, B: BlockBackend> Devices for VirtDevices<'_, S, B> {
     fn read(&mut self, addr: u64, size: u8, _ram: &mut Ram) -> Result<u64, MmioError> {
-        match self.route(addr) {
+        let value = match self.route(addr) {
             Some((device, offset)) => device.read(offset, size),
             None => self.extra.read(addr, size),
-        }
+        };
+        // Reads change interrupt conditions too (an RBR or IIR read).
+        self.forward_lines();
+        value
     }
 
     fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError> {
@@ -117,16 +135,14 @@ impl<S: SerialBackend, B: BlockBackend> Devices for VirtDevices<'_, S, B> {
         if let Some(disk) = self.disk.as_mut().filter(|disk| disk.notify_pending()) {
             disk.process(ram);
         }
+        self.forward_lines();
         Ok(request)
     }
 
     fn update(&mut self, now: u64, harts: &mut [Hart]) {
         self.clint.set_now(now);
         self.uart.poll_input();
-        self.plic.set_level(uart16550::IRQ, self.uart.interrupt_pending());
-        if let Some(disk) = &self.disk {
-            self.plic.set_level(DISK_SLOT_IRQ, disk.interrupt_pending());
-        }
+        self.forward_lines();
         let lines = interrupt::MSI | interrupt::MTI | interrupt::MEI | interrupt::SEI;
         for (index, hart) in harts.iter_mut().enumerate() {
             let mut pending = 0;
@@ -163,6 +179,131 @@ impl<S: SerialBackend, B: BlockBackend> Devices for VirtDevices<'_, S, B> {
     }
 
     fn console_read(&mut self) -> Option<u8> {
-        self.uart.take_received()
+        let byte = self.uart.take_received();
+        self.forward_lines();
+        byte
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hart::HartConfig;
+    use crate::mem::RAM_BASE;
+    use std::collections::VecDeque;
+    use std::vec;
+    use std::vec::Vec;
+
+    #[derive(Default)]
+    struct FakeSerial {
+        input: VecDeque<u8>,
+        output: Vec<u8>,
+    }
+
+    impl SerialBackend for FakeSerial {
+        fn write_byte(&mut self, byte: u8) {
+            self.output.push(byte);
+        }
+        fn read_byte(&mut self) -> Option<u8> {
+            self.input.pop_front()
+        }
+    }
+
+    const UART: u64 = uart16550::BASE;
+    const LSR_DR: u64 = 1;
+    const CLAIM: u64 = plic::BASE + plic::CONTEXT_BASE + plic::CONTEXT_STRIDE * plic::s_context(0) as u64 + 4;
+
+    /// Hart 0's S-mode context takes the UART's interrupts; the UART interrupts on received data and on THR
+    /// empty, as a console driver sets it up.
+    fn machine() -> (VirtDevices<'static, FakeSerial>, Vec<u8>, [Hart; 1]) {
+        let mut devices = VirtDevices::new(FakeSerial::default());
+        let mut backing = vec![0u8; 4096];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        let priority = plic::BASE + plic::PRIORITY_BASE + 4 * u64::from(uart16550::IRQ);
+        let enable = plic::BASE + plic::ENABLE_BASE + plic::ENABLE_STRIDE * plic::s_context(0) as u64;
+        devices.write(priority, 4, 1, &mut ram).unwrap();
+        devices.write(enable, 4, 1 << uart16550::IRQ, &mut ram).unwrap();
+        (devices, backing, [Hart::new(HartConfig::rv64gc(0))])
+    }
+
+    /// Takes external interrupts on hart 0 the way a guest's trap handler does, until none is pending (at most
+    /// 1000): claim, then `handler`'s UART accesses, then complete. Answers how many it took.
+    fn take_interrupts(
+        devices: &mut VirtDevices<'static, FakeSerial>,
+        harts: &mut [Hart; 1],
+        ram: &mut Ram,
+        handler: impl Fn(&mut VirtDevices<'static, FakeSerial>, &mut Ram),
+    ) -> u32 {
+        let mut taken = 0;
+        while taken < 1000 {
+            devices.update(0, harts);
+            if harts[0].interrupt_lines & interrupt::SEI == 0 {
+                break;
+            }
+            let source = devices.read(CLAIM, 4, ram).unwrap();
+            if source == u64::from(uart16550::IRQ) {
+                handler(devices, ram);
+            }
+            devices.write(CLAIM, 4, source, ram).unwrap();
+            taken += 1;
+        }
+        taken
+    }
+
+    /// The handler of a guest written for QEMU: LSR, and RBR while LSR says data is ready; never IIR, so the
+    /// THR-empty condition is never cleared.
+    fn lsr_rbr_handler(devices: &mut VirtDevices<'static, FakeSerial>, ram: &mut Ram) {
+        while devices.read(UART + 5, 1, ram).unwrap() & LSR_DR != 0 {
+            devices.read(UART, 1, ram).unwrap();
+        }
+    }
+
+    /// Linux's 8250 handler in short: IIR first (which clears THR-empty when it is the identified source), then
+    /// the received data.
+    fn iir_handler(devices: &mut VirtDevices<'static, FakeSerial>, ram: &mut Ram) {
+        devices.read(UART + 2, 1, ram).unwrap();
+        lsr_rbr_handler(devices, ram);
+    }
+
+    #[test]
+    fn a_uart_handler_that_never_reads_iir_gets_one_interrupt_per_event() {
+        let (mut devices, mut backing, mut harts) = machine();
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        // ERBFI | ETBEI with THR empty: one THR-empty event.
+        devices.write(UART + 1, 1, 0x03, &mut ram).unwrap();
+        assert_eq!(take_interrupts(&mut devices, &mut harts, &mut ram, lsr_rbr_handler), 1);
+        // The condition still stands (IIR was never read), but no new event: no interrupt.
+        assert!(devices.uart.interrupt_pending());
+        assert_eq!(take_interrupts(&mut devices, &mut harts, &mut ram, lsr_rbr_handler), 0);
+        // A byte arrives. The handler's RBR read raises the line again for the standing THR-empty condition
+        // while the source is in service (QEMU does the same), so one more interrupt follows, then quiet.
+        devices.uart.backend_mut().input.push_back(b'x');
+        assert_eq!(take_interrupts(&mut devices, &mut harts, &mut ram, lsr_rbr_handler), 2);
+        assert_eq!(devices.uart.rx_len(), 0);
+        // Each transmitted byte empties THR again: one event, one interrupt.
+        for byte in *b"abc" {
+            devices.write(UART, 1, u64::from(byte), &mut ram).unwrap();
+            assert_eq!(take_interrupts(&mut devices, &mut harts, &mut ram, lsr_rbr_handler), 1);
+        }
+        assert_eq!(devices.uart.backend().output, b"abc");
+    }
+
+    #[test]
+    fn a_uart_handler_that_reads_iir_gets_exactly_one_interrupt_per_event() {
+        let (mut devices, mut backing, mut harts) = machine();
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        devices.write(UART + 1, 1, 0x03, &mut ram).unwrap();
+        assert_eq!(take_interrupts(&mut devices, &mut harts, &mut ram, iir_handler), 1);
+        assert!(!devices.uart.interrupt_pending(), "the IIR read cleared THR-empty");
+        devices.uart.backend_mut().input.extend(*b"hi");
+        assert_eq!(take_interrupts(&mut devices, &mut harts, &mut ram, iir_handler), 1);
+        assert_eq!(devices.uart.rx_len(), 0);
+        devices.write(UART, 1, u64::from(b'a'), &mut ram).unwrap();
+        assert_eq!(take_interrupts(&mut devices, &mut harts, &mut ram, iir_handler), 1);
+        // Turning ETBEI off and on again is an event (Linux starts transmission so).
+        devices.write(UART + 1, 1, 0x01, &mut ram).unwrap();
+        assert_eq!(take_interrupts(&mut devices, &mut harts, &mut ram, iir_handler), 0);
+        devices.write(UART + 1, 1, 0x03, &mut ram).unwrap();
+        assert_eq!(take_interrupts(&mut devices, &mut harts, &mut ram, iir_handler), 1);
     }
 }

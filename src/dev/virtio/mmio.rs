@@ -28,6 +28,10 @@
 //!   little-endian as virtio 1.x is, the queues are set up through the version-2 registers (so the legacy ring
 //!   alignment never arises) and the block device accepts any framing of a request. Features the device did not
 //!   offer are still refused, as the specification asks.
+//! - The interrupt line is raised for each notification of the driver (used buffers, a configuration change)
+//!   and re-evaluated when the driver acknowledges (raised again if bits remain, lowered otherwise) or resets
+//!   the device, as QEMU's `virtio-mmio` does; the PLIC latches each raise as a request
+//!   ([`take_irq_update`](VirtioMmio::take_irq_update)).
 
 use core::cell::RefCell;
 
@@ -36,7 +40,7 @@ use super::{
     GuestMemory, VirtioDevice, F_VERSION_1, INT_CONFIG_CHANGE, INT_USED_BUFFER, STATUS_DEVICE_NEEDS_RESET,
     STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
 };
-use crate::dev::{MmioDevice, MmioError};
+use crate::dev::{IrqLine, MmioDevice, MmioError};
 
 /// Guest real address of the first virtio-mmio window on the QEMU `virt` machine.
 pub const VIRT_BASE: u64 = 0x1000_1000;
@@ -102,6 +106,8 @@ pub struct VirtioMmio<D> {
     queue_sel: u32,
     queues: [Queue; MAX_QUEUES],
     interrupt_status: u32,
+    /// The interrupt output, raised for each notification of the driver.
+    line: IrqLine,
     /// Bit `i`: queue `i` was notified (or made ready work visible) and has not been processed yet.
     notify_pending: u32,
 }
@@ -119,6 +125,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             queue_sel: 0,
             queues: [Queue::default(); MAX_QUEUES],
             interrupt_status: 0,
+            line: IrqLine::default(),
             notify_pending: 0,
         }
     }
@@ -157,6 +164,19 @@ impl<D: VirtioDevice> VirtioMmio<D> {
     /// `InterruptStatus` is nonzero.
     pub fn interrupt_pending(&self) -> bool {
         self.interrupt_status != 0
+    }
+
+    /// The last raise (`Some(true)`) or lower (`Some(false)`) of the interrupt line since the previous call, to
+    /// forward to the PLIC's [`signal`](crate::dev::plic::Plic::signal) after each access and each
+    /// [`process`](Self::process).
+    pub fn take_irq_update(&mut self) -> Option<bool> {
+        self.line.take_update()
+    }
+
+    /// Sets `bits` in `InterruptStatus` and raises the line: one notification of the driver.
+    fn notify_driver(&mut self, bits: u32) {
+        self.interrupt_status |= bits;
+        self.line.set(true);
     }
 
     /// Whether [`process`](Self::process) has work to do now.
@@ -238,7 +258,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             used_any = true;
         }
         if used_any && !self.queues.get(index).is_some_and(|q| q.interrupt_suppressed(mem)) {
-            self.interrupt_status |= INT_USED_BUFFER;
+            self.notify_driver(INT_USED_BUFFER);
         }
         if failed {
             self.fail_queue(index);
@@ -251,7 +271,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         }
         self.status |= STATUS_DEVICE_NEEDS_RESET;
         if self.status & STATUS_DRIVER_OK != 0 {
-            self.interrupt_status |= INT_CONFIG_CHANGE;
+            self.notify_driver(INT_CONFIG_CHANGE);
         }
     }
 
@@ -265,6 +285,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         self.queue_sel = 0;
         self.queues = [Queue::default(); MAX_QUEUES];
         self.interrupt_status = 0;
+        self.line.set(false);
         self.notify_pending = 0;
         self.device.reset();
     }
@@ -364,7 +385,10 @@ impl<D: VirtioDevice> VirtioMmio<D> {
                     self.notify_pending |= 1 << value;
                 }
             }
-            INTERRUPT_ACK => self.interrupt_status &= !value,
+            INTERRUPT_ACK => {
+                self.interrupt_status &= !value;
+                self.line.set(self.interrupt_status != 0);
+            }
             STATUS => self.write_status(value),
             QUEUE_DESC_LOW => self.configure_queue(|q| q.desc = low(q.desc)),
             QUEUE_DESC_HIGH => self.configure_queue(|q| q.desc = high(q.desc)),

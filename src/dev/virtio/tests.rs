@@ -333,6 +333,33 @@ fn a_driver_without_version_1_writes_and_reads() {
     assert!(mem.guards_intact());
 }
 
+/// The line is raised for each notification (also while `InterruptStatus` is already nonzero), re-evaluated
+/// by an acknowledgement and lowered by a reset, as QEMU's `virtio-mmio` drives it.
+#[test]
+fn the_line_is_raised_per_notification() {
+    let mut mem = Memory::new();
+    let mut ram = mem.ram();
+    let mut dev = new_dev();
+    let mut drv = Driver::init(&mut dev, &mut ram);
+    dev.take_irq_update();
+    for expected_status in [INT_USED_BUFFER, INT_USED_BUFFER] {
+        header(&mut ram, HDR, T_FLUSH, 0);
+        let head = Driver::chain(&mut ram, 0, &[(HDR, 16, false), (STATUS, 1, true)]);
+        drv.post(&mut ram, head);
+        Driver::kick(&mut dev, &mut ram);
+        assert_eq!(dev.take_irq_update(), Some(true), "each used buffer is a new request");
+        assert_eq!(dev.interrupt_status(), expected_status);
+        assert!(drv.take_used(&ram).is_some());
+    }
+    w(&mut dev, 0x064, 0);
+    assert_eq!(dev.take_irq_update(), Some(true), "an acknowledgement leaving bits set raises again");
+    w(&mut dev, 0x064, INT_USED_BUFFER);
+    assert_eq!(dev.take_irq_update(), Some(false));
+    assert_eq!(dev.take_irq_update(), None);
+    w(&mut dev, 0x070, 0);
+    assert_eq!(dev.take_irq_update(), Some(false), "reset");
+}
+
 #[test]
 fn any_framing_of_header_data_and_status() {
     let mut mem = Memory::new();
