@@ -201,6 +201,9 @@ pub struct Hart {
     pub cycle_offset: u64,
     /// The LR reservation, if one is held.
     pub reservation: Option<Reservation>,
+    /// Traps taken (interrupts and exceptions), counted by [`Hart::take_trap`]: not architectural, it tells the
+    /// VM that the dispatcher injected one, for a host that logs every trap (QEMU's `-d int`).
+    pub traps_taken: u64,
     pub config: HartConfig,
 }
 
@@ -228,6 +231,7 @@ impl Hart {
             instret: 0,
             cycle_offset: 0,
             reservation: None,
+            traps_taken: 0,
             config,
         };
         hart.reset(0);
@@ -586,6 +590,7 @@ impl Hart {
             self.csrs.mtvec
         };
         self.reservation = None;
+        self.traps_taken = self.traps_taken.wrapping_add(1);
         let base = tvec & !tvec::MODE_MASK;
         self.pc =
             if interrupt && tvec & tvec::MODE_MASK == tvec::VECTORED { base.wrapping_add(4 * code) } else { base };

@@ -10,6 +10,7 @@
 mod bench;
 mod console;
 mod disk;
+mod log;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +21,7 @@ use trapeze::dev::{NullSerial, SerialBackend};
 use trapeze::exec::interp::Interpreter;
 use trapeze::exec::threaded::Threaded;
 use trapeze::exec::Engine;
-use trapeze::hart::{Hart, HartConfig};
+use trapeze::hart::{Exception, Hart, HartConfig};
 use trapeze::isa;
 use trapeze::mem::sv39::{self, AccessType};
 use trapeze::mem::{mmu, Ram, RAM_BASE};
@@ -102,6 +103,13 @@ struct RunArgs {
     /// `--trace=N` starts after the first N instructions.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
     trace: Option<u64>,
+    /// QEMU's log items, comma-separated: `in_asm` (every instruction, as --trace), `int` (every interrupt and
+    /// exception taken); `-d help` lists them.
+    #[arg(short = 'd', value_name = "ITEMS", value_parser = log::LogItems::parse)]
+    log: Option<log::LogItems>,
+    /// Write the log (-d, --trace) to FILE instead of stderr, as QEMU's `-D`.
+    #[arg(short = 'D', value_name = "FILE")]
+    log_file: Option<PathBuf>,
 }
 
 /// The threaded engine with the hosted code cache: 32768 ops in 2048 blocks (about 1 MiB).
@@ -162,6 +170,10 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => return bench::run(&args),
         None => default_run_args(),
     };
+    if args.log.is_some_and(|items| items.help) {
+        print!("{}", log::help());
+        return ExitCode::SUCCESS;
+    }
     match run(&args) {
         Ok(code) => code,
         Err(message) => {
@@ -244,22 +256,31 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     let mut threaded = Box::new(HostedThreaded::new());
     let mut tiny = TinyThreaded::new();
     if args.lockstep {
+        if args.log.is_some() || args.trace.is_some() {
+            return Err("-d and --trace cannot be combined with --lockstep".into());
+        }
         return match args.code_cache {
             CodeCacheSize::Hosted => lockstep(args, &plan, &mut *threaded),
             CodeCacheSize::Tiny => lockstep(args, &plan, &mut tiny),
         };
     }
 
+    let log = log::Log::open(args.log.unwrap_or_default(), args.log_file.as_deref())?;
     loop {
         let mut clock = HostClock::new();
         let mut htif_console = Stdio::new();
+        let mut trap_logger = log::TrapLogger(log.clone());
         let mut vm =
             build_machine(args, &plan, &mut backing, &mut code_pages, Stdio::new(), &mut clock, &mut htif_console)?;
+        vm.set_trap_observer(&mut trap_logger);
         let outcome = match args.engine {
-            EngineChoice::Interp => run_with(&mut vm, &mut Interpreter, args),
-            EngineChoice::Threaded if args.code_cache == CodeCacheSize::Tiny => run_with(&mut vm, &mut tiny, args),
-            EngineChoice::Threaded => run_with(&mut vm, &mut *threaded, args),
+            EngineChoice::Interp => run_with(&mut vm, &mut Interpreter, args, &log),
+            EngineChoice::Threaded if args.code_cache == CodeCacheSize::Tiny => {
+                run_with(&mut vm, &mut tiny, args, &log)
+            }
+            EngineChoice::Threaded => run_with(&mut vm, &mut *threaded, args, &log),
         };
+        log.borrow_mut().flush();
         console::flush_stdout();
         match outcome {
             RunOutcome::PowerOff { code: 0 } => return Ok(ExitCode::SUCCESS),
@@ -448,12 +469,18 @@ fn lockstep(args: &RunArgs, plan: &BootPlan, threaded: &mut impl Engine) -> Resu
     }
 }
 
-/// Runs the VM on `engine` as the options say: to the end, or traced from an instruction count on.
-fn run_with<D: Devices, E: Engine>(vm: &mut Vm<'_, D>, engine: &mut E, args: &RunArgs) -> RunOutcome {
-    match args.trace {
+/// Runs the VM on `engine` as the options say: to the end, or traced from an instruction count on (`--trace=N`;
+/// `-d in_asm` traces from the start).
+fn run_with<D: Devices, E: Engine>(
+    vm: &mut Vm<'_, D>,
+    engine: &mut E,
+    args: &RunArgs,
+    log: &log::SharedLog,
+) -> RunOutcome {
+    match args.trace.or(args.log.filter(|items| items.in_asm).map(|_| 0)) {
         Some(start) => match vm.run(engine, Some(start)) {
             RunOutcome::InstructionLimit if args.max_insns.is_none_or(|limit| limit > start) => {
-                run_traced(vm, &mut Interpreter, args.max_insns)
+                run_traced(vm, &mut Interpreter, args.max_insns, log)
             }
             outcome => outcome,
         },
@@ -478,30 +505,47 @@ fn fetched_word(ram: &mut Ram, hart: &Hart) -> Option<u32> {
     Some(low | parcel(hart.pc.wrapping_add(2))? << 16)
 }
 
-/// Runs one instruction at a time on the reference interpreter, printing what each did.
-fn run_traced<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut Interpreter, limit: Option<u64>) -> RunOutcome {
-    use std::io::Write;
-    let stderr = std::io::stderr();
-    let mut out = std::io::BufWriter::new(stderr.lock());
-    loop {
+/// Runs one instruction at a time on the reference interpreter, logging what each did, with the traps taken
+/// around it (`-d int`) in the order they happened.
+fn run_traced<D: Devices>(
+    vm: &mut Vm<'_, D>,
+    engine: &mut Interpreter,
+    limit: Option<u64>,
+    log: &log::SharedLog,
+) -> RunOutcome {
+    log.borrow_mut().hold_traps(true);
+    let outcome = loop {
         if limit.is_some_and(|limit| vm.steps >= limit) {
-            return RunOutcome::InstructionLimit;
+            break RunOutcome::InstructionLimit;
         }
         let before: Vec<Hart> = vm.harts.to_vec();
         let steps_before = vm.steps;
         let outcome = vm.run_slice(engine, 1);
+        let mut log = log.borrow_mut();
+        let traps = log.take_held();
+        // An interrupt is taken before the slice's instruction runs, an exception after it.
+        let (interrupts, exceptions): (Vec<_>, Vec<_>) = traps.iter().partition(|trap| trap.interrupt);
+        let log_traps = log.items.int;
+        for trap in interrupts.iter().filter(|_| log_traps) {
+            log.line(&log::trap_line(trap));
+        }
         if vm.steps == steps_before {
             // Every hart waited for an interrupt: nothing executed.
             if let Some(outcome) = outcome {
-                return outcome;
+                break outcome;
             }
             continue;
         }
         let (index, exit) = vm.last_exit;
-        let pc = before[index].pc;
-        let registers = before[index].x;
+        let Some(mut start) = before.get(index).cloned() else { continue };
+        if let Some(interrupt) = interrupts.first() {
+            // The instruction that ran is the handler's first: trace it from where the interrupt left the hart.
+            start.take_trap(true, interrupt.code, 0);
+        }
+        let pc = start.pc;
+        let registers = start.x;
         let hart_prefix = if before.len() > 1 { format!("hart {index} ") } else { String::new() };
-        let mut line = match fetched_word(&mut vm.ram, &before[index]).map(|word| (word, isa::decode(word))) {
+        let mut line = match fetched_word(&mut vm.ram, &start).map(|word| (word, isa::decode(word))) {
             Some((word, decoded)) if decoded.len == 2 => {
                 format!("{hart_prefix}{pc:016x}: {:04x}      {}", word & 0xffff, decoded.inst)
             }
@@ -514,11 +558,21 @@ fn run_traced<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut Interpreter, limit: O
         }
         if let Exit::Exception { cause, tval } = exit {
             line.push_str(&format!("    trap {cause:?} tval={tval:#x}"));
+        } else if let Some(trap) = exceptions.first() {
+            // Raised by the dispatcher while emulating the instruction (an illegal CSR access, a device refusing).
+            let cause = Exception::from_code(trap.code).map_or(format!("{}", trap.code), |cause| format!("{cause:?}"));
+            line.push_str(&format!("    trap {cause} tval={:#x}", trap.tval));
         }
-        let _ = writeln!(out, "{line}");
+        log.line(&line);
+        for trap in exceptions.iter().filter(|_| log_traps) {
+            log.line(&log::trap_line(trap));
+        }
         if let Some(outcome) = outcome {
-            let _ = out.flush();
-            return outcome;
+            break outcome;
         }
-    }
+    };
+    let mut log = log.borrow_mut();
+    log.hold_traps(false);
+    log.flush();
+    outcome
 }

@@ -12,7 +12,7 @@
 use crate::dev::htif::Htif;
 use crate::dev::{MachineRequest, MmioError, SerialBackend};
 use crate::exec::Engine;
-use crate::hart::{Exception, Hart};
+use crate::hart::{Exception, Hart, Privilege};
 use crate::mem::mmu::{Loaded, Memory, Tlb, VmRealMap};
 use crate::mem::realmap::{MapError, MapPerms};
 use crate::mem::sv39::{AccessType, Fault};
@@ -80,6 +80,53 @@ pub enum TimeSource {
     Instructions { shift: u32 },
 }
 
+/// A trap a hart took, reported to a [`TrapObserver`] as it is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrapTaken {
+    /// Index of the hart in the VM.
+    pub hart: usize,
+    /// An interrupt (taken before the hart's slice) rather than a synchronous exception.
+    pub interrupt: bool,
+    /// The interrupt or exception code (`xcause` without the interrupt bit).
+    pub code: u64,
+    /// The pc of the interrupted or trapping instruction (`xepc`).
+    pub epc: u64,
+    /// `xtval` as the trap set it.
+    pub tval: u64,
+    /// The privilege mode the hart was in, and the one that took the trap (M, or S when delegated).
+    pub from: Privilege,
+    pub to: Privilege,
+    /// Where the hart went: the trap handler's address.
+    pub handler: u64,
+}
+
+impl TrapTaken {
+    /// The trap hart `hart` (index `index`) has just taken from mode `from`, read back from the CSRs of the
+    /// mode that took it.
+    fn after(index: usize, hart: &Hart, from: Privilege) -> Self {
+        let (cause, epc, tval) = match hart.privilege {
+            Privilege::Machine => (hart.csrs.mcause, hart.csrs.mepc, hart.csrs.mtval),
+            _ => (hart.csrs.scause, hart.csrs.sepc, hart.csrs.stval),
+        };
+        Self {
+            hart: index,
+            interrupt: cause >> 63 != 0,
+            code: cause & !(1 << 63),
+            epc,
+            tval,
+            from,
+            to: hart.privilege,
+            handler: hart.pc,
+        }
+    }
+}
+
+/// Receives every trap the VM's harts take (interrupts and exceptions), at the moment each is taken: the
+/// hook of a host that logs them (QEMU's `-d int`). It costs nothing when no observer is set.
+pub trait TrapObserver {
+    fn trap_taken(&mut self, trap: &TrapTaken);
+}
+
 /// Why [`Vm::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunOutcome {
@@ -135,6 +182,8 @@ pub struct Vm<'a, D: Devices> {
     htif: Option<(Htif, &'a mut dyn SerialBackend)>,
     /// The VMM's own SBI when the VM has no firmware of its own (`None`: the guest's firmware runs in M-mode).
     sbi: Option<Sbi>,
+    /// Told of every trap a hart takes, when set.
+    trap_observer: Option<&'a mut dyn TrapObserver>,
 }
 
 /// The machine around one hart, as the dispatcher sees it.
@@ -270,6 +319,7 @@ impl<'a, D: Devices> Vm<'a, D> {
             last_exit: (0, Exit::BudgetExhausted),
             htif: None,
             sbi: None,
+            trap_observer: None,
         })
     }
 
@@ -296,6 +346,11 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// Serves the HTIF protocol at the `tohost`/`fromhost` words `htif` names, with output to `console`.
     pub fn attach_htif(&mut self, htif: Htif, console: &'a mut dyn SerialBackend) {
         self.htif = Some((htif, console));
+    }
+
+    /// Tells `observer` of every trap a hart takes from now on.
+    pub fn set_trap_observer(&mut self, observer: &'a mut dyn TrapObserver) {
+        self.trap_observer = Some(observer);
     }
 
     /// Chooses how guest time advances (the host's clock by default).
@@ -369,7 +424,11 @@ impl<'a, D: Devices> Vm<'a, D> {
         }
         let hart = &mut self.harts[index];
         if let Some(code) = hart.pending_interrupt() {
+            let from = hart.privilege;
             hart.take_trap(true, code, 0);
+            if let Some(observer) = self.trap_observer.as_deref_mut() {
+                observer.trap_taken(&TrapTaken::after(index, hart, from));
+            }
         }
         let retired_before = hart.instret;
         let tlb = &mut self.tlbs[index];
@@ -384,7 +443,14 @@ impl<'a, D: Devices> Vm<'a, D> {
             return self.firmware_call(index);
         }
         let mut platform = MachinePlatform { devices: &mut self.devices, ram: &mut self.ram, tlb };
-        match self.dispatcher.dispatch(exit, hart, &mut platform) {
+        let (traps_before, from) = (hart.traps_taken, hart.privilege);
+        let resume = self.dispatcher.dispatch(exit, hart, &mut platform);
+        if hart.traps_taken != traps_before {
+            if let Some(observer) = self.trap_observer.as_deref_mut() {
+                observer.trap_taken(&TrapTaken::after(index, hart, from));
+            }
+        }
+        match resume {
             Resume::Continue => {}
             Resume::WaitForInterrupt => self.waiting[index] = true,
             Resume::Machine(request) => return Some(request.into()),
@@ -575,5 +641,85 @@ mod tests {
         assert_eq!(vm.run(&mut Interpreter, Some(100_000)), RunOutcome::PowerOff { code: 0 });
         assert!(vm.time() >= 1000, "time jumped to the SBI deadline while the hart waited");
         assert_ne!(vm.harts[0].mip() & crate::isa::csr::interrupt::STI, 0, "STIP is pending");
+    }
+
+    struct TrapLog(Vec<TrapTaken>);
+
+    impl TrapObserver for TrapLog {
+        fn trap_taken(&mut self, trap: &TrapTaken) {
+            self.0.push(*trap);
+        }
+    }
+
+    /// The observer hears of every trap as it is taken, whoever raises it: an exception the engine returns
+    /// (`ecall`), one the dispatcher injects while emulating (an illegal CSR), and an interrupt taken before a
+    /// slice (a machine software interrupt through the CLINT's `msip`).
+    #[test]
+    fn the_trap_observer_sees_every_trap_as_it_is_taken() {
+        use crate::isa::{csr, CsrOp, StoreWidth};
+        const HANDLER: i32 = 0x100;
+        let csrrs = |rd, src, csr| Inst::Csr { op: CsrOp::Rs, rd, src, csr };
+        let csrrw = |rd, src, csr| Inst::Csr { op: CsrOp::Rw, rd, src, csr };
+        let mut program = vec![Inst::Auipc { rd: 5, imm: 0 }];
+        program.push(Inst::OpImm { op: OpImmKind::Addi, rd: 5, rs1: 5, imm: HANDLER });
+        program.push(csrrw(0, 5, csr::MTVEC));
+        let ecall_at = program.len() as u64 * 4;
+        program.push(Inst::Ecall);
+        let illegal_at = program.len() as u64 * 4;
+        program.push(csrrs(10, 0, 0x7c0));
+        // mie.MSIE, mstatus.MIE, then msip = 1: the interrupt comes before the next slice.
+        program.extend(li(6, 1 << 3));
+        program.push(csrrs(0, 6, csr::MIE));
+        program.push(csrrs(0, 6, csr::MSTATUS));
+        program.extend(li(7, 0x0200_0000));
+        program.extend(li(28, 1));
+        let msip_at = program.len() as u64 * 4;
+        program.push(Inst::Store { width: StoreWidth::W, rs1: 7, rs2: 28, offset: 0 });
+        let interrupted_at = program.len() as u64 * 4;
+        program.extend(li(7, 0x10_0000));
+        program.extend(li(28, 0x5555));
+        program.push(Inst::Store { width: StoreWidth::W, rs1: 7, rs2: 28, offset: 0 });
+        // The handler: an interrupt clears msip and returns to the interrupted instruction, an exception
+        // returns past the trapping one.
+        let mut handler = vec![csrrs(29, 0, csr::MCAUSE)];
+        handler.push(Inst::Branch { cond: BranchCond::Lt, rs1: 29, rs2: 0, offset: 5 * 4 });
+        handler.push(csrrs(30, 0, csr::MEPC));
+        handler.push(Inst::OpImm { op: OpImmKind::Addi, rd: 30, rs1: 30, imm: 4 });
+        handler.push(csrrw(0, 30, csr::MEPC));
+        handler.push(Inst::Mret);
+        handler.extend(li(30, 0x0200_0000));
+        handler.push(Inst::Store { width: StoreWidth::W, rs1: 30, rs2: 0, offset: 0 });
+        handler.push(Inst::Mret);
+
+        let mut backing = vec![0u8; 0x10000];
+        assemble(&mut backing, 0, &program);
+        assemble(&mut backing, HANDLER as usize, &handler);
+        let mut clock = FixedClock;
+        let mut log = TrapLog(Vec::new());
+        let devices: VirtDevices<'_, Recorder> = VirtDevices::new(Recorder::default());
+        let mut hart = Hart::new(HartConfig::rv64gc(0));
+        hart.reset(RAM_BASE);
+        let mut vm = Vm::new([hart], Ram::new(RAM_BASE, &mut backing), devices, &mut clock).unwrap();
+        vm.set_trap_observer(&mut log);
+        assert_eq!(vm.run(&mut Interpreter, Some(10_000)), RunOutcome::PowerOff { code: 0 });
+        drop(vm);
+        let handler_at = RAM_BASE + HANDLER as u64;
+        let machine = Privilege::Machine;
+        let trap = |interrupt, code, epc, tval| TrapTaken {
+            hart: 0,
+            interrupt,
+            code,
+            epc: RAM_BASE + epc,
+            tval,
+            from: machine,
+            to: machine,
+            handler: handler_at,
+        };
+        let csr_word = u64::from(isa::encode(&csrrs(10, 0, 0x7c0)));
+        assert_eq!(
+            log.0,
+            [trap(false, 11, ecall_at, 0), trap(false, 2, illegal_at, csr_word), trap(true, 3, interrupted_at, 0)]
+        );
+        assert!(msip_at < interrupted_at);
     }
 }

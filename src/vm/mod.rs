@@ -3,7 +3,9 @@
 pub mod fdt;
 pub mod loader;
 mod machine;
-pub use machine::{Clock, Devices, RunOutcome, TimeSource, Vm, VmError, MAX_HARTS, SLICE, TIMEBASE_HZ};
+pub use machine::{
+    Clock, Devices, RunOutcome, TimeSource, TrapObserver, TrapTaken, Vm, VmError, MAX_HARTS, SLICE, TIMEBASE_HZ,
+};
 pub mod boot;
 pub mod sbi;
 pub mod virt;
