@@ -29,8 +29,8 @@
 //! changes IER (enabling THR-empty while THR is empty raises it at once, even if an IIR read had cleared it),
 //! every FCR write (clearing the transmit FIFO makes THR empty again), and reset. The PLIC latches each raise as
 //! a request ([`Plic::signal`](super::plic::Plic::signal)); a condition that merely stands (THR-empty that no
-//! IIR read cleared) asserts no new request, so a handler that never reads IIR gets one interrupt per event,
-//! not an endless stream. Delta bits the loopback MCR sets re-evaluate the line too when the modem status
+//! IIR read cleared) asserts no new request, so a handler that never reads IIR gets one interrupt per event, or
+//! two when its RBR read raises the standing condition once more (exactly as on QEMU), not an endless stream. Delta bits the loopback MCR sets re-evaluate the line too when the modem status
 //! interrupt is enabled, as they would on the chip (QEMU sets none).
 
 use heapless::Deque;
