@@ -50,7 +50,7 @@ for engine in $engines; do
     for test in "${tests[@]}"; do
         name=$(basename "$test")
         # rv64ui-p-add -> rv64ui-p
-        group="${name%-*} $engine"
+        group="$(printf '%s' "$name" | cut -d- -f1,2) $engine"
         err=$(timeout "$limit" "$trapeze" run "$test" --engine "$engine" --max-insns "$max_insns" </dev/null 2>&1 >/dev/null)
         status=$?
         suite_total[$group]=$((${suite_total[$group]:-0} + 1))
