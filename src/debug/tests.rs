@@ -432,3 +432,52 @@ fn vm_run_returns_a_debug_stop_and_the_dispatcher_injects_nothing() {
     assert_eq!((hart.pc, hart.privilege, hart.csrs.mcause, hart.x(8)), (ADD_X8_AT, Privilege::Machine, 0, 0));
     assert_eq!(vm.steps, 5, "two setup instructions and three of the loop; the stop is no step");
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NUMBERS: [u16; 9] = [TSELECT, TDATA1, TDATA2, TDATA3, TINFO, TCONTROL, 0x7a6, 0x7a8, 0x5a8];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever M-mode writes to the trigger CSRs, nothing panics, every trigger reads back a legal value
+        /// (type 2, 6 or 15, never `dmode`, never an action but 0), tselect stays in range, and matching any
+        /// address in any mode stays a breakpoint exception.
+        #[test]
+        fn any_csr_writes_leave_legal_triggers(
+            writes in prop::collection::vec((0..NUMBERS.len(), any::<u64>()), 0..64),
+            probes in prop::collection::vec((any::<u64>(), 1u64..=16), 0..16),
+        ) {
+            let mut hart = machine_hart();
+            for (which, value) in writes {
+                let _ = hart.write_csr(NUMBERS[which], value);
+            }
+            let selected = hart.read_csr(TSELECT, 0).unwrap();
+            prop_assert!(selected < TRIGGERS as u64);
+            for index in 0..TRIGGERS {
+                let (control, _) = hart.triggers.trigger(index).unwrap();
+                let kind = control >> tdata1::TYPE_SHIFT;
+                let legal = matches!(kind, 2 | 6 | 15);
+                prop_assert!(legal, "type {}", kind);
+                prop_assert_eq!(control & tdata1::DMODE, 0);
+                prop_assert_eq!(action(control), 0);
+            }
+            for (addr, size) in probes {
+                for privilege in [Privilege::User, Privilege::Supervisor, Privilege::Machine] {
+                    for exit in [
+                        hart.triggers.check_execute(addr, privilege),
+                        hart.triggers.check_access(addr, size, Access::LoadStore, privilege),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        let breakpoint = matches!(exit, Exit::Exception { cause: Exception::Breakpoint, .. });
+                        prop_assert!(breakpoint);
+                    }
+                }
+            }
+        }
+    }
+}
