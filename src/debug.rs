@@ -183,6 +183,42 @@ impl Triggers {
             || (self.native_modes & bit != 0 && (privilege != Privilege::Machine || self.tcontrol & tcontrol::MTE != 0))
     }
 
+    /// Whether only execute matches (software breakpoints, execute triggers) may fire in `privilege`: no load or
+    /// store trigger is armed there, so an engine may run straight-line code that holds no armed address.
+    pub fn only_execute_armed(&self, privilege: Privilege) -> bool {
+        let mode = mode_flag(privilege);
+        let native_enabled = privilege != Privilege::Machine || self.tcontrol & tcontrol::MTE != 0;
+        self.tdata1.iter().all(|&control| {
+            !is_address_trigger(control)
+                || control & (tdata1::LOAD | tdata1::STORE) == 0
+                || control & mode == 0
+                || !fires(control, native_enabled)
+        })
+    }
+
+    /// Whether an instruction starting anywhere in `[start, start + len)` could stop at a software breakpoint
+    /// or an execute trigger in `privilege` (conservative: it may say yes for an address that holds no
+    /// instruction start).
+    pub fn execute_armed_in(&self, start: u64, len: u64, privilege: Privilege) -> bool {
+        let len = len.max(1);
+        let last = start.saturating_add(len - 1);
+        if self.debugger_modes & mode_bit(privilege) != 0
+            && self.breakpoints.iter().any(|&pc| pc >= start && pc <= last)
+        {
+            return true;
+        }
+        let mode = mode_flag(privilege);
+        let native_enabled = privilege != Privilege::Machine || self.tcontrol & tcontrol::MTE != 0;
+        (0..TRIGGERS).any(|index| {
+            let control = self.tdata1[index];
+            is_address_trigger(control)
+                && control & tdata1::EXECUTE != 0
+                && control & mode != 0
+                && fires(control, native_enabled)
+                && range_matches(control, self.tdata2[index], start, last)
+        })
+    }
+
     /// The exit for the instruction at `pc` about to execute in `privilege`, if a software breakpoint or an
     /// execute trigger matches it. Call only when [`armed`](Self::armed).
     pub fn check_execute(&self, pc: u64, privilege: Privilege) -> Option<Exit> {
@@ -201,11 +237,7 @@ impl Triggers {
     /// The first trigger of `kind` (execute, load or store bits) matching `[addr, addr + size)`: a debugger
     /// trigger before a native one (entering Debug Mode has priority over a breakpoint exception).
     fn check(&self, addr: u64, size: u64, kind: u64, privilege: Privilege) -> Option<Exit> {
-        let mode = match privilege {
-            Privilege::User => tdata1::U,
-            Privilege::Supervisor => tdata1::S,
-            Privilege::Machine => tdata1::M,
-        };
+        let mode = mode_flag(privilege);
         let native_enabled = privilege != Privilege::Machine || self.tcontrol & tcontrol::MTE != 0;
         let mut native = None;
         for index in 0..TRIGGERS {
@@ -411,6 +443,41 @@ impl Triggers {
             }
         }
         self.update_masks();
+    }
+}
+
+/// The `tdata1` mode bit of `privilege`.
+const fn mode_flag(privilege: Privilege) -> u64 {
+    match privilege {
+        Privilege::User => tdata1::U,
+        Privilege::Supervisor => tdata1::S,
+        Privilege::Machine => tdata1::M,
+    }
+}
+
+/// Whether a trigger with `control` may fire at all: a debugger trigger always, an action-0 one when native
+/// triggers are enabled in the mode (`tcontrol.mte` in M-mode).
+fn fires(control: u64, native_enabled: bool) -> bool {
+    match (control & tdata1::DMODE != 0, action(control)) {
+        (true, tdata1::ACTION_DEBUG_MODE) => true,
+        (_, tdata1::ACTION_BREAKPOINT) => native_enabled,
+        _ => false,
+    }
+}
+
+/// Whether the trigger's `tdata2` matches any address of `[start, last]` (`last` >= `start`).
+fn range_matches(control: u64, tdata2: u64, start: u64, last: u64) -> bool {
+    match (control & tdata1::MATCH_MASK) >> tdata1::MATCH_SHIFT {
+        tdata1::MATCH_EQUAL => tdata2 >= start && tdata2 <= last,
+        tdata1::MATCH_NAPOT => {
+            let ignored = tdata2.trailing_ones().saturating_add(1);
+            let mask = if ignored >= 64 { 0 } else { u64::MAX << ignored };
+            let (low, high) = (tdata2 & mask, (tdata2 & mask) | !mask);
+            low <= last && high >= start
+        }
+        tdata1::MATCH_GE => last >= tdata2,
+        tdata1::MATCH_LT => start < tdata2,
+        _ => false,
     }
 }
 

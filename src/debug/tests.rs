@@ -336,6 +336,51 @@ fn a_software_breakpoint_inside_a_hot_threaded_block_stops_both_engines_at_it() 
 }
 
 #[test]
+fn execute_ranges_and_execute_only_arming() {
+    let mut hart = machine_hart();
+    assert!(hart.triggers.only_execute_armed(Privilege::Machine), "nothing armed");
+    assert!(hart.triggers.insert_software_breakpoint(0x1010));
+    assert!(hart.triggers.execute_armed_in(0x1000, 0x11, Privilege::User));
+    assert!(!hart.triggers.execute_armed_in(0x1000, 0x10, Privilege::User));
+    assert!(!hart.triggers.execute_armed_in(0x1011, 0x10, Privilege::User));
+    assert!(!hart.triggers.execute_armed_in(u64::MAX - 4, 100, Privilege::User), "the range ends at the top");
+    hart.triggers.remove_software_breakpoint(0x1010);
+    program(
+        &mut hart,
+        0,
+        MCONTROL6 | tdata1::S | tdata1::EXECUTE | (tdata1::MATCH_NAPOT << tdata1::MATCH_SHIFT),
+        0x20ff,
+    );
+    assert!(hart.triggers.execute_armed_in(0x1ffc, 8, Privilege::Supervisor), "overlaps 0x2000..=0x21ff");
+    assert!(!hart.triggers.execute_armed_in(0x1ff0, 0x10, Privilege::Supervisor));
+    assert!(!hart.triggers.execute_armed_in(0x2000, 8, Privilege::User), "S-mode only");
+    program(&mut hart, 0, MCONTROL6 | tdata1::S | tdata1::EXECUTE | (tdata1::MATCH_LT << tdata1::MATCH_SHIFT), 0x2000);
+    assert!(hart.triggers.execute_armed_in(0x1fff, 8, Privilege::Supervisor));
+    assert!(!hart.triggers.execute_armed_in(0x2000, 8, Privilege::Supervisor));
+    assert!(hart.triggers.only_execute_armed(Privilege::Supervisor));
+    program(&mut hart, 1, MCONTROL6 | tdata1::U | tdata1::LOAD, 0x3000);
+    assert!(hart.triggers.only_execute_armed(Privilege::Supervisor), "the load trigger is for U");
+    assert!(!hart.triggers.only_execute_armed(Privilege::User));
+}
+
+#[test]
+fn with_only_a_breakpoint_armed_elsewhere_the_threaded_engine_keeps_running_blocks() {
+    with_loop(|hart, memory| {
+        let mut engine = SmallThreaded::new();
+        assert_eq!(engine.run(hart, memory, 1000), Exit::BudgetExhausted);
+        assert!(hart.triggers.insert_software_breakpoint(RAM_BASE + 0x800));
+        let (entered, instret) = (engine.stats().blocks_entered, hart.instret);
+        assert_eq!(engine.run(hart, memory, 1000), Exit::BudgetExhausted);
+        assert_eq!(hart.instret, instret + 1000, "the budget holds exactly");
+        assert!(engine.stats().blocks_entered >= entered + 150, "blocks ran, one at a time");
+        // A breakpoint in the loop's block makes that block step, and the stop is exact.
+        assert!(hart.triggers.insert_software_breakpoint(ADD_X8_AT));
+        assert_eq!(engine.run(hart, memory, 1000), Exit::Debug(DebugStop::SoftwareBreakpoint));
+        assert_consistent_stop(hart, memory, ADD_X8_AT);
+    });
+}
+
+#[test]
 fn a_watchpoint_stops_a_store_of_the_threaded_fast_path_before_it_writes() {
     with_loop(|hart, memory| {
         let mut engine = SmallThreaded::new();
