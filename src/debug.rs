@@ -20,8 +20,11 @@
 //! the guest cannot see (its memory is never modified, so the code cache never sees them).
 //!
 //! Engines pay for all this only through [`Triggers::armed`], one test of a cached mask: when it is false for
-//! the current privilege nothing can match and nothing else here is consulted. This module never allocates and
-//! never panics, whatever a guest writes.
+//! the current privilege nothing can match and nothing else here is consulted. When it is true, the interpreter
+//! checks every fetch ([`Triggers::check_execute`]) and access ([`Triggers::check_access`]), and the threaded
+//! engine asks [`Triggers::only_execute_armed`] and [`Triggers::execute_armed_in`] which blocks it may still run.
+//! This module never allocates, never modifies guest memory (a software breakpoint is not an `ebreak` written
+//! into the guest) and never panics, whatever a guest writes.
 
 use crate::hart::{Exception, Privilege};
 use crate::trap::Exit;
