@@ -23,6 +23,8 @@
 //! the current privilege nothing can match and nothing else here is consulted. When it is true, the interpreter
 //! checks every fetch ([`Triggers::check_execute`]) and access ([`Triggers::check_access`]), and the threaded
 //! engine asks [`Triggers::only_execute_armed`] and [`Triggers::execute_armed_in`] which blocks it may still run.
+//! The native engine (`exec::native`, on the board) runs guest code on the real hart and does not honour
+//! triggers: there the CSRs read and write as described, but nothing fires.
 //! This module never allocates, never modifies guest memory (a software breakpoint is not an `ebreak` written
 //! into the guest) and never panics, whatever a guest writes.
 
