@@ -272,6 +272,15 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
             }
             return interp::run_steps(hart, memory, budget);
         }
+        self.run_blocks(hart, memory, budget)
+    }
+}
+
+impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
+    /// [`Engine::run`] with nothing armed: blocks hop along chained exits. Kept out of line so that its code is
+    /// the same whatever the debugging paths beside it look like.
+    #[inline(never)]
+    fn run_blocks(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         let path = memory.data_path(hart);
         let memory = Memory { ram: &mut *memory.ram, realmap: memory.realmap, tlb: &mut *memory.tlb };
         let mut ctx = Ctx { memory, path, exit: Exit::BudgetExhausted };
