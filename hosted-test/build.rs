@@ -9,8 +9,8 @@
 //! `TRAPEZE_GUEST_DEMO`, `TRAPEZE_GUEST_SV39`, `TRAPEZE_GUEST_INTERRUPTS`, `TRAPEZE_GUEST_FPU` and
 //! `TRAPEZE_GUEST_IDLE`, and the benchmark guests `TRAPEZE_GUEST_BENCH_INT`, `TRAPEZE_GUEST_BENCH_MEM`,
 //! `TRAPEZE_GUEST_BENCH_BRANCH` with their `_SMALL` variants, the containment guests `TRAPEZE_GUEST_CONTAIN`,
-//! `TRAPEZE_GUEST_RUNAWAY` and `TRAPEZE_GUEST_GARBAGE`, and `TRAPEZE_GUEST_UART_IRQ` (a `-` in a binary's name
-//! becomes `_`), read with
+//! `TRAPEZE_GUEST_RUNAWAY` and `TRAPEZE_GUEST_GARBAGE`, `TRAPEZE_GUEST_UART_IRQ`, and the debug trigger guest
+//! `TRAPEZE_GUEST_TRIGGERS` (a `-` in a binary's name becomes `_`), read with
 //! `env!`. If the Rust target is missing, it is installed with rustup.
 use std::env;
 use std::ffi::OsString;
@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 19] = [
+const GUESTS: [&str; 20] = [
     "hello",
     "traps",
     "arith",
@@ -41,10 +41,11 @@ const GUESTS: [&str; 19] = [
     "runaway",
     "garbage",
     "uart-irq",
+    "triggers",
 ];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 19] = [
+const CRATES: [&str; 20] = [
     "rt",
     "torture",
     "hello",
@@ -64,6 +65,7 @@ const CRATES: [&str; 19] = [
     "runaway",
     "garbage",
     "uart-irq",
+    "triggers",
 ];
 
 fn main() {

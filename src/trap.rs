@@ -6,6 +6,7 @@
 //! exception, a device access) and says how to resume. It never knows which engine ran, and nothing a guest
 //! can cause makes it panic.
 
+use crate::debug::DebugStop;
 use crate::dev::{MachineRequest, MmioError};
 use crate::hart::{Exception, Hart, Privilege};
 use crate::isa::csr::mstatus;
@@ -24,6 +25,10 @@ pub enum Exit {
     System { inst: Inst, word: u32, len: u8 },
     /// The instruction at `hart.pc` accesses a guest real address outside RAM.
     Mmio(MmioAccess),
+    /// A software breakpoint or a debugger trigger (`dmode` = 1, action 1) matched the instruction at `hart.pc`,
+    /// nothing of which was performed: the host debugger takes over. The dispatcher does nothing for it (the
+    /// guest must not notice); [`crate::vm::Vm`] returns it as `RunOutcome::DebugStop`.
+    Debug(DebugStop),
 }
 
 /// A load or store outside RAM, to be served by a device.
@@ -107,6 +112,8 @@ impl Dispatcher {
             }
             Exit::System { inst, word, len } => self.system(inst, word, len, hart, platform),
             Exit::Mmio(access) => self.mmio(access, hart, platform),
+            // The host debugger's business: nothing is injected, the hart stays at the instruction.
+            Exit::Debug(_) => Resume::Continue,
         }
     }
 
@@ -133,9 +140,16 @@ impl Dispatcher {
                 hart.sret();
                 Resume::Continue
             }
+            // A hart with an interrupt pending, even one `mie` disables, does not stall: the privileged
+            // specification lets `wfi` resume for any reason, Spike does so, and riscv-tests' rv64si-p-wfi relies on
+            // it. Only a hart with nothing pending waits (and wakes when an enabled interrupt becomes pending).
             Inst::Wfi if wfi_allowed(hart) => {
                 retire(hart, len);
-                Resume::WaitForInterrupt
+                if hart.mip() != 0 {
+                    Resume::Continue
+                } else {
+                    Resume::WaitForInterrupt
+                }
             }
             Inst::SfenceVma { rs1, rs2 } if sfence_allowed(hart) => {
                 let address = (rs1 != 0).then(|| hart.x(rs1));
@@ -269,5 +283,58 @@ pub fn extend(value: u64, size: u8, signed: bool) -> u64 {
         (((value << shift) as i64) >> shift) as u64
     } else {
         value & ((1u64 << bits) - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hart::HartConfig;
+    use crate::isa::csr::interrupt;
+
+    struct NoDevices;
+
+    impl Platform for NoDevices {
+        fn mmio_read(&mut self, _addr: u64, _size: u8) -> Result<u64, MmioError> {
+            Err(MmioError::Unsupported)
+        }
+        fn mmio_write(&mut self, _addr: u64, _size: u8, _value: u64) -> Result<Option<MachineRequest>, MmioError> {
+            Err(MmioError::Unsupported)
+        }
+        fn time(&mut self) -> u64 {
+            0
+        }
+    }
+
+    fn wfi(hart: &mut Hart) -> Resume {
+        let exit = Exit::System { inst: Inst::Wfi, word: 0x1050_0073, len: 4 };
+        Dispatcher::new().dispatch(exit, hart, &mut NoDevices)
+    }
+
+    /// riscv-tests' rv64si-p-wfi: `wfi` with SSIP pending but disabled in `sie` (and SIE clear) must not stall.
+    #[test]
+    fn wfi_waits_only_when_nothing_is_pending() {
+        let mut hart = Hart::new(HartConfig::rv64gc(0));
+        hart.pc = 0x8000_0000;
+        assert_eq!(wfi(&mut hart), Resume::WaitForInterrupt);
+        assert_eq!((hart.pc, hart.instret), (0x8000_0004, 1), "wfi retires");
+        hart.csrs.mip = interrupt::SSI;
+        assert_eq!(hart.csrs.mie, 0);
+        assert_eq!(wfi(&mut hart), Resume::Continue, "a pending interrupt, even a disabled one, ends the wait");
+        assert_eq!((hart.pc, hart.instret), (0x8000_0008, 2));
+        hart.csrs.mip = 0;
+        hart.interrupt_lines = interrupt::MTI;
+        assert_eq!(wfi(&mut hart), Resume::Continue, "a device line counts too");
+    }
+
+    /// A debugger stop is the debugger's business: the dispatcher leaves the hart exactly as it was.
+    #[test]
+    fn a_debug_exit_changes_nothing() {
+        let mut hart = Hart::new(HartConfig::rv64gc(0));
+        hart.pc = 0x8000_0000;
+        let before = hart.clone();
+        let exit = Exit::Debug(crate::debug::DebugStop::SoftwareBreakpoint);
+        assert_eq!(Dispatcher::new().dispatch(exit, &mut hart, &mut NoDevices), Resume::Continue);
+        assert_eq!(hart, before);
     }
 }

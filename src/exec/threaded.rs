@@ -15,6 +15,12 @@
 //! emulates a privileged instruction: those, and every instruction without a fast handler (AMOs, floating
 //! point, ...), run through the reference interpreter's [`step`](super::interp::step), so both engines share
 //! one definition of them; it must never run a block whose bytes may have changed, nor let a guest make it panic.
+//! While a debug trigger or a software breakpoint is armed for the current mode ([`Triggers::armed`]), blocks
+//! are entered one at a time and one holding an armed execute address is stepped through the interpreter, and
+//! while a load/store trigger is armed every instruction is: no block runs past an armed address and no fast
+//! load/store path skips a match.
+//!
+//! [`Triggers::armed`]: crate::debug::Triggers::armed
 
 use super::interp::{self, alu, alu_imm, branch_taken, exception, mmio};
 use super::Engine;
@@ -255,6 +261,26 @@ enum Entry {
 
 impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threaded<OPS, BLOCKS, MAP> {
     fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
+        // A trigger or software breakpoint that may fire in this run's mode (which no instruction can change
+        // inside a run) takes a slower path: with only execute matches armed, blocks run one at a time and a
+        // block holding an armed address is stepped through the interpreter; with a load/store trigger armed,
+        // every instruction is (the fast load/store paths check nothing). Unarmed, this test is the engine's
+        // only cost of debugging.
+        if hart.triggers.armed(hart.privilege) {
+            if hart.triggers.only_execute_armed(hart.privilege) {
+                return self.run_execute_armed(hart, memory, budget);
+            }
+            return interp::run_steps(hart, memory, budget);
+        }
+        self.run_blocks(hart, memory, budget)
+    }
+}
+
+impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
+    /// [`Engine::run`] with nothing armed: blocks hop along chained exits. Kept out of line so that its code is
+    /// the same whatever the debugging paths beside it look like.
+    #[inline(never)]
+    fn run_blocks(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         let path = memory.data_path(hart);
         let memory = Memory { ram: &mut *memory.ram, realmap: memory.realmap, tlb: &mut *memory.tlb };
         let mut ctx = Ctx { memory, path, exit: Exit::BudgetExhausted };
@@ -366,6 +392,62 @@ fn run_ops(hart: &mut Hart, ctx: &mut Ctx, ops: &[Op]) -> (Flow, u64) {
 }
 
 impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
+    /// [`Engine::run`] while only execute matches (software breakpoints, execute triggers) are armed: every
+    /// block is entered the slow way (no chaining), and one whose guest bytes hold an address that may match
+    /// runs through the interpreter, one checked instruction at a time; the others run as usual.
+    #[inline(never)]
+    fn run_execute_armed(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
+        let path = memory.data_path(hart);
+        let memory = Memory { ram: &mut *memory.ram, realmap: memory.realmap, tlb: &mut *memory.tlb };
+        let mut ctx = Ctx { memory, path, exit: Exit::BudgetExhausted };
+        let mut remaining = budget;
+        let mut last: Option<LastBlock> = None;
+        let (mut retired_in_blocks, mut entered) = (0u64, 0u64);
+        let exit = loop {
+            if remaining == 0 {
+                break Exit::BudgetExhausted;
+            }
+            let current = match self.enter_slow(hart, &mut ctx.memory, last) {
+                Entry::Block(current) => current,
+                Entry::Stepped => {
+                    remaining -= 1;
+                    last = None;
+                    continue;
+                }
+                Entry::Retry => {
+                    last = None;
+                    continue;
+                }
+                Entry::Exit(exit) => break exit,
+            };
+            let guest_len = self.cache.block_info(current.block).map_or(PAGE_SIZE, |info| info.guest_len as u64);
+            let ops = match self.cache.ops(current.block) {
+                Some(ops) if !hart.triggers.execute_armed_in(hart.pc, guest_len, hart.privilege) => ops,
+                // An armed address in the block (or no block after all): one checked instruction.
+                _ => {
+                    match interp::step(hart, &mut ctx.memory) {
+                        Ok(()) => remaining -= 1,
+                        Err(exit) => break exit,
+                    }
+                    last = None;
+                    continue;
+                }
+            };
+            entered += 1;
+            let (flow, retired) = run_ops(hart, &mut ctx, ops.get(..ops.len().min(remaining as usize)).unwrap_or(ops));
+            retired_in_blocks += retired;
+            remaining -= retired;
+            match flow {
+                Flow::Next | Flow::End => last = Some(current),
+                Flow::Dirty => last = None,
+                Flow::Exit => break ctx.exit,
+            }
+        };
+        hart.instret = hart.instret.wrapping_add(retired_in_blocks);
+        self.stats.blocks_entered += entered;
+        exit
+    }
+
     /// The block at `hart.pc` the slow way: written code dropped first, the pc translated (unless it stays in
     /// the previous block's page), then the previous block's chained exit, the map table (linking the previous
     /// block's exit to it for next time), or a fresh build.
