@@ -3,7 +3,7 @@
 pub mod fdt;
 pub mod loader;
 mod machine;
-pub use machine::{Clock, Devices, RunOutcome, TimeSource, Vm, VmError, MAX_HARTS, SLICE, TIMEBASE_HZ};
+pub use machine::{Clock, Devices, HartStep, RunOutcome, TimeSource, Vm, VmError, MAX_HARTS, SLICE, TIMEBASE_HZ};
 pub mod boot;
 pub mod sbi;
 pub mod virt;
