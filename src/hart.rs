@@ -5,6 +5,7 @@
 //! (`trap`) calls [`Hart::read_csr`], [`Hart::write_csr`], [`Hart::take_trap`] and [`Hart::mret`]. Every method
 //! here accepts any value a guest can produce without panicking.
 
+use crate::debug::Triggers;
 use crate::fpu::FpState;
 use crate::isa::csr::{self, interrupt, mstatus, tvec};
 use crate::mem::pmp::Pmp;
@@ -201,6 +202,8 @@ pub struct Hart {
     pub cycle_offset: u64,
     /// The LR reservation, if one is held.
     pub reservation: Option<Reservation>,
+    /// Debug triggers (`tselect`, `tdata1..3`, `tinfo`, `tcontrol`) and the host debugger's breakpoints.
+    pub triggers: Triggers,
     pub config: HartConfig,
 }
 
@@ -228,6 +231,7 @@ impl Hart {
             instret: 0,
             cycle_offset: 0,
             reservation: None,
+            triggers: Triggers::new(config.has(b'S'), config.has(b'U')),
             config,
         };
         hart.reset(0);
@@ -252,6 +256,7 @@ impl Hart {
         self.instret = 0;
         self.cycle_offset = 0;
         self.reservation = None;
+        self.triggers.reset();
     }
 
     /// Integer register `r` (only the low five bits are used, so any value is safe).
@@ -346,6 +351,7 @@ impl Hart {
             MCYCLE => self.cycle(),
             MINSTRET => self.instret,
             MHPMCOUNTER3..=MHPMCOUNTER31 | MHPMEVENT3..=MHPMEVENT31 => 0,
+            TSELECT..=TCONTROL => self.triggers.read_csr(number).ok_or(CsrAccessError)?,
             _ => return Err(CsrAccessError),
         };
         Ok(value)
@@ -437,6 +443,7 @@ impl Hart {
                 self.cycle_offset = self.cycle().wrapping_sub(value);
                 self.instret = value;
             }
+            TSELECT..=TCONTROL => self.triggers.write_csr(number, value).ok_or(CsrAccessError)?,
             _ => return Err(CsrAccessError),
         }
         Ok(effect)
@@ -617,6 +624,7 @@ impl Hart {
             new |= (self.privilege as u64) << mstatus::MPP_SHIFT;
             self.csrs.mstatus = new;
             self.privilege = Privilege::Machine;
+            self.triggers.trap_to_machine();
             self.csrs.mtvec
         };
         self.reservation = None;
@@ -648,6 +656,7 @@ impl Hart {
         }
         self.csrs.mstatus = new;
         self.privilege = previous;
+        self.triggers.mret();
         self.pc = self.csrs.mepc;
     }
 

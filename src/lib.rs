@@ -8,6 +8,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cache;
+pub mod debug;
 pub mod dev;
 pub mod exec;
 pub mod fpu;

@@ -6,6 +6,7 @@
 //! exception, a device access) and says how to resume. It never knows which engine ran, and nothing a guest
 //! can cause makes it panic.
 
+use crate::debug::DebugStop;
 use crate::dev::{MachineRequest, MmioError};
 use crate::hart::{Exception, Hart, Privilege};
 use crate::isa::csr::mstatus;
@@ -24,6 +25,10 @@ pub enum Exit {
     System { inst: Inst, word: u32, len: u8 },
     /// The instruction at `hart.pc` accesses a guest real address outside RAM.
     Mmio(MmioAccess),
+    /// A software breakpoint or a debugger trigger (`dmode` = 1, action 1) matched the instruction at `hart.pc`,
+    /// nothing of which was performed: the host debugger takes over. The dispatcher does nothing for it (the
+    /// guest must not notice); [`crate::vm::Vm`] returns it as `RunOutcome::DebugStop`.
+    Debug(DebugStop),
 }
 
 /// A load or store outside RAM, to be served by a device.
@@ -107,6 +112,8 @@ impl Dispatcher {
             }
             Exit::System { inst, word, len } => self.system(inst, word, len, hart, platform),
             Exit::Mmio(access) => self.mmio(access, hart, platform),
+            // The host debugger's business: nothing is injected, the hart stays at the instruction.
+            Exit::Debug(_) => Resume::Continue,
         }
     }
 

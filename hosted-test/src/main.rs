@@ -324,6 +324,11 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
             RunOutcome::Reset => {
                 eprintln!("trapeze: the guest reset the machine; booting again");
             }
+            // Only a debugger sets what stops a hart for it, and none is attached here.
+            RunOutcome::DebugStop { hart, stop } => {
+                eprintln!("trapeze: hart {hart} stopped for a debugger ({stop:?}) but none is attached");
+                return Ok(ExitCode::from(2));
+            }
         }
     }
 }
@@ -481,6 +486,7 @@ fn lockstep(args: &RunArgs, plan: &BootPlan, threaded: &mut impl Engine) -> Resu
                 RunOutcome::PowerOff { .. } => ExitCode::from(1),
                 RunOutcome::InstructionLimit => ExitCode::from(EXIT_INSTRUCTION_LIMIT),
                 RunOutcome::Reset => ExitCode::SUCCESS,
+                RunOutcome::DebugStop { .. } => ExitCode::from(2),
             });
         }
     }

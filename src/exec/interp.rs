@@ -3,6 +3,7 @@
 //! the dispatcher, floating-point arithmetic to `fpu`). Faster engines are checked against this one, so clarity wins over speed here.
 
 use super::Engine;
+use crate::debug::Access;
 use crate::fpu;
 use crate::hart::{Exception, Hart, Reservation};
 use crate::isa::{self, AmoOp, AmoWidth, BranchCond, FpFormat, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
@@ -16,13 +17,19 @@ pub struct Interpreter;
 
 impl Engine for Interpreter {
     fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
-        for _ in 0..budget {
-            if let Err(exit) = step(hart, memory) {
-                return exit;
-            }
-        }
-        Exit::BudgetExhausted
+        run_steps(hart, memory, budget)
     }
+}
+
+/// Runs up to `budget` instructions one [`step`] at a time (the interpreter's [`Engine::run`], and the threaded
+/// engine's while a trigger is armed).
+pub fn run_steps(hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
+    for _ in 0..budget {
+        if let Err(exit) = step(hart, memory) {
+            return exit;
+        }
+    }
+    Exit::BudgetExhausted
 }
 
 /// Fetches the instruction at `pc`: its raw bits (16 significant bits for a compressed one) or the exception.
@@ -44,10 +51,30 @@ pub(crate) fn exception(fault: Fault) -> Exit {
     Exit::Exception { cause: fault.exception, tval: fault.tval }
 }
 
+/// Stops a data access of `size` bytes at `addr` that an armed trigger matches, before any of it happens (a
+/// load/store breakpoint outranks misalignment and page or access faults).
+#[inline(always)]
+fn watch(hart: &Hart, addr: u64, size: u64, access: Access) -> Result<(), Exit> {
+    if hart.triggers.armed(hart.privilege) {
+        if let Some(exit) = hart.triggers.check_access(addr, size, access, hart.privilege) {
+            return Err(exit);
+        }
+    }
+    Ok(())
+}
+
 /// Executes one instruction. On `Err` nothing of the instruction has happened and `hart.pc` is unchanged.
+/// Software breakpoints and triggers are checked here (execute matches before the fetch, as the highest-priority
+/// exception, load/store matches before the access), so an engine that steps through this function honours
+/// them.
 #[inline(always)]
 pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
     let pc = hart.pc;
+    if hart.triggers.armed(hart.privilege) {
+        if let Some(exit) = hart.triggers.check_execute(pc, hart.privilege) {
+            return Err(exit);
+        }
+    }
     let word = fetch(hart, memory, pc)?;
     let decoded = isa::decode(word);
     let len = decoded.len as u64;
@@ -76,6 +103,7 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
             let addr = hart.x(rs1).wrapping_add(offset as i64 as u64);
             let size = width.bytes();
             let signed = matches!(width, LoadWidth::B | LoadWidth::H | LoadWidth::W | LoadWidth::D);
+            watch(hart, addr, size, Access::Load)?;
             match memory.load(hart, addr, size, AccessType::Load).map_err(exception)? {
                 Loaded::Value(value) => hart.set_x(rd, extend(value, size as u8, signed)),
                 Loaded::Device(gpa) => return Err(mmio(gpa, size, MmioKind::Load { rd, signed }, len)),
@@ -85,6 +113,7 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
             let addr = hart.x(rs1).wrapping_add(offset as i64 as u64);
             let size = width.bytes();
             let value = hart.x(rs2);
+            watch(hart, addr, size, Access::Store)?;
             if let Some(gpa) = memory.store(hart, addr, size, value).map_err(exception)? {
                 let value = value & mask(width);
                 return Err(mmio(gpa, size, MmioKind::Store { value }, len));
@@ -110,6 +139,7 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
         Inst::Lr { width, rd, rs1, .. } => {
             let addr = hart.x(rs1);
             let size = width.bytes();
+            watch(hart, addr, size, Access::Load)?;
             if !addr.is_multiple_of(size) {
                 return Err(Exit::Exception { cause: Exception::LoadMisaligned, tval: addr });
             }
@@ -127,6 +157,7 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
         Inst::Sc { width, rd, rs1, rs2, .. } => {
             let addr = hart.x(rs1);
             let size = width.bytes();
+            watch(hart, addr, size, Access::Store)?;
             let offset = amo_offset(hart, memory, addr, size)?;
             // The reservation holds while memory still has the value LR read: a store by this or another hart
             // that changed it breaks the reservation (QEMU's rule; an ABA store that restores the value does not).
@@ -144,6 +175,7 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
         Inst::Amo { op, width, rd, rs1, rs2, .. } => {
             let addr = hart.x(rs1);
             let size = width.bytes();
+            watch(hart, addr, size, Access::LoadStore)?;
             let offset = amo_offset(hart, memory, addr, size)?;
             let fault = Exit::Exception { cause: Exception::StoreAccessFault, tval: addr };
             let old = extend(memory.ram.load_at_offset(offset, size).ok_or(fault)?, size as u8, true);
@@ -157,6 +189,7 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
             }
             let addr = hart.x(rs1).wrapping_add(offset as i64 as u64);
             let size = fp_size(fmt);
+            watch(hart, addr, size, Access::Load)?;
             let value = match memory.load(hart, addr, size, AccessType::Load).map_err(exception)? {
                 Loaded::Value(value) => value,
                 // Device registers are integer-only here: an FP access to one is an access fault.
@@ -174,6 +207,7 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
             }
             let addr = hart.x(rs1).wrapping_add(offset as i64 as u64);
             let value = hart.fp.f[(rs2 & 31) as usize];
+            watch(hart, addr, fp_size(fmt), Access::Store)?;
             if memory.store(hart, addr, fp_size(fmt), value).map_err(exception)?.is_some() {
                 return Err(Exit::Exception { cause: Exception::StoreAccessFault, tval: addr });
             }

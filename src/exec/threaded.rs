@@ -15,6 +15,10 @@
 //! emulates a privileged instruction: those, and every instruction without a fast handler (AMOs, floating
 //! point, ...), run through the reference interpreter's [`step`](super::interp::step), so both engines share
 //! one definition of them; it must never run a block whose bytes may have changed, nor let a guest make it panic.
+//! While a debug trigger or a software breakpoint is armed for the current mode ([`Triggers::armed`]), a run
+//! steps through the interpreter instead of running blocks, so it never runs past an armed address.
+//!
+//! [`Triggers::armed`]: crate::debug::Triggers::armed
 
 use super::interp::{self, alu, alu_imm, branch_taken, exception, mmio};
 use super::Engine;
@@ -255,6 +259,13 @@ enum Entry {
 
 impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threaded<OPS, BLOCKS, MAP> {
     fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
+        // A trigger or software breakpoint that may fire in this run's mode (which no instruction can change
+        // inside a run): every instruction goes through the interpreter, which checks each fetch and access, so
+        // no block runs past an armed address and no fast load/store path skips a match. Unarmed, this is the
+        // engine's only cost of debugging.
+        if hart.triggers.armed(hart.privilege) {
+            return interp::run_steps(hart, memory, budget);
+        }
         let path = memory.data_path(hart);
         let memory = Memory { ram: &mut *memory.ram, realmap: memory.realmap, tlb: &mut *memory.tlb };
         let mut ctx = Ctx { memory, path, exit: Exit::BudgetExhausted };

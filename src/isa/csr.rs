@@ -65,9 +65,13 @@ pub const MHPMCOUNTER31: u16 = 0xb1f;
 pub const MHPMEVENT3: u16 = 0x323;
 pub const MHPMEVENT31: u16 = 0x33f;
 
-// Debug/trace trigger registers (no triggers implemented: `tselect` reads a value `tdata1` rejects).
+// Debug/trace trigger registers (Sdtrig, see `crate::debug`). `mcontext` and `scontext` are not implemented.
 pub const TSELECT: u16 = 0x7a0;
 pub const TDATA1: u16 = 0x7a1;
+pub const TDATA2: u16 = 0x7a2;
+pub const TDATA3: u16 = 0x7a3;
+pub const TINFO: u16 = 0x7a4;
+pub const TCONTROL: u16 = 0x7a5;
 
 /// True when the CSR is read-only by its number (bits 11:10 = 0b11).
 pub const fn is_read_only(csr: u16) -> bool {

@@ -9,6 +9,7 @@
 //! as its firmware: an `ecall` from S-mode is then served by [`super::sbi`], harts the guest has not started
 //! (HSM) never run, and the SBI timer deadlines raise `mip.STIP` before each slice.
 
+use crate::debug::DebugStop;
 use crate::dev::htif::Htif;
 use crate::dev::{MachineRequest, MmioError, SerialBackend};
 use crate::exec::Engine;
@@ -89,6 +90,10 @@ pub enum RunOutcome {
     Reset,
     /// The instruction limit was reached first.
     InstructionLimit,
+    /// Hart `hart` stopped for the host debugger (a software breakpoint or a debugger trigger): its pc is at the
+    /// instruction, nothing of which was performed. Running again resumes there (and stops again while the
+    /// breakpoint is still set: the debugger removes it to step over it).
+    DebugStop { hart: usize, stop: DebugStop },
 }
 
 impl From<MachineRequest> for RunOutcome {
@@ -336,7 +341,8 @@ impl<'a, D: Devices> Vm<'a, D> {
         }
     }
 
-    /// Runs until the guest powers off or resets, or `limit` instructions have been executed.
+    /// Runs until the guest powers off or resets, a hart stops for the debugger, or `limit` instructions have
+    /// been executed.
     pub fn run(&mut self, engine: &mut impl Engine, limit: Option<u64>) -> RunOutcome {
         loop {
             let budget = match limit {
@@ -378,8 +384,13 @@ impl<'a, D: Devices> Vm<'a, D> {
         // Counted from the engine alone: the dispatcher may emulate a guest write to `minstret`. The
         // instruction behind an exit is a step whether it then retires or traps.
         let retired = hart.instret.wrapping_sub(retired_before);
-        self.steps = self.steps.wrapping_add(retired + (exit != Exit::BudgetExhausted) as u64);
         self.last_exit = (index, exit);
+        // A debug stop is no step: nothing of the instruction happened, and the dispatcher has nothing to do.
+        if let Exit::Debug(stop) = exit {
+            self.steps = self.steps.wrapping_add(retired);
+            return Some(RunOutcome::DebugStop { hart: index, stop });
+        }
+        self.steps = self.steps.wrapping_add(retired + (exit != Exit::BudgetExhausted) as u64);
         if let (Some(_), Exit::Exception { cause: Exception::EcallFromS, .. }) = (&self.sbi, exit) {
             return self.firmware_call(index);
         }
