@@ -27,14 +27,20 @@ use gdbstub::conn::{Connection, ConnectionExt};
 use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
 use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
 use gdbstub::target::ext::base::multithread::{
-    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
 use gdbstub::target::ext::base::single_register_access::{SingleRegisterAccess, SingleRegisterAccessOps};
 use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::breakpoints::{
+    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint,
+    SwBreakpointOps, WatchKind as GdbWatchKind,
+};
 use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::riscv::reg::id::RiscvRegId;
 use gdbstub_arch::riscv::reg::RiscvCoreRegs;
+use trapeze::debug::{DebugStop, DebuggerTrigger, WatchKind};
 use trapeze::exec::Engine;
 use trapeze::hart::{Hart, Privilege};
 use trapeze::vm::{Devices, HartStep, RunOutcome, Vm, SLICE};
@@ -109,6 +115,10 @@ impl GdbServer {
             let mut target = Debuggee::new(vm, engine, limit);
             let result = GdbStub::new(Buffered::new(stream)).run_blocking::<EventLoop<'_, '_, D, E>>(&mut target);
             let ended = target.ended;
+            // Whatever gdb left set goes with it: a guest running on must not stop for a debugger no longer there.
+            for hart in vm.harts.iter_mut() {
+                hart.triggers.clear_debugger_state();
+            }
             match result {
                 Ok(DisconnectReason::Kill) => return Ok(Ending::Killed),
                 Ok(_) | Err(_) if ended.is_some() => return Ok(Ending::Outcome(ended.unwrap_or(RunOutcome::Reset))),
@@ -212,6 +222,45 @@ impl<'v, 'a, D: Devices, E: Engine> Debuggee<'v, 'a, D, E> {
         self.vm.harts.get_mut(index).ok_or(TargetError::NonFatal)
     }
 
+    /// Sets a software breakpoint at `pc` on every hart; false (and set on none) when a hart's table is full.
+    fn insert_software_breakpoint(&mut self, pc: u64) -> bool {
+        let harts = &mut self.vm.harts;
+        let already: Vec<bool> = harts.iter().map(|hart| hart.triggers.software_breakpoints().contains(&pc)).collect();
+        if harts.iter_mut().all(|hart| hart.triggers.insert_software_breakpoint(pc)) {
+            return true;
+        }
+        for (hart, already) in harts.iter_mut().zip(already) {
+            if !already {
+                hart.triggers.remove_software_breakpoint(pc);
+            }
+        }
+        false
+    }
+
+    /// Programs a debugger trigger on every hart; false (and programmed on none) when a hart has no trigger
+    /// free or the range cannot be matched.
+    fn insert_trigger(&mut self, kind: DebuggerTrigger, addr: u64, len: u64) -> bool {
+        let harts = &mut self.vm.harts;
+        let Some(failed) =
+            harts.iter_mut().position(|hart| hart.triggers.insert_debugger_trigger(kind, addr, len).is_none())
+        else {
+            return true;
+        };
+        for hart in harts.iter_mut().take(failed) {
+            hart.triggers.remove_debugger_trigger(kind, addr, len);
+        }
+        false
+    }
+
+    /// Removes a debugger trigger from every hart; false when no hart had it.
+    fn remove_trigger(&mut self, kind: DebuggerTrigger, addr: u64, len: u64) -> bool {
+        let mut removed = false;
+        for hart in self.vm.harts.iter_mut() {
+            removed |= hart.triggers.remove_debugger_trigger(kind, addr, len);
+        }
+        removed
+    }
+
     /// Single-steps hart `index` and says why it stopped.
     fn single_step(&mut self, index: usize) -> MultiThreadStopReason<u64> {
         self.current = index;
@@ -223,15 +272,33 @@ impl<'v, 'a, D: Devices, E: Engine> Debuggee<'v, 'a, D, E> {
         }
     }
 
-    /// What gdb is told when the guest stopped the machine: its end, as a process's exit.
+    /// What gdb is told when the machine stopped: a breakpoint or watchpoint, or the guest's end as a process's
+    /// exit.
     fn stop_reason(&mut self, outcome: RunOutcome) -> MultiThreadStopReason<u64> {
-        self.ended = Some(outcome);
-        match outcome {
+        let ended = match outcome {
             RunOutcome::PowerOff { code } => MultiThreadStopReason::Exited(exit_status(code)),
             RunOutcome::InstructionLimit => MultiThreadStopReason::Exited(EXIT_INSTRUCTION_LIMIT),
             // The machine boots again with a new session; this one ends as if the program was hung up on.
             RunOutcome::Reset => MultiThreadStopReason::Terminated(Signal::SIGHUP),
-        }
+            RunOutcome::DebugStop { hart, stop } => {
+                self.current = hart;
+                let tid = thread_of(hart);
+                return match stop {
+                    DebugStop::SoftwareBreakpoint => MultiThreadStopReason::SwBreak(tid),
+                    DebugStop::HardwareBreakpoint { .. } => MultiThreadStopReason::HwBreak(tid),
+                    DebugStop::Watchpoint { addr, kind, .. } => {
+                        let kind = match kind {
+                            WatchKind::Write => GdbWatchKind::Write,
+                            WatchKind::Read => GdbWatchKind::Read,
+                            WatchKind::Access => GdbWatchKind::ReadWrite,
+                        };
+                        MultiThreadStopReason::Watch { tid, kind, addr }
+                    }
+                };
+            }
+        };
+        self.ended = Some(outcome);
+        ended
     }
 }
 
@@ -271,6 +338,70 @@ impl<D: Devices, E: Engine> Target for Debuggee<'_, '_, D, E> {
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
         BaseOps::MultiThread(self)
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+/// Breakpoints and watchpoints apply to every hart, as gdb's do to every thread. Software breakpoints are the
+/// harts' own tables (memory is never modified, so neither the guest nor the code cache sees them); hardware
+/// ones and watchpoints take Sdtrig triggers from the guest's pool while they are set.
+impl<D: Devices, E: Engine> Breakpoints for Debuggee<'_, '_, D, E> {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl<D: Devices, E: Engine> SwBreakpoint for Debuggee<'_, '_, D, E> {
+    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.insert_software_breakpoint(addr))
+    }
+
+    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        let mut removed = false;
+        for hart in self.vm.harts.iter_mut() {
+            removed |= hart.triggers.remove_software_breakpoint(addr);
+        }
+        Ok(removed)
+    }
+}
+
+impl<D: Devices, E: Engine> HwBreakpoint for Debuggee<'_, '_, D, E> {
+    fn add_hw_breakpoint(&mut self, addr: u64, kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.insert_trigger(DebuggerTrigger::Execute, addr, kind as u64))
+    }
+
+    fn remove_hw_breakpoint(&mut self, addr: u64, kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.remove_trigger(DebuggerTrigger::Execute, addr, kind as u64))
+    }
+}
+
+/// gdb's watchpoint kinds as triggers.
+fn watch_trigger(kind: GdbWatchKind) -> DebuggerTrigger {
+    DebuggerTrigger::Watch(match kind {
+        GdbWatchKind::Write => WatchKind::Write,
+        GdbWatchKind::Read => WatchKind::Read,
+        GdbWatchKind::ReadWrite => WatchKind::Access,
+    })
+}
+
+impl<D: Devices, E: Engine> HwWatchpoint for Debuggee<'_, '_, D, E> {
+    fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: GdbWatchKind) -> TargetResult<bool, Self> {
+        Ok(self.insert_trigger(watch_trigger(kind), addr, len))
+    }
+
+    fn remove_hw_watchpoint(&mut self, addr: u64, len: u64, kind: GdbWatchKind) -> TargetResult<bool, Self> {
+        Ok(self.remove_trigger(watch_trigger(kind), addr, len))
     }
 }
 
@@ -398,6 +529,18 @@ impl<D: Devices, E: Engine> MultiThreadResume for Debuggee<'_, '_, D, E> {
 
     fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
         Some(self)
+    }
+
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+/// gdb names only the threads to resume (a step of one thread, or `set scheduler-locking on`): a step runs its
+/// hart alone anyway, and a continue runs every hart (they run together or not at all).
+impl<D: Devices, E: Engine> MultiThreadSchedulerLocking for Debuggee<'_, '_, D, E> {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), Self::Error> {
+        Ok(())
     }
 }
 

@@ -493,8 +493,13 @@ impl<'a, D: Devices> Vm<'a, D> {
         let mut memory = Memory { ram: &mut self.ram, realmap: &self.realmap, tlb: &mut *tlb };
         let exit = engine.run(hart, &mut memory, budget);
         let retired = hart.instret.wrapping_sub(retired_before);
-        self.steps = self.steps.wrapping_add(retired + (exit != Exit::BudgetExhausted) as u64);
         self.last_exit = (index, exit);
+        // As in `run_slice`: a debug stop performed nothing of the instruction and is no step.
+        if let Exit::Debug(stop) = exit {
+            self.steps = self.steps.wrapping_add(retired);
+            return Some(RunOutcome::DebugStop { hart: index, stop });
+        }
+        self.steps = self.steps.wrapping_add(retired + (exit != Exit::BudgetExhausted) as u64);
         if let (Some(_), Exit::Exception { cause: Exception::EcallFromS, .. }) = (&self.sbi, exit) {
             return self.firmware_call(index);
         }
@@ -572,7 +577,8 @@ pub enum HartStep {
     Done,
     /// The hart waits for an interrupt or is stopped by the VMM's SBI: nothing ran.
     Idle,
-    /// The instruction asked the machine to stop.
+    /// The instruction asked the machine to stop, or stopped for the debugger before it ran
+    /// ([`RunOutcome::DebugStop`]).
     Stopped(RunOutcome),
 }
 
@@ -761,6 +767,12 @@ mod tests {
         assert_eq!(vm.step_hart(&mut engine, 0), HartStep::Idle);
         assert_eq!(vm.harts[0].pc, RAM_BASE + 16);
         assert_eq!(vm.step_hart(&mut engine, 7), HartStep::Idle, "no such hart");
+
+        // A debugger's software breakpoint stops the step before the instruction, which does not run.
+        assert!(vm.harts[1].triggers.insert_software_breakpoint(RAM_BASE + 12));
+        let stop = RunOutcome::DebugStop { hart: 1, stop: crate::debug::DebugStop::SoftwareBreakpoint };
+        assert_eq!(vm.step_hart(&mut engine, 1), HartStep::Stopped(stop));
+        assert_eq!(vm.harts[1].pc, RAM_BASE + 12);
     }
 
     /// The debugger's memory access goes through the hart's translation, across pages, RAM only.
