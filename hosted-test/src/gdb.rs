@@ -113,14 +113,20 @@ impl GdbServer {
                 eprintln!("trapeze: gdb connected from {peer}");
             }
             let mut target = Debuggee::new(vm, engine, limit);
-            let result = GdbStub::new(Buffered::new(stream)).run_blocking::<EventLoop<'_, '_, D, E>>(&mut target);
+            let mut connection = Buffered::new(stream);
+            let result = GdbStub::new(&mut connection as &mut dyn ConnectionExt<Error = std::io::Error>)
+                .run_blocking::<EventLoop<'_, '_, '_, D, E>>(&mut target);
             let ended = target.ended;
             // Whatever gdb left set goes with it: a guest running on must not stop for a debugger no longer there.
             for hart in vm.harts.iter_mut() {
                 hart.triggers.clear_debugger_state();
             }
             match result {
-                Ok(DisconnectReason::Kill) => return Ok(Ending::Killed),
+                Ok(DisconnectReason::Kill) => {
+                    // gdbstub leaves `vKill` unanswered outside extended mode; gdb waits for its OK.
+                    let _ = connection.write_all(b"$OK#9a").and_then(|()| connection.flush());
+                    return Ok(Ending::Killed);
+                }
                 Ok(_) | Err(_) if ended.is_some() => return Ok(Ending::Outcome(ended.unwrap_or(RunOutcome::Reset))),
                 Ok(_) => eprintln!("trapeze: gdb detached; the guest runs on"),
                 Err(error) => eprintln!("trapeze: gdb session ended: {error}; the guest runs on"),
@@ -552,11 +558,11 @@ impl<D: Devices, E: Engine> MultiThreadSingleStep for Debuggee<'_, '_, D, E> {
 }
 
 /// gdbstub's blocking event loop over one [`Debuggee`].
-struct EventLoop<'v, 'a, D: Devices, E: Engine>(PhantomData<Debuggee<'v, 'a, D, E>>);
+struct EventLoop<'c, 'v, 'a, D: Devices, E: Engine>(PhantomData<(&'c mut Buffered, Debuggee<'v, 'a, D, E>)>);
 
-impl<'v, 'a, D: Devices, E: Engine> BlockingEventLoop for EventLoop<'v, 'a, D, E> {
+impl<'c, 'v, 'a, D: Devices, E: Engine> BlockingEventLoop for EventLoop<'c, 'v, 'a, D, E> {
     type Target = Debuggee<'v, 'a, D, E>;
-    type Connection = Buffered;
+    type Connection = &'c mut dyn ConnectionExt<Error = std::io::Error>;
     type StopReason = MultiThreadStopReason<u64>;
 
     #[allow(clippy::type_complexity)]

@@ -260,9 +260,10 @@ continue
     assert!(trapeze.output().contains("counter = 115"), "the guest's output: {}", trapeze.output());
 }
 
-/// Without `-S` the guest runs at once, and a debugger attaching later stops it where it is.
+/// Without `-S` the guest runs at once; a debugger attaching later stops it where it is, and when it dies the
+/// guest runs on, the breakpoint it had inserted gone with it (one left set would stop the guest for nobody).
 #[test]
-fn gdb_attaches_to_a_running_guest() {
+fn gdb_attaches_to_a_running_guest_which_outlives_it() {
     let (mut trapeze, port) = start_trapeze(&[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !trapeze.output().contains("spinning") {
@@ -275,10 +276,29 @@ bt
 p debuggee::SPIN
 p debuggee::COUNTER
 set var debuggee::SPIN = 0
-continue
+set breakpoint always-inserted on
+break rt_exit_from_main
+echo GDB-DIES\\n
+shell kill -9 $PPID
 ";
     let (output, status) = debug_session(&mut trapeze, port, script, false);
     // Stopped in the spin loop (main, or the volatile read it calls), with every tick done.
-    assert_in_order(&output, &["debuggee::main", "= 1", "= 15", "exited normally"]);
+    assert_in_order(&output, &["debuggee::main", "= 1", "= 15", "Breakpoint 1 at", "GDB-DIES"]);
     assert!(status.success(), "the guest passed: {status}");
+    assert!(trapeze.output().contains("counter = 15"), "the guest's output: {}", trapeze.output());
+}
+
+/// gdb's `kill` ends the run with trapeze's status 5.
+#[test]
+fn gdb_kills_the_guest() {
+    let (mut trapeze, port) = start_trapeze(&["-S"]);
+    let script = "\
+break tick
+continue
+kill
+";
+    let (output, status) = debug_session(&mut trapeze, port, script, false);
+    assert_in_order(&output, &["Breakpoint 1, debuggee::tick", "killed"]);
+    assert_eq!(status.code(), Some(5), "killed by the debugger");
+    assert!(!trapeze.output().contains("counter"), "the guest never got to the end");
 }
