@@ -10,7 +10,8 @@
 //! Everything runs on the calling thread: while the guest runs, the event loop runs it in slices of
 //! [`Vm::run_slice`] and, every [`POLL_INTERVAL`] (or after a slice in which every hart waited), peeks at the
 //! socket without blocking; a byte from gdb (Ctrl-C) stops every hart at once, as they only run inside that loop.
-//! When gdb detaches, the guest runs on and the stub listens for the next debugger.
+//! When gdb detaches, the guest runs on and the stub listens for the next debugger. Guest time (the host clock)
+//! stands still while the machine is stopped, as QEMU's virtual clock does.
 //!
 //! It must never panic on anything gdb sends: unknown threads, registers and unreadable memory are errors gdb
 //! sees (`E..` or unavailable registers); a broken connection ends the session and the guest runs on.
@@ -45,6 +46,8 @@ use trapeze::exec::Engine;
 use trapeze::hart::{Hart, Privilege};
 use trapeze::vm::{Devices, HartStep, RunOutcome, Vm, SLICE};
 
+use crate::console::ClockPause;
+
 /// The port `-s` listens on, as QEMU's.
 pub const DEFAULT_PORT: u16 = 1234;
 
@@ -70,6 +73,8 @@ pub fn parse_endpoint(spec: &str) -> Result<SocketAddr, String> {
 pub struct GdbServer {
     listener: TcpListener,
     wait: bool,
+    /// Stops guest time while the debugger holds the machine (host-clock time only).
+    clock: Option<ClockPause>,
 }
 
 /// How a run under the stub ended.
@@ -86,7 +91,12 @@ impl GdbServer {
         let listener = TcpListener::bind(address).map_err(|e| format!("cannot listen for gdb on {address}: {e}"))?;
         let local = listener.local_addr().map_err(|e| format!("gdb socket: {e}"))?;
         eprintln!("trapeze: gdb stub listening on {local}{}", if wait { " (the guest waits for gdb)" } else { "" });
-        Ok(Self { listener, wait })
+        Ok(Self { listener, wait, clock: None })
+    }
+
+    /// Guest time stands still while the machine is stopped in the debugger, as QEMU's virtual clock does.
+    pub fn stop_time_when_stopped(&mut self, clock: ClockPause) {
+        self.clock = Some(clock);
     }
 
     /// Runs `vm` on `engine` to its end, serving gdb sessions as debuggers connect: with `-S` the first
@@ -100,6 +110,10 @@ impl GdbServer {
         let mut wait = self.wait;
         loop {
             let stream = if wait {
+                // QEMU's -S: guest time starts with the guest.
+                if let Some(clock) = &self.clock {
+                    clock.pause();
+                }
                 self.listener.accept().map_err(|e| format!("waiting for gdb: {e}"))?.0
             } else {
                 match self.run_until_connection(vm, engine, limit)? {
@@ -112,11 +126,12 @@ impl GdbServer {
             if let Ok(peer) = stream.peer_addr() {
                 eprintln!("trapeze: gdb connected from {peer}");
             }
-            let mut target = Debuggee::new(vm, engine, limit);
+            let mut target = Debuggee::new(vm, engine, limit, self.clock.clone());
             let mut connection = Buffered::new(stream);
             let result = GdbStub::new(&mut connection as &mut dyn ConnectionExt<Error = std::io::Error>)
                 .run_blocking::<EventLoop<'_, '_, '_, D, E>>(&mut target);
             let ended = target.ended;
+            target.clock_runs(true);
             // Whatever gdb left set goes with it: a guest running on must not stop for a debugger no longer there.
             for hart in vm.harts.iter_mut() {
                 hart.triggers.clear_debugger_state();
@@ -205,12 +220,26 @@ struct Debuggee<'v, 'a, D: Devices, E: Engine> {
     current: usize,
     /// How the run ended, once it has.
     ended: Option<RunOutcome>,
+    /// Guest time, stopped while gdb holds the machine.
+    clock: Option<ClockPause>,
 }
 
 impl<'v, 'a, D: Devices, E: Engine> Debuggee<'v, 'a, D, E> {
-    fn new(vm: &'v mut Vm<'a, D>, engine: &'v mut E, limit: Option<u64>) -> Self {
+    /// The machine, stopped (and its time with it) for a debugger that just connected.
+    fn new(vm: &'v mut Vm<'a, D>, engine: &'v mut E, limit: Option<u64>, clock: Option<ClockPause>) -> Self {
         let current = vm.last_exit.0;
-        Self { vm, engine, limit, step: None, current, ended: None }
+        let target = Self { vm, engine, limit, step: None, current, ended: None, clock };
+        target.clock_runs(false);
+        target
+    }
+
+    /// Lets guest time run (`true`) or stops it.
+    fn clock_runs(&self, running: bool) {
+        match &self.clock {
+            Some(clock) if running => clock.resume(),
+            Some(clock) => clock.pause(),
+            None => {}
+        }
     }
 
     /// The hart behind gdb thread `tid`.
@@ -570,6 +599,26 @@ impl<'c, 'v, 'a, D: Devices, E: Engine> BlockingEventLoop for EventLoop<'c, 'v, 
         target: &mut Self::Target,
         conn: &mut Self::Connection,
     ) -> Result<Event<Self::StopReason>, WaitForStopReasonError<&'static str, std::io::Error>> {
+        target.clock_runs(true);
+        let event = Self::run_until_stop(target, conn);
+        target.clock_runs(false);
+        event
+    }
+
+    /// Ctrl-C: the harts only run inside [`wait_for_stop_reason`](Self::wait_for_stop_reason), so they have
+    /// all stopped already; the stop names the hart that ran last.
+    fn on_interrupt(target: &mut Self::Target) -> Result<Option<Self::StopReason>, &'static str> {
+        Ok(Some(MultiThreadStopReason::SignalWithThread { tid: thread_of(target.current), signal: Signal::SIGINT }))
+    }
+}
+
+impl<D: Devices, E: Engine> EventLoop<'_, '_, '_, D, E> {
+    /// Steps the hart gdb asked to, or runs every hart until a stop or a byte from gdb.
+    #[allow(clippy::type_complexity)]
+    fn run_until_stop(
+        target: &mut Debuggee<'_, '_, D, E>,
+        conn: &mut &mut dyn ConnectionExt<Error = std::io::Error>,
+    ) -> Result<Event<MultiThreadStopReason<u64>>, WaitForStopReasonError<&'static str, std::io::Error>> {
         if let Some(index) = target.step {
             return Ok(Event::TargetStopped(target.single_step(index)));
         }
@@ -589,12 +638,6 @@ impl<'c, 'v, 'a, D: Devices, E: Engine> BlockingEventLoop for EventLoop<'c, 'v, 
                 return Ok(Event::IncomingData(byte));
             }
         }
-    }
-
-    /// Ctrl-C: the harts only run inside [`wait_for_stop_reason`](Self::wait_for_stop_reason), so they have
-    /// all stopped already; the stop names the hart that ran last.
-    fn on_interrupt(target: &mut Self::Target) -> Result<Option<Self::StopReason>, &'static str> {
-        Ok(Some(MultiThreadStopReason::SignalWithThread { tid: thread_of(target.current), signal: Signal::SIGINT }))
     }
 }
 

@@ -281,6 +281,9 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
 
     loop {
         let mut clock = HostClock::new();
+        if let Some(server) = gdb.as_mut() {
+            server.stop_time_when_stopped(clock.pause_handle());
+        }
         let mut htif_console = Stdio::new();
         let mut vm =
             build_machine(args, &plan, &mut backing, &mut code_pages, Stdio::new(), &mut clock, &mut htif_console)?;

@@ -220,7 +220,8 @@ continue
 }
 
 /// Two harts are two threads; at a hardware breakpoint a CSR and a static (memory) are written, which changes
-/// what the guest computes, and its failure reaches gdb as the exit code.
+/// what the guest computes, and its failure reaches gdb as the exit code; guest time stands still while gdb
+/// holds the machine.
 #[test]
 fn gdb_sees_every_hart_and_its_writes_change_the_guest() {
     let (mut trapeze, port) = start_trapeze(&["-S", "-smp", "2"]);
@@ -233,6 +234,10 @@ set var debuggee::COUNTER = 100
 p/x $mscratch
 set var $mscratch = 0x1234
 p/x $mscratch
+p $time
+shell sleep 1
+continue
+p $time
 delete
 echo CONTINUE-TO-SPIN\\n
 continue
@@ -250,12 +255,20 @@ continue
             "$1 = 1",
             "$2 = 0x0",
             "$3 = 0x1234",
+            "Breakpoint 1, debuggee::tick (step=2)",
             "CONTINUE-TO-SPIN",
             "received signal SIGINT",
             // 100 + 1 + 2 + 3 + 4 + 5 = 115, not 15: the guest fails with status 1.
             "exited with code 01",
         ],
     );
+    // Guest time stood still while gdb held the machine for a second between the two breakpoints.
+    let time = |name: &str| -> u64 {
+        let line = output.lines().find_map(|line| line.strip_prefix(name)).expect("gdb printed the time");
+        line.trim().parse().expect("a number of ticks")
+    };
+    let (before, after) = (time("$4 = "), time("$5 = "));
+    assert!(after >= before && after - before < 5_000_000, "guest time ran while stopped: {before} -> {after}");
     assert_eq!(status.code(), Some(1), "the guest's failure is trapeze's status");
     assert!(trapeze.output().contains("counter = 115"), "the guest's output: {}", trapeze.output());
 }
