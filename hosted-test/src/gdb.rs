@@ -9,7 +9,10 @@
 //!
 //! Everything runs on the calling thread: while the guest runs, the event loop runs it in slices of
 //! [`Vm::run_slice`] and, every [`POLL_INTERVAL`] (or after a slice in which every hart waited), peeks at the
-//! socket without blocking; a byte from gdb (Ctrl-C) stops every hart at once, as they only run inside that loop.
+//! socket without blocking; a byte from gdb (Ctrl-C) stops every hart at once, as they only run inside that loop
+//! (when every hart waits for an interrupt, the host sleeps at most half a second between looks). A step of a
+//! hart that waits for an interrupt which has not come runs nothing and reports the same pc; `continue` lets it
+//! wake.
 //! When gdb detaches, the guest runs on and the stub listens for the next debugger. Guest time (the host clock)
 //! stands still while the machine is stopped, as QEMU's virtual clock does.
 //!
