@@ -583,8 +583,11 @@ impl<D: Devices, E: Engine> MultiThreadSchedulerLocking for Debuggee<'_, '_, D, 
 }
 
 impl<D: Devices, E: Engine> MultiThreadSingleStep for Debuggee<'_, '_, D, E> {
+    /// A step of a thread that is no hart is ignored (an error here would end the session).
     fn set_resume_action_step(&mut self, tid: Tid, _signal: Option<Signal>) -> Result<(), Self::Error> {
-        self.step = Some(self.hart_index(tid).map_err(|_| "no such hart")?);
+        if let Ok(index) = self.hart_index(tid) {
+            self.step = Some(index);
+        }
         Ok(())
     }
 }
@@ -625,21 +628,23 @@ impl<D: Devices, E: Engine> EventLoop<'_, '_, '_, D, E> {
         if let Some(index) = target.step {
             return Ok(Event::TargetStopped(target.single_step(index)));
         }
+        // Looked at first: gdbstub comes back here after each byte gdb sent while the guest ran.
+        let mut poll = true;
         let mut last_poll = Instant::now();
         loop {
+            if poll {
+                last_poll = Instant::now();
+                if conn.peek().map_err(WaitForStopReasonError::Connection)?.is_some() {
+                    let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
+                    return Ok(Event::IncomingData(byte));
+                }
+            }
             let before = target.vm.steps;
             if let Some(outcome) = run_one_slice(target.vm, target.engine, target.limit) {
                 return Ok(Event::TargetStopped(target.stop_reason(outcome)));
             }
             target.current = target.vm.last_exit.0;
-            if target.vm.steps != before && last_poll.elapsed() < POLL_INTERVAL {
-                continue;
-            }
-            last_poll = Instant::now();
-            if conn.peek().map_err(WaitForStopReasonError::Connection)?.is_some() {
-                let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
-                return Ok(Event::IncomingData(byte));
-            }
+            poll = target.vm.steps == before || last_poll.elapsed() >= POLL_INTERVAL;
         }
     }
 }

@@ -315,3 +315,108 @@ kill
     assert_eq!(status.code(), Some(5), "killed by the debugger");
     assert!(!trapeze.output().contains("counter"), "the guest never got to the end");
 }
+
+/// A remote-protocol packet: `$data#checksum`.
+fn packet(data: &str) -> Vec<u8> {
+    let checksum = data.bytes().fold(0u8, |sum, byte| sum.wrapping_add(byte));
+    format!("${data}#{checksum:02x}").into_bytes()
+}
+
+/// Malformed, out-of-range and hostile packets from a "debugger" never panic the VMM: each is refused or ignored,
+/// a session the stub gives up on leaves the guest running and the stub listening, and `k` still ends the run.
+#[test]
+fn a_hostile_debugger_cannot_panic_the_vmm() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let (mut trapeze, port) = start_trapeze(&["-S", "-smp", "2"]);
+    let connect = || {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the stub");
+        stream.set_read_timeout(Some(Duration::from_millis(50))).expect("a read timeout");
+        stream
+    };
+    let mut stream = connect();
+    let mut sessions = 1;
+    let huge = "f".repeat(3000);
+    let packets: Vec<Vec<u8>> = [
+        "qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386",
+        "?",
+        "Hg0",
+        "Hg9",
+        "Hgp1.ffffffffffffffff",
+        "g",
+        "G00",
+        "p0",
+        "p20",
+        "p1041",
+        "pffff",
+        "p1000",
+        "P20=zz",
+        "P1041=02",
+        "P1041=0000000000000000ff",
+        "P45=0100000000000000",
+        "Pf55=0100000000000000",
+        "m0,8",
+        "mffffffffffffffff,10",
+        "m80000000,ffffffff",
+        "m7ffffffe,4",
+        "M0,4:00000000",
+        "Mffffffffffffffff,2:0000",
+        "X80000000,0:",
+        "Z0,ffffffffffffffff,2",
+        "Z0,80000000,4",
+        "z0,12345,2",
+        "Z1,80000000,2",
+        "Z1,80000002,2",
+        "Z1,80000004,2",
+        "Z1,80000006,2",
+        "Z1,80000008,2",
+        "Z2,80000001,3",
+        "Z2,80000000,0",
+        "Z4,ffffffffffffffff,8",
+        "z3,80000000,8",
+        "vCont;s:9",
+        "vCont;s:1",
+        "vCont;s:2;c",
+        "s",
+        "qXfer:features:read:target.xml:0,ffff",
+        "qXfer:features:read:target.xml:ffffffff,10",
+        "qThreadExtraInfo,9",
+        "qfThreadInfo",
+        "T9",
+        "vCont;c",
+        huge.as_str(),
+        "qXfer:features:read:other.xml:0,10",
+    ]
+    .iter()
+    .map(|data| packet(data))
+    .chain([b"garbage \x00\xff$#".to_vec(), b"\x03".to_vec(), b"$g#00".to_vec(), b"}}}}$".to_vec()])
+    .collect();
+    for bytes in packets {
+        if stream.write_all(&bytes).is_err() {
+            // The stub ended that session: the guest runs on and the stub listens again.
+            stream = connect();
+            sessions += 1;
+            let _ = stream.write_all(&bytes);
+        }
+        let mut reply = [0u8; 65536];
+        while matches!(stream.read(&mut reply), Ok(1..)) {}
+        assert!(trapeze.exited().is_none(), "the VMM is still there after {:?}", String::from_utf8_lossy(&bytes));
+    }
+    // Whatever state that left, a debugger connecting afresh can still stop the guest and kill it.
+    drop(stream);
+    for _ in 0..3 {
+        let mut stream = connect();
+        sessions += 1;
+        let _ = stream.write_all(b"\x03");
+        let _ = stream.write_all(&packet("k"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while trapeze.exited().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if trapeze.exited().is_some() {
+            break;
+        }
+    }
+    let status = trapeze.exited().expect("trapeze ended after k");
+    assert_eq!(status.code(), Some(5), "killed by the debugger after {sessions} sessions");
+}
