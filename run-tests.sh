@@ -12,13 +12,14 @@ fi
 rustup target add --toolchain "$toolchain" riscv64gc-unknown-none-elf thumbv7m-none-eabi
 rustup component add --toolchain "$toolchain" rustfmt clippy
 
-# Real firmware the suite boots: Debian's OpenSBI and U-Boot for QEMU virt; and QEMU itself, which boots the
-# native VMM board (boards/qemu-virt-rv64) in the board test.
+# Real firmware the suite boots: Debian's OpenSBI and U-Boot for QEMU virt; QEMU itself, which boots the
+# native VMM board (boards/qemu-virt-rv64) in the board test; and gdb-multiarch, which drives the gdb stub test.
 missing=()
 for package in opensbi u-boot-qemu; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 command -v qemu-system-riscv64 >/dev/null || missing+=(qemu-system-misc)
+command -v gdb-multiarch >/dev/null || missing+=(gdb-multiarch)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; }; then

@@ -453,6 +453,40 @@ impl Hart {
         Ok(effect)
     }
 
+    /// Reads CSR `number` for a debugger: as an instruction in M-mode would, whatever mode the hart is in, and
+    /// the FP CSRs even while `mstatus.FS` is Off. Changes nothing. `None`: no such CSR.
+    pub fn debug_read_csr(&self, number: u16, time: u64) -> Option<u64> {
+        match number {
+            csr::FFLAGS => Some(self.fp.fflags()),
+            csr::FRM => Some(self.fp.frm()),
+            csr::FCSR => Some(self.fp.fcsr()),
+            _ if self.privilege == Privilege::Machine => self.read_csr(number, time).ok(),
+            _ => {
+                let mut machine = self.clone();
+                machine.privilege = Privilege::Machine;
+                machine.read_csr(number, time).ok()
+            }
+        }
+    }
+
+    /// Writes CSR `number` for a debugger: as an instruction in M-mode would (WARL rules apply, read-only CSRs
+    /// refuse), whatever mode the hart is in; the FP CSRs are written even while `mstatus.FS` is Off, and leave
+    /// `mstatus.FS` as it was.
+    pub fn debug_write_csr(&mut self, number: u16, value: u64) -> Result<CsrWriteEffect, CsrAccessError> {
+        match number {
+            csr::FFLAGS => self.fp.set_fflags(value),
+            csr::FRM => self.fp.set_frm(value),
+            csr::FCSR => self.fp.set_fcsr(value),
+            _ => {
+                let privilege = core::mem::replace(&mut self.privilege, Privilege::Machine);
+                let result = self.write_csr(number, value);
+                self.privilege = privilege;
+                return result;
+            }
+        }
+        Ok(CsrWriteEffect::default())
+    }
+
     /// `mstatus` with its derived SD bit.
     pub fn mstatus(&self) -> u64 {
         let status = self.csrs.mstatus;
@@ -875,5 +909,30 @@ mod tests {
         hart.take_trap(true, 1, 0);
         assert_eq!(hart.privilege, Privilege::Supervisor, "a delegated interrupt traps to S-mode");
         assert_eq!(hart.csrs.scause, CAUSE_INTERRUPT | 1);
+    }
+
+    #[test]
+    fn a_debugger_reaches_every_csr_from_any_mode_and_keeps_the_mode() {
+        let mut hart = Hart::new(HartConfig::rv64gc(3));
+        hart.write_csr(csr::MTVEC, 0x8000_0100).unwrap();
+        hart.privilege = Privilege::User;
+        assert!(hart.read_csr(csr::MTVEC, 0).is_err(), "an instruction in U-mode may not");
+        assert_eq!(hart.debug_read_csr(csr::MTVEC, 0), Some(0x8000_0100));
+        assert_eq!(hart.debug_read_csr(csr::MHARTID, 0), Some(3));
+        assert_eq!(hart.debug_read_csr(csr::TIME, 77), Some(77), "counters whatever mcounteren says");
+        assert_eq!(hart.debug_read_csr(0x7ff, 0), None, "no such CSR");
+        assert_eq!(hart.debug_write_csr(csr::MEPC, 0x8000_0203), Ok(CsrWriteEffect::default()));
+        assert_eq!(hart.csrs.mepc, 0x8000_0202, "WARL rules apply");
+        assert!(hart.debug_write_csr(csr::MHARTID, 9).is_err(), "read-only");
+        let effect = hart.debug_write_csr(csr::SATP, 8 << 60 | 0x80010).unwrap();
+        assert!(effect.translation_changed);
+        assert_eq!(hart.privilege, Privilege::User, "the hart stays in its mode");
+
+        // FP CSRs with the FPU off (FS = Off): readable and writable, and FS stays Off.
+        assert!(!hart.fp_enabled());
+        hart.debug_write_csr(csr::FCSR, 0b010_00001).unwrap();
+        assert_eq!(hart.debug_read_csr(csr::FRM, 0), Some(0b010));
+        assert_eq!(hart.debug_read_csr(csr::FFLAGS, 0), Some(1));
+        assert_eq!(hart.csrs.mstatus & mstatus::FS, 0);
     }
 }

@@ -1,8 +1,11 @@
 //! Host backends for the guest: the console on this process's stdin/stdout, and the wall clock with an idle
-//! wait that wakes for the next timer deadline or for typed input.
+//! wait that wakes for the next timer deadline or for typed input, which stops while a debugger holds the
+//! machine ([`ClockPause`]).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
+use std::rc::Rc;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -83,15 +86,62 @@ pub fn flush_stdout() {
     let _ = std::io::stdout().flush();
 }
 
-/// Guest time from the host's monotonic clock, in ticks of the 10 MHz timebase.
+/// Guest time from the host's monotonic clock, in ticks of the 10 MHz timebase, less the time the machine
+/// spent stopped in a debugger.
 #[derive(Debug)]
 pub struct HostClock {
     start: Instant,
+    pause: ClockPause,
 }
 
 impl HostClock {
     pub fn new() -> Self {
-        Self { start: Instant::now() }
+        Self { start: Instant::now(), pause: ClockPause::default() }
+    }
+
+    /// A handle that stops and restarts this clock (for the gdb stub, while it holds the machine).
+    pub fn pause_handle(&self) -> ClockPause {
+        self.pause.clone()
+    }
+}
+
+/// Stops and restarts a [`HostClock`], as QEMU stops its virtual clock while the machine is stopped: a guest
+/// stopped for a minute in the debugger does not find a minute of timer interrupts due when it goes on.
+#[derive(Debug, Clone, Default)]
+pub struct ClockPause(Rc<Cell<PauseState>>);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PauseState {
+    /// Time spent stopped, before the current stop.
+    hidden: Duration,
+    /// When the current stop began, `None` while the clock runs.
+    since: Option<Instant>,
+}
+
+impl ClockPause {
+    /// Stops guest time (nothing happens if it is stopped already).
+    pub fn pause(&self) {
+        let mut state = self.0.get();
+        if state.since.is_none() {
+            state.since = Some(Instant::now());
+            self.0.set(state);
+        }
+    }
+
+    /// Lets guest time run on from where it stopped.
+    pub fn resume(&self) {
+        let mut state = self.0.get();
+        if let Some(since) = state.since.take() {
+            state.hidden = state.hidden.saturating_add(since.elapsed());
+            self.0.set(state);
+        }
+    }
+
+    /// Host time since `start` that counts as guest time.
+    fn running_since(&self, start: Instant) -> Duration {
+        let state = self.0.get();
+        let now = state.since.unwrap_or_else(Instant::now);
+        now.saturating_duration_since(start).saturating_sub(state.hidden)
     }
 }
 
@@ -100,7 +150,7 @@ const MAX_IDLE: Duration = Duration::from_millis(500);
 
 impl Clock for HostClock {
     fn now(&mut self) -> u64 {
-        let elapsed = self.start.elapsed();
+        let elapsed = self.pause.running_since(self.start);
         elapsed.as_secs() * TIMEBASE_HZ
             + u64::from(elapsed.subsec_nanos()) / (1_000_000_000 / TIMEBASE_HZ as u32) as u64
     }
@@ -112,5 +162,27 @@ impl Clock for HostClock {
         if bytes.is_empty() {
             let _ = input.arrived.wait_timeout(bytes, wait.min(MAX_IDLE));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paused_clock_stands_still_and_resumes_where_it_stopped() {
+        let mut clock = HostClock::new();
+        let pause = clock.pause_handle();
+        std::thread::sleep(Duration::from_millis(5));
+        pause.pause();
+        pause.pause();
+        let stopped = clock.now();
+        assert!(stopped >= 50_000, "5 ms ran before the pause: {stopped}");
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(clock.now(), stopped, "no time passes while paused");
+        pause.resume();
+        pause.resume();
+        let resumed = clock.now();
+        assert!(resumed >= stopped && resumed < stopped + 400_000, "the 50 ms pause is hidden: {stopped} -> {resumed}");
     }
 }

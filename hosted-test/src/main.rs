@@ -10,6 +10,7 @@
 mod bench;
 mod console;
 mod disk;
+mod gdb;
 mod log;
 
 use std::path::PathBuf;
@@ -110,6 +111,27 @@ struct RunArgs {
     /// Write the log (-d, --trace) to FILE instead of stderr, as QEMU's `-D`.
     #[arg(short = 'D', value_name = "FILE")]
     log_file: Option<PathBuf>,
+    /// Serve gdb on tcp::1234 (QEMU's `-s`): `target remote :1234` in gdb-multiarch.
+    #[arg(short = 's', conflicts_with_all = ["gdb", "lockstep", "trace"])]
+    gdb_default: bool,
+    /// Serve gdb at this endpoint, `tcp::PORT` (loopback) or `tcp:HOST:PORT` (QEMU's `-gdb`).
+    #[arg(long, value_name = "tcp::PORT", conflicts_with_all = ["lockstep", "trace"])]
+    gdb: Option<String>,
+    /// With -s or --gdb: do not start the guest until gdb continues it (QEMU's `-S`).
+    #[arg(short = 'S')]
+    wait_for_gdb: bool,
+}
+
+impl RunArgs {
+    /// Where the gdb stub listens, if it is asked for.
+    fn gdb_endpoint(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        match (&self.gdb, self.gdb_default) {
+            (Some(spec), _) => gdb::parse_endpoint(spec).map(Some),
+            (None, true) => gdb::parse_endpoint(&format!("tcp::{}", gdb::DEFAULT_PORT)).map(Some),
+            (None, false) if self.wait_for_gdb => Err("-S waits for gdb: give -s or --gdb tcp::PORT too".into()),
+            (None, false) => Ok(None),
+        }
+    }
 }
 
 /// The threaded engine with the hosted code cache: 32768 ops in 2048 blocks (about 1 MiB).
@@ -140,6 +162,9 @@ enum EngineChoice {
 
 /// Exit status when the instruction limit ends the run.
 const EXIT_INSTRUCTION_LIMIT: u8 = 3;
+
+/// Exit status when gdb killed the guest.
+const EXIT_KILLED_BY_DEBUGGER: u8 = 5;
 
 fn parse_memory_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -264,24 +289,41 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
             CodeCacheSize::Tiny => lockstep(args, &plan, &mut tiny),
         };
     }
+    let mut gdb = match args.gdb_endpoint()? {
+        Some(_) if args.log.is_some_and(|items| items.in_asm) => {
+            return Err("-d in_asm cannot be combined with -s or --gdb (gdb steps the guest itself)".into())
+        }
+        Some(address) => Some(gdb::GdbServer::bind(address, args.wait_for_gdb)?),
+        None => None,
+    };
 
     let log = log::Log::open(args.log.unwrap_or_default(), args.log_file.as_deref())?;
     loop {
         let mut clock = HostClock::new();
+        if let Some(server) = gdb.as_mut() {
+            server.stop_time_when_stopped(clock.pause_handle());
+        }
         let mut htif_console = Stdio::new();
         let mut trap_logger = log::TrapLogger(log.clone());
         let mut vm =
             build_machine(args, &plan, &mut backing, &mut code_pages, Stdio::new(), &mut clock, &mut htif_console)?;
         vm.set_trap_observer(&mut trap_logger);
-        let outcome = match args.engine {
-            EngineChoice::Interp => run_with(&mut vm, &mut Interpreter, args, &log),
+        let ending = match args.engine {
+            EngineChoice::Interp => run_with(&mut vm, &mut Interpreter, args, &log, gdb.as_mut()),
             EngineChoice::Threaded if args.code_cache == CodeCacheSize::Tiny => {
-                run_with(&mut vm, &mut tiny, args, &log)
+                run_with(&mut vm, &mut tiny, args, &log, gdb.as_mut())
             }
-            EngineChoice::Threaded => run_with(&mut vm, &mut *threaded, args, &log),
+            EngineChoice::Threaded => run_with(&mut vm, &mut *threaded, args, &log, gdb.as_mut()),
         };
         log.borrow_mut().flush();
         console::flush_stdout();
+        let outcome = match ending? {
+            gdb::Ending::Outcome(outcome) => outcome,
+            gdb::Ending::Killed => {
+                eprintln!("trapeze: the debugger killed the guest");
+                return Ok(ExitCode::from(EXIT_KILLED_BY_DEBUGGER));
+            }
+        };
         match outcome {
             RunOutcome::PowerOff { code: 0 } => return Ok(ExitCode::SUCCESS),
             RunOutcome::PowerOff { code } => {
@@ -475,15 +517,19 @@ fn lockstep(args: &RunArgs, plan: &BootPlan, threaded: &mut impl Engine) -> Resu
     }
 }
 
-/// Runs the VM on `engine` as the options say: to the end, or traced from an instruction count on (`--trace=N`;
-/// `-d in_asm` traces from the start).
+/// Runs the VM on `engine` as the options say: to the end, under gdb, or traced from an instruction count on
+/// (`--trace=N`; `-d in_asm` traces from the start).
 fn run_with<D: Devices, E: Engine>(
     vm: &mut Vm<'_, D>,
     engine: &mut E,
     args: &RunArgs,
     log: &log::SharedLog,
-) -> RunOutcome {
-    match args.trace.or(args.log.filter(|items| items.in_asm).map(|_| 0)) {
+    gdb: Option<&mut gdb::GdbServer>,
+) -> Result<gdb::Ending, String> {
+    if let Some(server) = gdb {
+        return server.run(vm, engine, args.max_insns);
+    }
+    let outcome = match args.trace.or(args.log.filter(|items| items.in_asm).map(|_| 0)) {
         Some(start) => match vm.run(engine, Some(start)) {
             RunOutcome::InstructionLimit if args.max_insns.is_none_or(|limit| limit > start) => {
                 run_traced(vm, &mut Interpreter, args.max_insns, log)
@@ -491,7 +537,8 @@ fn run_with<D: Devices, E: Engine>(
             outcome => outcome,
         },
         None => vm.run(engine, args.max_insns),
-    }
+    };
+    Ok(gdb::Ending::Outcome(outcome))
 }
 
 /// The instruction word at `hart.pc`, read through the hart's own translation as it stood before the instruction

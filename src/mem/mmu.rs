@@ -4,10 +4,13 @@
 //! It composes the three levels: the guest's Sv39 tables (guest virtual -> guest real), PMP, and the VM's real
 //! map (guest real -> host), and caches the composition in the hart's soft TLB. A TLB entry is only made for a
 //! page that PMP allows as a whole, so a hit never needs a PMP check. Nothing here allocates.
+//!
+//! [`debug_translate`] is the debugger's view of the same translation: it must never change guest-visible state
+//! (no A/D update, no TLB fill), so that looking at a guest cannot change what it does.
 
 use super::pmp::AccessKind;
 use super::realmap::{MapPerms, RealMap};
-use super::sv39::{self, AccessContext, AccessType, Fault, Satp, SATP_MODE_SV39};
+use super::sv39::{self, AccessContext, AccessType, Fault, PageTableMemory, Satp, SATP_MODE_SV39};
 use super::tlb::{SoftTlb, TlbKey};
 use super::Ram;
 use crate::hart::{Exception, Hart, Privilege};
@@ -51,6 +54,38 @@ pub fn access_context(hart: &Hart, access: AccessType) -> AccessContext {
             hart.privilege
         };
     AccessContext::new(privilege, status & mstatus::SUM != 0, status & mstatus::MXR != 0)
+}
+
+/// The guest's page tables as a debugger walks them: PTEs are read, never written. An A/D update the walk asks
+/// for is reported as done without writing anything, so the walk goes on to the address.
+struct InspectTables<'r, 'a>(&'r Ram<'a>);
+
+impl PageTableMemory for InspectTables<'_, '_> {
+    fn read_u64(&mut self, gpa: u64) -> Option<u64> {
+        if gpa & 7 != 0 {
+            return None;
+        }
+        self.0.load(gpa, 8)
+    }
+
+    fn compare_exchange_u64(&mut self, gpa: u64, old: u64, _new: u64) -> Option<bool> {
+        Some(self.read_u64(gpa)? == old)
+    }
+}
+
+/// The guest real address that virtual address `va` names for `hart` as it is now, for a debugger (as QEMU's
+/// `get_phys_page_debug`): the hart's own privilege and `satp` (`mstatus.MPRV` does not apply), and any valid
+/// leaf will do, readable or only executable, user page or not. Nothing changes: no A/D bit is set, no TLB entry
+/// is made, and PMP is not consulted. `None` when the walk finds no valid mapping.
+pub fn debug_translate(ram: &Ram, hart: &Hart, va: u64) -> Option<u64> {
+    if hart.privilege == Privilege::Machine {
+        return Some(va);
+    }
+    // S-mode with SUM and MXR may load from every valid leaf: R or X, U or not.
+    let context = AccessContext::new(Privilege::Supervisor, true, true);
+    sv39::translate(&mut InspectTables(ram), hart.csrs.satp, va, AccessType::Load, context)
+        .ok()
+        .map(|translation| translation.guest_real)
 }
 
 /// The PMP check an access of this kind makes.
@@ -342,5 +377,67 @@ impl Memory<'_, '_> {
         }
         self.ram.bytes.get_mut(offset..end)?.copy_from_slice(value.to_le_bytes().get(..size)?);
         Some(code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hart::HartConfig;
+    use crate::mem::sv39::{make_pte, PteFlags, SATP_MODE_SV39};
+    use crate::mem::RAM_BASE;
+
+    const ROOT: u64 = RAM_BASE;
+    const L1: u64 = RAM_BASE + 0x1000;
+    const L0: u64 = RAM_BASE + 0x2000;
+    const DATA: u64 = RAM_BASE + 0x5000;
+    const CODE: u64 = RAM_BASE + 0x6000;
+    /// Virtual pages: 0x4000_0000 -> DATA (R/W, A and D clear, user), 0x4000_1000 -> CODE (execute only).
+    const VA_DATA: u64 = 0x4000_0000;
+    const VA_CODE: u64 = 0x4000_1000;
+
+    fn tables(ram: &mut Ram) {
+        let pointer = |table: u64| make_pte(table >> 12, PteFlags::V);
+        ram.store(ROOT + 8 * ((VA_DATA >> 30) & 0x1ff), 8, pointer(L1)).unwrap();
+        ram.store(L1 + 8 * ((VA_DATA >> 21) & 0x1ff), 8, pointer(L0)).unwrap();
+        let data = PteFlags::V | PteFlags::R | PteFlags::W | PteFlags::U;
+        ram.store(L0 + 8 * ((VA_DATA >> 12) & 0x1ff), 8, make_pte(DATA >> 12, data)).unwrap();
+        let code = PteFlags::V | PteFlags::X | PteFlags::A;
+        ram.store(L0 + 8 * ((VA_CODE >> 12) & 0x1ff), 8, make_pte(CODE >> 12, code)).unwrap();
+    }
+
+    fn supervisor_hart() -> Hart {
+        let mut hart = Hart::new(HartConfig::rv64gc(0));
+        hart.privilege = Privilege::Supervisor;
+        hart.csrs.satp = Satp::new(SATP_MODE_SV39, 0, ROOT >> 12).0;
+        hart
+    }
+
+    #[test]
+    fn debug_translate_walks_without_side_effects() {
+        let mut backing = vec![0u8; 0x8000];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        tables(&mut ram);
+        let snapshot = ram.as_slice().to_vec();
+        let hart = supervisor_hart();
+
+        assert_eq!(debug_translate(&ram, &hart, VA_DATA + 0x123), Some(DATA + 0x123), "a user page from S-mode");
+        assert_eq!(debug_translate(&ram, &hart, VA_CODE + 8), Some(CODE + 8), "an execute-only page");
+        assert_eq!(debug_translate(&ram, &hart, VA_CODE + 0x1000), None, "no mapping");
+        assert_eq!(debug_translate(&ram, &hart, 1 << 38), None, "not canonical");
+        assert_eq!(ram.as_slice(), &snapshot[..], "the walk set no A or D bit");
+
+        // The walk an access makes sets A on the same PTE: the debugger's does not.
+        let context = AccessContext::new(Privilege::Supervisor, true, false);
+        let walked = sv39::translate(&mut ram, hart.csrs.satp, VA_DATA + 0x123, AccessType::Load, context).unwrap();
+        assert_eq!(walked.guest_real, DATA + 0x123);
+        assert_ne!(ram.as_slice(), &snapshot[..], "an access's walk does set A");
+
+        let mut machine = hart.clone();
+        machine.privilege = Privilege::Machine;
+        assert_eq!(debug_translate(&ram, &machine, VA_DATA), Some(VA_DATA), "M-mode is untranslated");
+        let mut bare = hart;
+        bare.csrs.satp = 0;
+        assert_eq!(debug_translate(&ram, &bare, DATA), Some(DATA), "paging off");
     }
 }

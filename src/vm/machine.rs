@@ -14,10 +14,10 @@ use crate::dev::htif::Htif;
 use crate::dev::{MachineRequest, MmioError, SerialBackend};
 use crate::exec::Engine;
 use crate::hart::{Exception, Hart, Privilege};
-use crate::mem::mmu::{Loaded, Memory, Tlb, VmRealMap};
+use crate::mem::mmu::{debug_translate, Loaded, Memory, Tlb, VmRealMap};
 use crate::mem::realmap::{MapError, MapPerms};
 use crate::mem::sv39::{AccessType, Fault};
-use crate::mem::Ram;
+use crate::mem::{Ram, PAGE_SIZE};
 use crate::trap::{Dispatcher, Exit, FlushScope, Platform, Resume};
 
 use super::sbi::{self, Sbi, SbiEnvironment};
@@ -519,6 +519,133 @@ impl<'a, D: Devices> Vm<'a, D> {
     pub fn time(&self) -> u64 {
         self.devices.mtime()
     }
+
+    /// Runs hart `index` alone for one instruction, for a debugger's single step: an instruction that leaves the
+    /// engine (a CSR access, a trap, a device access, `ecall`) is one step too, completed by the dispatcher.
+    /// Pending interrupts are not taken (as QEMU steps by default) but stay pending; a hart that waits for an
+    /// interrupt that has not come, or that the VMM's SBI keeps stopped, does not run.
+    pub fn step_hart(&mut self, engine: &mut impl Engine, index: usize) -> HartStep {
+        if index >= self.harts.len() {
+            return HartStep::Idle;
+        }
+        let now = self.now();
+        self.devices.update(now, &mut self.harts);
+        if let Some(sbi) = &mut self.sbi {
+            sbi.update_timers(now, &mut self.harts);
+        }
+        if self.sbi.as_ref().is_some_and(|sbi| !sbi.may_run(index))
+            || (self.waiting[index] && !self.harts[index].wake_up_pending())
+        {
+            return HartStep::Idle;
+        }
+        self.waiting[index] = false;
+        if let Some(sbi) = &mut self.sbi {
+            if sbi.wake(index, &mut self.harts[index]) {
+                self.tlbs[index].flush_all();
+            }
+        }
+        match self.run_hart(engine, index, 1) {
+            Some(outcome) => HartStep::Stopped(outcome),
+            None => HartStep::Done,
+        }
+    }
+
+    /// Runs hart `index` (which must exist and may run) for at most `budget` instructions and serves the exit
+    /// its engine returns; interrupts are not looked at. An outcome when the guest asked the machine to stop.
+    fn run_hart(&mut self, engine: &mut impl Engine, index: usize, budget: u64) -> Option<RunOutcome> {
+        let hart = self.harts.get_mut(index)?;
+        let tlb = self.tlbs.get_mut(index)?;
+        let retired_before = hart.instret;
+        let mut memory = Memory { ram: &mut self.ram, realmap: &self.realmap, tlb: &mut *tlb };
+        let exit = engine.run(hart, &mut memory, budget);
+        let retired = hart.instret.wrapping_sub(retired_before);
+        self.last_exit = (index, exit);
+        // As in `run_slice`: a debug stop performed nothing of the instruction and is no step.
+        if let Exit::Debug(stop) = exit {
+            self.steps = self.steps.wrapping_add(retired);
+            return Some(RunOutcome::DebugStop { hart: index, stop });
+        }
+        self.steps = self.steps.wrapping_add(retired + (exit != Exit::BudgetExhausted) as u64);
+        if let (Some(_), Exit::Exception { cause: Exception::EcallFromS, .. }) = (&self.sbi, exit) {
+            return self.firmware_call(index);
+        }
+        let mut platform = MachinePlatform { devices: &mut self.devices, ram: &mut self.ram, tlb };
+        match self.dispatcher.dispatch(exit, hart, &mut platform) {
+            Resume::Continue => {}
+            Resume::WaitForInterrupt => self.waiting[index] = true,
+            Resume::Machine(request) => return Some(request.into()),
+        }
+        let (htif, console) = self.htif.as_mut()?;
+        htif.poll(&mut self.ram, console).map(RunOutcome::from)
+    }
+
+    /// Reads guest memory at virtual address `va` as hart `index` sees it now, for a debugger: translated by
+    /// [`mmu::debug_translate`](crate::mem::mmu::debug_translate) (no A/D update, no TLB fill, no PMP check),
+    /// RAM only (device registers are never read, as reading them has effects). Returns how many bytes were read
+    /// before the first one that could not be.
+    pub fn debug_read(&self, index: usize, va: u64, buf: &mut [u8]) -> usize {
+        let Some(hart) = self.harts.get(index) else { return 0 };
+        let mut done = 0;
+        while done < buf.len() {
+            let address = va.wrapping_add(done as u64);
+            let chunk = (buf.len() - done).min((PAGE_SIZE - (address & (PAGE_SIZE - 1))) as usize);
+            let bytes = debug_translate(&self.ram, hart, address).and_then(|gpa| self.ram.slice(gpa, chunk as u64));
+            match (bytes, buf.get_mut(done..done + chunk)) {
+                (Some(bytes), Some(target)) => target.copy_from_slice(bytes),
+                _ => break,
+            }
+            done += chunk;
+        }
+        done
+    }
+
+    /// Writes guest memory at virtual address `va` as hart `index` sees it now, for a debugger: translated as
+    /// [`Vm::debug_read`] does, RAM only, whatever the page's permissions. Code translated from the bytes is
+    /// dropped before it runs again, as for any write to RAM. Returns how many bytes were written before the
+    /// first one that could not be.
+    pub fn debug_write(&mut self, index: usize, va: u64, bytes: &[u8]) -> usize {
+        let Some(hart) = self.harts.get(index) else { return 0 };
+        let mut done = 0;
+        while done < bytes.len() {
+            let address = va.wrapping_add(done as u64);
+            let chunk = (bytes.len() - done).min((PAGE_SIZE - (address & (PAGE_SIZE - 1))) as usize);
+            let Some(gpa) = debug_translate(&self.ram, hart, address) else { break };
+            match (self.ram.slice_mut(gpa, chunk as u64), bytes.get(done..done + chunk)) {
+                (Some(target), Some(source)) => target.copy_from_slice(source),
+                _ => break,
+            }
+            done += chunk;
+        }
+        done
+    }
+
+    /// Writes CSR `number` of hart `index` for a debugger ([`Hart::debug_write_csr`]), dropping the hart's
+    /// cached translations when the write changed how addresses translate. False: no such hart or CSR, or the
+    /// CSR is read-only.
+    pub fn debug_write_csr(&mut self, index: usize, number: u16, value: u64) -> bool {
+        let (Some(hart), Some(tlb)) = (self.harts.get_mut(index), self.tlbs.get_mut(index)) else { return false };
+        match hart.debug_write_csr(number, value) {
+            Ok(effect) => {
+                if effect.translation_changed {
+                    tlb.flush_all();
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// What [`Vm::step_hart`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HartStep {
+    /// The hart executed one instruction, or trapped on it.
+    Done,
+    /// The hart waits for an interrupt or is stopped by the VMM's SBI: nothing ran.
+    Idle,
+    /// The instruction asked the machine to stop, or stopped for the debugger before it ran
+    /// ([`RunOutcome::DebugStop`]).
+    Stopped(RunOutcome),
 }
 
 impl<D: Devices> core::fmt::Debug for Vm<'_, D> {
@@ -732,5 +859,109 @@ mod tests {
             [trap(false, 11, ecall_at, 0), trap(false, 2, illegal_at, csr_word), trap(true, 3, interrupted_at, 0)]
         );
         assert!(msip_at < interrupted_at);
+    }
+
+    /// `step_hart` runs exactly the hart it is given for exactly one instruction on the threaded engine (an
+    /// exit counts as the step), leaves pending interrupts pending and runs nothing on a waiting hart; a
+    /// debugger's write to code is what the next step executes.
+    #[test]
+    fn step_hart_runs_one_instruction_of_one_hart() {
+        use crate::exec::threaded::Threaded;
+        let mut program = vec![
+            Inst::OpImm { op: OpImmKind::Addi, rd: 5, rs1: 5, imm: 1 },
+            Inst::Csr { op: isa::CsrOp::Rs, rd: 6, src: 0, csr: isa::csr::MSCRATCH },
+            Inst::OpImm { op: OpImmKind::Addi, rd: 5, rs1: 5, imm: 1 },
+            Inst::Wfi,
+        ];
+        program.push(Inst::Jal { rd: 0, offset: 0 });
+        let mut backing = vec![0u8; 0x10000];
+        assemble(&mut backing, 0, &program);
+        let mut watch = vec![0u64; 1];
+        let mut clock = FixedClock;
+        let harts = (0..2).map(|id| {
+            let mut hart = Hart::new(HartConfig::rv64gc(id));
+            hart.reset(RAM_BASE);
+            hart
+        });
+        let devices: VirtDevices<'_, Recorder> = VirtDevices::new(Recorder::default());
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        ram.attach_code_watch(&mut watch);
+        let mut vm = Vm::new(harts, ram, devices, &mut clock).unwrap();
+        let mut engine: Threaded<256, 16, 32> = Threaded::new();
+        vm.harts[1].csrs.mscratch = 0x55;
+        // A machine software interrupt, enabled and pending on hart 1: a step does not take it.
+        vm.harts[1].csrs.mie = isa::csr::interrupt::MSI;
+        vm.harts[1].csrs.mstatus |= isa::csr::mstatus::MIE;
+        vm.harts[1].interrupt_lines = isa::csr::interrupt::MSI;
+
+        assert_eq!(vm.step_hart(&mut engine, 1), HartStep::Done);
+        assert_eq!((vm.harts[1].pc, vm.harts[1].x(5)), (RAM_BASE + 4, 1));
+        assert_eq!((vm.harts[0].pc, vm.harts[0].x(5)), (RAM_BASE, 0), "hart 0 did not run");
+        assert_eq!(vm.step_hart(&mut engine, 1), HartStep::Done, "the CSR read leaves the engine");
+        assert_eq!((vm.harts[1].pc, vm.harts[1].x(6)), (RAM_BASE + 8, 0x55));
+        assert_eq!(vm.harts[1].csrs.mcause, 0, "the pending interrupt was not taken");
+
+        // The debugger rewrites the third instruction: the next step runs the new one, not the cached block.
+        let new = isa::encode(&Inst::OpImm { op: OpImmKind::Addi, rd: 5, rs1: 5, imm: 40 }).to_le_bytes();
+        assert_eq!(vm.debug_write(1, RAM_BASE + 8, &new), 4);
+        assert_eq!(vm.step_hart(&mut engine, 1), HartStep::Done);
+        assert_eq!(vm.harts[1].x(5), 41);
+
+        // Hart 0 reaches wfi with nothing pending and then waits: a step runs nothing.
+        vm.harts[0].pc = RAM_BASE + 12;
+        assert_eq!(vm.step_hart(&mut engine, 0), HartStep::Done);
+        assert_eq!(vm.step_hart(&mut engine, 0), HartStep::Idle);
+        assert_eq!(vm.harts[0].pc, RAM_BASE + 16);
+        assert_eq!(vm.step_hart(&mut engine, 7), HartStep::Idle, "no such hart");
+
+        // A debugger's software breakpoint stops the step before the instruction, which does not run.
+        assert!(vm.harts[1].triggers.insert_software_breakpoint(RAM_BASE + 12));
+        let stop = RunOutcome::DebugStop { hart: 1, stop: crate::debug::DebugStop::SoftwareBreakpoint };
+        assert_eq!(vm.step_hart(&mut engine, 1), HartStep::Stopped(stop));
+        assert_eq!(vm.harts[1].pc, RAM_BASE + 12);
+    }
+
+    /// The debugger's memory access goes through the hart's translation, across pages, RAM only.
+    #[test]
+    fn debug_read_and_write_translate_and_stop_at_the_end_of_ram() {
+        use crate::mem::sv39::{make_pte, PteFlags, Satp, SATP_MODE_SV39};
+        let mut backing = vec![0u8; 0x10000];
+        let mut clock = FixedClock;
+        let devices: VirtDevices<'_, Recorder> = VirtDevices::new(Recorder::default());
+        let mut vm =
+            Vm::new([Hart::new(HartConfig::rv64gc(0))], Ram::new(RAM_BASE, &mut backing), devices, &mut clock).unwrap();
+        // A 1 GiB superpage: virtual 0x4000_0000 -> RAM_BASE, read/write, A and D clear.
+        let leaf = make_pte(RAM_BASE >> 12, PteFlags::V | PteFlags::R | PteFlags::W);
+        vm.ram.store(RAM_BASE + 0x8000 + 8, 8, leaf).unwrap();
+        vm.harts[0].privilege = Privilege::Supervisor;
+        vm.harts[0].csrs.satp = Satp::new(SATP_MODE_SV39, 0, (RAM_BASE + 0x8000) >> 12).0;
+
+        assert_eq!(vm.debug_write(0, 0x4000_0ffe, b"abcd"), 4, "across a page boundary");
+        assert_eq!(vm.ram.slice(RAM_BASE + 0xffe, 4), Some(&b"abcd"[..]));
+        let mut buf = [0u8; 4];
+        assert_eq!(vm.debug_read(0, 0x4000_0ffe, &mut buf), 4);
+        assert_eq!(&buf, b"abcd");
+        assert_eq!(vm.ram.load(RAM_BASE + 0x8008, 8), Some(leaf), "no A or D bit was set");
+        assert_eq!(vm.debug_read(0, 0x4000_fffe, &mut buf), 2, "RAM ends after two bytes");
+        assert_eq!(vm.debug_read(0, 0x8000_0000, &mut buf), 0, "not mapped");
+        vm.harts[0].privilege = Privilege::Machine;
+        assert_eq!(vm.debug_read(0, 0x1000_0000, &mut buf), 0, "a device is never read");
+        assert_eq!(vm.debug_read(0, RAM_BASE + 0xffe, &mut buf), 4, "M-mode reads guest real addresses");
+        assert_eq!(vm.debug_read(1, RAM_BASE, &mut buf), 0, "no such hart");
+    }
+
+    #[test]
+    fn debug_csr_writes_flush_translations_when_they_change_them() {
+        let mut backing = vec![0u8; 0x1000];
+        let mut clock = FixedClock;
+        let devices: VirtDevices<'_, Recorder> = VirtDevices::new(Recorder::default());
+        let mut vm =
+            Vm::new([Hart::new(HartConfig::rv64gc(0))], Ram::new(RAM_BASE, &mut backing), devices, &mut clock).unwrap();
+        vm.harts[0].privilege = Privilege::User;
+        assert!(vm.debug_write_csr(0, isa::csr::MSCRATCH, 5));
+        assert_eq!(vm.harts[0].csrs.mscratch, 5);
+        assert!(!vm.debug_write_csr(0, isa::csr::MHARTID, 5), "read-only");
+        assert!(!vm.debug_write_csr(3, isa::csr::MSCRATCH, 5), "no such hart");
+        assert_eq!(vm.harts[0].privilege, Privilege::User);
     }
 }

@@ -4,7 +4,8 @@ pub mod fdt;
 pub mod loader;
 mod machine;
 pub use machine::{
-    Clock, Devices, RunOutcome, TimeSource, TrapObserver, TrapTaken, Vm, VmError, MAX_HARTS, SLICE, TIMEBASE_HZ,
+    Clock, Devices, HartStep, RunOutcome, TimeSource, TrapObserver, TrapTaken, Vm, VmError, MAX_HARTS, SLICE,
+    TIMEBASE_HZ,
 };
 pub mod boot;
 pub mod sbi;
