@@ -1,0 +1,385 @@
+//! The patching scanner: on the first fetch from a guest page, decode the instructions execution can reach
+//! from the faulting pc, replace the first parcel of every **critical** instruction (sensitive yet not trapping
+//! under the VMM's configuration, such as a counter read once the counters are delegated) with
+//! [`TRAP_PARCEL`], and record the original in the [`PatchTable`].
+//!
+//! What this module must never do: sweep a page linearly and decode data as code (only the paths execution can
+//! reach from an entry point are followed; see [`Coverage::Guard`] for the one exception, which patches but
+//! never follows), patch bytes another decoded instruction depends on, change anything when the scan fails, or
+//! panic, loop or overrun on any page contents (every buffer is a fixed bitmap of the page's 2048 parcels,
+//! every parcel is decoded at most once, and every read goes through [`CodeMemory`]).
+//!
+//! # Paths
+//! A worklist of entry points within the page (a bitmap: no recursion, no allocation, at most 2048 entries)
+//! starts with the faulting pc. From each entry the scanner decodes straight on (variable-length RVC, through
+//! [`isa::decode_compressed`] and [`isa::decode_word`]) and adds:
+//! * both sides of a conditional branch (the target only when it lies in the page);
+//! * a `jal` target in the page; the fall-through of a `jal`/`jalr` that links (`rd != 0`, a call: the callee
+//!   returns there);
+//! * the fall-through of `ecall`, `ebreak`, `wfi` and every other instruction (the VMM or the guest's handler
+//!   returns to the next instruction).
+//!
+//! A path stops at `jal x0`/`jalr x0` (`j`, `jr`, `ret`), `mret`/`sret`, an illegal word and the end of the
+//! page; what follows an unconditional jump is never decoded unless a path leads there, so data placed after a
+//! jump is not misread.
+//!
+//! # Instructions straddling the page end
+//! A 32-bit instruction in the page's last parcel continues in the next **virtual** page, which may map to any
+//! guest-physical page or to none. The caller passes that page's first (original) parcel as `next_parcel` when
+//! the guest's translation reaches RAM ([`original_parcel`] reads one through the table), or `None`.
+//! * With it, the instruction is decoded whole; if it is critical, only its first parcel (in this page) is
+//!   patched and the site is marked [`PatchSite::straddles`]: the dispatcher takes the high half from the
+//!   guest's translation at trap time, so a later remap or rewrite of the next page is harmless. A branch or
+//!   `jal` target inside the page is followed.
+//! * Without it, a parcel with the SYSTEM major opcode *might* be critical: it is patched all the same
+//!   (conservatively; the dispatcher emulates any SYSTEM instruction, critical or not, exactly). A branch or
+//!   `jal` there has an unknown target: [`ScanReport::incomplete`] says so.
+//!
+//! Every critical instruction is a 32-bit SYSTEM-opcode instruction (a CSR access: there is no compressed CSR
+//! instruction); the scanner only patches those, whatever else a [`CriticalInstructions`] says.
+//!
+//! # Conflicts
+//! A patched parcel must not be the second parcel of another 32-bit instruction some path decodes (that
+//! instruction would run with changed bits). Such overlapping decodes only come from deliberately tangled
+//! code; the scan then fails with [`ScanError::Conflict`], nothing is patched, and the page must not run
+//! natively (emulate it). The same can happen across a page boundary (a parcel at offset 0 patched here that is
+//! the second half of an instruction straddling from the previous page); the scanner cannot see it.
+//!
+//! # Entry points found later
+//! Only what the scanned entries reach is patched. A later indirect jump into another part of an executable
+//! scanned page (a function pointer, a trap vector) runs unscanned code: with [`Coverage::Paths`],
+//! [`ScanReport::unreached_critical`] counts the critical-looking words the scan did not reach, and the page is
+//! safe for every entry only when it is 0. [`Coverage::Guard`] (the board's choice) also patches, without
+//! decoding onwards, every critical-looking word outside the reached instructions (unless it is the second
+//! parcel of one), so that every entry is covered; a guard on data is invisible to the guest too, because a
+//! patched page is never readable natively (loads are emulated through [`PatchTable::unpatch`]).
+
+use super::table::{CodeMemory, PatchSite, PatchTable, TableFull, PAGE_SIZE, TRAP_PARCEL};
+use crate::isa::{self, csr, CsrOp, Inst};
+
+/// 16-bit parcels in a page: every position an instruction can start at.
+pub const PARCELS: usize = (PAGE_SIZE / 2) as usize;
+const WORDS: usize = PARCELS / 64;
+/// The SYSTEM major opcode (bits 6:0) shared by every CSR access and privileged instruction.
+const SYSTEM_OPCODE: u16 = 0b111_0011;
+const BRANCH_OPCODE: u16 = 0b110_0011;
+const JAL_OPCODE: u16 = 0b110_1111;
+
+/// The critical set: which decoded instructions must be patched into traps.
+pub trait CriticalInstructions {
+    fn is_critical(&self, inst: &Inst) -> bool;
+}
+
+impl<F: Fn(&Inst) -> bool> CriticalInstructions for F {
+    fn is_critical(&self, inst: &Inst) -> bool {
+        self(inst)
+    }
+}
+
+/// The critical set of a VMM that delegates the counters: reads (without writes) of `cycle`, `time` and
+/// `instret` (`csrrs`/`csrrc` with `rs1 = x0`, `csrrsi`/`csrrci` with immediate 0).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CounterReads;
+
+impl CriticalInstructions for CounterReads {
+    fn is_critical(&self, inst: &Inst) -> bool {
+        matches!(
+            inst,
+            Inst::Csr {
+                op: CsrOp::Rs | CsrOp::Rc | CsrOp::Rsi | CsrOp::Rci,
+                src: 0,
+                csr: csr::CYCLE | csr::TIME | csr::INSTRET,
+                ..
+            }
+        )
+    }
+}
+
+/// How much of the page to cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// Only the critical instructions on the paths reached from the entry.
+    Paths,
+    /// Those, plus a guard on every other critical-looking word (see the module documentation).
+    Guard,
+}
+
+/// What a successful scan did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScanReport {
+    /// Instructions decoded on the reached paths.
+    pub instructions: u16,
+    /// Critical instructions patched on the reached paths.
+    pub patched: u16,
+    /// Critical-looking words off the reached paths patched as guards ([`Coverage::Guard`]).
+    pub guarded: u16,
+    /// Critical-looking words left unpatched: off the reached paths ([`Coverage::Paths`]), or the second parcel
+    /// of a reached instruction (either coverage). An entry point there would run them unpatched.
+    pub unreached_critical: u16,
+    /// A branch or `jal` straddling the page end could not be followed (its high half was not available).
+    pub incomplete: bool,
+}
+
+impl ScanReport {
+    /// Whether every entry point into the page is covered, not only the scanned ones.
+    pub const fn covers_every_entry(&self) -> bool {
+        self.unreached_critical == 0
+    }
+}
+
+/// Why a scan changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanError {
+    /// The entry pc is odd (no instruction starts there; the fetch faults anyway).
+    Misaligned,
+    /// The page is already scanned (drop it first to rescan).
+    AlreadyScanned,
+    /// The page is not guest RAM.
+    NotRam,
+    /// A critical instruction at `pa` overlaps another decoded instruction: the page must not run natively.
+    Conflict { pa: u64 },
+    /// The patch table has no room: the page stays unscanned (see the table's documentation for fallbacks).
+    Full(TableFull),
+}
+
+impl From<TableFull> for ScanError {
+    fn from(full: TableFull) -> Self {
+        ScanError::Full(full)
+    }
+}
+
+/// One bit per parcel of the page.
+#[derive(Clone, Copy)]
+struct ParcelSet([u64; WORDS]);
+
+impl ParcelSet {
+    const fn new() -> Self {
+        Self([0; WORDS])
+    }
+
+    fn contains(&self, index: usize) -> bool {
+        self.0.get(index / 64).is_some_and(|word| word & (1 << (index % 64)) != 0)
+    }
+
+    fn insert(&mut self, index: usize) {
+        if let Some(word) = self.0.get_mut(index / 64) {
+            *word |= 1 << (index % 64);
+        }
+    }
+
+    fn remove(&mut self, index: usize) {
+        if let Some(word) = self.0.get_mut(index / 64) {
+            *word &= !(1 << (index % 64));
+        }
+    }
+
+    fn first(&self) -> Option<usize> {
+        self.0.iter().enumerate().find(|(_, word)| **word != 0).map(|(n, word)| n * 64 + word.trailing_zeros() as usize)
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(|word| word.count_ones() as usize).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..PARCELS).filter(|&index| self.contains(index))
+    }
+}
+
+/// Reads the page's parcels for the scan.
+struct Page<'m, M: CodeMemory + ?Sized> {
+    memory: &'m M,
+    base: u64,
+    next_parcel: Option<u16>,
+}
+
+impl<M: CodeMemory + ?Sized> Page<'_, M> {
+    fn parcel(&self, index: usize) -> Result<u16, ScanError> {
+        self.memory.read_parcel(self.base + 2 * index as u64).ok_or(ScanError::NotRam)
+    }
+
+    /// The high parcel of a 32-bit instruction starting at `index`: from this page, or the next page's for the
+    /// last parcel (`None` when unavailable).
+    fn upper(&self, index: usize) -> Result<Option<u16>, ScanError> {
+        if index + 1 < PARCELS {
+            self.parcel(index + 1).map(Some)
+        } else {
+            Ok(self.next_parcel)
+        }
+    }
+}
+
+/// Whether a scan may patch this instruction (first parcel `low`): critical and a SYSTEM-opcode one.
+fn patchable(critical: &(impl CriticalInstructions + ?Sized), low: u16, inst: &Inst) -> bool {
+    low & 0x7f == SYSTEM_OPCODE && critical.is_critical(inst)
+}
+
+/// The original parcel at guest-physical `pa` (patched bytes restored): what to pass as a scan's `next_parcel`
+/// after translating the address that follows the scanned page.
+pub fn original_parcel<M: CodeMemory + ?Sized, const S: usize, const P: usize>(
+    table: &PatchTable<S, P>,
+    memory: &M,
+    pa: u64,
+) -> Option<u16> {
+    let mut bytes = memory.read_parcel(pa)?.to_le_bytes();
+    table.unpatch(pa, &mut bytes);
+    Some(u16::from_le_bytes(bytes))
+}
+
+/// Scans the guest page holding guest-physical `entry` from `entry` (see the module documentation), patches
+/// its critical instructions and records the page and its sites in `table`. On `Err` nothing was changed.
+///
+/// `next_parcel` is the original first parcel of the page that follows in the guest's virtual address space
+/// (for an instruction straddling the page end), `None` when it is not mapped to RAM.
+pub fn scan<M, C, const SITES: usize, const PAGES: usize>(
+    table: &mut PatchTable<SITES, PAGES>,
+    memory: &mut M,
+    critical: &C,
+    entry: u64,
+    next_parcel: Option<u16>,
+    coverage: Coverage,
+) -> Result<ScanReport, ScanError>
+where
+    M: CodeMemory + ?Sized,
+    C: CriticalInstructions + ?Sized,
+{
+    if entry & 1 != 0 {
+        return Err(ScanError::Misaligned);
+    }
+    let base = entry & !(PAGE_SIZE - 1);
+    if table.is_scanned(base) {
+        return Err(ScanError::AlreadyScanned);
+    }
+    let page = Page { memory: &*memory, base, next_parcel };
+    let mut report = ScanReport::default();
+
+    // Parcels where a reached instruction starts; second parcels of reached 32-bit instructions that are not
+    // themselves patched (patching one would change that instruction); pending entry points; sites.
+    let mut starts = ParcelSet::new();
+    let mut plain_tails = ParcelSet::new();
+    let mut pending = ParcelSet::new();
+    let mut sites = ParcelSet::new();
+    pending.insert(((entry - base) / 2) as usize);
+
+    while let Some(entry_index) = pending.first() {
+        pending.remove(entry_index);
+        let mut index = entry_index;
+        // Each turn marks a new start or leaves: at most PARCELS turns over the whole scan.
+        while index < PARCELS && !starts.contains(index) {
+            starts.insert(index);
+            report.instructions = report.instructions.saturating_add(1);
+            let low = page.parcel(index)?;
+            let (inst, len) = if low & 3 != 3 {
+                (isa::decode_compressed(low), 1)
+            } else {
+                match page.upper(index)? {
+                    Some(upper) => (isa::decode_word(low as u32 | (upper as u32) << 16), 2),
+                    None => {
+                        // The last parcel, its high half unknown: patch a possible CSR access, and note a
+                        // control transfer that cannot be followed. Its fall-through is the next page anyway.
+                        if low & 0x7f == SYSTEM_OPCODE {
+                            sites.insert(index);
+                        }
+                        if matches!(low & 0x7f, BRANCH_OPCODE | JAL_OPCODE) {
+                            report.incomplete = true;
+                        }
+                        break;
+                    }
+                }
+            };
+            if len == 2 {
+                if patchable(critical, low, &inst) {
+                    sites.insert(index);
+                } else if index + 1 < PARCELS {
+                    plain_tails.insert(index + 1);
+                }
+            }
+            let mut follow = |offset: i32| {
+                let target = (2 * index) as i64 + offset as i64;
+                if (0..PAGE_SIZE as i64).contains(&target) && target % 2 == 0 {
+                    let target = (target / 2) as usize;
+                    if !starts.contains(target) {
+                        pending.insert(target);
+                    }
+                }
+            };
+            let falls_through = match inst {
+                Inst::Branch { offset, .. } => {
+                    follow(offset);
+                    true
+                }
+                Inst::Jal { rd, offset } => {
+                    follow(offset);
+                    rd != 0
+                }
+                Inst::Jalr { rd, .. } => rd != 0,
+                Inst::Mret | Inst::Sret | Inst::Illegal(_) => false,
+                _ => true,
+            };
+            if !falls_through {
+                break;
+            }
+            index += len;
+        }
+    }
+
+    if let Some(index) = sites.iter().find(|&index| plain_tails.contains(index)) {
+        return Err(ScanError::Conflict { pa: base + 2 * index as u64 });
+    }
+    report.patched = sites.len() as u16;
+
+    // Critical-looking words that no reached instruction starts at.
+    let mut guards = ParcelSet::new();
+    for index in 0..PARCELS {
+        if starts.contains(index) {
+            continue;
+        }
+        let low = page.parcel(index)?;
+        if low & 0x7f != SYSTEM_OPCODE {
+            continue;
+        }
+        let looks_critical = match page.upper(index)? {
+            Some(upper) => patchable(critical, low, &isa::decode_word(low as u32 | (upper as u32) << 16)),
+            None => true,
+        };
+        if !looks_critical {
+            continue;
+        }
+        if coverage == Coverage::Guard && !plain_tails.contains(index) {
+            guards.insert(index);
+        } else {
+            report.unreached_critical = report.unreached_critical.saturating_add(1);
+        }
+    }
+    report.guarded = guards.len() as u16;
+
+    // Commit: room first, so that a full table changes nothing.
+    table.check_room(base, sites.len() + guards.len())?;
+    table.add_page(base)?;
+    for index in sites.iter().chain(guards.iter()) {
+        let pa = base + 2 * index as u64;
+        let low = memory.read_parcel(pa);
+        let upper = if index + 1 < PARCELS { memory.read_parcel(pa + 2) } else { next_parcel };
+        let recorded = match low {
+            Some(low) => table.add_site(PatchSite {
+                pa,
+                word: low as u32 | (upper.unwrap_or(0) as u32) << 16,
+                len: 4,
+                straddles: index + 1 == PARCELS,
+            }),
+            None => Err(TableFull::Sites { needed: 1 }),
+        };
+        if recorded.is_err() || !memory.write_parcel(pa, TRAP_PARCEL) {
+            table.drop_page(base, memory);
+            return Err(match recorded {
+                Err(full) => ScanError::Full(full),
+                Ok(()) => ScanError::NotRam,
+            });
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+#[path = "scan_tests.rs"]
+mod tests;
