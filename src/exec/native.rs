@@ -14,6 +14,7 @@ use crate::hart::{Exception, Hart, CAUSE_INTERRUPT};
 use crate::isa::{self, Inst, LoadWidth};
 use crate::mem::mmu::{Loaded, Memory};
 use crate::mem::sv39::{AccessType, PAGE_SIZE};
+use crate::patch::table::PatchTable;
 use crate::trap::{Exit, MmioAccess, MmioKind};
 
 /// A real trap taken while the guest ran: the three CSRs the trap entry saved.
@@ -105,6 +106,40 @@ pub fn system_exit(hart: &Hart, memory: &mut Memory, mtval: u64) -> Exit {
     let decoded = isa::decode(word);
     let word = if decoded.len == 2 { word & 0xffff } else { word };
     Exit::System { inst: decoded.inst, word, len: decoded.len }
+}
+
+/// The exit for a real illegal-instruction trap at a site the patching scanner patched ([`crate::patch`]), to be
+/// asked **before** [`classify`] on every illegal-instruction trap (cause 2) from a guest whose pages are scanned.
+///
+/// `pa` is the guest real address of `hart.pc` (the board translates it as it did for the fetch). `None`: no
+/// site there, so the trap is the guest's own illegal instruction (or a privileged one): classify it as usual.
+/// Otherwise the original instruction becomes the exit the hardware would have produced had it trapped itself:
+/// [`Exit::System`] for the dispatcher to emulate (every patched instruction has the SYSTEM opcode: a CSR access
+/// such as a counter read, or, for a conservatively patched straddling parcel, any SYSTEM instruction), the
+/// environment call or breakpoint exception for `ecall`/`ebreak`. For a site straddling a page end the high half
+/// comes from `upper_parcel`: the original parcel at `pc + 2` through the guest's *current* translation (the
+/// board unpatches it with [`crate::patch::table::PatchTable::unpatch`]), or the exception that fetch raises.
+pub fn patched_site_exit<const SITES: usize, const PAGES: usize>(
+    table: &PatchTable<SITES, PAGES>,
+    hart: &Hart,
+    pa: u64,
+    upper_parcel: impl FnOnce() -> Result<u16, Exit>,
+) -> Option<Exit> {
+    let site = table.site(pa)?;
+    let word = if site.straddles {
+        match upper_parcel() {
+            Ok(upper) => site.with_upper(upper),
+            Err(exit) => return Some(exit),
+        }
+    } else {
+        site.word
+    };
+    let decoded = isa::decode(word);
+    Some(match decoded.inst {
+        Inst::Ecall => Exit::Exception { cause: Exception::ecall_from(hart.privilege), tval: 0 },
+        Inst::Ebreak => Exit::Exception { cause: Exception::Breakpoint, tval: hart.pc },
+        inst => Exit::System { inst, word, len: decoded.len },
+    })
 }
 
 /// The exit for a guest access the shadow tables found to fall outside RAM, at guest real address `guest_real`
@@ -394,6 +429,43 @@ mod tests {
             assert_eq!(
                 mmio_exit(hart, memory, UART, UART, AccessType::Fetch),
                 Exit::Exception { cause: Exception::InstructionAccessFault, tval: UART }
+            );
+        });
+    }
+
+    #[test]
+    fn a_trap_at_a_patched_site_is_the_original_instruction_and_elsewhere_the_guests_own() {
+        use crate::patch::scan::{scan, CounterReads, Coverage};
+        use crate::patch::table::PAGE_SIZE as PATCH_PAGE;
+        let rdtime = Inst::Csr { op: CsrOp::Rs, rd: 10, src: 0, csr: csr::TIME };
+        let mut code = words(&[rdtime, Inst::Illegal(0), Inst::Mret]);
+        code.resize(2 * PATCH_PAGE as usize, 0);
+        // The low parcel of a SYSTEM instruction straddling into the second page, whose high half the scan did
+        // not have: patched conservatively.
+        code[PATCH_PAGE as usize - 2..PATCH_PAGE as usize].copy_from_slice(&0x0073u16.to_le_bytes());
+        with_machine(Privilege::Supervisor, &code, |hart, memory| {
+            let mut table: PatchTable<8, 2> = PatchTable::new();
+            scan(&mut table, memory.ram, &CounterReads, RAM_BASE, None, Coverage::Guard).unwrap();
+            let unreachable = || -> Result<u16, Exit> { unreachable!("not a straddling site") };
+            assert_eq!(
+                patched_site_exit(&table, hart, RAM_BASE, unreachable),
+                Some(Exit::System { inst: rdtime, word: encode(&rdtime), len: 4 })
+            );
+            assert_eq!(patched_site_exit(&table, hart, RAM_BASE + 4, unreachable), None, "the guest's own");
+            // The straddling site takes its high half now: an ecall, or the fault fetching it.
+            let end = RAM_BASE + PATCH_PAGE - 2;
+            hart.pc = end;
+            assert_eq!(
+                patched_site_exit(&table, hart, end, || Ok(0)),
+                Some(Exit::Exception { cause: Exception::EcallFromS, tval: 0 })
+            );
+            let fault = Exit::Exception { cause: Exception::InstructionPageFault, tval: end + 2 };
+            assert_eq!(patched_site_exit(&table, hart, end, || Err(fault)), Some(fault));
+            // Not a valid instruction after all: the dispatcher raises illegal-instruction with the original
+            // word, as the hardware would have.
+            assert_eq!(
+                patched_site_exit(&table, hart, end, || Ok(0xc000)),
+                Some(Exit::System { inst: Inst::Illegal(0xc000_0073), word: 0xc000_0073, len: 4 })
             );
         });
     }

@@ -52,7 +52,38 @@
 //! safe for every entry only when it is 0. [`Coverage::Guard`] (the board's choice) also patches, without
 //! decoding onwards, every critical-looking word outside the reached instructions (unless it is the second
 //! parcel of one), so that every entry is covered; a guard on data is invisible to the guest too, because a
-//! patched page is never readable natively (loads are emulated through [`PatchTable::unpatch`]).
+//! patched page is never readable natively (loads are emulated through [`PatchTable::unpatch`]). One case stays
+//! uncovered by design: entering a reached 32-bit instruction in its middle, where the second half holds a
+//! site's patched parcel (only deliberately tangled code does that); that entry reads the parcel as `0x0000`.
+//!
+//! # Board integration (call-order contract for the native engine)
+//! The table is per VM and keyed by guest-physical address, so guest `satp` writes and fences need nothing.
+//! 1. **Shadow permissions.** A shadow leaf gets X only for a scanned page ([`PatchTable::is_scanned`]); a
+//!    scanned page never gets W; a page with sites ([`PatchTable::page_sites`] non-empty) never gets R (it is
+//!    execute-only: real `mstatus.MXR` is clear while the guest runs, so its loads fault into the VMM).
+//! 2. **Instruction page fault** on a page the guest maps executable but that is not scanned: translate the pc
+//!    to `pa`, translate the first address of the next virtual page and read [`original_parcel`] there (`None`
+//!    when it is not RAM), then `scan(table, ram, critical, pa, next, Coverage::Guard)`:
+//!    * `Ok(_)`: fill the leaf with X (step 1) and resume;
+//!    * `Err(Full(_))`: [`PatchTable::evict_any`], take X away from the evicted page (simplest: flush the
+//!      shadow tables), scan again; or leave the page non-executable and emulate its instructions;
+//!    * `Err(Conflict { .. })` or `Err(NotRam)`: leave the page non-executable and emulate the instruction
+//!      (`exec::interp::step`); the page holds no patch (remember it, or every fetch from it scans again);
+//!    * `Err(AlreadyScanned)`: the fault has another cause (the leaf was dropped or lacks permission): fill.
+//! 3. **Illegal-instruction trap**: translate the pc to `pa` and ask
+//!    [`crate::exec::native::patched_site_exit`] first; `None` means the guest's own illegal (or privileged)
+//!    instruction: [`crate::exec::native::classify`] as today.
+//! 4. **Store page fault on a scanned page** (the guest's PTE allows the store): [`PatchTable::drop_page`]
+//!    (restores the original bytes), take X away from every shadow leaf of the page, give W, retry the store:
+//!    the page is scanned again at its next execution. **Writes the VMM makes** to guest RAM (device DMA, SBI,
+//!    loaders, a debugger): [`PatchTable::prepare_write`] before the write lands, same shadow treatment.
+//! 5. **Load page fault on an execute-only scanned page** (the guest's PTE allows the load): emulate the load
+//!    from RAM and [`PatchTable::unpatch`] the bytes. Every other read of guest RAM the VMM makes on the
+//!    guest's behalf (emulated instructions, SBI, the debugger, the illegal-instruction `tval` fetch) that may
+//!    cover code should unpatch the same way.
+//! 6. The emulation engines never need the patcher: they emulate every instruction and read the counters
+//!    themselves. An emulated fetch (step 2's fallback) from a patched page meets [`TRAP_PARCEL`]: treat its
+//!    illegal-instruction exit as in step 3.
 
 use super::table::{CodeMemory, PatchSite, PatchTable, TableFull, PAGE_SIZE, TRAP_PARCEL};
 use crate::isa::{self, csr, CsrOp, Inst};
