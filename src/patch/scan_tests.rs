@@ -351,6 +351,23 @@ fn a_write_drops_the_pages_patches_as_if_the_code_had_never_been_patched() {
     assert_eq!((table.sites(), table.scanned_pages()), (0, 0));
 }
 
+#[test]
+fn native_grants_keep_code_execute_only_until_written_and_unscanned_pages_unexecutable() {
+    let mut image = Image::new();
+    image.word(CODE, RDTIME_A0).parcel(CODE + 4, C_RET).parcel(NEXT, C_RET);
+    let mut table = Table::new();
+    let mut ram = Ram::new(RAM_BASE, &mut image.0);
+    let all = [true; 3];
+    assert_eq!(table.native_grants(CODE, all), [false, true, true], "unscanned: the first fetch faults");
+    scan(&mut table, &mut ram, &CounterReads, CODE, None, Coverage::Paths).unwrap();
+    scan(&mut table, &mut ram, &CounterReads, NEXT, None, Coverage::Paths).unwrap();
+    assert_eq!(table.native_grants(CODE + 8, all), [true, false, false], "sites: execute-only");
+    assert_eq!(table.native_grants(NEXT, all), [true, true, false], "no sites: readable, never writable");
+    assert_eq!(table.native_grants(NEXT, [false, true, false]), [false, true, false], "only what is granted");
+    table.drop_page(CODE, &mut ram);
+    assert_eq!(table.native_grants(CODE, all), [false, true, true]);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Model tests.
 
@@ -687,26 +704,28 @@ proptest! {
         let next = if case.next_available { ram.read_parcel(NEXT) } else { None };
         let mut table: PatchTable<4, 2> = PatchTable::new();
         // Fill the table with another page's sites so that fewer than `needed` remain.
-        let filler_sites = 4usize.saturating_sub(needed - 1).min(4);
+        let filler_sites = 5usize.saturating_sub(needed).min(4);
         let mut filler_image = Image::new();
         for n in 0..filler_sites as u64 {
             filler_image.word(RAM_BASE + 4 * n, RDTIME_A0);
         }
+        let filler_original = filler_image.0.clone();
         let mut filler_ram = Ram::new(RAM_BASE, &mut filler_image.0);
         if filler_sites > 0 {
             scan(&mut table, &mut filler_ram, &CounterReads, RAM_BASE, None, Coverage::Paths).unwrap();
         }
         prop_assert_eq!(table.sites(), filler_sites);
         let result = scan(&mut table, &mut ram, &CounterReads, case.entry, next, coverage);
-        if needed + filler_sites > 4 {
-            prop_assert_eq!(result, Err(ScanError::Full(TableFull::Sites { needed })));
-            prop_assert_eq!(ram.as_slice(), &case.image[..]);
-            prop_assert!(!table.is_scanned(CODE));
-            table.clear(&mut filler_ram);
-        }
+        prop_assert_eq!(result, Err(ScanError::Full(TableFull::Sites { needed })));
+        prop_assert_eq!(ram.as_slice(), &case.image[..]);
+        prop_assert!(!table.is_scanned(CODE));
+        table.clear(&mut filler_ram);
+        prop_assert_eq!(filler_ram.as_slice(), &filler_original[..], "eviction restored the filler page");
+        // Always full above (at most `needed - 1` sites were left); with room made, the same scan succeeds.
+        prop_assert_eq!(table.sites(), 0);
         if needed <= 4 {
-            prop_assert!(scan(&mut table, &mut ram, &CounterReads, case.entry, next, coverage).is_ok()
-                || table.is_scanned(CODE));
+            prop_assert!(scan(&mut table, &mut ram, &CounterReads, case.entry, next, coverage).is_ok());
+            prop_assert_eq!(table.sites(), needed);
         }
     }
 

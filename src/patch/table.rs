@@ -194,6 +194,19 @@ impl<const SITES: usize, const PAGES: usize> PatchTable<SITES, PAGES> {
         self.live_sites().get(start..end).unwrap_or(&[])
     }
 
+    /// What a shadow leaf may grant the guest natively on the page of `pa`, `[fetch, load, store]`, given what
+    /// the guest's tables, the real map and PMP grant (step 1 of the board contract in [`super::scan`]):
+    /// execute only once the page is scanned (a fetch from an unscanned page must fault, to scan it); never
+    /// store to a scanned page (a store must fault, to drop its patches first); never load from a page with
+    /// sites (a load must fault, to read the original bytes through [`PatchTable::unpatch`]).
+    pub fn native_grants(&self, pa: u64, [fetch, load, store]: [bool; 3]) -> [bool; 3] {
+        if self.is_scanned(pa) {
+            [fetch, load && self.page_sites(pa).is_empty(), false]
+        } else {
+            [false, load, store]
+        }
+    }
+
     /// Restores the original bytes in `buf`, which holds guest memory read from guest-physical `pa` onwards
     /// (any length, any alignment), wherever it overlaps a patched parcel: a guest (or the VMM on its behalf)
     /// reading patched code sees what it wrote.
