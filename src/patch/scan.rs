@@ -51,7 +51,8 @@
 //! [`ScanReport::unreached_critical`] counts the critical-looking words the scan did not reach, and the page is
 //! safe for every entry only when it is 0. [`Coverage::Guard`] (the board's choice) also patches, without
 //! decoding onwards, every critical-looking word outside the reached instructions (unless it is the second
-//! parcel of one), so that every entry is covered; a guard on data is invisible to the guest too, because a
+//! parcel of one, or the page's first parcel, which may be the second half of an instruction straddling in
+//! from a previous page the scan cannot see), so that every entry is covered; a guard on data is invisible to the guest too, because a
 //! patched page is never readable natively (loads are emulated through [`PatchTable::unpatch`]). One case stays
 //! uncovered by design: entering a reached 32-bit instruction in its middle, where the second half holds a
 //! site's patched parcel (only deliberately tangled code does that); that entry reads the parcel as `0x0000`.
@@ -376,7 +377,9 @@ where
         if !looks_critical {
             continue;
         }
-        if coverage == Coverage::Guard && !plain_tails.contains(index) {
+        // Never a guard in the first parcel: it may be the second half of an instruction straddling in from
+        // whatever page precedes this one in some mapping, which the scan cannot see.
+        if coverage == Coverage::Guard && index != 0 && !plain_tails.contains(index) {
             guards.insert(index);
         } else {
             report.unreached_critical = report.unreached_critical.saturating_add(1);

@@ -352,6 +352,36 @@ fn a_write_drops_the_pages_patches_as_if_the_code_had_never_been_patched() {
 }
 
 #[test]
+fn the_first_parcel_is_never_a_guard_and_a_straddler_reads_the_next_pages_original() {
+    // The next page starts with an `rdtime` that a path reaches (a site at offset 0) and, off its paths, holds
+    // another; this page ends with an instruction straddling into it (its high half is that `rdtime`'s low).
+    let end = NEXT - 2;
+    let mut image = Image::new();
+    image.word(end, RDTIME_A0).word(NEXT, RDTIME_A0).parcel(NEXT + 4, C_RET).word(NEXT + 6, RDTIME_A0);
+    let mut table = Table::new();
+    let mut ram = Ram::new(RAM_BASE, &mut image.0);
+    scan(&mut table, &mut ram, &CounterReads, NEXT, None, Coverage::Guard).unwrap();
+    assert!(table.site(NEXT).is_some() && table.site(NEXT + 6).is_some());
+    assert_eq!(original_parcel(&table, &ram, NEXT), Some(0x2573), "the original, not the trap parcel");
+    // A predicate that also wants `csrrs a0, 0x257, a0`: the straddler `0x2573_2573`, read whole with the next
+    // page's original parcel (with the trap parcel it would be `csrrs a0, 0x000, a0`).
+    let critical = |inst: &Inst| matches!(inst, Inst::Csr { csr: 0x257, .. }) || CounterReads.is_critical(inst);
+    let next = original_parcel(&table, &ram, NEXT);
+    let report = scan(&mut table, &mut ram, &critical, end, next, Coverage::Guard).unwrap();
+    assert_eq!(table.site(end).map(|site| site.word), Some(0x2573_2573));
+    assert_eq!(report.patched, 1);
+
+    // Off the paths, a critical-looking first parcel is reported, not guarded.
+    let mut image = Image::new();
+    image.word(CODE, RDTIME_A0).parcel(CODE + 8, C_RET);
+    let mut table = Table::new();
+    let mut ram = Ram::new(RAM_BASE, &mut image.0);
+    let report = scan(&mut table, &mut ram, &CounterReads, CODE + 8, None, Coverage::Guard).unwrap();
+    assert_eq!((report.guarded, report.unreached_critical), (0, 1));
+    assert!(!report.covers_every_entry());
+}
+
+#[test]
 fn native_grants_keep_code_execute_only_until_written_and_unscanned_pages_unexecutable() {
     let mut image = Image::new();
     image.word(CODE, RDTIME_A0).parcel(CODE + 4, C_RET).parcel(NEXT, C_RET);
