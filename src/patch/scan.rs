@@ -50,12 +50,14 @@
 //! scanned page (a function pointer, a trap vector) runs unscanned code: with [`Coverage::Paths`],
 //! [`ScanReport::unreached_critical`] counts the critical-looking words the scan did not reach, and the page is
 //! safe for every entry only when it is 0. [`Coverage::Guard`] (the board's choice) also patches, without
-//! decoding onwards, every critical-looking word outside the reached instructions (unless it is the second
-//! parcel of one, or the page's first parcel, which may be the second half of an instruction straddling in
-//! from a previous page the scan cannot see), so that every entry is covered; a guard on data is invisible to the guest too, because a
-//! patched page is never readable natively (loads are emulated through [`PatchTable::unpatch`]). One case stays
-//! uncovered by design: entering a reached 32-bit instruction in its middle, where the second half holds a
-//! site's patched parcel (only deliberately tangled code does that); that entry reads the parcel as `0x0000`.
+//! decoding onwards, every critical-looking word outside the reached instructions, so that every entry is
+//! covered; it reports instead of guarding a word whose first parcel is the second parcel of a reached
+//! instruction, or the page's first parcel (which may be the second half of an instruction straddling in from
+//! whatever page precedes this one in some mapping, which the scan cannot see). A guard on data is invisible to
+//! the guest too, because a patched page is never readable natively (loads are emulated through
+//! [`PatchTable::unpatch`]). One case stays uncovered by design: entering a reached 32-bit instruction in its
+//! middle, where the second half holds a site's patched parcel (only deliberately tangled code does that); that
+//! entry reads the parcel as `0x0000`.
 //!
 //! # Board integration (call-order contract for the native engine)
 //! The table is per VM and keyed by guest-physical address, so guest `satp` writes and fences need nothing.

@@ -705,7 +705,8 @@ proptest! {
         let mut expected = scanned.original.clone();
         expected[at as usize..(at + len) as usize].copy_from_slice(&bytes);
         let mut ram = Ram::new(RAM_BASE, &mut scanned.image);
-        let touched = (RAM_BASE + at) / PAGE_SIZE <= CODE / PAGE_SIZE && (RAM_BASE + at + len - 1) / PAGE_SIZE >= CODE / PAGE_SIZE;
+        let (first, last) = ((RAM_BASE + at) / PAGE_SIZE, (RAM_BASE + at + len - 1) / PAGE_SIZE);
+        let touched = (first..=last).contains(&(CODE / PAGE_SIZE));
         let dropped = scanned.table.prepare_write(RAM_BASE + at, len, &mut ram);
         prop_assert_eq!(dropped, usize::from(touched && scanned.report.is_ok()));
         ram.slice_mut(RAM_BASE + at, len).unwrap().copy_from_slice(&bytes);
