@@ -9,7 +9,7 @@
 //! `TRAPEZE_GUEST_DEMO`, `TRAPEZE_GUEST_SV39`, `TRAPEZE_GUEST_INTERRUPTS`, `TRAPEZE_GUEST_FPU` and
 //! `TRAPEZE_GUEST_IDLE`, and the benchmark guests `TRAPEZE_GUEST_BENCH_INT`, `TRAPEZE_GUEST_BENCH_MEM`,
 //! `TRAPEZE_GUEST_BENCH_BRANCH` with their `_SMALL` variants, the containment guests `TRAPEZE_GUEST_CONTAIN`,
-//! `TRAPEZE_GUEST_RUNAWAY` and `TRAPEZE_GUEST_GARBAGE` (a `-` in a binary's name becomes `_`), read with
+//! `TRAPEZE_GUEST_RUNAWAY` and `TRAPEZE_GUEST_GARBAGE`, and the multi-hart `TRAPEZE_GUEST_SPINLOCK` (a `-` in a binary's name becomes `_`), read with
 //! `env!`. If the Rust target is missing, it is installed with rustup.
 use std::env;
 use std::ffi::OsString;
@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 18] = [
+const GUESTS: [&str; 19] = [
     "hello",
     "traps",
     "arith",
@@ -39,10 +39,11 @@ const GUESTS: [&str; 18] = [
     "contain",
     "runaway",
     "garbage",
+    "spinlock",
 ];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 18] = [
+const CRATES: [&str; 19] = [
     "rt",
     "torture",
     "hello",
@@ -61,6 +62,7 @@ const CRATES: [&str; 18] = [
     "contain",
     "runaway",
     "garbage",
+    "spinlock",
 ];
 
 fn main() {

@@ -19,7 +19,8 @@ pub enum Exit {
     BudgetExhausted,
     /// The instruction at `hart.pc` raised a synchronous exception.
     Exception { cause: Exception, tval: u64 },
-    /// The instruction at `hart.pc` is one the dispatcher emulates (CSR access, `xRET`, `WFI`, `SFENCE.VMA`).
+    /// The instruction at `hart.pc` is one the dispatcher emulates (CSR access, `xRET`, `WFI`, `SFENCE.VMA`, and
+    /// the `pause` hint, which only the scheduler cares about).
     /// `word` is its encoding as fetched (the 16-bit parcel for a compressed one) and `len` its length.
     System { inst: Inst, word: u32, len: u8 },
     /// The instruction at `hart.pc` accesses a guest real address outside RAM.
@@ -82,6 +83,8 @@ pub enum Resume {
     Continue,
     /// The hart executed `wfi`: it may sleep until an interrupt is pending.
     WaitForInterrupt,
+    /// The hart executed `pause`: it is spinning, waiting for another hart, which should run now.
+    Yield,
     /// The guest asked the machine to power off or reset.
     Machine(MachineRequest),
 }
@@ -132,6 +135,10 @@ impl Dispatcher {
                 retire_in_place(hart);
                 hart.sret();
                 Resume::Continue
+            }
+            crate::isa::PAUSE => {
+                retire(hart, len);
+                Resume::Yield
             }
             Inst::Wfi if wfi_allowed(hart) => {
                 retire(hart, len);

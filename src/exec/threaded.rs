@@ -466,6 +466,8 @@ fn predecode(inst: Inst, len: u8) -> (Op, bool) {
         Inst::Store { width, rs1, rs2, offset } => (op(STORE[width as usize], 0, rs1, rs2, offset), false),
         Inst::OpImm { op: kind, rd, rs1, imm } => (op(OP_IMM[kind as usize], rd, rs1, 0, imm), false),
         Inst::Op { op: kind, rd, rs1, rs2 } => (op(OP[kind as usize], rd, rs1, rs2, 0), false),
+        // `pause` leaves the engine (through the interpreter) so the VM can let other harts run.
+        isa::PAUSE => (op(fallback_end, 0, 0, 0, 0), true),
         Inst::Fence { .. } | Inst::FenceI => (nop_op, false),
         // Everything the dispatcher sees ends a block: it leaves the engine anyway.
         Inst::Illegal(_)
