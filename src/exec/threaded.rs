@@ -100,6 +100,22 @@ pub struct EngineStats {
 pub struct Threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize> {
     cache: CodeCache<Op, OPS, BLOCKS, MAP>,
     stats: EngineStats,
+    /// Where each hart's last run spent its budget inside a block (slot `hart_id % MID_BLOCK_SLOTS`).
+    mid_block: [Option<MidBlock>; MID_BLOCK_SLOTS],
+}
+
+/// Harts whose stop inside a block [`Threaded`] remembers (more share slots, and only lose the shortcut).
+const MID_BLOCK_SLOTS: usize = 8;
+
+/// A run that spent its budget inside a block: the op it stopped before and that instruction's RAM offset. The
+/// hart's next run there goes on with the rest of the block instead of building a block that starts in its
+/// middle: the VM ends turns wherever the budget runs out, and a fragment per turn would crowd the cache. The
+/// op is the instruction at `start` for as long as the block is valid (the cache refuses a stale `BlockId`).
+#[derive(Clone, Copy)]
+struct MidBlock {
+    block: BlockId,
+    op: usize,
+    start: u64,
 }
 
 impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
@@ -114,6 +130,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
                 pages_invalidated: 0,
                 full_invalidations: 0,
             },
+            mid_block: [None; MID_BLOCK_SLOTS],
         }
     }
 
@@ -243,8 +260,8 @@ struct LastBlock {
 
 /// How the slow block entry went.
 enum Entry {
-    /// Run this block.
-    Block(LastBlock),
+    /// Run this block from this op on (0 but where a run stopped inside it).
+    Block(LastBlock, usize),
     /// The interpreter ran one instruction (it counted it in `instret`).
     Stepped,
     /// Something changed under the entry (the walk wrote a code page): look again.
@@ -266,8 +283,8 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
             if remaining == 0 {
                 break Exit::BudgetExhausted;
             }
-            let mut current = match self.enter_slow(hart, &mut ctx.memory, last) {
-                Entry::Block(current) => current,
+            let (mut current, mut first_op) = match self.enter_slow(hart, &mut ctx.memory, last) {
+                Entry::Block(current, first_op) => (current, first_op),
                 Entry::Stepped => {
                     remaining -= 1;
                     last = None;
@@ -279,7 +296,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
                 }
                 Entry::Exit(exit) => break exit,
             };
-            let Some(mut ops) = self.cache.ops(current.block) else {
+            let Some(mut ops) = self.cache.ops(current.block).and_then(|ops| ops.get(first_op..)) else {
                 last = None;
                 continue;
             };
@@ -303,6 +320,12 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
                     Flow::Exit => break 'run ctx.exit,
                 }
                 if remaining == 0 {
+                    if flow == Flow::Next && ops_now.len() < ops.len() {
+                        let slot = hart.config.hart_id as usize % MID_BLOCK_SLOTS;
+                        let start = page | (hart.pc & (PAGE_SIZE - 1));
+                        let op = first_op + ops_now.len();
+                        self.mid_block[slot] = Some(MidBlock { block: current.block, op, start });
+                    }
                     break 'run Exit::BudgetExhausted;
                 }
                 let pc = hart.pc;
@@ -339,6 +362,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
                 };
                 page = start & !(PAGE_SIZE - 1);
                 current = LastBlock { block, pc, start, whole_page: true };
+                first_op = 0;
                 ops = next_ops;
             }
         };
@@ -390,6 +414,12 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             // The walk set A/D bits in a page that holds code.
             return Entry::Retry;
         }
+        // The rest of the block this hart's last run stopped inside (where PMP lets the whole page be fetched).
+        let slot = hart.config.hart_id as usize % MID_BLOCK_SLOTS;
+        if let Some(mid) = self.mid_block[slot].filter(|mid| mid.start == start && whole_page) {
+            self.mid_block[slot] = None;
+            return Entry::Block(LastBlock { block: mid.block, pc, start, whole_page }, mid.op);
+        }
         // The previous block's exit, in any page: `start` is the pc's actual RAM offset now.
         let chained = last.and_then(|previous| self.cache.chained(previous.block, start).ok());
         let block = match chained {
@@ -418,7 +448,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
                 return step(hart, memory);
             }
         }
-        Entry::Block(LastBlock { block, pc, start, whole_page })
+        Entry::Block(LastBlock { block, pc, start, whole_page }, 0)
     }
 }
 
@@ -708,6 +738,43 @@ const OP: [Handler; 28] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hart::HartConfig;
+    use crate::mem::mmu::{Tlb, VmRealMap};
+    use crate::mem::{Ram, RAM_BASE};
+
+    /// Runs that spend their budget inside a block go on with the rest of it at the hart's next run: two harts
+    /// taking turns of 7 and 3 instructions through a 10-instruction loop build one block between them, and
+    /// end where the loop says.
+    #[test]
+    fn a_run_that_stops_inside_a_block_goes_on_with_the_rest_of_it() {
+        let mut backing = std::vec![0u8; 0x10000];
+        let addi = isa::encode(&Inst::OpImm { op: OpImmKind::Addi, rd: 5, rs1: 5, imm: 1 });
+        for index in 0..9 {
+            backing[4 * index..4 * index + 4].copy_from_slice(&addi.to_le_bytes());
+        }
+        backing[36..40].copy_from_slice(&isa::encode(&Inst::Jal { rd: 0, offset: -36 }).to_le_bytes());
+        let mut code_pages = [0u64; 1];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        ram.attach_code_watch(&mut code_pages);
+        let realmap = VmRealMap::for_ram(&ram).unwrap();
+        let mut harts = [0, 1].map(|id| {
+            let mut hart = Hart::new(HartConfig::rv64gc(id));
+            hart.reset(RAM_BASE);
+            hart
+        });
+        let mut tlbs = [Tlb::new(), Tlb::new()];
+        let mut engine = Threaded::<256, 16, 32>::new();
+        for _ in 0..5 {
+            for ((hart, tlb), budget) in harts.iter_mut().zip(&mut tlbs).zip([7, 3]) {
+                let mut memory = Memory { ram: &mut ram, realmap: &realmap, tlb };
+                assert_eq!(engine.run(hart, &mut memory, budget), Exit::BudgetExhausted);
+            }
+        }
+        assert_eq!(engine.stats().blocks_built, 1, "no block starting inside the loop");
+        // 35 instructions: three rounds of ten (27 addi), then 5 addi; 15: one round, then 5 addi.
+        assert_eq!((harts[0].x(5), harts[0].pc, harts[0].instret), (32, RAM_BASE + 20, 35));
+        assert_eq!((harts[1].x(5), harts[1].pc, harts[1].instret), (14, RAM_BASE + 20, 15));
+    }
 
     /// The handler tables are indexed by the enums' discriminants: each entry must be the one for its kind.
     #[test]
