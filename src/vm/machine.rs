@@ -10,8 +10,8 @@
 //! hint, or the same pc and integer registers at two checks: see [`SpinCheck`]), so a lock holder that exits
 //! often is not starved by harts spinning through whole turns. Interrupts are checked before every engine run,
 //! so one a CSR write enables is taken before the next instruction; devices see the time and drive the
-//! interrupt lines at every [`Vm::run_slice`] call and after every device access, and HTIF is polled at the
-//! end of every call.
+//! interrupt lines at every [`Vm::run_slice`] call and every exit (once more after a device access), and HTIF
+//! is polled at the end of every call.
 //!
 //! A VM runs its guest's own firmware in virtual M-mode, or, after [`Vm::boot_with_builtin_sbi`], has the VMM
 //! as its firmware: an `ecall` from S-mode is then served by [`super::sbi`], harts the guest has not started
@@ -21,7 +21,6 @@ use crate::dev::htif::Htif;
 use crate::dev::{MachineRequest, MmioError, SerialBackend};
 use crate::exec::Engine;
 use crate::hart::{Exception, Hart};
-use crate::isa::{csr, Inst};
 use crate::mem::mmu::{Loaded, Memory, Tlb, VmRealMap};
 use crate::mem::realmap::{MapError, MapPerms};
 use crate::mem::sv39::{AccessType, Fault};
@@ -385,11 +384,7 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// next call, so cutting a run into short calls (the lockstep runner, the tracer) does not change which
     /// hart runs when.
     pub fn run_slice(&mut self, engine: &mut impl Engine, budget: u64) -> Option<RunOutcome> {
-        let now = self.now();
-        self.devices.update(now, &mut self.harts);
-        if let Some(sbi) = &mut self.sbi {
-            sbi.update_timers(now, &mut self.harts);
-        }
+        self.update_devices();
         let turn = match self.turn.take() {
             Some(turn) => turn,
             None => match self.next_turn(budget.max(SLICE)) {
@@ -473,24 +468,23 @@ impl<'a, D: Devices> Vm<'a, D> {
         (exit, retired)
     }
 
-    /// Serves hart `index`'s `exit`: whether its turn goes on, or the machine's end. Per exit this is only the
-    /// dispatcher (or the SBI), except that devices are brought up to date after a device access, which may
-    /// change what they signal, and before a read of `time`, so time moves within a turn. Otherwise a timer that
-    /// expires or host input that arrives during a turn is seen at the next [`Vm::run_slice`] call, at most a
-    /// turn late.
+    /// Serves hart `index`'s `exit`: whether its turn goes on, or the machine's end. Devices are brought up to
+    /// the current time first, as they were when every exit ended a slice: a `time` or `mtime` read sees time
+    /// move, and a timer that has expired is pending before the next instruction (deferring it to the next turn
+    /// measurably slowed Linux, which then waited for it, while the update costs little). A device access is
+    /// followed by one more update, since it may change what the devices signal.
     fn serve(&mut self, index: usize, exit: Exit) -> Result<bool, RunOutcome> {
-        match exit {
-            Exit::BudgetExhausted => return Ok(true),
-            Exit::Exception { cause: Exception::EcallFromS, .. } if self.sbi.is_some() => {
-                if let Some(outcome) = self.firmware_call(index) {
-                    return Err(outcome);
-                }
-                // A caller that stopped or suspended itself waits; harts it started or signalled run in their
-                // own turns.
-                return Ok(!self.waiting[index] && self.sbi.as_ref().is_some_and(|sbi| sbi.may_run(index)));
+        if exit == Exit::BudgetExhausted {
+            return Ok(true);
+        }
+        self.update_devices();
+        if let (Some(_), Exit::Exception { cause: Exception::EcallFromS, .. }) = (&self.sbi, exit) {
+            if let Some(outcome) = self.firmware_call(index) {
+                return Err(outcome);
             }
-            Exit::System { inst: Inst::Csr { csr: csr::TIME, .. }, .. } => self.update_devices(),
-            _ => {}
+            // A caller that stopped or suspended itself waits; harts it started or signalled run in their own
+            // turns.
+            return Ok(!self.waiting[index] && self.sbi.as_ref().is_some_and(|sbi| sbi.may_run(index)));
         }
         let hart = &mut self.harts[index];
         let mut platform =
@@ -515,10 +509,13 @@ impl<'a, D: Devices> Vm<'a, D> {
         Ok(true)
     }
 
-    /// Devices advance to the current time and drive the harts' interrupt lines.
+    /// Devices (and the VMM's SBI timers) advance to the current time and drive the harts' interrupts.
     fn update_devices(&mut self) {
         let now = self.now();
         self.devices.update(now, &mut self.harts);
+        if let Some(sbi) = &mut self.sbi {
+            sbi.update_timers(now, &mut self.harts);
+        }
     }
 
     /// Serves an `ecall` from S-mode on hart `index` with the VMM's own SBI.
