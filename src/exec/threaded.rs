@@ -11,7 +11,9 @@
 //! by [`Ram`](crate::mem::Ram), so any write to it — a store by any hart or engine, a device's DMA — invalidates
 //! the page's blocks before the next block runs, and a store that hits watched code ends the current block at
 //! once. Within one [`Engine::run`] the translation context cannot change (whatever changes it leaves the
-//! engine), so loads and stores take the fast path of [`DataPath`] worked out at its start. This engine never
+//! engine), so loads and stores take the fast path of [`DataPath`] worked out at its start. A run whose budget
+//! ends inside a block notes where, and that hart's next run there goes on with the rest of the block (the VM
+//! ends turns at any instruction; a block built at each such pc would crowd the cache). This engine never
 //! emulates a privileged instruction: those, and every instruction without a fast handler (AMOs, floating
 //! point, ...), run through the reference interpreter's [`step`](super::interp::step), so both engines share
 //! one definition of them; it must never run a block whose bytes may have changed, nor let a guest make it panic.
