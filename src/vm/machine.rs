@@ -37,8 +37,8 @@ pub const TIMEBASE_HZ: u64 = 10_000_000;
 pub const SLICE: u64 = 4096;
 
 /// With several harts, the longest engine run between two spin checks of a hart that meets no exit: a
-/// multiple of every loop length up to 8 (and of 10, 12, 14, 15, 20, 21, 24, 28, ...), so a short waiting loop
-/// is back at the same pc at the first check and yields after [`SPIN_CHECK`] instructions.
+/// multiple of every loop length up to 8 (and of 10, 12, 14, 15, 20, 21, 24, 28, ...), so a hart waiting in a
+/// short loop is back at the same pc at the next check and yields.
 pub const SPIN_CHECK: u64 = 840;
 
 /// The most checks [`SpinCheck`] compares against one snapshot: loops of up to this many checks are caught.
@@ -60,9 +60,9 @@ pub trait Clock {
 
 /// The machine's devices as the VM sees them: guest accesses outside RAM, and the interrupt lines.
 ///
-/// Call order: before each slice the VM calls [`update`](Devices::update) with the current time, which sets
-/// every hart's `interrupt_lines`; [`read`](Devices::read) and [`write`](Devices::write) serve the guest's
-/// device accesses in between. RAM is lent to accesses for devices that use DMA.
+/// Call order: at the start of each [`Vm::run_slice`], at every exit and after every device access the VM
+/// calls [`update`](Devices::update) with the current time, which sets every hart's `interrupt_lines`;
+/// [`read`](Devices::read) and [`write`](Devices::write) serve the guest's device accesses in between. RAM is lent to accesses for devices that use DMA.
 pub trait Devices {
     fn read(&mut self, addr: u64, size: u8, ram: &mut Ram) -> Result<u64, MmioError>;
     fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError>;
@@ -154,7 +154,7 @@ pub struct Vm<'a, D: Devices> {
     pub yields: u64,
     /// The hart that ran last and the exit its engine returned (for tracing and diagnostics).
     pub last_exit: (usize, Exit),
-    /// HTIF `tohost`/`fromhost`, polled between slices as Spike does, and the console its output goes to.
+    /// HTIF `tohost`/`fromhost`, polled after each [`Vm::run_slice`] call as Spike does, and the console its output goes to.
     htif: Option<(Htif, &'a mut dyn SerialBackend)>,
     /// The VMM's own SBI when the VM has no firmware of its own (`None`: the guest's firmware runs in M-mode).
     sbi: Option<Sbi>,
@@ -381,11 +381,12 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// sleeps when every hart waits for an interrupt. Returns an outcome when the guest asked the machine to
     /// stop. A turn lasts [`SLICE`] instructions, or the budget of the call that starts it when that is more
     /// (the native board passes a time quantum). A turn that is not over when `budget` is spent goes on at the
-    /// next call, so cutting a run into short calls (the lockstep runner, the tracer) does not change which
-    /// hart runs when.
+    /// next call, so cutting a run into short calls (the lockstep runner, the tracer) does not move where turns
+    /// end; only devices are updated more often.
     pub fn run_slice(&mut self, engine: &mut impl Engine, budget: u64) -> Option<RunOutcome> {
         self.update_devices();
-        let turn = match self.turn.take() {
+        // (An embedder may have taken harts away since: a turn of a hart that is gone is over.)
+        let turn = match self.turn.take().filter(|turn| turn.hart < self.harts.len()) {
             Some(turn) => turn,
             None => match self.next_turn(budget.max(SLICE)) {
                 Some(turn) => turn,
