@@ -12,7 +12,7 @@
 //! the page's blocks before the next block runs, and a store that hits watched code ends the current block at
 //! once. Within one [`Engine::run`] the translation context cannot change (whatever changes it leaves the
 //! engine), so loads and stores take the fast path of [`DataPath`] worked out at its start. A run whose budget
-//! ends inside a block notes where, and that hart's next run there goes on with the rest of the block (the VM
+//! ends inside a block notes the pc, and that hart's next run there goes on with the rest of the block (the VM
 //! ends turns at any instruction; a block built at each such pc would crowd the cache). This engine never
 //! emulates a privileged instruction: those, and every instruction without a fast handler (AMOs, floating
 //! point, ...), run through the reference interpreter's [`step`](super::interp::step), so both engines share
@@ -102,23 +102,14 @@ pub struct EngineStats {
 pub struct Threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize> {
     cache: CodeCache<Op, OPS, BLOCKS, MAP>,
     stats: EngineStats,
-    /// Where each hart's last run spent its budget inside a block (slot `hart_id % MID_BLOCK_SLOTS`).
-    mid_block: [Option<MidBlock>; MID_BLOCK_SLOTS],
+    /// The pc at which each hart's last run spent its budget (slot `hart_id % STOP_SLOTS`), maybe inside a
+    /// block: the hart's next run there goes on with the rest of that block instead of building one that starts
+    /// in its middle (the VM ends turns wherever the budget runs out; a fragment per turn would crowd the cache).
+    stopped: [Option<u64>; STOP_SLOTS],
 }
 
-/// Harts whose stop inside a block [`Threaded`] remembers (more share slots, and only lose the shortcut).
-const MID_BLOCK_SLOTS: usize = 8;
-
-/// A run that spent its budget inside a block: the op it stopped before and that instruction's RAM offset. The
-/// hart's next run there goes on with the rest of the block instead of building a block that starts in its
-/// middle: the VM ends turns wherever the budget runs out, and a fragment per turn would crowd the cache. The
-/// op is the instruction at `start` for as long as the block is valid (the cache refuses a stale `BlockId`).
-#[derive(Clone, Copy)]
-struct MidBlock {
-    block: BlockId,
-    op: usize,
-    start: u64,
-}
+/// Harts whose budget stop [`Threaded`] remembers (more share slots, and only lose the shortcut).
+const STOP_SLOTS: usize = 8;
 
 impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
     /// An engine with an empty cache (`const`, so a board can keep it in a `static`).
@@ -132,7 +123,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
                 pages_invalidated: 0,
                 full_invalidations: 0,
             },
-            mid_block: [None; MID_BLOCK_SLOTS],
+            stopped: [None; STOP_SLOTS],
         }
     }
 
@@ -262,8 +253,10 @@ struct LastBlock {
 
 /// How the slow block entry went.
 enum Entry {
-    /// Run this block from this op on (0 but where a run stopped inside it).
-    Block(LastBlock, usize),
+    /// Run this block.
+    Block(LastBlock),
+    /// Run this block from this op on (where a run stopped inside it).
+    Resume(LastBlock, usize),
     /// The interpreter ran one instruction (it counted it in `instret`).
     Stepped,
     /// Something changed under the entry (the walk wrote a code page): look again.
@@ -285,8 +278,21 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
             if remaining == 0 {
                 break Exit::BudgetExhausted;
             }
-            let (mut current, mut first_op) = match self.enter_slow(hart, &mut ctx.memory, last) {
-                Entry::Block(current, first_op) => (current, first_op),
+            let mut current = match self.enter_slow(hart, &mut ctx.memory, last) {
+                Entry::Block(current) => current,
+                Entry::Resume(current, op) => {
+                    // The rest of a block, then on the slow way (once a turn at most).
+                    let (flow, retired) = self.run_rest(hart, &mut ctx, current.block, op, remaining);
+                    retired_in_blocks += retired;
+                    remaining -= retired;
+                    entered += 1;
+                    match flow {
+                        Flow::Exit => break ctx.exit,
+                        Flow::Dirty => last = None,
+                        Flow::Next | Flow::End => last = Some(current),
+                    }
+                    continue;
+                }
                 Entry::Stepped => {
                     remaining -= 1;
                     last = None;
@@ -298,7 +304,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
                 }
                 Entry::Exit(exit) => break exit,
             };
-            let Some(mut ops) = self.cache.ops(current.block).and_then(|ops| ops.get(first_op..)) else {
+            let Some(mut ops) = self.cache.ops(current.block) else {
                 last = None;
                 continue;
             };
@@ -322,12 +328,6 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
                     Flow::Exit => break 'run ctx.exit,
                 }
                 if remaining == 0 {
-                    if flow == Flow::Next && ops_now.len() < ops.len() {
-                        let slot = hart.config.hart_id as usize % MID_BLOCK_SLOTS;
-                        let start = page | (hart.pc & (PAGE_SIZE - 1));
-                        let op = first_op + ops_now.len();
-                        self.mid_block[slot] = Some(MidBlock { block: current.block, op, start });
-                    }
                     break 'run Exit::BudgetExhausted;
                 }
                 let pc = hart.pc;
@@ -364,10 +364,12 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Engine for Threade
                 };
                 page = start & !(PAGE_SIZE - 1);
                 current = LastBlock { block, pc, start, whole_page: true };
-                first_op = 0;
                 ops = next_ops;
             }
         };
+        if exit == Exit::BudgetExhausted {
+            self.stopped[hart.config.hart_id as usize % STOP_SLOTS] = Some(hart.pc);
+        }
         hart.instret = hart.instret.wrapping_add(retired_in_blocks);
         self.stats.blocks_entered += entered;
         self.stats.blocks_chained += chained;
@@ -416,12 +418,6 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             // The walk set A/D bits in a page that holds code.
             return Entry::Retry;
         }
-        // The rest of the block this hart's last run stopped inside (where PMP lets the whole page be fetched).
-        let slot = hart.config.hart_id as usize % MID_BLOCK_SLOTS;
-        if let Some(mid) = self.mid_block[slot].filter(|mid| mid.start == start && whole_page) {
-            self.mid_block[slot] = None;
-            return Entry::Block(LastBlock { block: mid.block, pc, start, whole_page }, mid.op);
-        }
         // The previous block's exit, in any page: `start` is the pc's actual RAM offset now.
         let chained = last.and_then(|previous| self.cache.chained(previous.block, start).ok());
         let block = match chained {
@@ -429,6 +425,18 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             None => {
                 let block = match self.cache.lookup(BlockKey::new(start, 0)) {
                     Some(block) => block,
+                    None if whole_page && self.stopped_here(hart, pc) => {
+                        // The rest of the block the hart's last run stopped inside, if one holds this pc.
+                        let resume =
+                            self.cache.covering(start, 0).and_then(|block| Some((block, self.op_at(block, start)?)));
+                        match resume {
+                            Some((block, op)) => return Entry::Resume(LastBlock { block, pc, start, whole_page }, op),
+                            None => match self.build(memory, start) {
+                                Some(block) => block,
+                                None => return step(hart, memory),
+                            },
+                        }
+                    }
                     None => match self.build(memory, start) {
                         Some(block) => block,
                         // Nothing cacheable here (no code watch): interpret one instruction.
@@ -450,11 +458,42 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
                 return step(hart, memory);
             }
         }
-        Entry::Block(LastBlock { block, pc, start, whole_page }, 0)
+        Entry::Block(LastBlock { block, pc, start, whole_page })
     }
 }
 
 impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
+    /// Runs `block`'s ops from `op` on, at most `budget` of them: the flow that ended them and how many retired.
+    #[inline(never)]
+    fn run_rest(&self, hart: &mut Hart, ctx: &mut Ctx, block: BlockId, op: usize, budget: u64) -> (Flow, u64) {
+        let ops = self.cache.ops(block).and_then(|ops| ops.get(op..)).unwrap_or(&[]);
+        run_ops(hart, ctx, ops.get(..ops.len().min(budget as usize)).unwrap_or(ops))
+    }
+
+    /// Whether `hart`'s last run spent its budget at `pc` (the note is used up).
+    fn stopped_here(&mut self, hart: &Hart, pc: u64) -> bool {
+        let slot = &mut self.stopped[hart.config.hart_id as usize % STOP_SLOTS];
+        let here = *slot == Some(pc);
+        if here {
+            *slot = None;
+        }
+        here
+    }
+
+    /// The index of `block`'s op for the instruction at RAM offset `start`, if the block is live and one starts
+    /// there (its ops are the instructions from its start on, as long as it is live).
+    fn op_at(&self, block: BlockId, start: u64) -> Option<usize> {
+        let first = self.cache.block_info(block)?.key.pc;
+        let mut at = first;
+        for (index, op) in self.cache.ops(block)?.iter().enumerate() {
+            if at == start {
+                return Some(index);
+            }
+            at += op.len as u64;
+        }
+        None
+    }
+
     /// Links `from`'s exit to `start` (a RAM offset the guest just went to from `from`) with `to`, the block
     /// there: through the exit that recorded `start`, or, when none did and the block has no static taken exit
     /// (an indirect jump), through its taken slot, which then remembers `start` as the last target.
