@@ -420,8 +420,9 @@ impl<'a, D: Devices> Vm<'a, D> {
     fn run_turn(&mut self, engine: &mut impl Engine, mut turn: Turn, budget: u64) -> Option<RunOutcome> {
         let index = turn.hart;
         let mut budget = budget.min(turn.remaining);
-        // A lone hart has nobody to wait for but devices and interrupts: its engine runs whole turns.
-        let interval = if self.harts.len() > 1 { SPIN_CHECK } else { SLICE };
+        // A lone hart has nobody to wait for but devices and interrupts: its engine runs as long as the budget
+        // lets it (on the native board, one long time quantum).
+        let interval = if self.harts.len() > 1 { SPIN_CHECK } else { u64::MAX };
         while budget > 0 {
             let chunk = budget.min(interval);
             let (exit, retired) = self.run_engine(engine, index, chunk);
