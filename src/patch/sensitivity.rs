@@ -256,6 +256,9 @@ impl CsrAccessKind {
 pub fn classify_csr(number: u16, kind: CsrAccessKind, config: &VmmConfig) -> Classification {
     use Sensitivity::{Behaviour, Control, Innocuous};
     let number = number & 0xfff;
+    if kind.writes() && csr::is_read_only(number) {
+        return Classification::trapping(Innocuous, "write to a read-only CSR: illegal everywhere");
+    }
     let level = csr::min_privilege(number);
     if level > 0 {
         // Every S-, hypervisor- or M-level CSR (debug-mode ones included) is out of real U-mode's reach: illegal.
@@ -267,9 +270,6 @@ pub fn classify_csr(number: u16, kind: CsrAccessKind, config: &VmmConfig) -> Cla
             "S/M-level CSR: illegal in real U-mode, and in the guest's virtual mode: the VMM injects the trap"
         };
         return Classification::trapping(sensitivity, reason);
-    }
-    if kind.writes() && csr::is_read_only(number) {
-        return Classification::trapping(Innocuous, "write to a read-only CSR: illegal everywhere");
     }
     match number {
         csr::FFLAGS | csr::FRM | csr::FCSR => {
@@ -898,7 +898,9 @@ mod tests {
         }
 
         #[test]
-        fn a_csr_instruction_is_classified_by_its_access(op in 0usize..6, rd in 0u8..32, src in 0u8..32, csr in 0u16..4096) {
+        fn a_csr_instruction_is_classified_by_its_access(
+            op in 0usize..6, rd in 0u8..32, src in 0u8..32, csr in 0u16..4096
+        ) {
             let op = [CsrOp::Rw, CsrOp::Rs, CsrOp::Rc, CsrOp::Rwi, CsrOp::Rsi, CsrOp::Rci][op];
             let kind = CsrAccessKind::of(op, src);
             prop_assert_eq!(kind.writes(), matches!(op, CsrOp::Rw | CsrOp::Rwi) || src != 0);
@@ -983,6 +985,8 @@ mod tests {
             assert_eq!(sret.contains("injected"), config.virtual_privilege == Privilege::User, "{sret}");
             let mhartid = classify_csr(csr::MHARTID, CsrAccessKind::Read, &config);
             assert_eq!((mhartid.class(), mhartid.sensitivity), (Class::Privileged, Sensitivity::Behaviour));
+            let write_mhartid = classify_csr(csr::MHARTID, CsrAccessKind::Write, &config);
+            assert_eq!((write_mhartid.traps, write_mhartid.sensitivity), (true, Sensitivity::Innocuous), "read-only");
             let satp = classify_csr(csr::SATP, CsrAccessKind::Write, &config);
             assert_eq!((satp.class(), satp.sensitivity), (Class::Privileged, Sensitivity::Control));
         }
