@@ -144,14 +144,14 @@ pub fn report(config: &VmmConfig) -> String {
     let _ = writeln!(out, "  envcfg exposed: menvcfg = senvcfg = {:#x}", config.envcfg.envcfg_bits());
 
     let _ = writeln!(out, "\nInstructions, by class:");
-    let _ = writeln!(out, "  {:<36} {:<30} why", "instructions", "class");
+    let _ = writeln!(out, "  {:<36} {:<22} why", "instructions", "class");
     for class in InstructionClass::ALL {
         if class == InstructionClass::Csr {
-            let _ = writeln!(out, "  {:<36} {:<30} see the CSR accesses", class.name(), "by CSR and access");
+            let _ = writeln!(out, "  {:<36} {:<22} see the CSR accesses", class.name(), "by CSR and access");
             continue;
         }
         let entry = class.classify(config);
-        let _ = writeln!(out, "  {:<36} {:<30} {}", class.name(), cell(&entry), entry.reason);
+        let _ = writeln!(out, "  {:<36} {:<22} {}", class.name(), cell(&entry), entry.reason);
     }
 
     let _ = writeln!(
@@ -159,13 +159,13 @@ pub fn report(config: &VmmConfig) -> String {
         "\nCSR accesses (read: csrrs/csrrc with rs1 = x0; write: csrrw; set/clear: csrrs/csrrc otherwise):"
     );
     let _ =
-        writeln!(out, "  {:<18} {:<11} {:<30} {:<30} {:<30} why (read)", "csr", "number", "read", "write", "set/clear");
+        writeln!(out, "  {:<18} {:<11} {:<22} {:<22} {:<22} why (read)", "csr", "number", "read", "write", "set/clear");
     for &(name, first, last) in NAMED_CSRS {
         let number = if first == last { format!("{first:#05x}") } else { format!("{first:#05x}-{last:#05x}") };
         let entries = CsrAccessKind::ALL.map(|kind| classify_csr(first, kind, config));
         let _ = writeln!(
             out,
-            "  {name:<18} {number:<11} {:<30} {:<30} {:<30} {}",
+            "  {name:<18} {number:<11} {:<22} {:<22} {:<22} {}",
             cell(&entries[0]),
             cell(&entries[1]),
             cell(&entries[2]),
