@@ -142,6 +142,7 @@ pub fn report(config: &VmmConfig) -> String {
         writeln!(out, "  time: real (VMs see the machine's time, cycle and instret)")
     };
     let _ = writeln!(out, "  envcfg exposed: menvcfg = senvcfg = {:#x}", config.envcfg.envcfg_bits());
+    let _ = writeln!(out, "  host: assumed to implement no more than RV64GC (on QEMU: zba/zbb/zbc/zbs=false)");
 
     let _ = writeln!(out, "\nInstructions, by class:");
     let _ = writeln!(out, "  {:<36} {:<22} why", "instructions", "class");

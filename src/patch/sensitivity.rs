@@ -30,9 +30,10 @@
 //! - the `envcfg` features of [`EnvcfgExposure`] are set in both the real `menvcfg` and `senvcfg`, and nothing
 //!   else is;
 //! - the host implements no instruction and no unprivileged CSR beyond what the virtual hart decodes (RV64GC,
-//!   Zicsr, Zifencei). A host that implements more (QEMU's default CPU enables extensions beyond RV64GC) runs
-//!   those encodings natively where the virtual hart raises illegal-instruction: they are critical too, and the
-//!   board must either run on a CPU model without them or have the scanner patch them.
+//!   Zicsr, Zifencei). A host that implements more runs those encodings natively where the virtual hart raises
+//!   illegal-instruction: they are critical too. QEMU 7.2's default `rv64` CPU, which the board runs on, executes
+//!   Zba, Zbb, Zbc and Zbs instructions (`sh1add`, `andn`, `clmul`, `bset`, ...) even in U-mode; the board must
+//!   run on `-cpu rv64,zba=false,zbb=false,zbc=false,zbs=false` (they then trap) or have the scanner patch them.
 //!
 //! The classification is per instruction class (every [`Inst`] variant, matched without a wildcard, so a new
 //! variant cannot be forgotten) and per CSR number and [`CsrAccessKind`]. It is derived from the privileged
