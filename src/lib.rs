@@ -15,5 +15,6 @@ pub mod fpu;
 pub mod hart;
 pub mod isa;
 pub mod mem;
+pub mod patch;
 pub mod trap;
 pub mod vm;

@@ -1,0 +1,16 @@
+//! The patching subsystem: what the native engine must not let a guest execute as it is, and (in later pieces)
+//! how guest code is scanned and patched so that it traps where it must.
+//!
+//! The native board runs guest code in real U-mode and relies on every *sensitive* instruction (one that reads or
+//! changes what the VMM owns) trapping, so that the dispatcher can emulate it on the virtual hart. Popek and
+//! Goldberg's theorem says that is enough when every sensitive instruction is privileged; an instruction that is
+//! sensitive and does not trap is *critical*, and must be found and patched into a trap before it runs.
+//!
+//! - [`sensitivity`]: the sensitivity table, every RV64GC instruction class and every CSR access classified as
+//!   privileged, control-sensitive, behaviour-sensitive or innocuous for a VMM configuration, and the critical
+//!   set derived from it.
+//!
+//! This module is pure: it never touches hart or memory state, never allocates, and never scans code statically
+//! ahead of execution (the scanner analyses code as execution reaches it).
+
+pub mod sensitivity;
