@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 cargo build --release --target riscv64gc-unknown-none-elf || exit 1
 bin=target/riscv64gc-unknown-none-elf/release
 status=0
-for guest in "${@:-hello traps arith amo demo sv39 interrupts fpu idle uart-irq}"; do
+for guest in "${@:-hello traps arith amo demo sv39 interrupts fpu idle uart-irq spinlock}"; do
     for g in $guest; do
         echo "== $g"
         timeout 20 qemu-system-riscv64 -M virt -bios none -nographic -kernel "$bin/$g" </dev/null

@@ -10,8 +10,9 @@
 //! `TRAPEZE_GUEST_IDLE`, and the benchmark guests `TRAPEZE_GUEST_BENCH_INT`, `TRAPEZE_GUEST_BENCH_MEM`,
 //! `TRAPEZE_GUEST_BENCH_BRANCH` with their `_SMALL` variants, the containment guests `TRAPEZE_GUEST_CONTAIN`,
 //! `TRAPEZE_GUEST_RUNAWAY` and `TRAPEZE_GUEST_GARBAGE`, `TRAPEZE_GUEST_UART_IRQ`, the debug trigger guest
-//! `TRAPEZE_GUEST_TRIGGERS` and `TRAPEZE_GUEST_DEBUGGEE` for the gdb test (a `-` in a binary's name becomes `_`),
-//! read with `env!`. If the Rust target is missing, it is installed with rustup.
+//! `TRAPEZE_GUEST_TRIGGERS`, `TRAPEZE_GUEST_DEBUGGEE` for the gdb test and the multi-hart `TRAPEZE_GUEST_SPINLOCK`
+//! (a `-` in a binary's name becomes `_`), read with `env!`. If the Rust target is missing, it is installed with
+//! rustup.
 use std::env;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 21] = [
+const GUESTS: [&str; 22] = [
     "hello",
     "traps",
     "arith",
@@ -43,10 +44,11 @@ const GUESTS: [&str; 21] = [
     "uart-irq",
     "triggers",
     "debuggee",
+    "spinlock",
 ];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 21] = [
+const CRATES: [&str; 22] = [
     "rt",
     "torture",
     "hello",
@@ -68,6 +70,7 @@ const CRATES: [&str; 21] = [
     "uart-irq",
     "triggers",
     "debuggee",
+    "spinlock",
 ];
 
 fn main() {

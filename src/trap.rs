@@ -20,7 +20,8 @@ pub enum Exit {
     BudgetExhausted,
     /// The instruction at `hart.pc` raised a synchronous exception.
     Exception { cause: Exception, tval: u64 },
-    /// The instruction at `hart.pc` is one the dispatcher emulates (CSR access, `xRET`, `WFI`, `SFENCE.VMA`).
+    /// The instruction at `hart.pc` is one the dispatcher emulates (CSR access, `xRET`, `WFI`, `SFENCE.VMA`, and
+    /// the `pause` hint, which only the scheduler cares about).
     /// `word` is its encoding as fetched (the 16-bit parcel for a compressed one) and `len` its length.
     System { inst: Inst, word: u32, len: u8 },
     /// The instruction at `hart.pc` accesses a guest real address outside RAM.
@@ -87,6 +88,8 @@ pub enum Resume {
     Continue,
     /// The hart executed `wfi`: it may sleep until an interrupt is pending.
     WaitForInterrupt,
+    /// The hart executed `pause`: it is spinning, waiting for another hart, which should run now.
+    Yield,
     /// The guest asked the machine to power off or reset.
     Machine(MachineRequest),
 }
@@ -139,6 +142,10 @@ impl Dispatcher {
                 retire_in_place(hart);
                 hart.sret();
                 Resume::Continue
+            }
+            crate::isa::PAUSE => {
+                retire(hart, len);
+                Resume::Yield
             }
             // A hart with an interrupt pending, even one `mie` disables, does not stall: the privileged
             // specification lets `wfi` resume for any reason, Spike does so, and riscv-tests' rv64si-p-wfi relies on

@@ -19,8 +19,12 @@ if [ -n "${DISK_FILE:-}" ]; then
     extra="$extra -drive file=$DISK_FILE,format=raw,if=none,id=hd0 -device virtio-blk-device,drive=hd0"
 fi
 exec 3>&1
+# The real hart must implement no instruction the virtual hart lacks, or guest code in U-mode would run it instead
+# of trapping (a critical instruction, see `trapeze analyze`): QEMU 7.2's default CPU has the bit-manipulation
+# extensions, which the virtual RV64GC hart does not.
+cpu="rv64,zba=false,zbb=false,zbc=false,zbs=false"
 # shellcheck disable=SC2086
-exec qemu-system-riscv64 -M virt -m 1G -bios none -display none -monitor none -no-reboot \
+exec qemu-system-riscv64 -M virt -cpu "$cpu" -m 1G -bios none -display none -monitor none -no-reboot \
     -chardev file,id=console,path=/dev/fd/3 -serial chardev:console \
     -semihosting-config enable=on,target=native \
     $extra -kernel "$elf" >"$out"

@@ -5,8 +5,9 @@
 //! guest's status; `--bios FW --kernel KERNEL` boots firmware and the next stage as QEMU does (`--bios builtin`:
 //! the VMM itself provides SBI and the kernel starts in S-mode, as after OpenSBI's fw_jump). With no image it
 //! runs the demo guest built from this repository. `trapeze bench` measures the engines (and QEMU) on the
-//! benchmark guests.
+//! benchmark guests; `trapeze analyze` prints the sensitivity table and critical set of a native configuration.
 
+mod analyze;
 mod bench;
 mod console;
 mod disk;
@@ -52,6 +53,9 @@ enum Command {
     Run(RunArgs),
     /// Run the benchmark guests on every engine (and QEMU if installed): instructions, seconds, guest MIPS.
     Bench(bench::BenchArgs),
+    /// Print the sensitivity table of a native VMM configuration, its critical set and whether trap-and-emulate
+    /// alone virtualizes it (Popek and Goldberg).
+    Analyze(analyze::AnalyzeArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -193,6 +197,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Run(args)) => args,
         Some(Command::Bench(args)) => return bench::run(&args),
+        Some(Command::Analyze(args)) => return analyze::run(&args),
         None => default_run_args(),
     };
     if args.log.is_some_and(|items| items.help) {

@@ -1,8 +1,8 @@
 //! Lockstep differential testing: `trapeze run --lockstep` runs the threaded engine and the reference interpreter
 //! side by side on two copies of the machine and compares every hart's architectural state after each 64
 //! instructions (and RAM now and then); any difference ends the run with status 4. Every guest program runs so,
-//! with the normal code cache and with one far too small for the working set, and so does the OpenSBI + U-Boot
-//! boot up to U-Boot's prompt.
+//! with the normal code cache and with one far too small for the working set, the lock-heavy `spinlock` guest on
+//! three harts, and so does the OpenSBI + U-Boot boot up to U-Boot's prompt.
 
 use std::process::{Command, Stdio};
 
@@ -45,6 +45,17 @@ fn every_guest_runs_identically_on_both_engines() {
 #[test]
 fn a_code_cache_too_small_for_the_working_set_changes_nothing() {
     every_guest_agrees("tiny");
+}
+
+/// Three harts contending for one lock: both machines must make the same scheduling decisions (turns that go
+/// on after exits, turns given up at `pause` and at spin checks), whatever the code cache keeps.
+#[test]
+fn three_harts_sharing_a_lock_run_identically_on_both_engines() {
+    for cache in ["hosted", "tiny"] {
+        let (code, stderr) = lockstep(&["-smp", "3", "--code-cache", cache, env!("TRAPEZE_GUEST_SPINLOCK")]);
+        assert!(stderr.contains("no divergence"), "{cache} cache: {stderr}");
+        assert_eq!(code, Some(0), "{cache} cache: {stderr}");
+    }
 }
 
 #[test]

@@ -646,6 +646,26 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
         removed
     }
 
+    /// A live block of context `ctx` whose guest bytes hold guest real address `gpa` anywhere (not only at their
+    /// start), for an engine that stopped inside a block and goes on with the rest of it. Cost: the blocks in
+    /// that page's index bucket.
+    pub fn covering(&self, gpa: u64, ctx: u64) -> Option<BlockId> {
+        let mut node = self.page_heads.get(Self::page_bucket(gpa >> PAGE_SHIFT)).copied().unwrap_or(NIL);
+        // A list holds at most 2 * BLOCKS nodes.
+        for _ in 0..2 * BLOCKS {
+            if node == NIL {
+                break;
+            }
+            let block = self.blocks.get((node / 2) as usize)?;
+            let inside = gpa.checked_sub(block.key.pc).is_some_and(|offset| offset < block.guest_len as u64);
+            if block.generation != 0 && block.key.ctx == ctx && inside {
+                return Some(BlockId { index: node / 2, generation: block.generation });
+            }
+            node = block.page_next.get((node % 2) as usize).copied().unwrap_or(NIL);
+        }
+        None
+    }
+
     /// Drops every block (`fence.i`, or a change of translation the engine's blocks or links depend on).
     pub fn invalidate_all(&mut self) {
         self.stats.invalidate_alls += 1;

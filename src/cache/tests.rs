@@ -48,6 +48,20 @@ fn lookup_after_insert_returns_the_inserted_ops() {
 }
 
 #[test]
+fn covering_finds_the_live_block_whose_bytes_hold_an_address() {
+    let mut cache = Small::new(0);
+    let a = cache.insert(key(BASE + 0x10), 12, [None; 2], &ops(10, 3)).unwrap();
+    let b = cache.insert(key(BASE + 0xffc), 8, [None; 2], &ops(20, 2)).unwrap();
+    assert_eq!(cache.covering(BASE + 0x10, 0), Some(a));
+    assert_eq!(cache.covering(BASE + 0x18, 0), Some(a), "inside, not at the start");
+    assert_eq!(cache.covering(BASE + 0x1c, 0), None, "just past its end");
+    assert_eq!(cache.covering(BASE + 0x18, 1), None, "another context");
+    assert_eq!(cache.covering(BASE + 0x1000, 0), Some(b), "in the second page of a block that spans two");
+    assert!(cache.invalidate_block(a));
+    assert_eq!(cache.covering(BASE + 0x18, 0), None, "dropped");
+}
+
+#[test]
 fn insert_refuses_blocks_that_can_never_fit() {
     let mut cache = Small::new(0);
     assert_eq!(cache.insert(key(BASE), 0, [None; 2], &ops(0, 1)), Err(InsertError::BadGuestRange));

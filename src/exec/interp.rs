@@ -127,6 +127,8 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
             let value = alu(op, hart.x(rs1), hart.x(rs2));
             hart.set_x(rd, value);
         }
+        // Architecturally a no-op, but the VM wants to know that the hart is spinning.
+        crate::isa::PAUSE => return Err(Exit::System { inst: decoded.inst, word, len: decoded.len }),
         // The interpreter has no instruction cache and one hart sees its own stores in order.
         Inst::Fence { .. } | Inst::FenceI => {}
         Inst::Ecall => {

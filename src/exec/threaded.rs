@@ -11,7 +11,9 @@
 //! by [`Ram`](crate::mem::Ram), so any write to it — a store by any hart or engine, a device's DMA — invalidates
 //! the page's blocks before the next block runs, and a store that hits watched code ends the current block at
 //! once. Within one [`Engine::run`] the translation context cannot change (whatever changes it leaves the
-//! engine), so loads and stores take the fast path of [`DataPath`] worked out at its start. This engine never
+//! engine), so loads and stores take the fast path of [`DataPath`] worked out at its start. A run whose budget
+//! ends inside a block notes the pc, and that hart's next run there goes on with the rest of the block (the VM
+//! ends turns at any instruction; a block built at each such pc would crowd the cache). This engine never
 //! emulates a privileged instruction: those, and every instruction without a fast handler (AMOs, floating
 //! point, ...), run through the reference interpreter's [`step`](super::interp::step), so both engines share
 //! one definition of them; it must never run a block whose bytes may have changed, nor let a guest make it panic.
@@ -106,7 +108,14 @@ pub struct EngineStats {
 pub struct Threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize> {
     cache: CodeCache<Op, OPS, BLOCKS, MAP>,
     stats: EngineStats,
+    /// The pc at which each hart's last run spent its budget (slot `hart_id % STOP_SLOTS`), maybe inside a
+    /// block: the hart's next run there goes on with the rest of that block instead of building one that starts
+    /// in its middle (the VM ends turns wherever the budget runs out; a fragment per turn would crowd the cache).
+    stopped: [Option<u64>; STOP_SLOTS],
 }
+
+/// Harts whose budget stop [`Threaded`] remembers (more share slots, and only lose the shortcut).
+const STOP_SLOTS: usize = 8;
 
 impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
     /// An engine with an empty cache (`const`, so a board can keep it in a `static`).
@@ -120,6 +129,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
                 pages_invalidated: 0,
                 full_invalidations: 0,
             },
+            stopped: [None; STOP_SLOTS],
         }
     }
 
@@ -251,6 +261,8 @@ struct LastBlock {
 enum Entry {
     /// Run this block.
     Block(LastBlock),
+    /// Run this block from this op on (where a run stopped inside it).
+    Resume(LastBlock, usize),
     /// The interpreter ran one instruction (it counted it in `instret`).
     Stepped,
     /// Something changed under the entry (the walk wrote a code page): look again.
@@ -294,6 +306,19 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             }
             let mut current = match self.enter_slow(hart, &mut ctx.memory, last) {
                 Entry::Block(current) => current,
+                Entry::Resume(current, op) => {
+                    // The rest of a block, then on the slow way (once a turn at most).
+                    let (flow, retired) = self.run_rest(hart, &mut ctx, current.block, op, remaining);
+                    retired_in_blocks += retired;
+                    remaining -= retired;
+                    entered += 1;
+                    match flow {
+                        Flow::Exit => break ctx.exit,
+                        Flow::Dirty => last = None,
+                        Flow::Next | Flow::End => last = Some(current),
+                    }
+                    continue;
+                }
                 Entry::Stepped => {
                     remaining -= 1;
                     last = None;
@@ -368,6 +393,9 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
                 ops = next_ops;
             }
         };
+        if exit == Exit::BudgetExhausted {
+            self.stopped[hart.config.hart_id as usize % STOP_SLOTS] = Some(hart.pc);
+        }
         hart.instret = hart.instret.wrapping_add(retired_in_blocks);
         self.stats.blocks_entered += entered;
         self.stats.blocks_chained += chained;
@@ -409,6 +437,15 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             }
             let current = match self.enter_slow(hart, &mut ctx.memory, last) {
                 Entry::Block(current) => current,
+                // The middle of a block: one checked instruction, then the slow way on.
+                Entry::Resume(..) => {
+                    match interp::step(hart, &mut ctx.memory) {
+                        Ok(()) => remaining -= 1,
+                        Err(exit) => break exit,
+                    }
+                    last = None;
+                    continue;
+                }
                 Entry::Stepped => {
                     remaining -= 1;
                     last = None;
@@ -479,6 +516,18 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             None => {
                 let block = match self.cache.lookup(BlockKey::new(start, 0)) {
                     Some(block) => block,
+                    None if whole_page && self.stopped_here(hart, pc) => {
+                        // The rest of the block the hart's last run stopped inside, if one holds this pc.
+                        let resume =
+                            self.cache.covering(start, 0).and_then(|block| Some((block, self.op_at(block, start)?)));
+                        match resume {
+                            Some((block, op)) => return Entry::Resume(LastBlock { block, pc, start, whole_page }, op),
+                            None => match self.build(memory, start) {
+                                Some(block) => block,
+                                None => return step(hart, memory),
+                            },
+                        }
+                    }
                     None => match self.build(memory, start) {
                         Some(block) => block,
                         // Nothing cacheable here (no code watch): interpret one instruction.
@@ -505,6 +554,37 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
 }
 
 impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
+    /// Runs `block`'s ops from `op` on, at most `budget` of them: the flow that ended them and how many retired.
+    #[inline(never)]
+    fn run_rest(&self, hart: &mut Hart, ctx: &mut Ctx, block: BlockId, op: usize, budget: u64) -> (Flow, u64) {
+        let ops = self.cache.ops(block).and_then(|ops| ops.get(op..)).unwrap_or(&[]);
+        run_ops(hart, ctx, ops.get(..ops.len().min(budget as usize)).unwrap_or(ops))
+    }
+
+    /// Whether `hart`'s last run spent its budget at `pc` (the note is used up).
+    fn stopped_here(&mut self, hart: &Hart, pc: u64) -> bool {
+        let slot = &mut self.stopped[hart.config.hart_id as usize % STOP_SLOTS];
+        let here = *slot == Some(pc);
+        if here {
+            *slot = None;
+        }
+        here
+    }
+
+    /// The index of `block`'s op for the instruction at RAM offset `start`, if the block is live and one starts
+    /// there (its ops are the instructions from its start on, as long as it is live).
+    fn op_at(&self, block: BlockId, start: u64) -> Option<usize> {
+        let first = self.cache.block_info(block)?.key.pc;
+        let mut at = first;
+        for (index, op) in self.cache.ops(block)?.iter().enumerate() {
+            if at == start {
+                return Some(index);
+            }
+            at += op.len as u64;
+        }
+        None
+    }
+
     /// Links `from`'s exit to `start` (a RAM offset the guest just went to from `from`) with `to`, the block
     /// there: through the exit that recorded `start`, or, when none did and the block has no static taken exit
     /// (an indirect jump), through its taken slot, which then remembers `start` as the last target.
@@ -548,6 +628,8 @@ fn predecode(inst: Inst, len: u8) -> (Op, bool) {
         Inst::Store { width, rs1, rs2, offset } => (op(STORE[width as usize], 0, rs1, rs2, offset), false),
         Inst::OpImm { op: kind, rd, rs1, imm } => (op(OP_IMM[kind as usize], rd, rs1, 0, imm), false),
         Inst::Op { op: kind, rd, rs1, rs2 } => (op(OP[kind as usize], rd, rs1, rs2, 0), false),
+        // `pause` leaves the engine (through the interpreter) so the VM can let other harts run.
+        isa::PAUSE => (op(fallback_end, 0, 0, 0, 0), true),
         Inst::Fence { .. } | Inst::FenceI => (nop_op, false),
         // Everything the dispatcher sees ends a block: it leaves the engine anyway.
         Inst::Illegal(_)
@@ -788,6 +870,43 @@ const OP: [Handler; 28] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hart::HartConfig;
+    use crate::mem::mmu::{Tlb, VmRealMap};
+    use crate::mem::{Ram, RAM_BASE};
+
+    /// Runs that spend their budget inside a block go on with the rest of it at the hart's next run: two harts
+    /// taking turns of 7 and 3 instructions through a 10-instruction loop build one block between them, and
+    /// end where the loop says.
+    #[test]
+    fn a_run_that_stops_inside_a_block_goes_on_with_the_rest_of_it() {
+        let mut backing = std::vec![0u8; 0x10000];
+        let addi = isa::encode(&Inst::OpImm { op: OpImmKind::Addi, rd: 5, rs1: 5, imm: 1 });
+        for index in 0..9 {
+            backing[4 * index..4 * index + 4].copy_from_slice(&addi.to_le_bytes());
+        }
+        backing[36..40].copy_from_slice(&isa::encode(&Inst::Jal { rd: 0, offset: -36 }).to_le_bytes());
+        let mut code_pages = [0u64; 1];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        ram.attach_code_watch(&mut code_pages);
+        let realmap = VmRealMap::for_ram(&ram).unwrap();
+        let mut harts = [0, 1].map(|id| {
+            let mut hart = Hart::new(HartConfig::rv64gc(id));
+            hart.reset(RAM_BASE);
+            hart
+        });
+        let mut tlbs = [Tlb::new(), Tlb::new()];
+        let mut engine = Threaded::<256, 16, 32>::new();
+        for _ in 0..5 {
+            for ((hart, tlb), budget) in harts.iter_mut().zip(&mut tlbs).zip([7, 3]) {
+                let mut memory = Memory { ram: &mut ram, realmap: &realmap, tlb };
+                assert_eq!(engine.run(hart, &mut memory, budget), Exit::BudgetExhausted);
+            }
+        }
+        assert_eq!(engine.stats().blocks_built, 1, "no block starting inside the loop");
+        // 35 instructions: three rounds of ten (27 addi), then 5 addi; 15: one round, then 5 addi.
+        assert_eq!((harts[0].x(5), harts[0].pc, harts[0].instret), (32, RAM_BASE + 20, 35));
+        assert_eq!((harts[1].x(5), harts[1].pc, harts[1].instret), (14, RAM_BASE + 20, 15));
+    }
 
     /// The handler tables are indexed by the enums' discriminants: each entry must be the one for its kind.
     #[test]

@@ -25,6 +25,10 @@ pub struct Decoded {
     pub len: u8,
 }
 
+/// Zihintpause `pause`: `fence w, 0`, a hint that the hart is waiting in a spin loop (a no-op to the
+/// architecture; the VM lets other harts run).
+pub const PAUSE: Inst = Inst::Fence { fm: 0, pred: 0b0001, succ: 0 };
+
 /// One RV64GC instruction (RV64IMAFDC + Zicsr + Zifencei) in typed form.
 ///
 /// Immediates are stored fully decoded and sign-extended: a branch or jump `offset` is the byte offset from the

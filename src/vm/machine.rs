@@ -1,13 +1,21 @@
 //! The virtual machine: its harts, guest RAM and devices, run by an engine under the dispatcher.
 //!
-//! Harts run round-robin on the calling thread, one slice of at most [`SLICE`] instructions at a time, so the
+//! Harts run round-robin on the calling thread, one turn of at most [`SLICE`] instructions at a time, so the
 //! guest's memory model is sequential consistency (stronger than RVWMO, which any RISC-V program must accept).
 //! LR/SC is correct across harts because an SC checks its reservation's value in memory, as QEMU does. Policy
 //! (which devices, where, how long to run) is decided by whoever builds the `Vm`; nothing here is global.
 //!
+//! A turn is fair: exits to the dispatcher (CSR accesses, device accesses, `xRET`) do not end it, only its
+//! budget, `wfi`, an SBI stop or suspend, the end of the machine, or the hart provably spinning (a `pause`
+//! hint, or the same pc and integer registers at two checks: see [`SpinCheck`]), so a lock holder that exits
+//! often is not starved by harts spinning through whole turns. Interrupts are checked before every engine run,
+//! so one a CSR write enables is taken before the next instruction; devices see the time and drive the
+//! interrupt lines at every [`Vm::run_slice`] call and every exit (once more after a device access), and HTIF
+//! is polled at the end of every call.
+//!
 //! A VM runs its guest's own firmware in virtual M-mode, or, after [`Vm::boot_with_builtin_sbi`], has the VMM
 //! as its firmware: an `ecall` from S-mode is then served by [`super::sbi`], harts the guest has not started
-//! (HSM) never run, and the SBI timer deadlines raise `mip.STIP` before each slice.
+//! (HSM) never run, and the SBI timer deadlines raise `mip.STIP` before each turn.
 
 use crate::debug::DebugStop;
 use crate::dev::htif::Htif;
@@ -25,8 +33,17 @@ use super::sbi::{self, Sbi, SbiEnvironment};
 /// The machine timer's time base: `mtime` counts at 10 MHz, as on QEMU `virt`.
 pub const TIMEBASE_HZ: u64 = 10_000_000;
 
-/// Longest run of instructions on one hart between two checks for interrupts and host requests.
+/// A hart's turn: the instructions (an exit counts as one) it runs before the next hart's turn, unless it
+/// waits or spins first.
 pub const SLICE: u64 = 4096;
+
+/// With several harts, the longest engine run between two spin checks of a hart that meets no exit: a
+/// multiple of every loop length up to 8 (and of 10, 12, 14, 15, 20, 21, 24, 28, ...), so a hart waiting in a
+/// short loop is back at the same pc at the next check and yields.
+pub const SPIN_CHECK: u64 = 840;
+
+/// The most checks [`SpinCheck`] compares against one snapshot: loops of up to this many checks are caught.
+const SPIN_PERIOD_MAX: u32 = 64;
 
 /// Most harts one `Vm` runs.
 pub const MAX_HARTS: usize = super::virt::MAX_HARTS;
@@ -44,9 +61,9 @@ pub trait Clock {
 
 /// The machine's devices as the VM sees them: guest accesses outside RAM, and the interrupt lines.
 ///
-/// Call order: before each slice the VM calls [`update`](Devices::update) with the current time, which sets
-/// every hart's `interrupt_lines`; [`read`](Devices::read) and [`write`](Devices::write) serve the guest's
-/// device accesses in between. RAM is lent to accesses for devices that use DMA.
+/// Call order: at the start of each [`Vm::run_slice`], at every exit and after every device access the VM
+/// calls [`update`](Devices::update) with the current time, which sets every hart's `interrupt_lines`;
+/// [`read`](Devices::read) and [`write`](Devices::write) serve the guest's device accesses in between. RAM is lent to accesses for devices that use DMA.
 pub trait Devices {
     fn read(&mut self, addr: u64, size: u8, ram: &mut Ram) -> Result<u64, MmioError>;
     fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError>;
@@ -166,7 +183,9 @@ pub struct Vm<'a, D: Devices> {
     pub harts: heapless::Vec<Hart, MAX_HARTS>,
     /// Harts parked in `wfi` until an interrupt is pending for them.
     waiting: [bool; MAX_HARTS],
-    /// The hart that runs the next slice.
+    /// The hart whose turn goes on in the next [`Vm::run_slice`] (`None`: the next runnable hart's turn).
+    turn: Option<Turn>,
+    /// The hart whose turn is next, round-robin.
     next_hart: usize,
     pub ram: Ram<'a>,
     /// Guest real -> host: where the VM's RAM lies.
@@ -181,9 +200,13 @@ pub struct Vm<'a, D: Devices> {
     dispatcher: Dispatcher,
     /// Instructions executed or attempted (an instruction that traps counts too, so a trap loop still ends).
     pub steps: u64,
+    /// Exits engines returned other than for a spent budget (each one the dispatcher or the SBI served).
+    pub exits: u64,
+    /// Turns given up early because the hart was spinning (a `pause` hint or [`SpinCheck`]).
+    pub yields: u64,
     /// The hart that ran last and the exit its engine returned (for tracing and diagnostics).
     pub last_exit: (usize, Exit),
-    /// HTIF `tohost`/`fromhost`, polled between slices as Spike does, and the console its output goes to.
+    /// HTIF `tohost`/`fromhost`, polled after each [`Vm::run_slice`] call as Spike does, and the console its output goes to.
     htif: Option<(Htif, &'a mut dyn SerialBackend)>,
     /// The VMM's own SBI when the VM has no firmware of its own (`None`: the guest's firmware runs in M-mode).
     sbi: Option<Sbi>,
@@ -311,6 +334,7 @@ impl<'a, D: Devices> Vm<'a, D> {
         Ok(Self {
             harts: list,
             waiting: [false; MAX_HARTS],
+            turn: None,
             next_hart: 0,
             ram,
             realmap,
@@ -321,6 +345,8 @@ impl<'a, D: Devices> Vm<'a, D> {
             skipped_ticks: 0,
             dispatcher: Dispatcher::new(),
             steps: 0,
+            exits: 0,
+            yields: 0,
             last_exit: (0, Exit::BudgetExhausted),
             htif: None,
             sbi: None,
@@ -340,6 +366,7 @@ impl<'a, D: Devices> Vm<'a, D> {
             tlb.flush_all();
         }
         self.waiting = [false; MAX_HARTS];
+        self.turn = None;
         self.sbi = Some(Sbi::new(self.harts.len(), boot_hart));
     }
 
@@ -411,23 +438,87 @@ impl<'a, D: Devices> Vm<'a, D> {
         }
     }
 
-    /// Runs one slice of at most `budget` instructions on the next hart that can run, or sleeps when every
-    /// hart waits for an interrupt. Returns an outcome when the guest asked the machine to stop.
+    /// Runs the current turn on for at most `budget` instructions, or starts the next runnable hart's turn, or
+    /// sleeps when every hart waits for an interrupt. Returns an outcome when the guest asked the machine to
+    /// stop. A turn lasts [`SLICE`] instructions, or the budget of the call that starts it when that is more
+    /// (the native board passes a time quantum). A turn that is not over when `budget` is spent goes on at the
+    /// next call, so cutting a run into short calls (the lockstep runner, the tracer) does not move where turns
+    /// end; only devices are updated more often.
     pub fn run_slice(&mut self, engine: &mut impl Engine, budget: u64) -> Option<RunOutcome> {
-        let now = self.now();
-        self.devices.update(now, &mut self.harts);
-        if let Some(sbi) = &mut self.sbi {
-            sbi.update_timers(now, &mut self.harts);
-        }
-        let Some(index) = self.next_runnable_hart() else {
-            self.idle();
-            return None;
+        self.update_devices();
+        // (An embedder may have taken harts away since: a turn of a hart that is gone is over.)
+        let turn = match self.turn.take().filter(|turn| turn.hart < self.harts.len()) {
+            Some(turn) => turn,
+            None => match self.next_turn(budget.max(SLICE)) {
+                Some(turn) => turn,
+                None => {
+                    self.idle();
+                    return None;
+                }
+            },
         };
+        if let Some(outcome) = self.run_turn(engine, turn, budget) {
+            return Some(outcome);
+        }
+        self.poll_htif()
+    }
+
+    /// Serves HTIF `tohost`, as Spike does between instructions: the machine's end if the guest asked for it.
+    fn poll_htif(&mut self) -> Option<RunOutcome> {
+        let (htif, console) = self.htif.as_mut()?;
+        htif.poll(&mut self.ram, console).map(RunOutcome::from)
+    }
+
+    /// A new turn of `length` instructions for the next hart that can run, `None` when every hart waits.
+    fn next_turn(&mut self, length: u64) -> Option<Turn> {
+        let index = self.next_runnable_hart()?;
         if let Some(sbi) = &mut self.sbi {
             if sbi.wake(index, &mut self.harts[index]) {
                 self.tlbs[index].flush_all();
             }
         }
+        Some(Turn { hart: index, remaining: length, spin: SpinCheck::new(&self.harts[index]) })
+    }
+
+    /// Runs `turn` for at most `budget` instructions: engine runs, each exit served at once, with interrupts
+    /// checked before every run (a CSR write may have just enabled a pending one). Keeps the turn for the next
+    /// call unless it is over.
+    fn run_turn(&mut self, engine: &mut impl Engine, mut turn: Turn, budget: u64) -> Option<RunOutcome> {
+        let index = turn.hart;
+        let mut budget = budget.min(turn.remaining);
+        // A lone hart has nobody to wait for but devices and interrupts: its engine runs as long as the budget
+        // lets it (on the native board, one long time quantum).
+        let interval = if self.harts.len() > 1 { SPIN_CHECK } else { u64::MAX };
+        while budget > 0 {
+            let chunk = budget.min(interval);
+            self.take_pending_interrupt(index);
+            let (exit, retired) = self.run_engine(engine, index, chunk);
+            let steps = retired + (exit != Exit::BudgetExhausted) as u64;
+            budget = budget.saturating_sub(steps);
+            turn.remaining = turn.remaining.saturating_sub(steps);
+            match self.serve(index, exit) {
+                Ok(true) => {}
+                // Waiting or stopped: the turn is over.
+                Ok(false) => return None,
+                Err(outcome) => return Some(outcome),
+            }
+            if turn.spin.spinning(&self.harts[index]) {
+                self.yields += 1;
+                return None;
+            }
+            if exit == Exit::BudgetExhausted && retired < chunk {
+                // The engine's budget is a time quantum (the native engine): it is over.
+                break;
+            }
+        }
+        if turn.remaining > 0 {
+            self.turn = Some(turn);
+        }
+        None
+    }
+
+    /// Hart `index` takes the interrupt pending for it, if any.
+    fn take_pending_interrupt(&mut self, index: usize) {
         let hart = &mut self.harts[index];
         if let Some(code) = hart.pending_interrupt() {
             let from = hart.privilege;
@@ -436,24 +527,50 @@ impl<'a, D: Devices> Vm<'a, D> {
                 observer.trap_taken(&TrapTaken::after(index, hart, from));
             }
         }
+    }
+
+    /// One engine run of at most `budget` instructions on hart `index`: the exit and the instructions the engine
+    /// retired.
+    fn run_engine(&mut self, engine: &mut impl Engine, index: usize, budget: u64) -> (Exit, u64) {
+        let hart = &mut self.harts[index];
         let retired_before = hart.instret;
-        let tlb = &mut self.tlbs[index];
-        let mut memory = Memory { ram: &mut self.ram, realmap: &self.realmap, tlb: &mut *tlb };
+        let mut memory = Memory { ram: &mut self.ram, realmap: &self.realmap, tlb: &mut self.tlbs[index] };
         let exit = engine.run(hart, &mut memory, budget);
         // Counted from the engine alone: the dispatcher may emulate a guest write to `minstret`. The
         // instruction behind an exit is a step whether it then retires or traps.
         let retired = hart.instret.wrapping_sub(retired_before);
+        // A debug stop is no step: nothing of the instruction happened.
+        let exited = !matches!(exit, Exit::BudgetExhausted | Exit::Debug(_));
+        self.steps = self.steps.wrapping_add(retired + exited as u64);
+        self.exits += exited as u64;
         self.last_exit = (index, exit);
-        // A debug stop is no step: nothing of the instruction happened, and the dispatcher has nothing to do.
-        if let Exit::Debug(stop) = exit {
-            self.steps = self.steps.wrapping_add(retired);
-            return Some(RunOutcome::DebugStop { hart: index, stop });
+        (exit, retired)
+    }
+
+    /// Serves hart `index`'s `exit`: whether its turn goes on, or the machine's end. Devices are brought up to
+    /// the current time first, as they were when every exit ended a slice: a `time` or `mtime` read sees time
+    /// move, and a timer that has expired is pending before the next instruction (deferring it to the next turn
+    /// measurably slowed Linux, which then waited for it, while the update costs little). A device access is
+    /// followed by one more update, since it may change what the devices signal.
+    fn serve(&mut self, index: usize, exit: Exit) -> Result<bool, RunOutcome> {
+        match exit {
+            Exit::BudgetExhausted => return Ok(true),
+            // The dispatcher has nothing to do: the debugger decides.
+            Exit::Debug(stop) => return Err(RunOutcome::DebugStop { hart: index, stop }),
+            _ => {}
         }
-        self.steps = self.steps.wrapping_add(retired + (exit != Exit::BudgetExhausted) as u64);
+        self.update_devices();
         if let (Some(_), Exit::Exception { cause: Exception::EcallFromS, .. }) = (&self.sbi, exit) {
-            return self.firmware_call(index);
+            if let Some(outcome) = self.firmware_call(index) {
+                return Err(outcome);
+            }
+            // A caller that stopped or suspended itself waits; harts it started or signalled run in their own
+            // turns.
+            return Ok(!self.waiting[index] && self.sbi.as_ref().is_some_and(|sbi| sbi.may_run(index)));
         }
-        let mut platform = MachinePlatform { devices: &mut self.devices, ram: &mut self.ram, tlb };
+        let hart = &mut self.harts[index];
+        let mut platform =
+            MachinePlatform { devices: &mut self.devices, ram: &mut self.ram, tlb: &mut self.tlbs[index] };
         let (traps_before, from) = (hart.traps_taken, hart.privilege);
         let resume = self.dispatcher.dispatch(exit, hart, &mut platform);
         if hart.traps_taken != traps_before {
@@ -463,11 +580,31 @@ impl<'a, D: Devices> Vm<'a, D> {
         }
         match resume {
             Resume::Continue => {}
-            Resume::WaitForInterrupt => self.waiting[index] = true,
-            Resume::Machine(request) => return Some(request.into()),
+            Resume::WaitForInterrupt => {
+                self.waiting[index] = true;
+                return Ok(false);
+            }
+            Resume::Yield => {
+                self.yields += 1;
+                return Ok(false);
+            }
+            Resume::Machine(request) => return Err(request.into()),
         }
-        let (htif, console) = self.htif.as_mut()?;
-        htif.poll(&mut self.ram, console).map(RunOutcome::from)
+        if let Exit::Mmio(_) = exit {
+            // The access may have re-armed a timer, claimed an interrupt or sent an IPI: the lines must be right
+            // before the next instruction.
+            self.update_devices();
+        }
+        Ok(true)
+    }
+
+    /// Devices (and the VMM's SBI timers) advance to the current time and drive the harts' interrupts.
+    fn update_devices(&mut self) {
+        let now = self.now();
+        self.devices.update(now, &mut self.harts);
+        if let Some(sbi) = &mut self.sbi {
+            sbi.update_timers(now, &mut self.harts);
+        }
     }
 
     /// Serves an `ecall` from S-mode on hart `index` with the VMM's own SBI.
@@ -487,7 +624,7 @@ impl<'a, D: Devices> Vm<'a, D> {
             }
         }
         match resume {
-            Resume::Continue => None,
+            Resume::Continue | Resume::Yield => None,
             Resume::WaitForInterrupt => {
                 self.waiting[index] = sbi.may_run(index);
                 None
@@ -528,11 +665,7 @@ impl<'a, D: Devices> Vm<'a, D> {
         if index >= self.harts.len() {
             return HartStep::Idle;
         }
-        let now = self.now();
-        self.devices.update(now, &mut self.harts);
-        if let Some(sbi) = &mut self.sbi {
-            sbi.update_timers(now, &mut self.harts);
-        }
+        self.update_devices();
         if self.sbi.as_ref().is_some_and(|sbi| !sbi.may_run(index))
             || (self.waiting[index] && !self.harts[index].wake_up_pending())
         {
@@ -544,39 +677,15 @@ impl<'a, D: Devices> Vm<'a, D> {
                 self.tlbs[index].flush_all();
             }
         }
-        match self.run_hart(engine, index, 1) {
+        // No interrupt is taken (QEMU's default for a debugger's step): interrupts stay pending.
+        let (exit, _) = self.run_engine(engine, index, 1);
+        if let Err(outcome) = self.serve(index, exit) {
+            return HartStep::Stopped(outcome);
+        }
+        match self.poll_htif() {
             Some(outcome) => HartStep::Stopped(outcome),
             None => HartStep::Done,
         }
-    }
-
-    /// Runs hart `index` (which must exist and may run) for at most `budget` instructions and serves the exit
-    /// its engine returns; interrupts are not looked at. An outcome when the guest asked the machine to stop.
-    fn run_hart(&mut self, engine: &mut impl Engine, index: usize, budget: u64) -> Option<RunOutcome> {
-        let hart = self.harts.get_mut(index)?;
-        let tlb = self.tlbs.get_mut(index)?;
-        let retired_before = hart.instret;
-        let mut memory = Memory { ram: &mut self.ram, realmap: &self.realmap, tlb: &mut *tlb };
-        let exit = engine.run(hart, &mut memory, budget);
-        let retired = hart.instret.wrapping_sub(retired_before);
-        self.last_exit = (index, exit);
-        // As in `run_slice`: a debug stop performed nothing of the instruction and is no step.
-        if let Exit::Debug(stop) = exit {
-            self.steps = self.steps.wrapping_add(retired);
-            return Some(RunOutcome::DebugStop { hart: index, stop });
-        }
-        self.steps = self.steps.wrapping_add(retired + (exit != Exit::BudgetExhausted) as u64);
-        if let (Some(_), Exit::Exception { cause: Exception::EcallFromS, .. }) = (&self.sbi, exit) {
-            return self.firmware_call(index);
-        }
-        let mut platform = MachinePlatform { devices: &mut self.devices, ram: &mut self.ram, tlb };
-        match self.dispatcher.dispatch(exit, hart, &mut platform) {
-            Resume::Continue => {}
-            Resume::WaitForInterrupt => self.waiting[index] = true,
-            Resume::Machine(request) => return Some(request.into()),
-        }
-        let (htif, console) = self.htif.as_mut()?;
-        htif.poll(&mut self.ram, console).map(RunOutcome::from)
     }
 
     /// Reads guest memory at virtual address `va` as hart `index` sees it now, for a debugger: translated by
@@ -648,6 +757,49 @@ pub enum HartStep {
     Stopped(RunOutcome),
 }
 
+/// The hart whose turn it is, what is left of the turn, and its spin check.
+struct Turn {
+    hart: usize,
+    remaining: u64,
+    spin: SpinCheck,
+}
+
+/// Whether a hart provably waits for another: its pc and integer registers at a check are those of an earlier
+/// check in the same turn, with instructions run in between. Then it went round a loop that read the same
+/// values from memory and changed nothing it will read again (its registers are all it carries from one round to
+/// the next), so it goes on doing so until another hart, a device or an interrupt changes something: giving up
+/// the rest of its turn loses it nothing but time it would have spent spinning. A loop whose progress is kept in
+/// memory alone (a counter it increments there, reloading the same registers) also matches; it is only slowed,
+/// never changed. Checks are made after every exit and every engine run; the snapshot moves as in Brent's cycle
+/// detection (after 1, 2, 4, ... up to [`SPIN_PERIOD_MAX`] checks), so a loop of up to that many checks is
+/// caught wherever the turn started, and a check at another pc costs one comparison.
+#[derive(Clone, Copy)]
+struct SpinCheck {
+    pc: u64,
+    x: [u64; 32],
+    /// Checks since the snapshot, and how many it is kept for.
+    since: u32,
+    period: u32,
+}
+
+impl SpinCheck {
+    fn new(hart: &Hart) -> Self {
+        Self { pc: hart.pc, x: hart.x, since: 0, period: 1 }
+    }
+
+    /// Whether `hart` is where the snapshot was; if not, counts the check and moves the snapshot when due.
+    fn spinning(&mut self, hart: &Hart) -> bool {
+        if hart.pc == self.pc && hart.x == self.x {
+            return true;
+        }
+        self.since += 1;
+        if self.since >= self.period {
+            *self = Self { pc: hart.pc, x: hart.x, since: 0, period: (self.period * 2).min(SPIN_PERIOD_MAX) };
+        }
+        false
+    }
+}
+
 impl<D: Devices> core::fmt::Debug for Vm<'_, D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Vm").field("harts", &self.harts).field("steps", &self.steps).finish_non_exhaustive()
@@ -705,6 +857,206 @@ mod tests {
             let at = offset + 4 * index;
             backing[at..at + 4].copy_from_slice(&isa::encode(inst).to_le_bytes());
         }
+    }
+
+    /// A machine of `programs.len()` harts in M-mode, hart `i` starting at its program, each program at
+    /// `i * 0x1000` in RAM (a zero word for a flag follows each at +0x400); time counts instructions.
+    fn machine<'a>(
+        backing: &'a mut Vec<u8>,
+        clock: &'a mut FixedClock,
+        programs: &[&[Inst]],
+    ) -> Vm<'a, VirtDevices<'static, Recorder>> {
+        backing.resize(0x10000, 0);
+        for (index, program) in programs.iter().enumerate() {
+            assemble(backing, index * 0x1000, program);
+        }
+        let harts = (0..programs.len()).map(|index| {
+            let mut hart = Hart::new(HartConfig::rv64gc(index as u64));
+            hart.reset(RAM_BASE + index as u64 * 0x1000);
+            hart
+        });
+        let devices: VirtDevices<'_, Recorder> = VirtDevices::new(Recorder::default());
+        let mut vm = Vm::new(harts, Ram::new(RAM_BASE, backing), devices, clock).unwrap();
+        vm.set_time_source(TimeSource::Instructions { shift: 0 });
+        vm
+    }
+
+    const T0: u8 = 5;
+    const T1: u8 = 6;
+
+    /// Counts in t1 forever, with no exit.
+    fn counting() -> Vec<Inst> {
+        vec![Inst::OpImm { op: OpImmKind::Addi, rd: T1, rs1: T1, imm: 1 }, Inst::Jal { rd: 0, offset: -4 }]
+    }
+
+    /// Counts in t0 and writes it to `mscratch` each round: an exit every third instruction.
+    fn counting_with_exits() -> Vec<Inst> {
+        vec![
+            Inst::OpImm { op: OpImmKind::Addi, rd: T0, rs1: T0, imm: 1 },
+            Inst::Csr { op: isa::CsrOp::Rw, rd: 0, src: T0, csr: isa::csr::MSCRATCH },
+            Inst::Jal { rd: 0, offset: -8 },
+        ]
+    }
+
+    /// Waits for the flag word at +0x400 to become nonzero, with plain loads (no exit), then counts.
+    fn waiting_for_flag() -> Vec<Inst> {
+        let mut program = vec![
+            Inst::Auipc { rd: T1, imm: 0 },
+            Inst::Load { width: isa::LoadWidth::W, rd: T0, rs1: T1, offset: 0x400 },
+            Inst::Branch { cond: BranchCond::Eq, rs1: T0, rs2: 0, offset: -8 },
+        ];
+        program.extend(counting());
+        program
+    }
+
+    fn both_engines(
+        test: impl Fn(&mut dyn FnMut(&mut Vm<'_, VirtDevices<'static, Recorder>>, u64) -> Option<RunOutcome>),
+    ) {
+        test(&mut |vm, budget| vm.run_slice(&mut Interpreter, budget));
+        let mut threaded = std::boxed::Box::new(crate::exec::threaded::Threaded::<1024, 64, 128>::new());
+        test(&mut |vm, budget| vm.run_slice(&mut *threaded, budget));
+    }
+
+    /// An exit the dispatcher serves (here a CSR write every third instruction) does not end a hart's turn: it
+    /// runs its whole [`SLICE`], then the other hart gets its turn.
+    #[test]
+    fn an_exit_does_not_end_the_turn() {
+        both_engines(|run_slice| {
+            let (mut backing, mut clock) = (Vec::new(), FixedClock);
+            let mut vm = machine(&mut backing, &mut clock, &[&counting_with_exits(), &counting()]);
+            run_slice(&mut vm, SLICE);
+            assert_eq!(vm.steps, SLICE);
+            assert_eq!(vm.exits, 1365, "an exit every third instruction");
+            assert_eq!((vm.harts[0].instret, vm.harts[1].instret), (SLICE, 0), "hart 0 ran its whole turn");
+            run_slice(&mut vm, SLICE);
+            assert_eq!((vm.harts[0].instret, vm.harts[1].instret), (SLICE, SLICE), "then hart 1 ran its turn");
+            assert_eq!(vm.yields, 0, "neither hart spins");
+        });
+    }
+
+    /// A turn cut into many short calls goes on where it was: the harts run exactly as in whole-turn calls.
+    #[test]
+    fn short_calls_continue_the_turn() {
+        let (mut backing, mut clock) = (Vec::new(), FixedClock);
+        let programs: [&[Inst]; 2] = [&counting_with_exits(), &counting()];
+        let mut whole = machine(&mut backing, &mut clock, &programs);
+        let (mut backing_b, mut clock_b) = (Vec::new(), FixedClock);
+        let mut cut = machine(&mut backing_b, &mut clock_b, &programs);
+        for _ in 0..5 {
+            whole.run_slice(&mut Interpreter, SLICE);
+        }
+        while cut.steps < whole.steps {
+            cut.run_slice(&mut Interpreter, 7);
+        }
+        assert_eq!(cut.steps, whole.steps);
+        assert_eq!(cut.harts, whole.harts);
+    }
+
+    /// The `pause` hint ends the turn at once (the hart waits for another), on both engines.
+    #[test]
+    fn a_pause_hint_yields_the_turn() {
+        both_engines(|run_slice| {
+            let mut spinner = vec![Inst::OpImm { op: OpImmKind::Addi, rd: T0, rs1: T0, imm: 1 }, isa::PAUSE];
+            spinner.push(Inst::Jal { rd: 0, offset: -8 });
+            let (mut backing, mut clock) = (Vec::new(), FixedClock);
+            let mut vm = machine(&mut backing, &mut clock, &[&spinner, &counting()]);
+            run_slice(&mut vm, SLICE);
+            assert_eq!((vm.harts[0].instret, vm.harts[0].x(T0), vm.yields), (2, 1, 1), "addi and pause retired");
+            assert_eq!(vm.harts[0].pc, RAM_BASE + 8, "past the pause");
+            run_slice(&mut vm, SLICE);
+            assert_eq!(vm.harts[1].instret, SLICE, "hart 1 had its turn");
+        });
+    }
+
+    /// A hart going round a loop without exits and without changing a register (it waits for a flag in memory)
+    /// gives up its turn at a spin check, on both engines; a hart whose registers change never does, and once
+    /// the flag is set the waiting hart goes on.
+    #[test]
+    fn a_spinning_hart_yields_at_a_spin_check() {
+        both_engines(|run_slice| {
+            let (mut backing, mut clock) = (Vec::new(), FixedClock);
+            let mut vm = machine(&mut backing, &mut clock, &[&waiting_for_flag(), &counting()]);
+            run_slice(&mut vm, SLICE);
+            // The turn started before the loop's first round set t1: the second check finds the first one's state.
+            assert_eq!((vm.harts[0].instret, vm.yields), (2 * SPIN_CHECK, 1), "hart 0 yielded at the second check");
+            run_slice(&mut vm, SLICE);
+            assert_eq!((vm.harts[1].instret, vm.yields), (SLICE, 1), "the counting hart ran its whole turn");
+            run_slice(&mut vm, SLICE);
+            assert_eq!((vm.harts[0].instret, vm.yields), (3 * SPIN_CHECK, 2), "in the loop: the first check yields");
+            vm.ram.store(RAM_BASE + 0x400, 4, 1).unwrap();
+            run_slice(&mut vm, SLICE);
+            run_slice(&mut vm, SLICE);
+            assert_eq!(vm.harts[0].instret, 3 * SPIN_CHECK + SLICE, "once the flag is set, hart 0 runs a whole turn");
+            assert_ne!(vm.harts[0].x(T1), 0, "and counts");
+            assert_eq!(vm.yields, 2);
+        });
+    }
+
+    /// A CSR write that enables a pending interrupt has it taken before the next instruction, although the
+    /// turn goes on after the exit.
+    #[test]
+    fn an_interrupt_a_csr_write_enables_is_taken_before_the_next_instruction() {
+        both_engines(|run_slice| {
+            let program = [
+                Inst::Csr { op: isa::CsrOp::Rsi, rd: 0, src: 8, csr: isa::csr::MSTATUS },
+                Inst::OpImm { op: OpImmKind::Addi, rd: T0, rs1: 0, imm: 1 },
+                Inst::Jal { rd: 0, offset: 0 },
+            ];
+            let handler = [Inst::Jal { rd: 0, offset: 0 }];
+            let (mut backing, mut clock) = (Vec::new(), FixedClock);
+            let mut vm = machine(&mut backing, &mut clock, &[&program, &handler]);
+            let hart = &mut vm.harts[0];
+            hart.csrs.mtvec = RAM_BASE + 0x1000;
+            hart.csrs.mie = crate::isa::csr::interrupt::SSI;
+            hart.csrs.mip = crate::isa::csr::interrupt::SSI;
+            run_slice(&mut vm, SLICE);
+            let hart = &vm.harts[0];
+            assert_eq!(hart.csrs.mcause, (1 << 63) | 1, "the supervisor software interrupt was taken");
+            assert_eq!(hart.csrs.mepc, RAM_BASE + 4, "right after the csrsi");
+            assert_eq!(hart.x(T0), 0, "before the addi ran");
+        });
+    }
+
+    /// A device access updates the interrupt lines before the next instruction although the turn goes on: a
+    /// hart that pushes its pending timer's deadline away and then enables interrupts takes none.
+    #[test]
+    fn a_device_access_updates_the_interrupt_lines_at_once() {
+        both_engines(|run_slice| {
+            let program = [
+                Inst::OpImm { op: OpImmKind::Addi, rd: T0, rs1: 0, imm: -1 },
+                Inst::Lui { rd: T1, imm: 0x0200_4000 },
+                Inst::Store { width: isa::StoreWidth::D, rs1: T1, rs2: T0, offset: 0 },
+                Inst::Csr { op: isa::CsrOp::Rsi, rd: 0, src: 8, csr: isa::csr::MSTATUS },
+                Inst::OpImm { op: OpImmKind::Addi, rd: 7, rs1: 0, imm: 1 },
+                Inst::Jal { rd: 0, offset: 0 },
+            ];
+            let handler = [Inst::Jal { rd: 0, offset: 0 }];
+            let (mut backing, mut clock) = (Vec::new(), FixedClock);
+            let mut vm = machine(&mut backing, &mut clock, &[&program, &handler]);
+            vm.devices.write(0x0200_4000, 8, 0, &mut vm.ram).unwrap();
+            vm.harts[0].csrs.mtvec = RAM_BASE + 0x1000;
+            vm.harts[0].csrs.mie = crate::isa::csr::interrupt::MTI;
+            run_slice(&mut vm, SLICE);
+            let hart = &vm.harts[0];
+            assert_eq!((hart.csrs.mcause, hart.x(7)), (0, 1), "no timer interrupt: mtimecmp was pushed away first");
+            assert_eq!(hart.mip() & crate::isa::csr::interrupt::MTI, 0);
+        });
+    }
+
+    /// Time moves within a turn: two reads of `time` in one turn, a hundred instructions apart, differ (guest
+    /// time counts instructions here, one tick per hundred).
+    #[test]
+    fn time_moves_within_a_turn() {
+        let mut program = vec![Inst::Csr { op: isa::CsrOp::Rs, rd: T0, src: 0, csr: isa::csr::TIME }];
+        program.extend([Inst::OpImm { op: OpImmKind::Addi, rd: 7, rs1: 7, imm: 1 }; 200]);
+        program.push(Inst::Csr { op: isa::CsrOp::Rs, rd: T1, src: 0, csr: isa::csr::TIME });
+        program.push(Inst::Jal { rd: 0, offset: 0 });
+        let (mut backing, mut clock) = (Vec::new(), FixedClock);
+        let mut vm = machine(&mut backing, &mut clock, &[&program, &counting()]);
+        vm.run_slice(&mut Interpreter, SLICE);
+        let hart = &vm.harts[0];
+        assert_eq!(hart.x(7), 200, "one turn ran both reads");
+        assert_eq!(hart.x(T1) - hart.x(T0), 2, "202 instructions at 1 ns each are 2 ticks of 100 ns");
     }
 
     const SECONDARY: usize = 0x400;

@@ -1,11 +1,12 @@
 //! `rt`: the tiny M-mode runtime shared by every trapeze guest program.
 //!
-//! It provides the start-up code (`_start`: stack, `.bss`, parking of secondary harts, then `main`), a
-//! polled 16550 UART console with [`print!`]/[`println!`], [`exit`] through the `sifive,test0` finisher (and
-//! [`exit_htif`] through HTIF `tohost`), a panic handler that reports and exits with a failure status, CSR
-//! access macros and an M-mode trap handler that saves every register into a [`trap::TrapFrame`]. For the
-//! self-checking guests it also has the `ok:`/`FAIL:` check tally ([`checks`]), hart 0's CLINT registers
-//! ([`clint`]), [`lower::enter_lower`] to run a snippet in S- or U-mode, and [`addr`] of an assembly label.
+//! It provides the start-up code (`_start`: stack, `.bss`, then `main`; other harts park unless the guest
+//! defines `rt_secondary_start`), a polled 16550 UART console with [`print!`]/[`println!`], [`exit`] through
+//! the `sifive,test0` finisher (and [`exit_htif`] through HTIF `tohost`), a panic handler that reports and exits
+//! with a failure status, CSR access macros and an M-mode trap handler that saves every register into a
+//! [`trap::TrapFrame`]. For the self-checking guests it also has the `ok:`/`FAIL:` check tally ([`checks`]),
+//! hart 0's CLINT registers ([`clint`]), [`lower::enter_lower`] to run a snippet in S- or U-mode, and [`addr`] of
+//! an assembly label.
 //!
 //! A guest binary is `#![no_std] #![no_main]`, links this crate (`use rt as _;` at least), passes `-Tlink.x`
 //! from its build script and defines `#[unsafe(no_mangle)] extern "C" fn main() -> u32`; the value `main`
@@ -31,9 +32,9 @@ _start:
     .option norelax
     la gp, __global_pointer$
     .option pop
-    /* Only hart 0 runs the program; the others wait forever. */
+    /* Only hart 0 runs the program; the others go to `rt_secondary_start`. */
     csrr t0, mhartid
-    bnez t0, 3f
+    bnez t0, rt_secondary_start
     la sp, __stack_top
     /* Enable the FPU (mstatus.FS = Initial) in case the compiler uses FP registers. */
     li t0, 0x2000
@@ -51,10 +52,19 @@ _start:
     /* a0 = hart id and a1 = devicetree address are still those the machine passed. */
     call main
     call rt_exit_from_main
-3:
-    wfi
-    j 3b
     .size _start, . - _start
+
+    /* Where harts other than 0 go with a0 = their hart id, the devicetree in a1 and no stack: by default they
+     * wait forever. A guest that runs code on them defines a strong `rt_secondary_start` of its own (it must set
+     * its own stack, and leave `.bss` alone until hart 0 has zeroed it). In a section of its own, so the jump
+     * above is always relocated and reaches the guest's definition. */
+    .section .text.rt_secondary, "ax", @progbits
+    .weak rt_secondary_start
+    .type rt_secondary_start, @function
+rt_secondary_start:
+    wfi
+    j rt_secondary_start
+    .size rt_secondary_start, . - rt_secondary_start
 
     /* HTIF mailboxes, found by name in the symbol table by Spike-like harnesses. */
     .section .tohost, "aw", @progbits
