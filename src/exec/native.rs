@@ -114,9 +114,10 @@ pub fn system_exit(hart: &Hart, memory: &mut Memory, mtval: u64) -> Exit {
 /// `pa` is the guest real address of `hart.pc` (the board translates it as it did for the fetch). `None`: no
 /// site there, so the trap is the guest's own illegal instruction (or a privileged one): classify it as usual.
 /// Otherwise the original instruction becomes the exit the hardware would have produced had it trapped itself:
-/// [`Exit::System`] for the dispatcher to emulate (every patched instruction has the SYSTEM opcode: a CSR access
-/// such as a counter read, or, for a conservatively patched straddling parcel, any SYSTEM instruction), the
-/// environment call or breakpoint exception for `ecall`/`ebreak`. For a site straddling a page end the high half
+/// [`Exit::System`] for the dispatcher to emulate (a critical instruction: a counter read, or an exposed
+/// cache-block operation, which the dispatcher answers with the virtual hart's illegal-instruction; or, for a
+/// conservatively patched straddling parcel, any SYSTEM instruction), the environment call or breakpoint
+/// exception for `ecall`/`ebreak`. For a site straddling a page end the high half
 /// comes from `upper_parcel`: the original parcel at `pc + 2` through the guest's *current* translation (the
 /// board unpatches it with [`crate::patch::table::PatchTable::unpatch`]), or the exception that fetch raises.
 pub fn patched_site_exit<const SITES: usize, const PAGES: usize>(

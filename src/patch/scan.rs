@@ -32,11 +32,17 @@
 //!   guest's translation at trap time, so a later remap or rewrite of the next page is harmless. A branch or
 //!   `jal` target inside the page is followed.
 //! * Without it, a parcel with the SYSTEM major opcode *might* be critical: it is patched all the same
-//!   (conservatively; the dispatcher emulates any SYSTEM instruction, critical or not, exactly). A branch or
-//!   `jal` there has an unknown target: [`ScanReport::incomplete`] says so.
+//!   (conservatively; the dispatcher emulates any SYSTEM instruction, critical or not, exactly); another
+//!   possibly critical one fails the scan (below). A branch or `jal` there has an unknown target:
+//!   [`ScanReport::incomplete`] says so.
 //!
-//! Every critical instruction is a 32-bit SYSTEM-opcode instruction (a CSR access: there is no compressed CSR
-//! instruction); the scanner only patches those, whatever else a [`CriticalInstructions`] says.
+//! Any critical instruction is patched the same way, compressed or not (its first parcel traps). The critical
+//! sets of today's configurations hold counter reads (SYSTEM-opcode CSR accesses: there is no compressed CSR
+//! instruction) and, with `envcfg` features exposed, cache-block operations (MISC-MEM), which the virtual hart
+//! does not implement; the dispatcher must be able to emulate whatever the critical set holds. A straddling
+//! instruction whose high half is unknown is patched only when it is a SYSTEM instruction (the dispatcher
+//! emulates every one of them, critical or not); any other that [`CriticalInstructions::may_start_critical`]
+//! allows fails the scan with [`ScanError::Unresolved`].
 //!
 //! # Conflicts
 //! A patched parcel must not be the second parcel of another 32-bit instruction some path decodes (that
@@ -70,8 +76,9 @@
 //!    * `Ok(_)`: fill the leaf with X (step 1) and resume;
 //!    * `Err(Full(_))`: [`PatchTable::evict_any`], take X away from the evicted page (simplest: flush the
 //!      shadow tables), scan again; or leave the page non-executable and emulate its instructions;
-//!    * `Err(Conflict { .. })` or `Err(NotRam)`: leave the page non-executable and emulate the instruction
-//!      (`exec::interp::step`); the page holds no patch (remember it, or every fetch from it scans again);
+//!    * `Err(Conflict { .. })`, `Err(Unresolved { .. })` or `Err(NotRam)`: leave the page non-executable and
+//!      emulate the instruction (`exec::interp::step`); the page holds no patch (remember a conflict, or every
+//!      fetch from the page scans again);
 //!    * `Err(AlreadyScanned)`: the fault has another cause (the leaf was dropped or lacks permission): fill.
 //! 3. **Illegal-instruction trap**: translate the pc to `pa` and ask
 //!    [`crate::exec::native::patched_site_exit`] first; `None` means the guest's own illegal (or privileged)
@@ -88,6 +95,7 @@
 //!    themselves. An emulated fetch (step 2's fallback) from a patched page meets [`TRAP_PARCEL`]: treat its
 //!    illegal-instruction exit as in step 3.
 
+use super::sensitivity::{CriticalSet, CsrAccessKind, InstructionClass};
 use super::table::{CodeMemory, PatchSite, PatchTable, TableFull, PAGE_SIZE, TRAP_PARCEL};
 use crate::isa::{self, csr, CsrOp, Inst};
 
@@ -96,12 +104,21 @@ pub const PARCELS: usize = (PAGE_SIZE / 2) as usize;
 const WORDS: usize = PARCELS / 64;
 /// The SYSTEM major opcode (bits 6:0) shared by every CSR access and privileged instruction.
 const SYSTEM_OPCODE: u16 = 0b111_0011;
+const MISC_MEM_OPCODE: u16 = 0b000_1111;
 const BRANCH_OPCODE: u16 = 0b110_0011;
 const JAL_OPCODE: u16 = 0b110_1111;
 
 /// The critical set: which decoded instructions must be patched into traps.
 pub trait CriticalInstructions {
     fn is_critical(&self, inst: &Inst) -> bool;
+
+    /// Whether some critical instruction starts with the 16-bit parcel `first`: false only when none can. The
+    /// scanner asks it about an instruction whose second half it cannot read, and to skip parcels quickly. The
+    /// default says yes.
+    fn may_start_critical(&self, first: u16) -> bool {
+        let _ = first;
+        true
+    }
 }
 
 impl<F: Fn(&Inst) -> bool> CriticalInstructions for F {
@@ -126,6 +143,39 @@ impl CriticalInstructions for CounterReads {
                 ..
             }
         )
+    }
+
+    fn may_start_critical(&self, first: u16) -> bool {
+        first & 0x7f == SYSTEM_OPCODE
+    }
+}
+
+/// The sensitivity table's critical set of a configuration ([`super::sensitivity::critical_set`]).
+impl CriticalInstructions for CriticalSet {
+    fn is_critical(&self, inst: &Inst) -> bool {
+        match *inst {
+            Inst::Csr { op, src, csr, .. } => self.contains_csr(csr, CsrAccessKind::of(op, src)),
+            _ => self.contains_class(InstructionClass::of(inst)),
+        }
+    }
+
+    fn may_start_critical(&self, first: u16) -> bool {
+        let system = first & 0x7f == SYSTEM_OPCODE;
+        let misc_mem = first & 0x7f == MISC_MEM_OPCODE;
+        self.classes().any(|class| match class {
+            InstructionClass::CboInval
+            | InstructionClass::CboClean
+            | InstructionClass::CboFlush
+            | InstructionClass::CboZero => misc_mem,
+            InstructionClass::Ecall
+            | InstructionClass::Ebreak
+            | InstructionClass::Sret
+            | InstructionClass::Mret
+            | InstructionClass::Wfi
+            | InstructionClass::SfenceVma => system,
+            // Any other row may start with any parcel (compressed forms included).
+            _ => true,
+        }) || (system && self.csr_accesses().next().is_some())
     }
 }
 
@@ -172,6 +222,10 @@ pub enum ScanError {
     NotRam,
     /// A critical instruction at `pa` overlaps another decoded instruction: the page must not run natively.
     Conflict { pa: u64 },
+    /// The reached instruction at `pa` straddles the page end, its second half is not available, and it may be
+    /// critical without being a SYSTEM instruction (which would be patched conservatively): the page must not
+    /// run natively until the next page can be read (emulate the instruction).
+    Unresolved { pa: u64 },
     /// The patch table has no room: the page stays unscanned (see the table's documentation for fallbacks).
     Full(TableFull),
 }
@@ -243,9 +297,9 @@ impl<M: CodeMemory + ?Sized> Page<'_, M> {
     }
 }
 
-/// Whether a scan may patch this instruction (first parcel `low`): critical and a SYSTEM-opcode one.
+/// Whether a scan patches this instruction (first parcel `low`): critical, and not already the trap parcel.
 fn patchable(critical: &(impl CriticalInstructions + ?Sized), low: u16, inst: &Inst) -> bool {
-    low & 0x7f == SYSTEM_OPCODE && critical.is_critical(inst)
+    low != TRAP_PARCEL && critical.may_start_critical(low) && critical.is_critical(inst)
 }
 
 /// The original parcel at guest-physical `pa` (patched bytes restored): what to pass as a scan's `next_parcel`
@@ -309,10 +363,15 @@ where
                 match page.upper(index)? {
                     Some(upper) => (isa::decode_word(low as u32 | (upper as u32) << 16), 2),
                     None => {
-                        // The last parcel, its high half unknown: patch a possible CSR access, and note a
+                        // The last parcel, its high half unknown: patch a possible SYSTEM instruction (the
+                        // dispatcher emulates any of them), refuse any other possibly critical one, and note a
                         // control transfer that cannot be followed. Its fall-through is the next page anyway.
-                        if low & 0x7f == SYSTEM_OPCODE {
-                            sites.insert(index);
+                        if critical.may_start_critical(low) {
+                            if low & 0x7f == SYSTEM_OPCODE {
+                                sites.insert(index);
+                            } else {
+                                return Err(ScanError::Unresolved { pa: base + 2 * index as u64 });
+                            }
                         }
                         if matches!(low & 0x7f, BRANCH_OPCODE | JAL_OPCODE) {
                             report.incomplete = true;
@@ -321,12 +380,10 @@ where
                     }
                 }
             };
-            if len == 2 {
-                if patchable(critical, low, &inst) {
-                    sites.insert(index);
-                } else if index + 1 < PARCELS {
-                    plain_tails.insert(index + 1);
-                }
+            if patchable(critical, low, &inst) {
+                sites.insert(index);
+            } else if len == 2 && index + 1 < PARCELS {
+                plain_tails.insert(index + 1);
             }
             let mut follow = |offset: i32| {
                 let target = (2 * index) as i64 + offset as i64;
@@ -369,19 +426,29 @@ where
             continue;
         }
         let low = page.parcel(index)?;
-        if low & 0x7f != SYSTEM_OPCODE {
+        if low == TRAP_PARCEL || !critical.may_start_critical(low) {
             continue;
         }
-        let looks_critical = match page.upper(index)? {
-            Some(upper) => patchable(critical, low, &isa::decode_word(low as u32 | (upper as u32) << 16)),
-            None => true,
+        // Whether it can be guarded: it is critical, or may be (the second half is unknown) and is a SYSTEM
+        // instruction the dispatcher emulates whatever it turns out to be.
+        let (looks_critical, guardable) = if low & 3 != 3 {
+            let critical = patchable(critical, low, &isa::decode_compressed(low));
+            (critical, critical)
+        } else {
+            match page.upper(index)? {
+                Some(upper) => {
+                    let critical = patchable(critical, low, &isa::decode_word(low as u32 | (upper as u32) << 16));
+                    (critical, critical)
+                }
+                None => (true, low & 0x7f == SYSTEM_OPCODE),
+            }
         };
         if !looks_critical {
             continue;
         }
         // Never a guard in the first parcel: it may be the second half of an instruction straddling in from
         // whatever page precedes this one in some mapping, which the scan cannot see.
-        if coverage == Coverage::Guard && index != 0 && !plain_tails.contains(index) {
+        if coverage == Coverage::Guard && guardable && index != 0 && !plain_tails.contains(index) {
             guards.insert(index);
         } else {
             report.unreached_critical = report.unreached_critical.saturating_add(1);
@@ -397,6 +464,7 @@ where
         let low = memory.read_parcel(pa);
         let upper = if index + 1 < PARCELS { memory.read_parcel(pa + 2) } else { next_parcel };
         let recorded = match low {
+            Some(low) if low & 3 != 3 => table.add_site(PatchSite { pa, word: low as u32, len: 2, straddles: false }),
             Some(low) => table.add_site(PatchSite {
                 pa,
                 word: low as u32 | (upper.unwrap_or(0) as u32) << 16,

@@ -8,6 +8,7 @@ use crate::isa::csr::mstatus;
 use crate::isa::{encode, BranchCond, OpImmKind};
 use crate::mem::mmu::{Memory, Tlb, VmRealMap};
 use crate::mem::{Ram, RAM_BASE};
+use crate::patch::sensitivity::{critical_set, encode_cache_block_operation, CacheBlockOp, EnvcfgExposure, VmmConfig};
 use crate::patch::table::PAGE_SIZE;
 use crate::trap::Exit;
 use proptest::prelude::*;
@@ -381,6 +382,59 @@ fn the_first_parcel_is_never_a_guard_and_a_straddler_reads_the_next_pages_origin
     assert!(!report.covers_every_entry());
 }
 
+/// The board's configuration with the counters delegated (the critical set the sensitivity table derives).
+fn delegated_counters() -> CriticalSet {
+    critical_set(&VmmConfig { delegate_counters: true, ..VmmConfig::BOARD })
+}
+
+#[test]
+fn the_sensitivity_tables_critical_set_plugs_in() {
+    let set = delegated_counters();
+    for word in [RDTIME_A0, csrr(1, csr::CYCLE), csrr(0, csr::INSTRET), csrr(5, csr::MSTATUS), addi(1, 2, 3)] {
+        let inst = isa::decode_word(word);
+        assert_eq!(set.is_critical(&inst), CounterReads.is_critical(&inst), "{inst:?}");
+    }
+    assert!(!critical_set(&VmmConfig::BOARD).may_start_critical(RDTIME_A0 as u16), "trap-everything: nothing");
+
+    // With `cbo.zero` exposed, it is critical (the virtual hart has no Zicboz): patched like any other, and
+    // a straddling one whose second half is unknown cannot be, so the scan refuses the page.
+    let exposed =
+        critical_set(&VmmConfig { envcfg: EnvcfgExposure { cbze: true, ..EnvcfgExposure::NONE }, ..VmmConfig::BOARD });
+    let zero = encode_cache_block_operation(CacheBlockOp::Zero, 10);
+    assert!(exposed.is_critical(&isa::decode_word(zero)) && exposed.may_start_critical(zero as u16));
+    let end = NEXT - 2;
+    let mut image = Image::new();
+    image.word(CODE, zero).parcel(CODE + 4, C_RET).word(end, zero);
+    let mut table = Table::new();
+    let mut ram = Ram::new(RAM_BASE, &mut image.0);
+    let report = scan(&mut table, &mut ram, &exposed, CODE, None, Coverage::Paths).unwrap();
+    assert_eq!(report.patched, 1);
+    assert_eq!(table.patched_original(CODE), Some((zero, 4)));
+    assert_eq!(scan(&mut table, &mut ram, &exposed, end, None, Coverage::Paths), Err(ScanError::AlreadyScanned));
+    table.drop_page(CODE, &mut ram);
+    assert_eq!(
+        scan(&mut table, &mut ram, &exposed, end, None, Coverage::Paths),
+        Err(ScanError::Unresolved { pa: end })
+    );
+    assert_eq!(table.scanned_pages(), 0);
+    let next = original_parcel(&table, &ram, NEXT);
+    assert_eq!(scan(&mut table, &mut ram, &exposed, end, next, Coverage::Paths).map(|r| r.patched), Ok(1));
+}
+
+#[test]
+fn a_compressed_critical_instruction_is_patched_whole() {
+    // No configuration makes a compressed instruction critical today; a predicate can.
+    let c_li_a0_1 = 0x4505u16;
+    let critical = |inst: &Inst| matches!(inst, Inst::OpImm { rd: 10, rs1: 0, imm: 1, .. });
+    let mut image = Image::new();
+    image.parcel(CODE, c_li_a0_1).parcel(CODE + 2, C_RET);
+    let mut table = Table::new();
+    let mut ram = Ram::new(RAM_BASE, &mut image.0);
+    scan(&mut table, &mut ram, &critical, CODE, None, Coverage::Paths).unwrap();
+    assert_eq!(table.site(CODE), Some(PatchSite { pa: CODE, word: 0x4505, len: 2, straddles: false }));
+    assert_eq!(ram.load(CODE, 4), Some(u64::from(C_RET) << 16));
+}
+
 #[test]
 fn native_grants_keep_code_execute_only_until_written_and_unscanned_pages_unexecutable() {
     let mut image = Image::new();
@@ -475,6 +529,7 @@ struct Case {
     entry: u64,
     next_available: bool,
     guard: bool,
+    sensitivity_table: bool,
     registers: [u64; 8],
 }
 
@@ -484,6 +539,7 @@ fn case() -> impl Strategy<Value = Case> {
         0u64..2048,
         any::<prop::sample::Index>(),
         prop::collection::vec(any::<u8>(), RAM_SIZE),
+        any::<bool>(),
         any::<bool>(),
         any::<bool>(),
         [
@@ -497,22 +553,24 @@ fn case() -> impl Strategy<Value = Case> {
             any::<u64>(),
         ],
     )
-        .prop_map(|(pieces, start_parcel, entry_pick, filler, next_available, guard, registers)| {
-            let start = CODE + 2 * start_parcel;
-            let mut stream = Vec::new();
-            let mut starts = Vec::new();
-            for piece in &pieces {
-                starts.push(start + stream.len() as u64);
-                piece.emit(&mut stream);
-            }
-            let mut image = filler;
-            let at = (start - RAM_BASE) as usize;
-            let len = stream.len().min(image.len() - at);
-            image[at..at + len].copy_from_slice(&stream[..len]);
-            let starts: Vec<u64> = starts.into_iter().filter(|&pc| pc < NEXT).collect();
-            let entry = starts[entry_pick.index(starts.len())];
-            Case { image, entry, next_available, guard, registers }
-        })
+        .prop_map(
+            |(pieces, start_parcel, entry_pick, filler, next_available, guard, sensitivity_table, registers)| {
+                let start = CODE + 2 * start_parcel;
+                let mut stream = Vec::new();
+                let mut starts = Vec::new();
+                for piece in &pieces {
+                    starts.push(start + stream.len() as u64);
+                    piece.emit(&mut stream);
+                }
+                let mut image = filler;
+                let at = (start - RAM_BASE) as usize;
+                let len = stream.len().min(image.len() - at);
+                image[at..at + len].copy_from_slice(&stream[..len]);
+                let starts: Vec<u64> = starts.into_iter().filter(|&pc| pc < NEXT).collect();
+                let entry = starts[entry_pick.index(starts.len())];
+                Case { image, entry, next_available, guard, sensitivity_table, registers }
+            },
+        )
 }
 
 struct Scanned {
@@ -529,7 +587,12 @@ fn scan_case(case: &Case) -> Scanned {
     let report = {
         let mut ram = Ram::new(RAM_BASE, &mut image);
         let next = if case.next_available { original_parcel(&table, &ram, NEXT) } else { None };
-        scan(&mut table, &mut ram, &CounterReads, case.entry, next, coverage)
+        // Half of the cases use the sensitivity table's critical set, which must behave the same.
+        if case.sensitivity_table {
+            scan(&mut table, &mut ram, &delegated_counters(), case.entry, next, coverage)
+        } else {
+            scan(&mut table, &mut ram, &CounterReads, case.entry, next, coverage)
+        }
     };
     Scanned { original: case.image.clone(), image, table, report }
 }
