@@ -96,7 +96,7 @@
 //!    illegal-instruction exit as in step 3.
 
 use super::sensitivity::{CriticalSet, CsrAccessKind, InstructionClass};
-use super::table::{CodeMemory, PatchSite, PatchTable, TableFull, PAGE_SIZE, TRAP_PARCEL};
+use super::table::{CodeMemory, InsertFailure, PatchSite, PatchTable, TableFull, PAGE_SIZE, TRAP_PARCEL};
 use crate::isa::{self, csr, CsrOp, Inst};
 
 /// 16-bit parcels in a page: every position an instruction can start at.
@@ -456,29 +456,31 @@ where
     }
     report.guarded = guards.len() as u16;
 
-    // Commit: room first, so that a full table changes nothing.
-    table.check_room(base, sites.len() + guards.len())?;
-    table.add_page(base)?;
-    for index in sites.iter().chain(guards.iter()) {
+    // Commit: the table first (which changes nothing when it is full), then the parcels.
+    let mut patched = sites;
+    for (word, guard) in patched.0.iter_mut().zip(guards.0) {
+        *word |= guard;
+    }
+    let mut indices = patched.iter();
+    let site = |_| {
+        let index = indices.next()?;
         let pa = base + 2 * index as u64;
-        let low = memory.read_parcel(pa);
-        let upper = if index + 1 < PARCELS { memory.read_parcel(pa + 2) } else { next_parcel };
-        let recorded = match low {
-            Some(low) if low & 3 != 3 => table.add_site(PatchSite { pa, word: low as u32, len: 2, straddles: false }),
-            Some(low) => table.add_site(PatchSite {
-                pa,
-                word: low as u32 | (upper.unwrap_or(0) as u32) << 16,
-                len: 4,
-                straddles: index + 1 == PARCELS,
-            }),
-            None => Err(TableFull::Sites { needed: 1 }),
-        };
-        if recorded.is_err() || !memory.write_parcel(pa, TRAP_PARCEL) {
+        let low = memory.read_parcel(pa)?;
+        if low & 3 != 3 {
+            return Some(PatchSite { pa, word: low as u32, len: 2, straddles: false });
+        }
+        let upper = if index + 1 < PARCELS { Some(memory.read_parcel(pa + 2)?) } else { next_parcel };
+        let word = low as u32 | (upper.unwrap_or(0) as u32) << 16;
+        Some(PatchSite { pa, word, len: 4, straddles: index + 1 == PARCELS })
+    };
+    table.insert_page(base, patched.len(), site).map_err(|failure| match failure {
+        InsertFailure::Full(full) => ScanError::Full(full),
+        InsertFailure::Source => ScanError::NotRam,
+    })?;
+    for index in patched.iter() {
+        if !memory.write_parcel(base + 2 * index as u64, TRAP_PARCEL) {
             table.drop_page(base, memory);
-            return Err(match recorded {
-                Err(full) => ScanError::Full(full),
-                Ok(()) => ScanError::NotRam,
-            });
+            return Err(ScanError::NotRam);
         }
     }
     Ok(report)

@@ -436,6 +436,34 @@ fn a_compressed_critical_instruction_is_patched_whole() {
 }
 
 #[test]
+fn a_page_whose_sites_cannot_all_be_produced_is_not_recorded() {
+    use crate::patch::table::InsertFailure;
+    let mut image = Image::new();
+    image.word(NEXT, RDTIME_A0).parcel(NEXT + 4, C_RET);
+    let mut table = Table::new();
+    let mut ram = Ram::new(RAM_BASE, &mut image.0);
+    scan(&mut table, &mut ram, &CounterReads, NEXT, None, Coverage::Paths).unwrap();
+    let site = |pa| PatchSite { pa, word: RDTIME_A0, len: 4, straddles: false };
+    // The second site is missing, then outside the page: the sites above (NEXT's) are moved back.
+    for bad in [None, Some(site(NEXT + 8))] {
+        let result = table.insert_page(CODE, 3, |k| if k == 1 { bad } else { Some(site(CODE + 4 * k as u64)) });
+        assert_eq!(result, Err(InsertFailure::Source));
+        assert_eq!((table.sites(), table.scanned_pages()), (1, 1));
+        assert_eq!(table.page_sites(NEXT), &[site(NEXT)]);
+        assert!(table.page_sites(CODE).is_empty() && !table.is_scanned(CODE));
+    }
+    assert_eq!(table.insert_page(CODE, 2, |k| Some(site(CODE + 4 * k as u64))), Ok(()));
+    assert_eq!(table.page_sites(CODE), &[site(CODE), site(CODE + 4)]);
+    assert_eq!(table.insert_page(CODE, 0, |_| None), Err(InsertFailure::Full(TableFull::Pages)), "already there");
+}
+
+#[test]
+fn the_table_footprint_is_what_the_documentation_says() {
+    assert_eq!(core::mem::size_of::<PatchSite>(), 16);
+    assert_eq!(core::mem::size_of::<PatchTable<4096, 512>>(), 16 * 4096 + 8 * 512 + 16);
+}
+
+#[test]
 fn native_grants_keep_code_execute_only_until_written_and_unscanned_pages_unexecutable() {
     let mut image = Image::new();
     image.word(CODE, RDTIME_A0).parcel(CODE + 4, C_RET).parcel(NEXT, C_RET);
