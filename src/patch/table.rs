@@ -22,9 +22,9 @@
 //! `PatchTable<SITES, PAGES>` holds up to `SITES` patched sites in an array sorted by address (lookup is a
 //! binary search: about 12 comparisons for 4096 sites, on every illegal-instruction trap from a guest) and up
 //! to `PAGES` scanned pages in a second sorted array. A page's sites are contiguous, so recording a scanned page
-//! or dropping one moves the sites above it once. Footprint: `16 * SITES + 8 * PAGES` bytes (plus two counts). Nothing is
-//! allocated; [`PatchTable::new`] is a `const fn` (a board puts the table in a `static`). A scan of a whole page
-//! (2048 parcels, worst case) takes about 20-30 µs on a 2020s x86-64 host in release mode.
+//! or dropping one moves the sites above it once. Footprint: `16 * SITES + 8 * PAGES` bytes plus two counts.
+//! Nothing is allocated; [`PatchTable::new`] is a `const fn` (a board puts the table in a `static`). A scan of a
+//! whole page (2048 parcels, worst case) takes about 20-30 µs on a 2020s x86-64 host in release mode.
 //!
 //! # Full table
 //! The scanner checks capacity before it changes anything: when the page's sites or the page record do not
