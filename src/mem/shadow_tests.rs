@@ -1051,6 +1051,7 @@ fn run_model<const P: usize>(setup: &GuestSetup, ops: &[Op], coverage: &mut Cove
             FillOutcome::GuestFault(_) => 2,
             FillOutcome::NotRam { .. } => 3,
             FillOutcome::Emulate => 4,
+            FillOutcome::Withheld { .. } => unreachable!("`fill` filters nothing"),
         };
         coverage.0[paged as usize][kind] += 1;
         if outcome != FillOutcome::Emulate {
@@ -1097,4 +1098,55 @@ fn shadow_tables_agree_with_the_emulated_translation() {
 #[test]
 fn a_tiny_pool_still_agrees() {
     run_model_cases::<3>(1000);
+}
+
+/// The patching scanner's hook: a grant filter takes permissions away page by page; an access it withholds is
+/// `Withheld` with the page's guest real address and installs nothing, and the leaf of any other access carries
+/// only what the filter left. What the guest itself refuses stays the guest's fault.
+#[test]
+fn a_grant_filter_withholds_access_kinds_per_guest_real_page() {
+    let (mut backing, mut hart) = kernel_and_user();
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let realmap = identity_map();
+    let mut tables = ShadowTables::<16>::new();
+    set_mode(&mut hart, Privilege::Supervisor, sv39(page(0)), 0);
+    let satp = tables.root_satp(&hart);
+    // Unscanned code page (page 20 behind va 0x1000): no execute; the other page: untouched.
+    let unscanned = |pa: u64, [_, load, store]: [bool; 3]| {
+        assert_eq!(pa & 0xfff, 0, "the filter is asked about a page");
+        if pa == page(20) {
+            [false, load, store]
+        } else {
+            [true; 3]
+        }
+    };
+    let fill =
+        |tables: &mut ShadowTables<16>, ram: &mut Ram, va, access, filter: &dyn Fn(u64, [bool; 3]) -> [bool; 3]| {
+            tables.fill_with(&hart, ram, &realmap, HOST_BASE, va, access, filter)
+        };
+    assert_eq!(fill(&mut tables, &mut ram, 0x1010, Fetch, &unscanned), FillOutcome::Withheld { guest_real: page(20) });
+    assert_eq!(hardware(&tables, satp, 0x1010, Fetch), None, "nothing installed");
+    assert_eq!(fill(&mut tables, &mut ram, 0x1010, Load, &unscanned), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, 0x1010, Load), Some(HOST_BASE + (page(20) - RAM_BASE) + 0x10));
+    assert_eq!(hardware(&tables, satp, 0x1010, Fetch), None, "the load's leaf has no X");
+    assert_eq!(hardware(&tables, satp, 0x1010, Store), Some(HOST_BASE + (page(20) - RAM_BASE) + 0x10));
+    // Scanned with sites: execute-only; the fetch now fills, loads and stores are withheld.
+    let scanned = |pa: u64, [fetch, _, _]: [bool; 3]| if pa == page(20) { [fetch, false, false] } else { [true; 3] };
+    assert_eq!(fill(&mut tables, &mut ram, 0x1010, Fetch, &scanned), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, 0x1010, Fetch), Some(HOST_BASE + (page(20) - RAM_BASE) + 0x10));
+    assert_eq!(hardware(&tables, satp, 0x1010, Load), None, "execute-only: loads fault");
+    assert_eq!(hardware(&tables, satp, 0x1010, Store), None);
+    for access in [Load, Store] {
+        assert_eq!(
+            fill(&mut tables, &mut ram, 0x1ff8, access, &scanned),
+            FillOutcome::Withheld { guest_real: page(20) }
+        );
+    }
+    // A filter cannot add what the guest refuses: the user page from S-mode without SUM is the guest's fault.
+    assert_eq!(fill(&mut tables, &mut ram, 0x2000, Load, &|_, _| [true; 3]), page_fault(Load, 0x2000));
+    assert_contained(&tables, &realmap);
+    // The guest real address a fetch reaches, for the patch table.
+    assert_eq!(fetch_guest_real(&hart, &mut ram, 0x1234), Ok(page(20) + 0x234));
+    set_mode(&mut hart, Privilege::Machine, 0, 0);
+    assert_eq!(fetch_guest_real(&hart, &mut ram, RAM_BASE + 6), Ok(RAM_BASE + 6));
 }
