@@ -300,8 +300,8 @@ struct Guest {
     outcome: Option<RunOutcome>,
     /// When the VM was last descheduled while runnable (`None`: it is idle or has not run yet).
     descheduled_at: Option<u64>,
-    /// Pause the VM once, for [`PAUSE_TICKS`], after this many traps at patched sites (the `counters` VM: its
-    /// virtual time must not jump over the pause).
+    /// Pause the VM once, for [`PAUSE_TICKS`], after this many traps at patched sites (the `counters` VM, in the
+    /// middle of its `time` reads: its virtual time must not jump over the pause).
     pause_after_site_traps: Option<u64>,
     /// The VM is paused (not run although runnable) until this machine time.
     paused_until: Option<u64>,
@@ -380,8 +380,8 @@ fn counters_guest(index: usize, partition: usize) -> Guest {
     // SAFETY: this function runs once, so this is the only reference to the table.
     let table = unsafe { &mut *core::ptr::addr_of_mut!(COUNTERS_PATCHES) };
     guest.engine.delegate_counters(table);
-    // In the middle of its 20 000 `time` reads.
-    guest.pause_after_site_traps = Some(10_000);
+    // In the middle of its `time` reads (tens of thousands, each a trap at a patched site).
+    guest.pause_after_site_traps = Some(5_000);
     guest
 }
 
@@ -530,11 +530,12 @@ fn schedule(guests: &mut [Guest]) {
                 guest.descheduled_at = Some(hw::mtime());
             }
             let site_traps = guest.engine.patch_stats().map_or(0, |stats| stats.site_traps);
-            if guest.pause_after_site_traps.is_some_and(|after| site_traps >= after) {
+            let pause = guest.pause_after_site_traps.filter(|&after| site_traps >= after && guest.outcome.is_none());
+            if let Some(after) = pause {
                 guest.pause_after_site_traps = None;
                 guest.paused_until = Some(hw::mtime().saturating_add(PAUSE_TICKS));
                 println!(
-                    "board: vm{index} paused for {} ms after {site_traps} traps at patched sites",
+                    "board: vm{index} paused for {} ms after {after} traps at patched sites",
                     PAUSE_TICKS / 10_000
                 );
             }
