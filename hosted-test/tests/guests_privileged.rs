@@ -71,7 +71,7 @@ fn sv39_guest_passes_every_check() {
 /// virtual, its code reads back as written and a rewritten instruction runs.
 #[test]
 fn counters_guest_passes_every_check() {
-    assert_all_checks_pass(env!("TRAPEZE_GUEST_COUNTERS"), "counters", 21);
+    assert_all_checks_pass(env!("TRAPEZE_GUEST_COUNTERS"), "counters", 23);
 }
 
 #[test]

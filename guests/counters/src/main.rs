@@ -6,6 +6,7 @@
 //! * in S- and U-mode, the reads obey the virtual `mcounteren` and `scounteren` (illegal instruction when their
 //!   bit is clear, the VM's values when set);
 //! * it reads back its own code holding an `rdtime` and sees the original word, not a patch;
+//! * an `rdtime` straddling a page end in compressed code reads `time` and reads back as written;
 //! * it rewrites an instruction on a page it has run (self-modifying code, then `fence.i`) and runs the new one,
 //!   then runs the page's `rdtime` again (the page is scanned anew).
 //!
@@ -51,7 +52,28 @@ counters_lower_instret:
 "#
 );
 
+// Compressed code with an `rdtime` straddling a page end: `c.nop`, `c.nop` at 0xffa and 0xffc of a page, the
+// 32-bit `rdtime a0` at 0xffe (its high half, 0xc010, in the next page), then a compressed `ret` at 0x002 of the
+// next page. The scanner must decode it whole (with the next page's first parcel) and patch its low half.
+core::arch::global_asm!(
+    r#"
+    .section .text.counters_straddle, "ax", @progbits
+    .option push
+    .option rvc
+    .balign 4096
+    .skip 4090
+    .globl counters_straddle_time
+counters_straddle_time:
+    c.nop
+    c.nop
+    rdtime a0
+    c.jr ra
+    .option pop
+"#
+);
+
 extern "C" {
+    fn counters_straddle_time() -> u64;
     fn counters_read_time() -> u64;
     fn counters_value() -> u64;
     fn counters_lower_time();
@@ -266,11 +288,34 @@ fn own_code() {
     check("the original instruction runs again", v2 == 1, format_args!("returned {v2}"));
 }
 
+fn straddling_code() {
+    let function = counters_straddle_time as *const () as u64;
+    let before = time();
+    // SAFETY: a plain function of this program.
+    let value = unsafe { counters_straddle_time() };
+    let after = time();
+    check(
+        "an rdtime straddling a page end reads time",
+        function & 0xfff == 0xffa && value >= before && value <= after,
+        format_args!("at {function:#x}: {value} outside {before}..{after}"),
+    );
+    // SAFETY: the two halves of that instruction, this program's own code, 2-byte aligned.
+    let halves = unsafe {
+        [core::ptr::read_volatile((function + 4) as *const u16), core::ptr::read_volatile((function + 6) as *const u16)]
+    };
+    check(
+        "the straddling rdtime reads back as written",
+        halves == [RDTIME_A0 as u16, (RDTIME_A0 >> 16) as u16],
+        format_args!("{:#06x} {:#06x}", halves[0], halves[1]),
+    );
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn main() -> u32 {
     trap::install_trap_handler(handler);
     monotonic_reads();
     own_code();
+    straddling_code();
     lower_modes();
     finish("counters")
 }
