@@ -25,8 +25,12 @@
 //! 4. a store the filter withheld (to a scanned page) drops the page's patches and scan (`drop_page` restores
 //!    the original bytes) and **flushes the whole shadow tables** (the page may be mapped executable at several
 //!    virtual addresses; per-page invalidation by guest real address is left for later), then the store retries;
-//! 5. a load the filter withheld (from a page with sites) is emulated with the page's original bytes restored
-//!    around the one instruction, so the guest reads its code as it wrote it.
+//! 5. a load the filter withheld (from a page with sites), or one the shadow tables cannot express (emulated
+//!    anyway) from such a page, is emulated with the page's original bytes restored around the one instruction,
+//!    so the guest reads its code as it wrote it (a misaligned load spilling into a *second* patched page would
+//!    read that page's patched parcels: not handled yet). Other reads the VMM makes of guest RAM on the guest's
+//!    behalf (SBI, device DMA, the debugger) do not unpatch yet, nor do the VMM's own writes drop patches: the
+//!    one VM with counters delegated (`counters`, bare metal) uses none of them.
 //!
 //! The engine must never map, allow or leave the guest anything outside its partition: `satp` always holds a
 //! shadow root of this VM's tables (which map only its real map), PMP is reprogrammed for this VM before it runs,
@@ -38,7 +42,7 @@ use trapeze::hart::Exception;
 use trapeze::hart::Hart;
 use trapeze::isa::csr::mstatus;
 use trapeze::isa::Inst;
-use trapeze::mem::mmu::Memory;
+use trapeze::mem::mmu::{Memory, Target};
 use trapeze::mem::shadow::{self, FillOutcome, ShadowTables};
 use trapeze::mem::sv39::AccessType;
 use trapeze::patch::scan::{self, Coverage, ScanError};
@@ -270,8 +274,21 @@ impl NativeEngine {
             if let Some(exit) = self.patched_site(hart, memory) {
                 return Err(exit);
             }
-            if access == AccessType::Store {
-                self.drop_patches_at(hart, memory, va);
+            match access {
+                AccessType::Store => self.drop_patches_at(hart, memory, va),
+                AccessType::Load => {
+                    if let (Some(patcher), Ok(Target::Ram(offset))) =
+                        (self.patcher.as_mut(), memory.translate(hart, va, 1, AccessType::Load))
+                    {
+                        // The board's real maps are the identity over RAM: guest real = RAM base + offset.
+                        let pa = memory.ram.base().wrapping_add(offset);
+                        if !patcher.table.page_sites(pa).is_empty() {
+                            patcher.stats.unpatched_loads += 1;
+                            return step_on_original_bytes(patcher.table, hart, memory, pa);
+                        }
+                    }
+                }
+                AccessType::Fetch => {}
             }
         }
         interp::step(hart, memory)
@@ -281,7 +298,7 @@ impl NativeEngine {
     /// the shadow tables, which may map that page executable).
     fn drop_patches_at(&mut self, hart: &Hart, memory: &mut Memory, va: u64) {
         let Some(patcher) = self.patcher.as_mut() else { return };
-        if let Ok(trapeze::mem::mmu::Target::Ram(offset)) = memory.translate(hart, va, 1, AccessType::Store) {
+        if let Ok(Target::Ram(offset)) = memory.translate(hart, va, 1, AccessType::Store) {
             // The board's real maps are the identity over RAM: guest real = RAM base + offset.
             let pa = memory.ram.base().wrapping_add(offset);
             if patcher.table.drop_page(pa, memory.ram) {
@@ -361,20 +378,25 @@ impl NativeEngine {
                 interp::step(hart, memory)
             }
             AccessType::Load => {
-                // Run the load on the original bytes: restore them around the one instruction.
                 patcher.stats.unpatched_loads += 1;
                 self.stats.emulated += 1;
-                for site in patcher.table.page_sites(guest_real) {
-                    memory.ram.write_parcel(site.pa, site.original_parcel());
-                }
-                let result = interp::step(hart, memory);
-                for site in patcher.table.page_sites(guest_real) {
-                    memory.ram.write_parcel(site.pa, TRAP_PARCEL);
-                }
-                result
+                step_on_original_bytes(patcher.table, hart, memory, guest_real)
             }
         }
     }
+}
+
+/// Runs the one instruction at `hart.pc` (a load) with the original bytes of the page at guest real `page`
+/// restored around it, so that a guest reading its own patched code reads what it wrote.
+fn step_on_original_bytes(table: &Patches, hart: &mut Hart, memory: &mut Memory, page: u64) -> Result<(), Exit> {
+    for site in table.page_sites(page) {
+        memory.ram.write_parcel(site.pa, site.original_parcel());
+    }
+    let result = interp::step(hart, memory);
+    for site in table.page_sites(page) {
+        memory.ram.write_parcel(site.pa, TRAP_PARCEL);
+    }
+    result
 }
 
 impl Engine for NativeEngine {
