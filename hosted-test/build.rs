@@ -11,6 +11,7 @@
 //! `TRAPEZE_GUEST_BENCH_BRANCH` with their `_SMALL` variants, the containment guests `TRAPEZE_GUEST_CONTAIN`,
 //! `TRAPEZE_GUEST_RUNAWAY` and `TRAPEZE_GUEST_GARBAGE`, `TRAPEZE_GUEST_UART_IRQ`, the debug trigger guest
 //! `TRAPEZE_GUEST_TRIGGERS`, `TRAPEZE_GUEST_DEBUGGEE` for the gdb test and the multi-hart `TRAPEZE_GUEST_SPINLOCK`
+//! and `TRAPEZE_GUEST_COUNTERS` (counter reads, its own code read back and rewritten)
 //! (a `-` in a binary's name becomes `_`), read with `env!`. If the Rust target is missing, it is installed with
 //! rustup.
 use std::env;
@@ -22,7 +23,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 22] = [
+const GUESTS: [&str; 23] = [
     "hello",
     "traps",
     "arith",
@@ -45,10 +46,11 @@ const GUESTS: [&str; 22] = [
     "triggers",
     "debuggee",
     "spinlock",
+    "counters",
 ];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 22] = [
+const CRATES: [&str; 23] = [
     "rt",
     "torture",
     "hello",
@@ -71,6 +73,7 @@ const CRATES: [&str; 22] = [
     "triggers",
     "debuggee",
     "spinlock",
+    "counters",
 ];
 
 fn main() {

@@ -1,6 +1,6 @@
-//! Integration tests of the privileged-architecture guests: run `sv39`, `interrupts`, `uart-irq` and `fpu` through the
-//! `trapeze` binary (`trapeze run --max-insns N IMAGE`) and check that each passes all its self-checks (its final
-//! `<name>: all N checks passed` line, no `FAIL`, exit status 0); and run `idle`, which waits about 1.5 s for the
+//! Integration tests of the privileged-architecture guests: run `sv39`, `interrupts`, `uart-irq`, `fpu` and
+//! `counters` through the `trapeze` binary (`trapeze run --max-insns N IMAGE`) and check that each passes all its
+//! self-checks (its final `<name>: all N checks passed` line, no `FAIL`, exit status 0); and run `idle`, which waits about 1.5 s for the
 //! CLINT timer in `wfi`, checking that the VMM sleeps meanwhile (the child's CPU time is under half the wall time).
 //!
 //! The guests compute their expectations from the ISA, not from an emulator; the same images pass on
@@ -65,6 +65,13 @@ fn assert_all_checks_pass(image: &str, name: &str, checks: u32) -> String {
 #[test]
 fn sv39_guest_passes_every_check() {
     assert_all_checks_pass(env!("TRAPEZE_GUEST_SV39"), "sv39", 34);
+}
+
+/// The patching scanner's guest (the native board runs it with counters delegated): emulated, counters are
+/// virtual, its code reads back as written and a rewritten instruction runs.
+#[test]
+fn counters_guest_passes_every_check() {
+    assert_all_checks_pass(env!("TRAPEZE_GUEST_COUNTERS"), "counters", 23);
 }
 
 #[test]

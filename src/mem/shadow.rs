@@ -177,6 +177,11 @@ pub enum FillOutcome {
     NotRam { guest_real: u64 },
     /// Legal, but not expressible by a shadow leaf: emulate this one instruction.
     Emulate,
+    /// The guest's translation, PMP and the real map allow the access, but the caller's grant filter
+    /// ([`ShadowTables::fill_with`]) withheld it for the page at guest real `guest_real` (the patching scanner:
+    /// a fetch from an unscanned page, a store to a scanned one, a load from a page holding patched sites).
+    /// Nothing was installed: the caller deals with the page and fills again (or emulates the instruction).
+    Withheld { guest_real: u64 },
 }
 
 /// The translated roots built for one guest `satp`.
@@ -345,9 +350,29 @@ impl<const POOL: usize> ShadowTables<POOL> {
         va: u64,
         access: AccessType,
     ) -> FillOutcome {
+        self.fill_with(hart, ram, realmap, ram_host_base, va, access, |_, granted| granted)
+    }
+
+    /// [`fill`](Self::fill), with the kinds of access the leaf grants (`[fetch, load, store]`, after the guest,
+    /// PMP and the real map had their say) passed through `grants` with the page's guest real address: the
+    /// patching scanner's [`crate::patch::table::PatchTable::native_grants`] on the board. A filter can only
+    /// take permissions away (what it adds is ignored). When it takes away the one `access` needs, the outcome
+    /// is [`FillOutcome::Withheld`] and nothing is installed; otherwise the leaf carries what it left (so a load
+    /// from an unscanned code page installs a leaf without X, and the first fetch from it faults).
+    #[allow(clippy::too_many_arguments)]
+    pub fn fill_with(
+        &mut self,
+        hart: &Hart,
+        ram: &mut Ram,
+        realmap: &VmRealMap,
+        ram_host_base: u64,
+        va: u64,
+        access: AccessType,
+        grants: impl FnOnce(u64, [bool; 3]) -> [bool; 3],
+    ) -> FillOutcome {
         self.sync(hart);
         let regime = Regime::of(hart);
-        let (leaf, guest_level) = match resolve(hart, regime, ram, realmap, ram_host_base, va, access) {
+        let (leaf, guest_level) = match resolve(hart, regime, ram, realmap, ram_host_base, va, access, grants) {
             Ok(resolved) => resolved,
             Err(outcome) => return outcome,
         };
@@ -466,6 +491,19 @@ impl<const POOL: usize> ShadowTables<POOL> {
     }
 }
 
+/// The guest real address a fetch from `va` reaches in the hart's current regime (through the guest's own
+/// tables when it translates, setting A as a fetch would), or the guest's fault. What a board asks before it
+/// looks a trapping pc up in the patch table, which is keyed by guest real address.
+pub fn fetch_guest_real(hart: &Hart, ram: &mut Ram, va: u64) -> Result<u64, Fault> {
+    match Regime::of(hart) {
+        Regime::Machine | Regime::MachineMprv | Regime::Bare => Ok(va),
+        Regime::Supervisor { .. } | Regime::User { .. } => {
+            let ctx = access_context(hart, AccessType::Fetch);
+            sv39::translate(&mut *ram, hart.csrs.satp, va, AccessType::Fetch, ctx).map(|t| t.guest_real)
+        }
+    }
+}
+
 /// The 9-bit index of `va` at `level` of an Sv39 walk.
 fn vpn(va: u64, level: u32) -> usize {
     ((va >> (PAGE_SHIFT + 9 * level)) & 0x1ff) as usize
@@ -473,7 +511,9 @@ fn vpn(va: u64, level: u32) -> usize {
 
 /// The shadow leaf PTE for the page of `va` in `regime` and the level of the guest leaf it came from (0 when
 /// untranslated), or what to do instead. Follows the order of the
-/// emulation path (`mmu::Memory::translate`): guest walk (with A/D updates), PMP, real map.
+/// emulation path (`mmu::Memory::translate`): guest walk (with A/D updates), PMP, real map, then the caller's
+/// grant filter.
+#[allow(clippy::too_many_arguments)]
 fn resolve(
     hart: &Hart,
     regime: Regime,
@@ -482,6 +522,7 @@ fn resolve(
     ram_host_base: u64,
     va: u64,
     access: AccessType,
+    grants: impl FnOnce(u64, [bool; 3]) -> [bool; 3],
 ) -> Result<(u64, u8), FillOutcome> {
     let access_fault = FillOutcome::GuestFault(Fault { exception: access.access_fault(), tval: va });
     if regime == Regime::MachineMprv && access != AccessType::Fetch {
@@ -534,6 +575,19 @@ fn resolve(
         *slot = guest_grants_kind
             && extent.perms.contains(map_permission(kind))
             && (!pmp_applies || pmp.allows(page, PAGE_SIZE, pmp_kind(kind), privilege));
+    }
+    let needed_index = match access {
+        AccessType::Fetch => 0,
+        AccessType::Load => 1,
+        AccessType::Store => 2,
+    };
+    let before = granted;
+    let filtered = grants(page, granted);
+    for (slot, allowed) in granted.iter_mut().zip(filtered) {
+        *slot &= allowed;
+    }
+    if before.get(needed_index) == Some(&true) && granted.get(needed_index) == Some(&false) {
+        return Err(FillOutcome::Withheld { guest_real: page });
     }
     let [fetch, load, store] = granted;
     let mut flags = PteFlags::V | PteFlags::U | PteFlags::A | PteFlags::D;

@@ -1051,6 +1051,7 @@ fn run_model<const P: usize>(setup: &GuestSetup, ops: &[Op], coverage: &mut Cove
             FillOutcome::GuestFault(_) => 2,
             FillOutcome::NotRam { .. } => 3,
             FillOutcome::Emulate => 4,
+            FillOutcome::Withheld { .. } => unreachable!("`fill` filters nothing"),
         };
         coverage.0[paged as usize][kind] += 1;
         if outcome != FillOutcome::Emulate {
@@ -1097,4 +1098,106 @@ fn shadow_tables_agree_with_the_emulated_translation() {
 #[test]
 fn a_tiny_pool_still_agrees() {
     run_model_cases::<3>(1000);
+}
+
+/// The patching scanner's hook: a grant filter takes permissions away page by page; an access it withholds is
+/// `Withheld` with the page's guest real address and installs nothing, and the leaf of any other access carries
+/// only what the filter left. What the guest itself refuses stays the guest's fault.
+#[test]
+fn a_grant_filter_withholds_access_kinds_per_guest_real_page() {
+    let (mut backing, mut hart) = kernel_and_user();
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let realmap = identity_map();
+    let mut tables = ShadowTables::<16>::new();
+    set_mode(&mut hart, Privilege::Supervisor, sv39(page(0)), 0);
+    let satp = tables.root_satp(&hart);
+    // Unscanned code page (page 20 behind va 0x1000): no execute; the other page: untouched.
+    let unscanned = |pa: u64, [_, load, store]: [bool; 3]| {
+        assert_eq!(pa & 0xfff, 0, "the filter is asked about a page");
+        if pa == page(20) {
+            [false, load, store]
+        } else {
+            [true; 3]
+        }
+    };
+    let fill =
+        |tables: &mut ShadowTables<16>, ram: &mut Ram, va, access, filter: &dyn Fn(u64, [bool; 3]) -> [bool; 3]| {
+            tables.fill_with(&hart, ram, &realmap, HOST_BASE, va, access, filter)
+        };
+    assert_eq!(fill(&mut tables, &mut ram, 0x1010, Fetch, &unscanned), FillOutcome::Withheld { guest_real: page(20) });
+    assert_eq!(hardware(&tables, satp, 0x1010, Fetch), None, "nothing installed");
+    assert_eq!(fill(&mut tables, &mut ram, 0x1010, Load, &unscanned), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, 0x1010, Load), Some(HOST_BASE + (page(20) - RAM_BASE) + 0x10));
+    assert_eq!(hardware(&tables, satp, 0x1010, Fetch), None, "the load's leaf has no X");
+    assert_eq!(hardware(&tables, satp, 0x1010, Store), Some(HOST_BASE + (page(20) - RAM_BASE) + 0x10));
+    // Scanned with sites: execute-only; the fetch now fills, loads and stores are withheld.
+    let scanned = |pa: u64, [fetch, _, _]: [bool; 3]| if pa == page(20) { [fetch, false, false] } else { [true; 3] };
+    assert_eq!(fill(&mut tables, &mut ram, 0x1010, Fetch, &scanned), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, 0x1010, Fetch), Some(HOST_BASE + (page(20) - RAM_BASE) + 0x10));
+    assert_eq!(hardware(&tables, satp, 0x1010, Load), None, "execute-only: loads fault");
+    assert_eq!(hardware(&tables, satp, 0x1010, Store), None);
+    for access in [Load, Store] {
+        assert_eq!(
+            fill(&mut tables, &mut ram, 0x1ff8, access, &scanned),
+            FillOutcome::Withheld { guest_real: page(20) }
+        );
+    }
+    // A filter cannot add what the guest refuses: the user page from S-mode without SUM is the guest's fault.
+    assert_eq!(fill(&mut tables, &mut ram, 0x2000, Load, &|_, _| [true; 3]), page_fault(Load, 0x2000));
+    assert_contained(&tables, &realmap);
+    // The guest real address a fetch reaches, for the patch table.
+    assert_eq!(fetch_guest_real(&hart, &mut ram, 0x1234), Ok(page(20) + 0x234));
+    set_mode(&mut hart, Privilege::Machine, 0, 0);
+    assert_eq!(fetch_guest_real(&hart, &mut ram, RAM_BASE + 6), Ok(RAM_BASE + 6));
+}
+
+/// The board's call order with the patch table's grants (`patch::scan`'s contract, steps 1, 2 and 4) on a guest
+/// in virtual M-mode: a fetch from an unscanned page is withheld until the page is scanned, then only the fetch
+/// is filled (execute-only: the page has a site); loads and stores are withheld; dropping the page gives the
+/// store back and takes execute away; the next fetch is withheld again and a new scan patches the same site.
+#[test]
+fn the_patch_tables_grants_drive_scan_fill_and_drop() {
+    use crate::isa::{encode, CsrOp, Inst};
+    use crate::patch::scan::{scan, CounterReads, Coverage};
+    use crate::patch::table::{PatchTable, TRAP_PARCEL};
+    let mut backing = vec![0u8; RAM_BYTES];
+    let code = page(3);
+    let rdtime = encode(&Inst::Csr { op: CsrOp::Rs, rd: 10, src: 0, csr: csr::TIME });
+    backing[(code - RAM_BASE) as usize..][..4].copy_from_slice(&rdtime.to_le_bytes());
+    backing[(code - RAM_BASE) as usize + 4..][..4].copy_from_slice(&encode(&Inst::Mret).to_le_bytes());
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let realmap = identity_map();
+    let hart = hart();
+    let mut tables = ShadowTables::<16>::new();
+    let mut table: PatchTable<8, 4> = PatchTable::new();
+    let satp = tables.root_satp(&hart);
+    let fill = |tables: &mut ShadowTables<16>, ram: &mut Ram, table: &PatchTable<8, 4>, va, access| {
+        tables.fill_with(&hart, ram, &realmap, HOST_BASE, va, access, |pa, granted| table.native_grants(pa, granted))
+    };
+    let host = HOST_BASE + (code - RAM_BASE);
+    assert_eq!(fill(&mut tables, &mut ram, &table, code, Fetch), FillOutcome::Withheld { guest_real: code });
+    // Data on an unscanned page is read and written natively.
+    assert_eq!(fill(&mut tables, &mut ram, &table, code + 8, Store), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, code + 8, Store), Some(host + 8));
+    assert_eq!(hardware(&tables, satp, code, Fetch), None);
+    // The scan patches the rdtime; the page becomes execute-only.
+    scan(&mut table, &mut ram, &CounterReads, code, None, Coverage::Guard).unwrap();
+    assert_eq!(ram.load(code, 2), Some(TRAP_PARCEL as u64));
+    assert_eq!(fill(&mut tables, &mut ram, &table, code, Fetch), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, code, Fetch), Some(host));
+    assert_eq!(hardware(&tables, satp, code, Load), None, "the filled leaf replaced the RW one");
+    for access in [Load, Store] {
+        assert_eq!(fill(&mut tables, &mut ram, &table, code + 8, access), FillOutcome::Withheld { guest_real: code });
+    }
+    // A store drops the page (original bytes back) and, once the board flushed, the page is data again.
+    assert!(table.drop_page(code, &mut ram));
+    assert_eq!(ram.load(code, 4), Some(rdtime as u64));
+    tables.flush_all();
+    let satp = tables.root_satp(&hart);
+    assert_eq!(fill(&mut tables, &mut ram, &table, code + 8, Store), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, code, Fetch), None, "no execute before the next scan");
+    assert_eq!(fill(&mut tables, &mut ram, &table, code, Fetch), FillOutcome::Withheld { guest_real: code });
+    scan(&mut table, &mut ram, &CounterReads, code, None, Coverage::Guard).unwrap();
+    assert_eq!(table.site(code).map(|site| site.word), Some(rdtime));
+    assert_contained(&tables, &realmap);
 }

@@ -154,6 +154,14 @@ pub fn init_machine() {
     }
 }
 
+/// Sets the real `mcounteren` and `scounteren` to `bits` (CY, TM, IR): a set bit lets the guest, in real U-mode,
+/// read that counter without trapping (the VM's code is then scanned and its reads patched, see `engine.rs`);
+/// 0 makes every counter read trap.
+pub fn set_counteren(bits: u64) {
+    // SAFETY: M-mode CSR writes that only decide which counter reads trap from lower modes.
+    unsafe { core::arch::asm!("csrw mcounteren, {0}", "csrw scounteren, {0}", in(reg) bits) }
+}
+
 /// The real `minstret` (QEMU without `-icount` counts host ticks there: monotonic, not instructions).
 pub fn minstret() -> u64 {
     riscv::register::minstret::read64()

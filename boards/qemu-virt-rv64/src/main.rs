@@ -39,7 +39,7 @@ use core::cell::RefCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use defmt_semihosting as _;
-use engine::{NativeEngine, POOL};
+use engine::{NativeEngine, Patches, POOL};
 use trapeze::dev::SerialBackend;
 use trapeze::dev::{MachineRequest, MmioError};
 use trapeze::exec::native;
@@ -57,8 +57,8 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 
 /// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
 const VM_RAM_SIZE: usize = 16 << 20;
-/// How many VMs the board runs: the eleven of the demo (U-Boot among them) and the two benchmark guests.
-const MAX_VMS: usize = 13;
+/// How many VMs the board runs: the twelve of the demo (U-Boot among them) and the two benchmark guests.
+const MAX_VMS: usize = 14;
 /// Partitions of [`VM_RAM_SIZE`]: every VM but U-Boot has one.
 const SMALL_PARTITIONS: usize = MAX_VMS - 1;
 /// The board stops waiting for its VMs after 100 s (then the ones not done fail).
@@ -76,6 +76,8 @@ static mut PARTITIONS: [Partition<VM_RAM_SIZE>; SMALL_PARTITIONS] =
 const UBOOT_RAM_SIZE: usize = 64 << 20;
 static mut UBOOT_PARTITION: Partition<UBOOT_RAM_SIZE> = Partition([0; UBOOT_RAM_SIZE]);
 static mut SHADOWS: [ShadowTables<POOL>; MAX_VMS] = [const { ShadowTables::new() }; MAX_VMS];
+/// The patch table of the one VM whose counters are delegated (`counters`).
+static mut COUNTERS_PATCHES: Patches = Patches::new();
 
 static HELLO: &[u8] = include_bytes!(env!("BOARD_GUEST_HELLO"));
 static SV39: &[u8] = include_bytes!(env!("BOARD_GUEST_SV39"));
@@ -86,6 +88,7 @@ static FPU: &[u8] = include_bytes!(env!("BOARD_GUEST_FPU"));
 static ARITH: &[u8] = include_bytes!(env!("BOARD_GUEST_ARITH"));
 static BENCH_INT: &[u8] = include_bytes!(env!("BOARD_GUEST_BENCH_INT"));
 static CONTAIN: &[u8] = include_bytes!(env!("BOARD_GUEST_CONTAIN"));
+static COUNTERS: &[u8] = include_bytes!(env!("BOARD_GUEST_COUNTERS"));
 static UBOOT: &[u8] = include_bytes!(env!("BOARD_UBOOT"));
 /// What the board types at U-Boot, each once the text before it has appeared: stop autoboot, ask `version`, ask
 /// for the SBI implementation, sleep a second (timer), and wait for the answer.
@@ -297,7 +300,15 @@ struct Guest {
     outcome: Option<RunOutcome>,
     /// When the VM was last descheduled while runnable (`None`: it is idle or has not run yet).
     descheduled_at: Option<u64>,
+    /// Pause the VM once, for [`PAUSE_TICKS`], after this many traps at patched sites (the `counters` VM, in the
+    /// middle of its `time` reads: its virtual time must not jump over the pause).
+    pause_after_site_traps: Option<u64>,
+    /// The VM is paused (not run although runnable) until this machine time.
+    paused_until: Option<u64>,
 }
+
+/// How long the board pauses the `counters` VM once: 50 ms.
+const PAUSE_TICKS: u64 = 500_000;
 
 /// Builds VM `index` running `image` in virtual M-mode, in small partition `partition`.
 fn make_guest(
@@ -357,7 +368,21 @@ fn build_guest(
         expect,
         outcome: None,
         descheduled_at: None,
+        pause_after_site_traps: None,
+        paused_until: None,
     }
+}
+
+/// The `counters` VM (issue 10): the only one whose counters are delegated, so its code is scanned and its
+/// counter reads patched before they run.
+fn counters_guest(index: usize, partition: usize) -> Guest {
+    let mut guest = make_guest(index, partition, "counters", "[vm11] ", Image::Elf(COUNTERS), Expect::PowerOff);
+    // SAFETY: this function runs once, so this is the only reference to the table.
+    let table = unsafe { &mut *core::ptr::addr_of_mut!(COUNTERS_PATCHES) };
+    guest.engine.delegate_counters(table);
+    // In the middle of its `time` reads (tens of thousands, each a trap at a patched site).
+    guest.pause_after_site_traps = Some(5_000);
+    guest
 }
 
 /// The U-Boot VM: Debian's U-Boot for QEMU `virt` in S-mode at 0x8020_0000, on the VMM's own SBI, with a
@@ -421,7 +446,7 @@ fn time_alone(guest: Guest) -> (Guest, u64) {
 /// and a CPU-bound guest's run time. Returns how many failed.
 fn benchmarks() -> usize {
     let mut failures = 0;
-    let csr = make_guest(11, 10, "csr-loop", "[vm11] ", Image::Raw(csr_loop_image()), Expect::PowerOff);
+    let csr = make_guest(12, 11, "csr-loop", "[vm12] ", Image::Raw(csr_loop_image()), Expect::PowerOff);
     let (csr, ticks) = time_alone(csr);
     // 10 MHz: a tick is 100 ns.
     let nanoseconds = ticks.saturating_mul(100) / CSR_LOOP_TRAPS;
@@ -431,7 +456,7 @@ fn benchmarks() -> usize {
         csr.engine.stats.entries
     );
     failures += (csr.outcome != Some(RunOutcome::PowerOff { code: 0 })) as usize;
-    let bench = make_guest(12, 11, "bench-int", "[vm12] ", Image::Elf(BENCH_INT), Expect::PowerOff);
+    let bench = make_guest(13, 12, "bench-int", "[vm13] ", Image::Elf(BENCH_INT), Expect::PowerOff);
     let (bench, ticks) = time_alone(bench);
     println!(
         "bench: bench-int under the native VMM: {ticks} mtime ticks wall clock, {} running natively, {} world switches",
@@ -462,6 +487,14 @@ fn schedule(guests: &mut [Guest]) {
         for guest in guests.iter_mut().filter(|guest| guest.outcome.is_none()) {
             let index = guest.index;
             ran = true;
+            if let Some(until) = guest.paused_until {
+                if hw::mtime() < until {
+                    // Runnable but paused: the board sleeps no longer than the pause when every VM waits.
+                    IDLE_DEADLINE.fetch_min(until, Ordering::Relaxed);
+                    continue;
+                }
+                guest.paused_until = None;
+            }
             if let (Some(since), Some(stolen)) = (guest.descheduled_at.take(), STOLEN.get(index)) {
                 stolen.fetch_add(hw::mtime().saturating_sub(since), Ordering::Relaxed);
             }
@@ -495,6 +528,16 @@ fn schedule(guests: &mut [Guest]) {
             all_idle &= went_idle;
             if !went_idle {
                 guest.descheduled_at = Some(hw::mtime());
+            }
+            let site_traps = guest.engine.patch_stats().map_or(0, |stats| stats.site_traps);
+            let pause = guest.pause_after_site_traps.filter(|&after| site_traps >= after && guest.outcome.is_none());
+            if let Some(after) = pause {
+                guest.pause_after_site_traps = None;
+                guest.paused_until = Some(hw::mtime().saturating_add(PAUSE_TICKS));
+                println!(
+                    "board: vm{index} paused for {} ms after {after} traps at patched sites",
+                    PAUSE_TICKS / 10_000
+                );
             }
         }
         let waiting = guests.iter().any(|guest| match guest.expect {
@@ -658,6 +701,7 @@ fn main() -> ! {
         make_guest(8, 8, "hostile", "[vm8] ", Image::Raw(hostile_image()), RunForever),
         uboot_guest(9, uboot_disk()),
         make_guest(10, 9, "contain", "[vm10] ", Image::Elf(CONTAIN), PowerOff),
+        counters_guest(11, 10),
     ];
 
     schedule(&mut guests);
@@ -700,6 +744,13 @@ fn main() -> ! {
             "    {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta, {} walled",
             stats.entries, stats.fills, stats.emulated, stats.exits, stats.quanta, stats.walled
         );
+        if let Some(patch) = guest.engine.patch_stats() {
+            println!(
+                "    counters delegated: {} pages scanned, {} sites patched, {} site traps, {} pages dropped by stores, \
+                 {} loads of patched code, {} fetches refused",
+                patch.scans, patch.patched, patch.site_traps, patch.dropped, patch.unpatched_loads, patch.refused
+            );
+        }
     }
     println!("board: {} of {} VMs passed", guests.len() - failures, guests.len());
     let bench_failures = benchmarks();
