@@ -25,7 +25,6 @@ use trapeze::exec::threaded::Threaded;
 use trapeze::exec::Engine;
 use trapeze::hart::{Exception, Hart, HartConfig};
 use trapeze::isa;
-use trapeze::mem::sv39::{self, AccessType};
 use trapeze::mem::{mmu, Ram, RAM_BASE};
 use trapeze::trap::Exit;
 use trapeze::vm::boot;
@@ -547,15 +546,10 @@ fn run_with<D: Devices, E: Engine>(
 }
 
 /// The instruction word at `hart.pc`, read through the hart's own translation as it stood before the instruction
-/// ran (`None` when the fetch faulted). The engine has just fetched it, so the walk finds A already set and writes
-/// nothing; a faulting walk writes nothing either.
-fn fetched_word(ram: &mut Ram, hart: &Hart) -> Option<u32> {
+/// ran (`None` when it cannot be read), with the debugger's side-effect-free walk: tracing never sets an A bit.
+fn fetched_word(ram: &Ram, hart: &Hart) -> Option<u32> {
     // Parcel by parcel: the two halves of a 32-bit instruction may lie on different pages.
-    let mut parcel = |va: u64| {
-        let context = mmu::access_context(hart, AccessType::Fetch);
-        let translation = sv39::translate(ram, hart.csrs.satp, va, AccessType::Fetch, context).ok()?;
-        ram.load(translation.guest_real, 2).map(|half| half as u32)
-    };
+    let parcel = |va: u64| ram.load(mmu::debug_translate(ram, hart, va)?, 2).map(|half| half as u32);
     let low = parcel(hart.pc)?;
     if low & 0b11 != 0b11 {
         return Some(low);
@@ -603,7 +597,7 @@ fn run_traced<D: Devices>(
         let pc = start.pc;
         let registers = start.x;
         let hart_prefix = if before.len() > 1 { format!("hart {index} ") } else { String::new() };
-        let mut line = match fetched_word(&mut vm.ram, &start).map(|word| (word, isa::decode(word))) {
+        let mut line = match fetched_word(&vm.ram, &start).map(|word| (word, isa::decode(word))) {
             Some((word, decoded)) if decoded.len == 2 => {
                 format!("{hart_prefix}{pc:016x}: {:04x}      {}", word & 0xffff, decoded.inst)
             }
