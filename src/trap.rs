@@ -13,8 +13,14 @@ use crate::isa::csr::mstatus;
 use crate::isa::{CsrOp, Inst, Reg};
 
 /// Why an engine stopped.
+///
+/// `repr(u64)`: the tag is a whole word, so the variants' fields start at an aligned offset and moving an exit
+/// (every engine returns one per exit) copies aligned words; with Rust's own layout the fields began one byte
+/// after the tag, and targets without fast misaligned accesses (RISC-V without Zicclsm) copied them through a
+/// byte-wise `memcpy`: a sixth of the instructions a trap site in the code cache costs the native board.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[repr(u64)]
 pub enum Exit {
     /// The instruction budget is used up; the hart's state is consistent at an instruction boundary.
     BudgetExhausted,

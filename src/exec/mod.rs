@@ -4,6 +4,7 @@
 pub mod interp;
 pub mod native;
 pub mod threaded;
+pub mod trap_sites;
 
 use crate::hart::Hart;
 use crate::mem::mmu::Memory;

@@ -28,7 +28,7 @@ use super::interp::{self, alu, alu_imm, branch_taken, exception, mmio};
 use super::Engine;
 use crate::cache::{BlockId, BlockKey, CodeCache, Eviction, ExitSlot, EXITS};
 use crate::hart::{Exception, Hart};
-use crate::isa::{self, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
+use crate::isa::{self, BranchCond, CsrOp, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::mmu::{DataPath, Loaded, Memory, Target};
 use crate::mem::sv39::AccessType;
 use crate::mem::{DirtyCode, PAGE_SIZE};
@@ -192,7 +192,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
                 (memory.ram.load_at_offset(at, 4)? as u32, 4)
             };
             let inst = isa::decode(word).inst;
-            let (op, mut ends_block) = predecode(inst, len);
+            let (op, mut ends_block) = predecode(inst, word, len);
             ops[count] = op;
             count += 1;
             // Where a direct jump or branch goes, as a RAM offset if the guest's mapping is linear there (always
@@ -610,7 +610,7 @@ fn step(hart: &mut Hart, memory: &mut Memory) -> Entry {
 }
 
 /// The op for `inst` and whether the block ends after it.
-fn predecode(inst: Inst, len: u8) -> (Op, bool) {
+fn predecode(inst: Inst, word: u32, len: u8) -> (Op, bool) {
     let op = |handler: Handler, rd: u8, rs1: u8, rs2: u8, imm: i32| Op { handler, rd, rs1, rs2, len, imm };
     // An instruction whose only effect is writing x0 is a no-op; register writers below rely on `rd != 0`.
     let nop_op = op(nop, 0, 0, 0, 0);
@@ -631,6 +631,11 @@ fn predecode(inst: Inst, len: u8) -> (Op, bool) {
         // `pause` leaves the engine (through the interpreter) so the VM can let other harts run.
         isa::PAUSE => (op(fallback_end, 0, 0, 0, 0), true),
         Inst::Fence { .. } | Inst::FenceI => (nop_op, false),
+        // A CSR access leaves the engine for the dispatcher, as the interpreter's does, but without decoding the
+        // word again (hot in loops that read a counter or toggle interrupts): the op keeps the operands and word.
+        Inst::Csr { op: csr_op, rd, src, csr } if csr == (word >> 20) as u16 => {
+            (op(csr_exit, rd, src, csr_op as u8, word as i32), true)
+        }
         // Everything the dispatcher sees ends a block: it leaves the engine anyway.
         Inst::Illegal(_)
         | Inst::Ecall
@@ -695,6 +700,18 @@ fn fallback(hart: &mut Hart, ctx: &mut Ctx, _op: &Op, pc: u64) -> Flow {
 /// An instruction without a fast handler after which the block ends (the interpreter set the pc).
 fn fallback_end(hart: &mut Hart, ctx: &mut Ctx, _op: &Op, pc: u64) -> Flow {
     interpret(hart, ctx, pc).map_or_else(|flow| flow, |()| Flow::End)
+}
+
+/// Every CSR operation, in declaration order (`CSR_OPS[k as usize] == k`).
+const CSR_OPS: [CsrOp; 6] = [CsrOp::Rw, CsrOp::Rs, CsrOp::Rc, CsrOp::Rwi, CsrOp::Rsi, CsrOp::Rci];
+
+/// A CSR access: the exit the interpreter gives it ([`Exit::System`]), rebuilt from the op (`rd`, `rs1` the
+/// source, `rs2` the [`CsrOp`], `imm` the instruction word, whose top 12 bits are the CSR number).
+fn csr_exit(hart: &mut Hart, ctx: &mut Ctx, op: &Op, pc: u64) -> Flow {
+    let word = op.imm as u32;
+    let csr_op = CSR_OPS[(op.rs2 as usize).min(CSR_OPS.len() - 1)];
+    let inst = Inst::Csr { op: csr_op, rd: op.rd, src: op.rs1, csr: (word >> 20) as u16 };
+    leave(hart, ctx, pc, Exit::System { inst, word, len: op.len })
 }
 
 fn nop(_hart: &mut Hart, _ctx: &mut Ctx, _op: &Op, _pc: u64) -> Flow {

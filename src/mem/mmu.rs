@@ -290,22 +290,21 @@ impl Memory<'_, '_> {
         };
         let fetch_privilege = access_context(hart, AccessType::Fetch).privilege;
         path.fetch_paged = fetch_privilege != Privilege::Machine && satp.mode() == SATP_MODE_SV39;
-        if fetch_privilege == Privilege::Machine && hart.pmp.machine_unrestricted() {
+        let fetch_window = fetch_privilege == Privilege::Machine;
+        let data_window = !paged && ctx.privilege == Privilege::Machine;
+        if (fetch_window || data_window) && hart.pmp.machine_unrestricted() {
             let ram_base = self.ram.base();
-            let extent = self.realmap.extents().iter().find(|e| e.contains(ram_base));
-            if let Some(extent) = extent.filter(|e| e.perms.contains(MapPerms::X)) {
-                path.fetch_base = extent.guest_base;
-                path.fetch_size = extent.size;
-                path.fetch_host = extent.host_base.0;
-            }
-        }
-        if !paged && ctx.privilege == Privilege::Machine && hart.pmp.machine_unrestricted() {
-            let ram_base = self.ram.base();
-            let extent = self.realmap.extents().iter().find(|e| e.contains(ram_base));
-            if let Some(extent) = extent.filter(|e| e.perms.contains(MapPerms::R | MapPerms::W)) {
-                path.window_base = extent.guest_base;
-                path.window_limit = extent.size.saturating_sub(7);
-                path.window_host = extent.host_base.0;
+            if let Some(extent) = self.realmap.extents().iter().find(|e| e.contains(ram_base)) {
+                if fetch_window && extent.perms.contains(MapPerms::X) {
+                    path.fetch_base = extent.guest_base;
+                    path.fetch_size = extent.size;
+                    path.fetch_host = extent.host_base.0;
+                }
+                if data_window && extent.perms.contains(MapPerms::R | MapPerms::W) {
+                    path.window_base = extent.guest_base;
+                    path.window_limit = extent.size.saturating_sub(7);
+                    path.window_host = extent.host_base.0;
+                }
             }
         }
         path

@@ -184,6 +184,25 @@ pub enum FillOutcome {
     Withheld { guest_real: u64 },
 }
 
+/// What a fill's grant filter ([`ShadowTables::fill_with`]) lets a leaf be: the kinds of access it may grant,
+/// `[fetch, load, store]`, and optionally a frame to execute instead of the guest's RAM page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafGrant {
+    pub allowed: [bool; 3],
+    /// The host physical address of a page-aligned frame holding a patched copy of the page
+    /// ([`crate::patch::copies`]): the leaf maps the guest's virtual page **execute-only** onto it (loads and
+    /// stores are withheld whatever `allowed` says, so they fault and read or write RAM through the VMM). The
+    /// caller vouches that the frame is its own and the guest may fetch from it (the board's PMP).
+    pub code_copy: Option<u64>,
+}
+
+impl LeafGrant {
+    /// The leaf may grant `allowed`, on the guest's own RAM page.
+    pub const fn on_ram(allowed: [bool; 3]) -> Self {
+        Self { allowed, code_copy: None }
+    }
+}
+
 /// The translated roots built for one guest `satp`.
 #[derive(Clone, Copy)]
 struct Slot {
@@ -350,7 +369,7 @@ impl<const POOL: usize> ShadowTables<POOL> {
         va: u64,
         access: AccessType,
     ) -> FillOutcome {
-        self.fill_with(hart, ram, realmap, ram_host_base, va, access, |_, granted| granted)
+        self.fill_with(hart, ram, realmap, ram_host_base, va, access, |_, granted| LeafGrant::on_ram(granted))
     }
 
     /// [`fill`](Self::fill), with the kinds of access the leaf grants (`[fetch, load, store]`, after the guest,
@@ -358,7 +377,8 @@ impl<const POOL: usize> ShadowTables<POOL> {
     /// patching scanner's [`crate::patch::table::PatchTable::native_grants`] on the board. A filter can only
     /// take permissions away (what it adds is ignored). When it takes away the one `access` needs, the outcome
     /// is [`FillOutcome::Withheld`] and nothing is installed; otherwise the leaf carries what it left (so a load
-    /// from an unscanned code page installs a leaf without X, and the first fetch from it faults).
+    /// from an unscanned code page installs a leaf without X, and the first fetch from it faults). A filter that
+    /// names a [`LeafGrant::code_copy`] gets an execute-only leaf on that frame.
     #[allow(clippy::too_many_arguments)]
     pub fn fill_with(
         &mut self,
@@ -368,7 +388,7 @@ impl<const POOL: usize> ShadowTables<POOL> {
         ram_host_base: u64,
         va: u64,
         access: AccessType,
-        grants: impl FnOnce(u64, [bool; 3]) -> [bool; 3],
+        grants: impl FnOnce(u64, [bool; 3]) -> LeafGrant,
     ) -> FillOutcome {
         self.sync(hart);
         let regime = Regime::of(hart);
@@ -522,7 +542,7 @@ fn resolve(
     ram_host_base: u64,
     va: u64,
     access: AccessType,
-    grants: impl FnOnce(u64, [bool; 3]) -> [bool; 3],
+    grants: impl FnOnce(u64, [bool; 3]) -> LeafGrant,
 ) -> Result<(u64, u8), FillOutcome> {
     let access_fault = FillOutcome::GuestFault(Fault { exception: access.access_fault(), tval: va });
     if regime == Regime::MachineMprv && access != AccessType::Fetch {
@@ -583,8 +603,18 @@ fn resolve(
     };
     let before = granted;
     let filtered = grants(page, granted);
-    for (slot, allowed) in granted.iter_mut().zip(filtered) {
+    for (slot, allowed) in granted.iter_mut().zip(filtered.allowed) {
         *slot &= allowed;
+    }
+    let mut host_page = host_page;
+    if let Some(frame) = filtered.code_copy {
+        // Execute-only on the copy: a load or store must reach RAM through the VMM.
+        granted[1] = false;
+        granted[2] = false;
+        if frame & (PAGE_SIZE - 1) != 0 || frame >> PHYSICAL_ADDRESS_BITS != 0 {
+            return Err(FillOutcome::Emulate);
+        }
+        host_page = frame;
     }
     if before.get(needed_index) == Some(&true) && granted.get(needed_index) == Some(&false) {
         return Err(FillOutcome::Withheld { guest_real: page });

@@ -1122,7 +1122,9 @@ fn a_grant_filter_withholds_access_kinds_per_guest_real_page() {
     };
     let fill =
         |tables: &mut ShadowTables<16>, ram: &mut Ram, va, access, filter: &dyn Fn(u64, [bool; 3]) -> [bool; 3]| {
-            tables.fill_with(&hart, ram, &realmap, HOST_BASE, va, access, filter)
+            tables.fill_with(&hart, ram, &realmap, HOST_BASE, va, access, |pa, granted| {
+                LeafGrant::on_ram(filter(pa, granted))
+            })
         };
     assert_eq!(fill(&mut tables, &mut ram, 0x1010, Fetch, &unscanned), FillOutcome::Withheld { guest_real: page(20) });
     assert_eq!(hardware(&tables, satp, 0x1010, Fetch), None, "nothing installed");
@@ -1172,7 +1174,9 @@ fn the_patch_tables_grants_drive_scan_fill_and_drop() {
     let mut table: PatchTable<8, 4> = PatchTable::new();
     let satp = tables.root_satp(&hart);
     let fill = |tables: &mut ShadowTables<16>, ram: &mut Ram, table: &PatchTable<8, 4>, va, access| {
-        tables.fill_with(&hart, ram, &realmap, HOST_BASE, va, access, |pa, granted| table.native_grants(pa, granted))
+        tables.fill_with(&hart, ram, &realmap, HOST_BASE, va, access, |pa, granted| {
+            LeafGrant::on_ram(table.native_grants(pa, granted))
+        })
     };
     let host = HOST_BASE + (code - RAM_BASE);
     assert_eq!(fill(&mut tables, &mut ram, &table, code, Fetch), FillOutcome::Withheld { guest_real: code });
@@ -1200,4 +1204,38 @@ fn the_patch_tables_grants_drive_scan_fill_and_drop() {
     scan(&mut table, &mut ram, &CounterReads, code, None, Coverage::Guard).unwrap();
     assert_eq!(table.site(code).map(|site| site.word), Some(rdtime));
     assert_contained(&tables, &realmap);
+}
+
+/// A filter that names a code copy gets an execute-only leaf on that frame, whatever else it allows: the guest
+/// fetches the patched copy, and its loads and stores of the page are withheld (they reach RAM through the VMM).
+/// A frame that is not page aligned cannot be a leaf: the access is emulated.
+#[test]
+fn a_code_copy_leaf_is_execute_only_on_the_frame() {
+    let (mut backing, mut hart) = kernel_and_user();
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let realmap = identity_map();
+    let mut tables = ShadowTables::<16>::new();
+    set_mode(&mut hart, Privilege::Supervisor, sv39(page(0)), 0);
+    let satp = tables.root_satp(&hart);
+    const FRAME: u64 = 0x9_0000_0000;
+    let copy = |pa: u64, granted: [bool; 3]| {
+        if pa == page(20) {
+            LeafGrant { allowed: granted, code_copy: Some(FRAME) }
+        } else {
+            LeafGrant::on_ram(granted)
+        }
+    };
+    assert_eq!(tables.fill_with(&hart, &mut ram, &realmap, HOST_BASE, 0x1010, Fetch, copy), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, 0x1010, Fetch), Some(FRAME + 0x10));
+    assert_eq!(hardware(&tables, satp, 0x1010, Load), None, "execute-only");
+    assert_eq!(hardware(&tables, satp, 0x1010, Store), None);
+    for access in [Load, Store] {
+        assert_eq!(
+            tables.fill_with(&hart, &mut ram, &realmap, HOST_BASE, 0x1ff8, access, copy),
+            FillOutcome::Withheld { guest_real: page(20) }
+        );
+    }
+    let misaligned = |_, granted| LeafGrant { allowed: granted, code_copy: Some(FRAME + 8) };
+    tables.flush_all();
+    assert_eq!(tables.fill_with(&hart, &mut ram, &realmap, HOST_BASE, 0x1010, Fetch, misaligned), FillOutcome::Emulate);
 }

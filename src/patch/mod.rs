@@ -13,10 +13,13 @@
 //!   there and patches each critical instruction into a trap.
 //! - [`table`]: the patch table, the original bytes of every patched site by guest-physical address, the
 //!   scanned pages, and the helpers that keep patches invisible to guest reads and writes.
+//! - [`copies`]: patched copies of guest code pages, so that the native engine patches without ever changing
+//!   guest RAM (what the guest, the VMM and an emulating engine read is always what the guest wrote).
 //!
 //! The sensitivity table is pure: it never touches hart or memory state. Nothing here allocates, and nothing
 //! scans code statically ahead of execution (the scanner analyses code as execution reaches it).
 
+pub mod copies;
 pub mod scan;
 pub mod sensitivity;
 pub mod table;

@@ -789,7 +789,9 @@ impl SpinCheck {
 
     /// Whether `hart` is where the snapshot was; if not, counts the check and moves the snapshot when due.
     fn spinning(&mut self, hart: &Hart) -> bool {
-        if hart.pc == self.pc && hart.x == self.x {
+        // Register by register (a loop polling a counter keeps its pc and changes one register): a slice
+        // comparison would be a byte-wise `memcmp` on targets without a fast one.
+        if hart.pc == self.pc && hart.x.iter().zip(&self.x).all(|(now, then)| now == then) {
             return true;
         }
         self.since += 1;

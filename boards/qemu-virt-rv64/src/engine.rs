@@ -12,42 +12,55 @@
 //! **Counters delegated** (an option per VM, [`NativeEngine::delegate_counters`]): the real `mcounteren` and
 //! `scounteren` let the guest read `cycle`, `time` and `instret` natively, which makes those reads *critical*
 //! (sensitive, no longer trapping), so the VM's code runs only once the patching scanner (`trapeze::patch`) has
-//! patched them into traps, following the call-order contract of `trapeze::patch::scan`:
+//! patched them into traps, following the call-order contract of `trapeze::patch::scan`, with one change: the
+//! patches land in **copies** of the guest's pages (`trapeze::patch::copies`), never in guest RAM.
 //! 1. shadow leaves are filtered through `PatchTable::native_grants` (X only on scanned pages, never W on them,
-//!    never R on a page with sites);
+//!    never R on a page with sites), and a page with sites is mapped execute-only onto its patched copy (the
+//!    copies are the only other memory PMP lets the guest fetch from);
 //! 2. a fetch the filter withheld scans the page from the faulting pc (`Coverage::Guard`), then the guest
 //!    retries; a page the scanner refuses (conflict, unresolved, not RAM) stays non-executable and its
-//!    instructions are emulated one at a time; a full table evicts a page (and flushes the shadow tables, which
-//!    takes that page's X away) and scans again;
+//!    instructions are emulated one at a time; a full table (or no free copy frame) drops a page (and flushes
+//!    the shadow tables, which takes that page's X away) and scans again;
 //! 3. an illegal-instruction trap at a patched site becomes the original instruction's exit
 //!    (`exec::native::patched_site_exit`), so the dispatcher emulates the counter read with the VM's virtual
 //!    values, `mcounteren`/`scounteren` of the virtual hart honoured;
-//! 4. a store the filter withheld (to a scanned page) drops the page's patches and scan (`drop_page` restores
-//!    the original bytes) and **flushes the whole shadow tables** (the page may be mapped executable at several
-//!    virtual addresses; per-page invalidation by guest real address is left for later), then the store retries;
-//! 5. a load the filter withheld (from a page with sites), or one the shadow tables cannot express (emulated
-//!    anyway) from such a page, is emulated with the page's original bytes restored around the one instruction,
-//!    so the guest reads its code as it wrote it (a misaligned load spilling into a *second* patched page would
-//!    read that page's patched parcels: not handled yet). Other reads the VMM makes of guest RAM on the guest's
-//!    behalf (SBI, device DMA, the debugger) do not unpatch yet, nor do the VMM's own writes drop patches: the
-//!    one VM with counters delegated (`counters`, bare metal) uses none of them.
+//! 4. every scanned page is watched in the RAM's code watch, so *any* write to it that is not a native guest
+//!    store (an emulated store, an excursion, the SBI, a device's DMA, the debugger) is noticed before the guest
+//!    runs natively again and drops the page (its scan, sites and copy); a native store to a scanned page faults
+//!    (no W), is emulated, and drops the page the same way. Dropping **flushes the whole shadow tables** (the
+//!    page may be mapped executable at several virtual addresses; per-page invalidation by guest real address
+//!    would need a reverse map);
+//! 5. a load from a page with sites faults (execute-only) and is emulated on RAM, which holds the original
+//!    bytes: the guest, and everything the VMM reads on its behalf, sees its code as it wrote it.
+//!
+//! **Code caching of trap sites** (an option per VM, [`NativeEngine::cache_trap_sites`]; see
+//! `trapeze::exec::trap_sites`): a site that traps often starts an *excursion*: the runs after it are emulated
+//! by the threaded engine from its own code cache, on the guest's state, in the VMM, so that the next traps
+//! cost a call to the dispatcher instead of a world switch each; a stretch of `QUIET_RUN` instructions without
+//! an exit goes back to the real CPU. The threaded engine watches the pages it decoded; a write to one of them
+//! while it runs (it consumes the RAM's dirty list itself) makes this engine drop every scanned page, since it
+//! cannot tell which were written.
 //!
 //! The engine must never map, allow or leave the guest anything outside its partition: `satp` always holds a
 //! shadow root of this VM's tables (which map only its real map), PMP is reprogrammed for this VM before it runs,
 //! and `mstatus` is rebuilt from scratch (MPP = U, MPRV = 0) for every entry.
 
 use trapeze::exec::native::{self, Action, HostTrap};
+use trapeze::exec::threaded::Threaded;
+use trapeze::exec::trap_sites::{RunEnd, SiteStats, TrapSites};
 use trapeze::exec::{interp, Engine};
 use trapeze::hart::Exception;
 use trapeze::hart::Hart;
-use trapeze::isa::csr::mstatus;
+use trapeze::isa::csr::{self, mstatus};
 use trapeze::isa::Inst;
-use trapeze::mem::mmu::{Memory, Target};
-use trapeze::mem::shadow::{self, FillOutcome, ShadowTables};
+use trapeze::mem::mmu::Memory;
+use trapeze::mem::shadow::{self, FillOutcome, LeafGrant, ShadowTables};
 use trapeze::mem::sv39::AccessType;
+use trapeze::mem::DirtyCode;
+use trapeze::patch::copies::{self, CodeCopies};
 use trapeze::patch::scan::{self, Coverage, ScanError};
 use trapeze::patch::sensitivity::{critical_set, CriticalSet, VmmConfig};
-use trapeze::patch::table::{CodeMemory, PatchTable, TRAP_PARCEL};
+use trapeze::patch::table::{PatchTable, PAGE_SIZE};
 use trapeze::trap::Exit;
 
 use crate::hw;
@@ -65,11 +78,27 @@ const MPIE: u64 = 1 << 7;
 static mut LOADED_VM: usize = 0;
 
 /// Patched sites a VM's patch table holds.
-pub const PATCH_SITES: usize = 1024;
-/// Scanned pages a VM's patch table holds.
-pub const PATCH_PAGES: usize = 256;
+pub const PATCH_SITES: usize = 4096;
+/// Scanned pages a VM's patch table holds (a Linux boot executes a few thousand).
+pub const PATCH_PAGES: usize = 4096;
 /// A VM's patch table.
 pub type Patches = PatchTable<PATCH_SITES, PATCH_PAGES>;
+/// Patched copies of pages with sites a VM keeps (4 KiB each).
+pub const COPY_FRAMES: usize = 128;
+/// A VM's patched copies.
+pub type Copies = CodeCopies<COPY_FRAMES>;
+
+/// A VM's code caching of trap sites: the threaded engine that runs excursions, and the policy.
+pub struct SiteCache {
+    engine: Threaded<2048, 256, 512>,
+    sites: TrapSites<64>,
+}
+
+impl SiteCache {
+    pub const fn new() -> Self {
+        Self { engine: Threaded::new(), sites: TrapSites::new() }
+    }
+}
 
 /// What the patching scanner did for a VM whose counters are delegated.
 #[derive(Debug, Default, Clone, Copy)]
@@ -80,10 +109,12 @@ pub struct PatchStats {
     pub patched: u64,
     /// Traps at patched sites, emulated by the dispatcher.
     pub site_traps: u64,
-    /// Pages whose patches a guest store dropped (each a full shadow flush).
+    /// Scanned pages dropped because they were written (each a full shadow flush).
     pub dropped: u64,
-    /// Loads from patched pages, emulated on the original bytes.
-    pub unpatched_loads: u64,
+    /// Pages dropped to make room (table or copy frames full).
+    pub evicted: u64,
+    /// Loads from pages with sites (execute-only), emulated on RAM.
+    pub code_loads: u64,
     /// Fetches from a page the scanner refused, emulated.
     pub refused: u64,
 }
@@ -91,6 +122,7 @@ pub struct PatchStats {
 /// The patching scanner's state for a VM whose counters are delegated.
 struct Patcher {
     table: &'static mut Patches,
+    copies: &'static mut Copies,
     critical: CriticalSet,
     /// Pages (guest real) the scanner refused: they run by emulation.
     refused: [Option<u64>; REFUSED_PAGES],
@@ -115,8 +147,10 @@ pub struct Stats {
     pub quanta: u64,
     /// Real access faults: PMP stopped a guest access.
     pub walled: u64,
-    /// Machine timer ticks spent running the guest (between entry and trap).
+    /// Machine timer ticks spent running the guest (natively between entry and trap, or in an excursion).
     pub guest_ticks: u64,
+    /// Exits that are reads of `cycle`, `time` or `instret`, trapped, patched or in an excursion.
+    pub counter_reads: u64,
 }
 
 /// The native engine of one VM.
@@ -136,6 +170,11 @@ pub struct NativeEngine {
     last_fill: Option<(u64, AccessType)>,
     /// `Some` when the VM's counters are delegated: its pages are scanned and patched before they run.
     patcher: Option<Patcher>,
+    /// `Some` when hot trap sites run from the code cache.
+    site_cache: Option<&'static mut SiteCache>,
+    /// Machine time since which an excursion has been running in this slice (all of it is the guest's time:
+    /// its instructions run, emulated, and the dispatcher serves them; see [`NativeEngine::end_slice`]).
+    excursion_since: Option<u64>,
     pub stats: Stats,
 }
 
@@ -151,17 +190,21 @@ impl NativeEngine {
             fenced: None,
             last_fill: None,
             patcher: None,
+            site_cache: None,
+            excursion_since: None,
             stats: Stats::default(),
         }
     }
 
     /// Delegates the counters to this VM: the real `mcounteren`/`scounteren` let it read `cycle`, `time` and
     /// `instret` natively while it runs, and every page it executes is scanned first, its counter reads patched
-    /// into traps recorded in `table` (see the module documentation). Call before the VM first runs.
-    pub fn delegate_counters(&mut self, table: &'static mut Patches) {
+    /// into traps recorded in `table`, in copies of its pages kept in `copies` (see the module documentation).
+    /// The VM's RAM must have a code watch attached. Call before the VM first runs.
+    pub fn delegate_counters(&mut self, table: &'static mut Patches, copies: &'static mut Copies) {
         let config = VmmConfig { delegate_counters: true, ..VmmConfig::BOARD };
         self.patcher = Some(Patcher {
             table,
+            copies,
             critical: critical_set(&config),
             refused: [None; REFUSED_PAGES],
             stats: PatchStats::default(),
@@ -173,6 +216,25 @@ impl NativeEngine {
         self.patcher.as_ref().map(|patcher| patcher.stats)
     }
 
+    /// Runs the code around this VM's hot trap sites from `cache` (see the module documentation). The VM's RAM
+    /// must have a code watch attached. Call before the VM first runs.
+    pub fn cache_trap_sites(&mut self, cache: &'static mut SiteCache) {
+        self.site_cache = Some(cache);
+    }
+
+    /// The VM's slice ended at machine time `now`: the time an excursion ran in it becomes guest time (read
+    /// once per slice rather than around every emulated run, which would cost two clock reads per trap served).
+    pub fn end_slice(&mut self, now: u64) {
+        if let Some(since) = self.excursion_since.take() {
+            self.stats.guest_ticks += now.saturating_sub(since);
+        }
+    }
+
+    /// What code caching of trap sites did (`None`: not enabled).
+    pub fn site_stats(&self) -> Option<SiteStats> {
+        self.site_cache.as_ref().map(|cache| cache.sites.stats)
+    }
+
     /// Makes the hardware hold this VM's PMP walls, and drops the shadow mappings a guest `sfence.vma` made stale.
     fn prepare(&mut self) {
         // SAFETY: the board runs on one hart and never re-enters the engine; LOADED_VM is only touched here.
@@ -180,7 +242,9 @@ impl NativeEngine {
         if *loaded != self.id {
             let pool_start = &*self.shadow as *const ShadowTables<POOL> as u64;
             let pool_end = pool_start + core::mem::size_of::<ShadowTables<POOL>>() as u64;
-            hw::set_pmp(self.partition.0, self.partition.1, pool_start & !3, (pool_end + 3) & !3);
+            // The patched copies are the only other memory the guest may fetch from (none: an empty range).
+            let copies = self.patcher.as_ref().map_or((0, 0), |patcher| patcher.copies.host_range());
+            hw::set_pmp(self.partition, (pool_start & !3, (pool_end + 3) & !3), copies);
             hw::set_counteren(if self.patcher.is_some() { 0b111 } else { 0 });
             *loaded = self.id;
             self.fenced = None;
@@ -232,9 +296,18 @@ impl NativeEngine {
         HostTrap { mcause: context.mcause, mtval: context.mtval, mepc: context.pc }
     }
 
-    fn finish(&mut self, hart: &Hart, exit: Exit) -> Exit {
+    /// Hands `exit` (of the instruction at `hart.pc`) to the dispatcher; `native` when the real CPU trapped.
+    fn finish(&mut self, hart: &Hart, exit: Exit, native: bool) -> Exit {
         // The timer stays armed: if it fires before the next entry, that quantum just ends at once.
         self.stats.exits += 1;
+        if let Exit::System { inst: Inst::Csr { csr: csr::CYCLE..=csr::INSTRET, .. }, .. } = exit {
+            self.stats.counter_reads += 1;
+        }
+        if native {
+            if let Some(cache) = self.site_cache.as_deref_mut() {
+                cache.sites.note_native_exit(hart.pc);
+            }
+        }
         if let Exit::System { inst: Inst::SfenceVma { rs1, rs2 }, .. } = exit {
             // The operands as the instruction reads them (the dispatcher changes no register for it).
             let address = (rs1 != 0).then(|| hart.x(rs1));
@@ -254,7 +327,8 @@ impl NativeEngine {
         let table = &*patcher.table;
         let ram = &mut *memory.ram;
         let exit = native::patched_site_exit(table, hart, pa, || {
-            // The high half of a site straddling a page end, through the guest's current translation.
+            // The high half of a site straddling a page end, through the guest's current translation (RAM
+            // holds the original bytes).
             let next = hart.pc.wrapping_add(2);
             let fault = |cause| Exit::Exception { cause, tval: next };
             let pa = shadow::fetch_guest_real(hart, ram, next)
@@ -265,47 +339,61 @@ impl NativeEngine {
         Some(exit)
     }
 
-    /// Emulates the one instruction at `hart.pc` (the shadow tables cannot run it natively). With patching, a
-    /// patched site is the original instruction's exit, and a store first drops the patches of the page it
-    /// writes.
-    fn emulate(&mut self, hart: &mut Hart, memory: &mut Memory, va: u64, access: AccessType) -> Result<(), Exit> {
-        self.stats.emulated += 1;
-        if self.patcher.is_some() {
-            if let Some(exit) = self.patched_site(hart, memory) {
-                return Err(exit);
-            }
-            match access {
-                AccessType::Store => self.drop_patches_at(hart, memory, va),
-                AccessType::Load => {
-                    if let (Some(patcher), Ok(Target::Ram(offset))) =
-                        (self.patcher.as_mut(), memory.translate(hart, va, 1, AccessType::Load))
-                    {
-                        // The board's real maps are the identity over RAM: guest real = RAM base + offset.
-                        let pa = memory.ram.base().wrapping_add(offset);
-                        if !patcher.table.page_sites(pa).is_empty() {
-                            patcher.stats.unpatched_loads += 1;
-                            return step_on_original_bytes(patcher.table, hart, memory, pa);
-                        }
-                    }
-                }
-                AccessType::Fetch => {}
-            }
+    /// Drops every scanned page that was written other than by a native guest store since the last look (step 4
+    /// of the module documentation), and the threaded engine's blocks of every written page.
+    #[inline(always)]
+    fn drop_written_code(&mut self, memory: &mut Memory) {
+        // Checked on every run and emulated instruction: the rare work stays out of line.
+        if memory.ram.has_dirty_code() {
+            self.drop_dirty_pages(memory);
         }
-        interp::step(hart, memory)
     }
 
-    /// A store the interpreter is about to make at `va`: drops the patches of the page it lands in (and flushes
-    /// the shadow tables, which may map that page executable).
-    fn drop_patches_at(&mut self, hart: &Hart, memory: &mut Memory, va: u64) {
-        let Some(patcher) = self.patcher.as_mut() else { return };
-        if let Ok(Target::Ram(offset)) = memory.translate(hart, va, 1, AccessType::Store) {
-            // The board's real maps are the identity over RAM: guest real = RAM base + offset.
-            let pa = memory.ram.base().wrapping_add(offset);
-            if patcher.table.drop_page(pa, memory.ram) {
-                patcher.stats.dropped += 1;
-                self.shadow.flush_all();
+    #[inline(never)]
+    fn drop_dirty_pages(&mut self, memory: &mut Memory) {
+        let dirty = memory.ram.take_dirty_code();
+        let base = memory.ram.base();
+        let mut flush = false;
+        match dirty {
+            DirtyCode::All => {
+                if let Some(patcher) = self.patcher.as_mut() {
+                    patcher.stats.dropped += patcher.table.scanned_pages() as u64;
+                    copies::clear(patcher.table, patcher.copies, memory.ram);
+                    flush = true;
+                }
+                if let Some(cache) = self.site_cache.as_deref_mut() {
+                    cache.engine.cache_mut().invalidate_all();
+                }
+            }
+            DirtyCode::Pages { .. } => {
+                for &page in dirty.pages().unwrap_or(&[]) {
+                    if let Some(patcher) = self.patcher.as_mut() {
+                        if copies::drop_page(patcher.table, patcher.copies, memory.ram, base + page * PAGE_SIZE) {
+                            patcher.stats.dropped += 1;
+                            flush = true;
+                        }
+                    }
+                    if let Some(cache) = self.site_cache.as_deref_mut() {
+                        // The code cache keys blocks by RAM offset.
+                        cache.engine.cache_mut().invalidate_page(page * PAGE_SIZE);
+                    }
+                }
             }
         }
+        if flush {
+            // The pages may be mapped executable at any virtual address.
+            self.shadow.flush_all();
+        }
+    }
+
+    /// Emulates the one instruction at `hart.pc` (the shadow tables cannot run it natively, or withheld its
+    /// access). RAM holds the original bytes, so a patched site is simply its original instruction here; a store
+    /// to a scanned page drops it before the guest runs natively again (through the code watch).
+    fn emulate(&mut self, hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
+        self.stats.emulated += 1;
+        let result = interp::step(hart, memory);
+        self.drop_written_code(memory);
+        result
     }
 
     /// An access the patch table's grants withheld at `va`, on the page at guest real `guest_real`.
@@ -319,31 +407,57 @@ impl NativeEngine {
     ) -> Result<(), Exit> {
         let Some(patcher) = self.patcher.as_mut() else {
             // Only a patcher withholds anything.
-            return self.emulate(hart, memory, va, access);
+            return self.emulate(hart, memory);
         };
         match access {
             AccessType::Fetch => {
                 if patcher.refused.contains(&Some(guest_real)) {
-                    self.stats.emulated += 1;
-                    return interp::step(hart, memory);
+                    return self.emulate(hart, memory);
                 }
                 let entry = guest_real | (va & 0xfff);
                 let next_va = (va | 0xfff).wrapping_add(1);
                 let next = shadow::fetch_guest_real(hart, memory.ram, next_va)
                     .ok()
                     .and_then(|pa| scan::original_parcel(&*patcher.table, &*memory.ram, pa));
-                let mut result = scan::scan(patcher.table, memory.ram, &patcher.critical, entry, next, Coverage::Guard);
-                if let Err(ScanError::Full(_)) = result {
-                    if patcher.table.evict_any(memory.ram).is_some() {
-                        // The evicted page may be mapped executable anywhere.
-                        self.shadow.flush_all();
+                let mut flush = false;
+                if !patcher.copies.has_free() {
+                    // The scan may need a frame: give up the lowest copied page.
+                    if let Some(page) = patcher.copies.any_copied_page() {
+                        copies::drop_page(patcher.table, patcher.copies, memory.ram, page);
+                        patcher.stats.evicted += 1;
+                        flush = true;
                     }
-                    result = scan::scan(patcher.table, memory.ram, &patcher.critical, entry, next, Coverage::Guard);
                 }
-                match result {
+                let critical = &patcher.critical;
+                let mut result = scan::scan(
+                    patcher.table,
+                    &mut patcher.copies.view(memory.ram),
+                    critical,
+                    entry,
+                    next,
+                    Coverage::Guard,
+                );
+                if let Err(ScanError::Full(_)) = result {
+                    if let Some(page) = patcher.table.evict_any(&mut patcher.copies.view(memory.ram)) {
+                        patcher.copies.release(page);
+                        patcher.stats.evicted += 1;
+                        flush = true;
+                    }
+                    result = scan::scan(
+                        patcher.table,
+                        &mut patcher.copies.view(memory.ram),
+                        critical,
+                        entry,
+                        next,
+                        Coverage::Guard,
+                    );
+                }
+                let outcome = match result {
                     Ok(report) if report.covers_every_entry() => {
                         patcher.stats.scans += 1;
                         patcher.stats.patched += u64::from(report.patched) + u64::from(report.guarded);
+                        // Any later write to the page that is not a faulting native store must drop it.
+                        memory.ram.watch_code_page((guest_real - memory.ram.base()) / PAGE_SIZE);
                         Ok(())
                     }
                     refused => {
@@ -351,57 +465,95 @@ impl NativeEngine {
                             // A critical-looking word the scan could neither reach nor guard (the page's first
                             // parcel, or the second parcel of a reached instruction): some entry would run it
                             // unpatched, so the page must not run natively at all.
-                            patcher.table.drop_page(guest_real, memory.ram);
+                            copies::drop_page(patcher.table, patcher.copies, memory.ram, guest_real);
                         }
                         // Remembered (while there is room), so that its next fetches do not scan it again. A stale
                         // entry (the guest rewrote the page) only costs emulation.
                         if let Some(slot) = patcher.refused.iter_mut().find(|slot| slot.is_none()) {
                             *slot = Some(guest_real);
                         }
-                        // Refused (or already scanned, which the grants rule out): the page stays non-executable
-                        // and holds no patch; run this instruction by emulation.
+                        // Refused: the page stays non-executable and holds no patch; run this instruction by
+                        // emulation.
                         patcher.stats.refused += 1;
-                        self.stats.emulated += 1;
-                        interp::step(hart, memory)
+                        Err(())
                     }
+                };
+                if flush {
+                    self.shadow.flush_all();
+                }
+                match outcome {
+                    Ok(()) => Ok(()),
+                    Err(()) => self.emulate(hart, memory),
                 }
             }
             AccessType::Store => {
-                patcher.table.drop_page(guest_real, memory.ram);
-                patcher.stats.dropped += 1;
-                // Per-page invalidation would need every virtual alias of the page: flush everything.
-                self.shadow.flush_all();
                 // Emulate the store rather than retry it natively: a store to the page it runs from would
                 // otherwise alternate forever between dropping the page (for the store) and scanning it (for the
-                // fetch of the same store).
-                self.stats.emulated += 1;
-                interp::step(hart, memory)
+                // fetch of the same store). The code watch drops the page.
+                self.emulate(hart, memory)
             }
             AccessType::Load => {
-                patcher.stats.unpatched_loads += 1;
-                self.stats.emulated += 1;
-                step_on_original_bytes(patcher.table, hart, memory, guest_real)
+                patcher.stats.code_loads += 1;
+                self.emulate(hart, memory)
             }
         }
     }
-}
 
-/// Runs the one instruction at `hart.pc` (a load) with the original bytes of the page at guest real `page`
-/// restored around it, so that a guest reading its own patched code reads what it wrote.
-fn step_on_original_bytes(table: &Patches, hart: &mut Hart, memory: &mut Memory, page: u64) -> Result<(), Exit> {
-    for site in table.page_sites(page) {
-        memory.ram.write_parcel(site.pa, site.original_parcel());
+    /// One run of an excursion (see the module documentation): `Some(exit)` to return (an exit for the
+    /// dispatcher, or the budget spent), `None` when the run was quiet and the hart goes back to the real CPU
+    /// with `budget` reduced by what the excursion ran.
+    fn excursion(&mut self, hart: &mut Hart, memory: &mut Memory, budget: &mut u64) -> Option<Exit> {
+        let cache = self.site_cache.as_deref_mut()?;
+        if !cache.sites.in_excursion() {
+            return None;
+        }
+        let given = TrapSites::<64>::excursion_budget(*budget);
+        let invalidations = |engine: &Threaded<2048, 256, 512>| {
+            let stats = engine.stats();
+            stats.pages_invalidated + stats.full_invalidations
+        };
+        let (retired_before, invalidated_before) = (hart.instret, invalidations(&cache.engine));
+        if self.excursion_since.is_none() {
+            // The guest's time runs while its instructions do, emulated or not.
+            self.excursion_since = Some(hw::mtime());
+        }
+        let exit = cache.engine.run(hart, memory, given);
+        let retired = hart.instret.wrapping_sub(retired_before);
+        *budget = budget.saturating_sub(retired);
+        let end = if matches!(exit, Exit::BudgetExhausted) { RunEnd::Budget } else { RunEnd::Exit };
+        let back_to_native = cache.sites.after_emulated_run(given, retired, end);
+        if invalidations(&cache.engine) != invalidated_before {
+            // The guest wrote code the threaded engine had decoded, and the engine took the dirty pages: which
+            // scanned pages were among them is lost, so drop them all.
+            if let Some(patcher) = self.patcher.as_mut() {
+                patcher.stats.dropped += patcher.table.scanned_pages() as u64;
+                copies::clear(patcher.table, patcher.copies, memory.ram);
+                self.shadow.flush_all();
+            }
+        }
+        self.drop_written_code(memory);
+        if back_to_native {
+            self.end_slice(hw::mtime());
+        }
+        match (back_to_native, exit) {
+            (true, _) => None,
+            (false, Exit::BudgetExhausted) => Some(Exit::BudgetExhausted),
+            (false, exit) => Some(self.finish(hart, exit, false)),
+        }
     }
-    let result = interp::step(hart, memory);
-    for site in table.page_sites(page) {
-        memory.ram.write_parcel(site.pa, TRAP_PARCEL);
-    }
-    result
 }
 
 impl Engine for NativeEngine {
     fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         self.prepare();
+        self.drop_written_code(memory);
+        let mut budget = budget;
+        if let Some(exit) = self.excursion(hart, memory, &mut budget) {
+            return exit;
+        }
+        if budget == 0 {
+            return Exit::BudgetExhausted;
+        }
         let ram_host_base = memory.ram.as_ptr() as u64;
         let now = hw::mtime();
         hw::timer_no_later_than(now.saturating_add(native::quantum_ticks(budget)), now);
@@ -411,7 +563,7 @@ impl Engine for NativeEngine {
             if trap.mcause == Exception::IllegalInstruction as u64 {
                 if let Some(exit) = self.patched_site(hart, memory) {
                     self.last_fill = None;
-                    return self.finish(hart, exit);
+                    return self.finish(hart, exit, true);
                 }
             }
             let (va, access) = match native::classify(trap, hart, memory) {
@@ -426,7 +578,7 @@ impl Engine for NativeEngine {
                         defmt::warn!("vm {=usize}: PMP stopped an access at {=u64:#x}", self.id, trap.mtval);
                     }
                     self.last_fill = None;
-                    return self.finish(hart, exit);
+                    return self.finish(hart, exit, true);
                 }
                 Action::ShadowMiss { va, access } => (va, access),
             };
@@ -437,7 +589,13 @@ impl Engine for NativeEngine {
             } else {
                 let patcher = self.patcher.as_ref();
                 self.shadow.fill_with(hart, memory.ram, memory.realmap, ram_host_base, va, access, |pa, granted| {
-                    patcher.map_or(granted, |patcher| patcher.table.native_grants(pa, granted))
+                    match patcher {
+                        None => LeafGrant::on_ram(granted),
+                        Some(patcher) => LeafGrant {
+                            allowed: patcher.table.native_grants(pa, granted),
+                            code_copy: patcher.copies.host_page(pa),
+                        },
+                    }
                 })
             };
             self.last_fill = None;
@@ -448,19 +606,20 @@ impl Engine for NativeEngine {
                     hw::sfence_page(va);
                 }
                 FillOutcome::GuestFault(fault) => {
-                    return self.finish(hart, Exit::Exception { cause: fault.exception, tval: fault.tval });
+                    let exit = Exit::Exception { cause: fault.exception, tval: fault.tval };
+                    return self.finish(hart, exit, true);
                 }
                 FillOutcome::NotRam { guest_real } => {
-                    return self.finish(hart, native::mmio_exit(hart, memory, guest_real, va, access));
+                    return self.finish(hart, native::mmio_exit(hart, memory, guest_real, va, access), true);
                 }
                 FillOutcome::Emulate => {
-                    if let Err(exit) = self.emulate(hart, memory, va, access) {
-                        return self.finish(hart, exit);
+                    if let Err(exit) = self.emulate(hart, memory) {
+                        return self.finish(hart, exit, true);
                     }
                 }
                 FillOutcome::Withheld { guest_real } => {
                     if let Err(exit) = self.withheld(hart, memory, va, access, guest_real) {
-                        return self.finish(hart, exit);
+                        return self.finish(hart, exit, true);
                     }
                 }
             }

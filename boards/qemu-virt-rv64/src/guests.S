@@ -86,3 +86,24 @@ csr_loop_guest_start:
     .p2align 2
 csr_loop_guest_end:
     .option pop
+
+    /* The time-loop benchmark guest (virtual M-mode): reads `time` one million times, then powers off through the
+       test finisher. Each read traps when the counters trap, hits a patched site when they are delegated, and
+       runs in the VMM's code cache once the site is hot. */
+    .section .rodata.time_loop_guest, "a", @progbits
+    .option push
+    .option norvc
+    .p2align 2
+    .globl time_loop_guest_start, time_loop_guest_end
+time_loop_guest_start:
+    li t0, 1000000
+1:  rdtime t1
+    addi t0, t0, -1
+    bnez t0, 1b
+    li t1, 0x100000
+    li t2, 0x5555
+    sw t2, 0(t1)
+2:  j 2b
+    .p2align 2
+time_loop_guest_end:
+    .option pop

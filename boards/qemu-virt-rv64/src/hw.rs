@@ -105,16 +105,19 @@ pub fn sfence_page(va: u64) {
     unsafe { core::arch::asm!("sfence.vma {0}, zero", in(reg) va) }
 }
 
-/// Walls U-mode into `[partition_start, partition_end)` (read, write, execute) and `[pool_start, pool_end)` (read
-/// only: hardware page walks of the shadow tables are checked as S-mode reads), and nothing else. All four
-/// bounds must be multiples of 4. M-mode is not restricted (no entry is locked).
-pub fn set_pmp(partition_start: u64, partition_end: u64, pool_start: u64, pool_end: u64) {
+/// Walls U-mode into the `partition` (read, write, execute), the shadow table `pool` (read only: hardware page
+/// walks of the shadow tables are checked as S-mode reads) and the patched `code` copies (execute only), each a
+/// `[start, end)` range, and nothing else. Every bound must be a multiple of 4. M-mode is not restricted (no
+/// entry is locked).
+pub fn set_pmp(partition: (u64, u64), pool: (u64, u64), code: (u64, u64)) {
     const TOR: u64 = 1 << 3;
     const R: u64 = 1;
+    const X: u64 = 4;
     const RWX: u64 = 7;
     // Entry 0 (OFF) holds the partition's start for entry 1 (TOR, RWX); entry 2 (OFF) the pool's start for
-    // entry 3 (TOR, R). Entries 4 and up stay OFF, so any other address fails for U-mode.
-    let cfg = ((TOR | RWX) << 8) | ((TOR | R) << 24);
+    // entry 3 (TOR, R); entry 4 (OFF) the patched code copies' start for entry 5 (TOR, X; an empty range when
+    // the VM has none). Entries 6 and up stay OFF, so any other address fails for U-mode.
+    let cfg = ((TOR | RWX) << 8) | ((TOR | R) << 24) | ((TOR | X) << 40);
     // SAFETY: M-mode writes to unlocked PMP entries only restrict S/U-mode accesses; the fence makes the change
     // visible to cached translations.
     unsafe {
@@ -124,13 +127,17 @@ pub fn set_pmp(partition_start: u64, partition_end: u64, pool_start: u64, pool_e
             "csrw pmpaddr1, {a1}",
             "csrw pmpaddr2, {a2}",
             "csrw pmpaddr3, {a3}",
+            "csrw pmpaddr4, {a4}",
+            "csrw pmpaddr5, {a5}",
             "csrw pmpcfg2, zero",
             "csrw pmpcfg0, {cfg}",
             "sfence.vma",
-            a0 = in(reg) partition_start >> 2,
-            a1 = in(reg) partition_end >> 2,
-            a2 = in(reg) pool_start >> 2,
-            a3 = in(reg) pool_end >> 2,
+            a0 = in(reg) partition.0 >> 2,
+            a1 = in(reg) partition.1 >> 2,
+            a2 = in(reg) pool.0 >> 2,
+            a3 = in(reg) pool.1 >> 2,
+            a4 = in(reg) code.0 >> 2,
+            a5 = in(reg) code.1 >> 2,
             cfg = in(reg) cfg,
         );
     }

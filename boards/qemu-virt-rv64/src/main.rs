@@ -30,16 +30,19 @@ extern "C" {
     static hostile_guest_end: u8;
     static csr_loop_guest_start: u8;
     static csr_loop_guest_end: u8;
+    static time_loop_guest_start: u8;
+    static time_loop_guest_end: u8;
 }
 
 use alloc::boxed::Box;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use defmt_semihosting as _;
-use engine::{NativeEngine, Patches, POOL};
+use engine::{Copies, NativeEngine, Patches, SiteCache, POOL};
 use trapeze::dev::SerialBackend;
 use trapeze::dev::{MachineRequest, MmioError};
 use trapeze::exec::native;
@@ -57,8 +60,8 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 
 /// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
 const VM_RAM_SIZE: usize = 16 << 20;
-/// How many VMs the board runs: the twelve of the demo (U-Boot among them) and the two benchmark guests.
-const MAX_VMS: usize = 14;
+/// How many VMs the board runs: the thirteen of the demo (U-Boot among them) and the five benchmark guests.
+const MAX_VMS: usize = 18;
 /// Partitions of [`VM_RAM_SIZE`]: every VM but U-Boot has one.
 const SMALL_PARTITIONS: usize = MAX_VMS - 1;
 /// The board stops waiting for its VMs after 100 s (then the ones not done fail).
@@ -76,8 +79,25 @@ static mut PARTITIONS: [Partition<VM_RAM_SIZE>; SMALL_PARTITIONS] =
 const UBOOT_RAM_SIZE: usize = 64 << 20;
 static mut UBOOT_PARTITION: Partition<UBOOT_RAM_SIZE> = Partition([0; UBOOT_RAM_SIZE]);
 static mut SHADOWS: [ShadowTables<POOL>; MAX_VMS] = [const { ShadowTables::new() }; MAX_VMS];
-/// The patch table of the one VM whose counters are delegated (`counters`).
-static mut COUNTERS_PATCHES: Patches = Patches::new();
+/// Each VM's patch table, patched copies and code cache of trap sites (used when its mode needs them).
+static mut PATCHES: [Patches; MAX_VMS] = [const { Patches::new() }; MAX_VMS];
+static mut COPIES: [Copies; MAX_VMS] = [const { Copies::new() }; MAX_VMS];
+static mut SITE_CACHES: [SiteCache; MAX_VMS] = [const { SiteCache::new() }; MAX_VMS];
+
+/// How the VMM virtualizes a VM's counters and the traps that remain (issue 10's three modes, compared side by
+/// side by the benchmarks).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// `mcounteren` = 0: every counter read traps (trap-and-emulate alone).
+    Trapping,
+    /// Counters delegated; the patching scanner patches their reads into traps.
+    Patching,
+    /// Patching, and the code around hot trap sites runs from the VMM's code cache.
+    PatchingCached,
+}
+
+/// The mode every VM runs in unless a benchmark pins another: the fastest in the benchmarks (see the README).
+const DEFAULT_MODE: Mode = Mode::PatchingCached;
 
 static HELLO: &[u8] = include_bytes!(env!("BOARD_GUEST_HELLO"));
 static SV39: &[u8] = include_bytes!(env!("BOARD_GUEST_SV39"));
@@ -120,6 +140,8 @@ const UBOOT_DISK_SCRIPT: &[(&str, &str)] = &[
 ];
 /// CSR reads the `csr-loop` guest makes (`guests.S`).
 const CSR_LOOP_TRAPS: u64 = 100_000;
+/// `time` reads the `time-loop` guest makes (`guests.S`).
+const TIME_LOOP_READS: u64 = 1_000_000;
 
 /// Longest console line a VM may write before it is flushed without its newline.
 const LINE_MAX: usize = 256;
@@ -146,6 +168,11 @@ impl PrefixConsole {
         hw::console_write(self.prefix);
         self.line.iter().copied().for_each(hw::console_write_byte);
         self.line.clear();
+    }
+
+    /// How many steps of the script have been played.
+    fn steps_played(&self) -> usize {
+        self.step
     }
 
     /// Whether every step of the script has been played.
@@ -300,9 +327,15 @@ struct Guest {
     outcome: Option<RunOutcome>,
     /// When the VM was last descheduled while runnable (`None`: it is idle or has not run yet).
     descheduled_at: Option<u64>,
-    /// Pause the VM once, for [`PAUSE_TICKS`], after this many traps at patched sites (the `counters` VM, in the
-    /// middle of its `time` reads: its virtual time must not jump over the pause).
-    pause_after_site_traps: Option<u64>,
+    /// How the VMM virtualizes its counters and trap sites; set up when it first runs.
+    mode: Mode,
+    mode_set: bool,
+    /// Pause the VM once, for [`PAUSE_TICKS`], after this many counter reads served by the dispatcher (the
+    /// `counters` VM, in the middle of its `time` reads: its virtual time must not jump over the pause).
+    pause_after_counter_reads: Option<u64>,
+    /// Machine time and world switches when the VM's console first reached its script's second step (a Linux
+    /// VM's first shell prompt).
+    shell_at: Option<(u64, u64)>,
     /// The VM is paused (not run although runnable) until this machine time.
     paused_until: Option<u64>,
 }
@@ -354,7 +387,10 @@ fn build_guest(
     let shadow = unsafe { &mut (&mut *core::ptr::addr_of_mut!(SHADOWS))[index] };
     let start = bytes.as_ptr() as u64;
     let partition = (start, start + bytes.len() as u64);
-    let ram = Ram::new(RAM_BASE, bytes);
+    let pages = bytes.len().div_ceil(4096);
+    let mut ram = Ram::new(RAM_BASE, bytes);
+    // Every write to a page the engine patched or caches code from is noticed (one bit per page).
+    ram.attach_code_watch(Box::leak(vec![0u64; pages.div_ceil(64)].into_boxed_slice()));
     let harts = (0..harts).map(|id| Hart::new(HartConfig::rv64gc(id)));
     let devices = ReportingDevices { vm: index, inner: VirtDevices::new(PrefixConsole::new(prefix, script)) };
     let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock { index }));
@@ -368,20 +404,46 @@ fn build_guest(
         expect,
         outcome: None,
         descheduled_at: None,
-        pause_after_site_traps: None,
+        mode: DEFAULT_MODE,
+        mode_set: false,
+        pause_after_counter_reads: None,
+        shell_at: None,
         paused_until: None,
     }
 }
 
-/// The `counters` VM (issue 10): the only one whose counters are delegated, so its code is scanned and its
-/// counter reads patched before they run.
-fn counters_guest(index: usize, partition: usize) -> Guest {
-    let mut guest = make_guest(index, partition, "counters", "[vm11] ", Image::Elf(COUNTERS), Expect::PowerOff);
-    // SAFETY: this function runs once, so this is the only reference to the table.
-    let table = unsafe { &mut *core::ptr::addr_of_mut!(COUNTERS_PATCHES) };
-    guest.engine.delegate_counters(table);
-    // In the middle of its `time` reads (tens of thousands, each a trap at a patched site).
-    guest.pause_after_site_traps = Some(5_000);
+impl Guest {
+    /// Sets up the engine for the guest's mode, before it first runs.
+    fn set_up_mode(&mut self) {
+        if self.mode_set {
+            return;
+        }
+        self.mode_set = true;
+        let (index, mode) = (self.index, self.mode);
+        if mode != Mode::Trapping {
+            // SAFETY: each VM index is used by one live VM at a time, and this runs once per VM, so these are the
+            // only references to its patch table and copies.
+            let (table, copies) = unsafe {
+                (&mut (*core::ptr::addr_of_mut!(PATCHES))[index], &mut (*core::ptr::addr_of_mut!(COPIES))[index])
+            };
+            self.engine.delegate_counters(table, copies);
+        }
+        if mode == Mode::PatchingCached {
+            // SAFETY: as above, for its code cache.
+            let cache = unsafe { &mut (*core::ptr::addr_of_mut!(SITE_CACHES))[index] };
+            self.engine.cache_trap_sites(cache);
+        }
+    }
+}
+
+/// A `counters` VM (issue 10): its counters are delegated whatever the default mode, so its code is scanned and
+/// its counter reads patched before they run; with `cached`, its hot trap sites also run from the code cache.
+/// The board pauses it once in the middle of its `time` reads (tens of thousands, each served by the
+/// dispatcher), which its virtual time must not show.
+fn counters_guest(index: usize, partition: usize, prefix: &'static str, cached: bool) -> Guest {
+    let mut guest = make_guest(index, partition, "counters", prefix, Image::Elf(COUNTERS), Expect::PowerOff);
+    guest.mode = if cached { Mode::PatchingCached } else { Mode::Patching };
+    guest.pause_after_counter_reads = Some(5_000);
     guest
 }
 
@@ -442,11 +504,44 @@ fn time_alone(guest: Guest) -> (Guest, u64) {
     (guest, ticks)
 }
 
-/// The benchmarks, each VM alone on the hart: the cost of a trap round trip (a CSR read emulated by the VMM)
-/// and a CPU-bound guest's run time. Returns how many failed.
+/// The time-loop benchmark guest's code (`guests.S`).
+fn time_loop_image() -> &'static [u8] {
+    // SAFETY: the two symbols bound the time-loop guest in `guests.S`.
+    unsafe { raw_image(core::ptr::addr_of!(time_loop_guest_start), core::ptr::addr_of!(time_loop_guest_end)) }
+}
+
+/// One line of figures for a guest run in some mode: wall time, world switches and what the VMM did.
+fn mode_figures(guest: &Guest, ticks: u64) -> String {
+    let stats = guest.engine.stats;
+    let mut line = alloc::format!(
+        "{:?}: {} us wall, {} world switches, {} exits served",
+        guest.mode,
+        ticks / 10,
+        stats.entries,
+        stats.exits
+    );
+    if let Some(patch) = guest.engine.patch_stats() {
+        line += &alloc::format!(", {} pages scanned, {} sites patched", patch.scans, patch.patched);
+    }
+    if let Some(sites) = guest.engine.site_stats() {
+        line += &alloc::format!(
+            ", {} excursions serving {} exits over {} emulated instructions ({} wasted)",
+            sites.excursions,
+            sites.exits_in_excursions,
+            sites.emulated,
+            sites.wasted
+        );
+    }
+    line
+}
+
+/// The benchmarks, each VM alone on the hart: the cost of a trap round trip (a CSR read emulated by the VMM),
+/// a loop reading `time` in each of the three modes, and a CPU-bound guest's run time. Returns how many failed.
 fn benchmarks() -> usize {
     let mut failures = 0;
-    let csr = make_guest(12, 11, "csr-loop", "[vm12] ", Image::Raw(csr_loop_image()), Expect::PowerOff);
+    let mut csr = make_guest(12, 11, "csr-loop", "[vm12] ", Image::Raw(csr_loop_image()), Expect::PowerOff);
+    // A world switch per read: what a trap costs.
+    csr.mode = Mode::Trapping;
     let (csr, ticks) = time_alone(csr);
     // 10 MHz: a tick is 100 ns.
     let nanoseconds = ticks.saturating_mul(100) / CSR_LOOP_TRAPS;
@@ -456,6 +551,22 @@ fn benchmarks() -> usize {
         csr.engine.stats.entries
     );
     failures += (csr.outcome != Some(RunOutcome::PowerOff { code: 0 })) as usize;
+    let mut loop_ticks = [0u64; 3];
+    for (slot, mode) in [Mode::Trapping, Mode::Patching, Mode::PatchingCached].into_iter().enumerate() {
+        let (index, partition) = (14 + slot, 13 + slot);
+        let mut guest =
+            make_guest(index, partition, "time-loop", "[time-loop] ", Image::Raw(time_loop_image()), Expect::PowerOff);
+        guest.mode = mode;
+        let (guest, ticks) = time_alone(guest);
+        println!("bench: time loop ({TIME_LOOP_READS} reads of time), {}", mode_figures(&guest, ticks));
+        failures += (guest.outcome != Some(RunOutcome::PowerOff { code: 0 })) as usize;
+        loop_ticks[slot] = ticks.max(1);
+    }
+    println!(
+        "bench: time loop speed-up over trapping: patching {:.2}x, patching with code caching {:.2}x",
+        loop_ticks[0] as f64 / loop_ticks[1] as f64,
+        loop_ticks[0] as f64 / loop_ticks[2] as f64
+    );
     let bench = make_guest(13, 12, "bench-int", "[vm13] ", Image::Elf(BENCH_INT), Expect::PowerOff);
     let (bench, ticks) = time_alone(bench);
     println!(
@@ -487,6 +598,7 @@ fn schedule(guests: &mut [Guest]) {
         for guest in guests.iter_mut().filter(|guest| guest.outcome.is_none()) {
             let index = guest.index;
             ran = true;
+            guest.set_up_mode();
             if let Some(until) = guest.paused_until {
                 if hw::mtime() < until {
                     // Runnable but paused: the board sleeps no longer than the pause when every VM waits.
@@ -511,11 +623,13 @@ fn schedule(guests: &mut [Guest]) {
                 let idle_calls = IDLE_CALLS.load(Ordering::Relaxed);
                 let (start, guest_ticks) = (hw::mtime(), guest.engine.stats.guest_ticks);
                 guest.outcome = guest.vm.run_slice(&mut guest.engine, budget);
+                let end = hw::mtime();
+                guest.engine.end_slice(end);
                 went_idle = IDLE_CALLS.load(Ordering::Relaxed) != idle_calls;
                 if !went_idle {
                     // The VMM's own work for the slice (world switches, the dispatcher, devices, the console) is
                     // hidden from the guest's clock too: its time advances while it runs or sleeps.
-                    let spent = hw::mtime().saturating_sub(start);
+                    let spent = end.saturating_sub(start);
                     let overhead = spent.saturating_sub(guest.engine.stats.guest_ticks - guest_ticks);
                     if let Some(stolen) = STOLEN.get(index) {
                         stolen.fetch_add(overhead, Ordering::Relaxed);
@@ -529,15 +643,15 @@ fn schedule(guests: &mut [Guest]) {
             if !went_idle {
                 guest.descheduled_at = Some(hw::mtime());
             }
-            let site_traps = guest.engine.patch_stats().map_or(0, |stats| stats.site_traps);
-            let pause = guest.pause_after_site_traps.filter(|&after| site_traps >= after && guest.outcome.is_none());
+            let reads = guest.engine.stats.counter_reads;
+            let pause = guest.pause_after_counter_reads.filter(|&after| reads >= after && guest.outcome.is_none());
             if let Some(after) = pause {
-                guest.pause_after_site_traps = None;
+                guest.pause_after_counter_reads = None;
                 guest.paused_until = Some(hw::mtime().saturating_add(PAUSE_TICKS));
-                println!(
-                    "board: vm{index} paused for {} ms after {after} traps at patched sites",
-                    PAUSE_TICKS / 10_000
-                );
+                println!("board: vm{index} paused for {} ms after {after} counter reads", PAUSE_TICKS / 10_000);
+            }
+            if guest.shell_at.is_none() && guest.vm.devices.inner.uart.backend().steps_played() >= 2 {
+                guest.shell_at = Some((hw::mtime(), guest.engine.stats.entries));
             }
         }
         let waiting = guests.iter().any(|guest| match guest.expect {
@@ -701,7 +815,8 @@ fn main() -> ! {
         make_guest(8, 8, "hostile", "[vm8] ", Image::Raw(hostile_image()), RunForever),
         uboot_guest(9, uboot_disk()),
         make_guest(10, 9, "contain", "[vm10] ", Image::Elf(CONTAIN), PowerOff),
-        counters_guest(11, 10),
+        counters_guest(11, 10, "[vm11] ", false),
+        counters_guest(17, 16, "[vm17] ", true),
     ];
 
     schedule(&mut guests);
@@ -746,9 +861,21 @@ fn main() -> ! {
         );
         if let Some(patch) = guest.engine.patch_stats() {
             println!(
-                "    counters delegated: {} pages scanned, {} sites patched, {} site traps, {} pages dropped by stores, \
-                 {} loads of patched code, {} fetches refused",
-                patch.scans, patch.patched, patch.site_traps, patch.dropped, patch.unpatched_loads, patch.refused
+                "    counters delegated: {} pages scanned, {} sites patched, {} site traps, {} pages dropped when \
+                 written, {} evicted, {} loads of patched code, {} fetches refused",
+                patch.scans,
+                patch.patched,
+                patch.site_traps,
+                patch.dropped,
+                patch.evicted,
+                patch.code_loads,
+                patch.refused
+            );
+        }
+        if let Some(sites) = guest.engine.site_stats() {
+            println!(
+                "    trap sites cached: {} excursions served {} exits over {} emulated instructions ({} wasted)",
+                sites.excursions, sites.exits_in_excursions, sites.emulated, sites.wasted
             );
         }
     }

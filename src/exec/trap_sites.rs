@@ -1,0 +1,228 @@
+//! Code caching of hot trap sites: when the native engine should stop switching worlds for each trap at a guest
+//! site and run the code around it emulated, from an emulation engine's code cache, in the VMM.
+//!
+//! Each trap out of native execution (a privileged instruction, a patched critical one, a device access, an
+//! environment call) costs a world switch, microseconds on a real or emulated CPU. Where one site traps again and
+//! again (a loop reading `time`, a kernel toggling `sstatus.SIE` around a short critical section, a trap entry and
+//! its `sret`), the instructions between the traps are few: running them in the VMM with the threaded engine
+//! (`exec::threaded`, whose fixed-size code cache keeps the decoded blocks, chains them and drops them when their
+//! page is written) serves consecutive traps without any world switch. Execution returns to the real CPU once
+//! the emulated run goes [`QUIET_RUN`] instructions without an exit.
+//!
+//! [`TrapSites`] is the policy, portable and host-tested: a small direct-mapped table of trap counts per guest
+//! virtual pc, aged so that only sites trapping *often* become hot, and the state of the current excursion (the
+//! emulated run that a hot site starts). An excursion that served no further trap was wasted (the site traps
+//! rarely after all): its site must earn hotness again. The board's engine does the running.
+//!
+//! It must never decide anything a guest can observe: an excursion runs the guest's instructions with the same
+//! semantics (the same dispatcher serves its exits), so only timing and the VMM's statistics tell the modes apart.
+
+/// Traps counted at one site (within the ageing window) before it is hot.
+pub const HOT_AFTER: u16 = 8;
+/// Instructions an excursion runs without an exit before execution goes back to the real CPU. A run this long
+/// costs about as much in the VMM as one world switch on QEMU (a few microseconds), so an excursion pays off as
+/// soon as it saves one trap.
+pub const QUIET_RUN: u64 = 64;
+/// Exits noted between two halvings of every count.
+const AGE_EVERY: u32 = 4096;
+
+/// What the trap-site policy did, for the VMM's report.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SiteStats {
+    /// Excursions started (each at a hot site).
+    pub excursions: u64,
+    /// Exits served during excursions: each one a world switch saved.
+    pub exits_in_excursions: u64,
+    /// Instructions emulated in excursions.
+    pub emulated: u64,
+    /// Excursions that served no exit (the site was demoted).
+    pub wasted: u64,
+}
+
+/// Trap counts per guest site in `SLOTS` direct-mapped slots (a power of two), and the current excursion.
+pub struct TrapSites<const SLOTS: usize> {
+    pcs: [u64; SLOTS],
+    counts: [u16; SLOTS],
+    noted: u32,
+    /// The slot of the site that started the current excursion, and the exits it has served so far.
+    excursion: Option<(usize, u64)>,
+    pub stats: SiteStats,
+}
+
+impl<const SLOTS: usize> Default for TrapSites<SLOTS> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How an excursion's emulated run ended, as [`TrapSites::after_emulated_run`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// An exit for the dispatcher: the excursion goes on after it.
+    Exit,
+    /// The run spent the instructions it was given without an exit.
+    Budget,
+}
+
+impl<const SLOTS: usize> TrapSites<SLOTS> {
+    const CHECK: () = assert!(SLOTS.is_power_of_two(), "TrapSites: SLOTS must be a power of two");
+
+    pub const fn new() -> Self {
+        let () = Self::CHECK;
+        Self {
+            pcs: [u64::MAX; SLOTS],
+            counts: [0; SLOTS],
+            noted: 0,
+            excursion: None,
+            stats: SiteStats { excursions: 0, exits_in_excursions: 0, emulated: 0, wasted: 0 },
+        }
+    }
+
+    fn slot(pc: u64) -> usize {
+        // Instructions are at least 2 bytes apart; fold in higher bits so sites a page apart do not collide.
+        ((pc >> 1) ^ (pc >> 13)) as usize & (SLOTS - 1)
+    }
+
+    /// Whether an excursion is under way: the next run is emulated.
+    pub fn in_excursion(&self) -> bool {
+        self.excursion.is_some()
+    }
+
+    /// A trap out of native execution at guest virtual `pc`: counts it, and starts an excursion when the site is
+    /// hot (the run after the dispatcher serves this exit is then emulated).
+    pub fn note_native_exit(&mut self, pc: u64) {
+        self.noted += 1;
+        if self.noted >= AGE_EVERY {
+            self.noted = 0;
+            for count in self.counts.iter_mut() {
+                *count /= 2;
+            }
+        }
+        let slot = Self::slot(pc);
+        let (Some(site), Some(count)) = (self.pcs.get_mut(slot), self.counts.get_mut(slot)) else { return };
+        if *site != pc {
+            *site = pc;
+            *count = 0;
+        }
+        *count = count.saturating_add(1);
+        if *count >= HOT_AFTER {
+            self.excursion = Some((slot, 0));
+            self.stats.excursions += 1;
+        }
+    }
+
+    /// The instructions to give the next emulated run of an excursion out of `budget`: at most [`QUIET_RUN`],
+    /// so that a quiet stretch hands the hart back to the real CPU.
+    pub fn excursion_budget(budget: u64) -> u64 {
+        budget.min(QUIET_RUN)
+    }
+
+    /// An excursion's emulated run, given `given` instructions, retired `retired` and ended as `end`. Returns
+    /// whether execution goes back to the real CPU now (the run was quiet: [`QUIET_RUN`] instructions without
+    /// an exit), which ends the excursion.
+    pub fn after_emulated_run(&mut self, given: u64, retired: u64, end: RunEnd) -> bool {
+        self.stats.emulated += retired;
+        let Some((slot, served)) = self.excursion.as_mut() else { return true };
+        match end {
+            RunEnd::Exit => {
+                *served += 1;
+                self.stats.exits_in_excursions += 1;
+                false
+            }
+            RunEnd::Budget if given >= QUIET_RUN && retired >= given => {
+                if *served == 0 {
+                    // Nothing gained: the site has to trap often again before the next excursion.
+                    self.stats.wasted += 1;
+                    if let Some(count) = self.counts.get_mut(*slot) {
+                        *count = 0;
+                    }
+                }
+                self.excursion = None;
+                true
+            }
+            // The caller's budget ran out first: the excursion goes on in the next run.
+            RunEnd::Budget => false,
+        }
+    }
+
+    /// Ends any excursion (the VMM changed something under it, or emulation is not possible now).
+    pub fn end_excursion(&mut self) {
+        self.excursion = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_site_becomes_hot_after_repeated_traps_and_a_quiet_run_ends_the_excursion() {
+        let mut sites: TrapSites<64> = TrapSites::new();
+        for _ in 0..HOT_AFTER - 1 {
+            sites.note_native_exit(0x8000_1000);
+            assert!(!sites.in_excursion());
+        }
+        sites.note_native_exit(0x8000_1000);
+        assert!(sites.in_excursion(), "the eighth trap at one site starts an excursion");
+        // Exits served: the excursion goes on.
+        for _ in 0..3 {
+            let given = TrapSites::<64>::excursion_budget(1_000_000);
+            assert_eq!(given, QUIET_RUN);
+            assert!(!sites.after_emulated_run(given, 3, RunEnd::Exit));
+            assert!(sites.in_excursion());
+        }
+        // A budget smaller than a quiet run does not prove quiet.
+        assert!(!sites.after_emulated_run(10, 10, RunEnd::Budget));
+        assert!(sites.in_excursion());
+        assert!(sites.after_emulated_run(QUIET_RUN, QUIET_RUN, RunEnd::Budget), "quiet: back to native");
+        assert!(!sites.in_excursion());
+        assert_eq!(
+            sites.stats,
+            SiteStats { excursions: 1, exits_in_excursions: 3, emulated: 9 + 10 + QUIET_RUN, wasted: 0 }
+        );
+        // Still hot: the next trap there starts another excursion at once.
+        sites.note_native_exit(0x8000_1000);
+        assert!(sites.in_excursion());
+    }
+
+    #[test]
+    fn a_wasted_excursion_demotes_its_site_and_other_sites_do_not_share_counts() {
+        let mut sites: TrapSites<64> = TrapSites::new();
+        for _ in 0..HOT_AFTER {
+            sites.note_native_exit(0x8000_2000);
+        }
+        assert!(sites.after_emulated_run(QUIET_RUN, QUIET_RUN, RunEnd::Budget));
+        assert_eq!(sites.stats.wasted, 1);
+        sites.note_native_exit(0x8000_2000);
+        assert!(!sites.in_excursion(), "demoted: it must trap often again");
+        // Alternating sites in different slots each count on their own.
+        for _ in 0..HOT_AFTER - 1 {
+            sites.note_native_exit(0x8000_3000);
+            sites.note_native_exit(0x8000_3004);
+        }
+        assert!(!sites.in_excursion());
+        sites.note_native_exit(0x8000_3004);
+        assert!(sites.in_excursion());
+    }
+
+    #[test]
+    fn rare_traps_age_out_before_they_make_a_site_hot() {
+        let mut sites: TrapSites<64> = TrapSites::new();
+        let target = 0x8000_4000;
+        let mut other = 0x9000_0000u64;
+        // One trap at the site per ageing window, among many distinct sites elsewhere (never in its slot, so
+        // only ageing can keep its count down).
+        for round in 0..4 * HOT_AFTER {
+            sites.note_native_exit(target);
+            let mut noted = 0;
+            while noted < AGE_EVERY {
+                other += 4;
+                if TrapSites::<64>::slot(other) != TrapSites::<64>::slot(target) {
+                    sites.note_native_exit(other);
+                    noted += 1;
+                }
+            }
+            assert!(!sites.in_excursion(), "round {round}");
+        }
+    }
+}
