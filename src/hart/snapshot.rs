@@ -147,3 +147,151 @@ impl Hart {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::debug::tdata1;
+    use crate::hart::HartConfig;
+    use crate::isa::csr::{interrupt, mstatus};
+    use proptest::prelude::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Where the privilege byte and the CSRs lie in a hart's state.
+    const PRIVILEGE_AT: usize = 8 + 8 + 256 + 256 + 2 + 8;
+    const CSRS_AT: usize = PRIVILEGE_AT + 1;
+    const PMP_AT: usize = CSRS_AT + 8 * FIELDS.len();
+
+    /// A hart with something in every part of its state.
+    fn busy_hart() -> Hart {
+        let mut hart = Hart::new(HartConfig::rv64gc(1));
+        for (index, register) in hart.x.iter_mut().enumerate().skip(1) {
+            *register = 0x0101_0101_0101_0101 * index as u64;
+        }
+        for (index, register) in hart.fp.f.iter_mut().enumerate() {
+            *register = 0xffff_ffff_0000_0000 | index as u64;
+        }
+        hart.fp.set_fcsr(0xe5);
+        hart.pc = 0x8000_1234;
+        let writes = [
+            (csr::MSTATUS, (1 << mstatus::MPP_SHIFT) | mstatus::MIE | mstatus::FS),
+            (csr::MTVEC, 0x8000_0101),
+            (csr::MEDELEG, 0xb1ff),
+            (csr::MIDELEG, 0x222),
+            (csr::MIE, 0xaaa),
+            (csr::MIP, 0x22),
+            (csr::MSCRATCH, 7),
+            (csr::MEPC, 0x8000_0010),
+            (csr::MCOUNTEREN, 7),
+            (csr::STVEC, 0x8020_0000),
+            (csr::SATP, (8 << 60) | (5 << 44) | 0x1234),
+            (csr::PMPCFG0, 0x1f),
+            (csr::PMPADDR0, 0x2000_0000 - 1),
+            (csr::TSELECT, 1),
+            (csr::TDATA1, (tdata1::TYPE_MCONTROL6 << tdata1::TYPE_SHIFT) | tdata1::EXECUTE | tdata1::S),
+            (csr::TDATA2, 0x8000_0000),
+            (csr::TCONTROL, 8),
+        ];
+        for (number, value) in writes {
+            hart.debug_write_csr(number, value).unwrap();
+        }
+        hart.privilege = Privilege::Supervisor;
+        hart.reservation = Some(Reservation { addr: 0x8000_0040, value: 9 });
+        hart.instret = 123_456;
+        hart.cycle_offset = 77;
+        hart.traps_taken = 3;
+        hart.interrupt_lines = interrupt::MTI | interrupt::SEI;
+        hart
+    }
+
+    fn save(hart: &Hart) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let mut out = Writer::new(&mut buf);
+        hart.save_state(&mut out);
+        let len = out.finish().unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    fn load(hart: &mut Hart, data: &[u8], mode: LoadMode) -> Result<(), SnapshotError> {
+        let mut input = Reader::new(data);
+        hart.load_state(&mut input, mode)?;
+        input.finish()
+    }
+
+    #[test]
+    fn a_hart_round_trips_and_a_check_changes_nothing() {
+        let busy = busy_hart();
+        let data = save(&busy);
+        let mut hart = Hart::new(HartConfig::rv64gc(1));
+        let fresh = hart.clone();
+        load(&mut hart, &data, LoadMode::Check).unwrap();
+        assert_eq!(hart, fresh, "a check only validates");
+        load(&mut hart, &data, LoadMode::Apply).unwrap();
+        assert_eq!(hart, busy);
+        assert!(hart.triggers.armed(Privilege::Supervisor), "the trigger masks were recomputed");
+    }
+
+    #[test]
+    fn impossible_values_and_other_harts_are_named_and_change_nothing() {
+        let data = save(&busy_hart());
+        let cases: [(usize, &[u8], &str); 6] = [
+            (PRIVILEGE_AT, &[2], "a privilege mode the hart does not implement"),
+            (CSRS_AT + 1, &[0x10], "an mstatus value no write produces"),
+            (CSRS_AT + 17 * 8 + 7, &[0x90], "a satp value no write produces"),
+            (CSRS_AT + 2 * 8, &[0xff, 0xff], "a CSR value no write produces"),
+            (PMP_AT, &[0x02], "a PMP entry no write produces"),
+            (16, &[1], "x0 is not zero"),
+        ];
+        for (at, bytes, what) in cases {
+            let mut bad = data.clone();
+            bad[at..at + bytes.len()].copy_from_slice(bytes);
+            let mut hart = Hart::new(HartConfig::rv64gc(1));
+            let fresh = hart.clone();
+            let error = load(&mut hart, &bad, LoadMode::Apply).unwrap_err();
+            assert!(matches!(error, SnapshotError::Invalid { what: named, .. } if named == what), "{what}: {error:?}");
+            assert_eq!(hart, fresh, "{what}: nothing changed");
+        }
+        let mut other = Hart::new(HartConfig::rv64gc(2));
+        assert!(matches!(load(&mut other, &data, LoadMode::Apply), Err(SnapshotError::Mismatch { .. })));
+        let mut smaller = Hart::new(HartConfig::rv64imac_mu(1));
+        assert!(matches!(load(&mut smaller, &data, LoadMode::Apply), Err(SnapshotError::Mismatch { .. })));
+        assert!(matches!(
+            load(&mut Hart::new(HartConfig::rv64gc(1)), &data[..data.len() - 1], LoadMode::Apply),
+            Err(SnapshotError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn the_debuggers_triggers_and_breakpoints_are_not_the_machines() {
+        let mut busy = busy_hart();
+        busy.triggers.insert_software_breakpoint(0x8000_0000);
+        let data = save(&busy);
+        let mut hart = Hart::new(HartConfig::rv64gc(1));
+        hart.triggers.insert_software_breakpoint(0x8000_4444);
+        load(&mut hart, &data, LoadMode::Apply).unwrap();
+        assert!(hart.triggers.check_execute(0x8000_4444, Privilege::Machine).is_some(), "the restoring side's kept");
+        assert!(hart.triggers.check_execute(0x8000_0000, Privilege::Machine).is_none(), "the saving side's not");
+    }
+
+    proptest! {
+        /// Any bytes, or a good state with one byte changed: never a panic, and a refusal changes nothing.
+        #[test]
+        fn hostile_hart_states_never_panic(at in 0usize..1000, value in any::<u8>(),
+                                           noise in proptest::collection::vec(any::<u8>(), 0..900)) {
+            let mut hart = Hart::new(HartConfig::rv64gc(1));
+            let fresh = hart.clone();
+            if load(&mut hart, &noise, LoadMode::Apply).is_err() {
+                prop_assert_eq!(&hart, &fresh);
+            }
+            let mut data = save(&busy_hart());
+            let at = at % data.len();
+            data[at] = value;
+            let mut hart = Hart::new(HartConfig::rv64gc(1));
+            if load(&mut hart, &data, LoadMode::Apply).is_err() {
+                prop_assert_eq!(&hart, &fresh);
+            }
+        }
+    }
+}

@@ -485,6 +485,33 @@ mod tests {
         assert!(matches!(lonely.restore_snapshot(&saved), Err(SnapshotError::Mismatch { .. })));
     }
 
+    /// The VMM's own SBI (HSM states, timers) and HTIF (its answer queue) are saved and restored, and a machine
+    /// that does not use them refuses a snapshot that does.
+    #[test]
+    fn firmware_and_htif_state_round_trip() {
+        use crate::dev::htif::Htif;
+        use crate::vm::sbi::HartState;
+        let mut backing = Backing::new();
+        let mut vm = machine(&mut backing, true);
+        let mut console = Recorder::default();
+        vm.boot_with_builtin_sbi(0, RAM_BASE, RAM_BASE + 0x3000);
+        vm.attach_htif(Htif::new(RAM_BASE + 0x3800, Some(RAM_BASE + 0x3840)), &mut console);
+        let saved = snapshot(&vm);
+
+        let mut fresh_backing = Backing::new();
+        let mut restored = machine(&mut fresh_backing, false);
+        assert!(matches!(restored.restore_snapshot(&saved), Err(SnapshotError::Mismatch { .. })), "no SBI here");
+        restored.boot_with_builtin_sbi(1, RAM_BASE, 0);
+        assert_eq!(restored.sbi().and_then(|sbi| sbi.state(0)), Some(HartState::Stopped));
+        assert!(matches!(restored.restore_snapshot(&saved), Err(SnapshotError::Mismatch { .. })), "no HTIF here");
+        let mut restored_console = Recorder::default();
+        restored.attach_htif(Htif::new(RAM_BASE + 0x3800, Some(RAM_BASE + 0x3840)), &mut restored_console);
+        restored.restore_snapshot(&saved).unwrap();
+        assert_eq!(restored.sbi().and_then(|sbi| sbi.state(0)), Some(HartState::Started));
+        assert_eq!(restored.sbi().and_then(|sbi| sbi.state(1)), Some(HartState::Stopped));
+        assert_eq!(snapshot(&restored), saved);
+    }
+
     /// A snapshot with one byte changed and its checksum made right again (a hostile one, not a damaged one):
     /// restoring it never panics, and when it is refused the machine is exactly as it was.
     fn restore_hostile(at: usize, value: u8, saved: &[u8]) {
