@@ -512,6 +512,52 @@ mod tests {
         assert_eq!(snapshot(&restored), saved);
     }
 
+    /// A host clock the test moves.
+    struct SharedClock(std::rc::Rc<core::cell::Cell<u64>>);
+
+    impl Clock for SharedClock {
+        fn now(&mut self) -> u64 {
+            self.0.get()
+        }
+    }
+
+    /// Under the host's clock, a machine restored in a process whose clock starts again from 0 goes on from the
+    /// saved time and follows its clock from there.
+    #[test]
+    fn host_time_goes_on_from_the_saved_time() {
+        let ticks = std::rc::Rc::new(core::cell::Cell::new(1_000_000));
+        let mut clock = SharedClock(ticks.clone());
+        let mut backing = Backing::new();
+        let mut program = vec![0u8; RAM_SIZE];
+        let mut vm = Vm::new(
+            [Hart::new(HartConfig::rv64gc(0))],
+            Ram::new(RAM_BASE, &mut backing.ram),
+            VirtDevices::<_>::new(Recorder::default()),
+            &mut clock,
+        )
+        .unwrap();
+        vm.harts[0].reset(RAM_BASE);
+        vm.run_slice(&mut Interpreter, 10);
+        assert_eq!(vm.time(), 1_000_000);
+        let saved = snapshot(&vm);
+
+        let later = std::rc::Rc::new(core::cell::Cell::new(5));
+        let mut restarted_clock = SharedClock(later.clone());
+        let mut restored = Vm::new(
+            [Hart::new(HartConfig::rv64gc(0))],
+            Ram::new(RAM_BASE, &mut program),
+            VirtDevices::<_>::new(Recorder::default()),
+            &mut restarted_clock,
+        )
+        .unwrap();
+        restored.restore_snapshot(&saved).unwrap();
+        restored.run_slice(&mut Interpreter, 10);
+        assert_eq!(restored.time(), 1_000_000, "time did not jump back to the new clock's 5");
+        later.set(25);
+        restored.run_slice(&mut Interpreter, 10);
+        assert_eq!(restored.time(), 1_000_020, "and then follows the new clock");
+    }
+
     /// A snapshot with one byte changed and its checksum made right again (a hostile one, not a damaged one):
     /// restoring it never panics, and when it is refused the machine is exactly as it was.
     fn restore_hostile(at: usize, value: u8, saved: &[u8]) {
