@@ -353,6 +353,53 @@ impl Triggers {
         Some((*self.tdata1.get(index)?, *self.tdata2.get(index)?))
     }
 
+    /// Writes the guest's trigger state for a snapshot: `tselect`, each trigger's `tdata1` and `tdata2`,
+    /// `tcontrol`. The host debugger's triggers (`dmode`) and software breakpoints are the debugger's, not the
+    /// machine's: they are written as disabled triggers.
+    pub fn save_state(&self, out: &mut crate::snapshot::Writer) {
+        out.u64(self.tselect as u64);
+        for index in 0..TRIGGERS {
+            let guest = self.tdata1[index] & tdata1::DMODE == 0;
+            out.u64(if guest { self.tdata1[index] } else { tdata1::DISABLED });
+            out.u64(if guest { self.tdata2[index] } else { 0 });
+        }
+        out.u64(self.tcontrol);
+    }
+
+    /// Reads what [`save_state`](Self::save_state) wrote, refusing any value a guest could not have written;
+    /// under [`LoadMode::Apply`](crate::snapshot::LoadMode) replaces the triggers (the debugger's included:
+    /// a restored machine starts with no debugger triggers) and keeps the software breakpoints.
+    pub fn load_state(
+        &mut self,
+        input: &mut crate::snapshot::Reader,
+        mode: crate::snapshot::LoadMode,
+    ) -> Result<(), crate::snapshot::SnapshotError> {
+        let tselect = input.u64()?;
+        if tselect >= TRIGGERS as u64 {
+            return Err(input.invalid("tselect past the last trigger"));
+        }
+        let (mut data1, mut data2) = ([0u64; TRIGGERS], [0u64; TRIGGERS]);
+        for index in 0..TRIGGERS {
+            data1[index] = input.u64()?;
+            data2[index] = input.u64()?;
+            if self.legalize(data1[index]) != data1[index] {
+                return Err(input.invalid("a tdata1 value no guest write produces"));
+            }
+        }
+        let control = input.u64()?;
+        if control & !(tcontrol::MTE | tcontrol::MPTE) != 0 {
+            return Err(input.invalid("tcontrol bits that do not exist"));
+        }
+        if mode.apply() {
+            self.tselect = tselect as usize;
+            self.tdata1 = data1;
+            self.tdata2 = data2;
+            self.tcontrol = control;
+            self.update_masks();
+        }
+        Ok(())
+    }
+
     /// Recomputes the cached masks [`armed`](Self::armed) tests.
     fn update_masks(&mut self) {
         let mut native = 0;

@@ -718,6 +718,8 @@ fn legal_tvec(value: u64, old: u64) -> u64 {
     (value & !tvec::MODE_MASK) | mode
 }
 
+mod snapshot;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,5 +16,6 @@ pub mod hart;
 pub mod isa;
 pub mod mem;
 pub mod patch;
+pub mod snapshot;
 pub mod trap;
 pub mod vm;

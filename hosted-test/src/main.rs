@@ -46,6 +46,8 @@ struct Cli {
     command: Option<Command>,
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Boot IMAGE (an ELF executable or a raw binary loaded at 0x8000_0000) in M-mode and run it to the end.
@@ -123,6 +125,17 @@ struct RunArgs {
     /// With -s or --gdb: do not start the guest until gdb continues it (QEMU's `-S`).
     #[arg(short = 'S')]
     wait_for_gdb: bool,
+    /// Save a snapshot of the whole machine to FILE once --savevm-at instructions have run, then run on
+    /// (QEMU's monitor command `savevm`).
+    #[arg(long, value_name = "FILE", requires = "savevm_at", conflicts_with_all = ["lockstep", "gdb", "gdb_default"])]
+    savevm: Option<PathBuf>,
+    /// When --savevm saves: after this many instructions.
+    #[arg(long, value_name = "N", requires = "savevm")]
+    savevm_at: Option<u64>,
+    /// Start from the snapshot in FILE instead of the images' entry (QEMU's `-loadvm`). The machine is built
+    /// from the same images and options as the run that saved it, then the snapshot replaces its whole state.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["lockstep", "gdb", "gdb_default"])]
+    loadvm: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -302,6 +315,8 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     };
 
     let log = log::Log::open(args.log.unwrap_or_default(), args.log_file.as_deref())?;
+    // A snapshot is restored or saved in the first boot only, not after a guest reset.
+    let mut first_boot = true;
     loop {
         let mut clock = HostClock::new();
         if let Some(server) = gdb.as_mut() {
@@ -312,12 +327,13 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
         let mut vm =
             build_machine(args, &plan, &mut backing, &mut code_pages, Stdio::new(), &mut clock, &mut htif_console)?;
         vm.set_trap_observer(&mut trap_logger);
+        let snapshots = std::mem::take(&mut first_boot);
         let ending = match args.engine {
-            EngineChoice::Interp => run_with(&mut vm, &mut Interpreter, args, &log, gdb.as_mut()),
+            EngineChoice::Interp => run_session(&mut vm, &mut Interpreter, args, &log, gdb.as_mut(), snapshots),
             EngineChoice::Threaded if args.code_cache == CodeCacheSize::Tiny => {
-                run_with(&mut vm, &mut tiny, args, &log, gdb.as_mut())
+                run_session(&mut vm, &mut tiny, args, &log, gdb.as_mut(), snapshots)
             }
-            EngineChoice::Threaded => run_with(&mut vm, &mut *threaded, args, &log, gdb.as_mut()),
+            EngineChoice::Threaded => run_session(&mut vm, &mut *threaded, args, &log, gdb.as_mut(), snapshots),
         };
         log.borrow_mut().flush();
         console::flush_stdout();
@@ -519,6 +535,39 @@ fn lockstep(args: &RunArgs, plan: &BootPlan, threaded: &mut impl Engine) -> Resu
             });
         }
     }
+}
+
+/// Runs the VM on `engine` as [`run_with`] does, first restoring `--loadvm`'s snapshot and saving `--savevm`'s
+/// at `--savevm-at` instructions when `snapshots` is set.
+fn run_session<D: Devices, E: Engine>(
+    vm: &mut Vm<'_, D>,
+    engine: &mut E,
+    args: &RunArgs,
+    log: &log::SharedLog,
+    gdb: Option<&mut gdb::GdbServer>,
+    snapshots: bool,
+) -> Result<gdb::Ending, String> {
+    if snapshots {
+        if let Some(path) = &args.loadvm {
+            let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            vm.restore_snapshot(&data).map_err(|e| format!("cannot restore {}: {e:?}", path.display()))?;
+        }
+        if let (Some(path), Some(at)) = (&args.savevm, args.savevm_at) {
+            match vm.run(engine, Some(at)) {
+                RunOutcome::InstructionLimit => {}
+                outcome => {
+                    eprintln!("trapeze: the guest ended before {at} instructions: no snapshot saved");
+                    return Ok(gdb::Ending::Outcome(outcome));
+                }
+            }
+            let length = vm.snapshot_len().map_err(|e| format!("cannot save a snapshot: {e:?}"))?;
+            let mut buf = vec![0u8; length];
+            let length = vm.save_snapshot(&mut buf).map_err(|e| format!("cannot save a snapshot: {e:?}"))?;
+            std::fs::write(path, &buf[..length]).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            eprintln!("trapeze: saved a snapshot at {} instructions to {} ({length} bytes)", vm.steps, path.display());
+        }
+    }
+    run_with(vm, engine, args, log, gdb)
 }
 
 /// Runs the VM on `engine` as the options say: to the end, under gdb, or traced from an instruction count on

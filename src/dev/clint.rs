@@ -31,6 +31,7 @@
 //! offsets past [`SIZE`] — is refused with [`MmioError::Unsupported`] (QEMU reads 0 and ignores writes there).
 
 use super::{MmioDevice, MmioError};
+use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// Guest real address of the CLINT on the QEMU `virt` machine.
 pub const BASE: u64 = 0x200_0000;
@@ -209,6 +210,46 @@ impl<const HARTS: usize> MmioDevice for Clint<HARTS> {
                 let mtime = part.merge(self.mtime(), value);
                 self.set_mtime(mtime);
             }
+        }
+        Ok(())
+    }
+
+    fn save_state(&self, out: &mut Writer) -> Result<(), SnapshotError> {
+        self.save(out);
+        Ok(())
+    }
+
+    fn load_state(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        self.load(input, mode)
+    }
+}
+
+impl<const HARTS: usize> Clint<HARTS> {
+    fn save(&self, out: &mut Writer) {
+        out.u32(HARTS as u32);
+        out.u64(self.now);
+        out.u64(self.offset);
+        out.u64s(&self.mtimecmp);
+        for &bit in &self.msip {
+            out.bool(bit);
+        }
+    }
+
+    fn load(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        if input.u32()? != HARTS as u32 {
+            return Err(input.mismatch("the CLINT's hart count"));
+        }
+        let (now, offset) = (input.u64()?, input.u64()?);
+        let mut mtimecmp = [0u64; HARTS];
+        for cmp in &mut mtimecmp {
+            *cmp = input.u64()?;
+        }
+        let mut msip = [false; HARTS];
+        for bit in &mut msip {
+            *bit = input.bool()?;
+        }
+        if mode.apply() {
+            *self = Self { now, offset, mtimecmp, msip };
         }
         Ok(())
     }

@@ -33,6 +33,7 @@ use heapless::Deque;
 
 use super::{MachineRequest, SerialBackend};
 use crate::mem::Ram;
+use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// HTIF device number of the syscall proxy.
 pub const DEV_SYSCALL: u8 = 0;
@@ -228,6 +229,43 @@ impl Htif {
 /// The power-off request for a guest exit code; a code that does not fit `u32` saturates (never to 0).
 fn power_off(code: u64) -> MachineRequest {
     MachineRequest::PowerOff { code: u32::try_from(code).unwrap_or(u32::MAX) }
+}
+
+impl Htif {
+    /// Writes the endpoint's state for a snapshot: where `tohost` and `fromhost` are (the restored machine's
+    /// must be the same), the undelivered answers, a waiting getchar and the rejection count.
+    pub fn save_state(&self, out: &mut Writer) {
+        out.u64(self.tohost);
+        out.option_u64(self.fromhost);
+        out.u32(self.responses.len() as u32);
+        for &response in &self.responses {
+            out.u64(response);
+        }
+        out.option_u64(self.pending_read);
+        out.u32(self.rejected);
+    }
+
+    /// Reads what [`save_state`](Self::save_state) wrote; under [`LoadMode::Apply`] replaces the state, all of
+    /// it or (on any error) nothing.
+    pub fn load_state(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        if input.u64()? != self.tohost || input.option_u64()? != self.fromhost {
+            return Err(input.mismatch("the tohost/fromhost addresses"));
+        }
+        let count = input.count(RESPONSE_QUEUE, "more HTIF answers than the queue holds")?;
+        let mut responses = Deque::new();
+        for _ in 0..count {
+            // Cannot fail: `count` is at most the capacity.
+            let _ = responses.push_back(input.u64()?);
+        }
+        let pending_read = input.option_u64()?;
+        let rejected = input.u32()?;
+        if mode.apply() {
+            self.responses = responses;
+            self.pending_read = pending_read;
+            self.rejected = rejected;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

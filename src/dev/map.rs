@@ -1,6 +1,7 @@
 //! The device map: which device answers at which guest real address range.
 
 use super::{MachineRequest, MmioDevice, MmioError};
+use crate::snapshot::{LoadMode, Reader, SectionId, SnapshotError, Writer};
 
 /// One device window.
 struct Window<'a> {
@@ -65,6 +66,48 @@ impl<'a, const CAPACITY: usize> DeviceMap<'a, CAPACITY> {
         let (device, offset) = self.find(addr, size).ok_or(MmioError::Unsupported)?;
         device.write(offset, size, value)?;
         Ok(device.take_request())
+    }
+}
+
+/// The section of the `index`th window's device in a snapshot.
+const fn window_section(index: usize) -> SectionId {
+    SectionId::new(*b"XDEV", index as u32)
+}
+
+impl<'a, const CAPACITY: usize> DeviceMap<'a, CAPACITY> {
+    /// Writes every mapped window (base, size) and its device's state, each in a section of its own.
+    pub fn save_state(&self, out: &mut Writer) -> Result<(), SnapshotError> {
+        let count = self.windows.iter().flatten().count();
+        out.u32(count as u32);
+        for (index, window) in self.windows.iter().flatten().enumerate() {
+            let section = window_section(index);
+            out.section(section, |out| {
+                out.u64(window.base);
+                out.u64(window.size);
+                window.device.save_state(out).map_err(|error| match error {
+                    SnapshotError::Unsupported { .. } => SnapshotError::Unsupported { section },
+                    other => other,
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reads what [`save_state`](Self::save_state) wrote into a map with the same windows.
+    pub fn load_state(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        let count = input.count(CAPACITY, "more mapped devices than the map holds")?;
+        if count != self.windows.iter().flatten().count() {
+            return Err(input.mismatch("the number of mapped devices"));
+        }
+        for (index, window) in self.windows.iter_mut().flatten().enumerate() {
+            input.read_section(window_section(index), |input| {
+                if input.u64()? != window.base || input.u64()? != window.size {
+                    return Err(input.mismatch("a mapped device's window"));
+                }
+                window.device.load_state(input, mode)
+            })?;
+        }
+        Ok(())
     }
 }
 

@@ -1,7 +1,11 @@
 //! Device models the guest reaches through memory-mapped I/O, and the trait they share.
 //!
 //! A device model never trusts a guest-supplied offset, width, length, index or address: a register access it
-//! does not decode is an [`MmioError`] (the dispatcher injects an access fault), never a panic.
+//! does not decode is an [`MmioError`] (the dispatcher injects an access fault), never a panic. Each device's
+//! state (not its host backend) can be saved and restored for snapshots
+//! ([`MmioDevice::save_state`], [`MmioDevice::load_state`]).
+
+use crate::snapshot::{LoadMode, Reader, SectionId, SnapshotError, Writer};
 
 /// A memory-mapped device: registers read and written by offset within the device's window.
 ///
@@ -16,6 +20,19 @@ pub trait MmioDevice {
     /// A machine-level request (power off, reset) raised by the last access, if any.
     fn take_request(&mut self) -> Option<MachineRequest> {
         None
+    }
+    /// Writes the device's state for a snapshot (its registers and queues, never its host backend). A device
+    /// that does not implement snapshots answers [`SnapshotError::Unsupported`].
+    fn save_state(&self, out: &mut Writer) -> Result<(), SnapshotError> {
+        let _ = out;
+        Err(SnapshotError::Unsupported { section: SectionId::TOP })
+    }
+    /// Reads what [`save_state`](MmioDevice::save_state) wrote, validating every value; under
+    /// [`LoadMode::Apply`] replaces the device's state with it, all of it or (on any error) nothing. The backend
+    /// stays the device's own.
+    fn load_state(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        let _ = mode;
+        Err(SnapshotError::Unsupported { section: input.section_id() })
     }
 }
 
@@ -50,6 +67,28 @@ pub struct IrqLine {
 }
 
 impl IrqLine {
+    /// Writes the line's level and unforwarded update for a snapshot.
+    pub fn save_state(&self, out: &mut Writer) {
+        out.bool(self.level);
+        out.u8(match self.update {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        });
+    }
+
+    /// Reads what [`save_state`](Self::save_state) wrote.
+    pub fn read_state(input: &mut Reader) -> Result<Self, SnapshotError> {
+        let level = input.bool()?;
+        let update = match input.u8()? {
+            0 => None,
+            1 => Some(false),
+            2 => Some(true),
+            _ => return Err(input.invalid("an interrupt line update that is neither none, low nor high")),
+        };
+        Ok(Self { level, update })
+    }
+
     /// The device re-evaluated its interrupt condition: raise the line (a request) or lower it.
     pub fn set(&mut self, level: bool) {
         self.level = level;

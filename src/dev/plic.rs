@@ -54,6 +54,7 @@
 //! `mip.SEIP` (bit 9) from context [`s_context(h)`](s_context).
 
 use super::{MmioDevice, MmioError};
+use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// Guest real address of the PLIC on the QEMU `virt` machine.
 pub const BASE: u64 = 0xc00_0000;
@@ -351,6 +352,72 @@ impl<const SOURCES: usize, const CONTEXTS: usize> MmioDevice for Plic<SOURCES, C
                 }
             }
             Reg::ClaimComplete(ctx) => self.complete(ctx, value),
+        }
+        Ok(())
+    }
+
+    fn save_state(&self, out: &mut Writer) -> Result<(), SnapshotError> {
+        self.save(out);
+        Ok(())
+    }
+
+    fn load_state(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        self.load(input, mode)
+    }
+}
+
+impl<const SOURCES: usize, const CONTEXTS: usize> Plic<SOURCES, CONTEXTS> {
+    /// Writes the words of sources the machine has: the rest are always zero.
+    fn save_words(out: &mut Writer, words: &[u32; WORDS]) {
+        out.u32s(words.get(..Self::USED_WORDS).unwrap_or(words));
+    }
+
+    /// Reads words written by [`save_words`](Self::save_words), refusing bits of sources the machine lacks.
+    fn load_words(input: &mut Reader) -> Result<[u32; WORDS], SnapshotError> {
+        let mut words = [0u32; WORDS];
+        for (index, word) in words.iter_mut().enumerate().take(Self::USED_WORDS) {
+            *word = input.u32()?;
+            if *word & !Self::valid_mask(index) != 0 {
+                return Err(input.invalid("a PLIC bit of a source the machine does not have"));
+            }
+        }
+        Ok(words)
+    }
+
+    fn save(&self, out: &mut Writer) {
+        out.u32(SOURCES as u32);
+        out.u32(CONTEXTS as u32);
+        out.bytes(&self.priority);
+        Self::save_words(out, &self.level);
+        Self::save_words(out, &self.pending);
+        Self::save_words(out, &self.in_service);
+        for enable in &self.enable {
+            Self::save_words(out, enable);
+        }
+        out.bytes(&self.threshold);
+    }
+
+    fn load(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        if input.u32()? != SOURCES as u32 || input.u32()? != CONTEXTS as u32 {
+            return Err(input.mismatch("the PLIC's source or context count"));
+        }
+        let mut priority = [0u8; SOURCES];
+        priority.copy_from_slice(input.bytes(SOURCES)?);
+        let (level, pending, in_service) =
+            (Self::load_words(input)?, Self::load_words(input)?, Self::load_words(input)?);
+        let mut enable = [[0u32; WORDS]; CONTEXTS];
+        for context in &mut enable {
+            *context = Self::load_words(input)?;
+        }
+        let mut threshold = [0u8; CONTEXTS];
+        threshold.copy_from_slice(input.bytes(CONTEXTS)?);
+        let too_high = |value: &u8| u32::from(*value) > PRIORITY_MASK;
+        if priority.first().is_some_and(|&p| p != 0) || priority.iter().any(too_high) || threshold.iter().any(too_high)
+        {
+            return Err(input.invalid("a PLIC priority or threshold no write produces"));
+        }
+        if mode.apply() {
+            *self = Self { priority, level, pending, in_service, enable, threshold };
         }
         Ok(())
     }

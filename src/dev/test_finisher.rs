@@ -18,6 +18,7 @@
 //! The guest controls every value written; the model never panics on one.
 
 use super::{MachineRequest, MmioDevice, MmioError};
+use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// Guest real address of the test finisher on the QEMU `virt` machine.
 pub const BASE: u64 = 0x10_0000;
@@ -83,6 +84,44 @@ impl MmioDevice for TestFinisher {
 
     fn take_request(&mut self) -> Option<MachineRequest> {
         self.pending.take()
+    }
+
+    fn save_state(&self, out: &mut Writer) -> Result<(), SnapshotError> {
+        self.save(out);
+        Ok(())
+    }
+
+    fn load_state(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        self.load(input, mode)
+    }
+}
+
+impl TestFinisher {
+    /// Writes the request not yet taken, if any.
+    fn save(&self, out: &mut Writer) {
+        match self.pending {
+            None => out.u8(0),
+            Some(MachineRequest::PowerOff { code }) => {
+                out.u8(1);
+                out.u32(code);
+            }
+            Some(MachineRequest::Reset) => out.u8(2),
+        }
+    }
+}
+
+impl TestFinisher {
+    fn load(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        let pending = match input.u8()? {
+            0 => None,
+            1 => Some(MachineRequest::PowerOff { code: input.u32()? }),
+            2 => Some(MachineRequest::Reset),
+            _ => return Err(input.invalid("a finisher request that does not exist")),
+        };
+        if mode.apply() {
+            self.pending = pending;
+        }
+        Ok(())
     }
 }
 

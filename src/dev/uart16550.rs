@@ -36,6 +36,7 @@
 use heapless::Deque;
 
 use super::{IrqLine, MmioDevice, MmioError, SerialBackend};
+use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// Guest real address of the UART on the QEMU `virt` machine.
 pub const BASE: u64 = 0x1000_0000;
@@ -490,6 +491,57 @@ impl<B: SerialBackend> MmioDevice for Uart16550<B> {
     fn write(&mut self, offset: u64, size: u8, value: u64) -> Result<(), MmioError> {
         let reg = decode(offset, size).ok_or(MmioError::Unsupported)?;
         self.write_register(reg, value as u8);
+        Ok(())
+    }
+
+    fn save_state(&self, out: &mut Writer) -> Result<(), SnapshotError> {
+        self.save(out);
+        Ok(())
+    }
+
+    fn load_state(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        self.load(input, mode)
+    }
+}
+
+impl<B: SerialBackend> Uart16550<B> {
+    /// Writes the registers, the receive FIFO and the interrupt state (the backend is the host's).
+    fn save(&self, out: &mut Writer) {
+        out.u32(self.rx.len() as u32);
+        for &byte in &self.rx {
+            out.u8(byte);
+        }
+        out.bytes(&[self.ier, self.lcr, self.mcr, self.fcr, self.scr, self.dll, self.dlm]);
+        out.bytes(&[self.lsr_errors, self.msr_deltas]);
+        out.bool(self.thr_ipending);
+        self.line.save_state(out);
+    }
+
+    fn load(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        let count = input.count(FIFO_DEPTH, "more received bytes than the FIFO holds")?;
+        let mut rx = Deque::new();
+        for &byte in input.bytes(count)? {
+            // Cannot fail: `count` is at most the capacity.
+            let _ = rx.push_back(byte);
+        }
+        let [ier, lcr, mcr, fcr, scr, dll, dlm] = input.array::<7>()?;
+        let [lsr_errors, msr_deltas] = input.array::<2>()?;
+        let thr_ipending = input.bool()?;
+        let line = IrqLine::read_state(input)?;
+        if ier & !IER_MASK != 0
+            || mcr & !MCR_MASK != 0
+            || lsr_errors & !LSR_ERRORS != 0
+            || msr_deltas & !MSR_DELTAS != 0
+        {
+            return Err(input.invalid("UART register bits no write produces"));
+        }
+        if mode.apply() {
+            self.rx = rx;
+            (self.ier, self.lcr, self.mcr, self.fcr, self.scr, self.dll, self.dlm) =
+                (ier, lcr, mcr, fcr, scr, dll, dlm);
+            (self.lsr_errors, self.msr_deltas, self.thr_ipending, self.line) =
+                (lsr_errors, msr_deltas, thr_ipending, line);
+        }
         Ok(())
     }
 }

@@ -91,6 +91,20 @@ impl Pmp {
         Some(())
     }
 
+    /// The raw configuration bytes and addresses of every entry (for snapshots).
+    pub fn raw(&self) -> ([u8; ENTRIES], [u64; ENTRIES]) {
+        (self.config, self.address)
+    }
+
+    /// PMP state from raw configuration bytes and addresses, `None` when any holds a value the WARL rules never
+    /// let a write produce (reserved bits, R=0 with W=1, address bits above 55).
+    pub fn from_raw(config: [u8; ENTRIES], address: [u64; ENTRIES]) -> Option<Self> {
+        let legal_config =
+            |c: u8| c & !(cfg::R | cfg::W | cfg::X | cfg::A_MASK | cfg::L) == 0 && c & (cfg::R | cfg::W) != cfg::W;
+        (config.iter().all(|&c| legal_config(c)) && address.iter().all(|&a| a & !ADDR_MASK == 0))
+            .then_some(Self { config, address })
+    }
+
     /// The byte range `[start, end)` entry `i` covers, or `None` when it is off. `end` may be 2^64 (as u128).
     fn range(&self, i: usize) -> Option<(u128, u128)> {
         let config = *self.config.get(i)?;

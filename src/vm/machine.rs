@@ -26,6 +26,7 @@ use crate::mem::mmu::{debug_translate, Loaded, Memory, Tlb, VmRealMap};
 use crate::mem::realmap::{MapError, MapPerms};
 use crate::mem::sv39::{AccessType, Fault};
 use crate::mem::{Ram, PAGE_SIZE};
+use crate::snapshot::{LoadMode, Reader, SectionId, SnapshotError, Writer};
 use crate::trap::{Dispatcher, Exit, FlushScope, Platform, Resume};
 
 use super::sbi::{self, Sbi, SbiEnvironment};
@@ -85,6 +86,19 @@ pub trait Devices {
     /// The next byte of console input for the VMM's own SBI console, `None` when none is ready (never blocks).
     fn console_read(&mut self) -> Option<u8> {
         None
+    }
+    /// Writes every device's state for a snapshot, in sections of the devices' own choosing (never a
+    /// backend's data). The default refuses: a machine whose devices cannot be saved cannot be snapshotted.
+    fn save_state(&self, out: &mut Writer) -> Result<(), SnapshotError> {
+        let _ = out;
+        Err(SnapshotError::Unsupported { section: SectionId::TOP })
+    }
+    /// Reads what [`save_state`](Devices::save_state) wrote, validating everything; under [`LoadMode::Apply`]
+    /// replaces the devices' state. Called with [`LoadMode::Check`] first on the same bytes, so an `Apply`
+    /// never meets an error a `Check` did not.
+    fn load_state(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        let _ = mode;
+        Err(SnapshotError::Unsupported { section: input.section_id() })
     }
 }
 
@@ -197,6 +211,11 @@ pub struct Vm<'a, D: Devices> {
     time_source: TimeSource,
     /// Ticks skipped over idle periods under [`TimeSource::Instructions`].
     skipped_ticks: u64,
+    /// Added to the host clock under [`TimeSource::Host`]: zero, until a restored snapshot makes guest time go
+    /// on from where it was saved.
+    time_offset: u64,
+    /// The time the devices were last brought to (for a snapshot).
+    last_now: u64,
     dispatcher: Dispatcher,
     /// Instructions executed or attempted (an instruction that traps counts too, so a trap loop still ends).
     pub steps: u64,
@@ -343,6 +362,8 @@ impl<'a, D: Devices> Vm<'a, D> {
             clock,
             time_source: TimeSource::Host,
             skipped_ticks: 0,
+            time_offset: 0,
+            last_now: 0,
             dispatcher: Dispatcher::new(),
             steps: 0,
             exits: 0,
@@ -393,7 +414,7 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// The current time in ticks of the timebase, from the time source.
     fn now(&mut self) -> u64 {
         match self.time_source {
-            TimeSource::Host => self.clock.now(),
+            TimeSource::Host => self.clock.now().wrapping_add(self.time_offset),
             TimeSource::Instructions { shift } => {
                 let nanoseconds = (self.steps as u128) << shift.min(32);
                 let ticks = nanoseconds / (1_000_000_000 / TIMEBASE_HZ) as u128;
@@ -601,6 +622,7 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// Devices (and the VMM's SBI timers) advance to the current time and drive the harts' interrupts.
     fn update_devices(&mut self) {
         let now = self.now();
+        self.last_now = now;
         self.devices.update(now, &mut self.harts);
         if let Some(sbi) = &mut self.sbi {
             sbi.update_timers(now, &mut self.harts);
@@ -801,6 +823,8 @@ impl SpinCheck {
         false
     }
 }
+
+mod snapshot;
 
 impl<D: Devices> core::fmt::Debug for Vm<'_, D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

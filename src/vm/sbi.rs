@@ -31,6 +31,7 @@ use crate::mem::sv39::Fault;
 use crate::trap::{FlushScope, Resume};
 
 use super::machine::MAX_HARTS;
+use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// SBI specification version implemented: 2.0 (major in bits 30:24, minor in 23:0).
 pub const SPEC_VERSION: u64 = 2 << 24;
@@ -785,6 +786,47 @@ pub mod fake {
         fn fence_i(&mut self, index: usize) {
             self.fences_i.push(index);
         }
+    }
+}
+
+impl Sbi {
+    /// Writes the firmware's per-hart state (HSM state, timer deadline, resume point) for a snapshot.
+    pub fn save_state(&self, out: &mut Writer) {
+        out.u32(self.harts as u32);
+        for slot in self.slots.iter().take(self.harts) {
+            out.u64(slot.state as u64);
+            out.u64(slot.deadline);
+            out.bool(slot.resume.is_some());
+            let (address, opaque) = slot.resume.unwrap_or((0, 0));
+            out.u64(address);
+            out.u64(opaque);
+        }
+    }
+
+    /// Reads what [`save_state`](Self::save_state) wrote for a VM with as many harts; under
+    /// [`LoadMode::Apply`] replaces the state, all of it or (on any error) nothing.
+    pub fn load_state(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        if input.u32()? != self.harts as u32 {
+            return Err(input.mismatch("the firmware's hart count"));
+        }
+        let mut slots = self.slots;
+        for slot in slots.iter_mut().take(self.harts) {
+            // Only the states the VMM ever leaves a hart in (it makes every transition at once).
+            slot.state = match input.u64()? {
+                0 => HartState::Started,
+                1 => HartState::Stopped,
+                4 => HartState::Suspended,
+                _ => return Err(input.invalid("an HSM state the firmware never leaves a hart in")),
+            };
+            slot.deadline = input.u64()?;
+            let resumes = input.bool()?;
+            let resume = (input.u64()?, input.u64()?);
+            slot.resume = resumes.then_some(resume);
+        }
+        if mode.apply() {
+            self.slots = slots;
+        }
+        Ok(())
     }
 }
 

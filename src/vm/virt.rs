@@ -19,8 +19,11 @@ use crate::dev::{DeviceMap, MachineRequest, MmioDevice, MmioError, SerialBackend
 use crate::hart::Hart;
 use crate::isa::csr::interrupt;
 use crate::mem::Ram;
+use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 use super::machine::Devices;
+
+mod snapshot;
 
 /// Most harts a `virt` machine here can have.
 pub const MAX_HARTS: usize = 8;
@@ -182,6 +185,14 @@ impl<S: SerialBackend, B: BlockBackend> Devices for VirtDevices<'_, S, B> {
         let byte = self.uart.take_received();
         self.forward_lines();
         byte
+    }
+
+    fn save_state(&self, out: &mut Writer) -> Result<(), SnapshotError> {
+        self.save_devices(out)
+    }
+
+    fn load_state(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        self.load_devices(input, mode)
     }
 }
 

@@ -18,6 +18,7 @@
 
 use super::queue::DescChain;
 use super::{ChainBroken, GuestMemory, VirtioDevice, DEVICE_ID_BLOCK};
+use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// Size of a sector, the unit of `capacity` and of the request's `sector` field.
 pub const SECTOR_SIZE: usize = 512;
@@ -333,6 +334,21 @@ fn read_stream<M: GuestMemory + ?Sized>(chain: &DescChain, mem: &M, buf: &mut [u
 }
 
 impl<B: BlockBackend> VirtioDevice for VirtioBlk<B> {
+    /// A disk has no state of its own beyond its backend's contents, which are the host's: the capacity and
+    /// read-only flag are written so that a restore onto a disk the guest would see differently is refused.
+    fn save_state(&self, out: &mut Writer) -> Result<(), SnapshotError> {
+        out.u64(self.backend.capacity_sectors());
+        out.bool(self.backend.read_only());
+        Ok(())
+    }
+
+    fn load_state(&mut self, input: &mut Reader, _mode: LoadMode) -> Result<(), SnapshotError> {
+        if input.u64()? != self.backend.capacity_sectors() || input.bool()? != self.backend.read_only() {
+            return Err(input.mismatch("the disk's capacity or read-only flag"));
+        }
+        Ok(())
+    }
+
     fn device_id(&self) -> u32 {
         DEVICE_ID_BLOCK
     }

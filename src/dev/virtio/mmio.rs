@@ -41,6 +41,7 @@ use super::{
     STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
 };
 use crate::dev::{IrqLine, MmioDevice, MmioError};
+use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// Guest real address of the first virtio-mmio window on the QEMU `virt` machine.
 pub const VIRT_BASE: u64 = 0x1000_1000;
@@ -441,6 +442,14 @@ impl<D: VirtioDevice> MmioDevice for VirtioMmio<D> {
         self.device.write_config(config, bytes.get(..len).unwrap_or_default());
         Ok(())
     }
+
+    fn save_state(&self, out: &mut Writer) -> Result<(), SnapshotError> {
+        self.save(out)
+    }
+
+    fn load_state(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        self.load(input, mode)
+    }
 }
 
 /// The transport shared between a [`DeviceMap`](crate::dev::DeviceMap) (which takes the guest's accesses) and
@@ -453,5 +462,56 @@ impl<D: VirtioDevice> MmioDevice for &RefCell<VirtioMmio<D>> {
     }
     fn write(&mut self, offset: u64, size: u8, value: u64) -> Result<(), MmioError> {
         self.try_borrow_mut().map_err(|_| MmioError::Unsupported)?.write(offset, size, value)
+    }
+}
+impl<D: VirtioDevice> VirtioMmio<D> {
+    fn save(&self, out: &mut Writer) -> Result<(), SnapshotError> {
+        out.u32(self.device.device_id());
+        out.u32(self.vendor_id);
+        out.u32s(&[self.status, self.device_features_sel, self.driver_features_sel]);
+        out.u64(self.driver_features);
+        out.u32(self.queue_sel);
+        out.u32(MAX_QUEUES as u32);
+        for queue in &self.queues {
+            queue.save_state(out);
+        }
+        out.u32(self.interrupt_status);
+        self.line.save_state(out);
+        out.u32(self.notify_pending);
+        self.device.save_state(out)
+    }
+
+    fn load(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        if input.u32()? != self.device.device_id() {
+            return Err(input.mismatch("the virtio device type"));
+        }
+        let vendor_id = input.u32()?;
+        let [status, device_features_sel, driver_features_sel] = input.u32s::<3>()?;
+        let driver_features = input.u64()?;
+        let queue_sel = input.u32()?;
+        if input.u32()? != MAX_QUEUES as u32 {
+            return Err(input.mismatch("the transport's queue count"));
+        }
+        let mut queues = [Queue::default(); MAX_QUEUES];
+        for queue in &mut queues {
+            *queue = Queue::read_state(input, QUEUE_SIZE_MAX)?;
+        }
+        let interrupt_status = input.u32()?;
+        let line = IrqLine::read_state(input)?;
+        let notify_pending = input.u32()?;
+        if status & !0xff != 0 || notify_pending >> MAX_QUEUES != 0 {
+            return Err(input.invalid("virtio-mmio status or notification bits no driver produces"));
+        }
+        let mut device_input = input.clone();
+        self.device.load_state(input, LoadMode::Check)?;
+        if mode.apply() {
+            self.device.load_state(&mut device_input, LoadMode::Apply)?;
+            self.vendor_id = vendor_id;
+            (self.status, self.device_features_sel, self.driver_features_sel) =
+                (status, device_features_sel, driver_features_sel);
+            (self.driver_features, self.queue_sel, self.queues) = (driver_features, queue_sel, queues);
+            (self.interrupt_status, self.line, self.notify_pending) = (interrupt_status, line, notify_pending);
+        }
+        Ok(())
     }
 }

@@ -148,6 +148,24 @@ pub trait VirtioDevice {
     /// The transport was reset (status written 0): drop any per-driver state.
     fn reset(&mut self) {}
 
+    /// Writes the device's own state for a snapshot (the transport writes the queues). The default refuses: a
+    /// device with state must say what it is.
+    fn save_state(&self, out: &mut crate::snapshot::Writer) -> Result<(), crate::snapshot::SnapshotError> {
+        let _ = out;
+        Err(crate::snapshot::SnapshotError::Unsupported { section: crate::snapshot::SectionId::TOP })
+    }
+
+    /// Reads what [`save_state`](VirtioDevice::save_state) wrote, validating it; under `Apply` replaces the
+    /// device's state, all of it or (on any error) nothing.
+    fn load_state(
+        &mut self,
+        input: &mut crate::snapshot::Reader,
+        mode: crate::snapshot::LoadMode,
+    ) -> Result<(), crate::snapshot::SnapshotError> {
+        let _ = mode;
+        Err(crate::snapshot::SnapshotError::Unsupported { section: input.section_id() })
+    }
+
     /// Carries out the request in `chain` (taken from queue `queue`) and answers the number of bytes written
     /// into its device-writable part, for the used ring. [`ChainBroken`] means the request could not even be
     /// answered (e.g. no status byte to write): the transport then stops the queue and asks for a reset.

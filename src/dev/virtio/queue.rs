@@ -9,6 +9,7 @@
 //! a defect of its chain.
 
 use super::{ChainBroken, GuestMemory};
+use crate::snapshot::{Reader, SnapshotError, Writer};
 
 /// Descriptor flag: the chain continues with the descriptor in `next`.
 pub const DESC_F_NEXT: u16 = 1;
@@ -305,5 +306,30 @@ impl Queue {
     /// unreadable flags field counts as "interrupt".
     pub fn interrupt_suppressed<M: GuestMemory + ?Sized>(&self, mem: &M) -> bool {
         mem.read_u16(self.driver).is_some_and(|flags| flags & AVAIL_F_NO_INTERRUPT != 0)
+    }
+}
+impl Queue {
+    /// Writes the queue's registers and ring positions for a snapshot.
+    pub fn save_state(&self, out: &mut Writer) {
+        out.u16(self.size);
+        out.bool(self.ready);
+        out.u64s(&[self.desc, self.driver, self.device]);
+        out.bool(self.broken);
+        out.u16(self.next_avail);
+        out.u16(self.next_used);
+    }
+
+    /// Reads what [`save_state`](Self::save_state) wrote; a ready queue must have a size the transport accepts
+    /// (`max`).
+    pub fn read_state(input: &mut Reader, max: u16) -> Result<Self, SnapshotError> {
+        let (size, ready) = (input.u16()?, input.bool()?);
+        let [desc, driver, device] = input.u64s::<3>()?;
+        let broken = input.bool()?;
+        let (next_avail, next_used) = (input.u16()?, input.u16()?);
+        let queue = Self { size, ready, desc, driver, device, broken, next_avail, next_used };
+        if ready && !queue.size_valid(max) {
+            return Err(input.invalid("a ready virtqueue of a size the transport refuses"));
+        }
+        Ok(queue)
     }
 }

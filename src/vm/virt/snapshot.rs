@@ -1,0 +1,218 @@
+//! The `virt` machine's devices in a snapshot: one section per device, in a fixed order (CLINT, PLIC, UART,
+//! test finisher, the disk's virtio-mmio slot, then the extra device map). A slot's section says whether a
+//! device was attached; restoring into a machine with a different set of devices is refused.
+
+use super::VirtDevices;
+use crate::dev::virtio::blk::BlockBackend;
+use crate::dev::{MmioDevice, SerialBackend};
+use crate::snapshot::{LoadMode, Reader, SectionId, SnapshotError, Writer};
+
+const CLINT: SectionId = SectionId::new(*b"CLNT", 0);
+const PLIC: SectionId = SectionId::new(*b"PLIC", 0);
+const UART: SectionId = SectionId::new(*b"UART", 0);
+const FINISHER: SectionId = SectionId::new(*b"TFIN", 0);
+/// Virtio-mmio slot 0, where the disk sits.
+const DISK_SLOT: SectionId = SectionId::new(*b"VIRT", 0);
+const EXTRA: SectionId = SectionId::new(*b"XMAP", 0);
+
+/// Names the section in a device's `Unsupported` answer.
+fn in_section(section: SectionId) -> impl Fn(SnapshotError) -> SnapshotError {
+    move |error| match error {
+        SnapshotError::Unsupported { .. } => SnapshotError::Unsupported { section },
+        other => other,
+    }
+}
+
+impl<S: SerialBackend, B: BlockBackend> VirtDevices<'_, S, B> {
+    pub(super) fn save_devices(&self, out: &mut Writer) -> Result<(), SnapshotError> {
+        out.section(CLINT, |out| self.clint.save_state(out))?;
+        out.section(PLIC, |out| self.plic.save_state(out))?;
+        out.section(UART, |out| self.uart.save_state(out))?;
+        out.section(FINISHER, |out| self.finisher.save_state(out))?;
+        out.section(DISK_SLOT, |out| {
+            out.bool(self.disk.is_some());
+            match &self.disk {
+                Some(disk) => disk.save_state(out).map_err(in_section(DISK_SLOT)),
+                None => Ok(()),
+            }
+        })?;
+        out.section(EXTRA, |out| self.extra.save_state(out))
+    }
+
+    pub(super) fn load_devices(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
+        input.read_section(CLINT, |input| self.clint.load_state(input, mode))?;
+        input.read_section(PLIC, |input| self.plic.load_state(input, mode))?;
+        input.read_section(UART, |input| self.uart.load_state(input, mode))?;
+        input.read_section(FINISHER, |input| self.finisher.load_state(input, mode))?;
+        input.read_section(DISK_SLOT, |input| {
+            if input.bool()? != self.disk.is_some() {
+                return Err(input.mismatch("whether a disk is attached"));
+            }
+            match &mut self.disk {
+                Some(disk) => disk.load_state(input, mode).map_err(in_section(DISK_SLOT)),
+                None => Ok(()),
+            }
+        })?;
+        input.read_section(EXTRA, |input| self.extra.load_state(input, mode))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::virtio::blk::MemBackend;
+    use crate::dev::{clint, plic, uart16550, MmioError};
+    use crate::mem::{Ram, RAM_BASE};
+    use crate::vm::machine::Devices;
+    use crate::vm::virt::DISK_SLOT_BASE;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+    use std::vec;
+    use std::vec::Vec;
+
+    #[derive(Default)]
+    struct FakeSerial {
+        input: VecDeque<u8>,
+    }
+
+    impl SerialBackend for FakeSerial {
+        fn write_byte(&mut self, _byte: u8) {}
+        fn read_byte(&mut self) -> Option<u8> {
+            self.input.pop_front()
+        }
+    }
+
+    type Machine = VirtDevices<'static, FakeSerial, MemBackend<4096>>;
+
+    fn fresh(disk: bool) -> Machine {
+        let mut devices = VirtDevices::new(FakeSerial::default());
+        if disk {
+            devices.attach_disk(MemBackend::new());
+        }
+        devices
+    }
+
+    /// Devices that a guest has set up: timer, IPI, PLIC routing, UART registers and received bytes, a disk
+    /// queue made ready.
+    fn busy() -> Machine {
+        let mut devices = fresh(true);
+        let mut backing = vec![0u8; 4096];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        devices.uart.backend_mut().input.extend(*b"snap");
+        let writes: [(u64, u8, u64); 14] = [
+            (clint::BASE + 0x4008, 8, 5_000),
+            (clint::BASE + 4, 4, 1),
+            (clint::BASE + 0xbff8, 8, 77),
+            (plic::BASE + 4 * u64::from(uart16550::IRQ), 4, 3),
+            (plic::BASE + plic::ENABLE_BASE + plic::ENABLE_STRIDE, 4, 1 << uart16550::IRQ),
+            (plic::BASE + plic::CONTEXT_BASE + plic::CONTEXT_STRIDE, 4, 2),
+            (uart16550::BASE + 1, 1, 0x03),
+            (uart16550::BASE + 3, 1, 0x03),
+            (uart16550::BASE + 7, 1, 0x5a),
+            (DISK_SLOT_BASE + 0x070, 4, 1 | 2),
+            (DISK_SLOT_BASE + 0x038, 4, 8),
+            (DISK_SLOT_BASE + 0x080, 4, 0x8000_1000),
+            (DISK_SLOT_BASE + 0x090, 4, 0x8000_2000),
+            (DISK_SLOT_BASE + 0x044, 4, 1),
+        ];
+        for (addr, size, value) in writes {
+            devices.write(addr, size, value, &mut ram).unwrap();
+        }
+        devices.write(uart16550::BASE + 2, 1, 0x01, &mut ram).unwrap();
+        for _ in 0..4 {
+            devices.update(1_000, &mut []);
+        }
+        assert!(devices.uart.rx_len() > 1, "bytes wait in the receive FIFO");
+        devices
+    }
+
+    fn save(devices: &Machine) -> Vec<u8> {
+        let mut buf = vec![0u8; 8192];
+        let mut out = Writer::new(&mut buf);
+        devices.save_state(&mut out).unwrap();
+        let len = out.finish().unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    fn load(devices: &mut Machine, data: &[u8], mode: LoadMode) -> Result<(), SnapshotError> {
+        let mut input = Reader::new(data);
+        devices.load_state(&mut input, mode)?;
+        input.finish()
+    }
+
+    #[test]
+    fn every_device_round_trips_and_a_check_changes_nothing() {
+        let busy = busy();
+        let data = save(&busy);
+        let mut restored = fresh(true);
+        let untouched = save(&restored);
+        load(&mut restored, &data, LoadMode::Check).unwrap();
+        assert_eq!(save(&restored), untouched);
+        load(&mut restored, &data, LoadMode::Apply).unwrap();
+        assert_eq!(save(&restored), data);
+        // The guest sees the same registers.
+        let mut backing = vec![0u8; 64];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        assert_eq!(restored.read(clint::BASE + 0xbff8, 8, &mut ram), Ok(1_077), "mtime as the update left it");
+        assert_eq!(restored.read(clint::BASE + 0x4008, 8, &mut ram), Ok(5_000));
+        assert_eq!(restored.read(uart16550::BASE + 7, 1, &mut ram), Ok(0x5a));
+        assert_eq!(restored.read(uart16550::BASE, 1, &mut ram), Ok(u64::from(b's')), "the received bytes");
+        assert_eq!(restored.read(DISK_SLOT_BASE + 0x044, 4, &mut ram), Ok(1), "the queue is ready");
+        assert_eq!(restored.read(DISK_SLOT_BASE + 0x070, 4, &mut ram), Ok(3));
+    }
+
+    #[test]
+    fn a_machine_with_other_devices_is_refused() {
+        let data = save(&busy());
+        assert!(matches!(load(&mut fresh(false), &data, LoadMode::Apply), Err(SnapshotError::Mismatch { .. })));
+        assert!(matches!(
+            load(&mut busy(), &save(&fresh(false)), LoadMode::Apply),
+            Err(SnapshotError::Mismatch { .. })
+        ));
+    }
+
+    /// A device without snapshot support in the extra map makes the machine refuse to save.
+    #[test]
+    fn a_device_without_snapshots_is_named() {
+        struct Opaque;
+        impl MmioDevice for Opaque {
+            fn read(&mut self, _offset: u64, _size: u8) -> Result<u64, MmioError> {
+                Ok(0)
+            }
+            fn write(&mut self, _offset: u64, _size: u8, _value: u64) -> Result<(), MmioError> {
+                Ok(())
+            }
+        }
+        let mut opaque = Opaque;
+        let mut devices: VirtDevices<'_, FakeSerial, MemBackend<4096>> = VirtDevices::new(FakeSerial::default());
+        devices.extra.map(0x2000_0000, 0x1000, &mut opaque).unwrap();
+        let mut buf = [0u8; 8192];
+        assert_eq!(
+            devices.save_state(&mut Writer::new(&mut buf)),
+            Err(SnapshotError::Unsupported { section: SectionId::new(*b"XDEV", 0) })
+        );
+    }
+
+    proptest! {
+        /// One byte changed anywhere, or noise: never a panic, and a refusal changes nothing.
+        #[test]
+        fn hostile_device_states_never_panic(at in any::<usize>(), value in any::<u8>(),
+                                             noise in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut devices = fresh(true);
+            let untouched = save(&devices);
+            prop_assert!(load(&mut devices, &noise, LoadMode::Apply).is_err());
+            prop_assert_eq!(save(&devices), untouched.clone());
+            let mut data = save(&busy());
+            let at = at % data.len();
+            data[at] = value;
+            let mut check = fresh(true);
+            if load(&mut check, &data, LoadMode::Check).is_err() {
+                prop_assert_eq!(save(&check), untouched.clone());
+                prop_assert!(load(&mut devices, &data, LoadMode::Apply).is_err());
+            } else {
+                prop_assert!(load(&mut devices, &data, LoadMode::Apply).is_ok());
+            }
+        }
+    }
+}
