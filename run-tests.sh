@@ -54,12 +54,14 @@ echo "== tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-rm -f target/board-bench.txt
+rm -f target/board-bench.txt target/board-linux-bench.txt
 cargo test --workspace --release 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # The native board's benchmark figures (its test writes them; cargo captures test output).
-if [ -f target/board-bench.txt ]; then cat target/board-bench.txt; fi
+for figures in target/board-bench.txt target/board-linux-bench.txt; do
+    if [ -f "$figures" ]; then cat "$figures"; fi
+done
 # One closing line over every test binary, so the summary is not the last (often empty) doc-test run's.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "all tests: %d passed, %d failed\n", passed, failed }' "$log"
 exit "$status"

@@ -226,6 +226,10 @@ impl<const SOURCES: usize, const CONTEXTS: usize> Plic<SOURCES, CONTEXTS> {
     /// The source a claim by context `ctx` would return now: the pending, enabled source with the highest
     /// priority above the context's threshold, ties to the lowest id. `None` if there is none.
     pub fn claimable(&self, ctx: usize) -> Option<u32> {
+        // Asked for every hart's contexts at every device update: nothing latched is the common answer.
+        if self.pending.iter().all(|&word| word == 0) {
+            return None;
+        }
         let enable = self.enable.get(ctx)?;
         let mut best = None;
         let mut best_priority = self.threshold.get(ctx).copied()?;

@@ -31,7 +31,7 @@ use crate::hart::{Exception, Hart};
 use crate::isa::{self, BranchCond, CsrOp, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::mmu::{DataPath, Loaded, Memory, Target};
 use crate::mem::sv39::AccessType;
-use crate::mem::{DirtyCode, PAGE_SIZE};
+use crate::mem::{DirtyCode, DIRTY_CAPACITY, PAGE_SIZE};
 use crate::trap::{extend, Exit, MmioKind};
 
 /// Longest block, in instructions: bounds decode work and the latency of a budget check.
@@ -112,7 +112,13 @@ pub struct Threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize> {
     /// block: the hart's next run there goes on with the rest of that block instead of building one that starts
     /// in its middle (the VM ends turns wherever the budget runs out; a fragment per turn would crowd the cache).
     stopped: [Option<u64>; STOP_SLOTS],
+    /// The pages whose blocks were dropped because they were written, since [`Threaded::take_invalidated`] last
+    /// asked: the engine consumes the RAM's dirty list, and a host that also watches pages through it (the
+    /// native board's patch table) learns here of the writes the engine saw first.
+    invalidated: DirtyCode,
 }
+
+const NO_PAGES: DirtyCode = DirtyCode::Pages { pages: [0; DIRTY_CAPACITY], len: 0 };
 
 /// Harts whose budget stop [`Threaded`] remembers (more share slots, and only lose the shortcut).
 const STOP_SLOTS: usize = 8;
@@ -130,6 +136,30 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
                 full_invalidations: 0,
             },
             stopped: [None; STOP_SLOTS],
+            invalidated: NO_PAGES,
+        }
+    }
+
+    /// The pages (RAM offset / 4096) whose blocks the engine dropped because they were written, since the last
+    /// call ([`DirtyCode::All`] when it dropped everything or lost count); `None` when there are none, which is
+    /// what a caller asking after every run sees almost always (answered without copying the list).
+    #[inline]
+    pub fn take_invalidated(&mut self) -> Option<DirtyCode> {
+        if let DirtyCode::Pages { len: 0, .. } = self.invalidated {
+            return None;
+        }
+        Some(core::mem::replace(&mut self.invalidated, NO_PAGES))
+    }
+
+    fn note_invalidated(&mut self, page: Option<u64>) {
+        match (&mut self.invalidated, page) {
+            (DirtyCode::Pages { pages, len }, Some(page)) if *len < pages.len() => {
+                if !pages[..*len].contains(&page) {
+                    pages[*len] = page;
+                    *len += 1;
+                }
+            }
+            (invalidated, _) => *invalidated = DirtyCode::All,
         }
     }
 
@@ -153,11 +183,13 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             DirtyCode::All => {
                 self.cache.invalidate_all();
                 self.stats.full_invalidations += 1;
+                self.note_invalidated(None);
             }
             dirty @ DirtyCode::Pages { .. } => {
                 for &page in dirty.pages().unwrap_or(&[]) {
                     self.cache.invalidate_page(page * PAGE_SIZE);
                     self.stats.pages_invalidated += 1;
+                    self.note_invalidated(Some(page));
                 }
             }
         }

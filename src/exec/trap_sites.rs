@@ -7,7 +7,7 @@
 //! its `sret`), the instructions between the traps are few: running them in the VMM with the threaded engine
 //! (`exec::threaded`, whose fixed-size code cache keeps the decoded blocks, chains them and drops them when their
 //! page is written) serves consecutive traps without any world switch. Execution returns to the real CPU once
-//! the emulated run goes [`QUIET_RUN`] instructions without an exit.
+//! the emulated run goes a quiet stretch without an exit ([`QUIET_RUN`], doubling with each exit served).
 //!
 //! [`TrapSites`] is the policy, portable and host-tested: a small direct-mapped table of trap counts per guest
 //! virtual pc, aged so that only sites trapping *often* become hot, and the state of the current excursion (the
@@ -18,11 +18,15 @@
 //! semantics (the same dispatcher serves its exits), so only timing and the VMM's statistics tell the modes apart.
 
 /// Traps counted at one site (within the ageing window) before it is hot.
-pub const HOT_AFTER: u16 = 8;
-/// Instructions an excursion runs without an exit before execution goes back to the real CPU. A run this long
-/// costs about as much in the VMM as one world switch on QEMU (a few microseconds), so an excursion pays off as
-/// soon as it saves one trap.
-pub const QUIET_RUN: u64 = 64;
+pub const HOT_AFTER: u16 = 4;
+/// Instructions an excursion first runs without an exit before execution goes back to the real CPU. Each exit
+/// it serves doubles the stretch it may run quietly, up to [`QUIET_RUN_MAX`]: a burst of traps (a trap entry and
+/// return, a loop around a counter read) stays in the VMM, while code that traps once in a while goes back to the
+/// real CPU after a few instructions, since emulating an instruction costs a sizeable fraction of a world switch
+/// (on the native board under QEMU, a world switch is worth a few dozen emulated instructions).
+pub const QUIET_RUN: u64 = 16;
+/// The longest quiet stretch an excursion may run.
+pub const QUIET_RUN_MAX: u64 = 256;
 /// Exits noted between two halvings of every count.
 const AGE_EVERY: u32 = 4096;
 
@@ -44,8 +48,8 @@ pub struct TrapSites<const SLOTS: usize> {
     pcs: [u64; SLOTS],
     counts: [u16; SLOTS],
     noted: u32,
-    /// The slot of the site that started the current excursion, and the exits it has served so far.
-    excursion: Option<(usize, u64)>,
+    /// The current excursion, if any.
+    excursion: Option<Excursion>,
     pub stats: SiteStats,
 }
 
@@ -53,6 +57,15 @@ impl<const SLOTS: usize> Default for TrapSites<SLOTS> {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// An excursion under way: the slot of the site that started it, the exits it has served, and how many
+/// instructions it may run without one before it ends.
+#[derive(Clone, Copy)]
+struct Excursion {
+    slot: usize,
+    served: u64,
+    quiet_limit: u64,
 }
 
 /// How an excursion's emulated run ended, as [`TrapSites::after_emulated_run`] sees it.
@@ -106,34 +119,35 @@ impl<const SLOTS: usize> TrapSites<SLOTS> {
         }
         *count = count.saturating_add(1);
         if *count >= HOT_AFTER {
-            self.excursion = Some((slot, 0));
+            self.excursion = Some(Excursion { slot, served: 0, quiet_limit: QUIET_RUN });
             self.stats.excursions += 1;
         }
     }
 
-    /// The instructions to give the next emulated run of an excursion out of `budget`: at most [`QUIET_RUN`],
-    /// so that a quiet stretch hands the hart back to the real CPU.
-    pub fn excursion_budget(budget: u64) -> u64 {
-        budget.min(QUIET_RUN)
+    /// The instructions to give the next emulated run of the excursion out of `budget`: at most its quiet
+    /// limit, so that a quiet stretch hands the hart back to the real CPU.
+    pub fn excursion_budget(&self, budget: u64) -> u64 {
+        budget.min(self.excursion.map_or(QUIET_RUN, |excursion| excursion.quiet_limit))
     }
 
     /// An excursion's emulated run, given `given` instructions, retired `retired` and ended as `end`. Returns
-    /// whether execution goes back to the real CPU now (the run was quiet: [`QUIET_RUN`] instructions without
-    /// an exit), which ends the excursion.
+    /// whether execution goes back to the real CPU now (the run was quiet: its whole quiet limit without an
+    /// exit), which ends the excursion.
     pub fn after_emulated_run(&mut self, given: u64, retired: u64, end: RunEnd) -> bool {
         self.stats.emulated += retired;
-        let Some((slot, served)) = self.excursion.as_mut() else { return true };
+        let Some(excursion) = self.excursion.as_mut() else { return true };
         match end {
             RunEnd::Exit => {
-                *served += 1;
+                excursion.served += 1;
+                excursion.quiet_limit = (excursion.quiet_limit * 2).min(QUIET_RUN_MAX);
                 self.stats.exits_in_excursions += 1;
                 false
             }
-            RunEnd::Budget if given >= QUIET_RUN && retired >= given => {
-                if *served == 0 {
+            RunEnd::Budget if given >= excursion.quiet_limit && retired >= given => {
+                if excursion.served == 0 {
                     // Nothing gained: the site has to trap often again before the next excursion.
                     self.stats.wasted += 1;
-                    if let Some(count) = self.counts.get_mut(*slot) {
+                    if let Some(count) = self.counts.get_mut(excursion.slot) {
                         *count = 0;
                     }
                 }
@@ -164,21 +178,32 @@ mod tests {
         }
         sites.note_native_exit(0x8000_1000);
         assert!(sites.in_excursion(), "the eighth trap at one site starts an excursion");
-        // Exits served: the excursion goes on.
-        for _ in 0..3 {
-            let given = TrapSites::<64>::excursion_budget(1_000_000);
-            assert_eq!(given, QUIET_RUN);
+        // Exits served: the excursion goes on, and may run twice as long quietly after each.
+        assert_eq!(sites.excursion_budget(1_000_000), QUIET_RUN);
+        for served in 1..=3 {
+            let given = sites.excursion_budget(1_000_000);
             assert!(!sites.after_emulated_run(given, 3, RunEnd::Exit));
             assert!(sites.in_excursion());
+            assert_eq!(sites.excursion_budget(1_000_000), (QUIET_RUN << served).min(QUIET_RUN_MAX));
         }
+        for _ in 0..10 {
+            assert!(!sites.after_emulated_run(1, 1, RunEnd::Exit));
+        }
+        assert_eq!(sites.excursion_budget(1_000_000), QUIET_RUN_MAX, "up to the longest quiet stretch");
         // A budget smaller than a quiet run does not prove quiet.
         assert!(!sites.after_emulated_run(10, 10, RunEnd::Budget));
         assert!(sites.in_excursion());
-        assert!(sites.after_emulated_run(QUIET_RUN, QUIET_RUN, RunEnd::Budget), "quiet: back to native");
+        assert!(!sites.after_emulated_run(QUIET_RUN, QUIET_RUN, RunEnd::Budget), "not yet the quiet limit");
+        assert!(sites.after_emulated_run(QUIET_RUN_MAX, QUIET_RUN_MAX, RunEnd::Budget), "quiet: back to native");
         assert!(!sites.in_excursion());
         assert_eq!(
             sites.stats,
-            SiteStats { excursions: 1, exits_in_excursions: 3, emulated: 9 + 10 + QUIET_RUN, wasted: 0 }
+            SiteStats {
+                excursions: 1,
+                exits_in_excursions: 13,
+                emulated: 9 + 10 + 10 + QUIET_RUN + QUIET_RUN_MAX,
+                wasted: 0
+            }
         );
         // Still hot: the next trap there starts another excursion at once.
         sites.note_native_exit(0x8000_1000);
@@ -191,7 +216,7 @@ mod tests {
         for _ in 0..HOT_AFTER {
             sites.note_native_exit(0x8000_2000);
         }
-        assert!(sites.after_emulated_run(QUIET_RUN, QUIET_RUN, RunEnd::Budget));
+        assert!(sites.after_emulated_run(QUIET_RUN, QUIET_RUN, RunEnd::Budget), "quiet at once: back to native");
         assert_eq!(sites.stats.wasted, 1);
         sites.note_native_exit(0x8000_2000);
         assert!(!sites.in_excursion(), "demoted: it must trap often again");

@@ -27,7 +27,7 @@ pub struct Ram<'a> {
 /// Size of a page, the unit of code-write watching.
 pub const PAGE_SIZE: u64 = 4096;
 /// Dirty code pages remembered before an overflow makes every translation stale.
-const DIRTY_CAPACITY: usize = 32;
+pub(crate) const DIRTY_CAPACITY: usize = 32;
 
 /// Which RAM pages hold translated code, and which of those were written since the engine last asked. Every
 /// write to RAM — a guest store by any engine or hart, a device's DMA, a loader — goes through [`Ram`], so none

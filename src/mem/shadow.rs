@@ -87,7 +87,9 @@
 
 use super::mmu::{access_context, map_permission, pmp_kind, VmRealMap};
 use super::pmp::Pmp;
-use super::sv39::{self, is_canonical, make_pte, AccessType, Fault, PteFlags, Satp, PAGE_SHIFT, SATP_MODE_SV39};
+use super::sv39::{
+    self, is_canonical, make_pte, AccessType, Fault, PageTableMemory, PteFlags, Satp, PAGE_SHIFT, SATP_MODE_SV39,
+};
 use super::Ram;
 use crate::hart::{Hart, Privilege};
 use crate::isa::csr::mstatus;
@@ -107,6 +109,8 @@ pub const ADDRESS_SPACE_SLOTS: usize = 4;
 /// A software bit (RSW, ignored by the MMU) of a shadow pointer PTE: some leaf beneath it came from a guest
 /// superpage as large as the region the pointer covers (1 GiB in a root, 2 MiB in a level-1 table).
 pub const SUPERPAGE_BELOW: u64 = 1 << 8;
+/// Pages in the aligned group a fill prefetches the leaves of (see [`ShadowTables::fill_with`]).
+pub const PREFETCH_PAGES: u64 = 8;
 
 /// One shadow table page, 4 KiB aligned.
 #[repr(C, align(4096))]
@@ -388,23 +392,78 @@ impl<const POOL: usize> ShadowTables<POOL> {
         ram_host_base: u64,
         va: u64,
         access: AccessType,
-        grants: impl FnOnce(u64, [bool; 3]) -> LeafGrant,
+        grants: impl FnMut(u64, [bool; 3]) -> LeafGrant,
     ) -> FillOutcome {
         self.sync(hart);
         let regime = Regime::of(hart);
-        let (leaf, guest_level) = match resolve(hart, regime, ram, realmap, ram_host_base, va, access, grants) {
-            Ok(resolved) => resolved,
-            Err(outcome) => return outcome,
-        };
-        if self.install(regime, va, leaf, guest_level).is_some() {
-            return FillOutcome::Filled;
+        let mut grants = grants;
+        let walk = Walk::SetAccessedDirty;
+        let (leaf, guest_level) =
+            match resolve(hart, regime, ram, realmap, ram_host_base, va, access, walk, &mut grants) {
+                Ok(resolved) => resolved,
+                Err(outcome) => return outcome,
+            };
+        if self.install(regime, va, leaf, guest_level).is_none() {
+            self.flush_all();
+            if self.install(regime, va, leaf, guest_level).is_none() {
+                // Cannot happen: an empty pool of at least three pages holds one walk.
+                return FillOutcome::Emulate;
+            }
         }
-        self.flush_all();
-        match self.install(regime, va, leaf, guest_level) {
-            Some(()) => FillOutcome::Filled,
-            // Cannot happen: an empty pool of at least three pages holds one walk.
-            None => FillOutcome::Emulate,
+        self.prefetch(hart, regime, ram, realmap, ram_host_base, va, access, &mut grants);
+        FillOutcome::Filled
+    }
+
+    /// Fills the leaves of the pages around `va` (its aligned group of [`PREFETCH_PAGES`]) that the guest has
+    /// already accessed the same way, as real VMMs' shadow MMUs prefetch: a guest touching one page of code or
+    /// data usually goes on to its neighbours, and each leaf filled now is a world switch saved. Only what a
+    /// fill of that page would install is installed (the same checks, the same grant filter), and only from a
+    /// guest PTE whose A bit (and D bit, for a store) is already set: prefetching never changes guest memory.
+    /// Nothing is flushed to make room.
+    #[allow(clippy::too_many_arguments)]
+    fn prefetch(
+        &mut self,
+        hart: &Hart,
+        regime: Regime,
+        ram: &mut Ram,
+        realmap: &VmRealMap,
+        ram_host_base: u64,
+        va: u64,
+        access: AccessType,
+        grants: &mut impl FnMut(u64, [bool; 3]) -> LeafGrant,
+    ) {
+        let group = va & !(PREFETCH_PAGES * PAGE_SIZE - 1);
+        for neighbour in (0..PREFETCH_PAGES).map(|page| group + page * PAGE_SIZE) {
+            if neighbour == va & !(PAGE_SIZE - 1) || self.leaf(regime, neighbour).is_some_and(|pte| pte != 0) {
+                continue;
+            }
+            let walk = Walk::ReadOnly;
+            let Ok((leaf, level)) =
+                resolve(hart, regime, ram, realmap, ram_host_base, neighbour, access, walk, &mut *grants)
+            else {
+                continue;
+            };
+            if self.install(regime, neighbour, leaf, level).is_none() {
+                return;
+            }
         }
+    }
+
+    /// The level-0 PTE the shadow tables hold for `va` in `regime` (`None`: no table on the way).
+    fn leaf(&mut self, regime: Regime, va: u64) -> Option<u64> {
+        let root = *self.root_entry(regime)?;
+        if root == NO_ROOT {
+            return None;
+        }
+        let mut table = root as usize;
+        for level in [2u32, 1] {
+            let pte = *self.pages.get(table)?.0.get(vpn(va, level))?;
+            if pte & PteFlags::V.bits() == 0 {
+                return None;
+            }
+            table = self.index_of((pte >> 10) << PAGE_SHIFT)?;
+        }
+        self.pages.get(table)?.0.get(vpn(va, 0)).copied()
     }
 
     /// Flushes when the guest PMP or the pool's address changed since the tables were built, then makes the slot
@@ -542,7 +601,8 @@ fn resolve(
     ram_host_base: u64,
     va: u64,
     access: AccessType,
-    grants: impl FnOnce(u64, [bool; 3]) -> LeafGrant,
+    walk: Walk,
+    grants: &mut impl FnMut(u64, [bool; 3]) -> LeafGrant,
 ) -> Result<(u64, u8), FillOutcome> {
     let access_fault = FillOutcome::GuestFault(Fault { exception: access.access_fault(), tval: va });
     if regime == Regime::MachineMprv && access != AccessType::Fetch {
@@ -554,8 +614,11 @@ fn resolve(
         Regime::Machine | Regime::Bare => (va, [true; 3], 0),
         Regime::MachineMprv => (va, [true, false, false], 0),
         Regime::Supervisor { .. } | Regime::User { .. } => {
-            let translation =
-                sv39::translate(&mut *ram, hart.csrs.satp, va, access, ctx).map_err(FillOutcome::GuestFault)?;
+            let translation = match walk {
+                Walk::SetAccessedDirty => sv39::translate(&mut *ram, hart.csrs.satp, va, access, ctx),
+                Walk::ReadOnly => sv39::translate(&mut ReadOnlyTables(ram), hart.csrs.satp, va, access, ctx),
+            }
+            .map_err(FillOutcome::GuestFault)?;
             let grants = AccessType::ALL.map(|kind| translation.permits(kind, ctx));
             (translation.guest_real, grants, translation.level)
         }
@@ -634,6 +697,31 @@ fn resolve(
         return Err(FillOutcome::Emulate);
     }
     Ok((make_pte(host_page >> PAGE_SHIFT, flags), guest_level))
+}
+
+/// How [`resolve`] walks the guest's tables.
+#[derive(Clone, Copy)]
+enum Walk {
+    /// As the hardware would for the access: setting A (and D for a store) in the guest's PTE.
+    SetAccessedDirty,
+    /// Without writing anything: a PTE whose A (or D) bit the access would need set fails the walk.
+    ReadOnly,
+}
+
+/// The guest's page tables for a prefetching walk: read, never written.
+struct ReadOnlyTables<'r, 'a>(&'r Ram<'a>);
+
+impl PageTableMemory for ReadOnlyTables<'_, '_> {
+    fn read_u64(&mut self, gpa: u64) -> Option<u64> {
+        if gpa & 7 != 0 {
+            return None;
+        }
+        self.0.load(gpa, 8)
+    }
+
+    fn compare_exchange_u64(&mut self, _gpa: u64, _old: u64, _new: u64) -> Option<bool> {
+        None
+    }
 }
 
 #[cfg(test)]

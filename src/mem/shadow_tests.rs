@@ -295,7 +295,9 @@ fn superpages_become_4k_shadow_leaves() {
         assert_eq!(hardware(&tables, satp, va, Load), None);
         assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, va, Load), FillOutcome::Filled);
         assert_eq!(hardware(&tables, satp, va, Load), Some(HOST_BASE + offset));
-        assert_eq!(hardware(&tables, satp, va + PAGE_SIZE, Load), None, "only the one 4 KiB page");
+        // 4 KiB leaves: the fill's page and its prefetch group, nothing beyond.
+        let next_group = (va | (PREFETCH_PAGES * PAGE_SIZE - 1)) + 1;
+        assert_eq!(hardware(&tables, satp, next_group, Load), None, "only the prefetch group's 4 KiB pages");
     }
     assert_eq!(hardware(&tables, satp, 0x4000_7123, Store), Some(HOST_BASE + 0x7123));
     assert_eq!(hardware(&tables, satp, 0x20_5008, Store), None);
@@ -304,7 +306,47 @@ fn superpages_become_4k_shadow_leaves() {
     let beyond = 0x4000_0000 + RAM_BYTES as u64 + 0x18;
     let outcome = tables.fill(&hart, &mut ram, &realmap, HOST_BASE, beyond, Load);
     assert_eq!(outcome, FillOutcome::NotRam { guest_real: RAM_BASE + RAM_BYTES as u64 + 0x18 });
-    assert_eq!(leaves(&tables).len(), 2);
+    assert_eq!(leaves(&tables).len(), 2 * PREFETCH_PAGES as usize);
+    assert_contained(&tables, &realmap);
+}
+
+/// A fill prefetches the leaves of its aligned group of pages, but only from guest PTEs that already allow the
+/// access as it would be made (A set; D set for W), never writing a guest PTE; a page the guest never accessed
+/// stays unmapped, a clean one read-only, and nothing outside the group is touched.
+#[test]
+fn a_fill_prefetches_what_the_guest_already_accessed_and_writes_no_guest_pte() {
+    let mut backing = vec![0u8; RAM_BYTES];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let mut builder = Builder::new();
+    let va = |k: u64| 0x10_0000 + k * PAGE_SIZE;
+    for k in 0..PREFETCH_PAGES + 1 {
+        let flags = match k {
+            3 => V | R | W,     // never accessed
+            5 => V | R | W | A, // read, never written
+            _ => V | R | W | A | D,
+        };
+        builder.map(&mut ram, va(k), page(32 + k), 0, flags);
+    }
+    let realmap = identity_map();
+    let mut hart = hart();
+    pmp_all(&mut hart, 7);
+    set_mode(&mut hart, Privilege::Supervisor, sv39(page(0)), 0);
+    let mut tables = ShadowTables::<16>::new();
+    let satp = tables.root_satp(&hart);
+    let before: Vec<u64> = (0..PREFETCH_PAGES + 1).map(|k| pte_at(&ram, va(k), 0)).collect();
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, va(1), Load), FillOutcome::Filled);
+    let host = |k: u64| HOST_BASE + (page(32 + k) - RAM_BASE);
+    for k in [0, 2, 4, 6, 7] {
+        assert_eq!(hardware(&tables, satp, va(k), Load), Some(host(k)), "page {k} prefetched");
+        assert_eq!(hardware(&tables, satp, va(k), Store), Some(host(k)), "page {k} is dirty: writable");
+    }
+    assert_eq!(hardware(&tables, satp, va(3), Load), None, "never accessed: not prefetched");
+    assert_eq!(hardware(&tables, satp, va(5), Load), Some(host(5)));
+    assert_eq!(hardware(&tables, satp, va(5), Store), None, "clean: a store must fault to set D");
+    assert_eq!(hardware(&tables, satp, va(PREFETCH_PAGES), Load), None, "outside the group");
+    let after: Vec<u64> = (0..PREFETCH_PAGES + 1).map(|k| pte_at(&ram, va(k), 0)).collect();
+    // Only the page actually filled may have had A set (it already had it).
+    assert_eq!(before, after, "prefetching writes no guest PTE");
     assert_contained(&tables, &realmap);
 }
 

@@ -70,6 +70,13 @@ pub trait Devices {
     fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError>;
     /// Advances the devices to `now` (ticks of the timebase) and drives each hart's interrupt lines.
     fn update(&mut self, now: u64, harts: &mut [Hart]);
+    /// Advances only what time alone drives (the machine timer and its interrupt lines) to `now`: what an exit
+    /// that touches no device needs before the next instruction (a counter read must see time move, an expired
+    /// timer must be pending). Everything else (host input, other devices' lines) waits for the next full
+    /// [`update`](Devices::update), at the next device access or turn. The default is a full update.
+    fn update_time(&mut self, now: u64, harts: &mut [Hart]) {
+        self.update(now, harts);
+    }
     /// The machine timer as the guest sees it (`mtime`, the `time` CSR).
     fn mtime(&self) -> u64;
     /// Ticks until the earliest armed timer fires, `None` when none is armed.
@@ -580,7 +587,13 @@ impl<'a, D: Devices> Vm<'a, D> {
             Exit::Debug(stop) => return Err(RunOutcome::DebugStop { hart: index, stop }),
             _ => {}
         }
-        self.update_devices();
+        if let Exit::System { .. } = exit {
+            // A privileged or critical instruction touches no device (the hottest exits: counter reads and
+            // interrupt toggles): time and the timer lines are enough.
+            self.update_time();
+        } else {
+            self.update_devices();
+        }
         if let (Some(_), Exit::Exception { cause: Exception::EcallFromS, .. }) = (&self.sbi, exit) {
             if let Some(outcome) = self.firmware_call(index) {
                 return Err(outcome);
@@ -617,6 +630,16 @@ impl<'a, D: Devices> Vm<'a, D> {
             self.update_devices();
         }
         Ok(true)
+    }
+
+    /// The timer (and the VMM's SBI timers) advance to the current time: [`Devices::update_time`].
+    fn update_time(&mut self) {
+        let now = self.now();
+        self.last_now = now;
+        self.devices.update_time(now, &mut self.harts);
+        if let Some(sbi) = &mut self.sbi {
+            sbi.update_timers(now, &mut self.harts);
+        }
     }
 
     /// Devices (and the VMM's SBI timers) advance to the current time and drive the harts' interrupts.

@@ -165,6 +165,14 @@ impl<S: SerialBackend, B: BlockBackend> Devices for VirtDevices<'_, S, B> {
         }
     }
 
+    fn update_time(&mut self, now: u64, harts: &mut [Hart]) {
+        self.clint.set_now(now);
+        for (index, hart) in harts.iter_mut().enumerate() {
+            let timer = if self.clint.timer_pending(index) { interrupt::MTI } else { 0 };
+            hart.interrupt_lines = (hart.interrupt_lines & !interrupt::MTI) | timer;
+        }
+    }
+
     fn mtime(&self) -> u64 {
         self.clint.mtime()
     }

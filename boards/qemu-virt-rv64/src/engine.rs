@@ -37,9 +37,8 @@
 //! `trapeze::exec::trap_sites`): a site that traps often starts an *excursion*: the runs after it are emulated
 //! by the threaded engine from its own code cache, on the guest's state, in the VMM, so that the next traps
 //! cost a call to the dispatcher instead of a world switch each; a stretch of `QUIET_RUN` instructions without
-//! an exit goes back to the real CPU. The threaded engine watches the pages it decoded; a write to one of them
-//! while it runs (it consumes the RAM's dirty list itself) makes this engine drop every scanned page, since it
-//! cannot tell which were written.
+//! an exit goes back to the real CPU. The threaded engine consumes the RAM's dirty list while it runs and
+//! reports the pages it saw written (`Threaded::take_invalidated`), so the scanned ones among them are dropped.
 //!
 //! The engine must never map, allow or leave the guest anything outside its partition: `satp` always holds a
 //! shadow root of this VM's tables (which map only its real map), PMP is reprogrammed for this VM before it runs,
@@ -90,7 +89,7 @@ pub type Copies = CodeCopies<COPY_FRAMES>;
 
 /// A VM's code caching of trap sites: the threaded engine that runs excursions, and the policy.
 pub struct SiteCache {
-    engine: Threaded<2048, 256, 512>,
+    engine: Threaded<8192, 1024, 2048>,
     sites: TrapSites<64>,
 }
 
@@ -151,6 +150,12 @@ pub struct Stats {
     pub guest_ticks: u64,
     /// Exits that are reads of `cycle`, `time` or `instret`, trapped, patched or in an excursion.
     pub counter_reads: u64,
+    /// Exits by kind: privileged or critical instructions, device accesses, environment calls, other
+    /// exceptions (the guest's own faults).
+    pub system_exits: u64,
+    pub mmio_exits: u64,
+    pub ecall_exits: u64,
+    pub exception_exits: u64,
 }
 
 /// The native engine of one VM.
@@ -300,8 +305,19 @@ impl NativeEngine {
     fn finish(&mut self, hart: &Hart, exit: Exit, native: bool) -> Exit {
         // The timer stays armed: if it fires before the next entry, that quantum just ends at once.
         self.stats.exits += 1;
-        if let Exit::System { inst: Inst::Csr { csr: csr::CYCLE..=csr::INSTRET, .. }, .. } = exit {
-            self.stats.counter_reads += 1;
+        match exit {
+            Exit::System { inst, .. } => {
+                self.stats.system_exits += 1;
+                if let Inst::Csr { csr: csr::CYCLE..=csr::INSTRET, .. } = inst {
+                    self.stats.counter_reads += 1;
+                }
+            }
+            Exit::Mmio(_) => self.stats.mmio_exits += 1,
+            Exit::Exception {
+                cause: Exception::EcallFromU | Exception::EcallFromS | Exception::EcallFromM, ..
+            } => self.stats.ecall_exits += 1,
+            Exit::Exception { .. } => self.stats.exception_exits += 1,
+            _ => {}
         }
         if native {
             if let Some(cache) = self.site_cache.as_deref_mut() {
@@ -352,28 +368,34 @@ impl NativeEngine {
     #[inline(never)]
     fn drop_dirty_pages(&mut self, memory: &mut Memory) {
         let dirty = memory.ram.take_dirty_code();
+        self.drop_written(dirty, memory, true);
+    }
+
+    /// Drops the scanned pages among `written` (and, with `from_cache`, the threaded engine's blocks of every
+    /// written page), flushing the shadow tables when a scanned page went.
+    fn drop_written(&mut self, written: DirtyCode, memory: &mut Memory, from_cache: bool) {
         let base = memory.ram.base();
         let mut flush = false;
-        match dirty {
+        match written {
             DirtyCode::All => {
                 if let Some(patcher) = self.patcher.as_mut() {
                     patcher.stats.dropped += patcher.table.scanned_pages() as u64;
                     copies::clear(patcher.table, patcher.copies, memory.ram);
                     flush = true;
                 }
-                if let Some(cache) = self.site_cache.as_deref_mut() {
+                if let Some(cache) = self.site_cache.as_deref_mut().filter(|_| from_cache) {
                     cache.engine.cache_mut().invalidate_all();
                 }
             }
             DirtyCode::Pages { .. } => {
-                for &page in dirty.pages().unwrap_or(&[]) {
+                for &page in written.pages().unwrap_or(&[]) {
                     if let Some(patcher) = self.patcher.as_mut() {
                         if copies::drop_page(patcher.table, patcher.copies, memory.ram, base + page * PAGE_SIZE) {
                             patcher.stats.dropped += 1;
                             flush = true;
                         }
                     }
-                    if let Some(cache) = self.site_cache.as_deref_mut() {
+                    if let Some(cache) = self.site_cache.as_deref_mut().filter(|_| from_cache) {
                         // The code cache keys blocks by RAM offset.
                         cache.engine.cache_mut().invalidate_page(page * PAGE_SIZE);
                     }
@@ -507,12 +529,8 @@ impl NativeEngine {
         if !cache.sites.in_excursion() {
             return None;
         }
-        let given = TrapSites::<64>::excursion_budget(*budget);
-        let invalidations = |engine: &Threaded<2048, 256, 512>| {
-            let stats = engine.stats();
-            stats.pages_invalidated + stats.full_invalidations
-        };
-        let (retired_before, invalidated_before) = (hart.instret, invalidations(&cache.engine));
+        let given = cache.sites.excursion_budget(*budget);
+        let retired_before = hart.instret;
         if self.excursion_since.is_none() {
             // The guest's time runs while its instructions do, emulated or not.
             self.excursion_since = Some(hw::mtime());
@@ -522,14 +540,10 @@ impl NativeEngine {
         *budget = budget.saturating_sub(retired);
         let end = if matches!(exit, Exit::BudgetExhausted) { RunEnd::Budget } else { RunEnd::Exit };
         let back_to_native = cache.sites.after_emulated_run(given, retired, end);
-        if invalidations(&cache.engine) != invalidated_before {
-            // The guest wrote code the threaded engine had decoded, and the engine took the dirty pages: which
-            // scanned pages were among them is lost, so drop them all.
-            if let Some(patcher) = self.patcher.as_mut() {
-                patcher.stats.dropped += patcher.table.scanned_pages() as u64;
-                copies::clear(patcher.table, patcher.copies, memory.ram);
-                self.shadow.flush_all();
-            }
+        // The guest wrote code the threaded engine had decoded: the engine took those pages off the RAM's dirty
+        // list, so the scanned ones among them are dropped here.
+        if let Some(written) = cache.engine.take_invalidated() {
+            self.drop_written(written, memory, false);
         }
         self.drop_written_code(memory);
         if back_to_native {
