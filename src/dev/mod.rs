@@ -70,6 +70,7 @@ impl IrqLine {
 
 mod map;
 pub use map::{DeviceMap, MapError};
+pub mod block;
 pub mod clint;
 pub mod htif;
 pub mod plic;
