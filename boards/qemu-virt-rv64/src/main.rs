@@ -654,7 +654,7 @@ fn uboot_disk() -> Option<disk::Partition> {
     );
     defmt::info!("disk: {=u64} sectors, partition {=u64}+{=u64}", capacity, first, count);
     let physical: &'static RefCell<disk::PhysicalDisk> = Box::leak(Box::new(RefCell::new(physical)));
-    disk::Partition::new(physical, first, count)
+    disk::mbr_partition(physical, first, count)
 }
 
 #[riscv_rt::entry]
