@@ -72,6 +72,7 @@ mod map;
 pub use map::{DeviceMap, MapError};
 pub mod block;
 pub mod clint;
+pub mod console_mux;
 pub mod htif;
 pub mod plic;
 pub mod test_finisher;
