@@ -20,7 +20,8 @@
 //! | `Ctrl-A h`, `?`     | print this help on the console                           |
 //! | `Ctrl-A` other      | nothing (both bytes are swallowed, as in QEMU)           |
 //!
-//! Each focus change prints a line `console: input to [vmN]`. Focus starts on port 0.
+//! Each focus change made with these keys prints a line `console: input to [vmN]`; the host's own changes
+//! ([`ConsoleMux::set_focus`], [`ConsoleMux::detach`]) are silent. Focus starts on port 0.
 //!
 //! What it must never do: block (a port's reads answer at once, a full input buffer drops, a poll of the
 //! physical console takes a bounded number of bytes), allocate (every buffer has a fixed capacity), panic on a
@@ -135,14 +136,14 @@ impl<S: SerialBackend, const PORTS: usize, const INPUT: usize, const LINE: usize
     }
 
     /// Takes `port` out of the focus cycle (its VM stopped, say): its partial line is flushed, its pending input
-    /// dropped, and the focus moves on if it was there. Its output is still shown.
+    /// dropped, and the focus moves on to the next attached port if it was there. Its output is still shown.
     pub fn detach(&mut self, port: usize) {
         self.flush(port);
         let Some(slot) = self.ports.get_mut(port) else { return };
         slot.attached = false;
         slot.input.clear();
         if self.focus == port {
-            self.cycle_focus();
+            self.focus = self.next_attached().unwrap_or(self.focus);
         }
     }
 
@@ -151,13 +152,12 @@ impl<S: SerialBackend, const PORTS: usize, const INPUT: usize, const LINE: usize
         self.focus
     }
 
-    /// Focuses `port` (printing the notice); false when it is not an attached port.
+    /// Focuses `port`; false when it is not an attached port.
     pub fn set_focus(&mut self, port: usize) -> bool {
         if !self.ports.get(port).is_some_and(|slot| slot.attached) {
             return false;
         }
         self.focus = port;
-        self.announce_focus();
         true
     }
 
@@ -253,7 +253,9 @@ impl<S: SerialBackend, const PORTS: usize, const INPUT: usize, const LINE: usize
                 ESCAPE => self.deliver(ESCAPE),
                 b'c' => self.cycle_focus(),
                 b'0'..=b'9' => {
-                    let _ = self.set_focus(usize::from(byte - b'0'));
+                    if self.set_focus(usize::from(byte - b'0')) {
+                        self.announce_focus();
+                    }
                 }
                 b'h' | b'?' => self.help(),
                 _ => {}
@@ -275,12 +277,16 @@ impl<S: SerialBackend, const PORTS: usize, const INPUT: usize, const LINE: usize
         }
     }
 
-    /// Moves the focus to the next attached port after the current one (wrapping); stays when none is.
-    fn cycle_focus(&mut self) {
-        let next = (1..=PORTS)
+    /// The next attached port after the focused one (wrapping, so the focused one itself comes last).
+    fn next_attached(&self) -> Option<usize> {
+        (1..=PORTS)
             .map(|step| (self.focus + step) % PORTS)
-            .find(|&port| self.ports.get(port).is_some_and(|slot| slot.attached));
-        if let Some(port) = next {
+            .find(|&port| self.ports.get(port).is_some_and(|slot| slot.attached))
+    }
+
+    /// `Ctrl-A c`: focuses the next attached port and says so; stays when none is attached.
+    fn cycle_focus(&mut self) {
+        if let Some(port) = self.next_attached() {
             self.focus = port;
             self.announce_focus();
         }

@@ -128,6 +128,8 @@ fn detached_ports_are_skipped_and_input_with_nowhere_to_go_is_counted() {
     assert!(!mux.set_focus(1));
     mux.detach(2);
     assert_eq!(mux.focus(), 0, "the focus leaves a detached port");
+    assert!(mux.set_focus(0));
+    assert!(!screen(&mux).contains("input to [vm0]"), "the host's focus changes are silent: {}", screen(&mux));
     mux.detach(0);
     typed(&mut mux, b"lost");
     assert_eq!(mux.unrouted_input(), 4);
