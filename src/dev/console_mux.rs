@@ -252,11 +252,7 @@ impl<S: SerialBackend, const PORTS: usize, const INPUT: usize, const LINE: usize
             match byte {
                 ESCAPE => self.deliver(ESCAPE),
                 b'c' => self.cycle_focus(),
-                b'0'..=b'9' => {
-                    if self.set_focus(usize::from(byte - b'0')) {
-                        self.announce_focus();
-                    }
-                }
+                b'0'..=b'9' if self.set_focus(usize::from(byte - b'0')) => self.announce_focus(),
                 b'h' | b'?' => self.help(),
                 _ => {}
             }
