@@ -109,7 +109,9 @@ impl IrqLine {
 
 mod map;
 pub use map::{DeviceMap, MapError};
+pub mod block;
 pub mod clint;
+pub mod console_mux;
 pub mod htif;
 pub mod plic;
 pub mod test_finisher;

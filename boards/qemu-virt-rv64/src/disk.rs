@@ -1,20 +1,18 @@
-//! The board's physical disk and the virtual disks carved out of it: the VMM finds the virtio-blk device QEMU
-//! gives the machine (`DISK_FILE` in `run-qemu.sh`), drives it with `virtio-drivers`, reads its MBR partition
-//! table, and serves a VM a virtual disk that is one partition: an LBA map of the VM's sectors `0..count` onto the
-//! physical sectors `first..first + count`.
+//! The board's physical disk: the VMM finds the virtio-blk device QEMU gives the machine (`DISK_FILE` in
+//! `run-qemu.sh`), drives it with `virtio-drivers` as the core's [`PhysicalBlock`], and reads its MBR partition
+//! table. A VM's virtual disk is the core's [`block::Partition`] over it (an LBA map of one extent, the MBR
+//! partition), which translates and bounds-checks every request before this disk is asked.
 //!
-//! What it must never do: let a VM's request reach a sector outside its partition (every range is checked
-//! against the partition, with overflow-checked arithmetic, before the physical device is asked; a request
-//! outside it is an error the device model answers with `VIRTIO_BLK_S_IOERR`), panic on anything a guest or the
-//! disk image holds, or report a write done before the physical device has completed it (`write_blocks` is
-//! blocking: it returns once the device has put the request in its used ring, and only then does the guest's
-//! request complete).
+//! What it must never do: panic on anything a guest or the disk image holds, or report a write done before the
+//! physical device has completed it (`write_blocks` is blocking: it returns once the device has put the request
+//! in its used ring, and only then does the guest's request complete).
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use core::cell::RefCell;
 use core::ptr::NonNull;
 
-use trapeze::dev::virtio::blk::{BlockBackend, BlockError, SECTOR_SIZE};
+use trapeze::dev::block::{self, DiskLayout, LbaMap, PhysicalBlock};
+use trapeze::dev::virtio::blk::{BlockError, SECTOR_SIZE};
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
@@ -113,69 +111,48 @@ impl PhysicalDisk {
     }
 }
 
-/// A VM's virtual disk: sectors `0..count` of the VM are sectors `first..first + count` of the physical disk.
-pub struct Partition {
-    disk: &'static RefCell<PhysicalDisk>,
-    first: u64,
-    count: u64,
-}
-
-impl Partition {
-    /// The partition `first..first + count` of `disk`, or `None` when it does not lie on the disk.
-    pub fn new(disk: &'static RefCell<PhysicalDisk>, first: u64, count: u64) -> Option<Self> {
-        let capacity = disk.try_borrow().ok()?.capacity();
-        first.checked_add(count).filter(|&end| end <= capacity)?;
-        Some(Self { disk, first, count })
+impl PhysicalBlock for PhysicalDisk {
+    fn capacity(&self) -> u64 {
+        self.blk.capacity()
     }
 
-    /// The physical sector of the VM's `sector`, when the `bytes` from it lie wholly inside the partition.
-    fn map(&self, sector: u64, bytes: usize) -> Result<usize, BlockError> {
-        if bytes == 0 || !bytes.is_multiple_of(SECTOR_SIZE) {
-            return Err(BlockError::OutOfRange);
-        }
-        let sectors = (bytes / SECTOR_SIZE) as u64;
-        let end = sector.checked_add(sectors).ok_or(BlockError::OutOfRange)?;
-        if end > self.count {
-            return Err(BlockError::OutOfRange);
-        }
-        usize::try_from(self.first + sector).map_err(|_| BlockError::OutOfRange)
-    }
-}
-
-impl BlockBackend for Partition {
-    fn capacity_sectors(&self) -> u64 {
-        self.count
-    }
-
-    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let physical = self.map(sector, buf.len())?;
-        let mut disk = self.disk.try_borrow_mut().map_err(|_| BlockError::Io)?;
+    fn read_sectors(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        let first = usize::try_from(sector).map_err(|_| BlockError::OutOfRange)?;
         for (index, chunk) in buf.chunks_mut(CHUNK_SECTORS * SECTOR_SIZE).enumerate() {
-            disk.blk.read_blocks(physical + index * CHUNK_SECTORS, chunk).map_err(|_| BlockError::Io)?;
+            self.blk.read_blocks(first + index * CHUNK_SECTORS, chunk).map_err(|_| BlockError::Io)?;
         }
         Ok(())
     }
 
     /// Returns once the physical device has completed every sector (`write_blocks` waits for it).
-    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
-        let physical = self.map(sector, buf.len())?;
-        let mut disk = self.disk.try_borrow_mut().map_err(|_| BlockError::Io)?;
-        if disk.blk.readonly() {
+    fn write_sectors(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
+        if self.blk.readonly() {
             return Err(BlockError::ReadOnly);
         }
+        let first = usize::try_from(sector).map_err(|_| BlockError::OutOfRange)?;
         for (index, chunk) in buf.chunks(CHUNK_SECTORS * SECTOR_SIZE).enumerate() {
-            disk.blk.write_blocks(physical + index * CHUNK_SECTORS, chunk).map_err(|_| BlockError::Io)?;
+            self.blk.write_blocks(first + index * CHUNK_SECTORS, chunk).map_err(|_| BlockError::Io)?;
         }
         Ok(())
     }
 
     /// The physical device's flush, when it offers one (`virtio-drivers` skips it otherwise).
-    fn flush(&mut self) -> Result<(), BlockError> {
-        let mut disk = self.disk.try_borrow_mut().map_err(|_| BlockError::Io)?;
-        disk.blk.flush().map_err(|_| BlockError::Io)
+    fn sync(&mut self) -> Result<(), BlockError> {
+        self.blk.flush().map_err(|_| BlockError::Io)
     }
 
-    fn read_only(&self) -> bool {
-        self.disk.try_borrow().map_or(true, |disk| disk.blk.readonly())
+    fn is_read_only(&self) -> bool {
+        self.blk.readonly()
     }
+}
+
+/// A VM's virtual disk: the core's partition over the physical disk, one extent (an MBR partition).
+pub type Partition = block::Partition<'static, PhysicalDisk, 1>;
+
+/// The VM's disk that is physical sectors `first..first + count`, checked by the core's layout (inside the disk);
+/// `None` when the layout refuses it.
+pub fn mbr_partition(disk: &'static RefCell<PhysicalDisk>, first: u64, count: u64) -> Option<Partition> {
+    let mut layout = DiskLayout::<'static, PhysicalDisk, 1, 1>::new(disk).ok()?;
+    layout.add(LbaMap::single(first, count).ok()?).ok()?;
+    layout.into_partitions().pop()
 }

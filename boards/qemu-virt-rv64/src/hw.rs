@@ -13,6 +13,8 @@ const UART_BASE: usize = 0x1000_0000;
 /// Line status register, and its "transmit holding register empty" bit.
 const UART_LSR: usize = 5;
 const UART_LSR_THRE: u8 = 1 << 5;
+/// Line status: "data ready", a received byte waits in RBR.
+const UART_LSR_DR: u8 = 1;
 
 /// The CLINT: hart 0's `mtimecmp`.
 const CLINT_MTIMECMP0: usize = 0x0200_4000;
@@ -29,6 +31,16 @@ pub fn console_write_byte(byte: u8) {
     unsafe {
         while read_volatile((UART_BASE + UART_LSR) as *const u8) & UART_LSR_THRE == 0 {}
         write_volatile(UART_BASE as *mut u8, byte);
+    }
+}
+
+/// The next byte typed at the physical console, if one is waiting; never waits.
+pub fn console_read_byte() -> Option<u8> {
+    // SAFETY: as for `console_write_byte`: the UART's registers at their fixed address, read by bytes, by the VMM
+    // only. Reading RBR takes the byte; it is read only when LSR says one is there.
+    unsafe {
+        let ready = read_volatile((UART_BASE + UART_LSR) as *const u8) & UART_LSR_DR != 0;
+        ready.then(|| read_volatile(UART_BASE as *const u8))
     }
 }
 
