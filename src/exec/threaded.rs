@@ -957,6 +957,52 @@ mod tests {
         assert_eq!((harts[1].x(5), harts[1].pc, harts[1].instret), (14, RAM_BASE + 20, 15));
     }
 
+    /// A CSR access ends its block with the exit the interpreter gives it (rebuilt from the op, not decoded
+    /// again), and the engine reports the code pages it dropped because the guest wrote them, once.
+    #[test]
+    fn csr_exits_match_the_interpreter_and_written_code_is_reported() {
+        use crate::isa::{encode, CsrOp};
+        let mut backing = vec![0u8; 0x3000];
+        let words = [
+            // Page 0: run the routine on page 1, then store over it and run it again.
+            encode(&Inst::Jal { rd: 1, offset: 0x1000 }),
+            encode(&Inst::Store { width: StoreWidth::W, rs1: 6, rs2: 0, offset: 8 }),
+            encode(&Inst::Jal { rd: 1, offset: 0x1000 - 8 }),
+        ];
+        for (index, word) in words.iter().enumerate() {
+            backing[4 * index..4 * index + 4].copy_from_slice(&word.to_le_bytes());
+        }
+        let csr = Inst::Csr { op: CsrOp::Rsi, rd: 10, src: 3, csr: 0x340 };
+        let routine = [encode(&csr), encode(&Inst::Jalr { rd: 0, rs1: 1, offset: 0 })];
+        for (index, word) in routine.iter().enumerate() {
+            backing[0x1000 + 4 * index..0x1000 + 4 * index + 4].copy_from_slice(&word.to_le_bytes());
+        }
+        let mut code_pages = [0u64; 1];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        ram.attach_code_watch(&mut code_pages);
+        let realmap = VmRealMap::for_ram(&ram).unwrap();
+        let mut hart = Hart::new(HartConfig::rv64gc(0));
+        hart.reset(RAM_BASE);
+        hart.set_x(6, RAM_BASE + 0x1000);
+        let mut tlb = Tlb::new();
+        let mut engine = Threaded::<256, 16, 32>::new();
+        let mut memory = Memory { ram: &mut ram, realmap: &realmap, tlb: &mut tlb };
+        let exit = engine.run(&mut hart, &mut memory, 100);
+        let mut reference = Hart::new(HartConfig::rv64gc(0));
+        reference.pc = hart.pc;
+        assert_eq!(exit, interp::step(&mut reference, &mut memory).unwrap_err(), "the interpreter's exit");
+        assert_eq!(exit, Exit::System { inst: csr, word: encode(&csr), len: 4 });
+        assert_eq!(engine.take_invalidated(), None, "nothing written yet");
+        // Past the CSR access (as the dispatcher would), back to page 0, whose store writes page 1 (just past the
+        // routine): the page's blocks go, and the engine says so once.
+        hart.pc += 4;
+        let exit = engine.run(&mut hart, &mut memory, 3);
+        assert_eq!(exit, Exit::BudgetExhausted);
+        let written = engine.take_invalidated().expect("page 1 was written");
+        assert_eq!(written.pages(), Some(&[1u64][..]));
+        assert_eq!(engine.take_invalidated(), None, "reported once");
+    }
+
     /// The handler tables are indexed by the enums' discriminants: each entry must be the one for its kind.
     #[test]
     fn handler_tables_follow_the_enum_order() {

@@ -449,6 +449,28 @@ impl<const POOL: usize> ShadowTables<POOL> {
         }
     }
 
+    /// Takes write permission away from every leaf that maps the host page `host_page`, under every root and
+    /// virtual address (the patching scanner has just scanned the guest page there: from now on a native store to
+    /// it must fault, through whatever alias). Returns whether a leaf changed; the generation then changes too,
+    /// so the board fences before the guest runs again.
+    pub fn revoke_write(&mut self, host_page: u64) -> bool {
+        let leaf_kinds = PteFlags::R.bits() | PteFlags::W.bits() | PteFlags::X.bits();
+        let mut changed = false;
+        for page in self.pages.iter_mut().take(self.used) {
+            for pte in page.0.iter_mut() {
+                let is_writable_leaf = *pte & PteFlags::V.bits() != 0 && *pte & leaf_kinds != 0;
+                if is_writable_leaf && *pte & PteFlags::W.bits() != 0 && (*pte >> 10) << PAGE_SHIFT == host_page {
+                    *pte &= !PteFlags::W.bits();
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.generation = self.generation.wrapping_add(1);
+        }
+        changed
+    }
+
     /// The level-0 PTE the shadow tables hold for `va` in `regime` (`None`: no table on the way).
     fn leaf(&mut self, regime: Regime, va: u64) -> Option<u64> {
         let root = *self.root_entry(regime)?;

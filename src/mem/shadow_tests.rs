@@ -1281,3 +1281,35 @@ fn a_code_copy_leaf_is_execute_only_on_the_frame() {
     tables.flush_all();
     assert_eq!(tables.fill_with(&hart, &mut ram, &realmap, HOST_BASE, 0x1010, Fetch, misaligned), FillOutcome::Emulate);
 }
+
+/// Once a page is scanned, no alias may keep writing it natively: `revoke_write` takes W from every leaf mapping
+/// its host page (here two virtual aliases under one root), leaves other pages alone, and changes the
+/// generation so the board fences.
+#[test]
+fn revoking_writes_reaches_every_alias_of_a_page() {
+    let mut backing = vec![0u8; RAM_BYTES];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let mut builder = Builder::new();
+    builder.map(&mut ram, 0x10_0000, page(40), 0, V | R | W | X | A | D);
+    builder.map(&mut ram, 0x40_0000, page(40), 0, V | R | W | A | D);
+    builder.map(&mut ram, 0x10_8000, page(41), 0, V | R | W | A | D);
+    let realmap = identity_map();
+    let mut hart = hart();
+    pmp_all(&mut hart, 7);
+    set_mode(&mut hart, Privilege::Supervisor, sv39(page(0)), 0);
+    let mut tables = ShadowTables::<16>::new();
+    let satp = tables.root_satp(&hart);
+    for va in [0x10_0000, 0x40_0000, 0x10_8000] {
+        assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, va, Store), FillOutcome::Filled);
+    }
+    let host = |n| HOST_BASE + (page(n) - RAM_BASE);
+    let generation = tables.generation();
+    assert!(tables.revoke_write(host(40)));
+    assert_ne!(tables.generation(), generation, "the board must fence");
+    for va in [0x10_0000, 0x40_0000] {
+        assert_eq!(hardware(&tables, satp, va, Store), None, "no alias writes the page");
+        assert_eq!(hardware(&tables, satp, va, Load), Some(host(40)), "reads stay");
+    }
+    assert_eq!(hardware(&tables, satp, 0x10_8000, Store), Some(host(41)), "another page keeps W");
+    assert!(!tables.revoke_write(host(40)), "nothing left to take");
+}

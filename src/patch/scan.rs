@@ -67,6 +67,10 @@
 //!
 //! # Board integration (call-order contract for the native engine)
 //! The table is per VM and keyed by guest-physical address, so guest `satp` writes and fences need nothing.
+//! The steps below are written for patches in place (the scanner given guest RAM itself); the native board
+//! gives it a [`super::copies::CopyView`] instead, so patches land in copies of the pages and RAM keeps the
+//! original bytes: then step 5 and the unpatching of step 4 have nothing to do, and "take X away" means
+//! dropping the page's copy too ([`super::copies::drop_page`]).
 //! 1. **Shadow permissions.** A shadow leaf gets X only for a scanned page ([`PatchTable::is_scanned`]); a
 //!    scanned page never gets W; a page with sites ([`PatchTable::page_sites`] non-empty) never gets R (it is
 //!    execute-only: real `mstatus.MXR` is clear while the guest runs, so its loads fault into the VMM).

@@ -17,8 +17,9 @@
 //! 1. shadow leaves are filtered through `PatchTable::native_grants` (X only on scanned pages, never W on them,
 //!    never R on a page with sites), and a page with sites is mapped execute-only onto its patched copy (the
 //!    copies are the only other memory PMP lets the guest fetch from);
-//! 2. a fetch the filter withheld scans the page from the faulting pc (`Coverage::Guard`), then the guest
-//!    retries; a page the scanner refuses (conflict, unresolved, not RAM) stays non-executable and its
+//! 2. a fetch the filter withheld scans the page from the faulting pc (`Coverage::Guard`), takes W away from
+//!    every shadow leaf of the page (`ShadowTables::revoke_write`: an alias filled writable before the scan must
+//!    not store into it unseen), then the guest retries; a page the scanner refuses (conflict, unresolved, not RAM) stays non-executable and its
 //!    instructions are emulated one at a time; a full table (or no free copy frame) drops a page (and flushes
 //!    the shadow tables, which takes that page's X away) and scans again;
 //! 3. an illegal-instruction trap at a patched site becomes the original instruction's exit
@@ -55,9 +56,9 @@ use trapeze::isa::Inst;
 use trapeze::mem::mmu::Memory;
 use trapeze::mem::shadow::{self, FillOutcome, LeafGrant, ShadowTables};
 use trapeze::mem::sv39::AccessType;
-use trapeze::mem::DirtyCode;
+use trapeze::mem::{DirtyCode, Ram};
 use trapeze::patch::copies::{self, CodeCopies};
-use trapeze::patch::scan::{self, Coverage, ScanError};
+use trapeze::patch::scan::{self, Coverage, ScanError, ScanReport};
 use trapeze::patch::sensitivity::{critical_set, CriticalSet, VmmConfig};
 use trapeze::patch::table::{PatchTable, PAGE_SIZE};
 use trapeze::trap::Exit;
@@ -126,6 +127,13 @@ struct Patcher {
     /// Pages (guest real) the scanner refused: they run by emulation.
     refused: [Option<u64>; REFUSED_PAGES],
     stats: PatchStats,
+}
+
+impl Patcher {
+    /// Scans the page of guest real `entry` from there, patching into copies (see `trapeze::patch::scan`).
+    fn scan(&mut self, ram: &Ram, entry: u64, next: Option<u16>) -> Result<ScanReport, ScanError> {
+        scan::scan(self.table, &mut self.copies.view(ram), &self.critical, entry, next, Coverage::Guard)
+    }
 }
 
 /// Refused pages a VM remembers.
@@ -441,7 +449,7 @@ impl NativeEngine {
                 let next = shadow::fetch_guest_real(hart, memory.ram, next_va)
                     .ok()
                     .and_then(|pa| scan::original_parcel(&*patcher.table, &*memory.ram, pa));
-                let mut flush = false;
+                let (mut flush, mut revoke) = (false, None);
                 if !patcher.copies.has_free() {
                     // The scan may need a frame: give up the lowest copied page.
                     if let Some(page) = patcher.copies.any_copied_page() {
@@ -450,36 +458,24 @@ impl NativeEngine {
                         flush = true;
                     }
                 }
-                let critical = &patcher.critical;
-                let mut result = scan::scan(
-                    patcher.table,
-                    &mut patcher.copies.view(memory.ram),
-                    critical,
-                    entry,
-                    next,
-                    Coverage::Guard,
-                );
+                let mut result = patcher.scan(memory.ram, entry, next);
                 if let Err(ScanError::Full(_)) = result {
                     if let Some(page) = patcher.table.evict_any(&mut patcher.copies.view(memory.ram)) {
                         patcher.copies.release(page);
                         patcher.stats.evicted += 1;
                         flush = true;
                     }
-                    result = scan::scan(
-                        patcher.table,
-                        &mut patcher.copies.view(memory.ram),
-                        critical,
-                        entry,
-                        next,
-                        Coverage::Guard,
-                    );
+                    result = patcher.scan(memory.ram, entry, next);
                 }
                 let outcome = match result {
                     Ok(report) if report.covers_every_entry() => {
                         patcher.stats.scans += 1;
                         patcher.stats.patched += u64::from(report.patched) + u64::from(report.guarded);
-                        // Any later write to the page that is not a faulting native store must drop it.
-                        memory.ram.watch_code_page((guest_real - memory.ram.base()) / PAGE_SIZE);
+                        // Any later write to the page that is not a faulting native store must drop it, and a
+                        // native store must fault, through every alias mapped writable before the scan.
+                        let offset = guest_real - memory.ram.base();
+                        memory.ram.watch_code_page(offset / PAGE_SIZE);
+                        revoke = Some(memory.ram.as_ptr() as u64 + offset);
                         Ok(())
                     }
                     refused => {
@@ -502,6 +498,8 @@ impl NativeEngine {
                 };
                 if flush {
                     self.shadow.flush_all();
+                } else if let Some(host_page) = revoke {
+                    self.shadow.revoke_write(host_page);
                 }
                 match outcome {
                     Ok(()) => Ok(()),
