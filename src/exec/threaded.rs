@@ -116,9 +116,26 @@ pub struct Threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize> {
     /// asked: the engine consumes the RAM's dirty list, and a host that also watches pages through it (the
     /// native board's patch table) learns here of the writes the engine saw first.
     invalidated: DirtyCode,
+    /// The pages the engine started watching (it decoded code there) since [`Threaded::take_watched`] last asked:
+    /// a host that also lets a real CPU write guest RAM (the native board) must take native write access away
+    /// from them, since a native store bypasses the watch.
+    watched: DirtyCode,
 }
 
 const NO_PAGES: DirtyCode = DirtyCode::Pages { pages: [0; DIRTY_CAPACITY], len: 0 };
+
+/// Adds `page` to a page log (`None`, or a full log: every page).
+fn note_page(log: &mut DirtyCode, page: Option<u64>) {
+    match (&mut *log, page) {
+        (DirtyCode::Pages { pages, len }, Some(page)) if *len < pages.len() => {
+            if !pages[..*len].contains(&page) {
+                pages[*len] = page;
+                *len += 1;
+            }
+        }
+        (log, _) => *log = DirtyCode::All,
+    }
+}
 
 /// Harts whose budget stop [`Threaded`] remembers (more share slots, and only lose the shortcut).
 const STOP_SLOTS: usize = 8;
@@ -137,7 +154,22 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             },
             stopped: [None; STOP_SLOTS],
             invalidated: NO_PAGES,
+            watched: NO_PAGES,
         }
+    }
+
+    /// The pages (RAM offset / 4096) the engine started watching since the last call ([`DirtyCode::All`] when it
+    /// lost count); `None` when there are none.
+    #[inline]
+    pub fn take_watched(&mut self) -> Option<DirtyCode> {
+        if let DirtyCode::Pages { len: 0, .. } = self.watched {
+            return None;
+        }
+        Some(core::mem::replace(&mut self.watched, NO_PAGES))
+    }
+
+    fn note_watched(&mut self, page: u64) {
+        note_page(&mut self.watched, Some(page));
     }
 
     /// The pages (RAM offset / 4096) whose blocks the engine dropped because they were written, since the last
@@ -152,15 +184,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
     }
 
     fn note_invalidated(&mut self, page: Option<u64>) {
-        match (&mut self.invalidated, page) {
-            (DirtyCode::Pages { pages, len }, Some(page)) if *len < pages.len() => {
-                if !pages[..*len].contains(&page) {
-                    pages[*len] = page;
-                    *len += 1;
-                }
-            }
-            (invalidated, _) => *invalidated = DirtyCode::All,
-        }
+        note_page(&mut self.invalidated, page);
     }
 
     /// The code cache (for its statistics).
@@ -262,8 +286,12 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             }
         }
         exits[ExitSlot::FallThrough as usize] = (at < page_end && falls_through).then_some(at);
-        if !memory.ram.watch_code_page(start / PAGE_SIZE) {
-            return None;
+        let page = start / PAGE_SIZE;
+        if !memory.ram.is_code_page(page) {
+            if !memory.ram.watch_code_page(page) {
+                return None;
+            }
+            self.note_watched(page);
         }
         self.stats.blocks_built += 1;
         let guest_len = (at - start).min(PAGE_SIZE) as u32;
@@ -993,6 +1021,9 @@ mod tests {
         assert_eq!(exit, interp::step(&mut reference, &mut memory).unwrap_err(), "the interpreter's exit");
         assert_eq!(exit, Exit::System { inst: csr, word: encode(&csr), len: 4 });
         assert_eq!(engine.take_invalidated(), None, "nothing written yet");
+        let watched = engine.take_watched().expect("the engine decoded code on two pages");
+        assert_eq!(watched.pages(), Some(&[0u64, 1][..]));
+        assert_eq!(engine.take_watched(), None, "reported once");
         // Past the CSR access (as the dispatcher would), back to page 0, whose store writes page 1 (just past the
         // routine): the page's blocks go, and the engine says so once.
         hart.pc += 4;

@@ -87,6 +87,15 @@ impl<'a> Ram<'a> {
         }
     }
 
+    /// Whether page `page` (offset / 4096) is watched: an engine keeps code translated from it (or a native
+    /// VMM's patcher scanned it), so it must never be written unseen (natively, by a real CPU's store).
+    #[inline]
+    pub fn is_code_page(&self, page: u64) -> bool {
+        self.code_watch.as_ref().is_some_and(|watch| {
+            watch.watched.get((page / 64) as usize).is_some_and(|word| word & (1 << (page % 64)) != 0)
+        })
+    }
+
     /// Whether a watched code page was written since the last [`take_dirty_code`](Self::take_dirty_code).
     #[inline(always)]
     pub fn has_dirty_code(&self) -> bool {

@@ -183,7 +183,8 @@ pub enum FillOutcome {
     Emulate,
     /// The guest's translation, PMP and the real map allow the access, but the caller's grant filter
     /// ([`ShadowTables::fill_with`]) withheld it for the page at guest real `guest_real` (the patching scanner:
-    /// a fetch from an unscanned page, a store to a scanned one, a load from a page holding patched sites).
+    /// a fetch from an unscanned page, a store to a scanned one, a load from a page holding patched sites), or a
+    /// store to a page RAM's code watch watches ([`Ram::is_code_page`]: an engine keeps code translated from it).
     /// Nothing was installed: the caller deals with the page and fills again (or emulates the instruction).
     Withheld { guest_real: u64 },
 }
@@ -690,6 +691,11 @@ fn resolve(
     let filtered = grants(page, granted);
     for (slot, allowed) in granted.iter_mut().zip(filtered.allowed) {
         *slot &= allowed;
+    }
+    // A page an engine keeps translated code from (or the patcher scanned) is watched for writes through RAM,
+    // which a native store would bypass: never writable natively.
+    if ram.is_code_page(host_offset / PAGE_SIZE) {
+        granted[2] = false;
     }
     let mut host_page = host_page;
     if let Some(frame) = filtered.code_copy {

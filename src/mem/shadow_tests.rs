@@ -1313,3 +1313,29 @@ fn revoking_writes_reaches_every_alias_of_a_page() {
     assert_eq!(hardware(&tables, satp, 0x10_8000, Store), Some(host(41)), "another page keeps W");
     assert!(!tables.revoke_write(host(40)), "nothing left to take");
 }
+
+/// A page RAM's code watch watches (an engine keeps code translated from it) is never natively writable: a store
+/// fill is withheld (the board emulates the store, which the watch sees), a load fill leaves out W.
+#[test]
+fn a_watched_code_page_is_never_natively_writable() {
+    let mut backing = vec![0u8; RAM_BYTES];
+    let mut bitmap = [0u64; RAM_BYTES / 4096 / 64 + 1];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    ram.attach_code_watch(&mut bitmap);
+    let mut builder = Builder::new();
+    builder.map(&mut ram, 0x10_0000, page(40), 0, V | R | W | X | A | D);
+    let realmap = identity_map();
+    let mut hart = hart();
+    pmp_all(&mut hart, 7);
+    set_mode(&mut hart, Privilege::Supervisor, sv39(page(0)), 0);
+    let mut tables = ShadowTables::<16>::new();
+    let satp = tables.root_satp(&hart);
+    assert!(ram.watch_code_page(40));
+    assert_eq!(
+        tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x10_0000, Store),
+        FillOutcome::Withheld { guest_real: page(40) }
+    );
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x10_0000, Load), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, 0x10_0000, Store), None);
+    assert_eq!(hardware(&tables, satp, 0x10_0000, Fetch), Some(HOST_BASE + (page(40) - RAM_BASE)));
+}

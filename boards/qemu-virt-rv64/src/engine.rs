@@ -39,7 +39,10 @@
 //! by the threaded engine from its own code cache, on the guest's state, in the VMM, so that the next traps
 //! cost a call to the dispatcher instead of a world switch each; a stretch of `QUIET_RUN` instructions without
 //! an exit goes back to the real CPU. The threaded engine consumes the RAM's dirty list while it runs and
-//! reports the pages it saw written (`Threaded::take_invalidated`), so the scanned ones among them are dropped.
+//! reports the pages it saw written (`Threaded::take_invalidated`), so the scanned ones among them are dropped;
+//! a page it keeps code from is never natively writable (the shadow withholds W on watched pages, and the pages
+//! it starts watching, `Threaded::take_watched`, lose W in existing leaves), so no native store leaves a stale
+//! block behind.
 //!
 //! The engine must never map, allow or leave the guest anything outside its partition: `satp` always holds a
 //! shadow root of this VM's tables (which map only its real map), PMP is reprogrammed for this VM before it runs,
@@ -540,8 +543,20 @@ impl NativeEngine {
         let back_to_native = cache.sites.after_emulated_run(given, retired, end);
         // The guest wrote code the threaded engine had decoded: the engine took those pages off the RAM's dirty
         // list, so the scanned ones among them are dropped here.
+        let watched = cache.engine.take_watched();
         if let Some(written) = cache.engine.take_invalidated() {
             self.drop_written(written, memory, false);
+        }
+        // Pages the threaded engine now keeps code from must not be written natively (a real store bypasses the
+        // code watch): new fills withhold W on them (`ShadowTables::fill_with`), existing leaves lose it here.
+        match watched {
+            None => {}
+            Some(DirtyCode::All) => self.shadow.flush_all(),
+            Some(pages) => {
+                for &page in pages.pages().unwrap_or(&[]) {
+                    self.shadow.revoke_write(memory.ram.as_ptr() as u64 + page * PAGE_SIZE);
+                }
+            }
         }
         self.drop_written_code(memory);
         if back_to_native {
