@@ -200,3 +200,45 @@ fn the_shipped_example_runs_two_vms_on_one_image() {
     assert_eq!(created.len(), 1 << 20);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An idle VM costs nothing: the `idle` guest waits ~1.5 s in `wfi` for its timer next to a VM that ends at
+/// once. The run takes the wait in wall time, but `trapeze up` must sleep, not spin, so its CPU time (from
+/// `wait4` on that one child) stays under half the wall time.
+#[test]
+// The child is reaped by `wait4`, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn an_idle_vm_lets_the_host_sleep() {
+    let dir = scratch("idle");
+    let config = write_config(
+        &dir,
+        &format!(
+            "[[vm]]\nname = \"idle\"\nimage = \"{}\"\nmemory = \"16M\"\n[[vm]]\nname = \"hello\"\nimage = \"bundled:hello\"\nmemory = \"16M\"\n",
+            env!("TRAPEZE_GUEST_IDLE")
+        ),
+    );
+    let start = std::time::Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_trapeze"))
+        .args(["up", &config])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start trapeze");
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero `rusage` is a valid value of that plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; `status` and `usage` are valid for writes. Its output is a few lines,
+    // well within the pipe's buffer, so it never blocks on a full pipe.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed().as_secs_f64();
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.expect("piped stdout"), &mut stdout).expect("read stdout");
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "both VMs pass:\n{stdout}");
+    assert!(stdout.contains("[idle] idle: woke after timer\n") && stdout.contains("[hello] Hello"), "{stdout}");
+    assert!(wall >= 1.4, "the idle guest waited for its timer: {wall:.2} s");
+    assert!(cpu < wall / 2.0, "the host slept while the VM was idle: {cpu:.2} s of CPU in {wall:.2} s");
+    let _ = std::fs::remove_dir_all(&dir);
+}
