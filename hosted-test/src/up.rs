@@ -315,7 +315,20 @@ fn up(path: &Path) -> Result<ExitCode, String> {
                 }
             }
             SliceOutcome::Idle { until } => {
-                mux.borrow_mut().flush_all();
+                let mut console = mux.borrow_mut();
+                console.flush_all();
+                // Typed input goes to its port now (so the wait below is not cut short by it again), and the
+                // focused VM gets its turn at once rather than at its next deadline. Only for input that has
+                // just arrived: a guest that leaves its input unread must not keep the host busy.
+                let focus = console.focus();
+                let had_input = console.has_input(focus);
+                console.poll_input();
+                let typed = !had_input && console.has_input(focus);
+                drop(console);
+                if typed {
+                    hypervisor.wake(focus);
+                    continue;
+                }
                 let now = host.now();
                 host.idle(Some(until.saturating_sub(now)));
             }

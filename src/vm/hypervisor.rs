@@ -15,7 +15,8 @@
 //! An idle VM costs nothing: when every hart of a VM waits for an interrupt, the VM reports it
 //! ([`Vm::last_activity`]) without sleeping (the hypervisor turns [`Vm::set_sleep_when_idle`] off) and is
 //! skipped until its earliest timer deadline, looked at again at least every [`IDLE_RECHECK`] ticks (host input
-//! and other devices raise their interrupts only when the VM's devices are updated). A VM that powers off,
+//! and other devices raise their interrupts only when the VM's devices are updated), or sooner when the host
+//! wakes it ([`Hypervisor::wake`]). A VM that powers off,
 //! resets, reaches its instruction limit or stops for a debugger that is not there ends alone, with its
 //! [`RunOutcome`]; the others go on.
 //!
@@ -131,6 +132,16 @@ impl<'a, D: Devices, E: Engine, const VMS: usize> Hypervisor<'a, D, E, VMS> {
         match self.state(index)? {
             VmState::Stopped(outcome) => Some(outcome),
             _ => None,
+        }
+    }
+
+    /// Makes VM `index` runnable now if it is idle: the host knows of something for it that its devices have not
+    /// seen yet (console input for it, say). Nothing happens to a running or stopped VM.
+    pub fn wake(&mut self, index: usize) {
+        if let Some(guest) = self.guests.get_mut(index) {
+            if let VmState::Idle { .. } = guest.state {
+                guest.state = VmState::Runnable;
+            }
         }
     }
 

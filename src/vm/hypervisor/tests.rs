@@ -165,8 +165,15 @@ fn an_idle_vm_is_not_run_until_its_deadline() {
     }
     assert_eq!(hypervisor.vm(0).unwrap().steps, idle_steps, "the idle VM cost no instruction");
     assert_eq!(hypervisor.vm(1).unwrap().steps, 50_000);
+    // Woken by the host (input for it, say): its turn comes before its deadline.
+    hypervisor.wake(0);
+    assert_eq!(hypervisor.state(0), Some(VmState::Runnable));
+    assert_eq!(hypervisor.run_slice(300), SliceOutcome::Ran { vm: 0, stopped: None });
+    assert_eq!(hypervisor.state(0), Some(VmState::Idle { until: 300 + 5000 }), "and it waits again");
+    hypervisor.wake(7);
+    assert_eq!(hypervisor.run_slice(400), SliceOutcome::Ran { vm: 1, stopped: None });
     // Its deadline has come: its turn again.
-    assert_eq!(hypervisor.run_slice(5100), SliceOutcome::Ran { vm: 0, stopped: None });
+    assert_eq!(hypervisor.run_slice(5300), SliceOutcome::Ran { vm: 0, stopped: None });
 }
 
 #[test]
