@@ -11,7 +11,8 @@
 //! `TRAPEZE_GUEST_BENCH_BRANCH` with their `_SMALL` variants, the containment guests `TRAPEZE_GUEST_CONTAIN`,
 //! `TRAPEZE_GUEST_RUNAWAY` and `TRAPEZE_GUEST_GARBAGE`, `TRAPEZE_GUEST_UART_IRQ`, the debug trigger guest
 //! `TRAPEZE_GUEST_TRIGGERS`, `TRAPEZE_GUEST_DEBUGGEE` for the gdb test and the multi-hart `TRAPEZE_GUEST_SPINLOCK`
-//! and `TRAPEZE_GUEST_COUNTERS` (counter reads, its own code read back and rewritten)
+//! and `TRAPEZE_GUEST_COUNTERS` (counter reads, its own code read back and rewritten), and
+//! `TRAPEZE_GUEST_DISK_PATTERN` (a pattern across its whole virtio-blk disk, for the multi-VM test)
 //! (a `-` in a binary's name becomes `_`), read with `env!`. If the Rust target is missing, it is installed with
 //! rustup.
 use std::env;
@@ -23,7 +24,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 23] = [
+const GUESTS: [&str; 24] = [
     "hello",
     "traps",
     "arith",
@@ -47,10 +48,11 @@ const GUESTS: [&str; 23] = [
     "debuggee",
     "spinlock",
     "counters",
+    "disk-pattern",
 ];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 23] = [
+const CRATES: [&str; 24] = [
     "rt",
     "torture",
     "hello",
@@ -74,6 +76,7 @@ const CRATES: [&str; 23] = [
     "debuggee",
     "spinlock",
     "counters",
+    "disk-pattern",
 ];
 
 fn main() {

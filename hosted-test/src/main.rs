@@ -13,12 +13,14 @@ mod console;
 mod disk;
 mod gdb;
 mod log;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use trapeze::dev::htif::Htif;
+use trapeze::dev::virtio::blk::BlockBackend;
 use trapeze::dev::{NullSerial, SerialBackend};
 use trapeze::exec::interp::Interpreter;
 use trapeze::exec::threaded::Threaded;
@@ -31,7 +33,7 @@ use trapeze::vm::boot;
 use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription};
 use trapeze::vm::loader::{load_elf, load_raw};
 use trapeze::vm::virt::{self, VirtDevices};
-use trapeze::vm::{Devices, RunOutcome, TimeSource, Vm, MAX_HARTS};
+use trapeze::vm::{Devices, RunOutcome, TimeSource, Vm, VmBuilder, MAX_HARTS};
 
 use console::{HostClock, Stdio};
 use disk::FileDisk;
@@ -52,6 +54,9 @@ struct Cli {
 enum Command {
     /// Boot IMAGE (an ELF executable or a raw binary loaded at 0x8000_0000) in M-mode and run it to the end.
     Run(RunArgs),
+    /// Start every VM a TOML configuration file describes, together on this thread, consoles multiplexed
+    /// (`Ctrl-A c` switches the input), disks as partitions of shared images; run them all to the end.
+    Up(up::UpArgs),
     /// Run the benchmark guests on every engine (and QEMU if installed): instructions, seconds, guest MIPS.
     Bench(bench::BenchArgs),
     /// Print the sensitivity table of a native VMM configuration, its critical set and whether trap-and-emulate
@@ -208,6 +213,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(std::env::args_os().map(|arg| if arg == "-smp" { "--smp".into() } else { arg }));
     let args = match cli.command {
         Some(Command::Run(args)) => args,
+        Some(Command::Up(args)) => return up::run(&args),
         Some(Command::Bench(args)) => return bench::run(&args),
         Some(Command::Analyze(args)) => return analyze::run(&args),
         None => default_run_args(),
@@ -324,8 +330,17 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
         }
         let mut htif_console = Stdio::new();
         let mut trap_logger = log::TrapLogger(log.clone());
-        let mut vm =
-            build_machine(args, &plan, &mut backing, &mut code_pages, Stdio::new(), &mut clock, &mut htif_console)?;
+        let disk = args.disk.as_deref().map(FileDisk::open).transpose()?;
+        let mut vm = build_machine(
+            args,
+            &plan,
+            &mut backing,
+            &mut code_pages,
+            Stdio::new(),
+            disk,
+            &mut clock,
+            &mut htif_console,
+        )?;
         vm.set_trap_observer(&mut trap_logger);
         let snapshots = std::mem::take(&mut first_boot);
         let ending = match args.engine {
@@ -390,16 +405,18 @@ struct BootPlan {
 }
 
 /// Loads the images into fresh RAM, writes the devicetree and builds the `virt` machine with `console` on its
-/// UART, following QEMU's boot protocol.
-fn build_machine<'a, S: SerialBackend>(
+/// UART and `disk` (if any) in the first virtio-mmio slot, following QEMU's boot protocol.
+#[allow(clippy::too_many_arguments)]
+fn build_machine<'a, S: SerialBackend, B: BlockBackend>(
     args: &RunArgs,
     plan: &BootPlan,
     backing: &'a mut [u8],
     code_pages: &'a mut [u64],
     console: S,
+    disk: Option<B>,
     clock: &'a mut HostClock,
     htif_console: &'a mut dyn SerialBackend,
-) -> Result<Vm<'a, VirtDevices<'a, S, FileDisk>>, String> {
+) -> Result<Vm<'a, VirtDevices<'a, S, B>>, String> {
     let config = HartConfig::rv64gc(0);
     backing.fill(0);
     let mut ram = Ram::new(RAM_BASE, backing);
@@ -429,7 +446,7 @@ fn build_machine<'a, S: SerialBackend>(
     description.bootargs = args.append.as_deref();
     description.initrd = initrd_range;
     let disk_slot = [IrqDevice { base: virt::DISK_SLOT_BASE, size: 0x1000, irq: virt::DISK_SLOT_IRQ }];
-    if args.disk.is_some() {
+    if disk.is_some() {
         description.virtio_mmio = &disk_slot;
     }
     let mut blob = vec![0u8; 64 << 10];
@@ -443,28 +460,24 @@ fn build_machine<'a, S: SerialBackend>(
     let (fdt, dynamic_info) = boot::place_devicetree(&mut ram, &blob, dynamic_next, end).map_err(|e| e.to_string())?;
 
     let mut devices = VirtDevices::new(console);
-    if let Some(path) = &args.disk {
-        devices.attach_disk(FileDisk::open(path)?);
+    if let Some(disk) = disk {
+        devices.attach_disk(disk);
     }
-    let harts = (0..u64::from(args.smp)).map(|id| {
-        let mut hart = Hart::new(HartConfig { hart_id: id, ..config });
-        hart.reset(entry);
-        // QEMU's boot convention: a0 = hart id, a1 = devicetree, a2 = fw_dynamic info.
-        hart.x[10] = id;
-        hart.x[11] = fdt;
-        hart.x[12] = dynamic_info;
-        hart
-    });
-    let mut vm = Vm::new(harts, ram, devices, clock).map_err(|e| format!("building the machine: {e:?}"))?;
+    let mut builder = VmBuilder::new(ram, devices, clock)
+        .harts(usize::from(args.smp))
+        .hart_config(config)
+        .entry(entry)
+        .boot_registers(fdt, dynamic_info);
     if plan.firmware.is_none() {
         // As OpenSBI's fw_jump leaves it: hart 0 in S-mode at the kernel, the others HSM-stopped.
-        vm.boot_with_builtin_sbi(0, next_stage.unwrap_or(entry), fdt);
-    }
-    if let Some(htif) = htif {
-        vm.attach_htif(htif, htif_console);
+        builder = builder.builtin_sbi(next_stage.unwrap_or(entry));
     }
     if let Some(shift) = args.icount {
-        vm.set_time_source(TimeSource::Instructions { shift });
+        builder = builder.time_source(TimeSource::Instructions { shift });
+    }
+    let mut vm = builder.build().map_err(|e| format!("building the machine: {e:?}"))?;
+    if let Some(htif) = htif {
+        vm.attach_htif(htif, htif_console);
     }
     Ok(vm)
 }
@@ -487,9 +500,14 @@ fn lockstep(args: &RunArgs, plan: &BootPlan, threaded: &mut impl Engine) -> Resu
     let (mut pages_a, mut pages_b) = (vec![0u64; pages], vec![0u64; pages]);
     let (mut clock_a, mut clock_b) = (HostClock::new(), HostClock::new());
     let (mut htif_a, mut htif_b) = (Stdio::new(), NullSerial);
-    let mut fast = build_machine(&args, plan, &mut backing_a, &mut pages_a, Stdio::new(), &mut clock_a, &mut htif_a)?;
+    let (disk_a, disk_b) = match args.disk.as_deref() {
+        Some(path) => (Some(FileDisk::open(path)?), Some(FileDisk::open(path)?)),
+        None => (None, None),
+    };
+    let mut fast =
+        build_machine(&args, plan, &mut backing_a, &mut pages_a, Stdio::new(), disk_a, &mut clock_a, &mut htif_a)?;
     let mut reference =
-        build_machine(&args, plan, &mut backing_b, &mut pages_b, NullSerial, &mut clock_b, &mut htif_b)?;
+        build_machine(&args, plan, &mut backing_b, &mut pages_b, NullSerial, disk_b, &mut clock_b, &mut htif_b)?;
     let mut slices = 0u64;
     loop {
         if args.max_insns.is_some_and(|limit| fast.steps >= limit) {

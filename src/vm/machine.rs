@@ -190,6 +190,16 @@ impl From<MachineRequest> for RunOutcome {
     }
 }
 
+/// What the last [`Vm::run_slice`] found: whether the guest ran, or every hart waited for an interrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SliceActivity {
+    /// A hart ran (or time jumped to the next deadline under [`TimeSource::Instructions`]).
+    Ran,
+    /// Every hart waited for an interrupt: nothing can happen for `ticks` ticks of the timebase (`None`: until
+    /// a device or host input raises one).
+    Idle { ticks: Option<u64> },
+}
+
 /// Why a VM could not be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmError {
@@ -238,6 +248,11 @@ pub struct Vm<'a, D: Devices> {
     sbi: Option<Sbi>,
     /// Told of every trap a hart takes, when set.
     trap_observer: Option<&'a mut dyn TrapObserver>,
+    /// What the last [`Vm::run_slice`] found.
+    last_activity: SliceActivity,
+    /// Whether an idle VM blocks in [`Clock::idle`]; a scheduler of several VMs turns it off and sleeps itself
+    /// when every VM is idle.
+    sleep_when_idle: bool,
 }
 
 /// The machine around one hart, as the dispatcher sees it.
@@ -379,6 +394,8 @@ impl<'a, D: Devices> Vm<'a, D> {
             htif: None,
             sbi: None,
             trap_observer: None,
+            last_activity: SliceActivity::Ran,
+            sleep_when_idle: true,
         })
     }
 
@@ -418,6 +435,18 @@ impl<'a, D: Devices> Vm<'a, D> {
         self.time_source = source;
     }
 
+    /// Whether an idle VM blocks the host in [`Clock::idle`] (the default) or returns at once, leaving the host
+    /// to decide when to sleep from [`Vm::last_activity`] (what [`super::Hypervisor`] does, since another VM may
+    /// be runnable).
+    pub fn set_sleep_when_idle(&mut self, sleep: bool) {
+        self.sleep_when_idle = sleep;
+    }
+
+    /// What the last [`Vm::run_slice`] found: the guest ran, or every hart waited (and for how long).
+    pub fn last_activity(&self) -> SliceActivity {
+        self.last_activity
+    }
+
     /// The current time in ticks of the timebase, from the time source.
     fn now(&mut self) -> u64 {
         match self.time_source {
@@ -433,6 +462,7 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// Every hart waits for an interrupt: let time pass until the next deadline or host input.
     fn idle(&mut self) {
         if self.devices.input_pending() {
+            // The input interrupt is raised at the next update: not idle.
             return;
         }
         let mut deadline = self.devices.ticks_until_deadline();
@@ -447,7 +477,12 @@ impl<'a, D: Devices> Vm<'a, D> {
             (TimeSource::Instructions { .. }, Some(ticks)) => {
                 self.skipped_ticks = self.skipped_ticks.wrapping_add(ticks.max(1))
             }
-            _ => self.clock.idle(deadline),
+            _ => {
+                self.last_activity = SliceActivity::Idle { ticks: deadline };
+                if self.sleep_when_idle {
+                    self.clock.idle(deadline);
+                }
+            }
         }
     }
 
@@ -473,6 +508,7 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// next call, so cutting a run into short calls (the lockstep runner, the tracer) does not move where turns
     /// end; only devices are updated more often.
     pub fn run_slice(&mut self, engine: &mut impl Engine, budget: u64) -> Option<RunOutcome> {
+        self.last_activity = SliceActivity::Ran;
         self.update_devices();
         // (An embedder may have taken harts away since: a turn of a hart that is gone is over.)
         let turn = match self.turn.take().filter(|turn| turn.hart < self.harts.len()) {

@@ -4,9 +4,13 @@ pub mod fdt;
 pub mod loader;
 mod machine;
 pub use machine::{
-    Clock, Devices, HartStep, RunOutcome, TimeSource, TrapObserver, TrapTaken, Vm, VmError, MAX_HARTS, SLICE,
-    TIMEBASE_HZ,
+    Clock, Devices, HartStep, RunOutcome, SliceActivity, TimeSource, TrapObserver, TrapTaken, Vm, VmError, MAX_HARTS,
+    SLICE, TIMEBASE_HZ,
 };
 pub mod boot;
+mod builder;
+pub use builder::VmBuilder;
+mod hypervisor;
+pub use hypervisor::{Hypervisor, HypervisorError, SliceOutcome, VmState, IDLE_RECHECK};
 pub mod sbi;
 pub mod virt;

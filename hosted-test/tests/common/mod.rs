@@ -17,8 +17,13 @@ pub struct Run {
 /// Runs `trapeze run ARGS...` with stdin closed and collects its output; a run still going after `timeout` is
 /// killed and fails the test.
 pub fn run_trapeze(args: &[&str], timeout: Duration) -> Run {
+    run_trapeze_command("run", args, timeout)
+}
+
+/// Runs `trapeze COMMAND ARGS...` as [`run_trapeze`] runs `trapeze run`.
+pub fn run_trapeze_command(command: &str, args: &[&str], timeout: Duration) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trapeze"))
-        .arg("run")
+        .arg(command)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -42,7 +47,7 @@ pub fn run_trapeze(args: &[&str], timeout: Duration) -> Run {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("`trapeze run {}` did not finish within {timeout:?}", args.join(" "));
+            panic!("`trapeze {command} {}` did not finish within {timeout:?}", args.join(" "));
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -1,0 +1,331 @@
+//! `disk-pattern`: fills its whole virtio-blk disk (virtio-mmio slot 0, `0x1000_1000`) with a pattern, reads it
+//! back, and checks that requests past the disk's end get the virtio error status.
+//!
+//! The pattern is seeded by the kernel command line (`/chosen/bootargs` of the devicetree in `a1`), so two VMs
+//! running this guest with different command lines write different patterns: the 64-bit word at byte offset
+//! `8 * k` of the disk is `seed ^ (k + 1) * 0x9e37_79b9_7f4a_7c15` (little-endian), with `seed` the FNV-1a hash
+//! of the command line. The host's test computes the same words. Each check prints `ok:` or `FAIL:`; the exit
+//! status is 0 when all pass. The driver is the smallest correct one: polled (no interrupts), one request at a
+//! time, the device completing it before the notify write returns or soon after (the guest polls the used ring).
+#![no_std]
+#![no_main]
+
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+use core::sync::atomic::{fence, Ordering};
+
+use rt::checks::{check, finish};
+use rt::println;
+
+const BASE: usize = 0x1000_1000;
+const MAGIC: usize = 0x000;
+const VERSION: usize = 0x004;
+const DEVICE_ID: usize = 0x008;
+const DEVICE_FEATURES_SEL: usize = 0x014;
+const DRIVER_FEATURES: usize = 0x020;
+const DRIVER_FEATURES_SEL: usize = 0x024;
+const QUEUE_SEL: usize = 0x030;
+const QUEUE_NUM_MAX: usize = 0x034;
+const QUEUE_NUM: usize = 0x038;
+const QUEUE_READY: usize = 0x044;
+const QUEUE_NOTIFY: usize = 0x050;
+const STATUS: usize = 0x070;
+const QUEUE_DESC_LOW: usize = 0x080;
+const QUEUE_DESC_HIGH: usize = 0x084;
+const QUEUE_DRIVER_LOW: usize = 0x090;
+const QUEUE_DRIVER_HIGH: usize = 0x094;
+const QUEUE_DEVICE_LOW: usize = 0x0a0;
+const QUEUE_DEVICE_HIGH: usize = 0x0a4;
+const CONFIG: usize = 0x100;
+
+const ACKNOWLEDGE: u32 = 1;
+const DRIVER: u32 = 2;
+const DRIVER_OK: u32 = 4;
+const FEATURES_OK: u32 = 8;
+
+const QUEUE_SIZE: usize = 4;
+const DESC_NEXT: u16 = 1;
+const DESC_WRITE: u16 = 2;
+
+const REQUEST_IN: u32 = 0;
+const REQUEST_OUT: u32 = 1;
+const REQUEST_FLUSH: u32 = 4;
+const STATUS_OK: u8 = 0;
+const STATUS_IOERR: u8 = 1;
+
+const SECTOR: usize = 512;
+/// Sectors moved per request.
+const CHUNK: usize = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Descriptor {
+    addr: u64,
+    len: u32,
+    flags: u16,
+    next: u16,
+}
+
+#[repr(C, align(4096))]
+struct Queue {
+    descriptors: [Descriptor; QUEUE_SIZE],
+    /// The driver (available) ring: flags, idx, ring.
+    available: [u16; 2 + QUEUE_SIZE],
+    /// The device (used) ring: flags and idx (one u32), then `(id, len)` pairs.
+    used: [u32; 1 + 2 * QUEUE_SIZE],
+}
+
+#[repr(C)]
+struct Header {
+    kind: u32,
+    reserved: u32,
+    sector: u64,
+}
+
+static mut QUEUE: Queue = Queue {
+    descriptors: [Descriptor { addr: 0, len: 0, flags: 0, next: 0 }; QUEUE_SIZE],
+    available: [0; 2 + QUEUE_SIZE],
+    used: [0; 1 + 2 * QUEUE_SIZE],
+};
+static mut HEADER: Header = Header { kind: 0, reserved: 0, sector: 0 };
+static mut DATA: [u8; CHUNK * SECTOR] = [0; CHUNK * SECTOR];
+static mut STATUS_BYTE: u8 = 0xff;
+
+fn read(offset: usize) -> u32 {
+    // SAFETY: a register of the virtio-mmio window, which the machine maps at BASE.
+    unsafe { read_volatile((BASE + offset) as *const u32) }
+}
+
+fn write(offset: usize, value: u32) {
+    // SAFETY: as in `read`.
+    unsafe { write_volatile((BASE + offset) as *mut u32, value) }
+}
+
+/// The driver's state: requests submitted so far, and the used index last seen.
+struct Driver {
+    submitted: u16,
+}
+
+impl Driver {
+    /// Resets and sets up the device with queue 0; `None` (with a failed check) when it is not a virtio-blk
+    /// device of the modern transport.
+    fn probe() -> Option<Self> {
+        let (magic, version, device) = (read(MAGIC), read(VERSION), read(DEVICE_ID));
+        check(
+            "a virtio-blk device in slot 0",
+            magic == 0x7472_6976 && version == 2 && device == 2,
+            format_args!("magic {magic:#x} version {version} device {device}"),
+        );
+        if device != 2 {
+            return None;
+        }
+        write(STATUS, 0);
+        write(STATUS, ACKNOWLEDGE);
+        write(STATUS, ACKNOWLEDGE | DRIVER);
+        write(DEVICE_FEATURES_SEL, 0);
+        write(DRIVER_FEATURES_SEL, 0);
+        write(DRIVER_FEATURES, 0);
+        // VIRTIO_F_VERSION_1 (bit 32) only.
+        write(DRIVER_FEATURES_SEL, 1);
+        write(DRIVER_FEATURES, 1);
+        write(STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        let accepted = read(STATUS) & FEATURES_OK != 0;
+        check("features accepted", accepted, format_args!("status {:#x}", read(STATUS)));
+        write(QUEUE_SEL, 0);
+        let max = read(QUEUE_NUM_MAX);
+        if !accepted || (max as usize) < QUEUE_SIZE {
+            println!("FAIL: queue 0 holds {max} entries");
+            return None;
+        }
+        write(QUEUE_NUM, QUEUE_SIZE as u32);
+        // SAFETY: the fields' addresses, not their values, are taken.
+        let (descriptors, available, used) = unsafe {
+            (addr_of!(QUEUE.descriptors) as u64, addr_of!(QUEUE.available) as u64, addr_of!(QUEUE.used) as u64)
+        };
+        write(QUEUE_DESC_LOW, descriptors as u32);
+        write(QUEUE_DESC_HIGH, (descriptors >> 32) as u32);
+        write(QUEUE_DRIVER_LOW, available as u32);
+        write(QUEUE_DRIVER_HIGH, (available >> 32) as u32);
+        write(QUEUE_DEVICE_LOW, used as u32);
+        write(QUEUE_DEVICE_HIGH, (used >> 32) as u32);
+        write(QUEUE_READY, 1);
+        write(STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+        Some(Self { submitted: 0 })
+    }
+
+    /// The disk's size in sectors, from the configuration space.
+    fn capacity(&self) -> u64 {
+        u64::from(read(CONFIG)) | u64::from(read(CONFIG + 4)) << 32
+    }
+
+    /// One request of `kind` at `sector` moving `sectors` sectors of `DATA` (none for a flush): the status byte
+    /// the device wrote, or 0xff when it never answered.
+    fn request(&mut self, kind: u32, sector: u64, sectors: usize) -> u8 {
+        // SAFETY: the device reads and writes these only while the request is in flight, and the guest waits for
+        // it to complete; every access is to a static of this single-hart program.
+        unsafe {
+            HEADER = Header { kind, reserved: 0, sector };
+            STATUS_BYTE = 0xff;
+            let data_flags = if kind == REQUEST_IN { DESC_WRITE } else { 0 };
+            let queue = &mut *addr_of_mut!(QUEUE);
+            queue.descriptors[0] = Descriptor { addr: addr_of!(HEADER) as u64, len: 16, flags: DESC_NEXT, next: 1 };
+            let status = Descriptor { addr: addr_of!(STATUS_BYTE) as u64, len: 1, flags: DESC_WRITE, next: 0 };
+            if sectors == 0 {
+                queue.descriptors[0].next = 2;
+            } else {
+                queue.descriptors[1] = Descriptor {
+                    addr: addr_of!(DATA) as u64,
+                    len: (sectors * SECTOR) as u32,
+                    flags: data_flags | DESC_NEXT,
+                    next: 2,
+                };
+            }
+            queue.descriptors[2] = status;
+            let slot = 2 + self.submitted as usize % QUEUE_SIZE;
+            write_volatile(addr_of_mut!(queue.available[slot]), 0);
+            self.submitted = self.submitted.wrapping_add(1);
+            fence(Ordering::SeqCst);
+            write_volatile(addr_of_mut!(queue.available[1]), self.submitted);
+            fence(Ordering::SeqCst);
+            write(QUEUE_NOTIFY, 0);
+            for _ in 0..1_000_000 {
+                let used_index = (read_volatile(addr_of!(queue.used[0])) >> 16) as u16;
+                if used_index == self.submitted {
+                    fence(Ordering::SeqCst);
+                    return read_volatile(addr_of!(STATUS_BYTE));
+                }
+            }
+            0xff
+        }
+    }
+}
+
+/// The devicetree's `/chosen/bootargs`, when it has one.
+fn bootargs(devicetree: usize) -> Option<&'static [u8]> {
+    let word = |at: usize| -> u32 {
+        // SAFETY: inside the blob, whose size the header gives and which the machine placed in RAM.
+        u32::from_be(unsafe { read_volatile(at as *const u32) })
+    };
+    if devicetree == 0 || word(devicetree) != 0xd00d_feed {
+        return None;
+    }
+    let size = word(devicetree + 4) as usize;
+    let structure = devicetree + word(devicetree + 8) as usize;
+    let strings = devicetree + word(devicetree + 12) as usize;
+    let end = devicetree + size;
+    let mut at = structure;
+    while at + 4 <= end {
+        match word(at) {
+            // FDT_BEGIN_NODE: a name, NUL-terminated and padded to 4 bytes.
+            1 => {
+                at += 4;
+                // SAFETY: inside the blob.
+                while at < end && unsafe { read_volatile(at as *const u8) } != 0 {
+                    at += 1;
+                }
+                at = (at + 4) & !3;
+            }
+            // FDT_PROP: length, name offset, value padded to 4 bytes.
+            3 => {
+                let (length, name) = (word(at + 4) as usize, strings + word(at + 8) as usize);
+                let value = at + 12;
+                // SAFETY: inside the blob (the property's name is in the strings block).
+                let name = unsafe { core::slice::from_raw_parts(name as *const u8, 9) };
+                if name == b"bootargs\0" && value + length <= end {
+                    // SAFETY: inside the blob; the value is a NUL-terminated string.
+                    let value = unsafe { core::slice::from_raw_parts(value as *const u8, length) };
+                    return Some(value.strip_suffix(b"\0").unwrap_or(value));
+                }
+                at = (value + length + 3) & !3;
+            }
+            2 | 4 => at += 4,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// FNV-1a of `bytes`.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The pattern's word `k` (at byte offset `8 * k` of the disk).
+fn pattern_word(seed: u64, k: u64) -> u64 {
+    seed ^ (k + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// The data buffer, between requests.
+fn data() -> &'static mut [u8; CHUNK * SECTOR] {
+    // SAFETY: called only while no request is in flight (the device does not touch it then), by the one hart,
+    // and no reference it returned outlives the statement that uses it.
+    unsafe { &mut *addr_of_mut!(DATA) }
+}
+
+/// Fills `DATA` with the pattern of the `sectors` sectors from `sector`.
+fn fill(seed: u64, sector: u64, sectors: usize) {
+    let first = sector * (SECTOR as u64 / 8);
+    for index in 0..sectors * SECTOR / 8 {
+        data()[8 * index..8 * index + 8].copy_from_slice(&pattern_word(seed, first + index as u64).to_le_bytes());
+    }
+}
+
+/// Whether `DATA` holds the pattern of the `sectors` sectors from `sector`.
+fn matches(seed: u64, sector: u64, sectors: usize) -> bool {
+    let first = sector * (SECTOR as u64 / 8);
+    (0..sectors * SECTOR / 8)
+        .all(|index| data()[8 * index..8 * index + 8] == pattern_word(seed, first + index as u64).to_le_bytes())
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn main(_hart: u64, devicetree: u64) -> u32 {
+    let Some(arguments) = bootargs(devicetree as usize) else {
+        println!("FAIL: no kernel command line to seed the pattern");
+        return 1;
+    };
+    let seed = fnv(arguments);
+    println!("disk-pattern: seed {seed:#018x} from {:?}", core::str::from_utf8(arguments).unwrap_or("?"));
+    let Some(mut driver) = Driver::probe() else { return finish("disk-pattern") };
+    let capacity = driver.capacity();
+    println!("disk-pattern: {capacity} sectors");
+    check("the disk has sectors", capacity > 0, format_args!("capacity {capacity}"));
+
+    let mut sector = 0;
+    let mut written = true;
+    while sector < capacity {
+        let count = (capacity - sector).min(CHUNK as u64) as usize;
+        fill(seed, sector, count);
+        let status = driver.request(REQUEST_OUT, sector, count);
+        if status != STATUS_OK {
+            println!("FAIL: write at sector {sector}: status {status}");
+            written = false;
+            break;
+        }
+        sector += count as u64;
+    }
+    check("the pattern written across the whole disk", written, format_args!("stopped at sector {sector}"));
+    let flushed = driver.request(REQUEST_FLUSH, 0, 0);
+    check("flush", flushed == STATUS_OK, format_args!("status {flushed}"));
+
+    let mut sector = 0;
+    let mut same = true;
+    while sector < capacity {
+        let count = (capacity - sector).min(CHUNK as u64) as usize;
+        data().fill(0);
+        let status = driver.request(REQUEST_IN, sector, count);
+        if status != STATUS_OK || !matches(seed, sector, count) {
+            println!("FAIL: read back at sector {sector}: status {status}");
+            same = false;
+            break;
+        }
+        sector += count as u64;
+    }
+    check("the pattern read back", same, format_args!("differs at sector {sector}"));
+
+    let past = driver.request(REQUEST_IN, capacity, 1);
+    check("a read past the end gets IOERR", past == STATUS_IOERR, format_args!("status {past}"));
+    let straddling = driver.request(REQUEST_OUT, capacity - 1, 2);
+    check("a write straddling the end gets IOERR", straddling == STATUS_IOERR, format_args!("status {straddling}"));
+    let far = driver.request(REQUEST_OUT, u64::MAX - 1, 1);
+    check("a write at sector 2^64-2 gets IOERR", far == STATUS_IOERR, format_args!("status {far}"));
+    finish("disk-pattern")
+}

@@ -1,0 +1,371 @@
+//! `trapeze up FILE`: several VMs from one TOML configuration, run together on this thread under the core's
+//! [`Hypervisor`], their consoles multiplexed onto this process's stdin/stdout ([`ConsoleMux`]) and their disks
+//! carved out of shared image files ([`DiskLayout`]).
+//!
+//! The configuration is checked whole before anything runs: a missing or unreadable file, a syntax error, an
+//! unknown key, a bad value, a duplicate name or partitions that overlap are refused with a message naming the
+//! problem (exit status 2). Paths in the file are relative to the file's directory. The format is described
+//! in the README ("Several VMs"); `examples/two-vms.toml` is a complete example.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde::Deserialize;
+use trapeze::dev::block::{DiskLayout, Extent, LayoutError, LbaMap, Partition};
+use trapeze::dev::console_mux::{ConsoleMux, MuxPort, TAG_MAX};
+use trapeze::exec::interp::Interpreter;
+use trapeze::exec::Engine;
+use trapeze::mem::mmu::Memory;
+use trapeze::trap::Exit;
+use trapeze::vm::virt::VirtDevices;
+use trapeze::vm::{Clock, Hypervisor, RunOutcome, SliceOutcome, MAX_HARTS};
+
+use crate::console::{HostClock, Stdio};
+use crate::disk::FileDisk;
+use crate::{build_machine, parse_memory_size, BootPlan, EngineChoice, HostedThreaded, Image, RunArgs};
+
+/// Most VMs one configuration may describe.
+pub const MAX_VMS: usize = 8;
+/// Most extents of one VM's partition.
+pub const MAX_EXTENTS: usize = 8;
+/// A VM's turn, in guest instructions, unless the configuration sets `quantum`.
+const DEFAULT_QUANTUM: u64 = 100_000;
+
+/// Guests built into the binary, named by `image = "bundled:NAME"`.
+const BUNDLED: [(&str, &[u8]); 3] = [
+    ("demo", crate::DEMO_GUEST),
+    ("hello", include_bytes!(env!("TRAPEZE_GUEST_HELLO"))),
+    ("disk-pattern", include_bytes!(env!("TRAPEZE_GUEST_DISK_PATTERN"))),
+];
+
+#[derive(clap::Args, Clone)]
+pub struct UpArgs {
+    /// The configuration file (TOML) describing the VMs.
+    pub config: PathBuf,
+}
+
+/// The whole file.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// A VM's turn in guest instructions.
+    quantum: Option<u64>,
+    /// Disk images to create (zero-filled) when missing, by path.
+    #[serde(default)]
+    disks: BTreeMap<String, DiskFile>,
+    #[serde(default)]
+    vm: Vec<VmConfig>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct DiskFile {
+    /// Its size, as `-m` takes it (`1M`, `512K`); a whole number of sectors.
+    size: String,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct VmConfig {
+    name: String,
+    /// An ELF or raw image run in M-mode (`trapeze run IMAGE`), or `bundled:NAME`.
+    image: String,
+    /// Guest RAM, e.g. `64M` (default 128M).
+    memory: Option<String>,
+    harts: Option<u64>,
+    /// `threaded` (default) or `interp`.
+    engine: Option<String>,
+    /// The kernel command line (`/chosen/bootargs`).
+    append: Option<String>,
+    /// Guest time counts instructions (`--icount SHIFT`).
+    icount: Option<u32>,
+    /// The VM stops after this many instructions.
+    max_insns: Option<u64>,
+    /// The tag before each of the VM's console lines (default `[NAME] `).
+    console: Option<String>,
+    disk: Option<DiskConfig>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct DiskConfig {
+    /// The image file this VM's disk is a partition of (several VMs may name the same one).
+    image: String,
+    /// `[start sector, sectors]` pairs, in the order the VM sees them from its sector 0.
+    extents: Vec<[u64; 2]>,
+}
+
+/// A VM's engine: the threaded engine (each VM its own code cache: the cache is keyed by RAM offset) or the
+/// interpreter.
+enum VmEngine {
+    Interp(Interpreter),
+    Threaded(Box<HostedThreaded>),
+}
+
+impl Engine for VmEngine {
+    fn run(&mut self, hart: &mut trapeze::hart::Hart, memory: &mut Memory, budget: u64) -> Exit {
+        match self {
+            VmEngine::Interp(engine) => engine.run(hart, memory, budget),
+            VmEngine::Threaded(engine) => engine.run(hart, memory, budget),
+        }
+    }
+}
+
+type Mux = ConsoleMux<Stdio, MAX_VMS>;
+type Port<'m> = MuxPort<'m, Stdio, MAX_VMS>;
+type VmDisk<'d> = Partition<'d, FileDisk, MAX_EXTENTS>;
+
+/// A VM as the file describes it, checked, with its images read.
+struct Planned {
+    name: String,
+    args: RunArgs,
+    plan: BootPlan,
+    tag: String,
+    /// Which disk file (index into the opened files) and the VM's map on it.
+    disk: Option<(usize, LbaMap<MAX_EXTENTS>)>,
+}
+
+/// `trapeze up FILE`.
+pub fn run(args: &UpArgs) -> ExitCode {
+    match up(&args.config) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("trapeze: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Reads and checks the configuration at `path` and runs its VMs to the end.
+fn up(path: &Path) -> Result<ExitCode, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let config: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let at = |name: &str| base.join(name);
+    if config.vm.is_empty() {
+        return Err(format!("{}: no VM described (add a [[vm]] table)", path.display()));
+    }
+    if config.vm.len() > MAX_VMS {
+        return Err(format!("{}: {} VMs described, at most {MAX_VMS} are supported", path.display(), config.vm.len()));
+    }
+    let quantum = config.quantum.unwrap_or(DEFAULT_QUANTUM);
+    if quantum == 0 {
+        return Err(format!("{}: quantum must be at least 1 instruction", path.display()));
+    }
+    for (name, disk) in &config.disks {
+        create_disk(&at(name), &disk.size).map_err(|e| format!("{}: disk {name:?}: {e}", path.display()))?;
+    }
+
+    // Every VM checked, every image read and every disk file opened before anything runs.
+    let mut disk_paths: Vec<PathBuf> = Vec::new();
+    let mut disk_files: Vec<RefCell<FileDisk>> = Vec::new();
+    let mut planned: Vec<Planned> = Vec::new();
+    for vm in &config.vm {
+        let problem = |what: String| format!("{}: vm {:?}: {what}", path.display(), vm.name);
+        if vm.name.is_empty() || planned.iter().any(|other| other.name == vm.name) {
+            return Err(problem("every VM needs a name of its own".into()));
+        }
+        let mut args = crate::default_run_args();
+        if let Some(memory) = &vm.memory {
+            args.memory = parse_memory_size(memory).map_err(|e| problem(format!("memory: {e}")))?;
+        }
+        let harts = vm.harts.unwrap_or(1);
+        args.smp = u8::try_from(harts)
+            .ok()
+            .filter(|&h| h >= 1 && usize::from(h) <= MAX_HARTS)
+            .ok_or_else(|| problem(format!("harts = {harts}: between 1 and {MAX_HARTS}")))?;
+        args.engine = match vm.engine.as_deref() {
+            None | Some("threaded") => EngineChoice::Threaded,
+            Some("interp") => EngineChoice::Interp,
+            Some(other) => return Err(problem(format!("engine = {other:?}: use \"threaded\" or \"interp\""))),
+        };
+        if let Some(shift) = vm.icount {
+            if shift > 10 {
+                return Err(problem(format!("icount = {shift}: between 0 and 10")));
+            }
+            args.icount = Some(shift);
+        }
+        args.append = vm.append.clone();
+        args.max_insns = vm.max_insns;
+        let tag = vm.console.clone().unwrap_or_else(|| format!("[{}] ", vm.name));
+        if tag.len() > TAG_MAX {
+            return Err(problem(format!("console = {tag:?}: a tag has at most {TAG_MAX} bytes")));
+        }
+        let image = match vm.image.strip_prefix("bundled:") {
+            Some(name) => match BUNDLED.iter().find(|(bundled, _)| *bundled == name) {
+                Some((_, bytes)) => Image { name: vm.image.clone(), bytes: bytes.to_vec() },
+                None => {
+                    let names: Vec<&str> = BUNDLED.iter().map(|(name, _)| *name).collect();
+                    return Err(problem(format!("no bundled guest {name:?} (there are: {})", names.join(", "))));
+                }
+            },
+            None => Image::read(&at(&vm.image)).map_err(problem)?,
+        };
+        let disk = match &vm.disk {
+            None => None,
+            Some(disk) => {
+                let extents: Vec<Extent> =
+                    disk.extents.iter().map(|&[start, sectors]| Extent::new(start, sectors)).collect();
+                let map = LbaMap::new(&extents).map_err(|e| problem(format!("disk extents: {}", layout_error(&e))))?;
+                let file = at(&disk.image);
+                let canonical =
+                    file.canonicalize().map_err(|e| problem(format!("disk image {}: {e}", file.display())))?;
+                let index = match disk_paths.iter().position(|known| *known == canonical) {
+                    Some(index) => index,
+                    None => {
+                        disk_files.push(RefCell::new(FileDisk::open(&canonical).map_err(problem)?));
+                        disk_paths.push(canonical);
+                        disk_paths.len() - 1
+                    }
+                };
+                Some((index, map))
+            }
+        };
+        let plan = BootPlan { firmware: Some(image), kernel: None, initrd: None };
+        planned.push(Planned { name: vm.name.clone(), args, plan, tag, disk });
+    }
+
+    // One layout per image file: overlapping partitions, or one past the file's end, are refused here.
+    let mut layouts: Vec<DiskLayout<'_, FileDisk, MAX_VMS, MAX_EXTENTS>> = Vec::new();
+    for (index, file) in disk_files.iter().enumerate() {
+        let mut layout = DiskLayout::new(file).map_err(|e| layout_error(&e))?;
+        let users: Vec<&Planned> = planned.iter().filter(|vm| vm.disk.as_ref().is_some_and(|d| d.0 == index)).collect();
+        for vm in &users {
+            let Some((_, map)) = &vm.disk else { continue };
+            layout.add(map.clone()).map_err(|e| {
+                let detail = match e {
+                    LayoutError::Overlap { extent, other_vm, other_extent, .. } => format!(
+                        "extent {extent} overlaps extent {other_extent} of vm {:?}",
+                        users.get(other_vm).map_or("?", |other| other.name.as_str())
+                    ),
+                    other => layout_error(&other),
+                };
+                format!("{}: vm {:?}: disk {}: {detail}", path.display(), vm.name, disk_paths[index].display())
+            })?;
+        }
+        layouts.push(layout);
+    }
+    // Hand each VM its partition, in the order the VMs were added to their layout.
+    let mut partitions: Vec<std::vec::IntoIter<VmDisk<'_>>> = layouts
+        .into_iter()
+        .map(|layout| layout.into_partitions().into_iter().collect::<Vec<_>>().into_iter())
+        .collect();
+    let mut disks: Vec<Option<VmDisk<'_>>> = planned
+        .iter()
+        .map(|vm| vm.disk.as_ref().and_then(|(index, _)| partitions.get_mut(*index).and_then(|p| p.next())))
+        .collect();
+
+    let mux: RefCell<Mux> = RefCell::new(ConsoleMux::new(Stdio::new()));
+    {
+        let mut mux = mux.borrow_mut();
+        for port in 0..MAX_VMS {
+            if port < planned.len() {
+                mux.set_tag(port, &planned[port].tag);
+            } else {
+                mux.detach(port);
+            }
+        }
+    }
+    let mut backings: Vec<Vec<u8>> = planned.iter().map(|vm| vec![0u8; vm.args.memory as usize]).collect();
+    let mut code_pages: Vec<Vec<u64>> =
+        planned.iter().map(|vm| vec![0u64; (vm.args.memory as usize).div_ceil(4096 * 64)]).collect();
+    let mut clocks: Vec<HostClock> = planned.iter().map(|_| HostClock::new()).collect();
+    let mut htif_ports: Vec<Port<'_>> = (0..planned.len()).map(|port| ConsoleMux::port(&mux, port)).collect();
+    let mut hypervisor =
+        Box::new(Hypervisor::<'_, VirtDevices<'_, Port<'_>, VmDisk<'_>>, VmEngine, MAX_VMS>::new(quantum));
+    let storage = backings.iter_mut().zip(&mut code_pages).zip(&mut clocks).zip(&mut htif_ports).zip(&mut disks);
+    for (index, ((((backing, pages), clock), htif), disk)) in storage.enumerate() {
+        let vm = &planned[index];
+        let port = ConsoleMux::port(&mux, index);
+        let machine = build_machine(&vm.args, &vm.plan, backing, pages, port, disk.take(), clock, htif)
+            .map_err(|e| format!("vm {:?}: {e}", vm.name))?;
+        let engine = match vm.args.engine {
+            EngineChoice::Interp => VmEngine::Interp(Interpreter),
+            EngineChoice::Threaded => VmEngine::Threaded(Box::new(HostedThreaded::new())),
+        };
+        hypervisor.add(machine, engine, vm.args.max_insns).map_err(|e| format!("vm {:?}: {e:?}", vm.name))?;
+    }
+
+    let mut host = HostClock::new();
+    let mut status: Option<u8> = None;
+    loop {
+        match hypervisor.run_slice(host.now()) {
+            SliceOutcome::Ran { stopped: None, .. } => {}
+            SliceOutcome::Ran { vm, stopped: Some(outcome) } => {
+                let name = &planned[vm].name;
+                let (code, what) = match outcome {
+                    RunOutcome::PowerOff { code: 0 } => (0, "powered off".to_string()),
+                    RunOutcome::PowerOff { code } => (
+                        u8::try_from(code).ok().filter(|&c| c != 0).unwrap_or(1),
+                        format!("reported failure (code {code})"),
+                    ),
+                    RunOutcome::InstructionLimit => {
+                        (crate::EXIT_INSTRUCTION_LIMIT, "reached its instruction limit".into())
+                    }
+                    RunOutcome::Reset => (1, "asked for a reset, which `trapeze up` does not do: stopped".into()),
+                    RunOutcome::DebugStop { .. } => (2, "stopped for a debugger, but none is attached".into()),
+                };
+                let mut mux = mux.borrow_mut();
+                mux.detach(vm);
+                mux.notice(&format!("trapeze: vm {name:?} {what}"));
+                if code != 0 {
+                    status.get_or_insert(code);
+                }
+            }
+            SliceOutcome::Idle { until } => {
+                let mut console = mux.borrow_mut();
+                console.flush_all();
+                // Typed input goes to its port now (so the wait below is not cut short by it again), and the
+                // focused VM gets its turn at once rather than at its next deadline. Only for input that has
+                // just arrived: a guest that leaves its input unread must not keep the host busy.
+                let focus = console.focus();
+                let had_input = console.has_input(focus);
+                console.poll_input();
+                let typed = !had_input && console.has_input(focus);
+                drop(console);
+                if typed {
+                    hypervisor.wake(focus);
+                    continue;
+                }
+                let now = host.now();
+                host.idle(Some(until.saturating_sub(now)));
+            }
+            SliceOutcome::Stopped => break,
+        }
+    }
+    mux.borrow_mut().flush_all();
+    crate::console::flush_stdout();
+    Ok(status.map_or(ExitCode::SUCCESS, ExitCode::from))
+}
+
+/// Creates the disk image `path` of `size`, zero-filled, unless it exists.
+fn create_disk(path: &Path, size: &str) -> Result<(), String> {
+    let bytes = parse_memory_size(size).map_err(|e| format!("size: {e}"))?;
+    if bytes % 512 != 0 {
+        return Err(format!("size {size}: not a whole number of 512-byte sectors"));
+    }
+    if path.exists() {
+        return Ok(());
+    }
+    let file = std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.set_len(bytes).map_err(|e| format!("cannot size {}: {e}", path.display()))
+}
+
+/// What a layout error means, in words.
+fn layout_error(error: &LayoutError) -> String {
+    match *error {
+        LayoutError::NoExtents => "no extents: a disk of no sectors".into(),
+        LayoutError::TooManyExtents => format!("more than {MAX_EXTENTS} extents"),
+        LayoutError::EmptyExtent { extent } => format!("extent {extent} has no sectors"),
+        LayoutError::ExtentOverflow { extent } => format!("extent {extent} ends past the largest sector number"),
+        LayoutError::TooLarge => "the extents add up to more sectors than can be counted".into(),
+        LayoutError::PastEnd { extent, .. } => format!("extent {extent} runs past the end of the image"),
+        LayoutError::Overlap { extent, other_extent, .. } => {
+            format!("extent {extent} overlaps extent {other_extent}")
+        }
+        LayoutError::TooManyDisks => format!("more than {MAX_VMS} partitions of one image"),
+        LayoutError::DiskBusy => "the image is in use".into(),
+    }
+}

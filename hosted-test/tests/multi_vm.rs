@@ -1,0 +1,244 @@
+//! Several VMs from one configuration (`trapeze up FILE`): two VMs, each running the `disk-pattern` guest on its
+//! own partition of one shared image file, run together; afterwards the image holds each VM's pattern at its
+//! extents' offsets and every byte outside the partitions is as it was. Each guest also checks that requests
+//! past its disk's end get the virtio error status. Bad configurations are refused, before anything runs, with
+//! a message naming the problem and exit status 2.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod common;
+
+const SECTOR: usize = 512;
+/// The shared image: 1024 sectors.
+const IMAGE_SECTORS: usize = 1024;
+
+/// The `disk-pattern` guest, as bundled in the binary (`image = "bundled:disk-pattern"`).
+const GUEST: &str = "bundled:disk-pattern";
+
+/// A directory of its own for one test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trapeze-multi-vm-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+/// What the image holds before the VMs run: no byte the guests write by chance.
+fn background() -> Vec<u8> {
+    (0..IMAGE_SECTORS * SECTOR).map(|i| (i % 251) as u8 ^ 0x5a).collect()
+}
+
+/// FNV-1a, as the guest hashes its command line.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The guest's pattern for a disk of `sectors` sectors, seeded by `append`.
+fn pattern(append: &str, sectors: usize) -> Vec<u8> {
+    let seed = fnv(append.as_bytes());
+    (0..sectors * SECTOR / 8)
+        .flat_map(|k| (seed ^ (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes())
+        .collect()
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("vms.toml");
+    std::fs::write(&path, text).expect("write the configuration");
+    path.display().to_string()
+}
+
+#[test]
+fn two_vms_fill_their_partitions_of_one_image_and_nothing_else() {
+    let dir = scratch("fill");
+    let image = dir.join("shared.img");
+    let original = background();
+    std::fs::write(&image, &original).expect("write the image");
+    // VM "a" on the threaded engine, one extent; VM "b" on the interpreter, two extents out of order. A small
+    // quantum, so their turns interleave many times while they write.
+    let a_extents = [(100usize, 40usize)];
+    let b_extents = [(300usize, 20usize), (10, 30)];
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"
+quantum = 5000
+
+[[vm]]
+name = "a"
+image = "{GUEST}"
+memory = "16M"
+append = "seed of a"
+disk = {{ image = "shared.img", extents = [[100, 40]] }}
+
+[[vm]]
+name = "b"
+image = "{GUEST}"
+memory = "16M"
+engine = "interp"
+append = "seed of b"
+console = "<b> "
+disk = {{ image = "shared.img", extents = [[300, 20], [10, 30]] }}
+"#
+        ),
+    );
+    let run = common::run_trapeze_command("up", &[&config], Duration::from_secs(60));
+    let output = format!("{}\n{}", run.stdout, run.stderr);
+    assert!(run.status.success(), "both VMs pass:\n{output}");
+    for tag in ["[a] ", "<b> "] {
+        for line in [
+            "ok: the pattern written across the whole disk",
+            "ok: the pattern read back",
+            "ok: a read past the end gets IOERR",
+            "ok: a write straddling the end gets IOERR",
+            "disk-pattern: all 9 checks passed",
+        ] {
+            assert!(run.stdout.contains(&format!("{tag}{line}\n")), "{tag}{line}:\n{output}");
+        }
+    }
+    assert!(run.stdout.contains("[a] disk-pattern: 40 sectors\n"), "{output}");
+    assert!(run.stdout.contains("<b> disk-pattern: 50 sectors\n"), "{output}");
+    assert!(run.stderr.is_empty() && run.stdout.contains("trapeze: vm \"b\" powered off"), "{output}");
+    // Concurrently: b started before a was done.
+    let b_started = run.stdout.find("<b> disk-pattern: seed").expect("b's first line");
+    let a_done = run.stdout.find("[a] disk-pattern: all").expect("a's last line");
+    assert!(b_started < a_done, "the VMs took turns:\n{output}");
+
+    let after = std::fs::read(&image).expect("read the image back");
+    assert_eq!(after.len(), original.len(), "the image kept its size");
+    let mut expected = original.clone();
+    for (append, extents) in [("seed of a", &a_extents[..]), ("seed of b", &b_extents[..])] {
+        let sectors = extents.iter().map(|(_, length)| length).sum();
+        let pattern = pattern(append, sectors);
+        let mut virtual_sector = 0;
+        for &(start, length) in extents {
+            let bytes = &pattern[virtual_sector * SECTOR..(virtual_sector + length) * SECTOR];
+            expected[start * SECTOR..(start + length) * SECTOR].copy_from_slice(bytes);
+            virtual_sector += length;
+        }
+    }
+    if let Some(offset) = after.iter().zip(&expected).position(|(a, b)| a != b) {
+        panic!(
+            "the image differs from both patterns over the untouched background at byte {offset} (sector {})",
+            offset / SECTOR
+        );
+    }
+    // The patterns are distinct: neither VM wrote the other's.
+    assert_ne!(pattern("seed of a", 1), pattern("seed of b", 1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Each bad configuration: a piece of its text, and what the message must say.
+#[test]
+fn bad_configurations_are_refused_with_status_2_before_anything_runs() {
+    let dir = scratch("bad");
+    let image = dir.join("shared.img");
+    let original = background();
+    std::fs::write(&image, &original).expect("write the image");
+    let vm = |name: &str, extra: &str| {
+        format!("[[vm]]\nname = \"{name}\"\nimage = \"{GUEST}\"\nmemory = \"16M\"\n{extra}\n")
+    };
+    let cases: Vec<(String, &[&str])> = vec![
+        (vm("a", "colour = \"red\""), &["unknown field", "colour"]),
+        (format!("speed = 3\n{}", vm("a", "")), &["unknown field", "speed"]),
+        (vm("a", "harts = 99"), &["vm \"a\"", "harts = 99"]),
+        (vm("a", "engine = \"jit\""), &["vm \"a\"", "engine = \"jit\""]),
+        (vm("a", "memory2 = 1"), &["unknown field", "memory2"]),
+        (vm("a", "harts = \"two\""), &["invalid type"]),
+        (format!("{}{}", vm("a", ""), vm("a", "")), &["vm \"a\"", "name of its own"]),
+        (vm("a", "image2 = 1").replace(GUEST, "missing.elf"), &["unknown field"]),
+        (vm("a", "").replace(GUEST, "missing.elf"), &["vm \"a\"", "cannot read", "missing.elf"]),
+        (vm("a", "").replace(GUEST, "bundled:nothing"), &["no bundled guest \"nothing\""]),
+        (
+            vm("a", "disk = { image = \"shared.img\", extents = [[1000, 30]] }"),
+            &["vm \"a\"", "extent 0 runs past the end of the image"],
+        ),
+        (vm("a", "disk = { image = \"shared.img\", extents = [[5, 0]] }"), &["vm \"a\"", "extent 0 has no sectors"]),
+        (vm("a", "disk = { image = \"none.img\", extents = [[0, 1]] }"), &["vm \"a\"", "none.img"]),
+        (
+            format!(
+                "{}{}",
+                vm("a", "disk = { image = \"shared.img\", extents = [[0, 8], [100, 40]] }"),
+                vm("b", "disk = { image = \"shared.img\", extents = [[300, 20], [139, 2]] }")
+            ),
+            &["vm \"b\"", "extent 1 overlaps extent 1 of vm \"a\""],
+        ),
+        (String::new(), &["no VM described"]),
+        ("[[vm]\nname = 1".into(), &["vms.toml", "line 1"]),
+    ];
+    for (text, expected) in cases {
+        let config = write_config(&dir, &text);
+        let run = common::run_trapeze_command("up", &[&config], Duration::from_secs(30));
+        assert_eq!(run.status.code(), Some(2), "refused:\n{text}\n{}{}", run.stdout, run.stderr);
+        for phrase in expected {
+            assert!(run.stderr.contains(phrase), "the message names {phrase:?} for\n{text}\nbut says: {}", run.stderr);
+        }
+        assert!(!run.stdout.contains("disk-pattern"), "nothing ran for\n{text}\n{}", run.stdout);
+    }
+    let missing = dir.join("no-such.toml");
+    let run = common::run_trapeze_command("up", &[missing.to_str().unwrap()], Duration::from_secs(30));
+    assert_eq!(run.status.code(), Some(2));
+    assert!(run.stderr.contains("cannot read") && run.stderr.contains("no-such.toml"), "{}", run.stderr);
+    assert!(std::fs::read(&image).expect("read the image") == original, "no refused configuration touched the image");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The shipped example starts, and both of its VMs pass on their partitions of one image.
+#[test]
+fn the_shipped_example_runs_two_vms_on_one_image() {
+    let dir = scratch("example");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-vms.toml");
+    let text = std::fs::read_to_string(&example).expect("read the shipped example");
+    // A copy next to a fresh image, so the test never leaves one in the source tree.
+    let config = write_config(&dir, &text);
+    let run = common::run_trapeze_command("up", &[&config], Duration::from_secs(60));
+    assert!(run.status.success(), "{}{}", run.stdout, run.stderr);
+    for tag in ["[alpha] ", "[beta] "] {
+        assert!(run.stdout.contains(&format!("{tag}disk-pattern: all 9 checks passed")), "{}", run.stdout);
+    }
+    let created = std::fs::metadata(dir.join("two-vms.img")).expect("the example's image was created");
+    assert_eq!(created.len(), 1 << 20);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An idle VM costs nothing: the `idle` guest waits ~1.5 s in `wfi` for its timer next to a VM that ends at
+/// once. The run takes the wait in wall time, but `trapeze up` must sleep, not spin, so its CPU time (from
+/// `wait4` on that one child) stays under half the wall time.
+#[test]
+// The child is reaped by `wait4`, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn an_idle_vm_lets_the_host_sleep() {
+    let dir = scratch("idle");
+    let config = write_config(
+        &dir,
+        &format!(
+            "[[vm]]\nname = \"idle\"\nimage = \"{}\"\nmemory = \"16M\"\n[[vm]]\nname = \"hello\"\nimage = \"bundled:hello\"\nmemory = \"16M\"\n",
+            env!("TRAPEZE_GUEST_IDLE")
+        ),
+    );
+    let start = std::time::Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_trapeze"))
+        .args(["up", &config])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start trapeze");
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero `rusage` is a valid value of that plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; `status` and `usage` are valid for writes. Its output is a few lines,
+    // well within the pipe's buffer, so it never blocks on a full pipe.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed().as_secs_f64();
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.expect("piped stdout"), &mut stdout).expect("read stdout");
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "both VMs pass:\n{stdout}");
+    assert!(stdout.contains("[idle] idle: woke after timer\n") && stdout.contains("[hello] Hello"), "{stdout}");
+    assert!(wall >= 1.4, "the idle guest waited for its timer: {wall:.2} s");
+    assert!(cpu < wall / 2.0, "the host slept while the VM was idle: {cpu:.2} s of CPU in {wall:.2} s");
+    let _ = std::fs::remove_dir_all(&dir);
+}
