@@ -19,9 +19,9 @@
 //!    copies are the only other memory PMP lets the guest fetch from);
 //! 2. a fetch the filter withheld scans the page from the faulting pc (`Coverage::Guard`), takes W away from
 //!    every shadow leaf of the page (`ShadowTables::revoke_write`: an alias filled writable before the scan must
-//!    not store into it unseen), then the guest retries; a page the scanner refuses (conflict, unresolved, not RAM) stays non-executable and its
-//!    instructions are emulated one at a time; a full table (or no free copy frame) drops a page (and flushes
-//!    the shadow tables, which takes that page's X away) and scans again;
+//!    not store into it unseen), then the guest retries; a page the scanner refuses (conflict, unresolved, not
+//!    RAM) stays non-executable and its instructions are emulated one at a time; a full table (or no free copy
+//!    frame) drops a page (and flushes the shadow tables, which takes that page's X away) and scans again;
 //! 3. an illegal-instruction trap at a patched site becomes the original instruction's exit
 //!    (`exec::native::patched_site_exit`), so the dispatcher emulates the counter read with the VM's virtual
 //!    values, `mcounteren`/`scounteren` of the virtual hart honoured;
@@ -37,8 +37,8 @@
 //! **Code caching of trap sites** (an option per VM, [`NativeEngine::cache_trap_sites`]; see
 //! `trapeze::exec::trap_sites`): a site that traps often starts an *excursion*: the runs after it are emulated
 //! by the threaded engine from its own code cache, on the guest's state, in the VMM, so that the next traps
-//! cost a call to the dispatcher instead of a world switch each; a stretch of `QUIET_RUN` instructions without
-//! an exit goes back to the real CPU. The threaded engine consumes the RAM's dirty list while it runs and
+//! cost a call to the dispatcher instead of a world switch each; a quiet stretch without an exit (`QUIET_RUN`
+//! instructions at first, doubling with each exit served) goes back to the real CPU. The threaded engine consumes the RAM's dirty list while it runs and
 //! reports the pages it saw written (`Threaded::take_invalidated`), so the scanned ones among them are dropped;
 //! a page it keeps code from is never natively writable (the shadow withholds W on watched pages, and the pages
 //! it starts watching, `Threaded::take_watched`, lose W in existing leaves), so no native store leaves a stale
