@@ -275,28 +275,93 @@ fn isa_string(config: &HartConfig) -> String {
     isa + "_zicsr_zifencei"
 }
 
-fn run(args: &RunArgs) -> Result<ExitCode, String> {
-    // `IMAGE` alone, or `--kernel` without `--bios`, is the M-mode program (QEMU's `-bios none -kernel`).
-    let (firmware, kernel) = match (&args.bios, &args.kernel, &args.image) {
+/// How the options that choose a run's images are spelled in messages: `trapeze run`'s flags, or the keys of a
+/// `trapeze up` configuration.
+struct BootSpelling {
+    image: &'static str,
+    bios: &'static str,
+    kernel: &'static str,
+    initrd: &'static str,
+}
+
+/// `trapeze run`'s flags.
+const RUN_SPELLING: BootSpelling =
+    BootSpelling { image: "IMAGE", bios: "--bios", kernel: "--kernel", initrd: "--initrd" };
+
+/// Where an image named by `IMAGE` (or `image =`) comes from: a file, read only once the options are known to
+/// fit together, or bytes already in hand (the bundled guests).
+enum ImageSource<'a> {
+    File(&'a std::path::Path),
+    Loaded(Image),
+}
+
+impl ImageSource<'_> {
+    fn name(&self) -> String {
+        match self {
+            ImageSource::File(path) => path.display().to_string(),
+            ImageSource::Loaded(image) => image.name.clone(),
+        }
+    }
+
+    fn read(self) -> Result<Image, String> {
+        match self {
+            ImageSource::File(path) => Image::read(path),
+            ImageSource::Loaded(image) => Ok(image),
+        }
+    }
+}
+
+/// The images a run boots, from `--bios` (a path or `builtin`), `--kernel`, `IMAGE` and `--initrd` (or the keys of
+/// the same names in `trapeze up`), shared by both so they boot alike: `IMAGE` alone, or the kernel without
+/// firmware, is the M-mode program (QEMU's `-bios none -kernel`); firmware with or without a next stage;
+/// `builtin` with the kernel it starts in S-mode. `default` runs when no image at all is named (`None`: that is an
+/// error). Nothing is read before the combination is known to make sense.
+fn boot_plan(
+    bios: Option<&std::path::Path>,
+    kernel: Option<&std::path::Path>,
+    image: Option<ImageSource<'_>>,
+    initrd: Option<&std::path::Path>,
+    default: Option<Image>,
+    names: &BootSpelling,
+) -> Result<BootPlan, String> {
+    let BootSpelling { image: image_name, bios: bios_name, kernel: kernel_name, initrd: initrd_name } = names;
+    let (firmware, kernel) = match (bios, kernel, image) {
         (Some(_), _, Some(image)) => {
-            return Err(format!("{}: give the kernel with --kernel when --bios is used", image.display()))
+            return Err(format!("{}: give the kernel with {kernel_name} when {bios_name} is used", image.name()))
         }
         (Some(bios), None, None) if bios.as_os_str() == BUILTIN_FIRMWARE => {
-            return Err("--bios builtin needs --kernel".into())
+            return Err(format!("{bios_name} builtin needs {kernel_name}"))
         }
         (Some(bios), Some(kernel), None) if bios.as_os_str() == BUILTIN_FIRMWARE => (None, Some(Image::read(kernel)?)),
-        (Some(bios), kernel, None) => (Some(Image::read(bios)?), kernel.as_deref().map(Image::read).transpose()?),
+        (Some(bios), kernel, None) => (Some(Image::read(bios)?), kernel.map(Image::read).transpose()?),
         (None, Some(_), Some(image)) => {
-            return Err(format!("{}: give either IMAGE or --kernel, not both", image.display()))
+            return Err(format!("{}: give either {image_name} or {kernel_name}, not both", image.name()))
         }
-        (None, Some(path), None) | (None, None, Some(path)) => (Some(Image::read(path)?), None),
-        (None, None, None) => (Some(Image { name: "the demo guest".into(), bytes: DEMO_GUEST.to_vec() }), None),
+        (None, Some(path), None) => (Some(Image::read(path)?), None),
+        (None, None, Some(image)) => (Some(image.read()?), None),
+        (None, None, None) => match default {
+            Some(image) => (Some(image), None),
+            None => return Err(format!("no image: give {image_name}, or {kernel_name} (with {bios_name})")),
+        },
     };
-    let initrd = args.initrd.as_deref().map(Image::read).transpose()?;
-    if initrd.is_some() && kernel.is_none() && args.bios.is_some() {
-        return Err("--initrd needs --kernel".into());
+    let initrd_image = initrd.map(Image::read).transpose()?;
+    if initrd_image.is_some() && kernel.is_none() && bios.is_some() {
+        return Err(format!("{initrd_name} needs {kernel_name}"));
     }
-    let plan = BootPlan { firmware, kernel, initrd };
+    Ok(BootPlan { firmware, kernel, initrd: initrd_image })
+}
+
+fn run(args: &RunArgs) -> Result<ExitCode, String> {
+    let image = args.image.as_deref().map(ImageSource::File);
+    let demo = Image { name: "the demo guest".into(), bytes: DEMO_GUEST.to_vec() };
+    let plan = boot_plan(
+        args.bios.as_deref(),
+        args.kernel.as_deref(),
+        image,
+        args.initrd.as_deref(),
+        Some(demo),
+        &RUN_SPELLING,
+    )?;
     let ram_size = usize::try_from(args.memory).map_err(|_| "guest RAM does not fit this host".to_string())?;
     let mut backing = vec![0u8; ram_size];
     // One bit per page of RAM: the pages the threaded engine has translated code from.

@@ -24,7 +24,10 @@ use trapeze::vm::{Clock, Hypervisor, RunOutcome, SliceOutcome, MAX_HARTS};
 
 use crate::console::{HostClock, Stdio};
 use crate::disk::FileDisk;
-use crate::{build_machine, parse_memory_size, BootPlan, EngineChoice, HostedThreaded, Image, RunArgs};
+use crate::{
+    boot_plan, build_machine, parse_memory_size, BootPlan, BootSpelling, EngineChoice, HostedThreaded, Image,
+    ImageSource, RunArgs, BUILTIN_FIRMWARE,
+};
 
 /// Most VMs one configuration may describe.
 pub const MAX_VMS: usize = 8;
@@ -32,6 +35,9 @@ pub const MAX_VMS: usize = 8;
 pub const MAX_EXTENTS: usize = 8;
 /// A VM's turn, in guest instructions, unless the configuration sets `quantum`.
 const DEFAULT_QUANTUM: u64 = 100_000;
+
+/// The keys that choose a VM's images, as messages name them.
+const UP_SPELLING: BootSpelling = BootSpelling { image: "image", bios: "bios", kernel: "kernel", initrd: "initrd" };
 
 /// Guests built into the binary, named by `image = "bundled:NAME"`.
 const BUNDLED: [(&str, &[u8]); 3] = [
@@ -71,7 +77,13 @@ struct DiskFile {
 struct VmConfig {
     name: String,
     /// An ELF or raw image run in M-mode (`trapeze run IMAGE`), or `bundled:NAME`.
-    image: String,
+    image: Option<String>,
+    /// Firmware started in M-mode (as `--bios FILE`), or `builtin`: the VMM's own SBI, the kernel in S-mode.
+    bios: Option<String>,
+    /// The next stage after the firmware (as `--kernel`); without `bios`, like `image`.
+    kernel: Option<String>,
+    /// An initramfs (as `--initrd`).
+    initrd: Option<String>,
     /// Guest RAM, e.g. `64M` (default 128M).
     memory: Option<String>,
     harts: Option<u64>,
@@ -193,16 +205,29 @@ fn up(path: &Path) -> Result<ExitCode, String> {
         if tag.len() > TAG_MAX {
             return Err(problem(format!("console = {tag:?}: a tag has at most {TAG_MAX} bytes")));
         }
-        let image = match vm.image.strip_prefix("bundled:") {
-            Some(name) => match BUNDLED.iter().find(|(bundled, _)| *bundled == name) {
-                Some((_, bytes)) => Image { name: vm.image.clone(), bytes: bytes.to_vec() },
+        // Paths relative to the file; `bios = "builtin"` is no path.
+        let image_file;
+        let image = match vm.image.as_deref() {
+            None => None,
+            Some(image) => match image.strip_prefix("bundled:") {
+                Some(name) => match BUNDLED.iter().find(|(bundled, _)| *bundled == name) {
+                    Some((_, bytes)) => Some(ImageSource::Loaded(Image { name: image.into(), bytes: bytes.to_vec() })),
+                    None => {
+                        let names: Vec<&str> = BUNDLED.iter().map(|(name, _)| *name).collect();
+                        return Err(problem(format!("no bundled guest {name:?} (there are: {})", names.join(", "))));
+                    }
+                },
                 None => {
-                    let names: Vec<&str> = BUNDLED.iter().map(|(name, _)| *name).collect();
-                    return Err(problem(format!("no bundled guest {name:?} (there are: {})", names.join(", "))));
+                    image_file = at(image);
+                    Some(ImageSource::File(&image_file))
                 }
             },
-            None => Image::read(&at(&vm.image)).map_err(problem)?,
         };
+        let bios = vm.bios.as_deref().map(|bios| if bios == BUILTIN_FIRMWARE { PathBuf::from(bios) } else { at(bios) });
+        let kernel = vm.kernel.as_deref().map(at);
+        let initrd = vm.initrd.as_deref().map(at);
+        let plan = boot_plan(bios.as_deref(), kernel.as_deref(), image, initrd.as_deref(), None, &UP_SPELLING)
+            .map_err(problem)?;
         let disk = match &vm.disk {
             None => None,
             Some(disk) => {
@@ -223,7 +248,6 @@ fn up(path: &Path) -> Result<ExitCode, String> {
                 Some((index, map))
             }
         };
-        let plan = BootPlan { firmware: Some(image), kernel: None, initrd: None };
         planned.push(Planned { name: vm.name.clone(), args, plan, tag, disk });
     }
 

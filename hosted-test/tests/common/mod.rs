@@ -64,9 +64,15 @@ pub struct Console {
 }
 
 impl Console {
+    /// `trapeze run ARGS...`.
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_command("run", args)
+    }
+
+    /// `trapeze COMMAND ARGS...` (e.g. `up FILE`).
+    pub fn spawn_command(command: &str, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_trapeze"))
-            .arg("run")
+            .arg(command)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -110,6 +116,29 @@ impl Console {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Types `bytes` as they are (no newline added).
+    pub fn type_bytes(&mut self, bytes: &[u8]) {
+        self.stdin.write_all(bytes).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits up to `timeout` for trapeze to exit by itself, and gives its status (`None`: still running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn type_line(&mut self, line: &str) {
