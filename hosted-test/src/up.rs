@@ -1,6 +1,8 @@
 //! `trapeze up FILE`: several VMs from one TOML configuration, run together on this thread under the core's
 //! [`Hypervisor`], their consoles multiplexed onto this process's stdin/stdout ([`ConsoleMux`]) and their disks
-//! carved out of shared image files ([`DiskLayout`]).
+//! carved out of shared image files ([`DiskLayout`]). Each VM boots an M-mode image, or firmware and kernels
+//! (`bios`, `kernel`, `initrd`, `append`), chosen by the same [`boot_plan`] and built by the same
+//! [`build_machine`] as `trapeze run`'s.
 //!
 //! The configuration is checked whole before anything runs: a missing or unreadable file, a syntax error, an
 //! unknown key, a bad value, a duplicate name or partitions that overlap are refused with a message naming the

@@ -274,7 +274,7 @@ const FIRMWARE_TIMEOUT: Duration = Duration::from_secs(120);
 /// and finds its partition's size, then at its prompt reads its last sector, is refused one past it, writes one
 /// sector and powers off; Linux boots from its kernel and initramfs to the initramfs shell, gets the keyboard
 /// (`Ctrl-A 1`) and powers off. Afterwards the image holds U-Boot's sector at its partition's offset and every
-/// other byte is as it was.
+/// other byte is as it was. The configuration is the shipped `examples/uboot-and-linux.toml`.
 #[test]
 fn uboot_and_linux_run_side_by_side_on_partitions_of_one_image() {
     let fetch = "run tools/fetch-debian-riscv64.sh (run-tests.sh does)";
@@ -284,32 +284,16 @@ fn uboot_and_linux_run_side_by_side_on_partitions_of_one_image() {
     let dir = scratch("firmware");
     std::fs::write(dir.join("initramfs.cpio"), linux_images::initramfs(&busybox)).expect("write the initramfs");
     // 4096 sectors: U-Boot's 2048 from sector 64, Linux's 1024 from sector 2112, the rest background.
-    let image = dir.join("shared.img");
+    let image = dir.join("uboot-and-linux.img");
     let original: Vec<u8> = (0..4096 * SECTOR).map(|i| (i % 251) as u8 ^ 0x5a).collect();
     std::fs::write(&image, &original).expect("write the image");
-    let config = write_config(
-        &dir,
-        &format!(
-            r#"
-[[vm]]
-name = "uboot"
-bios = "builtin"
-kernel = "{}"
-disk = {{ image = "shared.img", extents = [[64, 2048]] }}
-
-[[vm]]
-name = "linux"
-bios = "builtin"
-kernel = "{}"
-initrd = "initramfs.cpio"
-memory = "256M"
-append = "console=ttyS0"
-disk = {{ image = "shared.img", extents = [[2112, 1024]] }}
-"#,
-            uboot.display(),
-            kernel.display()
-        ),
-    );
+    // The shipped example, with the kernel where this checkout keeps it and the initramfs built above.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/uboot-and-linux.toml");
+    let text = std::fs::read_to_string(&example).expect("read the shipped example");
+    let text = text.replace("\"../target/guest-images/Image\"", &format!("{:?}", kernel.display().to_string()));
+    let text = text.replace(&format!("{UBOOT:?}"), &format!("{:?}", uboot.display().to_string()));
+    assert!(text.contains(&kernel.display().to_string()), "the example names ../target/guest-images/Image");
+    let config = write_config(&dir, &text);
     let started = Instant::now();
     let mut console = common::Console::spawn_command("up", &[&config]);
     console.expect("[uboot] U-Boot 20", FIRMWARE_TIMEOUT);
