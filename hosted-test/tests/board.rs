@@ -343,6 +343,10 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
         assert!(console.contains(refused), "the VMM did not report {refused:?}; the console was:\n{console}");
     }
     assert!(!console.contains("board: vm19: "), "vm19's RTC accesses never reach the VMM's devices:\n{console}");
+    assert!(
+        console.contains("    passthrough page 0x101000: 0 accesses served by the VMM\n"),
+        "vm19 reads its RTC natively, never through the VMM:\n{console}"
+    );
     let walls: Vec<&str> = console.lines().filter(|line| line.ends_with(" walled")).collect();
     assert!(
         walls.len() == 15 && walls.iter().all(|line| line.ends_with(" 0 walled")),

@@ -307,6 +307,8 @@ struct ReportingDevices {
     /// The device page given whole to this VM (guest real page, host page): its native accesses never reach
     /// here, but an instruction the engine emulates (or runs in an excursion) does, and is served on the device.
     passthrough: Option<(u64, u64)>,
+    /// How many of the VM's accesses to its passthrough page the VMM served (emulated instructions).
+    passthrough_served: u64,
 }
 
 impl ReportingDevices {
@@ -329,6 +331,7 @@ impl ReportingDevices {
 impl Devices for ReportingDevices {
     fn read(&mut self, addr: u64, size: u8, ram: &mut Ram) -> Result<u64, MmioError> {
         if let Some(host) = self.passthrough_host(addr, size) {
+            self.passthrough_served += 1;
             // SAFETY: an aligned 32-bit register of the device page given to this VM alone (no DMA, so reading it
             // touches nothing else); the board runs bare, physical = virtual.
             return Ok(u64::from(unsafe { core::ptr::read_volatile(host as *const u32) }));
@@ -338,6 +341,7 @@ impl Devices for ReportingDevices {
     }
     fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError> {
         if let Some(host) = self.passthrough_host(addr, size) {
+            self.passthrough_served += 1;
             // SAFETY: as for `read`: the VM may write its own device's registers natively too.
             unsafe { core::ptr::write_volatile(host as *mut u32, value as u32) };
             return Ok(None);
@@ -491,8 +495,12 @@ fn build_guest(
         mux.attach(index);
     }
     let port = BoardMux::port(console, index);
-    let devices =
-        ReportingDevices { vm: index, inner: VirtDevices::new(VmConsole::new(port, script)), passthrough: None };
+    let devices = ReportingDevices {
+        vm: index,
+        inner: VirtDevices::new(VmConsole::new(port, script)),
+        passthrough: None,
+        passthrough_served: 0,
+    };
     let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock { index }));
     let vm = Vm::new(harts, ram, devices, clock).unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
     defmt::info!("vm {=usize}: partition {=u64:#x}..{=u64:#x}", index, partition.0, partition.1);
@@ -564,6 +572,9 @@ fn rtc_guest(index: usize, partition: usize, console: &'static BoardConsole, own
         let page = QEMU_VIRT_RTC.base;
         guest.engine.pass_through(page, page).unwrap_or_else(|e| panic!("rtc: cannot pass the RTC through: {e:?}"));
         guest.vm.devices.passthrough = Some((page, page));
+        // Counters trapping and no code caching: no excursion emulates its RTC reads, so every one is native (the
+        // board reports how many the VMM served: none).
+        guest.mode = Mode::Trapping;
     }
     guest
 }
@@ -1038,6 +1049,10 @@ fn main() -> ! {
             "    {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta, {} walled",
             stats.entries, stats.fills, stats.emulated, stats.exits, stats.quanta, stats.walled
         );
+        if let Some((page, _)) = guest.vm.devices.passthrough {
+            let served = guest.vm.devices.passthrough_served;
+            println!("    passthrough page {page:#x}: {served} accesses served by the VMM");
+        }
         if let Some(patch) = guest.engine.patch_stats() {
             println!(
                 "    counters delegated: {} pages scanned, {} sites patched, {} site traps, {} pages dropped when \
