@@ -12,7 +12,8 @@
 //! `TRAPEZE_GUEST_RUNAWAY` and `TRAPEZE_GUEST_GARBAGE`, `TRAPEZE_GUEST_UART_IRQ`, the debug trigger guest
 //! `TRAPEZE_GUEST_TRIGGERS`, `TRAPEZE_GUEST_DEBUGGEE` for the gdb test and the multi-hart `TRAPEZE_GUEST_SPINLOCK`
 //! and `TRAPEZE_GUEST_COUNTERS` (counter reads, its own code read back and rewritten), and
-//! `TRAPEZE_GUEST_DISK_PATTERN` (a pattern across its whole virtio-blk disk, for the multi-VM test)
+//! `TRAPEZE_GUEST_DISK_PATTERN` (a pattern across its whole virtio-blk disk, for the multi-VM test) and
+//! `TRAPEZE_GUEST_RTC` (the goldfish RTC the native board gives one VM, or its fault in another)
 //! (a `-` in a binary's name becomes `_`), read with `env!`. If the Rust target is missing, it is installed with
 //! rustup.
 use std::env;
@@ -24,7 +25,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 24] = [
+const GUESTS: [&str; 25] = [
     "hello",
     "traps",
     "arith",
@@ -49,10 +50,11 @@ const GUESTS: [&str; 24] = [
     "spinlock",
     "counters",
     "disk-pattern",
+    "rtc",
 ];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 24] = [
+const CRATES: [&str; 25] = [
     "rt",
     "torture",
     "hello",
@@ -77,6 +79,7 @@ const CRATES: [&str; 24] = [
     "spinlock",
     "counters",
     "disk-pattern",
+    "rtc",
 ];
 
 fn main() {

@@ -12,8 +12,8 @@ const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// Debian's U-Boot for QEMU `virt` in S-mode (package `u-boot-qemu`).
 const UBOOT: &str = "/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin";
 /// The guests the board embeds.
-const GUESTS: [&str; 10] =
-    ["hello", "sv39", "interrupts", "idle", "fpu", "arith", "amo", "contain", "bench-int", "counters"];
+const GUESTS: [&str; 11] =
+    ["hello", "sv39", "interrupts", "idle", "fpu", "arith", "amo", "contain", "bench-int", "counters", "rtc"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -60,7 +60,7 @@
 //!    * `GuestFault(fault)`: inject `fault` into the virtual hart (the same exception and tval the emulation
 //!      engines produce for this access).
 //!    * `NotRam { guest_real }`: a load or store (never a fetch: that is an instruction access fault) that no
-//!      real map extent covers: decode the instruction and serve it as an MMIO access at `guest_real` (or inject
+//!      real map extent and no passthrough page (below) covers: decode the instruction and serve it as an MMIO access at `guest_real` (or inject
 //!      an access fault when no device is there, or the instruction is an LR/SC/AMO), as `Exit::Mmio` is served.
 //!    * `Emulate`: the access is legal but a shadow leaf cannot express it (a data access in virtual M-mode with
 //!      MPRV, a real map extent that is writable but not readable, a guest PMP region smaller than the page, RAM
@@ -69,6 +69,19 @@
 //! 4. On guest `sfence.vma` call [`ShadowTables::sfence_vma`]. A `satp`, `mstatus` or PMP write
 //!    (`FlushScope::All` from the dispatcher) needs nothing: steps 2 and 3 compare `satp` and PMP and the roots
 //!    are keyed on the rest. After any change to the VM's real map, call [`ShadowTables::flush_all`].
+//!
+//! # Passthrough pages (dedicated devices)
+//! A VM may be given whole device pages without DMA ([`ShadowTables::add_passthrough`]: guest real page ->
+//! host physical page, at most [`PASSTHROUGH_PAGES`]). A load or store the guest's translation, its PMP and the
+//! real map send to such a page (a guest real address in no real map extent) is not `NotRam`: the fill installs
+//! a leaf on the host device page, read (and write, when the guest's PTE and PMP allow it for the whole page),
+//! **never execute**, so the guest's accesses reach the device without the VMM. A fetch from it is the
+//! instruction access fault the emulation engines give. RAM always wins: a guest real page the real map covers
+//! is never a passthrough, and a host page inside the VM's RAM slice is never mapped as one (the access is
+//! `NotRam`). The board's PMP must let U-mode reach the host page for that VM alone. The list lives in the VM's
+//! own tables, so every other VM's fills answer `NotRam` there and the VMM refuses the access. The emulation
+//! engines do not know the list: an instruction the board emulates that touches the page is the caller's to
+//! serve (as MMIO).
 //!
 //! # Pool exhaustion
 //! A fill needs at most three pages (a root and two lower tables). When the pool runs out, everything is flushed
@@ -111,6 +124,47 @@ pub const ADDRESS_SPACE_SLOTS: usize = 4;
 pub const SUPERPAGE_BELOW: u64 = 1 << 8;
 /// Pages in the aligned group a fill prefetches the leaves of (see [`ShadowTables::fill_with`]).
 pub const PREFETCH_PAGES: u64 = 8;
+
+/// Most passthrough pages one VM's shadow tables map (see the module documentation).
+pub const PASSTHROUGH_PAGES: usize = 4;
+
+/// A device page given whole to the VM: its guest real page and the host physical page it reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassthroughPage {
+    pub guest_real: u64,
+    pub host: u64,
+}
+
+/// Why [`ShadowTables::add_passthrough`] refused a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassthroughError {
+    /// An address is not page aligned.
+    Misaligned,
+    /// The host page is beyond what an Sv39 PTE can name, or the guest real page above the Sv39 range.
+    OutOfRange,
+    /// The guest real page is already a passthrough page.
+    Duplicate,
+    /// [`PASSTHROUGH_PAGES`] are given already.
+    Full,
+}
+
+/// A fixed-capacity list of passthrough pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Passthrough {
+    pages: [Option<PassthroughPage>; PASSTHROUGH_PAGES],
+}
+
+impl Passthrough {
+    const fn new() -> Self {
+        Self { pages: [None; PASSTHROUGH_PAGES] }
+    }
+
+    /// The host page of the passthrough page holding guest real `guest_real`.
+    fn host_of(&self, guest_real: u64) -> Option<u64> {
+        let page = guest_real & !(PAGE_SIZE - 1);
+        self.pages.iter().flatten().find(|given| given.guest_real == page).map(|given| given.host)
+    }
+}
 
 /// One shadow table page, 4 KiB aligned.
 #[repr(C, align(4096))]
@@ -244,6 +298,8 @@ pub struct ShadowTables<const POOL: usize> {
     built_at: u64,
     /// Bumped by every flush.
     generation: u64,
+    /// The device pages given whole to the VM.
+    passthrough: Passthrough,
 }
 
 impl<const POOL: usize> Default for ShadowTables<POOL> {
@@ -269,7 +325,34 @@ impl<const POOL: usize> ShadowTables<POOL> {
             built_for_pmp: None,
             built_at: 0,
             generation: 0,
+            passthrough: Passthrough::new(),
         }
+    }
+
+    /// Gives the VM the host device page `host` at guest real page `guest_real` (both page aligned): from now on
+    /// a load or store that reaches `guest_real` through the guest's translation and PMP, outside every real map
+    /// extent, is filled with a read/write, never executable leaf on `host` (see the module documentation). The
+    /// caller vouches that the page is a device without DMA that belongs to this VM alone, and lets U-mode reach
+    /// it through the real PMP while this VM runs. Flushes (the generation changes).
+    pub fn add_passthrough(&mut self, guest_real: u64, host: u64) -> Result<(), PassthroughError> {
+        if guest_real & (PAGE_SIZE - 1) != 0 || host & (PAGE_SIZE - 1) != 0 {
+            return Err(PassthroughError::Misaligned);
+        }
+        if host >> PHYSICAL_ADDRESS_BITS != 0 || guest_real >> PHYSICAL_ADDRESS_BITS != 0 {
+            return Err(PassthroughError::OutOfRange);
+        }
+        if self.passthrough.host_of(guest_real).is_some() {
+            return Err(PassthroughError::Duplicate);
+        }
+        let free = self.passthrough.pages.iter_mut().find(|slot| slot.is_none()).ok_or(PassthroughError::Full)?;
+        *free = Some(PassthroughPage { guest_real, host });
+        self.flush_all();
+        Ok(())
+    }
+
+    /// The device pages given to the VM ([`add_passthrough`](Self::add_passthrough)).
+    pub fn passthrough_pages(&self) -> impl Iterator<Item = PassthroughPage> + '_ {
+        self.passthrough.pages.iter().flatten().copied()
     }
 
     /// Drops every shadow mapping and root. The board must execute a real `sfence.vma x0, x0` before the guest
@@ -399,11 +482,11 @@ impl<const POOL: usize> ShadowTables<POOL> {
         let regime = Regime::of(hart);
         let mut grants = grants;
         let walk = Walk::SetAccessedDirty;
-        let (leaf, guest_level) =
-            match resolve(hart, regime, ram, realmap, ram_host_base, va, access, walk, &mut grants) {
-                Ok(resolved) => resolved,
-                Err(outcome) => return outcome,
-            };
+        let context = FillContext { realmap, ram_host_base, passthrough: &self.passthrough };
+        let (leaf, guest_level) = match resolve(hart, regime, ram, &context, va, access, walk, &mut grants) {
+            Ok(resolved) => resolved,
+            Err(outcome) => return outcome,
+        };
         if self.install(regime, va, leaf, guest_level).is_none() {
             self.flush_all();
             if self.install(regime, va, leaf, guest_level).is_none() {
@@ -439,9 +522,8 @@ impl<const POOL: usize> ShadowTables<POOL> {
                 continue;
             }
             let walk = Walk::ReadOnly;
-            let Ok((leaf, level)) =
-                resolve(hart, regime, ram, realmap, ram_host_base, neighbour, access, walk, &mut *grants)
-            else {
+            let context = FillContext { realmap, ram_host_base, passthrough: &self.passthrough };
+            let Ok((leaf, level)) = resolve(hart, regime, ram, &context, neighbour, access, walk, &mut *grants) else {
                 continue;
             };
             if self.install(regime, neighbour, leaf, level).is_none() {
@@ -611,6 +693,14 @@ fn vpn(va: u64, level: u32) -> usize {
     ((va >> (PAGE_SHIFT + 9 * level)) & 0x1ff) as usize
 }
 
+/// Where a fill's guest real addresses go: the real map (its host addresses offsets into RAM at host physical
+/// `ram_host_base`) and the VM's passthrough pages.
+struct FillContext<'a> {
+    realmap: &'a VmRealMap,
+    ram_host_base: u64,
+    passthrough: &'a Passthrough,
+}
+
 /// The shadow leaf PTE for the page of `va` in `regime` and the level of the guest leaf it came from (0 when
 /// untranslated), or what to do instead. Follows the order of the
 /// emulation path (`mmu::Memory::translate`): guest walk (with A/D updates), PMP, real map, then the caller's
@@ -620,13 +710,13 @@ fn resolve(
     hart: &Hart,
     regime: Regime,
     ram: &mut Ram,
-    realmap: &VmRealMap,
-    ram_host_base: u64,
+    context: &FillContext,
     va: u64,
     access: AccessType,
     walk: Walk,
     grants: &mut impl FnMut(u64, [bool; 3]) -> LeafGrant,
 ) -> Result<(u64, u8), FillOutcome> {
+    let FillContext { realmap, ram_host_base, passthrough } = *context;
     let access_fault = FillOutcome::GuestFault(Fault { exception: access.access_fault(), tval: va });
     if regime == Regime::MachineMprv && access != AccessType::Fetch {
         return Err(FillOutcome::Emulate);
@@ -656,7 +746,32 @@ fn resolve(
     // The real map.
     let Some(extent) = realmap.extent_of(guest_real) else {
         // Code never runs from a device: the emulation engines raise this same fault.
-        return Err(if access == AccessType::Fetch { access_fault } else { FillOutcome::NotRam { guest_real } });
+        if access == AccessType::Fetch {
+            return Err(access_fault);
+        }
+        let not_ram = FillOutcome::NotRam { guest_real };
+        let Some(host_page) = passthrough.host_of(guest_real) else {
+            return Err(not_ram);
+        };
+        let ram_end = ram_host_base.saturating_add(ram.size());
+        if !is_canonical(va) || (host_page < ram_end && host_page.saturating_add(PAGE_SIZE) > ram_host_base) {
+            // Never an alias of the VM's RAM; a non-canonical va cannot be a leaf's.
+            return Err(not_ram);
+        }
+        // A device page given whole: read and write as the guest's PTE and PMP (for the whole page) allow, never
+        // execute. The grant filter and code watch are about RAM pages: not consulted.
+        let page = guest_real & !(PAGE_SIZE - 1);
+        let page_allows = |kind| !pmp_applies || pmp.allows(page, PAGE_SIZE, pmp_kind(kind), privilege);
+        let load = guest_grants[1] && page_allows(AccessType::Load);
+        let store = load && guest_grants[2] && page_allows(AccessType::Store);
+        let mut flags = PteFlags::V | PteFlags::U | PteFlags::A | PteFlags::D;
+        flags.set(PteFlags::R, load);
+        flags.set(PteFlags::W, store);
+        let needed = if access == AccessType::Store { PteFlags::W } else { PteFlags::R };
+        if !flags.contains(needed) {
+            return Err(FillOutcome::Emulate);
+        }
+        return Ok((make_pte(host_page >> PAGE_SHIFT, flags), guest_level));
     };
     if !extent.perms.contains(map_permission(access)) {
         return Err(access_fault);

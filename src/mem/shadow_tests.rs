@@ -1339,3 +1339,159 @@ fn a_watched_code_page_is_never_natively_writable() {
     assert_eq!(hardware(&tables, satp, 0x10_0000, Store), None);
     assert_eq!(hardware(&tables, satp, 0x10_0000, Fetch), Some(HOST_BASE + (page(40) - RAM_BASE)));
 }
+
+/// The goldfish RTC's page on QEMU `virt`, as guest real and as (fake) host physical address.
+const RTC_PAGE: u64 = 0x10_1000;
+const RTC_HOST: u64 = 0x10_1000;
+
+/// The flags of the leaf mapping `va` under the root of `satp`, if any.
+fn leaf_flags<const P: usize>(tables: &ShadowTables<P>, satp: u64, va: u64) -> Option<(u64, PteFlags)> {
+    let mut table = Satp(satp).root();
+    for level in [2u32, 1, 0] {
+        let pte = tables.table(table)?[vpn(va, level)];
+        if pte & V.bits() == 0 {
+            return None;
+        }
+        if pte & (R | X).bits() != 0 {
+            return Some(((pte >> 10) << PAGE_SHIFT, PteFlags::from_bits_truncate(pte)));
+        }
+        table = (pte >> 10) << PAGE_SHIFT;
+    }
+    None
+}
+
+#[test]
+fn a_passthrough_page_is_a_read_write_never_executable_leaf_on_the_device() {
+    let mut backing = vec![0u8; RAM_BYTES];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let realmap = identity_map();
+    let hart = hart();
+    let mut owner = ShadowTables::<16>::new();
+    owner.add_passthrough(RTC_PAGE, RTC_HOST).unwrap();
+    assert_eq!(
+        owner.passthrough_pages().collect::<Vec<_>>(),
+        [PassthroughPage { guest_real: RTC_PAGE, host: RTC_HOST }]
+    );
+    let mut other = ShadowTables::<16>::new();
+
+    // Virtual M-mode: guest real = va.
+    let satp = owner.root_satp(&hart);
+    assert_eq!(owner.fill(&hart, &mut ram, &realmap, HOST_BASE, RTC_PAGE + 4, Load), FillOutcome::Filled);
+    assert_eq!(hardware(&owner, satp, RTC_PAGE + 4, Load), Some(RTC_HOST + 4));
+    assert_eq!(hardware(&owner, satp, RTC_PAGE, Store), Some(RTC_HOST), "read and write");
+    assert_eq!(hardware(&owner, satp, RTC_PAGE, Fetch), None, "never execute");
+    let (host, flags) = leaf_flags(&owner, satp, RTC_PAGE).unwrap();
+    assert_eq!(host, RTC_HOST, "the leaf holds the host device address");
+    assert!(flags.contains(R | W) && !flags.contains(X), "{flags:?}");
+    // A fetch is the instruction access fault the emulation engines give, and installs nothing new.
+    assert_eq!(
+        owner.fill(&hart, &mut ram, &realmap, HOST_BASE, RTC_PAGE + 8, Fetch),
+        access_fault(Fetch, RTC_PAGE + 8)
+    );
+    assert_eq!(hardware(&owner, satp, RTC_PAGE + 8, Fetch), None);
+    // Only that page: its neighbours are still MMIO.
+    for address in [RTC_PAGE - 8, RTC_PAGE + PAGE_SIZE] {
+        let outcome = owner.fill(&hart, &mut ram, &realmap, HOST_BASE, address, Load);
+        assert_eq!(outcome, FillOutcome::NotRam { guest_real: address });
+    }
+    // RAM is as before.
+    assert_eq!(owner.fill(&hart, &mut ram, &realmap, HOST_BASE, page(3), Store), FillOutcome::Filled);
+    assert_eq!(hardware(&owner, satp, page(3), Store), Some(HOST_BASE + 3 * PAGE_SIZE));
+
+    // Another VM's tables know nothing of it: the access is MMIO there (the VMM refuses it), a fetch faults.
+    let other_satp = other.root_satp(&hart);
+    for access in [Load, Store] {
+        let outcome = other.fill(&hart, &mut ram, &realmap, HOST_BASE, RTC_PAGE + 4, access);
+        assert_eq!(outcome, FillOutcome::NotRam { guest_real: RTC_PAGE + 4 });
+        assert_eq!(hardware(&other, other_satp, RTC_PAGE + 4, access), None);
+    }
+    assert_eq!(other.fill(&hart, &mut ram, &realmap, HOST_BASE, RTC_PAGE, Fetch), access_fault(Fetch, RTC_PAGE));
+    assert!(leaves(&other).is_empty());
+    assert_contained(&other, &realmap);
+
+    // A flush drops the leaf; the list stays.
+    owner.flush_all();
+    let satp = owner.root_satp(&hart);
+    assert_eq!(hardware(&owner, satp, RTC_PAGE, Load), None);
+    assert_eq!(owner.fill(&hart, &mut ram, &realmap, HOST_BASE, RTC_PAGE, Store), FillOutcome::Filled);
+    assert_eq!(hardware(&owner, satp, RTC_PAGE, Store), Some(RTC_HOST));
+}
+
+#[test]
+fn a_passthrough_page_obeys_the_guest_translation_and_pmp() {
+    let mut backing = vec![0u8; RAM_BYTES];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let mut builder = Builder::new();
+    // User read-only at 0x4000, user read-write at 0x5000, kernel read-write at 0x6000, user RWX at 0x7000: all
+    // onto the device page.
+    builder.map(&mut ram, 0x4000, RTC_PAGE, 0, V | R | U | A | D);
+    builder.map(&mut ram, 0x5000, RTC_PAGE, 0, V | R | W | U | A | D);
+    builder.map(&mut ram, 0x6000, RTC_PAGE, 0, V | R | W | A | D);
+    builder.map(&mut ram, 0x7000, RTC_PAGE, 0, V | R | W | X | U | A | D);
+    let realmap = identity_map();
+    let mut hart = hart();
+    pmp_all(&mut hart, 7);
+    let mut tables = ShadowTables::<16>::new();
+    tables.add_passthrough(RTC_PAGE, RTC_HOST).unwrap();
+
+    set_mode(&mut hart, Privilege::User, sv39(page(0)), 0);
+    let satp = tables.root_satp(&hart);
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x4010, Load), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, 0x4010, Load), Some(RTC_HOST + 0x10));
+    assert_eq!(hardware(&tables, satp, 0x4010, Store), None, "the guest PTE is read-only");
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x4010, Store), page_fault(Store, 0x4010));
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x5010, Store), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, 0x5010, Store), Some(RTC_HOST + 0x10));
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x6010, Load), page_fault(Load, 0x6010));
+    // Executable in the guest's PTE, never on the device.
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x7000, Fetch), access_fault(Fetch, 0x7000));
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x7000, Load), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, 0x7000, Fetch), None);
+    assert!(leaves(&tables).iter().all(|&(_, _, pte)| pte & X.bits() == 0 || (pte >> 10) << PAGE_SHIFT != RTC_HOST));
+
+    // The guest's PMP: read only takes W away; no entry at all refuses S-mode.
+    pmp_all(&mut hart, 1);
+    set_mode(&mut hart, Privilege::Supervisor, 0, 0);
+    let bare = tables.root_satp(&hart);
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, RTC_PAGE, Store), access_fault(Store, RTC_PAGE));
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, RTC_PAGE, Load), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, bare, RTC_PAGE, Load), Some(RTC_HOST));
+    assert_eq!(hardware(&tables, bare, RTC_PAGE, Store), None);
+    pmp_all(&mut hart, 0);
+    set_mode(&mut hart, Privilege::Supervisor, 0, 0);
+    let _ = tables.root_satp(&hart);
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, RTC_PAGE, Load), access_fault(Load, RTC_PAGE));
+}
+
+#[test]
+fn a_passthrough_page_never_aliases_ram() {
+    let mut backing = vec![0u8; RAM_BYTES];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    let realmap = identity_map();
+    let hart = hart();
+    let mut tables = ShadowTables::<16>::new();
+    // A guest real page the real map covers stays RAM.
+    tables.add_passthrough(page(5), RTC_HOST).unwrap();
+    // A host page inside the VM's RAM slice is never mapped as a device.
+    tables.add_passthrough(RTC_PAGE, HOST_BASE + 2 * PAGE_SIZE).unwrap();
+    let satp = tables.root_satp(&hart);
+    assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, page(5) + 8, Store), FillOutcome::Filled);
+    assert_eq!(hardware(&tables, satp, page(5) + 8, Store), Some(HOST_BASE + 5 * PAGE_SIZE + 8));
+    assert_eq!(hardware(&tables, satp, page(5) + 8, Fetch), Some(HOST_BASE + 5 * PAGE_SIZE + 8));
+    let outcome = tables.fill(&hart, &mut ram, &realmap, HOST_BASE, RTC_PAGE + 8, Load);
+    assert_eq!(outcome, FillOutcome::NotRam { guest_real: RTC_PAGE + 8 });
+    assert_eq!(hardware(&tables, satp, RTC_PAGE + 8, Load), None);
+    assert_contained(&tables, &realmap);
+
+    // What `add_passthrough` refuses.
+    let mut tables = ShadowTables::<16>::new();
+    assert_eq!(tables.add_passthrough(RTC_PAGE + 4, RTC_HOST), Err(PassthroughError::Misaligned));
+    assert_eq!(tables.add_passthrough(RTC_PAGE, RTC_HOST + 8), Err(PassthroughError::Misaligned));
+    assert_eq!(tables.add_passthrough(RTC_PAGE, 1 << 56), Err(PassthroughError::OutOfRange));
+    tables.add_passthrough(RTC_PAGE, RTC_HOST).unwrap();
+    assert_eq!(tables.add_passthrough(RTC_PAGE, RTC_HOST + PAGE_SIZE), Err(PassthroughError::Duplicate));
+    for n in 1..PASSTHROUGH_PAGES as u64 {
+        tables.add_passthrough(RTC_PAGE + n * PAGE_SIZE, RTC_HOST).unwrap();
+    }
+    assert_eq!(tables.add_passthrough(0x20_0000, RTC_HOST), Err(PassthroughError::Full));
+}

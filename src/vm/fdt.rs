@@ -487,6 +487,9 @@ pub const QEMU_VIRT_PLIC: Plic = Plic { base: 0xc00_0000, size: 0x60_0000, ndev:
 pub const QEMU_VIRT_UART: IrqDevice = IrqDevice { base: uart16550::BASE, size: uart16550::SIZE, irq: uart16550::IRQ };
 /// The SiFive test finisher of QEMU's `virt` machine.
 pub const QEMU_VIRT_TEST: Region = Region { base: test_finisher::BASE, size: test_finisher::SIZE };
+/// The goldfish RTC of QEMU's `virt` machine (`google,goldfish-rtc`, PLIC source 11): no DMA, so the native
+/// board can give its page whole to one VM.
+pub const QEMU_VIRT_RTC: IrqDevice = IrqDevice { base: 0x10_1000, size: 0x1000, irq: 11 };
 /// QEMU's input clock of the `virt` UART (`clock-frequency`).
 pub const UART_CLOCK_HZ: u32 = 3_686_400;
 /// The eight virtio-mmio transports of QEMU's `virt` machine: 0x1000_1000 + 0x1000 * i, PLIC source 1 + i.
@@ -530,6 +533,9 @@ pub struct MachineDescription<'a> {
     pub plic: Option<Plic>,
     /// The SiFive test finisher, with the `poweroff` and `reboot` syscon nodes that drive it.
     pub test_finisher: Option<Region>,
+    /// The goldfish RTC ([`QEMU_VIRT_RTC`] on `virt`), for a VM given one; `None` in
+    /// [`qemu_virt`](Self::qemu_virt).
+    pub rtc: Option<IrqDevice>,
     /// The virtio-mmio transports, in the order their nodes appear. (QEMU lists its eight highest address
     /// first, and connects its first `-device` to the highest address, so Linux probes it first; pass the
     /// slice reversed to get that order.)
@@ -560,6 +566,7 @@ impl<'a> MachineDescription<'a> {
             clint: Some(QEMU_VIRT_CLINT),
             plic: Some(QEMU_VIRT_PLIC),
             test_finisher: Some(QEMU_VIRT_TEST),
+            rtc: None,
             virtio_mmio: &[],
             bootargs: None,
             initrd: None,
@@ -789,6 +796,13 @@ fn write_soc(w: &mut FdtWriter<'_>, desc: &MachineDescription<'_>) -> Result<(),
         w.property_u32("clock-frequency", UART_CLOCK_HZ)?;
         write_reg(w, uart.base, uart.size)?;
         w.property_string("compatible", "ns16550a")?;
+        w.end_node()?;
+    }
+    if let Some(rtc) = desc.rtc {
+        w.begin_node_fmt(format_args!("rtc@{:x}", rtc.base))?;
+        write_irq_device(w, desc, rtc.irq)?;
+        write_reg(w, rtc.base, rtc.size)?;
+        w.property_string("compatible", "google,goldfish-rtc")?;
         w.end_node()?;
     }
     for dev in desc.virtio_mmio {
@@ -1177,6 +1191,25 @@ mod tests {
         phandles.dedup();
         assert_eq!(phandles.len(), count);
         assert_eq!(count, 2 + 2 * 4);
+    }
+
+    #[test]
+    fn a_goldfish_rtc_is_described_as_qemu_virt_describes_it() {
+        let without = parse(&dtb(&MachineDescription::qemu_virt(1, 16 << 20)));
+        assert!(without.iter().all(|(path, _)| !path.contains("rtc")), "no RTC unless given one");
+        let desc = MachineDescription { rtc: Some(QEMU_VIRT_RTC), ..MachineDescription::qemu_virt(1, 16 << 20) };
+        let blob = dtb(&desc);
+        let got = parse(&blob);
+        let (_, props) = got.iter().find(|(path, _)| path == "/soc/rtc@101000").expect("an rtc node");
+        let prop = |name: &str| props.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        assert_eq!(prop("compatible"), Some(b"google,goldfish-rtc\0".to_vec()));
+        assert_eq!(prop("reg"), Some(reg(0x10_1000, 0x1000)));
+        assert_eq!(prop("interrupts"), Some(cells(&[11])));
+        assert_eq!(prop("interrupt-parent"), Some(cells(&[PHANDLE_PLIC])));
+        let tree = fdt::Fdt::new(&blob).unwrap();
+        let node = tree.find_compatible(&["google,goldfish-rtc"]).expect("found by compatible");
+        let region = node.reg().unwrap().next().unwrap();
+        assert_eq!((region.starting_address as u64, region.size), (0x10_1000, Some(0x1000)));
     }
 
     #[test]

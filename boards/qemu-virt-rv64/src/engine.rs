@@ -44,9 +44,11 @@
 //! it starts watching, `Threaded::take_watched`, lose W in existing leaves), so no native store leaves a stale
 //! block behind.
 //!
-//! The engine must never map, allow or leave the guest anything outside its partition: `satp` always holds a
-//! shadow root of this VM's tables (which map only its real map), PMP is reprogrammed for this VM before it runs,
-//! and `mstatus` is rebuilt from scratch (MPP = U, MPRV = 0) for every entry.
+//! The engine must never map, allow or leave the guest anything outside its partition and the device page given
+//! to it ([`NativeEngine::pass_through`]): `satp` always holds a shadow root of this VM's tables (which map only
+//! its real map and its own passthrough page), PMP is reprogrammed for this VM before it runs (its device page
+//! read/write in entries 6-7, empty for a VM without one), and `mstatus` is rebuilt from scratch (MPP = U,
+//! MPRV = 0) for every entry.
 
 use trapeze::exec::native::{self, Action, HostTrap};
 use trapeze::exec::threaded::Threaded;
@@ -57,7 +59,7 @@ use trapeze::hart::Hart;
 use trapeze::isa::csr::{self, mstatus};
 use trapeze::isa::Inst;
 use trapeze::mem::mmu::Memory;
-use trapeze::mem::shadow::{self, FillOutcome, LeafGrant, ShadowTables};
+use trapeze::mem::shadow::{self, FillOutcome, LeafGrant, PassthroughError, ShadowTables};
 use trapeze::mem::sv39::AccessType;
 use trapeze::mem::{DirtyCode, Ram};
 use trapeze::patch::copies::{self, CodeCopies};
@@ -177,6 +179,8 @@ pub struct NativeEngine {
     context: GuestContext,
     /// The VM's RAM partition in host physical addresses.
     partition: (u64, u64),
+    /// The host device page given whole to the VM, `[start, end)` (empty: none).
+    device: (u64, u64),
     /// The last exit was the guest's `sfence.vma` with these operands (address, ASID): drop the shadow mappings
     /// it covers before the guest runs again.
     fence_pending: Option<(Option<u64>, Option<u16>)>,
@@ -202,6 +206,7 @@ impl NativeEngine {
             shadow,
             context: GuestContext::new(),
             partition,
+            device: (0, 0),
             fence_pending: None,
             fenced: None,
             last_fill: None,
@@ -225,6 +230,19 @@ impl NativeEngine {
             refused: [None; REFUSED_PAGES],
             stats: PatchStats::default(),
         });
+    }
+
+    /// Gives the VM the host device page `host` (a device without DMA, no other VM's) at guest real page
+    /// `guest_real`: its shadow tables map it straight to the device (read and write, never execute, see
+    /// `trapeze::mem::shadow`), and the PMP lets U-mode reach it while this VM runs, and no other. One page per
+    /// VM (the PMP has one pair of entries for it). Call before the VM first runs.
+    pub fn pass_through(&mut self, guest_real: u64, host: u64) -> Result<(), PassthroughError> {
+        if self.device.0 != self.device.1 {
+            return Err(PassthroughError::Full);
+        }
+        self.shadow.add_passthrough(guest_real, host)?;
+        self.device = (host, host + 4096);
+        Ok(())
     }
 
     /// What the patching scanner did (`None`: the VM's counters trap).
@@ -260,7 +278,7 @@ impl NativeEngine {
             let pool_end = pool_start + core::mem::size_of::<ShadowTables<POOL>>() as u64;
             // The patched copies are the only other memory the guest may fetch from (none: an empty range).
             let copies = self.patcher.as_ref().map_or((0, 0), |patcher| patcher.copies.host_range());
-            hw::set_pmp(self.partition, (pool_start & !3, (pool_end + 3) & !3), copies);
+            hw::set_pmp(self.partition, (pool_start & !3, (pool_end + 3) & !3), copies, self.device);
             hw::set_counteren(if self.patcher.is_some() { 0b111 } else { 0 });
             *loaded = self.id;
             self.fenced = None;

@@ -118,18 +118,24 @@ pub fn sfence_page(va: u64) {
 }
 
 /// Walls U-mode into the `partition` (read, write, execute), the shadow table `pool` (read only: hardware page
-/// walks of the shadow tables are checked as S-mode reads) and the patched `code` copies (execute only), each a
-/// `[start, end)` range, and nothing else. Every bound must be a multiple of 4. M-mode is not restricted (no
+/// walks of the shadow tables are checked as S-mode reads), the patched `code` copies (execute only) and the
+/// `device` page given whole to the VM (read and write, never execute; an empty range for a VM without one), each
+/// a `[start, end)` range, and nothing else. Every bound must be a multiple of 4. M-mode is not restricted (no
 /// entry is locked).
-pub fn set_pmp(partition: (u64, u64), pool: (u64, u64), code: (u64, u64)) {
+pub fn set_pmp(partition: (u64, u64), pool: (u64, u64), code: (u64, u64), device: (u64, u64)) {
     const TOR: u64 = 1 << 3;
     const R: u64 = 1;
+    const W: u64 = 2;
     const X: u64 = 4;
     const RWX: u64 = 7;
     // Entry 0 (OFF) holds the partition's start for entry 1 (TOR, RWX); entry 2 (OFF) the pool's start for
     // entry 3 (TOR, R); entry 4 (OFF) the patched code copies' start for entry 5 (TOR, X; an empty range when
-    // the VM has none). Entries 6 and up stay OFF, so any other address fails for U-mode.
-    let cfg = ((TOR | RWX) << 8) | ((TOR | R) << 24) | ((TOR | X) << 40);
+    // the VM has none); entry 6 (OFF) the device page's start for entry 7 (TOR, RW; empty for a VM without one).
+    // Entries 8 and up stay OFF, so any other address fails for U-mode. An empty range leaves its entry OFF too:
+    // QEMU 7.2 computes the end of a TOR entry whose address is 0 as `(0 << 2) - 1`, so a TOR entry over (0, 0)
+    // would match every address.
+    let tor = |range: (u64, u64), perms: u64| if range.0 < range.1 { TOR | perms } else { 0 };
+    let cfg = (tor(partition, RWX) << 8) | (tor(pool, R) << 24) | (tor(code, X) << 40) | (tor(device, R | W) << 56);
     // SAFETY: M-mode writes to unlocked PMP entries only restrict S/U-mode accesses; the fence makes the change
     // visible to cached translations.
     unsafe {
@@ -141,6 +147,8 @@ pub fn set_pmp(partition: (u64, u64), pool: (u64, u64), code: (u64, u64)) {
             "csrw pmpaddr3, {a3}",
             "csrw pmpaddr4, {a4}",
             "csrw pmpaddr5, {a5}",
+            "csrw pmpaddr6, {a6}",
+            "csrw pmpaddr7, {a7}",
             "csrw pmpcfg2, zero",
             "csrw pmpcfg0, {cfg}",
             "sfence.vma",
@@ -150,6 +158,8 @@ pub fn set_pmp(partition: (u64, u64), pool: (u64, u64), code: (u64, u64)) {
             a3 = in(reg) pool.1 >> 2,
             a4 = in(reg) code.0 >> 2,
             a5 = in(reg) code.1 >> 2,
+            a6 = in(reg) device.0 >> 2,
+            a7 = in(reg) device.1 >> 2,
             cfg = in(reg) cfg,
         );
     }

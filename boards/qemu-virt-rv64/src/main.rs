@@ -12,6 +12,10 @@
 //! virtual `mstatus.FS`) and `arith`. `traps` is left out: its misaligned SC checks need the host to trap a
 //! misaligned SC that has no reservation, and QEMU 7.2 just fails it.
 //!
+//! `rtc` runs twice: vm19 is given QEMU `virt`'s goldfish RTC whole (a dedicated device without DMA, mapped
+//! straight into its shadow tables and let through by its PMP alone) and reads the time from it; vm20 is not, and
+//! its accesses to the RTC's page get the access fault.
+//!
 //! U-Boot (virtual S-mode, the VMM's SBI) runs beside them; when the runner gives the machine a virtio-blk disk
 //! (`DISK_FILE`), U-Boot gets the disk's first MBR partition as its own virtio disk (`disk`).
 #![no_std]
@@ -52,7 +56,7 @@ use trapeze::hart::{Hart, HartConfig};
 use trapeze::mem::shadow::ShadowTables;
 use trapeze::mem::{Ram, RAM_BASE};
 use trapeze::vm::boot::{place_devicetree, KERNEL_OFFSET};
-use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription};
+use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription, QEMU_VIRT_RTC};
 use trapeze::vm::loader::{load_elf, load_raw};
 use trapeze::vm::virt::{self, VirtDevices};
 use trapeze::vm::{Clock, Devices, RunOutcome, Vm};
@@ -62,8 +66,8 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 
 /// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
 const VM_RAM_SIZE: usize = 16 << 20;
-/// How many VMs the board runs: the thirteen of the demo (U-Boot among them) and the six benchmark guests.
-const MAX_VMS: usize = 19;
+/// How many VMs the board runs: the fifteen of the demo (U-Boot among them) and the six benchmark guests.
+const MAX_VMS: usize = 21;
 /// Partitions of [`VM_RAM_SIZE`]: every VM but U-Boot has one.
 const SMALL_PARTITIONS: usize = MAX_VMS - 1;
 /// The board stops waiting for the VMs of one schedule after 100 s (then the ones not done fail).
@@ -115,6 +119,7 @@ static ARITH: &[u8] = include_bytes!(env!("BOARD_GUEST_ARITH"));
 static BENCH_INT: &[u8] = include_bytes!(env!("BOARD_GUEST_BENCH_INT"));
 static CONTAIN: &[u8] = include_bytes!(env!("BOARD_GUEST_CONTAIN"));
 static COUNTERS: &[u8] = include_bytes!(env!("BOARD_GUEST_COUNTERS"));
+static RTC: &[u8] = include_bytes!(env!("BOARD_GUEST_RTC"));
 static UBOOT: &[u8] = include_bytes!(env!("BOARD_UBOOT"));
 /// What the board types at U-Boot, each once the text before it has appeared: stop autoboot, ask `version`, ask
 /// for the SBI implementation, sleep a second (timer), and wait for the answer.
@@ -299,9 +304,21 @@ impl Clock for BoardClock {
 struct ReportingDevices {
     vm: usize,
     inner: VirtDevices<'static, VmConsole, disk::Partition>,
+    /// The device page given whole to this VM (guest real page, host page): its native accesses never reach
+    /// here, but an instruction the engine emulates (or runs in an excursion) does, and is served on the device.
+    passthrough: Option<(u64, u64)>,
+    /// How many of the VM's accesses to its passthrough page the VMM served (emulated instructions).
+    passthrough_served: u64,
 }
 
 impl ReportingDevices {
+    /// The host address of a 32-bit access at guest real `addr` in the VM's passthrough page.
+    fn passthrough_host(&self, addr: u64, size: u8) -> Option<u64> {
+        let (guest, host) = self.passthrough?;
+        let offset = addr.checked_sub(guest).filter(|&offset| offset < 4096 && size == 4 && addr.is_multiple_of(4))?;
+        Some(host + offset)
+    }
+
     fn report<T>(&self, result: Result<T, MmioError>, addr: u64, what: &str) -> Result<T, MmioError> {
         if result.is_err() {
             println!("board: vm{}: {what} of {addr:#x} refused (no device there): access fault injected", self.vm);
@@ -313,10 +330,22 @@ impl ReportingDevices {
 
 impl Devices for ReportingDevices {
     fn read(&mut self, addr: u64, size: u8, ram: &mut Ram) -> Result<u64, MmioError> {
+        if let Some(host) = self.passthrough_host(addr, size) {
+            self.passthrough_served += 1;
+            // SAFETY: an aligned 32-bit register of the device page given to this VM alone (no DMA, so reading it
+            // touches nothing else); the board runs bare, physical = virtual.
+            return Ok(u64::from(unsafe { core::ptr::read_volatile(host as *const u32) }));
+        }
         let result = self.inner.read(addr, size, ram);
         self.report(result, addr, "load")
     }
     fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError> {
+        if let Some(host) = self.passthrough_host(addr, size) {
+            self.passthrough_served += 1;
+            // SAFETY: as for `read`: the VM may write its own device's registers natively too.
+            unsafe { core::ptr::write_volatile(host as *mut u32, value as u32) };
+            return Ok(None);
+        }
         let result = self.inner.write(addr, size, value, ram);
         self.report(result, addr, "store")
     }
@@ -402,6 +431,27 @@ fn make_guest(
     image: Image,
     expect: Expect,
 ) -> Guest {
+    make_described_guest(
+        index,
+        partition,
+        name,
+        console,
+        image,
+        expect,
+        MachineDescription::qemu_virt(1, VM_RAM_SIZE as u64),
+    )
+}
+
+/// [`make_guest`], with the devicetree of `description`.
+fn make_described_guest(
+    index: usize,
+    partition: usize,
+    name: &'static str,
+    console: &'static BoardConsole,
+    image: Image,
+    expect: Expect,
+    description: MachineDescription,
+) -> Guest {
     // SAFETY: each partition is given to one VM, so this is the only reference to it.
     let bytes = unsafe { &mut (&mut *core::ptr::addr_of_mut!(PARTITIONS))[partition].0[..] };
     let mut guest = build_guest(index, name, console, bytes, 1, &[], expect);
@@ -413,7 +463,6 @@ fn make_guest(
     let (entry, end) = loaded.unwrap_or_else(|e| panic!("{name}: cannot load the guest: {e:?}"));
     // As on QEMU `virt` (and `trapeze run`): a0 = hart id, a1 = the machine's devicetree at the end of RAM.
     let mut blob = vec![0u8; 16 << 10];
-    let description = MachineDescription::qemu_virt(1, VM_RAM_SIZE as u64);
     let length = write_dtb(&description, &mut blob).unwrap_or_else(|e| panic!("{name}: devicetree: {e:?}"));
     let (devicetree, _) = place_devicetree(ram, &blob[..length], None, end)
         .unwrap_or_else(|e| panic!("{name}: cannot place the devicetree: {e:?}"));
@@ -446,7 +495,12 @@ fn build_guest(
         mux.attach(index);
     }
     let port = BoardMux::port(console, index);
-    let devices = ReportingDevices { vm: index, inner: VirtDevices::new(VmConsole::new(port, script)) };
+    let devices = ReportingDevices {
+        vm: index,
+        inner: VirtDevices::new(VmConsole::new(port, script)),
+        passthrough: None,
+        passthrough_served: 0,
+    };
     let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock { index }));
     let vm = Vm::new(harts, ram, devices, clock).unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
     defmt::info!("vm {=usize}: partition {=u64:#x}..{=u64:#x}", index, partition.0, partition.1);
@@ -499,6 +553,29 @@ fn counters_guest(index: usize, partition: usize, console: &'static BoardConsole
     let mut guest = make_guest(index, partition, "counters", console, Image::Elf(COUNTERS), Expect::PowerOff);
     guest.mode = if cached { Mode::PatchingCached } else { Mode::Patching };
     guest.pause_after_counter_reads = Some(5_000);
+    guest
+}
+
+/// An `rtc` VM (issue 11, dedicated devices). With `owner`, QEMU `virt`'s goldfish RTC (a device without DMA) is
+/// given whole to it: in its devicetree, mapped straight into its shadow tables (its accesses never leave the
+/// guest) and let through by its PMP alone. Without, it finds no RTC in its devicetree and checks that touching
+/// the owner's gets the access fault.
+fn rtc_guest(index: usize, partition: usize, console: &'static BoardConsole, owner: bool) -> Guest {
+    let mut description = MachineDescription::qemu_virt(1, VM_RAM_SIZE as u64);
+    if owner {
+        description.rtc = Some(QEMU_VIRT_RTC);
+    }
+    let mut guest =
+        make_described_guest(index, partition, "rtc", console, Image::Elf(RTC), Expect::PowerOff, description);
+    if owner {
+        // The board runs bare in M-mode: the device's host physical address is its guest real one on `virt`.
+        let page = QEMU_VIRT_RTC.base;
+        guest.engine.pass_through(page, page).unwrap_or_else(|e| panic!("rtc: cannot pass the RTC through: {e:?}"));
+        guest.vm.devices.passthrough = Some((page, page));
+        // Counters trapping and no code caching: no excursion emulates its RTC reads, so every one is native (the
+        // board reports how many the VMM served: none).
+        guest.mode = Mode::Trapping;
+    }
     guest
 }
 
@@ -922,6 +999,9 @@ fn main() -> ! {
         make_guest(10, 9, "contain", console, Image::Elf(CONTAIN), PowerOff),
         counters_guest(11, 10, console, false),
         counters_guest(17, 16, console, true),
+        // QEMU `virt`'s goldfish RTC, given whole to vm19; vm20 must not reach it.
+        rtc_guest(19, 18, console, true),
+        rtc_guest(20, 19, console, false),
     ];
 
     schedule(&mut guests);
@@ -969,6 +1049,10 @@ fn main() -> ! {
             "    {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta, {} walled",
             stats.entries, stats.fills, stats.emulated, stats.exits, stats.quanta, stats.walled
         );
+        if let Some((page, _)) = guest.vm.devices.passthrough {
+            let served = guest.vm.devices.passthrough_served;
+            println!("    passthrough page {page:#x}: {served} accesses served by the VMM");
+        }
         if let Some(patch) = guest.engine.patch_stats() {
             println!(
                 "    counters delegated: {} pages scanned, {} sites patched, {} site traps, {} pages dropped when \
