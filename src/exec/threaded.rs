@@ -66,6 +66,41 @@ pub struct Ctx<'m, 'a> {
     path: DataPath,
     /// The exit a handler returned [`Flow::Exit`] for.
     exit: Exit,
+    /// Whether CSR reads are served in the engine, and the clock for `time` (see [`InlineReads`]).
+    inline_reads: Option<InlineReads>,
+    /// CSR reads served in the engine during this run.
+    served_inline: ServedInline,
+}
+
+/// CSR reads the engine served itself ([`InlineReads`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServedInline {
+    /// Every CSR read served.
+    pub reads: u64,
+    /// The reads of `time` among them.
+    pub time_reads: u64,
+    /// The largest `time` value served (0 when none was).
+    pub latest_time: u64,
+}
+
+/// Lets the engine serve a CSR access that only reads (`csrr`: `csrrs`/`csrrc` from `x0`, or with a zero
+/// immediate) itself, instead of leaving for the dispatcher: the value is the hart's, as the dispatcher would
+/// read it, so only timing changes. A read that would fault, and a read of `cycle`, `instret` or their machine
+/// and performance-counter siblings (the engine brings `instret` up to date only at the end of a run), still
+/// leaves. `time` is read from a live clock while its value is before `until`, the host's next event (the end of
+/// the time quantum, which comes no later than the guest's next timer deadline): past it, the read leaves, so the
+/// dispatcher's path brings the devices up to date and a timer that has fired is taken at once.
+///
+/// A host enables it where leaving is dear and the clock is cheap to read (the native board's excursions);
+/// without it, every CSR access leaves, as the interpreter's does.
+#[derive(Debug, Clone, Copy)]
+pub struct InlineReads {
+    /// The host clock, in ticks of the guest's timebase.
+    pub clock: fn() -> u64,
+    /// The guest's `time` is `clock() - offset`.
+    pub offset: u64,
+    /// Host clock value from which `time` reads leave the engine.
+    pub until: u64,
 }
 
 /// A handler: executes one predecoded instruction at guest pc `pc` (the block loop tracks the pc; `hart.pc`
@@ -120,6 +155,10 @@ pub struct Threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize> {
     /// a host that also lets a real CPU write guest RAM (the native board) must take native write access away
     /// from them, since a native store bypasses the watch.
     watched: DirtyCode,
+    /// CSR reads served in the engine, when the host allows them ([`Threaded::serve_reads_inline`]).
+    inline_reads: Option<InlineReads>,
+    /// CSR reads served in the engine since [`Threaded::take_served_inline`] last asked.
+    served_inline: ServedInline,
 }
 
 const NO_PAGES: DirtyCode = DirtyCode::Pages { pages: [0; DIRTY_CAPACITY], len: 0 };
@@ -155,7 +194,19 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             stopped: [None; STOP_SLOTS],
             invalidated: NO_PAGES,
             watched: NO_PAGES,
+            inline_reads: None,
+            served_inline: ServedInline { reads: 0, time_reads: 0, latest_time: 0 },
         }
+    }
+
+    /// Serves CSR reads in the engine from now on ([`InlineReads`]), or (`None`) leaves for every CSR access.
+    pub fn serve_reads_inline(&mut self, reads: Option<InlineReads>) {
+        self.inline_reads = reads;
+    }
+
+    /// The CSR reads served in the engine since the last call.
+    pub fn take_served_inline(&mut self) -> ServedInline {
+        core::mem::take(&mut self.served_inline)
     }
 
     /// The pages (RAM offset / 4096) the engine started watching since the last call ([`DirtyCode::All`] when it
@@ -355,7 +406,13 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
     fn run_blocks(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         let path = memory.data_path(hart);
         let memory = Memory { ram: &mut *memory.ram, realmap: memory.realmap, tlb: &mut *memory.tlb };
-        let mut ctx = Ctx { memory, path, exit: Exit::BudgetExhausted };
+        let mut ctx = Ctx {
+            memory,
+            path,
+            exit: Exit::BudgetExhausted,
+            inline_reads: self.inline_reads,
+            served_inline: ServedInline::default(),
+        };
         let mut remaining = budget;
         let mut last: Option<LastBlock> = None;
         // Instructions retired by blocks (the interpreter counts its own in `instret`), block entries, chain hops.
@@ -459,6 +516,9 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
         hart.instret = hart.instret.wrapping_add(retired_in_blocks);
         self.stats.blocks_entered += entered;
         self.stats.blocks_chained += chained;
+        self.served_inline.reads += ctx.served_inline.reads;
+        self.served_inline.time_reads += ctx.served_inline.time_reads;
+        self.served_inline.latest_time = self.served_inline.latest_time.max(ctx.served_inline.latest_time);
         exit
     }
 }
@@ -487,7 +547,14 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
     fn run_execute_armed(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         let path = memory.data_path(hart);
         let memory = Memory { ram: &mut *memory.ram, realmap: memory.realmap, tlb: &mut *memory.tlb };
-        let mut ctx = Ctx { memory, path, exit: Exit::BudgetExhausted };
+        // Debugging runs leave for every CSR access, as the interpreter does.
+        let mut ctx = Ctx {
+            memory,
+            path,
+            exit: Exit::BudgetExhausted,
+            inline_reads: None,
+            served_inline: ServedInline::default(),
+        };
         let mut remaining = budget;
         let mut last: Option<LastBlock> = None;
         let (mut retired_in_blocks, mut entered) = (0u64, 0u64);
@@ -770,8 +837,40 @@ const CSR_OPS: [CsrOp; 6] = [CsrOp::Rw, CsrOp::Rs, CsrOp::Rc, CsrOp::Rwi, CsrOp:
 fn csr_exit(hart: &mut Hart, ctx: &mut Ctx, op: &Op, pc: u64) -> Flow {
     let word = op.imm as u32;
     let csr_op = CSR_OPS[(op.rs2 as usize).min(CSR_OPS.len() - 1)];
+    if let Some(reads) = ctx.inline_reads {
+        if let Some(value) = inline_read(hart, &reads, csr_op, op.rs1, (word >> 20) as u16) {
+            ctx.served_inline.reads += 1;
+            if (word >> 20) as u16 == crate::isa::csr::TIME {
+                ctx.served_inline.time_reads += 1;
+                ctx.served_inline.latest_time = value;
+            }
+            hart.set_x(op.rd, value);
+            return Flow::Next;
+        }
+    }
     let inst = Inst::Csr { op: csr_op, rd: op.rd, src: op.rs1, csr: (word >> 20) as u16 };
     leave(hart, ctx, pc, Exit::System { inst, word, len: op.len })
+}
+
+/// The value of a CSR access served in the engine ([`InlineReads`]), `None` when it must leave: it writes, it
+/// faults, or it reads a counter the engine cannot give exactly.
+#[inline(always)]
+fn inline_read(hart: &Hart, reads: &InlineReads, op: CsrOp, src: u8, csr: u16) -> Option<u64> {
+    use crate::isa::csr::{CYCLE, HPMCOUNTER31, MCYCLE, MHPMCOUNTER31, TIME};
+    let read_only = matches!(op, CsrOp::Rs | CsrOp::Rc | CsrOp::Rsi | CsrOp::Rci) && src == 0;
+    if !read_only || (CYCLE..=HPMCOUNTER31).contains(&csr) && csr != TIME || (MCYCLE..=MHPMCOUNTER31).contains(&csr) {
+        return None;
+    }
+    let time = if csr == TIME {
+        let now = (reads.clock)();
+        if now >= reads.until {
+            return None;
+        }
+        now.wrapping_sub(reads.offset)
+    } else {
+        0
+    };
+    hart.read_csr(csr, time).ok()
 }
 
 fn nop(_hart: &mut Hart, _ctx: &mut Ctx, _op: &Op, _pc: u64) -> Flow {
@@ -1032,6 +1131,48 @@ mod tests {
         let written = engine.take_invalidated().expect("page 1 was written");
         assert_eq!(written.pages(), Some(&[1u64][..]));
         assert_eq!(engine.take_invalidated(), None, "reported once");
+    }
+
+    /// With [`InlineReads`], a CSR access that only reads is served in the engine with the dispatcher's value;
+    /// `instret`, writes, and `time` from the host's deadline on still leave.
+    #[test]
+    fn csr_reads_are_served_inline_only_when_they_cannot_differ() {
+        use crate::isa::{csr, encode, CsrOp};
+        fn host_clock() -> u64 {
+            1_000
+        }
+        let read = |rd, csr| Inst::Csr { op: CsrOp::Rs, rd, src: 0, csr };
+        let write = Inst::Csr { op: CsrOp::Rs, rd: 13, src: 5, csr: csr::MSCRATCH };
+        let program = [read(10, csr::MSCRATCH), read(11, csr::TIME), read(12, csr::INSTRET), write];
+        let mut backing = vec![0u8; 0x1000];
+        for (index, inst) in program.iter().enumerate() {
+            backing[4 * index..4 * index + 4].copy_from_slice(&encode(inst).to_le_bytes());
+        }
+        let mut code_pages = [0u64; 1];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        ram.attach_code_watch(&mut code_pages);
+        let realmap = VmRealMap::for_ram(&ram).unwrap();
+        let mut tlb = Tlb::new();
+        let mut memory = Memory { ram: &mut ram, realmap: &realmap, tlb: &mut tlb };
+        let mut hart = Hart::new(HartConfig::rv64gc(0));
+        hart.reset(RAM_BASE);
+        hart.write_csr(csr::MSCRATCH, 0x5eed).unwrap();
+        let mut engine = Threaded::<256, 16, 32>::new();
+        engine.serve_reads_inline(Some(InlineReads { clock: host_clock, offset: 400, until: 2_000 }));
+        let exit = engine.run(&mut hart, &mut memory, 100);
+        assert_eq!((hart.x(10), hart.x(11)), (0x5eed, 600), "mscratch, and time = clock - offset");
+        assert_eq!(exit, Exit::System { inst: program[2], word: encode(&program[2]), len: 4 }, "instret leaves");
+        assert_eq!((hart.pc, hart.instret), (RAM_BASE + 8, 2));
+        assert_eq!(engine.take_served_inline(), ServedInline { reads: 2, time_reads: 1, latest_time: 600 });
+        hart.pc += 4;
+        let exit = engine.run(&mut hart, &mut memory, 100);
+        assert_eq!(exit, Exit::System { inst: write, word: encode(&write), len: 4 }, "a write leaves");
+        // From the host's deadline on, `time` leaves too: the dispatcher's path brings the timers up to date.
+        engine.serve_reads_inline(Some(InlineReads { clock: host_clock, offset: 400, until: 1_000 }));
+        hart.pc = RAM_BASE + 4;
+        let exit = engine.run(&mut hart, &mut memory, 100);
+        assert_eq!(exit, Exit::System { inst: program[1], word: encode(&program[1]), len: 4 });
+        assert_eq!(engine.take_served_inline(), ServedInline::default());
     }
 
     /// The handler tables are indexed by the enums' discriminants: each entry must be the one for its kind.

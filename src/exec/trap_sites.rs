@@ -130,19 +130,22 @@ impl<const SLOTS: usize> TrapSites<SLOTS> {
         budget.min(self.excursion.map_or(QUIET_RUN, |excursion| excursion.quiet_limit))
     }
 
-    /// An excursion's emulated run, given `given` instructions, retired `retired` and ended as `end`. Returns
-    /// whether execution goes back to the real CPU now (the run was quiet: its whole quiet limit without an
-    /// exit), which ends the excursion.
-    pub fn after_emulated_run(&mut self, given: u64, retired: u64, end: RunEnd) -> bool {
+    /// An excursion's emulated run, given `given` instructions, retired `retired`, served `served_inline` exits
+    /// without leaving the emulation engine (CSR reads it answers itself) and ended as `end`. Returns whether
+    /// execution goes back to the real CPU now (the run was quiet: its whole quiet limit without an exit), which
+    /// ends the excursion.
+    pub fn after_emulated_run(&mut self, given: u64, retired: u64, served_inline: u64, end: RunEnd) -> bool {
         self.stats.emulated += retired;
         let Some(excursion) = self.excursion.as_mut() else { return true };
+        let served = served_inline + u64::from(end == RunEnd::Exit);
+        if served > 0 {
+            excursion.served += served;
+            excursion.quiet_limit = (excursion.quiet_limit * 2).min(QUIET_RUN_MAX);
+            self.stats.exits_in_excursions += served;
+            return false;
+        }
         match end {
-            RunEnd::Exit => {
-                excursion.served += 1;
-                excursion.quiet_limit = (excursion.quiet_limit * 2).min(QUIET_RUN_MAX);
-                self.stats.exits_in_excursions += 1;
-                false
-            }
+            RunEnd::Exit => false,
             RunEnd::Budget if given >= excursion.quiet_limit && retired >= given => {
                 if excursion.served == 0 {
                     // Nothing gained: the site has to trap often again before the next excursion.
@@ -182,19 +185,19 @@ mod tests {
         assert_eq!(sites.excursion_budget(1_000_000), QUIET_RUN);
         for served in 1..=3 {
             let given = sites.excursion_budget(1_000_000);
-            assert!(!sites.after_emulated_run(given, 3, RunEnd::Exit));
+            assert!(!sites.after_emulated_run(given, 3, 0, RunEnd::Exit));
             assert!(sites.in_excursion());
             assert_eq!(sites.excursion_budget(1_000_000), (QUIET_RUN << served).min(QUIET_RUN_MAX));
         }
         for _ in 0..10 {
-            assert!(!sites.after_emulated_run(1, 1, RunEnd::Exit));
+            assert!(!sites.after_emulated_run(1, 1, 0, RunEnd::Exit));
         }
         assert_eq!(sites.excursion_budget(1_000_000), QUIET_RUN_MAX, "up to the longest quiet stretch");
         // A budget smaller than a quiet run does not prove quiet.
-        assert!(!sites.after_emulated_run(10, 10, RunEnd::Budget));
+        assert!(!sites.after_emulated_run(10, 10, 0, RunEnd::Budget));
         assert!(sites.in_excursion());
-        assert!(!sites.after_emulated_run(QUIET_RUN, QUIET_RUN, RunEnd::Budget), "not yet the quiet limit");
-        assert!(sites.after_emulated_run(QUIET_RUN_MAX, QUIET_RUN_MAX, RunEnd::Budget), "quiet: back to native");
+        assert!(!sites.after_emulated_run(QUIET_RUN, QUIET_RUN, 0, RunEnd::Budget), "not yet the quiet limit");
+        assert!(sites.after_emulated_run(QUIET_RUN_MAX, QUIET_RUN_MAX, 0, RunEnd::Budget), "quiet: back to native");
         assert!(!sites.in_excursion());
         assert_eq!(
             sites.stats,
@@ -211,12 +214,28 @@ mod tests {
     }
 
     #[test]
+    fn exits_served_inside_the_emulation_engine_keep_the_excursion_going() {
+        let mut sites: TrapSites<64> = TrapSites::new();
+        for _ in 0..HOT_AFTER {
+            sites.note_native_exit(0x8000_5000);
+        }
+        // A run that spends its whole quiet limit but answered reads itself was not quiet.
+        assert!(!sites.after_emulated_run(QUIET_RUN, QUIET_RUN, 5, RunEnd::Budget));
+        assert!(sites.in_excursion());
+        assert_eq!(sites.excursion_budget(u64::MAX), 2 * QUIET_RUN);
+        assert_eq!(sites.stats.exits_in_excursions, 5);
+        // Then a truly quiet stretch ends it, and it was not wasted.
+        assert!(sites.after_emulated_run(2 * QUIET_RUN, 2 * QUIET_RUN, 0, RunEnd::Budget));
+        assert_eq!(sites.stats.wasted, 0);
+    }
+
+    #[test]
     fn a_wasted_excursion_demotes_its_site_and_other_sites_do_not_share_counts() {
         let mut sites: TrapSites<64> = TrapSites::new();
         for _ in 0..HOT_AFTER {
             sites.note_native_exit(0x8000_2000);
         }
-        assert!(sites.after_emulated_run(QUIET_RUN, QUIET_RUN, RunEnd::Budget), "quiet at once: back to native");
+        assert!(sites.after_emulated_run(QUIET_RUN, QUIET_RUN, 0, RunEnd::Budget), "quiet at once: back to native");
         assert_eq!(sites.stats.wasted, 1);
         sites.note_native_exit(0x8000_2000);
         assert!(!sites.in_excursion(), "demoted: it must trap often again");

@@ -51,7 +51,7 @@
 //! MPRV = 0) for every entry.
 
 use trapeze::exec::native::{self, Action, HostTrap};
-use trapeze::exec::threaded::Threaded;
+use trapeze::exec::threaded::{InlineReads, Threaded};
 use trapeze::exec::trap_sites::{RunEnd, SiteStats, TrapSites};
 use trapeze::exec::{interp, Engine};
 use trapeze::hart::Exception;
@@ -103,6 +103,17 @@ impl SiteCache {
     pub const fn new() -> Self {
         Self { engine: Threaded::new(), sites: TrapSites::new() }
     }
+}
+
+/// A VM's time as its guest sees it (`time`), for excursions to serve reads from: the board's clock functions
+/// and the VM they are asked about.
+#[derive(Clone, Copy)]
+pub struct GuestClock {
+    /// The VM's time now.
+    pub now: fn(usize) -> u64,
+    /// The guest was given `time` values up to this one (its clock must never go below it).
+    pub served: fn(usize, u64),
+    pub vm: usize,
 }
 
 /// What the patching scanner did for a VM whose counters are delegated.
@@ -195,6 +206,12 @@ pub struct NativeEngine {
     /// Machine time since which an excursion has been running in this slice (all of it is the guest's time:
     /// its instructions run, emulated, and the dispatcher serves them; see [`NativeEngine::end_slice`]).
     excursion_since: Option<u64>,
+    /// When the slice's time quantum ends (machine time), fixed by the slice's first native run: see
+    /// [`NativeEngine::run`].
+    quantum_end: Option<u64>,
+    /// The VM's time as its guest sees it: lets excursions answer `time` reads without leaving the threaded
+    /// engine (`None`: every read leaves).
+    guest_clock: Option<GuestClock>,
     pub stats: Stats,
 }
 
@@ -213,6 +230,8 @@ impl NativeEngine {
             patcher: None,
             site_cache: None,
             excursion_since: None,
+            quantum_end: None,
+            guest_clock: None,
             stats: Stats::default(),
         }
     }
@@ -259,9 +278,21 @@ impl NativeEngine {
     /// The VM's slice ended at machine time `now`: the time an excursion ran in it becomes guest time (read
     /// once per slice rather than around every emulated run, which would cost two clock reads per trap served).
     pub fn end_slice(&mut self, now: u64) {
+        self.quantum_end = None;
+        self.end_excursion_time(now);
+    }
+
+    /// The time an excursion ran until `now` becomes guest time.
+    fn end_excursion_time(&mut self, now: u64) {
         if let Some(since) = self.excursion_since.take() {
             self.stats.guest_ticks += now.saturating_sub(since);
         }
+    }
+
+    /// Lets excursions answer the guest's `time` reads themselves, from `clock`, instead of leaving the threaded
+    /// engine for each.
+    pub fn set_guest_clock(&mut self, clock: GuestClock) {
+        self.guest_clock = Some(clock);
     }
 
     /// What code caching of trap sites did (`None`: not enabled).
@@ -540,50 +571,74 @@ impl NativeEngine {
         }
     }
 
-    /// One run of an excursion (see the module documentation): `Some(exit)` to return (an exit for the
-    /// dispatcher, or the budget spent), `None` when the run was quiet and the hart goes back to the real CPU
-    /// with `budget` reduced by what the excursion ran.
+    /// An excursion (see the module documentation): emulated runs until the hart goes back to the real CPU
+    /// (`None`, with `budget` reduced by what the excursion ran) or an exit for the dispatcher, or the end of the
+    /// budget or the time quantum (`Some`).
     fn excursion(&mut self, hart: &mut Hart, memory: &mut Memory, budget: &mut u64) -> Option<Exit> {
-        let cache = self.site_cache.as_deref_mut()?;
-        if !cache.sites.in_excursion() {
+        let quantum_end = self.quantum_end.unwrap_or(0);
+        let guest_clock = self.guest_clock;
+        if !self.site_cache.as_deref().is_some_and(|cache| cache.sites.in_excursion()) {
             return None;
         }
-        let given = cache.sites.excursion_budget(*budget);
-        let retired_before = hart.instret;
+        let now = hw::mtime();
         if self.excursion_since.is_none() {
             // The guest's time runs while its instructions do, emulated or not.
-            self.excursion_since = Some(hw::mtime());
+            self.excursion_since = Some(now);
         }
-        let exit = cache.engine.run(hart, memory, given);
-        let retired = hart.instret.wrapping_sub(retired_before);
-        *budget = budget.saturating_sub(retired);
-        let end = if matches!(exit, Exit::BudgetExhausted) { RunEnd::Budget } else { RunEnd::Exit };
-        let back_to_native = cache.sites.after_emulated_run(given, retired, end);
-        // The guest wrote code the threaded engine had decoded: the engine took those pages off the RAM's dirty
-        // list, so the scanned ones among them are dropped here.
-        let watched = cache.engine.take_watched();
-        if let Some(written) = cache.engine.take_invalidated() {
-            self.drop_written(written, memory, false);
-        }
-        // Pages the threaded engine now keeps code from must not be written natively (a real store bypasses the
-        // code watch): new fills withhold W on them (`ShadowTables::fill_with`), existing leaves lose it here.
-        match watched {
-            None => {}
-            Some(DirtyCode::All) => self.shadow.flush_all(),
-            Some(pages) => {
-                for &page in pages.pages().unwrap_or(&[]) {
-                    self.shadow.revoke_write(memory.ram.as_ptr() as u64 + page * PAGE_SIZE);
+        // `time` reads are served in the threaded engine until the quantum ends (no later than the VM's next
+        // timer deadline, see `run`): the guest's time is the machine's less the offset its clock keeps, which
+        // stays put during a slice.
+        let inline = guest_clock.map(|clock| InlineReads {
+            clock: hw::mtime,
+            offset: now.wrapping_sub((clock.now)(clock.vm)),
+            until: quantum_end,
+        });
+        loop {
+            let cache = self.site_cache.as_deref_mut()?;
+            cache.engine.serve_reads_inline(inline);
+            let given = cache.sites.excursion_budget(*budget);
+            let retired_before = hart.instret;
+            let exit = cache.engine.run(hart, memory, given);
+            let retired = hart.instret.wrapping_sub(retired_before);
+            *budget = budget.saturating_sub(retired);
+            let served = cache.engine.take_served_inline();
+            let end = if matches!(exit, Exit::BudgetExhausted) { RunEnd::Budget } else { RunEnd::Exit };
+            let back_to_native = cache.sites.after_emulated_run(given, retired, served.reads, end);
+            // The guest wrote code the threaded engine had decoded: the engine took those pages off the RAM's
+            // dirty list, so the scanned ones among them are dropped here.
+            let watched = cache.engine.take_watched();
+            let written = cache.engine.take_invalidated();
+            self.stats.counter_reads += served.time_reads;
+            if let (Some(clock), true) = (guest_clock, served.time_reads > 0) {
+                (clock.served)(clock.vm, served.latest_time);
+            }
+            if let Some(written) = written {
+                self.drop_written(written, memory, false);
+            }
+            // Pages the threaded engine now keeps code from must not be written natively (a real store bypasses
+            // the code watch): new fills withhold W on them (`ShadowTables::fill_with`), existing leaves lose it.
+            match watched {
+                None => {}
+                Some(DirtyCode::All) => self.shadow.flush_all(),
+                Some(pages) => {
+                    for &page in pages.pages().unwrap_or(&[]) {
+                        self.shadow.revoke_write(memory.ram.as_ptr() as u64 + page * PAGE_SIZE);
+                    }
                 }
             }
-        }
-        self.drop_written_code(memory);
-        if back_to_native {
-            self.end_slice(hw::mtime());
-        }
-        match (back_to_native, exit) {
-            (true, _) => None,
-            (false, Exit::BudgetExhausted) => Some(Exit::BudgetExhausted),
-            (false, exit) => Some(self.finish(hart, exit, false)),
+            self.drop_written_code(memory);
+            if back_to_native {
+                self.end_excursion_time(hw::mtime());
+                return None;
+            }
+            if !matches!(exit, Exit::BudgetExhausted) {
+                return Some(self.finish(hart, exit, false));
+            }
+            // A run of the quiet limit that served reads inline: the excursion goes on here, without going back
+            // through the VM (nothing but the guest's own instructions happened), while budget and quantum last.
+            if *budget == 0 || hw::mtime() >= quantum_end {
+                return Some(Exit::BudgetExhausted);
+            }
         }
     }
 }
@@ -592,6 +647,16 @@ impl Engine for NativeEngine {
     fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         self.prepare();
         self.drop_written_code(memory);
+        // The quantum is a time slice, fixed by the slice's first run: later runs keep its end. Deriving it again
+        // from each run's budget would move it ever earlier (QEMU without `-icount` counts host ticks in
+        // `minstret`, so the budget drains far faster than instructions retire), and every `mtimecmp` write costs
+        // QEMU a wake-up of its main loop: that made a world switch twice as slow.
+        let now = hw::mtime();
+        let quantum_end = *self.quantum_end.get_or_insert(now.saturating_add(native::quantum_ticks(budget)));
+        if now >= quantum_end {
+            self.stats.quanta += 1;
+            return Exit::BudgetExhausted;
+        }
         let mut budget = budget;
         if let Some(exit) = self.excursion(hart, memory, &mut budget) {
             return exit;
@@ -600,8 +665,7 @@ impl Engine for NativeEngine {
             return Exit::BudgetExhausted;
         }
         let ram_host_base = memory.ram.as_ptr() as u64;
-        let now = hw::mtime();
-        hw::timer_no_later_than(now.saturating_add(native::quantum_ticks(budget)), now);
+        hw::timer_no_later_than(quantum_end, now);
         loop {
             self.load_root(hart);
             let trap = self.enter(hart);

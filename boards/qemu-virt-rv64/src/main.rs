@@ -47,7 +47,7 @@ use core::cell::RefCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use defmt_semihosting as _;
-use engine::{Copies, NativeEngine, Patches, SiteCache, POOL};
+use engine::{GuestClock, Copies, NativeEngine, Patches, SiteCache, POOL};
 use trapeze::dev::console_mux::{ConsoleMux, MuxPort};
 use trapeze::dev::SerialBackend;
 use trapeze::dev::{MachineRequest, MmioError};
@@ -276,6 +276,10 @@ static IDLE_CALLS: AtomicU64 = AtomicU64::new(0);
 /// For each VM, the ticks it spent runnable while other VMs ran, or while the VMM worked for it: hidden from its
 /// clock.
 static STOLEN: [AtomicU64; MAX_VMS] = [const { AtomicU64::new(0) }; MAX_VMS];
+/// The largest `time` each VM's guest was given: its clock never goes below it. Stolen time is only known at
+/// the end of a slice, after the guest may have read the time of the VMM's work in it; subtracting it then
+/// holds the guest's time still for a moment instead of taking it back.
+static TIME_FLOOR: [AtomicU64; MAX_VMS] = [const { AtomicU64::new(0) }; MAX_VMS];
 
 /// A VM's view of the machine timer: real time minus the time it was runnable but descheduled or the VMM worked
 /// on its exits, so a guest sees its time advance while it runs natively or sleeps, not while other VMs run or
@@ -286,10 +290,23 @@ struct BoardClock {
     index: usize,
 }
 
+/// VM `index`'s time now, as [`BoardClock`] gives it.
+fn guest_time(index: usize) -> u64 {
+    let stolen = STOLEN.get(index).map_or(0, |stolen| stolen.load(Ordering::Relaxed));
+    let time = hw::mtime().wrapping_sub(BOOT_TIME.load(Ordering::Relaxed)).wrapping_sub(stolen);
+    TIME_FLOOR.get(index).map_or(time, |floor| time.max(floor.fetch_max(time, Ordering::Relaxed)))
+}
+
+/// VM `index`'s guest was given `time` values up to `time` (by an excursion, without asking [`guest_time`]).
+fn time_served(index: usize, time: u64) {
+    if let Some(floor) = TIME_FLOOR.get(index) {
+        floor.fetch_max(time, Ordering::Relaxed);
+    }
+}
+
 impl Clock for BoardClock {
     fn now(&mut self) -> u64 {
-        let stolen = STOLEN.get(self.index).map_or(0, |stolen| stolen.load(Ordering::Relaxed));
-        hw::mtime().wrapping_sub(BOOT_TIME.load(Ordering::Relaxed)).wrapping_sub(stolen)
+        guest_time(self.index)
     }
     fn idle(&mut self, ticks: Option<u64>) {
         // No deadline: look again after 10 ms.
@@ -504,11 +521,13 @@ fn build_guest(
     let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock { index }));
     let vm = Vm::new(harts, ram, devices, clock).unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
     defmt::info!("vm {=usize}: partition {=u64:#x}..{=u64:#x}", index, partition.0, partition.1);
+    let mut engine = NativeEngine::new(index + 1, shadow, partition);
+    engine.set_guest_clock(GuestClock { now: guest_time, served: time_served, vm: index });
     Guest {
         index,
         name,
         vm: Box::new(vm),
-        engine: NativeEngine::new(index + 1, shadow, partition),
+        engine,
         expect,
         outcome: None,
         descheduled_at: None,
