@@ -66,26 +66,27 @@ pub struct Ctx<'m, 'a> {
     path: DataPath,
     /// The exit a handler returned [`Flow::Exit`] for.
     exit: Exit,
-    /// Whether CSR reads are served in the engine, and the clock for `time` (see [`InlineReads`]).
-    inline_reads: Option<InlineReads>,
-    /// CSR reads served in the engine during this run.
+    /// Whether CSR accesses are served in the engine, and the clock for `time` (see [`InlineCsr`]).
+    inline_csr: Option<InlineCsr>,
+    /// CSR accesses served in the engine during this run.
     served_inline: ServedInline,
 }
 
-/// CSR reads the engine served itself ([`InlineReads`]).
+/// CSR accesses the engine served itself ([`InlineCsr`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ServedInline {
-    /// Every CSR read served.
-    pub reads: u64,
+    /// Every CSR access served.
+    pub accesses: u64,
     /// The reads of `time` among them.
     pub time_reads: u64,
     /// The largest `time` value served (0 when none was).
     pub latest_time: u64,
 }
 
-/// Lets the engine serve a CSR access that only reads (`csrr`: `csrrs`/`csrrc` from `x0`, or with a zero
-/// immediate) itself, instead of leaving for the dispatcher: the value is the hart's, as the dispatcher would
-/// read it, so only timing changes. A read that would fault, and a read of `cycle`, `instret` or their machine
+/// Lets the engine serve two kinds of CSR access itself instead of leaving for the dispatcher, where the result
+/// is exactly the dispatcher's, so only timing changes: an access that only reads (`csrr`: `csrrs`/`csrrc` from
+/// `x0`, or with a zero immediate), and a set or clear of `sstatus.SIE` alone that makes no interrupt pending
+/// (`inline_sie_toggle`). A read that would fault, and a read of `cycle`, `instret` or their machine
 /// and performance-counter siblings (the engine brings `instret` up to date only at the end of a run), still
 /// leaves. `time` is read from a live clock while its value is before `until`, the host's next event (the end of
 /// the time quantum, which comes no later than the guest's next timer deadline): past it, the read leaves, so the
@@ -94,7 +95,7 @@ pub struct ServedInline {
 /// A host enables it where leaving is dear and the clock is cheap to read (the native board's excursions);
 /// without it, every CSR access leaves, as the interpreter's does.
 #[derive(Debug, Clone, Copy)]
-pub struct InlineReads {
+pub struct InlineCsr {
     /// The host clock, in ticks of the guest's timebase.
     pub clock: fn() -> u64,
     /// The guest's `time` is `clock() - offset`.
@@ -155,9 +156,9 @@ pub struct Threaded<const OPS: usize, const BLOCKS: usize, const MAP: usize> {
     /// a host that also lets a real CPU write guest RAM (the native board) must take native write access away
     /// from them, since a native store bypasses the watch.
     watched: DirtyCode,
-    /// CSR reads served in the engine, when the host allows them ([`Threaded::serve_reads_inline`]).
-    inline_reads: Option<InlineReads>,
-    /// CSR reads served in the engine since [`Threaded::take_served_inline`] last asked.
+    /// CSR accesses served in the engine, when the host allows them ([`Threaded::serve_csr_inline`]).
+    inline_csr: Option<InlineCsr>,
+    /// CSR accesses served in the engine since [`Threaded::take_served_inline`] last asked.
     served_inline: ServedInline,
 }
 
@@ -194,17 +195,17 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             stopped: [None; STOP_SLOTS],
             invalidated: NO_PAGES,
             watched: NO_PAGES,
-            inline_reads: None,
-            served_inline: ServedInline { reads: 0, time_reads: 0, latest_time: 0 },
+            inline_csr: None,
+            served_inline: ServedInline { accesses: 0, time_reads: 0, latest_time: 0 },
         }
     }
 
-    /// Serves CSR reads in the engine from now on ([`InlineReads`]), or (`None`) leaves for every CSR access.
-    pub fn serve_reads_inline(&mut self, reads: Option<InlineReads>) {
-        self.inline_reads = reads;
+    /// Serves CSR accesses in the engine from now on ([`InlineCsr`]), or (`None`) leaves for every CSR access.
+    pub fn serve_csr_inline(&mut self, reads: Option<InlineCsr>) {
+        self.inline_csr = reads;
     }
 
-    /// The CSR reads served in the engine since the last call.
+    /// The CSR accesses served in the engine since the last call.
     pub fn take_served_inline(&mut self) -> ServedInline {
         core::mem::take(&mut self.served_inline)
     }
@@ -410,7 +411,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             memory,
             path,
             exit: Exit::BudgetExhausted,
-            inline_reads: self.inline_reads,
+            inline_csr: self.inline_csr,
             served_inline: ServedInline::default(),
         };
         let mut remaining = budget;
@@ -516,7 +517,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
         hart.instret = hart.instret.wrapping_add(retired_in_blocks);
         self.stats.blocks_entered += entered;
         self.stats.blocks_chained += chained;
-        self.served_inline.reads += ctx.served_inline.reads;
+        self.served_inline.accesses += ctx.served_inline.accesses;
         self.served_inline.time_reads += ctx.served_inline.time_reads;
         self.served_inline.latest_time = self.served_inline.latest_time.max(ctx.served_inline.latest_time);
         exit
@@ -548,13 +549,8 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
         let path = memory.data_path(hart);
         let memory = Memory { ram: &mut *memory.ram, realmap: memory.realmap, tlb: &mut *memory.tlb };
         // Debugging runs leave for every CSR access, as the interpreter does.
-        let mut ctx = Ctx {
-            memory,
-            path,
-            exit: Exit::BudgetExhausted,
-            inline_reads: None,
-            served_inline: ServedInline::default(),
-        };
+        let mut ctx =
+            Ctx { memory, path, exit: Exit::BudgetExhausted, inline_csr: None, served_inline: ServedInline::default() };
         let mut remaining = budget;
         let mut last: Option<LastBlock> = None;
         let (mut retired_in_blocks, mut entered) = (0u64, 0u64);
@@ -837,9 +833,12 @@ const CSR_OPS: [CsrOp; 6] = [CsrOp::Rw, CsrOp::Rs, CsrOp::Rc, CsrOp::Rwi, CsrOp:
 fn csr_exit(hart: &mut Hart, ctx: &mut Ctx, op: &Op, pc: u64) -> Flow {
     let word = op.imm as u32;
     let csr_op = CSR_OPS[(op.rs2 as usize).min(CSR_OPS.len() - 1)];
-    if let Some(reads) = ctx.inline_reads {
-        if let Some(value) = inline_read(hart, &reads, csr_op, op.rs1, (word >> 20) as u16) {
-            ctx.served_inline.reads += 1;
+    if let Some(reads) = ctx.inline_csr {
+        let csr = (word >> 20) as u16;
+        let value =
+            inline_read(hart, &reads, csr_op, op.rs1, csr).or_else(|| inline_sie_toggle(hart, csr_op, op.rs1, csr));
+        if let Some(value) = value {
+            ctx.served_inline.accesses += 1;
             if (word >> 20) as u16 == crate::isa::csr::TIME {
                 ctx.served_inline.time_reads += 1;
                 ctx.served_inline.latest_time = value;
@@ -852,10 +851,10 @@ fn csr_exit(hart: &mut Hart, ctx: &mut Ctx, op: &Op, pc: u64) -> Flow {
     leave(hart, ctx, pc, Exit::System { inst, word, len: op.len })
 }
 
-/// The value of a CSR access served in the engine ([`InlineReads`]), `None` when it must leave: it writes, it
+/// The value of a CSR access served in the engine ([`InlineCsr`]), `None` when it must leave: it writes, it
 /// faults, or it reads a counter the engine cannot give exactly.
 #[inline(always)]
-fn inline_read(hart: &Hart, reads: &InlineReads, op: CsrOp, src: u8, csr: u16) -> Option<u64> {
+fn inline_read(hart: &Hart, reads: &InlineCsr, op: CsrOp, src: u8, csr: u16) -> Option<u64> {
     use crate::isa::csr::{CYCLE, HPMCOUNTER31, MCYCLE, MHPMCOUNTER31, TIME};
     let read_only = matches!(op, CsrOp::Rs | CsrOp::Rc | CsrOp::Rsi | CsrOp::Rci) && src == 0;
     if !read_only || (CYCLE..=HPMCOUNTER31).contains(&csr) && csr != TIME || (MCYCLE..=MHPMCOUNTER31).contains(&csr) {
@@ -871,6 +870,35 @@ fn inline_read(hart: &Hart, reads: &InlineReads, op: CsrOp, src: u8, csr: u16) -
         0
     };
     hart.read_csr(csr, time).ok()
+}
+
+/// A set or clear of `sstatus.SIE` alone (an S-mode kernel masking interrupts around a critical section, the
+/// hottest CSR write there is), served in the engine: the old value, with the write done. It leaves (`None`,
+/// nothing written) when it touches any other bit, faults, or would make an interrupt pending, which the VM
+/// takes between engine runs.
+#[inline(always)]
+fn inline_sie_toggle(hart: &mut Hart, op: CsrOp, src: u8, csr: u16) -> Option<u64> {
+    use crate::isa::csr::{mstatus, SSTATUS};
+    if csr != SSTATUS {
+        return None;
+    }
+    let operand = match op {
+        CsrOp::Rs | CsrOp::Rc => hart.x(src),
+        CsrOp::Rsi | CsrOp::Rci => u64::from(src),
+        CsrOp::Rw | CsrOp::Rwi => return None,
+    };
+    if operand & !mstatus::SIE != 0 {
+        return None;
+    }
+    let old = hart.read_csr(SSTATUS, 0).ok()?;
+    let new = if matches!(op, CsrOp::Rs | CsrOp::Rsi) { old | operand } else { old & !operand };
+    let effect = hart.write_csr(SSTATUS, new).ok()?;
+    if effect.translation_changed || hart.pending_interrupt().is_some() {
+        // Never reached for SIE alone but for the interrupt: undone, for the dispatcher to do in full.
+        let _ = hart.write_csr(SSTATUS, old);
+        return None;
+    }
+    Some(old)
 }
 
 fn nop(_hart: &mut Hart, _ctx: &mut Ctx, _op: &Op, _pc: u64) -> Flow {
@@ -1133,7 +1161,7 @@ mod tests {
         assert_eq!(engine.take_invalidated(), None, "reported once");
     }
 
-    /// With [`InlineReads`], a CSR access that only reads is served in the engine with the dispatcher's value;
+    /// With [`InlineCsr`], a CSR access that only reads is served in the engine with the dispatcher's value;
     /// `instret`, writes, and `time` from the host's deadline on still leave.
     #[test]
     fn csr_reads_are_served_inline_only_when_they_cannot_differ() {
@@ -1158,21 +1186,70 @@ mod tests {
         hart.reset(RAM_BASE);
         hart.write_csr(csr::MSCRATCH, 0x5eed).unwrap();
         let mut engine = Threaded::<256, 16, 32>::new();
-        engine.serve_reads_inline(Some(InlineReads { clock: host_clock, offset: 400, until: 2_000 }));
+        engine.serve_csr_inline(Some(InlineCsr { clock: host_clock, offset: 400, until: 2_000 }));
         let exit = engine.run(&mut hart, &mut memory, 100);
         assert_eq!((hart.x(10), hart.x(11)), (0x5eed, 600), "mscratch, and time = clock - offset");
         assert_eq!(exit, Exit::System { inst: program[2], word: encode(&program[2]), len: 4 }, "instret leaves");
         assert_eq!((hart.pc, hart.instret), (RAM_BASE + 8, 2));
-        assert_eq!(engine.take_served_inline(), ServedInline { reads: 2, time_reads: 1, latest_time: 600 });
+        assert_eq!(engine.take_served_inline(), ServedInline { accesses: 2, time_reads: 1, latest_time: 600 });
         hart.pc += 4;
         let exit = engine.run(&mut hart, &mut memory, 100);
         assert_eq!(exit, Exit::System { inst: write, word: encode(&write), len: 4 }, "a write leaves");
         // From the host's deadline on, `time` leaves too: the dispatcher's path brings the timers up to date.
-        engine.serve_reads_inline(Some(InlineReads { clock: host_clock, offset: 400, until: 1_000 }));
+        engine.serve_csr_inline(Some(InlineCsr { clock: host_clock, offset: 400, until: 1_000 }));
         hart.pc = RAM_BASE + 4;
         let exit = engine.run(&mut hart, &mut memory, 100);
         assert_eq!(exit, Exit::System { inst: program[1], word: encode(&program[1]), len: 4 });
         assert_eq!(engine.take_served_inline(), ServedInline::default());
+    }
+
+    /// With [`InlineCsr`], an S-mode kernel's `sstatus.SIE` toggles are served in the engine, unless one would
+    /// make an interrupt pending: that one leaves with nothing written, for the VM to take the interrupt.
+    #[test]
+    fn sie_toggles_are_served_inline_unless_an_interrupt_becomes_pending() {
+        use crate::hart::Privilege;
+        use crate::isa::{csr, encode, CsrOp};
+        fn host_clock() -> u64 {
+            0
+        }
+        let toggle = |op, rd, src| Inst::Csr { op, rd, src, csr: csr::SSTATUS };
+        let program = [toggle(CsrOp::Rci, 10, 2), toggle(CsrOp::Rsi, 11, 2), toggle(CsrOp::Rci, 0, 3)];
+        let mut backing = vec![0u8; 0x1000];
+        for (index, inst) in program.iter().enumerate() {
+            backing[4 * index..4 * index + 4].copy_from_slice(&encode(inst).to_le_bytes());
+        }
+        let mut code_pages = [0u64; 1];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        ram.attach_code_watch(&mut code_pages);
+        let realmap = VmRealMap::for_ram(&ram).unwrap();
+        let mut tlb = Tlb::new();
+        let mut memory = Memory { ram: &mut ram, realmap: &realmap, tlb: &mut tlb };
+        let mut hart = Hart::new(HartConfig::rv64gc(0));
+        hart.reset(RAM_BASE);
+        // S-mode may fetch anywhere (one NAPOT PMP entry over everything).
+        hart.write_csr(csr::PMPADDR0, u64::MAX >> 10).unwrap();
+        hart.write_csr(csr::PMPCFG0, 0x1f).unwrap();
+        hart.write_csr(csr::MIDELEG, csr::interrupt::SSI).unwrap();
+        hart.write_csr(csr::MIE, csr::interrupt::SSI).unwrap();
+        hart.write_csr(csr::SSTATUS, csr::mstatus::SIE).unwrap();
+        hart.privilege = Privilege::Supervisor;
+        let mut engine = Threaded::<256, 16, 32>::new();
+        engine.serve_csr_inline(Some(InlineCsr { clock: host_clock, offset: 0, until: u64::MAX }));
+        // Nothing pending: the clear and the set are served in the engine; the third touches SPP too and leaves.
+        let exit = engine.run(&mut hart, &mut memory, 100);
+        assert_eq!(exit, Exit::System { inst: program[2], word: encode(&program[2]), len: 4 });
+        assert_eq!((hart.x(10) & csr::mstatus::SIE, hart.x(11) & csr::mstatus::SIE), (csr::mstatus::SIE, 0));
+        assert_eq!(hart.read_csr(csr::SSTATUS, 0).unwrap() & csr::mstatus::SIE, csr::mstatus::SIE);
+        assert_eq!(engine.take_served_inline().accesses, 2);
+        // With a software interrupt pending, the set leaves with nothing written.
+        let sstatus = |hart: &Hart| hart.read_csr(csr::SSTATUS, 0).unwrap() & csr::mstatus::SIE;
+        hart.write_csr(csr::SSTATUS, 0).unwrap();
+        hart.write_csr(csr::SIP, csr::interrupt::SSI).unwrap();
+        hart.pc = RAM_BASE + 4;
+        let exit = engine.run(&mut hart, &mut memory, 100);
+        assert_eq!(exit, Exit::System { inst: program[1], word: encode(&program[1]), len: 4 });
+        assert_eq!(sstatus(&hart), 0, "the set that would make the interrupt pending wrote nothing");
+        assert_eq!(engine.take_served_inline().accesses, 0);
     }
 
     /// The handler tables are indexed by the enums' discriminants: each entry must be the one for its kind.

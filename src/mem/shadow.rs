@@ -101,7 +101,8 @@
 use super::mmu::{access_context, map_permission, pmp_kind, VmRealMap};
 use super::pmp::Pmp;
 use super::sv39::{
-    self, is_canonical, make_pte, AccessType, Fault, PageTableMemory, PteFlags, Satp, PAGE_SHIFT, SATP_MODE_SV39,
+    self, is_canonical, make_pte, AccessContext, AccessType, Fault, PageTableMemory, PteFlags, Satp, PAGE_SHIFT,
+    SATP_MODE_SV39,
 };
 use super::Ram;
 use crate::hart::{Hart, Privilege};
@@ -498,6 +499,47 @@ impl<const POOL: usize> ShadowTables<POOL> {
         FillOutcome::Filled
     }
 
+    /// The guest fenced `va` (`sfence.vma` with an address, after [`sfence_vma`](Self::sfence_vma) dropped its
+    /// leaves): installs its leaf again from the guest's PTE as it stands now, ahead of the access that usually
+    /// follows (a kernel fences each PTE it sets and returns to the access that faulted), under the hart's
+    /// regime and, from virtual S-mode, under virtual U-mode's too (the process the kernel returns to). As
+    /// [`prefetch`](Self::prefetch) does: only what a fill would install, only from a PTE already accessed (and
+    /// dirty, for a store grant), never changing guest memory, never flushing to make room. A hart may cache any
+    /// valid, accessed PTE at any time, so the guest cannot tell.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prefill(
+        &mut self,
+        hart: &Hart,
+        ram: &mut Ram,
+        realmap: &VmRealMap,
+        ram_host_base: u64,
+        va: u64,
+        grants: impl FnMut(u64, [bool; 3]) -> LeafGrant,
+    ) {
+        self.sync(hart);
+        let mut grants = grants;
+        let regime = Regime::of(hart);
+        let user = match regime {
+            Regime::Supervisor { mxr, .. } => Some(Regime::User { mxr }),
+            _ => None,
+        };
+        for regime in core::iter::once(regime).chain(user) {
+            if regime.index() < FIRST_TRANSLATED_ROOT || self.leaf(regime, va).is_some_and(|pte| pte != 0) {
+                continue;
+            }
+            let context = FillContext { realmap, ram_host_base, passthrough: &self.passthrough };
+            // A load grant covers most pages; an execute-only one (code the guest cannot read) needs a fetch.
+            let resolved = [AccessType::Load, AccessType::Fetch]
+                .into_iter()
+                .find_map(|access| resolve(hart, regime, ram, &context, va, access, Walk::ReadOnly, &mut grants).ok());
+            if let Some((leaf, level)) = resolved {
+                if self.install(regime, va, leaf, level).is_none() {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Fills the leaves of the pages around `va` (its aligned group of [`PREFETCH_PAGES`]) that the guest has
     /// already accessed the same way, as real VMMs' shadow MMUs prefetch: a guest touching one page of code or
     /// data usually goes on to its neighbours, and each leaf filled now is a world switch saved. Only what a
@@ -721,8 +763,12 @@ fn resolve(
     if regime == Regime::MachineMprv && access != AccessType::Fetch {
         return Err(FillOutcome::Emulate);
     }
-    // The guest's own translation: the guest real address, and which kinds of access its PTE grants.
-    let ctx = access_context(hart, access);
+    // The guest's own translation: the guest real address, and which kinds of access its PTE grants. A leaf
+    // for virtual U-mode is filled for U-mode's accesses, even while the hart is in S-mode (`prefill`).
+    let ctx = match regime {
+        Regime::User { mxr } => AccessContext::new(Privilege::User, false, mxr),
+        _ => access_context(hart, access),
+    };
     let (guest_real, guest_grants, guest_level) = match regime {
         Regime::Machine | Regime::Bare => (va, [true; 3], 0),
         Regime::MachineMprv => (va, [true, false, false], 0),

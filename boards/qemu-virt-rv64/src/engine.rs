@@ -51,7 +51,7 @@
 //! MPRV = 0) for every entry.
 
 use trapeze::exec::native::{self, Action, HostTrap};
-use trapeze::exec::threaded::{InlineReads, Threaded};
+use trapeze::exec::threaded::{InlineCsr, Threaded};
 use trapeze::exec::trap_sites::{RunEnd, SiteStats, TrapSites};
 use trapeze::exec::{interp, Engine};
 use trapeze::hart::Exception;
@@ -195,6 +195,9 @@ pub struct NativeEngine {
     /// The last exit was the guest's `sfence.vma` with these operands (address, ASID): drop the shadow mappings
     /// it covers before the guest runs again.
     fence_pending: Option<(Option<u64>, Option<u16>)>,
+    /// The address the guest's last `sfence.vma` named: its leaf is filled again before the guest runs
+    /// (`ShadowTables::prefill`), saving the fault that would follow.
+    refill: Option<u64>,
     /// The real `satp` and shadow generation the hardware was last fenced at for this VM (`None`: fence again).
     fenced: Option<(u64, u64)>,
     /// The last fill, to notice a fill that does not let the access through (then the instruction is emulated).
@@ -225,6 +228,7 @@ impl NativeEngine {
             partition,
             device: (0, 0),
             fence_pending: None,
+            refill: None,
             fenced: None,
             last_fill: None,
             patcher: None,
@@ -316,6 +320,7 @@ impl NativeEngine {
         }
         if let Some((address, asid)) = self.fence_pending.take() {
             self.shadow.sfence_vma(address, asid);
+            self.refill = address;
         }
     }
 
@@ -588,14 +593,14 @@ impl NativeEngine {
         // `time` reads are served in the threaded engine until the quantum ends (no later than the VM's next
         // timer deadline, see `run`): the guest's time is the machine's less the offset its clock keeps, which
         // stays put during a slice.
-        let inline = guest_clock.map(|clock| InlineReads {
+        let inline = guest_clock.map(|clock| InlineCsr {
             clock: hw::mtime,
             offset: now.wrapping_sub((clock.now)(clock.vm)),
             until: quantum_end,
         });
         loop {
             let cache = self.site_cache.as_deref_mut()?;
-            cache.engine.serve_reads_inline(inline);
+            cache.engine.serve_csr_inline(inline);
             let given = cache.sites.excursion_budget(*budget);
             let retired_before = hart.instret;
             let exit = cache.engine.run(hart, memory, given);
@@ -603,7 +608,7 @@ impl NativeEngine {
             *budget = budget.saturating_sub(retired);
             let served = cache.engine.take_served_inline();
             let end = if matches!(exit, Exit::BudgetExhausted) { RunEnd::Budget } else { RunEnd::Exit };
-            let back_to_native = cache.sites.after_emulated_run(given, retired, served.reads, end);
+            let back_to_native = cache.sites.after_emulated_run(given, retired, served.accesses, end);
             // The guest wrote code the threaded engine had decoded: the engine took those pages off the RAM's
             // dirty list, so the scanned ones among them are dropped here.
             let watched = cache.engine.take_watched();
@@ -643,6 +648,17 @@ impl NativeEngine {
     }
 }
 
+/// What a shadow leaf on the guest real page `pa` may grant of `granted`: on a VM whose counters are delegated,
+/// what the patch table allows natively (nothing on an unscanned code page), and the patched copy to execute.
+fn leaf_grant(patcher: Option<&Patcher>, pa: u64, granted: [bool; 3]) -> LeafGrant {
+    match patcher {
+        None => LeafGrant::on_ram(granted),
+        Some(patcher) => {
+            LeafGrant { allowed: patcher.table.native_grants(pa, granted), code_copy: patcher.copies.host_page(pa) }
+        }
+    }
+}
+
 impl Engine for NativeEngine {
     fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         self.prepare();
@@ -656,6 +672,12 @@ impl Engine for NativeEngine {
         if now >= quantum_end {
             self.stats.quanta += 1;
             return Exit::BudgetExhausted;
+        }
+        if let Some(va) = self.refill.take() {
+            let (ram_host_base, patcher) = (memory.ram.as_ptr() as u64, self.patcher.as_ref());
+            self.shadow.prefill(hart, memory.ram, memory.realmap, ram_host_base, va, |pa, granted| {
+                leaf_grant(patcher, pa, granted)
+            });
         }
         let mut budget = budget;
         if let Some(exit) = self.excursion(hart, memory, &mut budget) {
@@ -698,13 +720,7 @@ impl Engine for NativeEngine {
             } else {
                 let patcher = self.patcher.as_ref();
                 self.shadow.fill_with(hart, memory.ram, memory.realmap, ram_host_base, va, access, |pa, granted| {
-                    match patcher {
-                        None => LeafGrant::on_ram(granted),
-                        Some(patcher) => LeafGrant {
-                            allowed: patcher.table.native_grants(pa, granted),
-                            code_copy: patcher.copies.host_page(pa),
-                        },
-                    }
+                    leaf_grant(patcher, pa, granted)
                 })
             };
             self.last_fill = None;
