@@ -459,20 +459,32 @@ impl<'a, D: Devices> Vm<'a, D> {
         }
     }
 
+    /// Ticks until the VM's next timer deadline: its devices' (the CLINT's) or one its guest set through the
+    /// VMM's own SBI, whichever comes first (`None`: no timer is armed).
+    pub fn ticks_until_deadline(&self) -> Option<u64> {
+        let devices = self.devices.ticks_until_deadline();
+        let firmware = self.sbi.as_ref().and_then(|sbi| sbi.ticks_until_deadline(self.devices.mtime()));
+        match (devices, firmware) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Hides `ticks` of host time from the guest: under [`TimeSource::Host`] its time (and its timers) stand
+    /// still for them, as if they had not passed. What a scheduler does for time the VM was runnable but another
+    /// ran, or the VMM worked for it ([`super::Hypervisor::run_timed_slice`]). Under
+    /// [`TimeSource::Instructions`] time only follows the guest's instructions anyway: nothing changes.
+    pub fn hide_time(&mut self, ticks: u64) {
+        self.time_offset = self.time_offset.wrapping_sub(ticks);
+    }
+
     /// Every hart waits for an interrupt: let time pass until the next deadline or host input.
     fn idle(&mut self) {
         if self.devices.input_pending() {
             // The input interrupt is raised at the next update: not idle.
             return;
         }
-        let mut deadline = self.devices.ticks_until_deadline();
-        if let Some(sbi) = &self.sbi {
-            let firmware = sbi.ticks_until_deadline(self.devices.mtime());
-            deadline = match (deadline, firmware) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
+        let deadline = self.ticks_until_deadline();
         match (self.time_source, deadline) {
             (TimeSource::Instructions { .. }, Some(ticks)) => {
                 self.skipped_ticks = self.skipped_ticks.wrapping_add(ticks.max(1))
