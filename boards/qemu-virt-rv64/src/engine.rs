@@ -80,7 +80,7 @@ const FS_DIRTY: u64 = 3 << 13;
 const MPIE: u64 = 1 << 7;
 
 /// Which VM's PMP walls the hardware holds (0: none yet), so a switch between VMs reprograms them.
-static mut LOADED_VM: usize = 0;
+static LOADED_VM: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// Patched sites a VM's patch table holds.
 pub const PATCH_SITES: usize = 4096;
@@ -271,16 +271,15 @@ impl NativeEngine {
 
     /// Makes the hardware hold this VM's PMP walls, and drops the shadow mappings a guest `sfence.vma` made stale.
     fn prepare(&mut self) {
-        // SAFETY: the board runs on one hart and never re-enters the engine; LOADED_VM is only touched here.
-        let loaded = unsafe { &mut *core::ptr::addr_of_mut!(LOADED_VM) };
-        if *loaded != self.id {
+        // One hart: relaxed is enough (the atomic only replaces a `static mut`).
+        if LOADED_VM.load(core::sync::atomic::Ordering::Relaxed) != self.id {
             let pool_start = &*self.shadow as *const ShadowTables<POOL> as u64;
             let pool_end = pool_start + core::mem::size_of::<ShadowTables<POOL>>() as u64;
             // The patched copies are the only other memory the guest may fetch from (none: an empty range).
             let copies = self.patcher.as_ref().map_or((0, 0), |patcher| patcher.copies.host_range());
             hw::set_pmp(self.partition, (pool_start & !3, (pool_end + 3) & !3), copies, self.device);
             hw::set_counteren(if self.patcher.is_some() { 0b111 } else { 0 });
-            *loaded = self.id;
+            LOADED_VM.store(self.id, core::sync::atomic::Ordering::Relaxed);
             self.fenced = None;
         }
         if let Some((address, asid)) = self.fence_pending.take() {
