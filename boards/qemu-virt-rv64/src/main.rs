@@ -58,9 +58,8 @@ use trapeze::exec::native;
 use trapeze::hart::Hart;
 use trapeze::mem::shadow::ShadowTables;
 use trapeze::mem::{Ram, RAM_BASE};
-use trapeze::vm::boot::{place_devicetree, KERNEL_OFFSET};
-use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription, QEMU_VIRT_RTC};
-use trapeze::vm::loader::{load_elf, load_raw};
+use trapeze::vm::boot::{place_images, Images};
+use trapeze::vm::fdt::{IrqDevice, MachineDescription, QEMU_VIRT_RTC};
 use trapeze::vm::virt::{self, VirtDevices};
 use trapeze::vm::{Clock, Devices, Hypervisor, RunOutcome, SliceOutcome, TimedEngine, Vm, VmBuilder};
 
@@ -408,11 +407,16 @@ enum Expect {
     Script,
 }
 
-/// The image a guest boots.
-enum Image<'a> {
-    Elf(&'a [u8]),
-    /// A raw binary loaded and started at the start of RAM.
-    Raw(&'a [u8]),
+/// A VM's wiring: its number (its partition's, shadow pool's and console port's) and name, what it boots and
+/// the machine its devicetree describes, its console script and what it is expected to do.
+struct Wiring<'i> {
+    index: usize,
+    name: &'static str,
+    harts: usize,
+    images: Images<'i>,
+    description: MachineDescription<'i>,
+    script: &'static [(&'static str, &'static str)],
+    expect: Expect,
 }
 
 /// One guest as wired, before it runs: its machine, its engine and what the board expects of it.
@@ -442,13 +446,13 @@ struct Watch {
 /// How long the board pauses a `counters` VM once: 200 ms, twice the step its `time` reads tolerate.
 const PAUSE_TICKS: u64 = 2_000_000;
 
-/// Builds VM `index` running `image` in virtual M-mode, in small partition `partition`.
+/// Builds VM `index` running `images` in virtual M-mode, in small partition `partition`.
 fn make_guest(
     index: usize,
     partition: usize,
     name: &'static str,
     console: &'static BoardConsole,
-    image: Image,
+    images: Images,
     expect: Expect,
 ) -> Guest<'static> {
     make_described_guest(
@@ -456,7 +460,7 @@ fn make_guest(
         partition,
         name,
         console,
-        image,
+        images,
         expect,
         MachineDescription::qemu_virt(1, VM_RAM_SIZE as u64),
     )
@@ -468,39 +472,19 @@ fn make_described_guest(
     partition: usize,
     name: &'static str,
     console: &'static BoardConsole,
-    image: Image,
+    images: Images,
     expect: Expect,
     description: MachineDescription,
 ) -> Guest<'static> {
     let bytes = &mut take(&PARTITIONS, partition, "RAM partition").0[..];
-    let mut guest = build_guest(index, name, console, bytes, 1, &[], expect);
-    let ram = &mut guest.vm.ram;
-    let loaded = match image {
-        Image::Elf(elf) => load_elf(elf, ram).map(|loaded| (loaded.entry, loaded.end)),
-        Image::Raw(raw) => load_raw(raw, RAM_BASE, ram).map(|()| (RAM_BASE, RAM_BASE + raw.len() as u64)),
-    };
-    let (entry, end) = loaded.unwrap_or_else(|e| panic!("{name}: cannot load the guest: {e:?}"));
-    // As on QEMU `virt` (and `trapeze run`): a0 = hart id, a1 = the machine's devicetree at the end of RAM.
-    let mut blob = vec![0u8; 16 << 10];
-    let length = write_dtb(&description, &mut blob).unwrap_or_else(|e| panic!("{name}: devicetree: {e:?}"));
-    let (devicetree, _) = place_devicetree(ram, &blob[..length], None, end)
-        .unwrap_or_else(|e| panic!("{name}: cannot place the devicetree: {e:?}"));
-    let hart = &mut guest.vm.harts[0];
-    hart.reset(entry);
-    hart.set_x(11, devicetree);
-    guest
+    let wiring = Wiring { index, name, harts: 1, images, description, script: &[], expect };
+    build_guest(wiring, bytes, console)
 }
 
-/// Builds VM `index` (its shadow pool and clock) with `harts` harts over `bytes`, its harts in reset.
-fn build_guest<'r>(
-    index: usize,
-    name: &'static str,
-    console: &'static BoardConsole,
-    bytes: &'r mut [u8],
-    harts: usize,
-    script: &'static [(&'static str, &'static str)],
-    expect: Expect,
-) -> Guest<'r> {
+/// Builds the VM `wiring` describes over `bytes` (its RAM) with its shadow pool, console port and clock: its
+/// images and devicetree placed as on QEMU `virt` (`a0` = hart id, `a1` = the devicetree at the end of RAM).
+fn build_guest<'r>(wiring: Wiring, bytes: &'r mut [u8], console: &'static BoardConsole) -> Guest<'r> {
+    let Wiring { index, name, harts, images, mut description, script, expect } = wiring;
     let shadow = take(&SHADOWS, index, "shadow pool");
     let start = bytes.as_ptr() as u64;
     let partition = (start, start + bytes.len() as u64);
@@ -508,6 +492,9 @@ fn build_guest<'r>(
     let mut ram = Ram::new(RAM_BASE, bytes);
     // Every write to a page the engine patched or caches code from is noticed (one bit per page).
     ram.attach_code_watch(Box::leak(vec![0u64; pages.div_ceil(64)].into_boxed_slice()));
+    let mut blob = vec![0u8; 16 << 10];
+    let boot = place_images(&mut ram, images, &mut description, &mut blob)
+        .unwrap_or_else(|e| panic!("{name}: cannot place its images: {e:?}"));
     if let Ok(mut mux) = console.try_borrow_mut() {
         mux.attach(index);
     }
@@ -521,6 +508,7 @@ fn build_guest<'r>(
     let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock));
     let vm = VmBuilder::new(ram, devices, clock)
         .harts(harts)
+        .boot(&boot)
         .build()
         .unwrap_or_else(|e| panic!("{name}: cannot build the VM: {e:?}"));
     defmt::info!("vm {=usize}: partition {=u64:#x}..{=u64:#x}", index, partition.0, partition.1);
@@ -550,7 +538,7 @@ impl Guest<'_> {
 /// The board pauses it once in the middle of its `time` reads (tens of thousands, each served by the
 /// dispatcher), which its virtual time must not show.
 fn counters_guest(index: usize, partition: usize, console: &'static BoardConsole, cached: bool) -> Guest<'static> {
-    let mut guest = make_guest(index, partition, "counters", console, Image::Elf(COUNTERS), Expect::PowerOff);
+    let mut guest = make_guest(index, partition, "counters", console, Images::Elf(COUNTERS), Expect::PowerOff);
     guest.watch.mode = if cached { Mode::PatchingCached } else { Mode::Patching };
     guest.watch.pause_after_counter_reads = Some(5_000);
     guest
@@ -566,7 +554,7 @@ fn rtc_guest(index: usize, partition: usize, console: &'static BoardConsole, own
         description.rtc = Some(QEMU_VIRT_RTC);
     }
     let mut guest =
-        make_described_guest(index, partition, "rtc", console, Image::Elf(RTC), Expect::PowerOff, description);
+        make_described_guest(index, partition, "rtc", console, Images::Elf(RTC), Expect::PowerOff, description);
     if owner {
         // The board runs bare in M-mode: the device's host physical address is its guest real one on `virt`.
         let page = QEMU_VIRT_RTC.base;
@@ -585,22 +573,17 @@ fn rtc_guest(index: usize, partition: usize, console: &'static BoardConsole, own
 fn uboot_guest(index: usize, disk: Option<disk::Partition>, console: &'static BoardConsole) -> Guest<'static> {
     let bytes = &mut take(&UBOOT_PARTITION, 0, "U-Boot partition").0[..];
     let script = if disk.is_some() { UBOOT_DISK_SCRIPT } else { UBOOT_SCRIPT };
-    let mut guest = build_guest(index, "u-boot", console, bytes, 1, script, Expect::Script);
     let mut description = MachineDescription::qemu_virt(1, UBOOT_RAM_SIZE as u64);
     let disk_slot = [IrqDevice { base: virt::DISK_SLOT_BASE, size: 0x1000, irq: virt::DISK_SLOT_IRQ }];
-    if let Some(disk) = disk {
-        guest.vm.devices.inner.attach_disk(disk);
+    if disk.is_some() {
         description.virtio_mmio = &disk_slot;
     }
-    let ram = &mut guest.vm.ram;
-    let entry = RAM_BASE + KERNEL_OFFSET;
-    load_raw(UBOOT, entry, ram).unwrap_or_else(|e| panic!("u-boot: cannot load it: {e:?}"));
-    let mut blob = vec![0u8; 16 << 10];
-    let length = write_dtb(&description, &mut blob).unwrap_or_else(|e| panic!("u-boot: devicetree: {e:?}"));
-    let end = entry + UBOOT.len() as u64;
-    let (devicetree, _) = place_devicetree(ram, &blob[..length], None, end)
-        .unwrap_or_else(|e| panic!("u-boot: cannot place the devicetree: {e:?}"));
-    guest.vm.boot_with_builtin_sbi(0, entry, devicetree);
+    let images = Images::BuiltinSbi { kernel: UBOOT, initrd: None };
+    let wiring = Wiring { index, name: "u-boot", harts: 1, images, description, script, expect: Expect::Script };
+    let mut guest = build_guest(wiring, bytes, console);
+    if let Some(disk) = disk {
+        guest.vm.devices.inner.attach_disk(disk);
+    }
     guest
 }
 
@@ -791,7 +774,7 @@ fn passed_alone(board: &Board<'_, 1>) -> bool {
 /// a loop reading `time` in each of the four modes, and a CPU-bound guest's run time. Returns how many failed.
 fn benchmarks(console: &'static BoardConsole) -> usize {
     let mut failures = 0;
-    let mut csr = make_guest(12, 11, "csr-loop", console, Image::Raw(csr_loop_image()), Expect::PowerOff);
+    let mut csr = make_guest(12, 11, "csr-loop", console, Images::Raw(csr_loop_image()), Expect::PowerOff);
     // A world switch per read: what a trap costs.
     csr.watch.mode = Mode::Trapping;
     let (csr, ticks) = run_alone(csr);
@@ -811,7 +794,7 @@ fn benchmarks(console: &'static BoardConsole) -> usize {
         let index = [14, 15, 16, 18][slot];
         let partition = index - 1;
         let mut guest =
-            make_guest(index, partition, "time-loop", console, Image::Raw(time_loop_image()), Expect::PowerOff);
+            make_guest(index, partition, "time-loop", console, Images::Raw(time_loop_image()), Expect::PowerOff);
         guest.watch.mode = mode;
         let (board, ticks) = run_alone(guest);
         println!("bench: time loop ({TIME_LOOP_READS} reads of time), {}", mode_figures(board.engine(0), mode, ticks));
@@ -825,7 +808,7 @@ fn benchmarks(console: &'static BoardConsole) -> usize {
         loop_ticks[0] as f64 / loop_ticks[2] as f64,
         loop_ticks[0] as f64 / loop_ticks[3] as f64
     );
-    let bench = make_guest(13, 12, "bench-int", console, Image::Elf(BENCH_INT), Expect::PowerOff);
+    let bench = make_guest(13, 12, "bench-int", console, Images::Elf(BENCH_INT), Expect::PowerOff);
     let (bench, ticks) = run_alone(bench);
     let stats = bench.engine(0).stats;
     println!(
@@ -901,31 +884,18 @@ fn linux_guest<'r>(
     index: usize,
     tag: &'static str,
     bytes: &'r mut [u8],
-    (kernel, initrd, bootargs): (&[u8], &[u8], &'static str),
+    (kernel, initrd, bootargs): (&'static [u8], &'static [u8], &'static str),
     console: &'static BoardConsole,
 ) -> Guest<'r> {
     bytes.fill(0);
-    let size = bytes.len() as u64;
     if let Ok(mut mux) = console.try_borrow_mut() {
         mux.set_tag(index, tag);
     }
-    let mut guest = build_guest(index, "linux", console, bytes, LINUX_HARTS, LINUX_SCRIPT, Expect::Script);
-    let ram = &mut guest.vm.ram;
-    let entry = RAM_BASE + KERNEL_OFFSET;
-    load_raw(kernel, entry, ram).unwrap_or_else(|e| panic!("linux: cannot load the kernel: {e:?}"));
-    let initrd_at = trapeze::vm::boot::initrd_address(ram, entry, initrd.len() as u64)
-        .unwrap_or_else(|e| panic!("linux: initrd: {e:?}"));
-    load_raw(initrd, initrd_at, ram).unwrap_or_else(|e| panic!("linux: cannot load the initrd: {e:?}"));
-    let mut description = MachineDescription::qemu_virt(LINUX_HARTS as u32, size);
+    let mut description = MachineDescription::qemu_virt(LINUX_HARTS as u32, bytes.len() as u64);
     description.bootargs = Some(bootargs);
-    description.initrd = Some((initrd_at, initrd_at + initrd.len() as u64));
-    let mut blob = vec![0u8; 16 << 10];
-    let length = write_dtb(&description, &mut blob).unwrap_or_else(|e| panic!("linux: devicetree: {e:?}"));
-    let end = initrd_at + initrd.len() as u64;
-    let (devicetree, _) = place_devicetree(ram, &blob[..length], None, end)
-        .unwrap_or_else(|e| panic!("linux: cannot place the devicetree: {e:?}"));
-    guest.vm.boot_with_builtin_sbi(0, entry, devicetree);
-    guest
+    let images = Images::BuiltinSbi { kernel, initrd: Some(initrd) };
+    let (harts, script, expect) = (LINUX_HARTS, LINUX_SCRIPT, Expect::Script);
+    build_guest(Wiring { index, name: "linux", harts, images, description, script, expect }, bytes, console)
 }
 
 /// U-Boot's virtual disk: the first MBR partition of the physical virtio-blk disk, when the runner gave the
@@ -1007,17 +977,17 @@ fn main() -> ! {
     use Expect::{PowerOff, RunForever};
     let mut board = Board::<DEMO_VMS>::new();
     for guest in [
-        make_guest(0, 0, "hello", console, Image::Elf(HELLO), PowerOff),
-        make_guest(1, 1, "hello", console, Image::Elf(HELLO), PowerOff),
-        make_guest(2, 2, "sv39", console, Image::Elf(SV39), PowerOff),
-        make_guest(3, 3, "interrupts", console, Image::Elf(INTERRUPTS), PowerOff),
-        make_guest(4, 4, "idle", console, Image::Elf(IDLE), PowerOff),
-        make_guest(5, 5, "amo", console, Image::Elf(AMO), PowerOff),
-        make_guest(6, 6, "fpu", console, Image::Elf(FPU), PowerOff),
-        make_guest(7, 7, "arith", console, Image::Elf(ARITH), PowerOff),
-        make_guest(8, 8, "hostile", console, Image::Raw(hostile_image()), RunForever),
+        make_guest(0, 0, "hello", console, Images::Elf(HELLO), PowerOff),
+        make_guest(1, 1, "hello", console, Images::Elf(HELLO), PowerOff),
+        make_guest(2, 2, "sv39", console, Images::Elf(SV39), PowerOff),
+        make_guest(3, 3, "interrupts", console, Images::Elf(INTERRUPTS), PowerOff),
+        make_guest(4, 4, "idle", console, Images::Elf(IDLE), PowerOff),
+        make_guest(5, 5, "amo", console, Images::Elf(AMO), PowerOff),
+        make_guest(6, 6, "fpu", console, Images::Elf(FPU), PowerOff),
+        make_guest(7, 7, "arith", console, Images::Elf(ARITH), PowerOff),
+        make_guest(8, 8, "hostile", console, Images::Raw(hostile_image()), RunForever),
         uboot_guest(9, uboot_disk(), console),
-        make_guest(10, 9, "contain", console, Image::Elf(CONTAIN), PowerOff),
+        make_guest(10, 9, "contain", console, Images::Elf(CONTAIN), PowerOff),
         counters_guest(11, 10, console, false),
         counters_guest(17, 16, console, true),
         // QEMU `virt`'s goldfish RTC, given whole to vm19; vm20 must not reach it.
