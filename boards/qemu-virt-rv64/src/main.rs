@@ -619,12 +619,14 @@ fn time_loop_image() -> &'static [u8] {
 struct Board<'r, const VMS: usize> {
     hypervisor: Box<Hypervisor<'r, ReportingDevices, NativeEngine, VMS>>,
     watches: Vec<Watch>,
+    /// The physical console the VMs share.
+    console: &'static BoardConsole,
 }
 
 impl<'r, const VMS: usize> Board<'r, VMS> {
-    fn new() -> Self {
+    fn new(console: &'static BoardConsole) -> Self {
         // The quantum in instructions is unused: the board's turns are timed ([`TURN_TICKS`]).
-        Self { hypervisor: Box::new(Hypervisor::new(1)), watches: Vec::new() }
+        Self { hypervisor: Box::new(Hypervisor::new(1)), watches: Vec::new(), console }
     }
 
     /// Hands `guest` to the hypervisor, its engine set up for its mode.
@@ -703,8 +705,7 @@ impl<'r, const VMS: usize> Board<'r, VMS> {
     /// Every VM waits: input typed at the physical console goes to its port now, and the focused VM, if it has
     /// just got some, gets its turn at once rather than at its next deadline. Whether it did.
     fn input_woke(&mut self) -> bool {
-        let Some(vm) = self.hypervisor.vm(0) else { return false };
-        let Ok(mut mux) = vm.devices.inner.uart.backend().port.mux().try_borrow_mut() else { return false };
+        let Ok(mut mux) = self.console.try_borrow_mut() else { return false };
         let focus = mux.focus();
         let had_input = mux.has_input(focus);
         mux.poll_input();
@@ -720,8 +721,8 @@ impl<'r, const VMS: usize> Board<'r, VMS> {
 }
 
 /// Runs `guest` alone and returns it, with the machine timer ticks it took, wall clock.
-fn run_alone(guest: Guest<'_>) -> (Board<'_, 1>, u64) {
-    let mut board = Board::new();
+fn run_alone<'r>(guest: Guest<'r>, console: &'static BoardConsole) -> (Board<'r, 1>, u64) {
+    let mut board = Board::new(console);
     board.add(guest);
     let start = hw::mtime();
     board.run();
@@ -777,7 +778,7 @@ fn benchmarks(console: &'static BoardConsole) -> usize {
     let mut csr = make_guest(12, 11, "csr-loop", console, Images::Raw(csr_loop_image()), Expect::PowerOff);
     // A world switch per read: what a trap costs.
     csr.watch.mode = Mode::Trapping;
-    let (csr, ticks) = run_alone(csr);
+    let (csr, ticks) = run_alone(csr, console);
     // 10 MHz: a tick is 100 ns.
     let nanoseconds = ticks.saturating_mul(100) / CSR_LOOP_TRAPS;
     println!(
@@ -796,7 +797,7 @@ fn benchmarks(console: &'static BoardConsole) -> usize {
         let mut guest =
             make_guest(index, partition, "time-loop", console, Images::Raw(time_loop_image()), Expect::PowerOff);
         guest.watch.mode = mode;
-        let (board, ticks) = run_alone(guest);
+        let (board, ticks) = run_alone(guest, console);
         println!("bench: time loop ({TIME_LOOP_READS} reads of time), {}", mode_figures(board.engine(0), mode, ticks));
         failures += usize::from(!passed_alone(&board));
         loop_ticks[slot] = ticks.max(1);
@@ -809,7 +810,7 @@ fn benchmarks(console: &'static BoardConsole) -> usize {
         loop_ticks[0] as f64 / loop_ticks[3] as f64
     );
     let bench = make_guest(13, 12, "bench-int", console, Images::Elf(BENCH_INT), Expect::PowerOff);
-    let (bench, ticks) = run_alone(bench);
+    let (bench, ticks) = run_alone(bench, console);
     let stats = bench.engine(0).stats;
     println!(
         "bench: bench-int under the native VMM: {ticks} mtime ticks wall clock, {} running natively, {} world switches",
@@ -953,7 +954,7 @@ fn main() -> ! {
             let mut guest = linux_guest(index, prefix, &mut ram[..], block, console);
             guest.watch.mode = mode;
             let started_at = hw::mtime();
-            let (mut board, ticks) = run_alone(guest);
+            let (mut board, ticks) = run_alone(guest, console);
             if let Some(vm) = board.hypervisor.vm_mut(0) {
                 vm.devices.inner.uart.backend_mut().flush();
             }
@@ -975,7 +976,7 @@ fn main() -> ! {
         hw::exit(failures)
     }
     use Expect::{PowerOff, RunForever};
-    let mut board = Board::<DEMO_VMS>::new();
+    let mut board = Board::<DEMO_VMS>::new(console);
     for guest in [
         make_guest(0, 0, "hello", console, Images::Elf(HELLO), PowerOff),
         make_guest(1, 1, "hello", console, Images::Elf(HELLO), PowerOff),
