@@ -76,7 +76,7 @@ const MAX_VMS: usize = 21;
 const DEMO_VMS: usize = 15;
 /// Partitions of [`VM_RAM_SIZE`]: every VM but U-Boot has one.
 const SMALL_PARTITIONS: usize = MAX_VMS - 1;
-/// The board stops waiting for the VMs of one schedule after 100 s (then the ones not done fail).
+/// The board stops waiting for the VMs of one run after 100 s (then the ones not done fail).
 const GIVE_UP_TICKS: u64 = 1_000_000_000;
 /// A VM's turn on the hart: 1 ms of the 10 MHz machine timer, then the next VM runs.
 const TURN_TICKS: u64 = 10_000;

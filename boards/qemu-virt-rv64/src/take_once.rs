@@ -1,7 +1,7 @@
 //! [`TakeOnce`]: a table of `N` values in a `static`, each handed out as `&'static mut` at most once. What the
 //! board's per-VM memory (RAM partitions, shadow table pools, patch tables, patched copies, code caches) lives in
-//! instead of a `static mut`: these are far too large for the heap or the stack, must be zeroed `.bss`, and each
-//! belongs to one VM for the board's lifetime. A second [`TakeOnce::take`] of an index answers `None`, so no VM
+//! instead of a `static mut`: these are far too large for the heap or the stack (the RAM partitions are zeroed
+//! `.bss`), and each belongs to one VM for the board's lifetime. A second [`TakeOnce::take`] of an index answers `None`, so no VM
 //! index can be handed out twice (it used to be a comment: "never reuse an index of a live VM").
 //!
 //! The one `unsafe` block of the type is in [`TakeOnce::take`].
