@@ -398,3 +398,23 @@ fn an_idle_vm_under_timed_turns_sleeps_until_its_deadline() {
     assert_eq!(hypervisor.run_timed_slice(&mut host, 1000), SliceOutcome::Ran { vm: 0, stopped: None });
     assert!(hypervisor.vm(0).unwrap().harts[0].interrupt_lines != 0 || hypervisor.vm(0).unwrap().steps > 20);
 }
+
+#[test]
+fn a_timed_vm_stops_at_its_instruction_limit_alone() {
+    let time = Time::new(0);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut clock_a, mut clock_b) = (SharedClock(&time), SharedClock(&time));
+    let mut hypervisor = Hypervisor::<_, TimedInterpreter<'_>, 2>::new(1);
+    hypervisor.add(shared_vm(&mut a, &mut clock_a, &counting()), TimedInterpreter::new(&time, 1), Some(1500)).unwrap();
+    hypervisor.add(shared_vm(&mut b, &mut clock_b, &counting()), TimedInterpreter::new(&time, 1), None).unwrap();
+    let mut host = WorkingClock { time: &time, work: 0 };
+    let mut stopped = Vec::new();
+    for _ in 0..6 {
+        if let SliceOutcome::Ran { vm, stopped: Some(outcome) } = hypervisor.run_timed_slice(&mut host, 1000) {
+            stopped.push((vm, outcome));
+        }
+    }
+    assert_eq!(stopped, [(0, RunOutcome::InstructionLimit)]);
+    assert_eq!(hypervisor.vm(0).unwrap().steps, 1500, "exactly its limit");
+    assert!(hypervisor.vm(1).unwrap().steps >= 3000, "the other VM goes on");
+}
