@@ -1,5 +1,7 @@
 //! Execution engines: they run guest instructions on a hart and return an [`Exit`] for anything the virtual
-//! machine must decide. An engine never emulates a privileged instruction itself.
+//! machine must decide. An engine never emulates a privileged instruction itself, with one exception a host
+//! opts into: the threaded engine may serve CSR accesses whose outcome the hart alone decides and the
+//! dispatcher would give exactly (`threaded::InlineCsr`).
 
 pub mod interp;
 pub mod native;
@@ -19,4 +21,17 @@ use crate::trap::Exit;
 /// between calls, so an engine never runs longer than `budget` instructions.
 pub trait Engine {
     fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit;
+
+    /// The guest's time (`time`, in ticks of the timebase) as of the VM's last look at its clock, before a
+    /// run: for an engine that serves `time` reads itself from a host clock (the native board's excursions),
+    /// which then goes on from this value. The default ignores it.
+    fn set_guest_time(&mut self, now: u64) {
+        let _ = now;
+    }
+
+    /// The largest `time` value the engine gave the guest itself since the last call (`None`: none), so that
+    /// the VM's clock never goes back below it.
+    fn take_time_served(&mut self) -> Option<u64> {
+        None
+    }
 }

@@ -2,7 +2,10 @@
 //! in guest RAM, and what each hart finds in its registers (`a0` hart id, `a1` devicetree, `a2` `fw_dynamic`
 //! info), so that instructions written for QEMU carry over unchanged.
 
-use crate::mem::Ram;
+use crate::mem::{Ram, RAM_BASE};
+
+use super::fdt::{write_dtb, FdtError, MachineDescription};
+use super::loader::{load_elf, load_raw, LoadError};
 
 /// `fw_jump`'s and QEMU's load address for the kernel after the firmware: RAM base + 2 MiB on RV64.
 pub const KERNEL_OFFSET: u64 = 0x20_0000;
@@ -80,6 +83,79 @@ pub fn place_devicetree(
     Ok((fdt, info))
 }
 
+/// What a VM boots when it has no firmware of its own besides, maybe, the VMM's, placed in its RAM as QEMU `virt`
+/// and `trapeze run` place it by [`place_images`].
+#[derive(Debug, Clone, Copy)]
+pub enum Images<'i> {
+    /// A program started in M-mode (QEMU's `-bios none -kernel IMAGE`): an ELF at its segments' addresses,
+    /// started at its entry point.
+    Elf(&'i [u8]),
+    /// A raw program at the start of RAM, started there in M-mode.
+    Raw(&'i [u8]),
+    /// A kernel (or U-Boot) at `RAM_BASE +` [`KERNEL_OFFSET`], started in S-mode on the VMM's own SBI
+    /// (`--bios builtin --kernel`), with an initramfs where QEMU puts one ([`initrd_address`], named in the
+    /// devicetree's `/chosen`).
+    BuiltinSbi { kernel: &'i [u8], initrd: Option<&'i [u8]> },
+}
+
+/// Where a VM whose images [`place_images`] placed starts: what [`super::VmBuilder::boot`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Boot {
+    /// Where hart 0 starts.
+    pub entry: u64,
+    /// The devicetree's guest address (`a1`).
+    pub devicetree: u64,
+    /// Whether the VMM is the firmware: hart 0 enters S-mode at `entry`.
+    pub builtin_sbi: bool,
+}
+
+/// Why images could not be placed.
+#[derive(Debug)]
+pub enum ImageError {
+    /// An image could not be loaded.
+    Load(LoadError),
+    /// The devicetree could not be written (a description it cannot express, or `scratch` too small).
+    Devicetree(FdtError),
+    /// The devicetree or the initrd does not fit.
+    Boot(BootError),
+}
+
+/// Loads `images` into `ram` and the devicetree of `description` (completed with the initrd's place) at the end
+/// of RAM above them, writing the blob in `scratch` first. Answers where the VM starts.
+pub fn place_images(
+    ram: &mut Ram,
+    images: Images<'_>,
+    description: &mut MachineDescription<'_>,
+    scratch: &mut [u8],
+) -> Result<Boot, ImageError> {
+    let (entry, end, builtin_sbi) = match images {
+        Images::Elf(elf) => {
+            let loaded = load_elf(elf, ram).map_err(ImageError::Load)?;
+            (loaded.entry, loaded.end, false)
+        }
+        Images::Raw(raw) => {
+            load_raw(raw, RAM_BASE, ram).map_err(ImageError::Load)?;
+            (RAM_BASE, RAM_BASE + raw.len() as u64, false)
+        }
+        Images::BuiltinSbi { kernel, initrd } => {
+            let entry = RAM_BASE + KERNEL_OFFSET;
+            load_raw(kernel, entry, ram).map_err(ImageError::Load)?;
+            let mut end = entry + kernel.len() as u64;
+            if let Some(initrd) = initrd {
+                let size = initrd.len() as u64;
+                let at = initrd_address(ram, entry, size).map_err(ImageError::Boot)?;
+                load_raw(initrd, at, ram).map_err(ImageError::Load)?;
+                description.initrd = Some((at, at + size));
+                end = end.max(at + size);
+            }
+            (entry, end, true)
+        }
+    };
+    let length = write_dtb(description, scratch).map_err(ImageError::Devicetree)?;
+    let (devicetree, _) = place_devicetree(ram, &scratch[..length], None, end).map_err(ImageError::Boot)?;
+    Ok(Boot { entry, devicetree, builtin_sbi })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +191,39 @@ mod tests {
         let mut backing = vec![0u8; 64 << 20];
         let ram = Ram::new(RAM_BASE, &mut backing);
         assert_eq!(initrd_address(&ram, RAM_BASE + KERNEL_OFFSET, 4096), Ok(RAM_BASE + KERNEL_OFFSET + (32 << 20)));
+    }
+
+    #[test]
+    fn images_are_placed_as_qemu_places_them_with_their_devicetree() {
+        let mut backing = vec![0u8; 8 << 20];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        let mut description = MachineDescription::qemu_virt(1, 8 << 20);
+        let mut scratch = vec![0u8; 16 << 10];
+        let boot = place_images(&mut ram, Images::Raw(&[1, 2, 3, 4]), &mut description, &mut scratch).unwrap();
+        assert_eq!(boot, Boot { entry: RAM_BASE, devicetree: RAM_BASE + (6 << 20), builtin_sbi: false });
+        assert_eq!(ram.slice(RAM_BASE, 4).unwrap(), &[1, 2, 3, 4]);
+        assert_eq!(ram.slice(boot.devicetree, 4).unwrap(), &[0xd0, 0x0d, 0xfe, 0xed], "the blob's magic");
+        assert!(matches!(
+            place_images(&mut ram, Images::Raw(&[0; 4]), &mut description, &mut [0u8; 8]),
+            Err(ImageError::Devicetree(FdtError::BufferTooSmall))
+        ));
+        let too_big = vec![0u8; 9 << 20];
+        assert!(matches!(
+            place_images(&mut ram, Images::Raw(&too_big), &mut description, &mut scratch),
+            Err(ImageError::Load(_))
+        ));
+
+        let mut backing = vec![0u8; 64 << 20];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        let mut description = MachineDescription::qemu_virt(1, 64 << 20);
+        let images = Images::BuiltinSbi { kernel: &[5; 16], initrd: Some(&[6; 32]) };
+        let boot = place_images(&mut ram, images, &mut description, &mut scratch).unwrap();
+        let kernel = RAM_BASE + KERNEL_OFFSET;
+        assert_eq!((boot.entry, boot.builtin_sbi), (kernel, true));
+        let initrd = kernel + (32 << 20);
+        assert_eq!(description.initrd, Some((initrd, initrd + 32)), "named in /chosen");
+        assert_eq!(ram.slice(kernel, 16).unwrap(), &[5; 16]);
+        assert_eq!(ram.slice(initrd, 32).unwrap(), &[6; 32]);
+        assert!(boot.devicetree > initrd + 32);
     }
 }

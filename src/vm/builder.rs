@@ -8,6 +8,7 @@
 use crate::hart::{Hart, HartConfig};
 use crate::mem::{Ram, RAM_BASE};
 
+use super::boot::Boot;
 use super::machine::{Clock, Devices, TimeSource, Vm, VmError, MAX_HARTS};
 
 /// Builds a [`Vm`]. Defaults: one RV64GC hart, entry at the start of RAM ([`RAM_BASE`]), boot registers zero,
@@ -72,6 +73,17 @@ impl<'a, D: Devices> VmBuilder<'a, D> {
     pub fn builtin_sbi(mut self, kernel: u64) -> Self {
         self.builtin_sbi = Some(kernel);
         self
+    }
+
+    /// Where and how the VM starts, as [`super::boot::place_images`] answered: hart 0's entry, the devicetree in
+    /// `a1`, and the VMM as firmware or not.
+    pub fn boot(self, boot: &Boot) -> Self {
+        let builder = self.entry(boot.entry).boot_registers(boot.devicetree, 0);
+        if boot.builtin_sbi {
+            builder.builtin_sbi(boot.entry)
+        } else {
+            builder
+        }
     }
 
     /// How guest time advances.
@@ -158,6 +170,22 @@ mod tests {
             .build()
             .expect("a valid VM");
         assert_eq!((vm.harts[0].pc, vm.harts[0].privilege), (RAM_BASE + 0x200, Privilege::Supervisor));
+        assert!(vm.sbi().is_some());
+    }
+
+    #[test]
+    fn boots_where_the_images_were_placed() {
+        let mut backing = [0u8; 0x1000];
+        let mut clock = ZeroClock;
+        let boot = Boot { entry: RAM_BASE + 0x40, devicetree: RAM_BASE + 0x800, builtin_sbi: false };
+        let vm = VmBuilder::new(Ram::new(RAM_BASE, &mut backing), devices(), &mut clock).boot(&boot).build().unwrap();
+        assert_eq!((vm.harts[0].pc, vm.harts[0].x[11]), (RAM_BASE + 0x40, RAM_BASE + 0x800));
+        assert_eq!(vm.harts[0].privilege, Privilege::Machine);
+        assert!(vm.sbi().is_none());
+        let mut backing = [0u8; 0x1000];
+        let boot = Boot { builtin_sbi: true, ..boot };
+        let vm = VmBuilder::new(Ram::new(RAM_BASE, &mut backing), devices(), &mut clock).boot(&boot).build().unwrap();
+        assert_eq!((vm.harts[0].pc, vm.harts[0].privilege), (RAM_BASE + 0x40, Privilege::Supervisor));
         assert!(vm.sbi().is_some());
     }
 }

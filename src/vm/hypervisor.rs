@@ -20,6 +20,13 @@
 //! resets, reaches its instruction limit or stops for a debugger that is not there ends alone, with its
 //! [`RunOutcome`]; the others go on.
 //!
+//! Turns are measured in guest instructions ([`Hypervisor::run_slice`]: deterministic, for the emulation
+//! engines) or in host time ([`Hypervisor::run_timed_slice`], for an engine whose budget is a time quantum, a
+//! [`TimedEngine`] such as the native board's). Timed turns also keep each VM's clock to its own time: the
+//! time a VM was runnable while others ran (or [paused](Hypervisor::pause)), and the time the VMM spent on its
+//! exits, are hidden from it ([`Vm::hide_time`]), so its timer deadlines come when it can take them and a guest
+//! paused between two reads of `time` sees no jump. An idle VM's time runs on: it sleeps, as on real hardware.
+//!
 //! What it must never do: block or sleep (the host sleeps when told the VMs are idle), allocate, let a VM's
 //! guest stop another VM, or panic on a VM number.
 
@@ -27,7 +34,7 @@ use heapless::Vec;
 
 use crate::exec::Engine;
 
-use super::machine::{Devices, RunOutcome, SliceActivity, Vm, SLICE, TIMEBASE_HZ};
+use super::machine::{Clock, Devices, RunOutcome, SliceActivity, Vm, SLICE, TIMEBASE_HZ};
 
 /// Longest an idle VM is left alone, in ticks of the timebase (10 ms): its devices are then updated, which
 /// delivers host input that arrived meanwhile.
@@ -40,6 +47,8 @@ pub enum VmState {
     Runnable,
     /// Every hart waits for an interrupt; skipped until host time `until`.
     Idle { until: u64 },
+    /// Held back by the host ([`Hypervisor::pause`]) until host time `until`, although it could run.
+    Paused { until: u64 },
     /// It ended.
     Stopped(RunOutcome),
 }
@@ -63,6 +72,21 @@ pub enum HypervisorError {
     Full,
 }
 
+/// An engine whose budget is host time (the native engine: its instruction budget becomes a time quantum on the
+/// real timer), as [`Hypervisor::run_timed_slice`] drives it.
+pub trait TimedEngine: Engine {
+    /// The instruction budget of a run of about `ticks` ticks of the timebase.
+    fn budget_for(&self, ticks: u64) -> u64;
+    /// Ticks of host time the guest has run on this engine so far (natively, or emulated for it), monotonic: the
+    /// rest of a slice is the VMM's own work for it, hidden from the VM's clock.
+    fn guest_ticks(&self) -> u64;
+    /// The slice ended at host time `now`, for an engine that accounts time once per slice rather than around
+    /// every run. Nothing by default.
+    fn end_slice(&mut self, now: u64) {
+        let _ = now;
+    }
+}
+
 /// One VM of the table.
 struct Guest<'a, D: Devices, E: Engine> {
     vm: Vm<'a, D>,
@@ -70,6 +94,9 @@ struct Guest<'a, D: Devices, E: Engine> {
     state: VmState,
     /// The VM stops with [`RunOutcome::InstructionLimit`] after this many instructions.
     limit: Option<u64>,
+    /// Host time at which its last timed turn ended while it could still run (`None`: it was idle, or has not
+    /// run): the time until its next turn is hidden from its clock.
+    descheduled_at: Option<u64>,
 }
 
 /// Up to `VMS` VMs, each with its own engine `E`, run round-robin a quantum at a time.
@@ -98,7 +125,8 @@ impl<'a, D: Devices, E: Engine, const VMS: usize> Hypervisor<'a, D, E, VMS> {
         // Only the hypervisor knows whether another VM could run: an idle VM must not sleep the host.
         vm.set_sleep_when_idle(false);
         let index = self.guests.len();
-        self.guests.push(Guest { vm, engine, state: VmState::Runnable, limit }).map_err(|_| HypervisorError::Full)?;
+        let guest = Guest { vm, engine, state: VmState::Runnable, limit, descheduled_at: None };
+        self.guests.push(guest).map_err(|_| HypervisorError::Full)?;
         Ok(index)
     }
 
@@ -120,6 +148,16 @@ impl<'a, D: Devices, E: Engine, const VMS: usize> Hypervisor<'a, D, E, VMS> {
     /// VM `index`, mutably.
     pub fn vm_mut(&mut self, index: usize) -> Option<&mut Vm<'a, D>> {
         self.guests.get_mut(index).map(|guest| &mut guest.vm)
+    }
+
+    /// VM `index`'s engine (for its statistics, say).
+    pub fn engine(&self, index: usize) -> Option<&E> {
+        self.guests.get(index).map(|guest| &guest.engine)
+    }
+
+    /// VM `index`'s engine, mutably.
+    pub fn engine_mut(&mut self, index: usize) -> Option<&mut E> {
+        self.guests.get_mut(index).map(|guest| &mut guest.engine)
     }
 
     /// Where VM `index` stands.
@@ -145,29 +183,120 @@ impl<'a, D: Devices, E: Engine, const VMS: usize> Hypervisor<'a, D, E, VMS> {
         }
     }
 
+    /// Holds VM `index` back until host time `until` although it could run (a host testing that the VM's time
+    /// does not jump, say); a stopped VM stays stopped. Under timed turns ([`Hypervisor::run_timed_slice`]) its
+    /// clock stands still from the end of its last turn (unless it ended idle) to its next one. [`wake`]
+    /// (Self::wake) does not end a pause.
+    pub fn pause(&mut self, index: usize, until: u64) {
+        if let Some(guest) = self.guests.get_mut(index) {
+            if !matches!(guest.state, VmState::Stopped(_)) {
+                guest.state = VmState::Paused { until };
+            }
+        }
+    }
+
     /// Gives the next runnable VM (round-robin, from the one after the last to run) one turn of at most the
     /// quantum, at host time `now` (ticks of the timebase, the base of [`SliceOutcome::Idle`]'s `until`).
     pub fn run_slice(&mut self, now: u64) -> SliceOutcome {
+        let quantum = self.quantum;
+        match self.next_guest(now) {
+            Ok((index, guest)) => SliceOutcome::Ran { vm: index, stopped: Self::turn(guest, quantum, now) },
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Gives the next runnable VM (round-robin) one turn of `turn_ticks` ticks of host time, read from `clock`
+    /// (whose time is the base of [`SliceOutcome::Idle`]'s `until`). Each run of the engine lasts until the end
+    /// of the turn or the VM's next timer deadline, whichever comes first ([`TimedEngine::budget_for`]), so the
+    /// deadline is delivered between runs; the turn ends early when the VM waits for an interrupt or ends. The
+    /// VM's clock does not count the time since its last turn ended (unless it ended idle), nor the part of each
+    /// run the guest did not run ([`TimedEngine::guest_ticks`]).
+    pub fn run_timed_slice(&mut self, clock: &mut dyn Clock, turn_ticks: u64) -> SliceOutcome
+    where
+        E: TimedEngine,
+    {
+        let now = clock.now();
+        match self.next_guest(now) {
+            Ok((index, guest)) => {
+                SliceOutcome::Ran { vm: index, stopped: Self::timed_turn(guest, clock, now, turn_ticks) }
+            }
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// The next VM to run at host time `now` (round-robin, from the one after the last to run), or why none can.
+    fn next_guest(&mut self, now: u64) -> Result<(usize, &mut Guest<'a, D, E>), SliceOutcome> {
         let count = self.guests.len();
         let mut earliest: Option<u64> = None;
+        let mut chosen = None;
         for step in 0..count {
             let index = (self.next + step) % count;
-            let Some(guest) = self.guests.get_mut(index) else { continue };
+            let Some(guest) = self.guests.get(index) else { continue };
             match guest.state {
                 VmState::Stopped(_) => continue,
-                VmState::Idle { until } if until > now => {
+                VmState::Idle { until } | VmState::Paused { until } if until > now => {
                     earliest = Some(earliest.map_or(until, |e| e.min(until)));
                     continue;
                 }
                 _ => {}
             }
-            self.next = (index + 1) % count;
-            let stopped = Self::turn(guest, self.quantum, now);
-            return SliceOutcome::Ran { vm: index, stopped };
+            chosen = Some(index);
+            break;
         }
-        match earliest {
-            Some(until) => SliceOutcome::Idle { until },
-            None => SliceOutcome::Stopped,
+        let Some(index) = chosen else {
+            return Err(match earliest {
+                Some(until) => SliceOutcome::Idle { until },
+                None => SliceOutcome::Stopped,
+            });
+        };
+        self.next = (index + 1) % count;
+        self.guests.get_mut(index).map(|guest| (index, guest)).ok_or(SliceOutcome::Stopped)
+    }
+
+    /// Runs `guest` for a timed turn of `turn_ticks` from host time `now`; its outcome if it ended.
+    fn timed_turn(guest: &mut Guest<'a, D, E>, clock: &mut dyn Clock, now: u64, turn_ticks: u64) -> Option<RunOutcome>
+    where
+        E: TimedEngine,
+    {
+        guest.state = VmState::Runnable;
+        if let Some(since) = guest.descheduled_at.take() {
+            // Runnable (or paused) but not running: not the guest's time.
+            guest.vm.hide_time(now.saturating_sub(since));
+        }
+        let turn_end = now.saturating_add(turn_ticks);
+        loop {
+            let start = clock.now();
+            let ticks = turn_end.saturating_sub(start).min(guest.vm.ticks_until_deadline().unwrap_or(u64::MAX));
+            let mut budget = guest.engine.budget_for(ticks.max(1));
+            if let Some(limit) = guest.limit {
+                if guest.vm.steps >= limit {
+                    guest.state = VmState::Stopped(RunOutcome::InstructionLimit);
+                    return Some(RunOutcome::InstructionLimit);
+                }
+                budget = budget.min(limit - guest.vm.steps);
+            }
+            let guest_ticks = guest.engine.guest_ticks();
+            let outcome = guest.vm.run_slice(&mut guest.engine, budget);
+            let end = clock.now();
+            guest.engine.end_slice(end);
+            if let Some(outcome) = outcome {
+                guest.state = VmState::Stopped(outcome);
+                return Some(outcome);
+            }
+            if let SliceActivity::Idle { ticks } = guest.vm.last_activity() {
+                // Asleep: its time runs on, as on a real machine.
+                let wait = ticks.map_or(IDLE_RECHECK, |ticks| ticks.clamp(1, IDLE_RECHECK));
+                guest.state = VmState::Idle { until: end.saturating_add(wait) };
+                return None;
+            }
+            // The VMM's own work for the slice (world switches, the dispatcher, devices) is hidden too: the
+            // guest's time advances while it runs or sleeps.
+            let ran = guest.engine.guest_ticks().wrapping_sub(guest_ticks);
+            guest.vm.hide_time(end.saturating_sub(start).saturating_sub(ran));
+            if end >= turn_end {
+                guest.descheduled_at = Some(end);
+                return None;
+            }
         }
     }
 

@@ -450,7 +450,9 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// The current time in ticks of the timebase, from the time source.
     fn now(&mut self) -> u64 {
         match self.time_source {
-            TimeSource::Host => self.clock.now().wrapping_add(self.time_offset),
+            // Never below a value the guest was given: time hidden from it (`hide_time`) is known only after it
+            // may have read some of it, and must then hold its time still rather than take it back.
+            TimeSource::Host => self.clock.now().wrapping_add(self.time_offset).max(self.last_now),
             TimeSource::Instructions { shift } => {
                 let nanoseconds = (self.steps as u128) << shift.min(32);
                 let ticks = nanoseconds / (1_000_000_000 / TIMEBASE_HZ) as u128;
@@ -459,20 +461,32 @@ impl<'a, D: Devices> Vm<'a, D> {
         }
     }
 
+    /// Ticks until the VM's next timer deadline: its devices' (the CLINT's) or one its guest set through the
+    /// VMM's own SBI, whichever comes first (`None`: no timer is armed).
+    pub fn ticks_until_deadline(&self) -> Option<u64> {
+        let devices = self.devices.ticks_until_deadline();
+        let firmware = self.sbi.as_ref().and_then(|sbi| sbi.ticks_until_deadline(self.devices.mtime()));
+        match (devices, firmware) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Hides `ticks` of host time from the guest: under [`TimeSource::Host`] its time (and its timers) stand
+    /// still for them, as if they had not passed. What a scheduler does for time the VM was runnable but another
+    /// ran, or the VMM worked for it ([`super::Hypervisor::run_timed_slice`]). Under
+    /// [`TimeSource::Instructions`] time only follows the guest's instructions anyway: nothing changes.
+    pub fn hide_time(&mut self, ticks: u64) {
+        self.time_offset = self.time_offset.wrapping_sub(ticks);
+    }
+
     /// Every hart waits for an interrupt: let time pass until the next deadline or host input.
     fn idle(&mut self) {
         if self.devices.input_pending() {
             // The input interrupt is raised at the next update: not idle.
             return;
         }
-        let mut deadline = self.devices.ticks_until_deadline();
-        if let Some(sbi) = &self.sbi {
-            let firmware = sbi.ticks_until_deadline(self.devices.mtime());
-            deadline = match (deadline, firmware) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
+        let deadline = self.ticks_until_deadline();
         match (self.time_source, deadline) {
             (TimeSource::Instructions { .. }, Some(ticks)) => {
                 self.skipped_ticks = self.skipped_ticks.wrapping_add(ticks.max(1))
@@ -599,7 +613,13 @@ impl<'a, D: Devices> Vm<'a, D> {
         let hart = &mut self.harts[index];
         let retired_before = hart.instret;
         let mut memory = Memory { ram: &mut self.ram, realmap: &self.realmap, tlb: &mut self.tlbs[index] };
+        if self.time_source == TimeSource::Host {
+            engine.set_guest_time(self.last_now);
+        }
         let exit = engine.run(hart, &mut memory, budget);
+        if let Some(served) = engine.take_time_served() {
+            self.last_now = self.last_now.max(served);
+        }
         // Counted from the engine alone: the dispatcher may emulate a guest write to `minstret`. The
         // instruction behind an exit is a step whether it then retires or traps.
         let retired = hart.instret.wrapping_sub(retired_before);

@@ -11,6 +11,6 @@ pub mod boot;
 mod builder;
 pub use builder::VmBuilder;
 mod hypervisor;
-pub use hypervisor::{Hypervisor, HypervisorError, SliceOutcome, VmState, IDLE_RECHECK};
+pub use hypervisor::{Hypervisor, HypervisorError, SliceOutcome, TimedEngine, VmState, IDLE_RECHECK};
 pub mod sbi;
 pub mod virt;

@@ -80,7 +80,7 @@ const FS_DIRTY: u64 = 3 << 13;
 const MPIE: u64 = 1 << 7;
 
 /// Which VM's PMP walls the hardware holds (0: none yet), so a switch between VMs reprograms them.
-static mut LOADED_VM: usize = 0;
+static LOADED_VM: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// Patched sites a VM's patch table holds.
 pub const PATCH_SITES: usize = 4096;
@@ -103,17 +103,6 @@ impl SiteCache {
     pub const fn new() -> Self {
         Self { engine: Threaded::new(), sites: TrapSites::new() }
     }
-}
-
-/// A VM's time as its guest sees it (`time`), for excursions to serve reads from: the board's clock functions
-/// and the VM they are asked about.
-#[derive(Clone, Copy)]
-pub struct GuestClock {
-    /// The VM's time now.
-    pub now: fn(usize) -> u64,
-    /// The guest was given `time` values up to this one (its clock must never go below it).
-    pub served: fn(usize, u64),
-    pub vm: usize,
 }
 
 /// What the patching scanner did for a VM whose counters are delegated.
@@ -212,9 +201,11 @@ pub struct NativeEngine {
     /// When the slice's time quantum ends (machine time), fixed by the slice's first native run: see
     /// [`NativeEngine::run`].
     quantum_end: Option<u64>,
-    /// The VM's time as its guest sees it: lets excursions answer `time` reads without leaving the threaded
-    /// engine (`None`: every read leaves).
-    guest_clock: Option<GuestClock>,
+    /// The guest's time as of the VM's last look at its clock (`Engine::set_guest_time`): excursions answer
+    /// `time` reads from the machine timer, going on from it (`None`: every read leaves the threaded engine).
+    guest_time: Option<u64>,
+    /// The largest `time` an excursion gave the guest since the VM last asked.
+    time_served: Option<u64>,
     pub stats: Stats,
 }
 
@@ -235,7 +226,8 @@ impl NativeEngine {
             site_cache: None,
             excursion_since: None,
             quantum_end: None,
-            guest_clock: None,
+            guest_time: None,
+            time_served: None,
             stats: Stats::default(),
         }
     }
@@ -293,12 +285,6 @@ impl NativeEngine {
         }
     }
 
-    /// Lets excursions answer the guest's `time` reads themselves, from `clock`, instead of leaving the threaded
-    /// engine for each.
-    pub fn set_guest_clock(&mut self, clock: GuestClock) {
-        self.guest_clock = Some(clock);
-    }
-
     /// What code caching of trap sites did (`None`: not enabled).
     pub fn site_stats(&self) -> Option<SiteStats> {
         self.site_cache.as_ref().map(|cache| cache.sites.stats)
@@ -306,16 +292,15 @@ impl NativeEngine {
 
     /// Makes the hardware hold this VM's PMP walls, and drops the shadow mappings a guest `sfence.vma` made stale.
     fn prepare(&mut self) {
-        // SAFETY: the board runs on one hart and never re-enters the engine; LOADED_VM is only touched here.
-        let loaded = unsafe { &mut *core::ptr::addr_of_mut!(LOADED_VM) };
-        if *loaded != self.id {
+        // One hart: relaxed is enough (the atomic only replaces a `static mut`).
+        if LOADED_VM.load(core::sync::atomic::Ordering::Relaxed) != self.id {
             let pool_start = &*self.shadow as *const ShadowTables<POOL> as u64;
             let pool_end = pool_start + core::mem::size_of::<ShadowTables<POOL>>() as u64;
             // The patched copies are the only other memory the guest may fetch from (none: an empty range).
             let copies = self.patcher.as_ref().map_or((0, 0), |patcher| patcher.copies.host_range());
             hw::set_pmp(self.partition, (pool_start & !3, (pool_end + 3) & !3), copies, self.device);
             hw::set_counteren(if self.patcher.is_some() { 0b111 } else { 0 });
-            *loaded = self.id;
+            LOADED_VM.store(self.id, core::sync::atomic::Ordering::Relaxed);
             self.fenced = None;
         }
         if let Some((address, asid)) = self.fence_pending.take() {
@@ -581,7 +566,6 @@ impl NativeEngine {
     /// budget or the time quantum (`Some`).
     fn excursion(&mut self, hart: &mut Hart, memory: &mut Memory, budget: &mut u64) -> Option<Exit> {
         let quantum_end = self.quantum_end.unwrap_or(0);
-        let guest_clock = self.guest_clock;
         if !self.site_cache.as_deref().is_some_and(|cache| cache.sites.in_excursion()) {
             return None;
         }
@@ -591,11 +575,11 @@ impl NativeEngine {
             self.excursion_since = Some(now);
         }
         // `time` reads are served in the threaded engine until the quantum ends (no later than the VM's next
-        // timer deadline, see `run`): the guest's time is the machine's less the offset its clock keeps, which
-        // stays put during a slice.
-        let inline = guest_clock.map(|clock| InlineCsr {
+        // timer deadline, see `run`), going on at the machine timer's pace from the guest's time as the VM last
+        // saw it.
+        let inline = self.guest_time.take().map(|guest_now| InlineCsr {
             clock: hw::mtime,
-            offset: now.wrapping_sub((clock.now)(clock.vm)),
+            offset: now.wrapping_sub(guest_now),
             until: quantum_end,
         });
         loop {
@@ -614,8 +598,8 @@ impl NativeEngine {
             let watched = cache.engine.take_watched();
             let written = cache.engine.take_invalidated();
             self.stats.counter_reads += served.time_reads;
-            if let (Some(clock), true) = (guest_clock, served.time_reads > 0) {
-                (clock.served)(clock.vm, served.latest_time);
+            if served.time_reads > 0 {
+                self.time_served = Some(self.time_served.map_or(served.latest_time, |t| t.max(served.latest_time)));
             }
             if let Some(written) = written {
                 self.drop_written(written, memory, false);
@@ -660,6 +644,14 @@ fn leaf_grant(patcher: Option<&Patcher>, pa: u64, granted: [bool; 3]) -> LeafGra
 }
 
 impl Engine for NativeEngine {
+    fn set_guest_time(&mut self, now: u64) {
+        self.guest_time = Some(now);
+    }
+
+    fn take_time_served(&mut self) -> Option<u64> {
+        self.time_served.take()
+    }
+
     fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         self.prepare();
         self.drop_written_code(memory);
