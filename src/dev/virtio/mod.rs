@@ -148,6 +148,21 @@ pub trait VirtioDevice {
     /// The transport was reset (status written 0): drop any per-driver state.
     fn reset(&mut self) {}
 
+    /// The queues (bit `i`: queue `i`) on which work arrived from outside the guest since the last call (a
+    /// frame from a bridge for the receive queue, a finished job): the transport serves them at its next poll
+    /// as if the driver had notified them. The default: none, for a device that only answers requests.
+    fn take_outside_work(&mut self) -> u32 {
+        0
+    }
+
+    /// Whether the device can use another buffer of queue `queue` now. A request queue always can; a receive
+    /// queue only while it holds something to deliver, so that the driver's buffers stay available until
+    /// then. The default: always.
+    fn can_use(&self, queue: usize) -> bool {
+        let _ = queue;
+        true
+    }
+
     /// Writes the device's own state for a snapshot (the transport writes the queues). The default refuses: a
     /// device with state must say what it is.
     fn save_state(&self, out: &mut crate::snapshot::Writer) -> Result<(), crate::snapshot::SnapshotError> {
