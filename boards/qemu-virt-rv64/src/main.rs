@@ -56,9 +56,9 @@ use trapeze::hart::{Hart, HartConfig};
 use trapeze::mem::shadow::ShadowTables;
 use trapeze::mem::{Ram, RAM_BASE};
 use trapeze::vm::boot::{place_devicetree, KERNEL_OFFSET};
-use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription, QEMU_VIRT_RTC};
+use trapeze::vm::fdt::{write_dtb, MachineDescription, QEMU_VIRT_RTC, QEMU_VIRT_VIRTIO};
 use trapeze::vm::loader::{load_elf, load_raw};
-use trapeze::vm::virt::{self, VirtDevices};
+use trapeze::vm::virt::VirtDevices;
 use trapeze::vm::{Clock, Devices, RunOutcome, Vm};
 
 #[global_allocator]
@@ -349,8 +349,8 @@ impl Devices for ReportingDevices {
         let result = self.inner.write(addr, size, value, ram);
         self.report(result, addr, "store")
     }
-    fn update(&mut self, now: u64, harts: &mut [Hart]) {
-        self.inner.update(now, harts)
+    fn update(&mut self, now: u64, harts: &mut [Hart], ram: &mut Ram) {
+        self.inner.update(now, harts, ram)
     }
     fn update_time(&mut self, now: u64, harts: &mut [Hart]) {
         self.inner.update_time(now, harts)
@@ -588,11 +588,11 @@ fn uboot_guest(index: usize, disk: Option<disk::Partition>, console: &'static Bo
     let script = if disk.is_some() { UBOOT_DISK_SCRIPT } else { UBOOT_SCRIPT };
     let mut guest = build_guest(index, "u-boot", console, bytes, 1, script, Expect::Script);
     let mut description = MachineDescription::qemu_virt(1, UBOOT_RAM_SIZE as u64);
-    let disk_slot = [IrqDevice { base: virt::DISK_SLOT_BASE, size: 0x1000, irq: virt::DISK_SLOT_IRQ }];
+    let mut virtio_slots = QEMU_VIRT_VIRTIO;
     if let Some(disk) = disk {
         guest.vm.devices.inner.attach_disk(disk);
-        description.virtio_mmio = &disk_slot;
     }
+    description.virtio_mmio = guest.vm.devices.inner.virtio_description(&mut virtio_slots);
     let ram = &mut guest.vm.ram;
     let entry = RAM_BASE + KERNEL_OFFSET;
     load_raw(UBOOT, entry, ram).unwrap_or_else(|e| panic!("u-boot: cannot load it: {e:?}"));

@@ -25,6 +25,7 @@
 pub mod blk;
 pub mod mmio;
 pub mod queue;
+pub mod slots;
 
 #[cfg(test)]
 mod tests;
