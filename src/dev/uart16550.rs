@@ -590,6 +590,55 @@ mod tests {
         Uart16550::new(FakeSerial::default())
     }
 
+    /// An interrupt output of the host's own: counts raises and lowers, keeps nothing in a snapshot.
+    #[derive(Default, Debug, PartialEq)]
+    struct Counting {
+        raises: u32,
+        lowers: u32,
+    }
+
+    impl IrqTrigger for Counting {
+        fn raise(&mut self) {
+            self.raises += 1;
+        }
+        fn lower(&mut self) {
+            self.lowers += 1;
+        }
+        fn save_state(&self, _out: &mut Writer) {}
+        fn read_state(&self, _input: &mut Reader) -> Result<Self, SnapshotError> {
+            Ok(Counting { raises: self.raises, lowers: self.lowers })
+        }
+    }
+
+    /// The UART raises its interrupt only through the trigger it was built with, and host input reaches the
+    /// guest through `poll`, no access needed.
+    #[test]
+    fn events_raise_through_the_trigger_given_and_poll_takes_host_input() {
+        let mut u = Uart16550::with_trigger(FakeSerial::default(), Counting::default());
+        u.write(IIR_FCR, 1, u64::from(FCR_ENABLE)).unwrap();
+        u.write(IER_DLM, 1, u64::from(IER_ERBFI)).unwrap();
+        assert_eq!(*u.trigger(), Counting { raises: 0, lowers: 2 }, "FCR and IER re-evaluate: nothing pending");
+        u.backend_mut().input.extend(*b"in");
+        let mut backing = [0u8; 8];
+        u.poll(0, &mut Ram::new(0x8000_0000, &mut backing));
+        assert_eq!(u.rx_len(), 2);
+        assert_eq!(*u.trigger(), Counting { raises: 1, lowers: 2 }, "data arrived: one request");
+        u.poll(1, &mut Ram::new(0x8000_0000, &mut backing));
+        assert_eq!(u.trigger().raises, 1, "nothing new arrived: no request");
+        assert_eq!(u.read(RBR_THR_DLL, 1), Ok(u64::from(b'i')));
+        assert_eq!(u.read(RBR_THR_DLL, 1), Ok(u64::from(b'n')));
+        assert_eq!(*u.trigger(), Counting { raises: 2, lowers: 3 }, "each RBR read re-evaluates the line");
+        // A snapshot round trip keeps the host's trigger as it is.
+        let mut buf = [0u8; 256];
+        let mut out = Writer::new(&mut buf);
+        u.save_state(&mut out).unwrap();
+        let len = out.finish().unwrap();
+        let mut other = Uart16550::with_trigger(FakeSerial::default(), Counting { raises: 9, lowers: 9 });
+        other.load_state(&mut Reader::new(&buf[..len]), LoadMode::Apply).unwrap();
+        assert_eq!(other.trigger().raises, 9);
+        assert_eq!(other.read(IER_DLM, 1), Ok(u64::from(IER_ERBFI)));
+    }
+
     fn rd(u: &mut Uart16550<FakeSerial>, reg: u64) -> u8 {
         u.read(reg, 1).expect("register decodes") as u8
     }

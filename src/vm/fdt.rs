@@ -1213,6 +1213,34 @@ mod tests {
         assert_eq!(count, 2 + 2 * 4);
     }
 
+    /// Every device node of the `virt` devicetree sits where the slot table says, raises the table's source
+    /// and carries its compatible list, and every slot of the table has its node: the devicetree cannot drift
+    /// from the bus.
+    #[test]
+    fn every_node_is_where_the_slot_table_puts_it() {
+        let desc = MachineDescription {
+            rtc: Some(QEMU_VIRT_RTC),
+            virtio_mmio: &QEMU_VIRT_VIRTIO,
+            ..MachineDescription::qemu_virt(2, 1 << 28)
+        };
+        let got = parse(&dtb(&desc));
+        let prop = |path: &str, name: &str| {
+            got.iter()
+                .find(|(p, _)| p == path)
+                .and_then(|(_, props)| props.iter().find(|(n, _)| n == name).map(|(_, value)| value.clone()))
+        };
+        let mut table: Vec<slots::Slot> = slots::ALL_FIXED.to_vec();
+        table.extend_from_slice(&slots::VIRTIO);
+        for slot in &table {
+            let path = format!("/soc/{}@{:x}", slot.node, slot.base);
+            assert_eq!(prop(&path, "reg"), Some(reg(slot.base, slot.size)), "{path}");
+            assert_eq!(prop(&path, "compatible"), Some(strs(slot.compatible)), "{path}");
+            assert_eq!(prop(&path, "interrupts"), slot.irq.map(|irq| cells(&[irq])), "{path}");
+        }
+        let soc_devices = got.iter().filter(|(path, _)| path.starts_with("/soc/") && path.contains('@')).count();
+        assert_eq!(soc_devices, table.len(), "a node the slot table does not know");
+    }
+
     #[test]
     fn a_goldfish_rtc_is_described_as_qemu_virt_describes_it() {
         let without = parse(&dtb(&MachineDescription::qemu_virt(1, 16 << 20)));

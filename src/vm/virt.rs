@@ -31,6 +31,8 @@ use crate::vm::fdt::IrqDevice;
 
 use super::machine::Devices;
 
+#[cfg(test)]
+mod slot_tests;
 mod snapshot;
 
 /// Most harts a `virt` machine here can have.
