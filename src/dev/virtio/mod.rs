@@ -1,5 +1,6 @@
 //! Virtio 1.x devices on the MMIO transport, as QEMU's `virt` machine places them: the transport register file
-//! ([`mmio`]), split virtqueues ([`queue`]) and the block device ([`blk`]).
+//! ([`mmio`]), split virtqueues ([`queue`]), the block device ([`blk`]) and the eight slots the bus holds them in
+//! ([`slots`]).
 //!
 //! Everything a guest driver supplies (register values, queue sizes, ring and buffer addresses, descriptor
 //! lengths, flags and `next` indices, request headers) is untrusted. This code never indexes, slices or
@@ -17,6 +18,11 @@
 //! the guest runs on (it costs one branch when nothing is pending; [`VirtioMmio::notify_pending`] says whether
 //! there is work). Processing later, e.g. at the end of a time slice, is also correct, because a driver learns
 //! of completions only through the used ring and the interrupt; it only adds latency.
+//!
+//! Work that arrives from outside the guest (a frame from a bridge, a finished job) is reported by the device
+//! ([`VirtioDevice::take_outside_work`]) and served by [`VirtioMmio::poll_outside`], which the bus calls from
+//! [`MmioDevice::poll`](super::MmioDevice::poll) at every full update: the same processing, with no guest
+//! access.
 //!
 //! When the device must stay reachable from a [`DeviceMap`](super::DeviceMap) (which holds a `&mut dyn
 //! MmioDevice` for the machine's lifetime) while the VMM also calls `process`, put the transport in a
