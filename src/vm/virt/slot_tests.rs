@@ -265,3 +265,44 @@ fn an_empty_slot_faults_at_every_register_for_every_width() {
         }
     }
 }
+
+/// Outside work that has arrived but not been delivered is part of a slot's state: a machine restored from a
+/// snapshot taken in between delivers it at its first poll, as the original does.
+#[test]
+fn outside_work_pending_at_a_snapshot_is_delivered_after_restore() {
+    const SLOT: usize = 4;
+    let build = || {
+        let mut devices: Machine = VirtDevices::new(NullSerial);
+        devices.attach_disk(disk(0));
+        devices.attach_virtio(SLOT, SlotDevice::Inbox(VirtioMmio::new(Inbox::default()))).unwrap();
+        devices
+    };
+    let mut original = build();
+    let mut backing = vec![0u8; RAM_SIZE];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    init(&mut original, &mut ram, SLOT, DEVICE_ID_INBOX);
+    set_desc(&mut ram, SLOT, 0, data(SLOT), 64, DESC_F_WRITE, 0);
+    post(&mut ram, SLOT, 0);
+    w(&mut original, &mut ram, SLOT, 0x050, 0);
+    let Some(SlotDevice::Inbox(inbox)) = original.virtio.get_mut(SLOT) else { panic!("the inbox") };
+    assert!(inbox.device_mut().deliver(b"in flight"));
+
+    let mut buf = vec![0u8; 8192];
+    let mut out = Writer::new(&mut buf);
+    original.save_state(&mut out).unwrap();
+    let len = out.finish().unwrap();
+    let mut restored = build();
+    let mut input = Reader::new(&buf[..len]);
+    restored.load_state(&mut input, LoadMode::Apply).unwrap();
+    input.finish().unwrap();
+
+    let mut restored_backing = ram.as_slice().to_vec();
+    let mut restored_ram = Ram::new(RAM_BASE, &mut restored_backing);
+    let mut harts = [Hart::new(HartConfig::rv64gc(0))];
+    original.update(5, &mut harts, &mut ram);
+    restored.update(5, &mut harts, &mut restored_ram);
+    assert_eq!(restored_ram.slice(data(SLOT), 9).unwrap(), b"in flight");
+    assert_eq!(used_idx(&restored_ram, SLOT), 1);
+    assert_eq!(ram.as_slice(), restored_ram.as_slice(), "both machines did the same");
+    assert!(restored.plic.is_pending(slots::VIRTIO[SLOT].irq.unwrap()));
+}
