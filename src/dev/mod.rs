@@ -1,4 +1,7 @@
-//! Device models the guest reaches through memory-mapped I/O, and the trait they share.
+//! Device models the guest reaches through memory-mapped I/O, and what they share: the register trait
+//! ([`MmioDevice`], with a [`poll`](MmioDevice::poll) hook for work that arrives from outside the guest), the
+//! interrupt output every device raises through ([`IrqTrigger`], the bus's being [`IrqLine`]), and the slot
+//! table of QEMU's `virt` machine ([`slots`]).
 //!
 //! A device model never trusts a guest-supplied offset, width, length, index or address: a register access it
 //! does not decode is an [`MmioError`] (the dispatcher injects an access fault), never a panic. Each device's

@@ -137,7 +137,7 @@ impl<'a, S: SerialBackend, K: Backends> VirtDevices<'a, S, K> {
     }
 
     /// The standard device answering at `addr`, and the offset into it.
-    fn route(&mut self, addr: u64) -> Option<Routed> {
+    fn route(&self, addr: u64) -> Option<Routed> {
         if let Some(offset) = slots::UART0.offset_of(addr) {
             Some(Routed::Uart(offset))
         } else if let Some((index, offset)) = self.virtio.route(addr) {

@@ -174,7 +174,7 @@ impl<K: Backends> VirtioSlots<K> {
     }
 
     /// The device answering at guest real `addr`, and the offset into its window.
-    pub fn route(&mut self, addr: u64) -> Option<(usize, u64)> {
+    pub fn route(&self, addr: u64) -> Option<(usize, u64)> {
         let (index, offset) = slots::virtio_slot(addr)?;
         self.slots.get(index)?.as_ref()?;
         Some((index, offset))
