@@ -26,8 +26,10 @@
 
 /// The first eight bytes of every snapshot.
 pub const MAGIC: [u8; 8] = *b"TRPZSNAP";
-/// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this build writes and reads. Version 2: every virtio-mmio slot of the `virt` machine has
+/// a section (`VIRT` 0 to 7) that starts with the device ID of the device in it (0: empty), where version 1 had
+/// a section for slot 0 only.
+pub const VERSION: u32 = 2;
 /// Size of the header before the payload.
 pub const HEADER_LEN: usize = 32;
 

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use trapeze::dev::htif::Htif;
+use trapeze::dev::slots;
 use trapeze::dev::virtio::blk::BlockBackend;
 use trapeze::dev::{NullSerial, SerialBackend};
 use trapeze::exec::interp::Interpreter;
@@ -32,7 +33,7 @@ use trapeze::trap::Exit;
 use trapeze::vm::boot;
 use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription};
 use trapeze::vm::loader::{load_elf, load_raw};
-use trapeze::vm::virt::{self, VirtDevices};
+use trapeze::vm::virt::VirtDevices;
 use trapeze::vm::{Devices, RunOutcome, TimeSource, Vm, VmBuilder, MAX_HARTS};
 
 use console::{HostClock, Stdio};
@@ -510,10 +511,13 @@ fn build_machine<'a, S: SerialBackend, B: BlockBackend>(
     description.isa = &isa;
     description.bootargs = args.append.as_deref();
     description.initrd = initrd_range;
-    let disk_slot = [IrqDevice { base: virt::DISK_SLOT_BASE, size: 0x1000, irq: virt::DISK_SLOT_IRQ }];
-    if disk.is_some() {
-        description.virtio_mmio = &disk_slot;
+    let mut devices = VirtDevices::new(console);
+    if let Some(disk) = disk {
+        devices.attach_disk(disk);
     }
+    // The devicetree lists the slots the devices fill, with the slot table's addresses and interrupts.
+    let mut virtio_slots = [IrqDevice { base: 0, size: 0, irq: 0 }; slots::VIRTIO_COUNT];
+    description.virtio_mmio = devices.virtio_description(&mut virtio_slots);
     let mut blob = vec![0u8; 64 << 10];
     let length = write_dtb(&description, &mut blob).map_err(|e| format!("building the devicetree: {e:?}"))?;
     blob.truncate(length);
@@ -524,10 +528,6 @@ fn build_machine<'a, S: SerialBackend, B: BlockBackend>(
     let dynamic_next = next_stage.filter(|_| plan.firmware.is_some());
     let (fdt, dynamic_info) = boot::place_devicetree(&mut ram, &blob, dynamic_next, end).map_err(|e| e.to_string())?;
 
-    let mut devices = VirtDevices::new(console);
-    if let Some(disk) = disk {
-        devices.attach_disk(disk);
-    }
     let mut builder = VmBuilder::new(ram, devices, clock)
         .harts(usize::from(args.smp))
         .hart_config(config)

@@ -34,9 +34,9 @@ use super::{MmioDevice, MmioError};
 use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// Guest real address of the CLINT on the QEMU `virt` machine.
-pub const BASE: u64 = 0x200_0000;
+pub const BASE: u64 = super::slots::CLINT.base;
 /// Size of the CLINT's MMIO window on the QEMU `virt` machine.
-pub const SIZE: u64 = 0x1_0000;
+pub const SIZE: u64 = super::slots::CLINT.size;
 
 /// Offset of `msip[0]`; hart `h`'s register is at `MSIP + 4*h`.
 pub const MSIP: u64 = 0x0;

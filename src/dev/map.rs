@@ -1,6 +1,7 @@
 //! The device map: which device answers at which guest real address range.
 
 use super::{MachineRequest, MmioDevice, MmioError};
+use crate::mem::Ram;
 use crate::snapshot::{LoadMode, Reader, SectionId, SnapshotError, Writer};
 
 /// One device window.
@@ -59,6 +60,13 @@ impl<'a, const CAPACITY: usize> DeviceMap<'a, CAPACITY> {
     pub fn read(&mut self, addr: u64, size: u8) -> Result<u64, MmioError> {
         let (device, offset) = self.find(addr, size).ok_or(MmioError::Unsupported)?;
         device.read(offset, size)
+    }
+
+    /// Polls every mapped device (see [`MmioDevice::poll`]).
+    pub fn poll(&mut self, now: u64, ram: &mut Ram) {
+        for window in self.windows.iter_mut().flatten() {
+            window.device.poll(now, ram);
+        }
     }
 
     /// Writes to the device mapped at `addr` and collects the request the write raised, if any.

@@ -1,22 +1,37 @@
-//! Device models the guest reaches through memory-mapped I/O, and the trait they share.
+//! Device models the guest reaches through memory-mapped I/O, and what they share: the register trait
+//! ([`MmioDevice`], with a [`poll`](MmioDevice::poll) hook for work that arrives from outside the guest), the
+//! interrupt output every device raises through ([`IrqTrigger`], the bus's being [`IrqLine`]), and the slot
+//! table of QEMU's `virt` machine ([`slots`]).
 //!
 //! A device model never trusts a guest-supplied offset, width, length, index or address: a register access it
 //! does not decode is an [`MmioError`] (the dispatcher injects an access fault), never a panic. Each device's
 //! state (not its host backend) can be saved and restored for snapshots
 //! ([`MmioDevice::save_state`], [`MmioDevice::load_state`]).
 
+use crate::mem::Ram;
 use crate::snapshot::{LoadMode, Reader, SectionId, SnapshotError, Writer};
 
 /// A memory-mapped device: registers read and written by offset within the device's window.
 ///
 /// Call order: the bus calls [`read`](MmioDevice::read) or [`write`](MmioDevice::write) for each guest access
 /// that falls in the device's window, with `offset` relative to the window's base and `size` in {1, 2, 4, 8};
-/// after each access it calls [`take_request`](MmioDevice::take_request) once.
+/// after each access it calls [`take_request`](MmioDevice::take_request) once. Between guest accesses, at every
+/// full update of the machine (never on the time-only path), it calls [`poll`](MmioDevice::poll).
 pub trait MmioDevice {
     /// Reads `size` bytes at `offset`; the value is zero-extended.
     fn read(&mut self, offset: u64, size: u8) -> Result<u64, MmioError>;
     /// Writes the low `size` bytes of `value` at `offset`.
     fn write(&mut self, offset: u64, size: u8, value: u64) -> Result<(), MmioError>;
+    /// Completes work that arrived from outside the guest since the last call (host input, a frame from a
+    /// bridge, a finished print job): the device may read and write guest memory `ram` (bounds-checked, as for
+    /// any guest-supplied address) and raise its interrupt. `now` is the machine time in timebase ticks.
+    ///
+    /// Called often (at every device access and turn), so it must cost a branch when there is nothing to do,
+    /// must not block and must not allocate. The default does nothing: a device that only acts inside guest
+    /// accesses needs no poll.
+    fn poll(&mut self, now: u64, ram: &mut Ram) {
+        let _ = (now, ram);
+    }
     /// A machine-level request (power off, reset) raised by the last access, if any.
     fn take_request(&mut self) -> Option<MachineRequest> {
         None
@@ -52,7 +67,61 @@ pub enum MachineRequest {
     Reset,
 }
 
-/// A device's interrupt output, driven the way QEMU's device models drive theirs: whenever the device
+/// A device's interrupt output: the one way every device model raises its interrupt, in the shape of rust-vmm's
+/// `Trigger` (`vm-superio`): the device is generic over it and gets it at construction, so the host decides
+/// where an interrupt goes (the bus's [`IrqLine`] latch for the PLIC, a counter in a test, a doorbell to another
+/// thread) without the device knowing.
+///
+/// Level-based rather than rust-vmm's edge `trigger()`, because the PLIC gateway QEMU's `virt` guests expect
+/// takes each raise as a new request and a lower as withdrawing it ([`IrqLine`] says when that matters). The
+/// methods take `&mut self` since the device owns its output; a trigger shared with another owner keeps its
+/// state behind a cell of its own.
+///
+/// An implementation never blocks and never fails: a device raises its interrupt from inside a guest access.
+pub trait IrqTrigger {
+    /// The device (re-)evaluated its interrupt condition and found it standing: a new request, even when the
+    /// output is already high.
+    fn raise(&mut self);
+    /// The device's interrupt condition is gone.
+    fn lower(&mut self);
+    /// Raises the output when `level`, lowers it otherwise.
+    fn set(&mut self, level: bool) {
+        if level {
+            self.raise()
+        } else {
+            self.lower()
+        }
+    }
+    /// Writes the trigger's state for a snapshot (a stateless trigger writes nothing).
+    fn save_state(&self, out: &mut Writer);
+    /// Reads what [`save_state`](Self::save_state) wrote into a trigger like `self` (which may keep its host
+    /// end), validating every value; the caller replaces its trigger with the result only once everything else
+    /// it restores is valid too.
+    fn read_state(&self, input: &mut Reader) -> Result<Self, SnapshotError>
+    where
+        Self: Sized;
+}
+
+impl IrqTrigger for IrqLine {
+    fn raise(&mut self) {
+        IrqLine::set(self, true)
+    }
+    fn lower(&mut self) {
+        IrqLine::set(self, false)
+    }
+    fn set(&mut self, level: bool) {
+        IrqLine::set(self, level)
+    }
+    fn save_state(&self, out: &mut Writer) {
+        IrqLine::save_state(self, out)
+    }
+    fn read_state(&self, input: &mut Reader) -> Result<Self, SnapshotError> {
+        IrqLine::read_state(input)
+    }
+}
+
+/// The [`IrqTrigger`] the bus gives every device: a device's interrupt output, driven the way QEMU's device
+/// models drive theirs: whenever the device
 /// re-evaluates its interrupt condition (an event such as data arriving or the transmitter emptying, or a
 /// register access that changes the condition) it raises or lowers the line, and the interrupt controller takes
 /// every raise as a new request, even when the line was already high ([`Plic::signal`](plic::Plic::signal)).
@@ -114,6 +183,7 @@ pub mod clint;
 pub mod console_mux;
 pub mod htif;
 pub mod plic;
+pub mod slots;
 pub mod test_finisher;
 pub mod uart16550;
 pub mod virtio;

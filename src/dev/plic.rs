@@ -57,9 +57,9 @@ use super::{MmioDevice, MmioError};
 use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// Guest real address of the PLIC on the QEMU `virt` machine.
-pub const BASE: u64 = 0xc00_0000;
+pub const BASE: u64 = super::slots::PLIC.base;
 /// Size of the PLIC's MMIO window on the QEMU `virt` machine.
-pub const SIZE: u64 = 0x60_0000;
+pub const SIZE: u64 = super::slots::PLIC.size;
 /// Interrupt sources of the QEMU `virt` PLIC, counting the reserved source 0 (ids 1..=95 exist).
 pub const VIRT_SOURCES: usize = 96;
 

@@ -21,9 +21,9 @@ use super::{MachineRequest, MmioDevice, MmioError};
 use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// Guest real address of the test finisher on the QEMU `virt` machine.
-pub const BASE: u64 = 0x10_0000;
+pub const BASE: u64 = super::slots::TEST.base;
 /// Size of the test finisher's MMIO window on the QEMU `virt` machine.
-pub const SIZE: u64 = 0x1000;
+pub const SIZE: u64 = super::slots::TEST.size;
 
 /// Low half of a finisher write: the test failed, the high half is the exit code.
 pub const FINISHER_FAIL: u32 = 0x3333;

@@ -35,15 +35,16 @@
 
 use heapless::Deque;
 
-use super::{IrqLine, MmioDevice, MmioError, SerialBackend};
+use super::{IrqLine, IrqTrigger, MmioDevice, MmioError, SerialBackend};
+use crate::mem::Ram;
 use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// Guest real address of the UART on the QEMU `virt` machine.
-pub const BASE: u64 = 0x1000_0000;
+pub const BASE: u64 = super::slots::UART0.base;
 /// Size of the UART's MMIO window on the QEMU `virt` machine (only the first eight bytes decode).
-pub const SIZE: u64 = 0x100;
+pub const SIZE: u64 = super::slots::UART0.size;
 /// PLIC interrupt source of the UART on the QEMU `virt` machine.
-pub const IRQ: u32 = 10;
+pub const IRQ: u32 = super::slots::UART0.irq_or_zero();
 /// Depth of the receive FIFO.
 pub const FIFO_DEPTH: usize = 16;
 
@@ -107,8 +108,8 @@ const MSR_RI: u8 = 0x40;
 const MSR_DCD: u8 = 0x80;
 const MSR_DELTAS: u8 = 0x0f;
 
-/// The NS16550A model. `B` is the host end of the serial line.
-pub struct Uart16550<B> {
+/// The NS16550A model. `B` is the host end of the serial line, `I` its interrupt output.
+pub struct Uart16550<B, I = IrqLine> {
     backend: B,
     rx: Deque<u8, FIFO_DEPTH>,
     ier: u8,
@@ -127,12 +128,25 @@ pub struct Uart16550<B> {
     /// (until the byte has gone) or by disabling ETBEI.
     thr_ipending: bool,
     /// The interrupt output, raised or lowered at each re-evaluation of the condition.
-    line: IrqLine,
+    line: I,
 }
 
 impl<B: SerialBackend> Uart16550<B> {
-    /// A UART in its reset state, attached to `backend`.
+    /// A UART in its reset state, attached to `backend`, its interrupt output an [`IrqLine`] for the bus.
     pub fn new(backend: B) -> Self {
+        Self::with_trigger(backend, IrqLine::default())
+    }
+
+    /// The last raise (`Some(true)`) or lower (`Some(false)`) of the interrupt output since the previous call,
+    /// to forward to the PLIC's [`signal`](super::plic::Plic::signal) after each access and input event.
+    pub fn take_irq_update(&mut self) -> Option<bool> {
+        self.line.take_update()
+    }
+}
+
+impl<B: SerialBackend, I: IrqTrigger> Uart16550<B, I> {
+    /// A UART in its reset state, attached to `backend`, raising its interrupt through `line`.
+    pub fn with_trigger(backend: B, line: I) -> Self {
         Self {
             backend,
             rx: Deque::new(),
@@ -146,7 +160,7 @@ impl<B: SerialBackend> Uart16550<B> {
             lsr_errors: 0,
             msr_deltas: 0,
             thr_ipending: false,
-            line: IrqLine::default(),
+            line,
         }
     }
 
@@ -187,10 +201,9 @@ impl<B: SerialBackend> Uart16550<B> {
         self.interrupt_id() != IIR_NO_INT
     }
 
-    /// The last raise (`Some(true)`) or lower (`Some(false)`) of the interrupt output since the previous call,
-    /// to forward to the PLIC's [`signal`](super::plic::Plic::signal) after each access and input event.
-    pub fn take_irq_update(&mut self) -> Option<bool> {
-        self.line.take_update()
+    /// The interrupt output.
+    pub fn trigger(&self) -> &I {
+        &self.line
     }
 
     /// Re-evaluates the interrupt condition and raises or lowers the line, as QEMU's `serial_update_irq`.
@@ -482,7 +495,7 @@ fn decode(offset: u64, size: u8) -> Option<u64> {
     Some(offset)
 }
 
-impl<B: SerialBackend> MmioDevice for Uart16550<B> {
+impl<B: SerialBackend, I: IrqTrigger> MmioDevice for Uart16550<B, I> {
     fn read(&mut self, offset: u64, size: u8) -> Result<u64, MmioError> {
         let reg = decode(offset, size).ok_or(MmioError::Unsupported)?;
         Ok(u64::from(self.read_register(reg)))
@@ -492,6 +505,12 @@ impl<B: SerialBackend> MmioDevice for Uart16550<B> {
         let reg = decode(offset, size).ok_or(MmioError::Unsupported)?;
         self.write_register(reg, value as u8);
         Ok(())
+    }
+
+    /// Host input is work from outside the guest: bytes the backend holds move into the FIFO, and arriving
+    /// data raises the interrupt, without the guest touching the UART.
+    fn poll(&mut self, _now: u64, _ram: &mut Ram) {
+        self.poll_input();
     }
 
     fn save_state(&self, out: &mut Writer) -> Result<(), SnapshotError> {
@@ -504,7 +523,7 @@ impl<B: SerialBackend> MmioDevice for Uart16550<B> {
     }
 }
 
-impl<B: SerialBackend> Uart16550<B> {
+impl<B: SerialBackend, I: IrqTrigger> Uart16550<B, I> {
     /// Writes the registers, the receive FIFO and the interrupt state (the backend is the host's).
     fn save(&self, out: &mut Writer) {
         out.u32(self.rx.len() as u32);
@@ -527,7 +546,7 @@ impl<B: SerialBackend> Uart16550<B> {
         let [ier, lcr, mcr, fcr, scr, dll, dlm] = input.array::<7>()?;
         let [lsr_errors, msr_deltas] = input.array::<2>()?;
         let thr_ipending = input.bool()?;
-        let line = IrqLine::read_state(input)?;
+        let line = self.line.read_state(input)?;
         if ier & !IER_MASK != 0
             || mcr & !MCR_MASK != 0
             || lsr_errors & !LSR_ERRORS != 0
@@ -569,6 +588,55 @@ mod tests {
 
     fn uart() -> Uart16550<FakeSerial> {
         Uart16550::new(FakeSerial::default())
+    }
+
+    /// An interrupt output of the host's own: counts raises and lowers, keeps nothing in a snapshot.
+    #[derive(Default, Debug, PartialEq)]
+    struct Counting {
+        raises: u32,
+        lowers: u32,
+    }
+
+    impl IrqTrigger for Counting {
+        fn raise(&mut self) {
+            self.raises += 1;
+        }
+        fn lower(&mut self) {
+            self.lowers += 1;
+        }
+        fn save_state(&self, _out: &mut Writer) {}
+        fn read_state(&self, _input: &mut Reader) -> Result<Self, SnapshotError> {
+            Ok(Counting { raises: self.raises, lowers: self.lowers })
+        }
+    }
+
+    /// The UART raises its interrupt only through the trigger it was built with, and host input reaches the
+    /// guest through `poll`, no access needed.
+    #[test]
+    fn events_raise_through_the_trigger_given_and_poll_takes_host_input() {
+        let mut u = Uart16550::with_trigger(FakeSerial::default(), Counting::default());
+        u.write(IIR_FCR, 1, u64::from(FCR_ENABLE)).unwrap();
+        u.write(IER_DLM, 1, u64::from(IER_ERBFI)).unwrap();
+        assert_eq!(*u.trigger(), Counting { raises: 0, lowers: 2 }, "FCR and IER re-evaluate: nothing pending");
+        u.backend_mut().input.extend(*b"in");
+        let mut backing = [0u8; 8];
+        u.poll(0, &mut Ram::new(0x8000_0000, &mut backing));
+        assert_eq!(u.rx_len(), 2);
+        assert_eq!(*u.trigger(), Counting { raises: 1, lowers: 2 }, "data arrived: one request");
+        u.poll(1, &mut Ram::new(0x8000_0000, &mut backing));
+        assert_eq!(u.trigger().raises, 1, "nothing new arrived: no request");
+        assert_eq!(u.read(RBR_THR_DLL, 1), Ok(u64::from(b'i')));
+        assert_eq!(u.read(RBR_THR_DLL, 1), Ok(u64::from(b'n')));
+        assert_eq!(*u.trigger(), Counting { raises: 2, lowers: 3 }, "each RBR read re-evaluates the line");
+        // A snapshot round trip keeps the host's trigger as it is.
+        let mut buf = [0u8; 256];
+        let mut out = Writer::new(&mut buf);
+        u.save_state(&mut out).unwrap();
+        let len = out.finish().unwrap();
+        let mut other = Uart16550::with_trigger(FakeSerial::default(), Counting { raises: 9, lowers: 9 });
+        other.load_state(&mut Reader::new(&buf[..len]), LoadMode::Apply).unwrap();
+        assert_eq!(other.trigger().raises, 9);
+        assert_eq!(other.read(IER_DLM, 1), Ok(u64::from(IER_ERBFI)));
     }
 
     fn rd(u: &mut Uart16550<FakeSerial>, reg: u64) -> u8 {

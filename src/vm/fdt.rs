@@ -16,7 +16,8 @@
 
 use core::fmt;
 
-use crate::dev::{test_finisher, uart16550};
+use crate::dev::slots::{self, Slot};
+use crate::dev::test_finisher;
 use crate::mem::RAM_BASE;
 
 /// `magic` of the DTB header (stored big-endian, like every header field).
@@ -479,25 +480,42 @@ impl PropValue<'_, '_> {
     }
 }
 
+impl Region {
+    /// The window of a slot of the machine's [slot table](crate::dev::slots).
+    pub const fn of(slot: &Slot) -> Self {
+        Region { base: slot.base, size: slot.size }
+    }
+}
+
+impl IrqDevice {
+    /// A slot of the machine's [slot table](crate::dev::slots) (its PLIC source, 0 if it has none).
+    pub const fn of(slot: &Slot) -> Self {
+        IrqDevice { base: slot.base, size: slot.size, irq: slot.irq_or_zero() }
+    }
+}
+
+// Every address and interrupt below comes from the slot table, the one definition of the layout.
+
 /// Guest real address and window of the CLINT on QEMU's `virt` machine.
-pub const QEMU_VIRT_CLINT: Region = Region { base: 0x200_0000, size: 0x1_0000 };
+pub const QEMU_VIRT_CLINT: Region = Region::of(&slots::CLINT);
 /// The PLIC of QEMU's `virt` machine (96 interrupt sources, window sized for 512 harts).
-pub const QEMU_VIRT_PLIC: Plic = Plic { base: 0xc00_0000, size: 0x60_0000, ndev: 0x60 };
+pub const QEMU_VIRT_PLIC: Plic = Plic { base: slots::PLIC.base, size: slots::PLIC.size, ndev: 0x60 };
 /// The NS16550A UART of QEMU's `virt` machine.
-pub const QEMU_VIRT_UART: IrqDevice = IrqDevice { base: uart16550::BASE, size: uart16550::SIZE, irq: uart16550::IRQ };
+pub const QEMU_VIRT_UART: IrqDevice = IrqDevice::of(&slots::UART0);
 /// The SiFive test finisher of QEMU's `virt` machine.
-pub const QEMU_VIRT_TEST: Region = Region { base: test_finisher::BASE, size: test_finisher::SIZE };
+pub const QEMU_VIRT_TEST: Region = Region::of(&slots::TEST);
 /// The goldfish RTC of QEMU's `virt` machine (`google,goldfish-rtc`, PLIC source 11): no DMA, so the native
 /// board can give its page whole to one VM.
-pub const QEMU_VIRT_RTC: IrqDevice = IrqDevice { base: 0x10_1000, size: 0x1000, irq: 11 };
+pub const QEMU_VIRT_RTC: IrqDevice = IrqDevice::of(&slots::RTC);
 /// QEMU's input clock of the `virt` UART (`clock-frequency`).
 pub const UART_CLOCK_HZ: u32 = 3_686_400;
-/// The eight virtio-mmio transports of QEMU's `virt` machine: 0x1000_1000 + 0x1000 * i, PLIC source 1 + i.
-pub const QEMU_VIRT_VIRTIO: [IrqDevice; 8] = {
-    let mut all = [IrqDevice { base: 0, size: 0, irq: 0 }; 8];
+/// The eight virtio-mmio transports of QEMU's `virt` machine, in slot order: 0x1000_1000 + 0x1000 * i, PLIC
+/// source 1 + i.
+pub const QEMU_VIRT_VIRTIO: [IrqDevice; slots::VIRTIO_COUNT] = {
+    let mut all = [IrqDevice { base: 0, size: 0, irq: 0 }; slots::VIRTIO_COUNT];
     let mut i = 0;
     while i < all.len() {
-        all[i] = IrqDevice { base: 0x1000_1000 + 0x1000 * i as u64, size: 0x1000, irq: 1 + i as u32 };
+        all[i] = IrqDevice::of(&slots::VIRTIO[i]);
         i += 1;
     }
     all
@@ -654,7 +672,7 @@ pub fn write_dtb(desc: &MachineDescription<'_>, out: &mut [u8]) -> Result<usize,
     write_chosen(&mut w, desc)?;
     if let Some(uart) = desc.uart {
         w.begin_node("aliases")?;
-        w.property_fmt("serial0", format_args!("/soc/serial@{:x}", uart.base))?;
+        w.property_fmt("serial0", format_args!("/soc/{}@{:x}", slots::UART0.node, uart.base))?;
         w.end_node()?;
     }
     if desc.test_finisher.is_some() {
@@ -693,7 +711,9 @@ fn write_chosen(w: &mut FdtWriter<'_>, desc: &MachineDescription<'_>) -> Result<
     }
     match (desc.stdout_path, desc.uart) {
         (Some(path), _) => w.property_string("stdout-path", path)?,
-        (None, Some(uart)) => w.property_fmt("stdout-path", format_args!("/soc/serial@{:x}", uart.base))?,
+        (None, Some(uart)) => {
+            w.property_fmt("stdout-path", format_args!("/soc/{}@{:x}", slots::UART0.node, uart.base))?
+        }
         (None, None) => {}
     }
     if let Some((start, end)) = desc.initrd {
@@ -784,51 +804,51 @@ fn write_soc(w: &mut FdtWriter<'_>, desc: &MachineDescription<'_>) -> Result<(),
     w.property_empty("ranges")?;
 
     if let Some(test) = desc.test_finisher {
-        w.begin_node_fmt(format_args!("test@{:x}", test.base))?;
+        w.begin_node_fmt(format_args!("{}@{:x}", slots::TEST.node, test.base))?;
         w.property_u32("phandle", PHANDLE_TEST)?;
         write_reg(w, test.base, test.size)?;
-        w.property_strings("compatible", &["sifive,test1", "sifive,test0", "syscon"])?;
+        w.property_strings("compatible", slots::TEST.compatible)?;
         w.end_node()?;
     }
     if let Some(uart) = desc.uart {
-        w.begin_node_fmt(format_args!("serial@{:x}", uart.base))?;
+        w.begin_node_fmt(format_args!("{}@{:x}", slots::UART0.node, uart.base))?;
         write_irq_device(w, desc, uart.irq)?;
         w.property_u32("clock-frequency", UART_CLOCK_HZ)?;
         write_reg(w, uart.base, uart.size)?;
-        w.property_string("compatible", "ns16550a")?;
+        w.property_strings("compatible", slots::UART0.compatible)?;
         w.end_node()?;
     }
     if let Some(rtc) = desc.rtc {
-        w.begin_node_fmt(format_args!("rtc@{:x}", rtc.base))?;
+        w.begin_node_fmt(format_args!("{}@{:x}", slots::RTC.node, rtc.base))?;
         write_irq_device(w, desc, rtc.irq)?;
         write_reg(w, rtc.base, rtc.size)?;
-        w.property_string("compatible", "google,goldfish-rtc")?;
+        w.property_strings("compatible", slots::RTC.compatible)?;
         w.end_node()?;
     }
     for dev in desc.virtio_mmio {
-        w.begin_node_fmt(format_args!("virtio_mmio@{:x}", dev.base))?;
+        w.begin_node_fmt(format_args!("{}@{:x}", slots::VIRTIO[0].node, dev.base))?;
         write_irq_device(w, desc, dev.irq)?;
         write_reg(w, dev.base, dev.size)?;
-        w.property_string("compatible", "virtio,mmio")?;
+        w.property_strings("compatible", slots::VIRTIO[0].compatible)?;
         w.end_node()?;
     }
     if let Some(plic) = desc.plic {
-        w.begin_node_fmt(format_args!("plic@{:x}", plic.base))?;
+        w.begin_node_fmt(format_args!("{}@{:x}", slots::PLIC.node, plic.base))?;
         w.property_u32("phandle", PHANDLE_PLIC)?;
         w.property_u32("riscv,ndev", plic.ndev)?;
         write_reg(w, plic.base, plic.size)?;
         write_per_hart_irqs(w, desc.harts, IRQ_M_EXT, IRQ_S_EXT)?;
         w.property_empty("interrupt-controller")?;
-        w.property_strings("compatible", &["sifive,plic-1.0.0", "riscv,plic0"])?;
+        w.property_strings("compatible", slots::PLIC.compatible)?;
         w.property_u32("#address-cells", 0)?;
         w.property_u32("#interrupt-cells", 1)?;
         w.end_node()?;
     }
     if let Some(clint) = desc.clint {
-        w.begin_node_fmt(format_args!("clint@{:x}", clint.base))?;
+        w.begin_node_fmt(format_args!("{}@{:x}", slots::CLINT.node, clint.base))?;
         write_per_hart_irqs(w, desc.harts, IRQ_M_SOFT, IRQ_M_TIMER)?;
         write_reg(w, clint.base, clint.size)?;
-        w.property_strings("compatible", &["sifive,clint0", "riscv,clint0"])?;
+        w.property_strings("compatible", slots::CLINT.compatible)?;
         w.end_node()?;
     }
     w.end_node()
@@ -1191,6 +1211,34 @@ mod tests {
         phandles.dedup();
         assert_eq!(phandles.len(), count);
         assert_eq!(count, 2 + 2 * 4);
+    }
+
+    /// Every device node of the `virt` devicetree sits where the slot table says, raises the table's source
+    /// and carries its compatible list, and every slot of the table has its node: the devicetree cannot drift
+    /// from the bus.
+    #[test]
+    fn every_node_is_where_the_slot_table_puts_it() {
+        let desc = MachineDescription {
+            rtc: Some(QEMU_VIRT_RTC),
+            virtio_mmio: &QEMU_VIRT_VIRTIO,
+            ..MachineDescription::qemu_virt(2, 1 << 28)
+        };
+        let got = parse(&dtb(&desc));
+        let prop = |path: &str, name: &str| {
+            got.iter()
+                .find(|(p, _)| p == path)
+                .and_then(|(_, props)| props.iter().find(|(n, _)| n == name).map(|(_, value)| value.clone()))
+        };
+        let mut table: Vec<slots::Slot> = slots::ALL_FIXED.to_vec();
+        table.extend_from_slice(&slots::VIRTIO);
+        for slot in &table {
+            let path = format!("/soc/{}@{:x}", slot.node, slot.base);
+            assert_eq!(prop(&path, "reg"), Some(reg(slot.base, slot.size)), "{path}");
+            assert_eq!(prop(&path, "compatible"), Some(strs(slot.compatible)), "{path}");
+            assert_eq!(prop(&path, "interrupts"), slot.irq.map(|irq| cells(&[irq])), "{path}");
+        }
+        let soc_devices = got.iter().filter(|(path, _)| path.starts_with("/soc/") && path.contains('@')).count();
+        assert_eq!(soc_devices, table.len(), "a node the slot table does not know");
     }
 
     #[test]

@@ -68,15 +68,15 @@ pub trait Clock {
 pub trait Devices {
     fn read(&mut self, addr: u64, size: u8, ram: &mut Ram) -> Result<u64, MmioError>;
     fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError>;
-    /// Advances the devices to `now` (ticks of the timebase) and drives each hart's interrupt lines.
-    fn update(&mut self, now: u64, harts: &mut [Hart]);
+    /// Advances the devices to `now` (ticks of the timebase), lets them complete work that arrived from
+    /// outside the guest (host input, a frame from a bridge) in guest memory `ram`, and drives each hart's
+    /// interrupt lines.
+    fn update(&mut self, now: u64, harts: &mut [Hart], ram: &mut Ram);
     /// Advances only what time alone drives (the machine timer and its interrupt lines) to `now`: what an exit
     /// that touches no device needs before the next instruction (a counter read must see time move, an expired
     /// timer must be pending). Everything else (host input, other devices' lines) waits for the next full
-    /// [`update`](Devices::update), at the next device access or turn. The default is a full update.
-    fn update_time(&mut self, now: u64, harts: &mut [Hart]) {
-        self.update(now, harts);
-    }
+    /// [`update`](Devices::update), at the next device access or turn.
+    fn update_time(&mut self, now: u64, harts: &mut [Hart]);
     /// The machine timer as the guest sees it (`mtime`, the `time` CSR).
     fn mtime(&self) -> u64;
     /// Ticks until the earliest armed timer fires, `None` when none is armed.
@@ -702,7 +702,7 @@ impl<'a, D: Devices> Vm<'a, D> {
     fn update_devices(&mut self) {
         let now = self.now();
         self.last_now = now;
-        self.devices.update(now, &mut self.harts);
+        self.devices.update(now, &mut self.harts, &mut self.ram);
         if let Some(sbi) = &mut self.sbi {
             sbi.update_timers(now, &mut self.harts);
         }

@@ -1,28 +1,38 @@
-//! The devices of QEMU's `virt` machine as one bus: CLINT, PLIC, UART 16550, the `sifive,test0` finisher, a
-//! virtio-blk disk in the first virtio-mmio slot, and a device map for anything else. It routes guest accesses by address and drives the harts' interrupt lines.
+//! The devices of QEMU's `virt` machine as one bus: CLINT, PLIC, UART 16550, the `sifive,test0` finisher, the
+//! eight virtio-mmio slots (each empty or holding a device of [`SlotDevice`]'s closed set), and a device map for
+//! anything else. It routes guest accesses by address and drives the harts' interrupt lines.
+//!
+//! Every address and PLIC source comes from the [slot table](crate::dev::slots); the devicetree of a machine
+//! built here lists the populated virtio slots ([`VirtDevices::virtio_description`]). The standard devices are
+//! fields and slots dispatched by `match` (a virtio slot is an index computation from the address); only the
+//! board-specific extras go through the [`DeviceMap`]'s `dyn`, on the cold path.
 //!
 //! The VMM owns the devices through this struct, so it can reach the CLINT's timer and the PLIC's lines between
 //! guest accesses; nothing here trusts a guest address or size beyond what each device checks.
 //!
-//! Interrupt lines reach the PLIC as QEMU wires them: after every guest access to a device, and after host
-//! input, each device's last raise or lower of its line is forwarded to [`Plic::signal`], which latches a raise
-//! as a request. Forwarding at once, before the guest's next access, keeps the order of device events and PLIC
-//! claims exactly as the guest made them.
+//! Interrupt lines reach the PLIC as QEMU wires them: after every guest access to a device, and after every
+//! poll (host input, outside work), each device's last raise or lower of its line is forwarded to
+//! [`Plic::signal`], which latches a raise as a request. Forwarding at once, before the guest's next access,
+//! keeps the order of device events and PLIC claims exactly as the guest made them.
 
-use crate::dev::clint::{self, Clint};
+use crate::dev::clint::Clint;
 use crate::dev::plic::{self, Plic};
-use crate::dev::test_finisher::{self, TestFinisher};
+use crate::dev::slots;
+use crate::dev::test_finisher::TestFinisher;
 use crate::dev::uart16550::{self, Uart16550};
-use crate::dev::virtio::blk::{BlockBackend, BlockError, VirtioBlk};
-use crate::dev::virtio::mmio::{self as virtio_mmio, VirtioMmio};
+use crate::dev::virtio::blk::{BlockBackend, BlockError};
+pub use crate::dev::virtio::slots::{Backends, SlotDevice, SlotError, VirtioSlots};
 use crate::dev::{DeviceMap, MachineRequest, MmioDevice, MmioError, SerialBackend};
 use crate::hart::Hart;
 use crate::isa::csr::interrupt;
 use crate::mem::Ram;
 use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
+use crate::vm::fdt::IrqDevice;
 
 use super::machine::Devices;
 
+#[cfg(test)]
+mod slot_tests;
 mod snapshot;
 
 /// Most harts a `virt` machine here can have.
@@ -30,10 +40,11 @@ pub const MAX_HARTS: usize = 8;
 /// PLIC contexts: an M-mode and an S-mode context per hart.
 pub const PLIC_CONTEXTS: usize = 2 * MAX_HARTS;
 
-/// The guest real address and PLIC source of virtio-mmio slot 0, where the disk sits (QEMU's
-/// `virtio-mmio-bus.0`).
-pub const DISK_SLOT_BASE: u64 = virtio_mmio::VIRT_BASE;
-pub const DISK_SLOT_IRQ: u32 = virtio_mmio::VIRT_IRQ_BASE;
+/// The virtio-mmio slot where [`VirtDevices::attach_disk`] puts the disk: slot 0, QEMU's `virtio-mmio-bus.0`.
+pub const DISK_SLOT: usize = 0;
+/// The guest real address and PLIC source of the disk's slot.
+pub const DISK_SLOT_BASE: u64 = slots::VIRTIO[DISK_SLOT].base;
+pub const DISK_SLOT_IRQ: u32 = slots::VIRTIO[DISK_SLOT].irq_or_zero();
 
 /// The backend of a machine without a disk.
 #[derive(Debug, Default, Clone, Copy)]
@@ -57,33 +68,63 @@ impl BlockBackend for NoDisk {
     }
 }
 
-/// The `virt` machine's devices.
-pub struct VirtDevices<'a, S: SerialBackend, B: BlockBackend = NoDisk> {
+/// The `virt` machine's devices. `K` names the virtio devices' backends ([`Backends`]; a disk type alone will do).
+pub struct VirtDevices<'a, S: SerialBackend, K: Backends = NoDisk> {
     pub clint: Clint<MAX_HARTS>,
     pub plic: Plic<{ plic::VIRT_SOURCES }, PLIC_CONTEXTS>,
     pub uart: Uart16550<S>,
     pub finisher: TestFinisher,
-    /// A virtio-blk disk in virtio-mmio slot 0.
-    pub disk: Option<VirtioMmio<VirtioBlk<B>>>,
+    /// The eight virtio-mmio slots.
+    pub virtio: VirtioSlots<K>,
     /// Further devices (board-specific ones).
     pub extra: DeviceMap<'a>,
 }
 
-impl<'a, S: SerialBackend, B: BlockBackend> VirtDevices<'a, S, B> {
+/// A standard device of the bus, found by address.
+enum Routed {
+    Uart(u64),
+    Clint(u64),
+    Plic(u64),
+    Finisher(u64),
+    Virtio(usize, u64),
+}
+
+impl<'a, S: SerialBackend, K: Backends> VirtDevices<'a, S, K> {
     pub fn new(console: S) -> Self {
         Self {
             clint: Clint::new(),
             plic: Plic::new(),
             uart: Uart16550::new(console),
             finisher: TestFinisher::new(),
-            disk: None,
+            virtio: VirtioSlots::new(),
             extra: DeviceMap::new(),
         }
     }
 
-    /// Attaches a virtio-blk disk over `backend` in virtio-mmio slot 0.
-    pub fn attach_disk(&mut self, backend: B) {
-        self.disk = Some(VirtioMmio::new(VirtioBlk::new(backend)));
+    /// Attaches a virtio-blk disk over `backend` in virtio-mmio slot [`DISK_SLOT`], replacing any device there
+    /// (the disk of `--disk`, where guests and QEMU users expect it).
+    pub fn attach_disk(&mut self, backend: K::Block) {
+        self.virtio.detach(DISK_SLOT);
+        // Cannot fail: the slot exists and was just emptied.
+        let _ = self.virtio.attach(DISK_SLOT, SlotDevice::block(backend));
+    }
+
+    /// Puts `device` in virtio-mmio slot `index`.
+    pub fn attach_virtio(&mut self, index: usize, device: SlotDevice<K>) -> Result<(), SlotError> {
+        self.virtio.attach(index, device)
+    }
+
+    /// The populated virtio-mmio slots as the devicetree lists them (window and PLIC source from the slot
+    /// table), in slot order, written into `out`; answers the filled part.
+    pub fn virtio_description<'d>(&self, out: &'d mut [IrqDevice; slots::VIRTIO_COUNT]) -> &'d [IrqDevice] {
+        let mut count = 0;
+        for (index, _) in self.virtio.populated() {
+            if let (Some(entry), Some(slot)) = (out.get_mut(count), slots::VIRTIO.get(index)) {
+                *entry = IrqDevice::of(slot);
+                count += 1;
+            }
+        }
+        out.get(..count).unwrap_or_default()
     }
 
     /// Forwards what each device did to its interrupt line since the last call to the PLIC.
@@ -91,34 +132,37 @@ impl<'a, S: SerialBackend, B: BlockBackend> VirtDevices<'a, S, B> {
         if let Some(level) = self.uart.take_irq_update() {
             self.plic.signal(uart16550::IRQ, level);
         }
-        if let Some(level) = self.disk.as_mut().and_then(|disk| disk.take_irq_update()) {
-            self.plic.signal(DISK_SLOT_IRQ, level);
-        }
+        let plic = &mut self.plic;
+        self.virtio.forward_lines(|source, level| plic.signal(source, level));
     }
 
-    /// The device answering at `addr`, and the offset into it.
-    fn route(&mut self, addr: u64) -> Option<(&mut dyn MmioDevice, u64)> {
-        let within = |base: u64, size: u64| addr.wrapping_sub(base) < size;
-        if within(uart16550::BASE, uart16550::SIZE) {
-            Some((&mut self.uart, addr - uart16550::BASE))
-        } else if within(clint::BASE, clint::SIZE) {
-            Some((&mut self.clint, addr - clint::BASE))
-        } else if within(plic::BASE, plic::SIZE) {
-            Some((&mut self.plic, addr - plic::BASE))
-        } else if within(test_finisher::BASE, test_finisher::SIZE) {
-            Some((&mut self.finisher, addr - test_finisher::BASE))
-        } else if within(DISK_SLOT_BASE, virtio_mmio::VIRT_STRIDE) {
-            self.disk.as_mut().map(|disk| (disk as &mut dyn MmioDevice, addr - DISK_SLOT_BASE))
+    /// The standard device answering at `addr`, and the offset into it.
+    fn route(&self, addr: u64) -> Option<Routed> {
+        if let Some(offset) = slots::UART0.offset_of(addr) {
+            Some(Routed::Uart(offset))
+        } else if let Some((index, offset)) = self.virtio.route(addr) {
+            Some(Routed::Virtio(index, offset))
+        } else if let Some(offset) = slots::CLINT.offset_of(addr) {
+            Some(Routed::Clint(offset))
+        } else if let Some(offset) = slots::PLIC.offset_of(addr) {
+            Some(Routed::Plic(offset))
         } else {
-            None
+            slots::TEST.offset_of(addr).map(Routed::Finisher)
         }
     }
 }
 
-impl<S: SerialBackend, B: BlockBackend> Devices for VirtDevices<'_, S, B> {
+impl<S: SerialBackend, K: Backends> Devices for VirtDevices<'_, S, K> {
     fn read(&mut self, addr: u64, size: u8, _ram: &mut Ram) -> Result<u64, MmioError> {
         let value = match self.route(addr) {
-            Some((device, offset)) => device.read(offset, size),
+            Some(Routed::Uart(offset)) => self.uart.read(offset, size),
+            Some(Routed::Virtio(index, offset)) => match self.virtio.get_mut(index) {
+                Some(device) => device.read(offset, size),
+                None => Err(MmioError::Unsupported),
+            },
+            Some(Routed::Clint(offset)) => self.clint.read(offset, size),
+            Some(Routed::Plic(offset)) => self.plic.read(offset, size),
+            Some(Routed::Finisher(offset)) => self.finisher.read(offset, size),
             None => self.extra.read(addr, size),
         };
         // Reads change interrupt conditions too (an RBR or IIR read).
@@ -128,23 +172,34 @@ impl<S: SerialBackend, B: BlockBackend> Devices for VirtDevices<'_, S, B> {
 
     fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError> {
         let request = match self.route(addr) {
-            Some((device, offset)) => {
-                device.write(offset, size, value)?;
-                device.take_request()
+            Some(Routed::Uart(offset)) => self.uart.write(offset, size, value).map(|()| None),
+            Some(Routed::Virtio(index, offset)) => match self.virtio.get_mut(index) {
+                Some(device) => {
+                    let written = device.write(offset, size, value);
+                    // A queue notification is served at once, with the RAM the descriptors point into.
+                    device.process(ram);
+                    written.map(|()| None)
+                }
+                None => Err(MmioError::Unsupported),
+            },
+            Some(Routed::Clint(offset)) => self.clint.write(offset, size, value).map(|()| None),
+            Some(Routed::Plic(offset)) => self.plic.write(offset, size, value).map(|()| None),
+            Some(Routed::Finisher(offset)) => {
+                self.finisher.write(offset, size, value).map(|()| self.finisher.take_request())
             }
             None => return self.extra.write(addr, size, value),
         };
-        // A queue notification is served at once, with the RAM the descriptors point into.
-        if let Some(disk) = self.disk.as_mut().filter(|disk| disk.notify_pending()) {
-            disk.process(ram);
-        }
         self.forward_lines();
-        Ok(request)
+        request
     }
 
-    fn update(&mut self, now: u64, harts: &mut [Hart]) {
+    fn update(&mut self, now: u64, harts: &mut [Hart], ram: &mut Ram) {
         self.clint.set_now(now);
-        self.uart.poll_input();
+        // Work from outside the guest: host input for the UART, completions for the virtio devices, whatever
+        // the extra devices have; each may write guest memory and raise its line.
+        self.uart.poll(now, ram);
+        self.virtio.poll(now, ram);
+        self.extra.poll(now, ram);
         self.forward_lines();
         let lines = interrupt::MSI | interrupt::MTI | interrupt::MEI | interrupt::SEI;
         for (index, hart) in harts.iter_mut().enumerate() {
@@ -255,7 +310,7 @@ mod tests {
     ) -> u32 {
         let mut taken = 0;
         while taken < 1000 {
-            devices.update(0, harts);
+            devices.update(0, harts, ram);
             if harts[0].interrupt_lines & interrupt::SEI == 0 {
                 break;
             }

@@ -59,8 +59,8 @@ use trapeze::hart::Hart;
 use trapeze::mem::shadow::ShadowTables;
 use trapeze::mem::{Ram, RAM_BASE};
 use trapeze::vm::boot::{place_images, Images};
-use trapeze::vm::fdt::{IrqDevice, MachineDescription, QEMU_VIRT_RTC};
-use trapeze::vm::virt::{self, VirtDevices};
+use trapeze::vm::fdt::{MachineDescription, QEMU_VIRT_RTC, QEMU_VIRT_VIRTIO};
+use trapeze::vm::virt::VirtDevices;
 use trapeze::vm::{Clock, Devices, Hypervisor, RunOutcome, SliceOutcome, TimedEngine, Vm, VmBuilder};
 
 use take_once::TakeOnce;
@@ -370,8 +370,8 @@ impl Devices for ReportingDevices {
         let result = self.inner.write(addr, size, value, ram);
         self.report(result, addr, "store")
     }
-    fn update(&mut self, now: u64, harts: &mut [Hart]) {
-        self.inner.update(now, harts)
+    fn update(&mut self, now: u64, harts: &mut [Hart], ram: &mut Ram) {
+        self.inner.update(now, harts, ram)
     }
     fn update_time(&mut self, now: u64, harts: &mut [Hart]) {
         self.inner.update_time(now, harts)
@@ -574,9 +574,9 @@ fn uboot_guest(index: usize, disk: Option<disk::Partition>, console: &'static Bo
     let bytes = &mut take(&UBOOT_PARTITION, 0, "U-Boot partition").0[..];
     let script = if disk.is_some() { UBOOT_DISK_SCRIPT } else { UBOOT_SCRIPT };
     let mut description = MachineDescription::qemu_virt(1, UBOOT_RAM_SIZE as u64);
-    let disk_slot = [IrqDevice { base: virt::DISK_SLOT_BASE, size: 0x1000, irq: virt::DISK_SLOT_IRQ }];
+    // The disk goes in virtio-mmio slot 0 (`attach_disk`), as the slot table places it.
     if disk.is_some() {
-        description.virtio_mmio = &disk_slot;
+        description.virtio_mmio = &QEMU_VIRT_VIRTIO[..1];
     }
     let images = Images::BuiltinSbi { kernel: UBOOT, initrd: None };
     let wiring = Wiring { index, name: "u-boot", harts: 1, images, description, script, expect: Expect::Script };

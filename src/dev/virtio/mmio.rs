@@ -40,17 +40,18 @@ use super::{
     GuestMemory, VirtioDevice, F_VERSION_1, INT_CONFIG_CHANGE, INT_USED_BUFFER, STATUS_DEVICE_NEEDS_RESET,
     STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
 };
-use crate::dev::{IrqLine, MmioDevice, MmioError};
+use crate::dev::{IrqLine, IrqTrigger, MmioDevice, MmioError};
+use crate::mem::Ram;
 use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
 /// Guest real address of the first virtio-mmio window on the QEMU `virt` machine.
-pub const VIRT_BASE: u64 = 0x1000_1000;
+pub const VIRT_BASE: u64 = crate::dev::slots::VIRTIO_BASE;
 /// Distance between consecutive virtio-mmio windows on the QEMU `virt` machine (also each window's size).
-pub const VIRT_STRIDE: u64 = 0x1000;
+pub const VIRT_STRIDE: u64 = crate::dev::slots::VIRTIO_STRIDE;
 /// Number of virtio-mmio windows on the QEMU `virt` machine.
-pub const VIRT_COUNT: u64 = 8;
+pub const VIRT_COUNT: u64 = crate::dev::slots::VIRTIO_COUNT as u64;
 /// PLIC interrupt source of the first window; window `i` uses `VIRT_IRQ_BASE + i`.
-pub const VIRT_IRQ_BASE: u32 = 1;
+pub const VIRT_IRQ_BASE: u32 = crate::dev::slots::VIRTIO_IRQ_BASE;
 
 /// The value of `MagicValue`: "virt" in little-endian ASCII.
 pub const MAGIC: u32 = 0x7472_6976;
@@ -95,8 +96,8 @@ const QUEUE_DEVICE_LOW: u64 = 0x0a0;
 const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
 const CONFIG_GENERATION: u64 = 0x0fc;
 
-/// A virtio device `D` on the MMIO transport.
-pub struct VirtioMmio<D> {
+/// A virtio device `D` on the MMIO transport, raising its interrupt through `I`.
+pub struct VirtioMmio<D, I = IrqLine> {
     device: D,
     /// What `VendorID` reads; survives a device reset.
     vendor_id: u32,
@@ -108,14 +109,28 @@ pub struct VirtioMmio<D> {
     queues: [Queue; MAX_QUEUES],
     interrupt_status: u32,
     /// The interrupt output, raised for each notification of the driver.
-    line: IrqLine,
+    line: I,
     /// Bit `i`: queue `i` was notified (or made ready work visible) and has not been processed yet.
     notify_pending: u32,
 }
 
 impl<D: VirtioDevice> VirtioMmio<D> {
-    /// The transport in its reset state, in front of `device`.
+    /// The transport in its reset state, in front of `device`, its interrupt output an [`IrqLine`] for the bus.
     pub fn new(device: D) -> Self {
+        Self::with_trigger(device, IrqLine::default())
+    }
+
+    /// The last raise (`Some(true)`) or lower (`Some(false)`) of the interrupt line since the previous call, to
+    /// forward to the PLIC's [`signal`](crate::dev::plic::Plic::signal) after each access and each
+    /// [`process`](Self::process) or [`poll`](MmioDevice::poll).
+    pub fn take_irq_update(&mut self) -> Option<bool> {
+        self.line.take_update()
+    }
+}
+
+impl<D: VirtioDevice, I: IrqTrigger> VirtioMmio<D, I> {
+    /// The transport in its reset state, in front of `device`, raising its interrupt through `line`.
+    pub fn with_trigger(device: D, line: I) -> Self {
         Self {
             device,
             vendor_id: VENDOR_ID,
@@ -126,7 +141,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             queue_sel: 0,
             queues: [Queue::default(); MAX_QUEUES],
             interrupt_status: 0,
-            line: IrqLine::default(),
+            line,
             notify_pending: 0,
         }
     }
@@ -167,11 +182,20 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         self.interrupt_status != 0
     }
 
-    /// The last raise (`Some(true)`) or lower (`Some(false)`) of the interrupt line since the previous call, to
-    /// forward to the PLIC's [`signal`](crate::dev::plic::Plic::signal) after each access and each
-    /// [`process`](Self::process).
-    pub fn take_irq_update(&mut self) -> Option<bool> {
-        self.line.take_update()
+    /// The interrupt output.
+    pub fn trigger(&self) -> &I {
+        &self.line
+    }
+
+    /// Takes the work the device says arrived from outside the guest (see [`VirtioDevice::take_outside_work`])
+    /// and carries out everything pending against `mem`: what a guest notification would do, with no guest
+    /// access. Costs a call and a branch when there is nothing to do.
+    pub fn poll_outside<M: GuestMemory + ?Sized>(&mut self, mem: &mut M) {
+        let queues = (1u32 << self.num_queues()) - 1;
+        self.notify_pending |= self.device.take_outside_work() & queues;
+        if self.notify_pending() {
+            self.process(mem);
+        }
     }
 
     /// Sets `bits` in `InterruptStatus` and raises the line: one notification of the driver.
@@ -240,6 +264,10 @@ impl<D: VirtioDevice> VirtioMmio<D> {
         let mut failed = false;
         // Each pop consumes one available entry and the guest cannot add more meanwhile: at most `size` rounds.
         loop {
+            // A queue that waits for outside work (a receive queue without a frame) keeps its buffers.
+            if !self.device.can_use(index) {
+                break;
+            }
             let Some(queue) = self.queues.get_mut(index) else { return };
             let head = match queue.pop(mem) {
                 Ok(Some(head)) => head,
@@ -408,7 +436,7 @@ fn config_access_ok(offset: u64, size: u8) -> bool {
     matches!(size, 1 | 2 | 4) && offset.is_multiple_of(u64::from(size))
 }
 
-impl<D: VirtioDevice> MmioDevice for VirtioMmio<D> {
+impl<D: VirtioDevice, I: IrqTrigger> MmioDevice for VirtioMmio<D, I> {
     fn read(&mut self, offset: u64, size: u8) -> Result<u64, MmioError> {
         if offset < CONFIG_OFFSET {
             if size != 4 || !offset.is_multiple_of(4) {
@@ -443,6 +471,12 @@ impl<D: VirtioDevice> MmioDevice for VirtioMmio<D> {
         Ok(())
     }
 
+    /// Completions that do not wait for a guest access: work the device got from outside, and notifications
+    /// not yet served.
+    fn poll(&mut self, _now: u64, ram: &mut Ram) {
+        self.poll_outside(ram);
+    }
+
     fn save_state(&self, out: &mut Writer) -> Result<(), SnapshotError> {
         self.save(out)
     }
@@ -464,7 +498,7 @@ impl<D: VirtioDevice> MmioDevice for &RefCell<VirtioMmio<D>> {
         self.try_borrow_mut().map_err(|_| MmioError::Unsupported)?.write(offset, size, value)
     }
 }
-impl<D: VirtioDevice> VirtioMmio<D> {
+impl<D: VirtioDevice, I: IrqTrigger> VirtioMmio<D, I> {
     fn save(&self, out: &mut Writer) -> Result<(), SnapshotError> {
         out.u32(self.device.device_id());
         out.u32(self.vendor_id);
@@ -497,7 +531,7 @@ impl<D: VirtioDevice> VirtioMmio<D> {
             *queue = Queue::read_state(input, QUEUE_SIZE_MAX)?;
         }
         let interrupt_status = input.u32()?;
-        let line = IrqLine::read_state(input)?;
+        let line = self.line.read_state(input)?;
         let notify_pending = input.u32()?;
         if status & !0xff != 0 || notify_pending >> MAX_QUEUES != 0 {
             return Err(input.invalid("virtio-mmio status or notification bits no driver produces"));

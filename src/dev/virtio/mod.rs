@@ -1,5 +1,6 @@
 //! Virtio 1.x devices on the MMIO transport, as QEMU's `virt` machine places them: the transport register file
-//! ([`mmio`]), split virtqueues ([`queue`]) and the block device ([`blk`]).
+//! ([`mmio`]), split virtqueues ([`queue`]), the block device ([`blk`]) and the eight slots the bus holds them in
+//! ([`slots`]).
 //!
 //! Everything a guest driver supplies (register values, queue sizes, ring and buffer addresses, descriptor
 //! lengths, flags and `next` indices, request headers) is untrusted. This code never indexes, slices or
@@ -18,6 +19,11 @@
 //! there is work). Processing later, e.g. at the end of a time slice, is also correct, because a driver learns
 //! of completions only through the used ring and the interrupt; it only adds latency.
 //!
+//! Work that arrives from outside the guest (a frame from a bridge, a finished job) is reported by the device
+//! ([`VirtioDevice::take_outside_work`]) and served by [`VirtioMmio::poll_outside`], which the bus calls from
+//! [`MmioDevice::poll`](super::MmioDevice::poll) at every full update: the same processing, with no guest
+//! access.
+//!
 //! When the device must stay reachable from a [`DeviceMap`](super::DeviceMap) (which holds a `&mut dyn
 //! MmioDevice` for the machine's lifetime) while the VMM also calls `process`, put the transport in a
 //! [`core::cell::RefCell`]: `&RefCell<VirtioMmio<D>>` implements [`MmioDevice`](super::MmioDevice) too.
@@ -25,6 +31,7 @@
 pub mod blk;
 pub mod mmio;
 pub mod queue;
+pub mod slots;
 
 #[cfg(test)]
 mod tests;
@@ -147,6 +154,21 @@ pub trait VirtioDevice {
 
     /// The transport was reset (status written 0): drop any per-driver state.
     fn reset(&mut self) {}
+
+    /// The queues (bit `i`: queue `i`) on which work arrived from outside the guest since the last call (a
+    /// frame from a bridge for the receive queue, a finished job): the transport serves them at its next poll
+    /// as if the driver had notified them. The default: none, for a device that only answers requests.
+    fn take_outside_work(&mut self) -> u32 {
+        0
+    }
+
+    /// Whether the device can use another buffer of queue `queue` now. A request queue always can; a receive
+    /// queue only while it holds something to deliver, so that the driver's buffers stay available until
+    /// then. The default: always.
+    fn can_use(&self, queue: usize) -> bool {
+        let _ = queue;
+        true
+    }
 
     /// Writes the device's own state for a snapshot (the transport writes the queues). The default refuses: a
     /// device with state must say what it is.

@@ -1,9 +1,8 @@
 //! The `virt` machine's devices in a snapshot: one section per device, in a fixed order (CLINT, PLIC, UART,
-//! test finisher, the disk's virtio-mmio slot, then the extra device map). A slot's section says whether a
-//! device was attached; restoring into a machine with a different set of devices is refused.
+//! test finisher, the eight virtio-mmio slots, then the extra device map). Each slot's section names the kind
+//! of device it holds (or none); restoring into a machine with a different set of devices is refused.
 
-use super::VirtDevices;
-use crate::dev::virtio::blk::BlockBackend;
+use super::{Backends, VirtDevices};
 use crate::dev::{MmioDevice, SerialBackend};
 use crate::snapshot::{LoadMode, Reader, SectionId, SnapshotError, Writer};
 
@@ -11,31 +10,15 @@ const CLINT: SectionId = SectionId::new(*b"CLNT", 0);
 const PLIC: SectionId = SectionId::new(*b"PLIC", 0);
 const UART: SectionId = SectionId::new(*b"UART", 0);
 const FINISHER: SectionId = SectionId::new(*b"TFIN", 0);
-/// Virtio-mmio slot 0, where the disk sits.
-const DISK_SLOT: SectionId = SectionId::new(*b"VIRT", 0);
 const EXTRA: SectionId = SectionId::new(*b"XMAP", 0);
 
-/// Names the section in a device's `Unsupported` answer.
-fn in_section(section: SectionId) -> impl Fn(SnapshotError) -> SnapshotError {
-    move |error| match error {
-        SnapshotError::Unsupported { .. } => SnapshotError::Unsupported { section },
-        other => other,
-    }
-}
-
-impl<S: SerialBackend, B: BlockBackend> VirtDevices<'_, S, B> {
+impl<S: SerialBackend, K: Backends> VirtDevices<'_, S, K> {
     pub(super) fn save_devices(&self, out: &mut Writer) -> Result<(), SnapshotError> {
         out.section(CLINT, |out| self.clint.save_state(out))?;
         out.section(PLIC, |out| self.plic.save_state(out))?;
         out.section(UART, |out| self.uart.save_state(out))?;
         out.section(FINISHER, |out| self.finisher.save_state(out))?;
-        out.section(DISK_SLOT, |out| {
-            out.bool(self.disk.is_some());
-            match &self.disk {
-                Some(disk) => disk.save_state(out).map_err(in_section(DISK_SLOT)),
-                None => Ok(()),
-            }
-        })?;
+        self.virtio.save_state(out)?;
         out.section(EXTRA, |out| self.extra.save_state(out))
     }
 
@@ -44,15 +27,7 @@ impl<S: SerialBackend, B: BlockBackend> VirtDevices<'_, S, B> {
         input.read_section(PLIC, |input| self.plic.load_state(input, mode))?;
         input.read_section(UART, |input| self.uart.load_state(input, mode))?;
         input.read_section(FINISHER, |input| self.finisher.load_state(input, mode))?;
-        input.read_section(DISK_SLOT, |input| {
-            if input.bool()? != self.disk.is_some() {
-                return Err(input.mismatch("whether a disk is attached"));
-            }
-            match &mut self.disk {
-                Some(disk) => disk.load_state(input, mode).map_err(in_section(DISK_SLOT)),
-                None => Ok(()),
-            }
-        })?;
+        self.virtio.load_state(input, mode)?;
         input.read_section(EXTRA, |input| self.extra.load_state(input, mode))
     }
 }
@@ -64,7 +39,7 @@ mod tests {
     use crate::dev::{clint, plic, uart16550, MmioError};
     use crate::mem::{Ram, RAM_BASE};
     use crate::vm::machine::Devices;
-    use crate::vm::virt::DISK_SLOT_BASE;
+    use crate::vm::virt::{SlotDevice, DISK_SLOT_BASE};
     use proptest::prelude::*;
     use std::collections::VecDeque;
     use std::vec;
@@ -84,22 +59,31 @@ mod tests {
 
     type Machine = VirtDevices<'static, FakeSerial, MemBackend<4096>>;
 
-    fn fresh(disk: bool) -> Machine {
+    /// The second disk's slot.
+    const SECOND_DISK: usize = 6;
+
+    /// A machine with disks in slot 0 and [`SECOND_DISK`], or none.
+    fn fresh(disks: bool) -> Machine {
+        with_disks(if disks { &[0, SECOND_DISK] } else { &[] })
+    }
+
+    fn with_disks(slots: &[usize]) -> Machine {
         let mut devices = VirtDevices::new(FakeSerial::default());
-        if disk {
-            devices.attach_disk(MemBackend::new());
+        for &slot in slots {
+            devices.attach_virtio(slot, SlotDevice::block(MemBackend::new())).unwrap();
         }
         devices
     }
 
-    /// Devices that a guest has set up: timer, IPI, PLIC routing, UART registers and received bytes, a disk
-    /// queue made ready.
+    /// Devices that a guest has set up: timer, IPI, PLIC routing, UART registers and received bytes, a queue
+    /// made ready on each disk (each its own way), an interrupt pending on the second.
     fn busy() -> Machine {
         let mut devices = fresh(true);
+        let second = crate::dev::slots::VIRTIO[SECOND_DISK].base;
         let mut backing = vec![0u8; 4096];
         let mut ram = Ram::new(RAM_BASE, &mut backing);
         devices.uart.backend_mut().input.extend(*b"snap");
-        let writes: [(u64, u8, u64); 14] = [
+        let writes: [(u64, u8, u64); 19] = [
             (clint::BASE + 0x4008, 8, 5_000),
             (clint::BASE + 4, 4, 1),
             (clint::BASE + 0xbff8, 8, 77),
@@ -114,13 +98,18 @@ mod tests {
             (DISK_SLOT_BASE + 0x080, 4, 0x8000_1000),
             (DISK_SLOT_BASE + 0x090, 4, 0x8000_2000),
             (DISK_SLOT_BASE + 0x044, 4, 1),
+            (second + 0x070, 4, 1),
+            (second + 0x038, 4, 4),
+            (second + 0x080, 4, 0x8000_0400),
+            (second + 0x044, 4, 1),
+            (second + 0x030, 4, 3),
         ];
         for (addr, size, value) in writes {
             devices.write(addr, size, value, &mut ram).unwrap();
         }
         devices.write(uart16550::BASE + 2, 1, 0x01, &mut ram).unwrap();
         for _ in 0..4 {
-            devices.update(1_000, &mut []);
+            devices.update(1_000, &mut [], &mut ram);
         }
         assert!(devices.uart.rx_len() > 1, "bytes wait in the receive FIFO");
         devices
@@ -160,6 +149,32 @@ mod tests {
         assert_eq!(restored.read(uart16550::BASE, 1, &mut ram), Ok(u64::from(b's')), "the received bytes");
         assert_eq!(restored.read(DISK_SLOT_BASE + 0x044, 4, &mut ram), Ok(1), "the queue is ready");
         assert_eq!(restored.read(DISK_SLOT_BASE + 0x070, 4, &mut ram), Ok(3));
+    }
+
+    /// Both disks come back, each with its own registers; a machine with a disk in another slot, a missing
+    /// disk or one more is refused by the check a VM restore starts with, and left as it was.
+    #[test]
+    fn two_disks_round_trip_in_their_own_slots() {
+        let data = save(&busy());
+        let mut restored = fresh(true);
+        load(&mut restored, &data, LoadMode::Apply).unwrap();
+        assert_eq!(save(&restored), data);
+        let mut backing = vec![0u8; 64];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        let second = crate::dev::slots::VIRTIO[SECOND_DISK].base;
+        assert_eq!(restored.read(second + 0x070, 4, &mut ram), Ok(1), "the second disk's status");
+        assert_eq!(restored.read(DISK_SLOT_BASE + 0x070, 4, &mut ram), Ok(3), "the first's");
+        restored.write(second + 0x030, 4, 0, &mut ram).unwrap();
+        assert_eq!(restored.read(second + 0x044, 4, &mut ram), Ok(1), "its queue 0 is ready");
+        for other in [&[0, 5][..], &[0], &[0, SECOND_DISK, 7], &[SECOND_DISK]] {
+            let mut machine = with_disks(other);
+            let untouched = save(&machine);
+            assert!(
+                matches!(load(&mut machine, &data, LoadMode::Check), Err(SnapshotError::Mismatch { .. })),
+                "disks in {other:?}"
+            );
+            assert_eq!(save(&machine), untouched);
+        }
     }
 
     #[test]
