@@ -351,6 +351,34 @@ fn a_fill_prefetches_what_the_guest_already_accessed_and_writes_no_guest_pte() {
 }
 
 #[test]
+fn a_fence_refills_its_page_for_the_regime_that_may_use_it_and_writes_no_guest_pte() {
+    let (mut backing, mut hart) = kernel_and_user();
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    // A third page, user, never accessed: a fence must not refill it.
+    Builder { next_table: 3 }.map(&mut ram, 0x3000, page(22), 0, V | R | W | U);
+    let realmap = identity_map();
+    set_mode(&mut hart, Privilege::Supervisor, sv39(page(0)), 0);
+    let mut tables = ShadowTables::<16>::new();
+    let before: Vec<u64> = [0x1000, 0x2000, 0x3000].map(|va| pte_at(&ram, va, 0)).to_vec();
+    for va in [0x1000, 0x2000, 0x3000] {
+        tables.sfence_vma(Some(va), None);
+        tables.prefill(&hart, &mut ram, &realmap, HOST_BASE, va, |_, granted| LeafGrant::on_ram(granted));
+    }
+    let kernel_satp = tables.root_satp(&hart);
+    let mut user = hart.clone();
+    user.privilege = Privilege::User;
+    let user_satp = tables.root_satp(&user);
+    let host = |n: u64| HOST_BASE + (page(n) - RAM_BASE);
+    assert_eq!(hardware(&tables, kernel_satp, 0x1000, Store), Some(host(20)), "the kernel page, for S");
+    assert_eq!(hardware(&tables, user_satp, 0x1000, Load), None, "never for U");
+    assert_eq!(hardware(&tables, user_satp, 0x2000, Store), Some(host(21)), "the user page, for U");
+    assert_eq!(hardware(&tables, kernel_satp, 0x2000, Load), None, "not for S without SUM");
+    assert_eq!(hardware(&tables, user_satp, 0x3000, Load), None, "never accessed: left to a fault");
+    assert_eq!(before, [0x1000, 0x2000, 0x3000].map(|va| pte_at(&ram, va, 0)).to_vec(), "no guest PTE written");
+    assert_contained(&tables, &realmap);
+}
+
+#[test]
 fn accessed_and_dirty_bits_are_written_back_and_the_first_store_faults() {
     let mut backing = vec![0u8; RAM_BYTES];
     let mut ram = Ram::new(RAM_BASE, &mut backing);
