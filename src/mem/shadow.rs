@@ -299,6 +299,9 @@ pub struct ShadowTables<const POOL: usize> {
     built_at: u64,
     /// Bumped by every flush.
     generation: u64,
+    /// Times every shadow mapping was dropped ([`flush_all`](Self::flush_all)): a full pool, a moved pool, a
+    /// PMP change, or the host's choice.
+    full_flushes: u64,
     /// The device pages given whole to the VM.
     passthrough: Passthrough,
 }
@@ -326,6 +329,7 @@ impl<const POOL: usize> ShadowTables<POOL> {
             built_for_pmp: None,
             built_at: 0,
             generation: 0,
+            full_flushes: 0,
             passthrough: Passthrough::new(),
         }
     }
@@ -359,6 +363,7 @@ impl<const POOL: usize> ShadowTables<POOL> {
     /// Drops every shadow mapping and root. The board must execute a real `sfence.vma x0, x0` before the guest
     /// runs again (the [`generation`](Self::generation) tells it).
     pub fn flush_all(&mut self) {
+        self.full_flushes += 1;
         self.used = 0;
         self.untranslated = [NO_ROOT; FIRST_TRANSLATED_ROOT];
         // The slots keep their keys: an empty slot is right for any `satp`.
@@ -406,6 +411,12 @@ impl<const POOL: usize> ShadowTables<POOL> {
         }
         *self.pages.get_mut(table)?.0.get_mut(vpn(va, 0))? = 0;
         Some(())
+    }
+
+    /// How many times every shadow mapping was dropped at once (see [`flush_all`](Self::flush_all)); fences are
+    /// not counted.
+    pub fn full_flushes(&self) -> u64 {
+        self.full_flushes
     }
 
     /// Changes whenever shadow PTEs were dropped: the board fences the real TLB when it differs from the value it

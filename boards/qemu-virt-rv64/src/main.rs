@@ -734,7 +734,7 @@ fn mode_figures(engine: &NativeEngine, mode: Mode, ticks: u64) -> String {
     let stats = engine.stats;
     let mut line = alloc::format!(
         "{:?}: {} us wall, {} world switches, {} exits served ({} system, {} mmio, {} ecall, {} other exceptions), \
-         {} shadow fills",
+         {} shadow fills, {} full shadow flushes",
         mode,
         ticks / 10,
         stats.entries,
@@ -743,8 +743,8 @@ fn mode_figures(engine: &NativeEngine, mode: Mode, ticks: u64) -> String {
         stats.mmio_exits,
         stats.ecall_exits,
         stats.exception_exits,
-        stats.fills
-    );
+        stats.fills,
+        engine.full_shadow_flushes(),    );
     if let Some(patch) = engine.patch_stats() {
         line += &alloc::format!(
             ", {} pages scanned, {} sites patched, {} pages dropped, {} evicted",
