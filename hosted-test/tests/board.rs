@@ -7,7 +7,8 @@
 //! its virtual disk (a partition of the board's physical virtio-blk disk), that two VMs of the `disk-pattern`
 //! guest, each on its own partition of the same disk, filled it with a pattern of their own, read it back and
 //! got the virtio error status past its end (the test checks the image afterwards: U-Boot's sector and both
-//! patterns at their partitions' offsets, every other byte unchanged), that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU
+//! patterns at their partitions' offsets, every other byte unchanged), that a third, given a second physical disk
+//! whole (a dedicated disk, still served by the VMM), filled every sector of it, that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU
 //! alone),
 //! that the board's summary says they all passed, that QEMU's exit status (the board's, through the
 //! `sifive,test0` finisher) is 0, and that the board's defmt log decodes on the host.
@@ -101,8 +102,15 @@ struct Boot {
 }
 
 /// Boots `elf` with the board's runner script (with a Linux boot block when `linux` names one, with a physical
-/// virtio-blk disk when `disk` names an image), killing QEMU after `timeout`.
-fn boot(board: &Path, elf: &Path, linux: Option<&Path>, disk: Option<&Path>, timeout: Duration) -> Boot {
+/// virtio-blk disk when `disk` names an image, and a second, dedicated to one VM, when `dedicated` names one),
+/// killing QEMU after `timeout`.
+fn boot(
+    board: &Path,
+    elf: &Path,
+    linux: Option<&Path>,
+    (disk, dedicated): (Option<&Path>, Option<&Path>),
+    timeout: Duration,
+) -> Boot {
     let name = if linux.is_some() { "linux" } else { "test" };
     let defmt = elf.with_extension(format!("{name}.defmt"));
     let console_path = elf.with_extension(format!("{name}.console"));
@@ -113,6 +121,9 @@ fn boot(board: &Path, elf: &Path, linux: Option<&Path>, disk: Option<&Path>, tim
     }
     if let Some(image) = disk {
         command.env("DISK_FILE", image);
+    }
+    if let Some(image) = dedicated {
+        command.env("DEDICATED_DISK_FILE", image);
     }
     let mut child = command
         .arg(elf)
@@ -258,6 +269,24 @@ fn check_partition(console: &str, uboot: &str, image: &[u8], written: &[u8]) {
     assert_image(written, &expected, "U-Boot's sector 1 and the two patterns over the untouched background");
 }
 
+/// The second physical disk, given whole to vm23 (a dedicated DMA-capable device, still served by the VMM).
+const DEDICATED_SECTORS: usize = 256;
+const DEDICATED_SEED: &str = "board dedicated vm23";
+
+/// vm23 saw the whole second disk as its own, filled it with its pattern and read it back, and was refused past
+/// its end; afterwards every sector of that disk holds its pattern, from sector 0 to the last.
+fn check_dedicated(console: &str, original: &[u8], written: &[u8]) {
+    let line = format!("board: disk at 0x10007000: {DEDICATED_SECTORS} sectors, given whole to vm23 (disk-pattern)");
+    assert!(console.contains(&line), "the board did not dedicate the second disk to vm23:\n{console}");
+    let output = vm_output(console, 23);
+    assert!(output.contains(&format!(" from {DEDICATED_SEED:?}\n")), "vm23's seed:\n{output}");
+    assert!(output.contains(&format!("disk-pattern: {DEDICATED_SECTORS} sectors\n")), "vm23's disk:\n{output}");
+    assert!(output.contains("ok: a read past the end gets IOERR\n"), "vm23:\n{output}");
+    assert_all_checks_pass(console, 23, "disk-pattern", 9);
+    let expected = with_patterns(original, &[(DEDICATED_SEED, &[(0, DEDICATED_SECTORS)])]);
+    assert_image(written, &expected, "vm23's pattern across the whole dedicated disk");
+}
+
 #[test]
 fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partitions_under_qemu() {
     require_tool(Path::new("qemu-system-riscv64"), "install QEMU with `apt-get install -y qemu-system-misc`");
@@ -272,9 +301,14 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     let disk_path = std::env::temp_dir().join(format!("trapeze-board-disk-{}.img", std::process::id()));
     let image = disk_image();
     std::fs::write(&disk_path, &image).expect("write the disk image");
-    let boot = boot(&board, &elf, None, Some(&disk_path), QEMU_TIMEOUT);
+    let dedicated_path = std::env::temp_dir().join(format!("trapeze-board-dedicated-{}.img", std::process::id()));
+    let dedicated: Vec<u8> = (0..DEDICATED_SECTORS * SECTOR).map(|i| (i % 253) as u8 ^ 0xa5).collect();
+    std::fs::write(&dedicated_path, &dedicated).expect("write the dedicated disk image");
+    let boot = boot(&board, &elf, None, (Some(&disk_path), Some(&dedicated_path)), QEMU_TIMEOUT);
     let written = std::fs::read(&disk_path).expect("read the disk image back");
+    let dedicated_written = std::fs::read(&dedicated_path).expect("read the dedicated disk image back");
     let _ = std::fs::remove_file(&disk_path);
+    let _ = std::fs::remove_file(&dedicated_path);
     let console = &boot.console;
     println!("{console}");
 
@@ -317,6 +351,7 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     assert!(uboot.contains("=> sleep 1; echo slept\nslept\n"), "U-Boot did not sleep and answer:\n{uboot}");
     assert!(console.contains("vm9 (u-boot): script played: true\n"), "{console}");
     check_partition(console, &uboot, &image, &written);
+    check_dedicated(console, &dedicated, &dedicated_written);
     // A guest kernel reaching for what is not its own, from virtual M-mode, from S-mode with paging off and from
     // S-mode through its own Sv39 tables: below its RAM, past its end, far above it (where the VMM's or another
     // VM's memory would be if the shadow tables leaked it) and a virtio slot it was not given. Every attempt gets
@@ -385,10 +420,10 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     );
     let walls: Vec<&str> = console.lines().filter(|line| line.ends_with(" walled")).collect();
     assert!(
-        walls.len() == 17 && walls.iter().all(|line| line.ends_with(" 0 walled")),
+        walls.len() == 18 && walls.iter().all(|line| line.ends_with(" 0 walled")),
         "the shadow tables map nothing outside a VM, so PMP (the second wall) never fires:\n{console}"
     );
-    assert!(console.contains("board: 17 of 17 VMs passed\n"), "the board's summary; the console was:\n{console}");
+    assert!(console.contains("board: 18 of 18 VMs passed\n"), "the board's summary; the console was:\n{console}");
     assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
 
     // The benchmarks: a trap round trip, and a CPU-bound guest under the VMM against the same guest on QEMU alone.
@@ -492,7 +527,7 @@ fn debian_linux_boots_natively_on_the_board_to_a_shell() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let board = repository().join("boards/qemu-virt-rv64");
     let elf = build_board(&board);
-    let boot = boot(&board, &elf, Some(&block_path), None, LINUX_TIMEOUT);
+    let boot = boot(&board, &elf, Some(&block_path), (None, None), LINUX_TIMEOUT);
     let _ = std::fs::remove_file(&block_path);
     let console = &boot.console;
     println!("{console}");

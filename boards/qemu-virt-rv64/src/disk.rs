@@ -1,9 +1,9 @@
-//! The board's physical disk: the VMM finds the virtio-blk device QEMU gives the machine (`DISK_FILE` in
-//! `run-qemu.sh`), drives it with `virtio-drivers` as the core's [`PhysicalBlock`], and reads its MBR partition
-//! table. A VM's virtual disk is the core's [`block::Partition`] over it (an LBA map of one extent, an MBR
-//! partition), which translates and bounds-checks every request before this disk is asked; the partitions of
-//! the VMs sharing the disk are checked together (inside the disk, none overlapping another) by the core's
-//! `DiskLayout` ([`layout`]).
+//! The board's physical disks: the VMM finds the virtio-blk devices QEMU gives the machine (`DISK_FILE` and
+//! `DEDICATED_DISK_FILE` in `run-qemu.sh`), drives each with `virtio-drivers` as the core's [`PhysicalBlock`],
+//! and reads the first one's MBR partition table. A VM's virtual disk is the core's [`block::Partition`] over a
+//! disk (an LBA map of one extent: an MBR partition, or the whole disk for a [`dedicated`] one), which translates
+//! and bounds-checks every request before the disk is asked; the partitions of the VMs sharing a disk are checked
+//! together (inside the disk, none overlapping another) by the core's `DiskLayout` ([`layout`]).
 //!
 //! What it must never do: panic on anything a guest or the disk image holds, or report a write done before the
 //! physical device has completed it (`write_blocks` is blocking: it returns once the device has put the request
@@ -74,20 +74,24 @@ pub struct PhysicalDisk {
 }
 
 impl PhysicalDisk {
-    /// Finds the first virtio-mmio slot holding a block device and initialises it.
-    pub fn probe() -> Option<Self> {
-        (0..SLOTS).map(|slot| SLOT_BASE + slot * SLOT_SIZE).find_map(|base| {
-            let header = NonNull::new(base as *mut VirtIOHeader)?;
-            // SAFETY: `base` is one of QEMU `virt`'s virtio-mmio windows (device memory, 0x1000 bytes, always
-            // present: an empty slot reads device ID 0 and the transport refuses it); only the VMM touches it, and
-            // nothing else holds a pointer to it.
-            let transport = unsafe { MmioTransport::new(header, SLOT_SIZE) }.ok()?;
-            if transport.device_type() != DeviceType::Block {
-                return None;
-            }
-            let blk = VirtIOBlk::<BoardHal, _>::new(transport).ok()?;
-            Some(Self { blk, base })
-        })
+    /// Every block device in the virtio-mmio slots, initialised, in the order QEMU's command line gave them
+    /// (QEMU fills the slots from the last one down).
+    pub fn probe_all() -> Vec<Self> {
+        (0..SLOTS).rev().map(|slot| SLOT_BASE + slot * SLOT_SIZE).filter_map(Self::probe_slot).collect()
+    }
+
+    /// The block device in the virtio-mmio slot at `base`, initialised, if there is one.
+    fn probe_slot(base: usize) -> Option<Self> {
+        let header = NonNull::new(base as *mut VirtIOHeader)?;
+        // SAFETY: `base` is one of QEMU `virt`'s virtio-mmio windows (device memory, 0x1000 bytes, always
+        // present: an empty slot reads device ID 0 and the transport refuses it); only the VMM touches it, and
+        // nothing else holds a pointer to it (`probe_all` runs once, at boot).
+        let transport = unsafe { MmioTransport::new(header, SLOT_SIZE) }.ok()?;
+        if transport.device_type() != DeviceType::Block {
+            return None;
+        }
+        let blk = VirtIOBlk::<BoardHal, _>::new(transport).ok()?;
+        Some(Self { blk, base })
     }
 
     /// Size in sectors.
@@ -154,6 +158,13 @@ impl PhysicalBlock for PhysicalDisk {
 
 /// A VM's virtual disk: the core's partition over the physical disk, one extent (an MBR partition).
 pub type Partition = block::Partition<'static, PhysicalDisk, 1>;
+
+/// The whole of `disk` as one VM's: a dedicated disk (`block::Partition::dedicated`), whose every request the
+/// VMM still serves, its guest addresses translated and bounds-checked in the VM's RAM (the honest form of a
+/// dedicated DMA-capable device without an IOMMU); `None` when the disk has no sectors.
+pub fn dedicated(disk: &'static RefCell<PhysicalDisk>) -> Option<Partition> {
+    block::Partition::dedicated(disk).ok()
+}
 
 /// Most VMs with a partition of the physical disk: U-Boot and the two `disk-pattern` VMs.
 pub const DISK_VMS: usize = 3;

@@ -21,7 +21,8 @@
 //! U-Boot (virtual S-mode, the VMM's SBI) runs beside them; when the runner gives the machine a virtio-blk disk
 //! (`DISK_FILE`), U-Boot gets the disk's first MBR partition as its own virtio disk (`disk`), and two VMs of the
 //! `disk-pattern` guest (vm21, vm22) get the second and third, each filling its whole partition with a pattern of
-//! its own and reading it back, concurrently with the others.
+//! its own and reading it back, concurrently with the others. A second disk (`DEDICATED_DISK_FILE`) is given whole
+//! to a third (vm23): a dedicated DMA-capable device, whose requests the VMM still translates and bounds-checks.
 #![no_std]
 #![no_main]
 
@@ -72,11 +73,11 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 
 /// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
 const VM_RAM_SIZE: usize = 16 << 20;
-/// How many VMs the board runs: the seventeen of the demo (U-Boot and the two `disk-pattern` VMs among them) and
+/// How many VMs the board runs: the eighteen of the demo (U-Boot and the three `disk-pattern` VMs among them) and
 /// the six benchmark guests.
-const MAX_VMS: usize = 23;
-/// How many VMs run together: the demo's seventeen (the benchmarks and the Linux boots run alone).
-const DEMO_VMS: usize = 17;
+const MAX_VMS: usize = 24;
+/// How many VMs run together: the demo's eighteen (the benchmarks and the Linux boots run alone).
+const DEMO_VMS: usize = 18;
 /// Partitions of [`VM_RAM_SIZE`]: every VM but U-Boot has one.
 const SMALL_PARTITIONS: usize = MAX_VMS - 1;
 /// The board stops waiting for the VMs of one run after 100 s (then the ones not done fail).
@@ -140,6 +141,8 @@ static RTC: &[u8] = include_bytes!(env!("BOARD_GUEST_RTC"));
 static DISK_PATTERN: &[u8] = include_bytes!(env!("BOARD_GUEST_DISK_PATTERN"));
 /// The kernel command lines of the two `disk-pattern` VMs (vm21, vm22), which seed their patterns.
 const PATTERN_SEEDS: [&str; 2] = ["board pattern vm21", "board pattern vm22"];
+/// The kernel command line of the `disk-pattern` VM given the second physical disk whole (vm23).
+const DEDICATED_SEED: &str = "board dedicated vm23";
 static UBOOT: &[u8] = include_bytes!(env!("BOARD_UBOOT"));
 /// What the board types at U-Boot, each once the text before it has appeared: stop autoboot, ask `version`, ask
 /// for the SBI implementation, sleep a second (timer), and wait for the answer.
@@ -929,8 +932,8 @@ fn linux_guest<'r>(
 /// first usable MBR partition for U-Boot, the next two for the two `disk-pattern` VMs (none for them unless the
 /// disk has all three). The core's layout checks them together: each inside the disk, none overlapping another;
 /// a layout it refuses gives no VM a disk.
-fn board_disks() -> (Option<disk::Partition>, Vec<disk::Partition>) {
-    let Some(mut physical) = disk::PhysicalDisk::probe() else {
+fn board_disks(physical: Option<disk::PhysicalDisk>) -> (Option<disk::Partition>, Vec<disk::Partition>) {
+    let Some(mut physical) = physical else {
         println!("board: no physical disk: U-Boot runs without one, the disk-pattern VMs do not run");
         return (None, Vec::new());
     };
@@ -971,6 +974,16 @@ fn board_disks() -> (Option<disk::Partition>, Vec<disk::Partition>) {
             (None, Vec::new())
         }
     }
+}
+
+/// The second physical virtio-blk disk, when the runner gave the machine one (`DEDICATED_DISK_FILE`), given whole
+/// to one VM (vm23): a dedicated DMA-capable device, still served by the VMM, which translates and bounds-checks
+/// every guest address of its descriptors in the VM's RAM (the guest never programs the physical device).
+fn dedicated_disk(physical: Option<disk::PhysicalDisk>) -> Option<disk::Partition> {
+    let physical = physical?;
+    let (base, capacity) = (physical.base, physical.capacity());
+    println!("board: disk at {base:#x}: {capacity} sectors, given whole to vm23 (disk-pattern)");
+    disk::dedicated(Box::leak(Box::new(RefCell::new(physical))))
 }
 
 #[riscv_rt::entry]
@@ -1028,7 +1041,9 @@ fn main() -> ! {
     }
     use Expect::{PowerOff, RunForever};
     let mut board = Board::<DEMO_VMS>::new(console);
-    let (uboot_disk, pattern_disks) = board_disks();
+    let mut physical_disks = disk::PhysicalDisk::probe_all().into_iter();
+    let (uboot_disk, pattern_disks) = board_disks(physical_disks.next());
+    let dedicated = dedicated_disk(physical_disks.next());
     for guest in [
         make_guest(0, 0, "hello", console, Images::Elf(HELLO), PowerOff),
         make_guest(1, 1, "hello", console, Images::Elf(HELLO), PowerOff),
@@ -1052,6 +1067,10 @@ fn main() -> ! {
     // Two VMs filling their own partitions of the physical disk, concurrently with the others (and U-Boot's).
     for (slot, disk) in pattern_disks.into_iter().enumerate() {
         board.add(pattern_guest(21 + slot, 20 + slot, disk, PATTERN_SEEDS[slot], console));
+    }
+    // And one on a whole disk of its own.
+    if let Some(disk) = dedicated {
+        board.add(pattern_guest(23, 22, disk, DEDICATED_SEED, console));
     }
 
     board.run();
