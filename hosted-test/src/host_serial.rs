@@ -1,8 +1,9 @@
 //! A host file or character device given whole to one VM's UART (`serial = "PATH"` in `trapeze up`), instead of
 //! a port of the console multiplexer: the VM's output is written to it a line at a time, and its input is read
-//! from it when it is readable (a terminal, a pty, a FIFO), by a background thread, so the guest's UART never
-//! waits for it. A regular file is created (or truncated) and takes output only: reading it back would only
-//! return what the VM wrote.
+//! from it when it is readable (a character device: a terminal, a pty), by a background thread, so the guest's
+//! UART never waits for it. A regular file is created (or truncated) and takes output only: reading it back
+//! would only return what the VM wrote. Anything else (a FIFO, whose reader would read the VM's own output
+//! back, a directory, a socket) is refused.
 //!
 //! What it must never do: block the VM's thread on input, or panic on anything the host or the guest does (a
 //! failed write drops the bytes).
@@ -10,6 +11,7 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -27,11 +29,15 @@ pub struct HostSerial {
 }
 
 impl HostSerial {
-    /// Opens `path` for the VM: a regular file is created or truncated; a character device or FIFO is opened
-    /// for reading and writing, and read by a thread of its own. The error says why it cannot be opened.
+    /// Opens `path` for the VM: a regular file is created or truncated; a character device is opened for
+    /// reading and writing, and read by a thread of its own. The error says why it cannot be opened.
     pub fn open(path: &Path) -> Result<Self, String> {
         let existing = std::fs::metadata(path).ok();
         let regular = existing.as_ref().is_none_or(|meta| meta.is_file());
+        let device = existing.as_ref().is_some_and(|meta| meta.file_type().is_char_device());
+        if !regular && !device {
+            return Err(format!("serial {}: neither a regular file nor a character device", path.display()));
+        }
         let mut options = OpenOptions::new();
         options.write(true);
         if regular {

@@ -156,6 +156,103 @@ disk = {{ image = "shared.img", extents = [[16, 16]] }}
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A pseudo-terminal for a VM's serial port: the master (the test's end, read by a thread into a shared string)
+/// and the slave's path (the VM's end).
+struct Pty {
+    master: std::fs::File,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    slave: String,
+}
+
+impl Pty {
+    fn open() -> Pty {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain libc calls on a descriptor this function owns; `ptsname_r` writes at most `name.len()`
+        // bytes into `name`.
+        let (fd, name) = unsafe {
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+            assert!(fd >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+            assert_eq!(libc::grantpt(fd), 0, "grantpt");
+            assert_eq!(libc::unlockpt(fd), 0, "unlockpt");
+            let mut name = [0 as libc::c_char; 128];
+            assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0, "ptsname_r");
+            (fd, std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned())
+        };
+        // SAFETY: `fd` is the open master just made, owned by nothing else.
+        let master = unsafe { std::fs::File::from_raw_fd(fd) };
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut reader, filled) = (master.try_clone().expect("clone the master"), output.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 512];
+            while let Ok(count @ 1..) = std::io::Read::read(&mut reader, &mut buffer) {
+                filled.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..count]));
+            }
+        });
+        Pty { master, output, slave: name }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    fn type_line(&mut self, line: &str) {
+        std::io::Write::write_all(&mut self.master, format!("{line}\n").as_bytes()).expect("type at the pty");
+    }
+
+    /// Waits until the output from byte `from` on holds `text`.
+    fn expect(&self, from: usize, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.output().get(from..).is_some_and(|output| output.contains(text)) {
+            assert!(Instant::now() < deadline, "the pty never showed {text:?}:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A VM whose serial port is a character device reads its input there: Debian's U-Boot on a pty answers the
+/// commands the test types at the pty's other end, while the other VM's output goes to the console as usual and
+/// none of U-Boot's does.
+#[test]
+fn a_vm_given_a_pty_as_its_serial_port_reads_its_input_there() {
+    let uboot = linux_images::require(Path::new(UBOOT), "install it with `apt-get install -y u-boot-qemu`");
+    let dir = scratch("pty");
+    let mut pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &format!(
+            "[[vm]]\nname = \"uboot\"\nbios = \"builtin\"\nkernel = {:?}\nmemory = \"64M\"\nserial = {:?}\n\
+             [[vm]]\nname = \"hello\"\nimage = \"bundled:hello\"\nmemory = \"16M\"\n",
+            uboot.display().to_string(),
+            pty.slave
+        ),
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_trapeze"))
+        .args(["up", &config])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start trapeze");
+    pty.expect(0, "Hit any key to stop autoboot", FIRMWARE_TIMEOUT);
+    // Input typed while the boot scripts run may be eaten by their Ctrl-C checks: knock until the prompt answers.
+    let deadline = Instant::now() + FIRMWARE_TIMEOUT;
+    while !pty.output().contains("ready-riscv") {
+        assert!(Instant::now() < deadline, "U-Boot's prompt never answered on the pty:\n{}", pty.output());
+        pty.type_line("echo ready-${arch}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // The answer to `version`, not the banner printed at boot.
+    let before = pty.output().len();
+    pty.type_line("version");
+    pty.expect(before, "U-Boot 20", FIRMWARE_TIMEOUT);
+    pty.type_line("poweroff");
+    let output = child.wait_with_output().expect("wait for trapeze");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "both VMs power off:\n{stdout}\n{}", pty.output());
+    assert!(stdout.contains("[hello] Hello") && stdout.contains("trapeze: vm \"uboot\" powered off"), "{stdout}");
+    assert!(!stdout.contains("[uboot] "), "none of U-Boot's output on the console:\n{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Each bad configuration: a piece of its text, and what the message must say.
 #[test]
 fn bad_configurations_are_refused_with_status_2_before_anything_runs() {
