@@ -12,8 +12,20 @@ const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// Debian's U-Boot for QEMU `virt` in S-mode (package `u-boot-qemu`).
 const UBOOT: &str = "/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin";
 /// The guests the board embeds.
-const GUESTS: [&str; 11] =
-    ["hello", "sv39", "interrupts", "idle", "fpu", "arith", "amo", "contain", "bench-int", "counters", "rtc"];
+const GUESTS: [&str; 12] = [
+    "hello",
+    "sv39",
+    "interrupts",
+    "idle",
+    "fpu",
+    "arith",
+    "amo",
+    "contain",
+    "bench-int",
+    "counters",
+    "rtc",
+    "disk-pattern",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -4,7 +4,8 @@
 # (default: defmt.bin beside the ELF), decoded with `defmt-print -e ELF < FILE`. QEMU writes semihosting stdout,
 # which carries defmt, to its own stdout, so that is redirected to the file and the UART gets our stdout (fd 3).
 # QEMU's exit status is the board's: 0 when every VM passed. Optional: LINUX_BLOCK_FILE (a Linux boot block) and
-# DISK_FILE (a raw disk image for U-Boot's partition).
+# DISK_FILE (a raw disk image for U-Boot's partition and the disk-pattern VMs'), DEDICATED_DISK_FILE (a second raw
+# image, given whole to one VM).
 set -eu
 elf="$1"
 out="${DEFMT_OUT:-$elf.defmt}"
@@ -17,6 +18,11 @@ fi
 # MBR partition to U-Boot, which reads it and writes its sector 1.
 if [ -n "${DISK_FILE:-}" ]; then
     extra="$extra -drive file=$DISK_FILE,format=raw,if=none,id=hd0 -device virtio-blk-device,drive=hd0"
+fi
+# A second raw image becomes a second virtio-blk disk (in the slot below the first's), which the board dedicates to
+# one VM whole.
+if [ -n "${DEDICATED_DISK_FILE:-}" ]; then
+    extra="$extra -drive file=$DEDICATED_DISK_FILE,format=raw,if=none,id=hd1 -device virtio-blk-device,drive=hd1"
 fi
 exec 3>&1
 # The real hart must implement no instruction the virtual hart lacks, or guest code in U-mode would run it instead

@@ -12,6 +12,7 @@ mod bench;
 mod console;
 mod disk;
 mod gdb;
+mod host_serial;
 mod log;
 mod up;
 

@@ -26,6 +26,7 @@ use trapeze::vm::{Clock, Hypervisor, RunOutcome, SliceOutcome, MAX_HARTS};
 
 use crate::console::{HostClock, Stdio};
 use crate::disk::FileDisk;
+use crate::host_serial::{HostSerial, VmSerial};
 use crate::{
     boot_plan, build_machine, parse_memory_size, BootPlan, BootSpelling, EngineChoice, HostedThreaded, Image,
     ImageSource, RunArgs, BUILTIN_FIRMWARE,
@@ -99,6 +100,8 @@ struct VmConfig {
     max_insns: Option<u64>,
     /// The tag before each of the VM's console lines (default `[NAME] `).
     console: Option<String>,
+    /// A host file or character device the VM's UART is given instead of the console (`host_serial`).
+    serial: Option<String>,
     disk: Option<DiskConfig>,
 }
 
@@ -139,6 +142,8 @@ struct Planned {
     tag: String,
     /// Which disk file (index into the opened files) and the VM's map on it.
     disk: Option<(usize, LbaMap<MAX_EXTENTS>)>,
+    /// The host file or device its UART is given, opened.
+    serial: Option<HostSerial>,
 }
 
 /// `trapeze up FILE`.
@@ -250,7 +255,18 @@ fn up(path: &Path) -> Result<ExitCode, String> {
                 Some((index, map))
             }
         };
-        planned.push(Planned { name: vm.name.clone(), args, plan, tag, disk });
+        let serial = match &vm.serial {
+            None => None,
+            Some(file) => {
+                let serial = HostSerial::open(&at(file)).map_err(problem)?;
+                let owner = planned.iter().find(|other| other.serial.as_ref().is_some_and(|s| s.path == serial.path));
+                if let Some(owner) = owner {
+                    return Err(problem(format!("serial {file:?}: already given to vm {:?}", owner.name)));
+                }
+                Some(serial)
+            }
+        };
+        planned.push(Planned { name: vm.name.clone(), args, plan, tag, disk, serial });
     }
 
     // One layout per image file: overlapping partitions, or one past the file's end, are refused here.
@@ -287,7 +303,7 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     {
         let mut mux = mux.borrow_mut();
         for port in 0..MAX_VMS {
-            if port < planned.len() {
+            if port < planned.len() && planned[port].serial.is_none() {
                 mux.set_tag(port, &planned[port].tag);
             } else {
                 mux.detach(port);
@@ -299,12 +315,16 @@ fn up(path: &Path) -> Result<ExitCode, String> {
         planned.iter().map(|vm| vec![0u64; (vm.args.memory as usize).div_ceil(4096 * 64)]).collect();
     let mut clocks: Vec<HostClock> = planned.iter().map(|_| HostClock::new()).collect();
     let mut htif_ports: Vec<Port<'_>> = (0..planned.len()).map(|port| ConsoleMux::port(&mux, port)).collect();
+    let mut serials: Vec<Option<HostSerial>> = planned.iter_mut().map(|vm| vm.serial.take()).collect();
     let mut hypervisor =
-        Box::new(Hypervisor::<'_, VirtDevices<'_, Port<'_>, VmDisk<'_>>, VmEngine, MAX_VMS>::new(quantum));
+        Box::new(Hypervisor::<'_, VirtDevices<'_, VmSerial<Port<'_>>, VmDisk<'_>>, VmEngine, MAX_VMS>::new(quantum));
     let storage = backings.iter_mut().zip(&mut code_pages).zip(&mut clocks).zip(&mut htif_ports).zip(&mut disks);
     for (index, ((((backing, pages), clock), htif), disk)) in storage.enumerate() {
         let vm = &planned[index];
-        let port = ConsoleMux::port(&mux, index);
+        let port = match serials[index].take() {
+            Some(serial) => VmSerial::Host(serial),
+            None => VmSerial::Console(ConsoleMux::port(&mux, index)),
+        };
         let machine = build_machine(&vm.args, &vm.plan, backing, pages, port, disk.take(), clock, htif)
             .map_err(|e| format!("vm {:?}: {e}", vm.name))?;
         let engine = match vm.args.engine {

@@ -4,8 +4,11 @@
 //! hostile guest got a fault for every escape attempt and was preempted while it spun with interrupts masked, that
 //! the `contain` guest kernel got an access fault for every reach outside its RAM and devices,
 //! that U-Boot, on the VMM's own SBI, answered `version`, `sbi` and `sleep 1` at its prompt and read and wrote
-//! its virtual disk (a partition of the board's physical virtio-blk disk, whose image the test checks
-//! afterwards), that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU
+//! its virtual disk (a partition of the board's physical virtio-blk disk), that two VMs of the `disk-pattern`
+//! guest, each on its own partition of the same disk, filled it with a pattern of their own, read it back and
+//! got the virtio error status past its end (the test checks the image afterwards: U-Boot's sector and both
+//! patterns at their partitions' offsets, every other byte unchanged), that a third, given a second physical disk
+//! whole (a dedicated disk, still served by the VMM), filled every sector of it, that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU
 //! alone),
 //! that the board's summary says they all passed, that QEMU's exit status (the board's, through the
 //! `sifive,test0` finisher) is 0, and that the board's defmt log decodes on the host.
@@ -13,6 +16,8 @@
 //! QEMU (`qemu-system-misc`) and `defmt-print` are installed by `./run-tests.sh`; when either is missing this test
 //! fails and says how to install it.
 
+#[path = "common/disk_pattern.rs"]
+mod disk_pattern;
 #[path = "common/linux_images.rs"]
 mod linux_images;
 
@@ -22,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use disk_pattern::{assert_image, with_patterns, SECTOR};
 use linux_images::{guest_images, initramfs, require};
 
 const TARGET: &str = "riscv64gc-unknown-none-elf";
@@ -96,8 +102,15 @@ struct Boot {
 }
 
 /// Boots `elf` with the board's runner script (with a Linux boot block when `linux` names one, with a physical
-/// virtio-blk disk when `disk` names an image), killing QEMU after `timeout`.
-fn boot(board: &Path, elf: &Path, linux: Option<&Path>, disk: Option<&Path>, timeout: Duration) -> Boot {
+/// virtio-blk disk when `disk` names an image, and a second, dedicated to one VM, when `dedicated` names one),
+/// killing QEMU after `timeout`.
+fn boot(
+    board: &Path,
+    elf: &Path,
+    linux: Option<&Path>,
+    (disk, dedicated): (Option<&Path>, Option<&Path>),
+    timeout: Duration,
+) -> Boot {
     let name = if linux.is_some() { "linux" } else { "test" };
     let defmt = elf.with_extension(format!("{name}.defmt"));
     let console_path = elf.with_extension(format!("{name}.console"));
@@ -108,6 +121,9 @@ fn boot(board: &Path, elf: &Path, linux: Option<&Path>, disk: Option<&Path>, tim
     }
     if let Some(image) = disk {
         command.env("DISK_FILE", image);
+    }
+    if let Some(image) = dedicated {
+        command.env("DEDICATED_DISK_FILE", image);
     }
     let mut child = command
         .arg(elf)
@@ -167,20 +183,29 @@ fn assert_all_checks_pass(console: &str, index: usize, name: &str, checks: usize
     assert_eq!(oks, checks, "vm{index} ({name}): one `ok:` line per check:\n{output}");
 }
 
-/// The board test's physical disk: 4 MiB, an MBR whose first partition is sectors
-/// `PARTITION_FIRST..PARTITION_FIRST + PARTITION_SECTORS`, a pattern at the partition's first sector, another in
-/// the sector just before it, one in its last sector and one in the sector just after it.
+/// The board test's physical disk: 4 MiB of a background no guest writes by chance, and an MBR of three
+/// partitions: U-Boot's (entry 1) at sectors `PARTITION_FIRST..PARTITION_FIRST + PARTITION_SECTORS`, with a
+/// pattern at its first sector, another in the sector just before it, one in its last sector and one in the
+/// sector just after it; and the two `disk-pattern` VMs' (entries 2 and 3, [`PATTERN_PARTITIONS`]), one below
+/// U-Boot's and one above it, with background sectors between all three.
 const DISK_SECTORS: usize = 8192;
 const PARTITION_FIRST: usize = 2048;
 const PARTITION_SECTORS: usize = 4096;
-const SECTOR: usize = 512;
+/// The `disk-pattern` VMs' partitions `(first sector, sectors)` and command lines (the board's `PATTERN_SEEDS`).
+const PATTERN_PARTITIONS: [(usize, usize, &str); 2] =
+    [(256, 512, "board pattern vm21"), (6400, 256, "board pattern vm22")];
 
 fn disk_image() -> Vec<u8> {
-    let mut image = vec![0u8; DISK_SECTORS * SECTOR];
-    let entry = 446;
-    image[entry + 4] = 0x83;
-    image[entry + 8..entry + 12].copy_from_slice(&(PARTITION_FIRST as u32).to_le_bytes());
-    image[entry + 12..entry + 16].copy_from_slice(&(PARTITION_SECTORS as u32).to_le_bytes());
+    let mut image: Vec<u8> = (0..DISK_SECTORS * SECTOR).map(|i| (i % 251) as u8 ^ 0x5a).collect();
+    let partitions = [(PARTITION_FIRST, PARTITION_SECTORS), (PATTERN_PARTITIONS[0].0, PATTERN_PARTITIONS[0].1)];
+    let partitions = partitions.into_iter().chain([(PATTERN_PARTITIONS[1].0, PATTERN_PARTITIONS[1].1)]);
+    image[446..510].fill(0);
+    for (index, (first, sectors)) in partitions.enumerate() {
+        let entry = 446 + 16 * index;
+        image[entry + 4] = 0x83;
+        image[entry + 8..entry + 12].copy_from_slice(&(first as u32).to_le_bytes());
+        image[entry + 12..entry + 16].copy_from_slice(&(sectors as u32).to_le_bytes());
+    }
     image[510..512].copy_from_slice(&[0x55, 0xaa]);
     let sector = |image: &mut Vec<u8>, index: usize, fill: u8, text: &[u8]| {
         let at = index * SECTOR;
@@ -196,7 +221,10 @@ fn disk_image() -> Vec<u8> {
 
 /// U-Boot, given the partition as its disk, saw its capacity and first sector, wrote its sector 1 (which landed
 /// at the partition's offset + 1 in the image), and got an I/O error for a read and a write straddling its end;
-/// no other sector of the image changed.
+/// the two `disk-pattern` VMs, each on its own partition beside U-Boot's, wrote their patterns across their whole
+/// partitions, read them back and got the virtio error status past their ends. Afterwards the image holds
+/// U-Boot's sector and both patterns at their partitions' offsets, and every other byte (the MBR, the
+/// background between the partitions, the rest of U-Boot's partition) is as it was.
 fn check_partition(console: &str, uboot: &str, image: &[u8], written: &[u8]) {
     let disk_line = format!("sectors {PARTITION_FIRST}..{}", PARTITION_FIRST + PARTITION_SECTORS);
     assert!(console.contains(&disk_line), "the board did not find the disk's partition:\n{console}");
@@ -209,17 +237,54 @@ fn check_partition(console: &str, uboot: &str, image: &[u8], written: &[u8]) {
     assert!(uboot.contains("virtio read: device 0 block # 4095, count 2 ... -5 blocks read: ERROR"), "{uboot}");
     assert!(uboot.contains("virtio write: device 0 block # 4095, count 2 ... -5 blocks written: ERROR"), "{uboot}");
     assert!(uboot.contains("=> echo disk done\ndisk done\n"), "{uboot}");
-    assert_eq!(written.len(), image.len(), "the image keeps its size");
-    let target = PARTITION_FIRST + 1;
-    assert!(
-        written[target * SECTOR..(target + 1) * SECTOR].iter().all(|&byte| byte == 0x5a),
-        "U-Boot's sector 1 landed at the partition's offset + 1"
-    );
-    for (index, (before, after)) in image.chunks(SECTOR).zip(written.chunks(SECTOR)).enumerate() {
-        if index != target {
-            assert!(before == after, "sector {index} changed, though U-Boot wrote only partition sector 1");
+    for (slot, &(first, sectors, seed)) in PATTERN_PARTITIONS.iter().enumerate() {
+        let vm = 21 + slot;
+        let line =
+            format!("board: vm{vm} (disk-pattern) gets partition {}, sectors {first}..{}", slot + 2, first + sectors);
+        assert!(console.contains(&line), "the board did not give vm{vm} its partition:\n{console}");
+        let output = vm_output(console, vm);
+        assert!(output.starts_with("disk-pattern: seed "), "vm{vm}:\n{output}");
+        assert!(
+            output.contains(&format!(" from {seed:?}\n")),
+            "vm{vm} seeds its pattern from its command line:\n{output}"
+        );
+        assert!(output.contains(&format!("disk-pattern: {sectors} sectors\n")), "vm{vm} sees its partition:\n{output}");
+        for check in [
+            "ok: the pattern written across the whole disk",
+            "ok: the pattern read back",
+            "ok: a read past the end gets IOERR",
+            "ok: a write straddling the end gets IOERR",
+        ] {
+            assert!(output.contains(&format!("{check}\n")), "vm{vm} lacks {check:?}:\n{output}");
         }
+        assert_all_checks_pass(console, vm, "disk-pattern", 9);
     }
+    let mut expected = image.to_vec();
+    let target = PARTITION_FIRST + 1;
+    expected[target * SECTOR..(target + 1) * SECTOR].fill(0x5a);
+    let patterns = PATTERN_PARTITIONS.map(|(first, sectors, seed)| (seed, [(first, sectors)]));
+    let patterns: Vec<(&str, &[(usize, usize)])> =
+        patterns.iter().map(|(seed, extents)| (*seed, &extents[..])).collect();
+    let expected = with_patterns(&expected, &patterns);
+    assert_image(written, &expected, "U-Boot's sector 1 and the two patterns over the untouched background");
+}
+
+/// The second physical disk, given whole to vm23 (a dedicated DMA-capable device, still served by the VMM).
+const DEDICATED_SECTORS: usize = 256;
+const DEDICATED_SEED: &str = "board dedicated vm23";
+
+/// vm23 saw the whole second disk as its own, filled it with its pattern and read it back, and was refused past
+/// its end; afterwards every sector of that disk holds its pattern, from sector 0 to the last.
+fn check_dedicated(console: &str, original: &[u8], written: &[u8]) {
+    let line = format!("board: disk at 0x10007000: {DEDICATED_SECTORS} sectors, given whole to vm23 (disk-pattern)");
+    assert!(console.contains(&line), "the board did not dedicate the second disk to vm23:\n{console}");
+    let output = vm_output(console, 23);
+    assert!(output.contains(&format!(" from {DEDICATED_SEED:?}\n")), "vm23's seed:\n{output}");
+    assert!(output.contains(&format!("disk-pattern: {DEDICATED_SECTORS} sectors\n")), "vm23's disk:\n{output}");
+    assert!(output.contains("ok: a read past the end gets IOERR\n"), "vm23:\n{output}");
+    assert_all_checks_pass(console, 23, "disk-pattern", 9);
+    let expected = with_patterns(original, &[(DEDICATED_SEED, &[(0, DEDICATED_SECTORS)])]);
+    assert_image(written, &expected, "vm23's pattern across the whole dedicated disk");
 }
 
 #[test]
@@ -236,9 +301,14 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     let disk_path = std::env::temp_dir().join(format!("trapeze-board-disk-{}.img", std::process::id()));
     let image = disk_image();
     std::fs::write(&disk_path, &image).expect("write the disk image");
-    let boot = boot(&board, &elf, None, Some(&disk_path), QEMU_TIMEOUT);
+    let dedicated_path = std::env::temp_dir().join(format!("trapeze-board-dedicated-{}.img", std::process::id()));
+    let dedicated: Vec<u8> = (0..DEDICATED_SECTORS * SECTOR).map(|i| (i % 253) as u8 ^ 0xa5).collect();
+    std::fs::write(&dedicated_path, &dedicated).expect("write the dedicated disk image");
+    let boot = boot(&board, &elf, None, (Some(&disk_path), Some(&dedicated_path)), QEMU_TIMEOUT);
     let written = std::fs::read(&disk_path).expect("read the disk image back");
+    let dedicated_written = std::fs::read(&dedicated_path).expect("read the dedicated disk image back");
     let _ = std::fs::remove_file(&disk_path);
+    let _ = std::fs::remove_file(&dedicated_path);
     let console = &boot.console;
     println!("{console}");
 
@@ -281,6 +351,7 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     assert!(uboot.contains("=> sleep 1; echo slept\nslept\n"), "U-Boot did not sleep and answer:\n{uboot}");
     assert!(console.contains("vm9 (u-boot): script played: true\n"), "{console}");
     check_partition(console, &uboot, &image, &written);
+    check_dedicated(console, &dedicated, &dedicated_written);
     // A guest kernel reaching for what is not its own, from virtual M-mode, from S-mode with paging off and from
     // S-mode through its own Sv39 tables: below its RAM, past its end, far above it (where the VMM's or another
     // VM's memory would be if the shadow tables leaked it) and a virtio slot it was not given. Every attempt gets
@@ -349,10 +420,10 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     );
     let walls: Vec<&str> = console.lines().filter(|line| line.ends_with(" walled")).collect();
     assert!(
-        walls.len() == 15 && walls.iter().all(|line| line.ends_with(" 0 walled")),
+        walls.len() == 18 && walls.iter().all(|line| line.ends_with(" 0 walled")),
         "the shadow tables map nothing outside a VM, so PMP (the second wall) never fires:\n{console}"
     );
-    assert!(console.contains("board: 15 of 15 VMs passed\n"), "the board's summary; the console was:\n{console}");
+    assert!(console.contains("board: 18 of 18 VMs passed\n"), "the board's summary; the console was:\n{console}");
     assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
 
     // The benchmarks: a trap round trip, and a CPU-bound guest under the VMM against the same guest on QEMU alone.
@@ -456,7 +527,7 @@ fn debian_linux_boots_natively_on_the_board_to_a_shell() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let board = repository().join("boards/qemu-virt-rv64");
     let elf = build_board(&board);
-    let boot = boot(&board, &elf, Some(&block_path), None, LINUX_TIMEOUT);
+    let boot = boot(&board, &elf, Some(&block_path), (None, None), LINUX_TIMEOUT);
     let _ = std::fs::remove_file(&block_path);
     let console = &boot.console;
     println!("{console}");

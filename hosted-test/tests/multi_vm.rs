@@ -12,10 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "common/disk_pattern.rs"]
+mod disk_pattern;
 #[path = "common/linux_images.rs"]
 mod linux_images;
 
-const SECTOR: usize = 512;
+use disk_pattern::{assert_image, pattern, with_patterns, SECTOR};
+
 /// The shared image: 1024 sectors.
 const IMAGE_SECTORS: usize = 1024;
 
@@ -33,19 +36,6 @@ fn scratch(test: &str) -> PathBuf {
 /// What the image holds before the VMs run: no byte the guests write by chance.
 fn background() -> Vec<u8> {
     (0..IMAGE_SECTORS * SECTOR).map(|i| (i % 251) as u8 ^ 0x5a).collect()
-}
-
-/// FNV-1a, as the guest hashes its command line.
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3))
-}
-
-/// The guest's pattern for a disk of `sectors` sectors, seeded by `append`.
-fn pattern(append: &str, sectors: usize) -> Vec<u8> {
-    let seed = fnv(append.as_bytes());
-    (0..sectors * SECTOR / 8)
-        .flat_map(|k| (seed ^ (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes())
-        .collect()
 }
 
 fn write_config(dir: &Path, text: &str) -> String {
@@ -111,26 +101,155 @@ disk = {{ image = "shared.img", extents = [[300, 20], [10, 30]] }}
     assert!(b_started < a_done, "the VMs took turns:\n{output}");
 
     let after = std::fs::read(&image).expect("read the image back");
-    assert_eq!(after.len(), original.len(), "the image kept its size");
-    let mut expected = original.clone();
-    for (append, extents) in [("seed of a", &a_extents[..]), ("seed of b", &b_extents[..])] {
-        let sectors = extents.iter().map(|(_, length)| length).sum();
-        let pattern = pattern(append, sectors);
-        let mut virtual_sector = 0;
-        for &(start, length) in extents {
-            let bytes = &pattern[virtual_sector * SECTOR..(virtual_sector + length) * SECTOR];
-            expected[start * SECTOR..(start + length) * SECTOR].copy_from_slice(bytes);
-            virtual_sector += length;
-        }
-    }
-    if let Some(offset) = after.iter().zip(&expected).position(|(a, b)| a != b) {
-        panic!(
-            "the image differs from both patterns over the untouched background at byte {offset} (sector {})",
-            offset / SECTOR
-        );
-    }
+    let expected = with_patterns(&original, &[("seed of a", &a_extents[..]), ("seed of b", &b_extents[..])]);
+    assert_image(&after, &expected, "both patterns over the untouched background");
     // The patterns are distinct: neither VM wrote the other's.
     assert_ne!(pattern("seed of a", 1), pattern("seed of b", 1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A VM whose UART is given a host file (`serial = "PATH"`): its output lands in the file, none of it on the
+/// console, and the other VM's console output is as it would be alone.
+#[test]
+fn a_vm_given_a_host_file_as_its_serial_port_writes_there_not_to_the_console() {
+    let dir = scratch("serial");
+    let image = dir.join("shared.img");
+    std::fs::write(&image, background()).expect("write the image");
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"
+quantum = 5000
+
+[[vm]]
+name = "filed"
+image = "{GUEST}"
+memory = "16M"
+append = "seed of filed"
+serial = "filed-serial.txt"
+disk = {{ image = "shared.img", extents = [[0, 16]] }}
+
+[[vm]]
+name = "shown"
+image = "{GUEST}"
+memory = "16M"
+append = "seed of shown"
+disk = {{ image = "shared.img", extents = [[16, 16]] }}
+"#
+        ),
+    );
+    let run = common::run_trapeze_command("up", &[&config], Duration::from_secs(60));
+    let output = format!("{}\n{}", run.stdout, run.stderr);
+    assert!(run.status.success(), "both VMs pass:\n{output}");
+    let serial = std::fs::read_to_string(dir.join("filed-serial.txt")).expect("the serial file was created");
+    assert!(serial.starts_with("disk-pattern: seed "), "the file holds the VM's output from its start:\n{serial}");
+    for line in ["disk-pattern: 16 sectors", "ok: the pattern read back", "disk-pattern: all 9 checks passed"] {
+        assert!(serial.contains(&format!("{line}\n")), "{line} in the serial file:\n{serial}");
+    }
+    assert!(!serial.contains("[filed]") && !serial.contains("shown"), "untagged, and only its own:\n{serial}");
+    assert!(!run.stdout.contains("[filed] ") && !run.stdout.contains("seed of filed"), "{output}");
+    assert!(run.stdout.contains("trapeze: vm \"filed\" powered off"), "{output}");
+    let shown: Vec<&str> = run.stdout.lines().filter_map(|line| line.strip_prefix("[shown] ")).collect();
+    assert!(shown.first().is_some_and(|line| line.starts_with("disk-pattern: seed ")), "{output}");
+    assert_eq!(shown.last().copied(), Some("disk-pattern: all 9 checks passed"), "{output}");
+    assert_eq!(shown.iter().filter(|line| line.starts_with("ok: ")).count(), 9, "{output}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A pseudo-terminal for a VM's serial port: the master (the test's end, read by a thread into a shared string)
+/// and the slave's path (the VM's end).
+struct Pty {
+    master: std::fs::File,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    slave: String,
+}
+
+impl Pty {
+    fn open() -> Pty {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain libc calls on a descriptor this function owns; `ptsname_r` writes at most `name.len()`
+        // bytes into `name`.
+        let (fd, name) = unsafe {
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+            assert!(fd >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+            assert_eq!(libc::grantpt(fd), 0, "grantpt");
+            assert_eq!(libc::unlockpt(fd), 0, "unlockpt");
+            let mut name = [0 as libc::c_char; 128];
+            assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0, "ptsname_r");
+            (fd, std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned())
+        };
+        // SAFETY: `fd` is the open master just made, owned by nothing else.
+        let master = unsafe { std::fs::File::from_raw_fd(fd) };
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut reader, filled) = (master.try_clone().expect("clone the master"), output.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 512];
+            while let Ok(count @ 1..) = std::io::Read::read(&mut reader, &mut buffer) {
+                filled.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..count]));
+            }
+        });
+        Pty { master, output, slave: name }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    fn type_line(&mut self, line: &str) {
+        std::io::Write::write_all(&mut self.master, format!("{line}\n").as_bytes()).expect("type at the pty");
+    }
+
+    /// Waits until the output from byte `from` on holds `text`.
+    fn expect(&self, from: usize, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.output().get(from..).is_some_and(|output| output.contains(text)) {
+            assert!(Instant::now() < deadline, "the pty never showed {text:?}:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A VM whose serial port is a character device reads its input there: Debian's U-Boot on a pty answers the
+/// commands the test types at the pty's other end, while the other VM's output goes to the console as usual and
+/// none of U-Boot's does.
+#[test]
+fn a_vm_given_a_pty_as_its_serial_port_reads_its_input_there() {
+    let uboot = linux_images::require(Path::new(UBOOT), "install it with `apt-get install -y u-boot-qemu`");
+    let dir = scratch("pty");
+    let mut pty = Pty::open();
+    let config = write_config(
+        &dir,
+        &format!(
+            "[[vm]]\nname = \"uboot\"\nbios = \"builtin\"\nkernel = {:?}\nmemory = \"64M\"\nserial = {:?}\n\
+             [[vm]]\nname = \"hello\"\nimage = \"bundled:hello\"\nmemory = \"16M\"\n",
+            uboot.display().to_string(),
+            pty.slave
+        ),
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_trapeze"))
+        .args(["up", &config])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start trapeze");
+    pty.expect(0, "Hit any key to stop autoboot", FIRMWARE_TIMEOUT);
+    // Input typed while the boot scripts run may be eaten by their Ctrl-C checks: knock until the prompt answers.
+    let deadline = Instant::now() + FIRMWARE_TIMEOUT;
+    while !pty.output().contains("ready-riscv") {
+        assert!(Instant::now() < deadline, "U-Boot's prompt never answered on the pty:\n{}", pty.output());
+        pty.type_line("echo ready-${arch}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // The answer to `version`, not the banner printed at boot.
+    let before = pty.output().len();
+    pty.type_line("version");
+    pty.expect(before, "U-Boot 20", FIRMWARE_TIMEOUT);
+    pty.type_line("poweroff");
+    let output = child.wait_with_output().expect("wait for trapeze");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "both VMs power off:\n{stdout}\n{}", pty.output());
+    assert!(stdout.contains("[hello] Hello") && stdout.contains("trapeze: vm \"uboot\" powered off"), "{stdout}");
+    assert!(!stdout.contains("[uboot] "), "none of U-Boot's output on the console:\n{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -186,6 +305,12 @@ fn bad_configurations_are_refused_with_status_2_before_anything_runs() {
         ),
         (no_image("a", "bios = \"shared.img\"\ninitrd = \"shared.img\""), &["vm \"a\"", "initrd needs kernel"]),
         (no_image("a", "bios = 1"), &["invalid type"]),
+        // A serial port is one VM's, and must open.
+        (vm("a", "serial = \"no-dir/serial.txt\""), &["vm \"a\"", "serial", "no-dir/serial.txt", "cannot open"]),
+        (
+            format!("{}{}", vm("a", "serial = \"same.txt\""), vm("b", "serial = \"./same.txt\"")),
+            &["vm \"b\"", "serial \"./same.txt\": already given to vm \"a\""],
+        ),
         (String::new(), &["no VM described"]),
         ("[[vm]\nname = 1".into(), &["vms.toml", "line 1"]),
     ];

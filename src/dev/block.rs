@@ -15,6 +15,15 @@
 //! an error (`VIRTIO_BLK_S_IOERR` for the guest). It never panics on a request, and it never reports a write
 //! done before every run of it has been handed to the physical disk (which, by the [`PhysicalBlock`] contract,
 //! means handed to the backing store); a guest flush is the physical disk's flush.
+//!
+//! **A dedicated disk** ([`Partition::dedicated`]) is a whole physical disk given to one VM: a layout of one map
+//! covering every sector. It is the honest form of a dedicated DMA-capable device without an IOMMU: the guest
+//! never programs the physical device. Its requests reach the VMM's device model, which reads the descriptors
+//! and moves the data through the VM's own RAM ([`Ram`](crate::mem::Ram): every guest address translated to an
+//! offset of the VM's RAM and bounds-checked, overflow-checked), and the VMM's driver hands the physical device
+//! buffers of its own. A descriptor naming an address outside the VM's RAM (below it, past its end, straddling
+//! its end, near 2^64, or a host address) makes the request fail; it can never make the device read or write
+//! any other memory (property-tested in `tests.rs`).
 
 use core::cell::RefCell;
 
@@ -282,7 +291,8 @@ impl<'d, D: PhysicalBlock, const VMS: usize, const EXTENTS: usize> DiskLayout<'d
 }
 
 /// A VM's virtual disk: its [`LbaMap`] over the shared physical disk. Made only by
-/// [`DiskLayout::into_partitions`], so its extents were checked against the disk and every other VM's.
+/// [`DiskLayout::into_partitions`] (directly, or through [`Partition::dedicated`], a layout of one map covering
+/// the whole disk), so its extents were checked against the disk and every other VM's.
 pub struct Partition<'d, D, const EXTENTS: usize> {
     disk: &'d RefCell<D>,
     map: LbaMap<EXTENTS>,
@@ -294,6 +304,17 @@ impl<D, const EXTENTS: usize> Partition<'_, D, EXTENTS> {
     /// The partition's LBA map.
     pub fn map(&self) -> &LbaMap<EXTENTS> {
         &self.map
+    }
+}
+
+impl<'d, D: PhysicalBlock, const EXTENTS: usize> Partition<'d, D, EXTENTS> {
+    /// The whole of `disk`, given to one VM: a dedicated disk (see the module's doc), sectors `0..capacity` of
+    /// the VM's disk being the physical ones. Refused when the disk has no sectors or is borrowed elsewhere.
+    pub fn dedicated(disk: &'d RefCell<D>) -> Result<Self, LayoutError> {
+        let mut layout = DiskLayout::<'d, D, 1, EXTENTS>::new(disk)?;
+        let capacity = layout.capacity_sectors();
+        layout.add(LbaMap::single(0, capacity)?)?;
+        layout.into_partitions().into_iter().next().ok_or(LayoutError::NoExtents)
     }
 }
 

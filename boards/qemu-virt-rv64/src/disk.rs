@@ -1,7 +1,9 @@
-//! The board's physical disk: the VMM finds the virtio-blk device QEMU gives the machine (`DISK_FILE` in
-//! `run-qemu.sh`), drives it with `virtio-drivers` as the core's [`PhysicalBlock`], and reads its MBR partition
-//! table. A VM's virtual disk is the core's [`block::Partition`] over it (an LBA map of one extent, the MBR
-//! partition), which translates and bounds-checks every request before this disk is asked.
+//! The board's physical disks: the VMM finds the virtio-blk devices QEMU gives the machine (`DISK_FILE` and
+//! `DEDICATED_DISK_FILE` in `run-qemu.sh`), drives each with `virtio-drivers` as the core's [`PhysicalBlock`],
+//! and reads the first one's MBR partition table. A VM's virtual disk is the core's [`block::Partition`] over a
+//! disk (an LBA map of one extent: an MBR partition, or the whole disk for a [`dedicated`] one), which translates
+//! and bounds-checks every request before the disk is asked; the partitions of the VMs sharing a disk are checked
+//! together (inside the disk, none overlapping another) by the core's `DiskLayout` ([`layout`]).
 //!
 //! What it must never do: panic on anything a guest or the disk image holds, or report a write done before the
 //! physical device has completed it (`write_blocks` is blocking: it returns once the device has put the request
@@ -11,7 +13,8 @@ use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use core::cell::RefCell;
 use core::ptr::NonNull;
 
-use trapeze::dev::block::{self, DiskLayout, LbaMap, PhysicalBlock};
+use alloc::vec::Vec;
+use trapeze::dev::block::{self, DiskLayout, LayoutError, LbaMap, PhysicalBlock};
 use trapeze::dev::virtio::blk::{BlockError, SECTOR_SIZE};
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
@@ -71,20 +74,24 @@ pub struct PhysicalDisk {
 }
 
 impl PhysicalDisk {
-    /// Finds the first virtio-mmio slot holding a block device and initialises it.
-    pub fn probe() -> Option<Self> {
-        (0..SLOTS).map(|slot| SLOT_BASE + slot * SLOT_SIZE).find_map(|base| {
-            let header = NonNull::new(base as *mut VirtIOHeader)?;
-            // SAFETY: `base` is one of QEMU `virt`'s virtio-mmio windows (device memory, 0x1000 bytes, always
-            // present: an empty slot reads device ID 0 and the transport refuses it); only the VMM touches it, and
-            // nothing else holds a pointer to it.
-            let transport = unsafe { MmioTransport::new(header, SLOT_SIZE) }.ok()?;
-            if transport.device_type() != DeviceType::Block {
-                return None;
-            }
-            let blk = VirtIOBlk::<BoardHal, _>::new(transport).ok()?;
-            Some(Self { blk, base })
-        })
+    /// Every block device in the virtio-mmio slots, initialised, in the order QEMU's command line gave them
+    /// (QEMU fills the slots from the last one down).
+    pub fn probe_all() -> Vec<Self> {
+        (0..SLOTS).rev().map(|slot| SLOT_BASE + slot * SLOT_SIZE).filter_map(Self::probe_slot).collect()
+    }
+
+    /// The block device in the virtio-mmio slot at `base`, initialised, if there is one.
+    fn probe_slot(base: usize) -> Option<Self> {
+        let header = NonNull::new(base as *mut VirtIOHeader)?;
+        // SAFETY: `base` is one of QEMU `virt`'s virtio-mmio windows (device memory, 0x1000 bytes, always
+        // present: an empty slot reads device ID 0 and the transport refuses it); only the VMM touches it, and
+        // nothing else holds a pointer to it (`probe_all` runs once, at boot).
+        let transport = unsafe { MmioTransport::new(header, SLOT_SIZE) }.ok()?;
+        if transport.device_type() != DeviceType::Block {
+            return None;
+        }
+        let blk = VirtIOBlk::<BoardHal, _>::new(transport).ok()?;
+        Some(Self { blk, base })
     }
 
     /// Size in sectors.
@@ -92,22 +99,25 @@ impl PhysicalDisk {
         self.blk.capacity()
     }
 
-    /// The first primary MBR partition (type nonzero, nonzero size) lying wholly on the disk and not over sector
-    /// 0, as `(first, count)`; `None` when sector 0 is no MBR or no entry fits.
-    pub fn first_partition(&mut self) -> Option<(u64, u64)> {
+    /// The usable primary MBR partitions (type nonzero, nonzero size, lying wholly on the disk and not over
+    /// sector 0), in table order, as `(first, count)`; none when sector 0 is no MBR. Whether they overlap is
+    /// the core's layout to decide ([`layout`]).
+    pub fn mbr_partitions(&mut self) -> Vec<(u64, u64)> {
         let mut mbr = [0u8; SECTOR_SIZE];
-        self.blk.read_blocks(0, &mut mbr).ok()?;
-        if mbr[510..512] != [0x55, 0xaa] {
-            return None;
+        if self.blk.read_blocks(0, &mut mbr).is_err() || mbr[510..512] != [0x55, 0xaa] {
+            return Vec::new();
         }
         let capacity = self.capacity();
-        mbr[446..510].chunks_exact(16).find_map(|entry| {
-            let word =
-                |at: usize| u64::from(u32::from_le_bytes([entry[at], entry[at + 1], entry[at + 2], entry[at + 3]]));
-            let (kind, first, count) = (entry[4], word(8), word(12));
-            let fits = first.checked_add(count).is_some_and(|end| end <= capacity);
-            (kind != 0 && first > 0 && count > 0 && fits).then_some((first, count))
-        })
+        mbr[446..510]
+            .chunks_exact(16)
+            .filter_map(|entry| {
+                let word =
+                    |at: usize| u64::from(u32::from_le_bytes([entry[at], entry[at + 1], entry[at + 2], entry[at + 3]]));
+                let (kind, first, count) = (entry[4], word(8), word(12));
+                let fits = first.checked_add(count).is_some_and(|end| end <= capacity);
+                (kind != 0 && first > 0 && count > 0 && fits).then_some((first, count))
+            })
+            .collect()
     }
 }
 
@@ -149,10 +159,22 @@ impl PhysicalBlock for PhysicalDisk {
 /// A VM's virtual disk: the core's partition over the physical disk, one extent (an MBR partition).
 pub type Partition = block::Partition<'static, PhysicalDisk, 1>;
 
-/// The VM's disk that is physical sectors `first..first + count`, checked by the core's layout (inside the disk);
-/// `None` when the layout refuses it.
-pub fn mbr_partition(disk: &'static RefCell<PhysicalDisk>, first: u64, count: u64) -> Option<Partition> {
-    let mut layout = DiskLayout::<'static, PhysicalDisk, 1, 1>::new(disk).ok()?;
-    layout.add(LbaMap::single(first, count).ok()?).ok()?;
-    layout.into_partitions().pop()
+/// The whole of `disk` as one VM's: a dedicated disk (`block::Partition::dedicated`), whose every request the
+/// VMM still serves, its guest addresses translated and bounds-checked in the VM's RAM (the honest form of a
+/// dedicated DMA-capable device without an IOMMU); `None` when the disk has no sectors.
+pub fn dedicated(disk: &'static RefCell<PhysicalDisk>) -> Option<Partition> {
+    block::Partition::dedicated(disk).ok()
+}
+
+/// Most VMs with a partition of the physical disk: U-Boot and the two `disk-pattern` VMs.
+pub const DISK_VMS: usize = 3;
+
+/// One VM's disk per `(first, count)` run of physical sectors, in order, checked together by the core's layout
+/// (each inside the disk, none overlapping another): the layout's error when it refuses one.
+pub fn layout(disk: &'static RefCell<PhysicalDisk>, runs: &[(u64, u64)]) -> Result<Vec<Partition>, LayoutError> {
+    let mut layout = DiskLayout::<'static, PhysicalDisk, DISK_VMS, 1>::new(disk)?;
+    for &(first, count) in runs {
+        layout.add(LbaMap::single(first, count)?)?;
+    }
+    Ok(layout.into_partitions().into_iter().collect())
 }

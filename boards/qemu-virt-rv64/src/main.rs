@@ -19,7 +19,10 @@
 //! its accesses to the RTC's page get the access fault.
 //!
 //! U-Boot (virtual S-mode, the VMM's SBI) runs beside them; when the runner gives the machine a virtio-blk disk
-//! (`DISK_FILE`), U-Boot gets the disk's first MBR partition as its own virtio disk (`disk`).
+//! (`DISK_FILE`), U-Boot gets the disk's first MBR partition as its own virtio disk (`disk`), and two VMs of the
+//! `disk-pattern` guest (vm21, vm22) get the second and third, each filling its whole partition with a pattern of
+//! its own and reading it back, concurrently with the others. A second disk (`DEDICATED_DISK_FILE`) is given whole
+//! to a third (vm23): a dedicated DMA-capable device, whose requests the VMM still translates and bounds-checks.
 #![no_std]
 #![no_main]
 
@@ -70,10 +73,11 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 
 /// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
 const VM_RAM_SIZE: usize = 16 << 20;
-/// How many VMs the board runs: the fifteen of the demo (U-Boot among them) and the six benchmark guests.
-const MAX_VMS: usize = 21;
-/// How many VMs run together: the demo's fifteen (the benchmarks and the Linux boots run alone).
-const DEMO_VMS: usize = 15;
+/// How many VMs the board runs: the eighteen of the demo (U-Boot and the three `disk-pattern` VMs among them) and
+/// the six benchmark guests.
+const MAX_VMS: usize = 24;
+/// How many VMs run together: the demo's eighteen (the benchmarks and the Linux boots run alone).
+const DEMO_VMS: usize = 18;
 /// Partitions of [`VM_RAM_SIZE`]: every VM but U-Boot has one.
 const SMALL_PARTITIONS: usize = MAX_VMS - 1;
 /// The board stops waiting for the VMs of one run after 100 s (then the ones not done fail).
@@ -134,6 +138,11 @@ static BENCH_INT: &[u8] = include_bytes!(env!("BOARD_GUEST_BENCH_INT"));
 static CONTAIN: &[u8] = include_bytes!(env!("BOARD_GUEST_CONTAIN"));
 static COUNTERS: &[u8] = include_bytes!(env!("BOARD_GUEST_COUNTERS"));
 static RTC: &[u8] = include_bytes!(env!("BOARD_GUEST_RTC"));
+static DISK_PATTERN: &[u8] = include_bytes!(env!("BOARD_GUEST_DISK_PATTERN"));
+/// The kernel command lines of the two `disk-pattern` VMs (vm21, vm22), which seed their patterns.
+const PATTERN_SEEDS: [&str; 2] = ["board pattern vm21", "board pattern vm22"];
+/// The kernel command line of the `disk-pattern` VM given the second physical disk whole (vm23).
+const DEDICATED_SEED: &str = "board dedicated vm23";
 static UBOOT: &[u8] = include_bytes!(env!("BOARD_UBOOT"));
 /// What the board types at U-Boot, each once the text before it has appeared: stop autoboot, ask `version`, ask
 /// for the SBI implementation, sleep a second (timer), and wait for the answer.
@@ -567,6 +576,26 @@ fn rtc_guest(index: usize, partition: usize, console: &'static BoardConsole, own
     guest
 }
 
+/// A `disk-pattern` VM (issue 11, partitioned disks): the guest fills its whole virtio-blk disk, `disk` (its
+/// partition of the physical disk, in virtio-mmio slot 0 and its devicetree), with a pattern seeded by its kernel
+/// command line `seed`, reads it back and checks that requests past its end get the virtio error status.
+fn pattern_guest(
+    index: usize,
+    partition: usize,
+    disk: disk::Partition,
+    seed: &'static str,
+    console: &'static BoardConsole,
+) -> Guest<'static> {
+    let mut description = MachineDescription::qemu_virt(1, VM_RAM_SIZE as u64);
+    description.virtio_mmio = &QEMU_VIRT_VIRTIO[..1];
+    description.bootargs = Some(seed);
+    let images = Images::Elf(DISK_PATTERN);
+    let mut guest =
+        make_described_guest(index, partition, "disk-pattern", console, images, Expect::PowerOff, description);
+    guest.vm.devices.inner.attach_disk(disk);
+    guest
+}
+
 /// The U-Boot VM: Debian's U-Boot for QEMU `virt` in S-mode at 0x8020_0000, on the VMM's own SBI, with a
 /// devicetree for its machine, as `trapeze run --bios builtin --kernel u-boot.bin` boots it. With `disk`, the
 /// VM has it in its first virtio-mmio slot (and in its devicetree), as `trapeze run --disk` gives it.
@@ -899,27 +928,62 @@ fn linux_guest<'r>(
     build_guest(Wiring { index, name: "linux", harts, images, description, script, expect }, bytes, console)
 }
 
-/// U-Boot's virtual disk: the first MBR partition of the physical virtio-blk disk, when the runner gave the
-/// machine one (`DISK_FILE`).
-fn uboot_disk() -> Option<disk::Partition> {
-    let Some(mut physical) = disk::PhysicalDisk::probe() else {
-        println!("board: no physical disk: U-Boot runs without one");
-        return None;
+/// The VMs' partitions of the physical virtio-blk disk, when the runner gave the machine one (`DISK_FILE`): its
+/// first usable MBR partition for U-Boot, the next two for the two `disk-pattern` VMs (none for them unless the
+/// disk has all three). The core's layout checks them together: each inside the disk, none overlapping another;
+/// a layout it refuses gives no VM a disk.
+fn board_disks(physical: Option<disk::PhysicalDisk>) -> (Option<disk::Partition>, Vec<disk::Partition>) {
+    let Some(mut physical) = physical else {
+        println!("board: no physical disk: U-Boot runs without one, the disk-pattern VMs do not run");
+        return (None, Vec::new());
     };
     let (base, capacity) = (physical.base, physical.capacity());
-    let Some((first, count)) = physical.first_partition() else {
+    let mut runs = physical.mbr_partitions();
+    runs.truncate(disk::DISK_VMS);
+    let Some(&(first, count)) = runs.first() else {
         println!(
             "board: the disk at {base:#x} ({capacity} sectors) has no usable MBR partition: U-Boot runs without one"
         );
-        return None;
+        return (None, Vec::new());
     };
     println!(
         "board: disk at {base:#x}: {capacity} sectors; u-boot gets partition 1, sectors {first}..{}",
         first + count
     );
     defmt::info!("disk: {=u64} sectors, partition {=u64}+{=u64}", capacity, first, count);
+    if runs.len() < disk::DISK_VMS {
+        println!("board: the disk has no partitions 2 and 3: the disk-pattern VMs do not run");
+        runs.truncate(1);
+    }
+    for (slot, &(first, count)) in runs.iter().enumerate().skip(1) {
+        println!(
+            "board: vm{} (disk-pattern) gets partition {}, sectors {first}..{}",
+            20 + slot,
+            slot + 1,
+            first + count
+        );
+    }
     let physical: &'static RefCell<disk::PhysicalDisk> = Box::leak(Box::new(RefCell::new(physical)));
-    disk::mbr_partition(physical, first, count)
+    match disk::layout(physical, &runs) {
+        Ok(mut partitions) => {
+            let uboot = (!partitions.is_empty()).then(|| partitions.remove(0));
+            (uboot, partitions)
+        }
+        Err(error) => {
+            println!("board: the disk's partitions are refused ({error:?}): no VM gets a disk");
+            (None, Vec::new())
+        }
+    }
+}
+
+/// The second physical virtio-blk disk, when the runner gave the machine one (`DEDICATED_DISK_FILE`), given whole
+/// to one VM (vm23): a dedicated DMA-capable device, still served by the VMM, which translates and bounds-checks
+/// every guest address of its descriptors in the VM's RAM (the guest never programs the physical device).
+fn dedicated_disk(physical: Option<disk::PhysicalDisk>) -> Option<disk::Partition> {
+    let physical = physical?;
+    let (base, capacity) = (physical.base, physical.capacity());
+    println!("board: disk at {base:#x}: {capacity} sectors, given whole to vm23 (disk-pattern)");
+    disk::dedicated(Box::leak(Box::new(RefCell::new(physical))))
 }
 
 #[riscv_rt::entry]
@@ -977,6 +1041,9 @@ fn main() -> ! {
     }
     use Expect::{PowerOff, RunForever};
     let mut board = Board::<DEMO_VMS>::new(console);
+    let mut physical_disks = disk::PhysicalDisk::probe_all().into_iter();
+    let (uboot_disk, pattern_disks) = board_disks(physical_disks.next());
+    let dedicated = dedicated_disk(physical_disks.next());
     for guest in [
         make_guest(0, 0, "hello", console, Images::Elf(HELLO), PowerOff),
         make_guest(1, 1, "hello", console, Images::Elf(HELLO), PowerOff),
@@ -987,7 +1054,7 @@ fn main() -> ! {
         make_guest(6, 6, "fpu", console, Images::Elf(FPU), PowerOff),
         make_guest(7, 7, "arith", console, Images::Elf(ARITH), PowerOff),
         make_guest(8, 8, "hostile", console, Images::Raw(hostile_image()), RunForever),
-        uboot_guest(9, uboot_disk(), console),
+        uboot_guest(9, uboot_disk, console),
         make_guest(10, 9, "contain", console, Images::Elf(CONTAIN), PowerOff),
         counters_guest(11, 10, console, false),
         counters_guest(17, 16, console, true),
@@ -996,6 +1063,14 @@ fn main() -> ! {
         rtc_guest(20, 19, console, false),
     ] {
         board.add(guest);
+    }
+    // Two VMs filling their own partitions of the physical disk, concurrently with the others (and U-Boot's).
+    for (slot, disk) in pattern_disks.into_iter().enumerate() {
+        board.add(pattern_guest(21 + slot, 20 + slot, disk, PATTERN_SEEDS[slot], console));
+    }
+    // And one on a whole disk of its own.
+    if let Some(disk) = dedicated {
+        board.add(pattern_guest(23, 22, disk, DEDICATED_SEED, console));
     }
 
     board.run();

@@ -268,6 +268,100 @@ fn the_device_model_over_a_partition_serves_its_size_from_sector_zero_and_refuse
     assert_eq!(disk.borrow().syncs, 1);
 }
 
+/// A disk given whole to one VM is a partition of every sector, from sector 0: the VM reads and writes its
+/// first and last sectors where the physical disk has them, and gets `VIRTIO_BLK_S_IOERR` one past its end.
+#[test]
+fn a_dedicated_disk_is_the_whole_disk_from_sector_zero() {
+    let disk = RefCell::new(MemDisk::new(16));
+    let original = disk.borrow().data.clone();
+    let mut blk = VirtioBlk::new(Partition::<_, 1>::dedicated(&disk).unwrap());
+    let mut config = [0u8; 8];
+    blk.read_config(0, &mut config);
+    assert_eq!(u64::from_le_bytes(config), 16, "capacity is the whole disk's");
+    let mut backing = vec![0u8; RAM_SIZE];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    header(&mut ram, HDR, T_IN, 15);
+    assert_eq!(
+        submit(&mut blk, &mut ram, &[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]),
+        Some((S_OK, 513))
+    );
+    assert_eq!(ram.slice(DATA, 512).unwrap(), &original[15 * 512..]);
+    ram.slice_mut(DATA, 512).unwrap().fill(0xa5);
+    header(&mut ram, HDR, T_OUT, 0);
+    assert_eq!(submit(&mut blk, &mut ram, &[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]), Some((S_OK, 1)));
+    assert!(disk.borrow().data[..512].iter().all(|&byte| byte == 0xa5), "virtual sector 0 is physical sector 0");
+    header(&mut ram, HDR, T_IN, 16);
+    assert_eq!(
+        submit(&mut blk, &mut ram, &[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]),
+        Some((S_IOERR, 1))
+    );
+    assert_eq!(&disk.borrow().data[512..], &original[512..], "only sector 0 was written");
+    // An empty disk cannot be given.
+    let empty = RefCell::new(MemDisk::new(0));
+    assert!(matches!(Partition::<_, 1>::dedicated(&empty), Err(LayoutError::EmptyExtent { extent: 0 })));
+}
+
+/// A guest address the device must not reach for a buffer of `len` bytes, by `kind`: below RAM, past its end,
+/// straddling its end, near 2^64, the host address of the memory just past the VM's RAM window or just before it.
+fn hostile_address(kind: usize, offset: u64, len: u32, host_before: u64, host_after: u64) -> u64 {
+    match kind {
+        0 => offset % (RAM_BASE - u64::from(len)),
+        1 => RAM_END + offset,
+        2 => RAM_END - offset % u64::from(len),
+        3 => u64::MAX - offset,
+        4 => host_after + offset % 2048,
+        _ => host_before + offset % 2048,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A dedicated disk's DMA stays inside the VM's RAM: requests whose data descriptors (one to three, each at
+    /// least partly outside RAM) and maybe status descriptor name hostile addresses never change a byte of the
+    /// host memory around the VM's RAM window, never put a byte on the disk (the data of a write lies outside
+    /// RAM), and never bring host bytes into RAM; nothing panics.
+    #[test]
+    fn a_dedicated_disk_cannot_dma_outside_the_vms_ram(
+        requests in prop::collection::vec(
+            (
+                prop_oneof![Just(T_IN), Just(T_OUT), Just(T_GET_ID), Just(T_FLUSH)],
+                0u64..20,
+                prop::collection::vec((0usize..6, any::<u64>(), 1u32..2048), 1..4),
+                prop::option::of((0usize..6, any::<u64>())),
+            ),
+            1..16,
+        ),
+    ) {
+        const GUARD: usize = 4096;
+        let disk = RefCell::new(MemDisk::new(16));
+        disk.borrow_mut().data.fill(0x11);
+        let mut blk = VirtioBlk::new(Partition::<_, 1>::dedicated(&disk).unwrap());
+        let mut host = vec![0xeeu8; GUARD + RAM_SIZE + GUARD];
+        let (before, rest) = host.split_at_mut(GUARD);
+        let (window, after) = rest.split_at_mut(RAM_SIZE);
+        let (host_before, host_after) = (before.as_ptr() as u64, after.as_ptr() as u64);
+        let mut ram = Ram::new(RAM_BASE, window);
+        ram.slice_mut(DATA, RAM_END - DATA).unwrap().fill(0x33);
+        for (kind, sector, data, hostile_status) in requests {
+            header(&mut ram, HDR, kind, sector);
+            let mut bufs = vec![(HDR, 16, false)];
+            for (where_, offset, len) in data {
+                bufs.push((hostile_address(where_, offset, len, host_before, host_after), len, kind != T_OUT));
+            }
+            let status = hostile_status.map_or(STATUS, |(where_, offset)| hostile_address(where_, offset, 1, host_before, host_after));
+            bufs.push((status, 1, true));
+            let _ = submit(&mut blk, &mut ram, &bufs);
+            prop_assert!(disk.borrow().data.iter().all(|&byte| byte == 0x11), "data from outside RAM reached the disk");
+            let data_area = ram.slice(DATA, RAM_END - DATA).unwrap();
+            prop_assert!(!data_area.contains(&0xee), "host bytes reached the VM's RAM");
+        }
+        // `ram`'s borrow of the window ends here: the guard bytes around it are readable again.
+        prop_assert!(before.iter().all(|&byte| byte == 0xee), "the host memory below the VM's RAM changed");
+        prop_assert!(after.iter().all(|&byte| byte == 0xee), "the host memory above the VM's RAM changed");
+    }
+}
+
 /// A random disk layout: chunks of the physical disk in order, each VM 0's, VM 1's or nobody's; a VM's extents
 /// are its chunks in a shuffled order. Some sectors past the last chunk belong to nobody.
 #[derive(Debug, Clone)]
