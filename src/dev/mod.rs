@@ -184,6 +184,7 @@ pub mod console_mux;
 pub mod htif;
 pub mod plic;
 pub mod slots;
+pub mod spool;
 pub mod test_finisher;
 pub mod uart16550;
 pub mod virtio;
