@@ -183,6 +183,7 @@ pub mod clint;
 pub mod console_mux;
 pub mod htif;
 pub mod plic;
+pub mod printer;
 pub mod slots;
 pub mod spool;
 pub mod test_finisher;
