@@ -482,6 +482,7 @@ mod tests {
         /// VM, none lost; a refusal happens exactly when the model says the spool is full (in jobs or bytes) or
         /// the length is bad; capacity is never exceeded; and service is round-robin across VMs.
         #[test]
+        #[allow(clippy::needless_range_loop)] // `vm` indexes the model and the set alike.
         fn jobs_print_whole_fair_and_in_order(ops in proptest::collection::vec(op(), 1..120)) {
             const JOBS: usize = 3;
             const BYTES: usize = 48;

@@ -164,6 +164,10 @@ extern "C" fn main() -> u32 {
     println!("print-jobs: {} jobs submitted, {retries} retries on a full spool", PROCESSES as u32 * JOBS);
     let failed = processes.iter().any(|process| process.failed);
     check("every process submitted every job", !failed, format_args!("a process failed"));
-    check("the last job id counts every job", read(JOB_ID) == PROCESSES as u32 * JOBS, format_args!("{}", read(JOB_ID)));
+    check(
+        "the last job id counts every job",
+        read(JOB_ID) == PROCESSES as u32 * JOBS,
+        format_args!("{}", read(JOB_ID)),
+    );
     finish("print-jobs")
 }
