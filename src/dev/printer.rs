@@ -436,4 +436,29 @@ mod bus_tests {
         assert_ne!(harts[0].interrupt_lines & crate::isa::csr::interrupt::SEI, 0, "SPACE reached the PLIC");
         assert!(out.windows(4).any(|w| w == b"\nhi\n"));
     }
+
+    #[test]
+    fn a_machine_snapshot_carries_the_printer_only_when_it_has_one() {
+        let set: RefCell<SpoolSet<1, 1, 64>> = RefCell::new(SpoolSet::new());
+        let mut backing = vec![0u8; 4096];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        let mut with: VirtDevices<'_, NullSerial> = VirtDevices::new(NullSerial);
+        with.printer = Some(Printer::new(&set, 0));
+        with.write(slots::PRINTER.base + LEN, 4, 42, &mut ram).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut out = crate::snapshot::Writer::new(&mut buf);
+        with.save_state(&mut out).unwrap();
+        let len = out.len();
+        let mut copy: VirtDevices<'_, NullSerial> = VirtDevices::new(NullSerial);
+        copy.printer = Some(Printer::new(&set, 0));
+        copy.load_state(&mut Reader::new(&buf[..len]), LoadMode::Apply).unwrap();
+        assert_eq!(copy.read(slots::PRINTER.base + LEN, 4, &mut ram), Ok(42));
+        let mut without: VirtDevices<'_, NullSerial> = VirtDevices::new(NullSerial);
+        assert!(without.load_state(&mut Reader::new(&buf[..len]), LoadMode::Check).is_err(), "no printer here");
+        let mut plain = vec![0u8; 1 << 16];
+        let mut out = crate::snapshot::Writer::new(&mut plain);
+        without.save_state(&mut out).unwrap();
+        let plain_len = out.len();
+        assert!(copy.load_state(&mut Reader::new(&plain[..plain_len]), LoadMode::Check).is_err(), "printer missing");
+    }
 }
