@@ -97,7 +97,7 @@ printer = true
     let output = format!("{}\n{}", run.stdout, run.stderr);
     assert!(run.status.success(), "both VMs pass:\n{output}");
     for vm in ["alpha", "beta"] {
-        assert!(run.stdout.contains(&format!("[{vm}] print-jobs: all 7 checks passed\n")), "{output}");
+        assert!(run.stdout.contains(&format!("[{vm}] print-jobs: all 8 checks passed\n")), "{output}");
     }
     let printed = std::fs::read_to_string(dir.join("print.out")).expect("the printer's output");
     let jobs = parse(&printed);

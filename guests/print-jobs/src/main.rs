@@ -5,7 +5,8 @@
 //! spooled printer (`trapeze,spool-printer` at `0x1001_0000`, registers in `trapeze::dev::printer`) in one
 //! request. While the VMM's level-2 spool is full the process blocks (it retries at each of its turns, the
 //! other processes going on meanwhile); once accepted it starts its next job in the same buffer at once, since
-//! the VMM has copied the job.
+//! the VMM has copied the job. A retry that is accepted must find the device's `INT_STATUS.SPACE` bit set (a job of
+this VM printed since the refusal), which the process acknowledges.
 //!
 //! Process `p` prints [`JOBS`] jobs; job `j` is a first line `process p job j: N lines`, then `N = 20 + 15 * p`
 //! lines `p.j.k` followed by filler up to 64 bytes, so a job is 1.3 to 3.2 KiB and the three processes' jobs
@@ -29,7 +30,9 @@ const LEN: usize = 0x10;
 const SUBMIT: usize = 0x14;
 const STATUS: usize = 0x18;
 const JOB_ID: usize = 0x1c;
+const INT_STATUS: usize = 0x20;
 const MAX_JOB: usize = 0x28;
+const INT_SPACE: u32 = 1;
 
 const MAGIC_VALUE: u32 = 0x6f6f_7073;
 const ACCEPTED: u32 = 1;
@@ -65,6 +68,9 @@ fn submit(addr: u64, len: u32) -> u32 {
     read(STATUS)
 }
 
+/// How often an accepted retry found `INT_STATUS.SPACE` set.
+static SPACE_SEEN: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
 /// A level-1 spool: the lines of the job being written.
 struct Spool {
     bytes: [u8; SPOOL],
@@ -89,6 +95,8 @@ struct Process {
     spool: Spool,
     /// Submissions refused because the VMM's spool was full.
     retries: u32,
+    /// Whether its last submission was refused as full.
+    blocked: bool,
     failed: bool,
 }
 
@@ -117,12 +125,22 @@ impl Process {
         } else {
             match submit(self.spool.bytes.as_ptr() as u64, self.spool.len as u32) {
                 ACCEPTED => {
+                    if core::mem::take(&mut self.blocked) {
+                        // Space came because a job of this VM printed: the device says so (and interrupts, if
+                        // asked to). Acknowledged here; a polling OS needs no handler.
+                        let space = read(INT_STATUS) & INT_SPACE != 0;
+                        write(INT_STATUS, INT_SPACE);
+                        SPACE_SEEN.fetch_add(u32::from(space), core::sync::atomic::Ordering::Relaxed);
+                    }
                     // The VMM copied the job: the buffer is free for the next one at once.
                     self.spool.len = 0;
                     self.line = 0;
                     self.job += 1;
                 }
-                FULL => self.retries += 1,
+                FULL => {
+                    self.retries += 1;
+                    self.blocked = true;
+                }
                 other => {
                     println!("FAIL: process {} job {}: printer status {other}", self.id, self.job);
                     self.failed = true;
@@ -152,6 +170,7 @@ extern "C" fn main() -> u32 {
         line: 0,
         spool: Spool { bytes: [0; SPOOL], len: 0 },
         retries: 0,
+        blocked: false,
         failed: false,
     });
     // The scheduler: round-robin over the processes that have work, one step each per turn.
@@ -162,6 +181,12 @@ extern "C" fn main() -> u32 {
     }
     let retries: u32 = processes.iter().map(|process| process.retries).sum();
     println!("print-jobs: {} jobs submitted, {retries} retries on a full spool", PROCESSES as u32 * JOBS);
+    let space = SPACE_SEEN.load(core::sync::atomic::Ordering::Relaxed);
+    check(
+        "a blocked process found SPACE set when its retry was accepted",
+        retries == 0 || space > 0,
+        format_args!("{retries} retries, SPACE seen {space} times"),
+    );
     let failed = processes.iter().any(|process| process.failed);
     check("every process submitted every job", !failed, format_args!("a process failed"));
     check(
