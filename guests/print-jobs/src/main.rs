@@ -6,7 +6,7 @@
 //! request. While the VMM's level-2 spool is full the process blocks (it retries at each of its turns, the
 //! other processes going on meanwhile); once accepted it starts its next job in the same buffer at once, since
 //! the VMM has copied the job. A retry that is accepted must find the device's `INT_STATUS.SPACE` bit set (a job of
-this VM printed since the refusal), which the process acknowledges.
+//! this VM printed since the refusal), which the process acknowledges.
 //!
 //! Process `p` prints [`JOBS`] jobs; job `j` is a first line `process p job j: N lines`, then `N = 20 + 15 * p`
 //! lines `p.j.k` followed by filler up to 64 bytes, so a job is 1.3 to 3.2 KiB and the three processes' jobs
