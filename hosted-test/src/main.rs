@@ -14,6 +14,7 @@ mod disk;
 mod gdb;
 mod host_serial;
 mod log;
+mod printer;
 mod up;
 
 use std::path::PathBuf;
@@ -89,6 +90,9 @@ struct RunArgs {
     /// Also write the generated devicetree blob to this file.
     #[arg(long)]
     dtb_out: Option<PathBuf>,
+    /// The devicetree lists the spooled printer (`trapeze up` attaches the device, `printer = true`).
+    #[arg(skip)]
+    printer: bool,
     /// Guest RAM size, e.g. 128M or 1G (a bare number is MiB).
     #[arg(short = 'm', long = "memory", default_value = "128M", value_parser = parse_memory_size)]
     memory: u64,
@@ -512,6 +516,9 @@ fn build_machine<'a, S: SerialBackend, B: BlockBackend>(
     description.isa = &isa;
     description.bootargs = args.append.as_deref();
     description.initrd = initrd_range;
+    if args.printer {
+        description.printer = Some(trapeze::vm::fdt::QEMU_VIRT_PRINTER);
+    }
     let mut devices = VirtDevices::new(console);
     if let Some(disk) = disk {
         devices.attach_disk(disk);

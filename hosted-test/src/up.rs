@@ -27,10 +27,12 @@ use trapeze::vm::{Clock, Hypervisor, RunOutcome, SliceOutcome, MAX_HARTS};
 use crate::console::{HostClock, Stdio};
 use crate::disk::FileDisk;
 use crate::host_serial::{HostSerial, VmSerial};
+use crate::printer::{PrinterSink, Spools, Throttle};
 use crate::{
     boot_plan, build_machine, parse_memory_size, BootPlan, BootSpelling, EngineChoice, HostedThreaded, Image,
     ImageSource, RunArgs, BUILTIN_FIRMWARE,
 };
+use trapeze::dev::printer::Printer;
 
 /// Most VMs one configuration may describe.
 pub const MAX_VMS: usize = 8;
@@ -43,10 +45,11 @@ const DEFAULT_QUANTUM: u64 = 100_000;
 const UP_SPELLING: BootSpelling = BootSpelling { image: "image", bios: "bios", kernel: "kernel", initrd: "initrd" };
 
 /// Guests built into the binary, named by `image = "bundled:NAME"`.
-const BUNDLED: [(&str, &[u8]); 3] = [
+const BUNDLED: [(&str, &[u8]); 4] = [
     ("demo", crate::DEMO_GUEST),
     ("hello", include_bytes!(env!("TRAPEZE_GUEST_HELLO"))),
     ("disk-pattern", include_bytes!(env!("TRAPEZE_GUEST_DISK_PATTERN"))),
+    ("print-jobs", include_bytes!(env!("TRAPEZE_GUEST_PRINT_JOBS"))),
 ];
 
 #[derive(clap::Args, Clone)]
@@ -66,6 +69,17 @@ struct Config {
     disks: BTreeMap<String, DiskFile>,
     #[serde(default)]
     vm: Vec<VmConfig>,
+    /// The printer the VMs with `printer = true` share.
+    printer: Option<PrinterConfig>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct PrinterConfig {
+    /// The file jobs are printed to (relative to the configuration), or `-` for stdout (the default).
+    output: Option<String>,
+    /// At most this many bytes printed per hypervisor turn: a slow printer (default: as fast as the sink).
+    throttle: Option<usize>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -103,6 +117,9 @@ struct VmConfig {
     /// A host file or character device the VM's UART is given instead of the console (`host_serial`).
     serial: Option<String>,
     disk: Option<DiskConfig>,
+    /// The VM gets the spooled printer (`trapeze,spool-printer`), shared with the other VMs that have it.
+    #[serde(default)]
+    printer: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -208,6 +225,7 @@ fn up(path: &Path) -> Result<ExitCode, String> {
         }
         args.append = vm.append.clone();
         args.max_insns = vm.max_insns;
+        args.printer = vm.printer;
         let tag = vm.console.clone().unwrap_or_else(|| format!("[{}] ", vm.name));
         if tag.len() > TAG_MAX {
             return Err(problem(format!("console = {tag:?}: a tag has at most {TAG_MAX} bytes")));
@@ -316,6 +334,18 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     let mut clocks: Vec<HostClock> = planned.iter().map(|_| HostClock::new()).collect();
     let mut htif_ports: Vec<Port<'_>> = (0..planned.len()).map(|port| ConsoleMux::port(&mux, port)).collect();
     let mut serials: Vec<Option<HostSerial>> = planned.iter_mut().map(|vm| vm.serial.take()).collect();
+    // The spool set outlives the VMs whose printers hold it; the sink is the one physical printer.
+    let spools: Box<RefCell<Spools>> = Box::new(RefCell::new(Spools::new()));
+    let mut sink = match &config.printer {
+        Some(printer) if printer.output.as_deref() != Some("-") => {
+            Some(PrinterSink::open(printer.output.as_deref().map(at).as_deref())?)
+        }
+        _ => planned.iter().any(|vm| vm.args.printer).then_some(PrinterSink::Stdout),
+    };
+    let throttle = config.printer.as_ref().and_then(|printer| printer.throttle).unwrap_or(usize::MAX);
+    if throttle == 0 {
+        return Err(format!("{}: printer throttle must be at least 1 byte", path.display()));
+    }
     let mut hypervisor =
         Box::new(Hypervisor::<'_, VirtDevices<'_, VmSerial<Port<'_>>, VmDisk<'_>>, VmEngine, MAX_VMS>::new(quantum));
     let storage = backings.iter_mut().zip(&mut code_pages).zip(&mut clocks).zip(&mut htif_ports).zip(&mut disks);
@@ -325,8 +355,12 @@ fn up(path: &Path) -> Result<ExitCode, String> {
             Some(serial) => VmSerial::Host(serial),
             None => VmSerial::Console(ConsoleMux::port(&mux, index)),
         };
-        let machine = build_machine(&vm.args, &vm.plan, backing, pages, port, disk.take(), clock, htif)
+        let mut machine = build_machine(&vm.args, &vm.plan, backing, pages, port, disk.take(), clock, htif)
             .map_err(|e| format!("vm {:?}: {e}", vm.name))?;
+        if vm.args.printer {
+            spools.borrow_mut().set_name(index, &vm.name);
+            machine.devices.printer = Some(Printer::new(&*spools, index));
+        }
         let engine = match vm.args.engine {
             EngineChoice::Interp => VmEngine::Interp(Interpreter),
             EngineChoice::Threaded => VmEngine::Threaded(Box::new(HostedThreaded::new())),
@@ -337,6 +371,7 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     let mut host = HostClock::new();
     let mut status: Option<u8> = None;
     loop {
+        pump(&spools, &mut sink, &mux, throttle);
         match hypervisor.run_slice(host.now()) {
             SliceOutcome::Ran { stopped: None, .. } => {}
             SliceOutcome::Ran { vm, stopped: Some(outcome) } => {
@@ -381,9 +416,36 @@ fn up(path: &Path) -> Result<ExitCode, String> {
             SliceOutcome::Stopped => break,
         }
     }
+    // The VMs are done; their jobs still print, whole.
+    while pump(&spools, &mut sink, &mux, throttle) {}
     mux.borrow_mut().flush_all();
     crate::console::flush_stdout();
     Ok(status.map_or(ExitCode::SUCCESS, ExitCode::from))
+}
+
+/// Prints what the spools hold, at most `throttle` bytes. A failing printer is reported once and dropped (its
+/// jobs stay unprinted).
+/// Answers whether anything was printed.
+fn pump(spools: &RefCell<Spools>, sink: &mut Option<PrinterSink>, mux: &RefCell<Mux>, throttle: usize) -> bool {
+    let Some(printer) = sink else { return false };
+    let mut spools = spools.borrow_mut();
+    if spools.is_idle() {
+        return false;
+    }
+    if matches!(printer, PrinterSink::Stdout) {
+        // Whole console lines first, so a job never lands inside one.
+        mux.borrow_mut().flush_all();
+    }
+    let mut throttled = Throttle { sink: printer, left: throttle };
+    let result = spools.pump(&mut throttled).and_then(|written| embedded_io::Write::flush(printer).map(|()| written));
+    match result {
+        Ok(written) => written > 0,
+        Err(error) => {
+            mux.borrow_mut().notice(&format!("trapeze: the printer failed ({error:?}); nothing more is printed"));
+            *sink = None;
+            false
+        }
+    }
 }
 
 /// Creates the disk image `path` of `size`, zero-filled, unless it exists.

@@ -70,6 +70,10 @@ pub const TEST: Slot = Slot {
 /// The goldfish RTC (QEMU's `RTC_IRQ`). Only the native board gives it to a VM (a dedicated device without DMA).
 pub const RTC: Slot =
     Slot { base: 0x10_1000, size: 0x1000, irq: Some(11), node: "rtc", compatible: &["google,goldfish-rtc"] };
+/// The spooled printer (`crate::dev::printer`), ours: not in QEMU's `virt`, so placed where QEMU's map has
+/// nothing (between the virtio-mmio slots and `fw_cfg` at 0x1010_0000) with a PLIC source QEMU leaves free.
+pub const PRINTER: Slot =
+    Slot { base: 0x1001_0000, size: 0x1000, irq: Some(12), node: "printer", compatible: &["trapeze,spool-printer"] };
 
 /// Number of virtio-mmio slots (QEMU's `VIRTIO_COUNT`).
 pub const VIRTIO_COUNT: usize = 8;
@@ -110,7 +114,7 @@ pub const fn virtio_slot(addr: u64) -> Option<(usize, u64)> {
 }
 
 /// Every fixed slot of the machine, for checks that no two windows overlap.
-pub const ALL_FIXED: [Slot; 5] = [CLINT, PLIC, UART0, TEST, RTC];
+pub const ALL_FIXED: [Slot; 6] = [CLINT, PLIC, UART0, TEST, RTC, PRINTER];
 
 #[cfg(test)]
 mod tests {

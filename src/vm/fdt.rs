@@ -507,6 +507,8 @@ pub const QEMU_VIRT_TEST: Region = Region::of(&slots::TEST);
 /// The goldfish RTC of QEMU's `virt` machine (`google,goldfish-rtc`, PLIC source 11): no DMA, so the native
 /// board can give its page whole to one VM.
 pub const QEMU_VIRT_RTC: IrqDevice = IrqDevice::of(&slots::RTC);
+/// trapeze's spooled printer (`trapeze,spool-printer`, PLIC source 12), at a place QEMU's `virt` leaves free.
+pub const QEMU_VIRT_PRINTER: IrqDevice = IrqDevice::of(&slots::PRINTER);
 /// QEMU's input clock of the `virt` UART (`clock-frequency`).
 pub const UART_CLOCK_HZ: u32 = 3_686_400;
 /// The eight virtio-mmio transports of QEMU's `virt` machine, in slot order: 0x1000_1000 + 0x1000 * i, PLIC
@@ -554,6 +556,9 @@ pub struct MachineDescription<'a> {
     /// The goldfish RTC ([`QEMU_VIRT_RTC`] on `virt`), for a VM given one; `None` in
     /// [`qemu_virt`](Self::qemu_virt).
     pub rtc: Option<IrqDevice>,
+    /// The spooled printer ([`QEMU_VIRT_PRINTER`], `trapeze,spool-printer`), for a VM given one; `None` in
+    /// [`qemu_virt`](Self::qemu_virt).
+    pub printer: Option<IrqDevice>,
     /// The virtio-mmio transports, in the order their nodes appear. (QEMU lists its eight highest address
     /// first, and connects its first `-device` to the highest address, so Linux probes it first; pass the
     /// slice reversed to get that order.)
@@ -585,6 +590,7 @@ impl<'a> MachineDescription<'a> {
             plic: Some(QEMU_VIRT_PLIC),
             test_finisher: Some(QEMU_VIRT_TEST),
             rtc: None,
+            printer: None,
             virtio_mmio: &[],
             bootargs: None,
             initrd: None,
@@ -823,6 +829,13 @@ fn write_soc(w: &mut FdtWriter<'_>, desc: &MachineDescription<'_>) -> Result<(),
         write_irq_device(w, desc, rtc.irq)?;
         write_reg(w, rtc.base, rtc.size)?;
         w.property_strings("compatible", slots::RTC.compatible)?;
+        w.end_node()?;
+    }
+    if let Some(printer) = desc.printer {
+        w.begin_node_fmt(format_args!("{}@{:x}", slots::PRINTER.node, printer.base))?;
+        write_irq_device(w, desc, printer.irq)?;
+        write_reg(w, printer.base, printer.size)?;
+        w.property_strings("compatible", slots::PRINTER.compatible)?;
         w.end_node()?;
     }
     for dev in desc.virtio_mmio {
@@ -1220,6 +1233,7 @@ mod tests {
     fn every_node_is_where_the_slot_table_puts_it() {
         let desc = MachineDescription {
             rtc: Some(QEMU_VIRT_RTC),
+            printer: Some(QEMU_VIRT_PRINTER),
             virtio_mmio: &QEMU_VIRT_VIRTIO,
             ..MachineDescription::qemu_virt(2, 1 << 28)
         };

@@ -17,6 +17,7 @@
 
 use crate::dev::clint::Clint;
 use crate::dev::plic::{self, Plic};
+use crate::dev::printer::Printer;
 use crate::dev::slots;
 use crate::dev::test_finisher::TestFinisher;
 use crate::dev::uart16550::{self, Uart16550};
@@ -78,6 +79,8 @@ pub struct VirtDevices<'a, S: SerialBackend, K: Backends = NoDisk> {
     pub virtio: VirtioSlots<K>,
     /// Further devices (board-specific ones).
     pub extra: DeviceMap<'a>,
+    /// The spooled printer at [`slots::PRINTER`], for a VM given one (it shares the host's spool set).
+    pub printer: Option<Printer<'a>>,
 }
 
 /// A standard device of the bus, found by address.
@@ -87,6 +90,7 @@ enum Routed {
     Plic(u64),
     Finisher(u64),
     Virtio(usize, u64),
+    Printer(u64),
 }
 
 impl<'a, S: SerialBackend, K: Backends> VirtDevices<'a, S, K> {
@@ -98,6 +102,7 @@ impl<'a, S: SerialBackend, K: Backends> VirtDevices<'a, S, K> {
             finisher: TestFinisher::new(),
             virtio: VirtioSlots::new(),
             extra: DeviceMap::new(),
+            printer: None,
         }
     }
 
@@ -134,6 +139,9 @@ impl<'a, S: SerialBackend, K: Backends> VirtDevices<'a, S, K> {
         }
         let plic = &mut self.plic;
         self.virtio.forward_lines(|source, level| plic.signal(source, level));
+        if let Some(level) = self.printer.as_mut().and_then(Printer::take_irq_update) {
+            self.plic.signal(slots::PRINTER.irq_or_zero(), level);
+        }
     }
 
     /// The standard device answering at `addr`, and the offset into it.
@@ -146,8 +154,10 @@ impl<'a, S: SerialBackend, K: Backends> VirtDevices<'a, S, K> {
             Some(Routed::Clint(offset))
         } else if let Some(offset) = slots::PLIC.offset_of(addr) {
             Some(Routed::Plic(offset))
+        } else if let Some(offset) = slots::TEST.offset_of(addr) {
+            Some(Routed::Finisher(offset))
         } else {
-            slots::TEST.offset_of(addr).map(Routed::Finisher)
+            slots::PRINTER.offset_of(addr).filter(|_| self.printer.is_some()).map(Routed::Printer)
         }
     }
 }
@@ -163,6 +173,9 @@ impl<S: SerialBackend, K: Backends> Devices for VirtDevices<'_, S, K> {
             Some(Routed::Clint(offset)) => self.clint.read(offset, size),
             Some(Routed::Plic(offset)) => self.plic.read(offset, size),
             Some(Routed::Finisher(offset)) => self.finisher.read(offset, size),
+            Some(Routed::Printer(offset)) => {
+                self.printer.as_mut().map_or(Err(MmioError::Unsupported), |p| p.read(offset, size))
+            }
             None => self.extra.read(addr, size),
         };
         // Reads change interrupt conditions too (an RBR or IIR read).
@@ -187,6 +200,15 @@ impl<S: SerialBackend, K: Backends> Devices for VirtDevices<'_, S, K> {
             Some(Routed::Finisher(offset)) => {
                 self.finisher.write(offset, size, value).map(|()| self.finisher.take_request())
             }
+            Some(Routed::Printer(offset)) => match self.printer.as_mut() {
+                Some(printer) => {
+                    let written = printer.write(offset, size, value);
+                    // A submission copies the job out of guest RAM before the guest's next instruction.
+                    printer.process(ram);
+                    written.map(|()| None)
+                }
+                None => Err(MmioError::Unsupported),
+            },
             None => return self.extra.write(addr, size, value),
         };
         self.forward_lines();
@@ -200,6 +222,9 @@ impl<S: SerialBackend, K: Backends> Devices for VirtDevices<'_, S, K> {
         self.uart.poll(now, ram);
         self.virtio.poll(now, ram);
         self.extra.poll(now, ram);
+        if let Some(printer) = self.printer.as_mut() {
+            printer.poll(now, ram);
+        }
         self.forward_lines();
         let lines = interrupt::MSI | interrupt::MTI | interrupt::MEI | interrupt::SEI;
         for (index, hart) in harts.iter_mut().enumerate() {

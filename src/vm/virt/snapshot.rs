@@ -11,6 +11,7 @@ const PLIC: SectionId = SectionId::new(*b"PLIC", 0);
 const UART: SectionId = SectionId::new(*b"UART", 0);
 const FINISHER: SectionId = SectionId::new(*b"TFIN", 0);
 const EXTRA: SectionId = SectionId::new(*b"XMAP", 0);
+const PRINTER: SectionId = SectionId::new(*b"PRNT", 0);
 
 impl<S: SerialBackend, K: Backends> VirtDevices<'_, S, K> {
     pub(super) fn save_devices(&self, out: &mut Writer) -> Result<(), SnapshotError> {
@@ -19,7 +20,12 @@ impl<S: SerialBackend, K: Backends> VirtDevices<'_, S, K> {
         out.section(UART, |out| self.uart.save_state(out))?;
         out.section(FINISHER, |out| self.finisher.save_state(out))?;
         self.virtio.save_state(out)?;
-        out.section(EXTRA, |out| self.extra.save_state(out))
+        out.section(EXTRA, |out| self.extra.save_state(out))?;
+        // Only a machine with a printer has its section, so snapshots of machines without one are unchanged.
+        match &self.printer {
+            Some(printer) => out.section(PRINTER, |out| printer.save_state(out)),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn load_devices(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
@@ -28,7 +34,12 @@ impl<S: SerialBackend, K: Backends> VirtDevices<'_, S, K> {
         input.read_section(UART, |input| self.uart.load_state(input, mode))?;
         input.read_section(FINISHER, |input| self.finisher.load_state(input, mode))?;
         self.virtio.load_state(input, mode)?;
-        input.read_section(EXTRA, |input| self.extra.load_state(input, mode))
+        input.read_section(EXTRA, |input| self.extra.load_state(input, mode))?;
+        match self.printer.as_mut() {
+            Some(printer) => input.read_section(PRINTER, |input| printer.load_state(input, mode)),
+            None if input.next_is(PRINTER) => Err(input.mismatch("a printer the machine does not have")),
+            None => Ok(()),
+        }
     }
 }
 
