@@ -2,7 +2,7 @@
 //! [`Hypervisor`], their consoles multiplexed onto this process's stdin/stdout ([`ConsoleMux`]) and their disks
 //! carved out of shared image files ([`DiskLayout`]). Each VM boots an M-mode image, or firmware and kernels
 //! (`bios`, `kernel`, `initrd`, `append`), chosen by the same [`boot_plan`] and built by the same
-//! [`build_machine`] as `trapeze run`'s.
+//! [`build_machine_on`] as `trapeze run`'s.
 //!
 //! The configuration is checked whole before anything runs: a missing or unreadable file, a syntax error, an
 //! unknown key, a bad value, a duplicate name or partitions that overlap are refused with a message naming the
@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,14 +21,15 @@ use trapeze::dev::console_mux::{ConsoleMux, MuxPort, TAG_MAX};
 use trapeze::exec::interp::Interpreter;
 use trapeze::exec::Engine;
 use trapeze::mem::mmu::Memory;
+use trapeze::net::{Bridge, BridgePort, PortId};
 use trapeze::trap::Exit;
-use trapeze::vm::virt::VirtDevices;
+use trapeze::vm::virt::{Backends, VirtDevices};
 use trapeze::vm::{Clock, Hypervisor, RunOutcome, SliceOutcome, MAX_HARTS};
 
 use crate::console::{HostClock, Stdio};
 use crate::disk::FileDisk;
 use crate::{
-    boot_plan, build_machine, parse_memory_size, BootPlan, BootSpelling, EngineChoice, HostedThreaded, Image,
+    boot_plan, build_machine_on, parse_memory_size, BootPlan, BootSpelling, EngineChoice, HostedThreaded, Image,
     ImageSource, RunArgs, BUILTIN_FIRMWARE,
 };
 
@@ -65,6 +67,24 @@ struct Config {
     disks: BTreeMap<String, DiskFile>,
     #[serde(default)]
     vm: Vec<VmConfig>,
+    /// Virtual LANs, each a bridge the VMs' NICs attach to.
+    #[serde(default)]
+    network: Vec<NetworkConfig>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct NetworkConfig {
+    name: String,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct NicConfig {
+    /// The `[[network]]` the NIC is on.
+    network: String,
+    /// `52:54:00:12:34:56` style; by default `52:54:00:12:34:NN`, NN the VM's position from 1.
+    mac: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -100,6 +120,8 @@ struct VmConfig {
     /// The tag before each of the VM's console lines (default `[NAME] `).
     console: Option<String>,
     disk: Option<DiskConfig>,
+    /// A virtio-net NIC on a network.
+    nic: Option<NicConfig>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -131,6 +153,25 @@ type Mux = ConsoleMux<Stdio, MAX_VMS>;
 type Port<'m> = MuxPort<'m, Stdio, MAX_VMS>;
 type VmDisk<'d> = Partition<'d, FileDisk, MAX_EXTENTS>;
 
+/// Ports of a network's bridge: one per VM (uplinks will take more).
+const BRIDGE_PORTS: usize = MAX_VMS;
+/// Frames each bridge port queues each way.
+const BRIDGE_DEPTH: usize = 32;
+/// Addresses a bridge learns.
+const BRIDGE_TABLE: usize = 64;
+/// How long a learned address lasts without being seen: 300 s, as Linux bridges default to.
+const BRIDGE_AGEING: u64 = 300 * trapeze::vm::TIMEBASE_HZ;
+type LanBridge = Bridge<BRIDGE_PORTS, BRIDGE_DEPTH, BRIDGE_TABLE>;
+type VmNic<'b> = BridgePort<'b, BRIDGE_PORTS, BRIDGE_DEPTH, BRIDGE_TABLE>;
+
+/// The virtio backends of a VM of `trapeze up`: a partition of a disk image, a port of a bridge.
+struct UpBackends<'a>(PhantomData<&'a ()>);
+
+impl<'a> Backends for UpBackends<'a> {
+    type Block = VmDisk<'a>;
+    type Net = VmNic<'a>;
+}
+
 /// A VM as the file describes it, checked, with its images read.
 struct Planned {
     name: String,
@@ -139,6 +180,8 @@ struct Planned {
     tag: String,
     /// Which disk file (index into the opened files) and the VM's map on it.
     disk: Option<(usize, LbaMap<MAX_EXTENTS>)>,
+    /// Which network (index into `[[network]]`) and the NIC's MAC.
+    nic: Option<(usize, [u8; 6])>,
 }
 
 /// `trapeze up FILE`.
@@ -170,6 +213,12 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     }
     for (name, disk) in &config.disks {
         create_disk(&at(name), &disk.size).map_err(|e| format!("{}: disk {name:?}: {e}", path.display()))?;
+    }
+
+    for (index, network) in config.network.iter().enumerate() {
+        if network.name.is_empty() || config.network[..index].iter().any(|other| other.name == network.name) {
+            return Err(format!("{}: every network needs a name of its own", path.display()));
+        }
     }
 
     // Every VM checked, every image read and every disk file opened before anything runs.
@@ -250,7 +299,24 @@ fn up(path: &Path) -> Result<ExitCode, String> {
                 Some((index, map))
             }
         };
-        planned.push(Planned { name: vm.name.clone(), args, plan, tag, disk });
+        let nic = match &vm.nic {
+            None => None,
+            Some(nic) => {
+                let network = config.network.iter().position(|n| n.name == nic.network);
+                let network = network.ok_or_else(|| problem(format!("nic: no [[network]] named {:?}", nic.network)))?;
+                let mac = match &nic.mac {
+                    Some(text) => parse_mac(text).ok_or_else(|| {
+                        problem(format!("nic: mac = {text:?}: six hex bytes as in \"52:54:00:12:34:56\", unicast"))
+                    })?,
+                    None => [0x52, 0x54, 0x00, 0x12, 0x34, planned.len() as u8 + 1],
+                };
+                if planned.iter().any(|other| other.nic.is_some_and(|(_, other)| other == mac)) {
+                    return Err(problem(format!("nic: mac {text} is another VM's", text = format_mac(&mac))));
+                }
+                Some((network, mac))
+            }
+        };
+        planned.push(Planned { name: vm.name.clone(), args, plan, tag, disk, nic });
     }
 
     // One layout per image file: overlapping partitions, or one past the file's end, are refused here.
@@ -299,13 +365,27 @@ fn up(path: &Path) -> Result<ExitCode, String> {
         planned.iter().map(|vm| vec![0u64; (vm.args.memory as usize).div_ceil(4096 * 64)]).collect();
     let mut clocks: Vec<HostClock> = planned.iter().map(|_| HostClock::new()).collect();
     let mut htif_ports: Vec<Port<'_>> = (0..planned.len()).map(|port| ConsoleMux::port(&mux, port)).collect();
+    // One bridge per network, owned here; each VM's NIC holds a port of it.
+    let bridges: Vec<RefCell<LanBridge>> =
+        config.network.iter().map(|_| RefCell::new(LanBridge::new(BRIDGE_AGEING))).collect();
+    let mut nic_ports: Vec<Option<(usize, PortId)>> = vec![None; planned.len()];
     let mut hypervisor =
-        Box::new(Hypervisor::<'_, VirtDevices<'_, Port<'_>, VmDisk<'_>>, VmEngine, MAX_VMS>::new(quantum));
+        Box::new(Hypervisor::<'_, VirtDevices<'_, Port<'_>, UpBackends<'_>>, VmEngine, MAX_VMS>::new(quantum));
     let storage = backings.iter_mut().zip(&mut code_pages).zip(&mut clocks).zip(&mut htif_ports).zip(&mut disks);
     for (index, ((((backing, pages), clock), htif), disk)) in storage.enumerate() {
         let vm = &planned[index];
         let port = ConsoleMux::port(&mux, index);
-        let machine = build_machine(&vm.args, &vm.plan, backing, pages, port, disk.take(), clock, htif)
+        let mut devices = VirtDevices::new(port);
+        if let Some(disk) = disk.take() {
+            devices.attach_disk(disk);
+        }
+        if let Some((network, mac)) = vm.nic {
+            let nic = bridges.get(network).and_then(VmNic::attach);
+            let nic = nic.ok_or_else(|| format!("vm {:?}: its network has no free port", vm.name))?;
+            nic_ports[index] = Some((network, nic.port()));
+            devices.attach_net(nic, mac).map_err(|e| format!("vm {:?}: no virtio slot for its NIC: {e:?}", vm.name))?;
+        }
+        let machine = build_machine_on(&vm.args, &vm.plan, backing, pages, devices, clock, htif)
             .map_err(|e| format!("vm {:?}: {e}", vm.name))?;
         let engine = match vm.args.engine {
             EngineChoice::Interp => VmEngine::Interp(Interpreter),
@@ -317,6 +397,7 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     let mut host = HostClock::new();
     let mut status: Option<u8> = None;
     loop {
+        pump_networks(&bridges, &nic_ports, host.now(), |vm| hypervisor.wake(vm));
         match hypervisor.run_slice(host.now()) {
             SliceOutcome::Ran { stopped: None, .. } => {}
             SliceOutcome::Ran { vm, stopped: Some(outcome) } => {
@@ -364,6 +445,43 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     mux.borrow_mut().flush_all();
     crate::console::flush_stdout();
     Ok(status.map_or(ExitCode::SUCCESS, ExitCode::from))
+}
+
+/// Switches the frames the VMs sent since the last call, on every network, and calls `wake` with each VM that
+/// got a frame (an idle VM must run to take it: its NIC polls the bridge port when its devices are updated).
+fn pump_networks(
+    bridges: &[RefCell<LanBridge>],
+    nic_ports: &[Option<(usize, PortId)>],
+    now: u64,
+    mut wake: impl FnMut(usize),
+) {
+    let queued = |&(network, port): &(usize, PortId)| bridges.get(network).map_or(0, |b| b.borrow().stats(port).queued);
+    let before: Vec<u64> = nic_ports.iter().map(|nic| nic.as_ref().map_or(0, queued)).collect();
+    for bridge in bridges {
+        bridge.borrow_mut().pump(now, BRIDGE_PORTS * BRIDGE_DEPTH);
+    }
+    for (vm, nic) in nic_ports.iter().enumerate() {
+        if nic.as_ref().is_some_and(|nic| queued(nic) != before[vm]) {
+            wake(vm);
+        }
+    }
+}
+
+/// A MAC address as `52:54:00:12:34:56` (or with `-`): six hex bytes, a unicast address other than 0.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split([':', '-']);
+    for byte in &mut mac {
+        let part = parts.next().filter(|part| part.len() == 2)?;
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    let unicast = mac[0] & 1 == 0 && mac != [0; 6];
+    (parts.next().is_none() && unicast).then_some(mac)
+}
+
+/// `mac` as `52:54:00:12:34:56`.
+fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Creates the disk image `path` of `size`, zero-filled, unless it exists.
