@@ -13,7 +13,8 @@
 //! `TRAPEZE_GUEST_TRIGGERS`, `TRAPEZE_GUEST_DEBUGGEE` for the gdb test and the multi-hart `TRAPEZE_GUEST_SPINLOCK`
 //! and `TRAPEZE_GUEST_COUNTERS` (counter reads, its own code read back and rewritten), and
 //! `TRAPEZE_GUEST_DISK_PATTERN` (a pattern across its whole virtio-blk disk, for the multi-VM test) and
-//! `TRAPEZE_GUEST_RTC` (the goldfish RTC the native board gives one VM, or its fault in another)
+//! `TRAPEZE_GUEST_RTC` (the goldfish RTC the native board gives one VM, or its fault in another) and
+//! `TRAPEZE_GUEST_NET_PING` (two VMs exchanging frames over a bridge)
 //! (a `-` in a binary's name becomes `_`), read with `env!`. If the Rust target is missing, it is installed with
 //! rustup.
 use std::env;
@@ -25,7 +26,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 25] = [
+const GUESTS: [&str; 26] = [
     "hello",
     "traps",
     "arith",
@@ -51,10 +52,11 @@ const GUESTS: [&str; 25] = [
     "counters",
     "disk-pattern",
     "rtc",
+    "net-ping",
 ];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 25] = [
+const CRATES: [&str; 26] = [
     "rt",
     "torture",
     "hello",
@@ -80,6 +82,7 @@ const CRATES: [&str; 25] = [
     "counters",
     "disk-pattern",
     "rtc",
+    "net-ping",
 ];
 
 fn main() {

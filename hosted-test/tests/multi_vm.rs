@@ -186,6 +186,24 @@ fn bad_configurations_are_refused_with_status_2_before_anything_runs() {
         ),
         (no_image("a", "bios = \"shared.img\"\ninitrd = \"shared.img\""), &["vm \"a\"", "initrd needs kernel"]),
         (no_image("a", "bios = 1"), &["invalid type"]),
+        // Networks and NICs.
+        (vm("a", "nic = { network = \"lan9\" }"), &["vm \"a\"", "no [[network]] named \"lan9\""]),
+        (
+            format!(
+                "[[network]]\nname = \"lan0\"\n{}",
+                vm("a", "nic = { network = \"lan0\", mac = \"01:00:5e:00:00:01\" }")
+            ),
+            &["vm \"a\"", "mac = \"01:00:5e:00:00:01\""],
+        ),
+        (
+            format!(
+                "[[network]]\nname = \"lan0\"\n{}{}",
+                vm("a", "nic = { network = \"lan0\", mac = \"52:54:00:00:00:09\" }"),
+                vm("b", "nic = { network = \"lan0\", mac = \"52:54:00:00:00:09\" }")
+            ),
+            &["vm \"b\"", "52:54:00:00:00:09 is another VM's"],
+        ),
+        (format!("[[network]]\nname = \"x\"\n[[network]]\nname = \"x\"\n{}", vm("a", "")), &["network needs a name"]),
         (String::new(), &["no VM described"]),
         ("[[vm]\nname = 1".into(), &["vms.toml", "line 1"]),
     ];
@@ -346,5 +364,73 @@ fn uboot_and_linux_run_side_by_side_on_partitions_of_one_image() {
     if let Some(offset) = after.iter().zip(&expected).position(|(a, b)| a != b) {
         panic!("the image differs at byte {offset} (sector {}) from what U-Boot wrote", offset / SECTOR);
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two VMs on one bridge, each running `net-ping` with the other as its peer: each greets by broadcast, the
+/// bridge learns both addresses, and each gets the other's unicast frame through its virtio-net NIC. A third VM
+/// on another network runs the same guest and hears nothing (networks are separate).
+#[test]
+fn two_vms_on_one_bridge_exchange_frames() {
+    let dir = scratch("net");
+    let guest = env!("TRAPEZE_GUEST_NET_PING");
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"
+quantum = 5000
+
+[[network]]
+name = "lan0"
+
+[[network]]
+name = "lan1"
+
+[[vm]]
+name = "a"
+image = "{guest}"
+memory = "16M"
+append = "peer=52:54:00:12:34:02"
+nic = {{ network = "lan0" }}
+
+[[vm]]
+name = "b"
+image = "{guest}"
+memory = "16M"
+engine = "interp"
+append = "peer=52:54:00:12:34:01"
+nic = {{ network = "lan0" }}
+
+[[vm]]
+name = "c"
+image = "{guest}"
+memory = "16M"
+append = "peer=52:54:00:12:34:01"
+max-insns = 3000000
+nic = {{ network = "lan1", mac = "52:54:00:aa:bb:cc" }}
+"#
+        ),
+    );
+    let run = common::run_trapeze_command("up", &[&config], Duration::from_secs(60));
+    let output = format!("{}\n{}", run.stdout, run.stderr);
+    for tag in ["[a] ", "[b] "] {
+        for line in [
+            "ok: the NIC offers MAC and STATUS but not mergeable buffers",
+            "ok: the link is up",
+            "ok: heard the peer",
+            "ok: sent the peer a unicast frame",
+            "ok: got the peer's unicast frame",
+            "ok: every received header is v1 with num_buffers 1",
+            "net-ping: all 6 checks passed",
+        ] {
+            assert!(run.stdout.contains(&format!("{tag}{line}\n")), "{tag}{line}:\n{output}");
+        }
+    }
+    assert!(run.stdout.contains("[a] net-ping: mac 52:54:00:12:34:01\n"), "default MACs by position:\n{output}");
+    assert!(run.stdout.contains("[b] net-ping: mac 52:54:00:12:34:02\n"), "{output}");
+    assert!(run.stdout.contains("[c] net-ping: mac 52:54:00:aa:bb:cc\n"), "{output}");
+    // The NIC is in the first slot after the disk's, which the devicetree lists.
+    assert!(run.stdout.contains("[a] net-ping: NIC at 0x10002000 (version 2)\n"), "{output}");
+    assert!(!run.stdout.contains("[c] ok: heard the peer"), "lan1 is not lan0:\n{output}");
     let _ = std::fs::remove_dir_all(&dir);
 }
