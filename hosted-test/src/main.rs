@@ -14,6 +14,7 @@ mod disk;
 mod gdb;
 mod log;
 mod up;
+mod uplink;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

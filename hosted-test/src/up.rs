@@ -22,6 +22,8 @@ use trapeze::exec::interp::Interpreter;
 use trapeze::exec::Engine;
 use trapeze::mem::mmu::Memory;
 use trapeze::net::{Bridge, BridgePort, PortId};
+
+use crate::uplink::UdpUplink;
 use trapeze::trap::Exit;
 use trapeze::vm::virt::{Backends, VirtDevices};
 use trapeze::vm::{Clock, Hypervisor, RunOutcome, SliceOutcome, MAX_HARTS};
@@ -76,6 +78,17 @@ struct Config {
 #[serde(deny_unknown_fields)]
 struct NetworkConfig {
     name: String,
+    /// An uplink: QEMU's UDP transport (`-netdev dgram`), one frame per datagram.
+    udp: Option<UdpConfig>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct UdpConfig {
+    /// `host:port` this process receives on.
+    local: String,
+    /// `host:port` frames are sent to.
+    remote: String,
 }
 
 #[derive(Deserialize, Debug)]
@@ -153,8 +166,8 @@ type Mux = ConsoleMux<Stdio, MAX_VMS>;
 type Port<'m> = MuxPort<'m, Stdio, MAX_VMS>;
 type VmDisk<'d> = Partition<'d, FileDisk, MAX_EXTENTS>;
 
-/// Ports of a network's bridge: one per VM (uplinks will take more).
-const BRIDGE_PORTS: usize = MAX_VMS;
+/// Ports of a network's bridge: one per VM and one for an uplink.
+const BRIDGE_PORTS: usize = MAX_VMS + 1;
 /// Frames each bridge port queues each way.
 const BRIDGE_DEPTH: usize = 32;
 /// Addresses a bridge learns.
@@ -369,6 +382,19 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     let bridges: Vec<RefCell<LanBridge>> =
         config.network.iter().map(|_| RefCell::new(LanBridge::new(BRIDGE_AGEING))).collect();
     let mut nic_ports: Vec<Option<(usize, PortId)>> = vec![None; planned.len()];
+    let mut uplinks: Vec<Option<UdpUplink>> = Vec::new();
+    for (network, bridge) in config.network.iter().zip(&bridges) {
+        uplinks.push(match &network.udp {
+            None => None,
+            Some(udp) => {
+                let port = bridge.borrow_mut().attach().ok_or("a bridge without ports")?;
+                let uplink = UdpUplink::open(&udp.local, &udp.remote, port);
+                Some(uplink.map_err(|e| format!("{}: network {:?}: {e}", path.display(), network.name))?)
+            }
+        });
+    }
+    // While an uplink may deliver, the loop looks at it at least every millisecond, even with every VM idle.
+    let idle_cap = if uplinks.iter().any(Option::is_some) { trapeze::vm::TIMEBASE_HZ / 1000 } else { u64::MAX };
     let mut hypervisor =
         Box::new(Hypervisor::<'_, VirtDevices<'_, Port<'_>, UpBackends<'_>>, VmEngine, MAX_VMS>::new(quantum));
     let storage = backings.iter_mut().zip(&mut code_pages).zip(&mut clocks).zip(&mut htif_ports).zip(&mut disks);
@@ -397,7 +423,7 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     let mut host = HostClock::new();
     let mut status: Option<u8> = None;
     loop {
-        pump_networks(&bridges, &nic_ports, host.now(), |vm| hypervisor.wake(vm));
+        pump_networks(&bridges, &uplinks, &nic_ports, host.now(), |vm| hypervisor.wake(vm));
         match hypervisor.run_slice(host.now()) {
             SliceOutcome::Ran { stopped: None, .. } => {}
             SliceOutcome::Ran { vm, stopped: Some(outcome) } => {
@@ -437,7 +463,7 @@ fn up(path: &Path) -> Result<ExitCode, String> {
                     continue;
                 }
                 let now = host.now();
-                host.idle(Some(until.saturating_sub(now)));
+                host.idle(Some(until.saturating_sub(now).min(idle_cap)));
             }
             SliceOutcome::Stopped => break,
         }
@@ -447,18 +473,28 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     Ok(status.map_or(ExitCode::SUCCESS, ExitCode::from))
 }
 
-/// Switches the frames the VMs sent since the last call, on every network, and calls `wake` with each VM that
-/// got a frame (an idle VM must run to take it: its NIC polls the bridge port when its devices are updated).
+/// Switches the frames the VMs and uplinks sent since the last call, on every network (datagrams in first, the
+/// uplink's frames out as datagrams after), and calls `wake` with each VM that got a frame (an idle VM must run
+/// to take it: its NIC polls the bridge port when its devices are updated).
 fn pump_networks(
     bridges: &[RefCell<LanBridge>],
+    uplinks: &[Option<UdpUplink>],
     nic_ports: &[Option<(usize, PortId)>],
     now: u64,
     mut wake: impl FnMut(usize),
 ) {
     let queued = |&(network, port): &(usize, PortId)| bridges.get(network).map_or(0, |b| b.borrow().stats(port).queued);
     let before: Vec<u64> = nic_ports.iter().map(|nic| nic.as_ref().map_or(0, queued)).collect();
-    for bridge in bridges {
-        bridge.borrow_mut().pump(now, BRIDGE_PORTS * BRIDGE_DEPTH);
+    for (index, bridge) in bridges.iter().enumerate() {
+        let mut bridge = bridge.borrow_mut();
+        let uplink = uplinks.get(index).and_then(Option::as_ref);
+        if let Some(uplink) = uplink {
+            uplink.receive(&mut bridge);
+        }
+        bridge.pump(now, BRIDGE_PORTS * BRIDGE_DEPTH);
+        if let Some(uplink) = uplink {
+            uplink.transmit(&mut bridge);
+        }
     }
     for (vm, nic) in nic_ports.iter().enumerate() {
         if nic.as_ref().is_some_and(|nic| queued(nic) != before[vm]) {

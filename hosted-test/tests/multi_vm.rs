@@ -434,3 +434,70 @@ nic = {{ network = "lan1", mac = "52:54:00:aa:bb:cc" }}
     assert!(!run.stdout.contains("[c] ok: heard the peer"), "lan1 is not lan0:\n{output}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A VM on a network with a UDP uplink (QEMU's `-netdev dgram` transport) and a peer that is this test: the
+/// test answers the VM's broadcast greeting with a unicast frame from the peer's MAC, one Ethernet frame per
+/// datagram, and expects the VM's unicast frame back.
+#[test]
+fn a_vm_exchanges_frames_with_a_udp_peer_over_the_uplink() {
+    use std::net::UdpSocket;
+    let dir = scratch("udp");
+    let guest = env!("TRAPEZE_GUEST_NET_PING");
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind the test's socket");
+    peer.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    // A free port for trapeze: bound and released (another process could take it meanwhile, which is unlikely).
+    let local = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"
+[[network]]
+name = "lan0"
+udp = {{ local = "{local}", remote = "{remote}" }}
+
+[[vm]]
+name = "a"
+image = "{guest}"
+memory = "16M"
+append = "peer=52:54:00:00:00:99"
+nic = {{ network = "lan0" }}
+"#,
+            remote = peer.local_addr().unwrap()
+        ),
+    );
+    const VM: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x01];
+    const PEER: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x99];
+    let responder = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut greeted, mut answered) = (false, false);
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline && !answered {
+            let Ok(len) = peer.recv(&mut buf) else { continue };
+            let frame = &buf[..len];
+            if len < 60 || frame[6..12] != VM || frame[12..14] != [0x88, 0xb5] {
+                continue;
+            }
+            if frame[..6] == [0xff; 6] && frame[14..19] == *b"hello" {
+                greeted = true;
+                let mut reply = vec![0u8; 60];
+                reply[..6].copy_from_slice(&VM);
+                reply[6..12].copy_from_slice(&PEER);
+                reply[12..14].copy_from_slice(&[0x88, 0xb5]);
+                reply[14..21].copy_from_slice(b"unicast");
+                peer.send_to(&reply, local).expect("send the reply");
+            }
+            if frame[..6] == PEER && frame[14..21] == *b"unicast" {
+                answered = true;
+            }
+        }
+        (greeted, answered)
+    });
+    let run = common::run_trapeze_command("up", &[&config], Duration::from_secs(60));
+    let output = format!("{}\n{}", run.stdout, run.stderr);
+    let (greeted, answered) = responder.join().expect("the responder");
+    assert!(greeted, "the VM's broadcast came out of the uplink:\n{output}");
+    assert!(answered, "the VM's unicast to the peer came out of the uplink:\n{output}");
+    assert!(run.status.success(), "{output}");
+    assert!(run.stdout.contains("[a] net-ping: all 6 checks passed\n"), "{output}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
