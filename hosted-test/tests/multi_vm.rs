@@ -369,7 +369,8 @@ fn uboot_and_linux_run_side_by_side_on_partitions_of_one_image() {
 
 /// Two VMs on one bridge, each running `net-ping` with the other as its peer: each greets by broadcast, the
 /// bridge learns both addresses, and each gets the other's unicast frame through its virtio-net NIC. A third VM
-/// on another network runs the same guest and hears nothing (networks are separate).
+/// on the same bridge hears both greetings but none of their unicast frames; a fourth on another network hears
+/// nothing (networks are separate).
 #[test]
 fn two_vms_on_one_bridge_exchange_frames() {
     let dir = scratch("net");
@@ -405,9 +406,16 @@ nic = {{ network = "lan0" }}
 name = "c"
 image = "{guest}"
 memory = "16M"
+append = "observe"
+nic = {{ network = "lan0", mac = "52:54:00:aa:bb:cc" }}
+
+[[vm]]
+name = "d"
+image = "{guest}"
+memory = "16M"
 append = "peer=52:54:00:12:34:01"
 max-insns = 3000000
-nic = {{ network = "lan1", mac = "52:54:00:aa:bb:cc" }}
+nic = {{ network = "lan1" }}
 "#
         ),
     );
@@ -431,7 +439,15 @@ nic = {{ network = "lan1", mac = "52:54:00:aa:bb:cc" }}
     assert!(run.stdout.contains("[c] net-ping: mac 52:54:00:aa:bb:cc\n"), "{output}");
     // The NIC is in the first slot after the disk's, which the devicetree lists.
     assert!(run.stdout.contains("[a] net-ping: NIC at 0x10002000 (version 2)\n"), "{output}");
-    assert!(!run.stdout.contains("[c] ok: heard the peer"), "lan1 is not lan0:\n{output}");
+    // The observer on lan0 heard both greetings but none of the unicast frames between them.
+    for line in [
+        "ok: heard two greeters",
+        "ok: no unicast frame for another NIC reached this one",
+        "net-ping: all 4 checks passed",
+    ] {
+        assert!(run.stdout.contains(&format!("[c] {line}\n")), "[c] {line}:\n{output}");
+    }
+    assert!(!run.stdout.contains("[d] ok: heard the peer"), "lan1 is not lan0:\n{output}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -301,13 +301,48 @@ fn frame(destination: [u8; 6], source: [u8; 6], text: &[u8], out: &mut [u8; 64])
     60
 }
 
+/// The observer's part: waits for greetings from two other NICs, then listens for one more second and checks
+/// that no unicast frame for another NIC reached this one (the bridge learned where each address lives).
+fn observe(nic: &mut Nic, mac: [u8; 6]) -> u32 {
+    let mut greeters: [Option<[u8; 6]>; 2] = [None; 2];
+    let (mut stray, mut listen_until) = (0u32, None);
+    let start = rt::clint::mtime();
+    while rt::clint::mtime() - start < 200_000_000 && listen_until.is_none_or(|until| rt::clint::mtime() < until) {
+        while let Some((buffer, len)) = nic.receive() {
+            // SAFETY: a used receive buffer, which the device no longer writes until reposted.
+            let received = unsafe { &*addr_of!(RX[buffer as usize % QUEUE_SIZE]) };
+            let data = &received[..len.min(BUFFER)];
+            if let Some(payload) = data.get(HEADER..).filter(|payload| payload.len() >= 14) {
+                let (destination, source) = (&payload[..6], &payload[6..12]);
+                if destination[0] & 1 == 0 && destination != mac {
+                    stray += 1;
+                }
+                if destination == [0xff; 6] && !greeters.iter().flatten().any(|known| known == source) {
+                    if let Some(free) = greeters.iter_mut().find(|slot| slot.is_none()) {
+                        *free = source.try_into().ok();
+                    }
+                }
+            }
+            nic.post(0, buffer);
+        }
+        if listen_until.is_none() && greeters.iter().all(Option::is_some) {
+            listen_until = Some(rt::clint::mtime() + 10_000_000);
+        }
+    }
+    check("heard two greeters", greeters.iter().all(Option::is_some), format_args!("{greeters:?}"));
+    check("no unicast frame for another NIC reached this one", stray == 0, format_args!("{stray} frames"));
+    finish("net-ping")
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn main(_hart: u64, devicetree: u64) -> u32 {
     let (base, arguments) = walk_devicetree(devicetree as usize);
-    let Some(peer) = arguments.and_then(peer) else {
-        println!("FAIL: no peer=MAC on the command line");
+    let observer = arguments.is_some_and(|text| text == b"observe");
+    let peer = arguments.and_then(peer);
+    if peer.is_none() && !observer {
+        println!("FAIL: no peer=MAC (or observe) on the command line");
         return 1;
-    };
+    }
     let Some(base) = base else {
         println!("FAIL: no virtio-net NIC in the devicetree");
         return 1;
@@ -320,6 +355,7 @@ extern "C" fn main(_hart: u64, devicetree: u64) -> u32 {
     let link = u16::from(nic.config_byte(6)) | u16::from(nic.config_byte(7)) << 8;
     println!("net-ping: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
     check("the link is up", link & 1 == 1, format_args!("status {link:#x}"));
+    let Some(peer) = peer else { return observe(&mut nic, mac) };
 
     let mut out = [0u8; 64];
     let (mut heard, mut unicast_sent, mut unicast_got, mut bad_header) = (false, false, false, false);
