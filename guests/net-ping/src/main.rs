@@ -3,8 +3,10 @@
 //!
 //! The kernel command line names the peer: `peer=52:54:00:12:34:02`. The guest broadcasts a greeting (ethertype
 //! 0x88b5, local experimental) until any frame from the peer arrives, then sends the peer one unicast frame
-//! and waits for the peer's unicast frame to its own MAC. Each check prints `ok:` or `FAIL:`; the exit status
-//! is 0 when all pass. The driver is polled (no interrupts), with four receive buffers always posted.
+//! and waits for the peer's unicast frame to its own MAC, then broadcasts a closing frame. With `observe` on the
+//! command line it only listens: for broadcasts from two NICs, and for unicast frames meant for others (there
+//! must be none once the bridge has learned where the addresses are). Each check prints `ok:` or `FAIL:`; the
+//! exit status is 0 when all pass. The driver is polled (no interrupts), with four receive buffers always posted.
 #![no_std]
 #![no_main]
 
@@ -301,8 +303,9 @@ fn frame(destination: [u8; 6], source: [u8; 6], text: &[u8], out: &mut [u8; 64])
     60
 }
 
-/// The observer's part: waits for greetings from two other NICs, then listens for one more second and checks
-/// that no unicast frame for another NIC reached this one (the bridge learned where each address lives).
+/// The observer's part: waits for broadcasts (a greeting or the closing one) from two other NICs, then listens
+/// for one more second and checks that no unicast frame for another NIC reached this one (the bridge learned
+/// where each address lives).
 fn observe(nic: &mut Nic, mac: [u8; 6]) -> u32 {
     let mut greeters: [Option<[u8; 6]>; 2] = [None; 2];
     let (mut stray, mut listen_until) = (0u32, None);
@@ -390,6 +393,9 @@ extern "C" fn main(_hart: u64, devicetree: u64) -> u32 {
             nic.post(0, buffer);
         }
     }
+    // A last broadcast, so an observer that came up after the greetings still hears from this NIC.
+    let len = frame([0xff; 6], mac, b"bye", &mut out);
+    nic.send(&out[..len]);
     check("heard the peer", heard, format_args!("nothing from the peer"));
     check("sent the peer a unicast frame", unicast_sent, format_args!("not sent"));
     check("got the peer's unicast frame", unicast_got, format_args!("not received"));
