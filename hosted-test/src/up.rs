@@ -49,11 +49,12 @@ const DEFAULT_QUANTUM: u64 = 100_000;
 const UP_SPELLING: BootSpelling = BootSpelling { image: "image", bios: "bios", kernel: "kernel", initrd: "initrd" };
 
 /// Guests built into the binary, named by `image = "bundled:NAME"`.
-const BUNDLED: [(&str, &[u8]); 4] = [
+const BUNDLED: [(&str, &[u8]); 5] = [
     ("demo", crate::DEMO_GUEST),
     ("hello", include_bytes!(env!("TRAPEZE_GUEST_HELLO"))),
     ("disk-pattern", include_bytes!(env!("TRAPEZE_GUEST_DISK_PATTERN"))),
     ("print-jobs", include_bytes!(env!("TRAPEZE_GUEST_PRINT_JOBS"))),
+    ("net-ping", include_bytes!(env!("TRAPEZE_GUEST_NET_PING"))),
 ];
 
 #[derive(clap::Args, Clone)]

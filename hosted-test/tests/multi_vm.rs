@@ -642,3 +642,30 @@ nic = {{ network = "lan0" }}
     assert!(run.stdout.contains("[a] net-ping: all 6 checks passed\n"), "{output}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The shipped `examples/four-kinds.toml`: the four kinds of devices at once. A dedicated host file as one VM's
+/// UART (its whole output there, none on the console), that VM's partition of an image, two VMs on a bridge
+/// exchanging frames, and a VM printing whole jobs through the spooled printer.
+#[test]
+fn the_four_kinds_of_devices_run_at_once() {
+    let dir = scratch("four-kinds");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/four-kinds.toml");
+    let config = write_config(&dir, &std::fs::read_to_string(&example).expect("read the shipped example"));
+    let run = common::run_trapeze_command("up", &[&config], Duration::from_secs(120));
+    let output = format!("{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.status.code(), Some(0), "every VM passes:\n{output}");
+    let serial = std::fs::read_to_string(dir.join("four-kinds-serial.txt")).expect("the dedicated serial file");
+    assert!(
+        serial.contains("disk-pattern: all 9 checks passed"),
+        "the partitioned disk, on the dedicated serial:\n{serial}"
+    );
+    assert!(!output.contains("[disk] "), "nothing of the dedicated VM's UART reaches the console:\n{output}");
+    for vm in ["[ping-a] ", "[ping-b] "] {
+        assert!(output.contains(&format!("{vm}net-ping: all 6 checks passed")), "{vm}over the bridge:\n{output}");
+    }
+    assert!(output.contains("[printer] print-jobs: all 8 checks passed"), "the printer's guest:\n{output}");
+    let printed = std::fs::read_to_string(dir.join("four-kinds-print.out")).expect("the printer's output");
+    let starts = printed.matches("=== job ").count();
+    let ends = printed.matches("=== end of job ").count();
+    assert_eq!((starts, ends), (12, 12), "12 whole jobs printed:\n{printed}");
+}
