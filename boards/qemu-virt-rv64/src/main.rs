@@ -775,7 +775,8 @@ fn mode_figures(engine: &NativeEngine, mode: Mode, ticks: u64) -> String {
         stats.ecall_exits,
         stats.exception_exits,
         stats.fills,
-        engine.full_shadow_flushes(),    );
+        engine.full_shadow_flushes(),
+    );
     if let Some(patch) = engine.patch_stats() {
         line += &alloc::format!(
             ", {} pages scanned, {} sites patched, {} pages dropped, {} evicted",
