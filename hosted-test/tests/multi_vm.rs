@@ -477,7 +477,8 @@ fn uboot_and_linux_run_side_by_side_on_partitions_of_one_image() {
     console.type_bytes(b"\x011");
     console.expect("console: input to [linux]", FIRMWARE_TIMEOUT);
     console.command_within(FIRMWARE_TIMEOUT, "echo answer=$((6 * 7))", "[linux] answer=42");
-    // Short command lines (a long line typed at once has stalled in the shell's echo).
+    // Short command lines: the multiplexer's input buffer for a VM holds 64 bytes and drops what does not fit
+    // (`dev::console_mux`), and a line typed at once arrives faster than the guest reads it.
     console.command_within(FIRMWARE_TIMEOUT, "echo size=$(cat /sys/block/vda/size).", "[linux] size=1024.");
     // `r N`: sector N of the disk (dd's blocks are 512 bytes); `h`: its bytes in hex on one line.
     console.command_within(FIRMWARE_TIMEOUT, "r() { dd if=/dev/vda skip=$1 count=1; }", "~ #");
