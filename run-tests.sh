@@ -13,13 +13,15 @@ rustup target add --toolchain "$toolchain" riscv64gc-unknown-none-elf thumbv7m-n
 rustup component add --toolchain "$toolchain" rustfmt clippy
 
 # Real firmware the suite boots: Debian's OpenSBI and U-Boot for QEMU virt; QEMU itself, which boots the
-# native VMM board (boards/qemu-virt-rv64) in the board test; and gdb-multiarch, which drives the gdb stub test.
+# native VMM board (boards/qemu-virt-rv64) in the board test; gdb-multiarch, which drives the gdb stub test; and
+# xz, for the kernel modules fetched below.
 missing=()
 for package in opensbi u-boot-qemu; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 command -v qemu-system-riscv64 >/dev/null || missing+=(qemu-system-misc)
 command -v gdb-multiarch >/dev/null || missing+=(gdb-multiarch)
+command -v xz >/dev/null || missing+=(xz-utils)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; }; then
@@ -28,7 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-# Debian's riscv64 kernel and busybox for the Linux boot test.
+# Debian's riscv64 kernel, its virtio modules and busybox for the Linux boot tests.
 ./tools/fetch-debian-riscv64.sh target/guest-images
 
 # The board's defmt log is decoded on the host by defmt-print, installed into target/tools.

@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Fetches Debian's riscv64 Linux kernel (linux-image-riscv64: a flat RISC-V Image with an EFI stub) and
-# busybox-static into DIR (default target/guest-images), unless they are already there.
+# busybox-static into DIR (default target/guest-images), unless they are already there. With the kernel come the
+# modules a busybox initramfs needs for virtio-mmio block and network devices (Debian builds virtio_mmio,
+# virtio_blk and virtio_net as modules): DIR/modules holds them decompressed (busybox's insmod loads plain .ko
+# files), with their dependencies from the package's modules.dep, and DIR/modules/modules.order names them one
+# a line in an order insmod can load them (each after what it needs).
+#
+#     tools/fetch-debian-riscv64.sh [DIR]
 #
 # The packages come from the Debian archive this machine's apt already uses (found in /etc/apt/sources.list,
 # /etc/apt/sources.list.d/*.list and the deb822 /etc/apt/sources.list.d/*.sources), so no mirror is named here
@@ -11,13 +17,17 @@ set -euo pipefail
 dir=${1:-target/guest-images}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-if [ -s "$dir/Image" ] && [ -s "$dir/busybox" ]; then
+# The modules wanted, by name; each comes with what it depends on.
+wanted_modules=(virtio_mmio virtio_blk virtio_net)
+if [ -s "$dir/Image" ] && [ -s "$dir/busybox" ] && [ -s "$dir/modules/modules.order" ]; then
     exit 0
 fi
 if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
     echo "error: fetching Debian's riscv64 kernel and busybox needs apt-get and dpkg-deb (a Debian host)" >&2
     exit 1
 fi
+# Debian compresses its kernel modules (xz in Debian 13; zstd or gzip possibly elsewhere): the tool for each
+# format is needed only if the package uses it, and is checked for then.
 
 # Prints "URI SUITE" for every enabled binary (`deb`) source of this machine's apt.
 apt_sources() {
@@ -116,6 +126,78 @@ if [ -z "$kernel" ] || [ ! -s "$work/download/busybox/usr/bin/busybox" ]; then
     echo "error: could not download Debian's riscv64 linux-image and busybox-static packages from $archive" >&2
     exit 1
 fi
+module_root=
+for candidate in "$work"/download/kernel/lib/modules/* "$work"/download/kernel/usr/lib/modules/*; do
+    if [ -d "$candidate/kernel" ]; then
+        module_root=$candidate
+        break
+    fi
+done
+if [ -z "$module_root" ]; then
+    echo "error: the kernel package has no lib/modules/VERSION/kernel directory" >&2
+    exit 1
+fi
+
+# Debian's package has no modules.dep (depmod makes it on installation, and need not be on this host): each
+# module's dependencies are read from its own .modinfo section (`depends=NAME,NAME`). Module names use _ where
+# their file names may use -. The modules go into a fresh directory, moved over the old one only once complete,
+# so an interrupted fetch leaves no partial set behind that the check above would take for a complete one.
+modules=$dir/modules.new
+rm -rf "$modules"
+mkdir "$modules"
+find "$module_root/kernel" -name '*.ko*' | awk '{
+    name = $0; sub(/.*\//, "", name); sub(/\.ko(\.[a-z]+)?$/, "", name); gsub(/-/, "_", name); print name, $0
+}' > "$work/module-index"
+order=()
+# `visit NAME`: decompresses module NAME into $modules and appends its dependencies, then NAME, to `order`, each
+# once: an order insmod can follow.
+visit() {
+    local name=${1//-/_} seen path tool dependency
+    for seen in "${order[@]}"; do
+        [ "$seen" = "$name" ] && return
+    done
+    path=$(awk -v name="$name" '$1 == name { print $2; exit }' "$work/module-index")
+    if [ -z "$path" ]; then
+        # Built into the kernel (modules.builtin lists such "modules"): nothing to load.
+        if grep -q "/${name}\.ko\$" "$module_root/modules.builtin" 2>/dev/null \
+            || grep -q "/${name//_/-}\.ko\$" "$module_root/modules.builtin" 2>/dev/null; then
+            return
+        fi
+        echo "error: the kernel package has no module $name" >&2
+        exit 1
+    fi
+    case "$path" in
+        *.ko.xz) tool=xz ;;
+        *.ko.zst) tool=zstd ;;
+        *.ko.gz) tool=gzip ;;
+        *.ko) tool=cat ;;
+        *)
+            echo "error: module $path: unknown compression" >&2
+            exit 1
+            ;;
+    esac
+    if [ "$tool" != cat ] && ! command -v "$tool" >/dev/null; then
+        echo "error: Debian's kernel modules are compressed with $tool: install it (apt-get install" \
+            "$( [ "$tool" = xz ] && echo xz-utils || echo "$tool")) and run this again" >&2
+        exit 1
+    fi
+    if [ "$tool" = cat ]; then
+        cp "$path" "$modules/$name.ko"
+    else
+        "$tool" -dc "$path" > "$modules/$name.ko"
+    fi
+    for dependency in $(tr '\0' '\n' < "$modules/$name.ko" \
+        | LC_ALL=C awk -F= '$1 == "depends" && !done { gsub(/,/, " ", $2); print $2; done = 1 }'); do
+        visit "$dependency"
+    done
+    order+=("$name")
+}
+for name in "${wanted_modules[@]}"; do
+    visit "$name"
+done
+printf '%s.ko\n' "${order[@]}" > "$modules/modules.order"
 cp "$kernel" "$dir/Image"
 cp "$work/download/busybox/usr/bin/busybox" "$dir/busybox"
-echo "fetched $(basename "$kernel") and busybox into $dir"
+rm -rf "$dir/modules"
+mv "$modules" "$dir/modules"
+echo "fetched $(basename "$kernel"), busybox and the modules $(tr '\n' ' ' < "$dir/modules/modules.order")into $dir"

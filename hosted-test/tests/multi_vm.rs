@@ -410,6 +410,9 @@ fn an_idle_vm_lets_the_host_sleep() {
 }
 
 const UBOOT: &str = "/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin";
+/// Linux's partition in `examples/uboot-and-linux.toml`: 1024 sectors from sector 2112 of the image.
+const LINUX_START: usize = 2112;
+const LINUX_SECTORS: usize = 1024;
 const FIRMWARE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Issue 11's acceptance with real guests: Debian's U-Boot in one VM and Debian's Linux in another, each with its
@@ -424,11 +427,24 @@ fn uboot_and_linux_run_side_by_side_on_partitions_of_one_image() {
     let uboot = linux_images::require(Path::new(UBOOT), "install it with `apt-get install -y u-boot-qemu`");
     let kernel = linux_images::require(&linux_images::guest_images().join("Image"), fetch);
     let busybox = std::fs::read(linux_images::require(&linux_images::guest_images().join("busybox"), fetch)).unwrap();
+    // Debian's virtio_mmio and virtio_blk (and what they need): modules, which the initramfs loads.
+    let modules = linux_images::modules();
+    for needed in ["virtio_mmio.ko", "virtio_blk.ko"] {
+        assert!(modules.iter().any(|(name, _)| name == needed), "no {needed} in target/guest-images/modules: {fetch}");
+    }
     let dir = scratch("firmware");
-    std::fs::write(dir.join("initramfs.cpio"), linux_images::initramfs(&busybox)).expect("write the initramfs");
-    // 4096 sectors: U-Boot's 2048 from sector 64, Linux's 1024 from sector 2112, the rest background.
+    let initramfs = linux_images::initramfs_with_modules(&busybox, &modules);
+    std::fs::write(dir.join("initramfs.cpio"), initramfs).expect("write the initramfs");
+    // 4096 sectors: U-Boot's 2048 from sector 64, Linux's 1024 from sector 2112, the rest background. Each of
+    // Linux's sectors starts with its number (the background repeats every 251 sectors), so a read at a wrong
+    // offset shows.
     let image = dir.join("uboot-and-linux.img");
-    let original: Vec<u8> = (0..4096 * SECTOR).map(|i| (i % 251) as u8 ^ 0x5a).collect();
+    let mut original: Vec<u8> = (0..4096 * SECTOR).map(|i| (i % 251) as u8 ^ 0x5a).collect();
+    for sector in 0..LINUX_SECTORS {
+        let stamp = format!("linux sector {sector:04}\n");
+        let at = (LINUX_START + sector) * SECTOR;
+        original[at..at + stamp.len()].copy_from_slice(stamp.as_bytes());
+    }
     std::fs::write(&image, &original).expect("write the image");
     // The shipped example, with the kernel where this checkout keeps it and the initramfs built above.
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/uboot-and-linux.toml");
@@ -470,11 +486,37 @@ fn uboot_and_linux_run_side_by_side_on_partitions_of_one_image() {
     console.expect("[linux] [    0.000000] Linux version", FIRMWARE_TIMEOUT);
     console.expect("[linux] [    0.000000] Machine model: riscv-virtio,qemu", FIRMWARE_TIMEOUT);
     console.expect("Run /init as init process", FIRMWARE_TIMEOUT);
+    // The initramfs loads virtio_mmio and virtio_blk (and the rest fetched, in order); virtio_blk finds the disk
+    // in virtio-mmio slot 0: exactly its partition.
+    let loaded: Vec<&str> = modules.iter().map(|(name, _)| name.trim_end_matches(".ko")).collect();
+    console.expect(&format!("[linux] trapeze-initramfs: modules loaded: {}", loaded.join(" ")), FIRMWARE_TIMEOUT);
     console.expect("[linux] trapeze-initramfs: 1 harts online", FIRMWARE_TIMEOUT);
-    // The keyboard to VM 1 (the multiplexer's escape), then a command to its shell.
+    // The keyboard to VM 1 (the multiplexer's escape), then commands to its shell.
     console.type_bytes(b"\x011");
     console.expect("console: input to [linux]", FIRMWARE_TIMEOUT);
     console.command_within(FIRMWARE_TIMEOUT, "echo answer=$((6 * 7))", "[linux] answer=42");
+    // Short command lines: the multiplexer's input buffer for a VM holds 64 bytes and drops what does not fit
+    // (`dev::console_mux`), and a line typed at once arrives faster than the guest reads it.
+    console.command_within(FIRMWARE_TIMEOUT, "echo size=$(cat /sys/block/vda/size).", "[linux] size=1024.");
+    // `r N`: sector N of the disk (dd's blocks are 512 bytes); `h`: its bytes in hex on one line.
+    console.command_within(FIRMWARE_TIMEOUT, "r() { dd if=/dev/vda skip=$1 count=1; }", "~ #");
+    console.command_within(FIRMWARE_TIMEOUT, "h() { hexdump -ve '1/1 \"%02x\"'; echo; }", "~ #");
+    // Its sectors 0, 1, 512 and 1023 are the image's sectors 2112, 2113, 2624 and 3135, byte for byte; one past
+    // its last is nothing.
+    let hex = |sector: usize| -> String {
+        original[sector * SECTOR..(sector + 1) * SECTOR].iter().map(|byte| format!("{byte:02x}")).collect()
+    };
+    for sector in [0, 1, LINUX_SECTORS / 2, LINUX_SECTORS - 1] {
+        let dump = format!("r {sector} 2>/dev/null | h");
+        console.command_within(FIRMWARE_TIMEOUT, &dump, &format!("[linux] {}", hex(LINUX_START + sector)));
+    }
+    console.command_within(FIRMWARE_TIMEOUT, "echo past=$(r 1024 2>/dev/null | wc -c).", "[linux] past=0.");
+    // One sector written through the page cache and flushed: it lands at sector 2112 + 700 of the image.
+    console.command_within(FIRMWARE_TIMEOUT, "P=trapeze-linux-wrote-this", "~ #");
+    console.command_within(FIRMWARE_TIMEOUT, "yes $P | head -c 512 > /p", "~ #");
+    console.command_within(FIRMWARE_TIMEOUT, "echo bytes=$(wc -c < /p).", "[linux] bytes=512.");
+    console.command_within(FIRMWARE_TIMEOUT, "dd if=/p of=/dev/vda seek=700 conv=fsync", "records out");
+    console.command_within(FIRMWARE_TIMEOUT, "echo written=$?.; sync", "[linux] written=0.");
     console.type_line("poweroff -f");
     console.expect("trapeze: vm \"linux\" powered off", FIRMWARE_TIMEOUT);
     let status = console.wait_exit(Duration::from_secs(10));
@@ -485,9 +527,11 @@ fn uboot_and_linux_run_side_by_side_on_partitions_of_one_image() {
     let after = std::fs::read(&image).expect("read the image back");
     let mut expected = original.clone();
     expected[(64 + 3) * SECTOR..(64 + 4) * SECTOR].fill(0xa5);
+    let written: Vec<u8> = b"trapeze-linux-wrote-this\n".iter().copied().cycle().take(SECTOR).collect();
+    expected[(LINUX_START + 700) * SECTOR..(LINUX_START + 701) * SECTOR].copy_from_slice(&written);
     assert_eq!(after.len(), expected.len(), "the image kept its size");
     if let Some(offset) = after.iter().zip(&expected).position(|(a, b)| a != b) {
-        panic!("the image differs at byte {offset} (sector {}) from what U-Boot wrote", offset / SECTOR);
+        panic!("the image differs at byte {offset} (sector {}) from what U-Boot and Linux wrote", offset / SECTOR);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,27 +28,79 @@ fn cpio_entry(archive: &mut Vec<u8>, inode: u32, name: &str, mode: u32, rdev: (u
     archive.resize(archive.len().next_multiple_of(4), 0);
 }
 
+/// The kernel modules `tools/fetch-debian-riscv64.sh` extracted next to the kernel (`modules/`, decompressed), in
+/// the order `modules/modules.order` gives (each after the modules it needs): their file names and contents. None
+/// if they were not fetched.
+#[allow(dead_code)] // not every test that boots Linux loads modules
+pub fn modules() -> Vec<(String, Vec<u8>)> {
+    let directory = guest_images().join("modules");
+    let Ok(order) = std::fs::read_to_string(directory.join("modules.order")) else {
+        return Vec::new();
+    };
+    order
+        .lines()
+        .filter(|name| !name.trim().is_empty())
+        .map(|name| {
+            let name = name.trim().to_string();
+            let data = std::fs::read(directory.join(&name)).unwrap_or_else(|e| panic!("read module {name}: {e}"));
+            (name, data)
+        })
+        .collect()
+}
+
 /// An initramfs with busybox, `/dev/console` and `/dev/null` (a background job's input), and an `/init` that
 /// announces itself and starts a shell.
+#[allow(dead_code)] // not every test that boots Linux boots it without modules
 pub fn initramfs(busybox: &[u8]) -> Vec<u8> {
+    initramfs_with_modules(busybox, &[])
+}
+
+/// [`initramfs`], also carrying kernel `modules` (file names and contents, in load order, as [`modules`] gives
+/// them) in `/lib/modules`: its `/init` then mounts devtmpfs on `/dev` (so `/dev/vda` appears once `virtio_blk`
+/// finds a disk), loads them in order with `insmod`, and prints `trapeze-initramfs: modules loaded:` and the names
+/// of those that loaded, before announcing itself. Without modules it is exactly [`initramfs`].
+pub fn initramfs_with_modules(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
     const DIRECTORY: u32 = 0o040755;
     const EXECUTABLE: u32 = 0o100755;
+    const FILE: u32 = 0o100644;
     const CHARACTER_DEVICE: u32 = 0o020600;
-    let init = b"#!/bin/busybox sh\n\
+    let mut init = String::from(
+        "#!/bin/busybox sh\n\
         /bin/busybox --install -s\n\
         mount -t proc proc /proc\n\
-        mount -t sysfs sysfs /sys\n\
-        echo \"trapeze-initramfs: $(grep -c ^processor /proc/cpuinfo) harts online\"\n\
-        exec /bin/sh\n";
+        mount -t sysfs sysfs /sys\n",
+    );
+    if !modules.is_empty() {
+        let names: Vec<&str> = modules.iter().map(|(name, _)| name.as_str()).collect();
+        init.push_str(&format!(
+            "mount -t devtmpfs devtmpfs /dev\n\
+            loaded=\n\
+            for module in {}; do\n\
+            \x20   insmod /lib/modules/$module && loaded=\"$loaded ${{module%.ko}}\"\n\
+            done\n\
+            echo \"trapeze-initramfs: modules loaded:$loaded\"\n",
+            names.join(" ")
+        ));
+    }
+    init.push_str(
+        "echo \"trapeze-initramfs: $(grep -c ^processor /proc/cpuinfo) harts online\"\n\
+        exec /bin/sh\n",
+    );
     let mut archive = Vec::new();
-    let directories = [".", "bin", "sbin", "usr", "usr/bin", "usr/sbin", "proc", "sys", "dev"];
+    let mut directories = vec![".", "bin", "sbin", "usr", "usr/bin", "usr/sbin", "proc", "sys", "dev"];
+    if !modules.is_empty() {
+        directories.extend(["lib", "lib/modules"]);
+    }
     for (inode, name) in directories.into_iter().enumerate() {
         cpio_entry(&mut archive, inode as u32 + 1, name, DIRECTORY, (0, 0), b"");
     }
     cpio_entry(&mut archive, 18, "dev/null", CHARACTER_DEVICE | 0o066, (1, 3), b"");
     cpio_entry(&mut archive, 19, "dev/console", CHARACTER_DEVICE, (5, 1), b"");
     cpio_entry(&mut archive, 20, "bin/busybox", EXECUTABLE, (0, 0), busybox);
-    cpio_entry(&mut archive, 21, "init", EXECUTABLE, (0, 0), init);
+    cpio_entry(&mut archive, 21, "init", EXECUTABLE, (0, 0), init.as_bytes());
+    for (index, (name, data)) in modules.iter().enumerate() {
+        cpio_entry(&mut archive, 22 + index as u32, &format!("lib/modules/{name}"), FILE, (0, 0), data);
+    }
     cpio_entry(&mut archive, 0, "TRAILER!!!", 0, (0, 0), b"");
     archive
 }
