@@ -15,32 +15,7 @@ use core::sync::atomic::{fence, Ordering};
 
 use rt::checks::{check, finish};
 use rt::println;
-
-const MAGIC: usize = 0x000;
-const VERSION: usize = 0x004;
-const DEVICE_ID: usize = 0x008;
-const DEVICE_FEATURES: usize = 0x010;
-const DEVICE_FEATURES_SEL: usize = 0x014;
-const DRIVER_FEATURES: usize = 0x020;
-const DRIVER_FEATURES_SEL: usize = 0x024;
-const QUEUE_SEL: usize = 0x030;
-const QUEUE_NUM_MAX: usize = 0x034;
-const QUEUE_NUM: usize = 0x038;
-const QUEUE_READY: usize = 0x044;
-const QUEUE_NOTIFY: usize = 0x050;
-const STATUS: usize = 0x070;
-const QUEUE_DESC_LOW: usize = 0x080;
-const QUEUE_DESC_HIGH: usize = 0x084;
-const QUEUE_DRIVER_LOW: usize = 0x090;
-const QUEUE_DRIVER_HIGH: usize = 0x094;
-const QUEUE_DEVICE_LOW: usize = 0x0a0;
-const QUEUE_DEVICE_HIGH: usize = 0x0a4;
-const CONFIG: usize = 0x100;
-
-const ACKNOWLEDGE: u32 = 1;
-const DRIVER: u32 = 2;
-const DRIVER_OK: u32 = 4;
-const FEATURES_OK: u32 = 8;
+use rt::virtio_mmio::*;
 
 /// VIRTIO_NET_F_MAC and VIRTIO_NET_F_STATUS (low word); VIRTIO_F_VERSION_1 is bit 0 of the high word.
 const F_MAC: u32 = 1 << 5;
@@ -48,7 +23,6 @@ const F_STATUS: u32 = 1 << 16;
 const F_MRG_RXBUF: u32 = 1 << 15;
 
 const QUEUE_SIZE: usize = 4;
-const DESC_WRITE: u16 = 2;
 const HEADER: usize = 12;
 const BUFFER: usize = HEADER + 1514;
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];

@@ -19,6 +19,7 @@ pub mod console;
 pub mod csr;
 pub mod lower;
 pub mod trap;
+pub mod virtio_mmio;
 
 use core::panic::PanicInfo;
 
