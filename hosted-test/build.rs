@@ -15,6 +15,7 @@
 //! `TRAPEZE_GUEST_DISK_PATTERN` (a pattern across its whole virtio-blk disk, for the multi-VM test) and
 //! `TRAPEZE_GUEST_RTC` (the goldfish RTC the native board gives one VM, or its fault in another) and
 //! `TRAPEZE_GUEST_PRINT_JOBS` (processes printing whole jobs through the spooled printer)
+//! `TRAPEZE_GUEST_NET_PING` (two VMs exchanging frames over a bridge)
 //! (a `-` in a binary's name becomes `_`), read with `env!`. If the Rust target is missing, it is installed with
 //! rustup.
 use std::env;
@@ -26,7 +27,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 26] = [
+const GUESTS: [&str; 27] = [
     "hello",
     "traps",
     "arith",
@@ -53,10 +54,11 @@ const GUESTS: [&str; 26] = [
     "disk-pattern",
     "rtc",
     "print-jobs",
+    "net-ping",
 ];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 26] = [
+const CRATES: [&str; 27] = [
     "rt",
     "torture",
     "hello",
@@ -83,6 +85,7 @@ const CRATES: [&str; 26] = [
     "disk-pattern",
     "rtc",
     "print-jobs",
+    "net-ping",
 ];
 
 fn main() {

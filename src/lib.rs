@@ -15,6 +15,7 @@ pub mod fpu;
 pub mod hart;
 pub mod isa;
 pub mod mem;
+pub mod net;
 pub mod patch;
 pub mod snapshot;
 pub mod trap;

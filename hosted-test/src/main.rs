@@ -16,6 +16,7 @@ mod host_serial;
 mod log;
 mod printer;
 mod up;
+mod uplink;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +36,7 @@ use trapeze::trap::Exit;
 use trapeze::vm::boot;
 use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription};
 use trapeze::vm::loader::{load_elf, load_raw};
-use trapeze::vm::virt::VirtDevices;
+use trapeze::vm::virt::{Backends, VirtDevices};
 use trapeze::vm::{Devices, RunOutcome, TimeSource, Vm, VmBuilder, MAX_HARTS};
 
 use console::{HostClock, Stdio};
@@ -488,6 +489,25 @@ fn build_machine<'a, S: SerialBackend, B: BlockBackend>(
     clock: &'a mut HostClock,
     htif_console: &'a mut dyn SerialBackend,
 ) -> Result<Vm<'a, VirtDevices<'a, S, B>>, String> {
+    let mut devices = VirtDevices::new(console);
+    if let Some(disk) = disk {
+        devices.attach_disk(disk);
+    }
+    build_machine_on(args, plan, backing, code_pages, devices, clock, htif_console)
+}
+
+/// [`build_machine`] for devices the caller chose (a disk, a NIC on a bridge): places the images and a devicetree
+/// listing the populated virtio slots in `backing` and builds the VM around `devices`.
+#[allow(clippy::too_many_arguments)]
+fn build_machine_on<'a, S: SerialBackend, K: Backends>(
+    args: &RunArgs,
+    plan: &BootPlan,
+    backing: &'a mut [u8],
+    code_pages: &'a mut [u64],
+    devices: VirtDevices<'a, S, K>,
+    clock: &'a mut HostClock,
+    htif_console: &'a mut dyn SerialBackend,
+) -> Result<Vm<'a, VirtDevices<'a, S, K>>, String> {
     let config = HartConfig::rv64gc(0);
     backing.fill(0);
     let mut ram = Ram::new(RAM_BASE, backing);
@@ -518,10 +538,6 @@ fn build_machine<'a, S: SerialBackend, B: BlockBackend>(
     description.initrd = initrd_range;
     if args.printer {
         description.printer = Some(trapeze::vm::fdt::QEMU_VIRT_PRINTER);
-    }
-    let mut devices = VirtDevices::new(console);
-    if let Some(disk) = disk {
-        devices.attach_disk(disk);
     }
     // The devicetree lists the slots the devices fill, with the slot table's addresses and interrupts.
     let mut virtio_slots = [IrqDevice { base: 0, size: 0, irq: 0 }; slots::VIRTIO_COUNT];

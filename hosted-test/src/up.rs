@@ -2,7 +2,7 @@
 //! [`Hypervisor`], their consoles multiplexed onto this process's stdin/stdout ([`ConsoleMux`]) and their disks
 //! carved out of shared image files ([`DiskLayout`]). Each VM boots an M-mode image, or firmware and kernels
 //! (`bios`, `kernel`, `initrd`, `append`), chosen by the same [`boot_plan`] and built by the same
-//! [`build_machine`] as `trapeze run`'s.
+//! [`build_machine_on`] as `trapeze run`'s.
 //!
 //! The configuration is checked whole before anything runs: a missing or unreadable file, a syntax error, an
 //! unknown key, a bad value, a duplicate name or partitions that overlap are refused with a message naming the
@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,8 +21,11 @@ use trapeze::dev::console_mux::{ConsoleMux, MuxPort, TAG_MAX};
 use trapeze::exec::interp::Interpreter;
 use trapeze::exec::Engine;
 use trapeze::mem::mmu::Memory;
+use trapeze::net::{Bridge, BridgePort, PortId};
+
+use crate::uplink::UdpUplink;
 use trapeze::trap::Exit;
-use trapeze::vm::virt::VirtDevices;
+use trapeze::vm::virt::{Backends, VirtDevices};
 use trapeze::vm::{Clock, Hypervisor, RunOutcome, SliceOutcome, MAX_HARTS};
 
 use crate::console::{HostClock, Stdio};
@@ -29,7 +33,7 @@ use crate::disk::FileDisk;
 use crate::host_serial::{HostSerial, VmSerial};
 use crate::printer::{PrinterSink, Spools, Throttle};
 use crate::{
-    boot_plan, build_machine, parse_memory_size, BootPlan, BootSpelling, EngineChoice, HostedThreaded, Image,
+    boot_plan, build_machine_on, parse_memory_size, BootPlan, BootSpelling, EngineChoice, HostedThreaded, Image,
     ImageSource, RunArgs, BUILTIN_FIRMWARE,
 };
 use trapeze::dev::printer::Printer;
@@ -45,11 +49,12 @@ const DEFAULT_QUANTUM: u64 = 100_000;
 const UP_SPELLING: BootSpelling = BootSpelling { image: "image", bios: "bios", kernel: "kernel", initrd: "initrd" };
 
 /// Guests built into the binary, named by `image = "bundled:NAME"`.
-const BUNDLED: [(&str, &[u8]); 4] = [
+const BUNDLED: [(&str, &[u8]); 5] = [
     ("demo", crate::DEMO_GUEST),
     ("hello", include_bytes!(env!("TRAPEZE_GUEST_HELLO"))),
     ("disk-pattern", include_bytes!(env!("TRAPEZE_GUEST_DISK_PATTERN"))),
     ("print-jobs", include_bytes!(env!("TRAPEZE_GUEST_PRINT_JOBS"))),
+    ("net-ping", include_bytes!(env!("TRAPEZE_GUEST_NET_PING"))),
 ];
 
 #[derive(clap::Args, Clone)]
@@ -71,6 +76,9 @@ struct Config {
     vm: Vec<VmConfig>,
     /// The printer the VMs with `printer = true` share.
     printer: Option<PrinterConfig>,
+    /// Virtual LANs, each a bridge the VMs' NICs attach to.
+    #[serde(default)]
+    network: Vec<NetworkConfig>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -80,6 +88,32 @@ struct PrinterConfig {
     output: Option<String>,
     /// At most this many bytes printed per hypervisor turn: a slow printer (default: as fast as the sink).
     throttle: Option<usize>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct NetworkConfig {
+    name: String,
+    /// An uplink: QEMU's UDP transport (`-netdev dgram`), one frame per datagram.
+    udp: Option<UdpConfig>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct UdpConfig {
+    /// `host:port` this process receives on.
+    local: String,
+    /// `host:port` frames are sent to.
+    remote: String,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct NicConfig {
+    /// The `[[network]]` the NIC is on.
+    network: String,
+    /// `52:54:00:12:34:56` style; by default `52:54:00:12:34:NN`, NN the VM's position from 1.
+    mac: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -120,6 +154,8 @@ struct VmConfig {
     /// The VM gets the spooled printer (`trapeze,spool-printer`), shared with the other VMs that have it.
     #[serde(default)]
     printer: bool,
+    /// A virtio-net NIC on a network.
+    nic: Option<NicConfig>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -151,6 +187,25 @@ type Mux = ConsoleMux<Stdio, MAX_VMS>;
 type Port<'m> = MuxPort<'m, Stdio, MAX_VMS>;
 type VmDisk<'d> = Partition<'d, FileDisk, MAX_EXTENTS>;
 
+/// Ports of a network's bridge: one per VM and one for an uplink.
+const BRIDGE_PORTS: usize = MAX_VMS + 1;
+/// Frames each bridge port queues each way.
+const BRIDGE_DEPTH: usize = 32;
+/// Addresses a bridge learns.
+const BRIDGE_TABLE: usize = 64;
+/// How long a learned address lasts without being seen: 300 s, as Linux bridges default to.
+const BRIDGE_AGEING: u64 = 300 * trapeze::vm::TIMEBASE_HZ;
+type LanBridge = Bridge<BRIDGE_PORTS, BRIDGE_DEPTH, BRIDGE_TABLE>;
+type VmNic<'b> = BridgePort<'b, BRIDGE_PORTS, BRIDGE_DEPTH, BRIDGE_TABLE>;
+
+/// The virtio backends of a VM of `trapeze up`: a partition of a disk image, a port of a bridge.
+struct UpBackends<'a>(PhantomData<&'a ()>);
+
+impl<'a> Backends for UpBackends<'a> {
+    type Block = VmDisk<'a>;
+    type Net = VmNic<'a>;
+}
+
 /// A VM as the file describes it, checked, with its images read.
 struct Planned {
     name: String,
@@ -161,6 +216,8 @@ struct Planned {
     disk: Option<(usize, LbaMap<MAX_EXTENTS>)>,
     /// The host file or device its UART is given, opened.
     serial: Option<HostSerial>,
+    /// Which network (index into `[[network]]`) and the NIC's MAC.
+    nic: Option<(usize, [u8; 6])>,
 }
 
 /// `trapeze up FILE`.
@@ -192,6 +249,12 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     }
     for (name, disk) in &config.disks {
         create_disk(&at(name), &disk.size).map_err(|e| format!("{}: disk {name:?}: {e}", path.display()))?;
+    }
+
+    for (index, network) in config.network.iter().enumerate() {
+        if network.name.is_empty() || config.network[..index].iter().any(|other| other.name == network.name) {
+            return Err(format!("{}: every network needs a name of its own", path.display()));
+        }
     }
 
     // Every VM checked, every image read and every disk file opened before anything runs.
@@ -284,7 +347,24 @@ fn up(path: &Path) -> Result<ExitCode, String> {
                 Some(serial)
             }
         };
-        planned.push(Planned { name: vm.name.clone(), args, plan, tag, disk, serial });
+        let nic = match &vm.nic {
+            None => None,
+            Some(nic) => {
+                let network = config.network.iter().position(|n| n.name == nic.network);
+                let network = network.ok_or_else(|| problem(format!("nic: no [[network]] named {:?}", nic.network)))?;
+                let mac = match &nic.mac {
+                    Some(text) => parse_mac(text).ok_or_else(|| {
+                        problem(format!("nic: mac = {text:?}: six hex bytes as in \"52:54:00:12:34:56\", unicast"))
+                    })?,
+                    None => [0x52, 0x54, 0x00, 0x12, 0x34, planned.len() as u8 + 1],
+                };
+                if planned.iter().any(|other| other.nic.is_some_and(|(_, other)| other == mac)) {
+                    return Err(problem(format!("nic: mac {text} is another VM's", text = format_mac(&mac))));
+                }
+                Some((network, mac))
+            }
+        };
+        planned.push(Planned { name: vm.name.clone(), args, plan, tag, disk, serial, nic });
     }
 
     // One layout per image file: overlapping partitions, or one past the file's end, are refused here.
@@ -346,8 +426,27 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     if throttle == 0 {
         return Err(format!("{}: printer throttle must be at least 1 byte", path.display()));
     }
+    // One bridge per network, owned here; each VM's NIC holds a port of it.
+    let bridges: Vec<RefCell<LanBridge>> =
+        config.network.iter().map(|_| RefCell::new(LanBridge::new(BRIDGE_AGEING))).collect();
+    let mut nic_ports: Vec<Option<(usize, PortId)>> = vec![None; planned.len()];
+    let mut uplinks: Vec<Option<UdpUplink>> = Vec::new();
+    for (network, bridge) in config.network.iter().zip(&bridges) {
+        uplinks.push(match &network.udp {
+            None => None,
+            Some(udp) => {
+                let port = bridge.borrow_mut().attach().ok_or("a bridge without ports")?;
+                let uplink = UdpUplink::open(&udp.local, &udp.remote, port);
+                Some(uplink.map_err(|e| format!("{}: network {:?}: {e}", path.display(), network.name))?)
+            }
+        });
+    }
+    // While an uplink may deliver, the loop looks at it at least every millisecond, even with every VM idle.
+    let idle_cap = if uplinks.iter().any(Option::is_some) { trapeze::vm::TIMEBASE_HZ / 1000 } else { u64::MAX };
     let mut hypervisor =
-        Box::new(Hypervisor::<'_, VirtDevices<'_, VmSerial<Port<'_>>, VmDisk<'_>>, VmEngine, MAX_VMS>::new(quantum));
+        Box::new(Hypervisor::<'_, VirtDevices<'_, VmSerial<Port<'_>>, UpBackends<'_>>, VmEngine, MAX_VMS>::new(
+            quantum,
+        ));
     let storage = backings.iter_mut().zip(&mut code_pages).zip(&mut clocks).zip(&mut htif_ports).zip(&mut disks);
     for (index, ((((backing, pages), clock), htif), disk)) in storage.enumerate() {
         let vm = &planned[index];
@@ -355,7 +454,17 @@ fn up(path: &Path) -> Result<ExitCode, String> {
             Some(serial) => VmSerial::Host(serial),
             None => VmSerial::Console(ConsoleMux::port(&mux, index)),
         };
-        let mut machine = build_machine(&vm.args, &vm.plan, backing, pages, port, disk.take(), clock, htif)
+        let mut devices = VirtDevices::new(port);
+        if let Some(disk) = disk.take() {
+            devices.attach_disk(disk);
+        }
+        if let Some((network, mac)) = vm.nic {
+            let nic = bridges.get(network).and_then(VmNic::attach);
+            let nic = nic.ok_or_else(|| format!("vm {:?}: its network has no free port", vm.name))?;
+            nic_ports[index] = Some((network, nic.port()));
+            devices.attach_net(nic, mac).map_err(|e| format!("vm {:?}: no virtio slot for its NIC: {e:?}", vm.name))?;
+        }
+        let mut machine = build_machine_on(&vm.args, &vm.plan, backing, pages, devices, clock, htif)
             .map_err(|e| format!("vm {:?}: {e}", vm.name))?;
         if vm.args.printer {
             spools.borrow_mut().set_name(index, &vm.name);
@@ -372,6 +481,7 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     let mut status: Option<u8> = None;
     loop {
         pump(&spools, &mut sink, &mux, throttle);
+        pump_networks(&bridges, &uplinks, &nic_ports, host.now(), |vm| hypervisor.wake(vm));
         match hypervisor.run_slice(host.now()) {
             SliceOutcome::Ran { stopped: None, .. } => {}
             SliceOutcome::Ran { vm, stopped: Some(outcome) } => {
@@ -411,7 +521,7 @@ fn up(path: &Path) -> Result<ExitCode, String> {
                     continue;
                 }
                 let now = host.now();
-                host.idle(Some(until.saturating_sub(now)));
+                host.idle(Some(until.saturating_sub(now).min(idle_cap)));
             }
             SliceOutcome::Stopped => break,
         }
@@ -446,6 +556,53 @@ fn pump(spools: &RefCell<Spools>, sink: &mut Option<PrinterSink>, mux: &RefCell<
             false
         }
     }
+}
+
+/// Switches the frames the VMs and uplinks sent since the last call, on every network (datagrams in first, the
+/// uplink's frames out as datagrams after), and calls `wake` with each VM that got a frame (an idle VM must run
+/// to take it: its NIC polls the bridge port when its devices are updated).
+fn pump_networks(
+    bridges: &[RefCell<LanBridge>],
+    uplinks: &[Option<UdpUplink>],
+    nic_ports: &[Option<(usize, PortId)>],
+    now: u64,
+    mut wake: impl FnMut(usize),
+) {
+    let queued = |&(network, port): &(usize, PortId)| bridges.get(network).map_or(0, |b| b.borrow().stats(port).queued);
+    let before: Vec<u64> = nic_ports.iter().map(|nic| nic.as_ref().map_or(0, queued)).collect();
+    for (index, bridge) in bridges.iter().enumerate() {
+        let mut bridge = bridge.borrow_mut();
+        let uplink = uplinks.get(index).and_then(Option::as_ref);
+        if let Some(uplink) = uplink {
+            uplink.receive(&mut bridge);
+        }
+        bridge.pump(now, BRIDGE_PORTS * BRIDGE_DEPTH);
+        if let Some(uplink) = uplink {
+            uplink.transmit(&mut bridge);
+        }
+    }
+    for (vm, nic) in nic_ports.iter().enumerate() {
+        if nic.as_ref().is_some_and(|nic| queued(nic) != before[vm]) {
+            wake(vm);
+        }
+    }
+}
+
+/// A MAC address as `52:54:00:12:34:56` (or with `-`): six hex bytes, a unicast address other than 0.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split([':', '-']);
+    for byte in &mut mac {
+        let part = parts.next().filter(|part| part.len() == 2)?;
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    let unicast = mac[0] & 1 == 0 && mac != [0; 6];
+    (parts.next().is_none() && unicast).then_some(mac)
+}
+
+/// `mac` as `52:54:00:12:34:56`.
+fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Creates the disk image `path` of `size`, zero-filled, unless it exists.

@@ -311,6 +311,24 @@ fn bad_configurations_are_refused_with_status_2_before_anything_runs() {
             format!("{}{}", vm("a", "serial = \"same.txt\""), vm("b", "serial = \"./same.txt\"")),
             &["vm \"b\"", "serial \"./same.txt\": already given to vm \"a\""],
         ),
+        // Networks and NICs.
+        (vm("a", "nic = { network = \"lan9\" }"), &["vm \"a\"", "no [[network]] named \"lan9\""]),
+        (
+            format!(
+                "[[network]]\nname = \"lan0\"\n{}",
+                vm("a", "nic = { network = \"lan0\", mac = \"01:00:5e:00:00:01\" }")
+            ),
+            &["vm \"a\"", "mac = \"01:00:5e:00:00:01\""],
+        ),
+        (
+            format!(
+                "[[network]]\nname = \"lan0\"\n{}{}",
+                vm("a", "nic = { network = \"lan0\", mac = \"52:54:00:00:00:09\" }"),
+                vm("b", "nic = { network = \"lan0\", mac = \"52:54:00:00:00:09\" }")
+            ),
+            &["vm \"b\"", "52:54:00:00:00:09 is another VM's"],
+        ),
+        (format!("[[network]]\nname = \"x\"\n[[network]]\nname = \"x\"\n{}", vm("a", "")), &["network needs a name"]),
         (String::new(), &["no VM described"]),
         ("[[vm]\nname = 1".into(), &["vms.toml", "line 1"]),
     ];
@@ -515,4 +533,182 @@ fn uboot_and_linux_run_side_by_side_on_partitions_of_one_image() {
         panic!("the image differs at byte {offset} (sector {}) from what U-Boot and Linux wrote", offset / SECTOR);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two VMs on one bridge, each running `net-ping` with the other as its peer: each greets by broadcast, the
+/// bridge learns both addresses, and each gets the other's unicast frame through its virtio-net NIC. A third VM
+/// on the same bridge hears both greetings but none of their unicast frames; a fourth on another network hears
+/// nothing (networks are separate).
+#[test]
+fn two_vms_on_one_bridge_exchange_frames() {
+    let dir = scratch("net");
+    let guest = env!("TRAPEZE_GUEST_NET_PING");
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"
+quantum = 5000
+
+[[network]]
+name = "lan0"
+
+[[network]]
+name = "lan1"
+
+[[vm]]
+name = "a"
+image = "{guest}"
+memory = "16M"
+append = "peer=52:54:00:12:34:02"
+nic = {{ network = "lan0" }}
+
+[[vm]]
+name = "b"
+image = "{guest}"
+memory = "16M"
+engine = "interp"
+append = "peer=52:54:00:12:34:01"
+nic = {{ network = "lan0" }}
+
+[[vm]]
+name = "c"
+image = "{guest}"
+memory = "16M"
+append = "observe"
+nic = {{ network = "lan0", mac = "52:54:00:aa:bb:cc" }}
+
+[[vm]]
+name = "d"
+image = "{guest}"
+memory = "16M"
+append = "peer=52:54:00:12:34:01"
+max-insns = 3000000
+nic = {{ network = "lan1" }}
+"#
+        ),
+    );
+    let run = common::run_trapeze_command("up", &[&config], Duration::from_secs(60));
+    let output = format!("{}\n{}", run.stdout, run.stderr);
+    for tag in ["[a] ", "[b] "] {
+        for line in [
+            "ok: the NIC offers MAC and STATUS but not mergeable buffers",
+            "ok: the link is up",
+            "ok: heard the peer",
+            "ok: sent the peer a unicast frame",
+            "ok: got the peer's unicast frame",
+            "ok: every received header is v1 with num_buffers 1",
+            "net-ping: all 6 checks passed",
+        ] {
+            assert!(run.stdout.contains(&format!("{tag}{line}\n")), "{tag}{line}:\n{output}");
+        }
+    }
+    assert!(run.stdout.contains("[a] net-ping: mac 52:54:00:12:34:01\n"), "default MACs by position:\n{output}");
+    assert!(run.stdout.contains("[b] net-ping: mac 52:54:00:12:34:02\n"), "{output}");
+    assert!(run.stdout.contains("[c] net-ping: mac 52:54:00:aa:bb:cc\n"), "{output}");
+    // The NIC is in the first slot after the disk's, which the devicetree lists.
+    assert!(run.stdout.contains("[a] net-ping: NIC at 0x10002000 (version 2)\n"), "{output}");
+    // The observer on lan0 heard both greetings but none of the unicast frames between them.
+    for line in [
+        "ok: heard two greeters",
+        "ok: no unicast frame for another NIC reached this one",
+        "net-ping: all 4 checks passed",
+    ] {
+        assert!(run.stdout.contains(&format!("[c] {line}\n")), "[c] {line}:\n{output}");
+    }
+    assert!(!run.stdout.contains("[d] ok: heard the peer"), "lan1 is not lan0:\n{output}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A VM on a network with a UDP uplink (QEMU's `-netdev dgram` transport) and a peer that is this test: the
+/// test answers the VM's broadcast greeting with a unicast frame from the peer's MAC, one Ethernet frame per
+/// datagram, and expects the VM's unicast frame back.
+#[test]
+fn a_vm_exchanges_frames_with_a_udp_peer_over_the_uplink() {
+    use std::net::UdpSocket;
+    let dir = scratch("udp");
+    let guest = env!("TRAPEZE_GUEST_NET_PING");
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind the test's socket");
+    peer.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    // A free port for trapeze: bound and released (another process could take it meanwhile, which is unlikely).
+    let local = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = write_config(
+        &dir,
+        &format!(
+            r#"
+[[network]]
+name = "lan0"
+udp = {{ local = "{local}", remote = "{remote}" }}
+
+[[vm]]
+name = "a"
+image = "{guest}"
+memory = "16M"
+append = "peer=52:54:00:00:00:99"
+nic = {{ network = "lan0" }}
+"#,
+            remote = peer.local_addr().unwrap()
+        ),
+    );
+    const VM: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x01];
+    const PEER: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x99];
+    let responder = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut greeted, mut answered) = (false, false);
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline && !answered {
+            let Ok(len) = peer.recv(&mut buf) else { continue };
+            let frame = &buf[..len];
+            if len < 60 || frame[6..12] != VM || frame[12..14] != [0x88, 0xb5] {
+                continue;
+            }
+            if frame[..6] == [0xff; 6] && frame[14..19] == *b"hello" {
+                greeted = true;
+                let mut reply = vec![0u8; 60];
+                reply[..6].copy_from_slice(&VM);
+                reply[6..12].copy_from_slice(&PEER);
+                reply[12..14].copy_from_slice(&[0x88, 0xb5]);
+                reply[14..21].copy_from_slice(b"unicast");
+                peer.send_to(&reply, local).expect("send the reply");
+            }
+            if frame[..6] == PEER && frame[14..21] == *b"unicast" {
+                answered = true;
+            }
+        }
+        (greeted, answered)
+    });
+    let run = common::run_trapeze_command("up", &[&config], Duration::from_secs(60));
+    let output = format!("{}\n{}", run.stdout, run.stderr);
+    let (greeted, answered) = responder.join().expect("the responder");
+    assert!(greeted, "the VM's broadcast came out of the uplink:\n{output}");
+    assert!(answered, "the VM's unicast to the peer came out of the uplink:\n{output}");
+    assert!(run.status.success(), "{output}");
+    assert!(run.stdout.contains("[a] net-ping: all 6 checks passed\n"), "{output}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The shipped `examples/four-kinds.toml`: the four kinds of devices at once. A dedicated host file as one VM's
+/// UART (its whole output there, none on the console), that VM's partition of an image, two VMs on a bridge
+/// exchanging frames, and a VM printing whole jobs through the spooled printer.
+#[test]
+fn the_four_kinds_of_devices_run_at_once() {
+    let dir = scratch("four-kinds");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/four-kinds.toml");
+    let config = write_config(&dir, &std::fs::read_to_string(&example).expect("read the shipped example"));
+    let run = common::run_trapeze_command("up", &[&config], Duration::from_secs(120));
+    let output = format!("{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.status.code(), Some(0), "every VM passes:\n{output}");
+    let serial = std::fs::read_to_string(dir.join("four-kinds-serial.txt")).expect("the dedicated serial file");
+    assert!(
+        serial.contains("disk-pattern: all 9 checks passed"),
+        "the partitioned disk, on the dedicated serial:\n{serial}"
+    );
+    assert!(!output.contains("[disk] "), "nothing of the dedicated VM's UART reaches the console:\n{output}");
+    for vm in ["[ping-a] ", "[ping-b] "] {
+        assert!(output.contains(&format!("{vm}net-ping: all 6 checks passed")), "{vm}over the bridge:\n{output}");
+    }
+    assert!(output.contains("[printer] print-jobs: all 8 checks passed"), "the printer's guest:\n{output}");
+    let printed = std::fs::read_to_string(dir.join("four-kinds-print.out")).expect("the printer's output");
+    let starts = printed.matches("=== job ").count();
+    let ends = printed.matches("=== end of job ").count();
+    assert_eq!((starts, ends), (12, 12), "12 whole jobs printed:\n{printed}");
 }

@@ -8,7 +8,8 @@
 //! tag unless another port wrote in between (then that line is closed with a newline and the continuation is
 //! tagged again).
 //!
-//! Input from the physical console goes to the *focused* port only, into that port's bounded input buffer; when
+//! Input from the physical console goes to the *focused* port only, into that port's bounded input buffer (4 KiB
+//! by default, so a pasted block of text arrives whole while the guest reads its UART a byte at a time); when
 //! the buffer is full the byte is dropped and counted ([`ConsoleMux::dropped_input`]). The focus is switched
 //! with an escape sequence, as QEMU's character-device multiplexer does with its monitor escape:
 //!
@@ -82,7 +83,7 @@ fn push_decimal<const N: usize>(out: &mut Vec<u8, N>, value: usize) {
 
 /// The physical console `S` shared by `PORTS` ports, each with an input buffer of `INPUT` bytes and a line
 /// buffer of `LINE` bytes. See the [module documentation](self) for the behaviour and the escape keys.
-pub struct ConsoleMux<S, const PORTS: usize, const INPUT: usize = 64, const LINE: usize = 256> {
+pub struct ConsoleMux<S, const PORTS: usize, const INPUT: usize = 4096, const LINE: usize = 256> {
     console: S,
     ports: [Port<INPUT, LINE>; PORTS],
     focus: usize,
@@ -330,7 +331,7 @@ fn emit<S: SerialBackend>(console: &mut S, open: &mut Option<usize>, port: usize
 ///
 /// A call that finds the multiplexer already borrowed (re-entry; VMs run in turns, so it does not happen in
 /// normal use) drops its output byte or answers no input, rather than panic.
-pub struct MuxPort<'m, S, const PORTS: usize, const INPUT: usize = 64, const LINE: usize = 256> {
+pub struct MuxPort<'m, S, const PORTS: usize, const INPUT: usize = 4096, const LINE: usize = 256> {
     mux: &'m RefCell<ConsoleMux<S, PORTS, INPUT, LINE>>,
     port: usize,
 }

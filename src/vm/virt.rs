@@ -114,6 +114,15 @@ impl<'a, S: SerialBackend, K: Backends> VirtDevices<'a, S, K> {
         let _ = self.virtio.attach(DISK_SLOT, SlotDevice::block(backend));
     }
 
+    /// Attaches a virtio-net NIC with address `mac` over `backend` in the first empty virtio-mmio slot after the
+    /// disk's ([`DISK_SLOT`] stays the disk's even when empty); answers the slot, which the devicetree lists.
+    pub fn attach_net(&mut self, backend: K::Net, mac: crate::dev::virtio::net::Mac) -> Result<usize, SlotError> {
+        let free = (DISK_SLOT + 1..slots::VIRTIO_COUNT).find(|&index| self.virtio.get(index).is_none());
+        let index = free.ok_or(SlotError::Occupied(slots::VIRTIO_COUNT - 1))?;
+        self.virtio.attach(index, SlotDevice::net(backend, mac))?;
+        Ok(index)
+    }
+
     /// Puts `device` in virtio-mmio slot `index`.
     pub fn attach_virtio(&mut self, index: usize, device: SlotDevice<K>) -> Result<(), SlotError> {
         self.virtio.attach(index, device)

@@ -183,7 +183,9 @@ const LINE_MAX: usize = 256;
 /// The physical console shared by every VM through the core's multiplexer: each VM's output a whole line at a
 /// time (so the VMs' lines do not interleave) tagged `[vmN] `, input typed at the physical console to the
 /// focused VM (`Ctrl-A c` cycles; see `trapeze::dev::console_mux`).
-type BoardMux = ConsoleMux<PhysicalConsole, MAX_VMS, 64, LINE_MAX>;
+/// Each VM's console input buffer, in bytes.
+const CONSOLE_INPUT: usize = 1024;
+type BoardMux = ConsoleMux<PhysicalConsole, MAX_VMS, CONSOLE_INPUT, LINE_MAX>;
 type BoardConsole = RefCell<BoardMux>;
 
 /// The physical UART as the multiplexer's backend. Input is looked for at most once a millisecond while none
@@ -219,7 +221,7 @@ fn board_console() -> &'static BoardConsole {
 /// A VM's console: its port of the multiplexer, with input typed from a script, each line once the text before
 /// it has appeared in the VM's output.
 struct VmConsole {
-    port: MuxPort<'static, PhysicalConsole, MAX_VMS, 64, LINE_MAX>,
+    port: MuxPort<'static, PhysicalConsole, MAX_VMS, CONSOLE_INPUT, LINE_MAX>,
     script: &'static [(&'static str, &'static str)],
     /// The next step of `script`, and how many bytes of its expected text have been seen in a row.
     step: usize,
@@ -228,7 +230,7 @@ struct VmConsole {
 
 impl VmConsole {
     fn new(
-        port: MuxPort<'static, PhysicalConsole, MAX_VMS, 64, LINE_MAX>,
+        port: MuxPort<'static, PhysicalConsole, MAX_VMS, CONSOLE_INPUT, LINE_MAX>,
         script: &'static [(&'static str, &'static str)],
     ) -> Self {
         Self { port, script, step: 0, matched: 0 }

@@ -377,3 +377,17 @@ proptest! {
         prop_assert_eq!(shown, written);
     }
 }
+
+/// A block pasted at once (a command line of a few hundred bytes) reaches the focused port whole with the
+/// default buffer, even when the guest has read nothing yet.
+#[test]
+fn a_pasted_block_arrives_whole_with_the_default_buffer() {
+    let mut mux: ConsoleMux<Terminal, 2> = ConsoleMux::new(Terminal::default());
+    let pasted: std::vec::Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    mux.console_mut().typed.extend(pasted.iter().copied());
+    while !mux.console().typed.is_empty() {
+        mux.poll_input();
+    }
+    assert_eq!(core::iter::from_fn(|| mux.read(0)).collect::<std::vec::Vec<u8>>(), pasted);
+    assert_eq!(mux.dropped_input(0), 0);
+}

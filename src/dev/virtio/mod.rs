@@ -1,6 +1,6 @@
 //! Virtio 1.x devices on the MMIO transport, as QEMU's `virt` machine places them: the transport register file
-//! ([`mmio`]), split virtqueues ([`queue`]), the block device ([`blk`]) and the eight slots the bus holds them in
-//! ([`slots`]).
+//! ([`mmio`]), split virtqueues ([`queue`]), the block device ([`blk`]), the network device ([`net`]) and the
+//! eight slots the bus holds them in ([`slots`]).
 //!
 //! Everything a guest driver supplies (register values, queue sizes, ring and buffer addresses, descriptor
 //! lengths, flags and `next` indices, request headers) is untrusted. This code never indexes, slices or
@@ -30,14 +30,18 @@
 
 pub mod blk;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod slots;
 
+#[cfg(test)]
+mod net_tests;
 #[cfg(test)]
 mod tests;
 
 pub use blk::{BlockBackend, BlockError, VirtioBlk};
 pub use mmio::VirtioMmio;
+pub use net::{NetBackend, VirtioNet};
 
 use crate::mem::Ram;
 

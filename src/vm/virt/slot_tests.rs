@@ -1,6 +1,7 @@
 //! The virtio-mmio slots through the bus, as a guest reaches them: two disks in two slots each serving its own
 //! backend and raising its own PLIC source, a device completing outside work from `poll` with no guest access,
-//! hostile accesses to every slot, and the devicetree built from the populated slots.
+//! hostile accesses to every slot, the devicetree built from the populated slots, and a frame crossing a bridge
+//! from one machine's NIC to another's, raising the receiver's source.
 
 use super::*;
 use crate::dev::virtio::blk::{MemBackend, S_OK, T_IN, T_OUT};
@@ -305,4 +306,92 @@ fn outside_work_pending_at_a_snapshot_is_delivered_after_restore() {
     assert_eq!(used_idx(&restored_ram, SLOT), 1);
     assert_eq!(ram.as_slice(), restored_ram.as_slice(), "both machines did the same");
     assert!(restored.plic.is_pending(slots::VIRTIO[SLOT].irq.unwrap()));
+}
+
+/// The virtio backends of a machine with a NIC on a bridge.
+struct OnBridge<'b>(core::marker::PhantomData<&'b ()>);
+
+impl<'b> Backends for OnBridge<'b> {
+    type Block = MemBackend<DISK>;
+    type Net = crate::net::BridgePort<'b, 2, 4, 4>;
+}
+
+#[test]
+fn a_frame_sent_by_one_machine_reaches_the_other_through_the_bridge_and_raises_its_interrupt() {
+    use crate::dev::virtio::net::{DEVICE_ID_NET, HEADER_LEN};
+    use crate::net::{Bridge, BridgePort};
+    let bridge = core::cell::RefCell::new(Bridge::<2, 4, 4>::new(1000));
+    let macs = [[0x52, 0x54, 0, 0, 0, 1], [0x52, 0x54, 0, 0, 0, 2]];
+    let mut machines: Vec<VirtDevices<'static, NullSerial, OnBridge<'_>>> = Vec::new();
+    let mut backings = vec![vec![0u8; RAM_SIZE], vec![0u8; RAM_SIZE]];
+    let mut harts = [Hart::new(HartConfig::rv64gc(0))];
+    let mut slot = 0;
+    for mac in macs {
+        let mut devices = VirtDevices::new(NullSerial);
+        slot = devices.attach_net(BridgePort::attach(&bridge).unwrap(), mac).unwrap();
+        machines.push(devices);
+    }
+    assert_eq!(slot, 1, "the first slot after the disk's");
+    let base = slots::VIRTIO[slot].base;
+    let source = slots::VIRTIO[slot].irq.unwrap();
+    // Both drivers set up receive queue 0 and transmit queue 1 in their own RAM, with one receive buffer.
+    for (devices, backing) in machines.iter_mut().zip(&mut backings) {
+        let mut ram = Ram::new(RAM_BASE, backing);
+        let priority = plic::BASE + plic::PRIORITY_BASE + 4 * u64::from(source);
+        let enable = plic::BASE + plic::ENABLE_BASE + plic::ENABLE_STRIDE * plic::s_context(0) as u64;
+        devices.write(priority, 4, 1, &mut ram).unwrap();
+        devices.write(enable, 4, 1 << source, &mut ram).unwrap();
+        assert_eq!(devices.read(base + 8, 4, &mut ram), Ok(u64::from(DEVICE_ID_NET)));
+        set_desc(&mut ram, 0, 0, data(0), 1526, DESC_F_WRITE, 0);
+        post(&mut ram, 0, 0);
+        let mut w = |offset: u64, value: u64| devices.write(base + offset, 4, value, &mut ram).unwrap();
+        w(0x070, 0);
+        w(0x070, u64::from(STATUS_ACKNOWLEDGE | STATUS_DRIVER));
+        w(0x024, 1);
+        w(0x020, 1);
+        w(0x070, u64::from(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK));
+        for queue in 0..2u64 {
+            w(0x030, queue);
+            w(0x038, u64::from(QUEUE_SIZE));
+            for (low, addr) in [
+                (0x080, desc(2 * queue as usize)),
+                (0x090, avail(2 * queue as usize)),
+                (0x0a0, used(2 * queue as usize)),
+            ] {
+                w(low, addr);
+                w(low + 4, 0);
+            }
+            w(0x044, 1);
+        }
+        w(0x070, u64::from(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK));
+        w(0x050, 0);
+    }
+    // Machine 0 transmits a broadcast frame: header and frame in one buffer of its transmit queue.
+    let mut frame = vec![0xffu8; 6];
+    frame.extend_from_slice(&macs[0]);
+    frame.extend_from_slice(&[0x88, 0xb5]);
+    frame.resize(60, 0xab);
+    {
+        let mut ram = Ram::new(RAM_BASE, &mut backings[0]);
+        ram.slice_mut(data(2), HEADER_LEN as u64).unwrap().fill(0);
+        ram.slice_mut(data(2) + HEADER_LEN as u64, 60).unwrap().copy_from_slice(&frame);
+        set_desc(&mut ram, 2, 0, data(2), (HEADER_LEN + 60) as u32, 0, 0);
+        post(&mut ram, 2, 0);
+        machines[0].write(base + 0x050, 4, 1, &mut ram).unwrap();
+        assert_eq!(used_idx(&ram, 2), 1, "the transmit buffer is used at once");
+    }
+    // The bridge switches it; machine 1's next update delivers it and raises its slot's source.
+    assert_eq!(bridge.borrow_mut().pump(0, 10), 1);
+    let mut ram = Ram::new(RAM_BASE, &mut backings[1]);
+    assert_eq!(used_idx(&ram, 0), 0);
+    machines[1].update(10, &mut harts, &mut ram);
+    assert_eq!(used_idx(&ram, 0), 1);
+    assert_eq!(ram.load(used(0) + 8, 4), Some((HEADER_LEN + 60) as u64), "the used length");
+    assert_eq!(ram.slice(data(0) + HEADER_LEN as u64, 60).unwrap(), &frame[..]);
+    assert!(machines[1].plic.is_pending(source));
+    assert_ne!(harts[0].interrupt_lines & interrupt::SEI, 0, "the receiver's hart sees the interrupt");
+    // Never back to the sender.
+    let mut ram = Ram::new(RAM_BASE, &mut backings[0]);
+    machines[0].update(10, &mut harts, &mut ram);
+    assert_eq!(used_idx(&ram, 0), 0);
 }
