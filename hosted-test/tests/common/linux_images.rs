@@ -60,6 +60,14 @@ pub fn initramfs(busybox: &[u8]) -> Vec<u8> {
 /// finds a disk), loads them in order with `insmod`, and prints `trapeze-initramfs: modules loaded:` and the names
 /// of those that loaded, before announcing itself. Without modules it is exactly [`initramfs`].
 pub fn initramfs_with_modules(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
+    initramfs_with_modules_and_script(busybox, modules, "")
+}
+
+/// [`initramfs_with_modules`] whose `/init` also runs `script` (shell commands, with busybox's applets installed)
+/// after announcing itself and before it starts the shell. With an empty script it is exactly
+/// [`initramfs_with_modules`].
+#[allow(dead_code)] // only the tests that script their VMs
+pub fn initramfs_with_modules_and_script(busybox: &[u8], modules: &[(String, Vec<u8>)], script: &str) -> Vec<u8> {
     const DIRECTORY: u32 = 0o040755;
     const EXECUTABLE: u32 = 0o100755;
     const FILE: u32 = 0o100644;
@@ -82,10 +90,12 @@ pub fn initramfs_with_modules(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> 
             names.join(" ")
         ));
     }
-    init.push_str(
-        "echo \"trapeze-initramfs: $(grep -c ^processor /proc/cpuinfo) harts online\"\n\
-        exec /bin/sh\n",
-    );
+    init.push_str("echo \"trapeze-initramfs: $(grep -c ^processor /proc/cpuinfo) harts online\"\n");
+    init.push_str(script);
+    if !script.is_empty() && !script.ends_with('\n') {
+        init.push('\n');
+    }
+    init.push_str("exec /bin/sh\n");
     let mut archive = Vec::new();
     let mut directories = vec![".", "bin", "sbin", "usr", "usr/bin", "usr/sbin", "proc", "sys", "dev"];
     if !modules.is_empty() {
