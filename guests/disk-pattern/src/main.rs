@@ -31,15 +31,6 @@ const SECTOR: usize = 512;
 /// Sectors moved per request.
 const CHUNK: usize = 8;
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Descriptor {
-    addr: u64,
-    len: u32,
-    flags: u16,
-    next: u16,
-}
-
 #[repr(C, align(4096))]
 struct Queue {
     descriptors: [Descriptor; QUEUE_SIZE],

@@ -27,15 +27,6 @@ const HEADER: usize = 12;
 const BUFFER: usize = HEADER + 1514;
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Descriptor {
-    addr: u64,
-    len: u32,
-    flags: u16,
-    next: u16,
-}
-
 #[repr(C, align(4096))]
 struct Queue {
     descriptors: [Descriptor; QUEUE_SIZE],

@@ -32,3 +32,13 @@ pub const FEATURES_OK: u32 = 8;
 /// Descriptor flags.
 pub const DESC_NEXT: u16 = 1;
 pub const DESC_WRITE: u16 = 2;
+
+/// A split virtqueue descriptor, as the device reads it from guest memory.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Descriptor {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u16,
+    pub next: u16,
+}
