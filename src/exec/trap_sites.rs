@@ -12,13 +12,18 @@
 //! [`TrapSites`] is the policy, portable and host-tested: a small direct-mapped table of trap counts per guest
 //! virtual pc, aged so that only sites trapping *often* become hot, and the state of the current excursion (the
 //! emulated run that a hot site starts). An excursion that served no further trap was wasted (the site traps
-//! rarely after all): its site must earn hotness again. The board's engine does the running.
+//! rarely after all): its site must earn hotness again, and each wasted excursion in a row doubles what it must
+//! earn ([`BACKOFF_MAX`]). The board's engine does the running.
 //!
 //! It must never decide anything a guest can observe: an excursion runs the guest's instructions with the same
 //! semantics (the same dispatcher serves its exits), so only timing and the VMM's statistics tell the modes apart.
 
 /// Traps counted at one site (within the ageing window) before it is hot.
 pub const HOT_AFTER: u16 = 4;
+/// Each wasted excursion in a row doubles the traps a site needs before the next one, up to `HOT_AFTER` times
+/// 2 to this power: a site whose next trap is always far away (a kernel's `sfence.vma` in a loop of a few
+/// hundred instructions) stops paying for an emulated quiet run at every fourth trap.
+pub const BACKOFF_MAX: u8 = 6;
 /// Instructions an excursion first runs without an exit before execution goes back to the real CPU. Each exit
 /// it serves doubles the stretch it may run quietly, up to [`QUIET_RUN_MAX`]: a burst of traps (a trap entry and
 /// return, a loop around a counter read) stays in the VMM, while code that traps once in a while goes back to the
@@ -47,6 +52,8 @@ pub struct SiteStats {
 pub struct TrapSites<const SLOTS: usize> {
     pcs: [u64; SLOTS],
     counts: [u16; SLOTS],
+    /// Wasted excursions in a row per slot: the site needs `HOT_AFTER << backoff` traps to be hot.
+    backoff: [u8; SLOTS],
     noted: u32,
     /// The current excursion, if any.
     excursion: Option<Excursion>,
@@ -85,6 +92,7 @@ impl<const SLOTS: usize> TrapSites<SLOTS> {
         Self {
             pcs: [u64::MAX; SLOTS],
             counts: [0; SLOTS],
+            backoff: [0; SLOTS],
             noted: 0,
             excursion: None,
             stats: SiteStats { excursions: 0, exits_in_excursions: 0, emulated: 0, wasted: 0 },
@@ -112,13 +120,18 @@ impl<const SLOTS: usize> TrapSites<SLOTS> {
             }
         }
         let slot = Self::slot(pc);
-        let (Some(site), Some(count)) = (self.pcs.get_mut(slot), self.counts.get_mut(slot)) else { return };
+        let (Some(site), Some(count), Some(backoff)) =
+            (self.pcs.get_mut(slot), self.counts.get_mut(slot), self.backoff.get_mut(slot))
+        else {
+            return;
+        };
         if *site != pc {
             *site = pc;
             *count = 0;
+            *backoff = 0;
         }
         *count = count.saturating_add(1);
-        if *count >= HOT_AFTER {
+        if *count >= HOT_AFTER << *backoff {
             self.excursion = Some(Excursion { slot, served: 0, quiet_limit: QUIET_RUN });
             self.stats.excursions += 1;
         }
@@ -139,6 +152,11 @@ impl<const SLOTS: usize> TrapSites<SLOTS> {
         let Some(excursion) = self.excursion.as_mut() else { return true };
         let served = served_inline + u64::from(end == RunEnd::Exit);
         if served > 0 {
+            if excursion.served == 0 {
+                if let Some(backoff) = self.backoff.get_mut(excursion.slot) {
+                    *backoff = 0;
+                }
+            }
             excursion.served += served;
             excursion.quiet_limit = (excursion.quiet_limit * 2).min(QUIET_RUN_MAX);
             self.stats.exits_in_excursions += served;
@@ -152,6 +170,9 @@ impl<const SLOTS: usize> TrapSites<SLOTS> {
                     self.stats.wasted += 1;
                     if let Some(count) = self.counts.get_mut(excursion.slot) {
                         *count = 0;
+                    }
+                    if let Some(backoff) = self.backoff.get_mut(excursion.slot) {
+                        *backoff = (*backoff + 1).min(BACKOFF_MAX);
                     }
                 }
                 self.excursion = None;
@@ -247,6 +268,41 @@ mod tests {
         assert!(!sites.in_excursion());
         sites.note_native_exit(0x8000_3004);
         assert!(sites.in_excursion());
+    }
+
+    /// Traps at `pc` until it starts an excursion; answers how many it took.
+    fn traps_until_hot(sites: &mut TrapSites<64>, pc: u64) -> u32 {
+        let mut traps = 0;
+        while !sites.in_excursion() {
+            sites.note_native_exit(pc);
+            traps += 1;
+            assert!(traps <= 10_000, "never hot");
+        }
+        traps
+    }
+
+    #[test]
+    fn wasted_excursions_in_a_row_back_off_and_one_that_pays_restores_the_site() {
+        let mut sites: TrapSites<64> = TrapSites::new();
+        let pc = 0x8000_6000;
+        for wasted in 0..BACKOFF_MAX + 3 {
+            let expected = u32::from(HOT_AFTER) << wasted.min(BACKOFF_MAX);
+            assert_eq!(traps_until_hot(&mut sites, pc), expected, "after {wasted} wasted excursions");
+            assert!(sites.after_emulated_run(QUIET_RUN, QUIET_RUN, 0, RunEnd::Budget), "wasted");
+        }
+        // An excursion that serves an exit pays: the site is hot again after HOT_AFTER traps.
+        traps_until_hot(&mut sites, pc);
+        assert!(!sites.after_emulated_run(QUIET_RUN, 5, 0, RunEnd::Exit));
+        assert!(sites.after_emulated_run(2 * QUIET_RUN, 2 * QUIET_RUN, 0, RunEnd::Budget));
+        sites.note_native_exit(pc);
+        assert!(sites.in_excursion(), "still hot: its count stands");
+        assert!(sites.after_emulated_run(QUIET_RUN, QUIET_RUN, 0, RunEnd::Budget), "wasted once");
+        assert_eq!(traps_until_hot(&mut sites, pc), u32::from(HOT_AFTER) << 1, "one wasted excursion in a row");
+        // Another site taking the slot starts without the backoff.
+        assert!(sites.after_emulated_run(QUIET_RUN, QUIET_RUN, 0, RunEnd::Budget));
+        let slot = TrapSites::<64>::slot(pc);
+        let other = (0x8000_7000u64..).step_by(2).find(|&o| TrapSites::<64>::slot(o) == slot).unwrap();
+        assert_eq!(traps_until_hot(&mut sites, other), u32::from(HOT_AFTER));
     }
 
     #[test]
