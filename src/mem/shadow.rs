@@ -52,6 +52,10 @@
 //! 2. Before entering the guest, `satp = root_satp(&hart)`. Execute a real `sfence.vma x0, x0` when this differs
 //!    from the real `satp` the hart last ran the guest with, or when [`ShadowTables::generation`] changed since
 //!    the last real fence (every root uses ASID 0, and a flush rewrites pages the MMU may have cached).
+//!    Otherwise execute `sfence.vma va, x0` for each address [`ShadowTables::take_page_fences`] gives (leaves
+//!    a guest fence of one address dropped, or [`ShadowTables::prefill`] installed): a full fence costs an
+//!    emulator like QEMU its whole TLB and jump cache, and Linux fences single pages tens of thousands of times
+//!    per boot. Take them before every entry, even when fencing everything.
 //! 3. On a real page fault (cause 12, 13, 15) taken from the guest, call `fill(.., va = mtval, access)` with the
 //!    access kind of the cause, and act on the [`FillOutcome`]:
 //!    * `Filled`: execute `sfence.vma mtval, x0` (the hart may have cached the invalid or weaker PTE; Svvptc is
@@ -123,6 +127,30 @@ pub const ADDRESS_SPACE_SLOTS: usize = 4;
 /// A software bit (RSW, ignored by the MMU) of a shadow pointer PTE: some leaf beneath it came from a guest
 /// superpage as large as the region the pointer covers (1 GiB in a root, 2 MiB in a level-1 table).
 pub const SUPERPAGE_BELOW: u64 = 1 << 8;
+
+/// Page fences the tables owe the real TLB at most before they ask for a full one instead.
+pub const PAGE_FENCES: usize = 8;
+
+/// What a fence cleared under one root, the larger the more the real MMU must forget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Cleared {
+    Leaf,
+    Pointer,
+}
+
+/// The pages a board must fence one by one ([`ShadowTables::take_page_fences`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageFences {
+    pages: [u64; PAGE_FENCES],
+    len: usize,
+}
+
+impl PageFences {
+    /// The page addresses, in the order they were owed.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pages.iter().take(self.len).copied()
+    }
+}
 /// Pages in the aligned group a fill prefetches the leaves of (see [`ShadowTables::fill_with`]).
 pub const PREFETCH_PAGES: u64 = 8;
 
@@ -299,6 +327,9 @@ pub struct ShadowTables<const POOL: usize> {
     built_at: u64,
     /// Bumped by every flush.
     generation: u64,
+    /// Pages whose leaves changed since the board last took them (see [`ShadowTables::take_page_fences`]).
+    page_fences: [u64; PAGE_FENCES],
+    page_fences_owed: usize,
     /// Times every shadow mapping was dropped ([`flush_all`](Self::flush_all)): a full pool, a moved pool, a
     /// PMP change, or the host's choice.
     full_flushes: u64,
@@ -329,6 +360,8 @@ impl<const POOL: usize> ShadowTables<POOL> {
             built_for_pmp: None,
             built_at: 0,
             generation: 0,
+            page_fences: [0; PAGE_FENCES],
+            page_fences_owed: 0,
             full_flushes: 0,
             passthrough: Passthrough::new(),
         }
@@ -377,25 +410,36 @@ impl<const POOL: usize> ShadowTables<POOL> {
     /// derive from the guest PTEs the fence covers (see the module documentation). Bumps the generation.
     pub fn sfence_vma(&mut self, address: Option<u64>, asid: Option<u16>) {
         let _ = asid; // every address space is fenced
-        self.generation = self.generation.wrapping_add(1);
         let Some(va) = address else {
+            self.generation = self.generation.wrapping_add(1);
             for slot in &mut self.slots {
                 slot.roots = [NO_ROOT; SLOT_ROOTS];
             }
             return;
         };
+        let mut cleared = None;
         for slot in 0..ADDRESS_SPACE_SLOTS {
             for index in 0..SLOT_ROOTS {
                 let root = self.slots.get(slot).and_then(|slot| slot.roots.get(index)).copied().unwrap_or(NO_ROOT);
                 if root != NO_ROOT {
-                    self.invalidate(root as usize, va);
+                    cleared = cleared.max(self.invalidate(root as usize, va));
                 }
             }
         }
+        match cleared {
+            // Nothing mapped `va`: the real TLB holds no translation of it (every drop is fenced before the guest
+            // runs), so there is nothing to fence.
+            None => {}
+            // Only leaves of `va`: the real MMU may have cached just those.
+            Some(Cleared::Leaf) => self.owe_page_fence(va),
+            // A pointer: translations of the whole region, and the pointer itself, may be cached.
+            Some(Cleared::Pointer) => self.generation = self.generation.wrapping_add(1),
+        }
     }
 
-    /// Clears the shadow leaf of `va` under `root`, or the pointer above it that carries [`SUPERPAGE_BELOW`].
-    fn invalidate(&mut self, root: usize, va: u64) -> Option<()> {
+    /// Clears the shadow leaf of `va` under `root`, or the pointer above it that carries [`SUPERPAGE_BELOW`]: what
+    /// it cleared (`None`: nothing was mapped there).
+    fn invalidate(&mut self, root: usize, va: u64) -> Option<Cleared> {
         let mut table = root;
         for level in [2u32, 1] {
             let index = vpn(va, level);
@@ -405,12 +449,38 @@ impl<const POOL: usize> ShadowTables<POOL> {
             }
             if pte & SUPERPAGE_BELOW != 0 {
                 *self.pages.get_mut(table)?.0.get_mut(index)? = 0;
-                return Some(());
+                return Some(Cleared::Pointer);
             }
             table = self.index_of((pte >> 10) << PAGE_SHIFT)?;
         }
-        *self.pages.get_mut(table)?.0.get_mut(vpn(va, 0))? = 0;
-        Some(())
+        let leaf = self.pages.get_mut(table)?.0.get_mut(vpn(va, 0))?;
+        let was_valid = *leaf & PteFlags::V.bits() != 0;
+        *leaf = 0;
+        was_valid.then_some(Cleared::Leaf)
+    }
+
+    /// The real TLB may hold a translation of `va` that is gone or a missing one that now exists: the board
+    /// fences that page before the guest runs again. Beyond [`PAGE_FENCES`] owed, everything is fenced.
+    fn owe_page_fence(&mut self, va: u64) {
+        let page = va & !(PAGE_SIZE - 1);
+        match self.page_fences.get_mut(self.page_fences_owed) {
+            Some(slot) => {
+                *slot = page;
+                self.page_fences_owed += 1;
+            }
+            None => {
+                self.generation = self.generation.wrapping_add(1);
+                self.page_fences_owed = 0;
+            }
+        }
+    }
+
+    /// The pages the board must fence one by one before the guest runs again, unless it fences everything (see
+    /// the call-order contract); forgotten once taken.
+    pub fn take_page_fences(&mut self) -> PageFences {
+        let owed = PageFences { pages: self.page_fences, len: self.page_fences_owed };
+        self.page_fences_owed = 0;
+        owed
     }
 
     /// How many times every shadow mapping was dropped at once (see [`flush_all`](Self::flush_all)); fences are
@@ -547,6 +617,8 @@ impl<const POOL: usize> ShadowTables<POOL> {
                 if self.install(regime, va, leaf, level).is_none() {
                     return;
                 }
+                // Svvptc is not assumed: the real MMU may have cached the missing leaf.
+                self.owe_page_fence(va);
             }
         }
     }

@@ -375,6 +375,8 @@ fn a_fence_refills_its_page_for_the_regime_that_may_use_it_and_writes_no_guest_p
     assert_eq!(hardware(&tables, kernel_satp, 0x2000, Load), None, "not for S without SUM");
     assert_eq!(hardware(&tables, user_satp, 0x3000, Load), None, "never accessed: left to a fault");
     assert_eq!(before, [0x1000, 0x2000, 0x3000].map(|va| pte_at(&ram, va, 0)).to_vec(), "no guest PTE written");
+    // Each new leaf is a page the real MMU may have cached as missing: the board fences those two pages.
+    assert_eq!(tables.take_page_fences().iter().collect::<Vec<_>>(), [0x1000, 0x2000]);
     assert_contained(&tables, &realmap);
 }
 
@@ -547,8 +549,10 @@ fn address_spaces_keep_their_mappings_until_a_fence() {
     // A fence with an address drops the page in every slot, the inactive ones included.
     hart.csrs.satp = sv39(page(9));
     tables.root_satp(&hart);
+    tables.take_page_fences();
     tables.sfence_vma(Some(0x1000), None);
-    assert_ne!(tables.generation(), generation);
+    assert_eq!(tables.generation(), generation, "a leaf alone: no full fence");
+    assert_eq!(tables.take_page_fences().iter().collect::<Vec<_>>(), [0x1000], "that page is fenced");
     hart.csrs.satp = sv39(page(0));
     assert_eq!(tables.root_satp(&hart), first);
     assert_eq!(hardware(&tables, first, 0x1010, Load), None, "dropped while inactive");
@@ -626,8 +630,9 @@ fn satp_and_pmp_changes_and_sfence_flush() {
 
     assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x1000, Load), FillOutcome::Filled);
     let generation = tables.generation();
-    tables.sfence_vma(Some(0x1000), None);
-    assert_ne!(tables.generation(), generation);
+    tables.take_page_fences();
+    tables.sfence_vma(Some(0x1abc), None);
+    assert_eq!((tables.generation(), tables.take_page_fences().iter().collect::<Vec<_>>()), (generation, vec![0x1000]));
     let satp = tables.root_satp(&hart);
     assert_eq!(hardware(&tables, satp, 0x1000, Load), None);
 }
@@ -663,17 +668,35 @@ fn sfence_with_an_address_drops_that_page_or_its_guest_superpage() {
     assert_eq!(mapped(&tables), [true; 6]);
 
     let generation = tables.generation();
+    tables.take_page_fences();
+    let owed = |tables: &mut ShadowTables<32>| tables.take_page_fences().iter().collect::<Vec<_>>();
     tables.sfence_vma(Some(0x1abc), None);
-    assert_ne!(tables.generation(), generation, "the board must fence");
+    assert_eq!(tables.generation(), generation, "a 4 KiB leaf: no full fence");
+    assert_eq!(owed(&mut tables), [0x1000], "but a fence of its page");
     assert_eq!(mapped(&tables), [false, true, true, true, true, true], "a 4 KiB page alone");
-    // Any address in the 2 MiB superpage, even one never filled, drops all of its pieces.
+    // Any address in the 2 MiB superpage, even one never filled, drops all of its pieces: a pointer changed, the
+    // board fences everything.
     tables.sfence_vma(Some(0x2f_f000), Some(3));
     assert_eq!(mapped(&tables), [false, true, false, false, true, true]);
+    assert_ne!(tables.generation(), generation, "a pointer: a full fence");
+    assert_eq!(owed(&mut tables), Vec::<u64>::new());
+    let generation = tables.generation();
     tables.sfence_vma(Some(0x7fff_fff8), None);
     assert_eq!(mapped(&tables), [false, true, false, false, false, false], "the 1 GiB superpage");
-    // An address nothing maps drops nothing.
+    assert_ne!(tables.generation(), generation);
+    // An address nothing maps drops nothing, and owes no fence: the real TLB cannot hold what was never mapped.
+    let generation = tables.generation();
     tables.sfence_vma(Some(0x3000), None);
+    tables.sfence_vma(Some(0x1000), None);
     assert_eq!(mapped(&tables), [false, true, false, false, false, false]);
+    assert_eq!((tables.generation(), owed(&mut tables)), (generation, vec![]));
+    // Beyond what the tables can list, a full fence.
+    for va in [0x1000u64, 0x2000].repeat(PAGE_FENCES) {
+        assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, va, Load), FillOutcome::Filled);
+        tables.sfence_vma(Some(va), None);
+    }
+    assert_ne!(tables.generation(), generation, "too many pages owed: everything is fenced");
+    assert!(owed(&mut tables).len() < PAGE_FENCES);
     fill_all(&mut tables, &mut ram);
     assert_eq!(mapped(&tables), [true; 6]);
     tables.sfence_vma(None, None);

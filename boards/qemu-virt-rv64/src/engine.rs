@@ -315,14 +315,20 @@ impl NativeEngine {
         }
     }
 
-    /// Points the real `satp` at the shadow root of the hart's regime, fencing when the root or the tables
-    /// changed since the last fence.
+    /// Points the real `satp` at the shadow root of the hart's regime, fencing everything when the root or the
+    /// tables changed since the last fence, else only the pages whose leaves changed (a full fence costs QEMU its
+    /// whole TLB and jump cache).
     fn load_root(&mut self, hart: &Hart) {
         let satp = self.shadow.root_satp(hart);
+        let pages = self.shadow.take_page_fences();
         let state = (satp, self.shadow.generation());
         if self.fenced != Some(state) {
             hw::set_satp(satp);
             self.fenced = Some(state);
+        } else {
+            for va in pages.iter() {
+                hw::sfence_page(va);
+            }
         }
     }
 
