@@ -5,13 +5,18 @@
 //!   running the same kernel and initramfs, on one LAN joined by QEMU's `-netdev dgram` transport (one Ethernet
 //!   frame per datagram on loopback). Each pings the other; both must get all their replies. QEMU missing fails
 //!   the test, naming the package.
+//! - **TAP uplink to the host**: a `trapeze up` VM on a network whose uplink is a TAP device this test creates
+//!   (`ip tuntap add`) and gives an address; the VM pings the host's address (the host's own stack answers) and
+//!   the test connects to the VM over TCP and reads its greeting. Where a TAP device cannot be made (no
+//!   `/dev/net/tun`, no permission, no `ip`), the test says why on stderr and does not run, as the issue allows.
+//!   It also checks that a busy TAP device and an interface that is not a TAP device are refused by name.
 //!
 //! Each VM's addresses come from its kernel command line (`netme=`, `netpeer=`); the initramfs's `/init` configures
 //! `eth0`, pings the peer until it answers (it may still be booting), then `ping -c 3`, and prints `net: ...`
-//! lines the test reads from the consoles.
+//! lines the test reads from the consoles. The two tests run one at a time (each keeps both host cores busy).
 
 use std::io::Read;
-use std::net::UdpSocket;
+use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -28,7 +33,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// `/init`'s network steps: the address and the peer from the command line, the link up, pings until the peer
-/// answers, then three counted.
+/// answers, then three counted; with `netgreet` also a TCP greeting on port 5000 for one connection.
 const SCRIPT: &str = r#"
 mkdir -p /tmp
 me=$(sed -n 's/.*netme=\([0-9.]*\).*/\1/p' /proc/cmdline)
@@ -46,6 +51,11 @@ echo "net: $peer answered after $tries misses"
 ping -c 3 -i 0.5 $peer > /tmp/ping
 echo "net: ping status $?"
 grep 'packets transmitted' /tmp/ping
+if grep -q netgreet /proc/cmdline; then
+  echo "net: greeting on port 5000"
+  echo "greetings from $me" | nc -l -p 5000
+  echo "net: greeted"
+fi
 "#;
 
 /// A directory of its own for one test.
@@ -159,9 +169,13 @@ fn require_qemu() {
     );
 }
 
-/// A free UDP port on loopback: bound and released (another process could take it meanwhile, which is unlikely).
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|socket| socket.local_addr()).expect("bind a UDP port").port()
+/// Two free UDP ports on loopback: bound together (so they differ) and released (another process could take one
+/// meanwhile, which is unlikely).
+fn free_udp_ports() -> (u16, u16) {
+    let bind = || UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+    let (first, second) = (bind(), bind());
+    let port = |socket: &UdpSocket| socket.local_addr().expect("a bound port").port();
+    (port(&first), port(&second))
 }
 
 #[test]
@@ -170,10 +184,10 @@ fn a_trapeze_vm_and_a_qemu_vm_ping_each_other_over_the_udp_uplink() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = scratch("qemu");
     let (kernel, initramfs) = images(&dir);
-    let (trapeze_port, qemu_port) = (free_udp_port(), free_udp_port());
-    assert_ne!(trapeze_port, qemu_port);
+    let (trapeze_port, qemu_port) = free_udp_ports();
     let network = format!(
-        "[[network]]\nname = \"lan0\"\nudp = {{ local = \"127.0.0.1:{trapeze_port}\", remote = \"127.0.0.1:{qemu_port}\" }}\n"
+        "[[network]]\nname = \"lan0\"\n\
+         udp = {{ local = \"127.0.0.1:{trapeze_port}\", remote = \"127.0.0.1:{qemu_port}\" }}\n"
     );
     let config = trapeze_config(&dir, &network, &kernel, &initramfs, "netme=10.0.0.1 netpeer=10.0.0.2");
     let started = Instant::now();
@@ -230,6 +244,115 @@ fn a_trapeze_vm_and_a_qemu_vm_ping_each_other_over_the_udp_uplink() {
     }
     eprintln!("both pinged each other after {:?}", started.elapsed());
     drop(qemu);
+    drop(console);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TAP device this test created (`ip tuntap add`), removed again when dropped.
+struct TapDevice {
+    name: String,
+}
+
+impl Drop for TapDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.name]).output();
+    }
+}
+
+/// Runs `ip ARGS`; its complaint when it fails.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("ip").args(args).output().map_err(|e| format!("cannot run `ip` ({e})"))?;
+    match output.status.success() {
+        true => Ok(()),
+        false => Err(format!("`ip {}`: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim())),
+    }
+}
+
+/// A TAP device named for this process, or why none can be made here.
+fn create_tap() -> Result<TapDevice, String> {
+    if !Path::new("/dev/net/tun").exists() {
+        return Err("there is no /dev/net/tun (a container without the tun device)".into());
+    }
+    let name = format!("trz{}", std::process::id());
+    ip(&["tuntap", "add", "dev", &name, "mode", "tap"])
+        .map_err(|e| format!("{e} (creating a TAP device needs CAP_NET_ADMIN, and iproute2's `ip`)"))?;
+    Ok(TapDevice { name })
+}
+
+#[test]
+fn a_trapeze_vm_and_the_host_reach_each_other_over_a_tap_uplink() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tap = match create_tap() {
+        Ok(tap) => tap,
+        Err(why) => {
+            eprintln!("linux_uplinks: the TAP uplink test did not run: {why}");
+            return;
+        }
+    };
+    // A /24 of its own per process, so runs in other worktrees do not share addresses.
+    let pid = std::process::id();
+    let subnet = format!("10.{}.{}", 128 + (pid >> 8) % 128, pid % 256);
+    let (host, vm) = (format!("{subnet}.1"), format!("{subnet}.2"));
+    ip(&["addr", "add", &format!("{host}/24"), "dev", &tap.name]).expect("give the TAP device an address");
+    ip(&["link", "set", &tap.name, "up"]).expect("bring the TAP device up");
+    let dir = scratch("tap");
+    let (kernel, initramfs) = images(&dir);
+    let network = format!("[[network]]\nname = \"lan0\"\ntap = \"{}\"\n", tap.name);
+    let config = trapeze_config(&dir, &network, &kernel, &initramfs, &format!("netme={vm} netpeer={host} netgreet"));
+    let started = Instant::now();
+    let console = common::Console::spawn_command("up", &[&config]);
+    let output = || console.output();
+    // The VM pinged the host: its echo requests out through the TAP device, the host's replies back in.
+    let status = wait_for("trapeze's VM", &output, "[t] net: ping status ", TIMEOUT);
+    assert!(status.contains("[t] net: ping status 0"), "the VM got the host's replies:\n{status}");
+    wait_for("trapeze's VM", &output, "[t] 3 packets transmitted, 3 packets received, 0% packet loss", TIMEOUT);
+    eprintln!("the VM pinged the host after {:?}", started.elapsed());
+
+    // While trapeze holds the device, another `trapeze up` cannot attach to it; and an interface that is not a
+    // TAP device is refused, by name, before anything runs.
+    for (tap_name, expected) in [(tap.name.as_str(), "another process has it open"), ("lo", "is not a TAP device")] {
+        let refused = format!(
+            "[[network]]\nname = \"lan0\"\ntap = \"{tap_name}\"\n[[vm]]\nname = \"h\"\nimage = \"bundled:hello\"\n"
+        );
+        let path = dir.join("refused.toml");
+        std::fs::write(&path, refused).expect("write the configuration");
+        let run = common::run_trapeze_command("up", &[path.to_str().unwrap()], Duration::from_secs(30));
+        assert_eq!(run.status.code(), Some(2), "tap {tap_name:?} refused:\n{}{}", run.stdout, run.stderr);
+        let named = format!("network \"lan0\": tap \"{tap_name}\"");
+        assert!(run.stderr.contains(&named) && run.stderr.contains(expected), "why, by name: {}", run.stderr);
+        assert!(!run.stdout.contains("Hello"), "nothing ran: {}", run.stdout);
+    }
+
+    // The host reaches the VM: a TCP connection to its port 5000 (retried until its `nc` listens) gets the
+    // greeting.
+    wait_for("trapeze's VM", &output, "[t] net: greeting on port 5000", TIMEOUT);
+    let deadline = Instant::now() + TIMEOUT;
+    let greeting = loop {
+        let attempt = TcpStream::connect_timeout(&format!("{vm}:5000").parse().unwrap(), Duration::from_secs(2))
+            .and_then(|mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+                let mut text = String::new();
+                stream.read_to_string(&mut text).map(|_| text)
+            });
+        match attempt {
+            Ok(text) if !text.is_empty() => break text,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            other => panic!("no greeting from {vm}:5000 within {TIMEOUT:?} ({other:?}); console:\n{}", output()),
+        }
+    };
+    assert_eq!(greeting, format!("greetings from {vm}\n"), "the VM's greeting over TCP");
+    wait_for("trapeze's VM", &output, "[t] net: greeted", TIMEOUT);
+    let counted = |what: &str| -> u64 {
+        let path = format!("/sys/class/net/{}/statistics/{what}", tap.name);
+        std::fs::read_to_string(path).map_or(0, |text| text.trim().parse().unwrap_or(0))
+    };
+    eprintln!(
+        "the host and the VM exchanged {} frames out, {} in on {} after {:?}",
+        counted("tx_packets"),
+        counted("rx_packets"),
+        tap.name,
+        started.elapsed()
+    );
     drop(console);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -329,6 +329,26 @@ fn bad_configurations_are_refused_with_status_2_before_anything_runs() {
             &["vm \"b\"", "52:54:00:00:00:09 is another VM's"],
         ),
         (format!("[[network]]\nname = \"x\"\n[[network]]\nname = \"x\"\n{}", vm("a", "")), &["network needs a name"]),
+        // One uplink per network, a TAP name Linux would take, and a TAP device one network's.
+        (
+            format!(
+                "[[network]]\nname = \"x\"\ntap = \"tap0\"\nudp = {{ local = \"127.0.0.1:0\", remote = \"127.0.0.1:9\" }}\n{}",
+                vm("a", "")
+            ),
+            &["network \"x\"", "one uplink per network"],
+        ),
+        (
+            format!("[[network]]\nname = \"x\"\ntap = \"../tap0\"\n{}", vm("a", "")),
+            &["network \"x\"", "tap \"../tap0\" is not an interface name"],
+        ),
+        (
+            format!("[[network]]\nname = \"x\"\ntap = \"tap-name-too-long\"\n{}", vm("a", "")),
+            &["network \"x\"", "is not an interface name", "1 to 15"],
+        ),
+        (
+            format!("[[network]]\nname = \"x\"\ntap = \"tz0\"\n[[network]]\nname = \"y\"\ntap = \"tz0\"\n{}", vm("a", "")),
+            &["network \"y\"", "tap \"tz0\" is already another network's uplink"],
+        ),
         (String::new(), &["no VM described"]),
         ("[[vm]\nname = 1".into(), &["vms.toml", "line 1"]),
     ];
