@@ -27,7 +27,7 @@ mod common;
 mod linux_images;
 
 /// Each step's limit: one Linux VM boots in well under this on trapeze and on QEMU, sharing two cores.
-const TIMEOUT: Duration = Duration::from_secs(120);
+const TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The tests boot Linux; one at a time, so neither starves the other.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -45,7 +45,7 @@ echo "net: eth0 up as $me"
 tries=0
 until ping -c 1 -W 1 $peer >/dev/null 2>&1; do
   tries=$((tries + 1))
-  [ $tries -ge 60 ] && break
+  [ $tries -ge 150 ] && break
 done
 echo "net: $peer answered after $tries misses"
 ping -c 3 -i 0.5 $peer > /tmp/ping
@@ -110,10 +110,16 @@ fn wait_for(what: &str, output: &dyn Fn() -> String, text: &str, timeout: Durati
         if now.contains(text) {
             return now;
         }
-        assert!(Instant::now() < deadline, "`{text}` did not appear on {what} within {timeout:?}; it printed:\n{now}");
+        assert!(
+            Instant::now() < deadline && !now.contains(QEMU_ENDED),
+            "`{text}` did not appear on {what} within {timeout:?} (or before it exited); it printed:\n{now}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// What follows QEMU's output once its standard output closed (it exited, e.g. refusing an option).
+const QEMU_ENDED: &str = "\n(qemu-system-riscv64's output ended: it exited)\n";
 
 /// A `qemu-system-riscv64` process whose console output is collected; killed when dropped.
 struct Qemu {
@@ -131,16 +137,16 @@ impl Qemu {
             .spawn()
             .expect("start qemu-system-riscv64");
         let output = Arc::new(Mutex::new(String::new()));
-        for pipe in
-            [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())]
-        {
+        let pipes: [(Box<dyn Read + Send>, &str); 2] =
+            [(Box::new(child.stdout.take().unwrap()), QEMU_ENDED), (Box::new(child.stderr.take().unwrap()), "")];
+        for (mut pipe, ended) in pipes {
             let sink = Arc::clone(&output);
-            let mut pipe = pipe;
             std::thread::spawn(move || {
                 let mut buffer = [0u8; 4096];
                 while let Ok(count @ 1..) = pipe.read(&mut buffer) {
                     sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..count]));
                 }
+                sink.lock().unwrap().push_str(ended);
             });
         }
         Self { child, output }
