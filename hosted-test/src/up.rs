@@ -23,7 +23,7 @@ use trapeze::exec::Engine;
 use trapeze::mem::mmu::Memory;
 use trapeze::net::{Bridge, BridgePort, PortId};
 
-use crate::uplink::UdpUplink;
+use crate::uplink::{TapUplink, UdpUplink, Uplink};
 use trapeze::trap::Exit;
 use trapeze::vm::virt::{Backends, VirtDevices};
 use trapeze::vm::{Clock, Hypervisor, RunOutcome, SliceOutcome, MAX_HARTS};
@@ -96,6 +96,8 @@ struct NetworkConfig {
     name: String,
     /// An uplink: QEMU's UDP transport (`-netdev dgram`), one frame per datagram.
     udp: Option<UdpConfig>,
+    /// An uplink: the Linux TAP device of this name (`/dev/net/tun`), one frame per read or write.
+    tap: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -254,6 +256,22 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     for (index, network) in config.network.iter().enumerate() {
         if network.name.is_empty() || config.network[..index].iter().any(|other| other.name == network.name) {
             return Err(format!("{}: every network needs a name of its own", path.display()));
+        }
+        let problem = |what: String| format!("{}: network {:?}: {what}", path.display(), network.name);
+        // One uplink port per bridge: two uplinks would also make a loop the bridge cannot see.
+        if network.udp.is_some() && network.tap.is_some() {
+            return Err(problem("one uplink per network: `udp` or `tap`, not both".into()));
+        }
+        if let Some(tap) = &network.tap {
+            if !crate::uplink::valid_tap_name(tap) {
+                return Err(problem(format!(
+                    "tap {tap:?} is not an interface name (1 to {} printable characters, no '/' or ':')",
+                    crate::uplink::TAP_NAME_MAX
+                )));
+            }
+            if config.network[..index].iter().any(|other| other.tap.as_ref() == Some(tap)) {
+                return Err(problem(format!("tap {tap:?} is already another network's uplink")));
+            }
         }
     }
 
@@ -430,15 +448,14 @@ fn up(path: &Path) -> Result<ExitCode, String> {
     let bridges: Vec<RefCell<LanBridge>> =
         config.network.iter().map(|_| RefCell::new(LanBridge::new(BRIDGE_AGEING))).collect();
     let mut nic_ports: Vec<Option<(usize, PortId)>> = vec![None; planned.len()];
-    let mut uplinks: Vec<Option<UdpUplink>> = Vec::new();
+    let mut uplinks: Vec<Option<Uplink>> = Vec::new();
     for (network, bridge) in config.network.iter().zip(&bridges) {
-        uplinks.push(match &network.udp {
-            None => None,
-            Some(udp) => {
-                let port = bridge.borrow_mut().attach().ok_or("a bridge without ports")?;
-                let uplink = UdpUplink::open(&udp.local, &udp.remote, port);
-                Some(uplink.map_err(|e| format!("{}: network {:?}: {e}", path.display(), network.name))?)
-            }
+        let problem = |e: String| format!("{}: network {:?}: {e}", path.display(), network.name);
+        let port = || bridge.borrow_mut().attach().ok_or_else(|| problem("a bridge without ports".into()));
+        uplinks.push(match (&network.udp, &network.tap) {
+            (Some(udp), _) => Some(Uplink::Udp(UdpUplink::open(&udp.local, &udp.remote, port()?).map_err(problem)?)),
+            (None, Some(tap)) => Some(Uplink::Tap(TapUplink::open(tap, port()?).map_err(problem)?)),
+            (None, None) => None,
         });
     }
     // While an uplink may deliver, the loop looks at it at least every millisecond, even with every VM idle.
@@ -558,12 +575,12 @@ fn pump(spools: &RefCell<Spools>, sink: &mut Option<PrinterSink>, mux: &RefCell<
     }
 }
 
-/// Switches the frames the VMs and uplinks sent since the last call, on every network (datagrams in first, the
-/// uplink's frames out as datagrams after), and calls `wake` with each VM that got a frame (an idle VM must run
+/// Switches the frames the VMs and uplinks sent since the last call, on every network (the uplink's arrivals in
+/// first, its frames out after), and calls `wake` with each VM that got a frame (an idle VM must run
 /// to take it: its NIC polls the bridge port when its devices are updated).
 fn pump_networks(
     bridges: &[RefCell<LanBridge>],
-    uplinks: &[Option<UdpUplink>],
+    uplinks: &[Option<Uplink>],
     nic_ports: &[Option<(usize, PortId)>],
     now: u64,
     mut wake: impl FnMut(usize),
