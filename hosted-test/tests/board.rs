@@ -8,7 +8,10 @@
 //! guest, each on its own partition of the same disk, filled it with a pattern of their own, read it back and
 //! got the virtio error status past its end (the test checks the image afterwards: U-Boot's sector and both
 //! patterns at their partitions' offsets, every other byte unchanged), that a third, given a second physical disk
-//! whole (a dedicated disk, still served by the VMM), filled every sector of it, that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU
+//! whole (a dedicated disk, still served by the VMM), filled every sector of it, that two VMs of the `net-ping`
+//! guest exchanged frames over the board's bridge (each a virtio-net NIC on a port of it), that U-Boot got a DHCP
+//! lease from QEMU's user-mode network through its NIC on the same bridge and the board's physical NIC (the
+//! bridge's uplink), that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU
 //! alone),
 //! that the board's summary says they all passed, that QEMU's exit status (the board's, through the
 //! `sifive,test0` finisher) is 0, and that the board's defmt log decodes on the host.
@@ -287,6 +290,39 @@ fn check_dedicated(console: &str, original: &[u8], written: &[u8]) {
     assert_image(written, &expected, "vm23's pattern across the whole dedicated disk");
 }
 
+/// The board's network (issue 12): the physical NIC QEMU was given (`run-qemu.sh`, last on its command line) sits
+/// in the slot below the two disks' and is the bridge's uplink; vm24 and vm25, each a `net-ping` VM with a
+/// virtio-net NIC (slot 1, in its devicetree) on a port of the board's bridge, greeted each other by broadcast
+/// and exchanged unicast frames; U-Boot found its NIC in its devicetree and got a DHCP lease from QEMU's
+/// user-mode network through the bridge and the physical NIC, whose counters show frames both ways.
+fn check_network(console: &str, uboot: &str) {
+    let uplink = "board: NIC at 0x10006000 (52:54:00:12:34:56): the bridge's uplink to QEMU's network\n";
+    assert!(console.contains(uplink), "the board did not find its NIC below the disks:\n{console}");
+    for (vm, mac) in [(24, "52:54:00:12:34:01"), (25, "52:54:00:12:34:02")] {
+        let output = vm_output(console, vm);
+        assert!(output.starts_with("net-ping: NIC at 0x10002000 (version 2)\n"), "vm{vm}:\n{output}");
+        assert!(output.contains(&format!("net-ping: mac {mac}\n")), "vm{vm}'s address:\n{output}");
+        for check in ["ok: heard the peer\n", "ok: got the peer's unicast frame\n"] {
+            assert!(output.contains(check), "vm{vm} did not say {check:?}:\n{output}");
+        }
+        assert_all_checks_pass(console, vm, "net-ping", 6);
+    }
+    assert!(uboot.contains("Net:   eth0: virtio-net#1\n"), "U-Boot did not find its NIC:\n{uboot}");
+    assert!(uboot.contains("DHCP client bound to address 10.0.2.15 ("), "U-Boot got no lease:\n{uboot}");
+    assert!(uboot.contains("\nip=10.0.2.15 net done\n"), "U-Boot's address:\n{uboot}");
+    let line = console
+        .lines()
+        .find_map(|line| line.strip_prefix("board: uplink: "))
+        .unwrap_or_else(|| panic!("no uplink counters:\n{console}"));
+    let count = |what: &str| -> u64 {
+        let before = line.split_once(what).map(|(before, _)| before).unwrap_or_default();
+        before.split_whitespace().next_back().unwrap_or_default().parse().unwrap_or(0)
+    };
+    // At least the offer and the acknowledgement in, the discover and the request out.
+    assert!(count(" frames from the network") >= 2 && count(" to it") >= 2, "the uplink's counters: {line}");
+    assert!(line.contains(" (0 errors)"), "the uplink's counters: {line}");
+}
+
 #[test]
 fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partitions_under_qemu() {
     require_tool(Path::new("qemu-system-riscv64"), "install QEMU with `apt-get install -y qemu-system-misc`");
@@ -351,6 +387,7 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     assert!(uboot.contains("=> sleep 1; echo slept\nslept\n"), "U-Boot did not sleep and answer:\n{uboot}");
     assert!(console.contains("vm9 (u-boot): script played: true\n"), "{console}");
     check_partition(console, &uboot, &image, &written);
+    check_network(console, &uboot);
     check_dedicated(console, &dedicated, &dedicated_written);
     // A guest kernel reaching for what is not its own, from virtual M-mode, from S-mode with paging off and from
     // S-mode through its own Sv39 tables: below its RAM, past its end, far above it (where the VMM's or another
@@ -420,10 +457,10 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     );
     let walls: Vec<&str> = console.lines().filter(|line| line.ends_with(" walled")).collect();
     assert!(
-        walls.len() == 18 && walls.iter().all(|line| line.ends_with(" 0 walled")),
+        walls.len() == 20 && walls.iter().all(|line| line.ends_with(" 0 walled")),
         "the shadow tables map nothing outside a VM, so PMP (the second wall) never fires:\n{console}"
     );
-    assert!(console.contains("board: 18 of 18 VMs passed\n"), "the board's summary; the console was:\n{console}");
+    assert!(console.contains("board: 20 of 20 VMs passed\n"), "the board's summary; the console was:\n{console}");
     assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
 
     // The benchmarks: a trap round trip, and a CPU-bound guest under the VMM against the same guest on QEMU alone.
