@@ -11,7 +11,9 @@
 //! whole (a dedicated disk, still served by the VMM), filled every sector of it, that two VMs of the `net-ping`
 //! guest exchanged frames over the board's bridge (each a virtio-net NIC on a port of it), that U-Boot got a DHCP
 //! lease from QEMU's user-mode network through its NIC on the same bridge and the board's physical NIC (the
-//! bridge's uplink), that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU
+//! bridge's uplink), that two VMs of the `print-jobs` guest printed every job of each of their processes whole
+//! on the board's printer (the console), none lost or cut, blocking on a full spool rather than dropping a job,
+//! that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU
 //! alone),
 //! that the board's summary says they all passed, that QEMU's exit status (the board's, through the
 //! `sifive,test0` finisher) is 0, and that the board's defmt log decodes on the host.
@@ -323,6 +325,82 @@ fn check_network(console: &str, uboot: &str) {
     assert!(line.contains(" (0 errors)"), "the uplink's counters: {line}");
 }
 
+/// Processes and jobs per process of the `print-jobs` guest.
+const PRINT_PROCESSES: usize = 3;
+const PRINT_JOBS: usize = 4;
+
+/// The job the `print-jobs` guest's process `process` prints as its `job`th (as `tests/printer.rs` has it).
+fn expected_print_job(process: usize, job: usize) -> String {
+    let lines = 20 + 15 * process;
+    let mut body = format!("process {process} job {job}: {lines} lines\n");
+    for line in 1..=lines {
+        let mut text = format!("{process}.{job}.{line} ");
+        while text.len() < 63 {
+            let filler = b'a' + ((text.len() as u8).wrapping_add(line as u8)) % 26;
+            text.push(filler as char);
+        }
+        text.push('\n');
+        body.push_str(&text);
+    }
+    body
+}
+
+/// The board's printer (issue 12, the spooled printer) is its console: vm26 and vm27, each running `print-jobs`
+/// (three processes, each with a level-1 spool, submitting four whole jobs), passed their checks, blocked on a full
+/// level-2 spool at least once rather than lose a job, and every job of theirs is on the console whole: its banner
+/// at the start of a line, exactly its LEN bytes, its trailer right after (no VM line inside), ids in submission
+/// order per VM, each process's jobs in its order, none lost.
+fn check_printer(console: &str) {
+    let mut retries = 0;
+    for vm in [26, 27] {
+        assert_all_checks_pass(console, vm, "print-jobs", 8);
+        let output = vm_output(console, vm);
+        let line = output.lines().find_map(|line| line.strip_prefix("print-jobs: 12 jobs submitted, "));
+        retries += line.and_then(|rest| rest.split(' ').next()?.parse::<u64>().ok()).unwrap_or(0);
+    }
+    assert!(retries > 0, "no process met a full spool:\n{console}");
+    let mut jobs: Vec<(String, u32, &str)> = Vec::new();
+    let mut rest = console;
+    while let Some(at) = rest.find("\n=== job ") {
+        let (header, after) = rest[at + 1..].split_once('\n').expect("a banner line");
+        let fields = header.strip_prefix("=== job ").and_then(|h| h.strip_suffix(" bytes ===")).expect(header);
+        let (id, of) = fields.split_once(" of ").expect(header);
+        let (vm, len) = of.rsplit_once(": ").expect(header);
+        let len: usize = len.parse().expect(header);
+        let body = after.get(..len).unwrap_or_else(|| panic!("{header}: the console ends inside the job"));
+        let mut tail = &after[len..];
+        if !body.ends_with('\n') {
+            tail = tail.strip_prefix('\n').expect("a newline closes a job without one");
+        }
+        let trailer = format!("=== end of job {id} of {vm} ===\n");
+        assert!(
+            tail.starts_with(&trailer),
+            "{header}: not whole (no trailer right after its bytes):\n{body}{tail:.300}"
+        );
+        jobs.push((vm.to_string(), id.parse().expect(header), body));
+        rest = &tail[trailer.len() - 1..];
+    }
+    for vm in ["vm26", "vm27"] {
+        let mine: Vec<&(String, u32, &str)> = jobs.iter().filter(|job| job.0 == vm).collect();
+        let ids: Vec<u32> = mine.iter().map(|job| job.1).collect();
+        let all: Vec<u32> = (1..=(PRINT_PROCESSES * PRINT_JOBS) as u32).collect();
+        assert_eq!(ids, all, "{vm}: every job printed once, first in first out");
+        let mut next = [0usize; PRINT_PROCESSES];
+        for (_, id, body) in mine {
+            let first = body.lines().next().unwrap_or_default();
+            let process: usize = first
+                .strip_prefix("process ")
+                .and_then(|rest| rest.split(' ').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("{vm} job {id}: {first:?}"));
+            assert!(process < PRINT_PROCESSES, "{vm} job {id}: {first:?}");
+            assert_eq!(*body, expected_print_job(process, next[process]), "{vm} job {id}: whole, in its order");
+            next[process] += 1;
+        }
+        assert_eq!(next, [PRINT_JOBS; PRINT_PROCESSES], "{vm}: no job lost");
+    }
+    assert!(console.contains("board: printer: "), "{console}");
+}
+
 #[test]
 fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partitions_under_qemu() {
     require_tool(Path::new("qemu-system-riscv64"), "install QEMU with `apt-get install -y qemu-system-misc`");
@@ -388,6 +466,7 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     assert!(console.contains("vm9 (u-boot): script played: true\n"), "{console}");
     check_partition(console, &uboot, &image, &written);
     check_network(console, &uboot);
+    check_printer(console);
     check_dedicated(console, &dedicated, &dedicated_written);
     // A guest kernel reaching for what is not its own, from virtual M-mode, from S-mode with paging off and from
     // S-mode through its own Sv39 tables: below its RAM, past its end, far above it (where the VMM's or another
@@ -457,10 +536,10 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     );
     let walls: Vec<&str> = console.lines().filter(|line| line.ends_with(" walled")).collect();
     assert!(
-        walls.len() == 20 && walls.iter().all(|line| line.ends_with(" 0 walled")),
+        walls.len() == 22 && walls.iter().all(|line| line.ends_with(" 0 walled")),
         "the shadow tables map nothing outside a VM, so PMP (the second wall) never fires:\n{console}"
     );
-    assert!(console.contains("board: 20 of 20 VMs passed\n"), "the board's summary; the console was:\n{console}");
+    assert!(console.contains("board: 22 of 22 VMs passed\n"), "the board's summary; the console was:\n{console}");
     assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
 
     // The benchmarks: a trap round trip, and a CPU-bound guest under the VMM against the same guest on QEMU alone.

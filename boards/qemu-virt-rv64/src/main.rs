@@ -33,11 +33,18 @@
 //! bridge too (slot 1, in its devicetree), and the board types `dhcp` at it: QEMU's DHCP server leases it
 //! 10.0.2.15 through the physical NIC.
 //!
+//! The spooled printer (issue 12, `printer`): two VMs of the `print-jobs` guest (vm26, vm27), each a small OS
+//! whose processes keep level-1 spools and submit whole jobs to the core's printer device, share the board's
+//! printer, the serial console: the board pumps the core's spool scheduler between turns, which prints whole
+//! jobs, fairly, framed by banners, through `embedded-io`.
+//!
 //! Memory: the board's 512 MiB are full (the VMs' RAM partitions, shadow table pools and code caches are
-//! statics). The two `net-ping` VMs run with the demo rather than in a phase of their own, since U-Boot's lease
-//! needs the bridge and its pump in the demo anyway; their 16 MiB partitions come from the four `time-loop`
-//! benchmark runs, which now share one partition (they run one after the other, like the Linux boots, each on it
-//! zeroed), so the board's memory shrinks by one partition while it gains two VMs' pools.
+//! statics). The network and printer VMs run with the demo rather than in a phase of their own, since U-Boot's
+//! lease needs the bridge and its pump in the demo anyway. The `net-ping` VMs' 16 MiB partitions come from the
+//! four `time-loop` benchmark runs, which now share one partition (they run one after the other, like the Linux
+//! boots, each on it zeroed), and the `print-jobs` VMs' RAM from the Linux VMs' window above the board's image
+//! (`LINUX_RAM`), which only the Linux boots use, and they never run with the demo; so the board's image shrinks
+//! by one partition while it gains four VMs' shadow pools and code caches.
 #![no_std]
 #![no_main]
 
@@ -47,6 +54,7 @@ mod disk;
 mod engine;
 mod hw;
 mod nic;
+mod printer;
 mod slots;
 mod switch;
 mod take_once;
@@ -72,6 +80,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use defmt_semihosting as _;
 use engine::{Copies, NativeEngine, Patches, SiteCache, POOL};
 use trapeze::dev::console_mux::{ConsoleMux, MuxPort};
+use trapeze::dev::printer::Printer;
 use trapeze::dev::SerialBackend;
 use trapeze::dev::{MachineRequest, MmioError};
 use trapeze::exec::native;
@@ -80,7 +89,7 @@ use trapeze::mem::shadow::ShadowTables;
 use trapeze::mem::{Ram, RAM_BASE};
 use trapeze::net::PortId;
 use trapeze::vm::boot::{place_images, Images};
-use trapeze::vm::fdt::{MachineDescription, QEMU_VIRT_RTC, QEMU_VIRT_VIRTIO};
+use trapeze::vm::fdt::{MachineDescription, QEMU_VIRT_PRINTER, QEMU_VIRT_RTC, QEMU_VIRT_VIRTIO};
 use trapeze::vm::virt::{Backends, VirtDevices};
 use trapeze::vm::{Clock, Devices, Hypervisor, RunOutcome, SliceOutcome, TimedEngine, Vm, VmBuilder};
 
@@ -91,14 +100,15 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 
 /// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
 const VM_RAM_SIZE: usize = 16 << 20;
-/// How many VMs the board runs: the twenty of the demo (U-Boot, the three `disk-pattern` VMs and the two
-/// `net-ping` VMs among them) and the six benchmark guests.
-const MAX_VMS: usize = 26;
-/// How many VMs run together: the demo's twenty (the benchmarks and the Linux boots run alone).
-const DEMO_VMS: usize = 20;
+/// How many VMs the board runs: the twenty-two of the demo (U-Boot, the three `disk-pattern` VMs, the two
+/// `net-ping` VMs and the two `print-jobs` VMs among them) and the six benchmark guests.
+const MAX_VMS: usize = 28;
+/// How many VMs run together: the demo's twenty-two (the benchmarks and the Linux boots run alone).
+const DEMO_VMS: usize = 22;
 /// Partitions of [`VM_RAM_SIZE`]: every VM but U-Boot has one, except that the four `time-loop` benchmark runs,
-/// one after the other, share one ([`TIME_LOOP_PARTITION`]).
-const SMALL_PARTITIONS: usize = MAX_VMS - 1 - 3;
+/// one after the other, share one ([`TIME_LOOP_PARTITION`]), and that the two `print-jobs` VMs' RAM is in the
+/// Linux VMs' window ([`LINUX_RAM`]), which nothing else uses when the board does not boot Linux.
+const SMALL_PARTITIONS: usize = MAX_VMS - 1 - 3 - 2;
 /// The partition the `time-loop` benchmark runs share, each zeroed before it starts.
 const TIME_LOOP_PARTITION: usize = 13;
 /// The board stops waiting for the VMs of one run after 100 s (then the ones not done fail).
@@ -161,6 +171,9 @@ static COUNTERS: &[u8] = include_bytes!(env!("BOARD_GUEST_COUNTERS"));
 static RTC: &[u8] = include_bytes!(env!("BOARD_GUEST_RTC"));
 static DISK_PATTERN: &[u8] = include_bytes!(env!("BOARD_GUEST_DISK_PATTERN"));
 static NET_PING: &[u8] = include_bytes!(env!("BOARD_GUEST_NET_PING"));
+static PRINT_JOBS: &[u8] = include_bytes!(env!("BOARD_GUEST_PRINT_JOBS"));
+/// The two `print-jobs` VMs sharing the board's printer (vm26, vm27): VM index, and their spools' in the spool set.
+const PRINT_VMS: [(usize, usize); printer::PRINTER_VMS] = [(26, 0), (27, 1)];
 /// The two `net-ping` VMs on the board's bridge (vm24, vm25): VM index, RAM partition, NIC address and kernel
 /// command line (the peer's address).
 const NET_PING_VMS: [(usize, usize, [u8; 6], &str); 2] = [
@@ -674,6 +687,27 @@ fn net_ping_guest(
     guest
 }
 
+/// A `print-jobs` VM (issue 12, the spooled printer) in `ram`: a small OS of three processes, each keeping a
+/// level-1 spool and submitting whole jobs to the printer device (in its devicetree), which copies them into
+/// spool `spool` of the board's spool set; a process whose VM's spool is full retries until a job has printed.
+fn print_guest(
+    index: usize,
+    spool: usize,
+    ram: &'static mut [u8],
+    printing: &printer::Printing,
+    console: &'static BoardConsole,
+) -> Guest<'static> {
+    ram.fill(0);
+    let mut description = MachineDescription::qemu_virt(1, VM_RAM_SIZE as u64);
+    description.printer = Some(QEMU_VIRT_PRINTER);
+    let images = Images::Elf(PRINT_JOBS);
+    let (name, harts, script, expect) = ("print-jobs", 1, &[][..], Expect::PowerOff);
+    let mut guest = build_guest(Wiring { index, name, harts, images, description, script, expect }, ram, console);
+    printing.set_name(spool, &alloc::format!("vm{index}"));
+    guest.vm.devices.inner.printer = Some(Printer::new(printing.spools(), spool));
+    guest
+}
+
 /// The virtio-mmio slot of a VM's NIC: the first after the disk's, where `VirtDevices::attach_net` puts it.
 const NET_SLOT: usize = 1;
 
@@ -761,6 +795,8 @@ struct Board<'r, const VMS: usize> {
     console: &'static BoardConsole,
     /// The bridge the VMs' NICs are on, pumped between turns (the demo's; none for a VM run alone).
     net: Option<nic::BoardNet>,
+    /// The printing VMs' spools and the printer, pumped between turns (the demo's; none for a VM run alone).
+    printing: Option<printer::Printing>,
 }
 
 /// While the bridge has an uplink, the board looks at the physical NIC at least this often (1 ms) even when every
@@ -770,7 +806,19 @@ const NET_POLL_TICKS: u64 = 10_000;
 impl<'r, const VMS: usize> Board<'r, VMS> {
     fn new(console: &'static BoardConsole) -> Self {
         // The quantum in instructions is unused: the board's turns are timed ([`TURN_TICKS`]).
-        Self { hypervisor: Box::new(Hypervisor::new(1)), watches: Vec::new(), console, net: None }
+        Self { hypervisor: Box::new(Hypervisor::new(1)), watches: Vec::new(), console, net: None, printing: None }
+    }
+
+    /// Prints the jobs waiting in the printing VMs' spools, whole, on the console (after a line of the board's,
+    /// through the multiplexer, which closes any open VM line).
+    fn pump_printer(&mut self) {
+        let Some(printing) = self.printing.as_mut() else { return };
+        let console = self.console;
+        printing.pump(|jobs| {
+            if let Ok(mut mux) = console.try_borrow_mut() {
+                mux.notice(&alloc::format!("board: printer: {jobs} jobs waiting"));
+            }
+        });
     }
 
     /// Switches the frames on the board's bridge (and to and from its uplink), and wakes each VM whose NIC has
@@ -825,6 +873,7 @@ impl<'r, const VMS: usize> Board<'r, VMS> {
                 break;
             }
             self.pump_net();
+            self.pump_printer();
             match self.hypervisor.run_timed_slice(&mut MachineTime, TURN_TICKS) {
                 SliceOutcome::Ran { vm, stopped } => self.after_turn(vm, stopped),
                 SliceOutcome::Idle { until } => {
@@ -1232,8 +1281,17 @@ fn main() -> ! {
         board.add(net_ping_guest(wiring, &net, console));
     }
     board.net = Some(net);
+    // Two VMs printing through the spooled printer, their RAM in the Linux VMs' window (unused without Linux).
+    let printing = printer::Printing::new();
+    let spare = linux_ram().unwrap_or_else(|| panic!("the Linux RAM given twice"));
+    for ((index, spool), ram) in PRINT_VMS.into_iter().zip(spare.chunks_exact_mut(VM_RAM_SIZE)) {
+        board.add(print_guest(index, spool, ram, &printing, console));
+    }
+    board.printing = Some(printing);
 
     board.run();
+    // The VMs are done; the jobs still waiting print, whole.
+    board.pump_printer();
     let failures = report(&mut board);
     println!("board: {} of {} VMs passed", board.watches.len() - failures, board.watches.len());
     drop(board);
@@ -1331,6 +1389,9 @@ fn report<const VMS: usize>(board: &mut Board<'_, VMS>) -> usize {
                 port.send_dropped + port.queue_dropped
             );
         }
+    }
+    if let Some(printing) = board.printing.as_ref() {
+        println!("board: printer: {} bytes printed", printing.printed);
     }
     if let Some((port, physical)) = board.net.as_ref().and_then(nic::BoardNet::uplink_stats) {
         println!(
