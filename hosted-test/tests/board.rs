@@ -38,7 +38,8 @@ use linux_images::{guest_images, initramfs, require};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// One board under QEMU at a time: the benchmark compares wall times, and the machine has two cores.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-/// The board boots ten guests (one of them U-Boot) and two benchmarks; QEMU needs a few seconds. Generous for a loaded CI machine.
+/// The board boots twenty-two guests (one of them U-Boot) and the benchmarks; QEMU needs 20 to 30 s here. Generous
+/// for a loaded CI machine.
 const QEMU_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn repository() -> PathBuf {
