@@ -815,8 +815,11 @@ impl<'r, const VMS: usize> Board<'r, VMS> {
         let Some(printing) = self.printing.as_mut() else { return };
         let console = self.console;
         printing.pump(|jobs| {
+            // A fixed buffer: no heap on this path (it always fits).
+            let mut line: heapless::String<48> = heapless::String::new();
+            let _ = core::fmt::Write::write_fmt(&mut line, format_args!("board: printer: {jobs} jobs waiting"));
             if let Ok(mut mux) = console.try_borrow_mut() {
-                mux.notice(&alloc::format!("board: printer: {jobs} jobs waiting"));
+                mux.notice(&line);
             }
         });
     }
