@@ -309,6 +309,16 @@ fn check_network(console: &str, uboot: &str) {
             assert!(output.contains(check), "vm{vm} did not say {check:?}:\n{output}");
         }
         assert_all_checks_pass(console, vm, "net-ping", 6);
+        // The board's report of its NIC: frames received through the device model, which raised the used-buffer
+        // interrupt (net-ping polls and never acknowledges it, so the bit stays set).
+        let report = console
+            .lines()
+            .skip_while(|line| !line.starts_with(&format!("vm{vm} (net-ping): ")))
+            .find_map(|line| line.strip_prefix("    nic: "))
+            .unwrap_or_else(|| panic!("no NIC report for vm{vm}:\n{console}"));
+        let received = report.split_once(" received").and_then(|(before, _)| before.rsplit(' ').next()?.parse().ok());
+        assert!(received.is_some_and(|frames: u64| frames >= 2), "vm{vm}'s NIC: {report}");
+        assert!(report.contains("interrupt status 0x1;"), "vm{vm}'s NIC raised its interrupt: {report}");
     }
     assert!(uboot.contains("Net:   eth0: virtio-net#1\n"), "U-Boot did not find its NIC:\n{uboot}");
     assert!(uboot.contains("DHCP client bound to address 10.0.2.15 ("), "U-Boot got no lease:\n{uboot}");

@@ -1377,13 +1377,15 @@ fn report<const VMS: usize>(board: &mut Board<'_, VMS>) -> usize {
             );
         }
         if let (Some(port), Some(net)) = (watch.nic, board.net.as_ref()) {
-            let nic =
-                vm.devices.inner.virtio.get(NET_SLOT).and_then(|slot| slot.as_net()).map(|nic| nic.device().stats());
-            let nic = nic.unwrap_or_default();
+            // The NIC's counters, and its interrupt status (a driver that never acknowledges, as `net-ping`'s, leaves
+            // the used-buffer bit its deliveries raised).
+            let device = vm.devices.inner.virtio.get(NET_SLOT).and_then(|slot| slot.as_net());
+            let (nic, interrupt) =
+                device.map_or_else(Default::default, |nic| (nic.device().stats(), nic.interrupt_status()));
             let port = net.stats(port);
             println!(
-                "    nic: {} frames sent, {} received, {} dropped by the NIC; bridge port: {} switched, {} queued, {} \
-                 dropped (queue full)",
+                "    nic: {} frames sent, {} received, {} dropped by the NIC, interrupt status {interrupt:#x}; bridge \
+                 port: {} switched, {} queued, {} dropped (queue full)",
                 nic.tx_frames,
                 nic.rx_frames,
                 nic.tx_dropped + nic.rx_dropped,
