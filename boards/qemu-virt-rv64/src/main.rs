@@ -824,13 +824,13 @@ impl<'r, const VMS: usize> Board<'r, VMS> {
         });
     }
 
-    /// Switches the frames on the board's bridge (and to and from its uplink), and wakes each VM whose NIC has
-    /// frames waiting: its NIC takes them when its devices are updated, and raises its interrupt.
+    /// Switches the frames on the board's bridge (and to and from its uplink), and wakes each VM whose NIC got
+    /// frames: its NIC takes them when its devices are updated, and raises its interrupt.
     fn pump_net(&mut self) {
         let Some(net) = self.net.as_mut() else { return };
         net.pump(hw::mtime());
         for (slot, watch) in self.watches.iter().enumerate() {
-            if watch.nic.is_some_and(|port| net.pending(port) > 0) {
+            if watch.nic.is_some_and(|port| net.arrived(port)) {
                 self.hypervisor.wake(slot);
             }
         }

@@ -7,7 +7,7 @@
 //! the bridge, as its backend, and the board's loop calls [`BoardNet::pump`] between the VMs' turns: frames the
 //! physical NIC received go into the uplink's port, the bridge switches what every port sent (round-robin, one
 //! frame per port per round), and the frames switched to the uplink go out through the physical NIC. A VM whose
-//! port got frames is woken (`BoardNet::pending`); its NIC takes them when its devices are next updated and
+//! port got frames is woken (`BoardNet::arrived`); its NIC takes them when its devices are next updated and
 //! raises its interrupt through the VM's PLIC.
 //!
 //! Bounded everywhere, no allocation after setup: the bridge's queues hold [`DEPTH`] frames per port each way
@@ -198,6 +198,8 @@ impl PhysicalNic {
 pub struct BoardNet {
     bridge: &'static RefCell<BoardBridge>,
     uplink: Option<(PhysicalNic, PortId)>,
+    /// Each port's count of frames queued for it when [`arrived`](Self::arrived) last looked.
+    seen: [u64; PORTS],
 }
 
 impl BoardNet {
@@ -205,7 +207,7 @@ impl BoardNet {
     pub fn new(nic: Option<PhysicalNic>) -> Self {
         let bridge: &'static RefCell<BoardBridge> = Box::leak(Box::new(RefCell::new(Bridge::new(AGEING))));
         let uplink = nic.and_then(|nic| Some((nic, bridge.borrow_mut().attach()?)));
-        Self { bridge, uplink }
+        Self { bridge, uplink, seen: [0; PORTS] }
     }
 
     /// The physical NIC, when the bridge has an uplink.
@@ -231,9 +233,15 @@ impl BoardNet {
         }
     }
 
-    /// How many frames wait for `port`'s NIC.
-    pub fn pending(&self, port: PortId) -> usize {
-        self.bridge.try_borrow().map_or(0, |bridge| bridge.pending(port))
+    /// Whether frames were queued for `port`'s NIC since the last call: its VM should be woken to take them. (Not
+    /// whether frames wait: a NIC its driver has stopped leaves them waiting, and its VM must not be woken for
+    /// them again and again.)
+    pub fn arrived(&mut self, port: PortId) -> bool {
+        let queued = self.stats(port).queued;
+        let Some(seen) = self.seen.get_mut(port.index()) else { return false };
+        let arrived = queued != *seen;
+        *seen = queued;
+        arrived
     }
 
     /// The counters of `port`.
