@@ -27,7 +27,7 @@
 //! Networking (issue 12, `nic`): the board owns one learning bridge of the core (`trapeze::net::Bridge`). Two VMs
 //! of the `net-ping` guest (vm24, vm25), each with a virtio-net NIC of the core's device model on a port of the
 //! bridge, greet each other by broadcast and exchange unicast frames, concurrently with the other demo VMs; the
-//! board pumps the bridge between turns and wakes a VM whose port has frames (its NIC delivers them and raises its
+//! board pumps the bridge between turns and wakes a VM whose port got frames (its NIC delivers them and raises its
 //! interrupt through its PLIC). When the runner gives the machine a virtio-net NIC (`run-qemu.sh`: QEMU's
 //! user-mode network), the VMM drives it with `virtio-drivers` as the bridge's uplink, U-Boot gets a NIC on the
 //! bridge too (slot 1, in its devicetree), and the board types `dhcp` at it: QEMU's DHCP server leases it
