@@ -5,7 +5,7 @@
 # which carries defmt, to its own stdout, so that is redirected to the file and the UART gets our stdout (fd 3).
 # QEMU's exit status is the board's: 0 when every VM passed. Optional: LINUX_BLOCK_FILE (a Linux boot block) and
 # DISK_FILE (a raw disk image for U-Boot's partition and the disk-pattern VMs'), DEDICATED_DISK_FILE (a second raw
-# image, given whole to one VM).
+# image, given whole to one VM), NIC=none (no physical NIC; by default one on QEMU's user-mode network).
 set -eu
 elf="$1"
 out="${DEFMT_OUT:-$elf.defmt}"
@@ -23,6 +23,12 @@ fi
 # one VM whole.
 if [ -n "${DEDICATED_DISK_FILE:-}" ]; then
     extra="$extra -drive file=$DEDICATED_DISK_FILE,format=raw,if=none,id=hd1 -device virtio-blk-device,drive=hd1"
+fi
+# The physical NIC, on QEMU's user-mode network (its DHCP server gives 10.0.2.15): the bridge's uplink, which the
+# board drives with virtio-drivers. Last on the command line, so it takes the slot below the disks' and they keep
+# theirs (QEMU fills the virtio-mmio slots from the last one down, in command-line order). NIC=none leaves it out.
+if [ "${NIC:-user}" != none ]; then
+    extra="$extra -netdev user,id=net0 -device virtio-net-device,netdev=net0"
 fi
 exec 3>&1
 # The real hart must implement no instruction the virtual hart lacks, or guest code in U-mode would run it instead

@@ -8,7 +8,12 @@
 //! guest, each on its own partition of the same disk, filled it with a pattern of their own, read it back and
 //! got the virtio error status past its end (the test checks the image afterwards: U-Boot's sector and both
 //! patterns at their partitions' offsets, every other byte unchanged), that a third, given a second physical disk
-//! whole (a dedicated disk, still served by the VMM), filled every sector of it, that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU
+//! whole (a dedicated disk, still served by the VMM), filled every sector of it, that two VMs of the `net-ping`
+//! guest exchanged frames over the board's bridge (each a virtio-net NIC on a port of it), that U-Boot got a DHCP
+//! lease from QEMU's user-mode network through its NIC on the same bridge and the board's physical NIC (the
+//! bridge's uplink), that two VMs of the `print-jobs` guest printed every job of each of their processes whole
+//! on the board's printer (the console), none lost or cut, blocking on a full spool rather than dropping a job,
+//! that the benchmarks ran (a trap round trip; `bench-int` under the VMM against `bench-int` on QEMU
 //! alone),
 //! that the board's summary says they all passed, that QEMU's exit status (the board's, through the
 //! `sifive,test0` finisher) is 0, and that the board's defmt log decodes on the host.
@@ -33,7 +38,8 @@ use linux_images::{guest_images, initramfs, require};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// One board under QEMU at a time: the benchmark compares wall times, and the machine has two cores.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-/// The board boots ten guests (one of them U-Boot) and two benchmarks; QEMU needs a few seconds. Generous for a loaded CI machine.
+/// The board boots twenty-two guests (one of them U-Boot) and the benchmarks; QEMU needs 20 to 30 s here. Generous
+/// for a loaded CI machine.
 const QEMU_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn repository() -> PathBuf {
@@ -287,6 +293,125 @@ fn check_dedicated(console: &str, original: &[u8], written: &[u8]) {
     assert_image(written, &expected, "vm23's pattern across the whole dedicated disk");
 }
 
+/// The board's network (issue 12): the physical NIC QEMU was given (`run-qemu.sh`, last on its command line) sits
+/// in the slot below the two disks' and is the bridge's uplink; vm24 and vm25, each a `net-ping` VM with a
+/// virtio-net NIC (slot 1, in its devicetree) on a port of the board's bridge, greeted each other by broadcast
+/// and exchanged unicast frames; U-Boot found its NIC in its devicetree and got a DHCP lease from QEMU's
+/// user-mode network through the bridge and the physical NIC, whose counters show frames both ways.
+fn check_network(console: &str, uboot: &str) {
+    let uplink = "board: NIC at 0x10006000 (52:54:00:12:34:56): the bridge's uplink to QEMU's network\n";
+    assert!(console.contains(uplink), "the board did not find its NIC below the disks:\n{console}");
+    for (vm, mac) in [(24, "52:54:00:12:34:01"), (25, "52:54:00:12:34:02")] {
+        let output = vm_output(console, vm);
+        assert!(output.starts_with("net-ping: NIC at 0x10002000 (version 2)\n"), "vm{vm}:\n{output}");
+        assert!(output.contains(&format!("net-ping: mac {mac}\n")), "vm{vm}'s address:\n{output}");
+        for check in ["ok: heard the peer\n", "ok: got the peer's unicast frame\n"] {
+            assert!(output.contains(check), "vm{vm} did not say {check:?}:\n{output}");
+        }
+        assert_all_checks_pass(console, vm, "net-ping", 6);
+        // The board's report of its NIC: frames received through the device model, which raised the used-buffer
+        // interrupt (net-ping polls and never acknowledges it, so the bit stays set).
+        let report = console
+            .lines()
+            .skip_while(|line| !line.starts_with(&format!("vm{vm} (net-ping): ")))
+            .find_map(|line| line.strip_prefix("    nic: "))
+            .unwrap_or_else(|| panic!("no NIC report for vm{vm}:\n{console}"));
+        let received = report.split_once(" received").and_then(|(before, _)| before.rsplit(' ').next()?.parse().ok());
+        assert!(received.is_some_and(|frames: u64| frames >= 2), "vm{vm}'s NIC: {report}");
+        assert!(report.contains("interrupt status 0x1;"), "vm{vm}'s NIC raised its interrupt: {report}");
+    }
+    assert!(uboot.contains("Net:   eth0: virtio-net#1\n"), "U-Boot did not find its NIC:\n{uboot}");
+    assert!(uboot.contains("DHCP client bound to address 10.0.2.15 ("), "U-Boot got no lease:\n{uboot}");
+    assert!(uboot.contains("\nip=10.0.2.15 net done\n"), "U-Boot's address:\n{uboot}");
+    let line = console
+        .lines()
+        .find_map(|line| line.strip_prefix("board: uplink: "))
+        .unwrap_or_else(|| panic!("no uplink counters:\n{console}"));
+    let count = |what: &str| -> u64 {
+        let before = line.split_once(what).map(|(before, _)| before).unwrap_or_default();
+        before.split_whitespace().next_back().unwrap_or_default().parse().unwrap_or(0)
+    };
+    // At least the offer and the acknowledgement in, the discover and the request out.
+    assert!(count(" frames from the network") >= 2 && count(" to it") >= 2, "the uplink's counters: {line}");
+    assert!(line.contains(" (0 errors)"), "the uplink's counters: {line}");
+}
+
+/// Processes and jobs per process of the `print-jobs` guest.
+const PRINT_PROCESSES: usize = 3;
+const PRINT_JOBS: usize = 4;
+
+/// The job the `print-jobs` guest's process `process` prints as its `job`th (as `tests/printer.rs` has it).
+fn expected_print_job(process: usize, job: usize) -> String {
+    let lines = 20 + 15 * process;
+    let mut body = format!("process {process} job {job}: {lines} lines\n");
+    for line in 1..=lines {
+        let mut text = format!("{process}.{job}.{line} ");
+        while text.len() < 63 {
+            let filler = b'a' + ((text.len() as u8).wrapping_add(line as u8)) % 26;
+            text.push(filler as char);
+        }
+        text.push('\n');
+        body.push_str(&text);
+    }
+    body
+}
+
+/// The board's printer (issue 12, the spooled printer) is its console: vm26 and vm27, each running `print-jobs`
+/// (three processes, each with a level-1 spool, submitting four whole jobs), passed their checks, blocked on a full
+/// level-2 spool at least once rather than lose a job, and every job of theirs is on the console whole: its banner
+/// at the start of a line, exactly its LEN bytes, its trailer right after (no VM line inside), ids in submission
+/// order per VM, each process's jobs in its order, none lost.
+fn check_printer(console: &str) {
+    let mut retries = 0;
+    for vm in [26, 27] {
+        assert_all_checks_pass(console, vm, "print-jobs", 8);
+        let output = vm_output(console, vm);
+        let line = output.lines().find_map(|line| line.strip_prefix("print-jobs: 12 jobs submitted, "));
+        retries += line.and_then(|rest| rest.split(' ').next()?.parse::<u64>().ok()).unwrap_or(0);
+    }
+    assert!(retries > 0, "no process met a full spool:\n{console}");
+    let mut jobs: Vec<(String, u32, &str)> = Vec::new();
+    let mut rest = console;
+    while let Some(at) = rest.find("\n=== job ") {
+        let (header, after) = rest[at + 1..].split_once('\n').expect("a banner line");
+        let fields = header.strip_prefix("=== job ").and_then(|h| h.strip_suffix(" bytes ===")).expect(header);
+        let (id, of) = fields.split_once(" of ").expect(header);
+        let (vm, len) = of.rsplit_once(": ").expect(header);
+        let len: usize = len.parse().expect(header);
+        let body = after.get(..len).unwrap_or_else(|| panic!("{header}: the console ends inside the job"));
+        let mut tail = &after[len..];
+        if !body.ends_with('\n') {
+            tail = tail.strip_prefix('\n').expect("a newline closes a job without one");
+        }
+        let trailer = format!("=== end of job {id} of {vm} ===\n");
+        assert!(
+            tail.starts_with(&trailer),
+            "{header}: not whole (no trailer right after its bytes):\n{body}{tail:.300}"
+        );
+        jobs.push((vm.to_string(), id.parse().expect(header), body));
+        rest = &tail[trailer.len() - 1..];
+    }
+    for vm in ["vm26", "vm27"] {
+        let mine: Vec<&(String, u32, &str)> = jobs.iter().filter(|job| job.0 == vm).collect();
+        let ids: Vec<u32> = mine.iter().map(|job| job.1).collect();
+        let all: Vec<u32> = (1..=(PRINT_PROCESSES * PRINT_JOBS) as u32).collect();
+        assert_eq!(ids, all, "{vm}: every job printed once, first in first out");
+        let mut next = [0usize; PRINT_PROCESSES];
+        for (_, id, body) in mine {
+            let first = body.lines().next().unwrap_or_default();
+            let process: usize = first
+                .strip_prefix("process ")
+                .and_then(|rest| rest.split(' ').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("{vm} job {id}: {first:?}"));
+            assert!(process < PRINT_PROCESSES, "{vm} job {id}: {first:?}");
+            assert_eq!(*body, expected_print_job(process, next[process]), "{vm} job {id}: whole, in its order");
+            next[process] += 1;
+        }
+        assert_eq!(next, [PRINT_JOBS; PRINT_PROCESSES], "{vm}: no job lost");
+    }
+    assert!(console.contains("board: printer: "), "{console}");
+}
+
 #[test]
 fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partitions_under_qemu() {
     require_tool(Path::new("qemu-system-riscv64"), "install QEMU with `apt-get install -y qemu-system-misc`");
@@ -351,6 +476,8 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     assert!(uboot.contains("=> sleep 1; echo slept\nslept\n"), "U-Boot did not sleep and answer:\n{uboot}");
     assert!(console.contains("vm9 (u-boot): script played: true\n"), "{console}");
     check_partition(console, &uboot, &image, &written);
+    check_network(console, &uboot);
+    check_printer(console);
     check_dedicated(console, &dedicated, &dedicated_written);
     // A guest kernel reaching for what is not its own, from virtual M-mode, from S-mode with paging off and from
     // S-mode through its own Sv39 tables: below its RAM, past its end, far above it (where the VMM's or another
@@ -420,10 +547,10 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
     );
     let walls: Vec<&str> = console.lines().filter(|line| line.ends_with(" walled")).collect();
     assert!(
-        walls.len() == 18 && walls.iter().all(|line| line.ends_with(" 0 walled")),
+        walls.len() == 22 && walls.iter().all(|line| line.ends_with(" 0 walled")),
         "the shadow tables map nothing outside a VM, so PMP (the second wall) never fires:\n{console}"
     );
-    assert!(console.contains("board: 18 of 18 VMs passed\n"), "the board's summary; the console was:\n{console}");
+    assert!(console.contains("board: 22 of 22 VMs passed\n"), "the board's summary; the console was:\n{console}");
     assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
 
     // The benchmarks: a trap round trip, and a CPU-bound guest under the VMM against the same guest on QEMU alone.

@@ -1,5 +1,5 @@
-//! The board's physical disks: the VMM finds the virtio-blk devices QEMU gives the machine (`DISK_FILE` and
-//! `DEDICATED_DISK_FILE` in `run-qemu.sh`), drives each with `virtio-drivers` as the core's [`PhysicalBlock`],
+//! The board's physical disks: the virtio-blk devices QEMU gives the machine (`DISK_FILE` and
+//! `DEDICATED_DISK_FILE` in `run-qemu.sh`, found by `slots::probe`); the VMM drives each with `virtio-drivers` as the core's [`PhysicalBlock`],
 //! and reads the first one's MBR partition table. A VM's virtual disk is the core's [`block::Partition`] over a
 //! disk (an LBA map of one extent: an MBR partition, or the whole disk for a [`dedicated`] one), which translates
 //! and bounds-checks every request before the disk is asked; the partitions of the VMs sharing a disk are checked
@@ -17,20 +17,13 @@ use alloc::vec::Vec;
 use trapeze::dev::block::{self, DiskLayout, LayoutError, LbaMap, PhysicalBlock};
 use trapeze::dev::virtio::blk::{BlockError, SECTOR_SIZE};
 use virtio_drivers::device::blk::VirtIOBlk;
-use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
-use virtio_drivers::transport::{DeviceType, Transport};
+use virtio_drivers::transport::mmio::MmioTransport;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
-
-/// QEMU `virt`'s virtio-mmio slots: 0x1000_1000 + 0x1000 * i, for i in 0..8. (QEMU puts the first `-device
-/// virtio-*` in the last slot.)
-const SLOT_BASE: usize = 0x1000_1000;
-const SLOT_SIZE: usize = 0x1000;
-const SLOTS: usize = 8;
 
 /// The largest run of sectors asked of the physical device at once (one descriptor each).
 const CHUNK_SECTORS: usize = 128;
 
-/// The DMA glue for `virtio-drivers`: the VMM runs in M-mode without translation, so a physical address is the
+/// The DMA glue for `virtio-drivers` (the disks' and the NIC's): the VMM runs in M-mode without translation, so a physical address is the
 /// virtual one, DMA buffers come from the heap, and a buffer is shared with the device where it lies.
 pub struct BoardHal;
 
@@ -40,10 +33,10 @@ pub struct BoardHal;
 unsafe impl Hal for BoardHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
         let layout = Layout::from_size_align(pages.max(1) * PAGE_SIZE, PAGE_SIZE)
-            .unwrap_or_else(|_| panic!("disk: DMA allocation of {pages} pages is too large"));
+            .unwrap_or_else(|_| panic!("virtio: DMA allocation of {pages} pages is too large"));
         // SAFETY: the layout has a nonzero size.
         let pointer = unsafe { alloc_zeroed(layout) };
-        let pointer = NonNull::new(pointer).unwrap_or_else(|| panic!("disk: out of heap for {pages} DMA pages"));
+        let pointer = NonNull::new(pointer).unwrap_or_else(|| panic!("virtio: out of heap for {pages} DMA pages"));
         (pointer.as_ptr() as PhysAddr, pointer)
     }
 
@@ -74,22 +67,9 @@ pub struct PhysicalDisk {
 }
 
 impl PhysicalDisk {
-    /// Every block device in the virtio-mmio slots, initialised, in the order QEMU's command line gave them
-    /// (QEMU fills the slots from the last one down).
-    pub fn probe_all() -> Vec<Self> {
-        (0..SLOTS).rev().map(|slot| SLOT_BASE + slot * SLOT_SIZE).filter_map(Self::probe_slot).collect()
-    }
-
-    /// The block device in the virtio-mmio slot at `base`, initialised, if there is one.
-    fn probe_slot(base: usize) -> Option<Self> {
-        let header = NonNull::new(base as *mut VirtIOHeader)?;
-        // SAFETY: `base` is one of QEMU `virt`'s virtio-mmio windows (device memory, 0x1000 bytes, always
-        // present: an empty slot reads device ID 0 and the transport refuses it); only the VMM touches it, and
-        // nothing else holds a pointer to it (`probe_all` runs once, at boot).
-        let transport = unsafe { MmioTransport::new(header, SLOT_SIZE) }.ok()?;
-        if transport.device_type() != DeviceType::Block {
-            return None;
-        }
+    /// The block device behind `transport` (the virtio-mmio slot at `base`, see `slots::probe`), initialised;
+    /// `None` when the driver refuses it.
+    pub fn new(transport: MmioTransport<'static>, base: usize) -> Option<Self> {
         let blk = VirtIOBlk::<BoardHal, _>::new(transport).ok()?;
         Some(Self { blk, base })
     }

@@ -23,6 +23,28 @@
 //! `disk-pattern` guest (vm21, vm22) get the second and third, each filling its whole partition with a pattern of
 //! its own and reading it back, concurrently with the others. A second disk (`DEDICATED_DISK_FILE`) is given whole
 //! to a third (vm23): a dedicated DMA-capable device, whose requests the VMM still translates and bounds-checks.
+//!
+//! Networking (issue 12, `nic`): the board owns one learning bridge of the core (`trapeze::net::Bridge`). Two VMs
+//! of the `net-ping` guest (vm24, vm25), each with a virtio-net NIC of the core's device model on a port of the
+//! bridge, greet each other by broadcast and exchange unicast frames, concurrently with the other demo VMs; the
+//! board pumps the bridge between turns and wakes a VM whose port got frames (its NIC delivers them and raises its
+//! interrupt through its PLIC). When the runner gives the machine a virtio-net NIC (`run-qemu.sh`: QEMU's
+//! user-mode network), the VMM drives it with `virtio-drivers` as the bridge's uplink, U-Boot gets a NIC on the
+//! bridge too (slot 1, in its devicetree), and the board types `dhcp` at it: QEMU's DHCP server leases it
+//! 10.0.2.15 through the physical NIC.
+//!
+//! The spooled printer (issue 12, `printer`): two VMs of the `print-jobs` guest (vm26, vm27), each a small OS
+//! whose processes keep level-1 spools and submit whole jobs to the core's printer device, share the board's
+//! printer, the serial console: the board pumps the core's spool scheduler between turns, which prints whole
+//! jobs, fairly, framed by banners, through `embedded-io`.
+//!
+//! Memory: the board's 512 MiB are full (the VMs' RAM partitions, shadow table pools and code caches are
+//! statics). The network and printer VMs run with the demo rather than in a phase of their own, since U-Boot's
+//! lease needs the bridge and its pump in the demo anyway. The `net-ping` VMs' 16 MiB partitions come from the
+//! four `time-loop` benchmark runs, which now share one partition (they run one after the other, like the Linux
+//! boots, each on it zeroed), and the `print-jobs` VMs' RAM from the Linux VMs' window above the board's image
+//! (`LINUX_RAM`), which only the Linux boots use, and they never run with the demo; so the board's image shrinks
+//! by one partition while it gains four VMs' shadow pools and code caches.
 #![no_std]
 #![no_main]
 
@@ -31,6 +53,9 @@ extern crate alloc;
 mod disk;
 mod engine;
 mod hw;
+mod nic;
+mod printer;
+mod slots;
 mod switch;
 mod take_once;
 
@@ -55,15 +80,17 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use defmt_semihosting as _;
 use engine::{Copies, NativeEngine, Patches, SiteCache, POOL};
 use trapeze::dev::console_mux::{ConsoleMux, MuxPort};
+use trapeze::dev::printer::Printer;
 use trapeze::dev::SerialBackend;
 use trapeze::dev::{MachineRequest, MmioError};
 use trapeze::exec::native;
 use trapeze::hart::Hart;
 use trapeze::mem::shadow::ShadowTables;
 use trapeze::mem::{Ram, RAM_BASE};
+use trapeze::net::PortId;
 use trapeze::vm::boot::{place_images, Images};
-use trapeze::vm::fdt::{MachineDescription, QEMU_VIRT_RTC, QEMU_VIRT_VIRTIO};
-use trapeze::vm::virt::VirtDevices;
+use trapeze::vm::fdt::{MachineDescription, QEMU_VIRT_PRINTER, QEMU_VIRT_RTC, QEMU_VIRT_VIRTIO};
+use trapeze::vm::virt::{Backends, VirtDevices};
 use trapeze::vm::{Clock, Devices, Hypervisor, RunOutcome, SliceOutcome, TimedEngine, Vm, VmBuilder};
 
 use take_once::TakeOnce;
@@ -73,13 +100,17 @@ static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHe
 
 /// RAM of each VM, in MiB (the guests are linked for 16 MiB at 0x8000_0000).
 const VM_RAM_SIZE: usize = 16 << 20;
-/// How many VMs the board runs: the eighteen of the demo (U-Boot and the three `disk-pattern` VMs among them) and
-/// the six benchmark guests.
-const MAX_VMS: usize = 24;
-/// How many VMs run together: the demo's eighteen (the benchmarks and the Linux boots run alone).
-const DEMO_VMS: usize = 18;
-/// Partitions of [`VM_RAM_SIZE`]: every VM but U-Boot has one.
-const SMALL_PARTITIONS: usize = MAX_VMS - 1;
+/// How many VMs the board runs: the twenty-two of the demo (U-Boot, the three `disk-pattern` VMs, the two
+/// `net-ping` VMs and the two `print-jobs` VMs among them) and the six benchmark guests.
+const MAX_VMS: usize = 28;
+/// How many VMs run together: the demo's twenty-two (the benchmarks and the Linux boots run alone).
+const DEMO_VMS: usize = 22;
+/// Partitions of [`VM_RAM_SIZE`]: every VM but U-Boot has one, except that the four `time-loop` benchmark runs,
+/// one after the other, share one ([`TIME_LOOP_PARTITION`]), and that the two `print-jobs` VMs' RAM is in the
+/// Linux VMs' window ([`LINUX_RAM`]), which nothing else uses when the board does not boot Linux.
+const SMALL_PARTITIONS: usize = MAX_VMS - 1 - 3 - 2;
+/// The partition the `time-loop` benchmark runs share, each zeroed before it starts.
+const TIME_LOOP_PARTITION: usize = 13;
 /// The board stops waiting for the VMs of one run after 100 s (then the ones not done fail).
 const GIVE_UP_TICKS: u64 = 1_000_000_000;
 /// A VM's turn on the hart: 1 ms of the 10 MHz machine timer, then the next VM runs.
@@ -139,6 +170,18 @@ static CONTAIN: &[u8] = include_bytes!(env!("BOARD_GUEST_CONTAIN"));
 static COUNTERS: &[u8] = include_bytes!(env!("BOARD_GUEST_COUNTERS"));
 static RTC: &[u8] = include_bytes!(env!("BOARD_GUEST_RTC"));
 static DISK_PATTERN: &[u8] = include_bytes!(env!("BOARD_GUEST_DISK_PATTERN"));
+static NET_PING: &[u8] = include_bytes!(env!("BOARD_GUEST_NET_PING"));
+static PRINT_JOBS: &[u8] = include_bytes!(env!("BOARD_GUEST_PRINT_JOBS"));
+/// The two `print-jobs` VMs sharing the board's printer (vm26, vm27): VM index, and their spools' in the spool set.
+const PRINT_VMS: [(usize, usize); printer::PRINTER_VMS] = [(26, 0), (27, 1)];
+/// The two `net-ping` VMs on the board's bridge (vm24, vm25): VM index, RAM partition, NIC address and kernel
+/// command line (the peer's address).
+const NET_PING_VMS: [(usize, usize, [u8; 6], &str); 2] = [
+    (24, 14, [0x52, 0x54, 0x00, 0x12, 0x34, 0x01], "peer=52:54:00:12:34:02"),
+    (25, 15, [0x52, 0x54, 0x00, 0x12, 0x34, 0x02], "peer=52:54:00:12:34:01"),
+];
+/// U-Boot's NIC address on the board's bridge.
+const UBOOT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x09];
 /// The kernel command lines of the two `disk-pattern` VMs (vm21, vm22), which seed their patterns.
 const PATTERN_SEEDS: [&str; 2] = ["board pattern vm21", "board pattern vm22"];
 /// The kernel command line of the `disk-pattern` VM given the second physical disk whole (vm23).
@@ -171,6 +214,15 @@ const UBOOT_DISK_SCRIPT: &[(&str, &str)] = &[
     ("=> ", "virtio write 0x82100000 0xfff 2\n"),
     ("=> ", "echo disk done\n"),
     ("\ndisk done", ""),
+];
+/// With a NIC on the bridge and its uplink to QEMU's user-mode network, after the rest: ask QEMU's DHCP server
+/// for a lease (without loading a boot file after it: `autoload no`), and show the address.
+const UBOOT_NET_SCRIPT: &[(&str, &str)] = &[
+    ("=> ", "setenv autoload no; dhcp\n"),
+    ("DHCP client bound to address ", ""),
+    ("=> ", "echo ip=$ipaddr net done\n"),
+    ("\nip=", ""),
+    ("net done", ""),
 ];
 /// CSR reads the `csr-loop` guest makes (`guests.S`).
 const CSR_LOOP_TRAPS: u64 = 100_000;
@@ -331,11 +383,19 @@ impl TimedEngine for NativeEngine {
     }
 }
 
+/// The host backends of a VM's virtio devices: a partition of a physical disk, a port of the board's bridge.
+struct BoardBackends;
+
+impl Backends for BoardBackends {
+    type Block = disk::Partition;
+    type Net = nic::VmNic;
+}
+
 /// A VM's devices (QEMU `virt`'s set), reporting every access no device serves: the dispatcher injects an
 /// access fault into the guest, and the VMM says so on the console and in its log.
 struct ReportingDevices {
     vm: usize,
-    inner: VirtDevices<'static, VmConsole, disk::Partition>,
+    inner: VirtDevices<'static, VmConsole, BoardBackends>,
     /// The device page given whole to this VM (guest real page, host page): its native accesses never reach
     /// here, but an instruction the engine emulates (or runs in an excursion) does, and is served on the device.
     passthrough: Option<(u64, u64)>,
@@ -452,6 +512,8 @@ struct Watch {
     /// Machine time and world switches when the VM's console first reached its script's second step (a Linux
     /// VM's first shell prompt).
     shell_at: Option<(u64, u64)>,
+    /// The VM's port of the board's bridge, when it has a NIC.
+    nic: Option<PortId>,
 }
 
 /// How long the board pauses a `counters` VM once: 200 ms, twice the step its `time` reads tolerate.
@@ -526,7 +588,15 @@ fn build_guest<'r>(wiring: Wiring, bytes: &'r mut [u8], console: &'static BoardC
     Guest {
         vm,
         engine: NativeEngine::new(index + 1, shadow, partition),
-        watch: Watch { index, name, expect, mode: DEFAULT_MODE, pause_after_counter_reads: None, shell_at: None },
+        watch: Watch {
+            index,
+            name,
+            expect,
+            mode: DEFAULT_MODE,
+            pause_after_counter_reads: None,
+            shell_at: None,
+            nic: None,
+        },
     }
 }
 
@@ -598,22 +668,93 @@ fn pattern_guest(
     guest
 }
 
+/// A `net-ping` VM on the board's bridge (issue 12): its virtio-net NIC, with address `mac`, in virtio-mmio slot 1
+/// (the first after the disk's, which stays empty) and in its devicetree, on a port of the bridge; its kernel
+/// command line names its peer's address. It greets the peer by broadcast, then exchanges unicast frames with it.
+fn net_ping_guest(
+    (index, partition, mac, bootargs): (usize, usize, [u8; 6], &'static str),
+    net: &nic::BoardNet,
+    console: &'static BoardConsole,
+) -> Guest<'static> {
+    let mut description = MachineDescription::qemu_virt(1, VM_RAM_SIZE as u64);
+    description.virtio_mmio = &QEMU_VIRT_VIRTIO[NET_SLOT..NET_SLOT + 1];
+    description.bootargs = Some(bootargs);
+    let images = Images::Elf(NET_PING);
+    let mut guest = make_described_guest(index, partition, "net-ping", console, images, Expect::PowerOff, description);
+    let port = net.attach_vm().unwrap_or_else(|| panic!("net-ping: no free port on the board's bridge"));
+    guest.watch.nic = Some(port.port());
+    attach_nic(&mut guest, port, mac);
+    guest
+}
+
+/// A `print-jobs` VM (issue 12, the spooled printer) in `ram`: a small OS of three processes, each keeping a
+/// level-1 spool and submitting whole jobs to the printer device (in its devicetree), which copies them into
+/// spool `spool` of the board's spool set; a process whose VM's spool is full retries until a job has printed.
+fn print_guest(
+    index: usize,
+    spool: usize,
+    ram: &'static mut [u8],
+    printing: &printer::Printing,
+    console: &'static BoardConsole,
+) -> Guest<'static> {
+    ram.fill(0);
+    let mut description = MachineDescription::qemu_virt(1, VM_RAM_SIZE as u64);
+    description.printer = Some(QEMU_VIRT_PRINTER);
+    let images = Images::Elf(PRINT_JOBS);
+    let (name, harts, script, expect) = ("print-jobs", 1, &[][..], Expect::PowerOff);
+    let mut guest = build_guest(Wiring { index, name, harts, images, description, script, expect }, ram, console);
+    printing.set_name(spool, &alloc::format!("vm{index}"));
+    guest.vm.devices.inner.printer = Some(Printer::new(printing.spools(), spool));
+    guest
+}
+
+/// The virtio-mmio slot of a VM's NIC: the first after the disk's, where `VirtDevices::attach_net` puts it.
+const NET_SLOT: usize = 1;
+
+/// Attaches a NIC with address `mac` on `port` of the board's bridge to `guest`, in [`NET_SLOT`] (which its
+/// devicetree lists).
+fn attach_nic(guest: &mut Guest<'_>, port: nic::VmNic, mac: [u8; 6]) {
+    let name = guest.watch.name;
+    let slot =
+        guest.vm.devices.inner.attach_net(port, mac).unwrap_or_else(|e| panic!("{name}: no slot for a NIC: {e:?}"));
+    assert_eq!(slot, NET_SLOT, "{name}: its NIC is not where its devicetree says");
+}
+
 /// The U-Boot VM: Debian's U-Boot for QEMU `virt` in S-mode at 0x8020_0000, on the VMM's own SBI, with a
 /// devicetree for its machine, as `trapeze run --bios builtin --kernel u-boot.bin` boots it. With `disk`, the
-/// VM has it in its first virtio-mmio slot (and in its devicetree), as `trapeze run --disk` gives it.
-fn uboot_guest(index: usize, disk: Option<disk::Partition>, console: &'static BoardConsole) -> Guest<'static> {
+/// VM has it in its first virtio-mmio slot (and in its devicetree), as `trapeze run --disk` gives it. With `nic`
+/// (a port of the board's bridge, which has an uplink to QEMU's user-mode network), the VM has a virtio-net NIC in
+/// slot 1 (and its devicetree), and the board's script asks U-Boot for a DHCP lease through it.
+fn uboot_guest(
+    index: usize,
+    disk: Option<disk::Partition>,
+    nic: Option<nic::VmNic>,
+    console: &'static BoardConsole,
+) -> Guest<'static> {
     let bytes = &mut take(&UBOOT_PARTITION, 0, "U-Boot partition").0[..];
-    let script = if disk.is_some() { UBOOT_DISK_SCRIPT } else { UBOOT_SCRIPT };
-    let mut description = MachineDescription::qemu_virt(1, UBOOT_RAM_SIZE as u64);
-    // The disk goes in virtio-mmio slot 0 (`attach_disk`), as the slot table places it.
-    if disk.is_some() {
-        description.virtio_mmio = &QEMU_VIRT_VIRTIO[..1];
+    let mut script: Vec<(&'static str, &'static str)> = Vec::new();
+    script.extend_from_slice(if disk.is_some() { UBOOT_DISK_SCRIPT } else { UBOOT_SCRIPT });
+    if nic.is_some() {
+        script.extend_from_slice(UBOOT_NET_SCRIPT);
     }
+    let script: &'static [(&'static str, &'static str)] = Box::leak(script.into_boxed_slice());
+    let mut description = MachineDescription::qemu_virt(1, UBOOT_RAM_SIZE as u64);
+    // The disk goes in virtio-mmio slot 0 (`attach_disk`), as the slot table places it, and the NIC in slot 1.
+    description.virtio_mmio = match (disk.is_some(), nic.is_some()) {
+        (true, true) => &QEMU_VIRT_VIRTIO[..NET_SLOT + 1],
+        (true, false) => &QEMU_VIRT_VIRTIO[..1],
+        (false, true) => &QEMU_VIRT_VIRTIO[NET_SLOT..NET_SLOT + 1],
+        (false, false) => &[],
+    };
     let images = Images::BuiltinSbi { kernel: UBOOT, initrd: None };
     let wiring = Wiring { index, name: "u-boot", harts: 1, images, description, script, expect: Expect::Script };
     let mut guest = build_guest(wiring, bytes, console);
     if let Some(disk) = disk {
         guest.vm.devices.inner.attach_disk(disk);
+    }
+    if let Some(port) = nic {
+        guest.watch.nic = Some(port.port());
+        attach_nic(&mut guest, port, UBOOT_MAC);
     }
     guest
 }
@@ -652,12 +793,47 @@ struct Board<'r, const VMS: usize> {
     watches: Vec<Watch>,
     /// The physical console the VMs share.
     console: &'static BoardConsole,
+    /// The bridge the VMs' NICs are on, pumped between turns (the demo's; none for a VM run alone).
+    net: Option<nic::BoardNet>,
+    /// The printing VMs' spools and the printer, pumped between turns (the demo's; none for a VM run alone).
+    printing: Option<printer::Printing>,
 }
+
+/// While the bridge has an uplink, the board looks at the physical NIC at least this often (1 ms) even when every
+/// VM waits: a frame from the network cannot wake the hart (the board takes no external interrupt).
+const NET_POLL_TICKS: u64 = 10_000;
 
 impl<'r, const VMS: usize> Board<'r, VMS> {
     fn new(console: &'static BoardConsole) -> Self {
         // The quantum in instructions is unused: the board's turns are timed ([`TURN_TICKS`]).
-        Self { hypervisor: Box::new(Hypervisor::new(1)), watches: Vec::new(), console }
+        Self { hypervisor: Box::new(Hypervisor::new(1)), watches: Vec::new(), console, net: None, printing: None }
+    }
+
+    /// Prints the jobs waiting in the printing VMs' spools, whole, on the console (after a line of the board's,
+    /// through the multiplexer, which closes any open VM line).
+    fn pump_printer(&mut self) {
+        let Some(printing) = self.printing.as_mut() else { return };
+        let console = self.console;
+        printing.pump(|jobs| {
+            // A fixed buffer: no heap on this path (it always fits).
+            let mut line: heapless::String<48> = heapless::String::new();
+            let _ = core::fmt::Write::write_fmt(&mut line, format_args!("board: printer: {jobs} jobs waiting"));
+            if let Ok(mut mux) = console.try_borrow_mut() {
+                mux.notice(&line);
+            }
+        });
+    }
+
+    /// Switches the frames on the board's bridge (and to and from its uplink), and wakes each VM whose NIC got
+    /// frames: its NIC takes them when its devices are updated, and raises its interrupt.
+    fn pump_net(&mut self) {
+        let Some(net) = self.net.as_mut() else { return };
+        net.pump(hw::mtime());
+        for (slot, watch) in self.watches.iter().enumerate() {
+            if watch.nic.is_some_and(|port| net.arrived(port)) {
+                self.hypervisor.wake(slot);
+            }
+        }
     }
 
     /// Hands `guest` to the hypervisor, its engine set up for its mode.
@@ -699,10 +875,14 @@ impl<'r, const VMS: usize> Board<'r, VMS> {
                 println!("board: giving up after {} s", GIVE_UP_TICKS / 10_000_000);
                 break;
             }
+            self.pump_net();
+            self.pump_printer();
             match self.hypervisor.run_timed_slice(&mut MachineTime, TURN_TICKS) {
                 SliceOutcome::Ran { vm, stopped } => self.after_turn(vm, stopped),
                 SliceOutcome::Idle { until } => {
                     if !self.input_woke() {
+                        let uplink = self.net.as_ref().is_some_and(|net| net.uplink().is_some());
+                        let until = if uplink { until.min(hw::mtime().saturating_add(NET_POLL_TICKS)) } else { until };
                         hw::wait_for_timer(until);
                     }
                 }
@@ -822,12 +1002,17 @@ fn benchmarks(console: &'static BoardConsole) -> usize {
     drop(csr);
     let mut loop_ticks = [0u64; 4];
     let modes = [Mode::Trapping, Mode::Patching, Mode::PatchingCached, Mode::TrappingCached];
+    // One partition for the four runs, one after the other (each borrows it, zeroed, and is gone before the next).
+    let shared = &mut take(&PARTITIONS, TIME_LOOP_PARTITION, "RAM partition").0[..];
     for (slot, mode) in modes.into_iter().enumerate() {
         // VMs 14 to 16 and 18 (17 is the second `counters` VM's).
         let index = [14, 15, 16, 18][slot];
-        let partition = index - 1;
+        shared.fill(0);
+        let description = MachineDescription::qemu_virt(1, VM_RAM_SIZE as u64);
+        let images = Images::Raw(time_loop_image());
+        let (name, harts, script, expect) = ("time-loop", 1, &[][..], Expect::PowerOff);
         let mut guest =
-            make_guest(index, partition, "time-loop", console, Images::Raw(time_loop_image()), Expect::PowerOff);
+            build_guest(Wiring { index, name, harts, images, description, script, expect }, &mut shared[..], console);
         guest.watch.mode = mode;
         let (board, ticks) = run_alone(guest, console);
         println!("bench: time loop ({TIME_LOOP_READS} reads of time), {}", mode_figures(board.engine(0), mode, ticks));
@@ -979,6 +1164,21 @@ fn board_disks(physical: Option<disk::PhysicalDisk>) -> (Option<disk::Partition>
     }
 }
 
+/// The board's bridge, with the physical NIC as its uplink when the runner gave the machine one.
+fn board_net(physical: Option<nic::PhysicalNic>) -> nic::BoardNet {
+    match &physical {
+        Some(nic) => {
+            let mac = nic.mac();
+            println!(
+                "board: NIC at {:#x} ({:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}): the bridge's uplink to QEMU's network",
+                nic.base, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+            );
+        }
+        None => println!("board: no physical NIC: the bridge has no uplink, U-Boot runs without a NIC"),
+    }
+    nic::BoardNet::new(physical)
+}
+
 /// The second physical virtio-blk disk, when the runner gave the machine one (`DEDICATED_DISK_FILE`), given whole
 /// to one VM (vm23): a dedicated DMA-capable device, still served by the VMM, which translates and bounds-checks
 /// every guest address of its descriptors in the VM's RAM (the guest never programs the physical device).
@@ -1044,9 +1244,13 @@ fn main() -> ! {
     }
     use Expect::{PowerOff, RunForever};
     let mut board = Board::<DEMO_VMS>::new(console);
-    let mut physical_disks = disk::PhysicalDisk::probe_all().into_iter();
+    let found = slots::probe();
+    let mut physical_disks = found.disks.into_iter();
     let (uboot_disk, pattern_disks) = board_disks(physical_disks.next());
     let dedicated = dedicated_disk(physical_disks.next());
+    let net = board_net(found.nic);
+    // U-Boot gets a NIC when the bridge reaches QEMU's network: it asks for a DHCP lease.
+    let uboot_nic = net.uplink().and_then(|_| net.attach_vm());
     for guest in [
         make_guest(0, 0, "hello", console, Images::Elf(HELLO), PowerOff),
         make_guest(1, 1, "hello", console, Images::Elf(HELLO), PowerOff),
@@ -1057,26 +1261,40 @@ fn main() -> ! {
         make_guest(6, 6, "fpu", console, Images::Elf(FPU), PowerOff),
         make_guest(7, 7, "arith", console, Images::Elf(ARITH), PowerOff),
         make_guest(8, 8, "hostile", console, Images::Raw(hostile_image()), RunForever),
-        uboot_guest(9, uboot_disk, console),
+        uboot_guest(9, uboot_disk, uboot_nic, console),
         make_guest(10, 9, "contain", console, Images::Elf(CONTAIN), PowerOff),
         counters_guest(11, 10, console, false),
         counters_guest(17, 16, console, true),
         // QEMU `virt`'s goldfish RTC, given whole to vm19; vm20 must not reach it.
-        rtc_guest(19, 18, console, true),
-        rtc_guest(20, 19, console, false),
+        rtc_guest(19, 17, console, true),
+        rtc_guest(20, 18, console, false),
     ] {
         board.add(guest);
     }
     // Two VMs filling their own partitions of the physical disk, concurrently with the others (and U-Boot's).
     for (slot, disk) in pattern_disks.into_iter().enumerate() {
-        board.add(pattern_guest(21 + slot, 20 + slot, disk, PATTERN_SEEDS[slot], console));
+        board.add(pattern_guest(21 + slot, 19 + slot, disk, PATTERN_SEEDS[slot], console));
     }
     // And one on a whole disk of its own.
     if let Some(disk) = dedicated {
-        board.add(pattern_guest(23, 22, disk, DEDICATED_SEED, console));
+        board.add(pattern_guest(23, 21, disk, DEDICATED_SEED, console));
     }
+    // Two VMs exchanging frames over the board's bridge.
+    for wiring in NET_PING_VMS {
+        board.add(net_ping_guest(wiring, &net, console));
+    }
+    board.net = Some(net);
+    // Two VMs printing through the spooled printer, their RAM in the Linux VMs' window (unused without Linux).
+    let printing = printer::Printing::new();
+    let spare = linux_ram().unwrap_or_else(|| panic!("the Linux RAM given twice"));
+    for ((index, spool), ram) in PRINT_VMS.into_iter().zip(spare.chunks_exact_mut(VM_RAM_SIZE)) {
+        board.add(print_guest(index, spool, ram, &printing, console));
+    }
+    board.printing = Some(printing);
 
     board.run();
+    // The VMs are done; the jobs still waiting print, whole.
+    board.pump_printer();
     let failures = report(&mut board);
     println!("board: {} of {} VMs passed", board.watches.len() - failures, board.watches.len());
     drop(board);
@@ -1158,6 +1376,39 @@ fn report<const VMS: usize>(board: &mut Board<'_, VMS>) -> usize {
                 sites.excursions, sites.exits_in_excursions, sites.emulated, sites.wasted
             );
         }
+        if let (Some(port), Some(net)) = (watch.nic, board.net.as_ref()) {
+            // The NIC's counters, and its interrupt status (a driver that never acknowledges, as `net-ping`'s, leaves
+            // the used-buffer bit its deliveries raised).
+            let device = vm.devices.inner.virtio.get(NET_SLOT).and_then(|slot| slot.as_net());
+            let (nic, interrupt) =
+                device.map_or_else(Default::default, |nic| (nic.device().stats(), nic.interrupt_status()));
+            let port = net.stats(port);
+            println!(
+                "    nic: {} frames sent, {} received, {} dropped by the NIC, interrupt status {interrupt:#x}; bridge \
+                 port: {} switched, {} queued, {} dropped (queue full)",
+                nic.tx_frames,
+                nic.rx_frames,
+                nic.tx_dropped + nic.rx_dropped,
+                port.switched,
+                port.queued,
+                port.send_dropped + port.queue_dropped
+            );
+        }
+    }
+    if let Some(printing) = board.printing.as_ref() {
+        println!("board: printer: {} bytes printed", printing.printed);
+    }
+    if let Some((port, physical)) = board.net.as_ref().and_then(nic::BoardNet::uplink_stats) {
+        println!(
+            "board: uplink: {} frames from the network, {} to it ({} errors); bridge port: {} switched, {} queued, {} \
+             dropped (queue full)",
+            physical.received,
+            physical.transmitted,
+            physical.rx_errors + physical.tx_errors,
+            port.switched,
+            port.queued,
+            port.send_dropped + port.queue_dropped
+        );
     }
     failures
 }
