@@ -25,6 +25,8 @@
 mod disk_pattern;
 #[path = "common/linux_images.rs"]
 mod linux_images;
+#[path = "common/print_jobs.rs"]
+mod print_jobs;
 
 use std::env;
 use std::ffi::OsString;
@@ -336,26 +338,6 @@ fn check_network(console: &str, uboot: &str) {
     assert!(line.contains(" (0 errors)"), "the uplink's counters: {line}");
 }
 
-/// Processes and jobs per process of the `print-jobs` guest.
-const PRINT_PROCESSES: usize = 3;
-const PRINT_JOBS: usize = 4;
-
-/// The job the `print-jobs` guest's process `process` prints as its `job`th (as `tests/printer.rs` has it).
-fn expected_print_job(process: usize, job: usize) -> String {
-    let lines = 20 + 15 * process;
-    let mut body = format!("process {process} job {job}: {lines} lines\n");
-    for line in 1..=lines {
-        let mut text = format!("{process}.{job}.{line} ");
-        while text.len() < 63 {
-            let filler = b'a' + ((text.len() as u8).wrapping_add(line as u8)) % 26;
-            text.push(filler as char);
-        }
-        text.push('\n');
-        body.push_str(&text);
-    }
-    body
-}
-
 /// The board's printer (issue 12, the spooled printer) is its console: vm26 and vm27, each running `print-jobs`
 /// (three processes, each with a level-1 spool, submitting four whole jobs), passed their checks, blocked on a full
 /// level-2 spool at least once rather than lose a job, and every job of theirs is on the console whole: its banner
@@ -394,20 +376,20 @@ fn check_printer(console: &str) {
     for vm in ["vm26", "vm27"] {
         let mine: Vec<&(String, u32, &str)> = jobs.iter().filter(|job| job.0 == vm).collect();
         let ids: Vec<u32> = mine.iter().map(|job| job.1).collect();
-        let all: Vec<u32> = (1..=(PRINT_PROCESSES * PRINT_JOBS) as u32).collect();
+        let all: Vec<u32> = (1..=(print_jobs::PROCESSES * print_jobs::JOBS) as u32).collect();
         assert_eq!(ids, all, "{vm}: every job printed once, first in first out");
-        let mut next = [0usize; PRINT_PROCESSES];
+        let mut next = [0usize; print_jobs::PROCESSES];
         for (_, id, body) in mine {
             let first = body.lines().next().unwrap_or_default();
             let process: usize = first
                 .strip_prefix("process ")
                 .and_then(|rest| rest.split(' ').next()?.parse().ok())
                 .unwrap_or_else(|| panic!("{vm} job {id}: {first:?}"));
-            assert!(process < PRINT_PROCESSES, "{vm} job {id}: {first:?}");
-            assert_eq!(*body, expected_print_job(process, next[process]), "{vm} job {id}: whole, in its order");
+            assert!(process < print_jobs::PROCESSES, "{vm} job {id}: {first:?}");
+            assert_eq!(*body, print_jobs::expected_job(process, next[process]), "{vm} job {id}: whole, in its order");
             next[process] += 1;
         }
-        assert_eq!(next, [PRINT_JOBS; PRINT_PROCESSES], "{vm}: no job lost");
+        assert_eq!(next, [print_jobs::JOBS; print_jobs::PROCESSES], "{vm}: no job lost");
     }
     assert!(console.contains("board: printer: "), "{console}");
 }

@@ -9,10 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod common;
-
-/// Processes and jobs per process of the guest.
-const PROCESSES: usize = 3;
-const JOBS: usize = 4;
+#[path = "common/print_jobs.rs"]
+mod print_jobs;
+use print_jobs::{expected_job, JOBS, PROCESSES};
 
 fn scratch(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("trapeze-printer-{test}-{}", std::process::id()));
@@ -47,22 +46,6 @@ fn parse(mut out: &str) -> Vec<Printed> {
         jobs.push(Printed { vm: vm.into(), id: id.parse().unwrap(), body: body.into() });
     }
     jobs
-}
-
-/// The job the guest's process `process` prints as its `job`th.
-fn expected_body(process: usize, job: usize) -> String {
-    let lines = 20 + 15 * process;
-    let mut body = format!("process {process} job {job}: {lines} lines\n");
-    for line in 1..=lines {
-        let mut text = format!("{process}.{job}.{line} ");
-        while text.len() < 63 {
-            let filler = b'a' + ((text.len() as u8).wrapping_add(line as u8)) % 26;
-            text.push(filler as char);
-        }
-        text.push('\n');
-        body.push_str(&text);
-    }
-    body
 }
 
 #[test]
@@ -114,7 +97,7 @@ printer = true
             let first = job.body.lines().next().unwrap();
             let process: usize = first.strip_prefix("process ").unwrap().split(' ').next().unwrap().parse().unwrap();
             let number = next.entry(process).or_insert(0);
-            assert_eq!(job.body, expected_body(process, *number), "{vm}: process {process} job {number} whole");
+            assert_eq!(job.body, expected_job(process, *number), "{vm}: process {process} job {number} whole");
             *number += 1;
         }
         assert_eq!(next.values().copied().collect::<Vec<_>>(), vec![JOBS; PROCESSES], "{vm}: none lost");
