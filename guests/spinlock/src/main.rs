@@ -121,7 +121,7 @@ fn count_cpus(dtb: usize) -> usize {
     const NOP: u32 = 4;
     // SAFETY: the machine passed a devicetree at `dtb`; every read below stays inside its `totalsize`.
     let word = |offset: usize| unsafe { u32::from_be(core::ptr::read_volatile((dtb + offset) as *const u32)) };
-    if dtb == 0 || dtb % 4 != 0 || word(0) != 0xd00d_feed {
+    if dtb == 0 || !dtb.is_multiple_of(4) || word(0) != 0xd00d_feed {
         return 0;
     }
     let total = word(4) as usize;
