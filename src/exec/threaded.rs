@@ -104,6 +104,15 @@ pub struct InlineCsr {
     pub until: u64,
 }
 
+impl InlineCsr {
+    /// Serves the CSR access `op` (source register or immediate `src`) of `csr` on `hart` if it is one of the two
+    /// kinds above: the value for `rd`, with any write done; `None` (nothing changed) when it must leave.
+    #[inline(always)]
+    pub fn serve(&self, hart: &mut Hart, op: CsrOp, src: u8, csr: u16) -> Option<u64> {
+        inline_read(hart, self, op, src, csr).or_else(|| inline_sie_toggle(hart, op, src, csr))
+    }
+}
+
 /// A handler: executes one predecoded instruction at guest pc `pc` (the block loop tracks the pc; `hart.pc`
 /// is only brought up to date when the handler ends the block or leaves the engine).
 pub type Handler = fn(&mut Hart, &mut Ctx<'_, '_>, &Op, u64) -> Flow;
@@ -834,10 +843,7 @@ fn csr_exit(hart: &mut Hart, ctx: &mut Ctx, op: &Op, pc: u64) -> Flow {
     let word = op.imm as u32;
     let csr_op = CSR_OPS[(op.rs2 as usize).min(CSR_OPS.len() - 1)];
     if let Some(reads) = ctx.inline_csr {
-        let csr = (word >> 20) as u16;
-        let value =
-            inline_read(hart, &reads, csr_op, op.rs1, csr).or_else(|| inline_sie_toggle(hart, csr_op, op.rs1, csr));
-        if let Some(value) = value {
+        if let Some(value) = reads.serve(hart, csr_op, op.rs1, (word >> 20) as u16) {
             ctx.served_inline.accesses += 1;
             if (word >> 20) as u16 == crate::isa::csr::TIME {
                 ctx.served_inline.time_reads += 1;

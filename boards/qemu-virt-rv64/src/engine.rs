@@ -34,6 +34,10 @@
 //! 5. a load from a page with sites faults (execute-only) and is emulated on RAM, which holds the original
 //!    bytes: the guest, and everything the VMM reads on its behalf, sees its code as it wrote it.
 //!
+//! **Exits served in place**: after a real trap on a CSR read, or on an `sstatus.SIE` toggle that makes no
+//! interrupt pending, the engine does what the dispatcher would (`InlineCsr::serve`, `time` only until the quantum
+//! ends) and resumes the guest at once, in every mode: the world switch remains, the trip through the VM goes.
+//!
 //! **Code caching of trap sites** (an option per VM, [`NativeEngine::cache_trap_sites`]; see
 //! `trapeze::exec::trap_sites`): a site that traps often starts an *excursion*: the runs after it are emulated
 //! by the threaded engine from its own code cache, on the guest's state, in the VMM, so that the next traps
@@ -156,6 +160,9 @@ pub struct Stats {
     pub emulated: u64,
     /// Exits handed to the dispatcher.
     pub exits: u64,
+    /// Native exits served in place (`NativeEngine::after_served_in_place`): world switches, but no trip through
+    /// the VM.
+    pub served_in_place: u64,
     /// Quanta that ran to their end.
     pub quanta: u64,
     /// Real access faults: PMP stopped a guest access.
@@ -573,27 +580,59 @@ impl NativeEngine {
         }
     }
 
+    /// Serves `exit` (of a native trap at `hart.pc`) in place when the dispatcher's answer needs nothing but the
+    /// hart: a CSR read, or an `sstatus.SIE` toggle that makes no interrupt pending (`InlineCsr`, as excursions
+    /// serve them), the hottest exits of a kernel. The guest then resumes at the next instruction without a trip
+    /// through the VM, which costs a world switch as much again. It is still a world switch, and counts for the
+    /// trap site: when that starts an excursion, the excursion runs here.
+    fn after_served_in_place(
+        &mut self,
+        hart: &mut Hart,
+        memory: &mut Memory,
+        exit: &Exit,
+        inline: Option<InlineCsr>,
+        budget: &mut u64,
+    ) -> InPlace {
+        let (Some(inline), Exit::System { inst: Inst::Csr { op, rd, src, csr }, len, .. }) = (inline, *exit) else {
+            return InPlace::No;
+        };
+        let Some(value) = inline.serve(hart, op, src, csr) else { return InPlace::No };
+        let pc = hart.pc;
+        hart.set_x(rd, value);
+        hart.pc = pc.wrapping_add(u64::from(len));
+        hart.instret = hart.instret.wrapping_add(1);
+        self.stats.served_in_place += 1;
+        if csr == csr::TIME {
+            self.stats.counter_reads += 1;
+            self.time_served = Some(self.time_served.map_or(value, |t| t.max(value)));
+        }
+        let Some(cache) = self.site_cache.as_deref_mut() else { return InPlace::Resume };
+        cache.sites.note_native_exit(pc);
+        match self.excursion(hart, memory, budget, Some(inline)) {
+            Some(exit) => InPlace::Leave(exit),
+            None if *budget == 0 => InPlace::Leave(Exit::BudgetExhausted),
+            None => InPlace::Resume,
+        }
+    }
+
     /// An excursion (see the module documentation): emulated runs until the hart goes back to the real CPU
     /// (`None`, with `budget` reduced by what the excursion ran) or an exit for the dispatcher, or the end of the
     /// budget or the time quantum (`Some`).
-    fn excursion(&mut self, hart: &mut Hart, memory: &mut Memory, budget: &mut u64) -> Option<Exit> {
+    fn excursion(
+        &mut self,
+        hart: &mut Hart,
+        memory: &mut Memory,
+        budget: &mut u64,
+        inline: Option<InlineCsr>,
+    ) -> Option<Exit> {
         let quantum_end = self.quantum_end.unwrap_or(0);
         if !self.site_cache.as_deref().is_some_and(|cache| cache.sites.in_excursion()) {
             return None;
         }
-        let now = hw::mtime();
         if self.excursion_since.is_none() {
             // The guest's time runs while its instructions do, emulated or not.
-            self.excursion_since = Some(now);
+            self.excursion_since = Some(hw::mtime());
         }
-        // `time` reads are served in the threaded engine until the quantum ends (no later than the VM's next
-        // timer deadline, see `run`), going on at the machine timer's pace from the guest's time as the VM last
-        // saw it.
-        let inline = self.guest_time.take().map(|guest_now| InlineCsr {
-            clock: hw::mtime,
-            offset: now.wrapping_sub(guest_now),
-            until: quantum_end,
-        });
         loop {
             let cache = self.site_cache.as_deref_mut()?;
             cache.engine.serve_csr_inline(inline);
@@ -644,6 +683,16 @@ impl NativeEngine {
     }
 }
 
+/// What became of a native exit [`NativeEngine::after_served_in_place`] looked at.
+enum InPlace {
+    /// Not served: it goes to the dispatcher.
+    No,
+    /// Served: the guest goes on natively.
+    Resume,
+    /// Served, and its site started an excursion that ended with this (for the VM).
+    Leave(Exit),
+}
+
 /// What a shadow leaf on the guest real page `pa` may grant of `granted`: on a VM whose counters are delegated,
 /// what the patch table allows natively (nothing on an unscanned code page), and the patched copy to execute.
 fn leaf_grant(patcher: Option<&Patcher>, pa: u64, granted: [bool; 3]) -> LeafGrant {
@@ -683,8 +732,16 @@ impl Engine for NativeEngine {
                 leaf_grant(patcher, pa, granted)
             });
         }
+        // `time` reads are served without the dispatcher (in place after a native trap, or in an excursion's
+        // threaded engine) until the quantum ends, no later than the VM's next timer deadline, going on at the
+        // machine timer's pace from the guest's time as the VM last saw it.
+        let inline = self.guest_time.take().map(|guest_now| InlineCsr {
+            clock: hw::mtime,
+            offset: now.wrapping_sub(guest_now),
+            until: quantum_end,
+        });
         let mut budget = budget;
-        if let Some(exit) = self.excursion(hart, memory, &mut budget) {
+        if let Some(exit) = self.excursion(hart, memory, &mut budget, inline) {
             return exit;
         }
         if budget == 0 {
@@ -698,7 +755,11 @@ impl Engine for NativeEngine {
             if trap.mcause == Exception::IllegalInstruction as u64 {
                 if let Some(exit) = self.patched_site(hart, memory) {
                     self.last_fill = None;
-                    return self.finish(hart, exit, true);
+                    match self.after_served_in_place(hart, memory, &exit, inline, &mut budget) {
+                        InPlace::No => return self.finish(hart, exit, true),
+                        InPlace::Resume => continue,
+                        InPlace::Leave(exit) => return exit,
+                    }
                 }
             }
             let (va, access) = match native::classify(trap, hart, memory) {
@@ -713,7 +774,11 @@ impl Engine for NativeEngine {
                         defmt::warn!("vm {=usize}: PMP stopped an access at {=u64:#x}", self.id, trap.mtval);
                     }
                     self.last_fill = None;
-                    return self.finish(hart, exit, true);
+                    match self.after_served_in_place(hart, memory, &exit, inline, &mut budget) {
+                        InPlace::No => return self.finish(hart, exit, true),
+                        InPlace::Resume => continue,
+                        InPlace::Leave(exit) => return exit,
+                    }
                 }
                 Action::ShadowMiss { va, access } => (va, access),
             };

@@ -944,8 +944,8 @@ fn run_alone<'r>(guest: Guest<'r>, console: &'static BoardConsole) -> (Board<'r,
 fn mode_figures(engine: &NativeEngine, mode: Mode, ticks: u64) -> String {
     let stats = engine.stats;
     let mut line = alloc::format!(
-        "{:?}: {} us wall, {} world switches, {} exits served ({} system, {} mmio, {} ecall, {} other exceptions), \
-         {} shadow fills, {} full shadow flushes",
+        "{:?}: {} us wall, {} world switches, {} exits served ({} system, {} mmio, {} ecall, {} other exceptions) \
+         and {} in place, {} shadow fills, {} full shadow flushes",
         mode,
         ticks / 10,
         stats.entries,
@@ -954,6 +954,7 @@ fn mode_figures(engine: &NativeEngine, mode: Mode, ticks: u64) -> String {
         stats.mmio_exits,
         stats.ecall_exits,
         stats.exception_exits,
+        stats.served_in_place,
         stats.fills,
         engine.full_shadow_flushes(),
     );
