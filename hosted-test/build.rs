@@ -15,7 +15,8 @@
 //! `TRAPEZE_GUEST_DISK_PATTERN` (a pattern across its whole virtio-blk disk, for the multi-VM test) and
 //! `TRAPEZE_GUEST_RTC` (the goldfish RTC the native board gives one VM, or its fault in another) and
 //! `TRAPEZE_GUEST_PRINT_JOBS` (processes printing whole jobs through the spooled printer)
-//! `TRAPEZE_GUEST_NET_PING` (two VMs exchanging frames over a bridge)
+//! `TRAPEZE_GUEST_NET_PING` (two VMs exchanging frames over a bridge) and `TRAPEZE_GUEST_LITMUS` (memory-model
+//! litmus tests on every hart)
 //! (a `-` in a binary's name becomes `_`), read with `env!`. If the Rust target is missing, it is installed with
 //! rustup.
 use std::env;
@@ -27,7 +28,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 27] = [
+const GUESTS: [&str; 28] = [
     "hello",
     "traps",
     "arith",
@@ -50,6 +51,7 @@ const GUESTS: [&str; 27] = [
     "triggers",
     "debuggee",
     "spinlock",
+    "litmus",
     "counters",
     "disk-pattern",
     "rtc",
@@ -58,7 +60,7 @@ const GUESTS: [&str; 27] = [
 ];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 27] = [
+const CRATES: [&str; 28] = [
     "rt",
     "torture",
     "hello",
@@ -81,6 +83,7 @@ const CRATES: [&str; 27] = [
     "triggers",
     "debuggee",
     "spinlock",
+    "litmus",
     "counters",
     "disk-pattern",
     "rtc",

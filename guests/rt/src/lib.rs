@@ -17,6 +17,7 @@ pub mod checks;
 pub mod clint;
 pub mod console;
 pub mod csr;
+pub mod harts;
 pub mod lower;
 pub mod trap;
 pub mod virtio_mmio;

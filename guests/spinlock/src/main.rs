@@ -39,33 +39,9 @@ static DONE: AtomicU64 = AtomicU64::new(0);
 /// `minstret` of each hart when it finished.
 static INSTRET: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS];
 
-// Harts other than 0 come here from `rt`'s `_start` (a0 = hart id, a1 = devicetree, gp set), each onto a
-// stack of its own in `.data` (hart 0 zeroes `.bss` while they may already run).
-core::arch::global_asm!(
-    r#"
-    .section .text.secondary, "ax", @progbits
-    .globl rt_secondary_start
-rt_secondary_start:
-    li t0, {max_harts}
-    bgeu a0, t0, 2f
-    la sp, secondary_stacks
-    slli t0, a0, 13
-    add sp, sp, t0
-    /* mstatus.FS = Initial, in case the compiler uses FP registers. */
-    li t0, 0x2000
-    csrs mstatus, t0
-    call secondary_main
-2:
-    wfi
-    j 2b
-
-    .section .data.secondary_stacks, "aw", @progbits
-    .balign 16
-secondary_stacks:
-    .space {max_harts} * 8192
-"#,
-    max_harts = const MAX_HARTS,
-);
+// Harts other than 0 come to `secondary_main` with a stack of their own (hart 0 zeroes `.bss` while they may
+// already run).
+rt::secondary_harts!(MAX_HARTS);
 
 /// Zihintpause `pause` (`fence w, 0`), spelled as an instruction word so any assembler takes it.
 fn pause() {
@@ -113,46 +89,9 @@ extern "C" fn secondary_main(hart: usize) {
     }
 }
 
-/// How many `cpu@` nodes the flattened devicetree at `dtb` has (0 when it is not a devicetree).
-fn count_cpus(dtb: usize) -> usize {
-    const BEGIN_NODE: u32 = 1;
-    const END_NODE: u32 = 2;
-    const PROP: u32 = 3;
-    const NOP: u32 = 4;
-    // SAFETY: the machine passed a devicetree at `dtb`; every read below stays inside its `totalsize`.
-    let word = |offset: usize| unsafe { u32::from_be(core::ptr::read_volatile((dtb + offset) as *const u32)) };
-    if dtb == 0 || !dtb.is_multiple_of(4) || word(0) != 0xd00d_feed {
-        return 0;
-    }
-    let total = word(4) as usize;
-    let mut at = word(8) as usize;
-    let mut cpus = 0;
-    while at + 8 <= total {
-        match word(at) {
-            BEGIN_NODE => {
-                at += 4;
-                let name = (dtb + at) as *const u8;
-                let mut length = 0;
-                // SAFETY: bounded by `total`, inside the blob.
-                while at + length < total && unsafe { name.add(length).read_volatile() } != 0 {
-                    length += 1;
-                }
-                // SAFETY: `length` bytes were just read.
-                let name = unsafe { core::slice::from_raw_parts(name, length) };
-                cpus += name.starts_with(b"cpu@") as usize;
-                at += (length + 4) & !3;
-            }
-            PROP => at += 12 + ((word(at + 4) as usize + 3) & !3),
-            END_NODE | NOP => at += 4,
-            _ => break,
-        }
-    }
-    cpus
-}
-
 #[unsafe(no_mangle)]
 extern "C" fn main(_hart: usize, dtb: usize) -> u32 {
-    let harts = count_cpus(dtb).clamp(1, MAX_HARTS);
+    let harts = rt::harts::count_cpus(dtb).clamp(1, MAX_HARTS);
     HARTS.store(harts as u64, Ordering::Relaxed);
     GO.store(READY, Ordering::Release);
     work(0);
