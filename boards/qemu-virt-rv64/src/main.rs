@@ -1308,7 +1308,7 @@ fn main() -> ! {
             let mut passed = 0;
             for boot in 1..=boots {
                 let index = (boot - 1) as usize;
-                let played = boot_linux(index, Mode::TrappingCached, "[linux:loop] ", &mut ram[..], block, console);
+                let played = boot_linux(index, DEFAULT_MODE, "[linux:loop] ", &mut ram[..], block, console);
                 println!("linux loop: boot {boot} of {boots}: script played: {played}");
                 passed += u64::from(played);
             }
