@@ -10,7 +10,7 @@ pub mod trap_sites;
 
 use crate::hart::Hart;
 use crate::mem::mmu::Memory;
-use crate::trap::Exit;
+use crate::trap::{Exit, FlushScope};
 
 /// An execution engine.
 ///
@@ -33,5 +33,21 @@ pub trait Engine {
     /// the VM's clock never goes back below it.
     fn take_time_served(&mut self) -> Option<u64> {
         None
+    }
+
+    /// The VMM fenced hart `hart`'s address translations for the guest without the hart executing `sfence.vma`
+    /// (an SBI remote fence, a hart started by HSM): an engine that caches translations outside the VM's soft
+    /// TLBs (the native board's shadow page tables, shared by the VM's harts) must drop those `scope` covers
+    /// before the hart runs again. The VM's soft TLBs are its own business; the default does nothing.
+    fn flush_translations(&mut self, hart: usize, scope: FlushScope) {
+        let _ = (hart, scope);
+    }
+
+    /// With several harts, the longest run (in budget units) between two spin checks of a hart: by default
+    /// [`SPIN_CHECK`](crate::vm::SPIN_CHECK) instructions, for engines that count them. An engine whose budget
+    /// stands for host time (the native board's) answers a run long enough to be worth its world switch, since a
+    /// run of that many would be spent on the VMM's own work for the hart, its exits and its interrupts.
+    fn spin_check_interval(&self) -> u64 {
+        crate::vm::SPIN_CHECK
     }
 }

@@ -203,6 +203,13 @@ pub const INSTRUCTIONS_PER_TICK: u64 = 10;
 pub const MAX_QUANTUM_TICKS: u64 = 10_000;
 /// The shortest quantum: 10 µs.
 pub const MIN_QUANTUM_TICKS: u64 = 100;
+/// A native run between two spin checks of a hart of a VM with several harts: 100 µs of the machine timer.
+/// With [`SPIN_CHECK`](crate::vm::SPIN_CHECK) instructions (the shortest quantum, 10 µs) a two-hart Linux
+/// stopped making progress on QEMU: a world switch and the exits served in the quantum's time used up most of
+/// it, so that a hart in a syscall-heavy stretch (two `md5sum`s reading pipes) advanced by an exit or two per
+/// quantum. Ten times longer, Linux reaches its shell about three times sooner and runs the script; a hart
+/// spinning on a lock the other holds wastes at most this before it yields.
+pub const SPIN_CHECK_TICKS: u64 = 1_000;
 
 /// The time quantum, in machine timer ticks, for an instruction `budget`.
 pub const fn quantum_ticks(budget: u64) -> u64 {

@@ -70,7 +70,9 @@
 //!      MPRV, a real map extent that is writable but not readable, a guest PMP region smaller than the page, RAM
 //!      above the Sv39 range in a bare regime): execute this one instruction with the emulation engine
 //!      (`exec::interp::step` over [`super::mmu::Memory`]).
-//! 4. On guest `sfence.vma` call [`ShadowTables::sfence_vma`]. A `satp`, `mstatus` or PMP write
+//! 4. On guest `sfence.vma` call [`ShadowTables::sfence_vma`], and on every fence the VMM performs for the guest
+//!    without one (an SBI remote fence, which executes no `sfence.vma` on its targets, the caller included: the
+//!    tables serve every hart of the VM). A `satp`, `mstatus` or PMP write
 //!    (`FlushScope::All` from the dispatcher) needs nothing: steps 2 and 3 compare `satp` and PMP and the roots
 //!    are keyed on the rest. After any change to the VM's real map, call [`ShadowTables::flush_all`].
 //!
@@ -406,16 +408,19 @@ impl<const POOL: usize> ShadowTables<POOL> {
         self.generation = self.generation.wrapping_add(1);
     }
 
-    /// The guest executed `sfence.vma` with these operands (`None` for x0): drops the shadow mappings that may
-    /// derive from the guest PTEs the fence covers (see the module documentation). Bumps the generation.
-    pub fn sfence_vma(&mut self, address: Option<u64>, asid: Option<u16>) {
+    /// The guest executed `sfence.vma` with these operands (`None` for x0), or the VMM fenced for it (an SBI
+    /// remote fence): drops the shadow mappings that may derive from the guest PTEs the fence covers (see the
+    /// module documentation). Bumps the generation. Whether a mapping was dropped (for the board's figures).
+    pub fn sfence_vma(&mut self, address: Option<u64>, asid: Option<u16>) -> bool {
         let _ = asid; // every address space is fenced
         let Some(va) = address else {
             self.generation = self.generation.wrapping_add(1);
+            let mut dropped = false;
             for slot in &mut self.slots {
+                dropped |= slot.roots.iter().any(|&root| root != NO_ROOT);
                 slot.roots = [NO_ROOT; SLOT_ROOTS];
             }
-            return;
+            return dropped;
         };
         let mut cleared = None;
         for slot in 0..ADDRESS_SPACE_SLOTS {
@@ -435,6 +440,7 @@ impl<const POOL: usize> ShadowTables<POOL> {
             // A pointer: translations of the whole region, and the pointer itself, may be cached.
             Some(Cleared::Pointer) => self.generation = self.generation.wrapping_add(1),
         }
+        cleared.is_some()
     }
 
     /// Clears the shadow leaf of `va` under `root`, or the pointer above it that carries [`SUPERPAGE_BELOW`]: what

@@ -560,7 +560,8 @@ fn address_spaces_keep_their_mappings_until_a_fence() {
     assert_eq!(tables.fill(&hart, &mut ram, &realmap, HOST_BASE, 0x1000, Load), FillOutcome::Filled);
     hart.csrs.satp = sv39(page(9));
     tables.root_satp(&hart);
-    tables.sfence_vma(None, Some(1));
+    assert!(tables.sfence_vma(None, Some(1)), "roots were dropped");
+    assert!(!tables.sfence_vma(None, None), "none was left");
     hart.csrs.satp = sv39(page(0));
     let satp = tables.root_satp(&hart);
     assert_eq!(hardware(&tables, satp, 0x1010, Load), None, "dropped by the global fence");
@@ -670,7 +671,7 @@ fn sfence_with_an_address_drops_that_page_or_its_guest_superpage() {
     let generation = tables.generation();
     tables.take_page_fences();
     let owed = |tables: &mut ShadowTables<32>| tables.take_page_fences().iter().collect::<Vec<_>>();
-    tables.sfence_vma(Some(0x1abc), None);
+    assert!(tables.sfence_vma(Some(0x1abc), None), "it says it dropped a mapping");
     assert_eq!(tables.generation(), generation, "a 4 KiB leaf: no full fence");
     assert_eq!(owed(&mut tables), [0x1000], "but a fence of its page");
     assert_eq!(mapped(&tables), [false, true, true, true, true, true], "a 4 KiB page alone");
@@ -686,8 +687,8 @@ fn sfence_with_an_address_drops_that_page_or_its_guest_superpage() {
     assert_ne!(tables.generation(), generation);
     // An address nothing maps drops nothing, and owes no fence: the real TLB cannot hold what was never mapped.
     let generation = tables.generation();
-    tables.sfence_vma(Some(0x3000), None);
-    tables.sfence_vma(Some(0x1000), None);
+    assert!(!tables.sfence_vma(Some(0x3000), None), "it says it dropped nothing");
+    assert!(!tables.sfence_vma(Some(0x1000), None));
     assert_eq!(mapped(&tables), [false, true, false, false, false, false]);
     assert_eq!((tables.generation(), owed(&mut tables)), (generation, vec![]));
     // Beyond what the tables can list, a full fence.

@@ -40,7 +40,8 @@ pub const SLICE: u64 = 4096;
 
 /// With several harts, the longest engine run between two spin checks of a hart that meets no exit: a
 /// multiple of every loop length up to 8 (and of 10, 12, 14, 15, 20, 21, 24, 28, ...), so a hart waiting in a
-/// short loop is back at the same pc at the next check and yields.
+/// short loop is back at the same pc at the next check and yields. An engine may ask for another interval
+/// ([`Engine::spin_check_interval`]: the native board's runs are time quanta).
 pub const SPIN_CHECK: u64 = 840;
 
 /// The most checks [`SpinCheck`] compares against one snapshot: loops of up to this many checks are caught.
@@ -281,21 +282,23 @@ impl<D: Devices> Platform for MachinePlatform<'_, '_, D> {
 }
 
 /// The machine as the VMM's own SBI sees it.
-struct FirmwareEnvironment<'v, 'a, D> {
+struct FirmwareEnvironment<'v, 'a, D, E> {
     devices: &'v mut D,
     ram: &'v mut Ram<'a>,
     realmap: &'v VmRealMap,
     tlbs: &'v mut [Tlb; MAX_HARTS],
+    /// The VM's engine, told of every fence the SBI performs: it may cache translations outside `tlbs`.
+    engine: &'v mut E,
 }
 
-impl<D: Devices> FirmwareEnvironment<'_, '_, D> {
+impl<D: Devices, E: Engine> FirmwareEnvironment<'_, '_, D, E> {
     /// Whether `[addr, addr + len)` is RAM the real map grants `perms` on (a guest real address is physical).
     fn granted(&self, addr: u64, len: u64, perms: MapPerms) -> bool {
         self.ram.offset_of(addr, len).is_some() && (len == 0 || self.realmap.translate(addr, len, perms).is_some())
     }
 }
 
-impl<D: Devices> SbiEnvironment for FirmwareEnvironment<'_, '_, D> {
+impl<D: Devices, E: Engine> SbiEnvironment for FirmwareEnvironment<'_, '_, D, E> {
     fn time(&mut self) -> u64 {
         self.devices.mtime()
     }
@@ -349,6 +352,11 @@ impl<D: Devices> SbiEnvironment for FirmwareEnvironment<'_, '_, D> {
             FlushScope::All => tlb.flush_all(),
             FlushScope::Sfence { address, asid } => tlb.sfence_vma(address, asid),
         }
+        // A remote fence executes no `sfence.vma` on its targets: an engine with translations of its own (the
+        // native board's shadow tables) hears of it only here. Without this, a two-hart Linux, which fences
+        // kernel ranges and shared address spaces through the SBI on every hart at once (its own included),
+        // kept running on stale shadow leaves.
+        self.engine.flush_translations(index, scope);
     }
 }
 
@@ -527,7 +535,7 @@ impl<'a, D: Devices> Vm<'a, D> {
         // (An embedder may have taken harts away since: a turn of a hart that is gone is over.)
         let turn = match self.turn.take().filter(|turn| turn.hart < self.harts.len()) {
             Some(turn) => turn,
-            None => match self.next_turn(budget.max(SLICE)) {
+            None => match self.next_turn(engine, budget.max(SLICE)) {
                 Some(turn) => turn,
                 None => {
                     self.idle();
@@ -548,11 +556,13 @@ impl<'a, D: Devices> Vm<'a, D> {
     }
 
     /// A new turn of `length` instructions for the next hart that can run, `None` when every hart waits.
-    fn next_turn(&mut self, length: u64) -> Option<Turn> {
+    fn next_turn(&mut self, engine: &mut impl Engine, length: u64) -> Option<Turn> {
         let index = self.next_runnable_hart()?;
         if let Some(sbi) = &mut self.sbi {
             if sbi.wake(index, &mut self.harts[index]) {
+                // Re-entered from a non-retentive suspend: no translation survives.
                 self.tlbs[index].flush_all();
+                engine.flush_translations(index, FlushScope::All);
             }
         }
         Some(Turn { hart: index, remaining: length, spin: SpinCheck::new(&self.harts[index]) })
@@ -566,7 +576,7 @@ impl<'a, D: Devices> Vm<'a, D> {
         let mut budget = budget.min(turn.remaining);
         // A lone hart has nobody to wait for but devices and interrupts: its engine runs as long as the budget
         // lets it (on the native board, one long time quantum).
-        let interval = if self.harts.len() > 1 { SPIN_CHECK } else { u64::MAX };
+        let interval = if self.harts.len() > 1 { engine.spin_check_interval().max(1) } else { u64::MAX };
         while budget > 0 {
             let chunk = budget.min(interval);
             self.take_pending_interrupt(index);
@@ -574,7 +584,7 @@ impl<'a, D: Devices> Vm<'a, D> {
             let steps = retired + (exit != Exit::BudgetExhausted) as u64;
             budget = budget.saturating_sub(steps);
             turn.remaining = turn.remaining.saturating_sub(steps);
-            match self.serve(index, exit) {
+            match self.serve(engine, index, exit) {
                 Ok(true) => {}
                 // Waiting or stopped: the turn is over.
                 Ok(false) => return None,
@@ -636,7 +646,7 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// move, and a timer that has expired is pending before the next instruction (deferring it to the next turn
     /// measurably slowed Linux, which then waited for it, while the update costs little). A device access is
     /// followed by one more update, since it may change what the devices signal.
-    fn serve(&mut self, index: usize, exit: Exit) -> Result<bool, RunOutcome> {
+    fn serve(&mut self, engine: &mut impl Engine, index: usize, exit: Exit) -> Result<bool, RunOutcome> {
         match exit {
             Exit::BudgetExhausted => return Ok(true),
             // The dispatcher has nothing to do: the debugger decides.
@@ -651,7 +661,7 @@ impl<'a, D: Devices> Vm<'a, D> {
             self.update_devices();
         }
         if let (Some(_), Exit::Exception { cause: Exception::EcallFromS, .. }) = (&self.sbi, exit) {
-            if let Some(outcome) = self.firmware_call(index) {
+            if let Some(outcome) = self.firmware_call(engine, index) {
                 return Err(outcome);
             }
             // A caller that stopped or suspended itself waits; harts it started or signalled run in their own
@@ -708,14 +718,15 @@ impl<'a, D: Devices> Vm<'a, D> {
         }
     }
 
-    /// Serves an `ecall` from S-mode on hart `index` with the VMM's own SBI.
-    fn firmware_call(&mut self, index: usize) -> Option<RunOutcome> {
+    /// Serves an `ecall` from S-mode on hart `index` with the VMM's own SBI; `engine` hears of its fences.
+    fn firmware_call(&mut self, engine: &mut impl Engine, index: usize) -> Option<RunOutcome> {
         let sbi = self.sbi.as_mut()?;
         let mut environment = FirmwareEnvironment {
             devices: &mut self.devices,
             ram: &mut self.ram,
             realmap: &self.realmap,
             tlbs: &mut self.tlbs,
+            engine,
         };
         let resume = sbi.call(index, &mut self.harts, &mut environment);
         for (other, waiting) in self.waiting.iter_mut().enumerate() {
@@ -776,11 +787,12 @@ impl<'a, D: Devices> Vm<'a, D> {
         if let Some(sbi) = &mut self.sbi {
             if sbi.wake(index, &mut self.harts[index]) {
                 self.tlbs[index].flush_all();
+                engine.flush_translations(index, FlushScope::All);
             }
         }
         // No interrupt is taken (QEMU's default for a debugger's step): interrupts stay pending.
         let (exit, _) = self.run_engine(engine, index, 1);
-        if let Err(outcome) = self.serve(index, exit) {
+        if let Err(outcome) = self.serve(engine, index, exit) {
             return HartStep::Stopped(outcome);
         }
         match self.poll_htif() {
@@ -1210,6 +1222,80 @@ mod tests {
         assert_eq!(vm.devices.uart.backend().0, b"wA");
         assert_eq!(vm.sbi().and_then(|sbi| sbi.state(1)), Some(HartState::Stopped));
         assert_eq!(vm.harts[1].pc, RAM_BASE + SECONDARY as u64 + 4 * 10, "hart 1 stopped at its hart_stop ecall");
+    }
+
+    /// The interpreter, recording what the VM tells its engine besides runs.
+    struct Recording {
+        fences: Vec<(usize, FlushScope)>,
+        budgets: Vec<u64>,
+        interval: u64,
+    }
+
+    impl Engine for Recording {
+        fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
+            self.budgets.push(budget);
+            Interpreter.run(hart, memory, budget)
+        }
+        fn flush_translations(&mut self, hart: usize, scope: FlushScope) {
+            self.fences.push((hart, scope));
+        }
+        fn spin_check_interval(&self) -> u64 {
+            self.interval
+        }
+    }
+
+    /// An SBI remote fence executes no `sfence.vma` on its targets: the engine hears of it for each target (the
+    /// native board's shadow tables, shared by the VM's harts, kept stale kernel mappings without it, and a
+    /// two-hart Linux locked up in `stop_machine`).
+    #[test]
+    fn remote_fences_reach_the_engine_for_every_target() {
+        let mut program = Vec::new();
+        // remote_sfence_vma(hart_mask 0b11, base 0, start 0x4000_0000, size one page), then shutdown.
+        program.extend(li(10, 0b11));
+        program.extend(li(11, 0));
+        program.extend(li(12, 0x4000_0000));
+        program.extend(li(13, 0x1000));
+        program.extend(sbi_call(eid::RFENCE, 1));
+        // remote_fence_i to hart 1 only: no translation changes.
+        program.extend(li(10, 0b10));
+        program.extend(li(11, 0));
+        program.extend(sbi_call(eid::RFENCE, 0));
+        program.extend(li(10, 0));
+        program.extend(li(11, 0));
+        program.extend(sbi_call(eid::SRST, 0));
+        let mut backing = vec![0u8; 0x10000];
+        assemble(&mut backing, 0, &program);
+        let mut clock = FixedClock;
+        let harts = (0..2).map(|id| Hart::new(HartConfig::rv64gc(id)));
+        let devices: VirtDevices<'_, Recorder> = VirtDevices::new(Recorder::default());
+        let mut vm = Vm::new(harts, Ram::new(RAM_BASE, &mut backing), devices, &mut clock).unwrap();
+        vm.boot_with_builtin_sbi(0, RAM_BASE, 0);
+        let mut engine = Recording { fences: Vec::new(), budgets: Vec::new(), interval: SPIN_CHECK };
+        assert_eq!(vm.run(&mut engine, Some(100_000)), RunOutcome::PowerOff { code: 0 });
+        let page = FlushScope::Sfence { address: Some(0x4000_0000), asid: None };
+        assert_eq!(engine.fences, [(0, page), (1, page)]);
+    }
+
+    /// With several harts, no engine run is longer than the engine's spin-check interval (the native board asks
+    /// for 100 µs rather than the 10 µs that `SPIN_CHECK` instructions make); a lone hart's runs take the whole
+    /// budget.
+    #[test]
+    fn runs_between_spin_checks_follow_the_engine() {
+        let (mut backing, mut clock) = (Vec::new(), FixedClock);
+        let mut vm = machine(&mut backing, &mut clock, &[&counting(), &counting()]);
+        let mut engine = Recording { fences: Vec::new(), budgets: Vec::new(), interval: 2_000 };
+        for _ in 0..8 {
+            vm.run_slice(&mut engine, 10_000);
+        }
+        assert!(engine.budgets.iter().all(|&budget| budget <= 2_000), "{:?}", engine.budgets);
+        assert!(engine.budgets.contains(&2_000), "{:?}", engine.budgets);
+        assert!(vm.harts[0].x(T1) > 0 && vm.harts[1].x(T1) > 0, "both harts ran");
+
+        let (mut backing, mut clock) = (Vec::new(), FixedClock);
+        let mut vm = machine(&mut backing, &mut clock, &[&counting()]);
+        let mut engine = Recording { fences: Vec::new(), budgets: Vec::new(), interval: 2_000 };
+        vm.run_slice(&mut engine, 10_000);
+        assert_eq!(engine.budgets, [10_000]);
     }
 
     /// A hart that arms the SBI timer and waits in `wfi` is woken by STIP once time reaches the deadline.

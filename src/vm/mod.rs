@@ -5,7 +5,7 @@ pub mod loader;
 mod machine;
 pub use machine::{
     Clock, Devices, HartStep, RunOutcome, SliceActivity, TimeSource, TrapObserver, TrapTaken, Vm, VmError, MAX_HARTS,
-    SLICE, TIMEBASE_HZ,
+    SLICE, SPIN_CHECK, TIMEBASE_HZ,
 };
 pub mod boot;
 mod builder;

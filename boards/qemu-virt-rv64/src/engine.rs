@@ -70,7 +70,7 @@ use trapeze::patch::copies::{self, CodeCopies};
 use trapeze::patch::scan::{self, Coverage, ScanError, ScanReport};
 use trapeze::patch::sensitivity::{critical_set, CriticalSet, VmmConfig};
 use trapeze::patch::table::{PatchTable, PAGE_SIZE};
-use trapeze::trap::Exit;
+use trapeze::trap::{Exit, FlushScope};
 
 use crate::hw;
 use crate::switch::{enter_guest, GuestContext};
@@ -171,6 +171,11 @@ pub struct Stats {
     pub guest_ticks: u64,
     /// Exits that are reads of `cycle`, `time` or `instret`, trapped, patched or in an excursion.
     pub counter_reads: u64,
+    /// Fences the VMM performed for the guest's harts without their `sfence.vma` (SBI remote fences, one per
+    /// target and page), and how many of them dropped shadow mappings (each one a translation the guest had
+    /// fenced away and would otherwise have gone on using).
+    pub remote_fences: u64,
+    pub remote_fence_drops: u64,
     /// Exits by kind: privileged or critical instructions, device accesses, environment calls, other
     /// exceptions (the guest's own faults).
     pub system_exits: u64,
@@ -711,6 +716,24 @@ impl Engine for NativeEngine {
 
     fn take_time_served(&mut self) -> Option<u64> {
         self.time_served.take()
+    }
+
+    fn spin_check_interval(&self) -> u64 {
+        native::SPIN_CHECK_TICKS * native::INSTRUCTIONS_PER_TICK
+    }
+
+    fn flush_translations(&mut self, hart: usize, scope: FlushScope) {
+        // One set of shadow tables serves every hart of the VM: a fence aimed at any of them drops the shared
+        // leaves (more than that hart's, which the specification allows). `load_root` fences the real TLB.
+        let _ = hart;
+        let (address, asid) = match scope {
+            FlushScope::All => (None, None),
+            FlushScope::Sfence { address, asid } => (address, asid),
+        };
+        self.stats.remote_fences += 1;
+        if self.shadow.sfence_vma(address, asid) {
+            self.stats.remote_fence_drops += 1;
+        }
     }
 
     fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {

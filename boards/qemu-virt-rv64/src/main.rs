@@ -873,6 +873,7 @@ impl<'r, const VMS: usize> Board<'r, VMS> {
         while self.waiting() {
             if hw::mtime().saturating_sub(started) > GIVE_UP_TICKS {
                 println!("board: giving up after {} s", GIVE_UP_TICKS / 10_000_000);
+                self.report_stuck();
                 break;
             }
             self.pump_net();
@@ -887,6 +888,45 @@ impl<'r, const VMS: usize> Board<'r, VMS> {
                     }
                 }
                 SliceOutcome::Stopped => break,
+            }
+        }
+    }
+
+    /// Where every hart of every VM still running stands, when the board gives up on them: what a hang needs
+    /// to be understood (a hart spinning, waiting, or never given its interrupt).
+    fn report_stuck(&self) {
+        for (slot, watch) in self.watches.iter().enumerate() {
+            let Some(vm) = self.hypervisor.vm(slot) else { continue };
+            if self.hypervisor.outcome(slot).is_some() {
+                continue;
+            }
+            println!(
+                "board: vm{} ({}) stuck: {:?}, time {}, {} steps, {} exits, {} yields, last exit {:?}",
+                watch.index,
+                watch.name,
+                self.hypervisor.state(slot),
+                vm.time(),
+                vm.steps,
+                vm.exits,
+                vm.yields,
+                vm.last_exit
+            );
+            for (index, hart) in vm.harts.iter().enumerate() {
+                println!(
+                    "board:   hart {index}: {:?} pc {:#x} ra {:#x} sp {:#x}, mip {:#x} mie {:#x} mstatus {:#x}, sepc \
+                     {:#x} scause {:#x}, sbi {:?} timer {:?}",
+                    hart.privilege,
+                    hart.pc,
+                    hart.x(1),
+                    hart.x(2),
+                    hart.mip(),
+                    hart.csrs.mie,
+                    hart.csrs.mstatus,
+                    hart.csrs.sepc,
+                    hart.csrs.scause,
+                    vm.sbi().and_then(|sbi| sbi.state(index)),
+                    vm.sbi().and_then(|sbi| sbi.deadline(index)),
+                );
             }
         }
     }
@@ -1040,14 +1080,19 @@ fn benchmarks(console: &'static BoardConsole) -> usize {
 
 /// Where a runner may place a Linux boot block (with `-m 1G` and QEMU's generic loader): a header (magic, kernel
 /// size, initrd size, command line) at this address, the kernel (a RISC-V `Image`) at +4 KiB and the initramfs
-/// right after it (4 KiB aligned).
+/// right after it (4 KiB aligned). At +2 KiB the header may ask for a loop ([`LINUX_LOOP_MAGIC`], then a count).
 const LINUX_BLOCK: u64 = 0xa000_0000;
 const LINUX_MAGIC: u64 = u64::from_le_bytes(*b"TRPZLNX1");
+/// A loop request in the boot block's header: boot Linux this many times in the default mode (the regression loop
+/// of the two-hart lockup, `linux_loop` in the board test) instead of once in each mode.
+const LINUX_LOOP_MAGIC: u64 = u64::from_le_bytes(*b"TRPZLOOP");
+/// Most boots a loop request may ask for: each boot is a VM of its own index, whose shadow pool and code cache
+/// are taken once.
+const LINUX_LOOP_MAX: u64 = MAX_VMS as u64;
 /// The Linux VM's RAM: 256 MiB of host memory above the block, outside the board's image.
 const LINUX_RAM: (u64, u64) = (0xa800_0000, 0xb800_0000);
-/// Harts of the Linux VM. One: with two (both on the board's one real hart) Linux boots and answers in most runs,
-/// but one run in five hit a soft lockup in `stop_machine` (hart 0 waiting for hart 1), not yet understood.
-const LINUX_HARTS: usize = 1;
+/// Harts of the Linux VM, both on the board's one real hart.
+const LINUX_HARTS: usize = 2;
 /// What the board types at the Linux VM's shell.
 const LINUX_SCRIPT: &[(&str, &str)] = &[
     ("trapeze-initramfs:", ""),
@@ -1087,6 +1132,14 @@ fn linux_block() -> Option<(&'static [u8], &'static [u8], &'static str)> {
     }
 }
 
+/// How many boots the boot block's header asks for in a loop (`None`: no loop, one boot per mode).
+fn linux_loop() -> Option<u64> {
+    let request = (LINUX_BLOCK + 0x800) as *const u64;
+    // SAFETY: inside the block's 4 KiB header page, in RAM (see `linux_block`); reading it has no effect.
+    let (magic, boots) = unsafe { (request.read_volatile(), request.add(1).read_volatile()) };
+    (magic == LINUX_LOOP_MAGIC).then_some(boots.clamp(1, LINUX_LOOP_MAX))
+}
+
 /// The Linux VMs' RAM ([`LINUX_RAM`]), the first time it is asked for (`None` after).
 fn linux_ram() -> Option<&'static mut [u8]> {
     static TAKEN: AtomicBool = AtomicBool::new(false);
@@ -1096,6 +1149,45 @@ fn linux_ram() -> Option<&'static mut [u8]> {
     // SAFETY: LINUX_RAM lies in QEMU's RAM (1 GiB), above the board's image and the boot block, outside anything
     // the linker placed; the flag just checked makes this the only reference to it ever made.
     Some(unsafe { core::slice::from_raw_parts_mut(LINUX_RAM.0 as *mut u8, (LINUX_RAM.1 - LINUX_RAM.0) as usize) })
+}
+
+/// Boots Linux alone in `mode` in `ram` (zeroed first), plays the script at its shell and prints the figures:
+/// whether the script was played to its end.
+fn boot_linux(
+    index: usize,
+    mode: Mode,
+    prefix: &'static str,
+    ram: &mut [u8],
+    block: (&'static [u8], &'static [u8], &'static str),
+    console: &'static BoardConsole,
+) -> bool {
+    let mut guest = linux_guest(index, prefix, ram, block, console);
+    guest.watch.mode = mode;
+    let started_at = hw::mtime();
+    let (mut board, ticks) = run_alone(guest, console);
+    if let Some(vm) = board.hypervisor.vm_mut(0) {
+        vm.devices.inner.uart.backend_mut().flush();
+    }
+    hw::console_write("\n");
+    let played = board.console(0).script_done();
+    let stats = board.engine(0).stats;
+    println!(
+        "linux ({mode:?}): script played: {played}; {} guest entries, {} shadow fills, {} emulated, {} exits, {} \
+         quanta, {} remote fences ({} dropped shadow mappings)",
+        stats.entries,
+        stats.fills,
+        stats.emulated,
+        stats.exits,
+        stats.quanta,
+        stats.remote_fences,
+        stats.remote_fence_drops
+    );
+    if let Some((at, entries)) = board.watches[0].shell_at {
+        let wall = at.saturating_sub(started_at) / 10;
+        println!("bench: linux boot to its shell, {mode:?}: {wall} us wall, {entries} world switches");
+    }
+    println!("bench: linux boot and script, {}", mode_figures(board.engine(0), mode, ticks));
+    played
 }
 
 /// A Linux VM in `bytes`: the kernel in virtual S-mode on the VMM's own SBI, with its initramfs and command line.
@@ -1208,8 +1300,23 @@ fn main() -> ! {
     let console = board_console();
 
     if let Some(block) = linux_block() {
-        println!("board: a Linux boot block is present: booting Linux alone, once in each mode ({})", block.2);
         let ram = linux_ram().unwrap_or_else(|| panic!("the Linux RAM given twice"));
+        if let Some(boots) = linux_loop() {
+            println!(
+                "board: a Linux boot block asks for a loop: booting {LINUX_HARTS}-hart Linux {boots} times ({})",
+                block.2
+            );
+            let mut passed = 0;
+            for boot in 1..=boots {
+                let index = (boot - 1) as usize;
+                let played = boot_linux(index, DEFAULT_MODE, "[linux:loop] ", &mut ram[..], block, console);
+                println!("linux loop: boot {boot} of {boots}: script played: {played}");
+                passed += u64::from(played);
+            }
+            println!("linux loop: {passed} of {boots} boots reached the shell and ran the script");
+            hw::exit((boots - passed) as u32)
+        }
+        println!("board: a Linux boot block is present: booting Linux alone, once in each mode ({})", block.2);
         let modes = [
             (Mode::Trapping, "[linux:trapping] "),
             (Mode::Patching, "[linux:patching] "),
@@ -1219,27 +1326,7 @@ fn main() -> ! {
         let mut failures = 0;
         for (index, (mode, prefix)) in modes.into_iter().enumerate() {
             // One at a time: each boot borrows the Linux RAM, so the previous guest is gone before the next.
-            let mut guest = linux_guest(index, prefix, &mut ram[..], block, console);
-            guest.watch.mode = mode;
-            let started_at = hw::mtime();
-            let (mut board, ticks) = run_alone(guest, console);
-            if let Some(vm) = board.hypervisor.vm_mut(0) {
-                vm.devices.inner.uart.backend_mut().flush();
-            }
-            hw::console_write("\n");
-            let played = board.console(0).script_done();
-            let stats = board.engine(0).stats;
-            println!(
-                "linux ({mode:?}): script played: {played}; {} guest entries, {} shadow fills, {} emulated, {} exits, \
-                 {} quanta",
-                stats.entries, stats.fills, stats.emulated, stats.exits, stats.quanta
-            );
-            if let Some((at, entries)) = board.watches[0].shell_at {
-                let wall = at.saturating_sub(started_at) / 10;
-                println!("bench: linux boot to its shell, {mode:?}: {wall} us wall, {entries} world switches");
-            }
-            println!("bench: linux boot and script, {}", mode_figures(board.engine(0), mode, ticks));
-            failures += u32::from(!played);
+            failures += u32::from(!boot_linux(index, mode, prefix, &mut ram[..], block, console));
         }
         hw::exit(failures)
     }
