@@ -90,6 +90,8 @@ pub enum CodeMemoryError {
 pub struct DbtStats {
     /// Blocks translated.
     pub blocks_translated: u64,
+    /// Guest instructions in the blocks translated.
+    pub instructions_translated: u64,
     /// Host code bytes emitted.
     pub code_bytes: u64,
     /// Block entries (calls of translated code).
@@ -260,6 +262,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         *self.meta.get_mut(id.index())? = BlockMeta { insts: block.insts };
         self.stats.blocks_translated += 1;
         self.stats.code_bytes += block.code.len() as u64;
+        self.stats.instructions_translated += block.insts as u64;
         Some((id, block.insts))
     }
 
