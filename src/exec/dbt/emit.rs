@@ -1,10 +1,17 @@
 //! The translator proper: one guest block (decoded with the shared decoder, RVC and all) to x86-64 host code,
 //! assembled with `iced-x86`'s code assembler.
 //!
-//! Register use in translated code: `rbx` the [`Env`], `r12` the guest registers (`hart.x`), `r13` the block's
-//! virtual pc, `r14` the first byte of guest RAM, `r15` the soft TLB; `rax`, `rcx`, `rdx`, `rsi`, `rdi`, `r11`
-//! are scratch. The code is position-independent (branches are internal, helpers are called through absolute
-//! addresses), so it is assembled once and copied to wherever the cache puts it. It must never touch host
+//! Register use in translated code: `rbx` the [`Env`], `rbp` the budget left, `r12` the guest registers
+//! (`hart.x`), `r13` the block's virtual pc, `r14` the first byte of guest RAM, `r15` the soft TLB; `rax`,
+//! `rcx`, `rdx`, `rsi`, `rdi`, `r11` are scratch. The code is position-independent (branches are internal,
+//! helpers and link slots are reached through absolute addresses), so it is assembled once and copied to
+//! wherever the cache puts it, with the addresses of its link slots put in place of their placeholders.
+//!
+//! Chaining: a static exit to the block's own page jumps through a link slot, a word of data (never code) that
+//! holds either the address of the block's own `unlinked` exit or, once the dispatcher linked it, the chained
+//! entry (offset 0) of the block at the target; that entry charges the target's instructions to the budget in
+//! `rbp` or, short of budget, returns to the dispatcher. The target's RAM offset is the exit's RAM offset in the
+//! same page, so within one engine run (one translation context) the link holds. It must never touch host
 //! memory other than the [`Env`], the guest registers, the soft TLB (read-only) and guest RAM below
 //! `Env::ram_len`; every access it cannot prove in bounds takes the slow path.
 
@@ -28,6 +35,19 @@ pub(crate) struct Translated {
     pub guest_len: u32,
     /// The RAM offsets of its static exits (taken, fall-through), as hints for the cache.
     pub exits: [Option<u64>; 2],
+    /// Where the dispatcher calls it (the prologue); a chained jump enters at offset 0.
+    pub entry: u32,
+    /// Where its unlinked exits go: the default of its link slots.
+    pub unlinked: u32,
+}
+
+/// Exits of a block that may be chained: each has a link slot (see [`super::LinkSlots`]).
+pub(crate) const LINKS: usize = 4;
+
+/// The placeholder of link slot `k`'s address in assembled code, replaced once the block's place is known (the
+/// value does not fit 32 bits, so it is always a 10-byte `mov r64, imm64` whose immediate can be replaced).
+pub(crate) const fn slot_placeholder(k: usize) -> u64 {
+    0x5a5a_5a5a_5a5a_0000 | k as u64
 }
 
 /// One guest instruction of a block.
@@ -90,13 +110,17 @@ pub(crate) fn translate(
     }
     let guest_len = (at - start) as u32;
     asm.reset();
-    emit_block(asm, guests.get(..count)?, paged, guest_len).ok()?;
-    let code = asm.assemble(0).ok()?;
+    let labels = emit_block(asm, guests.get(..count)?, paged, guest_len, start & (PAGE_SIZE - 1)).ok()?;
+    let result = asm.assemble_options(0, iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS).ok()?;
+    let entry = u32::try_from(result.label_ip(&labels.entry).ok()?).ok()?;
+    let unlinked = u32::try_from(result.label_ip(&labels.unlinked).ok()?).ok()?;
     Some(Translated {
-        code,
+        code: result.inner.code_buffer,
         insts: count as u32,
         guest_len,
         exits: [taken, (falls_through && at < page_end).then_some(at)],
+        entry,
+        unlinked,
     })
 }
 
@@ -152,19 +176,82 @@ enum Stub {
     Store { label: CodeLabel, back: CodeLabel, packed: u64 },
 }
 
-fn emit_block(a: &mut CodeAssembler, guests: &[Guest], paged: bool, guest_len: u32) -> Result<(), IcedError> {
+/// The labels the dispatcher needs the offsets of.
+struct Labels {
+    entry: CodeLabel,
+    unlinked: CodeLabel,
+}
+
+/// The exits of one block as it is emitted: how its instructions leave.
+struct Exits {
+    /// Guest instructions in the block (charged to the budget at entry, refunded for those an exit skips).
+    insts: u16,
+    /// The block's page offset: a static exit within the page may be chained.
+    page_offset: u64,
+    /// Link slots given out.
+    links: usize,
+    /// Leaves with `r13` the next pc, nothing more retired: writes `Env::pc`, returns [`status::END`].
+    leave: CodeLabel,
+    /// Leaves after a helper returned a status (in `eax`): refunds what it did not retire.
+    helper_exit: CodeLabel,
+}
+
+impl Exits {
+    /// Ends the block at pc `r13 + delta` with `retired` of its instructions retired: through a link slot
+    /// when the target lies in the block's page (and a slot is left), else back to the dispatcher.
+    fn end(&mut self, a: &mut CodeAssembler, delta: i64, retired: u16) -> Result<(), IcedError> {
+        let refund = self.insts - retired;
+        if refund > 0 {
+            a.add(rbp, refund as i32)?;
+        }
+        pc_plus(a, PC, delta)?;
+        let in_page = (self.page_offset as i64).checked_add(delta).is_some_and(|t| (0..PAGE_SIZE as i64).contains(&t));
+        if in_page && self.links < LINKS {
+            a.mov(rax, slot_placeholder(self.links))?;
+            self.links += 1;
+            a.jmp(qword_ptr(rax))
+        } else {
+            a.jmp(self.leave)
+        }
+    }
+
+    /// Ends the block at the pc in `rax` (an indirect jump), all of it retired.
+    fn end_dynamic(&mut self, a: &mut CodeAssembler, retired: u16) -> Result<(), IcedError> {
+        let refund = self.insts - retired;
+        if refund > 0 {
+            a.add(rbp, refund as i32)?;
+        }
+        a.mov(PC, rax)?;
+        a.jmp(self.leave)
+    }
+}
+
+/// Emits a block. Layout: offset 0 is the chained entry (budget check and charge, then the body); after the body
+/// come the out-of-line stubs, the shared exits, the epilogue, and last the prologue the dispatcher calls
+/// (`Labels::entry`), which sets up the registers and jumps to offset 0. `rbp` holds the budget left.
+fn emit_block(
+    a: &mut CodeAssembler,
+    guests: &[Guest],
+    paged: bool,
+    guest_len: u32,
+    page_offset: u64,
+) -> Result<Labels, IcedError> {
     let mut epilogue = a.create_label();
+    let mut body = a.create_label();
+    let mut labels = Labels { entry: a.create_label(), unlinked: a.create_label() };
+    let mut exits = Exits {
+        insts: guests.len() as u16,
+        page_offset,
+        links: 0,
+        leave: a.create_label(),
+        helper_exit: a.create_label(),
+    };
     let mut stubs: Vec<Stub> = Vec::new();
-    a.push(rbx)?;
-    a.push(r12)?;
-    a.push(r13)?;
-    a.push(r14)?;
-    a.push(r15)?;
-    a.mov(ENV, rdi)?;
-    a.mov(X, env(offset_of!(Env, x)))?;
-    a.mov(PC, env(offset_of!(Env, entry_pc)))?;
-    a.mov(RAM, env(offset_of!(Env, ram)))?;
-    a.mov(TLB_BASE, env(offset_of!(Env, tlb)))?;
+    // Chained entry: the whole block must fit the budget, or back to the dispatcher with nothing done.
+    a.set_label(&mut body)?;
+    a.cmp(rbp, exits.insts as i32)?;
+    a.jb(exits.leave)?;
+    a.sub(rbp, exits.insts as i32)?;
     let mut ended = false;
     for (index, guest) in guests.iter().enumerate() {
         let index = index as u16;
@@ -187,8 +274,7 @@ fn emit_block(a: &mut CodeAssembler, guests: &[Guest], paged: bool, guest_len: u
                     pc_plus(a, rax, next)?;
                     a.mov(reg(rd), rax)?;
                 }
-                pc_plus(a, rax, offset + delta as i64)?;
-                end(a, index + 1, status::END, epilogue)?;
+                exits.end(a, offset + delta as i64, index + 1)?;
                 ended = true;
             }
             Inst::Jalr { rd, rs1, offset: delta } => {
@@ -199,7 +285,7 @@ fn emit_block(a: &mut CodeAssembler, guests: &[Guest], paged: bool, guest_len: u
                     pc_plus(a, rcx, next)?;
                     a.mov(reg(rd), rcx)?;
                 }
-                end(a, index + 1, status::END, epilogue)?;
+                exits.end_dynamic(a, index + 1)?;
                 ended = true;
             }
             Inst::Branch { cond, rs1, rs2, offset: delta } => {
@@ -300,47 +386,76 @@ fn emit_block(a: &mut CodeAssembler, guests: &[Guest], paged: bool, guest_len: u
             Inst::Fence { .. } | Inst::FenceI if guest.inst != isa::PAUSE => {}
             // Everything else through the interpreter.
             _ => {
+                a.mov(env(offset_of!(Env, entry_pc)), PC)?;
                 a.mov(rdi, ENV)?;
                 a.mov(rsi, pack(0, 0, guest.len, guest.offset, index))?;
                 call(a, super::step as *const () as usize)?;
                 a.test(eax, eax)?;
-                a.jnz(epilogue)?;
+                a.jnz(exits.helper_exit)?;
                 if ends_block(&guest.inst) {
-                    pc_plus(a, rax, next)?;
-                    end(a, index + 1, status::END, epilogue)?;
+                    exits.end(a, next, index + 1)?;
                     ended = true;
                 }
             }
         }
     }
     if !ended {
-        pc_plus(a, rax, guest_len as i64)?;
-        end(a, guests.len() as u16, status::END, epilogue)?;
+        exits.end(a, guest_len as i64, guests.len() as u16)?;
     }
     for stub in stubs {
         match stub {
             Stub::Taken { mut label, target, retired } => {
                 a.set_label(&mut label)?;
-                pc_plus(a, rax, target)?;
-                end(a, retired, status::END, epilogue)?;
+                exits.end(a, target, retired)?;
             }
             Stub::Load { mut label, back, packed } => {
                 a.set_label(&mut label)?;
-                slow_call(a, super::load_slow as *const () as usize, packed, back, epilogue)?;
+                slow_call(a, super::load_slow as *const () as usize, packed, back, exits.helper_exit)?;
             }
             Stub::Store { mut label, back, packed } => {
                 a.set_label(&mut label)?;
-                slow_call(a, super::store_slow as *const () as usize, packed, back, epilogue)?;
+                slow_call(a, super::store_slow as *const () as usize, packed, back, exits.helper_exit)?;
             }
         }
     }
+    // A helper left (it set `Env::pc` and `Env::retired`): refund what the block did not retire.
+    a.set_label(&mut exits.helper_exit)?;
+    a.add(rbp, exits.insts as i32)?;
+    a.sub(rbp, env(offset_of!(Env, retired)))?;
+    a.jmp(epilogue)?;
+    // An unlinked slot: the dispatcher links it once it has the block at `r13`.
+    a.set_label(&mut labels.unlinked)?;
+    a.mov(env(offset_of!(Env, link)), rax)?;
+    a.set_label(&mut exits.leave)?;
+    a.mov(env(offset_of!(Env, pc)), PC)?;
+    a.mov(eax, status::END)?;
     a.set_label(&mut epilogue)?;
+    a.mov(env(offset_of!(Env, budget)), rbp)?;
+    a.add(rsp, 8)?;
     a.pop(r15)?;
     a.pop(r14)?;
     a.pop(r13)?;
     a.pop(r12)?;
+    a.pop(rbp)?;
     a.pop(rbx)?;
-    a.ret()
+    a.ret()?;
+    // The dispatcher's entry: six pushes and eight bytes keep the stack 16-byte aligned at helper calls.
+    a.set_label(&mut labels.entry)?;
+    a.push(rbx)?;
+    a.push(rbp)?;
+    a.push(r12)?;
+    a.push(r13)?;
+    a.push(r14)?;
+    a.push(r15)?;
+    a.sub(rsp, 8)?;
+    a.mov(ENV, rdi)?;
+    a.mov(X, env(offset_of!(Env, x)))?;
+    a.mov(PC, env(offset_of!(Env, entry_pc)))?;
+    a.mov(RAM, env(offset_of!(Env, ram)))?;
+    a.mov(TLB_BASE, env(offset_of!(Env, tlb)))?;
+    a.mov(rbp, env(offset_of!(Env, budget)))?;
+    a.jmp(body)?;
+    Ok(labels)
 }
 
 /// `dst = block pc + delta`.
@@ -354,15 +469,7 @@ fn pc_plus(a: &mut CodeAssembler, dst: AsmRegister64, delta: i64) -> Result<(), 
     }
 }
 
-/// Ends the block: the next pc (in `rax`) and the instructions retired to the [`Env`], `status` returned.
-fn end(a: &mut CodeAssembler, retired: u16, status: u32, epilogue: CodeLabel) -> Result<(), IcedError> {
-    a.mov(env(offset_of!(Env, pc)), rax)?;
-    a.mov(env(offset_of!(Env, retired)), retired as i32)?;
-    a.mov(eax, status)?;
-    a.jmp(epilogue)
-}
-
-/// Calls the helper at `function` (the stack is 16-byte aligned here: five pushes after the return address).
+/// Calls the helper at `function` (the stack is 16-byte aligned in a block's body).
 fn call(a: &mut CodeAssembler, function: usize) -> Result<(), IcedError> {
     a.mov(r11, function as u64)?;
     a.call(r11)
@@ -374,14 +481,15 @@ fn slow_call(
     function: usize,
     packed: u64,
     back: CodeLabel,
-    epilogue: CodeLabel,
+    helper_exit: CodeLabel,
 ) -> Result<(), IcedError> {
+    a.mov(env(offset_of!(Env, entry_pc)), PC)?;
     a.mov(rdi, ENV)?;
     a.mov(rsi, rax)?;
     a.mov(rdx, packed)?;
     call(a, function)?;
     a.test(eax, eax)?;
-    a.jnz(epilogue)?;
+    a.jnz(helper_exit)?;
     a.jmp(back)
 }
 

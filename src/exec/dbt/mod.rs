@@ -103,6 +103,10 @@ pub struct DbtStats {
     pub pages_invalidated: u64,
     /// Times every block was dropped (too many written pages to list).
     pub full_invalidations: u64,
+    /// Exits chained to their target block.
+    pub links: u64,
+    /// Times every link was undone (a block was removed).
+    pub unlink_alls: u64,
 }
 
 /// What a translated block returns (and a helper, to the block).
@@ -121,12 +125,17 @@ pub(crate) mod status {
 /// offsets [`emit`] takes from this layout). Pointers are derived afresh before every block call.
 #[repr(C)]
 pub(crate) struct Env {
-    /// In: the block's virtual pc (read-only during the block).
+    /// The current block's virtual pc: in, that of the block the dispatcher calls; translated code updates it
+    /// before each helper call (a chained block's pc is its own), for the helpers.
     pub entry_pc: u64,
     /// Out: the next pc (or the leaving instruction's).
     pub pc: u64,
-    /// Out: instructions the block retired.
+    /// Out, from a helper: instructions the current block retired.
     pub retired: u64,
+    /// In: the budget left; out: what is left of it (blocks charge it as they are entered).
+    pub budget: u64,
+    /// Out: the address of the link slot of an unlinked exit the block left through (0: none).
+    pub link: u64,
     /// `hart.x`.
     pub x: *mut u64,
     /// The first byte of guest RAM.
@@ -162,7 +171,14 @@ type BlockFn = unsafe extern "sysv64" fn(*mut Env) -> u32;
 struct BlockMeta {
     /// Guest instructions.
     insts: u32,
+    /// Where its host code starts in code memory, and its dispatcher entry and unlinked exit from there.
+    code: usize,
+    entry: u32,
+    unlinked: u32,
 }
+
+/// The link slots of every block (by block index): data words translated code jumps through (see [`emit`]).
+type LinkSlots<const BLOCKS: usize> = [[u64; emit::LINKS]; BLOCKS];
 
 /// Harts whose budget stop the engine remembers (more share slots, and only lose the shortcut).
 const STOP_SLOTS: usize = 8;
@@ -173,6 +189,11 @@ pub struct Dbt<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP:
     code: M,
     cache: Box<CodeCache<(), CODE, BLOCKS, MAP>>,
     meta: Box<[BlockMeta; BLOCKS]>,
+    /// Link slots: each holds the address of its own block's unlinked exit, or of a live block's chained entry.
+    links: Box<LinkSlots<BLOCKS>>,
+    /// The cache's count of removed blocks when the links were last known good: any removal (invalidation,
+    /// eviction, replacement) unlinks every slot, so no slot ever leads to a block that is gone.
+    removals: u64,
     asm: CodeAssembler,
     stats: DbtStats,
     /// The pc at which each hart's last run spent its budget (slot `hart_id % STOP_SLOTS`): its next run steps
@@ -200,6 +221,8 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             code,
             cache: Box::new(CodeCache::with_eviction((), EVICTION)),
             meta: Box::new([BlockMeta::default(); BLOCKS]),
+            links: Box::new([[0; emit::LINKS]; BLOCKS]),
+            removals: 0,
             asm,
             stats: DbtStats::default(),
             stopped: [None; STOP_SLOTS],
@@ -255,15 +278,59 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             .insert(BlockKey::new(start, paged as u64), block.guest_len, block.exits, units.get(..block.code.len())?)
             .ok()?;
         let offset = self.cache.ops_start(id)?;
-        if self.code.write(offset, &block.code).is_err() {
+        let mut code = block.code;
+        let slots = self.links.get_mut(id.index())?;
+        let unlinked = (self.code.base() + offset + block.unlinked as usize) as u64;
+        for (k, slot) in slots.iter_mut().enumerate() {
+            *slot = unlinked;
+            let placeholder = emit::slot_placeholder(k).to_le_bytes();
+            if let Some(at) = code.windows(8).position(|bytes| bytes == placeholder) {
+                let address = slot as *mut u64 as u64;
+                code.get_mut(at..at + 8)?.copy_from_slice(&address.to_le_bytes());
+            }
+        }
+        let meta = BlockMeta { insts: block.insts, code: offset, entry: block.entry, unlinked: block.unlinked };
+        *self.meta.get_mut(id.index())? = meta;
+        if self.code.write(offset, &code).is_err() {
             self.cache.invalidate_block(id);
             return None;
         }
-        *self.meta.get_mut(id.index())? = BlockMeta { insts: block.insts };
         self.stats.blocks_translated += 1;
-        self.stats.code_bytes += block.code.len() as u64;
+        self.stats.code_bytes += code.len() as u64;
         self.stats.instructions_translated += block.insts as u64;
         Some((id, block.insts))
+    }
+
+    /// Unlinks every slot if any block was removed since the links were last known good.
+    fn unlink_if_removed(&mut self) {
+        let stats = self.cache.stats();
+        let removals = stats.invalidations + stats.evictions;
+        if removals == self.removals {
+            return;
+        }
+        self.removals = removals;
+        let base = self.code.base();
+        for (slots, meta) in self.links.iter_mut().zip(self.meta.iter()) {
+            *slots = [(base + meta.code + meta.unlinked as usize) as u64; emit::LINKS];
+        }
+        self.stats.unlink_alls += 1;
+    }
+
+    /// Links the slot at address `slot` (an unlinked exit some block just left through) to `block`, the block
+    /// at the exit's target. Nothing was removed since the exit (else every slot was unlinked and `slot` may
+    /// belong to a block that is gone: it is left alone).
+    fn link(&mut self, slot: u64, block: crate::cache::BlockId) {
+        if self.cache.stats().invalidations + self.cache.stats().evictions != self.removals {
+            return;
+        }
+        let Some(meta) = self.meta.get(block.index()) else { return };
+        let target = (self.code.base() + meta.code) as u64;
+        let first = self.links.as_ptr() as u64;
+        let Some(index) = slot.checked_sub(first).map(|offset| offset / 8) else { return };
+        if let Some(word) = self.links.as_flattened_mut().get_mut(index as usize) {
+            *word = target;
+            self.stats.links += 1;
+        }
     }
 
     /// Whether `hart`'s last run spent its budget at `pc` (the note is used up).
@@ -281,6 +348,8 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         let mut retired_in_blocks = 0u64;
         // Steps left to reach a known block start after a run that stopped inside a block.
         let mut finishing = if self.stopped_here(hart) { MAX_BLOCK } else { 0 };
+        // The link slot of the unlinked exit the last block left through, to link to the block found next.
+        let mut pending_link = None;
         let exit = loop {
             if remaining == 0 {
                 break Exit::BudgetExhausted;
@@ -313,9 +382,12 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 },
                 None => None,
             };
+            if let (Some(slot), Some((block, _))) = (pending_link.take(), block) {
+                self.link(slot, block);
+            }
             let entry = block.and_then(|(block, insts)| {
-                let offset = self.cache.ops_start(block)?;
-                (insts as u64 <= remaining).then_some(offset)
+                let meta = self.meta.get(block.index())?;
+                (insts as u64 <= remaining).then_some(meta.code + meta.entry as usize)
             });
             let Some(offset) = entry else {
                 // One instruction through the interpreter (it counts it in `instret`).
@@ -330,6 +402,8 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 entry_pc: pc,
                 pc,
                 retired: 0,
+                budget: remaining,
+                link: 0,
                 x: hart.x.as_mut_ptr(),
                 ram: memory.ram.raw_bytes(),
                 ram_len: memory.ram.size(),
@@ -351,10 +425,14 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             (env.watch, env.watch_pages) = memory.ram.raw_code_watch();
             env.hart = hart;
             env.memory = (memory as *mut Memory).cast();
+            // No link may lead to a block removed since the last call.
+            self.unlink_if_removed();
             let address = self.code.base().wrapping_add(offset);
-            // SAFETY: `address` is the start of the host code `translate` wrote for this live block (the cache
+            // SAFETY: `address` is the entry of the host code `translate` wrote for this live block (the cache
             // refuses stale blocks and `CODE <= code.len()`); the `CodeMemory` contract makes it executable and
-            // exactly those bytes. The code follows the System V ABI (callee-saved registers restored, stack
+            // exactly those bytes. Its link slots lead only to live blocks of this context tag in the same RAM
+            // page (slots are unlinked on any removal, just checked, and linked only to the block looked up at
+            // the exit's target), each of which checks the budget left before it runs. The code follows the System V ABI (callee-saved registers restored, stack
             // aligned at calls) and only touches `env`, guest registers through `env.x`, guest RAM through
             // `env.ram` below `env.ram_len`, the soft TLB read-only, and otherwise calls the helpers below,
             // which reach the hart and memory through the pointers just derived from the live `&mut` borrows,
@@ -365,8 +443,10 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             };
             self.stats.blocks_entered += 1;
             hart.pc = env.pc;
-            retired_in_blocks += env.retired;
-            remaining = remaining.saturating_sub(env.retired);
+            let retired = remaining.saturating_sub(env.budget);
+            retired_in_blocks += retired;
+            remaining -= retired;
+            pending_link = (env.link != 0).then_some(env.link);
             if status == status::EXIT {
                 break env.exit;
             }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::exec::interp::Interpreter;
-use crate::hart::{HartConfig, Privilege};
+use crate::hart::{Exception, HartConfig, Privilege};
 use crate::isa::{csr, encode, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::mmu::{Tlb, VmRealMap};
 use crate::mem::sv39::{make_pte, PteFlags, Satp, SATP_MODE_SV39};
@@ -114,6 +114,7 @@ impl Machine {
             };
             hart.set_x(r as u8, value);
         }
+        hart.set_x(9, 0x1000_0000);
         hart.set_x(10, DATA);
         hart.set_x(11, RAM_BASE);
         if supervisor {
@@ -142,23 +143,51 @@ fn bytes(program: &[Inst]) -> Vec<u8> {
     program.iter().flat_map(|inst| encode(inst).to_le_bytes()).collect()
 }
 
-/// Runs `program` on both engines in turns of `budgets`, comparing exits, harts and RAM after each; a turn
-/// that leaves the engine ends the comparison. Returns the translator's machine.
+/// Runs `program` on both engines in turns of `budgets` (cycled, 40 turns at most), comparing exits, harts and
+/// RAM after each. A tiny dispatcher, the same for both, serves exits: a device load reads 0x42, a device
+/// store is dropped, a CSR access or an exception is skipped; `ecall`, or a pc outside RAM, ends the run.
+/// Returns the translator's machine.
 fn lockstep(program: &[u8], supervisor: bool, budgets: &[u64]) -> (Machine, Box<TestDbt>) {
     let mut fast = Machine::new(program, supervisor);
     let mut reference = Machine::new(program, supervisor);
     let mut dbt = engine();
-    for (turn, &budget) in budgets.iter().enumerate() {
+    for (turn, &budget) in budgets.iter().cycle().take(40).enumerate() {
         let exit = fast.run(&mut *dbt, budget);
         let expected = reference.run(&mut Interpreter, budget);
         assert_eq!(exit, expected, "exit of turn {turn}");
         assert_eq!(fast.hart, reference.hart, "hart after turn {turn}");
         assert!(fast.backing == reference.backing, "RAM after turn {turn}");
-        if exit != Exit::BudgetExhausted {
+        let go_on = [&mut fast, &mut reference].map(|machine| machine.serve(exit));
+        if !go_on[0] {
             break;
         }
     }
     (fast, dbt)
+}
+
+impl Machine {
+    /// The test's dispatcher: whether the run goes on after `exit`.
+    fn serve(&mut self, exit: Exit) -> bool {
+        let hart = &mut self.hart;
+        let Some(offset) = hart.pc.checked_sub(RAM_BASE).filter(|&offset| offset + 4 <= RAM_SIZE as u64) else {
+            return false;
+        };
+        let len = if self.backing[offset as usize] & 3 == 3 { 4 } else { 2 };
+        match exit {
+            Exit::BudgetExhausted => return true,
+            Exit::Mmio(access) => {
+                if let crate::trap::MmioKind::Load { rd, .. } = access.kind {
+                    hart.set_x(rd, 0x42);
+                }
+            }
+            Exit::Exception { cause: Exception::EcallFromM | Exception::EcallFromS, .. } => return false,
+            Exit::Exception { .. } | Exit::System { .. } => {}
+            Exit::Debug(_) => return false,
+        }
+        hart.pc += len;
+        hart.instret += 1;
+        true
+    }
 }
 
 fn addi(rd: u8, rs1: u8, imm: i32) -> Inst {
@@ -184,7 +213,9 @@ fn a_loop_agrees_with_the_interpreter() {
     for supervisor in [false, true] {
         let (machine, dbt) = lockstep(&bytes(&program), supervisor, &[10_000]);
         assert_eq!(machine.hart.x(5), 0);
-        assert!(dbt.stats().blocks_entered > 90, "{:?}", dbt.stats());
+        // The loop's blocks are chained: the dispatcher enters translated code a few times, not once a round.
+        let stats = dbt.stats();
+        assert!(stats.links >= 1 && stats.blocks_entered < 10, "{stats:?}");
         lockstep(&bytes(&program), supervisor, &[7, 3, 64, 1, 5, 100, 13, 1000, 10_000]);
     }
 }
@@ -238,10 +269,12 @@ fn faults_and_device_accesses_leave_precisely() {
 }
 
 /// An instruction word for the random programs: real encodings of the translated subset (memory accesses
-/// based on x10, the data pointer, or x11, the code), and raw 16-bit parcels (RVC, or whatever they decode to).
+/// based on x10, the data pointer, x11, the code, and now and then x9, a device, or x12, anywhere), and raw
+/// 16-bit parcels (RVC, or whatever they decode to).
 fn instruction() -> impl Strategy<Value = Vec<u8>> {
     let reg = 0u8..16;
-    let dest = prop_oneof![0u8..10, 12u8..16];
+    let dest = prop_oneof![0u8..9, 13u8..16];
+    let base = prop_oneof![8 => 10u8..12, 1 => 9u8..10, 1 => 12u8..13];
     let op_imm = (0..OpImmKind::ALL.len(), dest.clone(), reg.clone(), -2048i32..2048).prop_map(|(k, rd, rs1, imm)| {
         let op = OpImmKind::ALL[k];
         let imm = match op {
@@ -264,9 +297,9 @@ fn instruction() -> impl Strategy<Value = Vec<u8>> {
             Inst::Auipc { rd, imm: imm & !0xfff }
         }
     });
-    let load = (0..LoadWidth::ALL.len(), dest.clone(), 10u8..12, -64i32..64)
+    let load = (0..LoadWidth::ALL.len(), dest.clone(), base.clone(), -64i32..64)
         .prop_map(|(w, rd, rs1, offset)| Inst::Load { width: LoadWidth::ALL[w], rd, rs1, offset });
-    let store = (0..StoreWidth::ALL.len(), 10u8..12, reg.clone(), -64i32..256)
+    let store = (0..StoreWidth::ALL.len(), base, reg.clone(), -64i32..256)
         .prop_map(|(w, rs1, rs2, offset)| Inst::Store { width: StoreWidth::ALL[w], rs1, rs2, offset });
     let branch = (0..BranchCond::ALL.len(), reg.clone(), reg.clone(), -32i32..32)
         .prop_map(|(c, rs1, rs2, offset)| Inst::Branch { cond: BranchCond::ALL[c], rs1, rs2, offset: offset * 4 });
