@@ -5,10 +5,12 @@
 use trapeze::exec::dbt::{CodeMemory, CodeMemoryError, Dbt, DbtError};
 
 /// Bytes of host code the hosted translator keeps (its code cache's arena).
-pub const CODE_BYTES: usize = 8 << 20;
+pub const CODE_BYTES: usize = 16 << 20;
 
-/// The hosted translator: 8 MiB of host code in at most 4096 blocks, 8192 map slots.
-pub type HostedDbt = Dbt<MappedCode, CODE_BYTES, 4096, 8192>;
+/// The hosted translator: 16 MiB of host code in at most 8192 blocks, 16384 map slots (most of Linux's working
+/// set; about 1.7 MiB of block records and map besides the code, built on the stack first: larger would need
+/// a bigger stack).
+pub type HostedDbt = Dbt<MappedCode, CODE_BYTES, 8192, 16384>;
 
 /// A hosted translator with its own code memory.
 pub fn hosted_dbt() -> Result<Box<HostedDbt>, String> {

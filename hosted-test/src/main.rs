@@ -392,6 +392,8 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(dbt) = dbt.as_deref_mut() {
+            // Every block translated at its first entry, so that translated code is what gets compared.
+            dbt.set_translation_threshold(0);
             return lockstep(args, &plan, dbt);
         }
         return match args.code_cache {

@@ -5,7 +5,9 @@
 //! An emulation manager ([`Dbt::run`]) finds the RAM offset of the pc (as the threaded engine does: the fast
 //! fetch path, else a full translation), looks the block up in the SPC->TPC map of a [`CodeCache`] whose arena
 //! is zero-sized and parallels the embedder's executable memory (a block's host code lies at
-//! [`CodeCache::ops_start`] of it), translates on a miss ([`emit`]) and calls the host code. Blocks are keyed by
+//! [`CodeCache::ops_start`] of it), translates on a miss ([`emit`]) and calls the host code. Cold code runs on
+//! the interpreter: a block is translated at its `HOT`th entry (code that runs once, most of a kernel's boot,
+//! costs less interpreted than translated). Blocks are keyed by
 //! RAM offset and whether data accesses are paged (the inlined fast path differs), never by virtual address:
 //! the host code takes the block's virtual pc at entry and works out every pc from it, so a block is shared by
 //! every mapping of its bytes. A block never crosses a page; it runs on past branches, each taken one an exit.
@@ -180,6 +182,18 @@ struct BlockMeta {
 /// The link slots of every block (by block index): data words translated code jumps through (see [`emit`]).
 type LinkSlots<const BLOCKS: usize> = [[u64; emit::LINKS]; BLOCKS];
 
+/// Entries before a block is translated: code that runs once (most of a kernel's boot) is cheaper to interpret
+/// than to translate.
+const HOT: u8 = 200;
+
+/// Counters of [`Dbt::heat`] (block starts share them by hash: a collision only translates sooner).
+const HEAT_SLOTS: usize = 1 << 14;
+
+/// The heat counter of the block at RAM offset `start`.
+fn heat_slot(start: u64) -> usize {
+    (start.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 50) as usize & (HEAT_SLOTS - 1)
+}
+
 /// Harts whose budget stop the engine remembers (more share slots, and only lose the shortcut).
 const STOP_SLOTS: usize = 8;
 
@@ -189,6 +203,10 @@ pub struct Dbt<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP:
     code: M,
     cache: Box<CodeCache<(), CODE, BLOCKS, MAP>>,
     meta: Box<[BlockMeta; BLOCKS]>,
+    /// How often each block start (hashed) was found untranslated: translation waits for the threshold.
+    heat: Box<[u8; HEAT_SLOTS]>,
+    /// Entries before a block is translated ([`HOT`] by default).
+    threshold: u8,
     /// Link slots: each holds the address of its own block's unlinked exit, or of a live block's chained entry.
     links: Box<LinkSlots<BLOCKS>>,
     /// The cache's count of removed blocks when the links were last known good: any removal (invalidation,
@@ -222,11 +240,19 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             cache: Box::new(CodeCache::with_eviction((), EVICTION)),
             meta: Box::new([BlockMeta::default(); BLOCKS]),
             links: Box::new([[0; emit::LINKS]; BLOCKS]),
+            heat: Box::new([0; HEAT_SLOTS]),
+            threshold: HOT,
             removals: 0,
             asm,
             stats: DbtStats::default(),
             stopped: [None; STOP_SLOTS],
         })
+    }
+
+    /// Translates a block once it has been entered `entries` times (0: at once, as tests want); until then the
+    /// interpreter runs it.
+    pub fn set_translation_threshold(&mut self, entries: u8) {
+        self.threshold = entries;
     }
 
     /// Counters since construction.
@@ -350,6 +376,8 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         let mut finishing = if self.stopped_here(hart) { MAX_BLOCK } else { 0 };
         // The link slot of the unlinked exit the last block left through, to link to the block found next.
         let mut pending_link = None;
+        // The block at the pc is not translated yet because it is cold.
+        let mut cold = false;
         let exit = loop {
             if remaining == 0 {
                 break Exit::BudgetExhausted;
@@ -378,7 +406,15 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                         finishing -= 1;
                         None
                     }
-                    None => self.translate(memory, start, paged),
+                    None => match self.heat.get_mut(heat_slot(start)) {
+                        // Cold code runs on the interpreter until it has been entered `HOT` times.
+                        Some(heat) if *heat < self.threshold => {
+                            *heat += 1;
+                            cold = true;
+                            None
+                        }
+                        _ => self.translate(memory, start, paged),
+                    },
                 },
                 None => None,
             };
@@ -390,13 +426,26 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 (insts as u64 <= remaining).then_some(meta.code + meta.entry as usize)
             });
             let Some(offset) = entry else {
-                // One instruction through the interpreter (it counts it in `instret`).
-                self.stats.stepped += 1;
-                match interp::step(hart, memory) {
-                    Ok(()) => remaining -= 1,
-                    Err(exit) => break exit,
+                // Instructions through the interpreter (it counts them in `instret`): one, or for cold code a
+                // straight run up to the next control transfer, so the next look-up is at a block start.
+                let steps = if core::mem::take(&mut cold) { MAX_BLOCK as u64 } else { 1 }.min(remaining);
+                let mut left = None;
+                for _ in 0..steps {
+                    let before = hart.pc;
+                    self.stats.stepped += 1;
+                    if let Err(exit) = interp::step(hart, memory) {
+                        left = Some(exit);
+                        break;
+                    }
+                    remaining -= 1;
+                    if !matches!(hart.pc.wrapping_sub(before), 2 | 4) || memory.ram.has_dirty_code() {
+                        break;
+                    }
                 }
-                continue;
+                match left {
+                    Some(exit) => break exit,
+                    None => continue,
+                }
             };
             let mut env = Env {
                 entry_pc: pc,

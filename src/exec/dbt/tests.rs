@@ -77,8 +77,11 @@ unsafe impl CodeMemory for TestCode {
 
 type TestDbt = Dbt<TestCode, { 1 << 20 }, 256, 512>;
 
+/// A translator that translates every block at once (no interpreted warm-up), so the tests run translated code.
 fn engine() -> Box<TestDbt> {
-    Box::new(TestDbt::new(TestCode::new(1 << 20)).unwrap())
+    let mut engine = Box::new(TestDbt::new(TestCode::new(1 << 20)).unwrap());
+    engine.set_translation_threshold(0);
+    engine
 }
 
 const RAM_SIZE: usize = 0x20000;
@@ -326,4 +329,24 @@ proptest! {
         code.extend_from_slice(&encode(&Inst::Ecall).to_le_bytes());
         lockstep(&code, supervisor, &budgets);
     }
+}
+
+/// By default a block runs on the interpreter for its first entries and is translated once it is hot.
+#[test]
+fn cold_blocks_are_interpreted_until_hot() {
+    let program = [
+        addi(5, 0, 600),
+        addi(6, 6, 3),
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -8 },
+        Inst::Ecall,
+    ];
+    let mut fast = Machine::new(&bytes(&program), false);
+    let mut reference = Machine::new(&bytes(&program), false);
+    let mut dbt = Box::new(TestDbt::new(TestCode::new(1 << 20)).unwrap());
+    assert_eq!(fast.run(&mut *dbt, 10_000), reference.run(&mut Interpreter, 10_000));
+    assert_eq!(fast.hart, reference.hart);
+    let stats = dbt.stats();
+    assert_eq!(stats.blocks_translated, 1, "only the loop: {stats:?}");
+    assert!(stats.stepped >= HOT as u64 * 3 && stats.blocks_entered >= 1, "{stats:?}");
 }
