@@ -7,6 +7,9 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 pub mod cache;
 pub mod debug;
 pub mod dev;

@@ -28,7 +28,7 @@ use crate::console::HostClock;
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// An engine to measure (repeat for several); every engine by default. Engines: interp, threaded,
-    /// tiny-flush, tiny-fifo, small-flush, small-fifo.
+    /// tiny-flush, tiny-fifo, small-flush, small-fifo, dbt (x86-64 hosts).
     #[arg(long = "engine", value_name = "ENGINE")]
     engines: Vec<String>,
     /// A workload to run (repeat for several); all by default. Workloads: int, mem, branch.
@@ -90,7 +90,32 @@ const ENGINES: &[EngineEntry] = &[
     EngineEntry { name: "tiny-fifo", run: measure_threaded::<256, 16, 32, FIFO_REGIONS> },
     EngineEntry { name: "small-flush", run: measure_threaded::<1024, 64, 128, 1> },
     EngineEntry { name: "small-fifo", run: measure_threaded::<1024, 64, 128, FIFO_REGIONS> },
+    #[cfg(target_arch = "x86_64")]
+    EngineEntry { name: "dbt", run: measure_dbt },
 ];
+
+/// Runs `image` on a fresh translator, noting its figures.
+#[cfg(target_arch = "x86_64")]
+fn measure_dbt(image: &[u8]) -> Result<Measurement, String> {
+    let mut engine = crate::jit::hosted_dbt()?;
+    let mut run = measure(image, &mut *engine)?;
+    let work = engine.stats();
+    let cache = engine.cache().stats();
+    let per_block = run.instructions.unwrap_or(0) as f64 / work.blocks_entered.max(1) as f64;
+    run.note = Some(format!(
+        "code cache {} MiB: {} blocks translated ({} guest instructions, {:.1} host bytes each), {} evictions, {} \
+         pages invalidated; {} blocks entered ({per_block:.1} instructions each), {} instructions stepped",
+        crate::jit::CODE_BYTES >> 20,
+        work.blocks_translated,
+        work.instructions_translated,
+        work.code_bytes as f64 / work.instructions_translated.max(1) as f64,
+        cache.evictions,
+        work.pages_invalidated,
+        work.blocks_entered,
+        work.stepped,
+    ));
+    Ok(run)
+}
 
 /// Regions of the FIFO caches measured (4: a quarter of the cache goes at a time).
 const FIFO_REGIONS: u32 = 4;

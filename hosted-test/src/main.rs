@@ -13,6 +13,8 @@ mod console;
 mod disk;
 mod gdb;
 mod host_serial;
+#[cfg(target_arch = "x86_64")]
+mod jit;
 mod log;
 mod printer;
 mod up;
@@ -107,8 +109,9 @@ struct RunArgs {
     /// `-icount shift=SHIFT`): runs become repeatable.
     #[arg(long, value_name = "SHIFT", value_parser = clap::value_parser!(u32).range(0..=10))]
     icount: Option<u32>,
-    /// Run the threaded engine and the reference interpreter side by side on two copies of the machine and
-    /// stop at the first difference in architectural state (exit status 4). Implies `--icount 0` unless given.
+    /// Run the threaded engine (or the one `--engine` names) and the reference interpreter side by side on two
+    /// copies of the machine and stop at the first difference in architectural state (exit status 4). Implies
+    /// `--icount 0` unless given.
     #[arg(long)]
     lockstep: bool,
     /// The size of the threaded engine's code cache.
@@ -186,6 +189,9 @@ enum EngineChoice {
     /// Predecoded direct-threaded blocks in a fixed-size code cache.
     #[default]
     Threaded,
+    /// Dynamic binary translation to x86-64 host code (x86-64 hosts only).
+    #[cfg(target_arch = "x86_64")]
+    Dbt,
 }
 
 /// Exit status when the instruction limit ends the run.
@@ -375,9 +381,20 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     let mut code_pages = vec![0u64; ram_size.div_ceil(4096 * 64)];
     let mut threaded = Box::new(HostedThreaded::new());
     let mut tiny = TinyThreaded::new();
+    #[cfg(target_arch = "x86_64")]
+    let mut dbt = match args.engine {
+        EngineChoice::Dbt => Some(jit::hosted_dbt()?),
+        _ => None,
+    };
     if args.lockstep {
         if args.log.is_some() || args.trace.is_some() {
             return Err("-d and --trace cannot be combined with --lockstep".into());
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(dbt) = dbt.as_deref_mut() {
+            // Every block translated at its first entry, so that translated code is what gets compared.
+            dbt.set_translation_threshold(0);
+            return lockstep(args, &plan, dbt);
         }
         return match args.code_cache {
             CodeCacheSize::Hosted => lockstep(args, &plan, &mut *threaded),
@@ -421,6 +438,11 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
                 run_session(&mut vm, &mut tiny, args, &log, gdb.as_mut(), snapshots)
             }
             EngineChoice::Threaded => run_session(&mut vm, &mut *threaded, args, &log, gdb.as_mut(), snapshots),
+            #[cfg(target_arch = "x86_64")]
+            EngineChoice::Dbt => match dbt.as_deref_mut() {
+                Some(dbt) => run_session(&mut vm, dbt, args, &log, gdb.as_mut(), snapshots),
+                None => return Err("the translator was not set up".into()),
+            },
         };
         log.borrow_mut().flush();
         console::flush_stdout();
@@ -577,10 +599,10 @@ const EXIT_DIVERGENCE: u8 = 4;
 /// Slice length of `--lockstep`: the architectural state is compared after every one.
 const LOCKSTEP_SLICE: u64 = 64;
 
-/// Runs the threaded engine and the reference interpreter side by side on two copies of the machine, with
+/// Runs a fast engine and the reference interpreter side by side on two copies of the machine, with
 /// instruction-counted time, comparing every hart's architectural state after each slice and RAM now and then.
 /// The copy on the interpreter gets no console input.
-fn lockstep(args: &RunArgs, plan: &BootPlan, threaded: &mut impl Engine) -> Result<ExitCode, String> {
+fn lockstep(args: &RunArgs, plan: &BootPlan, engine: &mut impl Engine) -> Result<ExitCode, String> {
     let mut args = args.clone();
     args.icount.get_or_insert(0);
     let ram_size = args.memory as usize;
@@ -604,7 +626,7 @@ fn lockstep(args: &RunArgs, plan: &BootPlan, threaded: &mut impl Engine) -> Resu
             eprintln!("trapeze: lockstep: instruction limit reached after {} instructions, no divergence", fast.steps);
             return Ok(ExitCode::from(EXIT_INSTRUCTION_LIMIT));
         }
-        let outcome_fast = fast.run_slice(threaded, LOCKSTEP_SLICE);
+        let outcome_fast = fast.run_slice(engine, LOCKSTEP_SLICE);
         let outcome_reference = reference.run_slice(&mut Interpreter, LOCKSTEP_SLICE);
         slices += 1;
         let mut divergence = None;
@@ -616,7 +638,7 @@ fn lockstep(args: &RunArgs, plan: &BootPlan, threaded: &mut impl Engine) -> Resu
         }
         for (a, b) in fast.harts.iter().zip(reference.harts.iter()) {
             if divergence.is_none() && a != b {
-                divergence = Some(format!("hart {}:\nthreaded {a:?}\ninterp   {b:?}", a.config.hart_id));
+                divergence = Some(format!("hart {}:\nfast   {a:?}\ninterp {b:?}", a.config.hart_id));
             }
         }
         let finished = outcome_fast.is_some();

@@ -174,6 +174,8 @@ struct DiskConfig {
 enum VmEngine {
     Interp(Interpreter),
     Threaded(Box<HostedThreaded>),
+    #[cfg(target_arch = "x86_64")]
+    Dbt(Box<crate::jit::HostedDbt>),
 }
 
 impl Engine for VmEngine {
@@ -181,6 +183,8 @@ impl Engine for VmEngine {
         match self {
             VmEngine::Interp(engine) => engine.run(hart, memory, budget),
             VmEngine::Threaded(engine) => engine.run(hart, memory, budget),
+            #[cfg(target_arch = "x86_64")]
+            VmEngine::Dbt(engine) => engine.run(hart, memory, budget),
         }
     }
 }
@@ -296,7 +300,11 @@ fn up(path: &Path) -> Result<ExitCode, String> {
         args.engine = match vm.engine.as_deref() {
             None | Some("threaded") => EngineChoice::Threaded,
             Some("interp") => EngineChoice::Interp,
-            Some(other) => return Err(problem(format!("engine = {other:?}: use \"threaded\" or \"interp\""))),
+            #[cfg(target_arch = "x86_64")]
+            Some("dbt") => EngineChoice::Dbt,
+            Some(other) => {
+                return Err(problem(format!("engine = {other:?}: use \"threaded\", \"interp\" or (x86-64) \"dbt\"")))
+            }
         };
         if let Some(shift) = vm.icount {
             if shift > 10 {
@@ -490,6 +498,8 @@ fn up(path: &Path) -> Result<ExitCode, String> {
         let engine = match vm.args.engine {
             EngineChoice::Interp => VmEngine::Interp(Interpreter),
             EngineChoice::Threaded => VmEngine::Threaded(Box::new(HostedThreaded::new())),
+            #[cfg(target_arch = "x86_64")]
+            EngineChoice::Dbt => VmEngine::Dbt(crate::jit::hosted_dbt().map_err(|e| format!("vm {:?}: {e}", vm.name))?),
         };
         hypervisor.add(machine, engine, vm.args.max_insns).map_err(|e| format!("vm {:?}: {e:?}", vm.name))?;
     }

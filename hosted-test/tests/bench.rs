@@ -112,7 +112,10 @@ fn bench_command_runs_the_small_workloads() {
     assert!(run.status.success(), "trapeze bench failed ({}):\n{stdout}\n{stderr}", run.status);
     assert!(stdout.contains("guest MIPS"), "{stdout}");
     for name in ["int", "mem", "branch"] {
-        for engine in ["interp", "threaded", "tiny-flush", "tiny-fifo", "small-flush", "small-fifo"] {
+        let engines = ["interp", "threaded", "tiny-flush", "tiny-fifo", "small-flush", "small-fifo"];
+        #[cfg(target_arch = "x86_64")]
+        let engines = [&engines[..], &["dbt"]].concat();
+        for engine in engines {
             let row = |line: &&str| line.starts_with(name) && line.contains(engine);
             assert!(stdout.lines().any(|line| row(&line)), "{name} on {engine}: {stdout}");
         }
@@ -126,6 +129,6 @@ fn bench_command_rejects_an_unknown_engine() {
     let run = trapeze(&["bench", "--engine", "warp-drive", "--no-qemu"]);
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains(
-        "unknown engine `warp-drive` (known: interp, threaded, tiny-flush, tiny-fifo, small-flush, small-fifo)"
+        "unknown engine `warp-drive` (known: interp, threaded, tiny-flush, tiny-fifo, small-flush, small-fifo"
     ));
 }

@@ -38,6 +38,25 @@ fn assert_guest_output(image: &str, expected: &str) {
     assert_eq!(run.status.code(), Some(0), "{image} ended with {}; stderr:\n{}", run.status, run.stderr);
 }
 
+/// The guests with a golden output print exactly it on the translator too.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn every_guest_prints_the_same_on_the_translator() {
+    let expected_arith = format!("arith digest: {:#018x}\n", torture::digest(torture::DEFAULT_OPS));
+    let guests = [
+        (env!("TRAPEZE_GUEST_HELLO"), include_str!("golden/hello.out")),
+        (env!("TRAPEZE_GUEST_TRAPS"), include_str!("golden/traps.out")),
+        (env!("TRAPEZE_GUEST_AMO"), include_str!("golden/amo.out")),
+        (env!("TRAPEZE_GUEST_DEMO"), include_str!("golden/demo.out")),
+        (env!("TRAPEZE_GUEST_ARITH"), &expected_arith),
+    ];
+    for (image, expected) in guests {
+        let run = run_trapeze(&[&RUN_OPTIONS[..], &["--engine", "dbt", image]].concat(), TIMEOUT);
+        assert_eq!(run.stdout, expected, "{image} on the translator; stderr:\n{}", run.stderr);
+        assert_eq!(run.status.code(), Some(0), "{image} on the translator ended with {}:\n{}", run.status, run.stderr);
+    }
+}
+
 #[test]
 fn hello_guest_greets_and_exits_0() {
     assert_guest_output(env!("TRAPEZE_GUEST_HELLO"), "Hello from a trapeze guest!\n");

@@ -20,27 +20,45 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[test]
 fn debian_linux_boots_on_two_harts_to_a_busybox_shell() {
+    boot_to_a_shell(&[]);
+}
+
+/// The same boot on the dynamic binary translator.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn debian_linux_boots_on_the_translator() {
+    boot_to_a_shell(&["--engine", "dbt"]);
+}
+
+fn boot_to_a_shell(engine: &[&str]) {
     let fetch = "run tools/fetch-debian-riscv64.sh (run-tests.sh does)";
     let kernel = require(&guest_images().join("Image"), fetch);
     let busybox = std::fs::read(require(&guest_images().join("busybox"), fetch)).unwrap();
     let bios = require(Path::new(FW_DYNAMIC), "install it with `apt-get install -y opensbi`");
-    let initrd = std::env::temp_dir().join(format!("trapeze-initramfs-{}.cpio", std::process::id()));
+    let name = format!("trapeze-initramfs-{}-{}.cpio", std::process::id(), engine.len());
+    let initrd = std::env::temp_dir().join(name);
     std::fs::write(&initrd, initramfs(&busybox)).unwrap();
 
-    let mut console = Console::spawn(&[
-        "-smp",
-        "2",
-        "-m",
-        "512M",
-        "--bios",
-        bios.to_str().unwrap(),
-        "--kernel",
-        kernel.to_str().unwrap(),
-        "--initrd",
-        initrd.to_str().unwrap(),
-        "--append",
-        "console=ttyS0 earlycon=sbi",
-    ]);
+    let mut console = Console::spawn(
+        &[
+            engine,
+            &[
+                "-smp",
+                "2",
+                "-m",
+                "512M",
+                "--bios",
+                bios.to_str().unwrap(),
+                "--kernel",
+                kernel.to_str().unwrap(),
+                "--initrd",
+                initrd.to_str().unwrap(),
+                "--append",
+                "console=ttyS0 earlycon=sbi",
+            ],
+        ]
+        .concat(),
+    );
     console.expect("Linux version", BOOT_TIMEOUT);
     console.expect("smp: Brought up 1 node, 2 CPUs", BOOT_TIMEOUT);
     console.expect("Run /init as init process", BOOT_TIMEOUT);

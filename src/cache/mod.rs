@@ -393,6 +393,13 @@ impl<T: Copy, const OPS: usize, const BLOCKS: usize, const MAP: usize> CodeCache
         self.ops.get(start..start + block.ops_len as usize)
     }
 
+    /// Where a live block's ops start in the arena: for an engine that keeps a parallel arena of its own (the
+    /// dynamic binary translator's host code lies at this offset of its code memory, with a zero-sized `T`).
+    #[inline]
+    pub fn ops_start(&self, id: BlockId) -> Option<usize> {
+        Some(self.live_block(id)?.ops_start as usize)
+    }
+
     /// Op `n` of a live block (for an engine that steps through a block by index across `&mut` calls).
     #[inline]
     pub fn op(&self, id: BlockId, n: usize) -> Option<T> {

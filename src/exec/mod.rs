@@ -3,6 +3,8 @@
 //! opts into: the threaded engine may serve CSR accesses whose outcome the hart alone decides and the
 //! dispatcher would give exactly (`threaded::InlineCsr`).
 
+#[cfg(all(feature = "dbt", target_arch = "x86_64"))]
+pub mod dbt;
 pub mod interp;
 pub mod native;
 pub mod threaded;

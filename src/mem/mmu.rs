@@ -248,16 +248,16 @@ pub enum Loaded {
 #[derive(Debug, Clone, Copy)]
 pub struct DataPath {
     /// Loads and stores are translated by Sv39: a soft TLB hit with these keys is the fast path.
-    paged: bool,
-    load_key: TlbKey,
-    store_key: TlbKey,
+    pub(crate) paged: bool,
+    pub(crate) load_key: TlbKey,
+    pub(crate) store_key: TlbKey,
     /// Untranslated M-mode accesses with no PMP check: guest real `[window_base, window_base + window_limit)`
     /// lands on host `window_host + (gpa - window_base)` (a real map extent readable and writable; `window_limit`
     /// stops 7 bytes short of its end, so an access of up to 8 bytes starting below it stays inside). A limit of
     /// 0 means no window: every access takes the full path.
-    window_base: u64,
-    window_limit: u64,
-    window_host: u64,
+    pub(crate) window_base: u64,
+    pub(crate) window_limit: u64,
+    pub(crate) window_host: u64,
     /// Fetches are translated by Sv39: a soft TLB hit with this key gives a fetch's RAM offset.
     fetch_paged: bool,
     fetch_key: TlbKey,

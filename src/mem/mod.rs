@@ -140,6 +140,25 @@ impl<'a> Ram<'a> {
         }
     }
 
+    /// The host address of the first byte, for generated code that loads and stores RAM itself (the dynamic
+    /// binary translator): it must note every store to a watched page through [`Ram::store`] or the like,
+    /// never write one directly ([`Ram::raw_code_watch`] says which pages are watched).
+    #[cfg(feature = "dbt")]
+    pub(crate) fn raw_bytes(&mut self) -> *mut u8 {
+        self.bytes.as_mut_ptr()
+    }
+
+    /// The watch bitmap (address of the first word, number of pages it covers), for generated code that
+    /// stores directly only to unwatched pages; `(0, 0)` without a watch (then no page may be stored to
+    /// directly... and no translation may be kept).
+    #[cfg(feature = "dbt")]
+    pub(crate) fn raw_code_watch(&self) -> (usize, u64) {
+        match &self.code_watch {
+            Some(watch) => (watch.watched.as_ptr() as usize, watch.watched.len() as u64 * 64),
+            None => (0, 0),
+        }
+    }
+
     /// Guest real address of the first byte.
     pub fn base(&self) -> u64 {
         self.base

@@ -68,6 +68,18 @@ pub struct TlbKey {
 }
 
 impl TlbKey {
+    /// The ASID a lookup matches (for generated code that does the lookup itself).
+    #[cfg(feature = "dbt")]
+    pub(crate) const fn asid(self) -> u16 {
+        self.asid
+    }
+
+    /// The permission bit a lookup tests (for generated code that does the lookup itself).
+    #[cfg(feature = "dbt")]
+    pub(crate) const fn bit(self) -> u32 {
+        self.bit
+    }
+
     /// The key for `access` with the effective `ctx` under ASID `asid`. An M-mode key never hits.
     pub const fn new(asid: u16, access: AccessType, ctx: AccessContext) -> Self {
         Self { asid, bit: permission_bit(access, ctx) }
@@ -83,7 +95,9 @@ const fn map_permission(access: AccessType) -> MapPerms {
     }
 }
 
+// `repr(C)`: the dynamic binary translator reads entries from generated code (`RawTlbLayout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
 struct Entry {
     /// `va >> 12` of the cached 4 KiB piece, or [`INVALID_VPN`].
     vpn: u64,
@@ -106,6 +120,30 @@ impl Entry {
     }
 }
 
+/// Where a lookup finds the fields of an entry, for the dynamic binary translator, which inlines
+/// [`SoftTlb::lookup`]: an entry hits when `vpn` equals `va >> 12`, `perms & key.bit() != 0`, and `asid` equals
+/// `key.asid()` or `global` is non-zero; the host address is then `host_page | (va & 0xfff)`.
+#[cfg(feature = "dbt")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawTlbLayout {
+    pub entry_size: usize,
+    pub vpn: usize,
+    pub host_page: usize,
+    pub perms: usize,
+    pub asid: usize,
+    pub global: usize,
+}
+
+#[cfg(feature = "dbt")]
+pub(crate) const RAW_TLB_LAYOUT: RawTlbLayout = RawTlbLayout {
+    entry_size: core::mem::size_of::<Entry>(),
+    vpn: core::mem::offset_of!(Entry, vpn),
+    host_page: core::mem::offset_of!(Entry, host_page),
+    perms: core::mem::offset_of!(Entry, perms),
+    asid: core::mem::offset_of!(Entry, asid),
+    global: core::mem::offset_of!(Entry, global),
+};
+
 /// A direct-mapped soft TLB with `ENTRIES` (a power of two) 4 KiB entries.
 #[derive(Debug, Clone)]
 pub struct SoftTlb<const ENTRIES: usize> {
@@ -122,6 +160,13 @@ impl<const ENTRIES: usize> Default for SoftTlb<ENTRIES> {
 
 impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
     const SIZE_IS_A_POWER_OF_TWO: () = assert!(ENTRIES.is_power_of_two(), "SoftTlb size must be a power of two");
+
+    /// The address of the first entry, for generated code that does [`lookup`](Self::lookup) itself with the
+    /// layout [`RAW_TLB_LAYOUT`] describes (`ENTRIES` entries, indexed by `vpn & (ENTRIES - 1)`).
+    #[cfg(feature = "dbt")]
+    pub(crate) fn entries_address(&self) -> usize {
+        self.entries.as_ptr() as usize
+    }
 
     /// An empty TLB.
     pub const fn new() -> Self {

@@ -1,0 +1,648 @@
+//! The dynamic binary translator: guest blocks translated to x86-64 host code, kept in the fixed-size code cache
+//! and run natively (hosted x86-64 only, behind the `dbt` feature).
+//!
+//! # Shape
+//! An emulation manager ([`Dbt::run`]) finds the RAM offset of the pc (as the threaded engine does: the fast
+//! fetch path, else a full translation), looks the block up in the SPC->TPC map of a [`CodeCache`] whose arena
+//! is zero-sized and parallels the embedder's executable memory (a block's host code lies at
+//! [`CodeCache::ops_start`] of it), translates on a miss ([`emit`]) and calls the host code. Cold code runs on
+//! the interpreter: a block is translated at its `HOT`th entry (code that runs once, most of a kernel's boot,
+//! costs less interpreted than translated). Blocks are keyed by
+//! RAM offset and whether data accesses are paged (the inlined fast path differs), never by virtual address:
+//! the host code takes the block's virtual pc at entry and works out every pc from it, so a block is shared by
+//! every mapping of its bytes. A block never crosses a page; it runs on past branches, each taken one an exit.
+//!
+//! # What translated code does
+//! Guest integer registers stay in `hart.x` (memory operands are cheap on x86-64); RV64I and M arithmetic,
+//! `lui`/`auipc`, branches, `jal`/`jalr` and loads and stores are translated, with the soft TLB lookup (or the
+//! M-mode RAM window) inlined and the slow path a call to [`Memory::load`]/[`Memory::store`]. Everything else
+//! (CSR and privileged instructions, AMOs, floating point, ...) is a call to the interpreter's
+//! [`step`](super::interp::step) from translated code, so its semantics stay in one place; privileged
+//! instructions, exceptions and device accesses leave the engine with the interpreter's [`Exit`], `hart.pc` at
+//! the instruction and `instret` counting exactly the instructions before it. A store to a watched code page
+//! (any write to one: [`Ram`](crate::mem::Ram) notes it) ends the block after the store, and the page's blocks
+//! are dropped before anything else runs, so self-modifying code runs correctly.
+//!
+//! # Never
+//! Executable memory is never writable and executable at once: the embedder's [`CodeMemory`] maps it. The
+//! engine never runs a block whose bytes may have changed, never runs more than the budget (a block is entered
+//! only when the budget covers all of it; the tail of a budget is stepped by the interpreter), and nothing a
+//! guest supplies (instruction word, address, page table) can make it panic or touch host memory outside guest
+//! RAM: the inlined fast paths bound every access by the RAM size and take the slow path otherwise.
+
+mod emit;
+#[cfg(test)]
+mod tests;
+
+use alloc::boxed::Box;
+use iced_x86::code_asm::CodeAssembler;
+
+use super::interp::{self, exception, mmio};
+use super::Engine;
+use crate::cache::{BlockKey, CodeCache, Eviction};
+use crate::hart::Hart;
+use crate::isa::{LoadWidth, OpKind, StoreWidth};
+use crate::mem::mmu::{DataPath, Loaded, Memory, Target, TLB_ENTRIES};
+use crate::mem::sv39::AccessType;
+use crate::mem::{DirtyCode, PAGE_SIZE};
+use crate::trap::{extend, Exit, MmioKind};
+
+/// Longest block, in guest instructions: bounds translation work, host code size and the tail of a budget that
+/// the interpreter steps.
+pub const MAX_BLOCK: usize = 64;
+
+/// Most host code bytes one block may take (a block that would take more is translated shorter).
+pub const MAX_BLOCK_CODE: usize = 16 * 1024;
+
+/// How the engine's code cache makes room: FIFO over four regions, as the threaded engine's.
+pub const EVICTION: Eviction = Eviction::Fifo { regions: 4 };
+
+/// Executable memory lent by the embedder: `len()` bytes at address `base()`.
+///
+/// # Safety
+/// Implementers guarantee that `[base(), base() + len())` stays mapped at the same address as long as the value
+/// lives and is never writable and executable at once (it is readable and executable except inside `write`), and
+/// that once `write(offset, bytes)` returned `Ok`, executing at `base() + offset` runs exactly `bytes` (the
+/// instruction stream kept coherent) until the next `write` over them. Only `write` changes the contents.
+pub unsafe trait CodeMemory {
+    /// Address of the first byte.
+    fn base(&self) -> usize;
+    /// Size in bytes.
+    fn len(&self) -> usize;
+    /// Whether there is no byte at all.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Copies `bytes` to `[offset, offset + bytes.len())`: made writable (not executable), written, then made
+    /// executable (not writable) again. Refused when the range is outside the memory or the mapping fails.
+    fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<(), CodeMemoryError>;
+}
+
+/// Why [`CodeMemory::write`] failed: a host error, never the guest's fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeMemoryError {
+    /// The range is outside the memory.
+    OutOfRange,
+    /// The host refused to change the protection.
+    Protection,
+}
+
+/// Counters of the engine's work, for benchmarks and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DbtStats {
+    /// Blocks translated.
+    pub blocks_translated: u64,
+    /// Guest instructions in the blocks translated.
+    pub instructions_translated: u64,
+    /// Host code bytes emitted.
+    pub code_bytes: u64,
+    /// Block entries (calls of translated code).
+    pub blocks_entered: u64,
+    /// Instructions the interpreter ran from the dispatcher (budget tails, page-straddling instructions, code
+    /// that cannot be kept, armed triggers).
+    pub stepped: u64,
+    /// Pages whose blocks were dropped because they were written.
+    pub pages_invalidated: u64,
+    /// Times every block was dropped (too many written pages to list).
+    pub full_invalidations: u64,
+    /// Exits chained to their target block.
+    pub links: u64,
+    /// Times every link was undone (a block was removed).
+    pub unlink_alls: u64,
+}
+
+/// What a translated block returns (and a helper, to the block).
+pub(crate) mod status {
+    /// A helper: go on with the next instruction.
+    pub const CONTINUE: u32 = 0;
+    /// The block ended: `Env::pc` is the next pc, `Env::retired` the instructions it retired.
+    pub const END: u32 = 1;
+    /// Leave the engine with `Env::exit`; `Env::pc` is the instruction's pc.
+    pub const EXIT: u32 = 2;
+    /// An instruction wrote a watched code page: the block ended after it (as [`END`]); drop written code.
+    pub const DIRTY: u32 = 3;
+}
+
+/// What translated code and its helpers share during one block (`repr(C)`: generated code reads it at the
+/// offsets [`emit`] takes from this layout). Pointers are derived afresh before every block call.
+#[repr(C)]
+pub(crate) struct Env {
+    /// The current block's virtual pc: in, that of the block the dispatcher calls; translated code updates it
+    /// before each helper call (a chained block's pc is its own), for the helpers.
+    pub entry_pc: u64,
+    /// Out: the next pc (or the leaving instruction's).
+    pub pc: u64,
+    /// Out, from a helper: instructions the current block retired.
+    pub retired: u64,
+    /// In: the budget left; out: what is left of it (blocks charge it as they are entered).
+    pub budget: u64,
+    /// Out: the address of the link slot of an unlinked exit the block left through (0: none).
+    pub link: u64,
+    /// `hart.x`.
+    pub x: *mut u64,
+    /// The first byte of guest RAM.
+    pub ram: *mut u8,
+    /// RAM size in bytes.
+    pub ram_len: u64,
+    /// The soft TLB's first entry.
+    pub tlb: usize,
+    /// The soft TLB key fields of this run: ASID and the permission bits of loads and stores.
+    pub asid: u32,
+    pub load_bit: u32,
+    pub store_bit: u32,
+    pub _pad: u32,
+    /// The M-mode RAM window of this run (see [`DataPath`]), clamped to RAM.
+    pub window_base: u64,
+    pub window_limit: u64,
+    pub window_host: u64,
+    /// The code watch bitmap and the number of pages it covers (0: stores always take the slow path).
+    pub watch: usize,
+    pub watch_pages: u64,
+    /// For the helpers.
+    pub hart: *mut Hart,
+    pub memory: *mut Memory<'static, 'static>,
+    /// The exit of an [`status::EXIT`].
+    pub exit: Exit,
+}
+
+/// The host code of a block: called with the [`Env`], returns a [`status`].
+type BlockFn = unsafe extern "sysv64" fn(*mut Env) -> u32;
+
+/// What the engine keeps per block besides the cache's record.
+#[derive(Debug, Clone, Copy, Default)]
+struct BlockMeta {
+    /// Guest instructions.
+    insts: u32,
+    /// Where its host code starts in code memory, and its dispatcher entry and unlinked exit from there.
+    code: usize,
+    entry: u32,
+    unlinked: u32,
+}
+
+/// The link slots of every block (by block index): data words translated code jumps through (see [`emit`]).
+type LinkSlots<const BLOCKS: usize> = [[u64; emit::LINKS]; BLOCKS];
+
+/// Entries before a block is translated: code that runs once (most of a kernel's boot) is cheaper to interpret
+/// than to translate.
+const HOT: u8 = 200;
+
+/// Counters of [`Dbt::heat`] (block starts share them by hash: a collision only translates sooner).
+const HEAT_SLOTS: usize = 1 << 14;
+
+/// The heat counter of the block at RAM offset `start`.
+fn heat_slot(start: u64) -> usize {
+    (start.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 50) as usize & (HEAT_SLOTS - 1)
+}
+
+/// Harts whose budget stop the engine remembers (more share slots, and only lose the shortcut).
+const STOP_SLOTS: usize = 8;
+
+/// The translator over `CODE` bytes of host code in `BLOCKS` blocks with a `MAP`-slot map table, emitting into
+/// the embedder's executable memory `M` (at least `CODE` bytes).
+pub struct Dbt<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> {
+    code: M,
+    cache: Box<CodeCache<(), CODE, BLOCKS, MAP>>,
+    meta: Box<[BlockMeta; BLOCKS]>,
+    /// How often each block start (hashed) was found untranslated: translation waits for the threshold.
+    heat: Box<[u8; HEAT_SLOTS]>,
+    /// Entries before a block is translated ([`HOT`] by default).
+    threshold: u8,
+    /// Link slots: each holds the address of its own block's unlinked exit, or of a live block's chained entry.
+    links: Box<LinkSlots<BLOCKS>>,
+    /// The cache's count of removed blocks when the links were last known good: any removal (invalidation,
+    /// eviction, replacement) unlinks every slot, so no slot ever leads to a block that is gone.
+    removals: u64,
+    asm: CodeAssembler,
+    stats: DbtStats,
+    /// The pc at which each hart's last run spent its budget (slot `hart_id % STOP_SLOTS`): its next run steps
+    /// to the next known block start rather than translating a block that starts inside one.
+    stopped: [Option<u64>; STOP_SLOTS],
+}
+
+/// Why [`Dbt::new`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbtError {
+    /// The code memory is smaller than the cache's arena.
+    CodeMemoryTooSmall,
+    /// The assembler could not be set up.
+    Assembler,
+}
+
+impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Dbt<M, CODE, BLOCKS, MAP> {
+    /// An engine with an empty cache emitting into `code`.
+    pub fn new(code: M) -> Result<Self, DbtError> {
+        if code.len() < CODE {
+            return Err(DbtError::CodeMemoryTooSmall);
+        }
+        let asm = CodeAssembler::new(64).map_err(|_| DbtError::Assembler)?;
+        Ok(Self {
+            code,
+            cache: Box::new(CodeCache::with_eviction((), EVICTION)),
+            meta: Box::new([BlockMeta::default(); BLOCKS]),
+            links: Box::new([[0; emit::LINKS]; BLOCKS]),
+            heat: Box::new([0; HEAT_SLOTS]),
+            threshold: HOT,
+            removals: 0,
+            asm,
+            stats: DbtStats::default(),
+            stopped: [None; STOP_SLOTS],
+        })
+    }
+
+    /// Translates a block once it has been entered `entries` times (0: at once, as tests want); until then the
+    /// interpreter runs it.
+    pub fn set_translation_threshold(&mut self, entries: u8) {
+        self.threshold = entries;
+    }
+
+    /// Counters since construction.
+    pub fn stats(&self) -> DbtStats {
+        self.stats
+    }
+
+    /// The code cache (for its statistics).
+    pub fn cache(&self) -> &CodeCache<(), CODE, BLOCKS, MAP> {
+        &self.cache
+    }
+
+    /// Drops the blocks of every code page written since the last look.
+    fn invalidate_written_code(&mut self, memory: &mut Memory) {
+        match memory.ram.take_dirty_code() {
+            DirtyCode::All => {
+                self.cache.invalidate_all();
+                self.stats.full_invalidations += 1;
+            }
+            dirty @ DirtyCode::Pages { .. } => {
+                for &page in dirty.pages().unwrap_or(&[]) {
+                    self.cache.invalidate_page(page * PAGE_SIZE);
+                    self.stats.pages_invalidated += 1;
+                }
+            }
+        }
+    }
+
+    /// Translates the block whose first instruction lies at RAM offset `start` and caches it.
+    fn translate(&mut self, memory: &mut Memory, start: u64, paged: bool) -> Option<(crate::cache::BlockId, u32)> {
+        let page = start / PAGE_SIZE;
+        if !memory.ram.is_code_page(page) && !memory.ram.watch_code_page(page) {
+            return None;
+        }
+        let mut limit = MAX_BLOCK;
+        let block = loop {
+            let block = emit::translate(&mut self.asm, memory.ram, start, paged, limit)?;
+            if block.code.len() <= MAX_BLOCK_CODE.min(self.cache.max_block_ops()) {
+                break block;
+            }
+            limit = (block.insts as usize / 2).max(1);
+            if block.insts <= 1 {
+                return None;
+            }
+        };
+        let units = [(); MAX_BLOCK_CODE];
+        let id = self
+            .cache
+            .insert(BlockKey::new(start, paged as u64), block.guest_len, block.exits, units.get(..block.code.len())?)
+            .ok()?;
+        let offset = self.cache.ops_start(id)?;
+        let mut code = block.code;
+        let slots = self.links.get_mut(id.index())?;
+        let unlinked = (self.code.base() + offset + block.unlinked as usize) as u64;
+        for (k, slot) in slots.iter_mut().enumerate() {
+            *slot = unlinked;
+            let placeholder = emit::slot_placeholder(k).to_le_bytes();
+            if let Some(at) = code.windows(8).position(|bytes| bytes == placeholder) {
+                let address = slot as *mut u64 as u64;
+                code.get_mut(at..at + 8)?.copy_from_slice(&address.to_le_bytes());
+            }
+        }
+        let meta = BlockMeta { insts: block.insts, code: offset, entry: block.entry, unlinked: block.unlinked };
+        *self.meta.get_mut(id.index())? = meta;
+        if self.code.write(offset, &code).is_err() {
+            self.cache.invalidate_block(id);
+            return None;
+        }
+        self.stats.blocks_translated += 1;
+        self.stats.code_bytes += code.len() as u64;
+        self.stats.instructions_translated += block.insts as u64;
+        Some((id, block.insts))
+    }
+
+    /// Unlinks every slot if any block was removed since the links were last known good.
+    fn unlink_if_removed(&mut self) {
+        let stats = self.cache.stats();
+        let removals = stats.invalidations + stats.evictions;
+        if removals == self.removals {
+            return;
+        }
+        self.removals = removals;
+        let base = self.code.base();
+        for (slots, meta) in self.links.iter_mut().zip(self.meta.iter()) {
+            *slots = [(base + meta.code + meta.unlinked as usize) as u64; emit::LINKS];
+        }
+        self.stats.unlink_alls += 1;
+    }
+
+    /// Links the slot at address `slot` (an unlinked exit some block just left through) to `block`, the block
+    /// at the exit's target. Nothing was removed since the exit (else every slot was unlinked and `slot` may
+    /// belong to a block that is gone: it is left alone).
+    fn link(&mut self, slot: u64, block: crate::cache::BlockId) {
+        if self.cache.stats().invalidations + self.cache.stats().evictions != self.removals {
+            return;
+        }
+        let Some(meta) = self.meta.get(block.index()) else { return };
+        let target = (self.code.base() + meta.code) as u64;
+        let first = self.links.as_ptr() as u64;
+        let Some(index) = slot.checked_sub(first).map(|offset| offset / 8) else { return };
+        if let Some(word) = self.links.as_flattened_mut().get_mut(index as usize) {
+            *word = target;
+            self.stats.links += 1;
+        }
+    }
+
+    /// Whether `hart`'s last run spent its budget at `pc` (the note is used up).
+    fn stopped_here(&mut self, hart: &Hart) -> bool {
+        let slot = &mut self.stopped[hart.config.hart_id as usize % STOP_SLOTS];
+        let here = *slot == Some(hart.pc);
+        *slot = None;
+        here
+    }
+
+    fn run_blocks(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
+        let path = memory.data_path(hart);
+        let paged = path.paged;
+        let mut remaining = budget;
+        let mut retired_in_blocks = 0u64;
+        // Steps left to reach a known block start after a run that stopped inside a block.
+        let mut finishing = if self.stopped_here(hart) { MAX_BLOCK } else { 0 };
+        // The link slot of the unlinked exit the last block left through, to link to the block found next.
+        let mut pending_link = None;
+        // The block at the pc is not translated yet because it is cold.
+        let mut cold = false;
+        let exit = loop {
+            if remaining == 0 {
+                break Exit::BudgetExhausted;
+            }
+            if memory.ram.has_dirty_code() {
+                self.invalidate_written_code(memory);
+            }
+            let pc = hart.pc;
+            let start = match memory.fast_fetch(&path, pc) {
+                Some(start) => Some(start),
+                None => match memory.translate_page(hart, pc, 2, AccessType::Fetch) {
+                    // The walk may have set A/D bits in a page holding code: look again.
+                    Ok(_) if memory.ram.has_dirty_code() => continue,
+                    Ok((Target::Ram(start), true)) => Some(start),
+                    // PMP finer than the page, a device, a fault: the interpreter finds out exactly.
+                    _ => None,
+                },
+            };
+            let block = match start {
+                Some(start) => match self.cache.lookup(BlockKey::new(start, paged as u64)) {
+                    Some(block) => {
+                        finishing = 0;
+                        self.meta.get(block.index()).map(|meta| (block, meta.insts))
+                    }
+                    None if finishing > 0 => {
+                        finishing -= 1;
+                        None
+                    }
+                    None => match self.heat.get_mut(heat_slot(start)) {
+                        // Cold code runs on the interpreter until it has been entered `HOT` times.
+                        Some(heat) if *heat < self.threshold => {
+                            *heat += 1;
+                            cold = true;
+                            None
+                        }
+                        _ => self.translate(memory, start, paged),
+                    },
+                },
+                None => None,
+            };
+            if let (Some(slot), Some((block, _))) = (pending_link.take(), block) {
+                self.link(slot, block);
+            }
+            let entry = block.and_then(|(block, insts)| {
+                let meta = self.meta.get(block.index())?;
+                (insts as u64 <= remaining).then_some(meta.code + meta.entry as usize)
+            });
+            let Some(offset) = entry else {
+                // Instructions through the interpreter (it counts them in `instret`): one, or for cold code a
+                // straight run up to the next control transfer, so the next look-up is at a block start.
+                let steps = if core::mem::take(&mut cold) { MAX_BLOCK as u64 } else { 1 }.min(remaining);
+                let mut left = None;
+                for _ in 0..steps {
+                    let before = hart.pc;
+                    self.stats.stepped += 1;
+                    if let Err(exit) = interp::step(hart, memory) {
+                        left = Some(exit);
+                        break;
+                    }
+                    remaining -= 1;
+                    if !matches!(hart.pc.wrapping_sub(before), 2 | 4) || memory.ram.has_dirty_code() {
+                        break;
+                    }
+                }
+                match left {
+                    Some(exit) => break exit,
+                    None => continue,
+                }
+            };
+            let mut env = Env {
+                entry_pc: pc,
+                pc,
+                retired: 0,
+                budget: remaining,
+                link: 0,
+                x: hart.x.as_mut_ptr(),
+                ram: memory.ram.raw_bytes(),
+                ram_len: memory.ram.size(),
+                tlb: memory.tlb.entries_address(),
+                asid: path.load_key.asid() as u32,
+                load_bit: path.load_key.bit(),
+                store_bit: path.store_key.bit(),
+                _pad: 0,
+                window_base: 0,
+                window_limit: 0,
+                window_host: 0,
+                watch: 0,
+                watch_pages: 0,
+                hart: core::ptr::null_mut(),
+                memory: core::ptr::null_mut(),
+                exit: Exit::BudgetExhausted,
+            };
+            fill_window(&mut env, &path, memory.ram.size());
+            (env.watch, env.watch_pages) = memory.ram.raw_code_watch();
+            env.hart = hart;
+            env.memory = (memory as *mut Memory).cast();
+            // No link may lead to a block removed since the last call.
+            self.unlink_if_removed();
+            let address = self.code.base().wrapping_add(offset);
+            // SAFETY: `address` is the entry of the host code `translate` wrote for this live block (the cache
+            // refuses stale blocks and `CODE <= code.len()`); the `CodeMemory` contract makes it executable and
+            // exactly those bytes. Its link slots lead only to live blocks of this context tag in the same RAM
+            // page (slots are unlinked on any removal, just checked, and linked only to the block looked up at
+            // the exit's target), each of which checks the budget left before it runs. The code follows the System V ABI (callee-saved registers restored, stack
+            // aligned at calls) and only touches `env`, guest registers through `env.x`, guest RAM through
+            // `env.ram` below `env.ram_len`, the soft TLB read-only, and otherwise calls the helpers below,
+            // which reach the hart and memory through the pointers just derived from the live `&mut` borrows,
+            // not used otherwise until the call returns.
+            let status = unsafe {
+                let function: BlockFn = core::mem::transmute::<usize, BlockFn>(address);
+                function(&mut env)
+            };
+            self.stats.blocks_entered += 1;
+            hart.pc = env.pc;
+            let retired = remaining.saturating_sub(env.budget);
+            retired_in_blocks += retired;
+            remaining -= retired;
+            pending_link = (env.link != 0).then_some(env.link);
+            if status == status::EXIT {
+                break env.exit;
+            }
+        };
+        if exit == Exit::BudgetExhausted {
+            self.stopped[hart.config.hart_id as usize % STOP_SLOTS] = Some(hart.pc);
+        }
+        hart.instret = hart.instret.wrapping_add(retired_in_blocks);
+        exit
+    }
+}
+
+/// The M-mode RAM window of `path`, clamped so that an access of up to 8 bytes below the limit stays in RAM.
+fn fill_window(env: &mut Env, path: &DataPath, ram_len: u64) {
+    let room = ram_len.saturating_sub(path.window_host).saturating_sub(7);
+    env.window_base = path.window_base;
+    env.window_limit = path.window_limit.min(room);
+    env.window_host = path.window_host;
+}
+
+impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Engine for Dbt<M, CODE, BLOCKS, MAP> {
+    fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
+        // A trigger or software breakpoint that may fire in this mode: every instruction through the
+        // interpreter, which checks them (no translated code skips a match).
+        if hart.triggers.armed(hart.privilege) {
+            self.stats.stepped += budget;
+            return interp::run_steps(hart, memory, budget);
+        }
+        self.run_blocks(hart, memory, budget)
+    }
+}
+
+// ---- helpers called from translated code ----
+
+/// The packed operands of a helper call: `low` (a register or an operation), `width`, the instruction's length
+/// and its offset from the block's start, and `index`, the instructions before it in the block.
+pub(crate) const fn pack(low: u8, width: u8, len: u8, offset: u16, index: u16) -> u64 {
+    low as u64 | (width as u64) << 8 | (len as u64) << 16 | (offset as u64) << 24 | (index as u64) << 40
+}
+
+struct Unpacked {
+    low: u8,
+    width: usize,
+    len: u64,
+    offset: u64,
+    index: u64,
+}
+
+fn unpack(packed: u64) -> Unpacked {
+    Unpacked {
+        low: packed as u8,
+        width: (packed >> 8) as u8 as usize,
+        len: (packed >> 16) as u8 as u64,
+        offset: (packed >> 24) as u16 as u64,
+        index: (packed >> 40) as u16 as u64,
+    }
+}
+
+/// Leaves the engine from instruction `at` of a block with `exit`.
+fn leave(env: &mut Env, at: &Unpacked, exit: Exit) -> u32 {
+    env.pc = env.entry_pc.wrapping_add(at.offset);
+    env.retired = at.index;
+    env.exit = exit;
+    status::EXIT
+}
+
+/// Ends the block after instruction `at`, which wrote a watched code page.
+fn dirty(env: &mut Env, at: &Unpacked) -> u32 {
+    env.pc = env.entry_pc.wrapping_add(at.offset + at.len);
+    env.retired = at.index + 1;
+    status::DIRTY
+}
+
+/// A load the inlined fast path did not serve (a TLB miss, a page-crossing access, a device, a fault): the
+/// interpreter's [`Memory::load`], the value written to `rd`.
+pub(crate) extern "sysv64" fn load_slow(env: *mut Env, addr: u64, packed: u64) -> u32 {
+    // SAFETY: translated code passes the `Env` it was called with, whose `hart` and `memory` were derived from
+    // the engine's live borrows just before the call and are not used by anything else during it.
+    let (env, hart, memory) = unsafe { (&mut *env, &mut *(*env).hart, &mut *(*env).memory) };
+    let at = unpack(packed);
+    let width = LoadWidth::ALL.get(at.width).copied().unwrap_or(LoadWidth::D);
+    let size = width.bytes();
+    let signed = matches!(width, LoadWidth::B | LoadWidth::H | LoadWidth::W | LoadWidth::D);
+    match memory.load(hart, addr, size, AccessType::Load) {
+        Ok(Loaded::Value(value)) => hart.set_x(at.low, extend(value, size as u8, signed)),
+        Ok(Loaded::Device(gpa)) => {
+            return leave(env, &at, mmio(gpa, size, MmioKind::Load { rd: at.low, signed }, at.len));
+        }
+        Err(fault) => return leave(env, &at, exception(fault)),
+    }
+    // The walk may have set A/D bits in a page that holds code.
+    if memory.ram.has_dirty_code() {
+        return dirty(env, &at);
+    }
+    status::CONTINUE
+}
+
+/// A store the inlined fast path did not serve (a TLB miss, a page-crossing access, a watched code page, a
+/// device, a fault): the interpreter's [`Memory::store`] of register `low`.
+pub(crate) extern "sysv64" fn store_slow(env: *mut Env, addr: u64, packed: u64) -> u32 {
+    // SAFETY: as in `load_slow`.
+    let (env, hart, memory) = unsafe { (&mut *env, &mut *(*env).hart, &mut *(*env).memory) };
+    let at = unpack(packed);
+    let width = StoreWidth::ALL.get(at.width).copied().unwrap_or(StoreWidth::D);
+    let size = width.bytes();
+    let value = hart.x(at.low);
+    match memory.store(hart, addr, size, value) {
+        Ok(None) => {}
+        Ok(Some(gpa)) => {
+            let value = value & interp::mask(width);
+            return leave(env, &at, mmio(gpa, size, MmioKind::Store { value }, at.len));
+        }
+        Err(fault) => return leave(env, &at, exception(fault)),
+    }
+    if memory.ram.has_dirty_code() {
+        return dirty(env, &at);
+    }
+    status::CONTINUE
+}
+
+/// An instruction without a translation, through the interpreter's [`step`](interp::step): it retires (counted
+/// by the block, not by `step`), or the block leaves with its exit.
+pub(crate) extern "sysv64" fn step(env: *mut Env, packed: u64) -> u32 {
+    // SAFETY: as in `load_slow`.
+    let (env, hart, memory) = unsafe { (&mut *env, &mut *(*env).hart, &mut *(*env).memory) };
+    let at = unpack(packed);
+    hart.pc = env.entry_pc.wrapping_add(at.offset);
+    match interp::step(hart, memory) {
+        Ok(()) => {
+            hart.instret = hart.instret.wrapping_sub(1);
+            if memory.ram.has_dirty_code() {
+                return dirty(env, &at);
+            }
+            status::CONTINUE
+        }
+        Err(exit) => leave(env, &at, exit),
+    }
+}
+
+/// The M-extension operations x86-64 has no exact instruction for (division with RISC-V's results for zero and
+/// overflow, `mulhsu`): the interpreter's [`alu`](interp::alu).
+pub(crate) extern "sysv64" fn alu(op: u64, a: u64, b: u64) -> u64 {
+    match OpKind::ALL.get(op as usize) {
+        Some(&kind) => interp::alu(kind, a, b),
+        None => 0,
+    }
+}
+
+/// Entries of the soft TLB the inlined lookup indexes.
+pub(crate) const TLB_INDEX_MASK: u64 = TLB_ENTRIES as u64 - 1;

@@ -1,0 +1,352 @@
+//! The translator against the reference interpreter: hand-written programs (self-modifying code, faults, device
+//! accesses, budgets) and random ones, in M-mode (the RAM window) and in S-mode under Sv39 (the inlined soft TLB).
+
+use super::*;
+use crate::exec::interp::Interpreter;
+use crate::hart::{Exception, HartConfig, Privilege};
+use crate::isa::{csr, encode, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
+use crate::mem::mmu::{Tlb, VmRealMap};
+use crate::mem::sv39::{make_pte, PteFlags, Satp, SATP_MODE_SV39};
+use crate::mem::{Ram, RAM_BASE};
+use proptest::prelude::*;
+use std::vec::Vec;
+
+/// Anonymous memory mapped read+execute, made writable only inside `write` (the test's `CodeMemory`).
+struct TestCode {
+    base: *mut u8,
+    len: usize,
+}
+
+impl TestCode {
+    fn new(len: usize) -> Self {
+        // SAFETY: an anonymous private mapping of `len` bytes at an address the kernel chooses; nothing else
+        // refers to it.
+        let base = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        Self { base: base.cast(), len }
+    }
+
+    fn protect(&self, first: usize, bytes: usize, protection: i32) -> Result<(), CodeMemoryError> {
+        // SAFETY: `[first, first + bytes)` is whole pages inside the mapping made in `new`.
+        let result = unsafe { libc::mprotect(self.base.add(first).cast(), bytes, protection) };
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(CodeMemoryError::Protection)
+        }
+    }
+}
+
+impl Drop for TestCode {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer used.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+// SAFETY: the mapping lives as long as the value; it is RX except inside `write`, which makes the pages it
+// writes RW, copies and makes them RX again (x86-64 keeps the instruction stream coherent with stores).
+unsafe impl CodeMemory for TestCode {
+    fn base(&self) -> usize {
+        self.base as usize
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<(), CodeMemoryError> {
+        let end = offset.checked_add(bytes.len()).filter(|&end| end <= self.len).ok_or(CodeMemoryError::OutOfRange)?;
+        let first = offset & !4095;
+        let last = (end + 4095) & !4095;
+        self.protect(first, last - first, libc::PROT_READ | libc::PROT_WRITE)?;
+        // SAFETY: the destination lies inside the mapping, writable now; the source is a distinct slice.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(offset), bytes.len()) };
+        self.protect(first, last - first, libc::PROT_READ | libc::PROT_EXEC)
+    }
+}
+
+type TestDbt = Dbt<TestCode, { 1 << 20 }, 256, 512>;
+
+/// A translator that translates every block at once (no interpreted warm-up), so the tests run translated code.
+fn engine() -> Box<TestDbt> {
+    let mut engine = Box::new(TestDbt::new(TestCode::new(1 << 20)).unwrap());
+    engine.set_translation_threshold(0);
+    engine
+}
+
+const RAM_SIZE: usize = 0x20000;
+/// Where the data pointer x10 points.
+const DATA: u64 = RAM_BASE + 0x8000;
+/// Sv39 root table (S-mode runs): one gigapage identity-maps RAM.
+const ROOT: u64 = RAM_BASE + 0x10000;
+
+/// One machine: RAM with a code watch, a hart, its TLB.
+struct Machine {
+    backing: Vec<u8>,
+    watch: Vec<u64>,
+    hart: Hart,
+    tlb: Tlb,
+}
+
+impl Machine {
+    fn new(program: &[u8], supervisor: bool) -> Self {
+        let mut backing = vec![0u8; RAM_SIZE];
+        backing[..program.len()].copy_from_slice(program);
+        for (index, byte) in backing[0x8000..0x9000].iter_mut().enumerate() {
+            *byte = (index as u8).wrapping_mul(37) ^ 0x5a;
+        }
+        let mut hart = Hart::new(HartConfig::rv64gc(0));
+        hart.reset(RAM_BASE);
+        // Mixed signs, magnitudes and small values (shift amounts, divisors of -1 and 0 come from the program).
+        for r in 1..32 {
+            let value = match r % 4 {
+                0 => (r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                1 => (r as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F).rotate_left(r),
+                2 => r as u64 * 3,
+                _ => (r as i64 - 16) as u64,
+            };
+            hart.set_x(r as u8, value);
+        }
+        hart.set_x(9, 0x1000_0000);
+        hart.set_x(10, DATA);
+        hart.set_x(11, RAM_BASE);
+        if supervisor {
+            let flags = PteFlags::V | PteFlags::R | PteFlags::W | PteFlags::X;
+            let pte = make_pte(RAM_BASE >> 12, flags);
+            let slot = (ROOT - RAM_BASE) as usize + 8 * ((RAM_BASE >> 30) as usize & 0x1ff);
+            backing[slot..slot + 8].copy_from_slice(&pte.to_le_bytes());
+            hart.write_csr(csr::PMPADDR0, u64::MAX >> 10).unwrap();
+            hart.write_csr(csr::PMPCFG0, 0x1f).unwrap();
+            hart.csrs.satp = Satp::new(SATP_MODE_SV39, 3, ROOT >> 12).0;
+            hart.privilege = Privilege::Supervisor;
+        }
+        Self { backing, watch: vec![0u64; RAM_SIZE / 4096 / 64 + 1], hart, tlb: Tlb::new() }
+    }
+
+    fn run(&mut self, engine: &mut impl Engine, budget: u64) -> Exit {
+        let mut ram = Ram::new(RAM_BASE, &mut self.backing);
+        ram.attach_code_watch(&mut self.watch);
+        let realmap = VmRealMap::for_ram(&ram).unwrap();
+        let mut memory = Memory { ram: &mut ram, realmap: &realmap, tlb: &mut self.tlb };
+        engine.run(&mut self.hart, &mut memory, budget)
+    }
+}
+
+fn bytes(program: &[Inst]) -> Vec<u8> {
+    program.iter().flat_map(|inst| encode(inst).to_le_bytes()).collect()
+}
+
+/// Runs `program` on both engines in turns of `budgets` (cycled, 40 turns at most), comparing exits, harts and
+/// RAM after each. A tiny dispatcher, the same for both, serves exits: a device load reads 0x42, a device
+/// store is dropped, a CSR access or an exception is skipped; `ecall`, or a pc outside RAM, ends the run.
+/// Returns the translator's machine.
+fn lockstep(program: &[u8], supervisor: bool, budgets: &[u64]) -> (Machine, Box<TestDbt>) {
+    let mut fast = Machine::new(program, supervisor);
+    let mut reference = Machine::new(program, supervisor);
+    let mut dbt = engine();
+    for (turn, &budget) in budgets.iter().cycle().take(40).enumerate() {
+        let exit = fast.run(&mut *dbt, budget);
+        let expected = reference.run(&mut Interpreter, budget);
+        assert_eq!(exit, expected, "exit of turn {turn}");
+        assert_eq!(fast.hart, reference.hart, "hart after turn {turn}");
+        assert!(fast.backing == reference.backing, "RAM after turn {turn}");
+        let go_on = [&mut fast, &mut reference].map(|machine| machine.serve(exit));
+        if !go_on[0] {
+            break;
+        }
+    }
+    (fast, dbt)
+}
+
+impl Machine {
+    /// The test's dispatcher: whether the run goes on after `exit`.
+    fn serve(&mut self, exit: Exit) -> bool {
+        let hart = &mut self.hart;
+        let Some(offset) = hart.pc.checked_sub(RAM_BASE).filter(|&offset| offset + 4 <= RAM_SIZE as u64) else {
+            return false;
+        };
+        let len = if self.backing[offset as usize] & 3 == 3 { 4 } else { 2 };
+        match exit {
+            Exit::BudgetExhausted => return true,
+            Exit::Mmio(access) => {
+                if let crate::trap::MmioKind::Load { rd, .. } = access.kind {
+                    hart.set_x(rd, 0x42);
+                }
+            }
+            Exit::Exception { cause: Exception::EcallFromM | Exception::EcallFromS, .. } => return false,
+            Exit::Exception { .. } | Exit::System { .. } => {}
+            Exit::Debug(_) => return false,
+        }
+        hart.pc += len;
+        hart.instret += 1;
+        true
+    }
+}
+
+fn addi(rd: u8, rs1: u8, imm: i32) -> Inst {
+    Inst::OpImm { op: OpImmKind::Addi, rd, rs1, imm }
+}
+
+/// A loop of arithmetic, loads and stores runs on translated code and agrees with the interpreter, whole and
+/// in turns that end inside blocks.
+#[test]
+fn a_loop_agrees_with_the_interpreter() {
+    let program = [
+        addi(5, 0, 100),
+        Inst::Load { width: LoadWidth::D, rd: 6, rs1: 10, offset: 8 },
+        Inst::Op { op: OpKind::Mul, rd: 6, rs1: 6, rs2: 5 },
+        Inst::Op { op: OpKind::Div, rd: 7, rs1: 6, rs2: 5 },
+        Inst::Op { op: OpKind::Remu, rd: 8, rs1: 6, rs2: 0 },
+        Inst::Store { width: StoreWidth::W, rs1: 10, rs2: 6, offset: 16 },
+        Inst::Load { width: LoadWidth::Hu, rd: 9, rs1: 10, offset: 17 },
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -28 },
+        Inst::Ecall,
+    ];
+    for supervisor in [false, true] {
+        let (machine, dbt) = lockstep(&bytes(&program), supervisor, &[10_000]);
+        assert_eq!(machine.hart.x(5), 0);
+        // The loop's blocks are chained: the dispatcher enters translated code a few times, not once a round.
+        let stats = dbt.stats();
+        assert!(stats.links >= 1 && stats.blocks_entered < 10, "{stats:?}");
+        lockstep(&bytes(&program), supervisor, &[7, 3, 64, 1, 5, 100, 13, 1000, 10_000]);
+    }
+}
+
+/// A store into code the block itself runs drops the translation: the new instruction runs next time.
+#[test]
+fn self_modifying_code_runs_the_new_instructions() {
+    let patched = encode(&addi(6, 6, 100));
+    let program = [
+        // x7 = the new instruction's word (lui + addi), x5 = 3 rounds.
+        Inst::Lui { rd: 7, imm: ((patched as i32).wrapping_add(0x800) as u32 & 0xffff_f000) as i32 },
+        addi(7, 7, ((patched << 20) as i32) >> 20),
+        addi(5, 0, 3),
+        // Loop: x6 += 1 (patched to x6 += 100 in the first round), then store over it.
+        addi(6, 6, 1),
+        Inst::Store { width: StoreWidth::W, rs1: 11, rs2: 7, offset: 12 },
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -12 },
+        Inst::Ecall,
+    ];
+    for supervisor in [false, true] {
+        let (machine, dbt) = lockstep(&bytes(&program), supervisor, &[1000]);
+        assert_eq!(machine.hart.x(6), 18 + 201, "from 18: one old round, two new ones");
+        assert!(dbt.stats().pages_invalidated >= 1);
+    }
+}
+
+/// Faults and device accesses leave with the interpreter's exit, at the instruction, with `instret` exact.
+#[test]
+fn faults_and_device_accesses_leave_precisely() {
+    let cases: [&[Inst]; 4] = [
+        &[
+            addi(5, 0, 1),
+            Inst::Lui { rd: 6, imm: 0x1000_0000 },
+            Inst::Load { width: LoadWidth::B, rd: 7, rs1: 6, offset: 5 },
+        ],
+        &[
+            addi(5, 0, 1),
+            Inst::Lui { rd: 6, imm: 0x1000_0000 },
+            Inst::Store { width: StoreWidth::B, rs1: 6, rs2: 5, offset: 0 },
+        ],
+        &[addi(5, 0, 1), Inst::Load { width: LoadWidth::D, rd: 7, rs1: 0, offset: 64 }],
+        &[addi(5, 0, 1), Inst::Illegal(0), addi(5, 0, 2)],
+    ];
+    for program in cases {
+        for supervisor in [false, true] {
+            let (machine, _) = lockstep(&bytes(program), supervisor, &[100]);
+            assert!(machine.hart.instret >= 1);
+        }
+    }
+}
+
+/// An instruction word for the random programs: real encodings of the translated subset (memory accesses
+/// based on x10, the data pointer, x11, the code, and now and then x9, a device, or x12, anywhere), and raw
+/// 16-bit parcels (RVC, or whatever they decode to).
+fn instruction() -> impl Strategy<Value = Vec<u8>> {
+    let reg = 0u8..16;
+    let dest = prop_oneof![0u8..9, 13u8..16];
+    let base = prop_oneof![8 => 10u8..12, 1 => 9u8..10, 1 => 12u8..13];
+    let op_imm = (0..OpImmKind::ALL.len(), dest.clone(), reg.clone(), -2048i32..2048).prop_map(|(k, rd, rs1, imm)| {
+        let op = OpImmKind::ALL[k];
+        let imm = match op {
+            OpImmKind::Slli | OpImmKind::Srli | OpImmKind::Srai => imm & 63,
+            OpImmKind::Slliw | OpImmKind::Srliw | OpImmKind::Sraiw => imm & 31,
+            _ => imm,
+        };
+        Inst::OpImm { op, rd, rs1, imm }
+    });
+    let op = (0..OpKind::ALL.len(), dest.clone(), reg.clone(), reg.clone()).prop_map(|(k, rd, rs1, rs2)| Inst::Op {
+        op: OpKind::ALL[k],
+        rd,
+        rs1,
+        rs2,
+    });
+    let upper = (any::<bool>(), dest.clone(), any::<i32>()).prop_map(|(lui, rd, imm)| {
+        if lui {
+            Inst::Lui { rd, imm: imm & !0xfff }
+        } else {
+            Inst::Auipc { rd, imm: imm & !0xfff }
+        }
+    });
+    let load = (0..LoadWidth::ALL.len(), dest.clone(), base.clone(), -64i32..64)
+        .prop_map(|(w, rd, rs1, offset)| Inst::Load { width: LoadWidth::ALL[w], rd, rs1, offset });
+    let store = (0..StoreWidth::ALL.len(), base, reg.clone(), -64i32..256)
+        .prop_map(|(w, rs1, rs2, offset)| Inst::Store { width: StoreWidth::ALL[w], rs1, rs2, offset });
+    let branch = (0..BranchCond::ALL.len(), reg.clone(), reg.clone(), -32i32..32)
+        .prop_map(|(c, rs1, rs2, offset)| Inst::Branch { cond: BranchCond::ALL[c], rs1, rs2, offset: offset * 4 });
+    let jump = (dest.clone(), -16i32..16).prop_map(|(rd, offset)| Inst::Jal { rd, offset: offset * 4 });
+    let word = prop_oneof![4 => op_imm, 4 => op, 1 => upper, 2 => load, 2 => store, 2 => branch, 1 => jump]
+        .prop_map(|inst| encode(&inst).to_le_bytes().to_vec());
+    let parcel = any::<u16>().prop_filter("compressed", |p| p & 3 != 3).prop_map(|p| p.to_le_bytes().to_vec());
+    prop_oneof![8 => word, 1 => parcel]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Random programs (straight-line code, loops, stores into data and into the code itself, RVC parcels,
+    /// faults) run identically on the translator and the interpreter, in M-mode and in S-mode under Sv39, in
+    /// turns of random budgets.
+    #[test]
+    fn random_programs_agree_with_the_interpreter(
+        program in proptest::collection::vec(instruction(), 1..48),
+        supervisor in any::<bool>(),
+        budgets in proptest::collection::vec(1u64..200, 1..8),
+    ) {
+        let mut code: Vec<u8> = program.concat();
+        code.extend_from_slice(&encode(&Inst::Ecall).to_le_bytes());
+        lockstep(&code, supervisor, &budgets);
+    }
+}
+
+/// By default a block runs on the interpreter for its first entries and is translated once it is hot.
+#[test]
+fn cold_blocks_are_interpreted_until_hot() {
+    let program = [
+        addi(5, 0, 600),
+        addi(6, 6, 3),
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -8 },
+        Inst::Ecall,
+    ];
+    let mut fast = Machine::new(&bytes(&program), false);
+    let mut reference = Machine::new(&bytes(&program), false);
+    let mut dbt = Box::new(TestDbt::new(TestCode::new(1 << 20)).unwrap());
+    assert_eq!(fast.run(&mut *dbt, 10_000), reference.run(&mut Interpreter, 10_000));
+    assert_eq!(fast.hart, reference.hart);
+    let stats = dbt.stats();
+    assert_eq!(stats.blocks_translated, 1, "only the loop: {stats:?}");
+    assert!(stats.stepped >= HOT as u64 * 3 && stats.blocks_entered >= 1, "{stats:?}");
+}
