@@ -45,12 +45,15 @@ core::arch::global_asm!(
     .option push
     .option norvc
 
-    /* M-mode: count in a0 until FLAG is set or a0 reaches a1. */
+    /* M-mode: enable MIE, then count in a0 until FLAG is set or a0 reaches a1. MIE is set here, not by
+       the caller, so an interrupt that is already pending (a VMM may deschedule the VM for longer than
+       the timer's delay) is still taken inside the loop, never before it. */
     .balign 4
     .globl m_spin, m_spin_loop, m_spin_end
 m_spin:
     li a0, 0
     la t1, FLAG
+    csrsi mstatus, 8
 m_spin_loop:
     addi a0, a0, 1
     lw t0, 0(t1)
@@ -273,8 +276,7 @@ fn check_machine_timer() {
     let traps = TRAPS.load(SeqCst);
     set_mtimecmp(mtime() + 20_000); // 2 ms
     csr_set!("mie", MTI);
-    csr_set!("mstatus", MSTATUS_MIE);
-    // SAFETY: m_spin only reads FLAG and counts.
+    // SAFETY: m_spin sets mstatus.MIE, reads FLAG and counts.
     let count = unsafe { m_spin(0, SPIN_LIMIT) };
     csr_clear!("mstatus", MSTATUS_MIE);
     let (cause, epc) = (CAUSE.load(SeqCst), EPC.load(SeqCst));
