@@ -46,6 +46,20 @@ pub struct BenchArgs {
     /// Run the small variants of the workloads (a quick check of the command: the figures mean little).
     #[arg(long)]
     small: bool,
+    /// Also time a real boot (repeat for several): `uboot` (OpenSBI + U-Boot to its autoboot prompt) or `linux`
+    /// (OpenSBI + Debian's kernel to its busybox shell), on each engine and on QEMU. With `--boot` and no
+    /// `--workload`, only the boots run.
+    #[arg(long = "boot", value_name = "BOOT")]
+    boots: Vec<String>,
+    /// The Linux kernel `Image` for `--boot linux` (`tools/fetch-debian-riscv64.sh` fetches Debian's).
+    #[arg(long, value_name = "IMAGE")]
+    linux_kernel: Option<PathBuf>,
+    /// The static riscv64 busybox of the initramfs `--boot linux` builds.
+    #[arg(long, value_name = "BINARY")]
+    busybox: Option<PathBuf>,
+    /// Harts of the booted machines (`-smp`), the same on every engine and on QEMU.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    boot_smp: u32,
 }
 
 /// One benchmark guest, at full and at small scale.
@@ -338,6 +352,21 @@ fn bench(args: &BenchArgs) -> Result<bool, String> {
     let engines = select(ENGINES, |e| e.name, &args.engines, "engine")?;
     let image = |w: usize| if args.small { WORKLOADS[w].small } else { WORKLOADS[w].full };
     let qemu = find_qemu(args)?;
+    if !args.boots.is_empty() {
+        let options = crate::bench_boot::BootOptions {
+            targets: &args.boots,
+            linux_kernel: args.linux_kernel.as_deref(),
+            busybox: args.busybox.as_deref(),
+            harts: args.boot_smp,
+            iterations: args.iterations,
+        };
+        let names: Vec<&str> = engines.iter().map(|&e| ENGINES[e].name).collect();
+        crate::bench_boot::run(&options, &names, qemu.as_ref())?;
+        if args.workloads.is_empty() {
+            return Ok(true);
+        }
+        println!();
+    }
     let mut checksums = Checksums { lines: vec![None; WORKLOADS.len()], mismatches: 0 };
 
     println!(

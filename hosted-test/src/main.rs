@@ -9,10 +9,12 @@
 
 mod analyze;
 mod bench;
+mod bench_boot;
 mod console;
 mod disk;
 mod gdb;
 mod host_serial;
+mod initramfs;
 #[cfg(target_arch = "x86_64")]
 mod jit;
 mod log;

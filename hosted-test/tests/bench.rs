@@ -7,6 +7,9 @@ use std::process::{Command, Output, Stdio};
 
 use bench_kernels::{branch, int, mem, ChecksumLine};
 
+#[path = "common/linux_images.rs"]
+mod linux_images;
+
 /// A bound on a run's instructions far above what any small variant needs, so a wedged guest fails the test.
 const MAX_INSNS: &str = "2000000000";
 
@@ -131,4 +134,43 @@ fn bench_command_rejects_an_unknown_engine() {
     assert!(String::from_utf8_lossy(&run.stderr).contains(
         "unknown engine `warp-drive` (known: interp, threaded, tiny-flush, tiny-fifo, small-flush, small-fifo"
     ));
+}
+
+/// `trapeze bench --boot`: OpenSBI + U-Boot and OpenSBI + Linux come up on each engine and on QEMU (which the suite
+/// installs), and the table gives every one a time and a ratio.
+#[test]
+fn bench_command_times_real_boots_on_the_engines_and_on_qemu() {
+    let fetch = "run tools/fetch-debian-riscv64.sh (run-tests.sh does)";
+    let images = linux_images::guest_images();
+    let kernel = linux_images::require(&images.join("Image"), fetch);
+    let busybox = linux_images::require(&images.join("busybox"), fetch);
+    let mut args = vec!["bench", "--boot", "uboot", "--boot", "linux", "--engine", "threaded"];
+    #[cfg(target_arch = "x86_64")]
+    args.extend(["--engine", "dbt"]);
+    let (kernel, busybox) = (kernel.to_str().unwrap(), busybox.to_str().unwrap());
+    args.extend(["--linux-kernel", kernel, "--busybox", busybox]);
+    let run = trapeze(&args);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "trapeze bench --boot failed ({}):\n{stdout}\n{stderr}", run.status);
+    assert!(!stdout.contains("guest MIPS"), "--boot without --workload runs only the boots:\n{stdout}");
+    let header = stdout.lines().find(|line| line.starts_with("boot ")).unwrap_or_else(|| panic!("{stdout}"));
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    assert!(columns.contains(&"QEMU") && columns.contains(&"threaded/QEMU"), "QEMU is compared: {header}");
+    for boot in ["uboot", "linux"] {
+        let row = stdout.lines().find(|line| line.starts_with(boot)).unwrap_or_else(|| panic!("{boot}: {stdout}"));
+        let cells: Vec<f64> = row.split_whitespace().skip(1).map(|cell| cell.parse().unwrap()).collect();
+        assert_eq!(cells.len(), columns.len() - 1, "a figure in every column: {row}");
+        assert!(cells.iter().all(|&seconds| seconds > 0.0), "{row}");
+    }
+}
+
+#[test]
+fn bench_command_names_what_a_boot_is_missing() {
+    let run = trapeze(&["bench", "--boot", "linux", "--no-qemu", "--engine", "threaded"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--boot linux needs --linux-kernel IMAGE"));
+    let run = trapeze(&["bench", "--boot", "windows", "--no-qemu", "--engine", "threaded"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("unknown boot \"windows\": the boots are uboot, linux"));
 }
