@@ -18,7 +18,7 @@ use trapeze::exec::interp::Interpreter;
 use trapeze::exec::threaded::Threaded;
 use trapeze::exec::Engine;
 use trapeze::hart::{Hart, HartConfig};
-use trapeze::mem::{Ram, RAM_BASE};
+use trapeze::mem::{code_watch_words, Ram, RAM_BASE};
 use trapeze::vm::loader::load_elf;
 use trapeze::vm::virt::{NoDisk, VirtDevices};
 use trapeze::vm::{RunOutcome, Vm};
@@ -205,10 +205,10 @@ impl SerialBackend for Capture {
 /// Boots `image` on a fresh machine and times `Vm::run` with `engine`.
 fn measure<E: Engine>(image: &[u8], engine: &mut E) -> Result<Measurement, String> {
     let mut backing = vec![0u8; RAM_SIZE];
-    let mut code_pages = vec![0u64; RAM_SIZE.div_ceil(4096 * 64)];
+    let mut code_pages = vec![0u64; code_watch_words(RAM_SIZE as u64)];
     let mut ram = Ram::new(RAM_BASE, &mut backing);
     let loaded = load_elf(image, &mut ram).map_err(|e| format!("loading the guest: {e}"))?;
-    ram.attach_code_watch(&mut code_pages);
+    ram.attach_granular_code_watch(&mut code_pages);
     let mut hart = Hart::new(HartConfig::rv64gc(0));
     hart.reset(loaded.entry);
     let mut clock = HostClock::new();

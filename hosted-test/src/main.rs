@@ -35,7 +35,7 @@ use trapeze::exec::threaded::Threaded;
 use trapeze::exec::Engine;
 use trapeze::hart::{Exception, Hart, HartConfig};
 use trapeze::isa;
-use trapeze::mem::{mmu, Ram, RAM_BASE};
+use trapeze::mem::{code_watch_words, mmu, Ram, RAM_BASE};
 use trapeze::trap::Exit;
 use trapeze::vm::boot;
 use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription};
@@ -379,8 +379,8 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     )?;
     let ram_size = usize::try_from(args.memory).map_err(|_| "guest RAM does not fit this host".to_string())?;
     let mut backing = vec![0u8; ram_size];
-    // One bit per page of RAM: the pages the threaded engine has translated code from.
-    let mut code_pages = vec![0u64; ram_size.div_ceil(4096 * 64)];
+    // The pages (and 64-byte granules of them) the engine has translated code from.
+    let mut code_pages = vec![0u64; code_watch_words(args.memory)];
     let mut threaded = Box::new(HostedThreaded::new());
     let mut tiny = TinyThreaded::new();
     #[cfg(target_arch = "x86_64")]
@@ -535,7 +535,7 @@ fn build_machine_on<'a, S: SerialBackend, K: Backends>(
     let config = HartConfig::rv64gc(0);
     backing.fill(0);
     let mut ram = Ram::new(RAM_BASE, backing);
-    ram.attach_code_watch(code_pages);
+    ram.attach_granular_code_watch(code_pages);
     let (entry, mut end, htif) = match &plan.firmware {
         Some(firmware) => firmware.load(&mut ram, RAM_BASE)?,
         None => (RAM_BASE + boot::KERNEL_OFFSET, RAM_BASE, None),

@@ -20,6 +20,7 @@ use trapeze::dev::block::{DiskLayout, Extent, LayoutError, LbaMap, Partition};
 use trapeze::dev::console_mux::{ConsoleMux, MuxPort, TAG_MAX};
 use trapeze::exec::interp::Interpreter;
 use trapeze::exec::Engine;
+use trapeze::mem::code_watch_words;
 use trapeze::mem::mmu::Memory;
 use trapeze::net::{Bridge, BridgePort, PortId};
 
@@ -435,8 +436,7 @@ fn up(path: &Path) -> Result<ExitCode, String> {
         }
     }
     let mut backings: Vec<Vec<u8>> = planned.iter().map(|vm| vec![0u8; vm.args.memory as usize]).collect();
-    let mut code_pages: Vec<Vec<u64>> =
-        planned.iter().map(|vm| vec![0u64; (vm.args.memory as usize).div_ceil(4096 * 64)]).collect();
+    let mut code_pages: Vec<Vec<u64>> = planned.iter().map(|vm| vec![0u64; code_watch_words(vm.args.memory)]).collect();
     let mut clocks: Vec<HostClock> = planned.iter().map(|_| HostClock::new()).collect();
     let mut htif_ports: Vec<Port<'_>> = (0..planned.len()).map(|port| ConsoleMux::port(&mux, port)).collect();
     let mut serials: Vec<Option<HostSerial>> = planned.iter_mut().map(|vm| vm.serial.take()).collect();

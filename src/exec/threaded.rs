@@ -7,10 +7,10 @@
 //! because the pc stays in the page the previous block was entered through, or because the fast fetch path (a
 //! soft TLB hit, or the M-mode RAM window) vouches for it — and a chained exit is followed only when its
 //! recorded RAM offset equals that. Ops get the pc of their instruction from the block loop. A block never
-//! crosses a page and runs on past up to two branches not taken; every page a block was decoded from is watched
-//! by [`Ram`](crate::mem::Ram), so any write to it — a store by any hart or engine, a device's DMA — invalidates
+//! crosses a page and runs on past up to two branches not taken; the bytes a block was decoded from are watched
+//! by [`Ram`](crate::mem::Ram), so any write to them — a store by any hart or engine, a device's DMA — invalidates
 //! the page's blocks before the next block runs, and a store that hits watched code ends the current block at
-//! once. Within one [`Engine::run`] the translation context cannot change (whatever changes it leaves the
+//! once. With a granular watch, writes to the rest of the page (data beside code) invalidate nothing. Within one [`Engine::run`] the translation context cannot change (whatever changes it leaves the
 //! engine), so loads and stores take the fast path of [`DataPath`] worked out at its start. A run whose budget
 //! ends inside a block notes the pc, and that hart's next run there goes on with the rest of the block (the VM
 //! ends turns at any instruction; a block built at each such pc would crowd the cache). This engine never
@@ -348,10 +348,12 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
         }
         exits[ExitSlot::FallThrough as usize] = (at < page_end && falls_through).then_some(at);
         let page = start / PAGE_SIZE;
-        if !memory.ram.is_code_page(page) {
-            if !memory.ram.watch_code_page(page) {
-                return None;
-            }
+        let newly_watched = !memory.ram.is_code_page(page);
+        // Only the block's own bytes: with a granular watch, data beside them in the page stays data.
+        if !memory.ram.watch_code(start, at - start) {
+            return None;
+        }
+        if newly_watched {
             self.note_watched(page);
         }
         self.stats.blocks_built += 1;
@@ -1165,6 +1167,42 @@ mod tests {
         let written = engine.take_invalidated().expect("page 1 was written");
         assert_eq!(written.pages(), Some(&[1u64][..]));
         assert_eq!(engine.take_invalidated(), None, "reported once");
+    }
+
+    /// With a granular code watch, a loop that stores its counter on its own page keeps its blocks (a store beside
+    /// code is data), and a write into the loop's code is still seen before the code runs again.
+    #[test]
+    fn data_beside_code_keeps_its_blocks_and_code_writes_still_count() {
+        let mut backing = vec![0u8; 0x2000];
+        let program = [
+            Inst::OpImm { op: OpImmKind::Addi, rd: 5, rs1: 5, imm: 1 },
+            Inst::Store { width: StoreWidth::D, rs1: 6, rs2: 5, offset: 0x400 },
+            Inst::Jal { rd: 0, offset: -8 },
+        ];
+        for (index, inst) in program.iter().enumerate() {
+            backing[4 * index..4 * index + 4].copy_from_slice(&isa::encode(inst).to_le_bytes());
+        }
+        let mut words = vec![0u64; crate::mem::code_watch_words(0x2000)];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        ram.attach_granular_code_watch(&mut words);
+        let realmap = VmRealMap::for_ram(&ram).unwrap();
+        let mut hart = Hart::new(HartConfig::rv64gc(0));
+        hart.reset(RAM_BASE);
+        hart.set_x(6, RAM_BASE);
+        let mut tlb = Tlb::new();
+        let mut engine = Threaded::<256, 16, 32>::new();
+        let mut memory = Memory { ram: &mut ram, realmap: &realmap, tlb: &mut tlb };
+        assert_eq!(engine.run(&mut hart, &mut memory, 3000), Exit::BudgetExhausted);
+        assert_eq!((hart.x(5), memory.ram.load(RAM_BASE + 0x400, 8)), (1000, Some(1000)));
+        assert_eq!(engine.stats().pages_invalidated, 0, "the counter is data");
+        let built = engine.stats().blocks_built;
+        assert!(built <= 2, "{built} blocks for one loop");
+        // DMA over the loop's first instruction: `addi x5, x5, 2`.
+        let by_two = isa::encode(&Inst::OpImm { op: OpImmKind::Addi, rd: 5, rs1: 5, imm: 2 });
+        memory.ram.store(RAM_BASE, 4, by_two as u64).unwrap();
+        assert_eq!(engine.run(&mut hart, &mut memory, 3000), Exit::BudgetExhausted);
+        assert_eq!(hart.x(5), 3000, "the rewritten loop ran");
+        assert_eq!(engine.stats().pages_invalidated, 1);
     }
 
     /// With [`InlineCsr`], a CSR access that only reads is served in the engine with the dispatcher's value;

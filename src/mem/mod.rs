@@ -28,13 +28,39 @@ pub struct Ram<'a> {
 pub const PAGE_SIZE: u64 = 4096;
 /// Dirty code pages remembered before an overflow makes every translation stale.
 pub(crate) const DIRTY_CAPACITY: usize = 32;
+/// Bytes of a page that one bit of a code watch's granule mask covers.
+pub const CODE_GRANULE: u64 = PAGE_SIZE / 64;
+
+/// Words a granular code watch ([`Ram::attach_granular_code_watch`]) takes for `ram_size` bytes of RAM: one bit per
+/// page, then one granule mask per page.
+pub const fn code_watch_words(ram_size: u64) -> usize {
+    let pages = ram_size.div_ceil(PAGE_SIZE);
+    (pages.div_ceil(64) + pages) as usize
+}
+
+/// The granule bits of bytes `[start, end)` of one page (offsets within the page, `start < end <= PAGE_SIZE`).
+fn granule_bits(start: u64, end: u64) -> u64 {
+    let first = start / CODE_GRANULE;
+    let last = (end - 1) / CODE_GRANULE;
+    let upto = if last >= 63 { u64::MAX } else { (1u64 << (last + 1)) - 1 };
+    upto & !((1u64 << first) - 1)
+}
 
 /// Which RAM pages hold translated code, and which of those were written since the engine last asked. Every
 /// write to RAM — a guest store by any engine or hart, a device's DMA, a loader — goes through [`Ram`], so none
 /// can change translated code unseen.
+///
+/// With granules ([`Ram::attach_granular_code_watch`]) a watched page also records which of its 64-byte granules
+/// hold code, and a write to the page's other granules (data that shares a page with code: a loop's counter, a
+/// literal pool, a kernel's `.data` next to its `.text`) is not a code write: the page stays watched and no
+/// translation is dropped. Granule bits only ever over-approximate the code: they are set for every range an
+/// engine translates and cleared with the page's bit when the page is written.
 struct CodeWatch<'a> {
     /// One bit per RAM page (page index = offset / 4096).
     watched: &'a mut [u64],
+    /// One word per RAM page: bit `g` set when bytes `[64 g, 64 g + 64)` of the page may hold translated code.
+    /// Empty without granules: then any write to a watched page is a code write.
+    granules: &'a mut [u64],
     dirty: [u64; DIRTY_CAPACITY],
     dirty_len: usize,
     overflowed: bool,
@@ -70,21 +96,56 @@ impl<'a> Ram<'a> {
     /// Engines that keep translated code need this; without it they must not cache translations.
     pub fn attach_code_watch(&mut self, bitmap: &'a mut [u64]) {
         bitmap.fill(0);
-        self.code_watch =
-            Some(CodeWatch { watched: bitmap, dirty: [0; DIRTY_CAPACITY], dirty_len: 0, overflowed: false });
+        self.code_watch = Some(CodeWatch {
+            watched: bitmap,
+            granules: &mut [],
+            dirty: [0; DIRTY_CAPACITY],
+            dirty_len: 0,
+            overflowed: false,
+        });
     }
 
-    /// Starts watching page `page` (offset / 4096) for writes; false when there is no watch or the page is
-    /// outside it.
-    pub fn watch_code_page(&mut self, page: u64) -> bool {
-        let Some(watch) = self.code_watch.as_mut() else { return false };
-        match watch.watched.get_mut((page / 64) as usize) {
-            Some(word) => {
-                *word |= 1 << (page % 64);
-                true
-            }
-            None => false,
+    /// [`attach_code_watch`](Self::attach_code_watch) at the grain of 64-byte granules within a page (see
+    /// [`CodeWatch`]): `words`, sized by [`code_watch_words`] for this RAM, holds the page bits and then the granule
+    /// masks. Shorter, the watch is by page only.
+    pub fn attach_granular_code_watch(&mut self, words: &'a mut [u64]) {
+        let pages = self.size().div_ceil(PAGE_SIZE);
+        if words.len() < code_watch_words(self.size()) {
+            return self.attach_code_watch(words);
         }
+        words.fill(0);
+        let (watched, granules) = words.split_at_mut(pages.div_ceil(64) as usize);
+        self.code_watch =
+            Some(CodeWatch { watched, granules, dirty: [0; DIRTY_CAPACITY], dirty_len: 0, overflowed: false });
+    }
+
+    /// Starts watching the whole of page `page` (offset / 4096) for writes; false when there is no watch or the page
+    /// is outside it.
+    pub fn watch_code_page(&mut self, page: u64) -> bool {
+        self.watch_code(page * PAGE_SIZE, PAGE_SIZE)
+    }
+
+    /// Starts watching RAM bytes `[offset, offset + len)` (an engine translated code from them) for writes: with a
+    /// granular watch, writes to the rest of their pages stay data writes. False when there is no watch or a byte
+    /// lies outside it (nothing may then be kept translated from them).
+    pub fn watch_code(&mut self, offset: u64, len: u64) -> bool {
+        let end = offset.saturating_add(len.max(1));
+        if end > self.size() {
+            return false;
+        }
+        let Some(watch) = self.code_watch.as_mut() else { return false };
+        let mut page = offset / PAGE_SIZE;
+        while page * PAGE_SIZE < end {
+            let Some(word) = watch.watched.get_mut((page / 64) as usize) else { return false };
+            *word |= 1 << (page % 64);
+            if let Some(mask) = watch.granules.get_mut(page as usize) {
+                let page_start = page * PAGE_SIZE;
+                *mask |=
+                    granule_bits(offset.max(page_start) - page_start, end.min(page_start + PAGE_SIZE) - page_start);
+            }
+            page += 1;
+        }
+        true
     }
 
     /// Whether page `page` (offset / 4096) is watched: an engine keeps code translated from it (or a native
@@ -117,17 +178,26 @@ impl<'a> Ram<'a> {
         taken
     }
 
-    /// Records a write to `[offset, offset + len)` if it touches a watched page.
+    /// Records a write to `[offset, offset + len)` if it touches code in a watched page.
     #[inline(always)]
     fn note_write(&mut self, offset: usize, len: usize) {
         let Some(watch) = self.code_watch.as_mut() else { return };
-        let first = offset as u64 / PAGE_SIZE;
-        let last = (offset + len.max(1) - 1) as u64 / PAGE_SIZE;
-        for page in first..=last {
+        let (start, end) = (offset as u64, offset as u64 + len.max(1) as u64);
+        for page in start / PAGE_SIZE..=(end - 1) / PAGE_SIZE {
             let Some(word) = watch.watched.get_mut((page / 64) as usize) else { continue };
             let bit = 1u64 << (page % 64);
             if *word & bit == 0 {
                 continue;
+            }
+            if let Some(mask) = watch.granules.get_mut(page as usize) {
+                let page_start = page * PAGE_SIZE;
+                let written =
+                    granule_bits(start.max(page_start) - page_start, end.min(page_start + PAGE_SIZE) - page_start);
+                if *mask & written == 0 {
+                    // Data beside the page's code.
+                    continue;
+                }
+                *mask = 0;
             }
             *word &= !bit;
             match watch.dirty.get_mut(watch.dirty_len) {
@@ -274,6 +344,51 @@ mod tests {
         ram.watch_code_page(3);
         ram.as_mut_slice()[0] = 1;
         assert_eq!(ram.take_dirty_code(), DirtyCode::All);
+    }
+
+    #[test]
+    fn a_granular_watch_tells_data_beside_code_from_code() {
+        let mut backing = vec![0u8; 4 * PAGE_SIZE as usize];
+        let mut words = vec![0u64; code_watch_words(backing.len() as u64)];
+        assert_eq!(words.len(), 1 + 4);
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        ram.attach_granular_code_watch(&mut words);
+        let page = RAM_BASE + PAGE_SIZE;
+        // Code in bytes [0x100, 0x148) of page 1: granules 4 and 5.
+        assert!(ram.watch_code(PAGE_SIZE + 0x100, 0x48));
+        assert!(ram.is_code_page(1));
+        for (addr, size) in [(page + 0xc0, 8), (page + 0xf8, 8), (page + 0x180, 8), (page + 0xfff, 1)] {
+            ram.store(addr, size, 1).unwrap();
+            assert!(!ram.has_dirty_code(), "{addr:#x}: data beside the code");
+        }
+        assert!(ram.is_code_page(1), "still watched");
+        // A store straddling into the code's first granule, then one inside it.
+        ram.store(page + 0xfe, 4, 1).unwrap();
+        assert_eq!(ram.take_dirty_code().pages(), Some(&[1][..]));
+        assert!(!ram.is_code_page(1), "a written code page is no longer watched");
+        ram.store(page + 0x100, 4, 1).unwrap();
+        assert!(!ram.has_dirty_code(), "and its granules were forgotten with it");
+        // Code across a page boundary watches both pages; a whole-page watch takes every granule.
+        assert!(ram.watch_code(2 * PAGE_SIZE - 2, 4));
+        assert!(ram.watch_code_page(3));
+        ram.store(page + 0x800, 8, 1).unwrap();
+        ram.store(RAM_BASE + 2 * PAGE_SIZE + 0x800, 8, 1).unwrap();
+        assert!(!ram.has_dirty_code(), "far from the straddling code");
+        ram.store(RAM_BASE + 2 * PAGE_SIZE, 1, 1).unwrap();
+        ram.store(RAM_BASE + 3 * PAGE_SIZE + 0x800, 8, 1).unwrap();
+        assert_eq!(ram.take_dirty_code().pages(), Some(&[2, 3][..]));
+        assert!(!ram.watch_code(4 * PAGE_SIZE, 1) && !ram.watch_code(u64::MAX - 1, 8), "outside the watch");
+    }
+
+    #[test]
+    fn a_watch_too_short_for_granules_watches_whole_pages() {
+        let mut backing = vec![0u8; 4 * PAGE_SIZE as usize];
+        let mut words = [0u64; 1];
+        let mut ram = Ram::new(RAM_BASE, &mut backing);
+        ram.attach_granular_code_watch(&mut words);
+        assert!(ram.watch_code(PAGE_SIZE + 0x100, 4));
+        ram.store(RAM_BASE + PAGE_SIZE + 0x800, 8, 1).unwrap();
+        assert_eq!(ram.take_dirty_code().pages(), Some(&[1][..]), "any write to a watched page");
     }
 
     #[test]

@@ -20,8 +20,10 @@
 //! [`step`](super::interp::step) from translated code, so its semantics stay in one place; privileged
 //! instructions, exceptions and device accesses leave the engine with the interpreter's [`Exit`], `hart.pc` at
 //! the instruction and `instret` counting exactly the instructions before it. A store to a watched code page
-//! (any write to one: [`Ram`](crate::mem::Ram) notes it) ends the block after the store, and the page's blocks
-//! are dropped before anything else runs, so self-modifying code runs correctly.
+//! takes the slow path; when it writes code (any write to a block's bytes: [`Ram`](crate::mem::Ram) notes it,
+//! at the grain of 64-byte granules with a granular watch) it ends the block after the store, and the page's
+//! blocks are dropped before anything else runs, so self-modifying code runs correctly, and data beside code
+//! costs a call, not a translation.
 //!
 //! # Never
 //! Executable memory is never writable and executable at once: the embedder's [`CodeMemory`] maps it. The
@@ -283,8 +285,8 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
 
     /// Translates the block whose first instruction lies at RAM offset `start` and caches it.
     fn translate(&mut self, memory: &mut Memory, start: u64, paged: bool) -> Option<(crate::cache::BlockId, u32)> {
-        let page = start / PAGE_SIZE;
-        if !memory.ram.is_code_page(page) && !memory.ram.watch_code_page(page) {
+        // Watched from its first byte before it is read; the rest of its bytes once their extent is known.
+        if !memory.ram.watch_code(start, 1) {
             return None;
         }
         let mut limit = MAX_BLOCK;
@@ -298,6 +300,9 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 return None;
             }
         };
+        if !memory.ram.watch_code(start, block.guest_len as u64) {
+            return None;
+        }
         let units = [(); MAX_BLOCK_CODE];
         let id = self
             .cache
