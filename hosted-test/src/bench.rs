@@ -118,7 +118,8 @@ fn measure_dbt(image: &[u8]) -> Result<Measurement, String> {
     let per_block = run.instructions.unwrap_or(0) as f64 / work.blocks_entered.max(1) as f64;
     run.note = Some(format!(
         "code cache {} MiB: {} blocks translated ({} guest instructions, {:.1} host bytes each), {} evictions, {} \
-         pages invalidated; {} blocks entered ({per_block:.1} instructions each), {} instructions stepped",
+         pages invalidated; {} blocks entered ({per_block:.1} instructions each), {} instructions on the cold tier, {} \
+         stepped",
         crate::jit::CODE_BYTES >> 20,
         work.blocks_translated,
         work.instructions_translated,
@@ -126,6 +127,7 @@ fn measure_dbt(image: &[u8]) -> Result<Measurement, String> {
         cache.evictions,
         work.pages_invalidated,
         work.blocks_entered,
+        work.cold_instructions,
         work.stepped,
     ));
     Ok(run)

@@ -264,7 +264,14 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
 
     /// Drops the blocks of every code page written since the last look.
     fn invalidate_written_code(&mut self, memory: &mut Memory) {
-        match memory.ram.take_dirty_code() {
+        self.invalidate_written_pages(memory.ram.take_dirty_code());
+    }
+
+    /// Drops the blocks of the code pages `written` (what [`Ram::take_dirty_code`](crate::mem::Ram) gave): for an
+    /// embedder that takes the RAM's dirty list itself and shares it between engines (see
+    /// [`run_one_block`](Self::run_one_block)).
+    pub fn invalidate_written_pages(&mut self, written: DirtyCode) {
+        match written {
             DirtyCode::All => {
                 self.cache.invalidate_all();
                 self.stats.full_invalidations += 1;
@@ -688,6 +695,39 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
 }
 
 impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
+    /// Runs the one block at `hart.pc` (at most `budget` instructions, no chaining on), for an engine that uses
+    /// this one as its cold tier: the instructions it retired (counted in `instret`), and the exit if one ended
+    /// the block. It returns at once, having run nothing, while the RAM holds written code: the caller takes the
+    /// dirty list (this engine would consume it otherwise) and passes it to
+    /// [`invalidate_written_pages`](Self::invalidate_written_pages) and to its own cache.
+    pub fn run_one_block(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> (u64, Option<Exit>) {
+        if budget == 0 || memory.ram.has_dirty_code() {
+            return (0, None);
+        }
+        let path = memory.data_path(hart);
+        let memory = Memory { ram: &mut *memory.ram, realmap: memory.realmap, tlb: &mut *memory.tlb };
+        let mut ctx = Ctx {
+            memory,
+            path,
+            exit: Exit::BudgetExhausted,
+            inline_csr: self.inline_csr,
+            served_inline: ServedInline::default(),
+        };
+        let (flow, retired) = match self.enter_slow(hart, &mut ctx.memory, None) {
+            Entry::Block(current) => self.run_rest(hart, &mut ctx, current.block, 0, budget),
+            Entry::Resume(current, op) => self.run_rest(hart, &mut ctx, current.block, op, budget),
+            Entry::Stepped => return (1, None),
+            Entry::Retry => return (0, None),
+            Entry::Exit(exit) => return (0, Some(exit)),
+        };
+        self.stats.blocks_entered += 1;
+        hart.instret = hart.instret.wrapping_add(retired);
+        self.served_inline.accesses += ctx.served_inline.accesses;
+        self.served_inline.time_reads += ctx.served_inline.time_reads;
+        self.served_inline.latest_time = self.served_inline.latest_time.max(ctx.served_inline.latest_time);
+        (retired, (flow == Flow::Exit).then_some(ctx.exit))
+    }
+
     /// Runs `block`'s ops from `op` on, at most `budget` of them: the flow that ended them and how many retired.
     #[inline(never)]
     fn run_rest(&self, hart: &mut Hart, ctx: &mut Ctx, block: BlockId, op: usize, budget: u64) -> (Flow, u64) {

@@ -151,9 +151,20 @@ fn bytes(program: &[Inst]) -> Vec<u8> {
 /// store is dropped, a CSR access or an exception is skipped; `ecall`, or a pc outside RAM, ends the run.
 /// Returns the translator's machine.
 fn lockstep(program: &[u8], supervisor: bool, budgets: &[u64]) -> (Machine, Box<TestDbt>) {
+    lockstep_translating_at(program, supervisor, budgets, 0)
+}
+
+/// [`lockstep`] with blocks translated at their `threshold`th entry, on the cold tier until then.
+fn lockstep_translating_at(
+    program: &[u8],
+    supervisor: bool,
+    budgets: &[u64],
+    threshold: u16,
+) -> (Machine, Box<TestDbt>) {
     let mut fast = Machine::new(program, supervisor);
     let mut reference = Machine::new(program, supervisor);
     let mut dbt = engine();
+    dbt.set_translation_threshold(threshold);
     for (turn, &budget) in budgets.iter().cycle().take(40).enumerate() {
         let exit = fast.run(&mut *dbt, budget);
         let expected = reference.run(&mut Interpreter, budget);
@@ -239,8 +250,9 @@ fn self_modifying_code_runs_the_new_instructions() {
         Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -12 },
         Inst::Ecall,
     ];
-    for supervisor in [false, true] {
-        let (machine, dbt) = lockstep(&bytes(&program), supervisor, &[1000]);
+    // Translated at once, or written while the loop is still on the cold tier.
+    for (supervisor, threshold) in [(false, 0), (true, 0), (false, 2), (true, 2)] {
+        let (machine, dbt) = lockstep_translating_at(&bytes(&program), supervisor, &[1000], threshold);
         assert_eq!(machine.hart.x(6), 18 + 201, "from 18: one old round, two new ones");
         assert!(dbt.stats().pages_invalidated >= 1);
     }
@@ -339,35 +351,41 @@ proptest! {
 
     /// Random programs (straight-line code, loops, stores into data and into the code itself, RVC parcels,
     /// faults) run identically on the translator and the interpreter, in M-mode and in S-mode under Sv39, in
-    /// turns of random budgets.
+    /// turns of random budgets, translated at once or after a few entries on the cold tier (so blocks move
+    /// between the tiers, and code written while cold or hot is dropped from both).
     #[test]
     fn random_programs_agree_with_the_interpreter(
         program in proptest::collection::vec(instruction(), 1..48),
         supervisor in any::<bool>(),
         budgets in proptest::collection::vec(1u64..200, 1..8),
+        threshold in prop_oneof![Just(0u16), 1u16..4],
     ) {
         let mut code: Vec<u8> = program.concat();
         code.extend_from_slice(&encode(&Inst::Ecall).to_le_bytes());
-        lockstep(&code, supervisor, &budgets);
+        lockstep_translating_at(&code, supervisor, &budgets, threshold);
     }
 }
 
-/// By default a block runs on the interpreter for its first entries and is translated once it is hot.
+/// By default a block runs on the cold tier for its first entries and is translated once it is hot.
 #[test]
-fn cold_blocks_are_interpreted_until_hot() {
+fn cold_blocks_run_on_the_cold_tier_until_hot() {
+    let rounds = HOT as i32 + 500;
     let program = [
-        addi(5, 0, 600),
+        Inst::Lui { rd: 5, imm: (rounds + 0x800) & !0xfff },
+        addi(5, 5, ((rounds << 20) as i32) >> 20),
         addi(6, 6, 3),
         addi(5, 5, -1),
         Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -8 },
         Inst::Ecall,
     ];
+    let budget = 4 * rounds as u64;
     let mut fast = Machine::new(&bytes(&program), false);
     let mut reference = Machine::new(&bytes(&program), false);
     let mut dbt = Box::new(TestDbt::new(TestCode::new(1 << 20)).unwrap());
-    assert_eq!(fast.run(&mut *dbt, 10_000), reference.run(&mut Interpreter, 10_000));
+    assert_eq!(fast.run(&mut *dbt, budget), reference.run(&mut Interpreter, budget));
     assert_eq!(fast.hart, reference.hart);
+    assert_eq!(fast.hart.x(6), 18 + 3 * rounds as u64, "every round ran");
     let stats = dbt.stats();
     assert_eq!(stats.blocks_translated, 1, "only the loop: {stats:?}");
-    assert!(stats.stepped >= HOT as u64 * 3 && stats.blocks_entered >= 1, "{stats:?}");
+    assert!(stats.cold_instructions >= HOT as u64 * 3 && stats.blocks_entered >= 1, "{stats:?}");
 }
