@@ -533,6 +533,25 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
         "the shadow tables map nothing outside a VM, so PMP (the second wall) never fires:\n{console}"
     );
     assert!(console.contains("board: 22 of 22 VMs passed\n"), "the board's summary; the console was:\n{console}");
+    // The board runs on the four real harts `run-qemu.sh` gives QEMU (`-smp 4`), VMs spread over all of them from one
+    // run queue: each real hart ran turns of the demo's VMs.
+    assert!(console.contains("board: 4 real harts up (mask 0xf)"), "the board did not bring up four harts:\n{console}");
+    let harts: Vec<(usize, u64)> = console
+        .lines()
+        .filter(|line| line.ends_with("(demo):") || line.contains(" VMs (demo): "))
+        .filter_map(|line| {
+            let rest = line.strip_prefix("board: real hart ")?;
+            let (hart, rest) = rest.split_once(" ran ")?;
+            let (slices, _) = rest.split_once(" VM slices")?;
+            Some((hart.parse().ok()?, slices.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(
+        harts.iter().map(|&(hart, _)| hart).collect::<Vec<_>>(),
+        [0, 1, 2, 3],
+        "one summary line per real hart:\n{console}"
+    );
+    assert!(harts.iter().all(|&(_, slices)| slices > 0), "every real hart ran VMs: {harts:?}");
     assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
 
     // The benchmarks: a trap round trip, and a CPU-bound guest under the VMM against the same guest on QEMU alone.
