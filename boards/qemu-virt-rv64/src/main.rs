@@ -2,10 +2,12 @@
 //! (the physical UART), heap (`linked_list_allocator`) and logging (`defmt` over semihosting, decoded on the
 //! host), then runs guest programs from this repository as VMs, each in its own RAM partition with its own
 //! port of the shared console (`trapeze::dev::console_mux`: lines tagged `[vmN] `, `Ctrl-A c` to type to the next
-//! VM), natively in U-mode under the core's `trapeze::vm::Hypervisor` (round-robin turns on the machine timer,
-//! each VM's clock kept to its own time) with the native engine. The board itself holds the wiring (which guests,
-//! their images, devices and expectations) and the hardware (the engine, the world switch, sleeping on the timer
-//! when every VM waits). When every VM has powered off it prints one summary line and exits QEMU through the
+//! VM), natively in U-mode with the native engine, on every real hart QEMU starts (`smp`: `-smp 4`): each real
+//! hart takes the next VM that may run from one shared run queue ([`Board`]), runs one turn of it on the machine
+//! timer under the core's `trapeze::vm::Hypervisor` (a one-VM hypervisor per VM: its timed turns, its clock kept
+//! to its own time), and puts it back; a VM runs on one real hart at a time. The board itself holds the wiring
+//! (which guests, their images, devices and expectations), the run queue, and the hardware (the engine, the world
+//! switch, the harts, sleeping on the timer when no VM may run). When every VM has powered off it prints one summary line and exits QEMU through the
 //! `sifive,test0` finisher: status 0 when every guest exited 0.
 //!
 //! The demo's guests run their own code in *virtual M-mode* (no SBI; the VMM's SBI is for S-mode guests): `hello`
@@ -116,7 +118,7 @@ const SMALL_PARTITIONS: usize = MAX_VMS - 1 - 3 - 2;
 const TIME_LOOP_PARTITION: usize = 13;
 /// The board stops waiting for the VMs of one run after 100 s (then the ones not done fail).
 const GIVE_UP_TICKS: u64 = 1_000_000_000;
-/// A VM's turn on the hart: 1 ms of the 10 MHz machine timer, then the next VM runs.
+/// A VM's turn on a real hart: 1 ms of the 10 MHz machine timer, then the VM goes back to the run queue.
 const TURN_TICKS: u64 = 10_000;
 
 /// A VM's RAM partition: page-aligned host memory, in .bss (zeroed at boot).
@@ -855,8 +857,8 @@ struct Queue<'r> {
 enum Pick<'r> {
     /// Entry `entry`'s VM, taken out to run its turn.
     Run(usize, Box<Slot<'r>>),
-    /// No VM may run before machine time `until` (or one runs on another hart: `None`).
-    Wait(Option<u64>),
+    /// No VM may run before machine time `until` (`None`: none is idle, and `running`, some run on other harts).
+    Wait { until: Option<u64>, running: bool },
     /// Every VM has ended.
     Stopped,
 }
@@ -888,7 +890,7 @@ impl<'r> Queue<'r> {
         if earliest.is_none() && !out {
             return Pick::Stopped;
         }
-        Pick::Wait(earliest)
+        Pick::Wait { until: earliest, running: out }
     }
 
     /// Puts entry `at`'s VM back after its turn.
@@ -945,12 +947,14 @@ struct Board<'r> {
     harts: [HartStats; MAX_HARTS],
     /// Machine time the run started at, and whether it is over (every VM finished, or the board gave up).
     started: u64,
+    /// How long the last run took, machine timer ticks.
+    ran_ticks: u64,
     over: AtomicBool,
     gave_up: AtomicBool,
 }
 
 /// While the bridge has an uplink, the board looks at the physical NIC at least this often (1 ms) even when every
-/// VM waits: a frame from the network cannot wake the hart (the board takes no external interrupt).
+/// VM waits: a frame from the network cannot wake a hart (the board takes no external interrupt).
 const NET_POLL_TICKS: u64 = 10_000;
 /// Longest a real hart without a VM to run sleeps before looking at the run queue again (1 ms, a turn): a VM
 /// that another hart woke or put back runnable waits no longer for a free hart.
@@ -966,6 +970,7 @@ impl<'r> Board<'r> {
             printing: spin::Mutex::new(None),
             harts: Default::default(),
             started: 0,
+            ran_ticks: 0,
             over: AtomicBool::new(false),
             gave_up: AtomicBool::new(false),
         }
@@ -1049,6 +1054,7 @@ impl<'r> Board<'r> {
         // run); a VM out of the queue is reached only by the hart that took it, and the queue's own work on a VM
         // (its state, its script's progress) touches nothing of it that another VM shares.
         unsafe { smp::on_every_hart(&body) };
+        self.ran_ticks = hw::mtime().saturating_sub(self.started);
         if self.gave_up.load(Ordering::Acquire) {
             self.report_stuck();
         }
@@ -1090,10 +1096,11 @@ impl<'r> Board<'r> {
                         self.over.store(true, Ordering::Release);
                     }
                 }
-                Pick::Wait(until) => {
-                    // Only the boot hart looks for input and frames from the network while no VM can run: one
-                    // hart is enough, and the others then leave the VMM lock alone.
-                    let woke = hart == smp::BOOT_HART && {
+                Pick::Wait { until, running } => {
+                    // Only the boot hart looks for input and frames from the network, and only while no VM runs
+                    // (the hart taking a VM pumps before its turn): one hart is enough, and the VMM lock is left
+                    // alone while others need it.
+                    let woke = hart == smp::BOOT_HART && !running && {
                         smp::vmm_lock();
                         self.pump_net();
                         self.pump_printer();
@@ -1203,6 +1210,11 @@ impl<'r> Board<'r> {
             "board: {migrations} moves of a VM to another real hart, {waits} guest traps that waited over 100 us for \
              the VMM lock ({what})"
         );
+        println!(
+            "board: the run took {} ms on {} real harts ({what})",
+            self.ran_ticks / 10_000,
+            smp::online().count_ones()
+        );
     }
 }
 
@@ -1281,7 +1293,7 @@ fn passed_alone(board: &mut Board<'_>) -> bool {
     board.slot(0).outcome() == Some(RunOutcome::PowerOff { code: 0 })
 }
 
-/// The benchmarks, each VM alone on the hart: the cost of a trap round trip (a CSR read emulated by the VMM),
+/// The benchmarks, each VM alone on the board (one real hart at a time): the cost of a trap round trip (a CSR read emulated by the VMM),
 /// a loop reading `time` in each of the four modes, and a CPU-bound guest's run time. Returns how many failed.
 fn benchmarks(console: &'static BoardConsole) -> usize {
     let mut failures = 0;
@@ -1349,7 +1361,8 @@ const LINUX_LOOP_MAGIC: u64 = u64::from_le_bytes(*b"TRPZLOOP");
 const LINUX_LOOP_MAX: u64 = MAX_VMS as u64;
 /// The Linux VM's RAM: 256 MiB of host memory above the block, outside the board's image.
 const LINUX_RAM: (u64, u64) = (0xa800_0000, 0xb800_0000);
-/// Harts of the Linux VM, both on the board's one real hart.
+/// Harts of the Linux VM, both on whichever real hart runs the VM's turn (one VM's harts never run on two real
+/// harts at once: that needs the core's `Vm` to become concurrent).
 const LINUX_HARTS: usize = 2;
 /// What the board types at the Linux VM's shell.
 const LINUX_SCRIPT: &[(&str, &str)] = &[
