@@ -552,6 +552,19 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
         "one summary line per real hart:\n{console}"
     );
     assert!(harts.iter().all(|&(_, slices)| slices > 0), "every real hart ran VMs: {harts:?}");
+    // Nothing guards the end of a hart's M-mode stack: each must have used well under half of its own.
+    let stacks = console
+        .lines()
+        .find_map(|line| line.strip_prefix("board: M-mode stack used per real hart: "))
+        .unwrap_or_else(|| panic!("no stack report:\n{console}"));
+    let stacks: Vec<(u64, u64)> = stacks
+        .split(" KiB")
+        .filter_map(|part| part.trim().split_once(" of ").and_then(|(u, s)| Some((u.parse().ok()?, s.parse().ok()?))))
+        .collect();
+    assert!(
+        stacks.len() == 4 && stacks.iter().all(|&(used, size)| used > 0 && used * 2 < size),
+        "each real hart's stack used, of its size, in KiB: {stacks:?}"
+    );
     assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
 
     // The benchmarks: a trap round trip, and a CPU-bound guest under the VMM against the same guest on QEMU alone.

@@ -398,7 +398,9 @@ impl NativeEngine {
         context.mstatus = MPIE | mstatus::TW | if fp { FS_CLEAN } else { 0 };
         // The guest's native run holds no lock: the other harts do the VMM's work meanwhile. Nothing shared is
         // touched from here to `vmm_lock` (the context, the CSRs and the VM's own partition are this hart's).
-        smp::vmm_unlock();
+        // SAFETY: the engine runs only within a VM's turn, for which the board's run loop took the VMM lock on this
+        // hart (`Board::run_on_hart`); it is taken again below before anything shared is touched.
+        unsafe { smp::vmm_unlock() };
         let instret_before = hw::minstret();
         let time_before = hw::mtime();
         enter_guest(context);

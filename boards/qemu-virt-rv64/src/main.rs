@@ -1070,7 +1070,8 @@ impl<'r> Board<'r> {
                 if !self.gave_up.swap(true, Ordering::AcqRel) {
                     smp::vmm_lock();
                     println!("board: giving up after {} s", GIVE_UP_TICKS / 10_000_000);
-                    smp::vmm_unlock();
+                    // SAFETY: taken just above, on this hart.
+                    unsafe { smp::vmm_unlock() };
                 }
                 self.over.store(true, Ordering::Release);
                 break;
@@ -1086,7 +1087,8 @@ impl<'r> Board<'r> {
                     {
                         after_turn(&mut slot, stopped);
                     }
-                    smp::vmm_unlock();
+                    // SAFETY: taken before the pumps, on this hart (the engine gave it back after each native run).
+                    unsafe { smp::vmm_unlock() };
                     let stats = &self.harts[hart % MAX_HARTS];
                     stats.slices.fetch_add(1, Ordering::Relaxed);
                     stats.vms.fetch_or(1u64.checked_shl(slot.watch.index as u32).unwrap_or(0), Ordering::Relaxed);
@@ -1105,7 +1107,8 @@ impl<'r> Board<'r> {
                         self.pump_net();
                         self.pump_printer();
                         let woke = self.input_woke();
-                        smp::vmm_unlock();
+                        // SAFETY: taken just above, on this hart.
+                        unsafe { smp::vmm_unlock() };
                         woke
                     };
                     if !woke {
@@ -1552,14 +1555,22 @@ fn dedicated_disk(physical: Option<disk::PhysicalDisk>) -> Option<disk::Partitio
     disk::dedicated(Box::leak(Box::new(RefCell::new(physical))))
 }
 
+/// Every hart's entry (riscv-rt's): the secondaries go to `smp::secondary` at once (woken by `smp::bring_up`
+/// once the boot hart has set up the shared state), on their small stacks: the boot hart's `boot` has a frame of
+/// megabytes (the demo's VMs are built on its stack), which must not be allocated on theirs.
 #[riscv_rt::entry]
 fn main() -> ! {
     let hart = smp::hart_id();
     if hart != smp::BOOT_HART {
-        // Woken by `smp::bring_up` once the state below is set up.
         smp::secondary(hart)
     }
-    // The boot hart holds the VMM lock whenever it runs VMM code (see `smp`).
+    boot()
+}
+
+/// The boot hart: sets up the shared state, brings up the other harts, and runs the VMs.
+#[inline(never)]
+fn boot() -> ! {
+    // Outside runs the boot hart holds the VMM lock (see `smp`).
     smp::vmm_lock();
     BOOT_TIME.store(hw::mtime(), Ordering::Relaxed);
     // SAFETY: the heap region is reserved by the linker script (`_heap_size`) after .bss and used by nothing else.
@@ -1593,6 +1604,7 @@ fn main() -> ! {
                 passed += u64::from(played);
             }
             println!("linux loop: {passed} of {boots} boots reached the shell and ran the script");
+            report_stacks();
             hw::exit((boots - passed) as u32)
         }
         println!("board: a Linux boot block is present: booting Linux alone, once in each mode ({})", block.2);
@@ -1607,6 +1619,7 @@ fn main() -> ! {
             // One at a time: each boot borrows the Linux RAM, so the previous guest is gone before the next.
             failures += u32::from(!boot_linux(index, mode, prefix, &mut ram[..], block, console));
         }
+        report_stacks();
         hw::exit(failures)
     }
     use Expect::{PowerOff, RunForever};
@@ -1672,6 +1685,7 @@ fn main() -> ! {
         println!("board: {bench_failures} benchmark guest(s) failed");
     }
     let failures = failures + bench_failures;
+    report_stacks();
     hw::exit(failures as u32)
 }
 
@@ -1785,6 +1799,16 @@ fn report(board: &mut Board<'_>) -> usize {
         );
     }
     failures
+}
+
+/// How much of its M-mode stack each real hart has used, at the end.
+fn report_stacks() {
+    let mut line = String::from("board: M-mode stack used per real hart:");
+    for hart in (0..MAX_HARTS).filter(|&hart| smp::online() & (1 << hart) != 0) {
+        let (size, used) = smp::stack_used(hart);
+        line += &alloc::format!(" {} of {} KiB", used.div_ceil(1024), size / 1024);
+    }
+    println!("{line}");
 }
 
 #[panic_handler]

@@ -1,10 +1,11 @@
 //! The real harts: bringing them up, the VMM lock they share, and the runs every hart takes part in.
 //!
-//! **Bring-up.** With `-bios none` QEMU starts every hart at the ELF entry. riscv-rt gives each its own M-mode
-//! stack (`_hart_stack_size` in `memory.x`) and calls `_mp_hook` (below): the boot hart (0) goes on to initialise
-//! RAM (`.data`, `.bss`) while the others wait in `wfi` for a software interrupt (their CLINT `msip`), touching no
-//! memory. Once the boot hart has set up the shared state (heap, console) it calls [`bring_up`], which wakes
-//! them; each then sets up its own machine state in [`secondary`] (trap vector, `mscratch` 0, `mie`, counters,
+//! **Bring-up.** With `-bios none` QEMU starts every hart at the ELF entry. riscv-rt calls `_mp_hook` (below):
+//! the boot hart (0) goes on to initialise RAM (`.data`, `.bss`) on riscv-rt's whole `.stack`, while the others
+//! wait in `wfi` for a software interrupt (their CLINT `msip`), touching no memory. Once the boot hart has set up
+//! the shared state (heap, console) it calls [`bring_up`], which wakes them; each moves to its own M-mode stack
+//! ([`SECONDARY_STACK`], in `.bss`), goes through `main` (which sends it to [`secondary`] before anything else)
+//! and sets up its own machine state in [`secondary`] (trap vector, `mscratch` 0, `mie`, counters,
 //! PMP all off, its own `mtimecmp` disarmed) and answers the roll call. A hart that answers after the roll call
 //! closed (one second) is left parked for good, so the set of harts in every run is fixed.
 //!
@@ -18,6 +19,8 @@
 //! go only while the guest runs natively in U-mode (around the world switch, `engine.rs`), so every guest exit,
 //! emulated instruction, excursion and device access is served under it, while guests run natively in parallel.
 //! A hart that only looks at the run queue, or sleeps for lack of a runnable VM, or is parked, does not hold it.
+//! Outside runs the boot hart holds it (building VMs, reporting), from `main` on: it lets it go only for the
+//! length of a run ([`on_every_hart`]).
 //! What it protects is every piece of VMM state reachable from more than one VM: the console multiplexer and the
 //! physical UART, the physical disks and their partition tables, the bridge and the physical NIC, the printer's
 //! spools, and the `defmt` logger (its `critical-section` implementation is riscv's single-hart one, which only
@@ -51,13 +54,30 @@ pub const MAX_HARTS: usize = 4;
 /// The hart that initialises RAM and sets up the shared state.
 pub const BOOT_HART: usize = 0;
 
+/// Each secondary hart's M-mode stack, in bytes: 512 KiB (the run loop, a VM's turn and the dispatcher, devices
+/// and excursions under it; [`stack_used`] reports the deepest use, about a tenth of this).
+pub const SECONDARY_STACK: usize = 512 << 10;
+
 // Every hart but the boot hart waits here, before RAM is initialised (riscv-rt's `_mp_hook`, called with the hart
 // id in a0, returning nonzero only on the hart that initialises RAM; s0-s2 must be kept): `wfi` with the software
 // interrupt enabled in `mie` (not globally: `mstatus.MIE` is clear, so it is never taken, only wakes `wfi`) until
-// its `msip` is set, which the boot hart does once RAM and the shared state are ready; then it clears its `msip`
-// and goes on to `_start_rust` and `main`, skipping RAM initialisation.
+// its `msip` is set, which the boot hart does once RAM and the shared state are ready; then it clears its `msip`,
+// moves to its own stack and goes on to `_start_rust` and `main`, skipping RAM initialisation.
+//
+// The stacks: riscv-rt would give every hart an equal share of `.stack` (`_hart_stack_size`), but the boot hart
+// needs far more than the others (`main` builds the demo's VMs on its stack: megabytes), so it keeps the whole of
+// `.stack` and the secondaries get theirs here, in `.bss` (hart N the N-th slot, its top at base + N * size).
+// `memory.x` sets `_hart_stack_size` to 16 bytes: the provisional stack riscv-rt gives a secondary lies in the
+// boot hart's, but no secondary touches memory before it moves to its own, here (riscv-rt's code before
+// `_mp_hook` writes nothing to the stack, and `_mp_hook` itself writes only its `msip`).
 core::arch::global_asm!(
     r#"
+    .section .bss.trapeze_secondary_stacks, "aw", @nobits
+    .p2align 4
+    .global trapeze_secondary_stacks
+trapeze_secondary_stacks:
+    .skip {total}
+
     .section .text.mp_hook, "ax"
     .global _mp_hook
     .p2align 2
@@ -74,11 +94,17 @@ _mp_hook:
     add t0, t0, t1
     sw zero, 0(t0)
     csrw mie, zero
+    la t0, trapeze_secondary_stacks
+    li t1, {size}
+    mul t1, t1, a0
+    add sp, t0, t1
     li a0, 0
     ret
 3:  li a0, 1
     ret
-"#
+"#,
+    total = const SECONDARY_STACK * (MAX_HARTS - 1),
+    size = const SECONDARY_STACK,
 );
 
 /// This hart's id.
@@ -98,12 +124,43 @@ pub fn vmm_lock() {
     core::mem::forget(VMM.lock());
 }
 
-/// Lets the VMM lock go. Only the hart holding it calls this.
-pub fn vmm_unlock() {
-    // SAFETY: every caller holds the lock (taken with `vmm_lock`, whose guard was forgotten): the boot hart from
-    // `main` on, a secondary from joining a run until it leaves it, and each lets it go only around its guest's
-    // run or a sleep, taking it again before touching VMM state.
+/// Lets the VMM lock go.
+///
+/// # Safety
+/// This hart holds it (took it with [`vmm_lock`]). Letting go of a lock another hart holds would let two harts
+/// into the `RefCell`s it protects at once.
+pub unsafe fn vmm_unlock() {
+    // SAFETY: the caller holds the lock; its guard was forgotten by `vmm_lock`, so nothing else lets it go.
     unsafe { VMM.force_unlock() }
+}
+
+/// `hart`'s M-mode stack, `[bottom, top)`: the boot hart's is riscv-rt's `.stack`, the others' their slots of
+/// `trapeze_secondary_stacks`.
+fn stack(hart: usize) -> (usize, usize) {
+    extern "C" {
+        static __estack: u8;
+        static __sstack: u8;
+        static trapeze_secondary_stacks: u8;
+    }
+    if hart == BOOT_HART {
+        return (core::ptr::addr_of!(__estack) as usize, core::ptr::addr_of!(__sstack) as usize);
+    }
+    let top = core::ptr::addr_of!(trapeze_secondary_stacks) as usize + hart * SECONDARY_STACK;
+    (top - SECONDARY_STACK, top)
+}
+
+/// `hart`'s stack size and how many bytes of it have ever been used: from its top down to the lowest word that
+/// is not zero (QEMU zeroes RAM, and the boot hart zeroes `.bss`). A check that the stacks are big enough, since
+/// nothing guards their ends.
+pub fn stack_used(hart: usize) -> (usize, usize) {
+    let (bottom, top) = stack(hart);
+    let lowest = (bottom..top).step_by(8).find(|&address| {
+        // SAFETY: an aligned word of `hart`'s stack, in RAM: reading it has no effect. Its hart may be writing its
+        // own frames meanwhile (this one, or a parked hart in its loop), only near its top, which this reads as
+        // a whole word: at worst a stale value.
+        unsafe { core::ptr::read_volatile(address as *const u64) != 0 }
+    });
+    (top - bottom, lowest.map_or(0, |lowest| top - lowest))
 }
 
 /// Harts that answered the roll call (a bit each), and [`CLOSED`] once the roll call is over.
@@ -186,7 +243,8 @@ pub unsafe fn on_every_hart<F: Fn(usize)>(body: &F) {
     for hart in (0..MAX_HARTS).filter(|&hart| secondaries & (1 << hart) != 0) {
         send_ipi(hart);
     }
-    vmm_unlock();
+    // SAFETY: the caller holds the lock (this function's contract).
+    unsafe { vmm_unlock() };
     body(BOOT_HART);
     while LEFT.load(Ordering::Acquire) < secondaries.count_ones() as usize {
         core::hint::spin_loop();
