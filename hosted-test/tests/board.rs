@@ -740,7 +740,7 @@ fn debian_linux_boots_natively_on_the_board_to_a_shell() {
 const LINUX_LOOP_BOOTS: u64 = 20;
 
 /// The regression loop of the native two-hart lockup (issue 14): the board boots Debian's Linux on two virtual
-/// harts (multiplexed on its one real hart) [`LINUX_LOOP_BOOTS`] times in a row in its default mode, each boot to
+/// harts (multiplexed on one real hart at a time) [`LINUX_LOOP_BOOTS`] times in a row in its default mode, each boot to
 /// its shell and through the same script as the suite's Linux test (two `md5sum`s in parallel included). Slow
 /// (a boot takes half a minute to a minute here), so it runs by hand:
 /// `cargo test -p trapeze-hosted --release --test board -- --ignored --nocapture linux_loop`.

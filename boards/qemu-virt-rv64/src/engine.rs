@@ -102,6 +102,7 @@ static LOADED_VM: [AtomicUsize; MAX_HARTS] = [const { AtomicUsize::new(0) }; MAX
 /// A wait for the VMM lock after a real trap longer than this (100 µs) ends the engine's run before the trap is
 /// served: the hypervisor then hides the wait from the VM's clock, as it hides all of the VMM's time, before the
 /// guest runs again and takes the trap anew (every trap is precise: the instruction behind it has not happened).
+/// Never for two traps in a row, so that a guest whose every trap meets a busy lock still progresses.
 /// Served at once instead, a `time` read would show the guest the wait (another hart's long VMM work, a host
 /// preempting the lock's holder), since the VMM's time within a run is hidden only when the run ends.
 const LOCK_WAIT_TICKS: u64 = 1_000;
@@ -216,6 +217,8 @@ pub struct NativeEngine {
     hart: Option<usize>,
     /// The last world switch waited longer than [`LOCK_WAIT_TICKS`] for the VMM lock after the guest's trap.
     lock_waited: bool,
+    /// The last run ended on such a wait, leaving its trap unserved.
+    left_for_lock: bool,
     shadow: &'static mut ShadowTables<POOL>,
     context: GuestContext,
     /// The VM's RAM partition in host physical addresses.
@@ -257,6 +260,7 @@ impl NativeEngine {
             id,
             hart: None,
             lock_waited: false,
+            left_for_lock: false,
             shadow,
             context: GuestContext::new(),
             partition,
@@ -822,11 +826,15 @@ impl Engine for NativeEngine {
         loop {
             self.load_root(hart);
             let trap = self.enter(hart);
-            if self.lock_waited {
+            // Never twice in a row: under a sustained wait (other harts busy in the VMM for long), every other
+            // trap is served anyway, so the guest always progresses.
+            if self.lock_waited && !self.left_for_lock {
+                self.left_for_lock = true;
                 self.stats.lock_waits += 1;
                 self.last_fill = None;
                 return Exit::BudgetExhausted;
             }
+            self.left_for_lock = false;
             if trap.mcause == Exception::IllegalInstruction as u64 {
                 if let Some(exit) = self.patched_site(hart, memory) {
                     self.last_fill = None;
