@@ -1,11 +1,13 @@
 #!/bin/sh
-# Boots the board ELF ($1) under QEMU `virt` (-m 1G, no firmware). The console (the VMM's lines and each VM's
+# Boots the board ELF ($1) under QEMU `virt` (-smp 4: four real harts, which the board all uses; -m 1G; no
+# firmware, so every hart starts at the ELF entry). The console (the VMM's lines and each VM's
 # prefixed output, from the physical UART) goes to this script's stdout; the defmt stream goes to $DEFMT_OUT
 # (default: defmt.bin beside the ELF), decoded with `defmt-print -e ELF < FILE`. QEMU writes semihosting stdout,
 # which carries defmt, to its own stdout, so that is redirected to the file and the UART gets our stdout (fd 3).
 # QEMU's exit status is the board's: 0 when every VM passed. Optional: LINUX_BLOCK_FILE (a Linux boot block) and
 # DISK_FILE (a raw disk image for U-Boot's partition and the disk-pattern VMs'), DEDICATED_DISK_FILE (a second raw
 # image, given whole to one VM), NIC=none (no physical NIC; by default one on QEMU's user-mode network).
+# SMP=N: N real harts instead of four (the board brings up those that answer, at most four).
 set -eu
 elf="$1"
 out="${DEFMT_OUT:-$elf.defmt}"
@@ -36,7 +38,7 @@ exec 3>&1
 # extensions, which the virtual RV64GC hart does not.
 cpu="rv64,zba=false,zbb=false,zbc=false,zbs=false"
 # shellcheck disable=SC2086
-exec qemu-system-riscv64 -M virt -cpu "$cpu" -m 1G -bios none -display none -monitor none -no-reboot \
+exec qemu-system-riscv64 -M virt -cpu "$cpu" -smp "${SMP:-4}" -m 1G -bios none -display none -monitor none -no-reboot \
     -chardev file,id=console,path=/dev/fd/3 -serial chardev:console \
     -semihosting-config enable=on,target=native \
     $extra -kernel "$elf" >"$out"

@@ -53,6 +53,14 @@
 //! its real map and its own passthrough page), PMP is reprogrammed for this VM before it runs (its device page
 //! read/write in entries 6-7, empty for a VM without one), and `mstatus` is rebuilt from scratch (MPP = U,
 //! MPRV = 0) for every entry.
+//!
+//! **Real harts** (`smp`): a VM runs on one real hart at a time, but not always the same one. PMP, `satp`, the
+//! counter enables and the TLB are the real hart's, so the engine reloads its walls and its shadow root, with a
+//! full `sfence.vma`, whenever it runs on a hart that does not hold them: when another VM ran there since
+//! (`LOADED_VM`, per hart), *and* when the VM itself ran on another hart in between (`hart`). The second case
+//! matters: a VM that ran on hart A, moved to hart B, changed its shadow tables there (fencing only B's TLB) and
+//! comes back to A with nothing else having run on A would otherwise meet A's stale translations. The VMM lock
+//! is let go of around the world switch alone: the guest's native run holds no lock.
 
 use trapeze::exec::native::{self, Action, HostTrap};
 use trapeze::exec::threaded::{InlineCsr, Threaded};
@@ -72,7 +80,10 @@ use trapeze::patch::sensitivity::{critical_set, CriticalSet, VmmConfig};
 use trapeze::patch::table::{PatchTable, PAGE_SIZE};
 use trapeze::trap::{Exit, FlushScope};
 
+use core::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::hw;
+use crate::smp::{self, MAX_HARTS};
 use crate::switch::{enter_guest, GuestContext};
 
 /// Shadow table pages per VM (2 MiB). With 128, Linux filled the pool about 300 times per boot, and each full
@@ -84,8 +95,17 @@ const FS_DIRTY: u64 = 3 << 13;
 /// `mstatus.MPIE`.
 const MPIE: u64 = 1 << 7;
 
-/// Which VM's PMP walls the hardware holds (0: none yet), so a switch between VMs reprograms them.
-static LOADED_VM: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// Which VM's PMP walls and shadow root each real hart holds (0: none yet), so a switch between VMs reprograms
+/// them. Each hart only touches its own entry: relaxed atomics, in place of a `static mut`.
+static LOADED_VM: [AtomicUsize; MAX_HARTS] = [const { AtomicUsize::new(0) }; MAX_HARTS];
+
+/// A wait for the VMM lock after a real trap longer than this (100 µs) ends the engine's run before the trap is
+/// served: the hypervisor then hides the wait from the VM's clock, as it hides all of the VMM's time, before the
+/// guest runs again and takes the trap anew (every trap is precise: the instruction behind it has not happened).
+/// Never for two traps in a row, so that a guest whose every trap meets a busy lock still progresses.
+/// Served at once instead, a `time` read would show the guest the wait (another hart's long VMM work, a host
+/// preempting the lock's holder), since the VMM's time within a run is hidden only when the run ends.
+const LOCK_WAIT_TICKS: u64 = 1_000;
 
 /// Patched sites a VM's patch table holds.
 pub const PATCH_SITES: usize = 4096;
@@ -154,6 +174,11 @@ const REFUSED_PAGES: usize = 16;
 pub struct Stats {
     /// World switches into the guest.
     pub entries: u64,
+    /// Times the VM ran on another real hart than the last time (each reloads its walls and root, fenced).
+    pub migrations: u64,
+    /// Real traps after which the VMM lock was busy for longer than [`LOCK_WAIT_TICKS`]: each ended the run
+    /// before the trap was served, so that the wait is hidden from the VM's clock (the guest retakes the trap).
+    pub lock_waits: u64,
     /// Shadow page table fills (the guest resumed without leaving the engine).
     pub fills: u64,
     /// Instructions the shadow tables cannot express, run by the interpreter.
@@ -188,6 +213,12 @@ pub struct Stats {
 pub struct NativeEngine {
     /// A small nonzero number naming the VM (for [`LOADED_VM`]).
     id: usize,
+    /// The real hart the VM last ran on (`None`: never ran).
+    hart: Option<usize>,
+    /// The last world switch waited longer than [`LOCK_WAIT_TICKS`] for the VMM lock after the guest's trap.
+    lock_waited: bool,
+    /// The last run ended on such a wait, leaving its trap unserved.
+    left_for_lock: bool,
     shadow: &'static mut ShadowTables<POOL>,
     context: GuestContext,
     /// The VM's RAM partition in host physical addresses.
@@ -227,6 +258,9 @@ impl NativeEngine {
     pub fn new(id: usize, shadow: &'static mut ShadowTables<POOL>, partition: (u64, u64)) -> Self {
         Self {
             id,
+            hart: None,
+            lock_waited: false,
+            left_for_lock: false,
             shadow,
             context: GuestContext::new(),
             partition,
@@ -308,17 +342,26 @@ impl NativeEngine {
         self.site_cache.as_ref().map(|cache| cache.sites.stats)
     }
 
-    /// Makes the hardware hold this VM's PMP walls, and drops the shadow mappings a guest `sfence.vma` made stale.
+    /// Makes this real hart hold this VM's PMP walls (and, through `fenced`, its shadow root, fully fenced) unless
+    /// it already does and the VM last ran here (see the module documentation), and drops the shadow mappings a
+    /// guest `sfence.vma` made stale.
     fn prepare(&mut self) {
-        // One hart: relaxed is enough (the atomic only replaces a `static mut`).
-        if LOADED_VM.load(core::sync::atomic::Ordering::Relaxed) != self.id {
+        let hart = smp::hart_id();
+        // `memory.x` gives no stack to a hart beyond MAX_HARTS (riscv-rt parks it), so the index is in bounds.
+        let loaded = &LOADED_VM[hart % MAX_HARTS];
+        if loaded.load(Ordering::Relaxed) != self.id || self.hart != Some(hart) {
+            if self.hart.is_some_and(|last| last != hart) {
+                self.stats.migrations += 1;
+            }
+            self.hart = Some(hart);
             let pool_start = &*self.shadow as *const ShadowTables<POOL> as u64;
             let pool_end = pool_start + core::mem::size_of::<ShadowTables<POOL>>() as u64;
             // The patched copies are the only other memory the guest may fetch from (none: an empty range).
             let copies = self.patcher.as_ref().map_or((0, 0), |patcher| patcher.copies.host_range());
             hw::set_pmp(self.partition, (pool_start & !3, (pool_end + 3) & !3), copies, self.device);
             hw::set_counteren(if self.patcher.is_some() { 0b111 } else { 0 });
-            LOADED_VM.store(self.id, core::sync::atomic::Ordering::Relaxed);
+            loaded.store(self.id, Ordering::Relaxed);
+            // The next `load_root` writes `satp` and fences this hart's whole TLB.
             self.fenced = None;
         }
         if let Some((address, asid)) = self.fence_pending.take() {
@@ -357,11 +400,19 @@ impl NativeEngine {
         }
         // Real U-mode (MPP = 0), MPRV/SUM/MXR clear, TW set so `wfi` traps, FS Clean or Off.
         context.mstatus = MPIE | mstatus::TW | if fp { FS_CLEAN } else { 0 };
+        // The guest's native run holds no lock: the other harts do the VMM's work meanwhile. Nothing shared is
+        // touched from here to `vmm_lock` (the context, the CSRs and the VM's own partition are this hart's).
+        // SAFETY: the engine runs only within a VM's turn, for which the board's run loop took the VMM lock on this
+        // hart (`Board::run_on_hart`); it is taken again below before anything shared is touched.
+        unsafe { smp::vmm_unlock() };
         let instret_before = hw::minstret();
         let time_before = hw::mtime();
         enter_guest(context);
-        self.stats.guest_ticks += hw::mtime().saturating_sub(time_before);
+        let time_after = hw::mtime();
         let retired = hw::minstret().wrapping_sub(instret_before);
+        smp::vmm_lock();
+        self.lock_waited = hw::mtime().saturating_sub(time_after) > LOCK_WAIT_TICKS;
+        self.stats.guest_ticks += time_after.saturating_sub(time_before);
         self.stats.entries += 1;
         hart.instret = hart.instret.wrapping_add(retired);
         hart.x = context.x;
@@ -775,6 +826,15 @@ impl Engine for NativeEngine {
         loop {
             self.load_root(hart);
             let trap = self.enter(hart);
+            // Never twice in a row: under a sustained wait (other harts busy in the VMM for long), every other
+            // trap is served anyway, so the guest always progresses.
+            if self.lock_waited && !self.left_for_lock {
+                self.left_for_lock = true;
+                self.stats.lock_waits += 1;
+                self.last_fill = None;
+                return Exit::BudgetExhausted;
+            }
+            self.left_for_lock = false;
             if trap.mcause == Exception::IllegalInstruction as u64 {
                 if let Some(exit) = self.patched_site(hart, memory) {
                     self.last_fill = None;

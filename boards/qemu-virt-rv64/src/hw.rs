@@ -8,6 +8,8 @@
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::smp::{self, MAX_HARTS};
+
 /// The UART 16550 of QEMU `virt`.
 const UART_BASE: usize = 0x1000_0000;
 /// Line status register, and its "transmit holding register empty" bit.
@@ -16,7 +18,7 @@ const UART_LSR_THRE: u8 = 1 << 5;
 /// Line status: "data ready", a received byte waits in RBR.
 const UART_LSR_DR: u8 = 1;
 
-/// The CLINT: hart 0's `mtimecmp`.
+/// The CLINT: hart 0's `mtimecmp` (hart N's is 8 N bytes above).
 const CLINT_MTIMECMP0: usize = 0x0200_4000;
 
 /// The `sifive,test0` finisher.
@@ -74,20 +76,30 @@ pub fn mtime() -> u64 {
     riscv::register::time::read64()
 }
 
-/// The deadline hart 0's `mtimecmp` holds (`u64::MAX`: none), so it is written only when it must change.
-static ARMED: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The deadline each hart's `mtimecmp` holds (`u64::MAX`: none), so it is written only when it must change.
+/// Per hart (each hart only touches its own entry): relaxed atomics, in place of a `static mut`.
+static ARMED: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(u64::MAX) }; MAX_HARTS];
 
-/// Arms the machine timer interrupt of hart 0 at absolute time `deadline` (`u64::MAX`: never).
+/// This hart's entry of [`ARMED`] and its `mtimecmp`.
+fn this_harts_timer() -> (&'static AtomicU64, *mut u64) {
+    let hart = smp::hart_id();
+    // `memory.x` gives no stack to a hart beyond MAX_HARTS (riscv-rt parks it), so the index is in bounds.
+    let armed = &ARMED[hart % MAX_HARTS];
+    (armed, (CLINT_MTIMECMP0 + 8 * hart) as *mut u64)
+}
+
+/// Arms this hart's machine timer interrupt at absolute time `deadline` (`u64::MAX`: never).
 pub fn set_timer(deadline: u64) {
-    ARMED.store(deadline, Ordering::Relaxed);
-    // SAFETY: hart 0's `mtimecmp`, a 64-bit CLINT register at a fixed, aligned address of the `virt` map.
-    unsafe { write_volatile(CLINT_MTIMECMP0 as *mut u64, deadline) }
+    let (armed, mtimecmp) = this_harts_timer();
+    armed.store(deadline, Ordering::Relaxed);
+    // SAFETY: this hart's `mtimecmp`, a 64-bit CLINT register at a fixed, aligned address of the `virt` map.
+    unsafe { write_volatile(mtimecmp, deadline) }
 }
 
 /// Makes the machine timer fire no later than `deadline`, writing `mtimecmp` only when the armed deadline has
 /// passed or is later: an earlier one left armed just ends a quantum early, which is always allowed.
 pub fn timer_no_later_than(deadline: u64, now: u64) {
-    let armed = ARMED.load(Ordering::Relaxed);
+    let armed = this_harts_timer().0.load(Ordering::Relaxed);
     if armed <= now || armed > deadline {
         set_timer(deadline);
     }
@@ -165,7 +177,12 @@ pub fn set_pmp(partition: (u64, u64), pool: (u64, u64), code: (u64, u64), device
     }
 }
 
-/// Sets up the machine for running guests: counters trap in U-mode (`mcounteren` = 0, so the VMM emulates
+/// Turns every PMP entry off: U-mode reaches nothing until a VM's walls are set ([`set_pmp`]).
+pub fn clear_pmp() {
+    set_pmp((0, 0), (0, 0), (0, 0), (0, 0));
+}
+
+/// Sets up this hart for running guests: counters trap in U-mode (`mcounteren` = 0, so the VMM emulates
 /// `cycle`, `time` and `instret` with virtual values), nothing is delegated to S-mode, and only the machine
 /// timer interrupt is enabled (it ends a guest's quantum; `mstatus.MIE` stays clear, so the VMM itself is
 /// never interrupted).
@@ -196,8 +213,25 @@ pub fn minstret() -> u64 {
     riscv::register::minstret::read64()
 }
 
-/// Waits for an interrupt (the machine timer) with interrupts globally masked: `wfi` still wakes on a pending
-/// enabled interrupt, which is left pending for the caller to clear.
+/// Waits, parked, for this hart's software interrupt (its CLINT `msip`, at `msip`), then clears it: with only
+/// the software interrupt enabled in `mie` (not globally), so `wfi` wakes for it alone; `mie` is back to the
+/// timer's when it returns.
+pub fn wait_for_ipi(msip: *mut u32) {
+    const MSIP: u64 = 1 << 3;
+    // SAFETY: M-mode CSR writes that only choose which interrupt wakes `wfi` (none is taken: `mstatus.MIE` is
+    // clear); `msip` is this hart's CLINT register, an aligned 32-bit word of the `virt` map.
+    unsafe {
+        core::arch::asm!("csrw mie, {0}", in(reg) MSIP);
+        while riscv::register::mip::read().bits() as u64 & MSIP == 0 {
+            riscv::asm::wfi();
+        }
+        write_volatile(msip, 0);
+        core::arch::asm!("csrw mie, {0}", in(reg) 1u64 << 7);
+    }
+}
+
+/// Waits for this hart's machine timer to reach `deadline` with interrupts globally masked: `wfi` still wakes on
+/// a pending enabled interrupt, which is left pending for the caller to clear.
 pub fn wait_for_timer(deadline: u64) {
     set_timer(deadline);
     while mtime() < deadline {

@@ -2,10 +2,12 @@
 //! (the physical UART), heap (`linked_list_allocator`) and logging (`defmt` over semihosting, decoded on the
 //! host), then runs guest programs from this repository as VMs, each in its own RAM partition with its own
 //! port of the shared console (`trapeze::dev::console_mux`: lines tagged `[vmN] `, `Ctrl-A c` to type to the next
-//! VM), natively in U-mode under the core's `trapeze::vm::Hypervisor` (round-robin turns on the machine timer,
-//! each VM's clock kept to its own time) with the native engine. The board itself holds the wiring (which guests,
-//! their images, devices and expectations) and the hardware (the engine, the world switch, sleeping on the timer
-//! when every VM waits). When every VM has powered off it prints one summary line and exits QEMU through the
+//! VM), natively in U-mode with the native engine, on every real hart QEMU starts (`smp`: `-smp 4`): each real
+//! hart takes the next VM that may run from one shared run queue ([`Board`]), runs one turn of it on the machine
+//! timer under the core's `trapeze::vm::Hypervisor` (a one-VM hypervisor per VM: its timed turns, its clock kept
+//! to its own time), and puts it back; a VM runs on one real hart at a time. The board itself holds the wiring
+//! (which guests, their images, devices and expectations), the run queue, and the hardware (the engine, the world
+//! switch, the harts, sleeping on the timer when no VM may run). When every VM has powered off it prints one summary line and exits QEMU through the
 //! `sifive,test0` finisher: status 0 when every guest exited 0.
 //!
 //! The demo's guests run their own code in *virtual M-mode* (no SBI; the VMM's SBI is for S-mode guests): `hello`
@@ -56,6 +58,7 @@ mod hw;
 mod nic;
 mod printer;
 mod slots;
+mod smp;
 mod switch;
 mod take_once;
 
@@ -91,7 +94,9 @@ use trapeze::net::PortId;
 use trapeze::vm::boot::{place_images, Images};
 use trapeze::vm::fdt::{MachineDescription, QEMU_VIRT_PRINTER, QEMU_VIRT_RTC, QEMU_VIRT_VIRTIO};
 use trapeze::vm::virt::{Backends, VirtDevices};
-use trapeze::vm::{Clock, Devices, Hypervisor, RunOutcome, SliceOutcome, TimedEngine, Vm, VmBuilder};
+use trapeze::vm::{Clock, Devices, Hypervisor, RunOutcome, SliceOutcome, TimedEngine, Vm, VmBuilder, VmState};
+
+use smp::MAX_HARTS;
 
 use take_once::TakeOnce;
 
@@ -113,7 +118,7 @@ const SMALL_PARTITIONS: usize = MAX_VMS - 1 - 3 - 2;
 const TIME_LOOP_PARTITION: usize = 13;
 /// The board stops waiting for the VMs of one run after 100 s (then the ones not done fail).
 const GIVE_UP_TICKS: u64 = 1_000_000_000;
-/// A VM's turn on the hart: 1 ms of the 10 MHz machine timer, then the next VM runs.
+/// A VM's turn on a real hart: 1 ms of the 10 MHz machine timer, then the VM goes back to the run queue.
 const TURN_TICKS: u64 = 10_000;
 
 /// A VM's RAM partition: page-aligned host memory, in .bss (zeroed at boot).
@@ -786,33 +791,196 @@ fn time_loop_image() -> &'static [u8] {
     unsafe { raw_image(core::ptr::addr_of!(time_loop_guest_start), core::ptr::addr_of!(time_loop_guest_end)) }
 }
 
-/// VMs run together by the core's hypervisor, and what the board watches for in each (by the hypervisor's VM
-/// number, the order they were added in).
-struct Board<'r, const VMS: usize> {
-    hypervisor: Box<Hypervisor<'r, ReportingDevices, NativeEngine, VMS>>,
-    watches: Vec<Watch>,
+/// One VM of a board: its machine and engine, under a one-VM core hypervisor (its timed turns, its clock kept to
+/// its own time, its idle and paused states), and what the board watches for in it. It travels whole between the
+/// run queue and the real hart running it (a `Box`: a pointer moves, nothing is allocated).
+struct Slot<'r> {
+    hypervisor: Hypervisor<'r, ReportingDevices, NativeEngine, 1>,
+    watch: Watch,
+}
+
+impl<'r> Slot<'r> {
+    fn vm(&self) -> &BoardVm<'r> {
+        self.hypervisor.vm(0).expect("a VM of the board")
+    }
+
+    fn vm_mut(&mut self) -> &mut BoardVm<'r> {
+        self.hypervisor.vm_mut(0).expect("a VM of the board")
+    }
+
+    fn engine(&self) -> &NativeEngine {
+        self.hypervisor.engine(0).expect("a VM of the board")
+    }
+
+    fn outcome(&self) -> Option<RunOutcome> {
+        self.hypervisor.outcome(0)
+    }
+
+    fn console(&self) -> &VmConsole {
+        self.vm().devices.inner.uart.backend()
+    }
+
+    /// Whether the VM has done what the board waits for: ended (power off, reset...), or played its script; a VM
+    /// expected to run forever never holds the board up.
+    fn finished(&self) -> bool {
+        match self.watch.expect {
+            Expect::PowerOff => self.outcome().is_some(),
+            Expect::Script => self.outcome().is_some() || self.console().script_done(),
+            Expect::RunForever => true,
+        }
+    }
+}
+
+/// A VM's place in the run queue.
+struct Entry<'r> {
+    /// The VM, `None` while a real hart runs it.
+    slot: Option<Box<Slot<'r>>>,
+    /// Its number (`Watch::index`: its console port's).
+    index: usize,
+    /// The host woke it while a real hart ran it: it is woken when it comes back.
+    woken: bool,
+    /// It has done what the board waits for ([`Slot::finished`]).
+    finished: bool,
+}
+
+/// The run queue: every VM of the board, round-robin. A real hart takes a VM that may run now out of it
+/// ([`Queue::take`]), runs its turn holding no queue lock, and puts it back ([`Queue::put_back`]).
+struct Queue<'r> {
+    entries: Vec<Entry<'r>>,
+    /// Where the next search for a VM to run starts.
+    next: usize,
+    /// VMs not [finished](Entry::finished) yet.
+    unfinished: usize,
+}
+
+/// What a real hart found in the run queue.
+enum Pick<'r> {
+    /// Entry `entry`'s VM, taken out to run its turn.
+    Run(usize, Box<Slot<'r>>),
+    /// No VM may run before machine time `until` (`None`: none is idle, and `running`, some run on other harts).
+    Wait { until: Option<u64>, running: bool },
+    /// Every VM has ended.
+    Stopped,
+}
+
+impl<'r> Queue<'r> {
+    /// The next VM (round-robin) that may run at machine time `now`, taken out of the queue.
+    fn take(&mut self, now: u64) -> Pick<'r> {
+        let count = self.entries.len();
+        let (mut earliest, mut out) = (None::<u64>, false);
+        for step in 0..count {
+            let at = (self.next + step) % count;
+            let Some(entry) = self.entries.get_mut(at) else { continue };
+            let Some(slot) = entry.slot.as_ref() else {
+                out = true;
+                continue;
+            };
+            match slot.hypervisor.state(0) {
+                Some(VmState::Stopped(_)) | None => continue,
+                Some(VmState::Idle { until } | VmState::Paused { until }) if until > now => {
+                    earliest = Some(earliest.map_or(until, |e: u64| e.min(until)));
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let Some(slot) = entry.slot.take() else { continue };
+            self.next = (at + 1) % count;
+            return Pick::Run(at, slot);
+        }
+        if earliest.is_none() && !out {
+            return Pick::Stopped;
+        }
+        Pick::Wait { until: earliest, running: out }
+    }
+
+    /// Puts entry `at`'s VM back after its turn.
+    fn put_back(&mut self, at: usize, mut slot: Box<Slot<'r>>) {
+        let Some(entry) = self.entries.get_mut(at) else { return };
+        if core::mem::take(&mut entry.woken) {
+            slot.hypervisor.wake(0);
+        }
+        if !entry.finished && slot.finished() {
+            entry.finished = true;
+            self.unfinished -= 1;
+        }
+        entry.slot = Some(slot);
+    }
+
+    /// Makes entry `at`'s VM runnable now if it is idle (at once, or when it comes back from its hart).
+    fn wake(&mut self, at: usize) {
+        let Some(entry) = self.entries.get_mut(at) else { return };
+        match entry.slot.as_mut() {
+            Some(slot) => slot.hypervisor.wake(0),
+            None => entry.woken = true,
+        }
+    }
+}
+
+/// What one real hart did in a board's run.
+#[derive(Default)]
+struct HartStats {
+    /// Turns of VMs it ran.
+    slices: AtomicU64,
+    /// Which VMs it ran (bit `index`, `Watch::index` < 64).
+    vms: AtomicU64,
+}
+
+/// VMs run together on every real hart, and what the board watches for in each (by their order in the run queue,
+/// the order they were added in).
+///
+/// Scheduling: a shared run queue ([`Queue`], under a spin lock) from which each real hart takes the next VM that
+/// may run, runs one timed turn of it ([`TURN_TICKS`], the core's `Hypervisor::run_timed_slice` on that VM's
+/// one-VM hypervisor), and puts it back: every VM progresses whichever harts are free, and a VM runs on one real
+/// hart at a time (all its virtual harts there, one after the other). A hart that finds no VM to run sleeps on
+/// its timer (the VMM lock let go) until the earliest idle VM's deadline, at most [`IDLE_NAP_TICKS`].
+struct Board<'r> {
+    queue: spin::Mutex<Queue<'r>>,
+    /// Each VM with a NIC: its entry in the queue and its port of the bridge.
+    nics: Vec<(usize, PortId)>,
     /// The physical console the VMs share.
     console: &'static BoardConsole,
     /// The bridge the VMs' NICs are on, pumped between turns (the demo's; none for a VM run alone).
-    net: Option<nic::BoardNet>,
+    net: spin::Mutex<Option<nic::BoardNet>>,
     /// The printing VMs' spools and the printer, pumped between turns (the demo's; none for a VM run alone).
-    printing: Option<printer::Printing>,
+    printing: spin::Mutex<Option<printer::Printing>>,
+    /// What each real hart did.
+    harts: [HartStats; MAX_HARTS],
+    /// Machine time the run started at, and whether it is over (every VM finished, or the board gave up).
+    started: u64,
+    /// How long the last run took, machine timer ticks.
+    ran_ticks: u64,
+    over: AtomicBool,
+    gave_up: AtomicBool,
 }
 
 /// While the bridge has an uplink, the board looks at the physical NIC at least this often (1 ms) even when every
-/// VM waits: a frame from the network cannot wake the hart (the board takes no external interrupt).
+/// VM waits: a frame from the network cannot wake a hart (the board takes no external interrupt).
 const NET_POLL_TICKS: u64 = 10_000;
+/// Longest a real hart without a VM to run sleeps before looking at the run queue again (1 ms, a turn): a VM
+/// that another hart woke or put back runnable waits no longer for a free hart.
+const IDLE_NAP_TICKS: u64 = TURN_TICKS;
 
-impl<'r, const VMS: usize> Board<'r, VMS> {
+impl<'r> Board<'r> {
     fn new(console: &'static BoardConsole) -> Self {
-        // The quantum in instructions is unused: the board's turns are timed ([`TURN_TICKS`]).
-        Self { hypervisor: Box::new(Hypervisor::new(1)), watches: Vec::new(), console, net: None, printing: None }
+        Self {
+            queue: spin::Mutex::new(Queue { entries: Vec::new(), next: 0, unfinished: 0 }),
+            nics: Vec::new(),
+            console,
+            net: spin::Mutex::new(None),
+            printing: spin::Mutex::new(None),
+            harts: Default::default(),
+            started: 0,
+            ran_ticks: 0,
+            over: AtomicBool::new(false),
+            gave_up: AtomicBool::new(false),
+        }
     }
 
     /// Prints the jobs waiting in the printing VMs' spools, whole, on the console (after a line of the board's,
     /// through the multiplexer, which closes any open VM line).
-    fn pump_printer(&mut self) {
-        let Some(printing) = self.printing.as_mut() else { return };
+    fn pump_printer(&self) {
+        let mut printing = self.printing.lock();
+        let Some(printing) = printing.as_mut() else { return };
         let console = self.console;
         printing.pump(|jobs| {
             // A fixed buffer: no heap on this path (it always fits).
@@ -826,85 +994,157 @@ impl<'r, const VMS: usize> Board<'r, VMS> {
 
     /// Switches the frames on the board's bridge (and to and from its uplink), and wakes each VM whose NIC got
     /// frames: its NIC takes them when its devices are updated, and raises its interrupt.
-    fn pump_net(&mut self) {
-        let Some(net) = self.net.as_mut() else { return };
-        net.pump(hw::mtime());
-        for (slot, watch) in self.watches.iter().enumerate() {
-            if watch.nic.is_some_and(|port| net.arrived(port)) {
-                self.hypervisor.wake(slot);
+    fn pump_net(&self) {
+        let mut arrived: heapless::Vec<usize, MAX_VMS> = heapless::Vec::new();
+        {
+            let mut net = self.net.lock();
+            let Some(net) = net.as_mut() else { return };
+            net.pump(hw::mtime());
+            for &(at, port) in &self.nics {
+                if net.arrived(port) {
+                    let _ = arrived.push(at);
+                }
             }
+        }
+        if !arrived.is_empty() {
+            let mut queue = self.queue.lock();
+            arrived.iter().for_each(|&at| queue.wake(at));
         }
     }
 
-    /// Hands `guest` to the hypervisor, its engine set up for its mode.
+    /// Hands `guest` to the run queue, its engine set up for its mode.
     fn add(&mut self, mut guest: Guest<'r>) {
         guest.set_up_mode();
         let name = guest.watch.name;
-        self.hypervisor.add(guest.vm, guest.engine, None).unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        self.watches.push(guest.watch);
+        let mut hypervisor = Hypervisor::new(1);
+        hypervisor.add(guest.vm, guest.engine, None).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let queue = self.queue.get_mut();
+        let at = queue.entries.len();
+        if let Some(port) = guest.watch.nic {
+            self.nics.push((at, port));
+        }
+        let index = guest.watch.index;
+        let slot = Box::new(Slot { hypervisor, watch: guest.watch });
+        let finished = slot.finished();
+        queue.unfinished += usize::from(!finished);
+        queue.entries.push(Entry { slot: Some(slot), index, woken: false, finished });
     }
 
-    fn vm(&self, slot: usize) -> &BoardVm<'r> {
-        self.hypervisor.vm(slot).expect("a VM of the board")
+    /// The VM at `at` in the queue, between runs (every VM is back then).
+    fn slot(&mut self, at: usize) -> &mut Slot<'r> {
+        self.queue.get_mut().entries.get_mut(at).and_then(|entry| entry.slot.as_deref_mut()).expect("a VM, back")
     }
 
-    fn engine(&self, slot: usize) -> &NativeEngine {
-        self.hypervisor.engine(slot).expect("a VM of the board")
+    /// How many VMs the board has.
+    fn len(&mut self) -> usize {
+        self.queue.get_mut().entries.len()
     }
 
-    fn console(&self, slot: usize) -> &VmConsole {
-        self.vm(slot).devices.inner.uart.backend()
-    }
-
-    /// Whether a VM expected to end (power off, or play its script) has not yet.
-    fn waiting(&self) -> bool {
-        self.watches.iter().enumerate().any(|(slot, watch)| match watch.expect {
-            Expect::PowerOff => self.hypervisor.outcome(slot).is_none(),
-            Expect::Script => self.hypervisor.outcome(slot).is_none() && !self.console(slot).script_done(),
-            Expect::RunForever => false,
-        })
-    }
-
-    /// Runs the VMs, turns of [`TURN_TICKS`] of the machine timer under the core's hypervisor, until every one
-    /// expected to end has (or the board gives up after [`GIVE_UP_TICKS`]); sleeps on the real timer when every
-    /// VM waits.
+    /// Runs the VMs on every real hart, turns of [`TURN_TICKS`] of the machine timer, until every one expected
+    /// to end has (or the board gives up after [`GIVE_UP_TICKS`]). The caller holds the VMM lock (the run lets it
+    /// go, and has it again when it returns).
     fn run(&mut self) {
-        let started = hw::mtime();
-        while self.waiting() {
-            if hw::mtime().saturating_sub(started) > GIVE_UP_TICKS {
-                println!("board: giving up after {} s", GIVE_UP_TICKS / 10_000_000);
-                self.report_stuck();
+        self.started = hw::mtime();
+        self.over.store(false, Ordering::Release);
+        let board: &Self = self;
+        let body = |hart: usize| board.run_on_hart(hart);
+        // SAFETY: `run_on_hart` touches the board's state either through its spin locks and atomics, or (the VMs'
+        // devices, the console multiplexer, the disk, bridge and spools, which use `RefCell`s) with the VMM lock
+        // held (taken around each turn and the pumps, let go of by the engine only around its guest's native
+        // run); a VM out of the queue is reached only by the hart that took it, and the queue's own work on a VM
+        // (its state, its script's progress) touches nothing of it that another VM shares.
+        unsafe { smp::on_every_hart(&body) };
+        self.ran_ticks = hw::mtime().saturating_sub(self.started);
+        if self.gave_up.load(Ordering::Acquire) {
+            self.report_stuck();
+        }
+    }
+
+    /// One real hart's part of the run: take a VM, run its turn, put it back, until the run is over. The hart
+    /// takes the VMM lock for the turn (and the pumps before it), not to look at the run queue: a hart without a
+    /// VM to run never holds up the others' VMM work.
+    fn run_on_hart(&self, hart: usize) {
+        while !self.over.load(Ordering::Acquire) {
+            let now = hw::mtime();
+            if now.saturating_sub(self.started) > GIVE_UP_TICKS {
+                if !self.gave_up.swap(true, Ordering::AcqRel) {
+                    smp::vmm_lock();
+                    println!("board: giving up after {} s", GIVE_UP_TICKS / 10_000_000);
+                    // SAFETY: taken just above, on this hart.
+                    unsafe { smp::vmm_unlock() };
+                }
+                self.over.store(true, Ordering::Release);
                 break;
             }
-            self.pump_net();
-            self.pump_printer();
-            match self.hypervisor.run_timed_slice(&mut MachineTime, TURN_TICKS) {
-                SliceOutcome::Ran { vm, stopped } => self.after_turn(vm, stopped),
-                SliceOutcome::Idle { until } => {
-                    if !self.input_woke() {
-                        let uplink = self.net.as_ref().is_some_and(|net| net.uplink().is_some());
-                        let until = if uplink { until.min(hw::mtime().saturating_add(NET_POLL_TICKS)) } else { until };
-                        hw::wait_for_timer(until);
+            let pick = self.queue.lock().take(now);
+            match pick {
+                Pick::Run(at, mut slot) => {
+                    smp::vmm_lock();
+                    self.pump_net();
+                    self.pump_printer();
+                    if let SliceOutcome::Ran { stopped, .. } =
+                        slot.hypervisor.run_timed_slice(&mut MachineTime, TURN_TICKS)
+                    {
+                        after_turn(&mut slot, stopped);
+                    }
+                    // SAFETY: taken before the pumps, on this hart (the engine gave it back after each native run).
+                    unsafe { smp::vmm_unlock() };
+                    let stats = &self.harts[hart % MAX_HARTS];
+                    stats.slices.fetch_add(1, Ordering::Relaxed);
+                    stats.vms.fetch_or(1u64.checked_shl(slot.watch.index as u32).unwrap_or(0), Ordering::Relaxed);
+                    let mut queue = self.queue.lock();
+                    queue.put_back(at, slot);
+                    if queue.unfinished == 0 {
+                        self.over.store(true, Ordering::Release);
                     }
                 }
-                SliceOutcome::Stopped => break,
+                Pick::Wait { until, running } => {
+                    // Only the boot hart looks for input and frames from the network, and only while no VM runs
+                    // (the hart taking a VM pumps before its turn): one hart is enough, and the VMM lock is left
+                    // alone while others need it.
+                    let woke = hart == smp::BOOT_HART && !running && {
+                        smp::vmm_lock();
+                        self.pump_net();
+                        self.pump_printer();
+                        let woke = self.input_woke();
+                        // SAFETY: taken just above, on this hart.
+                        unsafe { smp::vmm_unlock() };
+                        woke
+                    };
+                    if !woke {
+                        self.nap(hart, until.unwrap_or(u64::MAX));
+                    }
+                }
+                Pick::Stopped => self.over.store(true, Ordering::Release),
             }
         }
+    }
+
+    /// Sleeps on this hart's timer until `until`, at most [`IDLE_NAP_TICKS`] (and, on the boot hart, which polls
+    /// the physical NIC, [`NET_POLL_TICKS`] while the bridge has an uplink).
+    fn nap(&self, hart: usize, until: u64) {
+        let now = hw::mtime();
+        let mut until = until.min(now.saturating_add(IDLE_NAP_TICKS));
+        if hart == smp::BOOT_HART && self.net.lock().as_ref().is_some_and(|net| net.uplink().is_some()) {
+            until = until.min(now.saturating_add(NET_POLL_TICKS));
+        }
+        hw::wait_for_timer(until);
     }
 
     /// Where every hart of every VM still running stands, when the board gives up on them: what a hang needs
     /// to be understood (a hart spinning, waiting, or never given its interrupt).
-    fn report_stuck(&self) {
-        for (slot, watch) in self.watches.iter().enumerate() {
-            let Some(vm) = self.hypervisor.vm(slot) else { continue };
-            if self.hypervisor.outcome(slot).is_some() {
+    fn report_stuck(&mut self) {
+        for entry in &self.queue.get_mut().entries {
+            let Some(slot) = entry.slot.as_deref() else { continue };
+            let (vm, watch) = (slot.vm(), &slot.watch);
+            if slot.outcome().is_some() {
                 continue;
             }
             println!(
                 "board: vm{} ({}) stuck: {:?}, time {}, {} steps, {} exits, {} yields, last exit {:?}",
                 watch.index,
                 watch.name,
-                self.hypervisor.state(slot),
+                slot.hypervisor.state(0),
                 vm.time(),
                 vm.steps,
                 vm.exits,
@@ -931,48 +1171,80 @@ impl<'r, const VMS: usize> Board<'r, VMS> {
         }
     }
 
-    /// The board's part after VM `slot`'s turn: its console detached when it ended, its pause, its shell.
-    fn after_turn(&mut self, slot: usize, stopped: Option<RunOutcome>) {
-        let Some(watch) = self.watches.get_mut(slot) else { return };
-        let Some(vm) = self.hypervisor.vm_mut(slot) else { return };
-        if stopped.is_some() {
-            vm.devices.inner.uart.backend_mut().detach();
-        }
-        let played = vm.devices.inner.uart.backend().steps_played();
-        let Some(engine) = self.hypervisor.engine(slot) else { return };
-        let stats = engine.stats;
-        if watch.shell_at.is_none() && played >= 2 {
-            watch.shell_at = Some((hw::mtime(), stats.entries));
-        }
-        let reads = stats.counter_reads;
-        let pause = watch.pause_after_counter_reads.filter(|&after| reads >= after && stopped.is_none());
-        if let Some(after) = pause {
-            watch.pause_after_counter_reads = None;
-            self.hypervisor.pause(slot, hw::mtime().saturating_add(PAUSE_TICKS));
-            println!("board: vm{} paused for {} ms after {after} counter reads", watch.index, PAUSE_TICKS / 10_000);
-        }
-    }
-
-    /// Every VM waits: input typed at the physical console goes to its port now, and the focused VM, if it has
+    /// Nothing to run: input typed at the physical console goes to its port now, and the focused VM, if it has
     /// just got some, gets its turn at once rather than at its next deadline. Whether it did.
-    fn input_woke(&mut self) -> bool {
+    fn input_woke(&self) -> bool {
         let Ok(mut mux) = self.console.try_borrow_mut() else { return false };
         let focus = mux.focus();
         let had_input = mux.has_input(focus);
         mux.poll_input();
         let typed = !had_input && mux.has_input(focus);
         drop(mux);
-        let slot = self.watches.iter().position(|watch| watch.index == focus);
-        if let (true, Some(slot)) = (typed, slot) {
-            self.hypervisor.wake(slot);
-            return true;
+        if !typed {
+            return false;
         }
-        false
+        let mut queue = self.queue.lock();
+        let Some(at) = queue.entries.iter().position(|entry| entry.index == focus) else { return false };
+        queue.wake(at);
+        true
+    }
+
+    /// One line per real hart: how many turns of which VMs it ran in this board's run; and how often VMs moved
+    /// between real harts.
+    fn report_harts(&mut self, what: &str) {
+        let (mut migrations, mut waits) = (0, 0);
+        for slot in self.queue.get_mut().entries.iter().filter_map(|entry| entry.slot.as_deref()) {
+            migrations += slot.engine().stats.migrations;
+            waits += slot.engine().stats.lock_waits;
+        }
+        for (hart, stats) in self.harts.iter().enumerate().filter(|&(hart, _)| smp::online() & (1 << hart) != 0) {
+            let vms = stats.vms.load(Ordering::Relaxed);
+            let mut line = alloc::format!(
+                "board: real hart {hart} ran {} VM slices of {} VMs ({what}):",
+                stats.slices.load(Ordering::Relaxed),
+                vms.count_ones()
+            );
+            for index in (0..64).filter(|index| vms & (1 << index) != 0) {
+                line += &alloc::format!(" vm{index}");
+            }
+            println!("{line}");
+        }
+        println!(
+            "board: {migrations} moves of a VM to another real hart, {waits} guest traps that waited over 100 us for \
+             the VMM lock ({what})"
+        );
+        println!(
+            "board: the run took {} ms on {} real harts ({what})",
+            self.ran_ticks / 10_000,
+            smp::online().count_ones()
+        );
     }
 }
 
-/// Runs `guest` alone and returns it, with the machine timer ticks it took, wall clock.
-fn run_alone<'r>(guest: Guest<'r>, console: &'static BoardConsole) -> (Board<'r, 1>, u64) {
+/// The board's part after a VM's turn: its console detached when it ended, its pause, its shell.
+fn after_turn(slot: &mut Slot<'_>, stopped: Option<RunOutcome>) {
+    if stopped.is_some() {
+        slot.vm_mut().devices.inner.uart.backend_mut().detach();
+    }
+    let played = slot.console().steps_played();
+    let stats = slot.engine().stats;
+    let watch = &mut slot.watch;
+    if watch.shell_at.is_none() && played >= 2 {
+        watch.shell_at = Some((hw::mtime(), stats.entries));
+    }
+    let reads = stats.counter_reads;
+    let pause = watch.pause_after_counter_reads.filter(|&after| reads >= after && stopped.is_none());
+    if let Some(after) = pause {
+        watch.pause_after_counter_reads = None;
+        let index = watch.index;
+        slot.hypervisor.pause(0, hw::mtime().saturating_add(PAUSE_TICKS));
+        println!("board: vm{index} paused for {} ms after {after} counter reads", PAUSE_TICKS / 10_000);
+    }
+}
+
+/// Runs `guest` alone (on whichever real hart is free for each turn) and returns it, with the machine timer ticks
+/// it took, wall clock.
+fn run_alone<'r>(guest: Guest<'r>, console: &'static BoardConsole) -> (Board<'r>, u64) {
     let mut board = Board::new(console);
     board.add(guest);
     let start = hw::mtime();
@@ -1020,26 +1292,26 @@ fn mode_figures(engine: &NativeEngine, mode: Mode, ticks: u64) -> String {
 }
 
 /// Whether the lone VM of `board` powered off with status 0.
-fn passed_alone(board: &Board<'_, 1>) -> bool {
-    board.hypervisor.outcome(0) == Some(RunOutcome::PowerOff { code: 0 })
+fn passed_alone(board: &mut Board<'_>) -> bool {
+    board.slot(0).outcome() == Some(RunOutcome::PowerOff { code: 0 })
 }
 
-/// The benchmarks, each VM alone on the hart: the cost of a trap round trip (a CSR read emulated by the VMM),
+/// The benchmarks, each VM alone on the board (one real hart at a time): the cost of a trap round trip (a CSR read emulated by the VMM),
 /// a loop reading `time` in each of the four modes, and a CPU-bound guest's run time. Returns how many failed.
 fn benchmarks(console: &'static BoardConsole) -> usize {
     let mut failures = 0;
     let mut csr = make_guest(12, 11, "csr-loop", console, Images::Raw(csr_loop_image()), Expect::PowerOff);
     // A world switch per read: what a trap costs.
     csr.watch.mode = Mode::Trapping;
-    let (csr, ticks) = run_alone(csr, console);
+    let (mut csr, ticks) = run_alone(csr, console);
     // 10 MHz: a tick is 100 ns.
     let nanoseconds = ticks.saturating_mul(100) / CSR_LOOP_TRAPS;
     println!(
         "bench: trap round trip (CSR read emulated by the VMM): {nanoseconds} ns ({CSR_LOOP_TRAPS} in {} us, {} world switches)",
         ticks / 10,
-        csr.engine(0).stats.entries
+        csr.slot(0).engine().stats.entries
     );
-    failures += usize::from(!passed_alone(&csr));
+    failures += usize::from(!passed_alone(&mut csr));
     drop(csr);
     let mut loop_ticks = [0u64; 4];
     let modes = [Mode::Trapping, Mode::Patching, Mode::PatchingCached, Mode::TrappingCached];
@@ -1055,9 +1327,10 @@ fn benchmarks(console: &'static BoardConsole) -> usize {
         let mut guest =
             build_guest(Wiring { index, name, harts, images, description, script, expect }, &mut shared[..], console);
         guest.watch.mode = mode;
-        let (board, ticks) = run_alone(guest, console);
-        println!("bench: time loop ({TIME_LOOP_READS} reads of time), {}", mode_figures(board.engine(0), mode, ticks));
-        failures += usize::from(!passed_alone(&board));
+        let (mut board, ticks) = run_alone(guest, console);
+        let figures = mode_figures(board.slot(0).engine(), mode, ticks);
+        println!("bench: time loop ({TIME_LOOP_READS} reads of time), {figures}");
+        failures += usize::from(!passed_alone(&mut board));
         loop_ticks[slot] = ticks.max(1);
     }
     println!(
@@ -1068,13 +1341,13 @@ fn benchmarks(console: &'static BoardConsole) -> usize {
         loop_ticks[0] as f64 / loop_ticks[3] as f64
     );
     let bench = make_guest(13, 12, "bench-int", console, Images::Elf(BENCH_INT), Expect::PowerOff);
-    let (bench, ticks) = run_alone(bench, console);
-    let stats = bench.engine(0).stats;
+    let (mut bench, ticks) = run_alone(bench, console);
+    let stats = bench.slot(0).engine().stats;
     println!(
         "bench: bench-int under the native VMM: {ticks} mtime ticks wall clock, {} running natively, {} world switches",
         stats.guest_ticks, stats.entries
     );
-    failures += usize::from(!passed_alone(&bench));
+    failures += usize::from(!passed_alone(&mut bench));
     failures
 }
 
@@ -1091,7 +1364,8 @@ const LINUX_LOOP_MAGIC: u64 = u64::from_le_bytes(*b"TRPZLOOP");
 const LINUX_LOOP_MAX: u64 = MAX_VMS as u64;
 /// The Linux VM's RAM: 256 MiB of host memory above the block, outside the board's image.
 const LINUX_RAM: (u64, u64) = (0xa800_0000, 0xb800_0000);
-/// Harts of the Linux VM, both on the board's one real hart.
+/// Harts of the Linux VM, both on whichever real hart runs the VM's turn (one VM's harts never run on two real
+/// harts at once: that needs the core's `Vm` to become concurrent).
 const LINUX_HARTS: usize = 2;
 /// What the board types at the Linux VM's shell.
 const LINUX_SCRIPT: &[(&str, &str)] = &[
@@ -1165,12 +1439,10 @@ fn boot_linux(
     guest.watch.mode = mode;
     let started_at = hw::mtime();
     let (mut board, ticks) = run_alone(guest, console);
-    if let Some(vm) = board.hypervisor.vm_mut(0) {
-        vm.devices.inner.uart.backend_mut().flush();
-    }
+    board.slot(0).vm_mut().devices.inner.uart.backend_mut().flush();
     hw::console_write("\n");
-    let played = board.console(0).script_done();
-    let stats = board.engine(0).stats;
+    let played = board.slot(0).console().script_done();
+    let stats = board.slot(0).engine().stats;
     println!(
         "linux ({mode:?}): script played: {played}; {} guest entries, {} shadow fills, {} emulated, {} exits, {} \
          quanta, {} remote fences ({} dropped shadow mappings)",
@@ -1182,11 +1454,12 @@ fn boot_linux(
         stats.remote_fences,
         stats.remote_fence_drops
     );
-    if let Some((at, entries)) = board.watches[0].shell_at {
+    if let Some((at, entries)) = board.slot(0).watch.shell_at {
         let wall = at.saturating_sub(started_at) / 10;
         println!("bench: linux boot to its shell, {mode:?}: {wall} us wall, {entries} world switches");
     }
-    println!("bench: linux boot and script, {}", mode_figures(board.engine(0), mode, ticks));
+    println!("bench: linux boot and script, {}", mode_figures(board.slot(0).engine(), mode, ticks));
+    board.report_harts("linux");
     played
 }
 
@@ -1282,8 +1555,23 @@ fn dedicated_disk(physical: Option<disk::PhysicalDisk>) -> Option<disk::Partitio
     disk::dedicated(Box::leak(Box::new(RefCell::new(physical))))
 }
 
+/// Every hart's entry (riscv-rt's): the secondaries go to `smp::secondary` at once (woken by `smp::bring_up`
+/// once the boot hart has set up the shared state), on their small stacks: the boot hart's `boot` has a frame of
+/// megabytes (the demo's VMs are built on its stack), which must not be allocated on theirs.
 #[riscv_rt::entry]
 fn main() -> ! {
+    let hart = smp::hart_id();
+    if hart != smp::BOOT_HART {
+        smp::secondary(hart)
+    }
+    boot()
+}
+
+/// The boot hart: sets up the shared state, brings up the other harts, and runs the VMs.
+#[inline(never)]
+fn boot() -> ! {
+    // Outside runs the boot hart holds the VMM lock (see `smp`).
+    smp::vmm_lock();
     BOOT_TIME.store(hw::mtime(), Ordering::Relaxed);
     // SAFETY: the heap region is reserved by the linker script (`_heap_size`) after .bss and used by nothing else.
     unsafe {
@@ -1298,6 +1586,8 @@ fn main() -> ! {
     println!("trapeze native VMM on qemu-virt-rv64: guests run in U-mode");
     defmt::info!("board up");
     let console = board_console();
+    let harts = smp::bring_up();
+    println!("board: {} real harts up (mask {harts:#x}); VMs run on all of them", harts.count_ones());
 
     if let Some(block) = linux_block() {
         let ram = linux_ram().unwrap_or_else(|| panic!("the Linux RAM given twice"));
@@ -1314,6 +1604,7 @@ fn main() -> ! {
                 passed += u64::from(played);
             }
             println!("linux loop: {passed} of {boots} boots reached the shell and ran the script");
+            report_stacks();
             hw::exit((boots - passed) as u32)
         }
         println!("board: a Linux boot block is present: booting Linux alone, once in each mode ({})", block.2);
@@ -1328,10 +1619,11 @@ fn main() -> ! {
             // One at a time: each boot borrows the Linux RAM, so the previous guest is gone before the next.
             failures += u32::from(!boot_linux(index, mode, prefix, &mut ram[..], block, console));
         }
+        report_stacks();
         hw::exit(failures)
     }
     use Expect::{PowerOff, RunForever};
-    let mut board = Board::<DEMO_VMS>::new(console);
+    let mut board = Board::new(console);
     let found = slots::probe();
     let mut physical_disks = found.disks.into_iter();
     let (uboot_disk, pattern_disks) = board_disks(physical_disks.next());
@@ -1371,43 +1663,50 @@ fn main() -> ! {
     for wiring in NET_PING_VMS {
         board.add(net_ping_guest(wiring, &net, console));
     }
-    board.net = Some(net);
+    *board.net.get_mut() = Some(net);
     // Two VMs printing through the spooled printer, their RAM in the Linux VMs' window (unused without Linux).
     let printing = printer::Printing::new();
     let spare = linux_ram().unwrap_or_else(|| panic!("the Linux RAM given twice"));
     for ((index, spool), ram) in PRINT_VMS.into_iter().zip(spare.chunks_exact_mut(VM_RAM_SIZE)) {
         board.add(print_guest(index, spool, ram, &printing, console));
     }
-    board.printing = Some(printing);
+    *board.printing.get_mut() = Some(printing);
 
+    assert!(board.len() <= DEMO_VMS, "the demo has {DEMO_VMS} VMs at most");
     board.run();
     // The VMs are done; the jobs still waiting print, whole.
     board.pump_printer();
     let failures = report(&mut board);
-    println!("board: {} of {} VMs passed", board.watches.len() - failures, board.watches.len());
+    let count = board.len();
+    println!("board: {} of {count} VMs passed", count - failures);
     drop(board);
     let bench_failures = benchmarks(console);
     if bench_failures > 0 {
         println!("board: {bench_failures} benchmark guest(s) failed");
     }
     let failures = failures + bench_failures;
+    report_stacks();
     hw::exit(failures as u32)
 }
 
 /// Prints how each VM of `board` ended and what the VMM did for it; answers how many did not do what they were
 /// expected to.
-fn report<const VMS: usize>(board: &mut Board<'_, VMS>) -> usize {
+fn report(board: &mut Board<'_>) -> usize {
+    board.report_harts("demo");
+    let Board { queue, net, printing, .. } = board;
+    let (queue, net, printing) = (queue.get_mut(), net.get_mut(), printing.get_mut());
     // A scripted VM is stopped as soon as its script has played, maybe in the middle of a line.
-    for (slot, watch) in board.watches.iter().enumerate() {
-        if let (Expect::Script, Some(vm)) = (watch.expect, board.hypervisor.vm_mut(slot)) {
-            vm.devices.inner.uart.backend_mut().flush();
+    for entry in queue.entries.iter_mut() {
+        if let Some(slot) = entry.slot.as_deref_mut().filter(|slot| slot.watch.expect == Expect::Script) {
+            slot.vm_mut().devices.inner.uart.backend_mut().flush();
             hw::console_write("\n");
         }
     }
     let mut failures = 0;
-    for (slot, watch) in board.watches.iter().enumerate() {
+    for slot in queue.entries.iter().filter_map(|entry| entry.slot.as_deref()) {
+        let watch = &slot.watch;
         let (index, name) = (watch.index, watch.name);
-        let (vm, engine, outcome) = (board.vm(slot), board.engine(slot), board.hypervisor.outcome(slot));
+        let (vm, engine, outcome) = (slot.vm(), slot.engine(), slot.outcome());
         let stats = engine.stats;
         let code = match outcome {
             Some(RunOutcome::PowerOff { code }) => code,
@@ -1417,7 +1716,7 @@ fn report<const VMS: usize>(board: &mut Board<'_, VMS>) -> usize {
             Expect::PowerOff => code == 0,
             // Contained: still running, and the real timer took the hart away from it again and again.
             Expect::RunForever => outcome.is_none() && stats.quanta > 0,
-            Expect::Script => board.console(slot).script_done(),
+            Expect::Script => slot.console().script_done(),
         };
         if !passed {
             failures += 1;
@@ -1438,8 +1737,9 @@ fn report<const VMS: usize>(board: &mut Board<'_, VMS>) -> usize {
             (None, _) => println!("vm{index} ({name}): contained: still running, preempted {} times", stats.quanta),
         }
         println!(
-            "    {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta, {} walled",
-            stats.entries, stats.fills, stats.emulated, stats.exits, stats.quanta, stats.walled
+            "    {} guest entries, {} shadow fills, {} emulated, {} exits, {} quanta, {} moves between real harts, {} \
+             walled",
+            stats.entries, stats.fills, stats.emulated, stats.exits, stats.quanta, stats.migrations, stats.walled
         );
         if let Some((page, _)) = vm.devices.passthrough {
             let served = vm.devices.passthrough_served;
@@ -1464,7 +1764,7 @@ fn report<const VMS: usize>(board: &mut Board<'_, VMS>) -> usize {
                 sites.excursions, sites.exits_in_excursions, sites.emulated, sites.wasted
             );
         }
-        if let (Some(port), Some(net)) = (watch.nic, board.net.as_ref()) {
+        if let (Some(port), Some(net)) = (watch.nic, net.as_ref()) {
             // The NIC's counters, and its interrupt status (a driver that never acknowledges, as `net-ping`'s, leaves
             // the used-buffer bit its deliveries raised).
             let device = vm.devices.inner.virtio.get(NET_SLOT).and_then(|slot| slot.as_net());
@@ -1483,10 +1783,10 @@ fn report<const VMS: usize>(board: &mut Board<'_, VMS>) -> usize {
             );
         }
     }
-    if let Some(printing) = board.printing.as_ref() {
+    if let Some(printing) = printing.as_ref() {
         println!("board: printer: {} bytes printed", printing.printed);
     }
-    if let Some((port, physical)) = board.net.as_ref().and_then(nic::BoardNet::uplink_stats) {
+    if let Some((port, physical)) = net.as_ref().and_then(nic::BoardNet::uplink_stats) {
         println!(
             "board: uplink: {} frames from the network, {} to it ({} errors); bridge port: {} switched, {} queued, {} \
              dropped (queue full)",
@@ -1499,6 +1799,16 @@ fn report<const VMS: usize>(board: &mut Board<'_, VMS>) -> usize {
         );
     }
     failures
+}
+
+/// How much of its M-mode stack each real hart has used, at the end.
+fn report_stacks() {
+    let mut line = String::from("board: M-mode stack used per real hart:");
+    for hart in (0..MAX_HARTS).filter(|&hart| smp::online() & (1 << hart) != 0) {
+        let (size, used) = smp::stack_used(hart);
+        line += &alloc::format!(" {} of {} KiB", used.div_ceil(1024), size / 1024);
+    }
+    println!("{line}");
 }
 
 #[panic_handler]
