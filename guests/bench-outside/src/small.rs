@@ -1,5 +1,5 @@
 //! `bench-outside-small`: the `outside` workload of `trapeze bench` (see `workload.rs`) at the small scale the
-//! tests run.
+//! tests run (one round, about 22 million instructions).
 #![no_std]
 #![no_main]
 
