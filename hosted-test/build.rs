@@ -8,7 +8,7 @@
 //! `TRAPEZE_GUEST_HELLO`, `TRAPEZE_GUEST_TRAPS`, `TRAPEZE_GUEST_ARITH`, `TRAPEZE_GUEST_AMO`,
 //! `TRAPEZE_GUEST_DEMO`, `TRAPEZE_GUEST_SV39`, `TRAPEZE_GUEST_INTERRUPTS`, `TRAPEZE_GUEST_FPU` and
 //! `TRAPEZE_GUEST_IDLE`, and the benchmark guests `TRAPEZE_GUEST_BENCH_INT`, `TRAPEZE_GUEST_BENCH_MEM`,
-//! `TRAPEZE_GUEST_BENCH_BRANCH` with their `_SMALL` variants, the containment guests `TRAPEZE_GUEST_CONTAIN`,
+//! `TRAPEZE_GUEST_BENCH_BRANCH`, `TRAPEZE_GUEST_BENCH_OUTSIDE` with their `_SMALL` variants, the containment guests `TRAPEZE_GUEST_CONTAIN`,
 //! `TRAPEZE_GUEST_RUNAWAY` and `TRAPEZE_GUEST_GARBAGE`, `TRAPEZE_GUEST_UART_IRQ`, the debug trigger guest
 //! `TRAPEZE_GUEST_TRIGGERS`, `TRAPEZE_GUEST_DEBUGGEE` for the gdb test and the multi-hart `TRAPEZE_GUEST_SPINLOCK`
 //! and `TRAPEZE_GUEST_COUNTERS` (counter reads, its own code read back and rewritten), and
@@ -28,7 +28,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 28] = [
+const GUESTS: [&str; 30] = [
     "hello",
     "traps",
     "arith",
@@ -44,6 +44,8 @@ const GUESTS: [&str; 28] = [
     "bench-mem-small",
     "bench-branch",
     "bench-branch-small",
+    "bench-outside",
+    "bench-outside-small",
     "contain",
     "runaway",
     "garbage",
@@ -60,7 +62,7 @@ const GUESTS: [&str; 28] = [
 ];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 28] = [
+const CRATES: [&str; 30] = [
     "rt",
     "torture",
     "hello",
@@ -76,6 +78,8 @@ const CRATES: [&str; 28] = [
     "bench-int",
     "bench-mem",
     "bench-branch",
+    "outside-kernels",
+    "bench-outside",
     "contain",
     "runaway",
     "garbage",

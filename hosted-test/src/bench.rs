@@ -31,7 +31,7 @@ pub struct BenchArgs {
     /// tiny-flush, tiny-fifo, small-flush, small-fifo, dbt (x86-64 hosts).
     #[arg(long = "engine", value_name = "ENGINE")]
     engines: Vec<String>,
-    /// A workload to run (repeat for several); all by default. Workloads: int, mem, branch.
+    /// A workload to run (repeat for several); all by default. Workloads: int, mem, branch, outside.
     #[arg(long = "workload", value_name = "WORKLOAD")]
     workloads: Vec<String>,
     /// Runs of each workload on each engine and on QEMU; the fastest one counts.
@@ -69,7 +69,7 @@ struct Workload {
     small: &'static [u8],
 }
 
-const WORKLOADS: [Workload; 3] = [
+const WORKLOADS: [Workload; 4] = [
     Workload {
         name: "int",
         full: include_bytes!(env!("TRAPEZE_GUEST_BENCH_INT")),
@@ -84,6 +84,13 @@ const WORKLOADS: [Workload; 3] = [
         name: "branch",
         full: include_bytes!(env!("TRAPEZE_GUEST_BENCH_BRANCH")),
         small: include_bytes!(env!("TRAPEZE_GUEST_BENCH_BRANCH_SMALL")),
+    },
+    // Kernels from crates written outside this project (sha2, blake3, crc32fast, miniz_oxide, lz4_flex, core's
+    // sorts): see `guests/bench-outside`.
+    Workload {
+        name: "outside",
+        full: include_bytes!(env!("TRAPEZE_GUEST_BENCH_OUTSIDE")),
+        small: include_bytes!(env!("TRAPEZE_GUEST_BENCH_OUTSIDE_SMALL")),
     },
 ];
 

@@ -3,7 +3,13 @@
 //! `bench-kernels` crate computes natively; the full-scale native checksums are pinned to what the full guests
 //! printed on QEMU 7.2 and trapeze; and `trapeze bench --small` runs to the end with agreeing checksums. Nothing
 //! here is timed.
+//!
+//! `bench-outside` (kernels from crates this project did not write) is checked the same way against
+//! `outside-kernels` run natively with the same crates, on every engine and on `qemu-system-riscv64`, which
+//! `./run-tests.sh` installs: a missing QEMU fails the test.
+use std::io::Read;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use bench_kernels::{branch, int, mem, ChecksumLine};
 
@@ -23,7 +29,11 @@ fn trapeze(args: &[&str]) -> Output {
 
 /// Runs `image` and asserts it exits 0 after printing `name: <report>` and the checksum line.
 fn assert_guest_prints(image: &str, name: &str, report: &str, checksum: u64) {
-    let run = trapeze(&["run", "--max-insns", MAX_INSNS, image]);
+    assert_run_prints(&trapeze(&["run", "--max-insns", MAX_INSNS, image]), name, report, checksum);
+}
+
+/// Asserts `run` of a bench guest exited 0 after printing `name: <report>`, the checksum line and its ticks.
+fn assert_run_prints(run: &Output, name: &str, report: &str, checksum: u64) {
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(0), "{name} ended with {}; stdout:\n{stdout}\nstderr:\n{stderr}", run.status);
@@ -65,6 +75,102 @@ fn branch_guest_matches_the_native_kernels() {
         &report.to_string(),
         report.checksum(),
     );
+}
+
+/// The engines of `trapeze run --engine`.
+fn run_engines() -> Vec<&'static str> {
+    let engines = vec!["interp", "threaded"];
+    #[cfg(target_arch = "x86_64")]
+    let engines = [engines, vec!["dbt"]].concat();
+    engines
+}
+
+/// Bound on a QEMU run of a bench guest (the full `bench-outside` takes well under a second).
+const QEMU_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `image` on `qemu-system-riscv64 -M virt -bios none` as `trapeze bench` does; a missing QEMU fails.
+fn qemu(image: &str) -> Output {
+    let mut child = Command::new("qemu-system-riscv64")
+        .args(["-M", "virt", "-bios", "none", "-nographic", "-kernel", image])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run qemu-system-riscv64 ({e}): install QEMU with `apt-get install -y qemu-system-misc` \
+                 (./run-tests.sh installs it)"
+            )
+        });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for QEMU") {
+            break status;
+        }
+        if start.elapsed() > QEMU_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("QEMU did not finish {image} within {QEMU_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    child.stdout.take().expect("piped stdout").read_to_end(&mut stdout).expect("read QEMU's stdout");
+    child.stderr.take().expect("piped stderr").read_to_end(&mut stderr).expect("read QEMU's stderr");
+    Output { status, stdout, stderr }
+}
+
+/// `bench-outside-small` prints, on every engine and on QEMU, the report and checksum that the same crates compute
+/// natively.
+#[test]
+fn outside_guest_matches_the_native_kernels_on_every_engine_and_qemu() {
+    let report = outside_kernels::run(outside_kernels::SMALL);
+    let (name, image) = ("bench-outside-small", env!("TRAPEZE_GUEST_BENCH_OUTSIDE_SMALL"));
+    for engine in run_engines() {
+        let run = trapeze(&["run", "--engine", engine, "--max-insns", MAX_INSNS, image]);
+        assert_run_prints(&run, name, &report.to_string(), report.checksum());
+    }
+    assert_run_prints(&qemu(image), name, &report.to_string(), report.checksum());
+}
+
+/// The full `bench-outside`, what `trapeze bench` measures, is right too: on the fast engines and on QEMU it prints
+/// the checksum computed natively.
+#[test]
+fn outside_full_guest_matches_the_native_kernels() {
+    let report = outside_kernels::run(outside_kernels::FULL);
+    let (name, image) = ("bench-outside", env!("TRAPEZE_GUEST_BENCH_OUTSIDE"));
+    for engine in run_engines().into_iter().filter(|&engine| engine != "interp") {
+        let run = trapeze(&["run", "--engine", engine, "--max-insns", MAX_INSNS, image]);
+        assert_run_prints(&run, name, &report.to_string(), report.checksum());
+    }
+    assert_run_prints(&qemu(image), name, &report.to_string(), report.checksum());
+}
+
+/// The outside crates compute what they claim on the host (standard test vectors), so the native report the
+/// guest is compared with is itself right; and the workload's kernels differ from round to round.
+#[test]
+fn outside_crates_compute_known_results() {
+    use outside_kernels::{blake3, crc32fast, lz4_flex, miniz_oxide, sha2, sha2::Digest};
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(hex(&sha2::Sha256::digest(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
+    assert_eq!(blake3::hash(b"").to_hex().as_str(), "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262");
+    let text = b"an example an example an example of text that repeats itself, an example".repeat(50);
+    let deflated = miniz_oxide::deflate::compress_to_vec(&text, 6);
+    assert!(deflated.len() < text.len() / 10, "deflate compresses repeated text");
+    assert_eq!(miniz_oxide::inflate::decompress_to_vec(&deflated).expect("inflate"), text);
+    let mut packed = vec![0; lz4_flex::block::get_maximum_output_size(text.len())];
+    let packed_len = lz4_flex::block::compress_into(&text, &mut packed).expect("LZ4 compress");
+    assert!(packed_len < text.len() / 5, "LZ4 compresses repeated text");
+    let mut unpacked = vec![0; text.len()];
+    let unpacked_len = lz4_flex::block::decompress_into(&packed[..packed_len], &mut unpacked).expect("LZ4 decompress");
+    assert_eq!(unpacked[..unpacked_len], text[..]);
+    let one = outside_kernels::run(1);
+    let two = outside_kernels::run(2);
+    for (index, name) in outside_kernels::NAMES.iter().enumerate() {
+        assert_ne!(one.parts[index], two.parts[index], "{name}: a second round changes the digest");
+    }
 }
 
 /// What the full-scale guests printed on `qemu-system-riscv64` 7.2 (and on trapeze): pins the native kernels, and
@@ -114,7 +220,7 @@ fn bench_command_runs_the_small_workloads() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "trapeze bench failed ({}):\n{stdout}\n{stderr}", run.status);
     assert!(stdout.contains("guest MIPS"), "{stdout}");
-    for name in ["int", "mem", "branch"] {
+    for name in ["int", "mem", "branch", "outside"] {
         let engines = ["interp", "threaded", "tiny-flush", "tiny-fifo", "small-flush", "small-fifo"];
         #[cfg(target_arch = "x86_64")]
         let engines = [&engines[..], &["dbt"]].concat();
