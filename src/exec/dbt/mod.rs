@@ -6,8 +6,9 @@
 //! fetch path, else a full translation), looks the block up in the SPC->TPC map of a [`CodeCache`] whose arena
 //! is zero-sized and parallels the embedder's executable memory (a block's host code lies at
 //! [`CodeCache::ops_start`] of it), translates on a miss ([`emit`]) and calls the host code. Cold code runs on
-//! a cold tier, the threaded engine, one predecoded block at a time: a block is translated at its `HOT`th entry
-//! (code that runs a few times, most of a kernel's boot, costs less predecoded than translated). The two caches
+//! a cold tier, the threaded engine, one predecoded block at a time: a block is translated once it has run `HOT`
+//! instructions there (code that runs a few times, most of a kernel's boot, costs less predecoded than
+//! translated). The two caches
 //! watch the same RAM; this engine takes the list of written code pages and drops them in both. Blocks are keyed by
 //! RAM offset and whether data accesses are paged (the inlined fast path differs), never by virtual address:
 //! the host code takes the block's virtual pc at entry and works out every pc from it, so a block is shared by
@@ -188,10 +189,13 @@ struct BlockMeta {
 /// The link slots of every block (by block index): data words translated code jumps through (see [`emit`]).
 type LinkSlots<const BLOCKS: usize> = [[u64; emit::LINKS]; BLOCKS];
 
-/// Entries before a block is translated: code that runs a few thousand times (most of a kernel's boot) costs less
-/// on the cold tier than translated (tens of microseconds a block). Debian's Linux to its shell, one hart, CPU
-/// seconds: 4.7 at 200 entries, 3.3 at 1000, 3.0 at 4000 (8.3 at 50; 5.5 on the threaded engine alone).
-const HOT: u16 = 4000;
+/// Instructions a block runs on the cold tier before it is translated: code that runs a few thousand times (most
+/// of a kernel's boot) costs less on the cold tier than translated (tens of microseconds a block). Counting
+/// instructions rather than entries translates long blocks (a hash's unrolled rounds) sooner: what translation
+/// saves grows with the block's length, its cost hardly. Debian's Linux to its shell, one hart, CPU seconds,
+/// when counting entries: 4.7 at 200 entries, 3.3 at 1000, 3.0 at 4000 (8.3 at 50; 5.5 on the threaded engine
+/// alone).
+const HOT: u16 = 20_000;
 
 /// The cold tier's engine: the threaded engine with the hosted code cache's size (about 1 MiB).
 type ColdTier = Threaded<32768, 2048, 4096>;
@@ -216,9 +220,9 @@ pub struct Dbt<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP:
     cold: Box<ColdTier>,
     cache: Box<CodeCache<(), CODE, BLOCKS, MAP>>,
     meta: Box<[BlockMeta; BLOCKS]>,
-    /// How often each block start (hashed) was found untranslated: translation waits for the threshold.
+    /// Instructions each block start (hashed) ran on the cold tier: translation waits for the threshold.
     heat: Box<[u16; HEAT_SLOTS]>,
-    /// Entries before a block is translated ([`HOT`] by default).
+    /// Instructions on the cold tier before a block is translated ([`HOT`] by default).
     threshold: u16,
     /// Link slots: each holds the address of its own block's unlinked exit, or of a live block's chained entry.
     links: Box<LinkSlots<BLOCKS>>,
@@ -263,10 +267,10 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         })
     }
 
-    /// Translates a block once it has been entered `entries` times (0: at once, as tests want); until then the
-    /// cold tier runs it.
-    pub fn set_translation_threshold(&mut self, entries: u16) {
-        self.threshold = entries;
+    /// Translates a block once it has run `instructions` instructions on the cold tier (0: at its first entry, as
+    /// tests want); until then the cold tier runs it.
+    pub fn set_translation_threshold(&mut self, instructions: u16) {
+        self.threshold = instructions;
     }
 
     /// Counters since construction.
@@ -395,8 +399,8 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         let mut finishing = if self.stopped_here(hart) { MAX_BLOCK } else { 0 };
         // The link slot of the unlinked exit the last block left through, to link to the block found next.
         let mut pending_link = None;
-        // The block at the pc is not translated yet because it is cold.
-        let mut cold = false;
+        // The RAM offset of the block at the pc when it is not translated yet because it is cold.
+        let mut cold = None;
         let exit = loop {
             if remaining == 0 {
                 break Exit::BudgetExhausted;
@@ -425,11 +429,10 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                         finishing -= 1;
                         None
                     }
-                    None => match self.heat.get_mut(heat_slot(start)) {
-                        // Cold code runs on the cold tier until it has been entered `HOT` times.
-                        Some(heat) if *heat < self.threshold => {
-                            *heat += 1;
-                            cold = true;
+                    None => match self.heat.get(heat_slot(start)) {
+                        // Cold code runs on the cold tier until it has run `HOT` instructions.
+                        Some(&heat) if heat < self.threshold => {
+                            cold = Some(start);
                             None
                         }
                         _ => self.translate(memory, start, paged),
@@ -447,9 +450,13 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             let Some(offset) = entry else {
                 // Cold code: one block on the threaded engine (it counts it in `instret`), so the next look-up is
                 // at a block start. It runs nothing while written code is pending: the loop drops that first.
-                if core::mem::take(&mut cold) {
+                if let Some(start) = cold.take() {
                     let (retired, left) = self.cold.run_one_block(hart, memory, remaining);
                     self.stats.cold_instructions += retired;
+                    if let Some(heat) = self.heat.get_mut(heat_slot(start)) {
+                        // At least one: an entry that retired nothing (an exit at once) still warms the block.
+                        *heat = heat.saturating_add(retired.clamp(1, u16::MAX as u64) as u16);
+                    }
                     remaining -= retired;
                     match left {
                         Some(exit) => break exit,

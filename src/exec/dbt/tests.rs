@@ -387,5 +387,5 @@ fn cold_blocks_run_on_the_cold_tier_until_hot() {
     assert_eq!(fast.hart.x(6), 18 + 3 * rounds as u64, "every round ran");
     let stats = dbt.stats();
     assert_eq!(stats.blocks_translated, 1, "only the loop: {stats:?}");
-    assert!(stats.cold_instructions >= HOT as u64 * 3 && stats.blocks_entered >= 1, "{stats:?}");
+    assert!(stats.cold_instructions >= HOT as u64 && stats.blocks_entered >= 1, "{stats:?}");
 }
