@@ -51,8 +51,10 @@ pub(crate) struct Translated {
     pub unlinked: u32,
     /// The RAM offset each link slot may lead to (`None`: the slot is not used).
     pub slot_targets: [Option<u64>; LINKS],
-    /// Host instructions emitted.
+    /// Host instructions emitted, and those of its straight-line path (the chained entry through the body's
+    /// last exit: no stub, probe, shared exit, prologue or epilogue).
     pub host_insts: u32,
+    pub body_insts: u32,
 }
 
 /// Exits of a block that may be chained: each has a link slot (see [`super::LinkSlots`]).
@@ -63,6 +65,9 @@ pub(crate) const LINKS: usize = 4;
 pub(crate) const fn slot_placeholder(k: usize) -> u64 {
     0x5a5a_5a5a_5a5a_0000 | k as u64
 }
+
+/// The placeholder of the block's entry counter address (with counting on), replaced as the slots' are.
+pub(crate) const COUNTER_PLACEHOLDER: u64 = slot_placeholder(LINKS);
 
 /// One guest instruction of a block.
 #[derive(Clone, Copy)]
@@ -81,14 +86,15 @@ pub(crate) fn translate(
     start: u64,
     paged: bool,
     limit: usize,
+    count: bool,
 ) -> Option<Translated> {
     let page_end = (start | (PAGE_SIZE - 1)) + 1;
     let mut guests = [Guest { inst: Inst::Illegal(0), offset: 0, len: 4 }; super::MAX_BLOCK];
-    let mut count = 0;
+    let mut insts = 0;
     let mut at = start;
     let mut falls_through = true;
     let mut taken = None;
-    while count < limit.min(super::MAX_BLOCK) && at < page_end {
+    while insts < limit.min(super::MAX_BLOCK) && at < page_end {
         let low = ram.load_at_offset(at, 2)? as u32;
         let (word, len) = if low & 3 != 3 {
             (low, 2u8)
@@ -99,8 +105,8 @@ pub(crate) fn translate(
             (ram.load_at_offset(at, 4)? as u32, 4u8)
         };
         let inst = isa::decode(word).inst;
-        *guests.get_mut(count)? = Guest { inst, offset: (at - start) as u16, len };
-        count += 1;
+        *guests.get_mut(insts)? = Guest { inst, offset: (at - start) as u16, len };
+        insts += 1;
         at += len as u64;
         match inst {
             Inst::Jal { offset, .. } => {
@@ -119,25 +125,26 @@ pub(crate) fn translate(
             _ => {}
         }
     }
-    if count == 0 {
+    if insts == 0 {
         return None;
     }
     let guest_len = (at - start) as u32;
     asm.reset();
-    let labels = emit_block(asm, guests.get(..count)?, paged, guest_len, start & (PAGE_SIZE - 1)).ok()?;
+    let labels = emit_block(asm, guests.get(..insts)?, paged, guest_len, start & (PAGE_SIZE - 1), count).ok()?;
     let host_insts = asm.instructions().len() as u32;
     let result = asm.assemble_options(0, iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS).ok()?;
     let entry = u32::try_from(result.label_ip(&labels.entry).ok()?).ok()?;
     let unlinked = u32::try_from(result.label_ip(&labels.unlinked).ok()?).ok()?;
     Some(Translated {
         code: result.inner.code_buffer,
-        insts: count as u32,
+        insts: insts as u32,
         guest_len,
         exits: [taken, (falls_through && at < page_end).then_some(at)],
         entry,
         unlinked,
         slot_targets: labels.slot_targets.map(|delta| delta.map(|delta| start.wrapping_add(delta as u64))),
         host_insts,
+        body_insts: labels.body_insts,
     })
 }
 
@@ -199,6 +206,8 @@ struct Labels {
     unlinked: CodeLabel,
     /// The target of each link slot given out, as an offset from the block's start.
     slot_targets: [Option<i64>; LINKS],
+    /// Host instructions of the straight-line path.
+    body_insts: u32,
 }
 
 /// The exits of one block as it is emitted: how its instructions leave.
@@ -365,10 +374,12 @@ fn emit_block(
     paged: bool,
     guest_len: u32,
     page_offset: u64,
+    count: bool,
 ) -> Result<Labels, IcedError> {
     let mut epilogue = a.create_label();
     let mut body = a.create_label();
-    let mut labels = Labels { entry: a.create_label(), unlinked: a.create_label(), slot_targets: [None; LINKS] };
+    let mut labels =
+        Labels { entry: a.create_label(), unlinked: a.create_label(), slot_targets: [None; LINKS], body_insts: 0 };
     let mut exits = Exits {
         insts: guests.len() as u16,
         page_offset,
@@ -382,6 +393,11 @@ fn emit_block(
     let mut stubs: Vec<Stub> = Vec::new();
     // Chained entry: the whole block must fit the budget, or back to the dispatcher with nothing done.
     a.set_label(&mut body)?;
+    if count {
+        // Counting entries (for the dynamic figure of host instructions per guest instruction).
+        a.mov(rax, COUNTER_PLACEHOLDER)?;
+        a.add(qword_ptr(rax), 1)?;
+    }
     a.cmp(rbp, exits.insts as i32)?;
     a.jb(exits.leave)?;
     a.sub(rbp, exits.insts as i32)?;
@@ -541,6 +557,7 @@ fn emit_block(
     if !ended {
         exits.end(a, guest_len as i64, guests.len() as u16)?;
     }
+    labels.body_insts = a.instructions().len() as u32;
     for stub in stubs {
         match stub {
             Stub::Taken { mut label, target, retired } => {

@@ -136,8 +136,13 @@ pub struct DbtStats {
     pub links: u64,
     /// Times every link was undone (a block was removed).
     pub unlink_alls: u64,
-    /// Host instructions emitted (in the blocks translated, stubs, prologue and epilogue included).
+    /// Host instructions emitted (in the blocks translated, stubs, prologue and epilogue included), and those on
+    /// the blocks' straight-line paths (chained entry to the last exit of the body).
     pub host_instructions: u64,
+    pub body_instructions: u64,
+    /// With [`Dbt::set_counting`] on: the sum over block entries of the entered block's straight-line host
+    /// instructions (divided by guest instructions run, a dynamic figure of host instructions per guest one).
+    pub body_instructions_run: u64,
     /// Target cache entries written by the dispatcher.
     pub jump_fills: u64,
 }
@@ -220,6 +225,8 @@ struct BlockMeta {
     code: usize,
     entry: u32,
     unlinked: u32,
+    /// Host instructions of its straight-line path.
+    body: u32,
     /// The RAM offset each link slot may be linked to (`NO_TARGET`: none).
     targets: [u64; emit::LINKS],
 }
@@ -295,6 +302,11 @@ pub struct Dbt<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP:
     jump_tag: u64,
     /// The return prediction ring, emptied at the start of every run and on any removal.
     ring: Box<Ring>,
+    /// Whether blocks translated from now on count their entries, in `entries` (by block index); the entries of
+    /// blocks whose record was reused, times their straight-line host instructions, are summed in `counted`.
+    counting: bool,
+    entries: Box<[u64; BLOCKS]>,
+    counted: u64,
     asm: CodeAssembler,
     stats: DbtStats,
     /// The pc at which each hart's last run spent its budget (slot `hart_id % STOP_SLOTS`): its next run steps
@@ -329,6 +341,9 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             jumps: Box::new([[[EMPTY_KEY, 0]; JUMPS]; 2]),
             jump_tag: 0,
             ring: Box::new(Ring::EMPTY),
+            counting: false,
+            entries: Box::new([0; BLOCKS]),
+            counted: 0,
             asm,
             stats: DbtStats::default(),
             stopped: [None; STOP_SLOTS],
@@ -341,9 +356,16 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         self.threshold = entries;
     }
 
+    /// Makes the blocks translated from now on count their entries, for [`DbtStats::body_instructions_run`]
+    /// (an `add` to memory per block entry: for measurements, not for speed).
+    pub fn set_counting(&mut self, on: bool) {
+        self.counting = on;
+    }
+
     /// Counters since construction.
     pub fn stats(&self) -> DbtStats {
-        self.stats
+        let live = self.entries.iter().zip(self.meta.iter()).map(|(entries, meta)| entries * meta.body as u64);
+        DbtStats { body_instructions_run: self.counted + live.sum::<u64>(), ..self.stats }
     }
 
     /// The code cache (for its statistics).
@@ -375,7 +397,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         }
         let mut limit = MAX_BLOCK;
         let block = loop {
-            let block = emit::translate(&mut self.asm, memory.ram, start, paged, limit)?;
+            let block = emit::translate(&mut self.asm, memory.ram, start, paged, limit, self.counting)?;
             if block.code.len() <= MAX_BLOCK_CODE.min(self.cache.max_block_ops()) {
                 break block;
             }
@@ -402,8 +424,21 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             }
         }
         let targets = block.slot_targets.map(|target| target.unwrap_or(NO_TARGET));
-        let meta =
-            BlockMeta { insts: block.insts, code: offset, entry: block.entry, unlinked: block.unlinked, targets };
+        let (old, entries) = (self.meta.get(id.index())?, self.entries.get_mut(id.index())?);
+        self.counted += *entries * old.body as u64;
+        *entries = 0;
+        let counter = (entries as *mut u64 as u64).to_le_bytes();
+        if let Some(at) = code.windows(8).position(|bytes| bytes == emit::COUNTER_PLACEHOLDER.to_le_bytes()) {
+            code.get_mut(at..at + 8)?.copy_from_slice(&counter);
+        }
+        let meta = BlockMeta {
+            insts: block.insts,
+            code: offset,
+            entry: block.entry,
+            unlinked: block.unlinked,
+            body: block.body_insts,
+            targets,
+        };
         *self.meta.get_mut(id.index())? = meta;
         if self.code.write(offset, &code).is_err() {
             self.cache.invalidate_block(id);
@@ -413,6 +448,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         self.stats.code_bytes += code.len() as u64;
         self.stats.instructions_translated += block.insts as u64;
         self.stats.host_instructions += block.host_insts as u64;
+        self.stats.body_instructions += block.body_insts as u64;
         Some((id, block.insts))
     }
 

@@ -633,3 +633,34 @@ fn returns_elsewhere_than_predicted() {
         }
     }
 }
+
+/// The translator counts the host instructions it emits and, with counting on, the straight-line host
+/// instructions of every block entry (chained ones included); without it, none.
+#[test]
+fn host_instructions_are_counted() {
+    let program = [
+        addi(5, 0, 100),
+        addi(6, 6, 3),
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -8 },
+        Inst::Ecall,
+    ];
+    for counting in [false, true] {
+        let mut machine = Machine::new(&bytes(&program), false);
+        let mut dbt = engine();
+        dbt.set_counting(counting);
+        machine.run(&mut *dbt, 10_000);
+        assert_eq!(machine.hart.x(5), 0);
+        let stats = dbt.stats();
+        assert!(stats.body_instructions >= 3 * stats.instructions_translated, "{stats:?}");
+        assert!(stats.host_instructions > stats.body_instructions, "{stats:?}");
+        if counting {
+            // Two blocks: the first entered once, the loop's 99 times (all but the first through a link slot).
+            assert!(stats.blocks_entered <= 3, "{stats:?}");
+            assert!(stats.body_instructions_run >= 99 * 3 * 3, "{stats:?}");
+            assert!(stats.body_instructions_run <= 100 * stats.body_instructions, "{stats:?}");
+        } else {
+            assert_eq!(stats.body_instructions_run, 0);
+        }
+    }
+}
