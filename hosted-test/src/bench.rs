@@ -123,10 +123,24 @@ fn measure_dbt(image: &[u8]) -> Result<Measurement, String> {
     let work = engine.stats();
     let cache = engine.cache().stats();
     let per_block = run.instructions.unwrap_or(0) as f64 / work.blocks_entered.max(1) as f64;
+    // Host instructions per guest instruction: static (all emitted, and the blocks' straight-line paths), and
+    // dynamic from a second, untimed run whose blocks count their entries (straight-line path x entries: an
+    // upper bound, as a block left early by a taken branch counts whole).
+    let translated = work.instructions_translated.max(1) as f64;
+    let mut counting = crate::jit::hosted_dbt()?;
+    counting.set_counting(true);
+    let counted = measure(image, &mut *counting)?;
+    let dynamic = counting.stats().body_instructions_run as f64
+        / (counted
+            .instructions
+            .unwrap_or(0)
+            .saturating_sub(counting.stats().stepped + counting.stats().cold_instructions))
+        .max(1) as f64;
     run.note = Some(format!(
         "code cache {} MiB: {} blocks translated ({} guest instructions, {:.1} host bytes each), {} evictions, {} \
          pages invalidated; {} blocks entered ({per_block:.1} instructions each), {} instructions on the cold tier, {} \
-         stepped",
+         stepped; host instructions per translated guest instruction: {:.1} emitted, {:.1} straight-line, \
+         {dynamic:.1} run (at most)",
         crate::jit::CODE_BYTES >> 20,
         work.blocks_translated,
         work.instructions_translated,
@@ -136,6 +150,8 @@ fn measure_dbt(image: &[u8]) -> Result<Measurement, String> {
         work.blocks_entered,
         work.cold_instructions,
         work.stepped,
+        work.host_instructions as f64 / translated,
+        work.body_instructions as f64 / translated,
     ));
     Ok(run)
 }

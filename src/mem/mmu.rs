@@ -268,6 +268,15 @@ pub struct DataPath {
     fetch_host: u64,
 }
 
+impl DataPath {
+    /// The fetch half of the path, for generated code that does [`Memory::fast_fetch`] itself: whether fetches
+    /// are paged, the fetch key's permission bit, and the executable window (base, size, host; size 0: none).
+    #[cfg(feature = "dbt")]
+    pub(crate) fn raw_fetch(&self) -> (bool, u32, u64, u64, u64) {
+        (self.fetch_paged, self.fetch_key.bit(), self.fetch_base, self.fetch_size, self.fetch_host)
+    }
+}
+
 impl Memory<'_, '_> {
     /// The fast data-access context for `hart` as it is now (see [`DataPath`]); it stays valid while the hart's
     /// privilege, `mstatus`, `satp` and PMP and the real map are unchanged.

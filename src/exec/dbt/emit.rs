@@ -11,9 +11,19 @@
 //! holds either the address of the block's own `unlinked` exit or, once the dispatcher linked it, the chained
 //! entry (offset 0) of the block at the target; that entry charges the target's instructions to the budget in
 //! `rbp` or, short of budget, returns to the dispatcher. The target's RAM offset is the exit's RAM offset in the
-//! same page, so within one engine run (one translation context) the link holds. It must never touch host
-//! memory other than the [`Env`], the guest registers, the soft TLB (read-only) and guest RAM below
-//! `Env::ram_len`; every access it cannot prove in bounds takes the slow path.
+//! same page, so within one engine run (one translation context) the link holds. A slot is linked only to the
+//! block at the RAM offset recorded for it ([`Translated::slot_targets`]).
+//!
+//! Other exits (indirect jumps, static exits to another page, exits past the last slot) go to one probe per
+//! block ([`Exits::emit_lookup`]): the target pc's RAM offset by the fast fetch path (window or soft TLB, as
+//! [`Memory::fast_fetch`](crate::mem::mmu::Memory::fast_fetch)), then the engine's target cache entry for that
+//! offset, compared with the offset xor the engine's generation tag, whose chained entry it jumps to. Returns
+//! (`jalr x0` through x1/x5) pop the return prediction ring first; calls push onto it (see the module docs of
+//! [`super`]). The probe never dereferences the RAM offset it computes: it is only compared with keys.
+//!
+//! It must never touch host memory other than the [`Env`], the guest registers, the soft TLB (read-only), the
+//! target cache (read-only), the ring, the link slots (read-only) and guest RAM below `Env::ram_len`; every
+//! access it cannot prove in bounds takes the slow path.
 
 use alloc::vec::Vec;
 use core::mem::offset_of;
@@ -21,7 +31,7 @@ use core::mem::offset_of;
 use iced_x86::code_asm::*;
 use iced_x86::IcedError;
 
-use super::{pack, status, Env, TLB_INDEX_MASK};
+use super::{pack, status, Env, JUMPS, RING, TLB_INDEX_MASK};
 use crate::isa::{self, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::tlb::RAW_TLB_LAYOUT as TLB;
 use crate::mem::{Ram, PAGE_SIZE};
@@ -39,6 +49,12 @@ pub(crate) struct Translated {
     pub entry: u32,
     /// Where its unlinked exits go: the default of its link slots.
     pub unlinked: u32,
+    /// The RAM offset each link slot may lead to (`None`: the slot is not used).
+    pub slot_targets: [Option<u64>; LINKS],
+    /// Host instructions emitted, and those of its straight-line path (the chained entry through the body's
+    /// last exit: no stub, probe, shared exit, prologue or epilogue).
+    pub host_insts: u32,
+    pub body_insts: u32,
 }
 
 /// Exits of a block that may be chained: each has a link slot (see [`super::LinkSlots`]).
@@ -49,6 +65,9 @@ pub(crate) const LINKS: usize = 4;
 pub(crate) const fn slot_placeholder(k: usize) -> u64 {
     0x5a5a_5a5a_5a5a_0000 | k as u64
 }
+
+/// The placeholder of the block's entry counter address (with counting on), replaced as the slots' are.
+pub(crate) const COUNTER_PLACEHOLDER: u64 = slot_placeholder(LINKS);
 
 /// One guest instruction of a block.
 #[derive(Clone, Copy)]
@@ -67,14 +86,15 @@ pub(crate) fn translate(
     start: u64,
     paged: bool,
     limit: usize,
+    count: bool,
 ) -> Option<Translated> {
     let page_end = (start | (PAGE_SIZE - 1)) + 1;
     let mut guests = [Guest { inst: Inst::Illegal(0), offset: 0, len: 4 }; super::MAX_BLOCK];
-    let mut count = 0;
+    let mut insts = 0;
     let mut at = start;
     let mut falls_through = true;
     let mut taken = None;
-    while count < limit.min(super::MAX_BLOCK) && at < page_end {
+    while insts < limit.min(super::MAX_BLOCK) && at < page_end {
         let low = ram.load_at_offset(at, 2)? as u32;
         let (word, len) = if low & 3 != 3 {
             (low, 2u8)
@@ -85,8 +105,8 @@ pub(crate) fn translate(
             (ram.load_at_offset(at, 4)? as u32, 4u8)
         };
         let inst = isa::decode(word).inst;
-        *guests.get_mut(count)? = Guest { inst, offset: (at - start) as u16, len };
-        count += 1;
+        *guests.get_mut(insts)? = Guest { inst, offset: (at - start) as u16, len };
+        insts += 1;
         at += len as u64;
         match inst {
             Inst::Jal { offset, .. } => {
@@ -105,22 +125,26 @@ pub(crate) fn translate(
             _ => {}
         }
     }
-    if count == 0 {
+    if insts == 0 {
         return None;
     }
     let guest_len = (at - start) as u32;
     asm.reset();
-    let labels = emit_block(asm, guests.get(..count)?, paged, guest_len, start & (PAGE_SIZE - 1)).ok()?;
+    let labels = emit_block(asm, guests.get(..insts)?, paged, guest_len, start & (PAGE_SIZE - 1), count).ok()?;
+    let host_insts = asm.instructions().len() as u32;
     let result = asm.assemble_options(0, iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS).ok()?;
     let entry = u32::try_from(result.label_ip(&labels.entry).ok()?).ok()?;
     let unlinked = u32::try_from(result.label_ip(&labels.unlinked).ok()?).ok()?;
     Some(Translated {
         code: result.inner.code_buffer,
-        insts: count as u32,
+        insts: insts as u32,
         guest_len,
         exits: [taken, (falls_through && at < page_end).then_some(at)],
         entry,
         unlinked,
+        slot_targets: labels.slot_targets.map(|delta| delta.map(|delta| start.wrapping_add(delta as u64))),
+        host_insts,
+        body_insts: labels.body_insts,
     })
 }
 
@@ -180,6 +204,10 @@ enum Stub {
 struct Labels {
     entry: CodeLabel,
     unlinked: CodeLabel,
+    /// The target of each link slot given out, as an offset from the block's start.
+    slot_targets: [Option<i64>; LINKS],
+    /// Host instructions of the straight-line path.
+    body_insts: u32,
 }
 
 /// The exits of one block as it is emitted: how its instructions leave.
@@ -188,8 +216,12 @@ struct Exits {
     insts: u16,
     /// The block's page offset: a static exit within the page may be chained.
     page_offset: u64,
-    /// Link slots given out.
+    /// Link slots given out, and where each leads (an offset from the block's start).
     links: usize,
+    slot_targets: [Option<i64>; LINKS],
+    /// The target cache probe (see [`Exits::lookup`]), emitted once if any exit uses it.
+    lookup: CodeLabel,
+    lookup_used: bool,
     /// Leaves with `r13` the next pc, nothing more retired: writes `Env::pc`, returns [`status::END`].
     leave: CodeLabel,
     /// Leaves after a helper returned a status (in `eax`): refunds what it did not retire.
@@ -197,32 +229,139 @@ struct Exits {
 }
 
 impl Exits {
+    /// A link slot for a static exit to pc `r13 + delta`, if the target lies in the block's page and a slot is
+    /// left.
+    fn take_slot(&mut self, delta: i64) -> Option<usize> {
+        let in_page = (self.page_offset as i64).checked_add(delta).is_some_and(|t| (0..PAGE_SIZE as i64).contains(&t));
+        let k = self.links;
+        let target = self.slot_targets.get_mut(k).filter(|_| in_page)?;
+        *target = Some(delta);
+        self.links += 1;
+        Some(k)
+    }
+
     /// Ends the block at pc `r13 + delta` with `retired` of its instructions retired: through a link slot
-    /// when the target lies in the block's page (and a slot is left), else back to the dispatcher.
+    /// when the target lies in the block's page (and a slot is left), else through the target cache.
     fn end(&mut self, a: &mut CodeAssembler, delta: i64, retired: u16) -> Result<(), IcedError> {
         let refund = self.insts - retired;
         if refund > 0 {
             a.add(rbp, refund as i32)?;
         }
         pc_plus(a, PC, delta)?;
-        let in_page = (self.page_offset as i64).checked_add(delta).is_some_and(|t| (0..PAGE_SIZE as i64).contains(&t));
-        if in_page && self.links < LINKS {
-            a.mov(rax, slot_placeholder(self.links))?;
-            self.links += 1;
-            a.jmp(qword_ptr(rax))
-        } else {
-            a.jmp(self.leave)
+        match self.take_slot(delta) {
+            Some(k) => {
+                a.mov(rax, slot_placeholder(k))?;
+                a.jmp(qword_ptr(rax))
+            }
+            None => {
+                self.lookup_used = true;
+                a.jmp(self.lookup)
+            }
         }
     }
 
-    /// Ends the block at the pc in `rax` (an indirect jump), all of it retired.
-    fn end_dynamic(&mut self, a: &mut CodeAssembler, retired: u16) -> Result<(), IcedError> {
+    /// Ends the block at the pc in `rax` (an indirect jump), all of it retired: a return (`ret`) first tries the
+    /// return prediction, then everything the target cache.
+    fn end_dynamic(&mut self, a: &mut CodeAssembler, retired: u16, ret: bool) -> Result<(), IcedError> {
         let refund = self.insts - retired;
         if refund > 0 {
             a.add(rbp, refund as i32)?;
         }
+        if ret {
+            // Pop the top prediction (always, so the ring stays in step with the calls); a match jumps through
+            // the link slot of the call's block for its return site (r13 the target, rax the slot, as any
+            // chained exit).
+            let mut miss = a.create_label();
+            a.mov(rsi, env(offset_of!(Env, ring)))?;
+            a.mov(ecx, dword_ptr(rsi))?;
+            a.mov(edx, ecx)?;
+            a.sub(ecx, 1)?;
+            a.and(ecx, RING as i32 - 1)?;
+            a.mov(dword_ptr(rsi), ecx)?;
+            a.and(edx, RING as i32 - 1)?;
+            a.shl(edx, 4)?;
+            a.cmp(rax, qword_ptr(rsi + rdx + 8))?;
+            a.jne(miss)?;
+            a.mov(PC, rax)?;
+            a.mov(rax, qword_ptr(rsi + rdx + 16))?;
+            a.jmp(qword_ptr(rax))?;
+            a.set_label(&mut miss)?;
+        }
         a.mov(PC, rax)?;
-        a.jmp(self.leave)
+        self.lookup_used = true;
+        a.jmp(self.lookup)
+    }
+
+    /// At a call (a `jal`/`jalr` linking x1 or x5) whose return site is `r13 + delta`: pushes the return
+    /// prediction (the return pc and the address of a link slot of this block for it), or, when the site is
+    /// outside the page or no slot is left, an entry no return matches (pc 1), so the ring stays in step.
+    /// Clobbers `rcx`, `rdx`, `rsi`.
+    fn push_return(&mut self, a: &mut CodeAssembler, delta: i64) -> Result<(), IcedError> {
+        a.mov(rsi, env(offset_of!(Env, ring)))?;
+        a.mov(ecx, dword_ptr(rsi))?;
+        a.add(ecx, 1)?;
+        a.and(ecx, RING as i32 - 1)?;
+        a.mov(dword_ptr(rsi), ecx)?;
+        a.shl(ecx, 4)?;
+        match self.take_slot(delta) {
+            Some(k) => {
+                pc_plus(a, rdx, delta)?;
+                a.mov(qword_ptr(rsi + rcx + 8), rdx)?;
+                a.mov(rdx, slot_placeholder(k))?;
+                a.mov(qword_ptr(rsi + rcx + 16), rdx)
+            }
+            None => a.mov(qword_ptr(rsi + rcx + 8), 1),
+        }
+    }
+
+    /// The target cache probe, at `lookup`, with the target pc in `r13` (the budget refunded): the pc's RAM
+    /// offset as [`Memory::fast_fetch`](crate::mem::mmu::Memory::fast_fetch) finds it (the executable M-mode
+    /// window, else the soft TLB with the fetch key), then the entry of the engine's table for that offset
+    /// (tagged with the engine's generation), whose block's chained entry it jumps to. Anything else leaves for
+    /// the dispatcher.
+    fn emit_lookup(&mut self, a: &mut CodeAssembler) -> Result<(), IcedError> {
+        let mut window_hit = a.create_label();
+        let mut tlb_hit = a.create_label();
+        let mut probe = a.create_label();
+        a.set_label(&mut self.lookup)?;
+        a.mov(rcx, PC)?;
+        a.sub(rcx, env(offset_of!(Env, fetch_base)))?;
+        a.cmp(rcx, env(offset_of!(Env, fetch_size)))?;
+        a.jb(window_hit)?;
+        a.cmp(env32(offset_of!(Env, fetch_paged)), 0)?;
+        a.je(self.leave)?;
+        a.mov(rcx, PC)?;
+        a.shr(rcx, 12)?;
+        a.mov(edx, ecx)?;
+        a.and(edx, TLB_INDEX_MASK as i32)?;
+        a.imul_3(edx, edx, TLB.entry_size as i32)?;
+        a.cmp(rcx, qword_ptr(TLB_BASE + rdx + TLB.vpn as i32))?;
+        a.jne(self.leave)?;
+        a.mov(ecx, env32(offset_of!(Env, fetch_bit)))?;
+        a.test(dword_ptr(TLB_BASE + rdx + TLB.perms as i32), ecx)?;
+        a.jz(self.leave)?;
+        a.movzx(ecx, word_ptr(TLB_BASE + rdx + TLB.asid as i32))?;
+        a.cmp(ecx, env32(offset_of!(Env, asid)))?;
+        a.je(tlb_hit)?;
+        a.cmp(byte_ptr(TLB_BASE + rdx + TLB.global as i32), 0)?;
+        a.je(self.leave)?;
+        a.set_label(&mut tlb_hit)?;
+        a.mov(ecx, r13d)?;
+        a.and(ecx, 0xfff)?;
+        a.or(rcx, qword_ptr(TLB_BASE + rdx + TLB.host_page as i32))?;
+        a.jmp(probe)?;
+        a.set_label(&mut window_hit)?;
+        a.add(rcx, env(offset_of!(Env, fetch_host)))?;
+        a.set_label(&mut probe)?;
+        a.mov(rdx, env(offset_of!(Env, jumps)))?;
+        a.mov(esi, ecx)?;
+        a.shr(esi, 1)?;
+        a.and(esi, JUMPS as i32 - 1)?;
+        a.shl(esi, 4)?;
+        a.xor(rcx, env(offset_of!(Env, jump_tag)))?;
+        a.cmp(rcx, qword_ptr(rdx + rsi))?;
+        a.jne(self.leave)?;
+        a.jmp(qword_ptr(rdx + rsi + 8))
     }
 }
 
@@ -235,20 +374,30 @@ fn emit_block(
     paged: bool,
     guest_len: u32,
     page_offset: u64,
+    count: bool,
 ) -> Result<Labels, IcedError> {
     let mut epilogue = a.create_label();
     let mut body = a.create_label();
-    let mut labels = Labels { entry: a.create_label(), unlinked: a.create_label() };
+    let mut labels =
+        Labels { entry: a.create_label(), unlinked: a.create_label(), slot_targets: [None; LINKS], body_insts: 0 };
     let mut exits = Exits {
         insts: guests.len() as u16,
         page_offset,
         links: 0,
+        slot_targets: [None; LINKS],
+        lookup: a.create_label(),
+        lookup_used: false,
         leave: a.create_label(),
         helper_exit: a.create_label(),
     };
     let mut stubs: Vec<Stub> = Vec::new();
     // Chained entry: the whole block must fit the budget, or back to the dispatcher with nothing done.
     a.set_label(&mut body)?;
+    if count {
+        // Counting entries (for the dynamic figure of host instructions per guest instruction).
+        a.mov(rax, COUNTER_PLACEHOLDER)?;
+        a.add(qword_ptr(rax), 1)?;
+    }
     a.cmp(rbp, exits.insts as i32)?;
     a.jb(exits.leave)?;
     a.sub(rbp, exits.insts as i32)?;
@@ -274,6 +423,9 @@ fn emit_block(
                     pc_plus(a, rax, next)?;
                     a.mov(reg(rd), rax)?;
                 }
+                if is_link(rd) {
+                    exits.push_return(a, next)?;
+                }
                 exits.end(a, offset + delta as i64, index + 1)?;
                 ended = true;
             }
@@ -285,7 +437,10 @@ fn emit_block(
                     pc_plus(a, rcx, next)?;
                     a.mov(reg(rd), rcx)?;
                 }
-                exits.end_dynamic(a, index + 1)?;
+                if is_link(rd) {
+                    exits.push_return(a, next)?;
+                }
+                exits.end_dynamic(a, index + 1, rd == 0 && is_link(rs1))?;
                 ended = true;
             }
             Inst::Branch { cond, rs1, rs2, offset: delta } => {
@@ -402,6 +557,7 @@ fn emit_block(
     if !ended {
         exits.end(a, guest_len as i64, guests.len() as u16)?;
     }
+    labels.body_insts = a.instructions().len() as u32;
     for stub in stubs {
         match stub {
             Stub::Taken { mut label, target, retired } => {
@@ -418,6 +574,10 @@ fn emit_block(
             }
         }
     }
+    if exits.lookup_used {
+        exits.emit_lookup(a)?;
+    }
+    labels.slot_targets = exits.slot_targets;
     // A helper left (it set `Env::pc` and `Env::retired`): refund what the block did not retire.
     a.set_label(&mut exits.helper_exit)?;
     a.add(rbp, exits.insts as i32)?;
@@ -456,6 +616,12 @@ fn emit_block(
     a.mov(rbp, env(offset_of!(Env, budget)))?;
     a.jmp(body)?;
     Ok(labels)
+}
+
+/// Whether `r` is a link register (x1 or x5): a `jal`/`jalr` writing it is a call, a `jalr x0` through it a
+/// return.
+fn is_link(r: u8) -> bool {
+    r == 1 || r == 5
 }
 
 /// `dst = block pc + delta`.

@@ -27,12 +27,50 @@
 //! blocks are dropped before anything else runs, so self-modifying code runs correctly, and data beside code
 //! costs a call, not a translation.
 //!
+//! # Staying in translated code
+//! A block's exits leave for the dispatcher only when nothing cheaper is known to be right:
+//! - A static exit to the block's own page jumps through a link slot ([`emit`]), linked by the dispatcher to the
+//!   block it then finds at the target, and only if that block lies at the RAM offset the exit leads to.
+//! - Any other exit (`jalr`, and static exits to another page) probes the target cache: translated code finds
+//!   the target pc's RAM offset exactly as [`Memory::fast_fetch`] does (the executable M-mode window, else the
+//!   soft TLB with the run's fetch key; a miss leaves), then one entry of a fixed table owned by the engine
+//!   ([`JumpTable`], one per data-access context tag) keyed by that RAM offset, tagged with a generation. The
+//!   dispatcher fills the entry of every block it finds. So an entry answers the same question the dispatcher's
+//!   own lookup does (RAM offset and context tag), from the translation in force now: a `satp`, privilege,
+//!   `mstatus` or TLB change needs no hook, since the probe translates the pc itself.
+//! - A return (`jalr x0` through x1 or x5) first checks the return prediction: calls (`jal`/`jalr` writing x1
+//!   or x5) push the return pc and the address of a link slot of the calling block for its return site onto a
+//!   ring ([`Ring`]); a return whose target equals the popped pc jumps through that slot (linked, or leaving to
+//!   the dispatcher, which links it as any other). Anything else goes to the target cache. A prediction is only
+//!   made and used within one engine run, in which the translation context is fixed (every `satp`, `mstatus`,
+//!   privilege or `sfence.vma` change leaves the engine), so the ring is emptied at the start of each run.
+//!
+//! Every way in is a block's chained entry, which charges the whole block to the budget or leaves. Any removal
+//! of a block (page invalidation, eviction, replacement, full invalidation) is seen by the dispatcher before the
+//! next block call: every link slot is unlinked, the target cache's generation is bumped (every older entry
+//! misses; the tables are cleared when it wraps) and the ring is emptied, so nothing leads to host code that is
+//! gone.
+//!
+//! Patched direct jumps (a `jmp rel32` written over a linked exit) are not used: a linked exit costs one
+//! `mov rax, imm64` and a memory-indirect `jmp` more than one would, and blocks are entered 0.08 to 0.14 times
+//! per guest instruction in `trapeze bench`, so at most about 0.14 of 6 to 12 host instructions per guest
+//! instruction could be saved, against two protection changes of code memory per link and a rewrite of every
+//! linked site on every removal.
+//!
+//! # Measuring
+//! [`DbtStats`] counts the host instructions emitted, in all and on the blocks' straight-line paths; with
+//! [`Dbt::set_counting`] blocks translated from then on also count their entries (an `add` to memory each),
+//! which gives a dynamic figure of host instructions per guest instruction.
+//!
 //! # Never
 //! Executable memory is never writable and executable at once: the embedder's [`CodeMemory`] maps it. The
 //! engine never runs a block whose bytes may have changed, never runs more than the budget (a block is entered
 //! only when the budget covers all of it; the tail of a budget is stepped by the interpreter), and nothing a
 //! guest supplies (instruction word, address, page table) can make it panic or touch host memory outside guest
-//! RAM: the inlined fast paths bound every access by the RAM size and take the slow path otherwise.
+//! RAM: the inlined fast paths bound every access by the RAM size and take the slow path otherwise. No target
+//! cache entry, link slot or prediction ever leads to a block that was removed, nor to a block other than the
+//! one the dispatcher would find at that pc: entries, slots and predictions are only ever filled by the
+//! dispatcher with live blocks it found itself, checked against the RAM offset they stand for.
 
 mod emit;
 #[cfg(test)]
@@ -116,6 +154,15 @@ pub struct DbtStats {
     pub links: u64,
     /// Times every link was undone (a block was removed).
     pub unlink_alls: u64,
+    /// Host instructions emitted (in the blocks translated, stubs, prologue and epilogue included), and those on
+    /// the blocks' straight-line paths (chained entry to the last exit of the body).
+    pub host_instructions: u64,
+    pub body_instructions: u64,
+    /// With [`Dbt::set_counting`] on: the sum over block entries of the entered block's straight-line host
+    /// instructions (divided by guest instructions run, a dynamic figure of host instructions per guest one).
+    pub body_instructions_run: u64,
+    /// Target cache entries written by the dispatcher.
+    pub jump_fills: u64,
 }
 
 /// What a translated block returns (and a helper, to the block).
@@ -165,6 +212,18 @@ pub(crate) struct Env {
     /// The code watch bitmap and the number of pages it covers (0: stores always take the slow path).
     pub watch: usize,
     pub watch_pages: u64,
+    /// The fetch half of the run's path (see [`DataPath::raw_fetch`]), for the target cache probe: the
+    /// executable M-mode window (size 0: none) and whether fetches go through the soft TLB, with its bit.
+    pub fetch_base: u64,
+    pub fetch_size: u64,
+    pub fetch_host: u64,
+    pub fetch_paged: u32,
+    pub fetch_bit: u32,
+    /// The target cache of this run's context tag ([`JumpTable`]) and the tag its live entries carry.
+    pub jumps: usize,
+    pub jump_tag: u64,
+    /// The return prediction ring ([`Ring`]).
+    pub ring: usize,
     /// For the helpers.
     pub hart: *mut Hart,
     pub memory: *mut Memory<'static, 'static>,
@@ -184,6 +243,42 @@ struct BlockMeta {
     code: usize,
     entry: u32,
     unlinked: u32,
+    /// Host instructions of its straight-line path.
+    body: u32,
+    /// The RAM offset each link slot may be linked to (`NO_TARGET`: none).
+    targets: [u64; emit::LINKS],
+}
+
+/// No link target.
+const NO_TARGET: u64 = u64::MAX;
+
+/// Entries of each target cache table (a power of two).
+pub(crate) const JUMPS: usize = 4096;
+
+/// A target cache table: entry `(offset >> 1) % JUMPS` is `[offset ^ tag, chained entry address]` for the
+/// live block at RAM `offset` (with this table's context tag), or holds a key no lookup can match
+/// ([`EMPTY_KEY`], or a stale tag). Offsets are below 2^48, tags are the generation in bits 48 and up.
+type JumpTable = [[u64; 2]; JUMPS];
+
+/// The key of an empty target cache entry: no RAM offset below 2^48 matches it under any tag.
+const EMPTY_KEY: u64 = (1 << 48) - 1;
+
+/// Where tags start in a target cache key.
+const TAG_SHIFT: u32 = 48;
+
+/// Entries of the return prediction ring (a power of two).
+pub(crate) const RING: usize = 32;
+
+/// The return prediction ring: `top` indexes the last pushed entry; each entry is `[return pc, link slot
+/// address]` (pc 1, never a jump target, for none).
+#[repr(C)]
+struct Ring {
+    top: u64,
+    entries: [[u64; 2]; RING],
+}
+
+impl Ring {
+    const EMPTY: Ring = Ring { top: 0, entries: [[1, 0]; RING] };
 }
 
 /// The link slots of every block (by block index): data words translated code jumps through (see [`emit`]).
@@ -229,6 +324,17 @@ pub struct Dbt<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP:
     /// The cache's count of removed blocks when the links were last known good: any removal (invalidation,
     /// eviction, replacement) unlinks every slot, so no slot ever leads to a block that is gone.
     removals: u64,
+    /// The target cache, a table per context tag (unpaged, paged data accesses), and the generation tag of its
+    /// live entries (bumped on any removal, so every older entry misses).
+    jumps: Box<[JumpTable; 2]>,
+    jump_tag: u64,
+    /// The return prediction ring, emptied at the start of every run and on any removal.
+    ring: Box<Ring>,
+    /// Whether blocks translated from now on count their entries, in `entries` (by block index); the entries of
+    /// blocks whose record was reused, times their straight-line host instructions, are summed in `counted`.
+    counting: bool,
+    entries: Box<[u64; BLOCKS]>,
+    counted: u64,
     asm: CodeAssembler,
     stats: DbtStats,
     /// The pc at which each hart's last run spent its budget (slot `hart_id % STOP_SLOTS`): its next run steps
@@ -254,13 +360,19 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         let asm = CodeAssembler::new(64).map_err(|_| DbtError::Assembler)?;
         Ok(Self {
             code,
-            cold: Box::new(ColdTier::new()),
-            cache: Box::new(CodeCache::with_eviction((), EVICTION)),
-            meta: Box::new([BlockMeta::default(); BLOCKS]),
-            links: Box::new([[0; emit::LINKS]; BLOCKS]),
-            heat: Box::new([0; HEAT_SLOTS]),
+            cold: boxed(ColdTier::new),
+            cache: boxed(|| CodeCache::with_eviction((), EVICTION)),
+            meta: boxed(|| [BlockMeta::default(); BLOCKS]),
+            links: boxed(|| [[0; emit::LINKS]; BLOCKS]),
+            heat: boxed(|| [0; HEAT_SLOTS]),
             threshold: HOT,
             removals: 0,
+            jumps: boxed(|| [[[EMPTY_KEY, 0]; JUMPS]; 2]),
+            jump_tag: 0,
+            ring: Box::new(Ring::EMPTY),
+            counting: false,
+            entries: boxed(|| [0; BLOCKS]),
+            counted: 0,
             asm,
             stats: DbtStats::default(),
             stopped: [None; STOP_SLOTS],
@@ -273,9 +385,16 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         self.threshold = instructions;
     }
 
+    /// Makes the blocks translated from now on count their entries, for [`DbtStats::body_instructions_run`]
+    /// (an `add` to memory per block entry: for measurements, not for speed).
+    pub fn set_counting(&mut self, on: bool) {
+        self.counting = on;
+    }
+
     /// Counters since construction.
     pub fn stats(&self) -> DbtStats {
-        self.stats
+        let live = self.entries.iter().zip(self.meta.iter()).map(|(entries, meta)| entries * meta.body as u64);
+        DbtStats { body_instructions_run: self.counted + live.sum::<u64>(), ..self.stats }
     }
 
     /// The code cache (for its statistics).
@@ -309,7 +428,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         }
         let mut limit = MAX_BLOCK;
         let block = loop {
-            let block = emit::translate(&mut self.asm, memory.ram, start, paged, limit)?;
+            let block = emit::translate(&mut self.asm, memory.ram, start, paged, limit, self.counting)?;
             if block.code.len() <= MAX_BLOCK_CODE.min(self.cache.max_block_ops()) {
                 break block;
             }
@@ -338,7 +457,22 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 code.get_mut(at..at + 8)?.copy_from_slice(&address.to_le_bytes());
             }
         }
-        let meta = BlockMeta { insts: block.insts, code: offset, entry: block.entry, unlinked: block.unlinked };
+        let targets = block.slot_targets.map(|target| target.unwrap_or(NO_TARGET));
+        let (old, entries) = (self.meta.get(id.index())?, self.entries.get_mut(id.index())?);
+        self.counted += *entries * old.body as u64;
+        *entries = 0;
+        let counter = (entries as *mut u64 as u64).to_le_bytes();
+        if let Some(at) = code.windows(8).position(|bytes| bytes == emit::COUNTER_PLACEHOLDER.to_le_bytes()) {
+            code.get_mut(at..at + 8)?.copy_from_slice(&counter);
+        }
+        let meta = BlockMeta {
+            insts: block.insts,
+            code: offset,
+            entry: block.entry,
+            unlinked: block.unlinked,
+            body: block.body_insts,
+            targets,
+        };
         *self.meta.get_mut(id.index())? = meta;
         if self.code.write(offset, &code).is_err() {
             self.cache.invalidate_block(id);
@@ -347,6 +481,8 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         self.stats.blocks_translated += 1;
         self.stats.code_bytes += code.len() as u64;
         self.stats.instructions_translated += block.insts as u64;
+        self.stats.host_instructions += block.host_insts as u64;
+        self.stats.body_instructions += block.body_insts as u64;
         Some((id, block.insts))
     }
 
@@ -362,13 +498,35 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         for (slots, meta) in self.links.iter_mut().zip(self.meta.iter()) {
             *slots = [(base + meta.code + meta.unlinked as usize) as u64; emit::LINKS];
         }
+        // Every target cache entry made so far misses from now on (a full clear when the tag wraps around).
+        self.jump_tag = self.jump_tag.wrapping_add(1 << TAG_SHIFT);
+        if self.jump_tag == 0 {
+            *self.jumps = [[[EMPTY_KEY, 0]; JUMPS]; 2];
+        }
+        // Predictions lead through link slots, which may now belong to other blocks.
+        *self.ring = Ring::EMPTY;
         self.stats.unlink_alls += 1;
     }
 
-    /// Links the slot at address `slot` (an unlinked exit some block just left through) to `block`, the block
-    /// at the exit's target. Nothing was removed since the exit (else every slot was unlinked and `slot` may
+    /// Notes in the target cache that the live block `block` lies at RAM offset `start` (data accesses `paged`
+    /// or not): translated code that finds an indirect jump's target at `start` enters it at its chained entry.
+    fn fill(&mut self, start: u64, paged: bool, block: crate::cache::BlockId) {
+        if start >= EMPTY_KEY || self.removals != self.cache.stats().invalidations + self.cache.stats().evictions {
+            return;
+        }
+        let Some(meta) = self.meta.get(block.index()) else { return };
+        let host = (self.code.base() + meta.code) as u64;
+        if let Some(entry) = self.jumps[paged as usize].get_mut((start >> 1) as usize & (JUMPS - 1)) {
+            *entry = [start ^ self.jump_tag, host];
+            self.stats.jump_fills += 1;
+        }
+    }
+
+    /// Links the slot at address `slot` (an unlinked exit some block just left through, or a return prediction
+    /// that led through it) to `block`, the block found at RAM offset `start` next, if that is the RAM offset the
+    /// slot's exit leads to. Nothing was removed since the exit (else every slot was unlinked and `slot` may
     /// belong to a block that is gone: it is left alone).
-    fn link(&mut self, slot: u64, block: crate::cache::BlockId) {
+    fn link(&mut self, slot: u64, block: crate::cache::BlockId, start: u64) {
         if self.cache.stats().invalidations + self.cache.stats().evictions != self.removals {
             return;
         }
@@ -376,6 +534,10 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         let target = (self.code.base() + meta.code) as u64;
         let first = self.links.as_ptr() as u64;
         let Some(index) = slot.checked_sub(first).map(|offset| offset / 8) else { return };
+        let (owner, k) = (index as usize / emit::LINKS, index as usize % emit::LINKS);
+        if self.meta.get(owner).and_then(|meta| meta.targets.get(k)) != Some(&start) {
+            return;
+        }
         if let Some(word) = self.links.as_flattened_mut().get_mut(index as usize) {
             *word = target;
             self.stats.links += 1;
@@ -401,6 +563,9 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         let mut pending_link = None;
         // The RAM offset of the block at the pc when it is not translated yet because it is cold.
         let mut cold = None;
+        // The translation context may differ from the last run's: no prediction made then holds.
+        *self.ring = Ring::EMPTY;
+        let (fetch_paged, fetch_bit, fetch_base, fetch_size, fetch_host) = path.raw_fetch();
         let exit = loop {
             if remaining == 0 {
                 break Exit::BudgetExhausted;
@@ -440,9 +605,13 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 },
                 None => None,
             };
-            if let (Some(slot), Some((block, _))) = (pending_link.take(), block) {
-                self.link(slot, block);
+            if let (Some(start), Some((block, _))) = (start, block) {
+                if let Some(slot) = pending_link.take() {
+                    self.link(slot, block, start);
+                }
+                self.fill(start, paged, block);
             }
+            pending_link = None;
             let entry = block.and_then(|(block, insts)| {
                 let meta = self.meta.get(block.index())?;
                 (insts as u64 <= remaining).then_some(meta.code + meta.entry as usize)
@@ -490,6 +659,14 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 window_host: 0,
                 watch: 0,
                 watch_pages: 0,
+                fetch_base,
+                fetch_size,
+                fetch_host,
+                fetch_paged: fetch_paged as u32,
+                fetch_bit,
+                jumps: 0,
+                jump_tag: 0,
+                ring: 0,
                 hart: core::ptr::null_mut(),
                 memory: core::ptr::null_mut(),
                 exit: Exit::BudgetExhausted,
@@ -498,14 +675,19 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             (env.watch, env.watch_pages) = memory.ram.raw_code_watch();
             env.hart = hart;
             env.memory = (memory as *mut Memory).cast();
-            // No link may lead to a block removed since the last call.
+            // No link, target cache entry or prediction may lead to a block removed since the last call.
             self.unlink_if_removed();
+            env.jumps = self.jumps[paged as usize].as_ptr() as usize;
+            env.jump_tag = self.jump_tag;
+            env.ring = &mut *self.ring as *mut Ring as usize;
             let address = self.code.base().wrapping_add(offset);
             // SAFETY: `address` is the entry of the host code `translate` wrote for this live block (the cache
             // refuses stale blocks and `CODE <= code.len()`); the `CodeMemory` contract makes it executable and
             // exactly those bytes. Its link slots lead only to live blocks of this context tag in the same RAM
             // page (slots are unlinked on any removal, just checked, and linked only to the block looked up at
-            // the exit's target), each of which checks the budget left before it runs. The code follows the System V ABI (callee-saved registers restored, stack
+            // the exit's target); the target cache entries carrying `env.jump_tag` and the ring's predictions
+            // (emptied on any removal and at the run's start) lead only to live blocks and slots of live blocks;
+            // each block checks the budget left before it runs. The code follows the System V ABI (callee-saved registers restored, stack
             // aligned at calls) and only touches `env`, guest registers through `env.x`, guest RAM through
             // `env.ram` below `env.ram_len`, the soft TLB read-only, and otherwise calls the helpers below,
             // which reach the hart and memory through the pointers just derived from the live `&mut` borrows,
@@ -527,9 +709,21 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         if exit == Exit::BudgetExhausted {
             self.stopped[hart.config.hart_id as usize % STOP_SLOTS] = Some(hart.pc);
         }
+        // Written code is dropped before leaving, so that nothing depends on the embedder keeping the RAM's
+        // note of written pages for the next run.
+        if memory.ram.has_dirty_code() {
+            self.invalidate_written_code(memory);
+        }
         hart.instret = hart.instret.wrapping_add(retired_in_blocks);
         exit
     }
+}
+
+/// `make()`'s value on the heap. Never inlined, so that only one table at a time is on the stack while
+/// [`Dbt::new`] builds them (their sum is more than a test thread's stack).
+#[inline(never)]
+fn boxed<T>(make: impl FnOnce() -> T) -> Box<T> {
+    Box::new(make())
 }
 
 /// The M-mode RAM window of `path`, clamped so that an access of up to 8 bytes below the limit stays in RAM.

@@ -134,8 +134,18 @@ impl Machine {
     }
 
     fn run(&mut self, engine: &mut impl Engine, budget: u64) -> Exit {
+        let watched = self.watch.clone();
         let mut ram = Ram::new(RAM_BASE, &mut self.backing);
         ram.attach_granular_code_watch(&mut self.watch);
+        // The watch lives on between runs, as a VM's RAM stays attached (attaching clears it): watch the same
+        // granules again.
+        let pages = RAM_SIZE as u64 / 4096;
+        let (page_bits, granules) = watched.split_at(pages.div_ceil(64) as usize);
+        for page in (0..pages).filter(|page| page_bits[(page / 64) as usize] & (1 << (page % 64)) != 0) {
+            for granule in (0..64).filter(|granule| granules[page as usize] & (1 << granule) != 0) {
+                ram.watch_code(page * 4096 + granule * 64, 64);
+            }
+        }
         let realmap = VmRealMap::for_ram(&ram).unwrap();
         let mut memory = Memory { ram: &mut ram, realmap: &realmap, tlb: &mut self.tlb };
         engine.run(&mut self.hart, &mut memory, budget)
@@ -340,8 +350,18 @@ fn instruction() -> impl Strategy<Value = Vec<u8>> {
     let branch = (0..BranchCond::ALL.len(), reg.clone(), reg.clone(), -32i32..32)
         .prop_map(|(c, rs1, rs2, offset)| Inst::Branch { cond: BranchCond::ALL[c], rs1, rs2, offset: offset * 4 });
     let jump = (dest.clone(), -16i32..16).prop_map(|(rd, offset)| Inst::Jal { rd, offset: offset * 4 });
-    let word = prop_oneof![4 => op_imm, 4 => op, 1 => upper, 2 => load, 2 => store, 2 => branch, 1 => jump]
-        .prop_map(|inst| encode(&inst).to_le_bytes().to_vec());
+    // Calls into the program (through x11, the code: x1 and x5 then hold return addresses), returns through x1
+    // or x5 (to where a call went from, or anywhere else they hold), other indirect jumps.
+    let link = prop_oneof![Just(0u8), Just(1u8), Just(5u8)];
+    let call = (link.clone(), 0i32..48).prop_map(|(rd, at)| Inst::Jalr { rd, rs1: 11, offset: at * 4 });
+    let ret = (prop_oneof![Just(1u8), Just(5u8)], prop_oneof![4 => Just(0i32), 1 => -8i32..8])
+        .prop_map(|(rs1, offset)| Inst::Jalr { rd: 0, rs1, offset });
+    let indirect = (link, reg.clone(), -8i32..8).prop_map(|(rd, rs1, offset)| Inst::Jalr { rd, rs1, offset });
+    let word = prop_oneof![
+        4 => op_imm, 4 => op, 1 => upper, 2 => load, 2 => store, 2 => branch, 1 => jump, 1 => call, 1 => ret,
+        1 => indirect,
+    ]
+    .prop_map(|inst| encode(&inst).to_le_bytes().to_vec());
     let parcel = any::<u16>().prop_filter("compressed", |p| p & 3 != 3).prop_map(|p| p.to_le_bytes().to_vec());
     prop_oneof![8 => word, 1 => parcel]
 }
@@ -388,4 +408,301 @@ fn cold_blocks_run_on_the_cold_tier_until_hot() {
     let stats = dbt.stats();
     assert_eq!(stats.blocks_translated, 1, "only the loop: {stats:?}");
     assert!(stats.cold_instructions >= HOT as u64 && stats.blocks_entered >= 1, "{stats:?}");
+}
+
+/// Places `program` at RAM offset `at` of `code`, growing it as needed.
+fn place(code: &mut Vec<u8>, at: usize, program: &[Inst]) {
+    let bytes = bytes(program);
+    if code.len() < at + bytes.len() {
+        code.resize(at + bytes.len(), 0);
+    }
+    code[at..at + bytes.len()].copy_from_slice(&bytes);
+}
+
+fn jalr(rd: u8, rs1: u8, offset: i32) -> Inst {
+    Inst::Jalr { rd, rs1, offset }
+}
+
+/// `jalr x0, 0(ra)`.
+const RET: Inst = Inst::Jalr { rd: 0, rs1: 1, offset: 0 };
+
+/// Runs a translator machine and an interpreter one in turns of `budget` until `ecall`, comparing exits, harts
+/// and RAM after each turn; `between` runs on both machines before every turn with the turn's number, `hook`
+/// on the translator.
+fn until_ecall<E: Engine>(
+    fast: &mut Machine,
+    reference: &mut Machine,
+    dbt: &mut E,
+    budget: u64,
+    mut between: impl FnMut(&mut Machine, usize),
+    mut hook: impl FnMut(&mut E, usize),
+) {
+    for turn in 0..100_000 {
+        hook(dbt, turn);
+        between(fast, turn);
+        between(reference, turn);
+        let exit = fast.run(dbt, budget);
+        let expected = reference.run(&mut Interpreter, budget);
+        assert_eq!(exit, expected, "exit of turn {turn}");
+        assert_eq!(fast.hart, reference.hart, "hart after turn {turn}");
+        assert!(fast.backing == reference.backing, "RAM after turn {turn}");
+        if matches!(exit, Exit::Exception { cause: Exception::EcallFromM | Exception::EcallFromS, .. }) {
+            return;
+        }
+        assert!(fast.serve(exit) && reference.serve(exit), "turn {turn} left with {exit:?}");
+    }
+    panic!("no ecall");
+}
+
+/// A function called through a register (`jalr`) whose code is rewritten runs its new code: the write drops
+/// its block, and with it every target cache entry and prediction, so no jump reaches the old host code.
+#[test]
+fn an_indirect_call_target_rewritten_runs_the_new_code() {
+    let patched = encode(&addi(6, 6, 100));
+    let mut code = Vec::new();
+    place(
+        &mut code,
+        0,
+        &[
+            Inst::Lui { rd: 7, imm: ((patched as i32).wrapping_add(0x800) as u32 & 0xffff_f000) as i32 },
+            addi(7, 7, ((patched << 20) as i32) >> 20),
+            // x5 = the function, in the next page.
+            Inst::Lui { rd: 5, imm: 0x1000 },
+            Inst::Op { op: OpKind::Add, rd: 5, rs1: 5, rs2: 11 },
+            addi(8, 0, 300),
+            addi(13, 0, 150),
+            // Loop: call, count down; after the 150th call rewrite the function's first instruction.
+            jalr(1, 5, 0),
+            addi(8, 8, -1),
+            Inst::Branch { cond: BranchCond::Ne, rs1: 8, rs2: 13, offset: 8 },
+            Inst::Store { width: StoreWidth::W, rs1: 5, rs2: 7, offset: 0 },
+            Inst::Branch { cond: BranchCond::Ne, rs1: 8, rs2: 0, offset: -16 },
+            Inst::Ecall,
+        ],
+    );
+    place(&mut code, 0x1000, &[addi(6, 6, 1), RET]);
+    for supervisor in [false, true] {
+        for budget in [100_000, 37] {
+            let mut fast = Machine::new(&code, supervisor);
+            let mut reference = Machine::new(&code, supervisor);
+            let mut dbt = engine();
+            until_ecall(&mut fast, &mut reference, &mut *dbt, budget, |_, _| {}, |_, _| {});
+            assert_eq!(fast.hart.x(6), 18 + 150 + 150 * 100);
+            let stats = dbt.stats();
+            assert!(stats.pages_invalidated >= 1 && stats.unlink_alls >= 1, "{stats:?}");
+            if budget > 1000 {
+                // 600 calls and returns, nearly all of them without the dispatcher.
+                assert!(stats.blocks_entered < 40 && stats.jump_fills >= 2, "{stats:?}");
+            }
+        }
+    }
+}
+
+/// The Sv39 tables of two address spaces, each mapping RAM at its own address (a gigapage, as `Machine::new`
+/// does) and virtual page `SWITCHED` to its own RAM page: root `ROOT` maps it to `PAGE_A`, root `ROOT_B` to
+/// `PAGE_B` (a page whose soft TLB slot is not RAM's first page's, or the two would evict each other).
+const ROOT_B: u64 = RAM_BASE + 0x11000;
+const PAGE_A: usize = 0x16000;
+const PAGE_B: usize = 0x17000;
+const SWITCHED: u64 = 0x4000_5000;
+
+fn map_two_spaces(backing: &mut [u8]) {
+    let mut entry = |table: u64, index: u64, pte: u64| {
+        let at = (table - RAM_BASE + 8 * index) as usize;
+        backing[at..at + 8].copy_from_slice(&pte.to_le_bytes());
+    };
+    let all = PteFlags::V | PteFlags::R | PteFlags::W | PteFlags::X;
+    entry(ROOT_B, RAM_BASE >> 30, make_pte(RAM_BASE >> 12, all));
+    for (root, l1, l0, page) in [
+        (ROOT, RAM_BASE + 0x12000, RAM_BASE + 0x13000, PAGE_A),
+        (ROOT_B, RAM_BASE + 0x14000, RAM_BASE + 0x15000, PAGE_B),
+    ] {
+        entry(root, SWITCHED >> 30, make_pte(l1 >> 12, PteFlags::V));
+        entry(l1, 0, make_pte(l0 >> 12, PteFlags::V));
+        let leaf = make_pte((RAM_BASE + page as u64) >> 12, PteFlags::V | PteFlags::R | PteFlags::X);
+        entry(l0, (SWITCHED >> 12) & 0x1ff, leaf);
+    }
+}
+
+/// The same virtual pc mapped to other code after a `satp` change (with the TLB flushed as `sfence.vma` does,
+/// or under another ASID) runs the new code, through the target cache (a call to it) and through a return
+/// prediction (a return into it), and the first space's code again when it comes back.
+#[test]
+fn the_same_pc_in_two_address_spaces_runs_each_spaces_code() {
+    let mut code = Vec::new();
+    // Main: 200 calls of the switched page, then ecall.
+    place(
+        &mut code,
+        0,
+        &[
+            Inst::Lui { rd: 5, imm: SWITCHED as i32 },
+            Inst::Op { op: OpKind::Add, rd: 14, rs1: 5, rs2: 0 },
+            addi(8, 0, 200),
+            jalr(1, 14, 0),
+            addi(8, 8, -1),
+            Inst::Branch { cond: BranchCond::Ne, rs1: 8, rs2: 0, offset: -8 },
+            Inst::Ecall,
+        ],
+    );
+    // A shared function, called through x5 from the switched page, returning into it.
+    place(&mut code, 0x700, &[addi(7, 7, 3), jalr(0, 5, 0)]);
+    let switched = |add| [jalr(5, 11, 0x700), addi(6, 6, add), RET];
+    place(&mut code, PAGE_A, &switched(1));
+    place(&mut code, PAGE_B, &switched(100));
+    for (asid_b, flush) in [(3, true), (4, false)] {
+        let mut fast = Machine::new(&code, true);
+        let mut reference = Machine::new(&code, true);
+        for machine in [&mut fast, &mut reference] {
+            map_two_spaces(&mut machine.backing);
+        }
+        let mut dbt = engine();
+        let mut x6 = fast.hart.x(6);
+        for (phase, (root, asid, add)) in [(ROOT, 3, 1), (ROOT_B, asid_b, 100), (ROOT, 3, 1)].into_iter().enumerate() {
+            let switch = |machine: &mut Machine, turn| {
+                if turn == 0 {
+                    machine.hart.csrs.satp = Satp::new(SATP_MODE_SV39, asid, root >> 12).0;
+                    if flush {
+                        machine.tlb.flush_all();
+                    }
+                    machine.hart.pc = RAM_BASE;
+                }
+            };
+            until_ecall(&mut fast, &mut reference, &mut *dbt, 1_000_000, switch, |_, _| {});
+            x6 += 200 * add;
+            assert_eq!(fast.hart.x(6), x6, "phase {phase}");
+        }
+        let stats = dbt.stats();
+        assert!(stats.blocks_entered < 60, "calls and returns stay in translated code: {stats:?}");
+    }
+}
+
+/// Blocks evicted (a code cache far too small for the working set) and every block dropped at once, with
+/// target cache entries and predictions live: no jump reaches a block that is gone.
+#[test]
+fn eviction_and_full_flush_with_live_entries() {
+    let mut code = Vec::new();
+    place(
+        &mut code,
+        0,
+        &[
+            addi(8, 0, 40),
+            // Outer: x5 = the first of 12 functions 0x100 apart from 0x1000 on; call each in turn.
+            Inst::Lui { rd: 5, imm: 0x1000 },
+            Inst::Op { op: OpKind::Add, rd: 5, rs1: 5, rs2: 11 },
+            addi(13, 0, 12),
+            jalr(1, 5, 0),
+            addi(5, 5, 0x100),
+            addi(13, 13, -1),
+            Inst::Branch { cond: BranchCond::Ne, rs1: 13, rs2: 0, offset: -12 },
+            addi(8, 8, -1),
+            Inst::Branch { cond: BranchCond::Ne, rs1: 8, rs2: 0, offset: -32 },
+            Inst::Ecall,
+        ],
+    );
+    for function in 0..12 {
+        place(&mut code, 0x1000 + 0x100 * function, &[addi(6, 6, function as i32 + 1), RET]);
+    }
+    for supervisor in [false, true] {
+        // Eight blocks of room: the loop's blocks and the functions evict each other all the time.
+        let mut fast = Machine::new(&code, supervisor);
+        let mut reference = Machine::new(&code, supervisor);
+        let mut small = Box::new(Dbt::<TestCode, 8192, 8, 16>::new(TestCode::new(1 << 20)).unwrap());
+        small.set_translation_threshold(0);
+        until_ecall(&mut fast, &mut reference, &mut *small, 1_000_000, |_, _| {}, |_, _| {});
+        assert_eq!(fast.hart.x(6), 18 + 40 * 78);
+        assert!(small.cache().stats().evictions > 10, "{:?}", small.cache().stats());
+        // Every block dropped now and then between turns, as a full invalidation does.
+        for budget in [500, 100] {
+            let mut fast = Machine::new(&code, supervisor);
+            let mut reference = Machine::new(&code, supervisor);
+            let mut dbt = engine();
+            let flush = |dbt: &mut TestDbt, turn| {
+                if turn % 3 == 2 {
+                    dbt.cache.invalidate_all();
+                }
+            };
+            until_ecall(&mut fast, &mut reference, &mut *dbt, budget, |_, _| {}, flush);
+            assert_eq!(fast.hart.x(6), 18 + 40 * 78);
+            let stats = dbt.stats();
+            assert!(stats.unlink_alls >= 2 && stats.jump_fills > stats.unlink_alls, "{stats:?}");
+        }
+    }
+}
+
+/// Returns to another pc than the call's return site (a function that moves its return address on odd rounds,
+/// one that returns through the other link register) agree with the interpreter and stay in translated code.
+#[test]
+fn returns_elsewhere_than_predicted() {
+    let mut code = Vec::new();
+    place(
+        &mut code,
+        0,
+        &[
+            addi(8, 0, 100),
+            // Loop: call F; F skips the next instruction on odd rounds.
+            Inst::Jal { rd: 1, offset: 0x200 - 4 },
+            addi(6, 6, 1),
+            addi(7, 7, 1),
+            // Call G through x5: G copies x5 to x1 and returns through x1.
+            Inst::Jal { rd: 5, offset: 0x300 - 16 },
+            addi(8, 8, -1),
+            Inst::Branch { cond: BranchCond::Ne, rs1: 8, rs2: 0, offset: -20 },
+            Inst::Ecall,
+        ],
+    );
+    place(
+        &mut code,
+        0x200,
+        &[
+            Inst::OpImm { op: OpImmKind::Andi, rd: 13, rs1: 8, imm: 1 },
+            Inst::Branch { cond: BranchCond::Eq, rs1: 13, rs2: 0, offset: 8 },
+            addi(1, 1, 4),
+            RET,
+        ],
+    );
+    place(&mut code, 0x300, &[addi(15, 15, 2), addi(1, 5, 0), RET]);
+    for supervisor in [false, true] {
+        for budget in [1_000_000, 29] {
+            let mut fast = Machine::new(&code, supervisor);
+            let mut reference = Machine::new(&code, supervisor);
+            let mut dbt = engine();
+            let (x6, x7) = (fast.hart.x(6), fast.hart.x(7));
+            until_ecall(&mut fast, &mut reference, &mut *dbt, budget, |_, _| {}, |_, _| {});
+            assert_eq!((fast.hart.x(6), fast.hart.x(7)), (x6 + 50, x7 + 100));
+            if budget > 1000 {
+                assert!(dbt.stats().blocks_entered < 40, "{:?}", dbt.stats());
+            }
+        }
+    }
+}
+
+/// The translator counts the host instructions it emits and, with counting on, the straight-line host
+/// instructions of every block entry (chained ones included); without it, none.
+#[test]
+fn host_instructions_are_counted() {
+    let program = [
+        addi(5, 0, 100),
+        addi(6, 6, 3),
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -8 },
+        Inst::Ecall,
+    ];
+    for counting in [false, true] {
+        let mut machine = Machine::new(&bytes(&program), false);
+        let mut dbt = engine();
+        dbt.set_counting(counting);
+        machine.run(&mut *dbt, 10_000);
+        assert_eq!(machine.hart.x(5), 0);
+        let stats = dbt.stats();
+        assert!(stats.body_instructions >= 3 * stats.instructions_translated, "{stats:?}");
+        assert!(stats.host_instructions > stats.body_instructions, "{stats:?}");
+        if counting {
+            // Two blocks: the first entered once, the loop's 99 times (all but the first through a link slot).
+            assert!(stats.blocks_entered <= 3, "{stats:?}");
+            assert!(stats.body_instructions_run >= 99 * 3 * 3, "{stats:?}");
+            assert!(stats.body_instructions_run <= 100 * stats.body_instructions, "{stats:?}");
+        } else {
+            assert_eq!(stats.body_instructions_run, 0);
+        }
+    }
 }
