@@ -392,7 +392,7 @@ fn cold_blocks_run_on_the_cold_tier_until_hot() {
     let rounds = HOT as i32 + 500;
     let program = [
         Inst::Lui { rd: 5, imm: (rounds + 0x800) & !0xfff },
-        addi(5, 5, ((rounds << 20) as i32) >> 20),
+        addi(5, 5, (rounds << 20) >> 20),
         addi(6, 6, 3),
         addi(5, 5, -1),
         Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -8 },
