@@ -72,6 +72,15 @@ pub struct Ctx<'m, 'a> {
     served_inline: ServedInline,
 }
 
+impl<'m, 'a> Ctx<'m, 'a> {
+    /// The context of one run over `memory` (reborrowed) for `hart`, serving CSR accesses as `inline_csr` says.
+    fn new(hart: &Hart, memory: &'m mut Memory<'_, 'a>, inline_csr: Option<InlineCsr>) -> Self {
+        let path = memory.data_path(hart);
+        let memory = Memory { ram: &mut *memory.ram, realmap: memory.realmap, tlb: &mut *memory.tlb };
+        Self { memory, path, exit: Exit::BudgetExhausted, inline_csr, served_inline: ServedInline::default() }
+    }
+}
+
 /// CSR accesses the engine served itself ([`InlineCsr`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ServedInline {
@@ -81,6 +90,15 @@ pub struct ServedInline {
     pub time_reads: u64,
     /// The largest `time` value served (0 when none was).
     pub latest_time: u64,
+}
+
+impl ServedInline {
+    /// Adds a run's accesses to these.
+    fn add(&mut self, run: &ServedInline) {
+        self.accesses += run.accesses;
+        self.time_reads += run.time_reads;
+        self.latest_time = self.latest_time.max(run.latest_time);
+    }
 }
 
 /// Lets the engine serve two kinds of CSR access itself instead of leaving for the dispatcher, where the result
@@ -423,15 +441,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
     /// the same whatever the debugging paths beside it look like.
     #[inline(never)]
     fn run_blocks(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
-        let path = memory.data_path(hart);
-        let memory = Memory { ram: &mut *memory.ram, realmap: memory.realmap, tlb: &mut *memory.tlb };
-        let mut ctx = Ctx {
-            memory,
-            path,
-            exit: Exit::BudgetExhausted,
-            inline_csr: self.inline_csr,
-            served_inline: ServedInline::default(),
-        };
+        let mut ctx = Ctx::new(hart, memory, self.inline_csr);
         let mut remaining = budget;
         let mut last: Option<LastBlock> = None;
         // Instructions retired by blocks (the interpreter counts its own in `instret`), block entries, chain hops.
@@ -535,9 +545,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
         hart.instret = hart.instret.wrapping_add(retired_in_blocks);
         self.stats.blocks_entered += entered;
         self.stats.blocks_chained += chained;
-        self.served_inline.accesses += ctx.served_inline.accesses;
-        self.served_inline.time_reads += ctx.served_inline.time_reads;
-        self.served_inline.latest_time = self.served_inline.latest_time.max(ctx.served_inline.latest_time);
+        self.served_inline.add(&ctx.served_inline);
         exit
     }
 }
@@ -564,11 +572,8 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
     /// runs through the interpreter, one checked instruction at a time; the others run as usual.
     #[inline(never)]
     fn run_execute_armed(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
-        let path = memory.data_path(hart);
-        let memory = Memory { ram: &mut *memory.ram, realmap: memory.realmap, tlb: &mut *memory.tlb };
         // Debugging runs leave for every CSR access, as the interpreter does.
-        let mut ctx =
-            Ctx { memory, path, exit: Exit::BudgetExhausted, inline_csr: None, served_inline: ServedInline::default() };
+        let mut ctx = Ctx::new(hart, memory, None);
         let mut remaining = budget;
         let mut last: Option<LastBlock> = None;
         let (mut retired_in_blocks, mut entered) = (0u64, 0u64);
@@ -704,15 +709,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
         if budget == 0 || memory.ram.has_dirty_code() {
             return (0, None);
         }
-        let path = memory.data_path(hart);
-        let memory = Memory { ram: &mut *memory.ram, realmap: memory.realmap, tlb: &mut *memory.tlb };
-        let mut ctx = Ctx {
-            memory,
-            path,
-            exit: Exit::BudgetExhausted,
-            inline_csr: self.inline_csr,
-            served_inline: ServedInline::default(),
-        };
+        let mut ctx = Ctx::new(hart, memory, self.inline_csr);
         let (flow, retired) = match self.enter_slow(hart, &mut ctx.memory, None) {
             Entry::Block(current) => self.run_rest(hart, &mut ctx, current.block, 0, budget),
             Entry::Resume(current, op) => self.run_rest(hart, &mut ctx, current.block, op, budget),
@@ -722,9 +719,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
         };
         self.stats.blocks_entered += 1;
         hart.instret = hart.instret.wrapping_add(retired);
-        self.served_inline.accesses += ctx.served_inline.accesses;
-        self.served_inline.time_reads += ctx.served_inline.time_reads;
-        self.served_inline.latest_time = self.served_inline.latest_time.max(ctx.served_inline.latest_time);
+        self.served_inline.add(&ctx.served_inline);
         (retired, (flow == Flow::Exit).then_some(ctx.exit))
     }
 
