@@ -156,3 +156,46 @@ fn guest_images_are_riscv64_elf_files() {
         assert_eq!(u16::from_le_bytes([bytes[16], bytes[17]]), 2, "{image}: ET_EXEC");
     }
 }
+
+/// A guest reset (`sifive,test0` status 0x7777) boots the machine again from zeroed RAM: a program that finds its
+/// mark at RAM + 1 MiB set powers off with failure, else sets it, prints `b` and resets. Three boots in a row
+/// print `b`, and none fails.
+#[test]
+fn a_reset_boots_again_from_zeroed_ram() {
+    use trapeze::isa::{encode, BranchCond, Inst, LoadWidth, OpImmKind, StoreWidth};
+    let li = |rd, imm| Inst::OpImm { op: OpImmKind::Addi, rd, rs1: 0, imm };
+    let (t0, t1, t2, t3) = (5, 6, 7, 28);
+    let program = [
+        Inst::Auipc { rd: t0, imm: 0x10_0000 },
+        Inst::Load { width: LoadWidth::D, rd: t1, rs1: t0, offset: 0 },
+        Inst::Branch { cond: BranchCond::Ne, rs1: t1, rs2: 0, offset: 4 * 13 },
+        li(t1, 1),
+        Inst::Store { width: StoreWidth::D, rs1: t0, rs2: t1, offset: 0 },
+        Inst::Lui { rd: t2, imm: 0x1000_0000 },
+        li(t3, b'b' as i32),
+        Inst::Store { width: StoreWidth::B, rs1: t2, rs2: t3, offset: 0 },
+        li(t3, b'\n' as i32),
+        Inst::Store { width: StoreWidth::B, rs1: t2, rs2: t3, offset: 0 },
+        // Reset: the finisher at 0x10_0000 takes 0x7777.
+        Inst::Lui { rd: t2, imm: 0x10_0000 },
+        Inst::Lui { rd: t3, imm: 0x7000 },
+        Inst::OpImm { op: OpImmKind::Addi, rd: t3, rs1: t3, imm: 0x777 },
+        Inst::Store { width: StoreWidth::W, rs1: t2, rs2: t3, offset: 0 },
+        Inst::Jal { rd: 0, offset: 0 },
+        // The mark was set: power off with code 1 (0x1_3333).
+        Inst::Lui { rd: t2, imm: 0x10_0000 },
+        Inst::Lui { rd: t3, imm: 0x1_3000 },
+        Inst::OpImm { op: OpImmKind::Addi, rd: t3, rs1: t3, imm: 0x333 },
+        Inst::Store { width: StoreWidth::W, rs1: t2, rs2: t3, offset: 0 },
+        Inst::Jal { rd: 0, offset: 0 },
+    ];
+    let image = std::env::temp_dir().join(format!("trapeze-reset-{}.bin", std::process::id()));
+    std::fs::write(&image, program.iter().flat_map(|inst| encode(inst).to_le_bytes()).collect::<Vec<u8>>())
+        .expect("write the program");
+    let mut console = common::Console::spawn(&[image.to_str().unwrap()]);
+    for _ in 0..3 {
+        console.expect("b\n", TIMEOUT);
+    }
+    drop(console);
+    let _ = std::fs::remove_file(&image);
+}
