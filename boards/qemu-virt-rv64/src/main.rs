@@ -49,6 +49,13 @@
 //! by one partition while it gains four VMs' shadow pools and code caches.
 #![no_std]
 #![no_main]
+// The board is where the VMM's `unsafe` lives (device registers, CSRs, the world switch, the statics handed to
+// VMs): every unsafe operation is in an `unsafe` block, even inside an `unsafe fn`; every block and `unsafe impl`
+// says why it holds in a safety comment, every `unsafe fn` what its caller must guarantee in `# Safety`;
+// and a safety comment on code that needs none is refused too, so the comments stay where the `unsafe` is.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+#![deny(clippy::unnecessary_safety_comment, clippy::unnecessary_safety_doc)]
 
 extern crate alloc;
 
