@@ -34,3 +34,9 @@ pub mod patch;
 pub mod snapshot;
 pub mod trap;
 pub mod vm;
+
+/// The suite's isolation figures (`target/isolation.txt`): the hostile-input tests count what they tried. One
+/// file for the whole suite, shared with the hosted tests.
+#[cfg(test)]
+#[path = "../hosted-test/tests/common/isolation.rs"]
+mod isolation;
