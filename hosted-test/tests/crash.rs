@@ -28,15 +28,15 @@ const MAGIC: u64 = 0x6372_6173_6872_6563;
 /// Longest a round may take to reach its kill moment.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// When a round kills the VMM.
+/// When a round kills the VMM: after so many acknowledged writes, completed flushes, or so much time.
 #[derive(Debug, Clone, Copy)]
 enum Kill {
     /// Once this many writes were acknowledged.
-    AfterAcks(u64),
+    Acks(u64),
     /// Right after this many flushes completed.
-    AfterFlushes(u64),
+    Flushes(u64),
     /// This long after the guest's first line, whatever it is doing.
-    AfterTime(Duration),
+    Time(Duration),
 }
 
 /// Word `k` of a record (as the guest computes it).
@@ -119,9 +119,9 @@ fn run_round(image: &std::path::Path, round: u64, kill: Kill, acked: &mut BTreeM
     let mut first_line = None;
     loop {
         let due = match kill {
-            Kill::AfterAcks(acks) => seen.acks >= acks,
-            Kill::AfterFlushes(flushes) => seen.flushes >= flushes,
-            Kill::AfterTime(after) => first_line.is_some_and(|at: Instant| at.elapsed() >= after),
+            Kill::Acks(acks) => seen.acks >= acks,
+            Kill::Flushes(flushes) => seen.flushes >= flushes,
+            Kill::Time(after) => first_line.is_some_and(|at: Instant| at.elapsed() >= after),
         };
         if due {
             break;
@@ -148,7 +148,9 @@ fn run_round(image: &std::path::Path, round: u64, kill: Kill, acked: &mut BTreeM
     }
     let stderr = errors.join().expect("the stderr reader");
     seen.panicked = stderr.contains("panicked");
-    assert!(!seen.panicked, "round {round}: the VMM panicked:\n{stderr}");
+    if seen.panicked {
+        eprintln!("round {round}: the VMM panicked:\n{stderr}");
+    }
     assert!(
         !output.iter().any(|line| line.starts_with("FAIL")),
         "round {round}: the guest failed:\n{}",
@@ -162,15 +164,16 @@ fn a_killed_vmm_loses_no_acknowledged_write() {
     let image = std::env::temp_dir().join(format!("trapeze-crash-{}.img", std::process::id()));
     std::fs::write(&image, vec![0u8; SECTORS as usize * SECTOR]).expect("create the image");
     let kills = [
-        Kill::AfterAcks(1),
-        Kill::AfterAcks(23),
-        Kill::AfterAcks(400),
-        Kill::AfterFlushes(7),
-        Kill::AfterTime(Duration::from_millis(150)),
-        Kill::AfterAcks(1500),
+        Kill::Acks(1),
+        Kill::Acks(23),
+        Kill::Acks(400),
+        Kill::Flushes(7),
+        Kill::Time(Duration::from_millis(150)),
+        Kill::Acks(1500),
     ];
     let mut acked = BTreeMap::new();
     let (mut acks, mut flushes, mut checked, mut lost, mut panics) = (0, 0, 0, 0, 0);
+    let mut failures = Vec::new();
     for (index, &kill) in kills.iter().enumerate() {
         let round = index as u64 + 1;
         let seen = run_round(&image, round, kill, &mut acked);
@@ -183,7 +186,7 @@ fn a_killed_vmm_loses_no_acknowledged_write() {
         for (&sector, &want) in &acked {
             checked += 1;
             // The write acknowledged last, or a later one (in flight at the kill) whole.
-            if !record(&contents, sector).is_some_and(|have| have >= want) {
+            if record(&contents, sector).is_none_or(|have| have < want) {
                 missing.push((sector, want, record(&contents, sector)));
             }
         }
@@ -195,7 +198,9 @@ fn a_killed_vmm_loses_no_acknowledged_write() {
             acked.len(),
             missing.len()
         );
-        assert!(missing.is_empty(), "round {round}: acknowledged sectors lost (sector, acked, found): {missing:?}");
+        if !missing.is_empty() {
+            failures.push(format!("round {round}: acknowledged sectors lost (sector, acked, found): {missing:?}"));
+        }
     }
     let _ = std::fs::remove_file(&image);
     println!(
@@ -204,5 +209,7 @@ fn a_killed_vmm_loses_no_acknowledged_write() {
     );
     // INPUTS: the acknowledged writes checked; ESCAPES: acknowledged sectors lost.
     isolation::report("killed trapeze", acks, lost, panics);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(panics, 0, "rounds in which the VMM panicked (its stderr is above)");
     assert!(acks >= 1500, "the rounds acknowledged {acks} writes");
 }
