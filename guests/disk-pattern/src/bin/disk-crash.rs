@@ -3,8 +3,8 @@
 //!
 //! The kernel command line is `round=N` (N from 1): the test runs the guest once per round on the same image and
 //! kills it each time. Write `seq` (from 0) covers 1 to 4 sectors from a pseudo-random sector, so later writes
-//! overwrite earlier ones, of this round and of earlier ones. Every sector written holds one record: eight
-//! little-endian words `MAGIC`, `round`, `seq`, the sector, then 60 words [`record_word`] of those (the host
+//! overwrite earlier ones, of this round and of earlier ones. Every sector written holds one record: 64
+//! little-endian words, `MAGIC`, `round`, `seq`, the sector, then 60 words [`record_word`] of those (the host
 //! computes the same), so a sector holds either one whole record or something the host can tell apart. Once the
 //! device has completed a write with status OK (the used ring says so) the guest prints `ack SECTOR COUNT ROUND
 //! SEQ`; every 16 writes it flushes (`VIRTIO_BLK_T_FLUSH`) and prints `flushed ROUND SEQ`. A status other than
