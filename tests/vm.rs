@@ -319,7 +319,7 @@ mod hostile {
         }
     }
 
-    /// The hostile inputs [`random_guests_never_panic_the_vmm_property`] tried, for the suite's isolation figures.
+    /// The hostile inputs the property `random_guests_never_panic_the_vmm` tried (`target/isolation.txt`).
     static RANDOM_GUESTS_NEVER_PANIC_THE_VMM: crate::isolation::Tally =
         crate::isolation::Tally::panics("random-instruction guests");
 

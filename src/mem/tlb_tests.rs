@@ -568,7 +568,7 @@ proptest! {
     }
 }
 
-/// The hostile inputs [`the_tlb_always_agrees_with_a_fresh_walk_property`] tried, for the suite's isolation figures.
+/// The hostile inputs the property `the_tlb_always_agrees_with_a_fresh_walk` tried (`target/isolation.txt`).
 static THE_TLB_ALWAYS_AGREES_WITH_A_FRESH_WALK: crate::isolation::Tally =
     crate::isolation::Tally::escapes("hostile page tables");
 

@@ -1363,7 +1363,7 @@ mod tests {
         }
     }
 
-    /// The hostile inputs [`random_calls_follow_the_hsm_model_and_never_panic_property`] tried, for the suite's isolation figures.
+    /// The hostile calls the property above tried (`target/isolation.txt`).
     static RANDOM_CALLS_FOLLOW_THE_HSM_MODEL_AND_NEVER_PANIC: crate::isolation::Tally =
         crate::isolation::Tally::panics("hostile SBI calls");
 

@@ -362,7 +362,7 @@ proptest! {
     }
 }
 
-/// The hostile inputs [`a_dedicated_disk_cannot_dma_outside_the_vms_ram_property`] tried, for the suite's isolation figures.
+/// The hostile inputs the property `a_dedicated_disk_cannot_dma_outside_the_vms_ram` tried (`target/isolation.txt`).
 static A_DEDICATED_DISK_CANNOT_DMA_OUTSIDE_THE_VMS_RAM: crate::isolation::Tally =
     crate::isolation::Tally::escapes("hostile virtio descriptors");
 
@@ -666,7 +666,7 @@ proptest! {
     }
 }
 
-/// The hostile inputs [`a_guest_never_reaches_outside_its_extents_property`] tried, for the suite's isolation figures.
+/// The hostile inputs the property `a_guest_never_reaches_outside_its_extents` tried (`target/isolation.txt`).
 static A_GUEST_NEVER_REACHES_OUTSIDE_ITS_EXTENTS: crate::isolation::Tally =
     crate::isolation::Tally::escapes("hostile disk requests");
 

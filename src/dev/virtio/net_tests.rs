@@ -317,7 +317,7 @@ proptest! {
     }
 }
 
-/// The hostile inputs [`random_chains_never_panic_and_the_counters_add_up_property`] tried, for the suite's isolation figures.
+/// The hostile inputs the property `random_chains_never_panic_and_the_counters_add_up` tried (`target/isolation.txt`).
 static RANDOM_CHAINS_NEVER_PANIC_AND_THE_COUNTERS_ADD_UP: crate::isolation::Tally =
     crate::isolation::Tally::panics("hostile virtio descriptors");
 

@@ -836,7 +836,7 @@ proptest! {
     }
 }
 
-/// The hostile inputs [`random_descriptor_tables_never_panic_property`] tried, for the suite's isolation figures.
+/// The hostile inputs the property `random_descriptor_tables_never_panic` tried (`target/isolation.txt`).
 static RANDOM_DESCRIPTOR_TABLES_NEVER_PANIC: crate::isolation::Tally =
     crate::isolation::Tally::panics("hostile virtio descriptors");
 
@@ -845,7 +845,7 @@ fn random_descriptor_tables_never_panic() {
     RANDOM_DESCRIPTOR_TABLES_NEVER_PANIC.run(random_descriptor_tables_never_panic_property);
 }
 
-/// The hostile inputs [`random_register_traffic_never_panics_property`] tried, for the suite's isolation figures.
+/// The hostile inputs the property `random_register_traffic_never_panics` tried (`target/isolation.txt`).
 static RANDOM_REGISTER_TRAFFIC_NEVER_PANICS: crate::isolation::Tally =
     crate::isolation::Tally::panics("hostile virtio descriptors");
 
