@@ -3,6 +3,8 @@
 # the core for the bare-metal targets, then runs the whole test suite (which builds the guest programs).
 set -euo pipefail
 cd "$(dirname "$0")"
+# The isolation figures of this run only: the hostile-input tests (and fuzz targets) append to it.
+rm -f target/isolation.txt
 
 toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 if ! command -v rustup >/dev/null; then
@@ -65,6 +67,22 @@ set -e
 for figures in target/board-bench.txt target/board-linux-bench.txt; do
     if [ -f "$figures" ]; then cat "$figures"; fi
 done
+# The isolation figures (tests/common/isolation.rs): per kind of hostile input, how many were tried, how many got
+# out of what the guest owns, how many panicked the VMM.
+if [ -f target/isolation.txt ]; then
+    echo "== isolation (target/isolation.txt)"
+    LC_ALL=C sort -t "$(printf '\t')" -k1,1 target/isolation.txt | awk -F '\t' '
+        NF == 4 { if (!($1 in inputs)) order[n++] = $1; inputs[$1] += $2; escapes[$1] += $3; panics[$1] += $4 }
+        END {
+            printf "%-40s %12s %8s %8s\n", "kind", "inputs", "escapes", "panics"
+            for (i = 0; i < n; i++) {
+                k = order[i]
+                printf "%-40s %12.0f %8.0f %8.0f\n", k, inputs[k], escapes[k], panics[k]
+                e += escapes[k]; p += panics[k]
+            }
+            printf "%-40s %12s %8.0f %8.0f\n", "all kinds", "", e, p
+        }'
+fi
 # One closing line over every test binary, so the summary is not the last (often empty) doc-test run's.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "all tests: %d passed, %d failed\n", passed, failed }' "$log"
 exit "$status"

@@ -12,7 +12,8 @@
 //! `TRAPEZE_GUEST_RUNAWAY` and `TRAPEZE_GUEST_GARBAGE`, `TRAPEZE_GUEST_UART_IRQ`, the debug trigger guest
 //! `TRAPEZE_GUEST_TRIGGERS`, `TRAPEZE_GUEST_DEBUGGEE` for the gdb test and the multi-hart `TRAPEZE_GUEST_SPINLOCK`
 //! and `TRAPEZE_GUEST_COUNTERS` (counter reads, its own code read back and rewritten), and
-//! `TRAPEZE_GUEST_DISK_PATTERN` (a pattern across its whole virtio-blk disk, for the multi-VM test) and
+//! `TRAPEZE_GUEST_DISK_PATTERN` (a pattern across its whole virtio-blk disk, for the multi-VM test),
+//! `TRAPEZE_GUEST_DISK_CRASH` (records written without end, for the test that kills the VMM mid-write) and
 //! `TRAPEZE_GUEST_RTC` (the goldfish RTC the native board gives one VM, or its fault in another) and
 //! `TRAPEZE_GUEST_PRINT_JOBS` (processes printing whole jobs through the spooled printer)
 //! `TRAPEZE_GUEST_NET_PING` (two VMs exchanging frames over a bridge) and `TRAPEZE_GUEST_LITMUS` (memory-model
@@ -28,7 +29,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 30] = [
+const GUESTS: [&str; 31] = [
     "hello",
     "traps",
     "arith",
@@ -56,6 +57,7 @@ const GUESTS: [&str; 30] = [
     "litmus",
     "counters",
     "disk-pattern",
+    "disk-crash",
     "rtc",
     "print-jobs",
     "net-ping",

@@ -1,6 +1,9 @@
 //! The reference interpreter and the dispatcher on small programs assembled with the encoder: MMIO through
 //! the device map, faults injected for bad accesses, Zicsr semantics, privilege changes and run limits.
 
+#[path = "../hosted-test/tests/common/isolation.rs"]
+mod isolation;
+
 use trapeze::dev::{MachineRequest, MmioDevice, MmioError, NullSerial};
 use trapeze::exec::interp::Interpreter;
 use trapeze::exec::threaded::Threaded;
@@ -303,17 +306,26 @@ mod hostile {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-        #[test]
-        fn random_guests_never_panic_the_vmm(
+        fn random_guests_never_panic_the_vmm_property(
             words in proptest::collection::vec(any::<u32>(), 1024),
             mode in 0u8..3,
             paging in any::<bool>(),
             status in any::<u64>(),
         ) {
+            RANDOM_GUESTS_NEVER_PANIC_THE_VMM.add(1);
             let reference = run_random_guest(&words, mode, paging, status, &mut Interpreter);
             let fast = run_random_guest(&words, mode, paging, status, &mut Threaded::<1024, 64, 128>::new());
             prop_assert_eq!(reference, fast, "the engines agree on hostile code");
         }
+    }
+
+    /// The hostile inputs the property `random_guests_never_panic_the_vmm` tried (`target/isolation.txt`).
+    static RANDOM_GUESTS_NEVER_PANIC_THE_VMM: crate::isolation::Tally =
+        crate::isolation::Tally::panics("random-instruction guests");
+
+    #[test]
+    fn random_guests_never_panic_the_vmm() {
+        RANDOM_GUESTS_NEVER_PANIC_THE_VMM.run(random_guests_never_panic_the_vmm_property);
     }
 
     /// Runs 20,000 steps of RAM filled with `words` on `engine`; returns the hart and how the run ended.

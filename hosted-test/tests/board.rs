@@ -23,6 +23,8 @@
 
 #[path = "common/disk_pattern.rs"]
 mod disk_pattern;
+#[path = "common/isolation.rs"]
+mod isolation;
 #[path = "common/linux_images.rs"]
 mod linux_images;
 #[path = "common/print_jobs.rs"]
@@ -394,6 +396,22 @@ fn check_printer(console: &str) {
     assert!(console.contains("board: printer: "), "{console}");
 }
 
+/// The board's PMP hits over its whole boot (`board: isolation: N guest entries, M PMP hits`): guest accesses
+/// PMP stopped, each one past the shadow tables, so there must be none. Appended to the suite's isolation figures
+/// per guest entry first, with the VMM's own panics and traps.
+fn assert_no_pmp_hit(console: &str) {
+    let (entries, hits) = console
+        .lines()
+        .find_map(|line| {
+            let (entries, rest) = line.strip_prefix("board: isolation: ")?.split_once(" guest entries, ")?;
+            Some((entries.parse::<u64>().ok()?, rest.strip_suffix(" PMP hits")?.parse::<u64>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no `board: isolation:` line; the console was:\n{console}"));
+    let panics = console.matches("board: VMM panic").count() + console.matches("board: VMM trap").count();
+    isolation::report("PMP hits (board, per guest entry)", entries, hits, panics as u64);
+    assert!(entries > 0 && hits == 0, "{hits} PMP hits in {entries} guest entries:\n{console}");
+}
+
 #[test]
 fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partitions_under_qemu() {
     require_tool(Path::new("qemu-system-riscv64"), "install QEMU with `apt-get install -y qemu-system-misc`");
@@ -533,6 +551,8 @@ fn guest_programs_a_hostile_guest_and_u_boot_run_natively_in_their_own_partition
         "the shadow tables map nothing outside a VM, so PMP (the second wall) never fires:\n{console}"
     );
     assert!(console.contains("board: 22 of 22 VMs passed\n"), "the board's summary; the console was:\n{console}");
+    // The whole boot's PMP hits: the demo's VMs and the benchmark guests after them.
+    assert_no_pmp_hit(console);
     // The board runs on the four real harts `run-qemu.sh` gives QEMU (`-smp 4`), VMs spread over all of them from one
     // run queue: each real hart ran turns of the demo's VMs.
     assert!(console.contains("board: 4 real harts up (mask 0xf)"), "the board did not bring up four harts:\n{console}");
@@ -733,6 +753,7 @@ fn debian_linux_boots_natively_on_the_board_to_a_shell() {
             "world switches to the shell: {without} {plain}, {cached} {cached_mode}:\n{figures}"
         );
     }
+    assert_no_pmp_hit(console);
     assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
 }
 

@@ -1161,7 +1161,7 @@ fn run_model<const P: usize>(setup: &GuestSetup, ops: &[Op], coverage: &mut Cove
 }
 
 /// Runs the model over many random cases and checks that every outcome was reached, with and without paging.
-fn run_model_cases<const P: usize>(cases: u32) {
+fn run_model_cases<const P: usize>(cases: u32, tally: &crate::isolation::Tally) {
     // A fixed seed: the coverage assertion below must not depend on luck.
     let rng = proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha);
     let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
@@ -1170,6 +1170,7 @@ fn run_model_cases<const P: usize>(cases: u32) {
     let strategy = (setup_strategy(), prop::collection::vec(op_strategy(), 1..80));
     runner
         .run(&strategy, |(setup, ops)| {
+            tally.add(1);
             run_model::<P>(&setup, &ops, &mut coverage.borrow_mut());
             Ok(())
         })
@@ -1184,14 +1185,18 @@ fn run_model_cases<const P: usize>(cases: u32) {
     }
 }
 
+/// The hostile page tables the two model tests tried, for the suite's isolation figures.
+static SHADOW_MODEL: crate::isolation::Tally = crate::isolation::Tally::escapes("hostile page tables");
+static TINY_POOL_MODEL: crate::isolation::Tally = crate::isolation::Tally::escapes("hostile page tables");
+
 #[test]
 fn shadow_tables_agree_with_the_emulated_translation() {
-    run_model_cases::<64>(2000);
+    SHADOW_MODEL.run(|| run_model_cases::<64>(2000, &SHADOW_MODEL));
 }
 
 #[test]
 fn a_tiny_pool_still_agrees() {
-    run_model_cases::<3>(1000);
+    TINY_POOL_MODEL.run(|| run_model_cases::<3>(1000, &TINY_POOL_MODEL));
 }
 
 /// The patching scanner's hook: a grant filter takes permissions away page by page; an access it withholds is

@@ -1278,8 +1278,7 @@ mod tests {
     proptest::proptest! {
         /// Random calls from whichever harts are running never panic, always answer with a standard error code
         /// (legacy calls aside), and keep the HSM states those of a simple reference model.
-        #[test]
-        fn random_calls_follow_the_hsm_model_and_never_panic(
+        fn random_calls_follow_the_hsm_model_and_never_panic_property(
             calls in proptest::collection::vec(
                 (
                     proptest::prop_oneof![
@@ -1294,6 +1293,7 @@ mod tests {
                 1..64,
             )
         ) {
+            RANDOM_CALLS_FOLLOW_THE_HSM_MODEL_AND_NEVER_PANIC.add(calls.len());
             const COUNT: usize = 3;
             let (mut sbi, mut harts, mut env) = machine(COUNT);
             env.input.extend(b"some input");
@@ -1361,5 +1361,15 @@ mod tests {
                 proptest::prop_assert!(harts.iter().all(|hart| hart.csrs.mip & !software == 0));
             }
         }
+    }
+
+    /// The hostile calls the property above tried (`target/isolation.txt`).
+    static RANDOM_CALLS_FOLLOW_THE_HSM_MODEL_AND_NEVER_PANIC: crate::isolation::Tally =
+        crate::isolation::Tally::panics("hostile SBI calls");
+
+    #[test]
+    fn random_calls_follow_the_hsm_model_and_never_panic() {
+        RANDOM_CALLS_FOLLOW_THE_HSM_MODEL_AND_NEVER_PANIC
+            .run(random_calls_follow_the_hsm_model_and_never_panic_property);
     }
 }

@@ -80,7 +80,7 @@ use trapeze::patch::sensitivity::{critical_set, CriticalSet, VmmConfig};
 use trapeze::patch::table::{PatchTable, PAGE_SIZE};
 use trapeze::trap::{Exit, FlushScope};
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::hw;
 use crate::smp::{self, MAX_HARTS};
@@ -94,6 +94,15 @@ const FS_CLEAN: u64 = 2 << 13;
 const FS_DIRTY: u64 = 3 << 13;
 /// `mstatus.MPIE`.
 const MPIE: u64 = 1 << 7;
+
+/// Guest entries (world switches into a guest) of this boot, over every VM and phase: what PMP guarded.
+pub static GUEST_ENTRIES: AtomicU64 = AtomicU64::new(0);
+/// PMP hits of this boot, over every VM and phase: real access faults (mcause 1, 5 or 7) taken while a guest ran.
+/// The shadow tables map a guest nothing outside its partition, its read-only table pool and code copies and a
+/// dedicated device's page, which PMP also lets through, so a guest access PMP stops got past the first wall:
+/// every one is an isolation bug, reported at the end (`board: isolation: ...`) and asserted absent by the board
+/// test.
+pub static PMP_HITS: AtomicU64 = AtomicU64::new(0);
 
 /// Which VM's PMP walls and shadow root each real hart holds (0: none yet), so a switch between VMs reprograms
 /// them. Each hart only touches its own entry: relaxed atomics, in place of a `static mut`.
@@ -414,6 +423,7 @@ impl NativeEngine {
         self.lock_waited = hw::mtime().saturating_sub(time_after) > LOCK_WAIT_TICKS;
         self.stats.guest_ticks += time_after.saturating_sub(time_before);
         self.stats.entries += 1;
+        GUEST_ENTRIES.fetch_add(1, Ordering::Relaxed);
         hart.instret = hart.instret.wrapping_add(retired);
         hart.x = context.x;
         hart.x[0] = 0;
@@ -854,6 +864,7 @@ impl Engine for NativeEngine {
                 Action::Exit(exit) => {
                     if matches!(trap.mcause, 1 | 5 | 7) {
                         self.stats.walled += 1;
+                        PMP_HITS.fetch_add(1, Ordering::Relaxed);
                         defmt::warn!("vm {=usize}: PMP stopped an access at {=u64:#x}", self.id, trap.mtval);
                     }
                     self.last_fill = None;

@@ -49,6 +49,13 @@
 //! by one partition while it gains four VMs' shadow pools and code caches.
 #![no_std]
 #![no_main]
+// The board is where the VMM's `unsafe` lives (device registers, CSRs, the world switch, the statics handed to
+// VMs): every unsafe operation is in an `unsafe` block, even inside an `unsafe fn`; every block and `unsafe impl`
+// says why it holds in a safety comment, every `unsafe fn` what its caller must guarantee in `# Safety`;
+// and a safety comment on code that needs none is refused too, so the comments stay where the `unsafe` is.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+#![deny(clippy::unnecessary_safety_comment, clippy::unnecessary_safety_doc)]
 
 extern crate alloc;
 
@@ -1604,6 +1611,7 @@ fn boot() -> ! {
                 passed += u64::from(played);
             }
             println!("linux loop: {passed} of {boots} boots reached the shell and ran the script");
+            report_isolation();
             report_stacks();
             hw::exit((boots - passed) as u32)
         }
@@ -1619,6 +1627,7 @@ fn boot() -> ! {
             // One at a time: each boot borrows the Linux RAM, so the previous guest is gone before the next.
             failures += u32::from(!boot_linux(index, mode, prefix, &mut ram[..], block, console));
         }
+        report_isolation();
         report_stacks();
         hw::exit(failures)
     }
@@ -1685,6 +1694,7 @@ fn boot() -> ! {
         println!("board: {bench_failures} benchmark guest(s) failed");
     }
     let failures = failures + bench_failures;
+    report_isolation();
     report_stacks();
     hw::exit(failures as u32)
 }
@@ -1799,6 +1809,14 @@ fn report(board: &mut Board<'_>) -> usize {
         );
     }
     failures
+}
+
+/// The isolation figures of the whole boot (every VM, every phase): guest entries and PMP hits (see
+/// [`engine::PMP_HITS`]); a VMM panic or trap ends the board with its own line (`board: VMM panic`, `VMM trap`).
+fn report_isolation() {
+    let entries = engine::GUEST_ENTRIES.load(Ordering::Relaxed);
+    let hits = engine::PMP_HITS.load(Ordering::Relaxed);
+    println!("board: isolation: {entries} guest entries, {hits} PMP hits");
 }
 
 /// How much of its M-mode stack each real hart has used, at the end.

@@ -321,8 +321,7 @@ proptest! {
     /// least partly outside RAM) and maybe status descriptor name hostile addresses never change a byte of the
     /// host memory around the VM's RAM window, never put a byte on the disk (the data of a write lies outside
     /// RAM), and never bring host bytes into RAM; nothing panics.
-    #[test]
-    fn a_dedicated_disk_cannot_dma_outside_the_vms_ram(
+    fn a_dedicated_disk_cannot_dma_outside_the_vms_ram_property(
         requests in prop::collection::vec(
             (
                 prop_oneof![Just(T_IN), Just(T_OUT), Just(T_GET_ID), Just(T_FLUSH)],
@@ -333,6 +332,7 @@ proptest! {
             1..16,
         ),
     ) {
+        A_DEDICATED_DISK_CANNOT_DMA_OUTSIDE_THE_VMS_RAM.add(1);
         const GUARD: usize = 4096;
         let disk = RefCell::new(MemDisk::new(16));
         disk.borrow_mut().data.fill(0x11);
@@ -360,6 +360,15 @@ proptest! {
         prop_assert!(before.iter().all(|&byte| byte == 0xee), "the host memory below the VM's RAM changed");
         prop_assert!(after.iter().all(|&byte| byte == 0xee), "the host memory above the VM's RAM changed");
     }
+}
+
+/// The hostile inputs the property `a_dedicated_disk_cannot_dma_outside_the_vms_ram` tried (`target/isolation.txt`).
+static A_DEDICATED_DISK_CANNOT_DMA_OUTSIDE_THE_VMS_RAM: crate::isolation::Tally =
+    crate::isolation::Tally::escapes("hostile virtio descriptors");
+
+#[test]
+fn a_dedicated_disk_cannot_dma_outside_the_vms_ram() {
+    A_DEDICATED_DISK_CANNOT_DMA_OUTSIDE_THE_VMS_RAM.run(a_dedicated_disk_cannot_dma_outside_the_vms_ram_property);
 }
 
 /// A random disk layout: chunks of the physical disk in order, each VM 0's, VM 1's or nobody's; a VM's extents
@@ -557,8 +566,8 @@ proptest! {
     /// every request the physical disk equals the model (sectors of nobody unchanged, the other VM's unchanged, a
     /// framed request's effect exactly the model's); a framed request past the end gets `VIRTIO_BLK_S_IOERR`, one
     /// inside it `VIRTIO_BLK_S_OK` with the model's data.
-    #[test]
-    fn a_guest_never_reaches_outside_its_extents(layout in layout_strategy(), requests in prop::collection::vec(request_strategy(), 1..24)) {
+    fn a_guest_never_reaches_outside_its_extents_property(layout in layout_strategy(), requests in prop::collection::vec(request_strategy(), 1..24)) {
+        A_GUEST_NEVER_REACHES_OUTSIDE_ITS_EXTENTS.add(requests.len());
         let disk = RefCell::new(MemDisk::new(layout.disk_sectors as usize));
         let original = disk.borrow().data.clone();
         let mut disk_layout = DiskLayout::<MemDisk, 2, MAX_EXTENTS>::new(&disk).unwrap();
@@ -655,4 +664,13 @@ proptest! {
             }
         }
     }
+}
+
+/// The hostile inputs the property `a_guest_never_reaches_outside_its_extents` tried (`target/isolation.txt`).
+static A_GUEST_NEVER_REACHES_OUTSIDE_ITS_EXTENTS: crate::isolation::Tally =
+    crate::isolation::Tally::escapes("hostile disk requests");
+
+#[test]
+fn a_guest_never_reaches_outside_its_extents() {
+    A_GUEST_NEVER_REACHES_OUTSIDE_ITS_EXTENTS.run(a_guest_never_reaches_outside_its_extents_property);
 }

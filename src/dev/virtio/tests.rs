@@ -765,11 +765,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     /// Random register traffic, processing after each access, over RAM full of random bytes.
-    #[test]
-    fn random_register_traffic_never_panics(
+    fn random_register_traffic_never_panics_property(
         fill in proptest::collection::vec(any::<u8>(), 0x3000),
         accesses in proptest::collection::vec((access(), any::<bool>()), 1..200),
     ) {
+        RANDOM_REGISTER_TRAFFIC_NEVER_PANICS.add(1);
         let mut mem = Memory::new();
         let mut ram = mem.ram();
         ram.slice_mut(RAM_BASE, 0x3000).unwrap().copy_from_slice(&fill);
@@ -787,8 +787,7 @@ proptest! {
     }
 
     /// A properly set-up device fed random descriptor tables, random available rings and random headers.
-    #[test]
-    fn random_descriptor_tables_never_panic(
+    fn random_descriptor_tables_never_panic_property(
         descs in proptest::collection::vec(
             (
                 prop_oneof![
@@ -807,6 +806,7 @@ proptest! {
         avail_jump in prop_oneof![4 => Just(None), 1 => any::<u16>().prop_map(Some)],
         no_interrupt in any::<bool>(),
     ) {
+        RANDOM_DESCRIPTOR_TABLES_NEVER_PANIC.add(1);
         let mut mem = Memory::new();
         let mut ram = mem.ram();
         let mut dev = new_dev();
@@ -834,4 +834,22 @@ proptest! {
         prop_assert_eq!(drv.request(&mut dev, &mut ram, T_FLUSH, 0, &[]), (S_OK, 1));
         prop_assert!(mem.guards_intact());
     }
+}
+
+/// The hostile inputs the property `random_descriptor_tables_never_panic` tried (`target/isolation.txt`).
+static RANDOM_DESCRIPTOR_TABLES_NEVER_PANIC: crate::isolation::Tally =
+    crate::isolation::Tally::panics("hostile virtio descriptors");
+
+#[test]
+fn random_descriptor_tables_never_panic() {
+    RANDOM_DESCRIPTOR_TABLES_NEVER_PANIC.run(random_descriptor_tables_never_panic_property);
+}
+
+/// The hostile inputs the property `random_register_traffic_never_panics` tried (`target/isolation.txt`).
+static RANDOM_REGISTER_TRAFFIC_NEVER_PANICS: crate::isolation::Tally =
+    crate::isolation::Tally::panics("hostile virtio descriptors");
+
+#[test]
+fn random_register_traffic_never_panics() {
+    RANDOM_REGISTER_TRAFFIC_NEVER_PANICS.run(random_register_traffic_never_panics_property);
 }

@@ -107,6 +107,8 @@ pub const EVICTION: Eviction = Eviction::Fifo { regions: 4 };
 /// lives and is never writable and executable at once (it is readable and executable except inside `write`), and
 /// that once `write(offset, bytes)` returned `Ok`, executing at `base() + offset` runs exactly `bytes` (the
 /// instruction stream kept coherent) until the next `write` over them. Only `write` changes the contents.
+// An unsafe trait: its implementations vouch for the code the engine jumps into.
+#[allow(unsafe_code)]
 pub unsafe trait CodeMemory {
     /// Address of the first byte.
     fn base(&self) -> usize;
@@ -681,6 +683,8 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             env.jump_tag = self.jump_tag;
             env.ring = &mut *self.ring as *mut Ring as usize;
             let address = self.code.base().wrapping_add(offset);
+            // The one call into generated code.
+            #[allow(unsafe_code)]
             // SAFETY: `address` is the entry of the host code `translate` wrote for this live block (the cache
             // refuses stale blocks and `CODE <= code.len()`); the `CodeMemory` contract makes it executable and
             // exactly those bytes. Its link slots lead only to live blocks of this context tag in the same RAM
@@ -790,6 +794,8 @@ fn dirty(env: &mut Env, at: &Unpacked) -> u32 {
 /// A load the inlined fast path did not serve (a TLB miss, a page-crossing access, a device, a fault): the
 /// interpreter's [`Memory::load`], the value written to `rd`.
 pub(crate) extern "sysv64" fn load_slow(env: *mut Env, addr: u64, packed: u64) -> u32 {
+    // Translated code's raw `Env` back to the borrows it was made from.
+    #[allow(unsafe_code)]
     // SAFETY: translated code passes the `Env` it was called with, whose `hart` and `memory` were derived from
     // the engine's live borrows just before the call and are not used by anything else during it.
     let (env, hart, memory) = unsafe { (&mut *env, &mut *(*env).hart, &mut *(*env).memory) };
@@ -814,6 +820,8 @@ pub(crate) extern "sysv64" fn load_slow(env: *mut Env, addr: u64, packed: u64) -
 /// A store the inlined fast path did not serve (a TLB miss, a page-crossing access, a watched code page, a
 /// device, a fault): the interpreter's [`Memory::store`] of register `low`.
 pub(crate) extern "sysv64" fn store_slow(env: *mut Env, addr: u64, packed: u64) -> u32 {
+    // Translated code's raw `Env` back to the borrows it was made from.
+    #[allow(unsafe_code)]
     // SAFETY: as in `load_slow`.
     let (env, hart, memory) = unsafe { (&mut *env, &mut *(*env).hart, &mut *(*env).memory) };
     let at = unpack(packed);
@@ -837,6 +845,8 @@ pub(crate) extern "sysv64" fn store_slow(env: *mut Env, addr: u64, packed: u64) 
 /// An instruction without a translation, through the interpreter's [`step`](interp::step): it retires (counted
 /// by the block, not by `step`), or the block leaves with its exit.
 pub(crate) extern "sysv64" fn step(env: *mut Env, packed: u64) -> u32 {
+    // Translated code's raw `Env` back to the borrows it was made from.
+    #[allow(unsafe_code)]
     // SAFETY: as in `load_slow`.
     let (env, hart, memory) = unsafe { (&mut *env, &mut *(*env).hart, &mut *(*env).memory) };
     let at = unpack(packed);

@@ -17,6 +17,8 @@ struct TestCode {
     len: usize,
 }
 
+// mmap/mprotect of the test's code memory.
+#[allow(unsafe_code)]
 impl TestCode {
     fn new(len: usize) -> Self {
         // SAFETY: an anonymous private mapping of `len` bytes at an address the kernel chooses; nothing else
@@ -46,6 +48,8 @@ impl TestCode {
     }
 }
 
+// munmap.
+#[allow(unsafe_code)]
 impl Drop for TestCode {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `new`, no longer used.
@@ -53,6 +57,8 @@ impl Drop for TestCode {
     }
 }
 
+// The test's code memory vouches for the `CodeMemory` contract.
+#[allow(unsafe_code)]
 // SAFETY: the mapping lives as long as the value; it is RX except inside `write`, which makes the pages it
 // writes RW, copies and makes them RX again (x86-64 keeps the instruction stream coherent with stores).
 unsafe impl CodeMemory for TestCode {
