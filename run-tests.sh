@@ -47,6 +47,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 (cd boards/qemu-virt-rv64 && cargo fmt -- --check && cargo clippy --release -- -D warnings)
 (cd guests && cargo fmt --all -- --check && cargo clippy --release --workspace -- -D warnings)
+(cd fuzz && cargo fmt -- --check)
 
 echo "== the no_std core on bare-metal targets, and the native VMM board"
 cargo build -p trapeze --target riscv64gc-unknown-none-elf

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(bridge.stats(port), Default::default(), "a fresh port counts from 0");
                         assert_eq!((bridge.pending(port), bridge.unswitched(port)), (0, 0));
                     }
-                } else if input.u8() % 4 == 0 {
+                } else if input.one_in(4) {
                     if let Some(port) = ports[index].take() {
                         bridge.detach(port);
                         assert_eq!((bridge.pending(port), bridge.unswitched(port)), (0, 0));

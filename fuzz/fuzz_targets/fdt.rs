@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let ram_size = if input.bool() { input.u64() } else { (1 + input.below(64)) << 20 };
     let mut desc = MachineDescription::qemu_virt(harts, ram_size);
-    desc.boot_hart = if input.u8() % 8 == 0 { input.u32() } else { input.below(u64::from(harts.max(1))) as u32 };
+    desc.boot_hart = if input.one_in(8) { input.u32() } else { input.below(u64::from(harts.max(1))) as u32 };
     let virtio: Vec<IrqDevice> = (0..input.below(9))
         .map(|i| IrqDevice { base: 0x1000_1000 + 0x1000 * i, size: 0x1000, irq: 1 + i as u32 })
         .collect();
@@ -27,10 +27,10 @@ fuzz_target!(|data: &[u8]| {
     let reserved: Vec<Region> = (0..input.below(3)).map(|_| Region { base: input.u64(), size: input.u64() }).collect();
     desc.reserved = &reserved;
     let stdout = String::from_utf8_lossy(input.bytes(40)).into_owned();
-    if input.u8() % 4 == 0 {
+    if input.one_in(4) {
         desc.stdout_path = Some(&stdout);
     }
-    let size = if input.u8() % 4 == 0 { input.below(4096) as usize } else { 16384 };
+    let size = if input.one_in(4) { input.below(4096) as usize } else { 16384 };
     let bootargs = String::from_utf8_lossy(input.rest()).into_owned();
     desc.bootargs = Some(&bootargs);
 

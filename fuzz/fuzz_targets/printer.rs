@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
             // A submission as a driver makes it.
             0 | 1 => {
                 let addr = address(&mut input);
-                let len = if input.u8() % 4 == 0 { input.u32() } else { input.below(300) as u32 };
+                let len = if input.one_in(4) { input.u32() } else { input.below(300) as u32 };
                 let _ = printer.write(ADDR_LO, 8, addr);
                 let _ = printer.write(LEN, 4, u64::from(len));
                 let queued = spools.borrow().spool(vm).unwrap().queued();

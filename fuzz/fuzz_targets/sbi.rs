@@ -46,7 +46,7 @@ impl SbiEnvironment for Env {
     fn console_read(&mut self) -> Option<u8> {
         self.calls += 1;
         self.console_in = self.console_in.wrapping_add(1);
-        (self.console_in % 3 != 0).then_some(self.console_in)
+        (!self.console_in.is_multiple_of(3)).then_some(self.console_in)
     }
     fn read_physical(&mut self, addr: u64, buf: &mut [u8]) -> bool {
         self.calls += 1;
@@ -161,8 +161,8 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 let caller = input.below(HARTS as u64 + 1) as usize;
-                let eid = if input.u8() % 8 == 0 { input.u64() } else { EIDS[input.below(EIDS.len() as u64) as usize] };
-                let fid = if input.u8() % 8 == 0 { input.u64() } else { input.below(8) };
+                let eid = if input.one_in(8) { input.u64() } else { EIDS[input.below(EIDS.len() as u64) as usize] };
+                let fid = if input.one_in(8) { input.u64() } else { input.below(8) };
                 env.virtual_loads = (0..input.below(3)).map(|_| input.bool().then(|| input.u64())).collect();
                 let Some(hart) = harts.get_mut(caller) else {
                     assert_eq!(sbi.call(caller, &mut harts, &mut env), Resume::Continue);

@@ -58,8 +58,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(spool_held, held + if result.is_ok() { job.len() } else { 0 });
             }
             2 => {
-                sink.plan =
-                    (0..input.below(6)).map(|_| (input.u8() % 8 != 0).then(|| input.below(20) as usize)).collect();
+                sink.plan = (0..input.below(6)).map(|_| (!input.one_in(8)).then(|| input.below(20) as usize)).collect();
                 let before = sink.out.len();
                 if let Ok(written) = set.pump(&mut sink) {
                     assert_eq!(written, sink.out.len() - before, "pump counts what the sink took");
@@ -94,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = set.pump(&mut sink);
     assert!(set.is_idle(), "an unlimited sink drains the spools");
     let jobs = split_jobs(&sink.out);
-    let mut seen = vec![0usize; VMS];
+    let mut seen = [0usize; VMS];
     for (name, id, body) in jobs {
         // Names are kept distinct, so the banner says whose job this is; it must be that VM's next one.
         let vm = names

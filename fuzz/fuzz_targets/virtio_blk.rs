@@ -20,7 +20,7 @@ struct Disk {
 impl Disk {
     fn check(&mut self, sector: u64, len: usize) -> std::ops::Range<usize> {
         self.calls += 1;
-        assert!(len > 0 && len % SECTOR_SIZE == 0, "the device asked for {len} bytes");
+        assert!(len > 0 && len.is_multiple_of(SECTOR_SIZE), "the device asked for {len} bytes");
         let end = sector.checked_add((len / SECTOR_SIZE) as u64).expect("sector range overflows");
         assert!(end <= SECTORS, "the device asked for sectors {sector}..{end} of {SECTORS}");
         sector as usize * SECTOR_SIZE..end as usize * SECTOR_SIZE
@@ -53,7 +53,7 @@ impl BlockBackend for Disk {
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
-    let read_only = input.u8() % 8 == 0;
+    let read_only = input.one_in(8);
     let features = match input.u8() % 4 {
         0 => input.u64(),
         _ => F_FLUSH | F_SEG_MAX | if read_only { F_RO } else { 0 },
@@ -71,6 +71,5 @@ fuzz_target!(|data: &[u8]| {
     // The backend is called only while requests are served: a bounded number of calls per step.
     let calls = dev.device().backend().calls;
     assert!(calls <= 64 * (steps + 1), "{calls} backend calls in {steps} steps");
-    drop(ram);
     memory.assert_guards_intact();
 });

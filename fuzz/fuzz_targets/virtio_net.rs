@@ -40,14 +40,14 @@ fuzz_target!(|data: &[u8]| {
         0 => input.u64(),
         _ => F_MAC | F_STATUS | if input.bool() { F_MRG_RXBUF } else { 0 },
     };
-    let wire = Wire { link_down: input.u8() % 8 == 0, ..Wire::default() };
+    let wire = Wire { link_down: input.one_in(8), ..Wire::default() };
     let mut dev = VirtioMmio::new(VirtioNet::new(wire, [2, 0, 0, 0, 0, 1]));
     let mut memory = Memory::default();
     let mut ram = memory.ram();
     let mut driver = Driver::init(&mut dev, &mut ram, 2, features);
     let mut steps = 0;
     loop {
-        if input.u8() % 4 == 0 {
+        if input.one_in(4) {
             let len = FRAME_MIN + input.below((FRAME_MAX - FRAME_MIN + 1) as u64) as usize;
             if dev.device().backend().incoming.len() < 8 {
                 dev.device_mut().backend_mut().incoming.push_back(len);
@@ -66,6 +66,5 @@ fuzz_target!(|data: &[u8]| {
         let waiting = u64::from(dev.device().rx_waiting());
         assert_eq!(rx_frames + rx_dropped + waiting, wire.received, "frames received: {:?}", dev.device().stats());
     }
-    drop(ram);
     memory.assert_guards_intact();
 });

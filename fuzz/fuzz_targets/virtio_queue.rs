@@ -71,9 +71,9 @@ fuzz_target!(|data: &[u8]| {
             1 => RAM_BASE + RAM_SIZE as u64 - input.below(64),
             _ => RAM_BASE + input.below(RAM_SIZE as u64),
         };
-        let len = if input.u8() % 4 == 0 { input.u32() } else { input.below(512) as u32 };
-        let flags = if input.u8() % 8 == 0 { input.u16() } else { input.u16() & 3 };
-        let next = if input.u8() % 8 == 0 { input.u16() } else { input.below(u64::from(size.max(1))) as u16 };
+        let len = if input.one_in(4) { input.u32() } else { input.below(512) as u32 };
+        let flags = if input.one_in(8) { input.u16() } else { input.u16() & 3 };
+        let next = if input.one_in(8) { input.u16() } else { input.below(u64::from(size.max(1))) as u16 };
         backing[at..at + 8].copy_from_slice(&addr.to_le_bytes());
         backing[at + 8..at + 12].copy_from_slice(&len.to_le_bytes());
         backing[at + 12..at + 14].copy_from_slice(&flags.to_le_bytes());
@@ -81,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut ram = Ram::new(RAM_BASE, &mut backing);
     for _ in 0..4 {
-        let head = if input.u8() % 8 == 0 { input.u16() } else { input.below(u64::from(size.max(1))) as u16 };
+        let head = if input.one_in(8) { input.u16() } else { input.below(u64::from(size.max(1))) as u16 };
         let want = reference(&ram, table, size, head);
         let chain = DescChain::new(&ram, table, size, head);
         let Ok(chain) = chain else {

@@ -27,6 +27,11 @@ impl<'a> Input<'a> {
         }
     }
 
+    /// True about once in `n` (`n` > 0): for the rare, wilder choices.
+    pub fn one_in(&mut self, n: u8) -> bool {
+        self.u8().is_multiple_of(n)
+    }
+
     pub fn bool(&mut self) -> bool {
         self.u8() & 1 != 0
     }
