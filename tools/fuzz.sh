@@ -31,7 +31,7 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 echo "== building fuzz targets: ${targets[*]}"
 build_args=()
 for target in "${targets[@]}"; do build_args+=(--bin "$target"); done
-(cd fuzz && CARGO_TARGET_DIR="$root/target/fuzz" cargo build --locked --release --target "$host" "${build_args[@]}")
+(cd fuzz && CARGO_TARGET_DIR="$root/target/fuzz" cargo build --release --target "$host" "${build_args[@]}")
 unset RUSTFLAGS
 
 mkdir -p target/fuzz-artifacts
