@@ -24,6 +24,8 @@ done
 command -v qemu-system-riscv64 >/dev/null || missing+=(qemu-system-misc)
 command -v gdb-multiarch >/dev/null || missing+=(gdb-multiarch)
 command -v xz >/dev/null || missing+=(xz-utils)
+# A C++ compiler, for libFuzzer (built by libfuzzer-sys for the fuzz targets, tools/fuzz.sh).
+command -v c++ >/dev/null || missing+=(g++)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; }; then
@@ -49,6 +51,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 (cd boards/qemu-virt-rv64 && cargo fmt -- --check && cargo clippy --release -- -D warnings)
 (cd guests && cargo fmt --all -- --check && cargo clippy --release --workspace -- -D warnings)
+(cd fuzz && cargo fmt -- --check)
 
 echo "== the no_std core on bare-metal targets, and the native VMM board"
 cargo build -p trapeze --target riscv64gc-unknown-none-elf
@@ -67,6 +70,25 @@ set -e
 for figures in target/board-bench.txt target/board-linux-bench.txt; do
     if [ -f "$figures" ]; then cat "$figures"; fi
 done
+# Hostile input again, with the checks release drops: the core's unit and property tests (random guests and
+# instructions, page tables, virtio chains, SBI calls, bridge, spool, printer) and the containment tests, built
+# with overflow checks and debug assertions (the `hardened` profile). Then every fuzz target for a bounded
+# time (FUZZ_SECONDS each, default 20; tools/fuzz.sh appends its figures to target/isolation.txt).
+echo "== hardened: overflow-checked property and hostile-guest tests"
+set +e
+# The translator's tests too where it exists (x86-64 hosts).
+dbt=()
+if [ "$(uname -m)" = x86_64 ]; then dbt=(--features dbt); fi
+cargo test -p trapeze --profile hardened "${dbt[@]}" --lib 2>&1 | tee -a "$log"
+hardened=${PIPESTATUS[0]}
+cargo test -p trapeze-hosted --profile hardened --test contain 2>&1 | tee -a "$log"
+hardened_contain=${PIPESTATUS[0]}
+echo "== fuzzing"
+./tools/fuzz.sh "${FUZZ_SECONDS:-20}"
+fuzzed=$?
+set -e
+[ "$hardened" -eq 0 ] && [ "$hardened_contain" -eq 0 ] || status=1
+[ "$fuzzed" -eq 0 ] || status=1
 # The isolation figures (tests/common/isolation.rs): per kind of hostile input, how many were tried, how many got
 # out of what the guest owns, how many panicked the VMM.
 if [ -f target/isolation.txt ]; then

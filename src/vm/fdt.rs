@@ -141,14 +141,16 @@ pub struct FdtWriter<'a> {
 }
 
 impl<'a> FdtWriter<'a> {
-    /// Starts a blob in `buf` whose memory reservation block lists `reserved`.
+    /// Starts a blob in `buf` whose memory reservation block lists `reserved`, less its empty regions: they
+    /// reserve nothing, and one at address 0 would read as the block's terminator and hide the entries after it.
     pub fn new(buf: &'a mut [u8], reserved: &[Region]) -> Result<Self, FdtError> {
-        let entries = reserved.len().checked_add(1).ok_or(FdtError::BufferTooSmall)?;
+        let mut reserved = reserved.iter().filter(|region| region.size != 0);
+        let entries = reserved.clone().count().checked_add(1).ok_or(FdtError::BufferTooSmall)?;
         let struct_start =
             entries.checked_mul(16).and_then(|n| n.checked_add(HEADER_SIZE)).ok_or(FdtError::BufferTooSmall)?;
         let rsv = buf.get_mut(HEADER_SIZE..struct_start).ok_or(FdtError::BufferTooSmall)?;
         let terminator = Region { base: 0, size: 0 };
-        for (entry, region) in rsv.chunks_exact_mut(16).zip(reserved.iter().chain(core::iter::once(&terminator))) {
+        for (entry, region) in rsv.chunks_exact_mut(16).zip(reserved.by_ref().chain(core::iter::once(&terminator))) {
             entry[..8].copy_from_slice(&region.base.to_be_bytes());
             entry[8..].copy_from_slice(&region.size.to_be_bytes());
         }
@@ -1114,6 +1116,20 @@ mod tests {
         assert_eq!(tree.find_phandle(4).map(|n| n.name), Some("interrupt-controller"));
         assert_eq!(tree.aliases().and_then(|a| a.resolve("serial0")), Some("/soc/serial@10000000"));
         assert_eq!(tree.memory_reservations().count(), 0);
+    }
+
+    /// Found by the `fdt` fuzz target: an empty reservation at address 0 was written as the block's all-zero
+    /// terminator, so a parser stopped there and never saw the reservations after it. Empty ones are left out.
+    #[test]
+    fn empty_reservations_are_left_out_and_hide_nothing() {
+        let reserved =
+            [Region { base: 0, size: 0 }, Region { base: 0x8800_0000, size: 0x1000 }, Region { base: 7, size: 0 }];
+        let desc = MachineDescription { reserved: &reserved, ..MachineDescription::qemu_virt(1, 64 << 20) };
+        let blob = dtb(&desc);
+        assert_eq!(hdr(&blob, 2), 40 + 16 * 2, "one reservation and the terminator");
+        let tree = fdt::Fdt::new(&blob).unwrap();
+        let parsed: Vec<_> = tree.memory_reservations().map(|r| (r.address() as u64, r.size() as u64)).collect();
+        assert_eq!(parsed, [(0x8800_0000, 0x1000)]);
     }
 
     #[test]

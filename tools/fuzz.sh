@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds the fuzz targets (fuzz/, libFuzzer through libfuzzer-sys, on the stable toolchain with rustc's
+# sanitizer-coverage passes) and runs each for SECONDS (default 20), starting from its seed corpus in
+# fuzz/corpus/TARGET. New inputs go to target/fuzz-corpus/TARGET, crashes to target/fuzz-artifacts/TARGET-*;
+# the repository's corpus is only read. Every run appends a line to target/isolation.txt, tab-separated:
+#
+#     fuzz TARGET <TAB> INPUTS (executions libFuzzer reports) <TAB> ESCAPES <TAB> PANICS
+#
+# (ESCAPES counts a failed check that something stayed inside guest memory, PANICS any other failure.)
+#
+#     tools/fuzz.sh [SECONDS] [TARGET...]        (all targets by default; exits non-zero if any failed)
+#
+# A crash reproduces with: target/fuzz/HOST-TRIPLE/release/TARGET target/fuzz-artifacts/FILE
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+seconds=${1:-20}
+shift || true
+host=$(rustc -vV | sed -n "s/^host: //p")
+bin_dir=$root/target/fuzz/$host/release
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    mapfile -t targets < <(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^trapeze-fuzz$')
+fi
+
+# Coverage instrumentation on the stable compiler: what cargo-fuzz passes, minus the nightly-only sanitizer.
+# The explicit --target keeps the flags off build scripts and proc macros.
+export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares"
+echo "== building fuzz targets: ${targets[*]}"
+build_args=()
+for target in "${targets[@]}"; do build_args+=(--bin "$target"); done
+(cd fuzz && CARGO_TARGET_DIR="$root/target/fuzz" cargo build --release --target "$host" "${build_args[@]}")
+unset RUSTFLAGS
+
+mkdir -p target/fuzz-artifacts
+failed=0
+for target in "${targets[@]}"; do
+    scratch=target/fuzz-corpus/$target
+    seeds=fuzz/corpus/$target
+    mkdir -p "$scratch" "$seeds"
+    log=target/fuzz-artifacts/$target.log
+    echo "== fuzz $target for ${seconds}s"
+    set +e
+    "$bin_dir/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
+        -artifact_prefix="target/fuzz-artifacts/$target-" "$scratch" "$seeds" >"$log" 2>&1
+    status=$?
+    set -e
+    runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log" | tail -1)
+    [ -n "$runs" ] || runs=$(sed -n 's/^#\([0-9]*\).*/\1/p' "$log" | tail -1)
+    [ -n "$runs" ] || runs=0
+    escapes=0
+    panics=0
+    if [ "$status" -ne 0 ]; then
+        failed=1
+        if grep -qiE "outside (guest )?(ram|memory)|escape" "$log"; then escapes=1; else panics=1; fi
+        echo "fuzz $target FAILED (exit $status): see $log" >&2
+        grep -E "panicked|Test unit written|ERROR" "$log" >&2 || tail -20 "$log" >&2
+    fi
+    echo "fuzz $target: $runs inputs in ${seconds}s, $escapes escapes, $panics panics"
+    printf 'fuzz %s\t%s\t%s\t%s\n' "$target" "$runs" "$escapes" "$panics" >>target/isolation.txt
+done
+exit "$failed"
