@@ -73,6 +73,7 @@
 //! dispatcher with live blocks it found itself, checked against the RAM offset they stand for.
 
 mod emit;
+mod regs;
 #[cfg(test)]
 mod tests;
 

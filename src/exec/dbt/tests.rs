@@ -706,3 +706,111 @@ fn host_instructions_are_counted() {
         }
     }
 }
+
+/// `lockstep` over a program, in M-mode and in S-mode, whole and in turns that stop at every instruction.
+fn lockstep_both(program: &[Inst]) {
+    for supervisor in [false, true] {
+        lockstep(&bytes(program), supervisor, &[1000]);
+        lockstep(&bytes(program), supervisor, &[1, 2, 3, 1, 5, 4, 7, 1000]);
+    }
+}
+
+/// The block's held registers (x6 and x7, each named several times) are dirty when an instruction in the middle
+/// of the block leaves or calls out: each way out must find them written back to `hart.x`, and the block must go
+/// on with what the call left there.
+#[test]
+fn held_registers_are_written_back_wherever_the_block_leaves() {
+    use crate::isa::{AmoOp, AmoWidth, CsrOp};
+    let dirty = [
+        addi(6, 6, 1),
+        addi(7, 6, 2),
+        Inst::Op { op: OpKind::Add, rd: 6, rs1: 6, rs2: 7 },
+        addi(7, 7, -3),
+        // x13 = the data page + 2040, so that 2045(x13) crosses into the next page.
+        addi(13, 10, 2040),
+    ];
+    let after = [addi(6, 6, 5), Inst::Op { op: OpKind::Xor, rd: 7, rs1: 7, rs2: 6 }, addi(13, 13, 1), Inst::Ecall];
+    let middles: [&[Inst]; 10] = [
+        // A device load into a held register (M-mode: a device exit; S-mode: x9 is not mapped, a page fault).
+        &[Inst::Load { width: LoadWidth::D, rd: 6, rs1: 9, offset: 0 }],
+        // A device store of a held register.
+        &[Inst::Store { width: StoreWidth::W, rs1: 9, rs2: 7, offset: 4 }],
+        // A load and a store outside RAM (below it): an access fault.
+        &[Inst::Load { width: LoadWidth::D, rd: 7, rs1: 11, offset: -8 }],
+        &[Inst::Store { width: StoreWidth::D, rs1: 11, rs2: 6, offset: -16 }],
+        // Misaligned accesses across a page boundary: the slow path serves them and the block goes on.
+        &[
+            Inst::Load { width: LoadWidth::D, rd: 6, rs1: 13, offset: 2045 },
+            Inst::Store { width: StoreWidth::W, rs1: 13, rs2: 7, offset: 2046 },
+            Inst::Load { width: LoadWidth::Hu, rd: 7, rs1: 13, offset: 2047 },
+        ],
+        // Misaligned in the page: the fast path.
+        &[
+            Inst::Store { width: StoreWidth::D, rs1: 10, rs2: 6, offset: 3 },
+            Inst::Load { width: LoadWidth::W, rd: 7, rs1: 10, offset: 5 },
+        ],
+        // A CSR write of a held register and a read into one, through the interpreter.
+        &[
+            Inst::Csr { op: CsrOp::Rw, rd: 7, src: 6, csr: csr::SSCRATCH },
+            Inst::Csr { op: CsrOp::Rs, rd: 6, src: 0, csr: csr::SSCRATCH },
+        ],
+        // An AMO through the interpreter in the middle of a block: it reads and writes held registers.
+        &[Inst::Amo { op: AmoOp::Add, width: AmoWidth::D, aq: false, rl: false, rd: 6, rs1: 10, rs2: 7 }],
+        // Division and `mulhsu` (calls), into and from held registers.
+        &[
+            Inst::Op { op: OpKind::Div, rd: 6, rs1: 6, rs2: 7 },
+            Inst::Op { op: OpKind::Mulhsu, rd: 7, rs1: 7, rs2: 6 },
+            Inst::Op { op: OpKind::Remu, rd: 7, rs1: 7, rs2: 0 },
+        ],
+        // An illegal instruction.
+        &[Inst::Illegal(0)],
+    ];
+    for middle in middles {
+        let program: Vec<Inst> = dirty.iter().chain(middle).chain(&after).copied().collect();
+        lockstep_both(&program);
+    }
+}
+
+/// A loop whose blocks hold different registers: the first (x6, x7) jumps to the second (x5, x8, x13), which
+/// reads x6 and x7 from `hart.x`, so each chained jump must leave them written back; budgets that end at every
+/// point stop the loop at the blocks' chained entries too.
+#[test]
+fn a_chained_jump_leaves_held_registers_for_a_block_holding_others() {
+    let program = [
+        addi(5, 0, 50),
+        // Block A.
+        addi(6, 6, 1),
+        Inst::Op { op: OpKind::Add, rd: 6, rs1: 6, rs2: 5 },
+        addi(7, 6, 3),
+        addi(7, 7, 1),
+        Inst::Jal { rd: 0, offset: 8 },
+        Inst::Ecall,
+        // Block B.
+        Inst::Op { op: OpKind::Add, rd: 8, rs1: 8, rs2: 6 },
+        Inst::Op { op: OpKind::Xor, rd: 13, rs1: 13, rs2: 8 },
+        Inst::Op { op: OpKind::Add, rd: 13, rs1: 13, rs2: 7 },
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -40 },
+        Inst::Ecall,
+    ];
+    for supervisor in [false, true] {
+        let (machine, dbt) = lockstep(&bytes(&program), supervisor, &[10_000]);
+        assert_eq!(machine.hart.x(5), 0);
+        let stats = dbt.stats();
+        assert!(stats.links >= 2 && stats.blocks_entered < 10, "{stats:?}");
+        lockstep(&bytes(&program), supervisor, &[1, 2, 3, 4, 5, 6, 7, 9, 11, 13]);
+    }
+}
+
+/// Registers held in host registers make a block shorter: a block that names few registers many times is
+/// translated with fewer host instructions than one instruction in three memory operands would take.
+#[test]
+fn held_registers_shorten_the_translation() {
+    let body: Vec<Inst> = (0..30).map(|k| Inst::Op { op: OpKind::Add, rd: 6 + (k % 2), rs1: 6, rs2: 7 }).collect();
+    let program: Vec<Inst> = body.iter().copied().chain([Inst::Ecall]).collect();
+    let (machine, dbt) = lockstep(&bytes(&program), false, &[1000]);
+    assert_ne!(machine.hart.x(6), 18);
+    let stats = dbt.stats();
+    // Each `add` of two held registers into one of them is a single host instruction.
+    assert!(stats.body_instructions < 30 + 20, "{stats:?}");
+}
