@@ -1,16 +1,18 @@
 //! The translator proper: one guest block (decoded with the shared decoder, RVC and all) to x86-64 host code,
 //! assembled with `iced-x86`'s code assembler.
 //!
-//! Register use in translated code: `rbx` the [`Env`], `rbp` the budget left, `r12` the guest registers
-//! (`hart.x`), `r13` the block's virtual pc, `r14` the first byte of guest RAM, `r15` the soft TLB; `rax`,
-//! `rcx`, `rdx`, `rsi`, `rdi`, `r11` are scratch. The code is position-independent (branches are internal,
+//! Register use in translated code: `rbx` the [`Env`] (which holds the budget left), `r12` the guest registers
+//! (`hart.x`), `r13` the block's virtual pc, `r14` the first byte of guest RAM, `r15` the soft TLB in blocks with
+//! paged data accesses; `r8`-`r10`, `rdi`, `rsi`, `rbp` (and `r15` in the other blocks) hold the guest registers
+//! the block uses most ([`super::regs`]: written back to `hart.x` before every exit and call out); `rax`, `rcx`,
+//! `rdx`, `r11` are scratch. The code is position-independent (branches are internal,
 //! helpers and link slots are reached through absolute addresses), so it is assembled once and copied to
 //! wherever the cache puts it, with the addresses of its link slots put in place of their placeholders.
 //!
 //! Chaining: a static exit to the block's own page jumps through a link slot, a word of data (never code) that
 //! holds either the address of the block's own `unlinked` exit or, once the dispatcher linked it, the chained
 //! entry (offset 0) of the block at the target; that entry charges the target's instructions to the budget in
-//! `rbp` or, short of budget, returns to the dispatcher. The target's RAM offset is the exit's RAM offset in the
+//! the [`Env`] or, short of budget, returns to the dispatcher. The target's RAM offset is the exit's RAM offset in the
 //! same page, so within one engine run (one translation context) the link holds. A slot is linked only to the
 //! block at the RAM offset recorded for it ([`Translated::slot_targets`]).
 //!
@@ -32,7 +34,8 @@ use iced_x86::code_asm::*;
 use iced_x86::IcedError;
 
 use super::regs::{
-    self, compare, compare_imm, load_into, load_into32, mem, r16, r32, r64, r8l, Binop, Cache, Src, RAX, RCX, RDX,
+    self, compare, compare_imm, load_into, load_into32, mem, r16, r32, r64, r8l, Binop, Cache, Src, HOSTS, RAX, RCX,
+    RDX,
 };
 use super::{pack, status, Env, JUMPS, RING, TLB_INDEX_MASK};
 use crate::isa::{self, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
@@ -235,7 +238,7 @@ impl Exits {
     fn end(&mut self, a: &mut CodeAssembler, delta: i64, retired: u16) -> Result<(), IcedError> {
         let refund = self.insts - retired;
         if refund > 0 {
-            a.add(rbp, refund as i32)?;
+            a.add(env(offset_of!(Env, budget)), refund as i32)?;
         }
         pc_plus(a, PC, delta)?;
         match self.take_slot(delta) {
@@ -255,7 +258,7 @@ impl Exits {
     fn end_dynamic(&mut self, a: &mut CodeAssembler, retired: u16, ret: bool) -> Result<(), IcedError> {
         let refund = self.insts - retired;
         if refund > 0 {
-            a.add(rbp, refund as i32)?;
+            a.add(env(offset_of!(Env, budget)), refund as i32)?;
         }
         if ret {
             // Pop the top prediction (always, so the ring stays in step with the calls); a match jumps through
@@ -320,25 +323,26 @@ impl Exits {
         a.jb(window_hit)?;
         a.cmp(env32(offset_of!(Env, fetch_paged)), 0)?;
         a.je(self.leave)?;
+        a.mov(r11, env(offset_of!(Env, tlb)))?;
         a.mov(rcx, PC)?;
         a.shr(rcx, 12)?;
         a.mov(edx, ecx)?;
         a.and(edx, TLB_INDEX_MASK as i32)?;
         a.imul_3(edx, edx, TLB.entry_size as i32)?;
-        a.cmp(rcx, qword_ptr(TLB_BASE + rdx + TLB.vpn as i32))?;
+        a.cmp(rcx, qword_ptr(r11 + rdx + TLB.vpn as i32))?;
         a.jne(self.leave)?;
         a.mov(ecx, env32(offset_of!(Env, fetch_bit)))?;
-        a.test(dword_ptr(TLB_BASE + rdx + TLB.perms as i32), ecx)?;
+        a.test(dword_ptr(r11 + rdx + TLB.perms as i32), ecx)?;
         a.jz(self.leave)?;
-        a.movzx(ecx, word_ptr(TLB_BASE + rdx + TLB.asid as i32))?;
+        a.movzx(ecx, word_ptr(r11 + rdx + TLB.asid as i32))?;
         a.cmp(ecx, env32(offset_of!(Env, asid)))?;
         a.je(tlb_hit)?;
-        a.cmp(byte_ptr(TLB_BASE + rdx + TLB.global as i32), 0)?;
+        a.cmp(byte_ptr(r11 + rdx + TLB.global as i32), 0)?;
         a.je(self.leave)?;
         a.set_label(&mut tlb_hit)?;
         a.mov(ecx, r13d)?;
         a.and(ecx, 0xfff)?;
-        a.or(rcx, qword_ptr(TLB_BASE + rdx + TLB.host_page as i32))?;
+        a.or(rcx, qword_ptr(r11 + rdx + TLB.host_page as i32))?;
         a.jmp(probe)?;
         a.set_label(&mut window_hit)?;
         a.add(rcx, env(offset_of!(Env, fetch_host)))?;
@@ -357,7 +361,7 @@ impl Exits {
 
 /// Emits a block. Layout: offset 0 is the chained entry (budget check and charge, then the body); after the body
 /// come the out-of-line stubs, the shared exits, the epilogue, and last the prologue the dispatcher calls
-/// (`Labels::entry`), which sets up the registers and jumps to offset 0. `rbp` holds the budget left.
+/// (`Labels::entry`), which sets up the registers and jumps to offset 0.
 fn emit_block(
     a: &mut CodeAssembler,
     guests: &[Guest],
@@ -388,10 +392,11 @@ fn emit_block(
         a.mov(rax, COUNTER_PLACEHOLDER)?;
         a.add(qword_ptr(rax), 1)?;
     }
-    a.cmp(rbp, exits.insts as i32)?;
+    a.cmp(env(offset_of!(Env, budget)), exits.insts as i32)?;
     a.jb(exits.leave)?;
-    a.sub(rbp, exits.insts as i32)?;
-    let mut cache = Cache::choose(guests.iter().map(|guest| guest.inst));
+    a.sub(env(offset_of!(Env, budget)), exits.insts as i32)?;
+    // Blocks with paged data accesses keep the soft TLB's address in r15; the others hold a guest register there.
+    let mut cache = Cache::choose(guests.iter().map(|guest| guest.inst), if paged { HOSTS - 1 } else { HOSTS });
     let mut ended = false;
     for (index, guest) in guests.iter().enumerate() {
         let index = index as u16;
@@ -588,8 +593,9 @@ fn emit_block(
     labels.slot_targets = exits.slot_targets;
     // A helper left (it set `Env::pc` and `Env::retired`): refund what the block did not retire.
     a.set_label(&mut exits.helper_exit)?;
-    a.add(rbp, exits.insts as i32)?;
-    a.sub(rbp, env(offset_of!(Env, retired)))?;
+    a.mov(ecx, exits.insts as u32)?;
+    a.sub(rcx, env(offset_of!(Env, retired)))?;
+    a.add(env(offset_of!(Env, budget)), rcx)?;
     a.jmp(epilogue)?;
     // An unlinked slot: the dispatcher links it once it has the block at `r13`.
     a.set_label(&mut labels.unlinked)?;
@@ -598,7 +604,6 @@ fn emit_block(
     a.mov(env(offset_of!(Env, pc)), PC)?;
     a.mov(eax, status::END)?;
     a.set_label(&mut epilogue)?;
-    a.mov(env(offset_of!(Env, budget)), rbp)?;
     a.add(rsp, 8)?;
     a.pop(r15)?;
     a.pop(r14)?;
@@ -620,8 +625,9 @@ fn emit_block(
     a.mov(X, env(offset_of!(Env, x)))?;
     a.mov(PC, env(offset_of!(Env, entry_pc)))?;
     a.mov(RAM, env(offset_of!(Env, ram)))?;
-    a.mov(TLB_BASE, env(offset_of!(Env, tlb)))?;
-    a.mov(rbp, env(offset_of!(Env, budget)))?;
+    if paged {
+        a.mov(TLB_BASE, env(offset_of!(Env, tlb)))?;
+    }
     a.jmp(body)?;
     Ok(labels)
 }

@@ -15,7 +15,8 @@
 //! every mapping of its bytes. A block never crosses a page; it runs on past branches, each taken one an exit.
 //!
 //! # What translated code does
-//! Guest integer registers stay in `hart.x` (memory operands are cheap on x86-64); RV64I and M arithmetic,
+//! Guest integer registers live in `hart.x`; within a block the ones it uses most are held in host registers
+//! ([`regs`]), written back before anything else may look at them (every exit and call out). RV64I and M arithmetic,
 //! `lui`/`auipc`, branches, `jal`/`jalr` and loads and stores are translated, with the soft TLB lookup (or the
 //! M-mode RAM window) inlined and the slow path a call to [`Memory::load`]/[`Memory::store`]. Everything else
 //! (CSR and privileged instructions, AMOs, floating point, ...) is a call to the interpreter's

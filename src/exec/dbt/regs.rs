@@ -20,33 +20,35 @@ use iced_x86::IcedError;
 use crate::isa::Inst;
 
 /// Guest registers a block keeps in host registers at most.
-pub(super) const HOSTS: usize = 5;
+pub(super) const HOSTS: usize = 7;
 
-/// Host registers by index: the first [`HOSTS`] hold guest registers, the others are the emitter's scratch
-/// registers ([`RCX`], [`RAX`], [`RDX`]), so that an operand is one index (always masked to the table's size).
-const R64: [AsmRegister64; 8] = [r8, r9, r10, rdi, rsi, rcx, rax, rdx];
-const R32: [AsmRegister32; 8] = [r8d, r9d, r10d, edi, esi, ecx, eax, edx];
-const R16: [AsmRegister16; 8] = [r8w, r9w, r10w, di, si, cx, ax, dx];
-const R8: [AsmRegister8; 8] = [r8b, r9b, r10b, dil, sil, cl, al, dl];
+/// Host registers by index: the first [`HOSTS`] may hold guest registers (the last, r15, only in blocks whose
+/// data accesses are not paged: the others keep the soft TLB's address there), the next are the emitter's
+/// scratch registers ([`RCX`], [`RAX`], [`RDX`]), so that an operand is one index (always masked to the
+/// tables' size; the padding is never used).
+const R64: [AsmRegister64; 16] = [r8, r9, r10, rdi, rsi, rbp, r15, rcx, rax, rdx, rax, rax, rax, rax, rax, rax];
+const R32: [AsmRegister32; 16] = [r8d, r9d, r10d, edi, esi, ebp, r15d, ecx, eax, edx, eax, eax, eax, eax, eax, eax];
+const R16: [AsmRegister16; 16] = [r8w, r9w, r10w, di, si, bp, r15w, cx, ax, dx, ax, ax, ax, ax, ax, ax];
+const R8: [AsmRegister8; 16] = [r8b, r9b, r10b, dil, sil, bpl, r15b, cl, al, dl, al, al, al, al, al, al];
 
-pub(super) const RCX: u8 = 5;
-pub(super) const RAX: u8 = 6;
-pub(super) const RDX: u8 = 7;
+pub(super) const RCX: u8 = 7;
+pub(super) const RAX: u8 = 8;
+pub(super) const RDX: u8 = 9;
 
 pub(super) fn r64(h: u8) -> AsmRegister64 {
-    R64[h as usize & 7]
+    R64[h as usize & 15]
 }
 
 pub(super) fn r32(h: u8) -> AsmRegister32 {
-    R32[h as usize & 7]
+    R32[h as usize & 15]
 }
 
 pub(super) fn r16(h: u8) -> AsmRegister16 {
-    R16[h as usize & 7]
+    R16[h as usize & 15]
 }
 
 pub(super) fn r8l(h: u8) -> AsmRegister8 {
-    R8[h as usize & 7]
+    R8[h as usize & 15]
 }
 
 /// The guest registers' array (`hart.x`), pinned by the block.
@@ -108,8 +110,9 @@ fn operands(inst: &Inst) -> [u8; 3] {
 }
 
 impl Cache {
-    /// The registers worth holding for a block of `insts`: the most named ones (at least twice), none loaded.
-    pub(super) fn choose(insts: impl Iterator<Item = Inst>) -> Self {
+    /// The registers worth holding for a block of `insts` in the first `hosts` host registers: the most named
+    /// ones (at least twice), none loaded.
+    pub(super) fn choose(insts: impl Iterator<Item = Inst>, hosts: usize) -> Self {
         let mut uses = [0u32; 32];
         for inst in insts {
             for r in operands(&inst) {
@@ -120,7 +123,7 @@ impl Cache {
         }
         uses[0] = 0;
         let mut cache = Self { host: [NONE; 32], guest: [0; HOSTS], held: [Held::Unloaded; HOSTS] };
-        for h in 0..HOSTS {
+        for h in 0..hosts.min(HOSTS) {
             // The most used one left (the lowest number on a tie, so the choice is deterministic).
             let (best, &count) = uses.iter().enumerate().rev().max_by_key(|&(_, &count)| count).unwrap_or((0, &0));
             if count < 2 {
