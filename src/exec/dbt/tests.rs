@@ -814,3 +814,16 @@ fn held_registers_shorten_the_translation() {
     // Each `add` of two held registers into one of them is a single host instruction.
     assert!(stats.body_instructions < 30 + 20, "{stats:?}");
 }
+
+/// Straight-line code longer than a block: each block is cut at [`MAX_BLOCK`] instructions and falls through to
+/// the next with its held registers dirty, which the next block (holding the same ones) reads from `hart.x`.
+#[test]
+fn a_block_cut_at_its_length_limit_writes_back_what_it_holds() {
+    let body = (0..2 * MAX_BLOCK as i32 + 7).map(|k| match k % 3 {
+        0 => addi(6, 6, k),
+        1 => Inst::Op { op: OpKind::Xor, rd: 7, rs1: 7, rs2: 6 },
+        _ => Inst::Op { op: OpKind::Add, rd: 6, rs1: 6, rs2: 7 },
+    });
+    let program: Vec<Inst> = body.chain([Inst::Ecall]).collect();
+    lockstep_both(&program);
+}
