@@ -870,8 +870,19 @@ fn op_reg(a: &mut CodeAssembler, cache: &mut Cache, op: OpKind, rd: u8, rs1: u8,
             }
             cache.set(a, rd, RDX)
         }
-        // Division and `mulhsu`: the interpreter's definition (RISC-V's results for zero and overflow), by a
-        // call, before which the held registers are written back (the call clobbers their host registers).
+        OpKind::Div
+        | OpKind::Divu
+        | OpKind::Rem
+        | OpKind::Remu
+        | OpKind::Divw
+        | OpKind::Divuw
+        | OpKind::Remw
+        | OpKind::Remuw => {
+            divide(a, op, s1, s2)?;
+            cache.set(a, rd, RAX)
+        }
+        // `mulhsu`: the interpreter's definition, by a call, before which the held registers are written back
+        // (the call clobbers their host registers).
         _ => {
             load_into(a, RAX, s1)?;
             load_into(a, RCX, s2)?;
@@ -884,4 +895,77 @@ fn op_reg(a: &mut CodeAssembler, cache: &mut Cache, op: OpKind, rd: u8, rs1: u8,
             cache.set(a, rd, RAX)
         }
     }
+}
+
+/// `rax` = `s1 op s2` for a division or remainder, with RISC-V's results where x86-64's `div`/`idiv` would
+/// fault: a zero divisor (the quotient all ones, the remainder the dividend) and the overflow of the most
+/// negative dividend by -1 (the quotient the dividend, the remainder 0), both taken before the division, so it
+/// never traps. The 32-bit forms divide the low halves and sign-extend the result.
+fn divide(a: &mut CodeAssembler, op: OpKind, s1: Src, s2: Src) -> Result<(), IcedError> {
+    let wide = matches!(op, OpKind::Div | OpKind::Divu | OpKind::Rem | OpKind::Remu);
+    let signed = matches!(op, OpKind::Div | OpKind::Rem | OpKind::Divw | OpKind::Remw);
+    let remainder = matches!(op, OpKind::Rem | OpKind::Remu | OpKind::Remw | OpKind::Remuw);
+    let mut by_zero = a.create_label();
+    let mut by_minus_one = a.create_label();
+    let mut done = a.create_label();
+    if wide {
+        load_into(a, RCX, s2)?;
+        load_into(a, RAX, s1)?;
+        a.test(rcx, rcx)?;
+    } else {
+        load_into32(a, RCX, s2)?;
+        load_into32(a, RAX, s1)?;
+        a.test(ecx, ecx)?;
+    }
+    // A zero divisor: the remainder is the dividend, already in rax.
+    a.jz(if remainder { done } else { by_zero })?;
+    match (signed, wide) {
+        (true, true) => {
+            a.cmp(rcx, -1)?;
+            a.je(by_minus_one)?;
+            a.cqo()?;
+            a.idiv(rcx)?;
+        }
+        (true, false) => {
+            a.cmp(ecx, -1)?;
+            a.je(by_minus_one)?;
+            a.cdq()?;
+            a.idiv(ecx)?;
+        }
+        (false, true) => {
+            a.xor(edx, edx)?;
+            a.div(rcx)?;
+        }
+        (false, false) => {
+            a.xor(edx, edx)?;
+            a.div(ecx)?;
+        }
+    }
+    if remainder {
+        a.mov(rax, rdx)?;
+    }
+    // (One label per instruction: each path ends where the next label's instruction follows.)
+    if !remainder || signed {
+        a.jmp(done)?;
+    }
+    if !remainder {
+        a.set_label(&mut by_zero)?;
+        a.mov(rax, -1i64)?;
+        if signed {
+            a.jmp(done)?;
+        }
+    }
+    if signed {
+        a.set_label(&mut by_minus_one)?;
+        match (remainder, wide) {
+            (true, _) => a.xor(eax, eax)?,
+            (false, true) => a.neg(rax)?,
+            (false, false) => a.neg(eax)?,
+        }
+    }
+    a.set_label(&mut done)?;
+    if !wide {
+        a.movsxd(rax, eax)?;
+    }
+    Ok(())
 }
