@@ -215,6 +215,8 @@ struct Exits {
     /// The target cache probe (see [`Exits::lookup`]), emitted once if any exit uses it.
     lookup: CodeLabel,
     lookup_used: bool,
+    /// The block's chained entry (offset 0).
+    start: CodeLabel,
     /// Leaves with `r13` the next pc, nothing more retired: writes `Env::pc`, returns [`status::END`].
     leave: CodeLabel,
     /// Leaves after a helper returned a status (in `eax`): refunds what it did not retire.
@@ -233,12 +235,17 @@ impl Exits {
         Some(k)
     }
 
-    /// Ends the block at pc `r13 + delta` with `retired` of its instructions retired: through a link slot
-    /// when the target lies in the block's page (and a slot is left), else through the target cache.
+    /// Ends the block at pc `r13 + delta` with `retired` of its instructions retired: straight to its own
+    /// chained entry when the target is its own start (a loop: the same pc, so the same RAM offset and block),
+    /// else through a link slot when the target lies in the block's page (and a slot is left), else through the
+    /// target cache.
     fn end(&mut self, a: &mut CodeAssembler, delta: i64, retired: u16) -> Result<(), IcedError> {
         let refund = self.insts - retired;
         if refund > 0 {
             a.add(env(offset_of!(Env, budget)), refund as i32)?;
+        }
+        if delta == 0 {
+            return a.jmp(self.start);
         }
         pc_plus(a, PC, delta)?;
         match self.take_slot(delta) {
@@ -381,6 +388,7 @@ fn emit_block(
         slot_targets: [None; LINKS],
         lookup: a.create_label(),
         lookup_used: false,
+        start: body,
         leave: a.create_label(),
         helper_exit: a.create_label(),
     };

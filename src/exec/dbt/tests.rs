@@ -859,3 +859,25 @@ fn division_edge_cases_agree_with_the_interpreter() {
         assert!(stats.blocks_translated >= 1, "{stats:?}");
     }
 }
+
+/// A loop that is one block jumps straight back to its own chained entry (no link slot, no dispatcher), which
+/// still charges the budget each round: turns that end inside the loop agree with the interpreter.
+#[test]
+fn a_loop_within_one_block_jumps_to_its_own_entry() {
+    let program = [
+        addi(5, 0, 1000),
+        addi(6, 6, 1),
+        Inst::Op { op: OpKind::Add, rd: 7, rs1: 7, rs2: 6 },
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -12 },
+        Inst::Ecall,
+    ];
+    for supervisor in [false, true] {
+        let (machine, dbt) = lockstep(&bytes(&program), supervisor, &[10_000]);
+        assert_eq!(machine.hart.x(6), 18 + 1000);
+        let stats = dbt.stats();
+        // The first block (from pc 0) links to the loop's; the loop's own exit needs no link.
+        assert!(stats.links <= 1 && stats.blocks_entered <= 3, "{stats:?}");
+        lockstep(&bytes(&program), supervisor, &[7, 3, 1, 64, 5, 1000]);
+    }
+}
