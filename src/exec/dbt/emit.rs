@@ -24,8 +24,9 @@
 //! [`super`]). The probe never dereferences the RAM offset it computes: it is only compared with keys.
 //!
 //! It must never touch host memory other than the [`Env`], the guest registers, the soft TLB (read-only), the
-//! target cache (read-only), the ring, the link slots (read-only) and guest RAM below `Env::ram_len`; every
-//! access it cannot prove in bounds takes the slow path.
+//! target cache (read-only), the ring, the link slots (read-only), the code watch and its granule masks
+//! (read-only, below their page counts) and guest RAM below `Env::ram_len`; every access it cannot prove in
+//! bounds takes the slow path.
 
 use alloc::vec::Vec;
 use core::mem::offset_of;
@@ -526,14 +527,31 @@ fn emit_block(
                         a.ja(slow)?;
                     }
                 }
-                // A watched code page (or no watch at all) takes the slow path, which notes the write.
+                // A store to the granules of a watched code page that may hold code (or with no watch at all)
+                // takes the slow path, which notes the write; data beside code (the other granules of a
+                // granular watch, as `Ram` tells them apart) is stored here. The access lies within one page.
+                let mut unwatched = a.create_label();
                 a.mov(rdx, rcx)?;
                 a.shr(rdx, 12)?;
                 a.cmp(rdx, env(offset_of!(Env, watch_pages)))?;
                 a.jae(slow)?;
                 a.mov(r11, env(offset_of!(Env, watch)))?;
                 a.bt(qword_ptr(r11), rdx)?;
+                a.jae(unwatched)?;
+                a.cmp(rdx, env(offset_of!(Env, granule_pages)))?;
+                a.jae(slow)?;
+                a.mov(r11, env(offset_of!(Env, granules)))?;
+                a.mov(r11, qword_ptr(r11 + rdx * 8))?;
+                // `bt` on a register takes the bit number modulo 64: the granule within the page.
+                a.mov(edx, ecx)?;
+                a.shr(edx, 6)?;
+                a.bt(r11, rdx)?;
                 a.jb(slow)?;
+                a.lea(edx, dword_ptr(rcx + (size - 1)))?;
+                a.shr(edx, 6)?;
+                a.bt(r11, rdx)?;
+                a.jb(slow)?;
+                a.set_label(&mut unwatched)?;
                 let value = match value {
                     Src::Mem(r) => {
                         a.mov(rdx, mem(r))?;

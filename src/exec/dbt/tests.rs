@@ -881,3 +881,34 @@ fn a_loop_within_one_block_jumps_to_its_own_entry() {
         lockstep(&bytes(&program), supervisor, &[7, 3, 1, 64, 5, 1000]);
     }
 }
+
+/// A store that starts in a granule of data beside code and ends in a granule of code is a code write: the
+/// inlined watch check looks at the granules of both its first and its last byte.
+#[test]
+fn a_store_straddling_into_a_code_granule_drops_the_code() {
+    let patched = encode(&addi(6, 6, 100)) as i64;
+    let nop = addi(0, 0, 0);
+    let mut program = vec![
+        // x7 = the new instruction's word in the upper half (the lower half lands on a word never run).
+        Inst::Lui { rd: 7, imm: ((patched as i32).wrapping_add(0x800) as u32 & 0xffff_f000) as i32 },
+        addi(7, 7, ((patched << 52) >> 52) as i32),
+        Inst::OpImm { op: OpImmKind::Slli, rd: 7, rs1: 7, imm: 32 },
+        addi(5, 0, 3),
+        // Over granule 1 (bytes 64..128: no code) to the loop at byte 128.
+        Inst::Jal { rd: 0, offset: 112 },
+    ];
+    program.resize(32, nop);
+    program.extend([
+        addi(6, 6, 1),
+        // Bytes 124..132: the end of granule 1 and the loop's first instruction.
+        Inst::Store { width: StoreWidth::D, rs1: 11, rs2: 7, offset: 124 },
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -12 },
+        Inst::Ecall,
+    ]);
+    for supervisor in [false, true] {
+        let (machine, dbt) = lockstep(&bytes(&program), supervisor, &[1000]);
+        assert_eq!(machine.hart.x(6), 18 + 201, "from 18: one old round, two new ones");
+        assert!(dbt.stats().pages_invalidated >= 1);
+    }
+}
