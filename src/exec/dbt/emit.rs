@@ -191,7 +191,19 @@ enum Stub {
     Taken { label: CodeLabel, target: i64, retired: u16, cache: Cache },
     /// A load's or store's slow path (the `helper`): the registers held as in `before` are written back before
     /// the call, those of `after` (the state at `back`) loaded again after it.
-    Slow { label: CodeLabel, back: CodeLabel, packed: u64, helper: usize, before: Cache, after: Cache },
+    /// A store to a watched page (its index in rdx, its RAM offset in rcx, `size` bytes within the page): to
+    /// `store` when the granules of its first and last byte hold no code, else to `slow`.
+    Granules { label: CodeLabel, store: CodeLabel, slow: CodeLabel, size: i32 },
+    /// `rax_from`: the address's register and displacement when the fast path left the address in rcx only.
+    Slow {
+        label: CodeLabel,
+        back: CodeLabel,
+        packed: u64,
+        helper: usize,
+        before: Cache,
+        after: Cache,
+        rax_from: Option<(u8, i32)>,
+    },
 }
 
 /// The labels the dispatcher needs the offsets of.
@@ -434,7 +446,7 @@ fn emit_block(
                 ended = true;
             }
             Inst::Jalr { rd, rs1, offset: delta } => {
-                address(a, &mut cache, rs1, delta)?;
+                address(a, &mut cache, RAX, rs1, delta)?;
                 a.and(rax, -2)?;
                 if rd != 0 {
                     let t = cache.dest(rd).unwrap_or(RCX);
@@ -475,7 +487,8 @@ fn emit_block(
             }
             Inst::Load { width, rd, rs1, offset: disp } => {
                 let packed = pack(rd, width as u8, guest.len, guest.offset, index);
-                address(a, &mut cache, rs1, disp)?;
+                // The window checks the address in rcx (the slow path computes rax itself); the soft TLB rax.
+                address(a, &mut cache, if paged { RAX } else { RCX }, rs1, disp)?;
                 let before = cache;
                 let slow = a.create_label();
                 let mut back = a.create_label();
@@ -504,11 +517,12 @@ fn emit_block(
                 cache.set(a, rd, t)?;
                 a.set_label(&mut back)?;
                 let helper = super::load_slow as *const () as usize;
-                stubs.push(Stub::Slow { label: slow, back, packed, helper, before, after: cache });
+                let rax_from = (!paged).then_some((rs1, disp));
+                stubs.push(Stub::Slow { label: slow, back, packed, helper, before, after: cache, rax_from });
             }
             Inst::Store { width, rs1, rs2, offset: disp } => {
                 let packed = pack(rs2, width as u8, guest.len, guest.offset, index);
-                address(a, &mut cache, rs1, disp)?;
+                address(a, &mut cache, if paged { RAX } else { RCX }, rs1, disp)?;
                 // The value's register is loaded here, before any check, so the slow path finds it as the fast
                 // path leaves it.
                 let value = cache.src(a, rs2)?;
@@ -530,28 +544,18 @@ fn emit_block(
                 // A store to the granules of a watched code page that may hold code (or with no watch at all)
                 // takes the slow path, which notes the write; data beside code (the other granules of a
                 // granular watch, as `Ram` tells them apart) is stored here. The access lies within one page.
-                let mut unwatched = a.create_label();
+                // (The granules are checked out of line: most stores go to unwatched pages.)
+                let mut store = a.create_label();
+                let watched = a.create_label();
                 a.mov(rdx, rcx)?;
                 a.shr(rdx, 12)?;
                 a.cmp(rdx, env(offset_of!(Env, watch_pages)))?;
                 a.jae(slow)?;
                 a.mov(r11, env(offset_of!(Env, watch)))?;
                 a.bt(qword_ptr(r11), rdx)?;
-                a.jae(unwatched)?;
-                a.cmp(rdx, env(offset_of!(Env, granule_pages)))?;
-                a.jae(slow)?;
-                a.mov(r11, env(offset_of!(Env, granules)))?;
-                a.mov(r11, qword_ptr(r11 + rdx * 8))?;
-                // `bt` on a register takes the bit number modulo 64: the granule within the page.
-                a.mov(edx, ecx)?;
-                a.shr(edx, 6)?;
-                a.bt(r11, rdx)?;
-                a.jb(slow)?;
-                a.lea(edx, dword_ptr(rcx + (size - 1)))?;
-                a.shr(edx, 6)?;
-                a.bt(r11, rdx)?;
-                a.jb(slow)?;
-                a.set_label(&mut unwatched)?;
+                a.jb(watched)?;
+                a.set_label(&mut store)?;
+                stubs.push(Stub::Granules { label: watched, store, slow, size });
                 let value = match value {
                     Src::Mem(r) => {
                         a.mov(rdx, mem(r))?;
@@ -571,7 +575,8 @@ fn emit_block(
                 }
                 a.set_label(&mut back)?;
                 let helper = super::store_slow as *const () as usize;
-                stubs.push(Stub::Slow { label: slow, back, packed, helper, before: cache, after: cache });
+                let rax_from = (!paged).then_some((rs1, disp));
+                stubs.push(Stub::Slow { label: slow, back, packed, helper, before: cache, after: cache, rax_from });
             }
             // No instruction cache to keep coherent, and a store to code already ends its block.
             Inst::Fence { .. } | Inst::FenceI if guest.inst != isa::PAUSE => {}
@@ -604,9 +609,31 @@ fn emit_block(
                 cache.write_back(a)?;
                 exits.end(a, target, retired)?;
             }
-            Stub::Slow { mut label, back, packed, helper, before, after } => {
+            Stub::Granules { mut label, store, slow, size } => {
+                a.set_label(&mut label)?;
+                a.cmp(rdx, env(offset_of!(Env, granule_pages)))?;
+                a.jae(slow)?;
+                a.mov(r11, env(offset_of!(Env, granules)))?;
+                a.mov(r11, qword_ptr(r11 + rdx * 8))?;
+                // `bt` on a register takes the bit number modulo 64: the granule within the page.
+                a.mov(edx, ecx)?;
+                a.shr(edx, 6)?;
+                a.bt(r11, rdx)?;
+                a.jb(slow)?;
+                a.lea(edx, dword_ptr(rcx + (size - 1)))?;
+                a.shr(edx, 6)?;
+                a.bt(r11, rdx)?;
+                a.jb(slow)?;
+                a.jmp(store)?;
+            }
+            Stub::Slow { mut label, back, packed, helper, before, after, rax_from } => {
                 a.set_label(&mut label)?;
                 before.write_back(a)?;
+                if let Some((rs1, disp)) = rax_from {
+                    // rs1 is loaded in `before` if the block holds it (the fast path read it): no code here.
+                    let mut cache = before;
+                    address(a, &mut cache, RAX, rs1, disp)?;
+                }
                 slow_call(a, helper, packed, exits.helper_exit)?;
                 after.reload(a)?;
                 a.jmp(back)?;
@@ -692,25 +719,24 @@ fn slow_call(a: &mut CodeAssembler, function: usize, packed: u64, helper_exit: C
     a.jnz(helper_exit)
 }
 
-/// `rax = x[rs1] + disp`, the virtual address of a load or store (or the target of a `jalr`).
-fn address(a: &mut CodeAssembler, cache: &mut Cache, rs1: u8, disp: i32) -> Result<(), IcedError> {
+/// `r64(dst) = x[rs1] + disp`, the virtual address of a load or store (or the target of a `jalr`).
+fn address(a: &mut CodeAssembler, cache: &mut Cache, dst: u8, rs1: u8, disp: i32) -> Result<(), IcedError> {
     match cache.src(a, rs1)? {
-        Src::Zero => a.mov(rax, disp as i64),
-        Src::Reg(h) if disp != 0 => a.lea(rax, qword_ptr(r64(h) + disp)),
-        Src::Reg(h) => a.mov(rax, r64(h)),
+        Src::Zero => a.mov(r64(dst), disp as i64),
+        Src::Reg(h) if disp != 0 => a.lea(r64(dst), qword_ptr(r64(h) + disp)),
+        Src::Reg(h) => a.mov(r64(dst), r64(h)),
         Src::Mem(r) => {
-            a.mov(rax, mem(r))?;
+            a.mov(r64(dst), mem(r))?;
             if disp != 0 {
-                a.add(rax, disp)?;
+                a.add(r64(dst), disp)?;
             }
             Ok(())
         }
     }
 }
 
-/// The M-mode RAM window: `rcx` = the RAM offset of the address in `rax`, or to `slow`.
+/// The M-mode RAM window: `rcx`, the address, becomes its RAM offset, or to `slow`.
 fn window(a: &mut CodeAssembler, slow: CodeLabel) -> Result<(), IcedError> {
-    a.mov(rcx, rax)?;
     a.sub(rcx, env(offset_of!(Env, window_base)))?;
     a.cmp(rcx, env(offset_of!(Env, window_limit)))?;
     a.jae(slow)?;
