@@ -229,6 +229,17 @@ impl<'a> Ram<'a> {
         }
     }
 
+    /// The granule masks of a granular watch (address of the first word, one word per RAM page, number of
+    /// pages), for generated code that stores directly to the granules of a watched page that hold no code;
+    /// `(0, 0)` without a watch or granules (then every store to a watched page must go through [`Ram::store`]).
+    #[cfg(feature = "dbt")]
+    pub(crate) fn raw_code_granules(&self) -> (usize, u64) {
+        match &self.code_watch {
+            Some(watch) => (watch.granules.as_ptr() as usize, watch.granules.len() as u64),
+            None => (0, 0),
+        }
+    }
+
     /// Guest real address of the first byte.
     pub fn base(&self) -> u64 {
         self.base

@@ -1,16 +1,18 @@
 //! The translator proper: one guest block (decoded with the shared decoder, RVC and all) to x86-64 host code,
 //! assembled with `iced-x86`'s code assembler.
 //!
-//! Register use in translated code: `rbx` the [`Env`], `rbp` the budget left, `r12` the guest registers
-//! (`hart.x`), `r13` the block's virtual pc, `r14` the first byte of guest RAM, `r15` the soft TLB; `rax`,
-//! `rcx`, `rdx`, `rsi`, `rdi`, `r11` are scratch. The code is position-independent (branches are internal,
+//! Register use in translated code: `rbx` the [`Env`] (which holds the budget left), `r12` the guest registers
+//! (`hart.x`), `r13` the block's virtual pc, `r14` the first byte of guest RAM, `r15` the soft TLB in blocks with
+//! paged data accesses; `r8`-`r10`, `rdi`, `rsi`, `rbp` (and `r15` in the other blocks) hold the guest registers
+//! the block uses most ([`super::regs`]: written back to `hart.x` before every exit and call out); `rax`, `rcx`,
+//! `rdx`, `r11` are scratch. The code is position-independent (branches are internal,
 //! helpers and link slots are reached through absolute addresses), so it is assembled once and copied to
 //! wherever the cache puts it, with the addresses of its link slots put in place of their placeholders.
 //!
 //! Chaining: a static exit to the block's own page jumps through a link slot, a word of data (never code) that
 //! holds either the address of the block's own `unlinked` exit or, once the dispatcher linked it, the chained
 //! entry (offset 0) of the block at the target; that entry charges the target's instructions to the budget in
-//! `rbp` or, short of budget, returns to the dispatcher. The target's RAM offset is the exit's RAM offset in the
+//! the [`Env`] or, short of budget, returns to the dispatcher. The target's RAM offset is the exit's RAM offset in the
 //! same page, so within one engine run (one translation context) the link holds. A slot is linked only to the
 //! block at the RAM offset recorded for it ([`Translated::slot_targets`]).
 //!
@@ -22,8 +24,9 @@
 //! [`super`]). The probe never dereferences the RAM offset it computes: it is only compared with keys.
 //!
 //! It must never touch host memory other than the [`Env`], the guest registers, the soft TLB (read-only), the
-//! target cache (read-only), the ring, the link slots (read-only) and guest RAM below `Env::ram_len`; every
-//! access it cannot prove in bounds takes the slow path.
+//! target cache (read-only), the ring, the link slots (read-only), the code watch and its granule masks
+//! (read-only, below their page counts) and guest RAM below `Env::ram_len`; every access it cannot prove in
+//! bounds takes the slow path.
 
 use alloc::vec::Vec;
 use core::mem::offset_of;
@@ -31,6 +34,10 @@ use core::mem::offset_of;
 use iced_x86::code_asm::*;
 use iced_x86::IcedError;
 
+use super::regs::{
+    self, compare, compare_imm, load_into, load_into32, mem, r16, r32, r64, r8l, Binop, Cache, Src, HOSTS, RAX, RCX,
+    RDX,
+};
 use super::{pack, status, Env, JUMPS, RING, TLB_INDEX_MASK};
 use crate::isa::{self, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::tlb::RAW_TLB_LAYOUT as TLB;
@@ -169,10 +176,6 @@ const PC: AsmRegister64 = r13;
 const RAM: AsmRegister64 = r14;
 const TLB_BASE: AsmRegister64 = r15;
 
-fn reg(r: u8) -> AsmMemoryOperand {
-    qword_ptr(X + 8 * (r as i32 & 31))
-}
-
 fn env(field: usize) -> AsmMemoryOperand {
     qword_ptr(ENV + field as i32)
 }
@@ -181,23 +184,26 @@ fn env32(field: usize) -> AsmMemoryOperand {
     dword_ptr(ENV + field as i32)
 }
 
-/// Loads guest register `r` into `dst` (x0 reads as zero).
-fn load_reg(a: &mut CodeAssembler, dst: AsmRegister64, dst32: AsmRegister32, r: u8) -> Result<(), IcedError> {
-    if r == 0 {
-        a.xor(dst32, dst32)
-    } else {
-        a.mov(dst, reg(r))
-    }
-}
-
 /// An exit stub emitted out of line after the block's straight-line code.
 enum Stub {
-    /// A taken branch: the block ends at pc `target` (an offset from the block's pc) with `retired`.
-    Taken { label: CodeLabel, target: i64, retired: u16 },
-    /// A load's slow path.
-    Load { label: CodeLabel, back: CodeLabel, packed: u64 },
-    /// A store's slow path.
-    Store { label: CodeLabel, back: CodeLabel, packed: u64 },
+    /// A taken branch: the block ends at pc `target` (an offset from the block's pc) with `retired`, the guest
+    /// registers held as in `cache`.
+    Taken { label: CodeLabel, target: i64, retired: u16, cache: Cache },
+    /// A load's or store's slow path (the `helper`): the registers held as in `before` are written back before
+    /// the call, those of `after` (the state at `back`) loaded again after it.
+    /// A store to a watched page (its index in rdx, its RAM offset in rcx, `size` bytes within the page): to
+    /// `store` when the granules of its first and last byte hold no code, else to `slow`.
+    Granules { label: CodeLabel, store: CodeLabel, slow: CodeLabel, size: i32 },
+    /// `rax_from`: the address's register and displacement when the fast path left the address in rcx only.
+    Slow {
+        label: CodeLabel,
+        back: CodeLabel,
+        packed: u64,
+        helper: usize,
+        before: Cache,
+        after: Cache,
+        rax_from: Option<(u8, i32)>,
+    },
 }
 
 /// The labels the dispatcher needs the offsets of.
@@ -222,6 +228,8 @@ struct Exits {
     /// The target cache probe (see [`Exits::lookup`]), emitted once if any exit uses it.
     lookup: CodeLabel,
     lookup_used: bool,
+    /// The block's chained entry (offset 0).
+    start: CodeLabel,
     /// Leaves with `r13` the next pc, nothing more retired: writes `Env::pc`, returns [`status::END`].
     leave: CodeLabel,
     /// Leaves after a helper returned a status (in `eax`): refunds what it did not retire.
@@ -240,12 +248,17 @@ impl Exits {
         Some(k)
     }
 
-    /// Ends the block at pc `r13 + delta` with `retired` of its instructions retired: through a link slot
-    /// when the target lies in the block's page (and a slot is left), else through the target cache.
+    /// Ends the block at pc `r13 + delta` with `retired` of its instructions retired: straight to its own
+    /// chained entry when the target is its own start (a loop: the same pc, so the same RAM offset and block),
+    /// else through a link slot when the target lies in the block's page (and a slot is left), else through the
+    /// target cache.
     fn end(&mut self, a: &mut CodeAssembler, delta: i64, retired: u16) -> Result<(), IcedError> {
         let refund = self.insts - retired;
         if refund > 0 {
-            a.add(rbp, refund as i32)?;
+            a.add(env(offset_of!(Env, budget)), refund as i32)?;
+        }
+        if delta == 0 {
+            return a.jmp(self.start);
         }
         pc_plus(a, PC, delta)?;
         match self.take_slot(delta) {
@@ -265,25 +278,25 @@ impl Exits {
     fn end_dynamic(&mut self, a: &mut CodeAssembler, retired: u16, ret: bool) -> Result<(), IcedError> {
         let refund = self.insts - retired;
         if refund > 0 {
-            a.add(rbp, refund as i32)?;
+            a.add(env(offset_of!(Env, budget)), refund as i32)?;
         }
         if ret {
             // Pop the top prediction (always, so the ring stays in step with the calls); a match jumps through
             // the link slot of the call's block for its return site (r13 the target, rax the slot, as any
             // chained exit).
             let mut miss = a.create_label();
-            a.mov(rsi, env(offset_of!(Env, ring)))?;
-            a.mov(ecx, dword_ptr(rsi))?;
+            a.mov(r11, env(offset_of!(Env, ring)))?;
+            a.mov(ecx, dword_ptr(r11))?;
             a.mov(edx, ecx)?;
             a.sub(ecx, 1)?;
             a.and(ecx, RING as i32 - 1)?;
-            a.mov(dword_ptr(rsi), ecx)?;
+            a.mov(dword_ptr(r11), ecx)?;
             a.and(edx, RING as i32 - 1)?;
             a.shl(edx, 4)?;
-            a.cmp(rax, qword_ptr(rsi + rdx + 8))?;
+            a.cmp(rax, qword_ptr(r11 + rdx + 8))?;
             a.jne(miss)?;
             a.mov(PC, rax)?;
-            a.mov(rax, qword_ptr(rsi + rdx + 16))?;
+            a.mov(rax, qword_ptr(r11 + rdx + 16))?;
             a.jmp(qword_ptr(rax))?;
             a.set_label(&mut miss)?;
         }
@@ -295,22 +308,22 @@ impl Exits {
     /// At a call (a `jal`/`jalr` linking x1 or x5) whose return site is `r13 + delta`: pushes the return
     /// prediction (the return pc and the address of a link slot of this block for it), or, when the site is
     /// outside the page or no slot is left, an entry no return matches (pc 1), so the ring stays in step.
-    /// Clobbers `rcx`, `rdx`, `rsi`.
+    /// Clobbers `rcx`, `rdx`, `r11`.
     fn push_return(&mut self, a: &mut CodeAssembler, delta: i64) -> Result<(), IcedError> {
-        a.mov(rsi, env(offset_of!(Env, ring)))?;
-        a.mov(ecx, dword_ptr(rsi))?;
+        a.mov(r11, env(offset_of!(Env, ring)))?;
+        a.mov(ecx, dword_ptr(r11))?;
         a.add(ecx, 1)?;
         a.and(ecx, RING as i32 - 1)?;
-        a.mov(dword_ptr(rsi), ecx)?;
+        a.mov(dword_ptr(r11), ecx)?;
         a.shl(ecx, 4)?;
         match self.take_slot(delta) {
             Some(k) => {
                 pc_plus(a, rdx, delta)?;
-                a.mov(qword_ptr(rsi + rcx + 8), rdx)?;
+                a.mov(qword_ptr(r11 + rcx + 8), rdx)?;
                 a.mov(rdx, slot_placeholder(k))?;
-                a.mov(qword_ptr(rsi + rcx + 16), rdx)
+                a.mov(qword_ptr(r11 + rcx + 16), rdx)
             }
-            None => a.mov(qword_ptr(rsi + rcx + 8), 1),
+            None => a.mov(qword_ptr(r11 + rcx + 8), 1),
         }
     }
 
@@ -330,44 +343,45 @@ impl Exits {
         a.jb(window_hit)?;
         a.cmp(env32(offset_of!(Env, fetch_paged)), 0)?;
         a.je(self.leave)?;
+        a.mov(r11, env(offset_of!(Env, tlb)))?;
         a.mov(rcx, PC)?;
         a.shr(rcx, 12)?;
         a.mov(edx, ecx)?;
         a.and(edx, TLB_INDEX_MASK as i32)?;
         a.imul_3(edx, edx, TLB.entry_size as i32)?;
-        a.cmp(rcx, qword_ptr(TLB_BASE + rdx + TLB.vpn as i32))?;
+        a.cmp(rcx, qword_ptr(r11 + rdx + TLB.vpn as i32))?;
         a.jne(self.leave)?;
         a.mov(ecx, env32(offset_of!(Env, fetch_bit)))?;
-        a.test(dword_ptr(TLB_BASE + rdx + TLB.perms as i32), ecx)?;
+        a.test(dword_ptr(r11 + rdx + TLB.perms as i32), ecx)?;
         a.jz(self.leave)?;
-        a.movzx(ecx, word_ptr(TLB_BASE + rdx + TLB.asid as i32))?;
+        a.movzx(ecx, word_ptr(r11 + rdx + TLB.asid as i32))?;
         a.cmp(ecx, env32(offset_of!(Env, asid)))?;
         a.je(tlb_hit)?;
-        a.cmp(byte_ptr(TLB_BASE + rdx + TLB.global as i32), 0)?;
+        a.cmp(byte_ptr(r11 + rdx + TLB.global as i32), 0)?;
         a.je(self.leave)?;
         a.set_label(&mut tlb_hit)?;
         a.mov(ecx, r13d)?;
         a.and(ecx, 0xfff)?;
-        a.or(rcx, qword_ptr(TLB_BASE + rdx + TLB.host_page as i32))?;
+        a.or(rcx, qword_ptr(r11 + rdx + TLB.host_page as i32))?;
         a.jmp(probe)?;
         a.set_label(&mut window_hit)?;
         a.add(rcx, env(offset_of!(Env, fetch_host)))?;
         a.set_label(&mut probe)?;
         a.mov(rdx, env(offset_of!(Env, jumps)))?;
-        a.mov(esi, ecx)?;
-        a.shr(esi, 1)?;
-        a.and(esi, JUMPS as i32 - 1)?;
-        a.shl(esi, 4)?;
+        a.mov(r11d, ecx)?;
+        a.shr(r11d, 1)?;
+        a.and(r11d, JUMPS as i32 - 1)?;
+        a.shl(r11d, 4)?;
         a.xor(rcx, env(offset_of!(Env, jump_tag)))?;
-        a.cmp(rcx, qword_ptr(rdx + rsi))?;
+        a.cmp(rcx, qword_ptr(rdx + r11))?;
         a.jne(self.leave)?;
-        a.jmp(qword_ptr(rdx + rsi + 8))
+        a.jmp(qword_ptr(rdx + r11 + 8))
     }
 }
 
 /// Emits a block. Layout: offset 0 is the chained entry (budget check and charge, then the body); after the body
 /// come the out-of-line stubs, the shared exits, the epilogue, and last the prologue the dispatcher calls
-/// (`Labels::entry`), which sets up the registers and jumps to offset 0. `rbp` holds the budget left.
+/// (`Labels::entry`), which sets up the registers and jumps to offset 0.
 fn emit_block(
     a: &mut CodeAssembler,
     guests: &[Guest],
@@ -387,6 +401,7 @@ fn emit_block(
         slot_targets: [None; LINKS],
         lookup: a.create_label(),
         lookup_used: false,
+        start: body,
         leave: a.create_label(),
         helper_exit: a.create_label(),
     };
@@ -398,58 +413,57 @@ fn emit_block(
         a.mov(rax, COUNTER_PLACEHOLDER)?;
         a.add(qword_ptr(rax), 1)?;
     }
-    a.cmp(rbp, exits.insts as i32)?;
+    a.cmp(env(offset_of!(Env, budget)), exits.insts as i32)?;
     a.jb(exits.leave)?;
-    a.sub(rbp, exits.insts as i32)?;
+    a.sub(env(offset_of!(Env, budget)), exits.insts as i32)?;
+    // Blocks with paged data accesses keep the soft TLB's address in r15; the others hold a guest register there.
+    let mut cache = Cache::choose(guests.iter().map(|guest| guest.inst), if paged { HOSTS - 1 } else { HOSTS });
     let mut ended = false;
     for (index, guest) in guests.iter().enumerate() {
         let index = index as u16;
         let offset = guest.offset as i64;
         let next = offset + guest.len as i64;
         match guest.inst {
-            Inst::Lui { rd, imm } => {
-                if rd != 0 {
-                    a.mov(reg(rd), imm)?;
-                }
-            }
+            Inst::Lui { rd, imm } => cache.set_imm(a, rd, imm)?,
             Inst::Auipc { rd, imm } => {
                 if rd != 0 {
-                    pc_plus(a, rax, offset + imm as i64)?;
-                    a.mov(reg(rd), rax)?;
+                    let t = cache.target(rd);
+                    pc_plus(a, r64(t), offset + imm as i64)?;
+                    cache.set(a, rd, t)?;
                 }
             }
             Inst::Jal { rd, offset: delta } => {
                 if rd != 0 {
-                    pc_plus(a, rax, next)?;
-                    a.mov(reg(rd), rax)?;
+                    let t = cache.target(rd);
+                    pc_plus(a, r64(t), next)?;
+                    cache.set(a, rd, t)?;
                 }
                 if is_link(rd) {
                     exits.push_return(a, next)?;
                 }
+                cache.flush(a)?;
                 exits.end(a, offset + delta as i64, index + 1)?;
                 ended = true;
             }
             Inst::Jalr { rd, rs1, offset: delta } => {
-                load_reg(a, rax, eax, rs1)?;
-                a.add(rax, delta)?;
+                address(a, &mut cache, RAX, rs1, delta)?;
                 a.and(rax, -2)?;
                 if rd != 0 {
-                    pc_plus(a, rcx, next)?;
-                    a.mov(reg(rd), rcx)?;
+                    let t = cache.dest(rd).unwrap_or(RCX);
+                    pc_plus(a, r64(t), next)?;
+                    cache.set(a, rd, t)?;
                 }
                 if is_link(rd) {
                     exits.push_return(a, next)?;
                 }
+                cache.flush(a)?;
                 exits.end_dynamic(a, index + 1, rd == 0 && is_link(rs1))?;
                 ended = true;
             }
             Inst::Branch { cond, rs1, rs2, offset: delta } => {
-                load_reg(a, rax, eax, rs1)?;
-                if rs2 == 0 {
-                    a.test(rax, rax)?;
-                } else {
-                    a.cmp(rax, reg(rs2))?;
-                }
+                let s1 = cache.src(a, rs1)?;
+                let s2 = cache.src(a, rs2)?;
+                compare(a, s1, s2)?;
                 let label = a.create_label();
                 match cond {
                     BranchCond::Eq => a.je(label)?,
@@ -459,21 +473,23 @@ fn emit_block(
                     BranchCond::Ltu => a.jb(label)?,
                     BranchCond::Geu => a.jae(label)?,
                 }
-                stubs.push(Stub::Taken { label, target: offset + delta as i64, retired: index + 1 });
+                stubs.push(Stub::Taken { label, target: offset + delta as i64, retired: index + 1, cache });
             }
             Inst::OpImm { op, rd, rs1, imm } => {
                 if rd != 0 {
-                    op_imm(a, op, rd, rs1, imm)?;
+                    op_imm(a, &mut cache, op, rd, rs1, imm)?;
                 }
             }
             Inst::Op { op, rd, rs1, rs2 } => {
                 if rd != 0 {
-                    op_reg(a, op, rd, rs1, rs2)?;
+                    op_reg(a, &mut cache, op, rd, rs1, rs2)?;
                 }
             }
             Inst::Load { width, rd, rs1, offset: disp } => {
                 let packed = pack(rd, width as u8, guest.len, guest.offset, index);
-                address(a, rs1, disp)?;
+                // The window checks the address in rcx (the slow path computes rax itself); the soft TLB rax.
+                address(a, &mut cache, if paged { RAX } else { RCX }, rs1, disp)?;
+                let before = cache;
                 let slow = a.create_label();
                 let mut back = a.create_label();
                 let size = width.bytes() as i32;
@@ -488,22 +504,28 @@ fn emit_block(
                     4 => dword_ptr(RAM + rcx),
                     _ => qword_ptr(RAM + rcx),
                 };
+                // Straight into the destination's host register, or through `rdx` to `hart.x`.
+                let t = cache.target(rd);
+                let t = if t == RAX { RDX } else { t };
                 match width {
-                    LoadWidth::B | LoadWidth::H => a.movsx(rdx, source)?,
-                    LoadWidth::W => a.movsxd(rdx, source)?,
-                    LoadWidth::Bu | LoadWidth::Hu => a.movzx(edx, source)?,
-                    LoadWidth::Wu => a.mov(edx, source)?,
-                    LoadWidth::D => a.mov(rdx, source)?,
+                    LoadWidth::B | LoadWidth::H => a.movsx(r64(t), source)?,
+                    LoadWidth::W => a.movsxd(r64(t), source)?,
+                    LoadWidth::Bu | LoadWidth::Hu => a.movzx(r32(t), source)?,
+                    LoadWidth::Wu => a.mov(r32(t), source)?,
+                    LoadWidth::D => a.mov(r64(t), source)?,
                 }
-                if rd != 0 {
-                    a.mov(reg(rd), rdx)?;
-                }
+                cache.set(a, rd, t)?;
                 a.set_label(&mut back)?;
-                stubs.push(Stub::Load { label: slow, back, packed });
+                let helper = super::load_slow as *const () as usize;
+                let rax_from = (!paged).then_some((rs1, disp));
+                stubs.push(Stub::Slow { label: slow, back, packed, helper, before, after: cache, rax_from });
             }
             Inst::Store { width, rs1, rs2, offset: disp } => {
                 let packed = pack(rs2, width as u8, guest.len, guest.offset, index);
-                address(a, rs1, disp)?;
+                address(a, &mut cache, if paged { RAX } else { RCX }, rs1, disp)?;
+                // The value's register is loaded here, before any check, so the slow path finds it as the fast
+                // path leaves it.
+                let value = cache.src(a, rs2)?;
                 let slow = a.create_label();
                 let mut back = a.create_label();
                 let size = width.bytes() as i32;
@@ -519,28 +541,49 @@ fn emit_block(
                         a.ja(slow)?;
                     }
                 }
-                // A watched code page (or no watch at all) takes the slow path, which notes the write.
+                // A store to the granules of a watched code page that may hold code (or with no watch at all)
+                // takes the slow path, which notes the write; data beside code (the other granules of a
+                // granular watch, as `Ram` tells them apart) is stored here. The access lies within one page.
+                // (The granules are checked out of line: most stores go to unwatched pages.)
+                let mut store = a.create_label();
+                let watched = a.create_label();
                 a.mov(rdx, rcx)?;
                 a.shr(rdx, 12)?;
                 a.cmp(rdx, env(offset_of!(Env, watch_pages)))?;
                 a.jae(slow)?;
-                a.mov(rsi, env(offset_of!(Env, watch)))?;
-                a.bt(qword_ptr(rsi), rdx)?;
-                a.jb(slow)?;
-                load_reg(a, rdx, edx, rs2)?;
-                match width {
-                    StoreWidth::B => a.mov(byte_ptr(RAM + rcx), dl)?,
-                    StoreWidth::H => a.mov(word_ptr(RAM + rcx), dx)?,
-                    StoreWidth::W => a.mov(dword_ptr(RAM + rcx), edx)?,
-                    StoreWidth::D => a.mov(qword_ptr(RAM + rcx), rdx)?,
+                a.mov(r11, env(offset_of!(Env, watch)))?;
+                a.bt(qword_ptr(r11), rdx)?;
+                a.jb(watched)?;
+                a.set_label(&mut store)?;
+                stubs.push(Stub::Granules { label: watched, store, slow, size });
+                let value = match value {
+                    Src::Mem(r) => {
+                        a.mov(rdx, mem(r))?;
+                        Src::Reg(RDX)
+                    }
+                    other => other,
+                };
+                match (width, value) {
+                    (StoreWidth::B, Src::Reg(h)) => a.mov(byte_ptr(RAM + rcx), r8l(h))?,
+                    (StoreWidth::H, Src::Reg(h)) => a.mov(word_ptr(RAM + rcx), r16(h))?,
+                    (StoreWidth::W, Src::Reg(h)) => a.mov(dword_ptr(RAM + rcx), r32(h))?,
+                    (StoreWidth::D, Src::Reg(h)) => a.mov(qword_ptr(RAM + rcx), r64(h))?,
+                    (StoreWidth::B, _) => a.mov(byte_ptr(RAM + rcx), 0)?,
+                    (StoreWidth::H, _) => a.mov(word_ptr(RAM + rcx), 0)?,
+                    (StoreWidth::W, _) => a.mov(dword_ptr(RAM + rcx), 0)?,
+                    (StoreWidth::D, _) => a.mov(qword_ptr(RAM + rcx), 0)?,
                 }
                 a.set_label(&mut back)?;
-                stubs.push(Stub::Store { label: slow, back, packed });
+                let helper = super::store_slow as *const () as usize;
+                let rax_from = (!paged).then_some((rs1, disp));
+                stubs.push(Stub::Slow { label: slow, back, packed, helper, before: cache, after: cache, rax_from });
             }
             // No instruction cache to keep coherent, and a store to code already ends its block.
             Inst::Fence { .. } | Inst::FenceI if guest.inst != isa::PAUSE => {}
-            // Everything else through the interpreter.
+            // Everything else through the interpreter, which sees and may change every guest register.
             _ => {
+                cache.flush(a)?;
+                cache.forget();
                 a.mov(env(offset_of!(Env, entry_pc)), PC)?;
                 a.mov(rdi, ENV)?;
                 a.mov(rsi, pack(0, 0, guest.len, guest.offset, index))?;
@@ -555,22 +598,45 @@ fn emit_block(
         }
     }
     if !ended {
+        cache.flush(a)?;
         exits.end(a, guest_len as i64, guests.len() as u16)?;
     }
     labels.body_insts = a.instructions().len() as u32;
     for stub in stubs {
         match stub {
-            Stub::Taken { mut label, target, retired } => {
+            Stub::Taken { mut label, target, retired, cache } => {
                 a.set_label(&mut label)?;
+                cache.write_back(a)?;
                 exits.end(a, target, retired)?;
             }
-            Stub::Load { mut label, back, packed } => {
+            Stub::Granules { mut label, store, slow, size } => {
                 a.set_label(&mut label)?;
-                slow_call(a, super::load_slow as *const () as usize, packed, back, exits.helper_exit)?;
+                a.cmp(rdx, env(offset_of!(Env, granule_pages)))?;
+                a.jae(slow)?;
+                a.mov(r11, env(offset_of!(Env, granules)))?;
+                a.mov(r11, qword_ptr(r11 + rdx * 8))?;
+                // `bt` on a register takes the bit number modulo 64: the granule within the page.
+                a.mov(edx, ecx)?;
+                a.shr(edx, 6)?;
+                a.bt(r11, rdx)?;
+                a.jb(slow)?;
+                a.lea(edx, dword_ptr(rcx + (size - 1)))?;
+                a.shr(edx, 6)?;
+                a.bt(r11, rdx)?;
+                a.jb(slow)?;
+                a.jmp(store)?;
             }
-            Stub::Store { mut label, back, packed } => {
+            Stub::Slow { mut label, back, packed, helper, before, after, rax_from } => {
                 a.set_label(&mut label)?;
-                slow_call(a, super::store_slow as *const () as usize, packed, back, exits.helper_exit)?;
+                before.write_back(a)?;
+                if let Some((rs1, disp)) = rax_from {
+                    // rs1 is loaded in `before` if the block holds it (the fast path read it): no code here.
+                    let mut cache = before;
+                    address(a, &mut cache, RAX, rs1, disp)?;
+                }
+                slow_call(a, helper, packed, exits.helper_exit)?;
+                after.reload(a)?;
+                a.jmp(back)?;
             }
         }
     }
@@ -580,8 +646,9 @@ fn emit_block(
     labels.slot_targets = exits.slot_targets;
     // A helper left (it set `Env::pc` and `Env::retired`): refund what the block did not retire.
     a.set_label(&mut exits.helper_exit)?;
-    a.add(rbp, exits.insts as i32)?;
-    a.sub(rbp, env(offset_of!(Env, retired)))?;
+    a.mov(ecx, exits.insts as u32)?;
+    a.sub(rcx, env(offset_of!(Env, retired)))?;
+    a.add(env(offset_of!(Env, budget)), rcx)?;
     a.jmp(epilogue)?;
     // An unlinked slot: the dispatcher links it once it has the block at `r13`.
     a.set_label(&mut labels.unlinked)?;
@@ -590,7 +657,6 @@ fn emit_block(
     a.mov(env(offset_of!(Env, pc)), PC)?;
     a.mov(eax, status::END)?;
     a.set_label(&mut epilogue)?;
-    a.mov(env(offset_of!(Env, budget)), rbp)?;
     a.add(rsp, 8)?;
     a.pop(r15)?;
     a.pop(r14)?;
@@ -612,8 +678,9 @@ fn emit_block(
     a.mov(X, env(offset_of!(Env, x)))?;
     a.mov(PC, env(offset_of!(Env, entry_pc)))?;
     a.mov(RAM, env(offset_of!(Env, ram)))?;
-    a.mov(TLB_BASE, env(offset_of!(Env, tlb)))?;
-    a.mov(rbp, env(offset_of!(Env, budget)))?;
+    if paged {
+        a.mov(TLB_BASE, env(offset_of!(Env, tlb)))?;
+    }
     a.jmp(body)?;
     Ok(labels)
 }
@@ -641,40 +708,35 @@ fn call(a: &mut CodeAssembler, function: usize) -> Result<(), IcedError> {
     a.call(r11)
 }
 
-/// A load's or store's slow path: `helper(env, address in rax, packed)`, then back, or leave.
-fn slow_call(
-    a: &mut CodeAssembler,
-    function: usize,
-    packed: u64,
-    back: CodeLabel,
-    helper_exit: CodeLabel,
-) -> Result<(), IcedError> {
+/// A load's or store's slow path: `helper(env, address in rax, packed)`, then on, or leave.
+fn slow_call(a: &mut CodeAssembler, function: usize, packed: u64, helper_exit: CodeLabel) -> Result<(), IcedError> {
     a.mov(env(offset_of!(Env, entry_pc)), PC)?;
     a.mov(rdi, ENV)?;
     a.mov(rsi, rax)?;
     a.mov(rdx, packed)?;
     call(a, function)?;
     a.test(eax, eax)?;
-    a.jnz(helper_exit)?;
-    a.jmp(back)
+    a.jnz(helper_exit)
 }
 
-/// `rax = x[rs1] + disp`, the virtual address of a load or store.
-fn address(a: &mut CodeAssembler, rs1: u8, disp: i32) -> Result<(), IcedError> {
-    if rs1 == 0 {
-        a.mov(rax, disp as i64)
-    } else {
-        a.mov(rax, reg(rs1))?;
-        if disp != 0 {
-            a.add(rax, disp)?;
+/// `r64(dst) = x[rs1] + disp`, the virtual address of a load or store (or the target of a `jalr`).
+fn address(a: &mut CodeAssembler, cache: &mut Cache, dst: u8, rs1: u8, disp: i32) -> Result<(), IcedError> {
+    match cache.src(a, rs1)? {
+        Src::Zero => a.mov(r64(dst), disp as i64),
+        Src::Reg(h) if disp != 0 => a.lea(r64(dst), qword_ptr(r64(h) + disp)),
+        Src::Reg(h) => a.mov(r64(dst), r64(h)),
+        Src::Mem(r) => {
+            a.mov(r64(dst), mem(r))?;
+            if disp != 0 {
+                a.add(r64(dst), disp)?;
+            }
+            Ok(())
         }
-        Ok(())
     }
 }
 
-/// The M-mode RAM window: `rcx` = the RAM offset of the address in `rax`, or to `slow`.
+/// The M-mode RAM window: `rcx`, the address, becomes its RAM offset, or to `slow`.
 fn window(a: &mut CodeAssembler, slow: CodeLabel) -> Result<(), IcedError> {
-    a.mov(rcx, rax)?;
     a.sub(rcx, env(offset_of!(Env, window_base)))?;
     a.cmp(rcx, env(offset_of!(Env, window_limit)))?;
     a.jae(slow)?;
@@ -714,98 +776,153 @@ fn tlb_lookup(a: &mut CodeAssembler, bit: usize, size: i32, slow: CodeLabel) -> 
     a.ja(slow)
 }
 
-fn op_imm(a: &mut CodeAssembler, op: OpImmKind, rd: u8, rs1: u8, imm: i32) -> Result<(), IcedError> {
+/// `rd = rs1 op imm` (rd not x0).
+fn op_imm(a: &mut CodeAssembler, cache: &mut Cache, op: OpImmKind, rd: u8, rs1: u8, imm: i32) -> Result<(), IcedError> {
     let shamt = (imm & 63) as u32;
+    let t = cache.target(rd);
     match op {
-        OpImmKind::Addi | OpImmKind::Ori | OpImmKind::Xori if rs1 == 0 => return a.mov(reg(rd), imm),
+        OpImmKind::Addi | OpImmKind::Ori | OpImmKind::Xori if rs1 == 0 => cache.set_imm(a, rd, imm),
+        OpImmKind::Addi => {
+            match cache.src(a, rs1)? {
+                Src::Reg(h) if h != t && imm != 0 => a.lea(r64(t), qword_ptr(r64(h) + imm))?,
+                source => {
+                    load_into(a, t, source)?;
+                    if imm != 0 {
+                        a.add(r64(t), imm)?;
+                    }
+                }
+            }
+            cache.set(a, rd, t)
+        }
         OpImmKind::Addiw | OpImmKind::Slliw | OpImmKind::Srliw | OpImmKind::Sraiw => {
-            if rs1 == 0 {
-                a.xor(eax, eax)?;
-            } else {
-                a.mov(eax, dword_ptr(X + 8 * (rs1 as i32 & 31)))?;
-            }
+            let source = cache.src(a, rs1)?;
+            load_into32(a, t, source)?;
             match op {
-                OpImmKind::Addiw => a.add(eax, imm)?,
-                OpImmKind::Slliw => a.shl(eax, shamt & 31)?,
-                OpImmKind::Srliw => a.shr(eax, shamt & 31)?,
-                _ => a.sar(eax, shamt & 31)?,
+                OpImmKind::Addiw => a.add(r32(t), imm)?,
+                OpImmKind::Slliw => a.shl(r32(t), shamt & 31)?,
+                OpImmKind::Srliw => a.shr(r32(t), shamt & 31)?,
+                _ => a.sar(r32(t), shamt & 31)?,
             }
-            a.movsxd(rax, eax)?;
-            return a.mov(reg(rd), rax);
+            a.movsxd(r64(t), r32(t))?;
+            cache.set(a, rd, t)
         }
-        _ => {}
-    }
-    load_reg(a, rax, eax, rs1)?;
-    match op {
-        OpImmKind::Addi => a.add(rax, imm)?,
-        OpImmKind::Xori => a.xor(rax, imm)?,
-        OpImmKind::Ori => a.or(rax, imm)?,
-        OpImmKind::Andi => a.and(rax, imm)?,
-        OpImmKind::Slli => a.shl(rax, shamt)?,
-        OpImmKind::Srli => a.shr(rax, shamt)?,
-        OpImmKind::Srai => a.sar(rax, shamt)?,
         OpImmKind::Slti | OpImmKind::Sltiu => {
-            a.xor(ecx, ecx)?;
-            a.cmp(rax, imm)?;
+            let source = cache.src(a, rs1)?;
+            a.xor(edx, edx)?;
+            compare_imm(a, source, imm)?;
             if op == OpImmKind::Slti {
-                a.setl(cl)?;
+                a.setl(dl)?;
             } else {
-                a.setb(cl)?;
+                a.setb(dl)?;
             }
-            a.mov(rax, rcx)?;
+            cache.set(a, rd, RDX)
         }
-        // Handled above.
-        OpImmKind::Addiw | OpImmKind::Slliw | OpImmKind::Srliw | OpImmKind::Sraiw => {}
+        OpImmKind::Xori | OpImmKind::Ori | OpImmKind::Andi | OpImmKind::Slli | OpImmKind::Srli | OpImmKind::Srai => {
+            let source = cache.src(a, rs1)?;
+            load_into(a, t, source)?;
+            match op {
+                OpImmKind::Xori => a.xor(r64(t), imm)?,
+                OpImmKind::Ori => a.or(r64(t), imm)?,
+                OpImmKind::Andi => a.and(r64(t), imm)?,
+                OpImmKind::Slli => a.shl(r64(t), shamt)?,
+                OpImmKind::Srli => a.shr(r64(t), shamt)?,
+                _ => a.sar(r64(t), shamt)?,
+            }
+            cache.set(a, rd, t)
+        }
     }
-    a.mov(reg(rd), rax)
 }
 
-fn op_reg(a: &mut CodeAssembler, op: OpKind, rd: u8, rs1: u8, rs2: u8) -> Result<(), IcedError> {
-    load_reg(a, rax, eax, rs1)?;
-    load_reg(a, rcx, ecx, rs2)?;
+/// `rd = rs1 op rs2` (rd not x0).
+fn op_reg(a: &mut CodeAssembler, cache: &mut Cache, op: OpKind, rd: u8, rs1: u8, rs2: u8) -> Result<(), IcedError> {
+    let s1 = cache.src(a, rs1)?;
+    let s2 = cache.src(a, rs2)?;
+    let binop = match op {
+        OpKind::Add | OpKind::Addw => Some(Binop::Add),
+        OpKind::Sub | OpKind::Subw => Some(Binop::Sub),
+        OpKind::Xor => Some(Binop::Xor),
+        OpKind::Or => Some(Binop::Or),
+        OpKind::And => Some(Binop::And),
+        OpKind::Mul | OpKind::Mulw => Some(Binop::Mul),
+        _ => None,
+    };
+    let wide = !matches!(op, OpKind::Addw | OpKind::Subw | OpKind::Mulw);
+    if let Some(binop) = binop {
+        // In rd's own host register when it has one, unless that is the second operand's (then the operands
+        // swap when the operation commutes, else through rax).
+        let mut t = cache.target(rd);
+        let (mut s1, mut s2) = (s1, s2);
+        if s2 == Src::Reg(t) && s1 != Src::Reg(t) {
+            if binop.commutes() {
+                (s1, s2) = (s2, s1);
+            } else {
+                t = RAX;
+            }
+        }
+        if wide {
+            load_into(a, t, s1)?;
+            regs::binop(a, binop, t, s2, true)?;
+        } else {
+            load_into32(a, t, s1)?;
+            regs::binop(a, binop, t, s2, false)?;
+            a.movsxd(r64(t), r32(t))?;
+        }
+        return cache.set(a, rd, t);
+    }
     match op {
-        OpKind::Add => a.add(rax, rcx)?,
-        OpKind::Sub => a.sub(rax, rcx)?,
-        OpKind::Xor => a.xor(rax, rcx)?,
-        OpKind::Or => a.or(rax, rcx)?,
-        OpKind::And => a.and(rax, rcx)?,
         // x86-64 masks a 64-bit shift count to 6 bits and a 32-bit one to 5, as RISC-V does.
-        OpKind::Sll => a.shl(rax, cl)?,
-        OpKind::Srl => a.shr(rax, cl)?,
-        OpKind::Sra => a.sar(rax, cl)?,
+        OpKind::Sll | OpKind::Srl | OpKind::Sra | OpKind::Sllw | OpKind::Srlw | OpKind::Sraw => {
+            load_into(a, RCX, s2)?;
+            let t = cache.target(rd);
+            match op {
+                OpKind::Sll | OpKind::Srl | OpKind::Sra => {
+                    load_into(a, t, s1)?;
+                    match op {
+                        OpKind::Sll => a.shl(r64(t), cl)?,
+                        OpKind::Srl => a.shr(r64(t), cl)?,
+                        _ => a.sar(r64(t), cl)?,
+                    }
+                }
+                _ => {
+                    load_into32(a, t, s1)?;
+                    match op {
+                        OpKind::Sllw => a.shl(r32(t), cl)?,
+                        OpKind::Srlw => a.shr(r32(t), cl)?,
+                        _ => a.sar(r32(t), cl)?,
+                    }
+                    a.movsxd(r64(t), r32(t))?;
+                }
+            }
+            cache.set(a, rd, t)
+        }
         OpKind::Slt | OpKind::Sltu => {
             a.xor(edx, edx)?;
-            a.cmp(rax, rcx)?;
+            compare(a, s1, s2)?;
             if op == OpKind::Slt {
                 a.setl(dl)?;
             } else {
                 a.setb(dl)?;
             }
-            a.mov(rax, rdx)?;
+            cache.set(a, rd, RDX)
         }
-        OpKind::Mul => a.imul_2(rax, rcx)?,
-        OpKind::Mulh => {
-            a.imul(rcx)?;
-            a.mov(rax, rdx)?;
-        }
-        OpKind::Mulhu => {
-            a.mul(rcx)?;
-            a.mov(rax, rdx)?;
-        }
-        OpKind::Addw | OpKind::Subw | OpKind::Sllw | OpKind::Srlw | OpKind::Sraw | OpKind::Mulw => {
-            match op {
-                OpKind::Addw => a.add(eax, ecx)?,
-                OpKind::Subw => a.sub(eax, ecx)?,
-                OpKind::Sllw => a.shl(eax, cl)?,
-                OpKind::Srlw => a.shr(eax, cl)?,
-                OpKind::Sraw => a.sar(eax, cl)?,
-                _ => a.imul_2(eax, ecx)?,
+        OpKind::Mulh | OpKind::Mulhu => {
+            load_into(a, RAX, s1)?;
+            let s2 = match s2 {
+                Src::Zero => {
+                    a.xor(ecx, ecx)?;
+                    Src::Reg(RCX)
+                }
+                other => other,
+            };
+            match (op, s2) {
+                (OpKind::Mulh, Src::Reg(h)) => a.imul(r64(h))?,
+                (OpKind::Mulh, _) => a.imul(mem(rs2))?,
+                (_, Src::Reg(h)) => a.mul(r64(h))?,
+                _ => a.mul(mem(rs2))?,
             }
-            a.movsxd(rax, eax)?;
+            cache.set(a, rd, RDX)
         }
-        // Division and `mulhsu`: the interpreter's definition (RISC-V's results for zero and overflow).
-        OpKind::Mulhsu
-        | OpKind::Div
+        OpKind::Div
         | OpKind::Divu
         | OpKind::Rem
         | OpKind::Remu
@@ -813,11 +930,94 @@ fn op_reg(a: &mut CodeAssembler, op: OpKind, rd: u8, rs1: u8, rs2: u8) -> Result
         | OpKind::Divuw
         | OpKind::Remw
         | OpKind::Remuw => {
+            divide(a, op, s1, s2)?;
+            cache.set(a, rd, RAX)
+        }
+        // `mulhsu`: the interpreter's definition, by a call, before which the held registers are written back
+        // (the call clobbers their host registers).
+        _ => {
+            load_into(a, RAX, s1)?;
+            load_into(a, RCX, s2)?;
+            cache.flush(a)?;
+            cache.forget();
             a.mov(edi, op as u32)?;
             a.mov(rsi, rax)?;
             a.mov(rdx, rcx)?;
             call(a, super::alu as *const () as usize)?;
+            cache.set(a, rd, RAX)
         }
     }
-    a.mov(reg(rd), rax)
+}
+
+/// `rax` = `s1 op s2` for a division or remainder, with RISC-V's results where x86-64's `div`/`idiv` would
+/// fault: a zero divisor (the quotient all ones, the remainder the dividend) and the overflow of the most
+/// negative dividend by -1 (the quotient the dividend, the remainder 0), both taken before the division, so it
+/// never traps. The 32-bit forms divide the low halves and sign-extend the result.
+fn divide(a: &mut CodeAssembler, op: OpKind, s1: Src, s2: Src) -> Result<(), IcedError> {
+    let wide = matches!(op, OpKind::Div | OpKind::Divu | OpKind::Rem | OpKind::Remu);
+    let signed = matches!(op, OpKind::Div | OpKind::Rem | OpKind::Divw | OpKind::Remw);
+    let remainder = matches!(op, OpKind::Rem | OpKind::Remu | OpKind::Remw | OpKind::Remuw);
+    let mut by_zero = a.create_label();
+    let mut by_minus_one = a.create_label();
+    let mut done = a.create_label();
+    if wide {
+        load_into(a, RCX, s2)?;
+        load_into(a, RAX, s1)?;
+        a.test(rcx, rcx)?;
+    } else {
+        load_into32(a, RCX, s2)?;
+        load_into32(a, RAX, s1)?;
+        a.test(ecx, ecx)?;
+    }
+    // A zero divisor: the remainder is the dividend, already in rax.
+    a.jz(if remainder { done } else { by_zero })?;
+    match (signed, wide) {
+        (true, true) => {
+            a.cmp(rcx, -1)?;
+            a.je(by_minus_one)?;
+            a.cqo()?;
+            a.idiv(rcx)?;
+        }
+        (true, false) => {
+            a.cmp(ecx, -1)?;
+            a.je(by_minus_one)?;
+            a.cdq()?;
+            a.idiv(ecx)?;
+        }
+        (false, true) => {
+            a.xor(edx, edx)?;
+            a.div(rcx)?;
+        }
+        (false, false) => {
+            a.xor(edx, edx)?;
+            a.div(ecx)?;
+        }
+    }
+    if remainder {
+        a.mov(rax, rdx)?;
+    }
+    // (One label per instruction: each path ends where the next label's instruction follows.)
+    if !remainder || signed {
+        a.jmp(done)?;
+    }
+    if !remainder {
+        a.set_label(&mut by_zero)?;
+        a.mov(rax, -1i64)?;
+        if signed {
+            a.jmp(done)?;
+        }
+    }
+    if signed {
+        a.set_label(&mut by_minus_one)?;
+        match (remainder, wide) {
+            (true, _) => a.xor(eax, eax)?,
+            (false, true) => a.neg(rax)?,
+            (false, false) => a.neg(eax)?,
+        }
+    }
+    a.set_label(&mut done)?;
+    if !wide {
+        a.movsxd(rax, eax)?;
+    }
+    Ok(())
 }

@@ -15,17 +15,18 @@
 //! every mapping of its bytes. A block never crosses a page; it runs on past branches, each taken one an exit.
 //!
 //! # What translated code does
-//! Guest integer registers stay in `hart.x` (memory operands are cheap on x86-64); RV64I and M arithmetic,
+//! Guest integer registers live in `hart.x`; within a block the ones it uses most are held in host registers
+//! ([`regs`]), written back before anything else may look at them (every exit and call out). RV64I and M arithmetic,
 //! `lui`/`auipc`, branches, `jal`/`jalr` and loads and stores are translated, with the soft TLB lookup (or the
 //! M-mode RAM window) inlined and the slow path a call to [`Memory::load`]/[`Memory::store`]. Everything else
 //! (CSR and privileged instructions, AMOs, floating point, ...) is a call to the interpreter's
 //! [`step`](super::interp::step) from translated code, so its semantics stay in one place; privileged
 //! instructions, exceptions and device accesses leave the engine with the interpreter's [`Exit`], `hart.pc` at
-//! the instruction and `instret` counting exactly the instructions before it. A store to a watched code page
-//! takes the slow path; when it writes code (any write to a block's bytes: [`Ram`](crate::mem::Ram) notes it,
-//! at the grain of 64-byte granules with a granular watch) it ends the block after the store, and the page's
-//! blocks are dropped before anything else runs, so self-modifying code runs correctly, and data beside code
-//! costs a call, not a translation.
+//! the instruction and `instret` counting exactly the instructions before it. A store that may write code (to a
+//! watched page; with a granular watch, to one of its 64-byte granules that may hold code, as
+//! [`Ram`](crate::mem::Ram) tells them apart) takes the slow path; when it writes code it ends the block after
+//! the store, and the page's blocks are dropped before anything else runs, so self-modifying code runs
+//! correctly, and data beside code is stored inline, costing neither a call nor a translation.
 //!
 //! # Staying in translated code
 //! A block's exits leave for the dispatcher only when nothing cheaper is known to be right:
@@ -73,6 +74,7 @@
 //! dispatcher with live blocks it found itself, checked against the RAM offset they stand for.
 
 mod emit;
+mod regs;
 #[cfg(test)]
 mod tests;
 
@@ -214,6 +216,10 @@ pub(crate) struct Env {
     /// The code watch bitmap and the number of pages it covers (0: stores always take the slow path).
     pub watch: usize,
     pub watch_pages: u64,
+    /// The granule masks of a granular watch and the number of pages they cover (0: none, every store to a
+    /// watched page takes the slow path).
+    pub granules: usize,
+    pub granule_pages: u64,
     /// The fetch half of the run's path (see [`DataPath::raw_fetch`]), for the target cache probe: the
     /// executable M-mode window (size 0: none) and whether fetches go through the soft TLB, with its bit.
     pub fetch_base: u64,
@@ -661,6 +667,8 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 window_host: 0,
                 watch: 0,
                 watch_pages: 0,
+                granules: 0,
+                granule_pages: 0,
                 fetch_base,
                 fetch_size,
                 fetch_host,
@@ -675,6 +683,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             };
             fill_window(&mut env, &path, memory.ram.size());
             (env.watch, env.watch_pages) = memory.ram.raw_code_watch();
+            (env.granules, env.granule_pages) = memory.ram.raw_code_granules();
             env.hart = hart;
             env.memory = (memory as *mut Memory).cast();
             // No link, target cache entry or prediction may lead to a block removed since the last call.

@@ -712,3 +712,209 @@ fn host_instructions_are_counted() {
         }
     }
 }
+
+/// `lockstep` over a program, in M-mode and in S-mode, whole and in turns that stop at every instruction.
+fn lockstep_both(program: &[Inst]) {
+    for supervisor in [false, true] {
+        lockstep(&bytes(program), supervisor, &[1000]);
+        lockstep(&bytes(program), supervisor, &[1, 2, 3, 1, 5, 4, 7, 1000]);
+    }
+}
+
+/// The block's held registers (x6 and x7, each named several times) are dirty when an instruction in the middle
+/// of the block leaves or calls out: each way out must find them written back to `hart.x`, and the block must go
+/// on with what the call left there.
+#[test]
+fn held_registers_are_written_back_wherever_the_block_leaves() {
+    use crate::isa::{AmoOp, AmoWidth, CsrOp};
+    let dirty = [
+        addi(6, 6, 1),
+        addi(7, 6, 2),
+        Inst::Op { op: OpKind::Add, rd: 6, rs1: 6, rs2: 7 },
+        addi(7, 7, -3),
+        // x13 = the data page + 2040, so that 2045(x13) crosses into the next page.
+        addi(13, 10, 2040),
+    ];
+    let after = [addi(6, 6, 5), Inst::Op { op: OpKind::Xor, rd: 7, rs1: 7, rs2: 6 }, addi(13, 13, 1), Inst::Ecall];
+    let middles: [&[Inst]; 10] = [
+        // A device load into a held register (M-mode: a device exit; S-mode: x9 is not mapped, a page fault).
+        &[Inst::Load { width: LoadWidth::D, rd: 6, rs1: 9, offset: 0 }],
+        // A device store of a held register.
+        &[Inst::Store { width: StoreWidth::W, rs1: 9, rs2: 7, offset: 4 }],
+        // A load and a store outside RAM (below it): an access fault.
+        &[Inst::Load { width: LoadWidth::D, rd: 7, rs1: 11, offset: -8 }],
+        &[Inst::Store { width: StoreWidth::D, rs1: 11, rs2: 6, offset: -16 }],
+        // Misaligned accesses across a page boundary: the slow path serves them and the block goes on.
+        &[
+            Inst::Load { width: LoadWidth::D, rd: 6, rs1: 13, offset: 2045 },
+            Inst::Store { width: StoreWidth::W, rs1: 13, rs2: 7, offset: 2046 },
+            Inst::Load { width: LoadWidth::Hu, rd: 7, rs1: 13, offset: 2047 },
+        ],
+        // Misaligned in the page: the fast path.
+        &[
+            Inst::Store { width: StoreWidth::D, rs1: 10, rs2: 6, offset: 3 },
+            Inst::Load { width: LoadWidth::W, rd: 7, rs1: 10, offset: 5 },
+        ],
+        // A CSR write of a held register and a read into one, through the interpreter.
+        &[
+            Inst::Csr { op: CsrOp::Rw, rd: 7, src: 6, csr: csr::SSCRATCH },
+            Inst::Csr { op: CsrOp::Rs, rd: 6, src: 0, csr: csr::SSCRATCH },
+        ],
+        // An AMO through the interpreter in the middle of a block: it reads and writes held registers.
+        &[Inst::Amo { op: AmoOp::Add, width: AmoWidth::D, aq: false, rl: false, rd: 6, rs1: 10, rs2: 7 }],
+        // Division and `mulhsu` (calls), into and from held registers.
+        &[
+            Inst::Op { op: OpKind::Div, rd: 6, rs1: 6, rs2: 7 },
+            Inst::Op { op: OpKind::Mulhsu, rd: 7, rs1: 7, rs2: 6 },
+            Inst::Op { op: OpKind::Remu, rd: 7, rs1: 7, rs2: 0 },
+        ],
+        // An illegal instruction.
+        &[Inst::Illegal(0)],
+    ];
+    for middle in middles {
+        let program: Vec<Inst> = dirty.iter().chain(middle).chain(&after).copied().collect();
+        lockstep_both(&program);
+    }
+}
+
+/// A loop whose blocks hold different registers: the first (x6, x7) jumps to the second (x5, x8, x13), which
+/// reads x6 and x7 from `hart.x`, so each chained jump must leave them written back; budgets that end at every
+/// point stop the loop at the blocks' chained entries too.
+#[test]
+fn a_chained_jump_leaves_held_registers_for_a_block_holding_others() {
+    let program = [
+        addi(5, 0, 50),
+        // Block A.
+        addi(6, 6, 1),
+        Inst::Op { op: OpKind::Add, rd: 6, rs1: 6, rs2: 5 },
+        addi(7, 6, 3),
+        addi(7, 7, 1),
+        Inst::Jal { rd: 0, offset: 8 },
+        Inst::Ecall,
+        // Block B.
+        Inst::Op { op: OpKind::Add, rd: 8, rs1: 8, rs2: 6 },
+        Inst::Op { op: OpKind::Xor, rd: 13, rs1: 13, rs2: 8 },
+        Inst::Op { op: OpKind::Add, rd: 13, rs1: 13, rs2: 7 },
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -40 },
+        Inst::Ecall,
+    ];
+    for supervisor in [false, true] {
+        let (machine, dbt) = lockstep(&bytes(&program), supervisor, &[10_000]);
+        assert_eq!(machine.hart.x(5), 0);
+        let stats = dbt.stats();
+        assert!(stats.links >= 2 && stats.blocks_entered < 10, "{stats:?}");
+        lockstep(&bytes(&program), supervisor, &[1, 2, 3, 4, 5, 6, 7, 9, 11, 13]);
+    }
+}
+
+/// Registers held in host registers make a block shorter: a block that names few registers many times is
+/// translated with fewer host instructions than one instruction in three memory operands would take.
+#[test]
+fn held_registers_shorten_the_translation() {
+    let body: Vec<Inst> = (0..30).map(|k| Inst::Op { op: OpKind::Add, rd: 6 + (k % 2), rs1: 6, rs2: 7 }).collect();
+    let program: Vec<Inst> = body.iter().copied().chain([Inst::Ecall]).collect();
+    let (machine, dbt) = lockstep(&bytes(&program), false, &[1000]);
+    assert_ne!(machine.hart.x(6), 18);
+    let stats = dbt.stats();
+    // Each `add` of two held registers into one of them is a single host instruction.
+    assert!(stats.body_instructions < 30 + 20, "{stats:?}");
+}
+
+/// Straight-line code longer than a block: each block is cut at [`MAX_BLOCK`] instructions and falls through to
+/// the next with its held registers dirty, which the next block (holding the same ones) reads from `hart.x`.
+#[test]
+fn a_block_cut_at_its_length_limit_writes_back_what_it_holds() {
+    let body = (0..2 * MAX_BLOCK as i32 + 7).map(|k| match k % 3 {
+        0 => addi(6, 6, k),
+        1 => Inst::Op { op: OpKind::Xor, rd: 7, rs1: 7, rs2: 6 },
+        _ => Inst::Op { op: OpKind::Add, rd: 6, rs1: 6, rs2: 7 },
+    });
+    let program: Vec<Inst> = body.chain([Inst::Ecall]).collect();
+    lockstep_both(&program);
+}
+
+/// Division and remainder, translated inline: RISC-V's results for a zero divisor and for the most negative
+/// dividend by -1 (where x86-64's `div`/`idiv` would trap), at 64 and 32 bits, from held registers and from
+/// `hart.x`, agree with the interpreter, and the block is translated (not left to the interpreter).
+#[test]
+fn division_edge_cases_agree_with_the_interpreter() {
+    use OpKind::*;
+    let ops = [Div, Divu, Rem, Remu, Divw, Divuw, Remw, Remuw];
+    let mut program = vec![
+        // x13 = i64::MIN, x14 = -1, x15 = i32::MIN (sign-extended), x8 = 7.
+        addi(13, 0, 1),
+        Inst::OpImm { op: OpImmKind::Slli, rd: 13, rs1: 13, imm: 63 },
+        addi(14, 0, -1),
+        Inst::Lui { rd: 15, imm: i32::MIN },
+        addi(8, 0, 7),
+    ];
+    for op in ops {
+        for (rs1, rs2) in [(13, 14), (15, 14), (13, 0), (8, 0), (15, 8), (13, 8), (8, 14), (14, 15)] {
+            program.push(Inst::Op { op, rd: 6, rs1, rs2 });
+            // Fold each result into x7 (so a wrong one shows).
+            program.push(Inst::Op { op: Add, rd: 7, rs1: 7, rs2: 6 });
+            program.push(Inst::OpImm { op: OpImmKind::Slli, rd: 7, rs1: 7, imm: 1 });
+        }
+    }
+    program.push(Inst::Ecall);
+    for supervisor in [false, true] {
+        let (_, dbt) = lockstep(&bytes(&program), supervisor, &[10_000]);
+        let stats = dbt.stats();
+        assert_eq!(stats.stepped, 0, "{stats:?}");
+        assert!(stats.blocks_translated >= 1, "{stats:?}");
+    }
+}
+
+/// A loop that is one block jumps straight back to its own chained entry (no link slot, no dispatcher), which
+/// still charges the budget each round: turns that end inside the loop agree with the interpreter.
+#[test]
+fn a_loop_within_one_block_jumps_to_its_own_entry() {
+    let program = [
+        addi(5, 0, 1000),
+        addi(6, 6, 1),
+        Inst::Op { op: OpKind::Add, rd: 7, rs1: 7, rs2: 6 },
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -12 },
+        Inst::Ecall,
+    ];
+    for supervisor in [false, true] {
+        let (machine, dbt) = lockstep(&bytes(&program), supervisor, &[10_000]);
+        assert_eq!(machine.hart.x(6), 18 + 1000);
+        let stats = dbt.stats();
+        // The first block (from pc 0) links to the loop's; the loop's own exit needs no link.
+        assert!(stats.links <= 1 && stats.blocks_entered <= 3, "{stats:?}");
+        lockstep(&bytes(&program), supervisor, &[7, 3, 1, 64, 5, 1000]);
+    }
+}
+
+/// A store that starts in a granule of data beside code and ends in a granule of code is a code write: the
+/// inlined watch check looks at the granules of both its first and its last byte.
+#[test]
+fn a_store_straddling_into_a_code_granule_drops_the_code() {
+    let patched = encode(&addi(6, 6, 100)) as i64;
+    let nop = addi(0, 0, 0);
+    let mut program = vec![
+        // x7 = the new instruction's word in the upper half (the lower half lands on a word never run).
+        Inst::Lui { rd: 7, imm: ((patched as i32).wrapping_add(0x800) as u32 & 0xffff_f000) as i32 },
+        addi(7, 7, ((patched << 52) >> 52) as i32),
+        Inst::OpImm { op: OpImmKind::Slli, rd: 7, rs1: 7, imm: 32 },
+        addi(5, 0, 3),
+        // Over granule 1 (bytes 64..128: no code) to the loop at byte 128.
+        Inst::Jal { rd: 0, offset: 112 },
+    ];
+    program.resize(32, nop);
+    program.extend([
+        addi(6, 6, 1),
+        // Bytes 124..132: the end of granule 1 and the loop's first instruction.
+        Inst::Store { width: StoreWidth::D, rs1: 11, rs2: 7, offset: 124 },
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -12 },
+        Inst::Ecall,
+    ]);
+    for supervisor in [false, true] {
+        let (machine, dbt) = lockstep(&bytes(&program), supervisor, &[1000]);
+        assert_eq!(machine.hart.x(6), 18 + 201, "from 18: one old round, two new ones");
+        assert!(dbt.stats().pages_invalidated >= 1);
+    }
+}
