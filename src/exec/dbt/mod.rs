@@ -72,6 +72,7 @@
 //! one the dispatcher would find at that pc: entries, slots and predictions are only ever filled by the
 //! dispatcher with live blocks it found itself, checked against the RAM offset they stand for.
 
+mod assemble;
 mod emit;
 #[cfg(test)]
 mod tests;
@@ -336,6 +337,8 @@ pub struct Dbt<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP:
     entries: Box<[u64; BLOCKS]>,
     counted: u64,
     asm: CodeAssembler,
+    /// The assembling step's buffers, reused by every block.
+    assembler: assemble::Assembler,
     stats: DbtStats,
     /// The pc at which each hart's last run spent its budget (slot `hart_id % STOP_SLOTS`): its next run steps
     /// to the next known block start rather than translating a block that starts inside one.
@@ -358,6 +361,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             return Err(DbtError::CodeMemoryTooSmall);
         }
         let asm = CodeAssembler::new(64).map_err(|_| DbtError::Assembler)?;
+        let assembler = assemble::Assembler::new().map_err(|_| DbtError::Assembler)?;
         Ok(Self {
             code,
             cold: boxed(ColdTier::new),
@@ -374,6 +378,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             entries: boxed(|| [0; BLOCKS]),
             counted: 0,
             asm,
+            assembler,
             stats: DbtStats::default(),
             stopped: [None; STOP_SLOTS],
         })
@@ -428,8 +433,9 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         }
         let mut limit = MAX_BLOCK;
         let block = loop {
-            let block = emit::translate(&mut self.asm, memory.ram, start, paged, limit, self.counting)?;
-            if block.code.len() <= MAX_BLOCK_CODE.min(self.cache.max_block_ops()) {
+            let block =
+                emit::translate(&mut self.asm, &mut self.assembler, memory.ram, start, paged, limit, self.counting)?;
+            if self.assembler.code().len() <= MAX_BLOCK_CODE.min(self.cache.max_block_ops()) {
                 break block;
             }
             limit = (block.insts as usize / 2).max(1);
@@ -440,30 +446,34 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         if !memory.ram.watch_code(start, block.guest_len as u64) {
             return None;
         }
+        let code_len = self.assembler.code().len();
         let units = [(); MAX_BLOCK_CODE];
         let id = self
             .cache
-            .insert(BlockKey::new(start, paged as u64), block.guest_len, block.exits, units.get(..block.code.len())?)
+            .insert(BlockKey::new(start, paged as u64), block.guest_len, block.exits, units.get(..code_len)?)
             .ok()?;
         let offset = self.cache.ops_start(id)?;
-        let mut code = block.code;
         let slots = self.links.get_mut(id.index())?;
         let unlinked = (self.code.base() + offset + block.unlinked as usize) as u64;
-        for (k, slot) in slots.iter_mut().enumerate() {
-            *slot = unlinked;
-            let placeholder = emit::slot_placeholder(k).to_le_bytes();
-            if let Some(at) = code.windows(8).position(|bytes| bytes == placeholder) {
-                let address = slot as *mut u64 as u64;
-                code.get_mut(at..at + 8)?.copy_from_slice(&address.to_le_bytes());
-            }
-        }
+        slots.fill(unlinked);
         let targets = block.slot_targets.map(|target| target.unwrap_or(NO_TARGET));
         let (old, entries) = (self.meta.get(id.index())?, self.entries.get_mut(id.index())?);
         self.counted += *entries * old.body as u64;
         *entries = 0;
-        let counter = (entries as *mut u64 as u64).to_le_bytes();
-        if let Some(at) = code.windows(8).position(|bytes| bytes == emit::COUNTER_PLACEHOLDER.to_le_bytes()) {
-            code.get_mut(at..at + 8)?.copy_from_slice(&counter);
+        // The addresses of the link slots and the entry counter in place of their placeholders.
+        let counter = entries as *mut u64 as u64;
+        let slots = slots.as_ptr() as u64;
+        for k in 0..self.assembler.imm64().len() {
+            let Some(&(at, value)) = self.assembler.imm64().get(k) else { break };
+            let address = match value {
+                emit::COUNTER_PLACEHOLDER => counter,
+                _ => match (0..emit::LINKS).find(|&k| emit::slot_placeholder(k) == value) {
+                    Some(k) => slots + 8 * k as u64,
+                    None => continue,
+                },
+            };
+            let at = at as usize;
+            self.assembler.code_mut().get_mut(at..at + 8)?.copy_from_slice(&address.to_le_bytes());
         }
         let meta = BlockMeta {
             insts: block.insts,
@@ -474,12 +484,12 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             targets,
         };
         *self.meta.get_mut(id.index())? = meta;
-        if self.code.write(offset, &code).is_err() {
+        if self.code.write(offset, self.assembler.code()).is_err() {
             self.cache.invalidate_block(id);
             return None;
         }
         self.stats.blocks_translated += 1;
-        self.stats.code_bytes += code.len() as u64;
+        self.stats.code_bytes += code_len as u64;
         self.stats.instructions_translated += block.insts as u64;
         self.stats.host_instructions += block.host_insts as u64;
         self.stats.body_instructions += block.body_insts as u64;
