@@ -410,6 +410,33 @@ fn cold_blocks_run_on_the_cold_tier_until_hot() {
     assert!(stats.cold_instructions >= HOT as u64 && stats.blocks_entered >= 1, "{stats:?}");
 }
 
+/// Blocks that grow hot together are translated together, their code written into code memory at once, and run
+/// as the interpreter does.
+#[test]
+fn blocks_hot_together_are_written_together() {
+    let jump = |rd| Inst::Jal { rd, offset: 4 };
+    let program = [
+        addi(5, 0, 2000),
+        jump(0),
+        // Three blocks of two instructions a round each: they reach the threshold in the same round.
+        addi(6, 6, 1),
+        jump(0),
+        addi(7, 7, 2),
+        jump(0),
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -20 },
+        Inst::Ecall,
+    ];
+    for supervisor in [false, true] {
+        let (machine, dbt) = lockstep_translating_at(&bytes(&program), supervisor, &[100_000], 600);
+        assert_eq!(machine.hart.x(6), 18 + 2000, "every round ran");
+        let stats = dbt.stats();
+        assert!(stats.blocks_translated >= 3, "{stats:?}");
+        assert!(stats.code_writes < stats.blocks_translated, "{stats:?}");
+        assert!(stats.cold_instructions < 6 * 400, "translated soon after the threshold: {stats:?}");
+    }
+}
+
 /// Places `program` at RAM offset `at` of `code`, growing it as needed.
 fn place(code: &mut Vec<u8>, at: usize, program: &[Inst]) {
     let bytes = bytes(program);
@@ -730,28 +757,43 @@ fn measure_translation() {
     let realmap = VmRealMap::for_ram(&ram).unwrap();
     let mut tlb = Tlb::new();
     let mut memory = Memory { ram: &mut ram, realmap: &realmap, tlb: &mut tlb };
-    let mut dbt = Box::new(Dbt::<TestCode, { 16 << 20 }, 8192, 16384>::new(TestCode::new(16 << 20)).unwrap());
-    // The kernel's text starts after its first pages of head code and data.
-    let (mut start, blocks) = (0x2000u64, 20_000u64);
-    let begin = std::time::Instant::now();
-    let mut done = 0;
-    while done < blocks && start + 64 < size {
-        match dbt.translate(&mut memory, start, done % 2 == 1) {
-            Some((id, _)) => {
-                start += dbt.cache.block_info(id).unwrap().guest_len as u64;
-                done += 1;
+    // The kernel's text starts after its first pages of head code and data; 20000 consecutive blocks from there,
+    // written into code memory one at a time or in batches as the engine queues them.
+    let blocks = 20_000u64;
+    for batch in [1, BATCH as u64, 1, BATCH as u64] {
+        let mut dbt = Box::new(Dbt::<TestCode, { 16 << 20 }, 8192, 16384>::new(TestCode::new(16 << 20)).unwrap());
+        let (mut start, mut done) = (0x2000u64, 0);
+        let begin = std::time::Instant::now();
+        while done < blocks && start + 64 < size {
+            match dbt.translate(&mut memory, start, done % 2 == 1) {
+                Some((id, _)) => {
+                    start += dbt.cache.block_info(id).unwrap().guest_len as u64;
+                    done += 1;
+                    if done % batch == 0 {
+                        dbt.write_staged();
+                    }
+                }
+                None => start += 2,
             }
-            None => start += 2,
         }
+        dbt.write_staged();
+        let seconds = begin.elapsed().as_secs_f64();
+        let stats = dbt.stats();
+        std::println!(
+            "batches of {batch}: {done} blocks, {} guest instructions, {:.1} host bytes each: {:.2} us per block, \
+             {:.3} us per guest instruction",
+            stats.instructions_translated,
+            stats.code_bytes as f64 / stats.instructions_translated as f64,
+            seconds * 1e6 / done as f64,
+            seconds * 1e6 / stats.instructions_translated as f64
+        );
     }
-    let seconds = begin.elapsed().as_secs_f64();
-    let stats = dbt.stats();
-    // The same blocks again, assembled only (no cache, no code memory), and code memory written only.
+    // The same blocks again, lowered and assembled only (no cache, no code memory).
     let mut asm = iced_x86::code_asm::CodeAssembler::new(64).unwrap();
     let mut out = assemble::Assembler::new().unwrap();
     let (mut at, mut assembled) = (0x2000u64, 0u64);
     let begin = std::time::Instant::now();
-    while assembled < done {
+    while assembled < blocks {
         match emit::translate(&mut asm, &mut out, memory.ram, at, assembled % 2 == 1, MAX_BLOCK, false) {
             Some(block) => {
                 at += block.guest_len as u64;
@@ -760,35 +802,7 @@ fn measure_translation() {
             None => at += 2,
         }
     }
-    let assembling = begin.elapsed().as_secs_f64();
-    let mut code = TestCode::new(16 << 20);
-    let bytes = [0xc3u8; 800];
-    let begin = std::time::Instant::now();
-    for k in 0..done as usize {
-        code.write(k * 800 % (16 << 20), &bytes).unwrap();
-    }
-    let writing = begin.elapsed().as_secs_f64();
-    let begin = std::time::Instant::now();
-    for k in 0..done as usize {
-        code.write(k * 800 % (16 << 20), &bytes).unwrap();
-    }
-    std::println!(
-        "code memory write again (pages touched) {:.2} us",
-        begin.elapsed().as_secs_f64() * 1e6 / done as f64
-    );
-    std::println!(
-        "emit::translate alone {:.2} us per block; a code memory write (800 bytes) {:.2} us",
-        assembling * 1e6 / done as f64,
-        writing * 1e6 / done as f64
-    );
-    std::println!(
-        "{done} blocks, {} guest instructions, {:.1} host bytes each: {:.2} us per block, {:.3} us per guest \
-         instruction",
-        stats.instructions_translated,
-        stats.code_bytes as f64 / stats.instructions_translated as f64,
-        seconds * 1e6 / done as f64,
-        seconds * 1e6 / stats.instructions_translated as f64
-    );
+    std::println!("emit::translate alone: {:.2} us per block", begin.elapsed().as_secs_f64() * 1e6 / blocks as f64);
 }
 
 /// A function with short and near branches, forward and backward (a loop whose body is too long for a short
