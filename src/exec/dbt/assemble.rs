@@ -38,8 +38,9 @@ struct Branch {
     end: u32,
     label: u64,
     kind: BranchKind,
-    /// Bytes it loses when shortened (0: it stays near).
+    /// Bytes it loses when shortened (0: it stays near), and bytes the branches before it lose.
     shrink: u32,
+    removed_before: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -143,7 +144,7 @@ impl Assembler {
                 near.set_near_branch64(rip);
                 let length = self.encoder.encode(&near, rip)? as u32;
                 let (start, end, label) = (offset, offset + length, instruction.near_branch64());
-                self.branches.push(Branch { start, end, label, kind: BranchKind::Other, shrink: 0 });
+                self.branches.push(Branch { start, end, label, kind: BranchKind::Other, shrink: 0, removed_before: 0 });
                 length
             } else {
                 if instruction.is_ip_rel_memory_operand()
@@ -214,7 +215,8 @@ impl Assembler {
         // Move the bytes between branches down, write each short branch, then every displacement anew.
         let mut removed = 0u32;
         let mut from = 0u32;
-        for branch in &self.branches {
+        for branch in &mut self.branches {
+            branch.removed_before = removed;
             if branch.shrink == 0 {
                 continue;
             }
@@ -233,8 +235,12 @@ impl Assembler {
         self.code.copy_within(from as usize..end as usize, (from - removed) as usize);
         self.code.truncate((end - removed) as usize);
         // Old offsets to new ones: less what the short branches before them lost.
+        // (Branches are in code order; each knows what those before it lost.)
         let moved = |branches: &[Branch], old: u32| -> u32 {
-            old - branches.iter().take_while(|branch| branch.start < old).map(|branch| branch.shrink).sum::<u32>()
+            match branches.partition_point(|branch| branch.start < old).checked_sub(1) {
+                Some(last) => branches.get(last).map_or(old, |branch| old - branch.removed_before - branch.shrink),
+                None => old,
+            }
         };
         for offset in self.labels.iter_mut().filter(|offset| **offset != UNPLACED) {
             *offset = moved(&self.branches, *offset);
@@ -244,7 +250,7 @@ impl Assembler {
         }
         for k in 0..self.branches.len() {
             let Some(&branch) = self.branches.get(k) else { break };
-            let start = moved(&self.branches, branch.start);
+            let start = branch.start - branch.removed_before;
             let length = branch.end - branch.start - branch.shrink;
             let target = self.labels.get(branch.label as usize).copied().ok_or(AssembleError::Label)?;
             let displacement = target as i64 - (start + length) as i64;
