@@ -2,14 +2,17 @@
 //! [`CodeAssembler`] to machine code, in one pass with iced's [`Encoder`], into buffers kept across blocks.
 //!
 //! iced's own `BlockEncoder` (behind [`CodeAssembler::assemble`]) relaxes branches to their shortest form over
-//! several passes and allocates a boxed object per instruction and fresh vectors per block: about 50 µs a
-//! block here, most of a translation. Here every branch to a label is encoded near (`rel32`), so no instruction's
+//! several passes and allocates a boxed object per instruction and fresh vectors per block: about 36 µs of a
+//! 47 µs translation of a block of Linux's code here (the ignored test `translation_latency`). Here every branch to a label is encoded near (`rel32`), so no instruction's
 //! length depends on where a label lands: each instruction is encoded once at its final offset, a branch with a
 //! dummy target, and the branch displacements (the last four bytes of a near `jmp`/`jcc`/`call`) are written once
 //! every label's offset is known. Then branches whose displacement fits a byte are shortened, with the bytes
 //! moved down in the same buffer: shortening only ever brings a branch and its target closer (an instruction's
 //! bytes never depend on its address: translated code has no RIP-relative operand, checked here), so every
 //! branch chosen short still fits.
+//!
+//! Lowering and assembling now take about 12 µs a block, a third of it in iced's `Encoder` itself (table-driven,
+//! about 40 ns an instruction): that is the floor while iced encodes.
 //!
 //! It also notes where each 64-bit immediate (`mov r64, imm64`) lies in the code, so that the engine puts link
 //! slot and counter addresses in place of their placeholders without searching the bytes.
