@@ -137,14 +137,15 @@ fn measure_dbt(image: &[u8]) -> Result<Measurement, String> {
             .saturating_sub(counting.stats().stepped + counting.stats().cold_instructions))
         .max(1) as f64;
     run.note = Some(format!(
-        "code cache {} MiB: {} blocks translated ({} guest instructions, {:.1} host bytes each), {} evictions, {} \
-         pages invalidated; {} blocks entered ({per_block:.1} instructions each), {} instructions on the cold tier, {} \
+        "code cache {} MiB: {} blocks translated ({} guest instructions, {:.1} host bytes each, {} writes of code \
+         memory), {} evictions, {} pages invalidated; {} blocks entered ({per_block:.1} instructions each), {} instructions on the cold tier, {} \
          stepped; host instructions per translated guest instruction: {:.1} emitted, {:.1} straight-line, \
          {dynamic:.1} run (at most)",
         crate::jit::CODE_BYTES >> 20,
         work.blocks_translated,
         work.instructions_translated,
         work.code_bytes as f64 / work.instructions_translated.max(1) as f64,
+        work.code_writes,
         cache.evictions,
         work.pages_invalidated,
         work.blocks_entered,

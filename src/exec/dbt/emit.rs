@@ -34,6 +34,7 @@ use core::mem::offset_of;
 use iced_x86::code_asm::*;
 use iced_x86::IcedError;
 
+use super::assemble::Assembler;
 use super::regs::{
     self, compare, compare_imm, load_into, load_into32, mem, r16, r32, r64, r8l, Binop, Cache, Src, HOSTS, RAX, RCX,
     RDX,
@@ -44,8 +45,8 @@ use crate::mem::tlb::RAW_TLB_LAYOUT as TLB;
 use crate::mem::{Ram, PAGE_SIZE};
 
 /// A translated block, ready to copy into code memory.
+/// Its code is in the [`Assembler`] it was assembled with.
 pub(crate) struct Translated {
-    pub code: Vec<u8>,
     /// Guest instructions.
     pub insts: u32,
     /// Guest bytes.
@@ -89,6 +90,7 @@ struct Guest {
 /// with the data fast path of paged (`paged`) or untranslated accesses. `None`: nothing could be translated.
 pub(crate) fn translate(
     asm: &mut CodeAssembler,
+    out: &mut Assembler,
     ram: &Ram,
     start: u64,
     paged: bool,
@@ -139,11 +141,10 @@ pub(crate) fn translate(
     asm.reset();
     let labels = emit_block(asm, guests.get(..insts)?, paged, guest_len, start & (PAGE_SIZE - 1), count).ok()?;
     let host_insts = asm.instructions().len() as u32;
-    let result = asm.assemble_options(0, iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS).ok()?;
-    let entry = u32::try_from(result.label_ip(&labels.entry).ok()?).ok()?;
-    let unlinked = u32::try_from(result.label_ip(&labels.unlinked).ok()?).ok()?;
+    out.assemble(asm).ok()?;
+    let entry = out.label_offset(&labels.entry)?;
+    let unlinked = out.label_offset(&labels.unlinked)?;
     Some(Translated {
-        code: result.inner.code_buffer,
         insts: insts as u32,
         guest_len,
         exits: [taken, (falls_through && at < page_end).then_some(at)],

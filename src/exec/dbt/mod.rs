@@ -8,7 +8,9 @@
 //! [`CodeCache::ops_start`] of it), translates on a miss ([`emit`]) and calls the host code. Cold code runs on
 //! a cold tier, the threaded engine, one predecoded block at a time: a block is translated once it has run `HOT`
 //! instructions there (code that runs a few times, most of a kernel's boot, costs less predecoded than
-//! translated). The two caches
+//! translated). Hot blocks are queued and translated a few at a time (`BATCH`, or once the first has waited a
+//! quarter of the threshold more on the cold tier), their code written into code memory with one protection
+//! change (a pair of `mprotect` calls costs about as much as assembling a block). The two caches
 //! watch the same RAM; this engine takes the list of written code pages and drops them in both. Blocks are keyed by
 //! RAM offset and whether data accesses are paged (the inlined fast path differs), never by virtual address:
 //! the host code takes the block's virtual pc at entry and works out every pc from it, so a block is shared by
@@ -73,12 +75,14 @@
 //! one the dispatcher would find at that pc: entries, slots and predictions are only ever filled by the
 //! dispatcher with live blocks it found itself, checked against the RAM offset they stand for.
 
+mod assemble;
 mod emit;
 mod regs;
 #[cfg(test)]
 mod tests;
 
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use iced_x86::code_asm::CodeAssembler;
 
 use super::interp::{self, exception, mmio};
@@ -167,6 +171,8 @@ pub struct DbtStats {
     pub body_instructions_run: u64,
     /// Target cache entries written by the dispatcher.
     pub jump_fills: u64,
+    /// Writes of code memory (each a protection change): hot blocks queued together share one.
+    pub code_writes: u64,
 }
 
 /// What a translated block returns (and a helper, to the block).
@@ -293,12 +299,22 @@ impl Ring {
 type LinkSlots<const BLOCKS: usize> = [[u64; emit::LINKS]; BLOCKS];
 
 /// Instructions a block runs on the cold tier before it is translated: code that runs a few thousand times (most
-/// of a kernel's boot) costs less on the cold tier than translated (tens of microseconds a block). Counting
+/// of a kernel's boot) costs less on the cold tier than translated (about 10 us a block in batches). Counting
 /// instructions rather than entries translates long blocks (a hash's unrolled rounds) sooner: what translation
 /// saves grows with the block's length, its cost hardly. Debian's Linux to its shell, one hart, CPU seconds,
 /// when counting entries: 4.7 at 200 entries, 3.3 at 1000, 3.0 at 4000 (8.3 at 50; 5.5 on the threaded engine
-/// alone).
+/// alone). With translation at a third of its former cost, counting instructions: about 3.2 s from 10000 to
+/// 20000 (flat within the noise of a shared machine), 3.8 at 2000, 4.2 at 1000 (22000 blocks translated by
+/// a billion instructions, against 4000 at 20000: Linux's boot runs much code a few thousand times and no more,
+/// so a lower threshold translates more than it saves); U-Boot to its prompt gains a little from lower ones.
 const HOT: u16 = 20_000;
+
+/// Hot blocks translated together at most: their code goes into code memory with one protection change (a pair of
+/// `mprotect` calls here costs about 9 us, a third of a block's translation).
+const BATCH: usize = 8;
+
+/// A queued hot block waits at most `threshold / WAIT` instructions on the cold tier for others to join it.
+const WAIT: u16 = 4;
 
 /// The cold tier's engine: the threaded engine with the hosted code cache's size (about 1 MiB).
 type ColdTier = Threaded<32768, 2048, 4096>;
@@ -344,6 +360,19 @@ pub struct Dbt<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP:
     entries: Box<[u64; BLOCKS]>,
     counted: u64,
     asm: CodeAssembler,
+    /// The assembling step's buffers, reused by every block.
+    assembler: assemble::Assembler,
+    /// Hot blocks waiting to be translated together (RAM offset, data accesses paged), and the instructions run on
+    /// the cold tier since the first was queued.
+    queue: [(u64, bool); BATCH],
+    queued: usize,
+    waited: u64,
+    /// The code of blocks translated but not yet in code memory (`staged` blocks, `staged_ids`), which goes at
+    /// `staging_offset` of it.
+    staging: Vec<u8>,
+    staging_offset: usize,
+    staged_ids: [Option<crate::cache::BlockId>; BATCH],
+    staged: usize,
     stats: DbtStats,
     /// The pc at which each hart's last run spent its budget (slot `hart_id % STOP_SLOTS`): its next run steps
     /// to the next known block start rather than translating a block that starts inside one.
@@ -366,6 +395,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             return Err(DbtError::CodeMemoryTooSmall);
         }
         let asm = CodeAssembler::new(64).map_err(|_| DbtError::Assembler)?;
+        let assembler = assemble::Assembler::new().map_err(|_| DbtError::Assembler)?;
         Ok(Self {
             code,
             cold: boxed(ColdTier::new),
@@ -382,6 +412,14 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             entries: boxed(|| [0; BLOCKS]),
             counted: 0,
             asm,
+            assembler,
+            queue: [(0, false); BATCH],
+            queued: 0,
+            waited: 0,
+            staging: Vec::new(),
+            staging_offset: 0,
+            staged_ids: [None; BATCH],
+            staged: 0,
             stats: DbtStats::default(),
             stopped: [None; STOP_SLOTS],
         })
@@ -436,8 +474,9 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         }
         let mut limit = MAX_BLOCK;
         let block = loop {
-            let block = emit::translate(&mut self.asm, memory.ram, start, paged, limit, self.counting)?;
-            if block.code.len() <= MAX_BLOCK_CODE.min(self.cache.max_block_ops()) {
+            let block =
+                emit::translate(&mut self.asm, &mut self.assembler, memory.ram, start, paged, limit, self.counting)?;
+            if self.assembler.code().len() <= MAX_BLOCK_CODE.min(self.cache.max_block_ops()) {
                 break block;
             }
             limit = (block.insts as usize / 2).max(1);
@@ -448,30 +487,34 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         if !memory.ram.watch_code(start, block.guest_len as u64) {
             return None;
         }
+        let code_len = self.assembler.code().len();
         let units = [(); MAX_BLOCK_CODE];
         let id = self
             .cache
-            .insert(BlockKey::new(start, paged as u64), block.guest_len, block.exits, units.get(..block.code.len())?)
+            .insert(BlockKey::new(start, paged as u64), block.guest_len, block.exits, units.get(..code_len)?)
             .ok()?;
         let offset = self.cache.ops_start(id)?;
-        let mut code = block.code;
         let slots = self.links.get_mut(id.index())?;
         let unlinked = (self.code.base() + offset + block.unlinked as usize) as u64;
-        for (k, slot) in slots.iter_mut().enumerate() {
-            *slot = unlinked;
-            let placeholder = emit::slot_placeholder(k).to_le_bytes();
-            if let Some(at) = code.windows(8).position(|bytes| bytes == placeholder) {
-                let address = slot as *mut u64 as u64;
-                code.get_mut(at..at + 8)?.copy_from_slice(&address.to_le_bytes());
-            }
-        }
+        slots.fill(unlinked);
         let targets = block.slot_targets.map(|target| target.unwrap_or(NO_TARGET));
         let (old, entries) = (self.meta.get(id.index())?, self.entries.get_mut(id.index())?);
         self.counted += *entries * old.body as u64;
         *entries = 0;
-        let counter = (entries as *mut u64 as u64).to_le_bytes();
-        if let Some(at) = code.windows(8).position(|bytes| bytes == emit::COUNTER_PLACEHOLDER.to_le_bytes()) {
-            code.get_mut(at..at + 8)?.copy_from_slice(&counter);
+        // The addresses of the link slots and the entry counter in place of their placeholders.
+        let counter = entries as *mut u64 as u64;
+        let slots = slots.as_ptr() as u64;
+        for k in 0..self.assembler.imm64().len() {
+            let Some(&(at, value)) = self.assembler.imm64().get(k) else { break };
+            let address = match value {
+                emit::COUNTER_PLACEHOLDER => counter,
+                _ => match (0..emit::LINKS).find(|&k| emit::slot_placeholder(k) == value) {
+                    Some(k) => slots + 8 * k as u64,
+                    None => continue,
+                },
+            };
+            let at = at as usize;
+            self.assembler.code_mut().get_mut(at..at + 8)?.copy_from_slice(&address.to_le_bytes());
         }
         let meta = BlockMeta {
             insts: block.insts,
@@ -482,16 +525,65 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             targets,
         };
         *self.meta.get_mut(id.index())? = meta;
-        if self.code.write(offset, &code).is_err() {
+        // Staged with the blocks translated just before it when it follows them in code memory (one write of code
+        // memory for all), else after writing those.
+        if self.staged == 0 || self.staging_offset + self.staging.len() != offset {
+            self.write_staged();
+            self.staging_offset = offset;
+        }
+        let Some(slot) = self.staged_ids.get_mut(self.staged) else {
             self.cache.invalidate_block(id);
             return None;
-        }
+        };
+        *slot = Some(id);
+        self.staged += 1;
+        self.staging.extend_from_slice(self.assembler.code());
         self.stats.blocks_translated += 1;
-        self.stats.code_bytes += code.len() as u64;
+        self.stats.code_bytes += code_len as u64;
         self.stats.instructions_translated += block.insts as u64;
         self.stats.host_instructions += block.host_insts as u64;
         self.stats.body_instructions += block.body_insts as u64;
         Some((id, block.insts))
+    }
+
+    /// Copies the staged blocks' code into code memory (one protection change for all); drops them if it fails.
+    fn write_staged(&mut self) {
+        if self.staged > 0 {
+            self.stats.code_writes += 1;
+            if self.code.write(self.staging_offset, &self.staging).is_err() {
+                for &id in self.staged_ids.get(..self.staged).unwrap_or(&[]).iter().flatten() {
+                    self.cache.invalidate_block(id);
+                }
+            }
+        }
+        self.staging.clear();
+        self.staged = 0;
+    }
+
+    /// Notes that the block at RAM offset `start` (data accesses `paged`) is hot; whether the queue of hot blocks
+    /// is due for translation: full, or its first block has waited long enough on the cold tier.
+    fn enqueue(&mut self, start: u64, paged: bool) -> bool {
+        let queued = self.queue.get(..self.queued).unwrap_or(&[]);
+        if !queued.contains(&(start, paged)) {
+            if let Some(slot) = self.queue.get_mut(self.queued) {
+                *slot = (start, paged);
+                self.queued += 1;
+            }
+        }
+        self.queued == BATCH || self.waited >= (self.threshold / WAIT) as u64
+    }
+
+    /// Translates every queued hot block, writing their code into code memory together.
+    fn translate_queued(&mut self, memory: &mut Memory) {
+        for k in 0..self.queued {
+            let Some(&(start, paged)) = self.queue.get(k) else { break };
+            if self.cache.find(BlockKey::new(start, paged as u64)).is_none() {
+                self.translate(memory, start, paged);
+            }
+        }
+        self.write_staged();
+        self.queued = 0;
+        self.waited = 0;
     }
 
     /// Unlinks every slot if any block was removed since the links were last known good.
@@ -602,13 +694,23 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                         finishing -= 1;
                         None
                     }
-                    None => match self.heat.get(heat_slot(start)) {
+                    None => match self.heat.get(heat_slot(start)).copied() {
                         // Cold code runs on the cold tier until it has run `HOT` instructions.
-                        Some(&heat) if heat < self.threshold => {
+                        Some(heat) if heat < self.threshold => {
                             cold = Some(start);
                             None
                         }
-                        _ => self.translate(memory, start, paged),
+                        // Hot: queued, and translated with the blocks queued with it once the queue is due;
+                        // until then it runs on the cold tier.
+                        _ if !self.enqueue(start, paged) => {
+                            cold = Some(start);
+                            None
+                        }
+                        _ => {
+                            self.translate_queued(memory);
+                            let block = self.cache.lookup(BlockKey::new(start, paged as u64));
+                            block.and_then(|block| Some((block, self.meta.get(block.index())?.insts)))
+                        }
                     },
                 },
                 None => None,
@@ -630,6 +732,9 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 if let Some(start) = cold.take() {
                     let (retired, left) = self.cold.run_one_block(hart, memory, remaining);
                     self.stats.cold_instructions += retired;
+                    if self.queued > 0 {
+                        self.waited += retired;
+                    }
                     if let Some(heat) = self.heat.get_mut(heat_slot(start)) {
                         // At least one: an entry that retired nothing (an exit at once) still warms the block.
                         *heat = heat.saturating_add(retired.clamp(1, u16::MAX as u64) as u16);

@@ -416,6 +416,33 @@ fn cold_blocks_run_on_the_cold_tier_until_hot() {
     assert!(stats.cold_instructions >= HOT as u64 && stats.blocks_entered >= 1, "{stats:?}");
 }
 
+/// Blocks that grow hot together are translated together, their code written into code memory at once, and run
+/// as the interpreter does.
+#[test]
+fn blocks_hot_together_are_written_together() {
+    let jump = |rd| Inst::Jal { rd, offset: 4 };
+    let program = [
+        addi(5, 0, 2000),
+        jump(0),
+        // Three blocks of two instructions a round each: they reach the threshold in the same round.
+        addi(6, 6, 1),
+        jump(0),
+        addi(7, 7, 2),
+        jump(0),
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -20 },
+        Inst::Ecall,
+    ];
+    for supervisor in [false, true] {
+        let (machine, dbt) = lockstep_translating_at(&bytes(&program), supervisor, &[100_000], 600);
+        assert_eq!(machine.hart.x(6), 18 + 2000, "every round ran");
+        let stats = dbt.stats();
+        assert!(stats.blocks_translated >= 3, "{stats:?}");
+        assert!(stats.code_writes < stats.blocks_translated, "{stats:?}");
+        assert!(stats.cold_instructions < 6 * 400, "translated soon after the threshold: {stats:?}");
+    }
+}
+
 /// Places `program` at RAM offset `at` of `code`, growing it as needed.
 fn place(code: &mut Vec<u8>, at: usize, program: &[Inst]) {
     let bytes = bytes(program);
@@ -917,4 +944,148 @@ fn a_store_straddling_into_a_code_granule_drops_the_code() {
         assert_eq!(machine.hart.x(6), 18 + 201, "from 18: one old round, two new ones");
         assert!(dbt.stats().pages_invalidated >= 1);
     }
+}
+
+/// Translation latency over real code: consecutive blocks of the Linux kernel `Image` (when
+/// `target/guest-images/Image` is there) through the whole translation path (decode, emit, assemble, cache insert,
+/// copy into code memory). A measurement, run by hand:
+/// `cargo test -p trapeze --release --features dbt --lib translation_latency -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement of translation latency, run by hand"]
+fn translation_latency() {
+    // The hosted sizes' tables are built on the stack first.
+    std::thread::Builder::new().stack_size(64 << 20).spawn(measure_translation).unwrap().join().unwrap();
+}
+
+fn measure_translation() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/guest-images/Image");
+    let Ok(image) = std::fs::read(path) else { return };
+    let size = (image.len() as u64).div_ceil(4096) * 4096;
+    let mut backing = vec![0u8; size as usize];
+    backing[..image.len()].copy_from_slice(&image);
+    let mut watch = vec![0u64; code_watch_words(size)];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    ram.attach_granular_code_watch(&mut watch);
+    let realmap = VmRealMap::for_ram(&ram).unwrap();
+    let mut tlb = Tlb::new();
+    let mut memory = Memory { ram: &mut ram, realmap: &realmap, tlb: &mut tlb };
+    // The kernel's text starts after its first pages of head code and data; 20000 consecutive blocks from there,
+    // written into code memory one at a time or in batches as the engine queues them.
+    let blocks = 20_000u64;
+    for batch in [1, BATCH as u64, 1, BATCH as u64] {
+        let mut dbt = Box::new(Dbt::<TestCode, { 16 << 20 }, 8192, 16384>::new(TestCode::new(16 << 20)).unwrap());
+        let (mut start, mut done) = (0x2000u64, 0);
+        let begin = std::time::Instant::now();
+        while done < blocks && start + 64 < size {
+            match dbt.translate(&mut memory, start, done % 2 == 1) {
+                Some((id, _)) => {
+                    start += dbt.cache.block_info(id).unwrap().guest_len as u64;
+                    done += 1;
+                    if done % batch == 0 {
+                        dbt.write_staged();
+                    }
+                }
+                None => start += 2,
+            }
+        }
+        dbt.write_staged();
+        let seconds = begin.elapsed().as_secs_f64();
+        let stats = dbt.stats();
+        std::println!(
+            "batches of {batch}: {done} blocks, {} guest instructions, {:.1} host bytes each: {:.2} us per block, \
+             {:.3} us per guest instruction",
+            stats.instructions_translated,
+            stats.code_bytes as f64 / stats.instructions_translated as f64,
+            seconds * 1e6 / done as f64,
+            seconds * 1e6 / stats.instructions_translated as f64
+        );
+    }
+    // The same blocks again, lowered and assembled only (no cache, no code memory).
+    let mut asm = iced_x86::code_asm::CodeAssembler::new(64).unwrap();
+    let mut out = assemble::Assembler::new().unwrap();
+    let (mut at, mut assembled) = (0x2000u64, 0u64);
+    let begin = std::time::Instant::now();
+    while assembled < blocks {
+        match emit::translate(&mut asm, &mut out, memory.ram, at, assembled % 2 == 1, MAX_BLOCK, false) {
+            Some(block) => {
+                at += block.guest_len as u64;
+                assembled += 1;
+            }
+            None => at += 2,
+        }
+    }
+    std::println!("emit::translate alone: {:.2} us per block", begin.elapsed().as_secs_f64() * 1e6 / blocks as f64);
+}
+
+/// A function with short and near branches, forward and backward (a loop whose body is too long for a short
+/// branch, a short skip, a long jump over padding): `eax = 3 * rounds + 1000`.
+fn branchy_function(a: &mut iced_x86::code_asm::CodeAssembler, rounds: i32, padding: usize) {
+    use iced_x86::code_asm::*;
+    let mut top = a.create_label();
+    let mut skip = a.create_label();
+    let mut end = a.create_label();
+    a.xor(eax, eax).unwrap();
+    a.mov(ecx, rounds).unwrap();
+    a.set_label(&mut top).unwrap();
+    a.add(eax, 3).unwrap();
+    for _ in 0..padding {
+        a.nop().unwrap();
+    }
+    a.sub(ecx, 1).unwrap();
+    a.jnz(top).unwrap();
+    a.test(eax, eax).unwrap();
+    a.jz(skip).unwrap();
+    a.add(eax, 1000).unwrap();
+    a.set_label(&mut skip).unwrap();
+    a.jmp(end).unwrap();
+    for _ in 0..padding * 2 {
+        a.nop().unwrap();
+    }
+    a.set_label(&mut end).unwrap();
+    a.ret().unwrap();
+}
+
+/// The assembling step's branches land where they should, near or shortened, and its reused buffers give the
+/// same code for the same instructions whatever was assembled in between.
+#[test]
+// Runs the functions it assembled.
+#[allow(unsafe_code)]
+fn assembled_branches_land_right_near_and_short() {
+    let mut asm = iced_x86::code_asm::CodeAssembler::new(64).unwrap();
+    let mut out = assemble::Assembler::new().unwrap();
+    let mut code = TestCode::new(1 << 16);
+    let mut lengths = Vec::new();
+    for (k, (rounds, padding)) in [(10, 200), (7, 3), (10, 200), (1, 0), (5, 1000)].into_iter().enumerate() {
+        asm.reset();
+        branchy_function(&mut asm, rounds, padding);
+        out.assemble(&asm).unwrap();
+        let bytes = out.code().to_vec();
+        lengths.push(bytes.len());
+        let offset = 4096 * k;
+        code.write(offset, &bytes).unwrap();
+        // SAFETY: the bytes just written are a complete System V function (it clobbers only eax and ecx).
+        let function: extern "sysv64" fn() -> u32 = unsafe { core::mem::transmute(code.base.wrapping_add(offset)) };
+        assert_eq!(function(), 3 * rounds as u32 + 1000, "rounds {rounds}, padding {padding}");
+        // The same instructions again give the same bytes.
+        out.assemble(&asm).unwrap();
+        assert_eq!(out.code(), &bytes[..]);
+    }
+    assert_eq!(lengths[0], lengths[2], "the same function, assembled after another");
+    // Short forms where they fit: with padding 0 and 3 every branch is short (two bytes: the lengths differ by the
+    // nine nops); with padding 200 the loop's `jnz` (6 bytes) and the `jmp` over 400 nops (5) are near, the skip
+    // short.
+    assert_eq!(lengths[1] - lengths[3], 9);
+    assert_eq!(lengths[0] - lengths[3], 600 + (6 - 2) + (5 - 2));
+}
+
+/// A branch to a label that was never placed fails the block (no panic, no code).
+#[test]
+fn a_branch_to_an_unplaced_label_is_refused() {
+    use iced_x86::code_asm::*;
+    let mut asm = CodeAssembler::new(64).unwrap();
+    let mut out = assemble::Assembler::new().unwrap();
+    let nowhere = asm.create_label();
+    asm.jmp(nowhere).unwrap();
+    asm.ret().unwrap();
+    assert!(out.assemble(&asm).is_err());
 }
