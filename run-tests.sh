@@ -73,7 +73,8 @@ done
 # Hostile input again, with the checks release drops: the core's unit and property tests (random guests and
 # instructions, page tables, virtio chains, SBI calls, bridge, spool, printer) and the containment tests, built
 # with overflow checks and debug assertions (the `hardened` profile). Then every fuzz target for a bounded
-# time (FUZZ_SECONDS each, default 20; tools/fuzz.sh appends its figures to target/isolation.txt).
+# time (FUZZ_SECONDS each, default 40, as many at once as there are cores; tools/fuzz.sh appends its figures
+# to target/isolation.txt).
 echo "== hardened: overflow-checked property and hostile-guest tests"
 set +e
 # The translator's tests too where it exists (x86-64 hosts).
@@ -86,7 +87,7 @@ hardened=${PIPESTATUS[0]}
 cargo test -p trapeze-hosted --profile hardened --test contain 2>&1 | tee -a "$log"
 hardened_contain=${PIPESTATUS[0]}
 echo "== fuzzing"
-./tools/fuzz.sh "${FUZZ_SECONDS:-20}"
+./tools/fuzz.sh "${FUZZ_SECONDS:-40}"
 fuzzed=$?
 set -e
 [ "$hardened" -eq 0 ] && [ "$hardened_contain" -eq 0 ] || status=1
