@@ -10,7 +10,7 @@ use trapeze::hart::{Exception, Hart, HartConfig, Privilege};
 use trapeze::mem::sv39::Fault;
 use trapeze::mem::RAM_BASE;
 use trapeze::trap::{FlushScope, Resume};
-use trapeze::vm::sbi::{eid, HartState, Sbi, SbiEnvironment};
+use trapeze::vm::sbi::{eid, HartState, Sbi, SbiEnvironment, EXTENSIONS};
 use trapeze_fuzz::Input;
 
 const RAM_SIZE: u64 = 0x2000;
@@ -94,25 +94,8 @@ impl SbiEnvironment for Env {
     }
 }
 
-const EIDS: [u64; 17] = [
-    eid::LEGACY_SET_TIMER,
-    eid::LEGACY_CONSOLE_PUTCHAR,
-    eid::LEGACY_CONSOLE_GETCHAR,
-    eid::LEGACY_CLEAR_IPI,
-    eid::LEGACY_SEND_IPI,
-    eid::LEGACY_REMOTE_FENCE_I,
-    eid::LEGACY_REMOTE_SFENCE_VMA,
-    eid::LEGACY_REMOTE_SFENCE_VMA_ASID,
-    eid::LEGACY_SHUTDOWN,
-    eid::BASE,
-    eid::TIME,
-    eid::IPI,
-    eid::RFENCE,
-    eid::HSM,
-    eid::SRST,
-    eid::DBCN,
-    0x0A00_0000,
-];
+/// An extension the SBI does not implement (the vendor range), beside the ones it does.
+const UNKNOWN_EID: u64 = 0x0A00_0000;
 
 fn argument(input: &mut Input) -> u64 {
     match input.u8() % 8 {
@@ -161,7 +144,11 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 let caller = input.below(HARTS as u64 + 1) as usize;
-                let eid = if input.one_in(8) { input.u64() } else { EIDS[input.below(EIDS.len() as u64) as usize] };
+                let eid = if input.one_in(8) {
+                    input.u64()
+                } else {
+                    EXTENSIONS.get(input.below(EXTENSIONS.len() as u64 + 1) as usize).copied().unwrap_or(UNKNOWN_EID)
+                };
                 let fid = if input.one_in(8) { input.u64() } else { input.below(8) };
                 env.virtual_loads = (0..input.below(3)).map(|_| input.bool().then(|| input.u64())).collect();
                 let Some(hart) = harts.get_mut(caller) else {
