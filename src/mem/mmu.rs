@@ -106,6 +106,17 @@ pub(super) fn map_permission(access: AccessType) -> MapPerms {
     }
 }
 
+/// The soft TLB key of an S- or U-mode access in `ctx` under `satp`: an Sv39 key when paging is on, else a bare
+/// one (which no Sv39 entry answers).
+#[inline(always)]
+fn tlb_key(satp: Satp, access: AccessType, ctx: AccessContext) -> TlbKey {
+    if satp.mode() == SATP_MODE_SV39 {
+        TlbKey::new(satp.asid(), access, ctx)
+    } else {
+        TlbKey::bare(satp.asid(), access, ctx.privilege)
+    }
+}
+
 impl Memory<'_, '_> {
     /// Translates an access of `size` bytes (within one page) at virtual address `va`.
     #[inline(always)]
@@ -126,9 +137,9 @@ impl Memory<'_, '_> {
         let ctx = access_context(hart, access);
         let satp = Satp(hart.csrs.satp);
         let paged = ctx.privilege != Privilege::Machine && satp.mode() == SATP_MODE_SV39;
-        if paged {
+        if ctx.privilege != Privilege::Machine {
             // Only pages PMP allows as a whole are ever cached.
-            if let Some(host) = self.tlb.lookup(va, TlbKey::new(satp.asid(), access, ctx)) {
+            if let Some(host) = self.tlb.lookup(va, tlb_key(satp, access, ctx)) {
                 return Ok((Target::Ram(host.0), true));
             }
         } else if ctx.privilege == Privilege::Machine && hart.pmp.machine_unrestricted() {
@@ -170,6 +181,14 @@ impl Memory<'_, '_> {
         }
         if paged && whole_page {
             self.tlb.insert(va, Satp(satp).asid(), &translation, mapping);
+        } else if ctx.privilege != Privilege::Machine && whole_page {
+            // Bare S/U: cache the identity page for every (access kind, privilege) that PMP allows on the whole
+            // page and the real map permits, under keys no Sv39 entry answers.
+            let page = gpa & !0xfff;
+            let pmp = &hart.pmp;
+            self.tlb.insert_bare(va, Satp(satp).asid(), mapping.host, |kind, privilege| {
+                mapping.perms.contains(map_permission(kind)) && pmp.allows(page, 0x1000, pmp_kind(kind), privilege)
+            });
         }
         Ok((Target::Ram(mapping.host.0), whole_page))
     }
@@ -247,7 +266,8 @@ pub enum Loaded {
 /// back to [`Memory::load`] / [`Memory::store`] when they return `None`.
 #[derive(Debug, Clone, Copy)]
 pub struct DataPath {
-    /// Loads and stores are translated by Sv39: a soft TLB hit with these keys is the fast path.
+    /// Loads and stores are in S- or U-mode (translated by Sv39, or bare): a soft TLB hit with these keys is the
+    /// fast path (Sv39 keys or bare keys, which never answer each other's entries).
     pub(crate) paged: bool,
     pub(crate) load_key: TlbKey,
     pub(crate) store_key: TlbKey,
@@ -258,7 +278,7 @@ pub struct DataPath {
     pub(crate) window_base: u64,
     pub(crate) window_limit: u64,
     pub(crate) window_host: u64,
-    /// Fetches are translated by Sv39: a soft TLB hit with this key gives a fetch's RAM offset.
+    /// Fetches are in S- or U-mode (Sv39 or bare): a soft TLB hit with this key gives a fetch's RAM offset.
     fetch_paged: bool,
     fetch_key: TlbKey,
     /// Untranslated M-mode fetches with no PMP check: guest real `[fetch_base, fetch_base + fetch_size)` lands on
@@ -283,24 +303,25 @@ impl Memory<'_, '_> {
     pub fn data_path(&self, hart: &Hart) -> DataPath {
         let ctx = access_context(hart, AccessType::Load);
         let satp = Satp(hart.csrs.satp);
-        let paged = ctx.privilege != Privilege::Machine && satp.mode() == SATP_MODE_SV39;
+        // Every S/U-mode access goes through the soft TLB, translated (Sv39 keys) or not (bare keys).
+        let paged = ctx.privilege != Privilege::Machine;
+        let fetch_ctx = access_context(hart, AccessType::Fetch);
+        let fetch_privilege = fetch_ctx.privilege;
         let mut path = DataPath {
             paged,
-            load_key: TlbKey::new(satp.asid(), AccessType::Load, ctx),
-            store_key: TlbKey::new(satp.asid(), AccessType::Store, ctx),
+            load_key: tlb_key(satp, AccessType::Load, ctx),
+            store_key: tlb_key(satp, AccessType::Store, ctx),
             window_base: 0,
             window_limit: 0,
             window_host: 0,
-            fetch_paged: false,
-            fetch_key: TlbKey::new(satp.asid(), AccessType::Fetch, access_context(hart, AccessType::Fetch)),
+            fetch_paged: fetch_privilege != Privilege::Machine,
+            fetch_key: tlb_key(satp, AccessType::Fetch, fetch_ctx),
             fetch_base: 0,
             fetch_size: 0,
             fetch_host: 0,
         };
-        let fetch_privilege = access_context(hart, AccessType::Fetch).privilege;
-        path.fetch_paged = fetch_privilege != Privilege::Machine && satp.mode() == SATP_MODE_SV39;
         let fetch_window = fetch_privilege == Privilege::Machine;
-        let data_window = !paged && ctx.privilege == Privilege::Machine;
+        let data_window = !paged;
         if (fetch_window || data_window) && hart.pmp.machine_unrestricted() {
             let ram_base = self.ram.base();
             if let Some(extent) = self.realmap.extents().iter().find(|e| e.contains(ram_base)) {

@@ -2,7 +2,9 @@
 //! guest's Sv39 translation with the VM's real map, so that a hit costs a few compares and no walk.
 //!
 //! It never grows or allocates, never caches an access that a fresh walk would refuse or that would change guest
-//! memory (A/D updates), and never serves an untranslated (M-mode or Bare) access: those bypass it.
+//! memory (A/D updates), and never serves an M-mode access: those bypass it. Untranslated S- and U-mode accesses
+//! (`satp` bare) are cached as identity entries ([`SoftTlb::insert_bare`], [`TlbKey::bare`]) whose permission
+//! bits are disjoint from every Sv39 one, so neither kind of entry can ever hit for the other kind of key.
 //!
 //! # Contract
 //! * Fill only after a successful [`translate`](super::sv39::translate) of `va` under the current `satp`, with the
@@ -26,7 +28,7 @@
 //! 1. Work out the effective context: for a fetch the current privilege; for a load or store the current privilege,
 //!    or `mstatus.MPP` when in M-mode with `mstatus.MPRV` set; plus `mstatus.SUM`/`MXR`. Build the [`TlbKey`]s once
 //!    per context change (they are plain values).
-//! 2. Fast path (translated accesses only: effective privilege U or S and `satp.MODE` = Sv39):
+//! 2. Fast path (effective privilege U or S; the key is [`TlbKey::new`] under Sv39, [`TlbKey::bare`] when bare):
 //!    [`SoftTlb::lookup`]`(va, key)` -> host address; the access must not run past the 4 KiB page (a misaligned
 //!    access that crosses it takes the slow path for each part). In the hosted emulator the host address is an
 //!    offset into the `Ram` slice: [`Ram::load_at_offset`](super::Ram::load_at_offset) and friends.
@@ -36,7 +38,8 @@
 //!    returns where the access goes: RAM, or a guest real address no extent maps (the engine exits with an MMIO
 //!    access, and the dispatcher serves it from a device or injects an access fault). A
 //!    [`Fault`](super::sv39::Fault) is injected as is (`scause`/`mcause` = `exception`, `stval`/`mtval` = `tval`).
-//!    Untranslated accesses (M-mode, Bare) never touch the TLB.
+//!    M-mode accesses never touch the TLB; bare S/U-mode ones fill it with [`SoftTlb::insert_bare`] when PMP
+//!    allows the whole page and the real map has it.
 
 use super::realmap::{HostAddr, MapPerms, RealMapping};
 use super::sv39::{AccessContext, AccessType, Translation, PAGE_SHIFT, PAGE_SIZE};
@@ -58,6 +61,26 @@ const fn permission_bit(access: AccessType, ctx: AccessContext) -> u32 {
         AccessType::Store => 2,
     };
     1 << (kind * 8 + privilege * 4 + (ctx.sum as u32) * 2 + ctx.mxr as u32)
+}
+
+/// First bit of the bare (untranslated S/U-mode) permissions: above every Sv39 [`permission_bit`] (bits 0..24).
+const BARE_SHIFT: u32 = 24;
+
+/// Bit of a bare entry's permission mask for one (access kind, privilege), or 0 for M-mode. Disjoint from every
+/// [`permission_bit`], so a bare key never hits an Sv39 entry and an Sv39 key never hits a bare entry, whatever
+/// their ASIDs: the two kinds of entry may share the TLB with no flush between `satp` modes.
+const fn bare_permission_bit(access: AccessType, privilege: Privilege) -> u32 {
+    let privilege = match privilege {
+        Privilege::User => 0,
+        Privilege::Supervisor => 1,
+        Privilege::Machine => return 0,
+    };
+    let kind = match access {
+        AccessType::Fetch => 0,
+        AccessType::Load => 1,
+        AccessType::Store => 2,
+    };
+    1 << (BARE_SHIFT + kind * 2 + privilege)
 }
 
 /// What a lookup needs besides the address, built once per (ASID, access kind, context) by the engine.
@@ -83,6 +106,12 @@ impl TlbKey {
     /// The key for `access` with the effective `ctx` under ASID `asid`. An M-mode key never hits.
     pub const fn new(asid: u16, access: AccessType, ctx: AccessContext) -> Self {
         Self { asid, bit: permission_bit(access, ctx) }
+    }
+
+    /// The key for an untranslated (`satp` bare) `access` in `privilege` under ASID `asid`: it hits only
+    /// entries made by [`SoftTlb::insert_bare`]. An M-mode key never hits.
+    pub const fn bare(asid: u16, access: AccessType, privilege: Privilege) -> Self {
+        Self { asid, bit: bare_permission_bit(access, privilege) }
     }
 }
 
@@ -231,6 +260,34 @@ impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
             level: translation.level,
         };
         self.has_superpages |= translation.level > 0;
+        true
+    }
+
+    /// Caches the identity translation of the 4 KiB page holding `va` for untranslated (`satp` bare) S- and
+    /// U-mode accesses under ASID `asid`, landing on host page `host_page`. `allowed(access, privilege)` says
+    /// whether PMP allows that access kind in that privilege on the whole page and the real map permits it; only
+    /// those combinations are cached. Returns whether anything was cached.
+    pub fn insert_bare(
+        &mut self,
+        va: u64,
+        asid: u16,
+        host_page: HostAddr,
+        mut allowed: impl FnMut(AccessType, Privilege) -> bool,
+    ) -> bool {
+        let mut perms = 0;
+        for access in AccessType::ALL {
+            for privilege in [Privilege::User, Privilege::Supervisor] {
+                if allowed(access, privilege) {
+                    perms |= bare_permission_bit(access, privilege);
+                }
+            }
+        }
+        if perms == 0 {
+            return false;
+        }
+        let vpn = va >> PAGE_SHIFT;
+        let Some(slot) = self.entries.get_mut(Self::slot(vpn)) else { return false };
+        *slot = Entry { vpn, host_page: host_page.0 & !(PAGE_SIZE - 1), perms, asid, global: false, level: 0 };
         true
     }
 

@@ -252,16 +252,20 @@ fn memory_composes_walk_real_map_and_tlb() {
     hart.privilege = Privilege::User;
     assert_eq!(go(&mut tlb, &mut ram, &hart, 0x1000, AccessType::Load).unwrap_err().tval, 0x1000);
 
-    // Untranslated accesses (M-mode, or Bare) go straight to the real map and are never cached.
+    // M-mode accesses go straight to the real map and are never cached; bare S/U-mode RAM pages are cached
+    // (identity, under bare keys), device pages are not.
     tlb.flush_all();
     hart.privilege = Privilege::Machine;
     assert_eq!(go(&mut tlb, &mut ram, &hart, page(1) + 3, AccessType::Load), Ok(Target::Ram(0x5003)));
+    assert_eq!(tlb.occupancy(), 0);
     hart.privilege = Privilege::Supervisor;
     hart.csrs.satp = 0;
     assert_eq!(go(&mut tlb, &mut ram, &hart, page(1) + 3, AccessType::Store), Ok(Target::Ram(0x5003)));
+    assert_eq!(tlb.occupancy(), 1);
     hart.privilege = Privilege::User;
     assert_eq!(go(&mut tlb, &mut ram, &hart, 0x1000_0000, AccessType::Load), Ok(Target::Device(0x1000_0000)));
-    assert_eq!(tlb.occupancy(), 0);
+    assert_eq!(tlb.occupancy(), 1);
+    tlb.flush_all();
     // Without a PMP entry, S and U mode reach nothing, translated or not.
     hart.pmp.write_cfg(0, 0).unwrap();
     let fault = Fault { exception: Exception::LoadAccessFault, tval: page(1) };
@@ -327,6 +331,189 @@ fn the_fast_data_path_agrees_with_memory() {
     hart.pmp.write_cfg(0, 0x9f).unwrap(); // L, A = NAPOT, R, W, X
     let locked = memory.data_path(&hart);
     assert_eq!(memory.fast_load(&locked, page(5) + 0x10, 4), None);
+}
+
+/// A hart in S-mode with `satp` bare, PMP allowing everything, and 16 pages of RAM whose page n holds n at offset
+/// 0x10; root (page 0)[2] -> level 1 (page 1)[0] -> level 0 (page 2)[5] maps va `page(5)` to page 6.
+fn bare_fixture(backing: &mut [u8]) -> (Ram<'_>, crate::mem::mmu::VmRealMap, crate::hart::Hart) {
+    use crate::hart::{Hart, HartConfig};
+    let mut ram = Ram::new(RAM_BASE, backing);
+    let page = |n: u64| RAM_BASE + n * 4096;
+    for n in 0..16 {
+        ram.store(page(n) + 0x10, 8, n).unwrap();
+    }
+    ram.store(page(0) + 16, 8, make_pte(page(1) >> 12, PteFlags::V)).unwrap();
+    ram.store(page(1), 8, make_pte(page(2) >> 12, PteFlags::V)).unwrap();
+    let leaf = PteFlags::V | PteFlags::R | PteFlags::W | PteFlags::X | PteFlags::A | PteFlags::D;
+    ram.store(page(2) + 8 * 5, 8, make_pte(page(6) >> 12, leaf)).unwrap();
+    let map = crate::mem::mmu::VmRealMap::for_ram(&ram).unwrap();
+    let mut hart = Hart::new(HartConfig::rv64gc(0));
+    hart.pmp.write_addr(0, u64::MAX).unwrap();
+    hart.pmp.write_cfg(0, 0x1f).unwrap(); // A = NAPOT, R, W, X
+    hart.privilege = Privilege::Supervisor;
+    hart.csrs.satp = 0;
+    (ram, map, hart)
+}
+
+/// With `satp` bare, an S-mode access fills the TLB with the identity page, and every later access to the page
+/// (any kind PMP and the real map allow) takes the fast path; M-mode never fills it.
+#[test]
+fn bare_supervisor_accesses_hit_after_the_first() {
+    use crate::mem::mmu::{Loaded, Memory, Target, Tlb};
+    let mut backing = vec![0u8; 16 * 4096];
+    let (mut ram, map, mut hart) = bare_fixture(&mut backing);
+    let page = |n: u64| RAM_BASE + n * 4096;
+    let mut tlb = Tlb::new();
+    let mut memory = Memory { ram: &mut ram, realmap: &map, tlb: &mut tlb };
+
+    let path = memory.data_path(&hart);
+    assert_eq!(memory.fast_load(&path, page(7) + 0x10, 8), None, "the first access misses");
+    assert_eq!(memory.fast_fetch(&path, page(7)), None);
+    assert_eq!(memory.load(&hart, page(7) + 0x10, 8, AccessType::Load), Ok(Loaded::Value(7)));
+    assert_eq!(memory.tlb.occupancy(), 1);
+    assert_eq!(memory.fast_load(&path, page(7) + 0x10, 8), Some(7), "then it hits");
+    assert_eq!(memory.fast_store(&path, page(7) + 0x20, 8, 0x77), Some(false), "a store to the page hits too");
+    assert_eq!(memory.ram.load(page(7) + 0x20, 8), Some(0x77));
+    assert_eq!(memory.fast_fetch(&path, page(7) + 4), Some(7 * 4096 + 4), "and a fetch");
+    assert_eq!(memory.translate_page(&hart, page(7) + 8, 8, AccessType::Store), Ok((Target::Ram(7 * 4096 + 8), true)));
+    assert_eq!(memory.fast_load(&path, page(8) + 0x10, 8), None, "another page is not cached");
+    assert_eq!(memory.fast_load(&path, page(7) + 0xffc, 8), None, "crosses the page");
+
+    // A PMP entry that covers only part of a page: the access is allowed, the page is never cached.
+    memory.tlb.flush_all();
+    hart.pmp.write_cfg(0, 0).unwrap();
+    hart.pmp.write_addr(0, (page(9) + 0x800) >> 2).unwrap();
+    hart.pmp.write_cfg(0, 0x0f).unwrap(); // A = TOR [0, page(9) + 0x800), R, W, X
+    let path = memory.data_path(&hart);
+    assert_eq!(memory.load(&hart, page(9) + 0x10, 8, AccessType::Load), Ok(Loaded::Value(9)));
+    assert_eq!(memory.tlb.occupancy(), 0);
+    assert_eq!(memory.fast_load(&path, page(9) + 0x10, 8), None);
+    assert_eq!(memory.load(&hart, page(8) + 0x10, 8, AccessType::Load), Ok(Loaded::Value(8)));
+    assert_eq!(memory.fast_load(&path, page(8) + 0x10, 8), Some(8), "a page PMP covers whole is cached");
+
+    // M-mode (no PMP lock): the window, never the TLB.
+    memory.tlb.flush_all();
+    hart.privilege = Privilege::Machine;
+    assert_eq!(memory.load(&hart, page(7) + 0x10, 8, AccessType::Load), Ok(Loaded::Value(7)));
+    assert_eq!(memory.tlb.occupancy(), 0);
+}
+
+/// A PMP write that takes a page away from S-mode is seen by the very next access: the write reports a
+/// translation change, the dispatcher flushes, and the fast path misses and the full path faults.
+#[test]
+fn a_pmp_change_denying_a_bare_page_is_seen_at_once() {
+    use crate::hart::Exception;
+    use crate::isa::csr::PMPCFG0;
+    use crate::mem::mmu::{Loaded, Memory, Tlb};
+    let mut backing = vec![0u8; 16 * 4096];
+    let (mut ram, map, mut hart) = bare_fixture(&mut backing);
+    let page = |n: u64| RAM_BASE + n * 4096;
+    let mut tlb = Tlb::new();
+    let mut memory = Memory { ram: &mut ram, realmap: &map, tlb: &mut tlb };
+    assert_eq!(memory.load(&hart, page(7) + 0x10, 8, AccessType::Load), Ok(Loaded::Value(7)));
+    assert_eq!(memory.fast_load(&memory.data_path(&hart), page(7) + 0x10, 8), Some(7));
+
+    // Read-only now (as an M-mode handler would write it).
+    hart.privilege = Privilege::Machine;
+    let effect = hart.write_csr(PMPCFG0, 0x19).unwrap(); // A = NAPOT, R
+    assert!(effect.translation_changed, "a PMP write must flush the TLB");
+    memory.tlb.flush_all(); // what `trap.rs` does on `translation_changed`
+    hart.privilege = Privilege::Supervisor;
+    let path = memory.data_path(&hart);
+    assert_eq!(memory.fast_store(&path, page(7) + 0x10, 8, 1), None);
+    let fault = Fault { exception: Exception::StoreAccessFault, tval: page(7) + 0x10 };
+    assert_eq!(memory.store(&hart, page(7) + 0x10, 8, 1), Err(fault));
+    assert_eq!(memory.load(&hart, page(7) + 0x10, 8, AccessType::Load), Ok(Loaded::Value(7)));
+    assert_eq!(memory.fast_load(&path, page(7) + 0x10, 8), Some(7), "loads still hit");
+    assert_eq!(memory.fast_store(&path, page(7) + 0x10, 8, 1), None, "stores never do");
+
+    // Nothing at all.
+    hart.privilege = Privilege::Machine;
+    assert!(hart.write_csr(PMPCFG0, 0x18).unwrap().translation_changed);
+    memory.tlb.flush_all();
+    hart.privilege = Privilege::Supervisor;
+    let path = memory.data_path(&hart);
+    assert_eq!(memory.fast_load(&path, page(7) + 0x10, 8), None);
+    let fault = Fault { exception: Exception::LoadAccessFault, tval: page(7) + 0x10 };
+    assert_eq!(memory.load(&hart, page(7) + 0x10, 8, AccessType::Load), Err(fault));
+    assert_eq!(memory.tlb.occupancy(), 0);
+}
+
+/// Bare and Sv39 entries never answer each other's keys, even with no flush between `satp` writes: a va that the
+/// page tables map elsewhere reads its own page when bare and the mapped page under Sv39, every time.
+#[test]
+fn satp_bare_sv39_bare_never_uses_the_other_modes_entry() {
+    use crate::mem::mmu::{Loaded, Memory, Tlb};
+    let mut backing = vec![0u8; 16 * 4096];
+    let (mut ram, map, mut hart) = bare_fixture(&mut backing);
+    let page = |n: u64| RAM_BASE + n * 4096;
+    let va = page(5) + 0x10;
+    let sv39 = Satp::new(SATP_MODE_SV39, 0, page(0) >> 12).0;
+    let mut tlb = Tlb::new();
+    let mut memory = Memory { ram: &mut ram, realmap: &map, tlb: &mut tlb };
+    for round in 0..3 {
+        hart.csrs.satp = 0;
+        let bare = memory.data_path(&hart);
+        let fast = memory.fast_load(&bare, va, 8);
+        assert!(fast.is_none() || fast == Some(5), "round {round}: bare fast path read {fast:?}");
+        assert_eq!(memory.load(&hart, va, 8, AccessType::Load), Ok(Loaded::Value(5)), "round {round}: bare");
+        assert_eq!(memory.fast_load(&bare, va, 8), Some(5));
+        assert_eq!(memory.fast_fetch(&bare, va), Some(5 * 4096 + 0x10));
+
+        hart.csrs.satp = sv39;
+        let paged = memory.data_path(&hart);
+        assert_eq!(memory.fast_load(&paged, va, 8), None, "round {round}: the bare entry must not answer Sv39");
+        assert_eq!(memory.fast_fetch(&paged, va), None);
+        assert_eq!(memory.load(&hart, va, 8, AccessType::Load), Ok(Loaded::Value(6)), "round {round}: Sv39");
+        assert_eq!(memory.fast_load(&paged, va, 8), Some(6));
+        hart.csrs.satp = 0;
+        assert_eq!(memory.fast_load(&memory.data_path(&hart), va, 8), None, "the Sv39 entry must not answer bare");
+        assert_eq!(memory.load(&hart, va, 8, AccessType::Load), Ok(Loaded::Value(5)));
+    }
+}
+
+/// Bare keys for U and S differ from each other and from every Sv39 key, and an entry cached for one privilege
+/// does not answer the other.
+#[test]
+fn bare_keys_differ_by_privilege_and_from_sv39_keys() {
+    let mut sv39_bits = 0u32;
+    for access in AccessType::ALL {
+        for privilege in [Privilege::User, Privilege::Supervisor] {
+            for sum in [false, true] {
+                for mxr in [false, true] {
+                    let key = TlbKey::new(0, access, AccessContext::new(privilege, sum, mxr));
+                    sv39_bits |= key.bit;
+                }
+            }
+        }
+    }
+    let mut bare_bits = 0u32;
+    for access in AccessType::ALL {
+        let user = TlbKey::bare(0, access, Privilege::User);
+        let supervisor = TlbKey::bare(0, access, Privilege::Supervisor);
+        assert_ne!(user, supervisor);
+        assert_eq!(user.bit.count_ones(), 1);
+        assert_eq!(bare_bits & (user.bit | supervisor.bit), 0, "one bit per (kind, privilege)");
+        bare_bits |= user.bit | supervisor.bit;
+        assert_eq!(TlbKey::bare(0, access, Privilege::Machine).bit, 0, "an M-mode key never hits");
+    }
+    assert_eq!(sv39_bits & bare_bits, 0, "bare and Sv39 permission bits are disjoint");
+
+    let mut tlb = SoftTlb::<64>::new();
+    let supervisor_only = |_, privilege| privilege == Privilege::Supervisor;
+    assert!(tlb.insert_bare(0x8000_5123, 0, HostAddr(0x5000), supervisor_only));
+    let s_load = TlbKey::bare(0, AccessType::Load, Privilege::Supervisor);
+    assert_eq!(tlb.lookup(0x8000_5008, s_load), Some(HostAddr(0x5008)));
+    assert_eq!(tlb.lookup(0x8000_5008, TlbKey::bare(0, AccessType::Load, Privilege::User)), None);
+    assert_eq!(tlb.lookup(0x8000_5008, TlbKey::bare(1, AccessType::Load, Privilege::Supervisor)), None);
+    let sv39_all = TlbKey { asid: 0, bit: sv39_bits };
+    assert_eq!(tlb.lookup(0x8000_5008, sv39_all), None, "no Sv39 key hits a bare entry");
+    assert!(!tlb.insert_bare(0x8000_6000, 0, HostAddr(0x6000), |_, _| false), "nothing allowed, nothing cached");
+
+    // And an Sv39 entry with every permission answers no bare key.
+    tlb.flush_all();
+    tlb.insert(0x8000_5000, 0, &walked(0x8000_5000, 0, rwxad() | PteFlags::U, true), mapping(0x5000, MapPerms::RWX));
+    assert_eq!(tlb.lookup(0x8000_5008, TlbKey { asid: 0, bit: bare_bits }), None);
 }
 
 // ---- model-based test: the TLB never disagrees with a fresh walk ----

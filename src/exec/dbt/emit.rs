@@ -87,7 +87,8 @@ struct Guest {
 }
 
 /// Decodes and translates the block at RAM offset `start` (at most `limit` instructions, never past the page),
-/// with the data fast path of paged (`paged`) or untranslated accesses. `None`: nothing could be translated.
+/// with the data fast path of S/U-mode accesses (`paged`: the soft TLB, with the run's Sv39 or bare keys) or
+/// M-mode ones (the window). `None`: nothing could be translated.
 pub(crate) fn translate(
     asm: &mut CodeAssembler,
     out: &mut Assembler,

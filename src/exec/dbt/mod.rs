@@ -12,7 +12,8 @@
 //! quarter of the threshold more on the cold tier), their code written into code memory with one protection
 //! change (a pair of `mprotect` calls costs about as much as assembling a block). The two caches
 //! watch the same RAM; this engine takes the list of written code pages and drops them in both. Blocks are keyed by
-//! RAM offset and whether data accesses are paged (the inlined fast path differs), never by virtual address:
+//! RAM offset and whether data accesses are paged, i.e. in S/U-mode, Sv39 or bare, and go through the soft TLB
+//! with the run's keys (the inlined fast path differs from M-mode's window), never by virtual address:
 //! the host code takes the block's virtual pc at entry and works out every pc from it, so a block is shared by
 //! every mapping of its bytes. A block never crosses a page; it runs on past branches, each taken one an exit.
 //!
