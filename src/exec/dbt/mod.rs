@@ -320,7 +320,8 @@ const EXIT_COST: u64 = 64;
 /// `mprotect` calls here costs about 9 us, a third of a block's translation).
 const BATCH: usize = 8;
 
-/// A queued hot block waits at most `threshold / WAIT` instructions on the cold tier for others to join it.
+/// A queued hot block waits at most `threshold / WAIT` instructions on the cold tier (counting round trips from
+/// translated code as [`EXIT_COST`] each) for others to join it.
 const WAIT: u16 = 4;
 
 /// The cold tier's engine: the threaded engine with the hosted code cache's size (about 1 MiB).
@@ -664,8 +665,8 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         let paged = path.paged;
         let mut remaining = budget;
         let mut retired_in_blocks = 0u64;
-        // Steps left to reach a known block start after a run that stopped inside a block.
-        let mut finishing = if self.stopped_here(hart) { MAX_BLOCK } else { 0 };
+        // Whether the last run stopped inside a block: its rest runs on the cold tier, not taken for a block start.
+        let mut finishing = self.stopped_here(hart);
         // The link slot of the unlinked exit the last block left through, to link to the block found next.
         let mut pending_link = None;
         // The RAM offset of the pc when the cold tier runs the next block, and whether that block heats up
@@ -698,10 +699,10 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             let block = match start {
                 Some(start) => match self.cache.lookup(BlockKey::new(start, paged as u64)) {
                     Some(block) => {
-                        finishing = 0;
+                        finishing = false;
                         self.meta.get(block.index()).map(|meta| (block, meta.insts))
                     }
-                    None if finishing > 0 => {
+                    None if finishing => {
                         cold = Some((start, false));
                         None
                     }
@@ -749,19 +750,17 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 if let Some((start, heats)) = cold.take() {
                     let (retired, left) = self.cold.run_one_block(hart, memory, remaining);
                     self.stats.cold_instructions += retired;
+                    // What the cold tier cost, in instructions: at least one (an entry that retired nothing, an
+                    // exit at once, still warms the block), and the round trip when translated code left for it.
+                    let cost = retired.max(1) + if left_code { EXIT_COST } else { 0 };
                     if self.queued > 0 {
-                        self.waited += retired;
+                        self.waited += cost;
                     }
                     match self.heat.get_mut(heat_slot(start)) {
-                        // At least one: an entry that retired nothing (an exit at once) still warms the block.
-                        Some(heat) if heats => {
-                            // Left translated code for it: that round trip costs more than a short block runs.
-                            let charge = retired.clamp(1, u16::MAX as u64) + if left_code { EXIT_COST } else { 0 };
-                            *heat = heat.saturating_add(charge.min(u16::MAX as u64) as u16);
-                        }
-                        // Finishing a block: at most `MAX_BLOCK` instructions (and at least one a time) before
-                        // a block start is found or the pc is taken for one.
-                        _ => finishing = finishing.saturating_sub(retired.clamp(1, MAX_BLOCK as u64) as usize),
+                        Some(heat) if heats => *heat = heat.saturating_add(cost.min(u16::MAX as u64) as u16),
+                        // The rest of a block: the cold tier's block ends at a branch or jump, where blocks
+                        // start.
+                        _ => finishing = false,
                     }
                     remaining -= retired;
                     left_code = false;
