@@ -718,6 +718,10 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             Entry::Exit(exit) => return (0, Some(exit)),
         };
         self.stats.blocks_entered += 1;
+        if retired == budget && flow != Flow::Exit {
+            // The budget ended (maybe inside the block): the next run may resume the block where it stopped.
+            self.stopped[hart.config.hart_id as usize % STOP_SLOTS] = Some(hart.pc);
+        }
         hart.instret = hart.instret.wrapping_add(retired);
         self.served_inline.add(&ctx.served_inline);
         (retired, (flow == Flow::Exit).then_some(ctx.exit))

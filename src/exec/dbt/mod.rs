@@ -69,7 +69,7 @@
 //! # Never
 //! Executable memory is never writable and executable at once: the embedder's [`CodeMemory`] maps it. The
 //! engine never runs a block whose bytes may have changed, never runs more than the budget (a block is entered
-//! only when the budget covers all of it; the tail of a budget is stepped by the interpreter), and nothing a
+//! only when the budget covers all of it; the tail of a budget runs on the cold tier), and nothing a
 //! guest supplies (instruction word, address, page table) can make it panic or touch host memory outside guest
 //! RAM: the inlined fast paths bound every access by the RAM size and take the slow path otherwise. No target
 //! cache entry, link slot or prediction ever leads to a block that was removed, nor to a block other than the
@@ -98,7 +98,7 @@ use crate::mem::{DirtyCode, PAGE_SIZE};
 use crate::trap::{extend, Exit, MmioKind};
 
 /// Longest block, in guest instructions: bounds translation work, host code size and the tail of a budget that
-/// the interpreter steps.
+/// the cold tier runs.
 pub const MAX_BLOCK: usize = 64;
 
 /// Most host code bytes one block may take (a block that would take more is translated shorter).
@@ -150,8 +150,8 @@ pub struct DbtStats {
     pub code_bytes: u64,
     /// Block entries (calls of translated code).
     pub blocks_entered: u64,
-    /// Instructions the interpreter ran from the dispatcher (budget tails, page-straddling instructions, code
-    /// that cannot be kept, armed triggers).
+    /// Instructions the interpreter ran from the dispatcher (page-straddling instructions, code that cannot be
+    /// kept, armed triggers).
     pub stepped: u64,
     /// Instructions of cold code, run by the threaded engine (the cold tier) until their block is hot.
     pub cold_instructions: u64,
@@ -310,11 +310,19 @@ type LinkSlots<const BLOCKS: usize> = [[u64; emit::LINKS]; BLOCKS];
 /// so a lower threshold translates more than it saves); U-Boot to its prompt gains a little from lower ones.
 const HOT: u16 = 20_000;
 
+/// What an entry of a cold block from translated code adds to its heat besides the instructions it runs: the
+/// round trip through the dispatcher and the cold tier costs about as much as running this many translated
+/// instructions, so a short block (the rest of a loop body longer than [`MAX_BLOCK`], a two-instruction
+/// trampoline, a return site) that translated code leads to often is translated after a few hundred entries
+/// rather than `HOT` divided by its length.
+const EXIT_COST: u64 = 64;
+
 /// Hot blocks translated together at most: their code goes into code memory with one protection change (a pair of
 /// `mprotect` calls here costs about 9 us, a third of a block's translation).
 const BATCH: usize = 8;
 
-/// A queued hot block waits at most `threshold / WAIT` instructions on the cold tier for others to join it.
+/// A queued hot block waits at most `threshold / WAIT` instructions on the cold tier (counting round trips from
+/// translated code as [`EXIT_COST`] each) for others to join it.
 const WAIT: u16 = 4;
 
 /// The cold tier's engine: the threaded engine with the hosted code cache's size (about 1 MiB).
@@ -658,15 +666,19 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         let paged = path.paged;
         let mut remaining = budget;
         let mut retired_in_blocks = 0u64;
-        // Steps left to reach a known block start after a run that stopped inside a block.
-        let mut finishing = if self.stopped_here(hart) { MAX_BLOCK } else { 0 };
+        // Whether the last run stopped inside a block: its rest runs on the cold tier, not taken for a block start.
+        let mut finishing = self.stopped_here(hart);
         // The link slot of the unlinked exit the last block left through, to link to the block found next.
         let mut pending_link = None;
-        // The RAM offset of the block at the pc when it is not translated yet because it is cold.
+        // The RAM offset of the pc when the cold tier runs the next block, and whether that block heats up
+        // towards translation (not when it starts inside a translated block: the rest of a block a budget ended
+        // in, or the tail of one the budget does not cover).
         let mut cold = None;
         // The translation context may differ from the last run's: no prediction made then holds.
         *self.ring = Ring::EMPTY;
         let (fetch_paged, fetch_bit, fetch_base, fetch_size, fetch_host) = path.raw_fetch();
+        // Whether the last thing run was a translated block (its exit led here, to the dispatcher).
+        let mut left_code = false;
         let exit = loop {
             if remaining == 0 {
                 break Exit::BudgetExhausted;
@@ -688,23 +700,23 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             let block = match start {
                 Some(start) => match self.cache.lookup(BlockKey::new(start, paged as u64)) {
                     Some(block) => {
-                        finishing = 0;
+                        finishing = false;
                         self.meta.get(block.index()).map(|meta| (block, meta.insts))
                     }
-                    None if finishing > 0 => {
-                        finishing -= 1;
+                    None if finishing => {
+                        cold = Some((start, false));
                         None
                     }
                     None => match self.heat.get(heat_slot(start)).copied() {
                         // Cold code runs on the cold tier until it has run `HOT` instructions.
                         Some(heat) if heat < self.threshold => {
-                            cold = Some(start);
+                            cold = Some((start, true));
                             None
                         }
                         // Hot: queued, and translated with the blocks queued with it once the queue is due;
                         // until then it runs on the cold tier.
                         _ if !self.enqueue(start, paged) => {
-                            cold = Some(start);
+                            cold = Some((start, true));
                             None
                         }
                         _ => {
@@ -727,20 +739,32 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 let meta = self.meta.get(block.index())?;
                 (insts as u64 <= remaining).then_some(meta.code + meta.entry as usize)
             });
+            if let (Some(start), Some(_), None) = (start, block, entry) {
+                // The tail of a budget: the cold tier runs the first instructions of the block, predecoded once
+                // and kept (the interpreter would decode each every time), and the next run resumes inside the
+                // cold tier's block where this one stops.
+                cold = Some((start, false));
+            }
             let Some(offset) = entry else {
                 // Cold code: one block on the threaded engine (it counts it in `instret`), so the next look-up is
                 // at a block start. It runs nothing while written code is pending: the loop drops that first.
-                if let Some(start) = cold.take() {
+                if let Some((start, heats)) = cold.take() {
                     let (retired, left) = self.cold.run_one_block(hart, memory, remaining);
                     self.stats.cold_instructions += retired;
+                    // What the cold tier cost, in instructions: at least one (an entry that retired nothing, an
+                    // exit at once, still warms the block), and the round trip when translated code left for it.
+                    let cost = retired.max(1) + if left_code { EXIT_COST } else { 0 };
                     if self.queued > 0 {
-                        self.waited += retired;
+                        self.waited += cost;
                     }
-                    if let Some(heat) = self.heat.get_mut(heat_slot(start)) {
-                        // At least one: an entry that retired nothing (an exit at once) still warms the block.
-                        *heat = heat.saturating_add(retired.clamp(1, u16::MAX as u64) as u16);
+                    match self.heat.get_mut(heat_slot(start)) {
+                        Some(heat) if heats => *heat = heat.saturating_add(cost.min(u16::MAX as u64) as u16),
+                        // The rest of a block: the cold tier's block ends at a branch or jump, where blocks
+                        // start.
+                        _ => finishing = false,
                     }
                     remaining -= retired;
+                    left_code = false;
                     match left {
                         Some(exit) => break exit,
                         None => continue,
@@ -748,6 +772,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 }
                 // One instruction through the interpreter (it counts it in `instret`).
                 self.stats.stepped += 1;
+                left_code = false;
                 match interp::step(hart, memory) {
                     Ok(()) => remaining -= 1,
                     Err(exit) => break exit,
@@ -821,6 +846,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             retired_in_blocks += retired;
             remaining -= retired;
             pending_link = (env.link != 0).then_some(env.link);
+            left_code = true;
             if status == status::EXIT {
                 break env.exit;
             }

@@ -416,6 +416,54 @@ fn cold_blocks_run_on_the_cold_tier_until_hot() {
     assert!(stats.cold_instructions >= HOT as u64 && stats.blocks_entered >= 1, "{stats:?}");
 }
 
+/// Budgets that end inside translated blocks: the tail runs on the cold tier and the next run finishes the block
+/// there, nothing is stepped by the interpreter and no block is translated from inside another.
+#[test]
+fn budgets_ending_inside_blocks_run_on_the_cold_tier() {
+    let program = [
+        addi(5, 0, 300),
+        addi(6, 6, 3),
+        Inst::Op { op: OpKind::Xor, rd: 7, rs1: 7, rs2: 6 },
+        Inst::Load { width: LoadWidth::D, rd: 8, rs1: 10, offset: 8 },
+        Inst::Op { op: OpKind::Add, rd: 7, rs1: 7, rs2: 8 },
+        Inst::Store { width: StoreWidth::D, rs1: 10, rs2: 7, offset: 24 },
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -24 },
+        Inst::Ecall,
+    ];
+    for supervisor in [false, true] {
+        // 40 turns of 57 instructions in five: 65 rounds.
+        let (machine, dbt) = lockstep(&bytes(&program), supervisor, &[7, 13, 29, 5, 3]);
+        assert!(machine.hart.x(5) < 300 - 60, "rounds ran: {}", machine.hart.x(5));
+        let stats = dbt.stats();
+        assert_eq!(stats.stepped, 0, "{stats:?}");
+        assert_eq!(stats.blocks_translated, 2, "the entry and the loop: {stats:?}");
+        assert!(stats.cold_instructions > 0 && stats.blocks_entered > 0, "{stats:?}");
+    }
+}
+
+/// The rest of a loop body longer than a block, entered from translated code each round, is translated after a
+/// few hundred rounds (its round trips through the dispatcher count), not `HOT` divided by its length.
+#[test]
+fn a_short_block_translated_code_leaves_for_grows_hot_soon() {
+    let body = MAX_BLOCK + 4;
+    let mut program = vec![addi(5, 0, 1200)];
+    program.extend((0..body).map(|_| addi(6, 6, 1)));
+    program.push(addi(5, 5, -1));
+    program.push(Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -4 * (body as i32 + 1) });
+    program.push(Inst::Ecall);
+    let budget = 1_000_000;
+    let mut fast = Machine::new(&bytes(&program), false);
+    let mut reference = Machine::new(&bytes(&program), false);
+    let mut dbt = Box::new(TestDbt::new(TestCode::new(1 << 20)).unwrap());
+    assert_eq!(fast.run(&mut *dbt, budget), reference.run(&mut Interpreter, budget));
+    assert_eq!(fast.hart, reference.hart);
+    assert_eq!(fast.hart.x(5), 0);
+    let stats = dbt.stats();
+    assert!(stats.blocks_translated >= 2, "the body's two blocks: {stats:?}");
+    assert!(stats.cold_instructions < HOT as u64 + 1200 * 8, "{stats:?}");
+}
+
 /// Blocks that grow hot together are translated together, their code written into code memory at once, and run
 /// as the interpreter does.
 #[test]
