@@ -320,8 +320,10 @@ fn check_network(console: &str, uboot: &str) {
             .skip_while(|line| !line.starts_with(&format!("vm{vm} (net-ping): ")))
             .find_map(|line| line.strip_prefix("    nic: "))
             .unwrap_or_else(|| panic!("no NIC report for vm{vm}:\n{console}"));
+        // At least the peer's unicast frame: a VM that posted its receive buffers after the peer's greetings were
+        // dropped (no buffer yet) hears the peer first through that frame, so one frame may be all it receives.
         let received = report.split_once(" received").and_then(|(before, _)| before.rsplit(' ').next()?.parse().ok());
-        assert!(received.is_some_and(|frames: u64| frames >= 2), "vm{vm}'s NIC: {report}");
+        assert!(received.is_some_and(|frames: u64| frames >= 1), "vm{vm}'s NIC: {report}");
         assert!(report.contains("interrupt status 0x1;"), "vm{vm}'s NIC raised its interrupt: {report}");
     }
     assert!(uboot.contains("Net:   eth0: virtio-net#1\n"), "U-Boot did not find its NIC:\n{uboot}");
