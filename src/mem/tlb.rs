@@ -48,19 +48,28 @@ use crate::hart::Privilege;
 const VPN_BITS_PER_LEVEL: u32 = 9;
 const INVALID_VPN: u64 = u64::MAX; // `va >> 12` never has its top bits set
 
-/// Bit of an entry's permission mask for one (access kind, privilege, SUM, MXR) combination, or 0 for M-mode.
-const fn permission_bit(access: AccessType, ctx: AccessContext) -> u32 {
-    let privilege = match ctx.privilege {
+/// The (access kind, privilege) indices the permission bits are laid out by: kind 0..3, privilege U 0 or S 1;
+/// `None` for M-mode, which the TLB never serves.
+const fn kind_and_privilege(access: AccessType, privilege: Privilege) -> Option<(u32, u32)> {
+    let privilege = match privilege {
         Privilege::User => 0,
         Privilege::Supervisor => 1,
-        Privilege::Machine => return 0,
+        Privilege::Machine => return None,
     };
     let kind = match access {
         AccessType::Fetch => 0,
         AccessType::Load => 1,
         AccessType::Store => 2,
     };
-    1 << (kind * 8 + privilege * 4 + (ctx.sum as u32) * 2 + ctx.mxr as u32)
+    Some((kind, privilege))
+}
+
+/// Bit of an entry's permission mask for one (access kind, privilege, SUM, MXR) combination, or 0 for M-mode.
+const fn permission_bit(access: AccessType, ctx: AccessContext) -> u32 {
+    match kind_and_privilege(access, ctx.privilege) {
+        Some((kind, privilege)) => 1 << (kind * 8 + privilege * 4 + (ctx.sum as u32) * 2 + ctx.mxr as u32),
+        None => 0,
+    }
 }
 
 /// First bit of the bare (untranslated S/U-mode) permissions: above every Sv39 [`permission_bit`] (bits 0..24).
@@ -70,17 +79,10 @@ const BARE_SHIFT: u32 = 24;
 /// [`permission_bit`], so a bare key never hits an Sv39 entry and an Sv39 key never hits a bare entry, whatever
 /// their ASIDs: the two kinds of entry may share the TLB with no flush between `satp` modes.
 const fn bare_permission_bit(access: AccessType, privilege: Privilege) -> u32 {
-    let privilege = match privilege {
-        Privilege::User => 0,
-        Privilege::Supervisor => 1,
-        Privilege::Machine => return 0,
-    };
-    let kind = match access {
-        AccessType::Fetch => 0,
-        AccessType::Load => 1,
-        AccessType::Store => 2,
-    };
-    1 << (BARE_SHIFT + kind * 2 + privilege)
+    match kind_and_privilege(access, privilege) {
+        Some((kind, privilege)) => 1 << (BARE_SHIFT + kind * 2 + privilege),
+        None => 0,
+    }
 }
 
 /// What a lookup needs besides the address, built once per (ASID, access kind, context) by the engine.
