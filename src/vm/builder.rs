@@ -25,6 +25,8 @@ pub struct VmBuilder<'a, D: Devices> {
     /// `Some(kernel entry)`: the VMM is the firmware and hart 0 enters S-mode there.
     builtin_sbi: Option<u64>,
     time_source: TimeSource,
+    /// Build only this one of the machine's harts ([`VmBuilder::only_hart`]).
+    only_hart: Option<usize>,
 }
 
 impl<'a, D: Devices> VmBuilder<'a, D> {
@@ -41,6 +43,7 @@ impl<'a, D: Devices> VmBuilder<'a, D> {
             dynamic_info: 0,
             builtin_sbi: None,
             time_source: TimeSource::Host,
+            only_hart: None,
         }
     }
 
@@ -87,6 +90,13 @@ impl<'a, D: Devices> VmBuilder<'a, D> {
     }
 
     /// How guest time advances.
+    /// Builds a `Vm` of hart `index` alone (with the id and boot registers it has among [`harts`](Self::harts)),
+    /// for a runner that gives each hart a thread and a `Vm` of its own ([`super::parallel`]).
+    pub fn only_hart(mut self, index: usize) -> Self {
+        self.only_hart = Some(index);
+        self
+    }
+
     pub fn time_source(mut self, source: TimeSource) -> Self {
         self.time_source = source;
         self
@@ -99,7 +109,16 @@ impl<'a, D: Devices> VmBuilder<'a, D> {
             return Err(VmError::HartCount(self.harts));
         }
         let (config, entry, devicetree, dynamic_info) = (self.config, self.entry, self.devicetree, self.dynamic_info);
-        let harts = (0..self.harts as u64).map(|id| {
+        let ids = match self.only_hart {
+            Some(index) if index >= self.harts => return Err(VmError::HartCount(index + 1)),
+            Some(index) => index as u64..index as u64 + 1,
+            None => 0..self.harts as u64,
+        };
+        if self.only_hart.is_some() && self.builtin_sbi.is_some() {
+            // The VMM's SBI (HSM, IPIs, remote fences) needs every hart in the one `Vm`.
+            return Err(VmError::SbiNeedsEveryHart);
+        }
+        let harts = ids.map(|id| {
             let mut hart = Hart::new(HartConfig { hart_id: id, ..config });
             hart.reset(entry);
             // QEMU's boot convention: a0 = hart id, a1 = devicetree, a2 = fw_dynamic info.

@@ -78,6 +78,13 @@ pub trait Devices {
     /// timer must be pending). Everything else (host input, other devices' lines) waits for the next full
     /// [`update`](Devices::update), at the next device access or turn.
     fn update_time(&mut self, now: u64, harts: &mut [Hart]);
+    /// The interrupt lines [`update`](Devices::update) drives for hart `index` and which of them are raised
+    /// now: for a runner that gives each hart a `Vm` of its own ([`super::parallel`]). `None` (the default):
+    /// these devices drive lines only through `update` and cannot be shared between harts that way.
+    fn hart_lines(&self, index: usize) -> Option<HartLines> {
+        let _ = index;
+        None
+    }
     /// The machine timer as the guest sees it (`mtime`, the `time` CSR).
     fn mtime(&self) -> u64;
     /// Ticks until the earliest armed timer fires, `None` when none is armed.
@@ -107,6 +114,22 @@ pub trait Devices {
     fn load_state(&mut self, input: &mut Reader, mode: LoadMode) -> Result<(), SnapshotError> {
         let _ = mode;
         Err(SnapshotError::Unsupported { section: input.section_id() })
+    }
+}
+
+/// The interrupt lines devices drive for one hart ([`Devices::hart_lines`]), as `mip` bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HartLines {
+    /// The lines the devices own (the rest of `interrupt_lines` is left alone).
+    pub driven: u64,
+    /// Those of them raised now.
+    pub raised: u64,
+}
+
+impl HartLines {
+    /// `lines` with the driven ones set as these say.
+    pub fn apply(self, lines: u64) -> u64 {
+        (lines & !self.driven) | (self.raised & self.driven)
     }
 }
 
@@ -208,6 +231,8 @@ pub enum VmError {
     HartCount(usize),
     /// RAM cannot be described by the real map.
     RealMap(MapError),
+    /// The VMM's own SBI was asked for in a `Vm` of one hart of several ([`super::VmBuilder::only_hart`]).
+    SbiNeedsEveryHart,
 }
 
 /// A virtual machine.

@@ -4,13 +4,14 @@ pub mod fdt;
 pub mod loader;
 mod machine;
 pub use machine::{
-    Clock, Devices, HartStep, RunOutcome, SliceActivity, TimeSource, TrapObserver, TrapTaken, Vm, VmError, MAX_HARTS,
-    SLICE, SPIN_CHECK, TIMEBASE_HZ,
+    Clock, Devices, HartLines, HartStep, RunOutcome, SliceActivity, TimeSource, TrapObserver, TrapTaken, Vm, VmError,
+    MAX_HARTS, SLICE, SPIN_CHECK, TIMEBASE_HZ,
 };
 pub mod boot;
 mod builder;
 pub use builder::VmBuilder;
 mod hypervisor;
 pub use hypervisor::{Hypervisor, HypervisorError, SliceOutcome, TimedEngine, VmState, IDLE_RECHECK};
+pub mod parallel;
 pub mod sbi;
 pub mod virt;

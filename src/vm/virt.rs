@@ -30,7 +30,7 @@ use crate::mem::Ram;
 use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 use crate::vm::fdt::IrqDevice;
 
-use super::machine::Devices;
+use super::machine::{Devices, HartLines};
 
 #[cfg(test)]
 mod slot_tests;
@@ -141,6 +141,25 @@ impl<'a, S: SerialBackend, K: Backends> VirtDevices<'a, S, K> {
         out.get(..count).unwrap_or_default()
     }
 
+    /// The lines of hart `index`: software and timer interrupts from the CLINT, external ones from its two PLIC
+    /// contexts.
+    fn lines_of(&self, index: usize) -> HartLines {
+        let mut raised = 0;
+        if self.clint.software_pending(index) {
+            raised |= interrupt::MSI;
+        }
+        if self.clint.timer_pending(index) {
+            raised |= interrupt::MTI;
+        }
+        if self.plic.context_pending(plic::m_context(index)) {
+            raised |= interrupt::MEI;
+        }
+        if self.plic.context_pending(plic::s_context(index)) {
+            raised |= interrupt::SEI;
+        }
+        HartLines { driven: interrupt::MSI | interrupt::MTI | interrupt::MEI | interrupt::SEI, raised }
+    }
+
     /// Forwards what each device did to its interrupt line since the last call to the PLIC.
     fn forward_lines(&mut self) {
         if let Some(level) = self.uart.take_irq_update() {
@@ -235,22 +254,8 @@ impl<S: SerialBackend, K: Backends> Devices for VirtDevices<'_, S, K> {
             printer.poll(now, ram);
         }
         self.forward_lines();
-        let lines = interrupt::MSI | interrupt::MTI | interrupt::MEI | interrupt::SEI;
         for (index, hart) in harts.iter_mut().enumerate() {
-            let mut pending = 0;
-            if self.clint.software_pending(index) {
-                pending |= interrupt::MSI;
-            }
-            if self.clint.timer_pending(index) {
-                pending |= interrupt::MTI;
-            }
-            if self.plic.context_pending(plic::m_context(index)) {
-                pending |= interrupt::MEI;
-            }
-            if self.plic.context_pending(plic::s_context(index)) {
-                pending |= interrupt::SEI;
-            }
-            hart.interrupt_lines = (hart.interrupt_lines & !lines) | pending;
+            hart.interrupt_lines = self.lines_of(index).apply(hart.interrupt_lines);
         }
     }
 
@@ -260,6 +265,10 @@ impl<S: SerialBackend, K: Backends> Devices for VirtDevices<'_, S, K> {
             let timer = if self.clint.timer_pending(index) { interrupt::MTI } else { 0 };
             hart.interrupt_lines = (hart.interrupt_lines & !interrupt::MTI) | timer;
         }
+    }
+
+    fn hart_lines(&self, index: usize) -> Option<HartLines> {
+        Some(self.lines_of(index))
     }
 
     fn mtime(&self) -> u64 {
