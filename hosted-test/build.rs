@@ -29,7 +29,7 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 
 /// The guest binaries, each exposed as `TRAPEZE_GUEST_<NAME>`.
-const GUESTS: [&str; 31] = [
+const GUESTS: [&str; 32] = [
     "hello",
     "traps",
     "arith",
@@ -55,6 +55,7 @@ const GUESTS: [&str; 31] = [
     "debuggee",
     "spinlock",
     "litmus",
+    "hash-harts",
     "counters",
     "disk-pattern",
     "disk-crash",
@@ -64,7 +65,7 @@ const GUESTS: [&str; 31] = [
 ];
 
 /// The crates of the guests workspace (their directories are watched for changes).
-const CRATES: [&str; 30] = [
+const CRATES: [&str; 31] = [
     "rt",
     "torture",
     "hello",
@@ -90,6 +91,7 @@ const CRATES: [&str; 30] = [
     "debuggee",
     "spinlock",
     "litmus",
+    "hash-harts",
     "counters",
     "disk-pattern",
     "rtc",
