@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// The static riscv64 busybox of the initramfs `--boot linux` builds.
     #[arg(long, value_name = "BINARY")]
     busybox: Option<PathBuf>,
+    /// Also time how a guest of N harts scales with a host thread per hart (`hash-harts`: N harts doing N
+    /// times one hart's work, on one thread and on N), on the engines with a code cache.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "2", value_parser = clap::value_parser!(u32).range(2..=8))]
+    scaling: Option<u32>,
     /// Harts of the booted machines (`-smp`), the same on every engine and on QEMU.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
     boot_smp: u32,
@@ -378,6 +382,13 @@ fn bench(args: &BenchArgs) -> Result<bool, String> {
     let engines = select(ENGINES, |e| e.name, &args.engines, "engine")?;
     let image = |w: usize| if args.small { WORKLOADS[w].small } else { WORKLOADS[w].full };
     let qemu = find_qemu(args)?;
+    if let Some(harts) = args.scaling {
+        let names: Vec<&str> = engines.iter().map(|&e| ENGINES[e].name).collect();
+        crate::bench_smp::run(&names, harts, args.iterations)?;
+        if args.workloads.is_empty() && args.boots.is_empty() {
+            return Ok(true);
+        }
+    }
     if !args.boots.is_empty() {
         let options = crate::bench_boot::BootOptions {
             targets: &args.boots,

@@ -37,6 +37,25 @@ fn input() -> &'static Input {
     })
 }
 
+/// Wakes every thread parked in [`park`] (and a [`HostClock`] idling), as host input does.
+pub fn wake_idle() {
+    let input = input();
+    // Taken so that a thread between its check and its wait cannot miss the notification.
+    let _bytes = input.bytes.lock();
+    input.arrived.notify_all();
+}
+
+/// Blocks for at most `wait`, returning early when host input is pending or [`wake_idle`] is called; returns
+/// at once when `woken` (checked under the input lock, so a wake just before the wait is never missed) says
+/// this thread was woken already.
+pub fn park(wait: Duration, woken: impl Fn() -> bool) {
+    let input = input();
+    let Ok(bytes) = input.bytes.lock() else { return };
+    if bytes.is_empty() && !woken() {
+        let _ = input.arrived.wait_timeout(bytes, wait);
+    }
+}
+
 /// A guest console on the host's stdout (flushed at each newline) and stdin (read without blocking).
 #[derive(Debug, Default)]
 pub struct Stdio {

@@ -10,6 +10,7 @@
 mod analyze;
 mod bench;
 mod bench_boot;
+mod bench_smp;
 mod console;
 mod disk;
 mod gdb;
@@ -18,6 +19,7 @@ mod initramfs;
 #[cfg(target_arch = "x86_64")]
 mod jit;
 mod log;
+mod parallel;
 mod printer;
 mod up;
 mod uplink;
@@ -41,7 +43,7 @@ use trapeze::vm::boot;
 use trapeze::vm::fdt::{write_dtb, IrqDevice, MachineDescription};
 use trapeze::vm::loader::{load_elf, load_raw};
 use trapeze::vm::virt::{Backends, VirtDevices};
-use trapeze::vm::{Devices, RunOutcome, TimeSource, Vm, VmBuilder, MAX_HARTS};
+use trapeze::vm::{Clock, Devices, RunOutcome, TimeSource, Vm, VmBuilder, MAX_HARTS};
 
 use console::{HostClock, Stdio};
 use disk::FileDisk;
@@ -104,6 +106,11 @@ struct RunArgs {
     /// Stop after this many instructions (exit status 3).
     #[arg(long)]
     max_insns: Option<u64>,
+    /// QEMU's `-accel tcg,thread=multi` (a host thread per hart, the default when the run allows it) or
+    /// `tcg,thread=single` (every hart on one thread; what --icount, the debugger, snapshots, -d and
+    /// `--bios builtin` need).
+    #[arg(long, value_name = "tcg,thread=single|multi", default_value = "tcg", value_parser = parallel::ThreadMode::parse_accel)]
+    accel: parallel::ThreadMode,
     /// Number of harts (also spelled `-smp N`, as for QEMU).
     #[arg(long = "smp", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=MAX_HARTS as i64))]
     smp: u8,
@@ -224,8 +231,12 @@ fn parse_memory_size(text: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
-    // QEMU spells it `-smp N`; clap's single-dash options are one letter, so accept QEMU's spelling here.
-    let cli = Cli::parse_from(std::env::args_os().map(|arg| if arg == "-smp" { "--smp".into() } else { arg }));
+    // QEMU spells them `-smp N` and `-accel ...`; clap's single-dash options are one letter, so accept QEMU's spelling here.
+    let cli = Cli::parse_from(std::env::args_os().map(|arg| match arg.to_str() {
+        Some("-smp") => "--smp".into(),
+        Some("-accel") => "--accel".into(),
+        _ => arg,
+    }));
     let args = match cli.command {
         Some(Command::Run(args)) => args,
         Some(Command::Up(args)) => return up::run(&args),
@@ -377,6 +388,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
         Some(demo),
         &RUN_SPELLING,
     )?;
+    let threads_per_hart = parallel::wanted(args, &plan)?;
     let ram_size = usize::try_from(args.memory).map_err(|_| "guest RAM does not fit this host".to_string())?;
     let mut backing = vec![0u8; ram_size];
     // The pages (and 64-byte granules of them) the engine has translated code from.
@@ -402,6 +414,14 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
             CodeCacheSize::Hosted => lockstep(args, &plan, &mut *threaded),
             CodeCacheSize::Tiny => lockstep(args, &plan, &mut tiny),
         };
+    }
+    if threads_per_hart {
+        loop {
+            match parallel::run(args, &plan)? {
+                RunOutcome::Reset => eprintln!("trapeze: the guest reset the machine; booting again"),
+                outcome => return Ok(exit_status(outcome)),
+            }
+        }
     }
     let mut gdb = match args.gdb_endpoint()? {
         Some(_) if args.log.is_some_and(|items| items.in_asm) => {
@@ -461,12 +481,6 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
             }
         };
         match outcome {
-            RunOutcome::PowerOff { code: 0 } => return Ok(ExitCode::SUCCESS),
-            RunOutcome::PowerOff { code } => {
-                eprintln!("trapeze: the guest reported failure (code {code})");
-                // Keep a non-zero status even when the code's low byte is zero.
-                return Ok(ExitCode::from(u8::try_from(code).ok().filter(|&c| c != 0).unwrap_or(1)));
-            }
             RunOutcome::InstructionLimit => {
                 eprintln!("trapeze: instruction limit reached after {} instructions", vm.steps);
                 for hart in &vm.harts {
@@ -485,11 +499,25 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
             RunOutcome::Reset => {
                 eprintln!("trapeze: the guest reset the machine; booting again");
             }
-            // Only a debugger sets what stops a hart for it, and none is attached here.
-            RunOutcome::DebugStop { hart, stop } => {
-                eprintln!("trapeze: hart {hart} stopped for a debugger ({stop:?}) but none is attached");
-                return Ok(ExitCode::from(2));
-            }
+            outcome => return Ok(exit_status(outcome)),
+        }
+    }
+}
+
+/// The process's exit status for how the guest's run ended.
+fn exit_status(outcome: RunOutcome) -> ExitCode {
+    match outcome {
+        RunOutcome::PowerOff { code: 0 } | RunOutcome::Reset => ExitCode::SUCCESS,
+        RunOutcome::PowerOff { code } => {
+            eprintln!("trapeze: the guest reported failure (code {code})");
+            // Keep a non-zero status even when the code's low byte is zero.
+            ExitCode::from(u8::try_from(code).ok().filter(|&c| c != 0).unwrap_or(1))
+        }
+        RunOutcome::InstructionLimit => ExitCode::from(EXIT_INSTRUCTION_LIMIT),
+        // Only a debugger sets what stops a hart for it, and none is attached here.
+        RunOutcome::DebugStop { hart, stop } => {
+            eprintln!("trapeze: hart {hart} stopped for a debugger ({stop:?}) but none is attached");
+            ExitCode::from(2)
         }
     }
 }
@@ -538,24 +566,70 @@ fn build_machine_on<'a, S: SerialBackend, K: Backends>(
     clock: &'a mut HostClock,
     htif_console: &'a mut dyn SerialBackend,
 ) -> Result<Vm<'a, VirtDevices<'a, S, K>>, String> {
-    let config = HartConfig::rv64gc(0);
     let mut ram = Ram::new(RAM_BASE, backing);
     ram.attach_granular_code_watch(code_pages);
+    let placed = place_images(args, plan, &mut ram, &devices)?;
+    let mut vm = placed.builder(args, ram, devices, clock).build().map_err(|e| format!("building the machine: {e:?}"))?;
+    if let Some(htif) = placed.htif {
+        vm.attach_htif(htif, htif_console);
+    }
+    Ok(vm)
+}
+
+/// Where the images and the devicetree of a machine went, and how its harts start.
+struct Placed {
+    entry: u64,
+    devicetree: u64,
+    dynamic_info: u64,
+    /// The kernel the VMM's own SBI starts (`--bios builtin`).
+    builtin_sbi: Option<u64>,
+    /// The firmware's HTIF, if its ELF has `tohost`.
+    htif: Option<Htif>,
+}
+
+impl Placed {
+    /// A builder of the machine, every hart as QEMU's boot protocol leaves it.
+    fn builder<'a, D: Devices>(&self, args: &RunArgs, ram: Ram<'a>, devices: D, clock: &'a mut dyn Clock) -> VmBuilder<'a, D> {
+        let mut builder = VmBuilder::new(ram, devices, clock)
+            .harts(usize::from(args.smp))
+            .hart_config(HartConfig::rv64gc(0))
+            .entry(self.entry)
+            .boot_registers(self.devicetree, self.dynamic_info);
+        if let Some(kernel) = self.builtin_sbi {
+            // As OpenSBI's fw_jump leaves it: hart 0 in S-mode at the kernel, the others HSM-stopped.
+            builder = builder.builtin_sbi(kernel);
+        }
+        if let Some(shift) = args.icount {
+            builder = builder.time_source(TimeSource::Instructions { shift });
+        }
+        builder
+    }
+}
+
+/// Loads the images into fresh RAM (all zero) and writes the devicetree of the `virt` machine around `devices`
+/// (listing their populated virtio slots), following QEMU's boot protocol.
+fn place_images<S: SerialBackend, K: Backends>(
+    args: &RunArgs,
+    plan: &BootPlan,
+    ram: &mut Ram,
+    devices: &VirtDevices<'_, S, K>,
+) -> Result<Placed, String> {
+    let config = HartConfig::rv64gc(0);
     let (entry, mut end, htif) = match &plan.firmware {
-        Some(firmware) => firmware.load(&mut ram, RAM_BASE)?,
+        Some(firmware) => firmware.load(ram, RAM_BASE)?,
         None => (RAM_BASE + boot::KERNEL_OFFSET, RAM_BASE, None),
     };
     let mut next_stage = None;
     if let Some(kernel) = &plan.kernel {
-        let (kernel_entry, kernel_end, _) = kernel.load(&mut ram, RAM_BASE + boot::KERNEL_OFFSET)?;
+        let (kernel_entry, kernel_end, _) = kernel.load(ram, RAM_BASE + boot::KERNEL_OFFSET)?;
         next_stage = Some(kernel_entry);
         end = end.max(kernel_end);
     }
     let mut initrd_range = None;
     if let Some(initrd) = &plan.initrd {
         let size = initrd.bytes.len() as u64;
-        let start = boot::initrd_address(&ram, next_stage.unwrap_or(entry), size).map_err(|e| e.to_string())?;
-        load_raw(&initrd.bytes, start, &mut ram).map_err(|e| format!("{}: {e}", initrd.name))?;
+        let start = boot::initrd_address(ram, next_stage.unwrap_or(entry), size).map_err(|e| e.to_string())?;
+        load_raw(&initrd.bytes, start, ram).map_err(|e| format!("{}: {e}", initrd.name))?;
         initrd_range = Some((start, start + size));
         end = end.max(start + size);
     }
@@ -579,25 +653,10 @@ fn build_machine_on<'a, S: SerialBackend, K: Backends>(
     }
     // Without firmware there is no fw_dynamic info block to write.
     let dynamic_next = next_stage.filter(|_| plan.firmware.is_some());
-    let (fdt, dynamic_info) = boot::place_devicetree(&mut ram, &blob, dynamic_next, end).map_err(|e| e.to_string())?;
-
-    let mut builder = VmBuilder::new(ram, devices, clock)
-        .harts(usize::from(args.smp))
-        .hart_config(config)
-        .entry(entry)
-        .boot_registers(fdt, dynamic_info);
-    if plan.firmware.is_none() {
-        // As OpenSBI's fw_jump leaves it: hart 0 in S-mode at the kernel, the others HSM-stopped.
-        builder = builder.builtin_sbi(next_stage.unwrap_or(entry));
-    }
-    if let Some(shift) = args.icount {
-        builder = builder.time_source(TimeSource::Instructions { shift });
-    }
-    let mut vm = builder.build().map_err(|e| format!("building the machine: {e:?}"))?;
-    if let Some(htif) = htif {
-        vm.attach_htif(htif, htif_console);
-    }
-    Ok(vm)
+    let (devicetree, dynamic_info) =
+        boot::place_devicetree(ram, &blob, dynamic_next, end).map_err(|e| e.to_string())?;
+    let builtin_sbi = plan.firmware.is_none().then(|| next_stage.unwrap_or(entry));
+    Ok(Placed { entry, devicetree, dynamic_info, builtin_sbi, htif })
 }
 
 /// Exit status when the engines disagree in `--lockstep`.

@@ -1,5 +1,6 @@
 //! Debian's riscv64 Linux kernel boots on the hosted runner with OpenSBI `fw_dynamic` and two harts, to a shell
-//! in a busybox initramfs, and runs commands typed on its console.
+//! in a busybox initramfs, and runs commands typed on its console: with a host thread per hart (the default) on
+//! the threaded engine and on the translator, and with both harts on one thread.
 //!
 //! `run-tests.sh` fetches the kernel (`linux-image-riscv64`) and `busybox-static` from Debian's riscv64 archive
 //! into `target/guest-images` (`tools/fetch-debian-riscv64.sh`); this test builds the initramfs itself.
@@ -23,6 +24,12 @@ fn debian_linux_boots_on_two_harts_to_a_busybox_shell() {
     boot_to_a_shell(&[]);
 }
 
+/// The same boot with both harts on one host thread, round-robin.
+#[test]
+fn debian_linux_boots_on_two_harts_on_one_thread() {
+    boot_to_a_shell(&["-accel", "tcg,thread=single"]);
+}
+
 /// The same boot on the dynamic binary translator.
 #[cfg(target_arch = "x86_64")]
 #[test]
@@ -35,7 +42,7 @@ fn boot_to_a_shell(engine: &[&str]) {
     let kernel = require(&guest_images().join("Image"), fetch);
     let busybox = std::fs::read(require(&guest_images().join("busybox"), fetch)).unwrap();
     let bios = require(Path::new(FW_DYNAMIC), "install it with `apt-get install -y opensbi`");
-    let name = format!("trapeze-initramfs-{}-{}.cpio", std::process::id(), engine.len());
+    let name = format!("trapeze-initramfs-{}-{}.cpio", std::process::id(), engine.join("").replace(['-', ','], ""));
     let initrd = std::env::temp_dir().join(name);
     std::fs::write(&initrd, initramfs(&busybox)).unwrap();
 

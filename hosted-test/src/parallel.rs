@@ -1,0 +1,317 @@
+//! `trapeze run -smp N` with a host thread per guest hart (QEMU's `-accel tcg,thread=multi`, its default):
+//! guest RAM shared between the threads ([`SharedRam`]), the `virt` devices behind one lock
+//! ([`SharedDevices`]), each hart in a `Vm` of its own on its own engine. See [`trapeze::vm::parallel`] for
+//! what crosses threads and how.
+//!
+//! The single-thread mode (`-accel tcg,thread=single`) stays for what needs the whole machine in one place:
+//! instruction-counted time (repeatable runs), the debugger, snapshots, tracing and lockstep, and the VMM's
+//! own SBI (`--bios builtin`), which serves every hart from one `Vm`.
+
+use std::alloc::{self, Layout};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use trapeze::dev::htif::Htif;
+use trapeze::dev::SerialBackend;
+use trapeze::exec::interp::Interpreter;
+use trapeze::exec::Engine;
+use trapeze::mem::{code_watch_words, Ram, SharedRam, RAM_BASE};
+use trapeze::vm::parallel::{HartWaker, SharedDevices};
+use trapeze::vm::virt::{Backends, VirtDevices};
+use trapeze::vm::{Clock, Devices, RunOutcome, Vm, MAX_HARTS, SLICE, TIMEBASE_HZ};
+
+use crate::console::{self, Stdio};
+use crate::disk::FileDisk;
+use crate::{place_images, BootPlan, CodeCacheSize, EngineChoice, HostedThreaded, RunArgs, TinyThreaded};
+
+/// How the harts of `-smp N` map onto host threads (QEMU's `-accel tcg,thread=...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThreadMode {
+    /// A thread per hart when the run allows it (QEMU's default), else one.
+    #[default]
+    Auto,
+    /// Every hart on one thread, round-robin: with `--icount`, runs repeat exactly.
+    Single,
+    /// A thread per hart; refused when the run needs the whole machine on one thread.
+    Multi,
+}
+
+impl ThreadMode {
+    /// Parses QEMU's `-accel` value: `tcg`, `tcg,thread=single` or `tcg,thread=multi`.
+    pub fn parse_accel(text: &str) -> Result<ThreadMode, String> {
+        let mut parts = text.split(',');
+        if parts.next() != Some("tcg") {
+            return Err(format!("`{text}`: the only accelerator is `tcg` (as `tcg,thread=single|multi`)"));
+        }
+        let mut mode = ThreadMode::Auto;
+        for part in parts {
+            mode = match part {
+                "thread=single" => ThreadMode::Single,
+                "thread=multi" => ThreadMode::Multi,
+                _ => return Err(format!("`{part}`: unknown tcg option (thread=single or thread=multi)")),
+            };
+        }
+        Ok(mode)
+    }
+}
+
+/// Whether `args` runs every hart on a thread of its own; an error when `-accel tcg,thread=multi` was asked
+/// for a run that needs one thread.
+pub fn wanted(args: &RunArgs, plan: &BootPlan) -> Result<bool, String> {
+    let obstacle = if plan.firmware.is_none() {
+        Some("--bios builtin (the VMM's SBI serves every hart from one thread)")
+    } else if args.icount.is_some() {
+        Some("--icount (instruction-counted time is repeatable only on one thread)")
+    } else if args.gdb.is_some() || args.gdb_default {
+        Some("the debugger")
+    } else if args.log.is_some() || args.trace.is_some() {
+        Some("-d and --trace")
+    } else if args.savevm.is_some() || args.loadvm.is_some() {
+        Some("snapshots")
+    } else if args.lockstep {
+        Some("--lockstep")
+    } else {
+        None
+    };
+    match (args.accel, obstacle) {
+        (ThreadMode::Single, _) => Ok(false),
+        (ThreadMode::Multi, Some(obstacle)) => Err(format!("-accel tcg,thread=multi cannot be combined with {obstacle}")),
+        (ThreadMode::Multi, None) => Ok(true),
+        (ThreadMode::Auto, obstacle) => Ok(args.smp > 1 && obstacle.is_none()),
+    }
+}
+
+/// Zeroed host memory for guest RAM, seen through atomics of every access width.
+struct SharedMemory {
+    words: *mut u64,
+    layout: Layout,
+}
+
+// SAFETY: the memory is only ever reached through atomics (the views below), which are `Sync`.
+unsafe impl Sync for SharedMemory {}
+
+impl SharedMemory {
+    fn zeroed(bytes: u64) -> Result<Self, String> {
+        let words = usize::try_from(bytes / 8).map_err(|_| "guest RAM does not fit this host".to_string())?;
+        if bytes % 8 != 0 || words == 0 {
+            return Err(format!("{bytes} bytes of guest RAM: with a thread per hart it must be a multiple of 8"));
+        }
+        let layout = Layout::array::<u64>(words).map_err(|_| "guest RAM does not fit this host".to_string())?;
+        // SAFETY: the layout's size is not zero (checked above). Zeroed pages are mapped lazily by the host, so
+        // a large RAM costs nothing until the guest touches it.
+        let words = unsafe { alloc::alloc_zeroed(layout) }.cast::<u64>();
+        if words.is_null() {
+            return Err(format!("cannot allocate {bytes} bytes of guest RAM"));
+        }
+        Ok(Self { words, layout })
+    }
+
+    /// The four views [`SharedRam::new`] takes.
+    #[allow(clippy::type_complexity)]
+    fn views(&self) -> (&[AtomicU8], &[AtomicU16], &[AtomicU32], &[AtomicU64]) {
+        let bytes = self.layout.size();
+        // SAFETY: `words` points to `bytes` bytes, allocated with u64 alignment (enough for every view) and
+        // zeroed, valid until `self` is dropped, which the borrow of `self` outlives. Each atomic type has the
+        // size and bit validity of its integer. All access goes through these atomics, never plain references;
+        // accesses of different widths to the same bytes are what guest programs do and what the host's
+        // memory order defines (as in QEMU).
+        unsafe {
+            (
+                std::slice::from_raw_parts(self.words.cast::<AtomicU8>(), bytes),
+                std::slice::from_raw_parts(self.words.cast::<AtomicU16>(), bytes / 2),
+                std::slice::from_raw_parts(self.words.cast::<AtomicU32>(), bytes / 4),
+                std::slice::from_raw_parts(self.words.cast::<AtomicU64>(), bytes / 8),
+            )
+        }
+    }
+}
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout, freed once.
+        unsafe { alloc::dealloc(self.words.cast::<u8>(), self.layout) }
+    }
+}
+
+/// Lets a spinning thread give up its time slice: with more hart threads than host cores, a lock holder may be
+/// waiting for a core.
+struct YieldToHolder;
+
+impl spin::relax::RelaxStrategy for YieldToHolder {
+    fn relax() {
+        std::thread::yield_now();
+    }
+}
+
+/// Wakes a hart's thread parked in [`HartClock::idle`]: a flag per hart, so that a wake before the park is
+/// not lost, and the console's input condition, so that host input wakes every hart too.
+struct Wakeups {
+    pending: [AtomicBool; MAX_HARTS],
+}
+
+impl HartWaker for Wakeups {
+    fn wake(&self, index: usize) {
+        if let Some(flag) = self.pending.get(index) {
+            flag.store(true, Ordering::SeqCst);
+        }
+        console::wake_idle();
+    }
+}
+
+impl Wakeups {
+    fn wake_all(&self) {
+        self.pending.iter().for_each(|flag| flag.store(true, Ordering::SeqCst));
+        console::wake_idle();
+    }
+}
+
+/// One hart's clock: host time since the machine started, shared by every hart, and parking in `wfi`.
+struct HartClock<'w> {
+    start: Instant,
+    index: usize,
+    wakeups: &'w Wakeups,
+}
+
+/// Longest single park, so that a hart thread looks at the machine's end now and then.
+const MAX_PARK: Duration = Duration::from_millis(100);
+
+impl Clock for HartClock<'_> {
+    fn now(&mut self) -> u64 {
+        let elapsed = self.start.elapsed();
+        elapsed.as_secs() * TIMEBASE_HZ + u64::from(elapsed.subsec_nanos()) / (1_000_000_000 / TIMEBASE_HZ as u32) as u64
+    }
+
+    fn idle(&mut self, ticks: Option<u64>) {
+        let wait = ticks.map_or(MAX_PARK, |t| Duration::from_nanos(t.saturating_mul(1_000_000_000 / TIMEBASE_HZ)));
+        let flag = &self.wakeups.pending[self.index];
+        console::park(wait.min(MAX_PARK), || flag.swap(false, Ordering::SeqCst));
+    }
+}
+
+/// What the hart threads share besides RAM and devices: the end of the run.
+struct Ending {
+    stop: AtomicBool,
+    outcome: Mutex<Option<RunOutcome>>,
+    steps: AtomicU64,
+}
+
+impl Ending {
+    /// Records the run's outcome (the first one wins) and stops every hart.
+    fn end(&self, outcome: RunOutcome, wakeups: &Wakeups) {
+        if let Ok(mut first) = self.outcome.lock() {
+            first.get_or_insert(outcome);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        wakeups.wake_all();
+    }
+}
+
+/// Instructions each hart runs between two looks at the run's end.
+const TURN: u64 = 4 * SLICE;
+
+/// Runs hart `vm` on `engine` until the machine ends or another hart ends it.
+fn run_hart<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut impl Engine, ending: &Ending, args: &RunArgs, wakeups: &Wakeups) {
+    while !ending.stop.load(Ordering::Relaxed) {
+        let before = vm.steps;
+        let outcome = vm.run_slice(engine, TURN);
+        let total = ending.steps.fetch_add(vm.steps - before, Ordering::Relaxed) + (vm.steps - before);
+        if let Some(outcome) = outcome {
+            return ending.end(outcome, wakeups);
+        }
+        if args.max_insns.is_some_and(|limit| total >= limit) {
+            return ending.end(RunOutcome::InstructionLimit, wakeups);
+        }
+    }
+}
+
+/// Runs hart `index` of the machine on the engine `args` names, on this thread.
+#[allow(clippy::too_many_arguments)]
+fn hart_thread<S: SerialBackend + Send, K: Backends + Send>(
+    args: &RunArgs,
+    placed: &crate::Placed,
+    ram: &SharedRam<'_>,
+    devices: &SharedDevices<'_, VirtDevices<'_, S, K>, YieldToHolder>,
+    htif: &Mutex<Option<Htif>>,
+    index: usize,
+    clock: &mut HartClock<'_>,
+    ending: &Ending,
+) -> Result<(), String> {
+    let wakeups = clock.wakeups;
+    let mut htif_console = Stdio::new();
+    let builder = placed.builder(args, Ram::shared(ram), devices.hart(index), clock).only_hart(index);
+    let mut vm = builder.build().map_err(|e| format!("building hart {index}: {e:?}"))?;
+    // HTIF is polled by the one hart that takes it, so that each command is served once.
+    if let Some(htif) = htif.lock().ok().and_then(|mut htif| htif.take()) {
+        vm.attach_htif(htif, &mut htif_console);
+    }
+    match args.engine {
+        EngineChoice::Interp => run_hart(&mut vm, &mut Interpreter, ending, args, wakeups),
+        EngineChoice::Threaded if args.code_cache == CodeCacheSize::Tiny => {
+            run_hart(&mut vm, &mut TinyThreaded::new(), ending, args, wakeups)
+        }
+        EngineChoice::Threaded => run_hart(&mut vm, &mut *Box::new(HostedThreaded::new()), ending, args, wakeups),
+        #[cfg(target_arch = "x86_64")]
+        EngineChoice::Dbt => run_hart(&mut vm, &mut *crate::jit::hosted_dbt()?, ending, args, wakeups),
+    }
+    Ok(())
+}
+
+/// Boots the machine `plan` describes with a thread per hart and runs it to its end (a reset boots it again).
+pub fn run(args: &RunArgs, plan: &BootPlan) -> Result<RunOutcome, String> {
+    let harts = usize::from(args.smp);
+    let memory = SharedMemory::zeroed(args.memory)?;
+    let watch: Vec<AtomicU64> = (0..code_watch_words(args.memory)).map(|_| AtomicU64::new(0)).collect();
+    let (b8, b16, b32, b64) = memory.views();
+    let ram = SharedRam::new(RAM_BASE, b8, b16, b32, b64, &watch).ok_or("guest RAM views disagree")?;
+    let mut devices = VirtDevices::new(Stdio::new());
+    if let Some(path) = args.disk.as_deref() {
+        devices.attach_disk(FileDisk::open(path)?);
+    }
+    let mut placed = place_images(args, plan, &mut Ram::shared(&ram), &devices)?;
+    let htif = Mutex::new(placed.htif.take());
+    let wakeups = Wakeups { pending: std::array::from_fn(|_| AtomicBool::new(false)) };
+    let devices = SharedDevices::<_, YieldToHolder>::new(devices, harts, &wakeups)
+        .map_err(|e| format!("sharing the devices between hart threads: {e:?}"))?;
+    let ending = Ending { stop: AtomicBool::new(false), outcome: Mutex::new(None), steps: AtomicU64::new(0) };
+    let start = Instant::now();
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..harts)
+            .map(|index| {
+                let (placed, ram, devices, htif) = (&placed, &ram, &devices, &htif);
+                let (ending, wakeups) = (&ending, &wakeups);
+                std::thread::Builder::new()
+                    .name(format!("hart {index}"))
+                    .spawn_scoped(scope, move || {
+                        let mut clock = HartClock { start, index, wakeups };
+                        let result = hart_thread(args, placed, ram, devices, htif, index, &mut clock, ending);
+                        if result.is_err() {
+                            ending.end(RunOutcome::PowerOff { code: 1 }, wakeups);
+                        }
+                        result
+                    })
+                    .map_err(|e| format!("cannot start the thread of hart {index}: {e}"))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .filter_map(|thread| match thread {
+                Ok(handle) => handle.join().unwrap_or_else(|_| Err("a hart thread panicked".into())).err(),
+                Err(e) => Some(e),
+            })
+            .collect()
+    });
+    if let Some(failure) = failures.into_iter().next() {
+        return Err(failure);
+    }
+    eprintln_steps(ending.steps.load(Ordering::Relaxed), args);
+    let outcome = ending.outcome.lock().ok().and_then(|outcome| *outcome);
+    outcome.ok_or_else(|| "the hart threads stopped without an outcome".into())
+}
+
+/// The instruction count, for a run that ended at its limit.
+fn eprintln_steps(steps: u64, args: &RunArgs) {
+    if args.max_insns.is_some_and(|limit| steps >= limit) {
+        eprintln!("trapeze: instruction limit reached after {steps} instructions (every hart)");
+    }
+}
