@@ -13,13 +13,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use trapeze::dev::htif::Htif;
-use trapeze::dev::SerialBackend;
+use trapeze::dev::{MachineRequest, MmioError};
+use trapeze::hart::Hart;
 use trapeze::exec::interp::Interpreter;
 use trapeze::exec::Engine;
 use trapeze::mem::{code_watch_words, Ram, SharedRam, RAM_BASE};
-use trapeze::vm::parallel::{HartWaker, SharedDevices};
-use trapeze::vm::virt::{Backends, VirtDevices};
-use trapeze::vm::{Clock, Devices, RunOutcome, Vm, MAX_HARTS, SLICE, TIMEBASE_HZ};
+use trapeze::vm::parallel::{HartWaker, RelaxStrategy, SharedDevices};
+use trapeze::vm::virt::VirtDevices;
+use trapeze::vm::{Clock, Devices, HartLines, RunOutcome, Vm, MAX_HARTS, SLICE, TIMEBASE_HZ};
 
 use crate::console::{self, Stdio};
 use crate::disk::FileDisk;
@@ -134,11 +135,62 @@ impl Drop for SharedMemory {
     }
 }
 
+/// The `virt` devices of a run with a thread per hart: a console on stdio and at most a disk file, nothing else.
+struct ThreadDevices(VirtDevices<'static, Stdio, FileDisk>);
+
+// SAFETY: `VirtDevices` is not `Send` only because its map of extra devices and its printer may hold borrowed
+// `dyn` devices that need not be; `ThreadDevices::new` builds it with neither (`trapeze run` attaches no extra
+// device and no printer), and its console and disk backends are `Send`.
+unsafe impl Send for ThreadDevices {}
+
+impl ThreadDevices {
+    fn new(console: Stdio, disk: Option<FileDisk>) -> Self {
+        let mut devices = VirtDevices::new(console);
+        if let Some(disk) = disk {
+            devices.attach_disk(disk);
+        }
+        Self(devices)
+    }
+}
+
+impl Devices for ThreadDevices {
+    fn read(&mut self, addr: u64, size: u8, ram: &mut Ram) -> Result<u64, MmioError> {
+        self.0.read(addr, size, ram)
+    }
+    fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError> {
+        self.0.write(addr, size, value, ram)
+    }
+    fn update(&mut self, now: u64, harts: &mut [Hart], ram: &mut Ram) {
+        self.0.update(now, harts, ram)
+    }
+    fn update_time(&mut self, now: u64, harts: &mut [Hart]) {
+        self.0.update_time(now, harts)
+    }
+    fn hart_lines(&self, index: usize) -> Option<HartLines> {
+        self.0.hart_lines(index)
+    }
+    fn mtime(&self) -> u64 {
+        self.0.mtime()
+    }
+    fn ticks_until_deadline(&self) -> Option<u64> {
+        self.0.ticks_until_deadline()
+    }
+    fn input_pending(&self) -> bool {
+        self.0.input_pending()
+    }
+    fn console_write(&mut self, bytes: &[u8]) -> usize {
+        self.0.console_write(bytes)
+    }
+    fn console_read(&mut self) -> Option<u8> {
+        self.0.console_read()
+    }
+}
+
 /// Lets a spinning thread give up its time slice: with more hart threads than host cores, a lock holder may be
 /// waiting for a core.
 struct YieldToHolder;
 
-impl spin::relax::RelaxStrategy for YieldToHolder {
+impl RelaxStrategy for YieldToHolder {
     fn relax() {
         std::thread::yield_now();
     }
@@ -207,6 +259,9 @@ impl Ending {
     }
 }
 
+/// Stack of a hart's thread.
+const HART_STACK: usize = 8 << 20;
+
 /// Instructions each hart runs between two looks at the run's end.
 const TURN: u64 = 4 * SLICE;
 
@@ -227,11 +282,11 @@ fn run_hart<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut impl Engine, ending: &E
 
 /// Runs hart `index` of the machine on the engine `args` names, on this thread.
 #[allow(clippy::too_many_arguments)]
-fn hart_thread<S: SerialBackend + Send, K: Backends + Send>(
+fn hart_thread<D: Devices>(
     args: &RunArgs,
     placed: &crate::Placed,
     ram: &SharedRam<'_>,
-    devices: &SharedDevices<'_, VirtDevices<'_, S, K>, YieldToHolder>,
+    devices: &SharedDevices<'_, D, YieldToHolder>,
     htif: &Mutex<Option<Htif>>,
     index: usize,
     clock: &mut HartClock<'_>,
@@ -264,11 +319,9 @@ pub fn run(args: &RunArgs, plan: &BootPlan) -> Result<RunOutcome, String> {
     let watch: Vec<AtomicU64> = (0..code_watch_words(args.memory)).map(|_| AtomicU64::new(0)).collect();
     let (b8, b16, b32, b64) = memory.views();
     let ram = SharedRam::new(RAM_BASE, b8, b16, b32, b64, &watch).ok_or("guest RAM views disagree")?;
-    let mut devices = VirtDevices::new(Stdio::new());
-    if let Some(path) = args.disk.as_deref() {
-        devices.attach_disk(FileDisk::open(path)?);
-    }
-    let mut placed = place_images(args, plan, &mut Ram::shared(&ram), &devices)?;
+    let disk = args.disk.as_deref().map(FileDisk::open).transpose()?;
+    let devices = ThreadDevices::new(Stdio::new(), disk);
+    let mut placed = place_images(args, plan, &mut Ram::shared(&ram), &devices.0)?;
     let htif = Mutex::new(placed.htif.take());
     let wakeups = Wakeups { pending: std::array::from_fn(|_| AtomicBool::new(false)) };
     let devices = SharedDevices::<_, YieldToHolder>::new(devices, harts, &wakeups)
@@ -282,6 +335,8 @@ pub fn run(args: &RunArgs, plan: &BootPlan) -> Result<RunOutcome, String> {
                 let (ending, wakeups) = (&ending, &wakeups);
                 std::thread::Builder::new()
                     .name(format!("hart {index}"))
+                    // As much stack as the main thread has: a `Vm` and its soft TLBs live on it.
+                    .stack_size(HART_STACK)
                     .spawn_scoped(scope, move || {
                         let mut clock = HartClock { start, index, wakeups };
                         let result = hart_thread(args, placed, ram, devices, htif, index, &mut clock, ending);

@@ -20,7 +20,7 @@
 //! firmware: the VMM's SBI (HSM, IPIs, remote fences) serves several harts from one `Vm` only.
 
 use spin::mutex::SpinMutex;
-use spin::relax::{RelaxStrategy, Spin};
+pub use spin::relax::{RelaxStrategy, Spin};
 
 use crate::dev::{MachineRequest, MmioError};
 use crate::hart::Hart;
