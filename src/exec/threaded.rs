@@ -803,6 +803,9 @@ fn predecode(inst: Inst, word: u32, len: u8) -> (Op, bool) {
         Inst::Op { op: kind, rd, rs1, rs2 } => (op(OP[kind as usize], rd, rs1, rs2, 0), false),
         // `pause` leaves the engine (through the interpreter) so the VM can let other harts run.
         isa::PAUSE => (op(fallback_end, 0, 0, 0, 0), true),
+        Inst::Fence { fm, pred, succ } if isa::fence_orders_stores_before_loads(fm, pred, succ) => {
+            (op(host_fence, 0, 0, 0, 0), false)
+        }
         Inst::Fence { .. } | Inst::FenceI => (nop_op, false),
         // A CSR access leaves the engine for the dispatcher, as the interpreter's does, but without decoding the
         // word again (hot in loops that read a counter or toggle interrupts): the op keeps the operands and word.
@@ -949,6 +952,12 @@ fn inline_sie_toggle(hart: &mut Hart, op: CsrOp, src: u8, csr: u16) -> Option<u6
 }
 
 fn nop(_hart: &mut Hart, _ctx: &mut Ctx, _op: &Op, _pc: u64) -> Flow {
+    Flow::Next
+}
+
+/// A FENCE that orders stores before loads, for harts on other host threads (see the interpreter's).
+fn host_fence(_hart: &mut Hart, _ctx: &mut Ctx, _op: &Op, _pc: u64) -> Flow {
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
     Flow::Next
 }
 

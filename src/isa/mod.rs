@@ -29,6 +29,16 @@ pub struct Decoded {
 /// architecture; the VM lets other harts run).
 pub const PAUSE: Inst = Inst::Fence { fm: 0, pred: 0b0001, succ: 0 };
 
+/// Whether a FENCE with these fields orders earlier stores before later loads (its predecessor set has W and its
+/// successor set R, and it is not FENCE.TSO, which leaves exactly that pair unordered): the one ordering an
+/// x86-64 host does not give plain accesses by itself, so engines running harts on host threads of their own
+/// issue a host fence for it (`fence rw,rw`, `fence w,r`); every other FENCE is free there.
+pub const fn fence_orders_stores_before_loads(fm: u8, pred: u8, succ: u8) -> bool {
+    const R: u8 = 0b0010;
+    const W: u8 = 0b0001;
+    fm != 0b1000 && pred & W != 0 && succ & R != 0
+}
+
 /// One RV64GC instruction (RV64IMAFDC + Zicsr + Zifencei) in typed form.
 ///
 /// Immediates are stored fully decoded and sign-extended: a branch or jump `offset` is the byte offset from the

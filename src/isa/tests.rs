@@ -583,3 +583,16 @@ fn every_parcel_expands_to_an_encodable_instruction() {
         }
     }
 }
+
+#[test]
+fn only_fences_that_order_stores_before_loads_need_a_host_fence() {
+    use super::fence_orders_stores_before_loads as needs;
+    const RW: u8 = 0b0011;
+    assert!(needs(0, RW, RW), "fence rw,rw");
+    assert!(needs(0, 0b0001, 0b0010), "fence w,r");
+    assert!(needs(0, 0b1111, 0b1111), "fence iorw,iorw");
+    assert!(!needs(0b1000, RW, RW), "fence.tso leaves store -> load unordered");
+    assert!(!needs(0, 0b0010, RW), "fence r,rw");
+    assert!(!needs(0, RW, 0b0001), "fence rw,w");
+    assert!(!needs(0, 0b0001, 0), "pause");
+}
