@@ -12,9 +12,11 @@
 //! that feature the crate is `#![deny(unsafe_code)]` instead, and only the few items of `exec::dbt` that need
 //! it carry `#[allow(unsafe_code)]` (the `CodeMemory` trait the embedder implements, the call of a translated
 //! block, the helpers translated code calls back with its environment), each `unsafe` with its `// SAFETY:`.
+//! Unit tests build with `deny` too, so that a test can make what an embedder makes with `unsafe` (the atomic
+//! views of shared RAM in `mem::shared_tests`), with `#[allow(unsafe_code)]` on that test module alone.
 #![cfg_attr(not(test), no_std)]
-#![cfg_attr(not(feature = "dbt"), forbid(unsafe_code))]
-#![cfg_attr(feature = "dbt", deny(unsafe_code))]
+#![cfg_attr(all(not(feature = "dbt"), not(test)), forbid(unsafe_code))]
+#![cfg_attr(any(feature = "dbt", test), deny(unsafe_code))]
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

@@ -709,8 +709,14 @@ fn lockstep(args: &RunArgs, plan: &BootPlan, engine: &mut impl Engine) -> Result
         }
         let finished = outcome_fast.is_some();
         if divergence.is_none() && (finished || slices.is_multiple_of(1 << 14)) {
-            if let Some(offset) = fast.ram.as_slice().iter().zip(reference.ram.as_slice()).position(|(a, b)| a != b) {
-                divergence = Some(format!("RAM differs at guest address {:#x}", RAM_BASE + offset as u64));
+            // Lockstep runs both machines on exclusive RAM, the only kind with a slice to compare.
+            match (fast.ram.as_slice(), reference.ram.as_slice()) {
+                (Some(ours), Some(theirs)) => {
+                    if let Some(offset) = ours.iter().zip(theirs).position(|(a, b)| a != b) {
+                        divergence = Some(format!("RAM differs at guest address {:#x}", RAM_BASE + offset as u64));
+                    }
+                }
+                _ => divergence = Some("RAM is shared, so it cannot be compared".to_string()),
             }
         }
         if let Some(what) = divergence {

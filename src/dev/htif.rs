@@ -147,10 +147,11 @@ impl Htif {
     /// Runs the proxied syscall whose magic block is at `addr`; writes its return value to `magic_mem[0]`.
     fn syscall(&mut self, addr: u64, ram: &mut Ram, console: &mut impl SerialBackend) -> Option<MachineRequest> {
         let mut magic = [0u64; MAGIC_WORDS];
-        let Some(block) = ram.slice(addr, 8 * MAGIC_WORDS as u64) else {
+        let mut block = [0u8; 8 * MAGIC_WORDS];
+        if ram.read_bytes(addr, &mut block).is_none() {
             self.rejected = self.rejected.saturating_add(1);
             return None;
-        };
+        }
         for (word, bytes) in magic.iter_mut().zip(block.chunks_exact(8)) {
             let mut le = [0u8; 8];
             le.copy_from_slice(bytes);
@@ -164,9 +165,25 @@ impl Htif {
                     -EBADF
                 } else {
                     let len = a2.min(MAX_WRITE_LEN);
-                    match ram.slice(a1, len) {
-                        Some(bytes) => console.write_bytes(bytes) as i64,
-                        None => -EFAULT,
+                    // Copied out in bounded pieces (the RAM may be shared with other threads).
+                    let mut chunk = [0u8; 256];
+                    if !ram.contains(a1, len) {
+                        -EFAULT
+                    } else {
+                        let mut written = 0u64;
+                        while written < len {
+                            let n = (len - written).min(chunk.len() as u64) as usize;
+                            let piece = &mut chunk[..n];
+                            if ram.read_bytes(a1 + written, piece).is_none() {
+                                break;
+                            }
+                            let put = console.write_bytes(piece) as u64;
+                            written += put;
+                            if put < n as u64 {
+                                break;
+                            }
+                        }
+                        written as i64
                     }
                 }
             }

@@ -112,10 +112,14 @@ impl<'a> Printer<'a> {
     /// to the device and at every poll.
     pub fn process(&mut self, ram: &Ram) {
         if self.status == STATUS_PENDING {
-            self.status = match ram.slice(self.addr, u64::from(self.len)) {
-                None => STATUS_BAD_ADDRESS,
-                Some(_) if self.len == 0 => STATUS_BAD_LENGTH,
-                Some(job) => match self.spools.submit(self.vm, job) {
+            let (addr, len) = (self.addr, u64::from(self.len));
+            self.status = match ram.contains(addr, len) {
+                false => STATUS_BAD_ADDRESS,
+                true if len == 0 => STATUS_BAD_LENGTH,
+                true => match self
+                    .spools
+                    .submit_from(self.vm, len as usize, &mut |at, piece| ram.read_bytes(addr + at as u64, piece))
+                {
                     Ok(id) => {
                         self.job_id = id;
                         STATUS_ACCEPTED

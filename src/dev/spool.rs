@@ -75,22 +75,38 @@ impl<const JOBS: usize, const BYTES: usize> Spool<JOBS, BYTES> {
 
     /// Copies `job` into the spool; answers its id.
     pub fn submit(&mut self, job: &[u8]) -> Result<u32, SubmitError> {
-        if job.is_empty() || job.len() > BYTES {
+        self.submit_from(job.len(), &mut |at, piece| {
+            piece.copy_from_slice(job.get(at..at + piece.len())?);
+            Some(())
+        })
+    }
+
+    /// Copies a job of `len` bytes into the spool, `read(at, piece)` filling `piece` with the job's bytes from
+    /// `at` (guest RAM another thread may share has no slice to give); answers its id. A failed `read` leaves
+    /// the spool as it was and answers [`SubmitError::BadLength`].
+    pub fn submit_from(
+        &mut self,
+        len: usize,
+        read: &mut dyn FnMut(usize, &mut [u8]) -> Option<()>,
+    ) -> Result<u32, SubmitError> {
+        if len == 0 || len > BYTES {
             return Err(SubmitError::BadLength);
         }
-        if self.jobs.is_full() || BYTES - self.used < job.len() {
+        if self.jobs.is_full() || BYTES - self.used < len {
             return Err(SubmitError::Full);
         }
         let start = (self.head + self.used) % BYTES;
-        let first = job.len().min(BYTES - start);
-        let (head, tail) = job.split_at(first);
-        self.ring[start..start + first].copy_from_slice(head);
-        self.ring[..tail.len()].copy_from_slice(tail);
+        let first = len.min(BYTES - start);
+        let head = self.ring.get_mut(start..start + first).ok_or(SubmitError::BadLength)?;
+        read(0, head).ok_or(SubmitError::BadLength)?;
+        let tail = self.ring.get_mut(..len - first).ok_or(SubmitError::BadLength)?;
+        read(first, tail).ok_or(SubmitError::BadLength)?;
+        let job = len;
         let id = self.next_id;
         self.next_id = self.next_id.checked_add(1).unwrap_or(1);
         // Cannot fail: `is_full` was checked above.
-        let _ = self.jobs.push_back(Job { id, start, len: job.len() });
-        self.used += job.len();
+        let _ = self.jobs.push_back(Job { id, start, len: job });
+        self.used += job;
         Ok(id)
     }
 
@@ -210,6 +226,16 @@ impl<const VMS: usize, const JOBS: usize, const BYTES: usize> SpoolSet<VMS, JOBS
         self.spools.get_mut(vm).ok_or(SubmitError::Unavailable)?.submit(job)
     }
 
+    /// Copies a job of `len` bytes, read by `read`, into VM `vm`'s spool (see [`Spool::submit_from`]).
+    pub fn submit_from(
+        &mut self,
+        vm: usize,
+        len: usize,
+        read: &mut dyn FnMut(usize, &mut [u8]) -> Option<()>,
+    ) -> Result<u32, SubmitError> {
+        self.spools.get_mut(vm).ok_or(SubmitError::Unavailable)?.submit_from(len, read)
+    }
+
     /// Whether a job is printing or waiting.
     pub fn is_idle(&self) -> bool {
         self.printing.is_none() && self.spools.iter().all(|spool| spool.queued() == 0)
@@ -307,6 +333,13 @@ impl<const VMS: usize, const JOBS: usize, const BYTES: usize> SpoolSet<VMS, JOBS
 pub trait SpoolTable {
     /// Copies `job` into VM `vm`'s spool; answers its id.
     fn submit(&self, vm: usize, job: &[u8]) -> Result<u32, SubmitError>;
+    /// Copies a job of `len` bytes, read by `read`, into VM `vm`'s spool (see [`Spool::submit_from`]).
+    fn submit_from(
+        &self,
+        vm: usize,
+        len: usize,
+        read: &mut dyn FnMut(usize, &mut [u8]) -> Option<()>,
+    ) -> Result<u32, SubmitError>;
     /// Jobs of VM `vm` printed so far.
     fn completed(&self, vm: usize) -> u64;
     /// Jobs of VM `vm` waiting or printing.
@@ -320,6 +353,14 @@ pub trait SpoolTable {
 impl<const VMS: usize, const JOBS: usize, const BYTES: usize> SpoolTable for RefCell<SpoolSet<VMS, JOBS, BYTES>> {
     fn submit(&self, vm: usize, job: &[u8]) -> Result<u32, SubmitError> {
         self.try_borrow_mut().map_err(|_| SubmitError::Unavailable)?.submit(vm, job)
+    }
+    fn submit_from(
+        &self,
+        vm: usize,
+        len: usize,
+        read: &mut dyn FnMut(usize, &mut [u8]) -> Option<()>,
+    ) -> Result<u32, SubmitError> {
+        self.try_borrow_mut().map_err(|_| SubmitError::Unavailable)?.submit_from(vm, len, read)
     }
     fn completed(&self, vm: usize) -> u64 {
         self.try_borrow().ok().and_then(|set| set.spool(vm).map(|spool| spool.completed())).unwrap_or(0)

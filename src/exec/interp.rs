@@ -168,15 +168,17 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
             let offset = amo_offset(hart, memory, addr, size)?;
             // The reservation holds while memory still has the value LR read: a store by this or another hart
             // that changed it breaks the reservation (QEMU's rule; an ABA store that restores the value does not).
+            // One host compare-exchange against the value LR read, so atomic with other threads' stores to shared
+            // RAM: a failed SC means another hart's store succeeded (no livelock).
             let reserved = hart.reservation.take();
-            let success =
-                reserved.is_some_and(|r| r.addr == offset && memory.ram.load_at_offset(offset, size) == Some(r.value));
-            if success {
-                memory
+            let success = match reserved.filter(|r| r.addr == offset) {
+                Some(r) => memory
                     .ram
-                    .store_at_offset(offset, size, hart.x(rs2))
-                    .ok_or(Exit::Exception { cause: Exception::StoreAccessFault, tval: addr })?;
-            }
+                    .compare_exchange_at_offset(offset, size, r.value, hart.x(rs2))
+                    .ok_or(Exit::Exception { cause: Exception::StoreAccessFault, tval: addr })?
+                    .is_ok(),
+                None => false,
+            };
             hart.set_x(rd, !success as u64);
         }
         Inst::Amo { op, width, rd, rs1, rs2, .. } => {
@@ -185,10 +187,13 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
             watch(hart, addr, size, Access::LoadStore)?;
             let offset = amo_offset(hart, memory, addr, size)?;
             let fault = Exit::Exception { cause: Exception::StoreAccessFault, tval: addr };
-            let old = extend(memory.ram.load_at_offset(offset, size).ok_or(fault)?, size as u8, true);
-            let new = amo(op, width, old, hart.x(rs2));
-            memory.ram.store_at_offset(offset, size, new).ok_or(fault)?;
-            hart.set_x(rd, old);
+            let operand = hart.x(rs2);
+            // One host read-modify-write (atomic with other threads' accesses to shared RAM).
+            let old = memory
+                .ram
+                .amo_at_offset(offset, size, |old| amo(op, width, extend(old, size as u8, true), operand))
+                .ok_or(fault)?;
+            hart.set_x(rd, extend(old, size as u8, true));
         }
         Inst::FpLoad { fmt, rd, rs1, offset } => {
             if !hart.fp_enabled() {

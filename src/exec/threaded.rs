@@ -316,6 +316,9 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
         let mut exits = [None; EXITS];
         let mut sides = 0;
         let mut falls_through = true;
+        // The words decoded, to check them again once watched (RAM shared with other threads).
+        let mut words = [0u32; MAX_BLOCK];
+        let mut decoded = 0;
         while count < max_ops && at < page_end {
             let low = memory.ram.load_at_offset(at, 2)? as u32;
             let (word, len) = if low & 3 != 3 {
@@ -335,6 +338,10 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             };
             let inst = isa::decode(word).inst;
             let (op, mut ends_block) = predecode(inst, word, len);
+            if let Some(slot) = words.get_mut(decoded) {
+                *slot = word;
+                decoded += 1;
+            }
             ops[count] = op;
             count += 1;
             // Where a direct jump or branch goes, as a RAM offset if the guest's mapping is linear there (always
@@ -378,12 +385,36 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
         if !memory.ram.watch_code(start, at - start) {
             return None;
         }
+        // With shared RAM another thread may have written these bytes after they were read and before the watch
+        // was set (its write then went unreported): read them again now that it is set, and keep nothing if they
+        // changed (the watch is only ever set before the reads that count).
+        if memory.ram.is_shared() && !Self::unchanged(memory, start, at, words.get(..decoded).unwrap_or(&[])) {
+            return None;
+        }
         if newly_watched {
             self.note_watched(page);
         }
         self.stats.blocks_built += 1;
         let guest_len = (at - start).min(PAGE_SIZE) as u32;
         self.cache.insert(BlockKey::new(start, 0), guest_len, exits, &ops[..count]).ok()
+    }
+}
+
+impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOCKS, MAP> {
+    /// Whether RAM `[start, end)` still holds the instruction `words` that [`build`](Self::build) decoded there
+    /// (a trailing page-straddling instruction, whose word was never read, is not compared).
+    fn unchanged(memory: &Memory, start: u64, end: u64, words: &[u32]) -> bool {
+        let mut at = start;
+        for &word in words {
+            let Some(low) = memory.ram.load_at_offset(at, 2) else { return false };
+            let (now, len) =
+                if low & 3 != 3 { (low as u32, 2) } else { (memory.ram.load_at_offset(at, 4).unwrap_or(0) as u32, 4) };
+            if now != word || at >= end {
+                return false;
+            }
+            at += len;
+        }
+        true
     }
 }
 

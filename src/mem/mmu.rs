@@ -373,11 +373,7 @@ impl Memory<'_, '_> {
     #[inline(always)]
     pub fn fast_load(&self, path: &DataPath, va: u64, size: u64) -> Option<u64> {
         let offset = self.fast_offset(path, va, size, path.load_key)? as usize;
-        let size = (size as usize).min(8);
-        let bytes = self.ram.bytes.get(offset..offset.checked_add(size)?)?;
-        let mut buf = [0u8; 8];
-        buf.get_mut(..size)?.copy_from_slice(bytes);
-        Some(u64::from_le_bytes(buf))
+        self.ram.load_at_host_offset(offset, (size as usize).min(8))
     }
 
     /// A store of the low `size` (1, 2, 4 or 8) bytes of `value` at `va` when the fast path serves it, `None`
@@ -391,21 +387,7 @@ impl Memory<'_, '_> {
         if (offset & 0xfff) + size > 0x1000 {
             return None;
         }
-        let offset = offset as usize;
-        let size = (size as usize).min(8);
-        let end = offset.checked_add(size)?;
-        if end > self.ram.bytes.len() {
-            return None;
-        }
-        let page = offset as u64 / super::PAGE_SIZE;
-        let code = self.ram.code_watch.as_ref().is_some_and(|watch| {
-            watch.watched.get((page / 64) as usize).is_some_and(|word| word & (1 << (page % 64)) != 0)
-        });
-        if code {
-            self.ram.note_write(offset, size);
-        }
-        self.ram.bytes.get_mut(offset..end)?.copy_from_slice(value.to_le_bytes().get(..size)?);
-        Some(code)
+        self.ram.store_at_host_offset(offset as usize, (size as usize).min(8), value)
     }
 }
 
@@ -447,20 +429,20 @@ mod tests {
         let mut backing = vec![0u8; 0x8000];
         let mut ram = Ram::new(RAM_BASE, &mut backing);
         tables(&mut ram);
-        let snapshot = ram.as_slice().to_vec();
+        let snapshot = ram.as_slice().unwrap().to_vec();
         let hart = supervisor_hart();
 
         assert_eq!(debug_translate(&ram, &hart, VA_DATA + 0x123), Some(DATA + 0x123), "a user page from S-mode");
         assert_eq!(debug_translate(&ram, &hart, VA_CODE + 8), Some(CODE + 8), "an execute-only page");
         assert_eq!(debug_translate(&ram, &hart, VA_CODE + 0x1000), None, "no mapping");
         assert_eq!(debug_translate(&ram, &hart, 1 << 38), None, "not canonical");
-        assert_eq!(ram.as_slice(), &snapshot[..], "the walk set no A or D bit");
+        assert_eq!(ram.as_slice().unwrap(), &snapshot[..], "the walk set no A or D bit");
 
         // The walk an access makes sets A on the same PTE: the debugger's does not.
         let context = AccessContext::new(Privilege::Supervisor, true, false);
         let walked = sv39::translate(&mut ram, hart.csrs.satp, VA_DATA + 0x123, AccessType::Load, context).unwrap();
         assert_eq!(walked.guest_real, DATA + 0x123);
-        assert_ne!(ram.as_slice(), &snapshot[..], "an access's walk does set A");
+        assert_ne!(ram.as_slice().unwrap(), &snapshot[..], "an access's walk does set A");
 
         let mut machine = hart.clone();
         machine.privilege = Privilege::Machine;

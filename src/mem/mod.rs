@@ -12,16 +12,36 @@ pub mod tlb;
 
 pub mod mmu;
 pub mod pmp;
+#[cfg(target_has_atomic = "64")]
+pub mod shared;
+#[cfg(all(test, target_has_atomic = "64"))]
+mod shared_tests;
+
+#[cfg(target_has_atomic = "64")]
+pub use shared::SharedRam;
 
 /// Guest real address of the first byte of RAM on the QEMU `virt` machine.
 pub const RAM_BASE: u64 = 0x8000_0000;
 
-/// Guest real RAM: `bytes.len()` bytes lent by the host, seen by the guest at `[base, base + len)`.
+/// Guest real RAM: `size` bytes lent by the host, seen by the guest at `[base, base + size)`. Either exclusive (one
+/// thread owns the bytes: [`Ram::new`]) or a handle onto RAM shared by several threads ([`Ram::shared`], one
+/// handle per thread).
 pub struct Ram<'a> {
     base: u64,
-    bytes: &'a mut [u8],
-    /// Pages an engine has translated code from, so that any write to them is noticed.
+    size: u64,
+    storage: Storage<'a>,
+    /// Pages an engine has translated code from, so that any write to them is noticed (exclusive RAM; shared RAM
+    /// keeps its watch in the [`SharedRam`]).
     code_watch: Option<CodeWatch<'a>>,
+}
+
+/// Where a [`Ram`]'s bytes are.
+enum Storage<'a> {
+    /// Owned by this handle alone.
+    Exclusive(&'a mut [u8]),
+    /// Shared with other threads' handles; `cursor` is this handle's position in the shared dirty-code log.
+    #[cfg(target_has_atomic = "64")]
+    Shared { ram: &'a SharedRam<'a>, cursor: u64 },
 }
 
 /// Size of a page, the unit of code-write watching.
@@ -88,13 +108,35 @@ impl DirtyCode {
 }
 
 impl<'a> Ram<'a> {
+    /// Exclusive RAM: this handle alone reads and writes `bytes`.
     pub fn new(base: u64, bytes: &'a mut [u8]) -> Self {
-        Self { base, bytes, code_watch: None }
+        Self { base, size: bytes.len() as u64, storage: Storage::Exclusive(bytes), code_watch: None }
+    }
+
+    /// A handle onto RAM shared by several threads (one handle per thread; handles are not shared). Its code watch
+    /// is the [`SharedRam`]'s, seen by every handle; this handle reports the code writes logged from now on.
+    #[cfg(target_has_atomic = "64")]
+    pub fn shared(shared: &'a SharedRam<'a>) -> Self {
+        Self {
+            base: shared.base(),
+            size: shared.size(),
+            storage: Storage::Shared { ram: shared, cursor: shared.logged() },
+            code_watch: None,
+        }
+    }
+
+    /// Whether this is a handle onto shared RAM.
+    pub fn is_shared(&self) -> bool {
+        !matches!(self.storage, Storage::Exclusive(_))
     }
 
     /// Watches writes to code pages, with one bit of `bitmap` per page of RAM (at least `size / 4096` bits).
-    /// Engines that keep translated code need this; without it they must not cache translations.
+    /// Engines that keep translated code need this; without it they must not cache translations. Shared RAM
+    /// ignores it: its watch is the [`SharedRam`]'s.
     pub fn attach_code_watch(&mut self, bitmap: &'a mut [u64]) {
+        if self.is_shared() {
+            return;
+        }
         bitmap.fill(0);
         self.code_watch = Some(CodeWatch {
             watched: bitmap,
@@ -109,6 +151,9 @@ impl<'a> Ram<'a> {
     /// [`CodeWatch`]): `words`, sized by [`code_watch_words`] for this RAM, holds the page bits and then the granule
     /// masks. Shorter, the watch is by page only.
     pub fn attach_granular_code_watch(&mut self, words: &'a mut [u64]) {
+        if self.is_shared() {
+            return;
+        }
         let pages = self.size().div_ceil(PAGE_SIZE);
         if words.len() < code_watch_words(self.size()) {
             return self.attach_code_watch(words);
@@ -127,11 +172,16 @@ impl<'a> Ram<'a> {
 
     /// Starts watching RAM bytes `[offset, offset + len)` (an engine translated code from them) for writes: with a
     /// granular watch, writes to the rest of their pages stay data writes. False when there is no watch or a byte
-    /// lies outside it (nothing may then be kept translated from them).
+    /// lies outside it (nothing may then be kept translated from them). An engine calls this BEFORE it reads the
+    /// bytes it translates: with shared RAM, a write by another thread after the watch is set is then reported.
     pub fn watch_code(&mut self, offset: u64, len: u64) -> bool {
         let end = offset.saturating_add(len.max(1));
         if end > self.size() {
             return false;
+        }
+        #[cfg(target_has_atomic = "64")]
+        if let Storage::Shared { ram, .. } = &self.storage {
+            return ram.has_watch() && ram.watch(offset, end);
         }
         let Some(watch) = self.code_watch.as_mut() else { return false };
         let mut page = offset / PAGE_SIZE;
@@ -152,19 +202,32 @@ impl<'a> Ram<'a> {
     /// VMM's patcher scanned it), so it must never be written unseen (natively, by a real CPU's store).
     #[inline]
     pub fn is_code_page(&self, page: u64) -> bool {
+        #[cfg(target_has_atomic = "64")]
+        if let Storage::Shared { ram, .. } = &self.storage {
+            return ram.is_watched(page);
+        }
         self.code_watch.as_ref().is_some_and(|watch| {
             watch.watched.get((page / 64) as usize).is_some_and(|word| word & (1 << (page % 64)) != 0)
         })
     }
 
-    /// Whether a watched code page was written since the last [`take_dirty_code`](Self::take_dirty_code).
+    /// Whether a watched code page was written since the last [`take_dirty_code`](Self::take_dirty_code) (with
+    /// shared RAM: by any thread).
     #[inline(always)]
     pub fn has_dirty_code(&self) -> bool {
+        #[cfg(target_has_atomic = "64")]
+        if let Storage::Shared { ram, cursor } = &self.storage {
+            return ram.logged() != *cursor;
+        }
         self.code_watch.as_ref().is_some_and(|watch| watch.dirty_len > 0 || watch.overflowed)
     }
 
     /// The watched code pages written since the last call (they are no longer watched).
     pub fn take_dirty_code(&mut self) -> DirtyCode {
+        #[cfg(target_has_atomic = "64")]
+        if let Storage::Shared { ram, cursor } = &mut self.storage {
+            return ram.take_dirty(cursor);
+        }
         let Some(watch) = self.code_watch.as_mut() else {
             return DirtyCode::Pages { pages: [0; DIRTY_CAPACITY], len: 0 };
         };
@@ -178,11 +241,15 @@ impl<'a> Ram<'a> {
         taken
     }
 
-    /// Records a write to `[offset, offset + len)` if it touches code in a watched page.
+    /// Records a write to `[offset, offset + len)` (already stored) if it touches code in a watched page.
     #[inline(always)]
     fn note_write(&mut self, offset: usize, len: usize) {
-        let Some(watch) = self.code_watch.as_mut() else { return };
         let (start, end) = (offset as u64, offset as u64 + len.max(1) as u64);
+        #[cfg(target_has_atomic = "64")]
+        if let Storage::Shared { ram, .. } = &self.storage {
+            return ram.note_write(start, end);
+        }
+        let Some(watch) = self.code_watch.as_mut() else { return };
         for page in start / PAGE_SIZE..=(end - 1) / PAGE_SIZE {
             let Some(word) = watch.watched.get_mut((page / 64) as usize) else { continue };
             let bit = 1u64 << (page % 64);
@@ -215,7 +282,11 @@ impl<'a> Ram<'a> {
     /// never write one directly ([`Ram::raw_code_watch`] says which pages are watched).
     #[cfg(feature = "dbt")]
     pub(crate) fn raw_bytes(&mut self) -> *mut u8 {
-        self.bytes.as_mut_ptr()
+        match &mut self.storage {
+            Storage::Exclusive(bytes) => bytes.as_mut_ptr(),
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { ram, .. } => ram.as_ptr(),
+        }
     }
 
     /// The watch bitmap (address of the first word, number of pages it covers), for generated code that
@@ -223,6 +294,10 @@ impl<'a> Ram<'a> {
     /// directly... and no translation may be kept).
     #[cfg(feature = "dbt")]
     pub(crate) fn raw_code_watch(&self) -> (usize, u64) {
+        #[cfg(target_has_atomic = "64")]
+        if let Storage::Shared { ram, .. } = &self.storage {
+            return if ram.has_watch() { ram.raw_watch() } else { (0, 0) };
+        }
         match &self.code_watch {
             Some(watch) => (watch.watched.as_ptr() as usize, watch.watched.len() as u64 * 64),
             None => (0, 0),
@@ -234,6 +309,10 @@ impl<'a> Ram<'a> {
     /// `(0, 0)` without a watch or granules (then every store to a watched page must go through [`Ram::store`]).
     #[cfg(feature = "dbt")]
     pub(crate) fn raw_code_granules(&self) -> (usize, u64) {
+        #[cfg(target_has_atomic = "64")]
+        if let Storage::Shared { ram, .. } = &self.storage {
+            return ram.raw_granules();
+        }
         match &self.code_watch {
             Some(watch) => (watch.granules.as_ptr() as usize, watch.granules.len() as u64),
             None => (0, 0),
@@ -246,8 +325,9 @@ impl<'a> Ram<'a> {
     }
 
     /// Size in bytes.
+    #[inline(always)]
     pub fn size(&self) -> u64 {
-        self.bytes.len() as u64
+        self.size
     }
 
     /// Offset into the host slice of `[addr, addr + len)`, or `None` when any byte lies outside RAM.
@@ -255,34 +335,99 @@ impl<'a> Ram<'a> {
     pub fn offset_of(&self, addr: u64, len: u64) -> Option<usize> {
         let offset = addr.wrapping_sub(self.base);
         // `offset <= size - len` also rejects addresses below `base` (they wrap to huge offsets).
-        if len <= self.size() && offset <= self.size() - len {
+        if len <= self.size && offset <= self.size - len {
             Some(offset as usize)
         } else {
             None
         }
     }
 
-    /// The bytes `[addr, addr + len)`, or `None` when any lies outside RAM.
-    pub fn slice(&self, addr: u64, len: u64) -> Option<&[u8]> {
-        let offset = self.offset_of(addr, len)?;
-        self.bytes.get(offset..offset + len as usize)
+    /// Whether every byte of `[addr, addr + len)` is RAM.
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
+        self.offset_of(addr, len).is_some()
     }
 
-    /// The bytes `[addr, addr + len)` for writing, or `None` when any lies outside RAM.
+    /// The bytes `[addr, addr + len)` of EXCLUSIVE RAM, or `None` when any lies outside RAM or the RAM is shared
+    /// (run-time code copies with [`read_bytes`](Self::read_bytes) instead).
+    pub fn slice(&self, addr: u64, len: u64) -> Option<&[u8]> {
+        let offset = self.offset_of(addr, len)?;
+        match &self.storage {
+            Storage::Exclusive(bytes) => bytes.get(offset..offset + len as usize),
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { .. } => None,
+        }
+    }
+
+    /// The bytes `[addr, addr + len)` of EXCLUSIVE RAM for writing, or `None` when any lies outside RAM or the
+    /// RAM is shared (run-time code copies with [`write_bytes`](Self::write_bytes) instead).
     pub fn slice_mut(&mut self, addr: u64, len: u64) -> Option<&mut [u8]> {
         let offset = self.offset_of(addr, len)?;
+        if self.is_shared() {
+            return None;
+        }
         self.note_write(offset, len as usize);
-        self.bytes.get_mut(offset..offset + len as usize)
+        match &mut self.storage {
+            Storage::Exclusive(bytes) => bytes.get_mut(offset..offset + len as usize),
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { .. } => None,
+        }
+    }
+
+    /// Copies the bytes at guest real address `addr` into `buf`; `None` (nothing copied) when any lies outside RAM.
+    pub fn read_bytes(&self, addr: u64, buf: &mut [u8]) -> Option<()> {
+        let offset = self.offset_of(addr, buf.len() as u64)?;
+        match &self.storage {
+            Storage::Exclusive(bytes) => buf.copy_from_slice(bytes.get(offset..offset + buf.len())?),
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { ram, .. } => ram.read(offset, buf)?,
+        }
+        Some(())
+    }
+
+    /// Copies `buf` to guest real address `addr`, noting code writes; `None` (nothing written) when any byte lies
+    /// outside RAM.
+    pub fn write_bytes(&mut self, addr: u64, buf: &[u8]) -> Option<()> {
+        let offset = self.offset_of(addr, buf.len() as u64)?;
+        match &mut self.storage {
+            Storage::Exclusive(bytes) => bytes.get_mut(offset..offset + buf.len())?.copy_from_slice(buf),
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { ram, .. } => ram.write(offset, buf)?,
+        }
+        if !buf.is_empty() {
+            self.note_write(offset, buf.len());
+        }
+        Some(())
+    }
+
+    /// Stores `byte` in the `len` bytes at guest real address `addr`, noting code writes; `None` (nothing written)
+    /// when any lies outside RAM.
+    pub fn fill(&mut self, addr: u64, len: u64, byte: u8) -> Option<()> {
+        let offset = self.offset_of(addr, len)?;
+        match &mut self.storage {
+            Storage::Exclusive(bytes) => bytes.get_mut(offset..offset + len as usize)?.fill(byte),
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { ram, .. } => ram.fill(offset, len as usize, byte)?,
+        }
+        if len != 0 {
+            self.note_write(offset, len as usize);
+        }
+        Some(())
     }
 
     /// Little-endian load of `size` (1, 2, 4 or 8) bytes, zero-extended; any alignment.
     #[inline(always)]
     pub fn load(&self, addr: u64, size: u64) -> Option<u64> {
         let offset = self.offset_of(addr, size)?;
-        let mut buf = [0u8; 8];
-        let len = (size as usize).min(8);
-        buf[..len].copy_from_slice(self.bytes.get(offset..offset + len)?);
-        Some(u64::from_le_bytes(buf))
+        match &self.storage {
+            Storage::Exclusive(bytes) => {
+                let mut buf = [0u8; 8];
+                let len = (size as usize).min(8);
+                buf[..len].copy_from_slice(bytes.get(offset..offset + len)?);
+                Some(u64::from_le_bytes(buf))
+            }
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { ram, .. } => ram.load(offset, size),
+        }
     }
 
     /// Little-endian store of the low `size` (1, 2, 4 or 8) bytes of `value`; any alignment.
@@ -290,8 +435,15 @@ impl<'a> Ram<'a> {
     pub fn store(&mut self, addr: u64, size: u64, value: u64) -> Option<()> {
         let offset = self.offset_of(addr, size)?;
         let len = (size as usize).min(8);
+        match &mut self.storage {
+            Storage::Exclusive(bytes) => {
+                bytes.get_mut(offset..offset + len)?.copy_from_slice(&value.to_le_bytes()[..len]);
+            }
+            // Stored before the watch is checked (see `shared`'s ordering rules).
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { ram, .. } => ram.store(offset, size, value)?,
+        }
         self.note_write(offset, len);
-        self.bytes.get_mut(offset..offset + len)?.copy_from_slice(&value.to_le_bytes()[..len]);
         Some(())
     }
 
@@ -309,23 +461,144 @@ impl<'a> Ram<'a> {
         self.store(self.base.wrapping_add(offset), size, value)
     }
 
-    /// Address of the first byte of the host slice: on a board whose VMM runs with paging bare, the host physical
+    /// The engines' fast-path load of `size` (at most 8) bytes at host offset `offset`, zero-extended; `None`
+    /// when outside.
+    #[inline(always)]
+    pub(crate) fn load_at_host_offset(&self, offset: usize, size: usize) -> Option<u64> {
+        match &self.storage {
+            Storage::Exclusive(bytes) => {
+                let bytes = bytes.get(offset..offset.checked_add(size)?)?;
+                let mut buf = [0u8; 8];
+                buf.get_mut(..size)?.copy_from_slice(bytes);
+                Some(u64::from_le_bytes(buf))
+            }
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { ram, .. } => {
+                offset.checked_add(size).filter(|&end| end as u64 <= self.size)?;
+                ram.load(offset, size as u64)
+            }
+        }
+    }
+
+    /// The engines' fast-path store of the low `size` (at most 8) bytes of `value` at host offset `offset`,
+    /// within one page: `Some(true)` when the page is watched code (the write was noted), `None` (nothing
+    /// written) when outside.
+    #[inline(always)]
+    pub(crate) fn store_at_host_offset(&mut self, offset: usize, size: usize, value: u64) -> Option<bool> {
+        let end = offset.checked_add(size)?;
+        if end as u64 > self.size {
+            return None;
+        }
+        match &mut self.storage {
+            Storage::Exclusive(bytes) => bytes.get_mut(offset..end)?.copy_from_slice(value.to_le_bytes().get(..size)?),
+            // Stored before the watch is checked (see `shared`'s ordering rules).
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { ram, .. } => ram.store(offset, size as u64, value)?,
+        }
+        let code = self.is_code_page(offset as u64 / PAGE_SIZE);
+        if code {
+            self.note_write(offset, size);
+        }
+        Some(code)
+    }
+
+    /// Atomically replaces the `size`-byte (1, 2, 4 or 8) value at `offset` (size-aligned) with `op(old)`, noting
+    /// code writes: an AMO. Returns `old`, zero-extended; `None` (nothing written) when misaligned or outside RAM.
+    /// Shared RAM makes it one host read-modify-write; `op` may then run more than once.
+    #[inline]
+    pub fn amo_at_offset(&mut self, offset: u64, size: u64, op: impl Fn(u64) -> u64) -> Option<u64> {
+        let at = self.offset_of(self.base.wrapping_add(offset), size)?;
+        if !matches!(size, 1 | 2 | 4 | 8) || !offset.is_multiple_of(size) {
+            return None;
+        }
+        let len = size as usize;
+        let old = match &mut self.storage {
+            Storage::Exclusive(bytes) => {
+                let cell = bytes.get_mut(at..at + len)?;
+                let mut buf = [0u8; 8];
+                buf.get_mut(..len)?.copy_from_slice(cell);
+                let old = u64::from_le_bytes(buf);
+                cell.copy_from_slice(op(old).to_le_bytes().get(..len)?);
+                old
+            }
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { ram, .. } => ram.amo(at, size, op)?,
+        };
+        self.note_write(at, len);
+        Some(old)
+    }
+
+    /// Atomically stores the low `size` (1, 2, 4 or 8) bytes of `new` at `offset` (size-aligned) if the value
+    /// there equals the low `size` bytes of `expected`, noting code writes: an SC. `Ok(old)` when stored,
+    /// `Err(current)` (zero-extended) when not; `None` when misaligned or outside RAM.
+    #[inline]
+    pub fn compare_exchange_at_offset(
+        &mut self,
+        offset: u64,
+        size: u64,
+        expected: u64,
+        new: u64,
+    ) -> Option<Result<u64, u64>> {
+        let at = self.offset_of(self.base.wrapping_add(offset), size)?;
+        if !matches!(size, 1 | 2 | 4 | 8) || !offset.is_multiple_of(size) {
+            return None;
+        }
+        let len = size as usize;
+        let result = match &mut self.storage {
+            Storage::Exclusive(bytes) => {
+                let cell = bytes.get_mut(at..at + len)?;
+                let mut buf = [0u8; 8];
+                buf.get_mut(..len)?.copy_from_slice(cell);
+                let current = u64::from_le_bytes(buf);
+                let mask = if size == 8 { u64::MAX } else { (1u64 << (8 * size)) - 1 };
+                if current == expected & mask {
+                    cell.copy_from_slice(new.to_le_bytes().get(..len)?);
+                    Ok(current)
+                } else {
+                    Err(current)
+                }
+            }
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { ram, .. } => ram.compare_exchange(at, size, expected, new)?,
+        };
+        if result.is_ok() {
+            self.note_write(at, len);
+        }
+        Some(result)
+    }
+
+    /// Address of the first byte of the host memory: on a board whose VMM runs with paging bare, the host physical
     /// address that the real map's host offsets are added to (for shadow page tables).
     pub fn as_ptr(&self) -> *const u8 {
-        self.bytes.as_ptr()
-    }
-
-    /// The whole RAM as a slice (for loaders and snapshots).
-    pub fn as_slice(&self) -> &[u8] {
-        self.bytes
-    }
-
-    /// The whole RAM as a mutable slice (for loaders and snapshots): every watched code page counts as written.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        if let Some(watch) = self.code_watch.as_mut() {
-            watch.overflowed = true;
+        match &self.storage {
+            Storage::Exclusive(bytes) => bytes.as_ptr(),
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { ram, .. } => ram.as_ptr(),
         }
-        self.bytes
+    }
+
+    /// The whole of EXCLUSIVE RAM as a slice (for snapshots and comparisons); `None` for shared RAM.
+    pub fn as_slice(&self) -> Option<&[u8]> {
+        match &self.storage {
+            Storage::Exclusive(bytes) => Some(bytes),
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { .. } => None,
+        }
+    }
+
+    /// The whole of EXCLUSIVE RAM as a mutable slice (for snapshots): every watched code page counts as written.
+    /// `None` for shared RAM.
+    pub fn as_mut_slice(&mut self) -> Option<&mut [u8]> {
+        match &mut self.storage {
+            Storage::Exclusive(bytes) => {
+                if let Some(watch) = self.code_watch.as_mut() {
+                    watch.overflowed = true;
+                }
+                Some(bytes)
+            }
+            #[cfg(target_has_atomic = "64")]
+            Storage::Shared { .. } => None,
+        }
     }
 }
 
@@ -353,7 +626,7 @@ mod tests {
         assert_eq!(ram.take_dirty_code().pages(), Some(&[1, 2][..]), "each page once, then unwatched");
         assert!(!ram.has_dirty_code());
         ram.watch_code_page(3);
-        ram.as_mut_slice()[0] = 1;
+        ram.as_mut_slice().unwrap()[0] = 1;
         assert_eq!(ram.take_dirty_code(), DirtyCode::All);
     }
 

@@ -1099,7 +1099,7 @@ fn run_model<const P: usize>(setup: &GuestSetup, ops: &[Op], coverage: &mut Cove
         let paged = matches!(regime, Regime::Supervisor { .. } | Regime::User { .. });
 
         // The reference: the emulation engines' translation, on a copy of RAM.
-        let mut after = ram.as_slice().to_vec();
+        let mut after = ram.as_slice().unwrap().to_vec();
         let expected = {
             let mut copy = Ram::new(RAM_BASE, &mut after);
             let mut tlb = Tlb::new();
@@ -1113,7 +1113,7 @@ fn run_model<const P: usize>(setup: &GuestSetup, ops: &[Op], coverage: &mut Cove
                 Ok(Target::Ram(offset)) => assert_eq!(host, HOST_BASE + offset, "{context}"),
                 _ => panic!("the shadow allows what the guest may not: {context}"),
             }
-            assert_eq!(ram.as_slice(), &after[..], "a shadowed access never needs an A/D update: {context}");
+            assert_eq!(ram.as_slice().unwrap(), &after[..], "a shadowed access never needs an A/D update: {context}");
             coverage.0[paged as usize][0] += 1;
             continue;
         }
@@ -1149,7 +1149,7 @@ fn run_model<const P: usize>(setup: &GuestSetup, ops: &[Op], coverage: &mut Cove
         };
         coverage.0[paged as usize][kind] += 1;
         if outcome != FillOutcome::Emulate {
-            assert_eq!(ram.as_slice(), &after[..], "the same A/D write-back as emulation: {context}");
+            assert_eq!(ram.as_slice().unwrap(), &after[..], "the same A/D write-back as emulation: {context}");
         }
         if outcome == FillOutcome::Filled {
             let satp = tables.root_satp(&hart);

@@ -172,7 +172,7 @@ fn data_after_a_jump_is_not_decoded_and_only_guarded_on_request() {
         ScanReport { instructions: 2, patched: 0, guarded: 0, unreached_critical: 1, incomplete: false }
     );
     assert!(!report.covers_every_entry());
-    assert_eq!(ram.as_slice(), &original[..], "nothing patched");
+    assert_eq!(ram.as_slice().unwrap(), &original[..], "nothing patched");
     assert_eq!(table.sites(), 0);
     assert!(table.is_scanned(CODE), "a page without sites is still scanned");
 
@@ -196,7 +196,7 @@ fn a_guard_is_never_placed_in_the_second_parcel_of_a_reached_instruction() {
     let mut ram = Ram::new(RAM_BASE, &mut image.0);
     let report = scan(&mut table, &mut ram, &CounterReads, CODE, None, Coverage::Guard).unwrap();
     assert_eq!((report.guarded, report.unreached_critical), (0, 1));
-    assert_eq!(ram.as_slice(), &original[..]);
+    assert_eq!(ram.as_slice().unwrap(), &original[..]);
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn a_critical_instruction_overlapping_a_reached_instruction_is_a_conflict() {
         scan(&mut table, &mut ram, &CounterReads, CODE + 6, None, Coverage::Paths),
         Err(ScanError::Conflict { pa: CODE + 2 })
     );
-    assert_eq!(ram.as_slice(), &original[..]);
+    assert_eq!(ram.as_slice().unwrap(), &original[..]);
     assert_eq!((table.sites(), table.scanned_pages()), (0, 0));
 }
 
@@ -311,7 +311,7 @@ fn a_full_table_leaves_the_page_unscanned_and_unpatched() {
         scan(&mut small, &mut ram, &CounterReads, CODE, None, Coverage::Paths),
         Err(ScanError::Full(TableFull::Sites { needed: 2 }))
     );
-    assert_eq!(ram.as_slice(), &original[..]);
+    assert_eq!(ram.as_slice().unwrap(), &original[..]);
     assert_eq!((small.sites(), small.scanned_pages()), (0, 0));
     // One page fits; the second does not, until the first is evicted (its bytes restored).
     assert!(scan(&mut small, &mut ram, &CounterReads, RAM_BASE, None, Coverage::Paths).is_ok());
@@ -322,7 +322,7 @@ fn a_full_table_leaves_the_page_unscanned_and_unpatched() {
         Err(ScanError::Full(TableFull::Pages))
     );
     assert_eq!(small.evict_any(&mut ram), Some(RAM_BASE));
-    assert_eq!(ram.as_slice(), &original[..]);
+    assert_eq!(ram.as_slice().unwrap(), &original[..]);
     assert!(scan(&mut small, &mut other, &CounterReads, CODE, None, Coverage::Paths).is_ok());
 }
 
@@ -348,7 +348,7 @@ fn a_write_drops_the_pages_patches_as_if_the_code_had_never_been_patched() {
     assert!(!table.drop_page(CODE, &mut ram), "already dropped");
     // A write straddling both pages drops the second too.
     assert_eq!(table.prepare_write(NEXT - 2, 4, &mut ram), 1);
-    assert_eq!(ram.as_slice(), &expected[..]);
+    assert_eq!(ram.as_slice().unwrap(), &expected[..]);
     assert_eq!((table.sites(), table.scanned_pages()), (0, 0));
 }
 
@@ -699,7 +699,7 @@ fn run_patched(case: &Case, scanned: &mut Scanned, entry: u64, steps: usize) -> 
                 None => {
                     let at = (pc - RAM_BASE) as usize;
                     let end = (at + len as usize).min(scanned.original.len());
-                    let unchanged = memory.ram.as_slice().get(at..end) == scanned.original.get(at..end);
+                    let unchanged = memory.ram.as_slice().unwrap().get(at..end) == scanned.original.get(at..end);
                     if !unchanged && !matches!(original, Inst::Illegal(_)) {
                         return Err(format!("a trap at {pc:#x}, which holds {original:?} and is no site"));
                     }
@@ -802,10 +802,10 @@ proptest! {
         prop_assert_eq!(dropped, usize::from(touched && scanned.report.is_ok()));
         ram.slice_mut(RAM_BASE + at, len).unwrap().copy_from_slice(&bytes);
         if touched {
-            prop_assert_eq!(ram.as_slice(), &expected[..]);
+            prop_assert_eq!(ram.as_slice().unwrap(), &expected[..]);
             prop_assert_eq!(scanned.table.sites(), 0);
         } else {
-            let mut read_back = ram.as_slice().to_vec();
+            let mut read_back = ram.as_slice().unwrap().to_vec();
             scanned.table.unpatch(RAM_BASE, &mut read_back);
             prop_assert_eq!(&read_back, &expected);
         }
@@ -839,10 +839,10 @@ proptest! {
         prop_assert_eq!(table.sites(), filler_sites);
         let result = scan(&mut table, &mut ram, &CounterReads, case.entry, next, coverage);
         prop_assert_eq!(result, Err(ScanError::Full(TableFull::Sites { needed })));
-        prop_assert_eq!(ram.as_slice(), &case.image[..]);
+        prop_assert_eq!(ram.as_slice().unwrap(), &case.image[..]);
         prop_assert!(!table.is_scanned(CODE));
         table.clear(&mut filler_ram);
-        prop_assert_eq!(filler_ram.as_slice(), &filler_original[..], "eviction restored the filler page");
+        prop_assert_eq!(filler_ram.as_slice().unwrap(), &filler_original[..], "eviction restored the filler page");
         // Always full above (at most `needed - 1` sites were left); with room made, the same scan succeeds.
         prop_assert_eq!(table.sites(), 0);
         if needed <= 4 {
@@ -862,7 +862,7 @@ proptest! {
         let mut ram = Ram::new(RAM_BASE, &mut image);
         let coverage = if guard { Coverage::Guard } else { Coverage::Paths };
         let _ = scan(&mut table, &mut ram, &CounterReads, CODE + 2 * entry, next, coverage);
-        let mut read_back = ram.as_slice().to_vec();
+        let mut read_back = ram.as_slice().unwrap().to_vec();
         table.unpatch(RAM_BASE, &mut read_back);
         prop_assert_eq!(read_back, bytes);
     }

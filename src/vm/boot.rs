@@ -74,7 +74,7 @@ pub fn place_devicetree(
         .filter_map(|fdt| Some((fdt, fdt.checked_sub(FW_DYNAMIC_SIZE)?)))
         .find(|&(fdt, info)| fdt >= ram.base() && info >= lowest)
         .ok_or(too_big)?;
-    ram.slice_mut(fdt, size).ok_or(too_big)?.copy_from_slice(blob);
+    ram.write_bytes(fdt, blob).ok_or(too_big)?;
     let Some(next_addr) = next_addr else { return Ok((fdt, 0)) };
     let words = [FW_DYNAMIC_MAGIC, FW_DYNAMIC_VERSION, next_addr, FW_DYNAMIC_NEXT_MODE_S, 0, 0];
     for (index, word) in words.iter().enumerate() {

@@ -191,9 +191,7 @@ pub fn load_elf(image: &[u8], ram: &mut Ram) -> Result<LoadedElf, LoadError> {
 pub fn load_raw(image: &[u8], addr: u64, ram: &mut Ram) -> Result<(), LoadError> {
     let size = image.len() as u64;
     let outside = LoadError::RawOutsideRam { addr, size, ram_start: ram.base(), ram_size: ram.size() };
-    let dst = ram.slice_mut(addr, size).ok_or(outside)?;
-    dst.copy_from_slice(image);
-    Ok(())
+    ram.write_bytes(addr, image).ok_or(outside)
 }
 
 /// Checks the identification and the fields that say what kind of file this is, before the full parse, so
@@ -279,17 +277,22 @@ fn copy_segment(segment: &Segment, image: &[u8], ram: &mut Ram) -> Result<(), Lo
         size: segment.file.len() as u64,
         image_len: image.len(),
     })?;
-    let dst = ram.slice_mut(segment.paddr, segment.memsz).ok_or(outside)?;
-    let Some((bytes, zeros)) = dst.split_at_mut_checked(src.len()) else {
+    if !ram.contains(segment.paddr, segment.memsz) {
+        return Err(outside);
+    }
+    if src.len() as u64 > segment.memsz {
         return Err(LoadError::SegmentFileSizeExceedsMemSize {
             index: segment.index,
             filesz: src.len() as u64,
             memsz: segment.memsz,
         });
-    };
-    bytes.copy_from_slice(src);
-    zeros.fill(0);
-    Ok(())
+    }
+    let zeros = segment.memsz - src.len() as u64;
+    // Both inside: `contains` said so.
+    match (ram.write_bytes(segment.paddr, src), ram.fill(segment.paddr + src.len() as u64, zeros, 0)) {
+        (Some(()), Some(())) => Ok(()),
+        _ => Err(outside),
+    }
 }
 
 /// The values of the defined symbols `tohost` and `fromhost`; a missing or unreadable symbol table gives none.

@@ -257,11 +257,17 @@ impl<B: BlockBackend> VirtioBlk<B> {
                     mem.write_bytes(addr, src).ok_or(BlockError::Io)?;
                     delivered = (delivered + n) % SECTOR_SIZE;
                     n as u64
-                } else {
-                    let n = left - left % SECTOR_SIZE as u64;
-                    self.backend.read(sector, mem.slice_mut(addr, n).ok_or(BlockError::Io)?)?;
+                } else if let Some(direct) = mem.slice_mut(addr, left - left % SECTOR_SIZE as u64) {
+                    let n = direct.len() as u64;
+                    self.backend.read(sector, direct)?;
                     sector += n / SECTOR_SIZE as u64;
                     n
+                } else {
+                    // No direct slice (shared memory): one sector through the bounce buffer.
+                    self.backend.read(sector, &mut bounce)?;
+                    mem.write_bytes(addr, &bounce).ok_or(BlockError::Io)?;
+                    sector += 1;
+                    SECTOR_SIZE as u64
                 };
                 addr += n;
                 left -= n;
@@ -301,11 +307,17 @@ impl<B: BlockBackend> VirtioBlk<B> {
                         gathered = 0;
                     }
                     n as u64
-                } else {
-                    let n = left - left % SECTOR_SIZE as u64;
-                    self.backend.write(sector, mem.slice(addr, n).ok_or(BlockError::Io)?)?;
+                } else if let Some(direct) = mem.slice(addr, left - left % SECTOR_SIZE as u64) {
+                    let n = direct.len() as u64;
+                    self.backend.write(sector, direct)?;
                     sector += n / SECTOR_SIZE as u64;
                     n
+                } else {
+                    // No direct slice (shared memory): one sector through the bounce buffer.
+                    mem.read_bytes(addr, &mut bounce).ok_or(BlockError::Io)?;
+                    self.backend.write(sector, &bounce)?;
+                    sector += 1;
+                    SECTOR_SIZE as u64
                 };
                 addr += n;
                 left -= n;

@@ -76,27 +76,30 @@ pub const DEVICE_ID_BLOCK: u32 = 2;
 
 /// Guest memory as seen by a virtio device: bounds-checked byte ranges by guest real address.
 ///
-/// Both accessors answer `None` when any byte of `[addr, addr + len)` is not guest memory (including when
-/// `addr + len` overflows), and otherwise a slice of exactly `len` bytes. Implemented for [`Ram`]; a board
-/// whose RAM is laid out differently implements it for its own type.
+/// The copies answer `None` (copying nothing) when any byte of `[addr, addr + len)` is not guest memory
+/// (including when `addr + len` overflows). Memory shared with other threads has no slices to lend: devices copy
+/// through bounded bounce buffers on the stack, and take the direct slices only where they are offered.
+/// Implemented for [`Ram`]; a board whose RAM is laid out differently implements it for its own type.
 pub trait GuestMemory {
-    /// The bytes `[addr, addr + len)`.
-    fn slice(&self, addr: u64, len: u64) -> Option<&[u8]>;
-    /// The bytes `[addr, addr + len)` for writing.
-    fn slice_mut(&mut self, addr: u64, len: u64) -> Option<&mut [u8]>;
+    /// Whether every byte of `[addr, addr + len)` is guest memory.
+    fn contains(&self, addr: u64, len: u64) -> bool;
 
     /// Copies `buf.len()` bytes from guest address `addr` into `buf`.
-    fn read_bytes(&self, addr: u64, buf: &mut [u8]) -> Option<()> {
-        let src = self.slice(addr, buf.len() as u64)?;
-        buf.copy_from_slice(src.get(..buf.len())?);
-        Some(())
-    }
+    fn read_bytes(&self, addr: u64, buf: &mut [u8]) -> Option<()>;
 
     /// Copies `buf` to guest address `addr`.
-    fn write_bytes(&mut self, addr: u64, buf: &[u8]) -> Option<()> {
-        let dst = self.slice_mut(addr, buf.len() as u64)?;
-        dst.get_mut(..buf.len())?.copy_from_slice(buf);
-        Some(())
+    fn write_bytes(&mut self, addr: u64, buf: &[u8]) -> Option<()>;
+
+    /// The bytes `[addr, addr + len)` when the memory can lend them directly (memory owned by this thread),
+    /// `None` when outside or not lent: then copy.
+    fn slice(&self, _addr: u64, _len: u64) -> Option<&[u8]> {
+        None
+    }
+
+    /// The bytes `[addr, addr + len)` for writing, when the memory can lend them directly (see
+    /// [`slice`](Self::slice)).
+    fn slice_mut(&mut self, _addr: u64, _len: u64) -> Option<&mut [u8]> {
+        None
     }
 
     /// Little-endian u16 at `addr`.
@@ -118,6 +121,15 @@ pub trait GuestMemory {
 }
 
 impl GuestMemory for Ram<'_> {
+    fn contains(&self, addr: u64, len: u64) -> bool {
+        Ram::contains(self, addr, len)
+    }
+    fn read_bytes(&self, addr: u64, buf: &mut [u8]) -> Option<()> {
+        Ram::read_bytes(self, addr, buf)
+    }
+    fn write_bytes(&mut self, addr: u64, buf: &[u8]) -> Option<()> {
+        Ram::write_bytes(self, addr, buf)
+    }
     fn slice(&self, addr: u64, len: u64) -> Option<&[u8]> {
         Ram::slice(self, addr, len)
     }
@@ -127,6 +139,15 @@ impl GuestMemory for Ram<'_> {
 }
 
 impl<T: GuestMemory + ?Sized> GuestMemory for &mut T {
+    fn contains(&self, addr: u64, len: u64) -> bool {
+        (**self).contains(addr, len)
+    }
+    fn read_bytes(&self, addr: u64, buf: &mut [u8]) -> Option<()> {
+        (**self).read_bytes(addr, buf)
+    }
+    fn write_bytes(&mut self, addr: u64, buf: &[u8]) -> Option<()> {
+        (**self).write_bytes(addr, buf)
+    }
     fn slice(&self, addr: u64, len: u64) -> Option<&[u8]> {
         (**self).slice(addr, len)
     }

@@ -134,7 +134,7 @@ impl DescChain {
             let len = u64::from(desc.len);
             let defect = if desc.flags & DESC_F_INDIRECT != 0 {
                 Some(ChainDefect::Indirect)
-            } else if len != 0 && mem.slice(desc.addr, len).is_none() {
+            } else if len != 0 && !mem.contains(desc.addr, len) {
                 Some(ChainDefect::BufferOutsideMemory)
             } else if !desc.is_write() && seen_writable {
                 Some(ChainDefect::ReadableAfterWritable)
@@ -156,7 +156,7 @@ impl DescChain {
         chain.last_writable_byte = last
             .filter(|d| d.is_write() && d.len > 0 && d.flags & DESC_F_INDIRECT == 0)
             .and_then(|d| d.addr.checked_add(u64::from(d.len) - 1))
-            .filter(|&addr| mem.slice(addr, 1).is_some());
+            .filter(|&addr| mem.contains(addr, 1));
         Ok(chain)
     }
 

@@ -477,8 +477,11 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
 
     /// Translates the block whose first instruction lies at RAM offset `start` and caches it.
     fn translate(&mut self, memory: &mut Memory, start: u64, paged: bool) -> Option<(crate::cache::BlockId, u32)> {
-        // Watched from its first byte before it is read; the rest of its bytes once their extent is known.
-        if !memory.ram.watch_code(start, 1) {
+        // Watched from its first byte before it is read; the rest of its bytes once their extent is known. With
+        // RAM shared by other threads, every byte that may be read (to the end of the page) is watched before it
+        // is read, so no other thread's write between the read and the watch goes unreported.
+        let first = if memory.ram.is_shared() { PAGE_SIZE - start % PAGE_SIZE } else { 1 };
+        if !memory.ram.watch_code(start, first) {
             return None;
         }
         let mut limit = MAX_BLOCK;

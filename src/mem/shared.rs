@@ -1,0 +1,381 @@
+//! Guest RAM shared by host threads: the storage behind [`Ram::shared`](super::Ram::shared) when every hart of a
+//! VM runs on its own host thread, each with its own [`Ram`](super::Ram) handle onto the same bytes.
+//!
+//! The embedder lends four views of ONE host allocation (bytes, halfwords, words, doublewords, as atomics);
+//! [`SharedRam::new`] checks that they start at the same address and cover the same length. An aligned access of
+//! `n` bytes is one `n`-byte atomic access with `Ordering::Relaxed` (a plain move on x86-64, whose order — TSO —
+//! is stronger than what RVWMO requires of plain loads and stores); a misaligned one goes byte by byte (RISC-V
+//! does not require misaligned accesses to be atomic). AMOs and SC are host read-modify-writes on the view of their
+//! width ([`SharedRam::amo`], [`SharedRam::compare_exchange`]), sequentially consistent, so they are atomic with
+//! respect to every other hart's accesses and a failed SC means another hart's store succeeded (no livelock).
+//! The guest's `fence` instructions must be host fences in the engine that runs them; this module only
+//! provides the accesses.
+//!
+//! # Code written while other threads translate it
+//!
+//! The code watch is shared too: its page bits and granule masks are the atomics the embedder passes (laid out as
+//! [`code_watch_words`](super::code_watch_words) says), and a write that hits watched code clears the page's bit
+//! (one `fetch_and`, so exactly one writer logs it) and appends the page to ONE dirty log, a ring of
+//! [`DIRTY_LOG`] pages under a `spin` mutex with a sequence number. Each handle keeps its own cursor into the
+//! log: [`Ram::has_dirty_code`](super::Ram::has_dirty_code) is one load compared with the cursor, and
+//! [`Ram::take_dirty_code`](super::Ram::take_dirty_code) returns the pages logged since, or `DirtyCode::All` when
+//! the ring overwrote entries the handle had not read. So a code write by any thread reaches every thread's engine
+//! at its next check.
+//!
+//! Ordering: an engine sets the watch bits (locked read-modify-writes, full barriers on x86-64) BEFORE it reads
+//! the bytes it translates, and a writer stores before it checks the bit. What remains is the x86 store-buffer
+//! window: a store still in the writer's store buffer when the writer reads the bit as clear, while another thread
+//! sets the bit and reads the old bytes, within those few nanoseconds, is not reported, and that translation stays
+//! until the next code write to its granules. We guarantee what RISC-V requires: a hart that synchronises with the
+//! writer (reads a flag the writer set after its code store) and then executes `fence.i` sees the new code, as long
+//! as the engine's `fence.i` re-checks the log (the store was then globally visible before the flag, hence before
+//! the bit check of any later translation). A cross-modifying store racing the translation of the same granule
+//! with no synchronisation is allowed by the specification to be seen late; here it may be seen never.
+//!
+//! This module never allocates, never blocks except on the dirty log's lock (held for a few stores), and never
+//! lets an offset index outside the views (every access is `get`-checked).
+
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use super::{granule_bits, DirtyCode, CODE_GRANULE, DIRTY_CAPACITY, PAGE_SIZE};
+
+/// Code-page writes the shared dirty log remembers; a handle that falls further behind sees `DirtyCode::All`.
+pub const DIRTY_LOG: usize = 256;
+
+/// Guest RAM shared by every thread of a VM (see the module documentation). Lend it to each thread as
+/// `&SharedRam` and make one [`Ram`](super::Ram) handle per thread with [`Ram::shared`](super::Ram::shared).
+pub struct SharedRam<'a> {
+    base: u64,
+    b8: &'a [AtomicU8],
+    b16: &'a [AtomicU16],
+    b32: &'a [AtomicU32],
+    b64: &'a [AtomicU64],
+    /// One bit per RAM page (possibly fewer pages than RAM has: the rest cannot be watched).
+    watched: &'a [AtomicU64],
+    /// One granule mask per RAM page, or empty (then any write to a watched page is a code write).
+    granules: &'a [AtomicU64],
+    /// The last [`DIRTY_LOG`] code pages written, entry `n` at `n % DIRTY_LOG`.
+    log: spin::Mutex<[u64; DIRTY_LOG]>,
+    /// Entries ever appended to `log`.
+    logged: AtomicU64,
+}
+
+impl<'a> SharedRam<'a> {
+    /// Shared RAM seen by the guest at `[base, base + b8.len())`, from four views of the same bytes, and a code
+    /// watch in `code_watch_words` (zeroed here; sized by [`code_watch_words`](super::code_watch_words) for
+    /// granules, shorter for whole pages, empty for no watch: then engines must not keep translations). `None`
+    /// when the views do not start at the same address or do not cover the same number of bytes.
+    pub fn new(
+        base: u64,
+        b8: &'a [AtomicU8],
+        b16: &'a [AtomicU16],
+        b32: &'a [AtomicU32],
+        b64: &'a [AtomicU64],
+        code_watch_words: &'a [AtomicU64],
+    ) -> Option<Self> {
+        let start = b8.as_ptr() as usize;
+        let same_start =
+            b16.as_ptr() as usize == start && b32.as_ptr() as usize == start && b64.as_ptr() as usize == start;
+        let len = b8.len();
+        let same_len = b16.len().checked_mul(2) == Some(len)
+            && b32.len().checked_mul(4) == Some(len)
+            && b64.len().checked_mul(8) == Some(len);
+        if !same_start || !same_len {
+            return None;
+        }
+        code_watch_words.iter().for_each(|word| word.store(0, Ordering::Relaxed));
+        let pages = (len as u64).div_ceil(PAGE_SIZE) as usize;
+        let page_words = pages.div_ceil(64);
+        let (watched, granules) = if code_watch_words.len() >= page_words + pages {
+            let (watched, rest) = code_watch_words.split_at(page_words);
+            (watched, rest.get(..pages).unwrap_or(&[]))
+        } else {
+            (code_watch_words, &[][..])
+        };
+        Some(Self {
+            base,
+            b8,
+            b16,
+            b32,
+            b64,
+            watched,
+            granules,
+            log: spin::Mutex::new([0; DIRTY_LOG]),
+            logged: AtomicU64::new(0),
+        })
+    }
+
+    /// Guest real address of the first byte.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.b8.len() as u64
+    }
+
+    /// Host address of the first byte.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.b8.as_ptr() as *mut u8
+    }
+
+    /// Little-endian load of `size` (1 to 8) bytes at `offset`: one atomic access when aligned.
+    #[inline(always)]
+    pub(crate) fn load(&self, offset: usize, size: u64) -> Option<u64> {
+        let relaxed = Ordering::Relaxed;
+        match size {
+            8 if offset.is_multiple_of(8) => self.b64.get(offset / 8).map(|a| u64::from_le(a.load(relaxed))),
+            4 if offset.is_multiple_of(4) => self.b32.get(offset / 4).map(|a| u64::from(u32::from_le(a.load(relaxed)))),
+            2 if offset.is_multiple_of(2) => self.b16.get(offset / 2).map(|a| u64::from(u16::from_le(a.load(relaxed)))),
+            _ => {
+                let mut value = 0u64;
+                for i in 0..(size as usize).min(8) {
+                    value |= u64::from(self.b8.get(offset + i)?.load(relaxed)) << (8 * i);
+                }
+                Some(value)
+            }
+        }
+    }
+
+    /// Little-endian store of the low `size` (1 to 8) bytes of `value` at `offset` (the caller notes the write).
+    #[inline(always)]
+    pub(crate) fn store(&self, offset: usize, size: u64, value: u64) -> Option<()> {
+        let relaxed = Ordering::Relaxed;
+        match size {
+            8 if offset.is_multiple_of(8) => self.b64.get(offset / 8)?.store(value.to_le(), relaxed),
+            4 if offset.is_multiple_of(4) => self.b32.get(offset / 4)?.store((value as u32).to_le(), relaxed),
+            2 if offset.is_multiple_of(2) => self.b16.get(offset / 2)?.store((value as u16).to_le(), relaxed),
+            _ => {
+                // Check the whole range first: a refused store writes nothing.
+                self.b8.get(offset..offset + (size as usize).min(8))?;
+                for i in 0..(size as usize).min(8) {
+                    self.b8.get(offset + i)?.store((value >> (8 * i)) as u8, relaxed);
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Copies the bytes at `offset` into `buf` (doublewords where aligned).
+    pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) -> Option<()> {
+        self.b8.get(offset..offset.checked_add(buf.len())?)?;
+        let mut at = offset;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let n = if at.is_multiple_of(8) && rest.len() >= 8 { 8 } else { 1 };
+            let (head, tail) = rest.split_at_mut(n);
+            head.copy_from_slice(&self.load(at, n as u64)?.to_le_bytes()[..n]);
+            rest = tail;
+            at += n;
+        }
+        Some(())
+    }
+
+    /// Copies `buf` to `offset` (doublewords where aligned; the caller notes the write).
+    pub(crate) fn write(&self, offset: usize, buf: &[u8]) -> Option<()> {
+        self.b8.get(offset..offset.checked_add(buf.len())?)?;
+        let mut at = offset;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let n = if at.is_multiple_of(8) && rest.len() >= 8 { 8 } else { 1 };
+            let (head, tail) = rest.split_at(n);
+            let mut word = [0u8; 8];
+            word[..n].copy_from_slice(head);
+            self.store(at, n as u64, u64::from_le_bytes(word))?;
+            rest = tail;
+            at += n;
+        }
+        Some(())
+    }
+
+    /// Stores `byte` in `len` bytes from `offset` (the caller notes the write).
+    pub(crate) fn fill(&self, offset: usize, len: usize, byte: u8) -> Option<()> {
+        self.b8.get(offset..offset.checked_add(len)?)?;
+        let word = u64::from_ne_bytes([byte; 8]);
+        let mut at = offset;
+        let end = offset + len;
+        while at < end {
+            let n = if at.is_multiple_of(8) && end - at >= 8 { 8 } else { 1 };
+            self.store(at, n as u64, word)?;
+            at += n;
+        }
+        Some(())
+    }
+
+    /// Atomically replaces the `size`-byte value (1, 2, 4 or 8, aligned) at `offset` with `op(old)` and returns
+    /// `old` (zero-extended); `None` when misaligned or outside.
+    pub(crate) fn amo(&self, offset: usize, size: u64, op: impl Fn(u64) -> u64) -> Option<u64> {
+        macro_rules! rmw {
+            ($view:expr, $ty:ty) => {{
+                let cell = $view.get(offset / size as usize)?;
+                let mut old = cell.load(Ordering::Relaxed);
+                loop {
+                    let new = (op(u64::from(<$ty>::from_le(old))) as $ty).to_le();
+                    match cell.compare_exchange_weak(old, new, Ordering::SeqCst, Ordering::Relaxed) {
+                        Ok(_) => return Some(u64::from(<$ty>::from_le(old))),
+                        Err(now) => old = now,
+                    }
+                }
+            }};
+        }
+        if !offset.is_multiple_of(size as usize) {
+            return None;
+        }
+        match size {
+            1 => rmw!(self.b8, u8),
+            2 => rmw!(self.b16, u16),
+            4 => rmw!(self.b32, u32),
+            8 => rmw!(self.b64, u64),
+            _ => None,
+        }
+    }
+
+    /// Atomically stores `new` in the `size`-byte value (1, 2, 4 or 8, aligned) at `offset` if it equals
+    /// `expected` (both truncated to `size` bytes): `Ok(old)` when stored, `Err(current)` when not.
+    pub(crate) fn compare_exchange(
+        &self,
+        offset: usize,
+        size: u64,
+        expected: u64,
+        new: u64,
+    ) -> Option<Result<u64, u64>> {
+        macro_rules! cas {
+            ($view:expr, $ty:ty) => {{
+                let cell = $view.get(offset / size as usize)?;
+                let result = cell.compare_exchange(
+                    (expected as $ty).to_le(),
+                    (new as $ty).to_le(),
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+                Some(result.map(|v| u64::from(<$ty>::from_le(v))).map_err(|v| u64::from(<$ty>::from_le(v))))
+            }};
+        }
+        if !offset.is_multiple_of(size as usize) {
+            return None;
+        }
+        match size {
+            1 => cas!(self.b8, u8),
+            2 => cas!(self.b16, u16),
+            4 => cas!(self.b32, u32),
+            8 => cas!(self.b64, u64),
+            _ => None,
+        }
+    }
+
+    /// Whether any page can be watched (else engines must not keep translations).
+    pub(crate) fn has_watch(&self) -> bool {
+        !self.watched.is_empty()
+    }
+
+    /// Watches `[offset, end)` (checked by the caller to lie in RAM): granule bits first, then the page bit, so a
+    /// writer that sees the bit also sees the granules. False when a page lies outside the watch.
+    pub(crate) fn watch(&self, offset: u64, end: u64) -> bool {
+        let mut page = offset / PAGE_SIZE;
+        while page * PAGE_SIZE < end {
+            let Some(word) = self.watched.get((page / 64) as usize) else { return false };
+            if let Some(mask) = self.granules.get(page as usize) {
+                let page_start = page * PAGE_SIZE;
+                mask.fetch_or(
+                    granule_bits(offset.max(page_start) - page_start, end.min(page_start + PAGE_SIZE) - page_start),
+                    Ordering::SeqCst,
+                );
+            }
+            word.fetch_or(1 << (page % 64), Ordering::SeqCst);
+            page += 1;
+        }
+        true
+    }
+
+    /// Whether page `page` is watched.
+    #[inline]
+    pub(crate) fn is_watched(&self, page: u64) -> bool {
+        self.watched
+            .get((page / 64) as usize)
+            .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (page % 64)) != 0)
+    }
+
+    /// Records a write (already stored) to `[start, end)` if it touches watched code: clears the page's bit and logs
+    /// the page once.
+    #[inline(always)]
+    pub(crate) fn note_write(&self, start: u64, end: u64) {
+        if self.watched.is_empty() {
+            return;
+        }
+        for page in start / PAGE_SIZE..=(end - 1) / PAGE_SIZE {
+            let Some(word) = self.watched.get((page / 64) as usize) else { continue };
+            let bit = 1u64 << (page % 64);
+            if word.load(Ordering::Relaxed) & bit == 0 {
+                continue;
+            }
+            self.note_code_write(word, bit, page, start, end);
+        }
+    }
+
+    /// The rare part of [`note_write`](Self::note_write): a write to a watched page.
+    #[inline(never)]
+    fn note_code_write(&self, word: &AtomicU64, bit: u64, page: u64, start: u64, end: u64) {
+        if let Some(mask) = self.granules.get(page as usize) {
+            let page_start = page * PAGE_SIZE;
+            let written =
+                granule_bits(start.max(page_start) - page_start, end.min(page_start + PAGE_SIZE) - page_start);
+            if mask.load(Ordering::SeqCst) & written == 0 {
+                // Data beside the page's code.
+                return;
+            }
+            // Forget the granules before the bit: a translation that sets them again in between keeps its bit
+            // (then its granules are watched) or loses it with this write (then it is dropped as dirty).
+            mask.store(0, Ordering::SeqCst);
+        }
+        if word.fetch_and(!bit, Ordering::SeqCst) & bit == 0 {
+            // Another writer cleared it and logs it.
+            return;
+        }
+        let mut log = self.log.lock();
+        let n = self.logged.load(Ordering::Relaxed);
+        if let Some(slot) = log.get_mut((n % DIRTY_LOG as u64) as usize) {
+            *slot = page;
+        }
+        self.logged.store(n + 1, Ordering::Release);
+    }
+
+    /// Entries ever appended to the dirty log (a new handle's cursor).
+    #[inline(always)]
+    pub(crate) fn logged(&self) -> u64 {
+        self.logged.load(Ordering::Acquire)
+    }
+
+    /// The pages logged since `*cursor`, which moves to the end of the log; `All` when the ring overwrote some of
+    /// them or they are more than a [`DirtyCode`] lists.
+    pub(crate) fn take_dirty(&self, cursor: &mut u64) -> DirtyCode {
+        let log = self.log.lock();
+        let n = self.logged.load(Ordering::Relaxed);
+        let behind = n.wrapping_sub(*cursor);
+        *cursor = n;
+        if behind > DIRTY_LOG as u64 || behind > DIRTY_CAPACITY as u64 {
+            return DirtyCode::All;
+        }
+        let mut pages = [0u64; DIRTY_CAPACITY];
+        for (i, slot) in pages.iter_mut().enumerate().take(behind as usize) {
+            let entry = (n - behind + i as u64) % DIRTY_LOG as u64;
+            *slot = log.get(entry as usize).copied().unwrap_or(0);
+        }
+        DirtyCode::Pages { pages, len: behind as usize }
+    }
+
+    /// The page bits (address of the first word, pages covered), for generated code that stores directly to
+    /// unwatched pages.
+    #[cfg(feature = "dbt")]
+    pub(crate) fn raw_watch(&self) -> (usize, u64) {
+        (self.watched.as_ptr() as usize, self.watched.len() as u64 * 64)
+    }
+
+    /// The granule masks (address of the first word, pages covered).
+    #[cfg(feature = "dbt")]
+    pub(crate) fn raw_granules(&self) -> (usize, u64) {
+        (self.granules.as_ptr() as usize, self.granules.len() as u64)
+    }
+}
+
+const _: () = assert!(PAGE_SIZE / CODE_GRANULE == 64, "one granule mask bit per 64 bytes");

@@ -1,0 +1,251 @@
+//! Tests of guest RAM shared by host threads ([`SharedRam`] and [`Ram::shared`]): atomicity of AMOs and SC across
+//! threads, little-endian mixed-size accesses, bounds, and the shared code watch's log.
+// The four atomic views of one allocation are what an embedder makes with `unsafe`: so does the helper here.
+#![allow(unsafe_code)]
+
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8};
+
+use super::shared::DIRTY_LOG;
+use super::*;
+
+/// The four views of `words`' bytes that an embedder lends to [`SharedRam::new`].
+fn views(words: &[AtomicU64]) -> (&[AtomicU8], &[AtomicU16], &[AtomicU32], &[AtomicU64]) {
+    let len = words.len() * 8;
+    let start = words.as_ptr();
+    // SAFETY: `AtomicU8`, `AtomicU16` and `AtomicU32` have the sizes of `u8`, `u16` and `u32` and alignments no
+    // stricter than `AtomicU64`'s; each view covers exactly the `len` bytes of `words`, borrowed for as long as
+    // `words` is, and every access through any view is atomic (interior mutability: no `&mut` aliases them).
+    unsafe {
+        (
+            core::slice::from_raw_parts(start.cast::<AtomicU8>(), len),
+            core::slice::from_raw_parts(start.cast::<AtomicU16>(), len / 2),
+            core::slice::from_raw_parts(start.cast::<AtomicU32>(), len / 4),
+            words,
+        )
+    }
+}
+
+fn shared<'a>(words: &'a [AtomicU64], watch: &'a [AtomicU64]) -> SharedRam<'a> {
+    let (b8, b16, b32, b64) = views(words);
+    SharedRam::new(RAM_BASE, b8, b16, b32, b64, watch).expect("four views of one allocation")
+}
+
+fn atomics(n: usize) -> Vec<AtomicU64> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+#[test]
+fn amos_and_sc_from_several_threads_reach_the_exact_total() {
+    const THREADS: u64 = 4;
+    const EACH: u64 = 20_000;
+    let words = atomics(512);
+    let shared = shared(&words, &[]);
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                let mut ram = Ram::shared(&shared);
+                for _ in 0..EACH {
+                    // amoadd.d, amoadd.w, and an LR/SC loop on a word of its own.
+                    ram.amo_at_offset(0, 8, |old| old.wrapping_add(1)).unwrap();
+                    ram.amo_at_offset(12, 4, |old| old.wrapping_add(3)).unwrap();
+                    loop {
+                        let seen = ram.load_at_offset(16, 4).unwrap();
+                        if ram.compare_exchange_at_offset(16, 4, seen, seen + 1).unwrap().is_ok() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let ram = Ram::shared(&shared);
+    assert_eq!(ram.load_at_offset(0, 8), Some(THREADS * EACH));
+    assert_eq!(ram.load_at_offset(12, 4), Some(3 * THREADS * EACH));
+    assert_eq!(ram.load_at_offset(16, 4), Some(THREADS * EACH));
+    assert_eq!(ram.load_at_offset(8, 4), Some(0), "neighbours untouched");
+}
+
+#[test]
+fn a_stale_compare_exchange_fails_and_leaves_memory_alone() {
+    let words = atomics(8);
+    let shared = shared(&words, &[]);
+    let (mut a, mut b) = (Ram::shared(&shared), Ram::shared(&shared));
+    a.store_at_offset(8, 4, 5).unwrap();
+    let seen = a.load_at_offset(8, 4).unwrap();
+    b.store_at_offset(8, 4, 6).unwrap();
+    assert_eq!(a.compare_exchange_at_offset(8, 4, seen, 7), Some(Err(6)), "another hart's store broke it");
+    assert_eq!(b.load_at_offset(8, 4), Some(6));
+    // Only the low `size` bytes are compared and stored.
+    assert_eq!(a.compare_exchange_at_offset(8, 4, 0xffff_ffff_0000_0006, 0x1_0000_0009), Some(Ok(6)));
+    assert_eq!(a.load_at_offset(8, 8), Some(9));
+    assert_eq!(a.amo_at_offset(8, 4, |old| old | 0xffff_ffff_0000_0000), Some(9), "amoor.w sees 32 bits");
+    assert_eq!(a.load_at_offset(8, 8), Some(9));
+}
+
+/// A small deterministic generator (no seed needed to reproduce a failure).
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn shared_ram_reads_and_writes_as_exclusive_ram_does_at_every_size_and_alignment() {
+    let words = atomics(64);
+    let shared = shared(&words, &[]);
+    let mut ram = Ram::shared(&shared);
+    let mut backing = vec![0u8; 512];
+    let mut reference = Ram::new(RAM_BASE, &mut backing);
+    let mut state = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..20_000 {
+        let r = next(&mut state);
+        let size = [1, 2, 4, 8][(r % 4) as usize];
+        let addr = RAM_BASE + (r >> 8) % 520;
+        let value = next(&mut state);
+        match (r >> 4) % 4 {
+            0 => assert_eq!(ram.store(addr, size, value), reference.store(addr, size, value)),
+            1 => {
+                let len = (r >> 32) % 40;
+                let bytes: Vec<u8> = (0..len).map(|i| (value >> (i % 8 * 8)) as u8 ^ i as u8).collect();
+                assert_eq!(ram.write_bytes(addr, &bytes), reference.write_bytes(addr, &bytes));
+            }
+            2 => {
+                let len = (r >> 32) % 40;
+                assert_eq!(ram.fill(addr, len, value as u8), reference.fill(addr, len, value as u8));
+            }
+            _ => {
+                let mut got = [0u8; 24];
+                let mut want = [0u8; 24];
+                let len = ((r >> 32) % 25) as usize;
+                assert_eq!(ram.read_bytes(addr, &mut got[..len]), reference.read_bytes(addr, &mut want[..len]));
+                assert_eq!(got, want);
+            }
+        }
+        assert_eq!(ram.load(addr, size), reference.load(addr, size), "{size} bytes at {addr:#x}");
+    }
+    let mut all = vec![0u8; 512];
+    ram.read_bytes(RAM_BASE, &mut all).unwrap();
+    assert_eq!(&all[..], reference.as_slice().unwrap());
+    // Little-endian across sizes, misaligned included.
+    ram.store(RAM_BASE + 3, 8, 0x8877_6655_4433_2211).unwrap();
+    assert_eq!(ram.load(RAM_BASE + 3, 1), Some(0x11));
+    assert_eq!(ram.load(RAM_BASE + 4, 2), Some(0x3322));
+    assert_eq!(ram.load(RAM_BASE + 7, 4), Some(0x8877_6655));
+    assert_eq!(ram.load(RAM_BASE + 8, 2), Some(0x7766));
+    let low = u64::from(all[0]) | u64::from(all[1]) << 8 | u64::from(all[2]) << 16;
+    assert_eq!(ram.load(RAM_BASE, 8), Some(0x5544_3322_1100_0000 | low));
+}
+
+#[test]
+fn shared_ram_refuses_what_exclusive_ram_refuses() {
+    let words = atomics(8);
+    let shared = shared(&words, &[]);
+    let mut ram = Ram::shared(&shared);
+    assert!(ram.is_shared());
+    assert_eq!(ram.size(), 64);
+    assert_eq!(ram.store(RAM_BASE + 60, 4, 0x1122_3344), Some(()));
+    assert_eq!(ram.load(RAM_BASE + 61, 4), None);
+    assert_eq!(ram.load(RAM_BASE - 1, 1), None);
+    assert_eq!(ram.load(u64::MAX, 8), None);
+    assert_eq!(ram.store(RAM_BASE + 62, 4, u64::MAX), None);
+    assert_eq!(ram.load(RAM_BASE + 60, 4), Some(0x1122_3344), "a refused store wrote nothing");
+    assert_eq!(ram.write_bytes(RAM_BASE + 60, &[9; 5]), None);
+    assert_eq!(ram.fill(RAM_BASE + 63, 2, 9), None);
+    assert_eq!(ram.read_bytes(RAM_BASE + 60, &mut [0; 5]), None);
+    assert_eq!(ram.load(RAM_BASE + 60, 4), Some(0x1122_3344));
+    assert_eq!(ram.amo_at_offset(64, 4, |v| v), None);
+    assert_eq!(ram.amo_at_offset(2, 4, |v| v), None, "misaligned AMO");
+    assert_eq!(ram.compare_exchange_at_offset(60, 8, 0, 0), None);
+    assert_eq!(ram.compare_exchange_at_offset(1, 2, 0, 0), None);
+    assert!(ram.slice(RAM_BASE, 4).is_none() && ram.slice_mut(RAM_BASE, 4).is_none(), "shared RAM lends no slice");
+    assert!(ram.as_slice().is_none() && ram.as_mut_slice().is_none());
+}
+
+#[test]
+fn mismatched_views_are_refused() {
+    let words = atomics(8);
+    let other = atomics(8);
+    let (b8, b16, b32, b64) = views(&words);
+    let (o8, o16, _, _) = views(&other);
+    assert!(SharedRam::new(RAM_BASE, b8, b16, b32, b64, &[]).is_some());
+    assert!(SharedRam::new(RAM_BASE, o8, b16, b32, b64, &[]).is_none(), "another allocation's bytes");
+    assert!(SharedRam::new(RAM_BASE, b8, o16, b32, b64, &[]).is_none());
+    assert!(SharedRam::new(RAM_BASE, &b8[..63], b16, b32, b64, &[]).is_none(), "shorter bytes");
+    assert!(SharedRam::new(RAM_BASE, b8, b16, &b32[..15], b64, &[]).is_none());
+    assert!(SharedRam::new(RAM_BASE, b8, b16, b32, &b64[..7], &[]).is_none());
+    assert!(SharedRam::new(RAM_BASE, &b8[8..], &b16[4..], &b32[2..], &b64[1..], &[]).is_some(), "a common tail");
+    assert!(SharedRam::new(RAM_BASE, &b8[1..57], &b16[..28], &b32[..14], &b64[..7], &[]).is_none(), "one byte off");
+}
+
+#[test]
+fn a_code_write_on_one_handle_is_reported_once_to_every_handle() {
+    const PAGES: u64 = 4;
+    let words = atomics((PAGES * PAGE_SIZE / 8) as usize);
+    let watch = atomics(code_watch_words(PAGES * PAGE_SIZE));
+    let shared = shared(&words, &watch);
+    let mut handles = [Ram::shared(&shared), Ram::shared(&shared), Ram::shared(&shared)];
+    // Code in bytes [0x100, 0x148) of page 1, translated by handle 0; page 3 whole, by handle 2.
+    assert!(handles[0].watch_code(PAGE_SIZE + 0x100, 0x48));
+    assert!(handles[2].watch_code_page(3));
+    assert!(handles[1].is_code_page(1) && handles[1].is_code_page(3), "the watch is shared");
+    handles[1].store(RAM_BASE + PAGE_SIZE + 0x180, 8, 1).unwrap();
+    assert!(handles.iter().all(|ram| !ram.has_dirty_code()), "data beside the code");
+    handles[1].store(RAM_BASE + PAGE_SIZE + 0x104, 4, 1).unwrap();
+    handles[0].write_bytes(RAM_BASE + 4 * PAGE_SIZE - 2, &[1, 2]).unwrap();
+    handles[1].store(RAM_BASE + PAGE_SIZE + 0x108, 4, 1).unwrap();
+    for (i, ram) in handles.iter_mut().enumerate() {
+        assert!(ram.has_dirty_code(), "handle {i}");
+        assert_eq!(ram.take_dirty_code().pages(), Some(&[1, 3][..]), "handle {i}: each page once");
+        assert!(!ram.has_dirty_code(), "handle {i}");
+        assert_eq!(ram.take_dirty_code().pages(), Some(&[][..]));
+    }
+    assert!(!handles[0].is_code_page(1) && !handles[0].is_code_page(3), "written code pages are unwatched");
+    // A handle made now reports only later writes.
+    let mut late = Ram::shared(&shared);
+    assert!(!late.has_dirty_code());
+    // More writes than the log holds: a handle that did not read them sees `All`, one that kept up sees pages.
+    for round in 0..=DIRTY_LOG as u64 {
+        assert!(handles[0].watch_code(2 * PAGE_SIZE, 4));
+        handles[1].store(RAM_BASE + 2 * PAGE_SIZE, 4, round).unwrap();
+        assert_eq!(handles[2].take_dirty_code().pages(), Some(&[2][..]), "round {round}");
+    }
+    assert_eq!(handles[0].take_dirty_code(), DirtyCode::All);
+    assert_eq!(late.take_dirty_code(), DirtyCode::All);
+    assert!(!late.has_dirty_code());
+}
+
+#[test]
+fn a_code_write_by_another_thread_reaches_every_thread_once() {
+    let words = atomics((4 * PAGE_SIZE / 8) as usize);
+    let watch = atomics(code_watch_words(4 * PAGE_SIZE));
+    let shared = shared(&words, &watch);
+    let ready = std::sync::Barrier::new(4);
+    let written = std::sync::Barrier::new(4);
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut ram = Ram::shared(&shared);
+                    assert!(ram.watch_code(PAGE_SIZE, 16));
+                    ready.wait();
+                    written.wait();
+                    let first = ram.take_dirty_code();
+                    (first, ram.take_dirty_code())
+                })
+            })
+            .collect();
+        let mut writer = Ram::shared(&shared);
+        ready.wait();
+        // An amoswap and a store into the code, one data store beside it.
+        writer.amo_at_offset(PAGE_SIZE + 8, 4, |_| 0x13).unwrap();
+        writer.store(RAM_BASE + PAGE_SIZE + 12, 4, 0x13).unwrap();
+        writer.store(RAM_BASE + PAGE_SIZE + 0x800, 4, 0x13).unwrap();
+        written.wait();
+        for reader in readers {
+            let (first, second) = reader.join().unwrap();
+            assert_eq!(first.pages(), Some(&[1][..]));
+            assert_eq!(second.pages(), Some(&[][..]));
+        }
+    });
+}
