@@ -21,7 +21,8 @@ struct Input {
 fn input() -> &'static Input {
     static INPUT: OnceLock<Input> = OnceLock::new();
     INPUT.get_or_init(|| {
-        std::thread::spawn(|| {
+        // Named: a thread started by a hart's thread would otherwise show that hart's name.
+        let reader = std::thread::Builder::new().name("stdin".into()).spawn(|| {
             let stdin = std::io::stdin();
             let mut stdin = stdin.lock();
             let mut buffer = [0u8; 256];
@@ -33,6 +34,9 @@ fn input() -> &'static Input {
                 input.arrived.notify_all();
             }
         });
+        if let Err(e) = reader {
+            eprintln!("trapeze: cannot start the stdin reader, the guest gets no input: {e}");
+        }
         Input { bytes: Mutex::new(VecDeque::new()), arrived: Condvar::new() }
     })
 }

@@ -569,7 +569,8 @@ fn build_machine_on<'a, S: SerialBackend, K: Backends>(
     let mut ram = Ram::new(RAM_BASE, backing);
     ram.attach_granular_code_watch(code_pages);
     let placed = place_images(args, plan, &mut ram, &devices)?;
-    let mut vm = placed.builder(args, ram, devices, clock).build().map_err(|e| format!("building the machine: {e:?}"))?;
+    let mut vm =
+        placed.builder(args, ram, devices, clock).build().map_err(|e| format!("building the machine: {e:?}"))?;
     if let Some(htif) = placed.htif {
         vm.attach_htif(htif, htif_console);
     }
@@ -589,7 +590,13 @@ struct Placed {
 
 impl Placed {
     /// A builder of the machine, every hart as QEMU's boot protocol leaves it.
-    fn builder<'a, D: Devices>(&self, args: &RunArgs, ram: Ram<'a>, devices: D, clock: &'a mut dyn Clock) -> VmBuilder<'a, D> {
+    fn builder<'a, D: Devices>(
+        &self,
+        args: &RunArgs,
+        ram: Ram<'a>,
+        devices: D,
+        clock: &'a mut dyn Clock,
+    ) -> VmBuilder<'a, D> {
         let mut builder = VmBuilder::new(ram, devices, clock)
             .harts(usize::from(args.smp))
             .hart_config(HartConfig::rv64gc(0))

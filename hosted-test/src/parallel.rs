@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use trapeze::dev::htif::Htif;
 use trapeze::dev::{MachineRequest, MmioError};
-use trapeze::hart::Hart;
 use trapeze::exec::interp::Interpreter;
 use trapeze::exec::Engine;
+use trapeze::hart::Hart;
 use trapeze::mem::{code_watch_words, Ram, SharedRam, RAM_BASE};
 use trapeze::vm::parallel::{HartWaker, RelaxStrategy, SharedDevices};
 use trapeze::vm::virt::VirtDevices;
@@ -77,7 +77,9 @@ pub fn wanted(args: &RunArgs, plan: &BootPlan) -> Result<bool, String> {
     };
     match (args.accel, obstacle) {
         (ThreadMode::Single, _) => Ok(false),
-        (ThreadMode::Multi, Some(obstacle)) => Err(format!("-accel tcg,thread=multi cannot be combined with {obstacle}")),
+        (ThreadMode::Multi, Some(obstacle)) => {
+            Err(format!("-accel tcg,thread=multi cannot be combined with {obstacle}"))
+        }
         (ThreadMode::Multi, None) => Ok(true),
         (ThreadMode::Auto, obstacle) => Ok(args.smp > 1 && obstacle.is_none()),
     }
@@ -95,7 +97,7 @@ unsafe impl Sync for SharedMemory {}
 impl SharedMemory {
     fn zeroed(bytes: u64) -> Result<Self, String> {
         let words = usize::try_from(bytes / 8).map_err(|_| "guest RAM does not fit this host".to_string())?;
-        if bytes % 8 != 0 || words == 0 {
+        if !bytes.is_multiple_of(8) || words == 0 {
             return Err(format!("{bytes} bytes of guest RAM: with a thread per hart it must be a multiple of 8"));
         }
         let layout = Layout::array::<u64>(words).map_err(|_| "guest RAM does not fit this host".to_string())?;
@@ -231,7 +233,8 @@ const MAX_PARK: Duration = Duration::from_millis(100);
 impl Clock for HartClock<'_> {
     fn now(&mut self) -> u64 {
         let elapsed = self.start.elapsed();
-        elapsed.as_secs() * TIMEBASE_HZ + u64::from(elapsed.subsec_nanos()) / (1_000_000_000 / TIMEBASE_HZ as u32) as u64
+        elapsed.as_secs() * TIMEBASE_HZ
+            + u64::from(elapsed.subsec_nanos()) / (1_000_000_000 / TIMEBASE_HZ as u32) as u64
     }
 
     fn idle(&mut self, ticks: Option<u64>) {
@@ -266,7 +269,13 @@ const HART_STACK: usize = 8 << 20;
 const TURN: u64 = 4 * SLICE;
 
 /// Runs hart `vm` on `engine` until the machine ends or another hart ends it.
-fn run_hart<D: Devices>(vm: &mut Vm<'_, D>, engine: &mut impl Engine, ending: &Ending, args: &RunArgs, wakeups: &Wakeups) {
+fn run_hart<D: Devices>(
+    vm: &mut Vm<'_, D>,
+    engine: &mut impl Engine,
+    ending: &Ending,
+    args: &RunArgs,
+    wakeups: &Wakeups,
+) {
     while !ending.stop.load(Ordering::Relaxed) {
         let before = vm.steps;
         let outcome = vm.run_slice(engine, TURN);

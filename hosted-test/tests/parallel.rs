@@ -43,6 +43,8 @@ fn hart_threads(pid: u32) -> Vec<String> {
         .filter(|name| name.starts_with("hart "))
         .collect();
     names.sort();
+    // A thread a hart's thread starts (the stdin reader) shows that hart's name until it names itself.
+    names.dedup();
     names
 }
 

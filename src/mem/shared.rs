@@ -3,8 +3,9 @@
 //!
 //! The embedder lends four views of ONE host allocation (bytes, halfwords, words, doublewords, as atomics);
 //! [`SharedRam::new`] checks that they start at the same address and cover the same length. An aligned access of
-//! `n` bytes is one `n`-byte atomic access with `Ordering::Relaxed` (a plain move on x86-64, whose order — TSO —
-//! is stronger than what RVWMO requires of plain loads and stores); a misaligned one goes byte by byte (RISC-V
+//! `n` bytes is one `n`-byte atomic access, an acquire load or a release store: still a plain move on x86-64,
+//! whose order (TSO) is stronger than what RVWMO requires of plain loads and stores, and the orderings keep the
+//! compiler from moving one guest access across another (relaxed ones would let it); a misaligned one goes byte by byte (RISC-V
 //! does not require misaligned accesses to be atomic). AMOs and SC are host read-modify-writes on the view of their
 //! width ([`SharedRam::amo`], [`SharedRam::compare_exchange`]), sequentially consistent, so they are atomic with
 //! respect to every other hart's accesses and a failed SC means another hart's store succeeded (no livelock).
@@ -123,15 +124,15 @@ impl<'a> SharedRam<'a> {
     /// Little-endian load of `size` (1 to 8) bytes at `offset`: one atomic access when aligned.
     #[inline(always)]
     pub(crate) fn load(&self, offset: usize, size: u64) -> Option<u64> {
-        let relaxed = Ordering::Relaxed;
+        let order = Ordering::Acquire;
         match size {
-            8 if offset.is_multiple_of(8) => self.b64.get(offset / 8).map(|a| u64::from_le(a.load(relaxed))),
-            4 if offset.is_multiple_of(4) => self.b32.get(offset / 4).map(|a| u64::from(u32::from_le(a.load(relaxed)))),
-            2 if offset.is_multiple_of(2) => self.b16.get(offset / 2).map(|a| u64::from(u16::from_le(a.load(relaxed)))),
+            8 if offset.is_multiple_of(8) => self.b64.get(offset / 8).map(|a| u64::from_le(a.load(order))),
+            4 if offset.is_multiple_of(4) => self.b32.get(offset / 4).map(|a| u64::from(u32::from_le(a.load(order)))),
+            2 if offset.is_multiple_of(2) => self.b16.get(offset / 2).map(|a| u64::from(u16::from_le(a.load(order)))),
             _ => {
                 let mut value = 0u64;
                 for i in 0..(size as usize).min(8) {
-                    value |= u64::from(self.b8.get(offset + i)?.load(relaxed)) << (8 * i);
+                    value |= u64::from(self.b8.get(offset + i)?.load(order)) << (8 * i);
                 }
                 Some(value)
             }
@@ -141,16 +142,16 @@ impl<'a> SharedRam<'a> {
     /// Little-endian store of the low `size` (1 to 8) bytes of `value` at `offset` (the caller notes the write).
     #[inline(always)]
     pub(crate) fn store(&self, offset: usize, size: u64, value: u64) -> Option<()> {
-        let relaxed = Ordering::Relaxed;
+        let order = Ordering::Release;
         match size {
-            8 if offset.is_multiple_of(8) => self.b64.get(offset / 8)?.store(value.to_le(), relaxed),
-            4 if offset.is_multiple_of(4) => self.b32.get(offset / 4)?.store((value as u32).to_le(), relaxed),
-            2 if offset.is_multiple_of(2) => self.b16.get(offset / 2)?.store((value as u16).to_le(), relaxed),
+            8 if offset.is_multiple_of(8) => self.b64.get(offset / 8)?.store(value.to_le(), order),
+            4 if offset.is_multiple_of(4) => self.b32.get(offset / 4)?.store((value as u32).to_le(), order),
+            2 if offset.is_multiple_of(2) => self.b16.get(offset / 2)?.store((value as u16).to_le(), order),
             _ => {
                 // Check the whole range first: a refused store writes nothing.
                 self.b8.get(offset..offset + (size as usize).min(8))?;
                 for i in 0..(size as usize).min(8) {
-                    self.b8.get(offset + i)?.store((value >> (8 * i)) as u8, relaxed);
+                    self.b8.get(offset + i)?.store((value >> (8 * i)) as u8, order);
                 }
             }
         }
