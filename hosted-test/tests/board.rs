@@ -711,6 +711,8 @@ fn debian_linux_boots_natively_on_the_board_to_a_shell() {
             "Linux version",
             "SBI specification v2.0 detected",
             "SBI implementation ID=0x54524150",
+            // Both virtual harts up (through the VMM's SBI HSM), before init runs.
+            "smp: Brought up 1 node, 2 CPUs",
             "Run /init as init process",
             "trapeze-initramfs: 2 harts online",
             "# echo answer=$((6 * 7))\nanswer=42\n",
@@ -794,5 +796,14 @@ fn linux_loop_two_harts_boot_to_their_shell_every_time() {
     }
     let summary = format!("linux loop: {LINUX_LOOP_BOOTS} of {LINUX_LOOP_BOOTS} boots reached the shell");
     assert!(console.contains(&summary), "not every boot reached its shell and ran the script:\n{console}");
+    let linux: Vec<&str> = console.lines().filter_map(|line| line.strip_prefix("[linux:loop] ")).collect();
+    // Every boot brought both virtual harts up, and none of them stalled on the way, even for a while: the
+    // lockup's symptom was the soft-lockup watchdog's report (hart 0 waiting in `stop_machine` for hart 1),
+    // and a stall that resolves itself is the same fault caught later.
+    let both = linux.iter().filter(|line| line.contains("smp: Brought up 1 node, 2 CPUs")).count();
+    assert_eq!(both as u64, LINUX_LOOP_BOOTS, "every boot brings both harts up:\n{console}");
+    let stalls: Vec<&&str> =
+        linux.iter().filter(|line| line.contains("soft lockup") || line.contains("detected stall")).collect();
+    assert!(stalls.is_empty(), "a boot stalled: {stalls:#?}\n{console}");
     assert_eq!(boot.status, Some(0), "QEMU's exit status is the board's");
 }
