@@ -787,10 +787,11 @@ const LINUX_LOOP_BOOTS: u64 = 20;
 /// The regression loop of the native two-hart lockup (issue 14): the board boots Debian's Linux on two virtual
 /// harts (multiplexed on one real hart at a time) [`LINUX_LOOP_BOOTS`] times in a row in its default mode, each boot to
 /// its shell and through the same script as the suite's Linux test (two `md5sum`s in parallel included). Slow
-/// (a boot takes half a minute to a minute here), so it runs by hand:
+/// (a boot and its script take 20 to 60 s on the board's four real harts here, the loop 10 to 13 minutes), so it
+/// runs by hand:
 /// `cargo test -p trapeze-hosted --release --test board -- --ignored --nocapture linux_loop`.
 #[test]
-#[ignore = "boots Linux twenty times (15 to 30 minutes); run by hand, see the boards README"]
+#[ignore = "boots Linux twenty times (10 to 13 minutes); run by hand, see the boards README"]
 fn linux_loop_two_harts_boot_to_their_shell_every_time() {
     require_tool(Path::new("qemu-system-riscv64"), "install QEMU with `apt-get install -y qemu-system-misc`");
     let fetch = "run tools/fetch-debian-riscv64.sh target/guest-images (./run-tests.sh does)";
