@@ -580,6 +580,8 @@ fn emit_block(
                 let rax_from = (!paged).then_some((rs1, disp));
                 stubs.push(Stub::Slow { label: slow, back, packed, helper, before: cache, after: cache, rax_from });
             }
+            // Harts on other host threads: x86-64 keeps every order of plain accesses but store -> load.
+            Inst::Fence { fm, pred, succ } if isa::fence_orders_stores_before_loads(fm, pred, succ) => a.mfence()?,
             // No instruction cache to keep coherent, and a store to code already ends its block.
             Inst::Fence { .. } | Inst::FenceI if guest.inst != isa::PAUSE => {}
             // Everything else through the interpreter, which sees and may change every guest register.
