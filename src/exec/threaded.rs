@@ -731,9 +731,9 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
     /// built, for as long as `hook` agrees: the cold tier of an engine that keeps its own hot blocks, run without
     /// a round trip through that engine per block. After every block `hook.ran(start, retired)` (its RAM offset
     /// and the instructions it retired), and before entering the next `hook.enter(next, budget)` (its RAM offset, and the budget left): false
-    /// returns to the caller with the pc there. It also returns at an exit, at the end of the budget, after a
-    /// write to watched code and wherever the next block is not built (or the fetch path does not vouch for the
-    /// pc), leaving that to the caller. The instructions retired (counted in `instret`) and the exit.
+    /// returns to the caller with the pc there. A block not built yet is built (or its instruction stepped, which
+    /// returns). It also returns at an exit, at the end of the budget, after a write to watched code and where
+    /// the fetch path does not vouch for the next pc, leaving that to the caller. The instructions retired (counted in `instret`) and the exit.
     pub fn run_cold(
         &mut self,
         hart: &mut Hart,
@@ -752,7 +752,7 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
             Entry::Retry => return (0, None),
             Entry::Exit(exit) => return (0, Some(exit)),
         };
-        let (mut remaining, mut entered, mut chained) = (budget, 0u64, 0u64);
+        let (mut remaining, mut entered, mut chained, mut stepped) = (budget, 0u64, 0u64, 0u64);
         let exit = loop {
             entered += 1;
             let (flow, retired) = self.run_rest(hart, &mut ctx, current.block, op, remaining);
@@ -786,14 +786,34 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
                         self.remember_exit(current.block, start, block);
                         block
                     }
-                    None => break None,
+                    // Not built yet: the slow entry builds it, unless written code is pending (the caller drops
+                    // it in both caches first).
+                    None if ctx.memory.ram.has_dirty_code() => break None,
+                    None => match self.enter_slow(hart, &mut ctx.memory, Some(current)) {
+                        Entry::Block(next) => {
+                            (current, op) = (next, 0);
+                            continue;
+                        }
+                        Entry::Resume(next, at) => {
+                            (current, op) = (next, at);
+                            continue;
+                        }
+                        // Counted in `instret` by the interpreter.
+                        Entry::Stepped => {
+                            remaining -= 1;
+                            stepped += 1;
+                            break None;
+                        }
+                        Entry::Retry => break None,
+                        Entry::Exit(exit) => break Some(exit),
+                    },
                 },
             };
             current = LastBlock { block, pc, start, whole_page: true };
             op = 0;
         };
         let retired = budget - remaining;
-        hart.instret = hart.instret.wrapping_add(retired);
+        hart.instret = hart.instret.wrapping_add(retired - stepped);
         self.stats.blocks_entered += entered;
         self.stats.blocks_chained += chained;
         self.served_inline.add(&ctx.served_inline);

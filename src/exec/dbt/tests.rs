@@ -518,7 +518,8 @@ fn the_cold_tier_runs_on_through_cold_blocks() {
     let stats = dbt.stats();
     assert_eq!(stats.blocks_translated, 0, "{stats:?}");
     assert_eq!(stats.cold_instructions, 2 + 6 * 1000, "{stats:?}");
-    assert!(stats.cold_runs <= 4, "blocks chained on the cold tier: {stats:?}");
+    // One cold run: blocks built and chained on the cold tier, none a round trip through the dispatcher.
+    assert!(stats.cold_runs <= 2, "blocks chained on the cold tier: {stats:?}");
     // With a threshold the loop reaches, the cold tier hands the hot blocks over: they run translated, in
     // lockstep with the interpreter, over budgets that end anywhere.
     for supervisor in [false, true] {
