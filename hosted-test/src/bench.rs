@@ -144,7 +144,8 @@ fn measure_dbt(image: &[u8]) -> Result<Measurement, String> {
         "code cache {} MiB: {} blocks translated ({} guest instructions, {:.1} host bytes each, {} writes of code \
          memory), {} evictions, {} pages invalidated; {} blocks entered ({per_block:.1} instructions each), {} instructions on the cold tier, {} \
          stepped; host instructions per translated guest instruction: {:.1} emitted, {:.1} straight-line, \
-         {dynamic:.1} run (at most)",
+         {dynamic:.1} run (at most); {} runs, {} dispatches, {} cold runs ({} from translated code, {} budget tails), \
+         {} unlinked-slot and {} other exits to translated blocks; counting run: ring {}/{} hits, target cache {}/{} hits",
         crate::jit::CODE_BYTES >> 20,
         work.blocks_translated,
         work.instructions_translated,
@@ -157,6 +158,17 @@ fn measure_dbt(image: &[u8]) -> Result<Measurement, String> {
         work.stepped,
         work.host_instructions as f64 / translated,
         work.body_instructions as f64 / translated,
+        work.runs,
+        work.dispatches,
+        work.cold_runs,
+        work.cold_from_code,
+        work.cold_tails,
+        work.slot_misses,
+        work.other_misses,
+        counting.stats().ring_hits,
+        counting.stats().ring_hits + counting.stats().ring_misses,
+        counting.stats().probe_hits,
+        counting.stats().probes,
     ));
     Ok(run)
 }

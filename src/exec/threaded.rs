@@ -758,6 +758,99 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
         (retired, (flow == Flow::Exit).then_some(ctx.exit))
     }
 
+    /// [`run_one_block`](Self::run_one_block), then on along chained exits (or the map table) to blocks already
+    /// built, for as long as `hook` agrees: the cold tier of an engine that keeps its own hot blocks, run without
+    /// a round trip through that engine per block. After every block `hook.ran(start, retired)` (its RAM offset
+    /// and the instructions it retired), and before entering the next `hook.enter(next, budget)` (its RAM offset, and the budget left): false
+    /// returns to the caller with the pc there. A block not built yet is built (or its instruction stepped, which
+    /// returns). It also returns at an exit, at the end of the budget, after a write to watched code and where
+    /// the fetch path does not vouch for the next pc, leaving that to the caller. The instructions retired (counted in `instret`) and the exit.
+    pub fn run_cold(
+        &mut self,
+        hart: &mut Hart,
+        memory: &mut Memory,
+        budget: u64,
+        hook: &mut impl ColdHook,
+    ) -> (u64, Option<Exit>) {
+        if budget == 0 || memory.ram.has_dirty_code() {
+            return (0, None);
+        }
+        let mut ctx = Ctx::new(hart, memory, self.inline_csr);
+        let (mut current, mut op) = match self.enter_slow(hart, &mut ctx.memory, None) {
+            Entry::Block(current) => (current, 0),
+            Entry::Resume(current, op) => (current, op),
+            Entry::Stepped => return (1, None),
+            Entry::Retry => return (0, None),
+            Entry::Exit(exit) => return (0, Some(exit)),
+        };
+        let (mut remaining, mut entered, mut chained, mut stepped) = (budget, 0u64, 0u64, 0u64);
+        let exit = loop {
+            entered += 1;
+            let (flow, retired) = self.run_rest(hart, &mut ctx, current.block, op, remaining);
+            remaining -= retired;
+            hook.ran(current.start, retired);
+            match flow {
+                Flow::Exit => break Some(ctx.exit),
+                Flow::Dirty => break None,
+                Flow::Next | Flow::End => {}
+            }
+            if remaining == 0 {
+                // The budget ended (maybe inside the block): the next run may resume the block where it stopped.
+                self.stopped[hart.config.hart_id as usize % STOP_SLOTS] = Some(hart.pc);
+                break None;
+            }
+            // The next pc's RAM offset, exact as in `run_blocks`.
+            let pc = hart.pc;
+            let start = if (pc ^ current.pc) < PAGE_SIZE {
+                current.whole_page.then_some((current.start & !(PAGE_SIZE - 1)) | (pc & (PAGE_SIZE - 1)))
+            } else {
+                ctx.memory.fast_fetch(&ctx.path, pc)
+            };
+            let Some(start) = start.filter(|&start| hook.enter(start, remaining)) else { break None };
+            let block = match self.cache.hop(current.block, start) {
+                Some((block, _)) => {
+                    chained += 1;
+                    block
+                }
+                None => match self.cache.lookup(BlockKey::new(start, 0)) {
+                    Some(block) => {
+                        self.remember_exit(current.block, start, block);
+                        block
+                    }
+                    // Not built yet: the slow entry builds it, unless written code is pending (the caller drops
+                    // it in both caches first).
+                    None if ctx.memory.ram.has_dirty_code() => break None,
+                    None => match self.enter_slow(hart, &mut ctx.memory, Some(current)) {
+                        Entry::Block(next) => {
+                            (current, op) = (next, 0);
+                            continue;
+                        }
+                        Entry::Resume(next, at) => {
+                            (current, op) = (next, at);
+                            continue;
+                        }
+                        // Counted in `instret` by the interpreter.
+                        Entry::Stepped => {
+                            remaining -= 1;
+                            stepped += 1;
+                            break None;
+                        }
+                        Entry::Retry => break None,
+                        Entry::Exit(exit) => break Some(exit),
+                    },
+                },
+            };
+            current = LastBlock { block, pc, start, whole_page: true };
+            op = 0;
+        };
+        let retired = budget - remaining;
+        hart.instret = hart.instret.wrapping_add(retired - stepped);
+        self.stats.blocks_entered += entered;
+        self.stats.blocks_chained += chained;
+        self.served_inline.add(&ctx.served_inline);
+        (retired, exit)
+    }
+
     /// Runs `block`'s ops from `op` on, at most `budget` of them: the flow that ended them and how many retired.
     #[inline(never)]
     fn run_rest(&self, hart: &mut Hart, ctx: &mut Ctx, block: BlockId, op: usize, budget: u64) -> (Flow, u64) {
@@ -803,6 +896,16 @@ impl<const OPS: usize, const BLOCKS: usize, const MAP: usize> Threaded<OPS, BLOC
         };
         self.cache.link(from, slot, to);
     }
+}
+
+/// What an engine that uses the threaded engine as its cold tier decides in [`Threaded::run_cold`].
+pub trait ColdHook {
+    /// The block at RAM offset `start` (entered at its start or, for the first, maybe inside it) retired
+    /// `retired` instructions.
+    fn ran(&mut self, start: u64, retired: u64);
+    /// Whether the cold tier goes on with the block at RAM offset `next`, with `budget` instructions left (false:
+    /// the caller takes over there).
+    fn enter(&mut self, next: u64, budget: u64) -> bool;
 }
 
 /// One instruction through the interpreter.

@@ -236,9 +236,19 @@ struct Exits {
     leave: CodeLabel,
     /// Leaves after a helper returned a status (in `eax`): refunds what it did not retire.
     helper_exit: CodeLabel,
+    /// Whether the block counts its return predictions and target cache probes (in `Env::counts`).
+    count: bool,
 }
 
 impl Exits {
+    /// With counting on, adds one to `Env::counts[k]` (clobbers the flags).
+    fn tally(&self, a: &mut CodeAssembler, k: usize) -> Result<(), IcedError> {
+        if self.count {
+            a.add(env(offset_of!(Env, counts) + 8 * k), 1)?;
+        }
+        Ok(())
+    }
+
     /// A link slot for a static exit to pc `r13 + delta`, if the target lies in the block's page and a slot is
     /// left.
     fn take_slot(&mut self, delta: i64) -> Option<usize> {
@@ -297,10 +307,12 @@ impl Exits {
             a.shl(edx, 4)?;
             a.cmp(rax, qword_ptr(r11 + rdx + 8))?;
             a.jne(miss)?;
+            self.tally(a, super::COUNT_RING_HITS)?;
             a.mov(PC, rax)?;
             a.mov(rax, qword_ptr(r11 + rdx + 16))?;
             a.jmp(qword_ptr(rax))?;
             a.set_label(&mut miss)?;
+            self.tally(a, super::COUNT_RING_MISSES)?;
         }
         a.mov(PC, rax)?;
         self.lookup_used = true;
@@ -339,6 +351,7 @@ impl Exits {
         let mut tlb_hit = a.create_label();
         let mut probe = a.create_label();
         a.set_label(&mut self.lookup)?;
+        self.tally(a, super::COUNT_PROBES)?;
         a.mov(rcx, PC)?;
         a.sub(rcx, env(offset_of!(Env, fetch_base)))?;
         a.cmp(rcx, env(offset_of!(Env, fetch_size)))?;
@@ -377,6 +390,7 @@ impl Exits {
         a.xor(rcx, env(offset_of!(Env, jump_tag)))?;
         a.cmp(rcx, qword_ptr(rdx + r11))?;
         a.jne(self.leave)?;
+        self.tally(a, super::COUNT_PROBE_HITS)?;
         a.jmp(qword_ptr(rdx + r11 + 8))
     }
 }
@@ -406,6 +420,7 @@ fn emit_block(
         start: body,
         leave: a.create_label(),
         helper_exit: a.create_label(),
+        count,
     };
     let mut stubs: Vec<Stub> = Vec::new();
     // Chained entry: the whole block must fit the budget, or back to the dispatcher with nothing done.

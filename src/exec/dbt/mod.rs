@@ -6,8 +6,9 @@
 //! fetch path, else a full translation), looks the block up in the SPC->TPC map of a [`CodeCache`] whose arena
 //! is zero-sized and parallels the embedder's executable memory (a block's host code lies at
 //! [`CodeCache::ops_start`] of it), translates on a miss ([`emit`]) and calls the host code. Cold code runs on
-//! a cold tier, the threaded engine, one predecoded block at a time: a block is translated once it has run `HOT`
-//! instructions there (code that runs a few times, most of a kernel's boot, costs less predecoded than
+//! a cold tier, the threaded engine, predecoded, from block to block along its own chains until the next block is
+//! translated or hot ([`Threaded::run_cold`], no round trip through this dispatcher per block): a block is
+//! translated once it has run `HOT` instructions there (code that runs a few times, most of a kernel's boot, costs less predecoded than
 //! translated). Hot blocks are queued and translated a few at a time (`BATCH`, or once the first has waited a
 //! quarter of the threshold more on the cold tier), their code written into code memory with one protection
 //! change (a pair of `mprotect` calls costs about as much as assembling a block). The two caches
@@ -87,7 +88,7 @@ use alloc::vec::Vec;
 use iced_x86::code_asm::CodeAssembler;
 
 use super::interp::{self, exception, mmio};
-use super::threaded::Threaded;
+use super::threaded::{ColdHook, Threaded};
 use super::Engine;
 use crate::cache::{BlockKey, CodeCache, Eviction};
 use crate::hart::Hart;
@@ -174,7 +175,31 @@ pub struct DbtStats {
     pub jump_fills: u64,
     /// Writes of code memory (each a protection change): hot blocks queued together share one.
     pub code_writes: u64,
+    /// Engine runs ([`Engine::run`] calls).
+    pub runs: u64,
+    /// Turns of the dispatcher's loop (a block call, a cold tier block or a step each).
+    pub dispatches: u64,
+    /// Blocks the cold tier ran: in all, those reached straight from translated code (an exit to code not
+    /// translated), and those run for the tail of a budget (a translated block the budget does not cover).
+    pub cold_runs: u64,
+    pub cold_from_code: u64,
+    pub cold_tails: u64,
+    /// Translated code that left for the dispatcher only to have it call a translated block: through an
+    /// unlinked link slot, and otherwise (a target cache or return prediction miss, a budget stop).
+    pub slot_misses: u64,
+    pub other_misses: u64,
+    /// With [`Dbt::set_counting`] on: return predictions that hit and missed, target cache probes and hits.
+    pub ring_hits: u64,
+    pub ring_misses: u64,
+    pub probes: u64,
+    pub probe_hits: u64,
 }
+
+/// Where translated code counts (with counting on) in [`Env::counts`].
+pub(crate) const COUNT_RING_HITS: usize = 0;
+pub(crate) const COUNT_RING_MISSES: usize = 1;
+pub(crate) const COUNT_PROBES: usize = 2;
+pub(crate) const COUNT_PROBE_HITS: usize = 3;
 
 /// What a translated block returns (and a helper, to the block).
 pub(crate) mod status {
@@ -242,6 +267,8 @@ pub(crate) struct Env {
     /// For the helpers.
     pub hart: *mut Hart,
     pub memory: *mut Memory<'static, 'static>,
+    /// Counters translated code adds to with counting on (`COUNT_*`).
+    pub counts: [u64; 4],
     /// The exit of an [`status::EXIT`].
     pub exit: Exit,
 }
@@ -686,6 +713,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             if remaining == 0 {
                 break Exit::BudgetExhausted;
             }
+            self.stats.dispatches += 1;
             if memory.ram.has_dirty_code() {
                 self.invalidate_written_code(memory);
             }
@@ -731,6 +759,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 },
                 None => None,
             };
+            let from_slot = pending_link.is_some();
             if let (Some(start), Some((block, _))) = (start, block) {
                 if let Some(slot) = pending_link.take() {
                     self.link(slot, block, start);
@@ -752,19 +781,25 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 // Cold code: one block on the threaded engine (it counts it in `instret`), so the next look-up is
                 // at a block start. It runs nothing while written code is pending: the loop drops that first.
                 if let Some((start, heats)) = cold.take() {
-                    let (retired, left) = self.cold.run_one_block(hart, memory, remaining);
+                    // The cold tier runs on through blocks it has built until it reaches a translated or hot one.
+                    let mut hook = Heating {
+                        heat: &mut self.heat,
+                        cache: &self.cache,
+                        meta: &self.meta,
+                        paged,
+                        threshold: self.threshold,
+                        queued: self.queued > 0,
+                        waited: &mut self.waited,
+                        first: Some((start, heats, if left_code { EXIT_COST } else { 0 })),
+                    };
+                    let (retired, left) = self.cold.run_cold(hart, memory, remaining, &mut hook);
                     self.stats.cold_instructions += retired;
-                    // What the cold tier cost, in instructions: at least one (an entry that retired nothing, an
-                    // exit at once, still warms the block), and the round trip when translated code left for it.
-                    let cost = retired.max(1) + if left_code { EXIT_COST } else { 0 };
-                    if self.queued > 0 {
-                        self.waited += cost;
-                    }
-                    match self.heat.get_mut(heat_slot(start)) {
-                        Some(heat) if heats => *heat = heat.saturating_add(cost.min(u16::MAX as u64) as u16),
-                        // The rest of a block: the cold tier's block ends at a branch or jump, where blocks
-                        // start.
-                        _ => finishing = false,
+                    self.stats.cold_runs += 1;
+                    self.stats.cold_from_code += left_code as u64;
+                    self.stats.cold_tails += block.is_some() as u64;
+                    if !heats {
+                        // The rest of a block: the cold tier's block ends at a branch or jump, where blocks start.
+                        finishing = false;
                     }
                     remaining -= retired;
                     left_code = false;
@@ -813,6 +848,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 ring: 0,
                 hart: core::ptr::null_mut(),
                 memory: core::ptr::null_mut(),
+                counts: [0; 4],
                 exit: Exit::BudgetExhausted,
             };
             fill_window(&mut env, &path, memory.ram.size());
@@ -826,6 +862,12 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             env.jump_tag = self.jump_tag;
             env.ring = &mut *self.ring as *mut Ring as usize;
             let address = self.code.base().wrapping_add(offset);
+            if left_code {
+                match from_slot {
+                    true => self.stats.slot_misses += 1,
+                    false => self.stats.other_misses += 1,
+                }
+            }
             // The one call into generated code.
             #[allow(unsafe_code)]
             // SAFETY: `address` is the entry of the host code `translate` wrote for this live block (the cache
@@ -844,6 +886,10 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 function(&mut env)
             };
             self.stats.blocks_entered += 1;
+            self.stats.ring_hits += env.counts[COUNT_RING_HITS];
+            self.stats.ring_misses += env.counts[COUNT_RING_MISSES];
+            self.stats.probes += env.counts[COUNT_PROBES];
+            self.stats.probe_hits += env.counts[COUNT_PROBE_HITS];
             hart.pc = env.pc;
             let retired = remaining.saturating_sub(env.budget);
             retired_in_blocks += retired;
@@ -864,6 +910,50 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         }
         hart.instret = hart.instret.wrapping_add(retired_in_blocks);
         exit
+    }
+}
+
+/// The translator's side of a cold tier run ([`Threaded::run_cold`]): blocks heat up by what they cost there,
+/// and the cold tier stops before a translated block, a hot one (to be translated) or when the queue of hot
+/// blocks is due.
+struct Heating<'a, const CODE: usize, const BLOCKS: usize, const MAP: usize> {
+    heat: &'a mut [u16; HEAT_SLOTS],
+    cache: &'a CodeCache<(), CODE, BLOCKS, MAP>,
+    meta: &'a [BlockMeta; BLOCKS],
+    paged: bool,
+    threshold: u16,
+    queued: bool,
+    waited: &'a mut u64,
+    /// The first block: the RAM offset of the pc it was entered at, whether it heats (not the rest of a block
+    /// or the tail of a budget) and what the round trip to it cost besides its instructions.
+    first: Option<(u64, bool, u64)>,
+}
+
+impl<const CODE: usize, const BLOCKS: usize, const MAP: usize> ColdHook for Heating<'_, CODE, BLOCKS, MAP> {
+    fn ran(&mut self, start: u64, retired: u64) {
+        let (start, heats, extra) = self.first.take().unwrap_or((start, true, 0));
+        // What the cold tier cost, in instructions: at least one (an entry that retired nothing, an exit at once,
+        // still warms the block), and the round trip when translated code left for it.
+        let cost = retired.max(1) + extra;
+        if self.queued {
+            *self.waited += cost;
+        }
+        if let Some(heat) = self.heat.get_mut(heat_slot(start)).filter(|_| heats) {
+            *heat = heat.saturating_add(cost.min(u16::MAX as u64) as u16);
+        }
+    }
+
+    fn enter(&mut self, next: u64, budget: u64) -> bool {
+        // Only a hot block can have been translated (heat never drops; a threshold raised since only leaves a
+        // translated block to the cold tier), so cold code is told apart without the map table.
+        if self.heat.get(heat_slot(next)).is_some_and(|&heat| heat < self.threshold) {
+            return !(self.queued && *self.waited >= (self.threshold / WAIT) as u64);
+        }
+        // A translated block the budget covers runs translated; the tail of a budget stays here.
+        match self.cache.find(BlockKey::new(next, self.paged as u64)) {
+            Some(block) => self.meta.get(block.index()).is_some_and(|meta| meta.insts as u64 > budget),
+            None => false,
+        }
     }
 }
 
@@ -890,6 +980,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> En
             self.stats.stepped += budget;
             return interp::run_steps(hart, memory, budget);
         }
+        self.stats.runs += 1;
         self.run_blocks(hart, memory, budget)
     }
 }

@@ -491,6 +491,46 @@ fn blocks_hot_together_are_written_together() {
     }
 }
 
+/// Cold code runs on the cold tier from block to block without a round trip through the dispatcher per block,
+/// and stops before a block once it is translated, which then runs translated.
+#[test]
+fn the_cold_tier_runs_on_through_cold_blocks() {
+    let jump = |rd| Inst::Jal { rd, offset: 4 };
+    let program = [
+        addi(5, 0, 1000),
+        jump(0),
+        // Four blocks a round, none hot by the end at the default threshold (6 instructions a round).
+        addi(6, 6, 1),
+        jump(0),
+        addi(7, 7, 2),
+        jump(0),
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -20 },
+        Inst::Ecall,
+    ];
+    let budget = 1_000_000;
+    let mut fast = Machine::new(&bytes(&program), false);
+    let mut reference = Machine::new(&bytes(&program), false);
+    let mut dbt = Box::new(TestDbt::new(TestCode::new(1 << 20)).unwrap());
+    assert_eq!(fast.run(&mut *dbt, budget), reference.run(&mut Interpreter, budget));
+    assert_eq!(fast.hart, reference.hart);
+    assert_eq!(fast.hart.x(6), 18 + 1000, "every round ran");
+    let stats = dbt.stats();
+    assert_eq!(stats.blocks_translated, 0, "{stats:?}");
+    assert_eq!(stats.cold_instructions, 2 + 6 * 1000, "{stats:?}");
+    // One cold run: blocks built and chained on the cold tier, none a round trip through the dispatcher.
+    assert!(stats.cold_runs <= 2, "blocks chained on the cold tier: {stats:?}");
+    // With a threshold the loop reaches, the cold tier hands the hot blocks over: they run translated, in
+    // lockstep with the interpreter, over budgets that end anywhere.
+    for supervisor in [false, true] {
+        let (machine, dbt) = lockstep_translating_at(&bytes(&program), supervisor, &[997, 13, 4096], 300);
+        assert_eq!(machine.hart.x(5), 0, "every round ran");
+        let stats = dbt.stats();
+        assert!(stats.blocks_translated >= 3 && stats.blocks_entered > 0, "{stats:?}");
+        assert!(stats.cold_instructions < 6 * 200, "translated soon after the threshold: {stats:?}");
+    }
+}
+
 /// Places `program` at RAM offset `at` of `code`, growing it as needed.
 fn place(code: &mut Vec<u8>, at: usize, program: &[Inst]) {
     let bytes = bytes(program);
