@@ -120,8 +120,9 @@ impl<'a> SharedRam<'a> {
         self.b8.as_ptr() as *mut u8
     }
 
-    /// Little-endian load of `size` (1 to 8) bytes at `offset`: one atomic access when aligned.
-    #[inline(always)]
+    /// Little-endian load of `size` (1 to 8) bytes at `offset`: one atomic access when aligned. Out of line, so
+    /// that the exclusive kind's inlined fast path stays as small as it was.
+    #[inline(never)]
     pub(crate) fn load(&self, offset: usize, size: u64) -> Option<u64> {
         let relaxed = Ordering::Relaxed;
         match size {
@@ -139,7 +140,8 @@ impl<'a> SharedRam<'a> {
     }
 
     /// Little-endian store of the low `size` (1 to 8) bytes of `value` at `offset` (the caller notes the write).
-    #[inline(always)]
+    /// Out of line, as [`load`](Self::load).
+    #[inline(never)]
     pub(crate) fn store(&self, offset: usize, size: u64, value: u64) -> Option<()> {
         let relaxed = Ordering::Relaxed;
         match size {
@@ -153,6 +155,35 @@ impl<'a> SharedRam<'a> {
                     self.b8.get(offset + i)?.store((value >> (8 * i)) as u8, relaxed);
                 }
             }
+        }
+        Some(())
+    }
+
+    /// The engines' fast path: an aligned load of `size` (1, 2, 4 or 8) bytes at `offset`, one atomic access with no
+    /// call; `None` when misaligned (the caller takes its slow path) or outside.
+    #[inline(always)]
+    pub(crate) fn load_aligned(&self, offset: usize, size: usize) -> Option<u64> {
+        let relaxed = Ordering::Relaxed;
+        match size {
+            8 if offset.is_multiple_of(8) => self.b64.get(offset / 8).map(|a| u64::from_le(a.load(relaxed))),
+            4 if offset.is_multiple_of(4) => self.b32.get(offset / 4).map(|a| u64::from(u32::from_le(a.load(relaxed)))),
+            2 if offset.is_multiple_of(2) => self.b16.get(offset / 2).map(|a| u64::from(u16::from_le(a.load(relaxed)))),
+            1 => self.b8.get(offset).map(|a| u64::from(a.load(relaxed))),
+            _ => None,
+        }
+    }
+
+    /// The engines' fast path: an aligned store of the low `size` (1, 2, 4 or 8) bytes of `value` at `offset`;
+    /// `None` (nothing written) when misaligned or outside.
+    #[inline(always)]
+    pub(crate) fn store_aligned(&self, offset: usize, size: usize, value: u64) -> Option<()> {
+        let relaxed = Ordering::Relaxed;
+        match size {
+            8 if offset.is_multiple_of(8) => self.b64.get(offset / 8)?.store(value.to_le(), relaxed),
+            4 if offset.is_multiple_of(4) => self.b32.get(offset / 4)?.store((value as u32).to_le(), relaxed),
+            2 if offset.is_multiple_of(2) => self.b16.get(offset / 2)?.store((value as u16).to_le(), relaxed),
+            1 => self.b8.get(offset)?.store(value as u8, relaxed),
+            _ => return None,
         }
         Some(())
     }
