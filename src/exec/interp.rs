@@ -129,8 +129,14 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
         }
         // Architecturally a no-op, but the VM wants to know that the hart is spinning.
         crate::isa::PAUSE => return Err(Exit::System { inst: decoded.inst, word, len: decoded.len }),
-        // The interpreter has no instruction cache and one hart sees its own stores in order.
-        Inst::Fence { .. } | Inst::FenceI => {}
+        // The interpreter has no instruction cache and one hart sees its own stores in order; with RAM shared by
+        // other threads' harts, a `fence` is a host full fence (x86-64 lets a later load pass an earlier store).
+        Inst::Fence { .. } => {
+            if memory.ram.is_shared() {
+                core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        Inst::FenceI => {}
         Inst::Ecall => {
             return Err(Exit::Exception { cause: Exception::ecall_from(hart.privilege), tval: 0 });
         }

@@ -834,7 +834,9 @@ fn predecode(inst: Inst, word: u32, len: u8) -> (Op, bool) {
         Inst::Op { op: kind, rd, rs1, rs2 } => (op(OP[kind as usize], rd, rs1, rs2, 0), false),
         // `pause` leaves the engine (through the interpreter) so the VM can let other harts run.
         isa::PAUSE => (op(fallback_end, 0, 0, 0, 0), true),
-        Inst::Fence { .. } | Inst::FenceI => (nop_op, false),
+        // A code write is noticed without `fence.i` (the code watch); a `fence` orders memory for other threads.
+        Inst::Fence { .. } => (op(fence, 0, 0, 0, 0), false),
+        Inst::FenceI => (nop_op, false),
         // A CSR access leaves the engine for the dispatcher, as the interpreter's does, but without decoding the
         // word again (hot in loops that read a counter or toggle interrupts): the op keeps the operands and word.
         Inst::Csr { op: csr_op, rd, src, csr } if csr == (word >> 20) as u16 => {
@@ -980,6 +982,15 @@ fn inline_sie_toggle(hart: &mut Hart, op: CsrOp, src: u8, csr: u16) -> Option<u6
 }
 
 fn nop(_hart: &mut Hart, _ctx: &mut Ctx, _op: &Op, _pc: u64) -> Flow {
+    Flow::Next
+}
+
+/// `fence`: with RAM shared by other threads' harts, a host full fence (x86-64 lets a later load pass an earlier
+/// store, which `fence rw,rw` forbids); with exclusive RAM one hart sees its own accesses in order.
+fn fence(_hart: &mut Hart, ctx: &mut Ctx, _op: &Op, _pc: u64) -> Flow {
+    if ctx.memory.ram.is_shared() {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    }
     Flow::Next
 }
 

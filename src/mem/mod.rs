@@ -1,4 +1,10 @@
-//! Guest memory: guest real RAM as a host byte slice, with every access bounds-checked.
+//! Guest memory: guest real RAM as a host byte slice owned by one thread, or as a handle onto RAM shared by several
+//! host threads (one per guest hart: [`shared`]), with every access bounds-checked.
+//!
+//! Run-time users (devices' DMA, loaders, firmware calls) copy with [`Ram::read_bytes`], [`Ram::write_bytes`] and
+//! [`Ram::fill`], which work on both kinds; the slices ([`Ram::slice`], [`Ram::as_slice`], ...) exist only for
+//! exclusive RAM and answer `None` for shared RAM, so no caller silently reads nothing. AMOs and SC go through
+//! [`Ram::amo_at_offset`] and [`Ram::compare_exchange_at_offset`], host atomics on shared RAM.
 //!
 //! The three levels of page-map tables live in the submodules: [`sv39`] walks the guest's tables (guest virtual ->
 //! guest real), [`realmap`] is the VM's real map (guest real -> host), [`tlb`] caches their composition for the
@@ -164,6 +170,7 @@ impl<'a> Ram<'a> {
     }
 
     /// Whether this is a handle onto shared RAM.
+    #[inline(always)]
     pub fn is_shared(&self) -> bool {
         !matches!(self.storage, Storage::Exclusive(_))
     }
