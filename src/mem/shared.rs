@@ -22,15 +22,16 @@
 //! the ring overwrote entries the handle had not read. So a code write by any thread reaches every thread's engine
 //! at its next check.
 //!
-//! Ordering: an engine sets the watch bits (locked read-modify-writes, full barriers on x86-64) BEFORE it reads
-//! the bytes it translates, and a writer stores before it checks the bit. What remains is the x86 store-buffer
-//! window: a store still in the writer's store buffer when the writer reads the bit as clear, while another thread
-//! sets the bit and reads the old bytes, within those few nanoseconds, is not reported, and that translation stays
-//! until the next code write to its granules. We guarantee what RISC-V requires: a hart that synchronises with the
-//! writer (reads a flag the writer set after its code store) and then executes `fence.i` sees the new code, as long
-//! as the engine's `fence.i` re-checks the log (the store was then globally visible before the flag, hence before
-//! the bit check of any later translation). A cross-modifying store racing the translation of the same granule
-//! with no synchronisation is allowed by the specification to be seen late; here it may be seen never.
+//! Ordering: an engine sets the watch bits (locked read-modify-writes, full barriers on x86-64) BEFORE the reads of
+//! the bytes it translates that count (the threaded engine reads a block's words again after watching them; the
+//! translator watches to the end of the page first), and a writer stores before it checks the bit. What we
+//! guarantee: a code write is reported to every handle unless the writer's store is still in its store buffer
+//! when it reads the bit as clear while another thread sets the bit and reads the granule's old bytes, all within
+//! those few nanoseconds: then that thread's translation of the old bytes is not reported and stays until the next
+//! code write to its page. RISC-V lets a hart see another hart's code write late until it synchronises with the
+//! writer and runs `fence.i`; our engines treat `fence.i` as a no-op, so in that race "late" can mean "never".
+//! Closing it would take a host fence on every guest store, or `fence.i` on shared RAM dropping every translation
+//! of its hart.
 //!
 //! This module never allocates, never blocks except on the dirty log's lock (held for a few stores), and never
 //! lets an offset index outside the views (every access is `get`-checked).
