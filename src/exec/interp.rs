@@ -129,10 +129,12 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
         }
         // Architecturally a no-op, but the VM wants to know that the hart is spinning.
         crate::isa::PAUSE => return Err(Exit::System { inst: decoded.inst, word, len: decoded.len }),
-        // Harts on other host threads: the host keeps every order but store -> load by itself (the shared RAM's
-        // accesses are acquire loads and release stores).
+        // With RAM shared by other threads' harts, the host keeps every order of their accesses but store -> load
+        // (shared RAM is acquire-loaded and release-stored): a FENCE that orders that pair is a host fence.
         Inst::Fence { fm, pred, succ } if crate::isa::fence_orders_stores_before_loads(fm, pred, succ) => {
-            core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+            if memory.ram.is_shared() {
+                core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+            }
         }
         // The interpreter has no instruction cache and one hart sees its own stores in order.
         Inst::Fence { .. } | Inst::FenceI => {}

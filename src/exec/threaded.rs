@@ -937,6 +937,7 @@ fn predecode(inst: Inst, word: u32, len: u8) -> (Op, bool) {
         Inst::Op { op: kind, rd, rs1, rs2 } => (op(OP[kind as usize], rd, rs1, rs2, 0), false),
         // `pause` leaves the engine (through the interpreter) so the VM can let other harts run.
         isa::PAUSE => (op(fallback_end, 0, 0, 0, 0), true),
+        // A code write is noticed without `fence.i` (the code watch); a `fence` orders memory for other threads.
         Inst::Fence { fm, pred, succ } if isa::fence_orders_stores_before_loads(fm, pred, succ) => {
             (op(host_fence, 0, 0, 0, 0), false)
         }
@@ -1089,9 +1090,12 @@ fn nop(_hart: &mut Hart, _ctx: &mut Ctx, _op: &Op, _pc: u64) -> Flow {
     Flow::Next
 }
 
-/// A FENCE that orders stores before loads, for harts on other host threads (see the interpreter's).
-fn host_fence(_hart: &mut Hart, _ctx: &mut Ctx, _op: &Op, _pc: u64) -> Flow {
-    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+/// A FENCE that orders stores before loads: with RAM shared by other threads' harts, a host full fence (x86-64
+/// lets a later load pass an earlier store); with exclusive RAM one hart sees its own accesses in order.
+fn host_fence(_hart: &mut Hart, ctx: &mut Ctx, _op: &Op, _pc: u64) -> Flow {
+    if ctx.memory.ram.is_shared() {
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    }
     Flow::Next
 }
 

@@ -1,4 +1,10 @@
-//! Guest memory: guest real RAM as a host byte slice, with every access bounds-checked.
+//! Guest memory: guest real RAM as a host byte slice owned by one thread, or as a handle onto RAM shared by several
+//! host threads (one per guest hart: [`shared`]), with every access bounds-checked.
+//!
+//! Run-time users (devices' DMA, loaders, firmware calls) copy with [`Ram::read_bytes`], [`Ram::write_bytes`] and
+//! [`Ram::fill`], which work on both kinds; the slices ([`Ram::slice`], [`Ram::as_slice`], ...) exist only for
+//! exclusive RAM and answer `None` for shared RAM, so no caller silently reads nothing. AMOs and SC go through
+//! [`Ram::amo_at_offset`] and [`Ram::compare_exchange_at_offset`], host atomics on shared RAM.
 //!
 //! The three levels of page-map tables live in the submodules: [`sv39`] walks the guest's tables (guest virtual ->
 //! guest real), [`realmap`] is the VM's real map (guest real -> host), [`tlb`] caches their composition for the
@@ -86,6 +92,44 @@ struct CodeWatch<'a> {
     overflowed: bool,
 }
 
+impl CodeWatch<'_> {
+    /// Whether page `page` is watched.
+    #[inline(always)]
+    fn is_watched(&self, page: u64) -> bool {
+        self.watched.get((page / 64) as usize).is_some_and(|word| word & (1 << (page % 64)) != 0)
+    }
+
+    /// Records a write to `[start, end)` if it touches code in a watched page.
+    #[inline(always)]
+    fn note_write(&mut self, start: u64, end: u64) {
+        for page in start / PAGE_SIZE..=(end - 1) / PAGE_SIZE {
+            let Some(word) = self.watched.get_mut((page / 64) as usize) else { continue };
+            let bit = 1u64 << (page % 64);
+            if *word & bit == 0 {
+                continue;
+            }
+            if let Some(mask) = self.granules.get_mut(page as usize) {
+                let page_start = page * PAGE_SIZE;
+                let written =
+                    granule_bits(start.max(page_start) - page_start, end.min(page_start + PAGE_SIZE) - page_start);
+                if *mask & written == 0 {
+                    // Data beside the page's code.
+                    continue;
+                }
+                *mask = 0;
+            }
+            *word &= !bit;
+            match self.dirty.get_mut(self.dirty_len) {
+                Some(slot) => {
+                    *slot = page;
+                    self.dirty_len += 1;
+                }
+                None => self.overflowed = true,
+            }
+        }
+    }
+}
+
 /// Code pages written since the last [`Ram::take_dirty_code`].
 // Returned by value, rarely, and never stored: no reason to box the list (there is no heap).
 #[allow(clippy::large_enum_variant)]
@@ -126,6 +170,7 @@ impl<'a> Ram<'a> {
     }
 
     /// Whether this is a handle onto shared RAM.
+    #[inline(always)]
     pub fn is_shared(&self) -> bool {
         !matches!(self.storage, Storage::Exclusive(_))
     }
@@ -202,24 +247,29 @@ impl<'a> Ram<'a> {
     /// VMM's patcher scanned it), so it must never be written unseen (natively, by a real CPU's store).
     #[inline]
     pub fn is_code_page(&self, page: u64) -> bool {
+        // Exclusive RAM's watch first (the fast path's common case); only shared RAM has none.
+        if let Some(watch) = &self.code_watch {
+            return watch.is_watched(page);
+        }
         #[cfg(target_has_atomic = "64")]
         if let Storage::Shared { ram, .. } = &self.storage {
             return ram.is_watched(page);
         }
-        self.code_watch.as_ref().is_some_and(|watch| {
-            watch.watched.get((page / 64) as usize).is_some_and(|word| word & (1 << (page % 64)) != 0)
-        })
+        false
     }
 
     /// Whether a watched code page was written since the last [`take_dirty_code`](Self::take_dirty_code) (with
     /// shared RAM: by any thread).
     #[inline(always)]
     pub fn has_dirty_code(&self) -> bool {
+        if let Some(watch) = &self.code_watch {
+            return watch.dirty_len > 0 || watch.overflowed;
+        }
         #[cfg(target_has_atomic = "64")]
         if let Storage::Shared { ram, cursor } = &self.storage {
             return ram.logged() != *cursor;
         }
-        self.code_watch.as_ref().is_some_and(|watch| watch.dirty_len > 0 || watch.overflowed)
+        false
     }
 
     /// The watched code pages written since the last call (they are no longer watched).
@@ -245,35 +295,12 @@ impl<'a> Ram<'a> {
     #[inline(always)]
     fn note_write(&mut self, offset: usize, len: usize) {
         let (start, end) = (offset as u64, offset as u64 + len.max(1) as u64);
+        if let Some(watch) = self.code_watch.as_mut() {
+            return watch.note_write(start, end);
+        }
         #[cfg(target_has_atomic = "64")]
         if let Storage::Shared { ram, .. } = &self.storage {
-            return ram.note_write(start, end);
-        }
-        let Some(watch) = self.code_watch.as_mut() else { return };
-        for page in start / PAGE_SIZE..=(end - 1) / PAGE_SIZE {
-            let Some(word) = watch.watched.get_mut((page / 64) as usize) else { continue };
-            let bit = 1u64 << (page % 64);
-            if *word & bit == 0 {
-                continue;
-            }
-            if let Some(mask) = watch.granules.get_mut(page as usize) {
-                let page_start = page * PAGE_SIZE;
-                let written =
-                    granule_bits(start.max(page_start) - page_start, end.min(page_start + PAGE_SIZE) - page_start);
-                if *mask & written == 0 {
-                    // Data beside the page's code.
-                    continue;
-                }
-                *mask = 0;
-            }
-            *word &= !bit;
-            match watch.dirty.get_mut(watch.dirty_len) {
-                Some(slot) => {
-                    *slot = page;
-                    watch.dirty_len += 1;
-                }
-                None => watch.overflowed = true,
-            }
+            ram.note_write(start, end);
         }
     }
 
@@ -462,7 +489,7 @@ impl<'a> Ram<'a> {
     }
 
     /// The engines' fast-path load of `size` (at most 8) bytes at host offset `offset`, zero-extended; `None`
-    /// when outside.
+    /// when outside (or, for shared RAM, misaligned: then the caller's slow path serves it).
     #[inline(always)]
     pub(crate) fn load_at_host_offset(&self, offset: usize, size: usize) -> Option<u64> {
         match &self.storage {
@@ -473,33 +500,41 @@ impl<'a> Ram<'a> {
                 Some(u64::from_le_bytes(buf))
             }
             #[cfg(target_has_atomic = "64")]
-            Storage::Shared { ram, .. } => {
-                offset.checked_add(size).filter(|&end| end as u64 <= self.size)?;
-                ram.load(offset, size as u64)
-            }
+            // Misaligned: `None`, the caller's slow path takes it byte by byte.
+            Storage::Shared { ram, .. } => ram.load_aligned(offset, size),
         }
     }
 
     /// The engines' fast-path store of the low `size` (at most 8) bytes of `value` at host offset `offset`,
     /// within one page: `Some(true)` when the page is watched code (the write was noted), `None` (nothing
-    /// written) when outside.
+    /// written) when outside (or, for shared RAM, misaligned: then the caller's slow path serves it).
     #[inline(always)]
     pub(crate) fn store_at_host_offset(&mut self, offset: usize, size: usize, value: u64) -> Option<bool> {
         let end = offset.checked_add(size)?;
         if end as u64 > self.size {
             return None;
         }
+        let page = offset as u64 / PAGE_SIZE;
         match &mut self.storage {
-            Storage::Exclusive(bytes) => bytes.get_mut(offset..end)?.copy_from_slice(value.to_le_bytes().get(..size)?),
+            Storage::Exclusive(bytes) => {
+                let code = self.code_watch.as_ref().is_some_and(|watch| watch.is_watched(page));
+                if let Some(watch) = self.code_watch.as_mut().filter(|_| code) {
+                    watch.note_write(offset as u64, end as u64);
+                }
+                bytes.get_mut(offset..end)?.copy_from_slice(value.to_le_bytes().get(..size)?);
+                Some(code)
+            }
             // Stored before the watch is checked (see `shared`'s ordering rules).
             #[cfg(target_has_atomic = "64")]
-            Storage::Shared { ram, .. } => ram.store(offset, size as u64, value)?,
+            Storage::Shared { ram, .. } => {
+                ram.store_aligned(offset, size, value)?;
+                let code = ram.is_watched(page);
+                if code {
+                    ram.note_write(offset as u64, end as u64);
+                }
+                Some(code)
+            }
         }
-        let code = self.is_code_page(offset as u64 / PAGE_SIZE);
-        if code {
-            self.note_write(offset, size);
-        }
-        Some(code)
     }
 
     /// Atomically replaces the `size`-byte (1, 2, 4 or 8) value at `offset` (size-aligned) with `op(old)`, noting

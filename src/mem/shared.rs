@@ -23,15 +23,16 @@
 //! the ring overwrote entries the handle had not read. So a code write by any thread reaches every thread's engine
 //! at its next check.
 //!
-//! Ordering: an engine sets the watch bits (locked read-modify-writes, full barriers on x86-64) BEFORE it reads
-//! the bytes it translates, and a writer stores before it checks the bit. What remains is the x86 store-buffer
-//! window: a store still in the writer's store buffer when the writer reads the bit as clear, while another thread
-//! sets the bit and reads the old bytes, within those few nanoseconds, is not reported, and that translation stays
-//! until the next code write to its granules. We guarantee what RISC-V requires: a hart that synchronises with the
-//! writer (reads a flag the writer set after its code store) and then executes `fence.i` sees the new code, as long
-//! as the engine's `fence.i` re-checks the log (the store was then globally visible before the flag, hence before
-//! the bit check of any later translation). A cross-modifying store racing the translation of the same granule
-//! with no synchronisation is allowed by the specification to be seen late; here it may be seen never.
+//! Ordering: an engine sets the watch bits (locked read-modify-writes, full barriers on x86-64) BEFORE the reads of
+//! the bytes it translates that count (the threaded engine reads a block's words again after watching them; the
+//! translator watches to the end of the page first), and a writer stores before it checks the bit. What we
+//! guarantee: a code write is reported to every handle unless the writer's store is still in its store buffer
+//! when it reads the bit as clear while another thread sets the bit and reads the granule's old bytes, all within
+//! those few nanoseconds: then that thread's translation of the old bytes is not reported and stays until the next
+//! code write to its page. RISC-V lets a hart see another hart's code write late until it synchronises with the
+//! writer and runs `fence.i`; our engines treat `fence.i` as a no-op, so in that race "late" can mean "never".
+//! Closing it would take a host fence on every guest store, or `fence.i` on shared RAM dropping every translation
+//! of its hart.
 //!
 //! This module never allocates, never blocks except on the dirty log's lock (held for a few stores), and never
 //! lets an offset index outside the views (every access is `get`-checked).
@@ -121,8 +122,9 @@ impl<'a> SharedRam<'a> {
         self.b8.as_ptr() as *mut u8
     }
 
-    /// Little-endian load of `size` (1 to 8) bytes at `offset`: one atomic access when aligned.
-    #[inline(always)]
+    /// Little-endian load of `size` (1 to 8) bytes at `offset`: one atomic access when aligned. Out of line, so
+    /// that the exclusive kind's inlined fast path stays as small as it was.
+    #[inline(never)]
     pub(crate) fn load(&self, offset: usize, size: u64) -> Option<u64> {
         let order = Ordering::Acquire;
         match size {
@@ -140,7 +142,8 @@ impl<'a> SharedRam<'a> {
     }
 
     /// Little-endian store of the low `size` (1 to 8) bytes of `value` at `offset` (the caller notes the write).
-    #[inline(always)]
+    /// Out of line, as [`load`](Self::load).
+    #[inline(never)]
     pub(crate) fn store(&self, offset: usize, size: u64, value: u64) -> Option<()> {
         let order = Ordering::Release;
         match size {
@@ -154,6 +157,35 @@ impl<'a> SharedRam<'a> {
                     self.b8.get(offset + i)?.store((value >> (8 * i)) as u8, order);
                 }
             }
+        }
+        Some(())
+    }
+
+    /// The engines' fast path: an aligned load of `size` (1, 2, 4 or 8) bytes at `offset`, one atomic access with no
+    /// call; `None` when misaligned (the caller takes its slow path) or outside.
+    #[inline(always)]
+    pub(crate) fn load_aligned(&self, offset: usize, size: usize) -> Option<u64> {
+        let relaxed = Ordering::Relaxed;
+        match size {
+            8 if offset.is_multiple_of(8) => self.b64.get(offset / 8).map(|a| u64::from_le(a.load(relaxed))),
+            4 if offset.is_multiple_of(4) => self.b32.get(offset / 4).map(|a| u64::from(u32::from_le(a.load(relaxed)))),
+            2 if offset.is_multiple_of(2) => self.b16.get(offset / 2).map(|a| u64::from(u16::from_le(a.load(relaxed)))),
+            1 => self.b8.get(offset).map(|a| u64::from(a.load(relaxed))),
+            _ => None,
+        }
+    }
+
+    /// The engines' fast path: an aligned store of the low `size` (1, 2, 4 or 8) bytes of `value` at `offset`;
+    /// `None` (nothing written) when misaligned or outside.
+    #[inline(always)]
+    pub(crate) fn store_aligned(&self, offset: usize, size: usize, value: u64) -> Option<()> {
+        let relaxed = Ordering::Relaxed;
+        match size {
+            8 if offset.is_multiple_of(8) => self.b64.get(offset / 8)?.store(value.to_le(), relaxed),
+            4 if offset.is_multiple_of(4) => self.b32.get(offset / 4)?.store((value as u32).to_le(), relaxed),
+            2 if offset.is_multiple_of(2) => self.b16.get(offset / 2)?.store((value as u16).to_le(), relaxed),
+            1 => self.b8.get(offset)?.store(value as u8, relaxed),
+            _ => return None,
         }
         Some(())
     }

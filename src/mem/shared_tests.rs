@@ -249,3 +249,21 @@ fn a_code_write_by_another_thread_reaches_every_thread_once() {
         }
     });
 }
+
+#[test]
+fn the_engines_fast_path_serves_aligned_accesses_and_leaves_the_rest_to_the_slow_path() {
+    let words = atomics((2 * PAGE_SIZE / 8) as usize);
+    let watch = atomics(code_watch_words(2 * PAGE_SIZE));
+    let shared = shared(&words, &watch);
+    let (mut ram, mut other) = (Ram::shared(&shared), Ram::shared(&shared));
+    assert_eq!(ram.store_at_host_offset(8, 8, 0x1122_3344_5566_7788), Some(false));
+    assert_eq!(ram.load_at_host_offset(12, 4), Some(0x1122_3344));
+    assert_eq!(ram.load_at_host_offset(9, 1), Some(0x77));
+    assert_eq!(ram.load_at_host_offset(10, 4), None, "misaligned: the slow path's");
+    assert_eq!(ram.store_at_host_offset(3, 2, 0), None);
+    assert_eq!(ram.load(RAM_BASE + 10, 4), Some(0x3344_5566), "which serves it");
+    assert_eq!(ram.load_at_host_offset(2 * PAGE_SIZE as usize, 1), None, "outside");
+    assert!(other.watch_code(PAGE_SIZE + 0x40, 4));
+    assert_eq!(ram.store_at_host_offset(PAGE_SIZE as usize + 0x40, 4, 0x13), Some(true), "a code write");
+    assert_eq!(other.take_dirty_code().pages(), Some(&[1][..]));
+}

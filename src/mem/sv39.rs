@@ -189,6 +189,7 @@ pub trait PageTableMemory {
 }
 
 impl PageTableMemory for Ram<'_> {
+    #[inline(always)]
     fn read_u64(&mut self, gpa: u64) -> Option<u64> {
         if gpa & 7 != 0 {
             return None;
@@ -197,13 +198,13 @@ impl PageTableMemory for Ram<'_> {
     }
 
     fn compare_exchange_u64(&mut self, gpa: u64, old: u64, new: u64) -> Option<bool> {
-        // `&mut self`: no other accessor exists while this runs, so read-compare-write is atomic.
-        let current = self.read_u64(gpa)?;
-        if current != old {
-            return Some(false);
+        // One host compare-exchange on shared RAM (another thread's hart may update the same PTE); exclusive RAM
+        // has no other accessor while this runs.
+        if gpa & 7 != 0 {
+            return None;
         }
-        self.store(gpa, 8, new)?;
-        Some(true)
+        let offset = self.offset_of(gpa, 8)? as u64;
+        Some(self.compare_exchange_at_offset(offset, 8, old, new)?.is_ok())
     }
 }
 
