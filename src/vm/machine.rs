@@ -337,25 +337,13 @@ impl<D: Devices, E: Engine> SbiEnvironment for FirmwareEnvironment<'_, '_, D, E>
         if !self.granted(addr, buf.len() as u64, MapPerms::R) {
             return false;
         }
-        match self.ram.slice(addr, buf.len() as u64) {
-            Some(bytes) => {
-                buf.copy_from_slice(bytes);
-                true
-            }
-            None => false,
-        }
+        self.ram.read_bytes(addr, buf).is_some()
     }
     fn write_physical(&mut self, addr: u64, bytes: &[u8]) -> bool {
         if !self.granted(addr, bytes.len() as u64, MapPerms::W) {
             return false;
         }
-        match self.ram.slice_mut(addr, bytes.len() as u64) {
-            Some(target) => {
-                target.copy_from_slice(bytes);
-                true
-            }
-            None => false,
-        }
+        self.ram.write_bytes(addr, bytes).is_some()
     }
     fn physical_accessible(&self, addr: u64, len: u64) -> bool {
         self.granted(addr, len, MapPerms::R)
@@ -836,10 +824,10 @@ impl<'a, D: Devices> Vm<'a, D> {
         while done < buf.len() {
             let address = va.wrapping_add(done as u64);
             let chunk = (buf.len() - done).min((PAGE_SIZE - (address & (PAGE_SIZE - 1))) as usize);
-            let bytes = debug_translate(&self.ram, hart, address).and_then(|gpa| self.ram.slice(gpa, chunk as u64));
-            match (bytes, buf.get_mut(done..done + chunk)) {
-                (Some(bytes), Some(target)) => target.copy_from_slice(bytes),
-                _ => break,
+            let Some(target) = buf.get_mut(done..done + chunk) else { break };
+            let read = debug_translate(&self.ram, hart, address).and_then(|gpa| self.ram.read_bytes(gpa, target));
+            if read.is_none() {
+                break;
             }
             done += chunk;
         }
@@ -857,9 +845,9 @@ impl<'a, D: Devices> Vm<'a, D> {
             let address = va.wrapping_add(done as u64);
             let chunk = (bytes.len() - done).min((PAGE_SIZE - (address & (PAGE_SIZE - 1))) as usize);
             let Some(gpa) = debug_translate(&self.ram, hart, address) else { break };
-            match (self.ram.slice_mut(gpa, chunk as u64), bytes.get(done..done + chunk)) {
-                (Some(target), Some(source)) => target.copy_from_slice(source),
-                _ => break,
+            let Some(source) = bytes.get(done..done + chunk) else { break };
+            if self.ram.write_bytes(gpa, source).is_none() {
+                break;
             }
             done += chunk;
         }
