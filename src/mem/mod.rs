@@ -24,7 +24,7 @@ pub mod shared;
 mod shared_tests;
 
 #[cfg(target_has_atomic = "64")]
-pub use shared::SharedRam;
+pub use shared::{RemoteFence, SharedRam};
 
 /// Guest real address of the first byte of RAM on the QEMU `virt` machine.
 pub const RAM_BASE: u64 = 0x8000_0000;

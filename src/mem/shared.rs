@@ -30,9 +30,13 @@
 //! when it reads the bit as clear while another thread sets the bit and reads the granule's old bytes, all within
 //! those few nanoseconds: then that thread's translation of the old bytes is not reported and stays until the next
 //! code write to its page. RISC-V lets a hart see another hart's code write late until it synchronises with the
-//! writer and runs `fence.i`; our engines treat `fence.i` as a no-op, so in that race "late" can mean "never".
-//! Closing it would take a host fence on every guest store, or `fence.i` on shared RAM dropping every translation
-//! of its hart.
+//! writer and runs `fence.i`; our engines treat `fence.i` as a no-op, so in that race "late" could mean "never".
+//! An embedder closes the window with an asymmetric fence ([`RemoteFence`], Linux's `membarrier`): whenever a
+//! watch sets a bit that was clear, the watching thread makes every other thread execute a full barrier before
+//! it reads the bytes. A writer's store then either is visible to that read, or comes after the writer's
+//! barrier and so after the bit was set, and the writer's check sees the bit. Bits are set once per page and
+//! granule until a code write clears them, so this costs a few microseconds per newly watched page, never per
+//! store or per block.
 //!
 //! This module never allocates, never blocks except on the dirty log's lock (held for a few stores), and never
 //! lets an offset index outside the views (every access is `get`-checked).
@@ -43,6 +47,13 @@ use super::{granule_bits, DirtyCode, CODE_GRANULE, DIRTY_CAPACITY, PAGE_SIZE};
 
 /// Code-page writes the shared dirty log remembers; a handle that falls further behind sees `DirtyCode::All`.
 pub const DIRTY_LOG: usize = 256;
+
+/// An asymmetric fence the embedder provides (see the module documentation): when it returns, every other thread
+/// of the VM has executed a full memory barrier since it was called (Linux: `membarrier` with
+/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED`).
+pub trait RemoteFence: Sync {
+    fn fence_other_threads(&self);
+}
 
 /// Guest RAM shared by every thread of a VM (see the module documentation). Lend it to each thread as
 /// `&SharedRam` and make one [`Ram`](super::Ram) handle per thread with [`Ram::shared`](super::Ram::shared).
@@ -60,6 +71,8 @@ pub struct SharedRam<'a> {
     log: spin::Mutex<[u64; DIRTY_LOG]>,
     /// Entries ever appended to `log`.
     logged: AtomicU64,
+    /// Run after a watch sets a bit that was clear, before the engine reads the bytes.
+    remote_fence: Option<&'a dyn RemoteFence>,
 }
 
 impl<'a> SharedRam<'a> {
@@ -104,7 +117,14 @@ impl<'a> SharedRam<'a> {
             granules,
             log: spin::Mutex::new([0; DIRTY_LOG]),
             logged: AtomicU64::new(0),
+            remote_fence: None,
         })
+    }
+
+    /// Closes the code watch's store-buffer window with `fence` (see the module documentation).
+    pub fn with_remote_fence(mut self, fence: &'a dyn RemoteFence) -> Self {
+        self.remote_fence = Some(fence);
+        self
     }
 
     /// Guest real address of the first byte.
@@ -306,19 +326,29 @@ impl<'a> SharedRam<'a> {
     /// writer that sees the bit also sees the granules. False when a page lies outside the watch.
     pub(crate) fn watch(&self, offset: u64, end: u64) -> bool {
         let mut page = offset / PAGE_SIZE;
+        let mut newly_watched = false;
+        let mut watched = true;
         while page * PAGE_SIZE < end {
-            let Some(word) = self.watched.get((page / 64) as usize) else { return false };
+            let Some(word) = self.watched.get((page / 64) as usize) else {
+                watched = false;
+                break;
+            };
             if let Some(mask) = self.granules.get(page as usize) {
                 let page_start = page * PAGE_SIZE;
-                mask.fetch_or(
-                    granule_bits(offset.max(page_start) - page_start, end.min(page_start + PAGE_SIZE) - page_start),
-                    Ordering::SeqCst,
-                );
+                let bits =
+                    granule_bits(offset.max(page_start) - page_start, end.min(page_start + PAGE_SIZE) - page_start);
+                newly_watched |= mask.fetch_or(bits, Ordering::SeqCst) & bits != bits;
             }
-            word.fetch_or(1 << (page % 64), Ordering::SeqCst);
+            let bit = 1 << (page % 64);
+            newly_watched |= word.fetch_or(bit, Ordering::SeqCst) & bit == 0;
             page += 1;
         }
-        true
+        if newly_watched {
+            if let Some(fence) = self.remote_fence {
+                fence.fence_other_threads();
+            }
+        }
+        watched
     }
 
     /// Whether page `page` is watched.

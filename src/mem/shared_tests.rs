@@ -267,3 +267,32 @@ fn the_engines_fast_path_serves_aligned_accesses_and_leaves_the_rest_to_the_slow
     assert_eq!(ram.store_at_host_offset(PAGE_SIZE as usize + 0x40, 4, 0x13), Some(true), "a code write");
     assert_eq!(other.take_dirty_code().pages(), Some(&[1][..]));
 }
+
+#[test]
+fn the_remote_fence_runs_when_a_watch_sets_a_clear_bit_and_only_then() {
+    struct Count(AtomicU64);
+    impl RemoteFence for Count {
+        fn fence_other_threads(&self) {
+            self.0.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let fences = Count(AtomicU64::new(0));
+    let count = || fences.0.load(core::sync::atomic::Ordering::SeqCst);
+    let words = atomics(4 * PAGE_SIZE as usize / 8);
+    let watch = atomics(code_watch_words(4 * PAGE_SIZE));
+    let shared = shared(&words, &watch).with_remote_fence(&fences);
+    let mut ram = Ram::shared(&shared);
+    assert!(ram.watch_code(PAGE_SIZE + 0x100, 0x40));
+    assert_eq!(count(), 1, "a page newly watched");
+    assert!(ram.watch_code(PAGE_SIZE + 0x100, 0x40));
+    assert_eq!(count(), 1, "the same granule again: nothing new, no fence");
+    assert!(ram.watch_code(PAGE_SIZE + 0x800, 0x10));
+    assert_eq!(count(), 2, "a new granule of a watched page");
+    // A code write clears the page: watching it again needs the fence again.
+    ram.store(RAM_BASE + PAGE_SIZE + 0x100, 4, 0).unwrap();
+    assert!(ram.has_dirty_code());
+    assert!(ram.watch_code(PAGE_SIZE + 0x100, 0x40));
+    assert_eq!(count(), 3);
+    assert!(!ram.watch_code(8 * PAGE_SIZE, 4), "outside RAM: nothing watched");
+    assert_eq!(count(), 3);
+}
