@@ -354,7 +354,8 @@ fn hart_thread<D: Devices>(
     Ok(())
 }
 
-/// Boots the machine `plan` describes with a thread per hart and runs it to its end (a reset boots it again).
+/// Boots the machine `plan` describes with a thread per hart and runs it to its end (after a reset the caller
+/// boots it again).
 pub fn run(args: &RunArgs, plan: &BootPlan) -> Result<RunOutcome, String> {
     let harts = usize::from(args.smp);
     let memory = SharedMemory::zeroed(args.memory)?;
@@ -390,7 +391,11 @@ pub fn run(args: &RunArgs, plan: &BootPlan) -> Result<RunOutcome, String> {
                         }
                         result
                     })
-                    .map_err(|e| format!("cannot start the thread of hart {index}: {e}"))
+                    .map_err(|e| {
+                        // The harts already started must not wait for this one forever.
+                        ending.end(RunOutcome::PowerOff { code: 1 }, wakeups);
+                        format!("cannot start the thread of hart {index}: {e}")
+                    })
             })
             .collect();
         threads
@@ -404,13 +409,13 @@ pub fn run(args: &RunArgs, plan: &BootPlan) -> Result<RunOutcome, String> {
     if let Some(failure) = failures.into_iter().next() {
         return Err(failure);
     }
-    eprintln_steps(ending.steps.load(Ordering::Relaxed), args);
+    report_limit(ending.steps.load(Ordering::Relaxed), args);
     let outcome = ending.outcome.lock().ok().and_then(|outcome| *outcome);
     outcome.ok_or_else(|| "the hart threads stopped without an outcome".into())
 }
 
 /// The instruction count, for a run that ended at its limit.
-fn eprintln_steps(steps: u64, args: &RunArgs) {
+fn report_limit(steps: u64, args: &RunArgs) {
     if args.max_insns.is_some_and(|limit| steps >= limit) {
         eprintln!("trapeze: instruction limit reached after {steps} instructions (every hart)");
     }
