@@ -310,8 +310,13 @@ fn run_hart<D: Devices>(
     wakeups: &Wakeups,
 ) {
     while !ending.stop.load(Ordering::Relaxed) {
-        let before = vm.steps;
+        let (before, yields) = (vm.steps, vm.yields);
         let outcome = vm.run_slice(engine, TURN);
+        if vm.yields != yields {
+            // The hart is spinning (a `pause`, or no progress): with more hart threads than free host cores, the
+            // hart it waits for may be waiting for this core.
+            std::thread::yield_now();
+        }
         let total = ending.steps.fetch_add(vm.steps - before, Ordering::Relaxed) + (vm.steps - before);
         if let Some(outcome) = outcome {
             return ending.end(outcome, wakeups);

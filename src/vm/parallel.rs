@@ -11,9 +11,10 @@
 //! - Devices: one spin lock for all of them, taken for every device access and update and never held while a
 //!   guest instruction runs. Time never goes back under the lock, whichever thread's clock read came first.
 //! - Interrupts: each thread drives its own hart's lines from the devices at each update (a slice's start, every
-//!   exit). When a device access or update by any thread raises a line of another hart, or brings the next
-//!   timer deadline nearer, the embedder's [`HartWaker`] wakes the harts concerned, so a hart parked in `wfi`
-//!   (in its thread's [`Clock::idle`](super::Clock::idle)) takes its IPI or interrupt at once.
+//!   exit). When a device access or a full update by any thread raises a line of another hart, or brings the
+//!   next timer deadline nearer, the embedder's [`HartWaker`] wakes the harts concerned, so a hart parked in
+//!   `wfi` (in its thread's [`Clock::idle`](super::Clock::idle)) takes its IPI or interrupt at once. Time
+//!   passing wakes nobody: a parked hart sleeps no longer than the machine's next timer deadline.
 //!
 //! What it never does: let one hart's `Vm` touch another hart's state. Cross-hart effects go only through guest
 //! memory and devices, as on hardware (an IPI is a CLINT write), which is why the guest must bring its own
@@ -152,12 +153,14 @@ impl<D: Devices, R: RelaxStrategy> Devices for OneHart<'_, '_, D, R> {
     }
 
     fn update_time(&mut self, now: u64, harts: &mut [Hart]) {
-        let index = self.index;
-        let lines = self.shared.with(|locked| {
-            locked.now = locked.now.max(now);
-            locked.devices.update_time(locked.now, &mut []);
-            locked.devices.hart_lines(index)
-        });
+        // On every exit, so it wakes nobody: time alone raises only timer lines, and a parked hart sleeps no
+        // longer than the machine's next deadline anyway.
+        let mut locked = self.shared.locked.lock();
+        locked.now = locked.now.max(now);
+        let now = locked.now;
+        locked.devices.update_time(now, &mut []);
+        let lines = locked.devices.hart_lines(self.index);
+        drop(locked);
         self.drive(lines, harts);
     }
 
