@@ -6,7 +6,7 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use rt::println;
 
 /// Most harts that take part.
@@ -18,11 +18,8 @@ const ROUNDS: u64 = 3000;
 
 rt::secondary_harts!(MAX_HARTS);
 
-/// Hart 0 has zeroed `.bss` and counted the harts (in `.data`: the other harts read it before `.bss` is zeroed).
-static GO: AtomicU32 = AtomicU32::new(WAIT);
-const WAIT: u32 = 0x5741_4954;
-const READY: u32 = 0x5245_4459;
-static HARTS: AtomicU64 = AtomicU64::new(0);
+/// Holds the other harts until hart 0 has zeroed `.bss` and counted the harts.
+static GATE: rt::harts::StartGate = rt::harts::StartGate::new();
 
 static DONE: AtomicU64 = AtomicU64::new(0);
 static DIGESTS: [AtomicU64; MAX_HARTS] = [const { AtomicU64::new(0) }; MAX_HARTS];
@@ -58,10 +55,7 @@ fn run(hart: usize) {
 
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(hart: usize) {
-    while GO.load(Ordering::Acquire) != READY {
-        core::hint::spin_loop();
-    }
-    if (hart as u64) < HARTS.load(Ordering::Relaxed) {
+    if GATE.wait(hart) {
         run(hart);
     }
 }
@@ -69,8 +63,7 @@ extern "C" fn secondary_main(hart: usize) {
 #[unsafe(no_mangle)]
 extern "C" fn main(_hart: usize, dtb: usize) -> u32 {
     let harts = rt::harts::count_cpus(dtb).clamp(1, MAX_HARTS) as u64;
-    HARTS.store(harts, Ordering::Relaxed);
-    GO.store(READY, Ordering::Release);
+    GATE.open(harts);
     run(0);
     while DONE.load(Ordering::Acquire) != harts {
         core::hint::spin_loop();

@@ -26,11 +26,8 @@ const MAX_HARTS: usize = 8;
 
 rt::secondary_harts!(MAX_HARTS);
 
-/// Hart 0 has zeroed `.bss` and counted the harts (in `.data`: the other harts read it before `.bss` is zeroed).
-static GO: AtomicU32 = AtomicU32::new(WAIT);
-const WAIT: u32 = 0x5741_4954;
-const READY: u32 = 0x5245_4459;
-static HARTS: AtomicU64 = AtomicU64::new(0);
+/// Holds the other harts until hart 0 has zeroed `.bss` and counted the harts.
+static GATE: rt::harts::StartGate = rt::harts::StartGate::new();
 
 /// The sense-reversing barrier: harts arrived in this episode, and the episode's sense.
 static ARRIVED: AtomicU64 = AtomicU64::new(0);
@@ -52,7 +49,7 @@ static SB_SEEN: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 /// Waits until every taking-part hart has arrived; `sense` is this hart's, flipped each time.
 fn barrier(sense: &mut u32) {
     *sense ^= 1;
-    let harts = HARTS.load(Ordering::Relaxed);
+    let harts = GATE.harts();
     if ARRIVED.fetch_add(1, Ordering::AcqRel) + 1 == harts {
         ARRIVED.store(0, Ordering::Relaxed);
         SENSE.store(*sense, Ordering::Release);
@@ -90,7 +87,7 @@ fn lrsc_increment(counter: &AtomicU64) {
 
 fn run(hart: usize) {
     let mut sense = 0;
-    let pair = HARTS.load(Ordering::Relaxed) >= 2;
+    let pair = GATE.harts() >= 2;
     if pair {
         for round in 0..ROUNDS {
             if hart == 0 {
@@ -149,10 +146,7 @@ fn run(hart: usize) {
 
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(hart: usize) {
-    while GO.load(Ordering::Acquire) != READY {
-        core::hint::spin_loop();
-    }
-    if (hart as u64) < HARTS.load(Ordering::Relaxed) {
+    if GATE.wait(hart) {
         run(hart);
     }
 }
@@ -164,8 +158,7 @@ fn counts(seen: &[AtomicU64; 4]) -> [u64; 4] {
 #[unsafe(no_mangle)]
 extern "C" fn main(_hart: usize, dtb: usize) -> u32 {
     let harts = rt::harts::count_cpus(dtb).clamp(1, MAX_HARTS) as u64;
-    HARTS.store(harts, Ordering::Relaxed);
-    GO.store(READY, Ordering::Release);
+    GATE.open(harts);
     run(0);
     let mut failures = 0;
     if harts < 2 {

@@ -74,3 +74,46 @@ pub fn count_cpus(dtb: usize) -> usize {
     }
     cpus
 }
+
+/// Holds harts other than 0 until hart 0 has zeroed `.bss` and counted the harts that take part. Its initial
+/// value is not all zero, so a `static` gate lives in `.data`, which the other harts may read first.
+pub struct StartGate {
+    state: core::sync::atomic::AtomicU32,
+    harts: core::sync::atomic::AtomicU64,
+}
+
+impl StartGate {
+    const WAIT: u32 = 0x5741_4954;
+    const OPEN: u32 = 0x5245_4459;
+
+    pub const fn new() -> Self {
+        Self { state: core::sync::atomic::AtomicU32::new(Self::WAIT), harts: core::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// Hart 0: lets the first `harts` harts start.
+    pub fn open(&self, harts: u64) {
+        use core::sync::atomic::Ordering;
+        self.harts.store(harts, Ordering::Relaxed);
+        self.state.store(Self::OPEN, Ordering::Release);
+    }
+
+    /// Another hart: waits until the gate opens, then says whether `hart` takes part.
+    pub fn wait(&self, hart: usize) -> bool {
+        use core::sync::atomic::Ordering;
+        while self.state.load(Ordering::Acquire) != Self::OPEN {
+            core::hint::spin_loop();
+        }
+        (hart as u64) < self.harts()
+    }
+
+    /// How many harts take part (0 until the gate opens).
+    pub fn harts(&self) -> u64 {
+        self.harts.load(core::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Default for StartGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
