@@ -38,6 +38,9 @@ pub const TIMEBASE_HZ: u64 = 10_000_000;
 /// waits or spins first.
 pub const SLICE: u64 = 4096;
 
+/// [`Vm::run`]'s calls for a lone hart on host time: devices are brought up to date at each call and each exit.
+const LONE_HART_SLICE: u64 = 4 * SLICE;
+
 /// With several harts, the longest engine run between two spin checks of a hart that meets no exit: a
 /// multiple of every loop length up to 8 (and of 10, 12, 14, 15, 20, 21, 24, 28, ...), so a hart waiting in a
 /// short loop is back at the same pc at the next check and yields. An engine may ask for another interval
@@ -524,11 +527,18 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// Runs until the guest powers off or resets, a hart stops for the debugger, or `limit` instructions have
     /// been executed.
     pub fn run(&mut self, engine: &mut impl Engine, limit: Option<u64>) -> RunOutcome {
+        // A lone hart on host time has no other hart to take turns with: longer calls spare an engine the cost of
+        // stopping inside a block at each budget's end (the translator finishes the cut block on its cold tier),
+        // and devices still see every exit. Instruction-counted time keeps its turns, so runs repeat as before.
+        let slice = match (self.harts.len(), self.time_source) {
+            (1, TimeSource::Host) => LONE_HART_SLICE,
+            _ => SLICE,
+        };
         loop {
             let budget = match limit {
                 Some(limit) if self.steps >= limit => return RunOutcome::InstructionLimit,
-                Some(limit) => SLICE.min(limit - self.steps),
-                None => SLICE,
+                Some(limit) => slice.min(limit - self.steps),
+                None => slice,
             };
             if let Some(outcome) = self.run_slice(engine, budget) {
                 return outcome;
