@@ -4,8 +4,8 @@
 //! what crosses threads and how.
 //!
 //! The single-thread mode (`-accel tcg,thread=single`) stays for what needs the whole machine in one place:
-//! instruction-counted time (repeatable runs), the debugger, snapshots, tracing and lockstep, and the VMM's
-//! own SBI (`--bios builtin`), which serves every hart from one `Vm`.
+//! instruction-counted time (repeatable runs), the debugger, snapshots, tracing and lockstep. The VMM's own
+//! SBI (`--bios builtin`) runs with a thread per hart too: its harts share one [`SbiShared`].
 
 use std::alloc::{self, Layout};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};

@@ -835,7 +835,7 @@ impl<'a, D: Devices> Vm<'a, D> {
             None => sbi.call(index, &mut self.harts, &mut environment),
         };
         self.publish_sbi_state(before);
-        let Some(sbi) = self.sbi.as_mut() else { return None };
+        let sbi = self.sbi.as_mut()?;
         for (other, waiting) in self.waiting.iter_mut().enumerate() {
             // A stopped hart waits for nothing; started again, it runs at once.
             if !sbi.may_run(other) {

@@ -191,4 +191,6 @@ impl<D: Devices, R: RelaxStrategy> Devices for OneHart<'_, '_, D, R> {
 }
 
 #[cfg(test)]
+mod sbi_tests;
+#[cfg(test)]
 mod tests;
