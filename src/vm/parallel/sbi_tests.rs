@@ -221,6 +221,12 @@ fn run_two_harts(boot: &[Inst], secondary: &[Inst]) -> Run {
                 sbi.halt();
             });
         }
+        // A watchdog: past the deadline, no SBI wait goes on (two harts stuck waiting for each other fail the
+        // test rather than hang it).
+        while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        sbi.halt();
     });
     let output = output.lock().unwrap().clone();
     let parks = [0, 1].map(|index| flags.parks[index].load(Ordering::SeqCst));
@@ -281,12 +287,12 @@ fn a_remote_fence_returns_once_its_target_performed_it() {
 fn two_harts_fencing_each_other_at_once_both_go_on() {
     let mut boot = Vec::new();
     start_hart_1(&mut boot, 0);
-    fences(&mut boot, 0b10, 300);
+    fences(&mut boot, 0b10, 20000);
     wait_for_state(&mut boot, HartState::Stopped);
     print(&mut boot, b'a');
     power_off(&mut boot);
     let mut secondary = Vec::new();
-    fences(&mut secondary, 0b01, 300);
+    fences(&mut secondary, 0b01, 20000);
     print(&mut secondary, b'b');
     sbi_call(&mut secondary, eid::HSM, 1);
 

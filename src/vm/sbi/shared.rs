@@ -235,3 +235,74 @@ impl<'w> SbiShared<'w> {
         (0..self.harts).filter(move |&index| targets & (1 << index) != 0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::vec::Vec;
+
+    #[derive(Default)]
+    struct Wakes(Mutex<Vec<usize>>);
+
+    impl HartWaker for Wakes {
+        fn wake(&self, index: usize) {
+            self.0.lock().unwrap().push(index);
+        }
+    }
+
+    const PAGE: Fence = Fence::Vma { first: 0x1000, pages: 1, asid: None };
+
+    #[test]
+    fn a_start_takes_a_stopped_hart_only_and_wakes_it() {
+        let wakes = Wakes::default();
+        let shared = SbiShared::new(3, 0, &wakes, || {});
+        assert_eq!(shared.start(0, 0x8000_0000, 1), Err(StartError::NotStopped));
+        assert_eq!(shared.start(3, 0x8000_0000, 1), Err(StartError::NoHart));
+        assert_eq!(shared.start(2, 0x8000_2000, 7), Ok(()));
+        assert_eq!(shared.state(2), Some(HartState::StartPending));
+        assert_eq!(shared.start(2, 0x8000_3000, 8), Err(StartError::NotStopped), "one start wins");
+        assert_eq!(*wakes.0.lock().unwrap(), [2]);
+        assert!(shared.pending(2) && !shared.pending(1));
+        let taken = shared.take(2, false);
+        assert_eq!(taken.start, Some((0x8000_2000, 7)));
+        assert_eq!(shared.state(2), Some(HartState::Started));
+        assert!(!shared.pending(2));
+    }
+
+    #[test]
+    fn a_fence_wait_ends_when_the_target_is_not_running_or_the_machine_halts() {
+        let wakes = Wakes::default();
+        let shared = SbiShared::new(2, 0, &wakes, || {});
+        // Hart 1 is stopped: nothing to wait for, and the request stays for when it runs.
+        let mut served = 0;
+        shared.fence(0, 0b11, PAGE, |_| served += 1);
+        assert_eq!(served, 1, "the caller served its own requests once");
+        assert_eq!(shared.take(1, true).fences.as_slice(), [PAGE]);
+        // Started, and never serving: only the machine's end ends the wait.
+        shared.publish(1, HartState::Started);
+        let mut looks = 0;
+        shared.fence(0, 0b10, PAGE, |shared| {
+            looks += 1;
+            if looks == 3 {
+                shared.halt();
+            }
+        });
+        assert_eq!(looks, 3);
+    }
+
+    #[test]
+    fn too_many_queued_fences_become_one_flush_of_everything() {
+        let wakes = Wakes::default();
+        let shared = SbiShared::new(2, 0, &wakes, || {});
+        for _ in 0..QUEUED_FENCES + 1 {
+            shared.fence(0, 0b10, PAGE, |_| {});
+        }
+        let taken = shared.take(1, true);
+        assert_eq!(taken.fences.len(), QUEUED_FENCES);
+        assert!(taken.everything);
+        assert_eq!(taken.ticket, QUEUED_FENCES as u32 + 1);
+        shared.served(1, taken.ticket);
+        assert_eq!(shared.take(1, true), Taken { ticket: QUEUED_FENCES as u32 + 1, ..Taken::default() });
+    }
+}
