@@ -4,8 +4,8 @@
 //! what crosses threads and how.
 //!
 //! The single-thread mode (`-accel tcg,thread=single`) stays for what needs the whole machine in one place:
-//! instruction-counted time (repeatable runs), the debugger, snapshots, tracing and lockstep, and the VMM's
-//! own SBI (`--bios builtin`), which serves every hart from one `Vm`.
+//! instruction-counted time (repeatable runs), the debugger, snapshots, tracing and lockstep. The VMM's own
+//! SBI (`--bios builtin`) runs with a thread per hart too: its harts share one [`SbiShared`].
 
 use std::alloc::{self, Layout};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -19,6 +19,7 @@ use trapeze::exec::Engine;
 use trapeze::hart::Hart;
 use trapeze::mem::{code_watch_words, Ram, RemoteFence, SharedRam, RAM_BASE};
 use trapeze::vm::parallel::{HartWaker, RelaxStrategy, SharedDevices};
+use trapeze::vm::sbi::SbiShared;
 use trapeze::vm::virt::VirtDevices;
 use trapeze::vm::{Clock, Devices, HartLines, RunOutcome, Vm, MAX_HARTS, SLICE, TIMEBASE_HZ};
 
@@ -59,10 +60,8 @@ impl ThreadMode {
 
 /// Whether `args` runs every hart on a thread of its own; an error when `-accel tcg,thread=multi` was asked
 /// for a run that needs one thread.
-pub fn wanted(args: &RunArgs, plan: &BootPlan) -> Result<bool, String> {
-    let obstacle = if plan.firmware.is_none() {
-        Some("--bios builtin (the VMM's SBI serves every hart from one thread)")
-    } else if args.icount.is_some() {
+pub fn wanted(args: &RunArgs, _plan: &BootPlan) -> Result<bool, String> {
+    let obstacle = if args.icount.is_some() {
         Some("--icount (instruction-counted time is repeatable only on one thread)")
     } else if args.gdb.is_some() || args.gdb_default {
         Some("the debugger")
@@ -335,13 +334,15 @@ fn hart_thread<D: Devices>(
     ram: &SharedRam<'_>,
     devices: &SharedDevices<'_, D, YieldToHolder>,
     htif: &Mutex<Option<Htif>>,
+    sbi: &SbiShared<'_>,
     index: usize,
     clock: &mut HartClock<'_>,
     ending: &Ending,
 ) -> Result<(), String> {
     let wakeups = clock.wakeups;
     let mut htif_console = Stdio::new();
-    let builder = placed.builder(args, Ram::shared(ram), devices.hart(index), clock).only_hart(index);
+    // The VMM's SBI, if the run has it, reaches the other harts through `sbi` (unused otherwise).
+    let builder = placed.builder(args, Ram::shared(ram), devices.hart(index), clock).only_hart(index).shared_sbi(sbi);
     let mut vm = builder.build().map_err(|e| format!("building hart {index}: {e:?}"))?;
     // HTIF is polled by the one hart that takes it, so that each command is served once.
     if let Some(htif) = htif.lock().ok().and_then(|mut htif| htif.take()) {
@@ -378,11 +379,12 @@ pub fn run(args: &RunArgs, plan: &BootPlan) -> Result<RunOutcome, String> {
     let devices = SharedDevices::<_, YieldToHolder>::new(devices, harts, &wakeups)
         .map_err(|e| format!("sharing the devices between hart threads: {e:?}"))?;
     let ending = Ending { stop: AtomicBool::new(false), outcome: Mutex::new(None), steps: AtomicU64::new(0) };
+    let sbi = SbiShared::new(harts, 0, &wakeups, std::thread::yield_now);
     let start = Instant::now();
     let failures: Vec<String> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..harts)
             .map(|index| {
-                let (placed, ram, devices, htif) = (&placed, &ram, &devices, &htif);
+                let (placed, ram, devices, htif, sbi) = (&placed, &ram, &devices, &htif, &sbi);
                 let (ending, wakeups) = (&ending, &wakeups);
                 std::thread::Builder::new()
                     .name(format!("hart {index}"))
@@ -390,10 +392,12 @@ pub fn run(args: &RunArgs, plan: &BootPlan) -> Result<RunOutcome, String> {
                     .stack_size(HART_STACK)
                     .spawn_scoped(scope, move || {
                         let mut clock = HartClock { start, index, wakeups };
-                        let result = hart_thread(args, placed, ram, devices, htif, index, &mut clock, ending);
+                        let result = hart_thread(args, placed, ram, devices, htif, sbi, index, &mut clock, ending);
                         if result.is_err() {
                             ending.end(RunOutcome::PowerOff { code: 1 }, wakeups);
                         }
+                        // No other hart's SBI call waits for this one any more.
+                        sbi.halt();
                         result
                     })
                     .map_err(|e| {

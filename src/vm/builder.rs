@@ -10,6 +10,7 @@ use crate::mem::{Ram, RAM_BASE};
 
 use super::boot::Boot;
 use super::machine::{Clock, Devices, TimeSource, Vm, VmError, MAX_HARTS};
+use super::sbi::SbiShared;
 
 /// Builds a [`Vm`]. Defaults: one RV64GC hart, entry at the start of RAM ([`RAM_BASE`]), boot registers zero,
 /// the guest's own firmware in M-mode (no built-in SBI), time from the host's clock.
@@ -27,6 +28,8 @@ pub struct VmBuilder<'a, D: Devices> {
     time_source: TimeSource,
     /// Build only this one of the machine's harts ([`VmBuilder::only_hart`]).
     only_hart: Option<usize>,
+    /// The harts' shared SBI state, for a `Vm` of one hart with the VMM as firmware.
+    shared_sbi: Option<&'a SbiShared<'a>>,
 }
 
 impl<'a, D: Devices> VmBuilder<'a, D> {
@@ -44,6 +47,7 @@ impl<'a, D: Devices> VmBuilder<'a, D> {
             builtin_sbi: None,
             time_source: TimeSource::Host,
             only_hart: None,
+            shared_sbi: None,
         }
     }
 
@@ -89,14 +93,22 @@ impl<'a, D: Devices> VmBuilder<'a, D> {
         }
     }
 
-    /// How guest time advances.
     /// Builds a `Vm` of hart `index` alone (with the id and boot registers it has among [`harts`](Self::harts)),
-    /// for a runner that gives each hart a thread and a `Vm` of its own ([`super::parallel`]).
+    /// for a runner that gives each hart a thread and a `Vm` of its own ([`super::parallel`]). With
+    /// [`builtin_sbi`](Self::builtin_sbi) it needs [`shared_sbi`](Self::shared_sbi).
     pub fn only_hart(mut self, index: usize) -> Self {
         self.only_hart = Some(index);
         self
     }
 
+    /// The SBI state the `Vm`s of one machine's harts share, one hart each ([`only_hart`](Self::only_hart)),
+    /// with the VMM as firmware: made for [`harts`](Self::harts) harts with hart 0 started.
+    pub fn shared_sbi(mut self, shared: &'a SbiShared<'a>) -> Self {
+        self.shared_sbi = Some(shared);
+        self
+    }
+
+    /// How guest time advances.
     pub fn time_source(mut self, source: TimeSource) -> Self {
         self.time_source = source;
         self
@@ -114,10 +126,15 @@ impl<'a, D: Devices> VmBuilder<'a, D> {
             Some(index) => index as u64..index as u64 + 1,
             None => 0..self.harts as u64,
         };
-        if self.only_hart.is_some() && self.builtin_sbi.is_some() {
-            // The VMM's SBI (HSM, IPIs, remote fences) needs every hart in the one `Vm`.
-            return Err(VmError::SbiNeedsEveryHart);
-        }
+        let shared_sbi = match (self.only_hart, self.builtin_sbi, self.shared_sbi) {
+            // The VMM's SBI (HSM, IPIs, remote fences) needs every hart in the one `Vm`, or a shared state.
+            (Some(_), Some(_), None) => return Err(VmError::SbiNeedsEveryHart),
+            (Some(index), Some(_), Some(shared)) if shared.harts() != self.harts => {
+                return Err(VmError::HartCount(shared.harts().max(index + 1)))
+            }
+            (Some(index), Some(_), Some(shared)) => Some((shared, index)),
+            _ => None,
+        };
         let harts = ids.map(|id| {
             let mut hart = Hart::new(HartConfig { hart_id: id, ..config });
             hart.reset(entry);
@@ -128,8 +145,10 @@ impl<'a, D: Devices> VmBuilder<'a, D> {
             hart
         });
         let mut vm = Vm::new(harts, self.ram, self.devices, self.clock)?;
-        if let Some(kernel) = self.builtin_sbi {
-            vm.boot_with_builtin_sbi(0, kernel, devicetree);
+        match (self.builtin_sbi, shared_sbi) {
+            (Some(kernel), Some((shared, index))) => vm.boot_with_shared_sbi(shared, index, kernel, devicetree),
+            (Some(kernel), None) => vm.boot_with_builtin_sbi(0, kernel, devicetree),
+            (None, _) => {}
         }
         vm.set_time_source(self.time_source);
         Ok(vm)

@@ -15,7 +15,10 @@
 //!
 //! A VM runs its guest's own firmware in virtual M-mode, or, after [`Vm::boot_with_builtin_sbi`], has the VMM
 //! as its firmware: an `ecall` from S-mode is then served by [`super::sbi`], harts the guest has not started
-//! (HSM) never run, and the SBI timer deadlines raise `mip.STIP` before each turn.
+//! (HSM) never run, and the SBI timer deadlines raise `mip.STIP` before each turn. A `Vm` of one hart of
+//! several ([`Vm::boot_with_shared_sbi`]) reaches the other harts through an [`sbi::SbiShared`], and applies
+//! what they ask of its hart (an IPI, a start, remote fences) at every [`Vm::run_slice`] call and before every
+//! engine run.
 
 use crate::debug::DebugStop;
 use crate::dev::htif::Htif;
@@ -29,7 +32,8 @@ use crate::mem::{Ram, PAGE_SIZE};
 use crate::snapshot::{LoadMode, Reader, SectionId, SnapshotError, Writer};
 use crate::trap::{Dispatcher, Exit, FlushScope, Platform, Resume};
 
-use super::sbi::{self, Sbi, SbiEnvironment};
+use super::sbi::{self, HartState, Sbi, SbiEnvironment, SbiShared};
+use crate::isa::csr::interrupt;
 
 /// The machine timer's time base: `mtime` counts at 10 MHz, as on QEMU `virt`.
 pub const TIMEBASE_HZ: u64 = 10_000_000;
@@ -234,7 +238,8 @@ pub enum VmError {
     HartCount(usize),
     /// RAM cannot be described by the real map.
     RealMap(MapError),
-    /// The VMM's own SBI was asked for in a `Vm` of one hart of several ([`super::VmBuilder::only_hart`]).
+    /// The VMM's own SBI was asked for in a `Vm` of one hart of several ([`super::VmBuilder::only_hart`])
+    /// without the harts' shared SBI state ([`super::VmBuilder::shared_sbi`]).
     SbiNeedsEveryHart,
 }
 
@@ -275,6 +280,8 @@ pub struct Vm<'a, D: Devices> {
     htif: Option<(Htif, &'a mut dyn SerialBackend)>,
     /// The VMM's own SBI when the VM has no firmware of its own (`None`: the guest's firmware runs in M-mode).
     sbi: Option<Sbi>,
+    /// With the VMM's SBI in a `Vm` of one hart of several: the harts' shared SBI state and this hart's index.
+    shared_sbi: Option<(&'a SbiShared<'a>, usize)>,
     /// Told of every trap a hart takes, when set.
     trap_observer: Option<&'a mut dyn TrapObserver>,
     /// What the last [`Vm::run_slice`] found.
@@ -340,6 +347,7 @@ impl<D: Devices, E: Engine> SbiEnvironment for FirmwareEnvironment<'_, '_, D, E>
         if !self.granted(addr, buf.len() as u64, MapPerms::R) {
             return false;
         }
+        // Byte copies work on shared RAM too (a `Vm` of one hart of several), where no slice can be lent.
         self.ram.read_bytes(addr, buf).is_some()
     }
     fn write_physical(&mut self, addr: u64, bytes: &[u8]) -> bool {
@@ -417,6 +425,7 @@ impl<'a, D: Devices> Vm<'a, D> {
             last_exit: (0, Exit::BudgetExhausted),
             htif: None,
             sbi: None,
+            shared_sbi: None,
             trap_observer: None,
             last_activity: SliceActivity::Ran,
             sleep_when_idle: true,
@@ -437,6 +446,75 @@ impl<'a, D: Devices> Vm<'a, D> {
         self.waiting = [false; MAX_HARTS];
         self.turn = None;
         self.sbi = Some(Sbi::new(self.harts.len(), boot_hart));
+    }
+
+    /// Boots a `Vm` that holds hart `index` of a machine alone (its one hart) with the VMM as the firmware, the
+    /// other harts in `Vm`s of their own on other threads, all sharing `shared`: as
+    /// [`boot_with_builtin_sbi`](Self::boot_with_builtin_sbi), the hart enters S-mode at `entry` if `shared`
+    /// says it is started (the boot hart), else it stays stopped until another hart starts it.
+    pub fn boot_with_shared_sbi(&mut self, shared: &'a SbiShared<'a>, index: usize, entry: u64, devicetree: u64) {
+        let started = shared.state(index) == Some(HartState::Started);
+        let hart = &mut self.harts[0];
+        if started {
+            let hart_id = hart.config.hart_id;
+            sbi::enter_supervisor(hart, entry, hart_id, devicetree);
+        }
+        for tlb in &mut self.tlbs {
+            tlb.flush_all();
+        }
+        self.waiting = [false; MAX_HARTS];
+        self.turn = None;
+        self.sbi = Some(Sbi::new(1, if started { 0 } else { 1 }));
+        self.shared_sbi = Some((shared, index));
+    }
+
+    /// Applies what other harts asked of this `Vm`'s hart through the shared SBI state: a start (entry state,
+    /// every translation dropped), an IPI (`mip.SSIP`), remote fences, acknowledged once performed.
+    fn apply_sbi_requests(&mut self, engine: &mut impl Engine) {
+        let Some((shared, me)) = self.shared_sbi else { return };
+        if !shared.pending(me) {
+            return;
+        }
+        let taken = shared.take(me, false);
+        let hart = &mut self.harts[0];
+        if let Some((start, opaque)) = taken.start {
+            let hart_id = hart.config.hart_id;
+            sbi::enter_supervisor(hart, start, hart_id, opaque);
+            self.tlbs[0].flush_all();
+            engine.flush_translations(0, FlushScope::All);
+            if let Some(sbi) = &mut self.sbi {
+                sbi.started(0);
+            }
+            self.waiting[0] = false;
+            self.turn = None;
+        }
+        if taken.ipi {
+            self.harts[0].csrs.mip |= interrupt::SSI;
+        }
+        let mut environment = FirmwareEnvironment {
+            devices: &mut self.devices,
+            ram: &mut self.ram,
+            realmap: &self.realmap,
+            tlbs: &mut self.tlbs,
+            engine,
+        };
+        let everything = if taken.everything { &sbi::Fence::EVERYTHING[..] } else { &[] };
+        for &fence in taken.fences.iter().chain(everything) {
+            sbi::perform_fence(0, fence, &mut environment);
+        }
+        shared.served(me, taken.ticket);
+    }
+
+    /// Tells the other harts of a state change of this `Vm`'s hart by its own SBI calls or wake.
+    fn publish_sbi_state(&self, before: Option<HartState>) {
+        if let (Some((shared, me)), Some(sbi)) = (self.shared_sbi, &self.sbi) {
+            let now = sbi.state(0);
+            if now != before {
+                if let Some(state) = now {
+                    shared.publish(me, state);
+                }
+            }
+        }
     }
 
     /// The VMM's own SBI, when the VM boots without firmware.
@@ -555,6 +633,7 @@ impl<'a, D: Devices> Vm<'a, D> {
     pub fn run_slice(&mut self, engine: &mut impl Engine, budget: u64) -> Option<RunOutcome> {
         self.last_activity = SliceActivity::Ran;
         self.update_devices();
+        self.apply_sbi_requests(engine);
         // (An embedder may have taken harts away since: a turn of a hart that is gone is over.)
         let turn = match self.turn.take().filter(|turn| turn.hart < self.harts.len()) {
             Some(turn) => turn,
@@ -582,11 +661,13 @@ impl<'a, D: Devices> Vm<'a, D> {
     fn next_turn(&mut self, engine: &mut impl Engine, length: u64) -> Option<Turn> {
         let index = self.next_runnable_hart()?;
         if let Some(sbi) = &mut self.sbi {
+            let before = sbi.state(index);
             if sbi.wake(index, &mut self.harts[index]) {
                 // Re-entered from a non-retentive suspend: no translation survives.
                 self.tlbs[index].flush_all();
                 engine.flush_translations(index, FlushScope::All);
             }
+            self.publish_sbi_state(before);
         }
         Some(Turn { hart: index, remaining: length, spin: SpinCheck::new(&self.harts[index]) })
     }
@@ -599,9 +680,16 @@ impl<'a, D: Devices> Vm<'a, D> {
         let mut budget = budget.min(turn.remaining);
         // A lone hart has nobody to wait for but devices and interrupts: its engine runs as long as the budget
         // lets it (on the native board, one long time quantum).
-        let interval = if self.harts.len() > 1 { engine.spin_check_interval().max(1) } else { u64::MAX };
+        // So does a hart that shares the VMM's SBI with harts on other threads, but it looks at their requests
+        // at every spin check.
+        let interval = if self.harts.len() > 1 || self.shared_sbi.is_some() {
+            engine.spin_check_interval().max(1)
+        } else {
+            u64::MAX
+        };
         while budget > 0 {
             let chunk = budget.min(interval);
+            self.apply_sbi_requests(engine);
             self.take_pending_interrupt(index);
             let (exit, retired) = self.run_engine(engine, index, chunk);
             let steps = retired + (exit != Exit::BudgetExhausted) as u64;
@@ -744,6 +832,7 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// Serves an `ecall` from S-mode on hart `index` with the VMM's own SBI; `engine` hears of its fences.
     fn firmware_call(&mut self, engine: &mut impl Engine, index: usize) -> Option<RunOutcome> {
         let sbi = self.sbi.as_mut()?;
+        let before = sbi.state(index);
         let mut environment = FirmwareEnvironment {
             devices: &mut self.devices,
             ram: &mut self.ram,
@@ -751,7 +840,12 @@ impl<'a, D: Devices> Vm<'a, D> {
             tlbs: &mut self.tlbs,
             engine,
         };
-        let resume = sbi.call(index, &mut self.harts, &mut environment);
+        let resume = match self.shared_sbi {
+            Some((shared, me)) => sbi.call_shared(&mut self.harts, &mut environment, shared, me),
+            None => sbi.call(index, &mut self.harts, &mut environment),
+        };
+        self.publish_sbi_state(before);
+        let sbi = self.sbi.as_mut()?;
         for (other, waiting) in self.waiting.iter_mut().enumerate() {
             // A stopped hart waits for nothing; started again, it runs at once.
             if !sbi.may_run(other) {
@@ -801,6 +895,7 @@ impl<'a, D: Devices> Vm<'a, D> {
             return HartStep::Idle;
         }
         self.update_devices();
+        self.apply_sbi_requests(engine);
         if self.sbi.as_ref().is_some_and(|sbi| !sbi.may_run(index))
             || (self.waiting[index] && !self.harts[index].wake_up_pending())
         {
@@ -808,11 +903,14 @@ impl<'a, D: Devices> Vm<'a, D> {
         }
         self.waiting[index] = false;
         if let Some(sbi) = &mut self.sbi {
+            let before = sbi.state(index);
             if sbi.wake(index, &mut self.harts[index]) {
                 self.tlbs[index].flush_all();
                 engine.flush_translations(index, FlushScope::All);
             }
+            self.publish_sbi_state(before);
         }
+        self.apply_sbi_requests(engine);
         // No interrupt is taken (QEMU's default for a debugger's step): interrupts stay pending.
         let (exit, _) = self.run_engine(engine, index, 1);
         if let Err(outcome) = self.serve(engine, index, exit) {

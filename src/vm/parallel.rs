@@ -16,9 +16,12 @@
 //!   `wfi` (in its thread's [`Clock::idle`](super::Clock::idle)) takes its IPI or interrupt at once. Time
 //!   passing wakes nobody: a parked hart sleeps no longer than the machine's next timer deadline.
 //!
+//! - The VMM's own SBI (`--bios builtin`): HSM states and cross-hart requests (IPIs, starts, remote fences) go
+//!   through one [`SbiShared`](super::sbi::SbiShared), whose requests each hart's `Vm` applies to its own hart
+//!   ([`super::VmBuilder::shared_sbi`]).
+//!
 //! What it never does: let one hart's `Vm` touch another hart's state. Cross-hart effects go only through guest
-//! memory and devices, as on hardware (an IPI is a CLINT write), which is why the guest must bring its own
-//! firmware: the VMM's SBI (HSM, IPIs, remote fences) serves several harts from one `Vm` only.
+//! memory, devices, as on hardware (an IPI is a CLINT write), and requests the target applies itself.
 
 use spin::mutex::SpinMutex;
 pub use spin::relax::{RelaxStrategy, Spin};
@@ -190,5 +193,7 @@ impl<D: Devices, R: RelaxStrategy> Devices for OneHart<'_, '_, D, R> {
     }
 }
 
+#[cfg(test)]
+mod sbi_tests;
 #[cfg(test)]
 mod tests;

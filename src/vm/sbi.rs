@@ -33,6 +33,13 @@ use crate::trap::{FlushScope, Resume};
 use super::machine::MAX_HARTS;
 use crate::snapshot::{LoadMode, Reader, SnapshotError, Writer};
 
+mod shared;
+pub use shared::{SbiShared, StartError, Taken};
+
+/// The other harts of a `Vm` that holds one hart of the machine: their shared state, and the caller's index in
+/// the machine (`None`: every hart is in the caller's `Vm`).
+type Peers<'s, 'w> = Option<(&'s SbiShared<'w>, usize)>;
+
 /// SBI specification version implemented: 2.0 (major in bits 30:24, minor in 23:0).
 pub const SPEC_VERSION: u64 = 2 << 24;
 /// The implementation ID reported by `sbi_get_impl_id`: "TRAP" in ASCII. The registered IDs are small
@@ -292,6 +299,14 @@ impl Sbi {
             .map(|deadline| deadline.saturating_sub(now))
     }
 
+    /// Hart `index` was started by another hart through [`SbiShared`] (its `Vm` entered it): STARTED, with no
+    /// timer armed and no resume point.
+    pub fn started(&mut self, index: usize) {
+        if let Some(slot) = self.slots.get_mut(index) {
+            *slot = HartSlot { state: HartState::Started, deadline: u64::MAX, resume: None };
+        }
+    }
+
     /// Hart `index` is about to run after waiting for an interrupt: completes a pending resume from suspend.
     /// Returns true when the hart was re-entered (non-retentive resume: its translations must be flushed).
     pub fn wake(&mut self, index: usize, hart: &mut Hart) -> bool {
@@ -316,10 +331,27 @@ impl Sbi {
     /// (already injected). [`Resume::WaitForInterrupt`] means: park the caller until an interrupt is pending
     /// for it (a suspend), or for good while it is stopped (see [`may_run`](Self::may_run)).
     pub fn call(&mut self, caller: usize, harts: &mut [Hart], env: &mut impl SbiEnvironment) -> Resume {
+        self.call_in(caller, harts, env, None)
+    }
+
+    /// [`call`](Self::call) for a `Vm` that holds hart `index` of the machine alone (its only hart, at index 0
+    /// of `harts` and of this `Sbi`): every other hart is reached through `shared`, whose requests for this
+    /// hart the `Vm` applies ([`SbiShared::take`]). A remote fence returns once its targets performed it.
+    pub fn call_shared(
+        &mut self,
+        harts: &mut [Hart],
+        env: &mut impl SbiEnvironment,
+        shared: &SbiShared<'_>,
+        index: usize,
+    ) -> Resume {
+        self.call_in(0, harts, env, Some((shared, index)))
+    }
+
+    fn call_in(&mut self, caller: usize, harts: &mut [Hart], env: &mut impl SbiEnvironment, peers: Peers) -> Resume {
         if caller >= self.harts.min(harts.len()) {
             return Resume::Continue;
         }
-        let flow = self.serve(caller, harts, env);
+        let flow = self.serve(caller, harts, env, peers);
         let hart = &mut harts[caller];
         let answer = match flow {
             Flow::Return(answer) => answer,
@@ -335,7 +367,7 @@ impl Sbi {
         Resume::Continue
     }
 
-    fn serve(&mut self, caller: usize, harts: &mut [Hart], env: &mut impl SbiEnvironment) -> Flow {
+    fn serve(&mut self, caller: usize, harts: &mut [Hart], env: &mut impl SbiEnvironment, peers: Peers) -> Flow {
         let hart = &harts[caller];
         let [a0, a1, a2, a3, a4, _a5, fid, eid] = core::array::from_fn(|i| hart.x(10 + i as u8));
         match eid {
@@ -344,15 +376,15 @@ impl Sbi {
                 self.set_timer(caller, &mut harts[caller], a0, env.time());
                 Flow::Return(ok(0))
             }
-            eid::IPI if fid == 0 => Flow::Return(match self.targets(a0, a1) {
+            eid::IPI if fid == 0 => Flow::Return(match self.targets(a0, a1, peers) {
                 Ok(targets) => {
-                    self.send_ipi(targets, harts);
+                    self.send_ipi(caller, targets, harts, peers);
                     ok(0)
                 }
                 Err(code) => err(code),
             }),
-            eid::RFENCE => Flow::Return(self.rfence(fid, a0, a1, a2, a3, a4, env)),
-            eid::HSM => self.hsm(caller, harts, fid, a0, a1, a2, env),
+            eid::RFENCE => Flow::Return(self.rfence(caller, fid, [a0, a1, a2, a3, a4], env, peers)),
+            eid::HSM => self.hsm(caller, harts, fid, [a0, a1, a2], env, peers),
             eid::SRST if fid == 0 => match system_reset(a0 as u32, a1 as u32) {
                 Ok(request) => Flow::Machine(request),
                 Err(code) => Flow::Return(err(code)),
@@ -374,7 +406,7 @@ impl Sbi {
                 Flow::Return(Answer::Legacy(pending as u64))
             }
             eid::LEGACY_SEND_IPI..=eid::LEGACY_REMOTE_SFENCE_VMA_ASID => {
-                let targets = match self.legacy_targets(caller, harts, a0, env) {
+                let targets = match self.legacy_targets(caller, harts, a0, env, peers) {
                     Ok(Ok(targets)) => targets,
                     Ok(Err(code)) => return Flow::Return(Answer::Legacy(code as u64)),
                     Err(fault) => {
@@ -384,12 +416,16 @@ impl Sbi {
                 };
                 let code = match eid {
                     eid::LEGACY_SEND_IPI => {
-                        self.send_ipi(targets, harts);
+                        self.send_ipi(caller, targets, harts, peers);
                         error::SUCCESS
                     }
-                    eid::LEGACY_REMOTE_FENCE_I => remote_fence(targets, FenceKind::Instruction, 0, 0, env),
-                    eid::LEGACY_REMOTE_SFENCE_VMA => remote_fence(targets, FenceKind::Vma(None), a1, a2, env),
-                    _ => remote_fence(targets, FenceKind::Vma(Some(a3 as u16)), a1, a2, env),
+                    eid::LEGACY_REMOTE_FENCE_I => {
+                        remote_fence(caller, targets, FenceKind::Instruction, 0, 0, env, peers)
+                    }
+                    eid::LEGACY_REMOTE_SFENCE_VMA => {
+                        remote_fence(caller, targets, FenceKind::Vma(None), a1, a2, env, peers)
+                    }
+                    _ => remote_fence(caller, targets, FenceKind::Vma(Some(a3 as u16)), a1, a2, env, peers),
                 };
                 Flow::Return(Answer::Legacy(code as u64))
             }
@@ -425,16 +461,17 @@ impl Sbi {
     }
 
     /// The harts a `hart_mask`/`hart_mask_base` pair names, as a bit set of hart indices.
-    fn targets(&self, mask: u64, base: u64) -> Result<u64, i64> {
-        let all = if self.harts >= 64 { u64::MAX } else { (1u64 << self.harts) - 1 };
+    fn targets(&self, mask: u64, base: u64, peers: Peers) -> Result<u64, i64> {
+        let harts = self.machine_harts(peers);
+        let all = if harts >= 64 { u64::MAX } else { (1u64 << harts) - 1 };
         if base == u64::MAX {
             return Ok(all);
         }
-        if base >= self.harts as u64 {
+        if base >= harts as u64 {
             return Err(error::INVALID_PARAM);
         }
         // Every set bit must name a hart: `base + bit < harts`, so no bit at or above `harts - base` is set.
-        let room = self.harts as u64 - base;
+        let room = harts as u64 - base;
         if room < 64 && mask >> room != 0 {
             return Err(error::INVALID_PARAM);
         }
@@ -449,15 +486,28 @@ impl Sbi {
         harts: &[Hart],
         pointer: u64,
         env: &mut impl SbiEnvironment,
+        peers: Peers,
     ) -> Result<Result<u64, i64>, Fault> {
         if pointer == 0 {
-            return Ok(self.targets(0, u64::MAX));
+            return Ok(self.targets(0, u64::MAX, peers));
         }
         let mask = env.load_virtual(caller, &harts[caller], pointer)?;
-        Ok(self.targets(mask, 0))
+        Ok(self.targets(mask, 0, peers))
     }
 
-    fn send_ipi(&self, targets: u64, harts: &mut [Hart]) {
+    /// The machine's hart count: this `Sbi`'s, or the shared one's when the caller's `Vm` holds one hart.
+    fn machine_harts(&self, peers: Peers) -> usize {
+        peers.map_or(self.harts, |(shared, _)| shared.harts())
+    }
+
+    fn send_ipi(&self, caller: usize, targets: u64, harts: &mut [Hart], peers: Peers) {
+        if let Some((shared, me)) = peers {
+            if targets & (1 << me) != 0 {
+                harts[caller].csrs.mip |= interrupt::SSI;
+            }
+            shared.send_ipi(targets & !(1 << me));
+            return;
+        }
         for (index, hart) in harts.iter_mut().enumerate().take(self.harts) {
             if targets & (1 << index) != 0 {
                 hart.csrs.mip |= interrupt::SSI;
@@ -465,16 +515,13 @@ impl Sbi {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn rfence(
         &self,
+        caller: usize,
         fid: u64,
-        mask: u64,
-        base: u64,
-        start: u64,
-        size: u64,
-        asid: u64,
+        [mask, base, start, size, asid]: [u64; 5],
         env: &mut impl SbiEnvironment,
+        peers: Peers,
     ) -> Answer {
         let kind = match fid {
             0 => FenceKind::Instruction,
@@ -483,23 +530,49 @@ impl Sbi {
             // The hypervisor fences: the harts have no H extension.
             _ => return err(error::NOT_SUPPORTED),
         };
-        match self.targets(mask, base) {
-            Ok(targets) => err(remote_fence(targets, kind, start, size, env)),
+        match self.targets(mask, base, peers) {
+            Ok(targets) => err(remote_fence(caller, targets, kind, start, size, env, peers)),
             Err(code) => err(code),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn hsm(
         &mut self,
         caller: usize,
         harts: &mut [Hart],
         fid: u64,
-        a0: u64,
-        a1: u64,
-        a2: u64,
+        [a0, a1, a2]: [u64; 3],
         env: &mut impl SbiEnvironment,
+        peers: Peers,
     ) -> Flow {
+        if let Some((shared, me)) = peers {
+            // Another hart's start and status go through the shared state; the caller's own stop and suspend
+            // are served below (its `Vm` publishes the new state).
+            match fid {
+                0 | 2 if a0 >= shared.harts() as u64 => return Flow::Return(err(error::INVALID_PARAM)),
+                0 if a0 as usize == me => return Flow::Return(err(error::ALREADY_AVAILABLE)),
+                0 => {
+                    if shared.state(a0 as usize) != Some(HartState::Stopped) {
+                        return Flow::Return(err(error::ALREADY_AVAILABLE));
+                    }
+                    if !env.executable(a1) {
+                        return Flow::Return(err(error::INVALID_ADDRESS));
+                    }
+                    return Flow::Return(match shared.start(a0 as usize, a1, a2) {
+                        Ok(()) => ok(0),
+                        Err(StartError::NotStopped) => err(error::ALREADY_AVAILABLE),
+                        Err(StartError::NoHart) => err(error::INVALID_PARAM),
+                    });
+                }
+                2 if a0 as usize != me => {
+                    return Flow::Return(
+                        shared.state(a0 as usize).map_or(err(error::INVALID_PARAM), |state| ok(state as u64)),
+                    )
+                }
+                2 => return Flow::Return(ok(self.slots[caller].state as u64)),
+                _ => {}
+            }
+        }
         match fid {
             // hart_start(hartid, start_addr, opaque)
             0 => {
@@ -580,39 +653,91 @@ enum FenceKind {
     Vma(Option<u16>),
 }
 
-/// Performs a remote fence on every hart in `targets`; returns the SBI error code.
-fn remote_fence(targets: u64, kind: FenceKind, start: u64, size: u64, env: &mut impl SbiEnvironment) -> i64 {
-    let asid = match kind {
-        FenceKind::Instruction => {
-            for index in (0..MAX_HARTS).filter(|&index| targets & (1 << index) != 0) {
-                env.fence_i(index);
-            }
-            return error::SUCCESS;
+/// One remote fence, as a target performs it ([`perform_fence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// `fence.i`.
+    Instruction,
+    /// `sfence.vma` of `pages` pages from `first` (more than [`MAX_FENCE_PAGES`]: the whole address space),
+    /// for one ASID or all.
+    Vma { first: u64, pages: u64, asid: Option<u16> },
+}
+
+impl Fence {
+    /// Every translation and the instruction stream: what a target does when too many fences queued up.
+    pub const EVERYTHING: [Fence; 2] = [Fence::Instruction, Fence::Vma { first: 0, pages: u64::MAX, asid: None }];
+}
+
+/// Performs `fence` on hart `index` of `env`.
+pub fn perform_fence(index: usize, fence: Fence, env: &mut impl SbiEnvironment) {
+    match fence {
+        Fence::Instruction => env.fence_i(index),
+        Fence::Vma { pages, asid, .. } if pages > MAX_FENCE_PAGES => {
+            env.flush_translations(index, FlushScope::Sfence { address: None, asid })
         }
-        FenceKind::Vma(asid) => asid,
-    };
-    let whole = (start == 0 && size == 0) || size == u64::MAX;
-    let first = start & !0xfff;
-    let pages = if whole {
-        u64::MAX
-    } else if size == 0 {
-        0
-    } else {
-        // Counted from the range's last byte, not its end: a range may end at 2^64 exactly, and rounding an
-        // end in the top page up would overflow (it once saturated and flushed nothing).
-        let Some(last) = start.checked_add(size - 1) else { return error::INVALID_ADDRESS };
-        (last >> 12) - (start >> 12) + 1
-    };
-    for index in (0..MAX_HARTS).filter(|&index| targets & (1 << index) != 0) {
-        if pages > MAX_FENCE_PAGES {
-            env.flush_translations(index, FlushScope::Sfence { address: None, asid });
-        } else {
+        Fence::Vma { first, pages, asid } => {
             for page in 0..pages {
                 env.flush_translations(index, FlushScope::Sfence { address: Some(first + (page << 12)), asid });
             }
         }
     }
+}
+
+/// Performs a remote fence on every hart in `targets`; returns the SBI error code. With `peers`, the caller
+/// (index `caller` of `env`) performs its own and waits for the others' (see [`SbiShared::fence`]).
+fn remote_fence(
+    caller: usize,
+    targets: u64,
+    kind: FenceKind,
+    start: u64,
+    size: u64,
+    env: &mut impl SbiEnvironment,
+    peers: Peers,
+) -> i64 {
+    let fence = match kind {
+        FenceKind::Instruction => Fence::Instruction,
+        FenceKind::Vma(asid) => {
+            let whole = (start == 0 && size == 0) || size == u64::MAX;
+            let pages = if whole {
+                u64::MAX
+            } else if size == 0 {
+                0
+            } else {
+                // Counted from the range's last byte, not its end: a range may end at 2^64 exactly, and rounding
+                // an end in the top page up would overflow (it once saturated and flushed nothing).
+                let Some(last) = start.checked_add(size - 1) else { return error::INVALID_ADDRESS };
+                (last >> 12) - (start >> 12) + 1
+            };
+            Fence::Vma { first: start & !0xfff, pages, asid }
+        }
+    };
+    match peers {
+        None => {
+            for index in (0..MAX_HARTS).filter(|&index| targets & (1 << index) != 0) {
+                perform_fence(index, fence, env);
+            }
+        }
+        Some((shared, me)) => {
+            if targets & (1 << me) != 0 {
+                perform_fence(caller, fence, env);
+            }
+            shared.fence(me, targets, fence, |shared| serve_fences(shared, me, caller, env));
+        }
+    }
     error::SUCCESS
+}
+
+/// Performs the fences other harts asked of hart `me` (index `local` of `env`) and acknowledges them.
+pub fn serve_fences(shared: &SbiShared<'_>, me: usize, local: usize, env: &mut impl SbiEnvironment) {
+    if !shared.pending(me) {
+        return;
+    }
+    let taken = shared.take(me, true);
+    let everything = if taken.everything { &Fence::EVERYTHING[..] } else { &[] };
+    for &fence in taken.fences.iter().chain(everything) {
+        perform_fence(local, fence, env);
+    }
+    shared.served(me, taken.ticket);
 }
 
 /// SRST `system_reset`: the request, or the error for a reserved or unimplemented type or reason.

@@ -64,6 +64,11 @@ pub struct Console {
 }
 
 impl Console {
+    /// The running `trapeze`'s process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `trapeze run ARGS...`.
     pub fn spawn(args: &[&str]) -> Self {
         Self::spawn_command("run", args)
