@@ -679,11 +679,13 @@ impl<'a, D: Devices> Vm<'a, D> {
         let index = turn.hart;
         let mut budget = budget.min(turn.remaining);
         // A lone hart has nobody to wait for but devices and interrupts: its engine runs as long as the budget
-        // lets it (on the native board, one long time quantum).
-        // So does a hart that shares the VMM's SBI with harts on other threads, but it looks at their requests
-        // at every spin check.
-        let interval = if self.harts.len() > 1 || self.shared_sbi.is_some() {
+        // lets it (on the native board, one long time quantum). One that shares the VMM's SBI with harts on other
+        // threads looks at their requests (IPIs, fences a caller waits for) every slice: often enough for a
+        // caller, rarely enough that a translator seldom has to stop inside a block.
+        let interval = if self.harts.len() > 1 {
             engine.spin_check_interval().max(1)
+        } else if self.shared_sbi.is_some() {
+            engine.spin_check_interval().max(SLICE)
         } else {
             u64::MAX
         };
