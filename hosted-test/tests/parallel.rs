@@ -34,20 +34,6 @@ fn every_hart_on_a_thread_of_its_own_does_its_work_right() {
     }
 }
 
-/// The names of the threads of process `pid` that run harts.
-fn hart_threads(pid: u32) -> Vec<String> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    let mut names: Vec<String> = tasks
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim().to_string())
-        .filter(|name| name.starts_with("hart "))
-        .collect();
-    names.sort();
-    // A thread a hart's thread starts (the stdin reader) shows that hart's name until it names itself.
-    names.dedup();
-    names
-}
-
 /// The most hart threads seen in a run of `hash-harts` with `args`, looked at every few milliseconds.
 fn most_hart_threads(args: &[&str]) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_trapeze"))
@@ -62,7 +48,7 @@ fn most_hart_threads(args: &[&str]) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut most = Vec::new();
     while child.try_wait().expect("wait for trapeze").is_none() {
-        let seen = hart_threads(child.id());
+        let seen = common::hart_threads(child.id());
         if seen.len() > most.len() {
             most = seen;
         }

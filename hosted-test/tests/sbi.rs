@@ -73,28 +73,15 @@ fn uboot_boots_on_the_builtin_sbi_with_two_harts() {
     console.command_within(COMMAND_TIMEOUT, "printenv board_name", "board_name=qemu-riscv");
 }
 
-/// The names of the threads of process `pid` that run a guest hart (`hart N`).
-fn hart_threads(pid: u32) -> Vec<String> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    let mut names: Vec<String> = tasks
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim().to_string())
-        .filter(|name| name.starts_with("hart "))
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
 #[test]
 fn the_builtin_sbi_runs_a_thread_per_hart_unless_one_thread_is_asked_for() {
     // The default: a thread per hart, the VMM's SBI shared between them (HSM start, IPIs, remote fences).
     let mut console = uboot_at_prompt(&["-smp", "2"]);
-    assert_eq!(hart_threads(console.pid()), ["hart 0", "hart 1"]);
+    assert_eq!(common::hart_threads(console.pid()), ["hart 0", "hart 1"]);
     console.command_within(COMMAND_TIMEOUT, "sbi", "SBI 2.0");
     // One thread, every hart in one `Vm`, as before.
     let mut console = uboot_at_prompt(&["-smp", "2", "-accel", "tcg,thread=single"]);
-    assert_eq!(hart_threads(console.pid()), Vec::<String>::new());
+    assert_eq!(common::hart_threads(console.pid()), Vec::<String>::new());
     console.command_within(COMMAND_TIMEOUT, "version", "U-Boot 20");
 }
 

@@ -440,12 +440,18 @@ impl<'a, D: Devices> Vm<'a, D> {
         let hart = &mut self.harts[boot_hart];
         let hart_id = hart.config.hart_id;
         sbi::enter_supervisor(hart, entry, hart_id, devicetree);
+        self.restart_under_firmware(Sbi::new(self.harts.len(), boot_hart));
+    }
+
+    /// Hands the harts to the VMM's SBI `sbi` after a boot hart entered S-mode: no translation, wait or turn
+    /// from before survives.
+    fn restart_under_firmware(&mut self, sbi: Sbi) {
         for tlb in &mut self.tlbs {
             tlb.flush_all();
         }
         self.waiting = [false; MAX_HARTS];
         self.turn = None;
-        self.sbi = Some(Sbi::new(self.harts.len(), boot_hart));
+        self.sbi = Some(sbi);
     }
 
     /// Boots a `Vm` that holds hart `index` of a machine alone (its one hart) with the VMM as the firmware, the
@@ -459,12 +465,7 @@ impl<'a, D: Devices> Vm<'a, D> {
             let hart_id = hart.config.hart_id;
             sbi::enter_supervisor(hart, entry, hart_id, devicetree);
         }
-        for tlb in &mut self.tlbs {
-            tlb.flush_all();
-        }
-        self.waiting = [false; MAX_HARTS];
-        self.turn = None;
-        self.sbi = Some(Sbi::new(1, if started { 0 } else { 1 }));
+        self.restart_under_firmware(Sbi::new(1, if started { 0 } else { 1 }));
         self.shared_sbi = Some((shared, index));
     }
 

@@ -166,3 +166,17 @@ impl Drop for Console {
         let _ = self.child.wait();
     }
 }
+
+/// The names of the threads of process `pid` that run a guest hart (`hart N`), each once.
+pub fn hart_threads(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut names: Vec<String> = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| name.starts_with("hart "))
+        .collect();
+    names.sort();
+    // A thread a hart's thread starts (the stdin reader) shows that hart's name until it names itself.
+    names.dedup();
+    names
+}
