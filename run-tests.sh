@@ -81,8 +81,8 @@ set +e
 dbt=()
 if [ "$(uname -m)" = x86_64 ]; then dbt=(--features dbt); fi
 # The core's own tests, and its integration tests: random guests (`vm`), random words through the decoder
-# (`isa_oracle`).
-cargo test -p trapeze --profile hardened "${dbt[@]}" --lib --test vm --test isa_oracle 2>&1 | tee -a "$log"
+# (`isa_oracle`), random operands through the soft-float (`fpu`).
+cargo test -p trapeze --profile hardened "${dbt[@]}" --lib --test vm --test isa_oracle --test fpu 2>&1 | tee -a "$log"
 hardened=${PIPESTATUS[0]}
 cargo test -p trapeze-hosted --profile hardened --test contain 2>&1 | tee -a "$log"
 hardened_contain=${PIPESTATUS[0]}
