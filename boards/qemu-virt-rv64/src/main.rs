@@ -5,7 +5,10 @@
 //! VM), natively in U-mode with the native engine, on every real hart QEMU starts (`smp`: `-smp 4`): each real
 //! hart takes the next VM that may run from one shared run queue ([`Board`]), runs one turn of it on the machine
 //! timer under the core's `trapeze::vm::Hypervisor` (a one-VM hypervisor per VM: its timed turns, its clock kept
-//! to its own time), and puts it back; a VM runs on one real hart at a time. The board itself holds the wiring
+//! to its own time), and puts it back; a VM runs on one real hart at a time, all its harts there, except a
+//! multi-hart VM in the parallel mode ([`run_parallel`]: two-hart Linux in its trapping boot and its loop, and
+//! the scaling figures' `hash-harts`), whose harts are entries of their own, each with its own `Vm`, engine and
+//! shadow tables, and run on several real harts at once. The board itself holds the wiring
 //! (which guests, their images, devices and expectations), the run queue, and the hardware (the engine, the world
 //! switch, the harts, sleeping on the timer when no VM may run). When every VM has powered off it prints one summary line and exits QEMU through the
 //! `sifive,test0` finisher: status 0 when every guest exited 0.
