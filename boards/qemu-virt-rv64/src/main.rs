@@ -2138,26 +2138,24 @@ fn boot() -> ! {
     let net = board_net(found.nic);
     // U-Boot gets a NIC when the bridge reaches QEMU's network: it asks for a DHCP lease.
     let uboot_nic = net.uplink().and_then(|_| net.attach_vm());
-    for guest in [
-        make_guest(0, 0, "hello", console, Images::Elf(HELLO), PowerOff),
-        make_guest(1, 1, "hello", console, Images::Elf(HELLO), PowerOff),
-        make_guest(2, 2, "sv39", console, Images::Elf(SV39), PowerOff),
-        make_guest(3, 3, "interrupts", console, Images::Elf(INTERRUPTS), PowerOff),
-        make_guest(4, 4, "idle", console, Images::Elf(IDLE), PowerOff),
-        make_guest(5, 5, "amo", console, Images::Elf(AMO), PowerOff),
-        make_guest(6, 6, "fpu", console, Images::Elf(FPU), PowerOff),
-        make_guest(7, 7, "arith", console, Images::Elf(ARITH), PowerOff),
-        make_guest(8, 8, "hostile", console, Images::Raw(hostile_image()), RunForever),
-        uboot_guest(9, uboot_disk, uboot_nic, console),
-        make_guest(10, 9, "contain", console, Images::Elf(CONTAIN), PowerOff),
-        counters_guest(11, 10, console, false),
-        counters_guest(17, 16, console, true),
-        // QEMU `virt`'s goldfish RTC, given whole to vm19; vm20 must not reach it.
-        rtc_guest(19, 17, console, true),
-        rtc_guest(20, 18, console, false),
-    ] {
-        board.add(guest);
-    }
+    // One at a time, each built and handed over before the next: an array of them all lived on this frame at once
+    // (megabytes: each `Vm` carries its harts' soft TLBs).
+    board.add(make_guest(0, 0, "hello", console, Images::Elf(HELLO), PowerOff));
+    board.add(make_guest(1, 1, "hello", console, Images::Elf(HELLO), PowerOff));
+    board.add(make_guest(2, 2, "sv39", console, Images::Elf(SV39), PowerOff));
+    board.add(make_guest(3, 3, "interrupts", console, Images::Elf(INTERRUPTS), PowerOff));
+    board.add(make_guest(4, 4, "idle", console, Images::Elf(IDLE), PowerOff));
+    board.add(make_guest(5, 5, "amo", console, Images::Elf(AMO), PowerOff));
+    board.add(make_guest(6, 6, "fpu", console, Images::Elf(FPU), PowerOff));
+    board.add(make_guest(7, 7, "arith", console, Images::Elf(ARITH), PowerOff));
+    board.add(make_guest(8, 8, "hostile", console, Images::Raw(hostile_image()), RunForever));
+    board.add(uboot_guest(9, uboot_disk, uboot_nic, console));
+    board.add(make_guest(10, 9, "contain", console, Images::Elf(CONTAIN), PowerOff));
+    board.add(counters_guest(11, 10, console, false));
+    board.add(counters_guest(17, 16, console, true));
+    // QEMU `virt`'s goldfish RTC, given whole to vm19; vm20 must not reach it.
+    board.add(rtc_guest(19, 17, console, true));
+    board.add(rtc_guest(20, 18, console, false));
     // Two VMs filling their own partitions of the physical disk, concurrently with the others (and U-Boot's).
     for (slot, disk) in pattern_disks.into_iter().enumerate() {
         board.add(pattern_guest(21 + slot, 19 + slot, disk, PATTERN_SEEDS[slot], console));
