@@ -1526,8 +1526,10 @@ fn atomic_views(bytes: &mut [u8]) -> Option<(&[AtomicU8], &[AtomicU16], &[Atomic
 /// RAM a handle of one `SharedRam` over `bytes`, its devices one hart's view of `SharedDevices`, its SBI's HSM,
 /// IPIs and remote fences through one `SbiShared`, and a [`VmWaker`] kicking the real hart that runs a hart
 /// another asks something of. The VM's clock is the machine's (`BoardClock`: the `Vm` of one hart of several
-/// hides no time), one for all its harts. Only the real harts of `real_harts` take part. `report` sees the board
-/// after the run, and the machine timer ticks it took.
+/// hides no time), one for all its harts. Only the real harts of `real_harts` take part: at least as many as the
+/// VM has harts when it runs on the VMM's SBI, since a hart whose remote fence waits for another's acknowledgement
+/// keeps its real hart meanwhile (a VM without the SBI, whose harts only meet in its memory and devices, runs on
+/// any number). `report` sees the board after the run, and the machine timer ticks it took.
 fn run_parallel<T>(
     wiring: Wiring,
     bytes: &mut [u8],
@@ -1538,6 +1540,9 @@ fn run_parallel<T>(
 ) -> T {
     let Wiring { index, name, harts, images, mut description, script, expect } = wiring;
     assert!(harts <= pools.len(), "{name}: {harts} harts, {} shadow pools", pools.len());
+    let on_sbi = matches!(images, Images::BuiltinSbi { .. });
+    let real = (real_harts & smp::online()).count_ones() as usize;
+    assert!(!on_sbi || real >= harts, "{name}: {harts} harts on the VMM's SBI need as many real harts, not {real}");
     let start = bytes.as_ptr() as u64;
     let partition = (start, start + bytes.len() as u64);
     let pages = bytes.len().div_ceil(4096);
@@ -1879,7 +1884,8 @@ fn boot_linux(
     ram.fill(0);
     let wiring = linux_wiring(index, prefix, ram.len(), block, console);
     let started_at = hw::mtime();
-    if mode == PARALLEL_MODE {
+    // Its harts wait for each other in the SBI (remote fences): each needs a real hart of its own.
+    if mode == PARALLEL_MODE && smp::online().count_ones() as usize >= LINUX_HARTS {
         return run_parallel(wiring, ram, pools, console, usize::MAX, |board, ticks| {
             linux_figures(board, mode, started_at, ticks)
         });
