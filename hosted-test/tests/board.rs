@@ -760,7 +760,7 @@ fn debian_linux_boots_natively_on_the_board_to_a_shell() {
     // hart on one real hart and on two; every run agrees on the digest, and the run on two real harts ran its
     // harts at once.
     let hashes = console.lines().filter(|line| line.starts_with("[vm24] hash-harts: 2 harts, digest ")).count();
-    assert_eq!(hashes, 7, "one run in one `Vm`, three on one real hart, three on two:\n{console}");
+    assert_eq!(hashes, 11, "one run in one `Vm`, five on one real hart, five on two:\n{console}");
     let scaling = console.lines().find(|line| line.starts_with("bench: hash-harts")).expect("the scaling figures");
     let on_two =
         scaling.split("on 2 real harts ").nth(1).and_then(|rest| rest.split_once("us (")).map(|(_, rest)| rest);

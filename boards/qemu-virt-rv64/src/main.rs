@@ -1755,7 +1755,7 @@ const LINUX_HARTS: usize = 2;
 /// The VM number (console port) of the scaling figures' `hash-harts` runs (the demo's, unused with Linux).
 const HASH_HARTS_VM: usize = 24;
 /// Runs of `hash-harts` each way for the scaling figures (the best counts).
-const SCALING_RUNS: usize = 3;
+const SCALING_RUNS: usize = 5;
 
 /// The scaling figures (issue 14): `hash-harts`, two harts each hashing a buffer of its own, in `ram`, run with
 /// both harts in one `Vm` (on one real hart at a time, as every VM ran before), then with a `Vm` per hart on one
