@@ -12,7 +12,7 @@ const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// Debian's U-Boot for QEMU `virt` in S-mode (package `u-boot-qemu`).
 const UBOOT: &str = "/usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin";
 /// The guests the board embeds.
-const GUESTS: [&str; 14] = [
+const GUESTS: [&str; 15] = [
     "hello",
     "sv39",
     "interrupts",
@@ -27,6 +27,7 @@ const GUESTS: [&str; 14] = [
     "disk-pattern",
     "net-ping",
     "print-jobs",
+    "hash-harts",
 ];
 
 fn main() {

@@ -151,6 +151,9 @@ impl<'a, D: Devices> VmBuilder<'a, D> {
             (None, _) => {}
         }
         vm.set_time_source(self.time_source);
+        if self.only_hart.is_some() {
+            vm.share_clock();
+        }
         Ok(vm)
     }
 }
@@ -190,6 +193,32 @@ mod tests {
             assert_eq!((hart.x[10], hart.x[11], hart.x[12]), (id as u64, RAM_BASE + 0x3000, 7));
         }
         assert!(vm.sbi().is_none());
+    }
+
+    #[test]
+    fn one_hart_of_several_keeps_the_machines_clock_when_time_is_hidden() {
+        struct FixedClock;
+        impl Clock for FixedClock {
+            fn now(&mut self) -> u64 {
+                1_000
+            }
+        }
+        let time_after_hiding = |only_hart: Option<usize>| {
+            let mut backing = [0u8; 0x4000];
+            let mut clock = FixedClock;
+            let builder = VmBuilder::new(Ram::new(RAM_BASE, &mut backing), devices(), &mut clock).harts(2);
+            let builder = match only_hart {
+                Some(index) => builder.only_hart(index),
+                None => builder,
+            };
+            let mut vm = builder.build().expect("a valid VM");
+            vm.hide_time(300);
+            // The devices take the VM's time at the slice's start.
+            let _ = vm.run_slice(&mut crate::exec::interp::Interpreter, 1);
+            vm.time()
+        };
+        assert_eq!(time_after_hiding(None), 700, "a whole machine's time stands still for what is hidden");
+        assert_eq!(time_after_hiding(Some(1)), 1_000, "one hart of several: the machine's one clock");
     }
 
     #[test]

@@ -265,6 +265,9 @@ pub struct Vm<'a, D: Devices> {
     /// Added to the host clock under [`TimeSource::Host`]: zero, until a restored snapshot makes guest time go
     /// on from where it was saved.
     time_offset: u64,
+    /// One hart of several, in a `Vm` of its own ([`super::VmBuilder::only_hart`]): its clock is the machine's,
+    /// shared with its sibling harts' `Vm`s, so [`Vm::hide_time`] hides nothing.
+    shares_clock: bool,
     /// The time the devices were last brought to (for a snapshot).
     last_now: u64,
     dispatcher: Dispatcher,
@@ -417,6 +420,7 @@ impl<'a, D: Devices> Vm<'a, D> {
             time_source: TimeSource::Host,
             skipped_ticks: 0,
             time_offset: 0,
+            shares_clock: false,
             last_now: 0,
             dispatcher: Dispatcher::new(),
             steps: 0,
@@ -578,9 +582,19 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// Hides `ticks` of host time from the guest: under [`TimeSource::Host`] its time (and its timers) stand
     /// still for them, as if they had not passed. What a scheduler does for time the VM was runnable but another
     /// ran, or the VMM worked for it ([`super::Hypervisor::run_timed_slice`]). Under
-    /// [`TimeSource::Instructions`] time only follows the guest's instructions anyway: nothing changes.
+    /// [`TimeSource::Instructions`] time only follows the guest's instructions anyway: nothing changes. Nor in a
+    /// `Vm` of one hart of several ([`super::VmBuilder::only_hart`]): a machine has one clock, and each hart's
+    /// `Vm` hiding its own waits would let its harts' `time` drift apart (a guest kernel compares the times its
+    /// harts read); its time is the host's, as on a real machine.
     pub fn hide_time(&mut self, ticks: u64) {
-        self.time_offset = self.time_offset.wrapping_sub(ticks);
+        if !self.shares_clock {
+            self.time_offset = self.time_offset.wrapping_sub(ticks);
+        }
+    }
+
+    /// Makes this `Vm` one hart of several sharing the machine's clock (see [`Vm::hide_time`]).
+    pub(super) fn share_clock(&mut self) {
+        self.shares_clock = true;
     }
 
     /// Every hart waits for an interrupt: let time pass until the next deadline or host input.

@@ -87,6 +87,12 @@ impl<'w, D: Devices, R: RelaxStrategy> SharedDevices<'w, D, R> {
         OneHart { shared: self, index }
     }
 
+    /// Runs `action` on the devices under their lock (an embedder's own look at them between turns: a console's
+    /// state, its backend), then wakes the harts whose lines it raised, as any access does.
+    pub fn with_devices<T>(&self, action: impl FnOnce(&mut D) -> T) -> T {
+        self.with(|locked| action(&mut locked.devices))
+    }
+
     /// The devices back, once every hart's thread is done.
     pub fn into_inner(self) -> D {
         self.locked.into_inner().devices

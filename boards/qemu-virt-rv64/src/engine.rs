@@ -54,7 +54,13 @@
 //! read/write in entries 6-7, empty for a VM without one), and `mstatus` is rebuilt from scratch (MPP = U,
 //! MPRV = 0) for every entry.
 //!
-//! **Real harts** (`smp`): a VM runs on one real hart at a time, but not always the same one. PMP, `satp`, the
+//! **Real harts** (`smp`): an engine runs on one real hart at a time, but not always the same one. A VM whose harts
+//! run on several real harts at once has an engine per hart, each with shadow tables of its own, as each real hart
+//! has a TLB of its own: a hart's `sfence.vma` drops its own shadow mappings, and the VMM's SBI hands a remote
+//! fence to each target's engine (`Engine::flush_translations`) before the caller's call returns (the core's
+//! `SbiShared` waits for each target's acknowledgement; a target running natively is kicked back to the VMM
+//! first, and its real TLB is fenced by its next `load_root`, before its guest runs again). A kick (the machine
+//! software interrupt) ends the run at once. PMP, `satp`, the
 //! counter enables and the TLB are the real hart's, so the engine reloads its walls and its shadow root, with a
 //! full `sfence.vma`, whenever it runs on a hart that does not hold them: when another VM ran there since
 //! (`LOADED_VM`, per hart), *and* when the VM itself ran on another hart in between (`hart`). The second case
@@ -94,6 +100,8 @@ const FS_CLEAN: u64 = 2 << 13;
 const FS_DIRTY: u64 = 3 << 13;
 /// `mstatus.MPIE`.
 const MPIE: u64 = 1 << 7;
+/// `mcause` of the machine software interrupt: a kick from another real hart (`hw::kick`).
+const KICK: u64 = (1 << 63) | 3;
 
 /// Guest entries (world switches into a guest) of this boot, over every VM and phase: what PMP guarded.
 pub static GUEST_ENTRIES: AtomicU64 = AtomicU64::new(0);
@@ -188,6 +196,13 @@ pub struct Stats {
     /// Real traps after which the VMM lock was busy for longer than [`LOCK_WAIT_TICKS`]: each ended the run
     /// before the trap was served, so that the wait is hidden from the VM's clock (the guest retakes the trap).
     pub lock_waits: u64,
+    /// Runs another real hart cut short (a kick: a hart of the same VM asked this one for something, through
+    /// the VM's `HartWaker`), and world switches into the guest made while another hart of the same VM ran
+    /// natively on another real hart (the evidence that one VM's harts run in parallel).
+    pub kicks: u64,
+    pub parallel_entries: u64,
+    /// The real harts this engine ran its guest on (a bit each).
+    pub real_harts: u64,
     /// Shadow page table fills (the guest resumed without leaving the engine).
     pub fills: u64,
     /// Instructions the shadow tables cannot express, run by the interpreter.
@@ -219,7 +234,7 @@ pub struct Stats {
 }
 
 /// The native engine of one VM.
-pub struct NativeEngine {
+pub struct NativeEngine<'s> {
     /// A small nonzero number naming the VM (for [`LOADED_VM`]).
     id: usize,
     /// The real hart the VM last ran on (`None`: never ran).
@@ -228,7 +243,7 @@ pub struct NativeEngine {
     lock_waited: bool,
     /// The last run ended on such a wait, leaving its trap unserved.
     left_for_lock: bool,
-    shadow: &'static mut ShadowTables<POOL>,
+    shadow: &'s mut ShadowTables<POOL>,
     context: GuestContext,
     /// The VM's RAM partition in host physical addresses.
     partition: (u64, u64),
@@ -260,11 +275,13 @@ pub struct NativeEngine {
     /// The largest `time` an excursion gave the guest since the VM last asked.
     time_served: Option<u64>,
     pub stats: Stats,
+    /// For one hart of a VM whose harts run on several real harts at once: how many of them run natively now.
+    siblings: Option<&'s AtomicUsize>,
 }
 
-impl NativeEngine {
+impl<'s> NativeEngine<'s> {
     /// An engine for the VM numbered `id` (nonzero, unique), whose RAM is the host range `partition`.
-    pub fn new(id: usize, shadow: &'static mut ShadowTables<POOL>, partition: (u64, u64)) -> Self {
+    pub fn new(id: usize, shadow: &'s mut ShadowTables<POOL>, partition: (u64, u64)) -> Self {
         Self {
             id,
             hart: None,
@@ -284,6 +301,7 @@ impl NativeEngine {
             quantum_end: None,
             guest_time: None,
             time_served: None,
+            siblings: None,
             stats: Stats::default(),
         }
     }
@@ -314,6 +332,13 @@ impl NativeEngine {
         self.shadow.add_passthrough(guest_real, host)?;
         self.device = (host, host + 4096);
         Ok(())
+    }
+
+    /// Makes this the engine of one hart of a VM whose harts each have an engine of their own and may run on
+    /// several real harts at once: `native` counts how many of them run natively now (for
+    /// [`Stats::parallel_entries`]).
+    pub fn one_of_several(&mut self, native: &'s AtomicUsize) {
+        self.siblings = Some(native);
     }
 
     /// What the patching scanner did (`None`: the VM's counters trap).
@@ -363,6 +388,7 @@ impl NativeEngine {
                 self.stats.migrations += 1;
             }
             self.hart = Some(hart);
+            self.stats.real_harts |= 1 << hart;
             let pool_start = &*self.shadow as *const ShadowTables<POOL> as u64;
             let pool_end = pool_start + core::mem::size_of::<ShadowTables<POOL>>() as u64;
             // The patched copies are the only other memory the guest may fetch from (none: an empty range).
@@ -414,11 +440,19 @@ impl NativeEngine {
         // SAFETY: the engine runs only within a VM's turn, for which the board's run loop took the VMM lock on this
         // hart (`Board::run_on_hart`); it is taken again below before anything shared is touched.
         unsafe { smp::vmm_unlock() };
+        if let Some(native) = self.siblings {
+            if native.fetch_add(1, Ordering::AcqRel) > 0 {
+                self.stats.parallel_entries += 1;
+            }
+        }
         let instret_before = hw::minstret();
         let time_before = hw::mtime();
         enter_guest(context);
         let time_after = hw::mtime();
         let retired = hw::minstret().wrapping_sub(instret_before);
+        if let Some(native) = self.siblings {
+            native.fetch_sub(1, Ordering::AcqRel);
+        }
         smp::vmm_lock();
         self.lock_waited = hw::mtime().saturating_sub(time_after) > LOCK_WAIT_TICKS;
         self.stats.guest_ticks += time_after.saturating_sub(time_before);
@@ -469,7 +503,7 @@ impl NativeEngine {
     }
 }
 
-impl NativeEngine {
+impl NativeEngine<'_> {
     /// The exit of an illegal-instruction trap at `hart.pc` when a patched site is there (`None`: the guest's own
     /// illegal or privileged instruction, or counters not delegated).
     fn patched_site(&mut self, hart: &Hart, memory: &mut Memory) -> Option<Exit> {
@@ -770,7 +804,7 @@ fn leaf_grant(patcher: Option<&Patcher>, pa: u64, granted: [bool; 3]) -> LeafGra
     }
 }
 
-impl Engine for NativeEngine {
+impl Engine for NativeEngine<'_> {
     fn set_guest_time(&mut self, now: u64) {
         self.guest_time = Some(now);
     }
@@ -836,6 +870,14 @@ impl Engine for NativeEngine {
         loop {
             self.load_root(hart);
             let trap = self.enter(hart);
+            if trap.mcause == KICK {
+                // Another real hart wants this hart back in the VMM (its VM's requests: an IPI, a start, a remote
+                // fence it waits for), which the VM looks at between runs: the run ends here.
+                hw::clear_kick();
+                self.stats.kicks += 1;
+                self.last_fill = None;
+                return Exit::BudgetExhausted;
+            }
             // Never twice in a row: under a sustained wait (other harts busy in the VMM for long), every other
             // trap is served anyway, so the guest always progresses.
             if self.lock_waited && !self.left_for_lock {

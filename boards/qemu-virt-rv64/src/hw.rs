@@ -182,10 +182,19 @@ pub fn clear_pmp() {
     set_pmp((0, 0), (0, 0), (0, 0), (0, 0));
 }
 
+/// `mie` while the board runs: the machine timer (it ends a guest's quantum) and the software interrupt (another
+/// real hart's kick, [`kick`]: a hart of the same VM wants this one back in the VMM); each is taken only from
+/// U-mode, through the world switch.
+const RUNNING_MIE: u64 = (1 << 7) | MSIP_BIT;
+/// `mip.MSIP` / `mie.MSIE`.
+const MSIP_BIT: u64 = 1 << 3;
+/// The CLINT's `msip` registers, one 32-bit word per hart.
+const CLINT_MSIP0: usize = 0x0200_0000;
+
 /// Sets up this hart for running guests: counters trap in U-mode (`mcounteren` = 0, so the VMM emulates
 /// `cycle`, `time` and `instret` with virtual values), nothing is delegated to S-mode, and only the machine
-/// timer interrupt is enabled (it ends a guest's quantum; `mstatus.MIE` stays clear, so the VMM itself is
-/// never interrupted).
+/// timer and software interrupts are enabled (they end a guest's native run; `mstatus.MIE` stays clear, so the
+/// VMM itself is never interrupted).
 pub fn init_machine() {
     set_timer(u64::MAX);
     // SAFETY: M-mode CSR writes that only affect how lower modes trap and which interrupts are taken from them.
@@ -194,10 +203,29 @@ pub fn init_machine() {
             "csrw mcounteren, zero",
             "csrw medeleg, zero",
             "csrw mideleg, zero",
-            "csrw mie, {mtie}",
-            mtie = in(reg) 1u64 << 7,
+            "csrw mie, {mie}",
+            mie = in(reg) RUNNING_MIE,
         );
     }
+}
+
+/// `hart`'s CLINT `msip`.
+fn msip(hart: usize) -> *mut u32 {
+    (CLINT_MSIP0 + 4 * (hart % MAX_HARTS)) as *mut u32
+}
+
+/// Raises real hart `hart`'s software interrupt: a guest it runs natively traps back to its VMM at once (which
+/// then looks at what other harts asked of it), and it wakes from a park or a nap. A kick that finds the hart
+/// in the VMM stays pending and ends its next native run at once: never lost, at worst one run cut short.
+pub fn kick(hart: usize) {
+    // SAFETY: an aligned 32-bit CLINT register of the `virt` map; only the VMM (M-mode) writes these.
+    unsafe { write_volatile(msip(hart), 1) }
+}
+
+/// Clears this hart's software interrupt (after a kick ended a guest's run, or woke a nap).
+pub fn clear_kick() {
+    // SAFETY: this hart's CLINT `msip`, an aligned 32-bit register of the `virt` map.
+    unsafe { write_volatile(msip(smp::hart_id()), 0) }
 }
 
 /// Sets the real `mcounteren` and `scounteren` to `bits` (CY, TM, IR): a set bit lets the guest, in real U-mode,
@@ -217,25 +245,31 @@ pub fn minstret() -> u64 {
 /// the software interrupt enabled in `mie` (not globally), so `wfi` wakes for it alone; `mie` is back to the
 /// timer's when it returns.
 pub fn wait_for_ipi(msip: *mut u32) {
-    const MSIP: u64 = 1 << 3;
     // SAFETY: M-mode CSR writes that only choose which interrupt wakes `wfi` (none is taken: `mstatus.MIE` is
     // clear); `msip` is this hart's CLINT register, an aligned 32-bit word of the `virt` map.
     unsafe {
-        core::arch::asm!("csrw mie, {0}", in(reg) MSIP);
-        while riscv::register::mip::read().bits() as u64 & MSIP == 0 {
+        core::arch::asm!("csrw mie, {0}", in(reg) MSIP_BIT);
+        while riscv::register::mip::read().bits() as u64 & MSIP_BIT == 0 {
             riscv::asm::wfi();
         }
         write_volatile(msip, 0);
-        core::arch::asm!("csrw mie, {0}", in(reg) 1u64 << 7);
+        core::arch::asm!("csrw mie, {0}", in(reg) RUNNING_MIE);
     }
 }
 
-/// Waits for this hart's machine timer to reach `deadline` with interrupts globally masked: `wfi` still wakes on
-/// a pending enabled interrupt, which is left pending for the caller to clear.
-pub fn wait_for_timer(deadline: u64) {
+/// Waits for this hart's machine timer to reach `deadline`, or for a kick ([`kick`], which it clears), with
+/// interrupts globally masked: `wfi` still wakes on a pending enabled interrupt. Whether a kick ended it.
+pub fn wait_for_timer(deadline: u64) -> bool {
     set_timer(deadline);
+    let mut kicked = false;
     while mtime() < deadline {
+        if riscv::register::mip::read().bits() as u64 & MSIP_BIT != 0 {
+            clear_kick();
+            kicked = true;
+            break;
+        }
         riscv::asm::wfi();
     }
     set_timer(u64::MAX);
+    kicked
 }

@@ -5,7 +5,10 @@
 //! VM), natively in U-mode with the native engine, on every real hart QEMU starts (`smp`: `-smp 4`): each real
 //! hart takes the next VM that may run from one shared run queue ([`Board`]), runs one turn of it on the machine
 //! timer under the core's `trapeze::vm::Hypervisor` (a one-VM hypervisor per VM: its timed turns, its clock kept
-//! to its own time), and puts it back; a VM runs on one real hart at a time. The board itself holds the wiring
+//! to its own time), and puts it back; a VM runs on one real hart at a time, all its harts there, except a
+//! multi-hart VM in the parallel mode ([`run_parallel`]: two-hart Linux in its trapping boot and its loop, and
+//! the scaling figures' `hash-harts`), whose harts are entries of their own, each with its own `Vm`, engine and
+//! shadow tables, and run on several real harts at once. The board itself holds the wiring
 //! (which guests, their images, devices and expectations), the run queue, and the hardware (the engine, the world
 //! switch, the harts, sleeping on the timer when no VM may run). When every VM has powered off it prints one summary line and exits QEMU through the
 //! `sifive,test0` finisher: status 0 when every guest exited 0.
@@ -85,7 +88,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use defmt_semihosting as _;
 use engine::{Copies, NativeEngine, Patches, SiteCache, POOL};
@@ -96,10 +99,12 @@ use trapeze::dev::{MachineRequest, MmioError};
 use trapeze::exec::native;
 use trapeze::hart::Hart;
 use trapeze::mem::shadow::ShadowTables;
-use trapeze::mem::{Ram, RAM_BASE};
+use trapeze::mem::{Ram, SharedRam, RAM_BASE};
 use trapeze::net::PortId;
 use trapeze::vm::boot::{place_images, Images};
 use trapeze::vm::fdt::{MachineDescription, QEMU_VIRT_PRINTER, QEMU_VIRT_RTC, QEMU_VIRT_VIRTIO};
+use trapeze::vm::parallel::{HartWaker, OneHart, SharedDevices};
+use trapeze::vm::sbi::SbiShared;
 use trapeze::vm::virt::{Backends, VirtDevices};
 use trapeze::vm::{Clock, Devices, Hypervisor, RunOutcome, SliceOutcome, TimedEngine, Vm, VmBuilder, VmState};
 
@@ -184,6 +189,7 @@ static RTC: &[u8] = include_bytes!(env!("BOARD_GUEST_RTC"));
 static DISK_PATTERN: &[u8] = include_bytes!(env!("BOARD_GUEST_DISK_PATTERN"));
 static NET_PING: &[u8] = include_bytes!(env!("BOARD_GUEST_NET_PING"));
 static PRINT_JOBS: &[u8] = include_bytes!(env!("BOARD_GUEST_PRINT_JOBS"));
+static HASH_HARTS: &[u8] = include_bytes!(env!("BOARD_GUEST_HASH_HARTS"));
 /// The two `print-jobs` VMs sharing the board's printer (vm26, vm27): VM index, and their spools' in the spool set.
 const PRINT_VMS: [(usize, usize); printer::PRINTER_VMS] = [(26, 0), (27, 1)];
 /// The two `net-ping` VMs on the board's bridge (vm24, vm25): VM index, RAM partition, NIC address and kernel
@@ -383,7 +389,7 @@ impl Clock for MachineTime {
 
 /// The native engine's budget is a time quantum on the real timer (`native::quantum_ticks`), and it measures
 /// the time its guest ran: what the hypervisor's timed turns need.
-impl TimedEngine for NativeEngine {
+impl TimedEngine for NativeEngine<'_> {
     fn budget_for(&self, ticks: u64) -> u64 {
         ticks.saturating_mul(native::INSTRUCTIONS_PER_TICK)
     }
@@ -459,6 +465,9 @@ impl Devices for ReportingDevices {
     fn update_time(&mut self, now: u64, harts: &mut [Hart]) {
         self.inner.update_time(now, harts)
     }
+    fn hart_lines(&self, index: usize) -> Option<trapeze::vm::HartLines> {
+        self.inner.hart_lines(index)
+    }
     fn mtime(&self) -> u64 {
         self.inner.mtime()
     }
@@ -476,7 +485,107 @@ impl Devices for ReportingDevices {
     }
 }
 
-type BoardVm<'r> = Vm<'r, ReportingDevices>;
+/// A VM's devices as one `Vm` sees them: the whole machine's (a VM whose harts all run in one `Vm`), or one
+/// hart's view of devices shared by the per-hart `Vm`s of a VM whose harts run on several real harts at once
+/// (the core's `SharedDevices`, under their own spin lock).
+// The whole machine's variant is large, and the rarer one small: both live inside a VM that is in a `Box` of its
+// own already (`Slot`), and boxing the large one would add an indirection to every device access.
+#[allow(clippy::large_enum_variant)]
+enum BoardDevices<'r> {
+    Whole(ReportingDevices),
+    Hart { view: OneHart<'r, 'r, ReportingDevices>, shared: &'r SharedDevices<'r, ReportingDevices> },
+}
+
+impl BoardDevices<'_> {
+    /// The devices while the VM is wired, before any is shared.
+    fn whole(&mut self) -> &mut ReportingDevices {
+        match self {
+            Self::Whole(devices) => devices,
+            Self::Hart { .. } => panic!("a VM's devices wired after they were shared between its harts"),
+        }
+    }
+
+    /// `look` at the devices (under their lock when shared).
+    fn look<T>(&self, look: impl FnOnce(&ReportingDevices) -> T) -> T {
+        match self {
+            Self::Whole(devices) => look(devices),
+            Self::Hart { shared, .. } => shared.with_devices(|devices| look(devices)),
+        }
+    }
+
+    /// `change` the devices (under their lock when shared).
+    fn change<T>(&mut self, change: impl FnOnce(&mut ReportingDevices) -> T) -> T {
+        match self {
+            Self::Whole(devices) => change(devices),
+            Self::Hart { shared, .. } => shared.with_devices(change),
+        }
+    }
+}
+
+impl Devices for BoardDevices<'_> {
+    fn read(&mut self, addr: u64, size: u8, ram: &mut Ram) -> Result<u64, MmioError> {
+        match self {
+            Self::Whole(devices) => devices.read(addr, size, ram),
+            Self::Hart { view, .. } => view.read(addr, size, ram),
+        }
+    }
+    fn write(&mut self, addr: u64, size: u8, value: u64, ram: &mut Ram) -> Result<Option<MachineRequest>, MmioError> {
+        match self {
+            Self::Whole(devices) => devices.write(addr, size, value, ram),
+            Self::Hart { view, .. } => view.write(addr, size, value, ram),
+        }
+    }
+    fn update(&mut self, now: u64, harts: &mut [Hart], ram: &mut Ram) {
+        match self {
+            Self::Whole(devices) => devices.update(now, harts, ram),
+            Self::Hart { view, .. } => view.update(now, harts, ram),
+        }
+    }
+    fn update_time(&mut self, now: u64, harts: &mut [Hart]) {
+        match self {
+            Self::Whole(devices) => devices.update_time(now, harts),
+            Self::Hart { view, .. } => view.update_time(now, harts),
+        }
+    }
+    fn hart_lines(&self, index: usize) -> Option<trapeze::vm::HartLines> {
+        match self {
+            Self::Whole(devices) => devices.hart_lines(index),
+            Self::Hart { view, .. } => view.hart_lines(index),
+        }
+    }
+    fn mtime(&self) -> u64 {
+        match self {
+            Self::Whole(devices) => devices.mtime(),
+            Self::Hart { view, .. } => view.mtime(),
+        }
+    }
+    fn ticks_until_deadline(&self) -> Option<u64> {
+        match self {
+            Self::Whole(devices) => devices.ticks_until_deadline(),
+            Self::Hart { view, .. } => view.ticks_until_deadline(),
+        }
+    }
+    fn input_pending(&self) -> bool {
+        match self {
+            Self::Whole(devices) => devices.input_pending(),
+            Self::Hart { view, .. } => view.input_pending(),
+        }
+    }
+    fn console_write(&mut self, bytes: &[u8]) -> usize {
+        match self {
+            Self::Whole(devices) => devices.console_write(bytes),
+            Self::Hart { view, .. } => view.console_write(bytes),
+        }
+    }
+    fn console_read(&mut self) -> Option<u8> {
+        match self {
+            Self::Whole(devices) => devices.console_read(),
+            Self::Hart { view, .. } => view.console_read(),
+        }
+    }
+}
+
+type BoardVm<'r> = Vm<'r, BoardDevices<'r>>;
 
 /// What a guest is expected to do.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -505,8 +614,10 @@ struct Wiring<'i> {
 /// One guest as wired, before it runs: its machine, its engine and what the board expects of it.
 struct Guest<'r> {
     vm: BoardVm<'r>,
-    engine: NativeEngine,
+    engine: NativeEngine<'r>,
     watch: Watch,
+    /// `Some` for one hart of a VM whose harts run on several real harts at once (a run-queue entry each).
+    hart: Option<HartOf<'r>>,
 }
 
 /// What the board knows of a VM beyond its machine: its wiring's name and number, what it is expected to do, and
@@ -584,12 +695,12 @@ fn build_guest<'r>(wiring: Wiring, bytes: &'r mut [u8], console: &'static BoardC
         mux.attach(index);
     }
     let port = BoardMux::port(console, index);
-    let devices = ReportingDevices {
+    let devices = BoardDevices::Whole(ReportingDevices {
         vm: index,
         inner: VirtDevices::new(VmConsole::new(port, script)),
         passthrough: None,
         passthrough_served: 0,
-    };
+    });
     let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock));
     let vm = VmBuilder::new(ram, devices, clock)
         .harts(harts)
@@ -609,6 +720,7 @@ fn build_guest<'r>(wiring: Wiring, bytes: &'r mut [u8], console: &'static BoardC
             shell_at: None,
             nic: None,
         },
+        hart: None,
     }
 }
 
@@ -652,7 +764,7 @@ fn rtc_guest(index: usize, partition: usize, console: &'static BoardConsole, own
         // The board runs bare in M-mode: the device's host physical address is its guest real one on `virt`.
         let page = QEMU_VIRT_RTC.base;
         guest.engine.pass_through(page, page).unwrap_or_else(|e| panic!("rtc: cannot pass the RTC through: {e:?}"));
-        guest.vm.devices.passthrough = Some((page, page));
+        guest.vm.devices.whole().passthrough = Some((page, page));
         // Counters trapping and no code caching: no excursion emulates its RTC reads, so every one is native (the
         // board reports how many the VMM served: none).
         guest.watch.mode = Mode::Trapping;
@@ -676,7 +788,7 @@ fn pattern_guest(
     let images = Images::Elf(DISK_PATTERN);
     let mut guest =
         make_described_guest(index, partition, "disk-pattern", console, images, Expect::PowerOff, description);
-    guest.vm.devices.inner.attach_disk(disk);
+    guest.vm.devices.whole().inner.attach_disk(disk);
     guest
 }
 
@@ -716,7 +828,7 @@ fn print_guest(
     let (name, harts, script, expect) = ("print-jobs", 1, &[][..], Expect::PowerOff);
     let mut guest = build_guest(Wiring { index, name, harts, images, description, script, expect }, ram, console);
     printing.set_name(spool, &alloc::format!("vm{index}"));
-    guest.vm.devices.inner.printer = Some(Printer::new(printing.spools(), spool));
+    guest.vm.devices.whole().inner.printer = Some(Printer::new(printing.spools(), spool));
     guest
 }
 
@@ -727,8 +839,13 @@ const NET_SLOT: usize = 1;
 /// devicetree lists).
 fn attach_nic(guest: &mut Guest<'_>, port: nic::VmNic, mac: [u8; 6]) {
     let name = guest.watch.name;
-    let slot =
-        guest.vm.devices.inner.attach_net(port, mac).unwrap_or_else(|e| panic!("{name}: no slot for a NIC: {e:?}"));
+    let slot = guest
+        .vm
+        .devices
+        .whole()
+        .inner
+        .attach_net(port, mac)
+        .unwrap_or_else(|e| panic!("{name}: no slot for a NIC: {e:?}"));
     assert_eq!(slot, NET_SLOT, "{name}: its NIC is not where its devicetree says");
 }
 
@@ -762,7 +879,7 @@ fn uboot_guest(
     let wiring = Wiring { index, name: "u-boot", harts: 1, images, description, script, expect: Expect::Script };
     let mut guest = build_guest(wiring, bytes, console);
     if let Some(disk) = disk {
-        guest.vm.devices.inner.attach_disk(disk);
+        guest.vm.devices.whole().inner.attach_disk(disk);
     }
     if let Some(port) = nic {
         guest.watch.nic = Some(port.port());
@@ -802,7 +919,7 @@ fn time_loop_image() -> &'static [u8] {
 /// its own time, its idle and paused states), and what the board watches for in it. It travels whole between the
 /// run queue and the real hart running it (a `Box`: a pointer moves, nothing is allocated).
 struct Slot<'r> {
-    hypervisor: Hypervisor<'r, ReportingDevices, NativeEngine, 1>,
+    hypervisor: Hypervisor<'r, BoardDevices<'r>, NativeEngine<'r>, 1>,
     watch: Watch,
 }
 
@@ -815,7 +932,7 @@ impl<'r> Slot<'r> {
         self.hypervisor.vm_mut(0).expect("a VM of the board")
     }
 
-    fn engine(&self) -> &NativeEngine {
+    fn engine(&self) -> &NativeEngine<'r> {
         self.hypervisor.engine(0).expect("a VM of the board")
     }
 
@@ -823,8 +940,14 @@ impl<'r> Slot<'r> {
         self.hypervisor.outcome(0)
     }
 
-    fn console(&self) -> &VmConsole {
-        self.vm().devices.inner.uart.backend()
+    /// `look` at the VM's console.
+    fn console<T>(&self, look: impl FnOnce(&VmConsole) -> T) -> T {
+        self.vm().devices.look(|devices| look(devices.inner.uart.backend()))
+    }
+
+    /// `change` the VM's console.
+    fn console_mut<T>(&mut self, change: impl FnOnce(&mut VmConsole) -> T) -> T {
+        self.vm_mut().devices.change(|devices| change(devices.inner.uart.backend_mut()))
     }
 
     /// Whether the VM has done what the board waits for: ended (power off, reset...), or played its script; a VM
@@ -832,7 +955,7 @@ impl<'r> Slot<'r> {
     fn finished(&self) -> bool {
         match self.watch.expect {
             Expect::PowerOff => self.outcome().is_some(),
-            Expect::Script => self.outcome().is_some() || self.console().script_done(),
+            Expect::Script => self.outcome().is_some() || self.console(VmConsole::script_done),
             Expect::RunForever => true,
         }
     }
@@ -848,6 +971,8 @@ struct Entry<'r> {
     woken: bool,
     /// It has done what the board waits for ([`Slot::finished`]).
     finished: bool,
+    /// `Some` when it is one hart of a VM whose harts run on several real harts at once.
+    hart: Option<HartOf<'r>>,
 }
 
 /// The run queue: every VM of the board, round-robin. A real hart takes a VM that may run now out of it
@@ -878,10 +1003,23 @@ impl<'r> Queue<'r> {
         for step in 0..count {
             let at = (self.next + step) % count;
             let Some(entry) = self.entries.get_mut(at) else { continue };
-            let Some(slot) = entry.slot.as_ref() else {
+            if entry.hart.is_some_and(|hart| hart.waker.halted.load(Ordering::Acquire)) {
+                // Another hart of its VM ended the machine: this one is over too (one running ends its turn).
+                if entry.slot.is_none() {
+                    out = true;
+                }
+                continue;
+            }
+            let Some(slot) = entry.slot.as_mut() else {
                 out = true;
                 continue;
             };
+            if let Some(hart) = entry.hart {
+                // Woken by its VM's other harts (an IPI, a start, a fence it must serve, a line raised).
+                if hart.waker.pending[hart.index].swap(false, Ordering::SeqCst) {
+                    slot.hypervisor.wake(0);
+                }
+            }
             match slot.hypervisor.state(0) {
                 Some(VmState::Stopped(_)) | None => continue,
                 Some(VmState::Idle { until } | VmState::Paused { until }) if until > now => {
@@ -891,6 +1029,10 @@ impl<'r> Queue<'r> {
                 Some(_) => {}
             }
             let Some(slot) = entry.slot.take() else { continue };
+            if let Some(hart) = entry.hart {
+                // From now until it is put back, a wake of this hart kicks the real hart running it.
+                hart.waker.running_on[hart.index].store(smp::hart_id(), Ordering::SeqCst);
+            }
             self.next = (at + 1) % count;
             return Pick::Run(at, slot);
         }
@@ -910,7 +1052,37 @@ impl<'r> Queue<'r> {
             entry.finished = true;
             self.unfinished -= 1;
         }
+        let hart = entry.hart;
+        if let Some(hart) = hart {
+            hart.waker.running_on[hart.index].store(NOT_RUNNING, Ordering::SeqCst);
+        }
+        let ended = slot.outcome().is_some();
         entry.slot = Some(slot);
+        if let (Some(hart), true) = (hart, ended) {
+            // One hart ended the machine (power off, reset): so do its others, and no SBI wait goes on.
+            hart.waker.halted.store(true, Ordering::Release);
+            if let Some(sbi) = hart.sbi {
+                sbi.halt();
+            }
+            for entry in self.entries.iter_mut() {
+                let same = entry.hart.is_some_and(|other| core::ptr::eq(other.waker, hart.waker));
+                if same && !entry.finished {
+                    entry.finished = true;
+                    self.unfinished -= 1;
+                }
+            }
+        }
+    }
+
+    /// The run is over: every VM whose harts run on several real harts is halted, so that none of its harts
+    /// waits in the SBI for another that no real hart will run again (`SbiShared::halt` ends every wait).
+    fn halt_parallel_vms(&self) {
+        for hart in self.entries.iter().filter_map(|entry| entry.hart) {
+            hart.waker.halted.store(true, Ordering::Release);
+            if let Some(sbi) = hart.sbi {
+                sbi.halt();
+            }
+        }
     }
 
     /// Makes entry `at`'s VM runnable now if it is idle (at once, or when it comes back from its hart).
@@ -958,7 +1130,13 @@ struct Board<'r> {
     ran_ticks: u64,
     over: AtomicBool,
     gave_up: AtomicBool,
+    /// The real harts that take part in the run (a bit each; the others leave it at once): all of them but for
+    /// the scaling figures' run on one.
+    real_harts: usize,
 }
+
+/// The real harts napping in [`Board::nap`] (a bit each), which a [`VmWaker`] kicks awake.
+static NAPPING: AtomicUsize = AtomicUsize::new(0);
 
 /// While the bridge has an uplink, the board looks at the physical NIC at least this often (1 ms) even when every
 /// VM waits: a frame from the network cannot wake a hart (the board takes no external interrupt).
@@ -980,6 +1158,7 @@ impl<'r> Board<'r> {
             ran_ticks: 0,
             over: AtomicBool::new(false),
             gave_up: AtomicBool::new(false),
+            real_harts: usize::MAX,
         }
     }
 
@@ -1034,7 +1213,7 @@ impl<'r> Board<'r> {
         let slot = Box::new(Slot { hypervisor, watch: guest.watch });
         let finished = slot.finished();
         queue.unfinished += usize::from(!finished);
-        queue.entries.push(Entry { slot: Some(slot), index, woken: false, finished });
+        queue.entries.push(Entry { slot: Some(slot), index, woken: false, finished, hart: guest.hart });
     }
 
     /// The VM at `at` in the queue, between runs (every VM is back then).
@@ -1071,6 +1250,9 @@ impl<'r> Board<'r> {
     /// takes the VMM lock for the turn (and the pumps before it), not to look at the run queue: a hart without a
     /// VM to run never holds up the others' VMM work.
     fn run_on_hart(&self, hart: usize) {
+        if self.real_harts & (1 << hart) == 0 {
+            return;
+        }
         while !self.over.load(Ordering::Acquire) {
             let now = hw::mtime();
             if now.saturating_sub(self.started) > GIVE_UP_TICKS {
@@ -1080,6 +1262,7 @@ impl<'r> Board<'r> {
                     // SAFETY: taken just above, on this hart.
                     unsafe { smp::vmm_unlock() };
                 }
+                self.queue.lock().halt_parallel_vms();
                 self.over.store(true, Ordering::Release);
                 break;
             }
@@ -1102,6 +1285,7 @@ impl<'r> Board<'r> {
                     let mut queue = self.queue.lock();
                     queue.put_back(at, slot);
                     if queue.unfinished == 0 {
+                        queue.halt_parallel_vms();
                         self.over.store(true, Ordering::Release);
                     }
                 }
@@ -1135,7 +1319,12 @@ impl<'r> Board<'r> {
         if hart == smp::BOOT_HART && self.net.lock().as_ref().is_some_and(|net| net.uplink().is_some()) {
             until = until.min(now.saturating_add(NET_POLL_TICKS));
         }
+        // A hart of a VM whose harts run on several real harts, woken while no real hart runs it, kicks a napping
+        // hart awake (`VmWaker`): it then looks at the queue at once.
+        let bit = 1 << (hart % MAX_HARTS);
+        NAPPING.fetch_or(bit, Ordering::SeqCst);
         hw::wait_for_timer(until);
+        NAPPING.fetch_and(!bit, Ordering::SeqCst);
     }
 
     /// Where every hart of every VM still running stands, when the board gives up on them: what a hang needs
@@ -1228,12 +1417,201 @@ impl<'r> Board<'r> {
     }
 }
 
+/// `VmWaker::running_on` of a hart no real hart runs now.
+const NOT_RUNNING: usize = usize::MAX;
+/// Most harts of a VM whose harts run on several real harts at once (the core's limit).
+const VM_MAX_HARTS: usize = trapeze::vm::MAX_HARTS;
+
+/// The core's `HartWaker` for a VM whose harts run on several real harts at once, each hart a run-queue entry of
+/// its own (a `Vm` of its own, `VmBuilder::only_hart`): what its devices (`SharedDevices`) and its SBI
+/// (`SbiShared`: IPIs, HSM starts, remote fences) call when they have something for hart `index`.
+/// - If a real hart runs it now (`running_on`, set while its entry is out of the run queue), that real hart is
+///   kicked (`hw::kick`, its CLINT `msip`): a native run ends at once, and the VM looks at its requests and lines
+///   before it runs the guest again (a fence's caller waits for that: `SbiShared::fence`). A kick that finds it
+///   in the VMM ends its next native run at once: never lost.
+/// - Either way `pending` is set, which the run queue looks at when it next considers the entry (an idle hart
+///   then becomes runnable, `Queue::take`), and a napping real hart is kicked awake to take it at once.
+///
+/// It takes no lock (atomics only), so it may be called under any of them.
+struct VmWaker {
+    pending: [AtomicBool; VM_MAX_HARTS],
+    running_on: [AtomicUsize; VM_MAX_HARTS],
+    /// How many of the VM's harts run natively now (for the engines' `parallel_entries`).
+    native: AtomicUsize,
+    /// One of its harts ended the machine (power off, reset): the others are over too.
+    halted: AtomicBool,
+}
+
+impl VmWaker {
+    fn new() -> Self {
+        Self {
+            pending: [const { AtomicBool::new(false) }; VM_MAX_HARTS],
+            running_on: [const { AtomicUsize::new(NOT_RUNNING) }; VM_MAX_HARTS],
+            native: AtomicUsize::new(0),
+            halted: AtomicBool::new(false),
+        }
+    }
+}
+
+impl HartWaker for VmWaker {
+    fn wake(&self, index: usize) {
+        let (Some(pending), Some(running_on)) = (self.pending.get(index), self.running_on.get(index)) else {
+            return;
+        };
+        // Set before `running_on` is read, as `Queue::take` sets `running_on` before it runs the entry: either
+        // the queue sees the wake, or this sees the real hart (sequentially consistent, both sides).
+        pending.store(true, Ordering::SeqCst);
+        match running_on.load(Ordering::SeqCst) {
+            NOT_RUNNING => {
+                let napping = NAPPING.load(Ordering::SeqCst);
+                if napping != 0 {
+                    hw::kick(napping.trailing_zeros() as usize);
+                }
+            }
+            // This very real hart runs it: its VM looks at its requests before it runs the guest again.
+            hart if hart == smp::hart_id() => {}
+            hart => hw::kick(hart),
+        }
+    }
+}
+
+/// One hart of a VM whose harts run on several real harts at once: its VM's waker and SBI, and its index.
+#[derive(Clone, Copy)]
+struct HartOf<'r> {
+    waker: &'r VmWaker,
+    sbi: Option<&'r SbiShared<'r>>,
+    index: usize,
+}
+
+/// What a hart waiting in the VMM's SBI for its VM's other harts (a remote fence's acknowledgement,
+/// `SbiShared::fence`) does between two looks: lets the VMM lock go for a moment, since the harts it waits for
+/// need it to serve the fence.
+fn relax_vmm_lock() {
+    // SAFETY: the SBI waits only inside a guest's SBI call, served within its VM's turn, for which this hart holds
+    // the VMM lock (`Board::run_on_hart`); it takes it again before going on. Nothing the lock protects is
+    // borrowed across the wait: the waiting `Vm` is this real hart's alone, and the SBI's shared state has its
+    // own spin locks, none held here.
+    unsafe { smp::vmm_unlock() };
+    for _ in 0..64 {
+        core::hint::spin_loop();
+    }
+    smp::vmm_lock();
+}
+
+/// The four views of `bytes` (a VM's RAM partition) `SharedRam` takes, as atomics: how the VMM reaches a VM's
+/// RAM while its harts run natively on other real harts (`None` when `bytes` is not 8-byte aligned and sized).
+#[allow(clippy::type_complexity)]
+fn atomic_views(bytes: &mut [u8]) -> Option<(&[AtomicU8], &[AtomicU16], &[AtomicU32], &[AtomicU64])> {
+    let (start, len) = (bytes.as_mut_ptr(), bytes.len());
+    if !(start as usize).is_multiple_of(8) || !len.is_multiple_of(8) {
+        return None;
+    }
+    // SAFETY: `bytes` is borrowed exclusively for as long as the views live, so nothing else in the VMM reaches
+    // these bytes meanwhile; each atomic type has the size and bit validity of its integer, and the alignment
+    // (8, enough for every view) and length were checked above. The guest's own native accesses from U-mode on
+    // other real harts are another agent's, as a device's DMA would be: the VMM's are all atomic.
+    unsafe {
+        Some((
+            core::slice::from_raw_parts(start.cast::<AtomicU8>(), len),
+            core::slice::from_raw_parts(start.cast::<AtomicU16>(), len / 2),
+            core::slice::from_raw_parts(start.cast::<AtomicU32>(), len / 4),
+            core::slice::from_raw_parts(start.cast::<AtomicU64>(), len / 8),
+        ))
+    }
+}
+
+/// Runs the VM `wiring` describes over `bytes` (zeroed) with its harts on several real harts at once, as the
+/// hosted runner runs a hart per thread (`trapeze::vm::parallel`): each hart a run-queue entry of its own, with a
+/// `Vm` of its own (`only_hart`), its own native engine and shadow tables (one of `pools`, flushed first), its
+/// RAM a handle of one `SharedRam` over `bytes`, its devices one hart's view of `SharedDevices`, its SBI's HSM,
+/// IPIs and remote fences through one `SbiShared`, and a [`VmWaker`] kicking the real hart that runs a hart
+/// another asks something of. The VM's clock is the machine's (`BoardClock`: the `Vm` of one hart of several
+/// hides no time), one for all its harts. Only the real harts of `real_harts` take part: at least as many as the
+/// VM has harts when it runs on the VMM's SBI, since a hart whose remote fence waits for another's acknowledgement
+/// keeps its real hart meanwhile (a VM without the SBI, whose harts only meet in its memory and devices, runs on
+/// any number). `report` sees the board after the run, and the machine timer ticks it took.
+fn run_parallel<T>(
+    wiring: Wiring,
+    bytes: &mut [u8],
+    pools: &mut [&'static mut ShadowTables<POOL>],
+    console: &'static BoardConsole,
+    real_harts: usize,
+    report: impl FnOnce(&mut Board<'_>, u64) -> T,
+) -> T {
+    let Wiring { index, name, harts, images, mut description, script, expect } = wiring;
+    assert!(harts <= pools.len(), "{name}: {harts} harts, {} shadow pools", pools.len());
+    let on_sbi = matches!(images, Images::BuiltinSbi { .. });
+    let real = (real_harts & smp::online()).count_ones() as usize;
+    assert!(!on_sbi || real >= harts, "{name}: {harts} harts on the VMM's SBI need as many real harts, not {real}");
+    let start = bytes.as_ptr() as u64;
+    let partition = (start, start + bytes.len() as u64);
+    let pages = bytes.len().div_ceil(4096);
+    let waker = VmWaker::new();
+    let (b8, b16, b32, b64) = atomic_views(bytes).unwrap_or_else(|| panic!("{name}: RAM not 8-byte aligned"));
+    // A page-granular code watch: no engine of these keeps code, but the RAM's contract wants one to report to.
+    let watch: Vec<AtomicU64> = (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+    let ram = SharedRam::new(RAM_BASE, b8, b16, b32, b64, &watch).unwrap_or_else(|| panic!("{name}: RAM views"));
+    let mut blob = vec![0u8; 16 << 10];
+    let boot = place_images(&mut Ram::shared(&ram), images, &mut description, &mut blob)
+        .unwrap_or_else(|e| panic!("{name}: cannot place its images: {e:?}"));
+    if let Ok(mut mux) = console.try_borrow_mut() {
+        mux.attach(index);
+    }
+    let port = BoardMux::port(console, index);
+    let devices = ReportingDevices {
+        vm: index,
+        inner: VirtDevices::new(VmConsole::new(port, script)),
+        passthrough: None,
+        passthrough_served: 0,
+    };
+    let devices = SharedDevices::new(devices, harts, &waker)
+        .unwrap_or_else(|e| panic!("{name}: cannot share its devices between its harts: {e:?}"));
+    let sbi = SbiShared::new(harts, 0, &waker, relax_vmm_lock);
+    let mut board = Board::new(console);
+    board.real_harts = real_harts;
+    for (hart, pool) in pools.iter_mut().enumerate().take(harts) {
+        pool.flush_all();
+        let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock));
+        let view = BoardDevices::Hart { view: devices.hart(hart), shared: &devices };
+        let vm = VmBuilder::new(Ram::shared(&ram), view, clock)
+            .harts(harts)
+            .boot(&boot)
+            .only_hart(hart)
+            .shared_sbi(&sbi)
+            .build()
+            .unwrap_or_else(|e| panic!("{name}: cannot build hart {hart}: {e:?}"));
+        let mut engine = NativeEngine::new(index + 1 + hart * MAX_VMS, pool, partition);
+        engine.one_of_several(&waker.native);
+        let watch = Watch {
+            index,
+            name,
+            expect,
+            mode: PARALLEL_MODE,
+            pause_after_counter_reads: None,
+            shell_at: None,
+            nic: None,
+        };
+        board.add(Guest { vm, engine, watch, hart: Some(HartOf { waker: &waker, sbi: Some(&sbi), index: hart }) });
+    }
+    defmt::info!(
+        "vm {=usize}: {=usize} harts on several real harts, partition {=u64:#x}..{=u64:#x}",
+        index,
+        harts,
+        partition.0,
+        partition.1
+    );
+    let started = hw::mtime();
+    board.run();
+    let ticks = hw::mtime().saturating_sub(started);
+    report(&mut board, ticks)
+}
+
 /// The board's part after a VM's turn: its console detached when it ended, its pause, its shell.
 fn after_turn(slot: &mut Slot<'_>, stopped: Option<RunOutcome>) {
     if stopped.is_some() {
-        slot.vm_mut().devices.inner.uart.backend_mut().detach();
+        slot.console_mut(VmConsole::detach);
     }
-    let played = slot.console().steps_played();
+    let played = slot.console(VmConsole::steps_played);
     let stats = slot.engine().stats;
     let watch = &mut slot.watch;
     if watch.shell_at.is_none() && played >= 2 {
@@ -1371,9 +1749,68 @@ const LINUX_LOOP_MAGIC: u64 = u64::from_le_bytes(*b"TRPZLOOP");
 const LINUX_LOOP_MAX: u64 = MAX_VMS as u64;
 /// The Linux VM's RAM: 256 MiB of host memory above the block, outside the board's image.
 const LINUX_RAM: (u64, u64) = (0xa800_0000, 0xb800_0000);
-/// Harts of the Linux VM, both on whichever real hart runs the VM's turn (one VM's harts never run on two real
-/// harts at once: that needs the core's `Vm` to become concurrent).
+/// Harts of the Linux VM: on several real harts at once in [`PARALLEL_MODE`] (the loop's), both on whichever
+/// real hart runs the VM's turn in the other modes.
 const LINUX_HARTS: usize = 2;
+/// The VM number (console port) of the scaling figures' `hash-harts` runs (the demo's, unused with Linux).
+const HASH_HARTS_VM: usize = 24;
+/// Runs of `hash-harts` each way for the scaling figures (the best counts).
+const SCALING_RUNS: usize = 5;
+
+/// The scaling figures (issue 14): `hash-harts`, two harts each hashing a buffer of its own, in `ram`, run with
+/// both harts in one `Vm` (on one real hart at a time, as every VM ran before), then with a `Vm` per hart on one
+/// real hart alone and on two ([`run_parallel`], shadow tables from `pools`): its wall time each way and the
+/// speed-up (the best of [`SCALING_RUNS`] runs each way). How many runs failed.
+fn scaling_figures(
+    ram: &mut [u8],
+    console: &'static BoardConsole,
+    pools: &mut [&'static mut ShadowTables<POOL>],
+) -> u32 {
+    let wiring = || Wiring {
+        index: HASH_HARTS_VM,
+        name: "hash-harts",
+        harts: 2,
+        images: Images::Elf(HASH_HARTS),
+        description: MachineDescription::qemu_virt(2, VM_RAM_SIZE as u64),
+        script: &[],
+        expect: Expect::PowerOff,
+    };
+    ram.fill(0);
+    // The reference: both harts in one `Vm`, in the same mode as the parallel runs.
+    let mut whole = build_guest(wiring(), &mut ram[..], console);
+    whole.watch.mode = PARALLEL_MODE;
+    let (mut board, whole_ticks) = run_alone(whole, console);
+    let mut failures = u32::from(!passed_alone(&mut board));
+    drop(board);
+    // The best of a few runs each way, taken in turns: the host's other work (QEMU's harts are host threads)
+    // slows single runs unevenly.
+    let mut runs = [(u64::MAX, 0u64); 2];
+    for _ in 0..SCALING_RUNS {
+        for (run, real_harts) in [1usize << smp::BOOT_HART, smp::online() & 0b11].into_iter().enumerate() {
+            ram.fill(0);
+            let (passed, ticks, parallel) =
+                run_parallel(wiring(), &mut ram[..], pools, console, real_harts, |board, ticks| {
+                    let parallel: u64 = (0..board.len()).map(|at| board.slot(at).engine().stats.parallel_entries).sum();
+                    (passed_alone(board), ticks, parallel)
+                });
+            failures += u32::from(!passed);
+            if ticks.max(1) < runs[run].0 {
+                runs[run] = (ticks.max(1), parallel);
+            }
+        }
+    }
+    let [(one, one_parallel), (two, two_parallel)] = runs;
+    println!(
+        "bench: hash-harts (2 harts each hashing its own buffer): both harts in one Vm {} us; a Vm per hart on 1 \
+         real hart {} us ({one_parallel} world switches while the other hart ran natively), on 2 real harts {} us \
+         ({two_parallel}): speed-up {:.2}x on 2 real harts over 1",
+        whole_ticks / 10,
+        one / 10,
+        two / 10,
+        one as f64 / two as f64
+    );
+    failures
+}
 /// What the board types at the Linux VM's shell.
 const LINUX_SCRIPT: &[(&str, &str)] = &[
     ("trapeze-initramfs:", ""),
@@ -1433,7 +1870,8 @@ fn linux_ram() -> Option<&'static mut [u8]> {
 }
 
 /// Boots Linux alone in `mode` in `ram` (zeroed first), plays the script at its shell and prints the figures:
-/// whether the script was played to its end.
+/// whether the script was played to its end. In [`PARALLEL_MODE`] its harts run on several real harts at once
+/// ([`run_parallel`], each with a shadow pool of `pools`); in the other modes on one real hart at a time.
 fn boot_linux(
     index: usize,
     mode: Mode,
@@ -1441,53 +1879,115 @@ fn boot_linux(
     ram: &mut [u8],
     block: (&'static [u8], &'static [u8], &'static str),
     console: &'static BoardConsole,
+    pools: &mut [&'static mut ShadowTables<POOL>],
 ) -> bool {
-    let mut guest = linux_guest(index, prefix, ram, block, console);
-    guest.watch.mode = mode;
+    ram.fill(0);
+    let wiring = linux_wiring(index, prefix, ram.len(), block, console);
     let started_at = hw::mtime();
+    // Its harts wait for each other in the SBI (remote fences): each needs a real hart of its own.
+    if mode == PARALLEL_MODE && smp::online().count_ones() as usize >= LINUX_HARTS {
+        return run_parallel(wiring, ram, pools, console, usize::MAX, |board, ticks| {
+            linux_figures(board, mode, started_at, ticks)
+        });
+    }
+    let mut guest = build_guest(wiring, ram, console);
+    guest.watch.mode = mode;
     let (mut board, ticks) = run_alone(guest, console);
-    board.slot(0).vm_mut().devices.inner.uart.backend_mut().flush();
+    linux_figures(&mut board, mode, started_at, ticks)
+}
+
+/// Prints what a Linux boot did (its board's VM: one entry, or one per hart when its harts ran on several real
+/// harts at once): whether its script was played to its end.
+fn linux_figures(board: &mut Board<'_>, mode: Mode, started_at: u64, ticks: u64) -> bool {
+    let harts = board.len();
+    board.slot(0).console_mut(VmConsole::flush);
     hw::console_write("\n");
-    let played = board.slot(0).console().script_done();
-    let stats = board.slot(0).engine().stats;
+    let played = board.slot(0).console(VmConsole::script_done);
+    let mut total = engine::Stats::default();
+    let mut shell_at: Option<(u64, u64)> = None;
+    for at in 0..harts {
+        let slot = board.slot(at);
+        let stats = slot.engine().stats;
+        total.entries += stats.entries;
+        total.fills += stats.fills;
+        total.emulated += stats.emulated;
+        total.exits += stats.exits;
+        total.quanta += stats.quanta;
+        total.remote_fences += stats.remote_fences;
+        total.remote_fence_drops += stats.remote_fence_drops;
+        total.kicks += stats.kicks;
+        total.parallel_entries += stats.parallel_entries;
+        if let Some((at, _)) = slot.watch.shell_at {
+            shell_at = Some(shell_at.map_or((at, 0), |(first, _)| (first.min(at), 0)));
+        }
+    }
     println!(
         "linux ({mode:?}): script played: {played}; {} guest entries, {} shadow fills, {} emulated, {} exits, {} \
          quanta, {} remote fences ({} dropped shadow mappings)",
-        stats.entries,
-        stats.fills,
-        stats.emulated,
-        stats.exits,
-        stats.quanta,
-        stats.remote_fences,
-        stats.remote_fence_drops
+        total.entries,
+        total.fills,
+        total.emulated,
+        total.exits,
+        total.quanta,
+        total.remote_fences,
+        total.remote_fence_drops
     );
-    if let Some((at, entries)) = board.slot(0).watch.shell_at {
-        let wall = at.saturating_sub(started_at) / 10;
-        println!("bench: linux boot to its shell, {mode:?}: {wall} us wall, {entries} world switches");
+    if harts > 1 {
+        let mut line = alloc::format!("linux ({mode:?}): harts on several real harts:");
+        for at in 0..harts {
+            let stats = board.slot(at).engine().stats;
+            line += &alloc::format!(
+                " hart {at} ran on real harts {:#x} ({} world switches);",
+                stats.real_harts,
+                stats.entries
+            );
+        }
+        println!(
+            "{line} {} world switches entered while the VM's other hart ran natively, {} runs cut short by a kick",
+            total.parallel_entries, total.kicks
+        );
     }
-    println!("bench: linux boot and script, {}", mode_figures(board.slot(0).engine(), mode, ticks));
+    if let Some((at, _)) = shell_at {
+        let wall = at.saturating_sub(started_at) / 10;
+        println!(
+            "bench: linux boot to its shell, {mode:?}: {wall} us wall, {} world switches",
+            board.slot(0).watch.shell_at.map_or(0, |(_, e)| e)
+                + (1..harts).map(|at| board.slot(at).watch.shell_at.map_or(0, |(_, e)| e)).sum::<u64>()
+        );
+    }
+    for at in 0..harts {
+        let which = if harts > 1 { alloc::format!(" (hart {at})") } else { String::new() };
+        println!("bench: linux boot and script, {}{which}", mode_figures(board.slot(at).engine(), mode, ticks));
+    }
     board.report_harts("linux");
     played
 }
 
-/// A Linux VM in `bytes`: the kernel in virtual S-mode on the VMM's own SBI, with its initramfs and command line.
-fn linux_guest<'r>(
+/// The Linux VM's wiring, its RAM `bytes` long: the kernel in virtual S-mode on the VMM's own SBI, with its
+/// initramfs and command line, its console tagged `tag`.
+fn linux_wiring(
     index: usize,
     tag: &'static str,
-    bytes: &'r mut [u8],
+    bytes: usize,
     (kernel, initrd, bootargs): (&'static [u8], &'static [u8], &'static str),
     console: &'static BoardConsole,
-) -> Guest<'r> {
-    bytes.fill(0);
+) -> Wiring<'static> {
     if let Ok(mut mux) = console.try_borrow_mut() {
         mux.set_tag(index, tag);
     }
-    let mut description = MachineDescription::qemu_virt(LINUX_HARTS as u32, bytes.len() as u64);
+    let mut description = MachineDescription::qemu_virt(LINUX_HARTS as u32, bytes as u64);
     description.bootargs = Some(bootargs);
     let images = Images::BuiltinSbi { kernel, initrd: Some(initrd) };
     let (harts, script, expect) = (LINUX_HARTS, LINUX_SCRIPT, Expect::Script);
-    build_guest(Wiring { index, name: "linux", harts, images, description, script, expect }, bytes, console)
+    Wiring { index, name: "linux", harts, images, description, script, expect }
 }
+
+/// The mode in which a multi-hart VM's harts run on several real harts at once ([`run_parallel`]): counters
+/// trapping, no code caching. The other modes keep a VM's harts on one real hart at a time: patching and code
+/// caching rely on the shadow tables never letting the guest write natively to a page the VMM scanned or keeps
+/// code from, and with a shadow pool per hart a page one hart's engine starts watching would have to lose W in
+/// every other hart's tables, on the real harts running them, before its scan or translation is used: not done.
+const PARALLEL_MODE: Mode = Mode::Trapping;
 
 /// The VMs' partitions of the physical virtio-blk disk, when the runner gave the machine one (`DISK_FILE`): its
 /// first usable MBR partition for U-Boot, the next two for the two `disk-pattern` VMs (none for them unless the
@@ -1598,6 +2098,9 @@ fn boot() -> ! {
 
     if let Some(block) = linux_block() {
         let ram = linux_ram().unwrap_or_else(|| panic!("the Linux RAM given twice"));
+        // The shadow pools of the Linux VM's two harts when they run on several real harts at once, lent to each
+        // boot in turn (the demo's VMs, which use these two indices, do not run with Linux).
+        let mut pools = [take(&SHADOWS, MAX_VMS - 2, "shadow pool"), take(&SHADOWS, MAX_VMS - 1, "shadow pool")];
         if let Some(boots) = linux_loop() {
             println!(
                 "board: a Linux boot block asks for a loop: booting {LINUX_HARTS}-hart Linux {boots} times ({})",
@@ -1606,7 +2109,8 @@ fn boot() -> ! {
             let mut passed = 0;
             for boot in 1..=boots {
                 let index = (boot - 1) as usize;
-                let played = boot_linux(index, DEFAULT_MODE, "[linux:loop] ", &mut ram[..], block, console);
+                let played =
+                    boot_linux(index, PARALLEL_MODE, "[linux:loop] ", &mut ram[..], block, console, &mut pools);
                 println!("linux loop: boot {boot} of {boots}: script played: {played}");
                 passed += u64::from(played);
             }
@@ -1622,10 +2126,10 @@ fn boot() -> ! {
             (Mode::PatchingCached, "[linux:cached] "),
             (Mode::TrappingCached, "[linux:trapping-cached] "),
         ];
-        let mut failures = 0;
+        let mut failures = scaling_figures(&mut ram[..VM_RAM_SIZE], console, &mut pools);
         for (index, (mode, prefix)) in modes.into_iter().enumerate() {
             // One at a time: each boot borrows the Linux RAM, so the previous guest is gone before the next.
-            failures += u32::from(!boot_linux(index, mode, prefix, &mut ram[..], block, console));
+            failures += u32::from(!boot_linux(index, mode, prefix, &mut ram[..], block, console, &mut pools));
         }
         report_isolation();
         report_stacks();
@@ -1640,26 +2144,24 @@ fn boot() -> ! {
     let net = board_net(found.nic);
     // U-Boot gets a NIC when the bridge reaches QEMU's network: it asks for a DHCP lease.
     let uboot_nic = net.uplink().and_then(|_| net.attach_vm());
-    for guest in [
-        make_guest(0, 0, "hello", console, Images::Elf(HELLO), PowerOff),
-        make_guest(1, 1, "hello", console, Images::Elf(HELLO), PowerOff),
-        make_guest(2, 2, "sv39", console, Images::Elf(SV39), PowerOff),
-        make_guest(3, 3, "interrupts", console, Images::Elf(INTERRUPTS), PowerOff),
-        make_guest(4, 4, "idle", console, Images::Elf(IDLE), PowerOff),
-        make_guest(5, 5, "amo", console, Images::Elf(AMO), PowerOff),
-        make_guest(6, 6, "fpu", console, Images::Elf(FPU), PowerOff),
-        make_guest(7, 7, "arith", console, Images::Elf(ARITH), PowerOff),
-        make_guest(8, 8, "hostile", console, Images::Raw(hostile_image()), RunForever),
-        uboot_guest(9, uboot_disk, uboot_nic, console),
-        make_guest(10, 9, "contain", console, Images::Elf(CONTAIN), PowerOff),
-        counters_guest(11, 10, console, false),
-        counters_guest(17, 16, console, true),
-        // QEMU `virt`'s goldfish RTC, given whole to vm19; vm20 must not reach it.
-        rtc_guest(19, 17, console, true),
-        rtc_guest(20, 18, console, false),
-    ] {
-        board.add(guest);
-    }
+    // One at a time, each built and handed over before the next: an array of them all lived on this frame at once
+    // (megabytes: each `Vm` carries its harts' soft TLBs).
+    board.add(make_guest(0, 0, "hello", console, Images::Elf(HELLO), PowerOff));
+    board.add(make_guest(1, 1, "hello", console, Images::Elf(HELLO), PowerOff));
+    board.add(make_guest(2, 2, "sv39", console, Images::Elf(SV39), PowerOff));
+    board.add(make_guest(3, 3, "interrupts", console, Images::Elf(INTERRUPTS), PowerOff));
+    board.add(make_guest(4, 4, "idle", console, Images::Elf(IDLE), PowerOff));
+    board.add(make_guest(5, 5, "amo", console, Images::Elf(AMO), PowerOff));
+    board.add(make_guest(6, 6, "fpu", console, Images::Elf(FPU), PowerOff));
+    board.add(make_guest(7, 7, "arith", console, Images::Elf(ARITH), PowerOff));
+    board.add(make_guest(8, 8, "hostile", console, Images::Raw(hostile_image()), RunForever));
+    board.add(uboot_guest(9, uboot_disk, uboot_nic, console));
+    board.add(make_guest(10, 9, "contain", console, Images::Elf(CONTAIN), PowerOff));
+    board.add(counters_guest(11, 10, console, false));
+    board.add(counters_guest(17, 16, console, true));
+    // QEMU `virt`'s goldfish RTC, given whole to vm19; vm20 must not reach it.
+    board.add(rtc_guest(19, 17, console, true));
+    board.add(rtc_guest(20, 18, console, false));
     // Two VMs filling their own partitions of the physical disk, concurrently with the others (and U-Boot's).
     for (slot, disk) in pattern_disks.into_iter().enumerate() {
         board.add(pattern_guest(21 + slot, 19 + slot, disk, PATTERN_SEEDS[slot], console));
@@ -1708,7 +2210,7 @@ fn report(board: &mut Board<'_>) -> usize {
     // A scripted VM is stopped as soon as its script has played, maybe in the middle of a line.
     for entry in queue.entries.iter_mut() {
         if let Some(slot) = entry.slot.as_deref_mut().filter(|slot| slot.watch.expect == Expect::Script) {
-            slot.vm_mut().devices.inner.uart.backend_mut().flush();
+            slot.console_mut(VmConsole::flush);
             hw::console_write("\n");
         }
     }
@@ -1726,7 +2228,7 @@ fn report(board: &mut Board<'_>) -> usize {
             Expect::PowerOff => code == 0,
             // Contained: still running, and the real timer took the hart away from it again and again.
             Expect::RunForever => outcome.is_none() && stats.quanta > 0,
-            Expect::Script => slot.console().script_done(),
+            Expect::Script => slot.console(VmConsole::script_done),
         };
         if !passed {
             failures += 1;
@@ -1751,8 +2253,9 @@ fn report(board: &mut Board<'_>) -> usize {
              walled",
             stats.entries, stats.fills, stats.emulated, stats.exits, stats.quanta, stats.migrations, stats.walled
         );
-        if let Some((page, _)) = vm.devices.passthrough {
-            let served = vm.devices.passthrough_served;
+        if let Some((page, served)) =
+            vm.devices.look(|devices| devices.passthrough.map(|(page, _)| (page, devices.passthrough_served)))
+        {
             println!("    passthrough page {page:#x}: {served} accesses served by the VMM");
         }
         if let Some(patch) = engine.patch_stats() {
@@ -1777,9 +2280,10 @@ fn report(board: &mut Board<'_>) -> usize {
         if let (Some(port), Some(net)) = (watch.nic, net.as_ref()) {
             // The NIC's counters, and its interrupt status (a driver that never acknowledges, as `net-ping`'s, leaves
             // the used-buffer bit its deliveries raised).
-            let device = vm.devices.inner.virtio.get(NET_SLOT).and_then(|slot| slot.as_net());
-            let (nic, interrupt) =
-                device.map_or_else(Default::default, |nic| (nic.device().stats(), nic.interrupt_status()));
+            let (nic, interrupt) = vm.devices.look(|devices| {
+                let device = devices.inner.virtio.get(NET_SLOT).and_then(|slot| slot.as_net());
+                device.map_or_else(Default::default, |nic| (nic.device().stats(), nic.interrupt_status()))
+            });
             let port = net.stats(port);
             println!(
                 "    nic: {} frames sent, {} received, {} dropped by the NIC, interrupt status {interrupt:#x}; bridge \

@@ -29,13 +29,26 @@
 //! VMM lock held. It is a big lock on purpose, for this first step: per-device locks would let two harts serve
 //! different devices at once, and are what is left.
 //!
+//! **One VM's harts on several real harts** (`run_parallel` in `main.rs`): such a VM is one run-queue entry per
+//! virtual hart, each with a `Vm` of its own, so two real harts may run two harts of it at once, natively and in
+//! the VMM (each under the VMM lock, one after the other). What its harts share has locks of its own, in the
+//! core: its devices (`SharedDevices`: one spin lock), its SBI's HSM states and requests (`SbiShared`: a spin
+//! lock per hart), its RAM's dirty-code log (`SharedRam`). A hart asks another for something (an IPI, an HSM
+//! start, a remote fence) through the VM's waker, which takes no lock: it kicks the real hart running the target
+//! (`hw::kick`, its CLINT `msip`, which ends a native run at once: the software interrupt is enabled in `mie` on
+//! every hart, and taken only from U-mode), or a napping one. A hart whose remote fence waits for another's
+//! acknowledgement lets the VMM lock go between two looks (`relax_vmm_lock`), holding no other lock, since the
+//! target needs it to serve the fence.
+//!
 //! The lock order (a hart takes them in this order, never the reverse):
 //! 1. the VMM lock;
 //! 2. the board's spin locks, none held while taking another: the run queue (taken with or without the VMM lock),
 //!    the bridge, the printer's spools, the published run (`RUN`, below);
-//! 3. the heap's own lock (`linked_list_allocator`'s spin lock), a leaf.
+//! 3. a VM's own locks (`SharedDevices`', `SbiShared`'s, `SharedRam`'s), none held while taking another: taken
+//!    under the VMM lock while its harts run, or under the run queue's to look at its console (`Slot::finished`);
+//! 4. the heap's own lock (`linked_list_allocator`'s spin lock), a leaf.
 //!
-//! No lock is held across a guest's native run, and none in an interrupt handler: M-mode runs with
+//! No lock is held across a guest's native run or an SBI wait's pause, and none in an interrupt handler: M-mode runs with
 //! `mstatus.MIE` clear on every hart (riscv-rt leaves it clear and nothing sets it), so the VMM is never
 //! interrupted and spin locks cannot deadlock against an interrupt handler; an interrupt is only taken from
 //! U-mode, through the world switch, which holds no lock. The other tables the harts share are lock-free:

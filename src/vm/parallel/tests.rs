@@ -110,3 +110,17 @@ fn refuses_devices_that_cannot_drive_one_hart() {
     let refused = SharedDevices::<_, Spin>::new(devices(), MAX_HARTS + 1, &wakes).err();
     assert_eq!(refused, Some(ParallelError::HartCount(MAX_HARTS + 1)));
 }
+
+#[test]
+fn an_embedders_look_at_the_devices_wakes_the_harts_it_raised() {
+    let wakes = Wakes::default();
+    let shared: SharedDevices<'_, _> = SharedDevices::new(devices(), 2, &wakes).unwrap();
+    let mut backing = [0u8; 64];
+    let mut ram = Ram::new(RAM_BASE, &mut backing);
+    // A look that changes nothing wakes nobody, and answers what the action answered.
+    assert_eq!(shared.with_devices(|devices| devices.mtime()), 0);
+    assert_eq!(wakes.take(), []);
+    // One that raises hart 1's software interrupt (as a host's own device work might) wakes hart 1 alone.
+    shared.with_devices(|devices| devices.write(CLINT.base + 4, 4, 1, &mut ram)).unwrap();
+    assert_eq!(wakes.take(), [1]);
+}
