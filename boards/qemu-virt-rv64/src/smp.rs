@@ -38,7 +38,18 @@
 //! (`hw::kick`, its CLINT `msip`, which ends a native run at once: the software interrupt is enabled in `mie` on
 //! every hart, and taken only from U-mode), or a napping one. A hart whose remote fence waits for another's
 //! acknowledgement lets the VMM lock go between two looks (`relax_vmm_lock`), holding no other lock, since the
-//! target needs it to serve the fence.
+//! target needs it to serve the fence. So does a hart whose engine starts watching a page while another hart of
+//! the VM runs natively (`engine::Revocations`: it kicks that hart and waits until it has dropped W on the page
+//! or left the guest). That wait is in the middle of the watcher's engine run (a scan about to start, a block
+//! being translated), and letting the lock go there is safe for the same reasons: what the waiting hart has
+//! borrowed is its own (its `Vm`, engine, shadow tables, code cache and patch table are this entry's alone,
+//! taken out of the run queue), the VM's shared state it reaches is atomics or has locks of its own, none held
+//! across the wait (`SharedRam`'s dirty log is not held during a watch; the revocation queues' locks are taken
+//! and released before the wait), and no `RefCell` the VMM lock protects is borrowed by a turn across an engine
+//! run. What another hart changes meanwhile is what it could change while this one ran natively: it may write
+//! the page being watched through the VMM (the write then clears the watch bit and logs the page, and this
+//! hart's engine drops what it read at its next look at the log), and it fills its own leaves, which withhold W
+//! on the page since its bit is set before the wait.
 //!
 //! The lock order (a hart takes them in this order, never the reverse):
 //! 1. the VMM lock;
