@@ -1275,7 +1275,7 @@ impl<'r> Board<'r> {
             let pick = self.queue.lock().take(now);
             match pick {
                 Pick::Run(at, mut slot) => {
-                    smp::vmm_lock();
+                    smp::vmm_lock_for_turn();
                     self.pump_net();
                     self.pump_printer();
                     if let SliceOutcome::Ran { stopped, .. } =

@@ -142,10 +142,38 @@ pub fn hart_id() -> usize {
 /// runs takes it.
 static VMM: spin::mutex::SpinMutex<()> = spin::mutex::SpinMutex::new(());
 
+/// Harts spinning for the VMM lock now (see [`vmm_lock_for_turn`]).
+static VMM_WAITERS: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a hart about to start a turn lets harts already waiting for the VMM lock go first: 100 µs.
+const TURN_HANDOFF_TICKS: u64 = 1_000;
+
 /// Takes the VMM lock, waiting for it.
 pub fn vmm_lock() {
     // The guard is let go of by `vmm_unlock`, on this hart, which the lock does not know of: it is forgotten here.
+    if let Some(guard) = VMM.try_lock() {
+        core::mem::forget(guard);
+        return;
+    }
+    VMM_WAITERS.fetch_add(1, Ordering::SeqCst);
     core::mem::forget(VMM.lock());
+    VMM_WAITERS.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Takes the VMM lock for a VM's turn, first letting harts that already wait for it go (for at most
+/// [`TURN_HANDOFF_TICKS`]). Test-and-set is unfair: a hart whose turns hold the lock nearly all the time (a VM
+/// in excursions, served in the VMM, never running natively) let it go between two turns for a few
+/// microseconds only, and a hart waiting for it whose QEMU thread the host had preempted then could miss every
+/// such window for tens of seconds: a two-hart Linux in code caching, one hart spinning in excursions for the
+/// other, starved the other (idle, its timer due, its real hart waiting for the lock to run it) for 44 s and
+/// stalled RCU. Waiting here for the waiters, bounded so that a preempted waiter costs a turn 100 µs at most,
+/// lets each of them in at the next turn boundary while its thread runs.
+pub fn vmm_lock_for_turn() {
+    let start = hw::mtime();
+    while VMM_WAITERS.load(Ordering::SeqCst) > 0 && hw::mtime().saturating_sub(start) < TURN_HANDOFF_TICKS {
+        core::hint::spin_loop();
+    }
+    vmm_lock();
 }
 
 /// Lets the VMM lock go.
