@@ -266,7 +266,8 @@ impl Revocations {
                 let mut queue = hart.queue.lock();
                 match pages {
                     Some((first, end))
-                        if !queue.overflowed && queue.len as u64 + (end - first) <= REVOCATION_QUEUE as u64 =>
+                        if !queue.overflowed
+                            && queue.len as u64 + end.saturating_sub(first) <= REVOCATION_QUEUE as u64 =>
                     {
                         for page in first..end {
                             let at = queue.len;

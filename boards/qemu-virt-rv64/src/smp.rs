@@ -27,7 +27,10 @@
 //! masks interrupts: the VMM lock is what keeps two harts from logging at once; every `defmt` call is made under
 //! it, or before the other harts are up). These use `RefCell`s, not locks, and are only ever touched with the
 //! VMM lock held. It is a big lock on purpose, for this first step: per-device locks would let two harts serve
-//! different devices at once, and are what is left.
+//! different devices at once, and are what is left. A test-and-set lock is unfair, so a hart about to start a
+//! VM's turn lets the harts already waiting for it go first ([`vmm_lock_for_turn`], 100 µs at most): a VM
+//! whose turns hold it almost all the time (excursions) would otherwise starve a hart waiting to run another VM
+//! or another hart of the same VM.
 //!
 //! **One VM's harts on several real harts** (`run_parallel` in `main.rs`): such a VM is one run-queue entry per
 //! virtual hart, each with a `Vm` of its own, so two real harts may run two harts of it at once, natively and in
