@@ -796,9 +796,9 @@ fn debian_linux_boots_natively_on_the_board_to_a_shell() {
     // reads) into excursions: fewer world switches than with every trap one (a fifth fewer, measured; the bound
     // leaves room for timing, which moves the counts a little). Each mode with caching is compared with the same
     // mode without: with two harts every 100 µs spin-check quantum is a world switch too, so a slower mode
-    // (patching scans pages) switches more for its wall time alone. (Counters trapping runs its two harts on two
-    // real harts at once, each with its own world switches; with code caching they share one real hart. The
-    // cached mode still switches a fifth less: 0.75x to 0.83x in this change's runs.)
+    // (patching scans pages) switches more for its wall time alone. (Every mode runs its two harts on two real
+    // harts at once, each with its own world switches, since the cross-hart write revocation: the cached modes
+    // still switch a fifth to a quarter less, 0.74x to 0.81x in that change's runs.)
     for (plain, cached_mode) in [("Trapping", "TrappingCached"), ("Patching", "PatchingCached")] {
         let (without, cached) = (switches(plain), switches(cached_mode));
         assert!(
