@@ -36,7 +36,9 @@
 //! it reads the bytes. A writer's store then either is visible to that read, or comes after the writer's
 //! barrier and so after the bit was set, and the writer's check sees the bit. Bits are set once per page and
 //! granule until a code write clears them, so this costs a few microseconds per newly watched page, never per
-//! store or per block.
+//! store or per block. The hook is told which pages ([`RemoteFence::pages_watched`]): an embedder whose harts
+//! also store natively, through mappings the watch never sees (the native board's shadow tables, one set per
+//! hart), takes write permission on those pages away from its other harts there, before the bytes are read.
 //!
 //! This module never allocates, never blocks except on the dirty log's lock (held for a few stores), and never
 //! lets an offset index outside the views (every access is `get`-checked).
@@ -53,6 +55,17 @@ pub const DIRTY_LOG: usize = 256;
 /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED`).
 pub trait RemoteFence: Sync {
     fn fence_other_threads(&self);
+
+    /// Called instead of [`fence_other_threads`](Self::fence_other_threads) by a watch that set a bit that was
+    /// clear, with the RAM pages (offset / 4096) `[first, end)` it covered, before the watching engine reads their
+    /// bytes. An embedder whose threads can write RAM without going through [`SharedRam`] (a native VMM's harts,
+    /// storing natively through mappings of their own) must, before it returns, have taken that way of writing
+    /// those pages away from every other thread: a native VMM drops the write permission of its other harts'
+    /// mappings of them, and waits for the harts running natively. By default: the fence alone.
+    fn pages_watched(&self, first: u64, end: u64) {
+        let _ = (first, end);
+        self.fence_other_threads();
+    }
 }
 
 /// Guest RAM shared by every thread of a VM (see the module documentation). Lend it to each thread as
@@ -345,7 +358,7 @@ impl<'a> SharedRam<'a> {
         }
         if newly_watched {
             if let Some(fence) = self.remote_fence {
-                fence.fence_other_threads();
+                fence.pages_watched(offset / PAGE_SIZE, end.div_ceil(PAGE_SIZE));
             }
         }
         watched

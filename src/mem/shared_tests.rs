@@ -296,3 +296,30 @@ fn the_remote_fence_runs_when_a_watch_sets_a_clear_bit_and_only_then() {
     assert!(!ram.watch_code(8 * PAGE_SIZE, 4), "outside RAM: nothing watched");
     assert_eq!(count(), 3);
 }
+
+#[test]
+fn a_newly_watched_range_reaches_the_hook_with_its_pages_and_only_then() {
+    // A native VMM revokes its other harts' write permission on exactly these pages: a range that left one out
+    // would let a hart store natively, unseen, into code another hart just translated.
+    struct Pages(std::sync::Mutex<Vec<(u64, u64)>>, AtomicU64);
+    impl RemoteFence for Pages {
+        fn fence_other_threads(&self) {
+            self.1.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+        }
+        fn pages_watched(&self, first: u64, end: u64) {
+            self.0.lock().unwrap().push((first, end));
+        }
+    }
+    let hook = Pages(std::sync::Mutex::new(Vec::new()), AtomicU64::new(0));
+    let words = atomics(4 * PAGE_SIZE as usize / 8);
+    let watch = atomics(code_watch_words(4 * PAGE_SIZE));
+    let shared = shared(&words, &watch).with_remote_fence(&hook);
+    let mut ram = Ram::shared(&shared);
+    assert!(ram.watch_code(PAGE_SIZE - 2, 4), "a block straddling pages 0 and 1");
+    assert!(ram.watch_code_page(3));
+    assert!(ram.watch_code_page(3), "again: nothing new");
+    assert!(ram.watch_code(2 * PAGE_SIZE, PAGE_SIZE));
+    assert_eq!(*hook.0.lock().unwrap(), [(0, 2), (3, 4), (2, 3)]);
+    assert_eq!(hook.1.load(core::sync::atomic::Ordering::SeqCst), 0, "the page hook replaces the plain fence");
+    assert!((0..4).all(|page| ram.is_code_page(page)));
+}

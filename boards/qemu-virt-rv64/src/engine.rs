@@ -45,8 +45,8 @@
 //! instructions at first, doubling with each exit served) goes back to the real CPU. The threaded engine consumes the RAM's dirty list while it runs and
 //! reports the pages it saw written (`Threaded::take_invalidated`), so the scanned ones among them are dropped;
 //! a page it keeps code from is never natively writable (the shadow withholds W on watched pages, and the pages
-//! it starts watching, `Threaded::take_watched`, lose W in existing leaves), so no native store leaves a stale
-//! block behind.
+//! it starts watching, `Threaded::take_watched`, lose W in existing leaves, and in the other harts' shadow tables
+//! when the VM's harts run on several real harts: below), so no native store leaves a stale block behind.
 //!
 //! The engine must never map, allow or leave the guest anything outside its partition and the device page given
 //! to it ([`NativeEngine::pass_through`]): `satp` always holds a shadow root of this VM's tables (which map only
@@ -67,6 +67,34 @@
 //! matters: a VM that ran on hart A, moved to hart B, changed its shadow tables there (fencing only B's TLB) and
 //! comes back to A with nothing else having run on A would otherwise meet A's stale translations. The VMM lock
 //! is let go of around the world switch alone: the guest's native run holds no lock.
+//!
+//! **Cross-hart write revocation** ([`Revocations`]). Patching and code caching rely on the guest never storing
+//! natively to a page the VMM scanned or keeps code from: a native store bypasses RAM's code watch. With one set
+//! of shadow tables per VM, the engine takes W from its own leaves of a page it starts watching; with a set per
+//! hart, every *other* hart's leaves and real TLB must lose it too, before the watching engine reads the bytes
+//! (a sibling storing through an old writable leaf meanwhile would leave a stale scan or block behind, unseen).
+//! New fills already withhold W on watched pages (`ShadowTables::fill_with` asks RAM's code watch, and fills
+//! and watches are both made under the VMM lock, so a fill either sees the bit or is older than the watch); the
+//! leaves filled before are what the protocol removes. The VM's `SharedRam` calls its `Revocations` (its
+//! `RemoteFence`) whenever a watch sets a bit that was clear, with the pages, before the engine reads them: the
+//! patcher watches a page *before* scanning it, and the threaded engine watches a block's bytes and reads them
+//! again after (`Threaded::take_watched` then names the pages to the engine, which drops its own W). Per hart:
+//! - `native`: 1 + the real hart running its guest natively, else 0. The hart sets it (sequentially consistent)
+//!   under the VMM lock at the top of each native run, *then* takes its queue, drops W from every page in it
+//!   (`ShadowTables::revoke_write`, or flushes everything when the queue overflowed), acknowledges (`applied`
+//!   = the requests it took), and enters the guest through `load_root`, which fences its real TLB (the tables'
+//!   generation changed); it clears `native` as soon as the guest traps back, before it waits for the VMM lock.
+//! - a queue of pages (32, under a spin lock, a leaf) and the count of requests queued (`requested`).
+//!
+//! The watcher (holding the VMM lock, in its engine's `run`, marked `current`) queues the pages for every other
+//! hart and bumps its `requested`, then reads its `native`: 0, and the hart takes the request before its next
+//! native run (it sets `native` before taking its queue, both under the VMM lock the watcher holds, so it cannot
+//! be in between); nonzero, and the watcher kicks that real hart (`hw::kick`: the native run ends at once) and
+//! waits until the hart has acknowledged the request or left the guest (`native` 0: it takes the request before
+//! it runs natively again), letting the VMM lock go between two looks (`relax`: the kicked hart needs no lock
+//! to leave the guest, but may take it after; see `smp`). A full queue never drops a request: it becomes a
+//! flush of that hart's whole shadow tables. The watcher waits only for harts running natively, which need
+//! nothing from it, so two watchers never wait for each other.
 
 use trapeze::exec::native::{self, Action, HostTrap};
 use trapeze::exec::threaded::{InlineCsr, Threaded};
@@ -79,7 +107,7 @@ use trapeze::isa::Inst;
 use trapeze::mem::mmu::Memory;
 use trapeze::mem::shadow::{self, FillOutcome, LeafGrant, PassthroughError, ShadowTables};
 use trapeze::mem::sv39::AccessType;
-use trapeze::mem::{DirtyCode, Ram};
+use trapeze::mem::{DirtyCode, Ram, RemoteFence};
 use trapeze::patch::copies::{self, CodeCopies};
 use trapeze::patch::scan::{self, Coverage, ScanError, ScanReport};
 use trapeze::patch::sensitivity::{critical_set, CriticalSet, VmmConfig};
@@ -144,6 +172,150 @@ pub struct SiteCache {
 impl SiteCache {
     pub const fn new() -> Self {
         Self { engine: Threaded::new(), sites: TrapSites::new() }
+    }
+
+    /// Forgets every block and site, for a cache lent to one VM after another (the blocks are keyed by RAM
+    /// offset: a new VM in the same partition must not meet the last one's).
+    pub fn reset(&mut self) {
+        self.engine.invalidate_written_pages(DirtyCode::All);
+        let _ = (self.engine.take_watched(), self.engine.take_invalidated(), self.engine.take_served_inline());
+        self.sites = TrapSites::new();
+    }
+}
+
+/// Pages one hart's revocation queue holds; past that, a request becomes a flush of its shadow tables.
+const REVOCATION_QUEUE: usize = 32;
+/// Most harts of a VM whose harts run on several real harts at once (the core's limit).
+const VM_HARTS: usize = trapeze::vm::MAX_HARTS;
+
+/// The pages (host addresses) whose write permission a hart must drop before its next native run.
+struct RevocationQueue {
+    pages: [u64; REVOCATION_QUEUE],
+    len: usize,
+    /// A request did not fit (or named no pages): drop every shadow mapping instead.
+    overflowed: bool,
+}
+
+/// One hart's side of [`Revocations`].
+struct HartRevocations {
+    /// 1 + the real hart running this hart's guest natively, or 0: set under the VMM lock before the hart takes
+    /// its pending revocations and enters the guest, cleared as soon as the guest trapped back (before the VMM
+    /// lock is taken again).
+    native: AtomicUsize,
+    /// 1 + the real hart whose engine is inside `run` for this hart now, or 0 (who is watching, in the hook).
+    current: AtomicUsize,
+    queue: spin::Mutex<RevocationQueue>,
+    /// Requests queued, and the last one the hart applied (its acknowledgement).
+    requested: AtomicU64,
+    applied: AtomicU64,
+    /// Times this hart, watching pages, kicked a sibling running natively and waited for it.
+    waits: AtomicU64,
+}
+
+/// Cross-hart write revocation for a VM whose harts run on several real harts at once, each hart with an engine
+/// and shadow tables of its own (see the module documentation): the VM's `SharedRam` calls it (its
+/// `RemoteFence`) whenever an engine starts watching pages, before that engine reads their bytes, and it returns
+/// only once no other hart of the VM can store natively to them. Atomics and one spin lock per hart (a leaf,
+/// held for a few stores); it lets the VMM lock go between two looks while it waits (`relax`).
+pub struct Revocations {
+    harts: [HartRevocations; VM_HARTS],
+    count: usize,
+    /// Host address of the VM's RAM (offset 0).
+    ram_host: u64,
+    /// What the waiting hart does between two looks: lets the VMM lock go for a moment.
+    relax: fn(),
+}
+
+impl Revocations {
+    /// Revocations for a VM of `count` harts whose RAM starts at host address `ram_host`.
+    pub fn new(count: usize, ram_host: u64, relax: fn()) -> Self {
+        Self {
+            harts: [const {
+                HartRevocations {
+                    native: AtomicUsize::new(0),
+                    current: AtomicUsize::new(0),
+                    queue: spin::Mutex::new(RevocationQueue {
+                        pages: [0; REVOCATION_QUEUE],
+                        len: 0,
+                        overflowed: false,
+                    }),
+                    requested: AtomicU64::new(0),
+                    applied: AtomicU64::new(0),
+                    waits: AtomicU64::new(0),
+                }
+            }; VM_HARTS],
+            count: count.min(VM_HARTS),
+            ram_host,
+            relax,
+        }
+    }
+
+    /// Asks every hart but the caller's (the one whose engine is in `run` on this real hart) to drop W on the RAM
+    /// pages `[first, end)` (`None`: on everything), and waits for those running natively (kicked back) to have
+    /// done so or left the guest. Harts not running natively apply it before their next native run.
+    fn revoke(&self, pages: Option<(u64, u64)>) {
+        let me = smp::hart_id() + 1;
+        let mut wait_for = [None; VM_HARTS];
+        let watcher = self.harts.iter().take(self.count).position(|hart| hart.current.load(Ordering::SeqCst) == me);
+        for (index, hart) in self.harts.iter().enumerate().take(self.count) {
+            if Some(index) == watcher {
+                // The watcher's engine takes W from its own tables itself (after its scan or excursion).
+                continue;
+            }
+            let epoch = {
+                let mut queue = hart.queue.lock();
+                match pages {
+                    Some((first, end))
+                        if !queue.overflowed
+                            && queue.len as u64 + end.saturating_sub(first) <= REVOCATION_QUEUE as u64 =>
+                    {
+                        for page in first..end {
+                            let at = queue.len;
+                            if let Some(slot) = queue.pages.get_mut(at) {
+                                *slot = self.ram_host + page * PAGE_SIZE;
+                                queue.len += 1;
+                            }
+                        }
+                    }
+                    // Never skipped: a request that does not fit drops every mapping of the hart.
+                    _ => queue.overflowed = true,
+                }
+                hart.requested.fetch_add(1, Ordering::SeqCst) + 1
+            };
+            // Read after the request is queued, as the hart sets `native` before it takes its queue: either it
+            // takes this request before its next native run, or it runs natively now and is kicked back.
+            let real = hart.native.load(Ordering::SeqCst);
+            if real != 0 {
+                hw::kick(real - 1);
+                if let Some(slot) = wait_for.get_mut(index) {
+                    *slot = Some(epoch);
+                }
+            }
+        }
+        if wait_for.iter().all(Option::is_none) {
+            return;
+        }
+        if let Some(watcher) = watcher.and_then(|index| self.harts.get(index)) {
+            watcher.waits.fetch_add(1, Ordering::Relaxed);
+        }
+        let pending = |index: usize, epoch: u64| {
+            self.harts.get(index).is_some_and(|hart| {
+                hart.native.load(Ordering::SeqCst) != 0 && hart.applied.load(Ordering::SeqCst) < epoch
+            })
+        };
+        while wait_for.iter().enumerate().any(|(index, epoch)| epoch.is_some_and(|epoch| pending(index, epoch))) {
+            (self.relax)();
+        }
+    }
+}
+
+impl RemoteFence for Revocations {
+    fn fence_other_threads(&self) {
+        self.revoke(None);
+    }
+
+    fn pages_watched(&self, first: u64, end: u64) {
+        self.revoke(Some((first, end)));
     }
 }
 
@@ -225,6 +397,11 @@ pub struct Stats {
     /// fenced away and would otherwise have gone on using).
     pub remote_fences: u64,
     pub remote_fence_drops: u64,
+    /// Cross-hart write revocations this hart applied (`Revocations`: pages another hart of the VM started
+    /// watching, one per page, or one per flush of the whole tables when its queue overflowed), and how many of
+    /// them took W from a leaf (or flushed).
+    pub revocations: u64,
+    pub revoked_leaves: u64,
     /// Exits by kind: privileged or critical instructions, device accesses, environment calls, other
     /// exceptions (the guest's own faults).
     pub system_exits: u64,
@@ -262,7 +439,7 @@ pub struct NativeEngine<'s> {
     /// `Some` when the VM's counters are delegated: its pages are scanned and patched before they run.
     patcher: Option<Patcher>,
     /// `Some` when hot trap sites run from the code cache.
-    site_cache: Option<&'static mut SiteCache>,
+    site_cache: Option<&'s mut SiteCache>,
     /// Machine time since which an excursion has been running in this slice (all of it is the guest's time:
     /// its instructions run, emulated, and the dispatcher serves them; see [`NativeEngine::end_slice`]).
     excursion_since: Option<u64>,
@@ -277,6 +454,8 @@ pub struct NativeEngine<'s> {
     pub stats: Stats,
     /// For one hart of a VM whose harts run on several real harts at once: how many of them run natively now.
     siblings: Option<&'s AtomicUsize>,
+    /// For one hart of such a VM: the VM's cross-hart write revocations, and this hart's index there.
+    revocations: Option<(&'s Revocations, usize)>,
 }
 
 impl<'s> NativeEngine<'s> {
@@ -302,6 +481,7 @@ impl<'s> NativeEngine<'s> {
             guest_time: None,
             time_served: None,
             siblings: None,
+            revocations: None,
             stats: Stats::default(),
         }
     }
@@ -341,6 +521,61 @@ impl<'s> NativeEngine<'s> {
         self.siblings = Some(native);
     }
 
+    /// Makes this engine hart `index` of `revocations`: it applies the write revocations its siblings ask for
+    /// before each native run, and tells them when it runs natively (see the module documentation). The VM's
+    /// `SharedRam` must have `revocations` as its remote fence.
+    pub fn revoke_with(&mut self, revocations: &'s Revocations, index: usize) {
+        self.revocations = Some((revocations, index));
+    }
+
+    /// How often this hart, watching pages, waited for a sibling running natively to drop W on them.
+    pub fn revocation_waits(&self) -> u64 {
+        self.revocations
+            .and_then(|(revocations, index)| revocations.harts.get(index))
+            .map_or(0, |hart| hart.waits.load(Ordering::Relaxed))
+    }
+
+    /// Before a native run (under the VMM lock): says this hart runs natively from now on, then applies the write
+    /// revocations its siblings queued (in that order: a sibling that queues one after this finds it running
+    /// natively and kicks it back), and acknowledges them. The next `load_root` fences the real TLB.
+    fn take_revocations(&mut self) {
+        let Some((revocations, index)) = self.revocations else { return };
+        let Some(hart) = revocations.harts.get(index) else { return };
+        hart.native.store(smp::hart_id() + 1, Ordering::SeqCst);
+        if hart.requested.load(Ordering::SeqCst) == hart.applied.load(Ordering::SeqCst) {
+            return;
+        }
+        let (pages, len, overflowed, epoch) = {
+            let mut queue = hart.queue.lock();
+            let taken = (queue.pages, queue.len, queue.overflowed, hart.requested.load(Ordering::SeqCst));
+            queue.len = 0;
+            queue.overflowed = false;
+            taken
+        };
+        if overflowed {
+            self.shadow.flush_all();
+            self.stats.revocations += 1;
+            self.stats.revoked_leaves += 1;
+        } else {
+            for &page in pages.get(..len).unwrap_or(&[]) {
+                self.stats.revocations += 1;
+                if self.shadow.revoke_write(page) {
+                    self.stats.revoked_leaves += 1;
+                }
+            }
+        }
+        hart.applied.store(epoch, Ordering::SeqCst);
+    }
+
+    /// Marks (`Some`: this real hart) or clears whose engine is in `run` for this hart.
+    fn set_current(&self, real: Option<usize>) {
+        if let Some((revocations, index)) = self.revocations {
+            if let Some(hart) = revocations.harts.get(index) {
+                hart.current.store(real.map_or(0, |real| real + 1), Ordering::SeqCst);
+            }
+        }
+    }
+
     /// What the patching scanner did (`None`: the VM's counters trap).
     pub fn patch_stats(&self) -> Option<PatchStats> {
         self.patcher.as_ref().map(|patcher| patcher.stats)
@@ -348,7 +583,7 @@ impl<'s> NativeEngine<'s> {
 
     /// Runs the code around this VM's hot trap sites from `cache` (see the module documentation). The VM's RAM
     /// must have a code watch attached. Call before the VM first runs.
-    pub fn cache_trap_sites(&mut self, cache: &'static mut SiteCache) {
+    pub fn cache_trap_sites(&mut self, cache: &'s mut SiteCache) {
         self.site_cache = Some(cache);
     }
 
@@ -448,6 +683,7 @@ impl<'s> NativeEngine<'s> {
         let instret_before = hw::minstret();
         let time_before = hw::mtime();
         enter_guest(context);
+        left_native(self.revocations);
         let time_after = hw::mtime();
         let retired = hw::minstret().wrapping_sub(instret_before);
         if let Some(native) = self.siblings {
@@ -619,6 +855,12 @@ impl NativeEngine<'_> {
                         flush = true;
                     }
                 }
+                if let Some(offset) = guest_real.checked_sub(memory.ram.base()).filter(|_| memory.ram.is_shared()) {
+                    // Other harts of the VM run natively meanwhile, with shadow tables of their own: the watch
+                    // comes first, so that none of them can store to the page any more (the VM's `Revocations`
+                    // take W from their tables, and wait for those running natively) when the scan reads it.
+                    memory.ram.watch_code_page(offset / PAGE_SIZE);
+                }
                 let mut result = patcher.scan(memory.ram, entry, next);
                 if let Err(ScanError::Full(_)) = result {
                     if let Some(page) = patcher.table.evict_any(&mut patcher.copies.view(memory.ram)) {
@@ -783,6 +1025,13 @@ impl NativeEngine<'_> {
     }
 }
 
+/// The guest of hart `index` of `revocations` trapped back: it no longer runs natively.
+fn left_native(revocations: Option<(&Revocations, usize)>) {
+    if let Some(hart) = revocations.and_then(|(revocations, index)| revocations.harts.get(index)) {
+        hart.native.store(0, Ordering::SeqCst);
+    }
+}
+
 /// What became of a native exit [`NativeEngine::after_served_in_place`] looked at.
 enum InPlace {
     /// Not served: it goes to the dispatcher.
@@ -832,6 +1081,16 @@ impl Engine for NativeEngine<'_> {
     }
 
     fn run(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
+        self.set_current(Some(smp::hart_id()));
+        let exit = self.run_here(hart, memory, budget);
+        self.set_current(None);
+        exit
+    }
+}
+
+impl NativeEngine<'_> {
+    /// [`Engine::run`], on this real hart.
+    fn run_here(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         self.prepare();
         self.drop_written_code(memory);
         // The quantum is a time slice, fixed by the slice's first run: later runs keep its end. Deriving it again
@@ -868,6 +1127,7 @@ impl Engine for NativeEngine<'_> {
         let ram_host_base = memory.ram.as_ptr() as u64;
         hw::timer_no_later_than(quantum_end, now);
         loop {
+            self.take_revocations();
             self.load_root(hart);
             let trap = self.enter(hart);
             if trap.mcause == KICK {

@@ -6,9 +6,11 @@
 //! hart takes the next VM that may run from one shared run queue ([`Board`]), runs one turn of it on the machine
 //! timer under the core's `trapeze::vm::Hypervisor` (a one-VM hypervisor per VM: its timed turns, its clock kept
 //! to its own time), and puts it back; a VM runs on one real hart at a time, all its harts there, except a
-//! multi-hart VM in the parallel mode ([`run_parallel`]: two-hart Linux in its trapping boot and its loop, and
-//! the scaling figures' `hash-harts`), whose harts are entries of their own, each with its own `Vm`, engine and
-//! shadow tables, and run on several real harts at once. The board itself holds the wiring
+//! multi-hart VM run by [`run_parallel`] (two-hart Linux, in each of its four modes and in its loop, and the
+//! scaling figures' `hash-harts`), whose harts are entries of their own, each with its own `Vm`, engine and
+//! shadow tables, and run on several real harts at once, in any mode: a page one hart's engine starts watching
+//! (code caching keeps code from it, patching scans it) loses W in every other hart's shadow tables and real TLB
+//! before that engine reads it (`engine::Revocations`, the protocol in `engine.rs`). The board itself holds the wiring
 //! (which guests, their images, devices and expectations), the run queue, and the hardware (the engine, the world
 //! switch, the harts, sleeping on the timer when no VM may run). When every VM has powered off it prints one summary line and exits QEMU through the
 //! `sifive,test0` finisher: status 0 when every guest exited 0.
@@ -91,7 +93,7 @@ use core::cell::RefCell;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use defmt_semihosting as _;
-use engine::{Copies, NativeEngine, Patches, SiteCache, POOL};
+use engine::{Copies, NativeEngine, Patches, Revocations, SiteCache, POOL};
 use trapeze::dev::console_mux::{ConsoleMux, MuxPort};
 use trapeze::dev::printer::Printer;
 use trapeze::dev::SerialBackend;
@@ -728,6 +730,10 @@ impl Guest<'_> {
     /// Sets up the engine for the guest's mode, before it first runs: its patch table, copies and code cache,
     /// each taken once for its VM index.
     fn set_up_mode(&mut self) {
+        if self.hart.is_some() {
+            // One hart of a VM whose harts run on several real harts at once: `run_parallel` gave it its own.
+            return;
+        }
         let (index, mode) = (self.watch.index, self.watch.mode);
         if matches!(mode, Mode::Patching | Mode::PatchingCached) {
             self.engine.delegate_counters(take(&PATCHES, index, "patch table"), take(&COPIES, index, "copies"));
@@ -1269,7 +1275,7 @@ impl<'r> Board<'r> {
             let pick = self.queue.lock().take(now);
             match pick {
                 Pick::Run(at, mut slot) => {
-                    smp::vmm_lock();
+                    smp::vmm_lock_for_turn();
                     self.pump_net();
                     self.pump_printer();
                     if let SliceOutcome::Ran { stopped, .. } =
@@ -1483,14 +1489,16 @@ struct HartOf<'r> {
     index: usize,
 }
 
-/// What a hart waiting in the VMM's SBI for its VM's other harts (a remote fence's acknowledgement,
-/// `SbiShared::fence`) does between two looks: lets the VMM lock go for a moment, since the harts it waits for
-/// need it to serve the fence.
+/// What a hart waiting for its VM's other harts does between two looks: in the VMM's SBI (a remote fence's
+/// acknowledgement, `SbiShared::fence`), or in a watch (`engine::Revocations`: a sibling running natively
+/// dropping W on a page this hart's engine starts watching). It lets the VMM lock go for a moment, since the
+/// harts it waits for may need it (see `smp`: why that is safe in the middle of an engine's run).
 fn relax_vmm_lock() {
-    // SAFETY: the SBI waits only inside a guest's SBI call, served within its VM's turn, for which this hart holds
-    // the VMM lock (`Board::run_on_hart`); it takes it again before going on. Nothing the lock protects is
-    // borrowed across the wait: the waiting `Vm` is this real hart's alone, and the SBI's shared state has its
-    // own spin locks, none held here.
+    // SAFETY: both waits happen only within a VM's turn (a guest's SBI call served by the dispatcher, or a watch
+    // made by its engine's run), for which this hart holds the VMM lock (`Board::run_on_hart`); it takes it again
+    // before going on. Nothing the lock protects is borrowed across the wait: the waiting `Vm` and its engine are
+    // this real hart's alone, and the VM's shared state (SBI, devices, RAM's dirty log, revocation queues) has
+    // its own spin locks, none held here.
     unsafe { smp::vmm_unlock() };
     for _ in 0..64 {
         core::hint::spin_loop();
@@ -1520,24 +1528,51 @@ fn atomic_views(bytes: &mut [u8]) -> Option<(&[AtomicU8], &[AtomicU16], &[Atomic
     }
 }
 
+/// The shadow pools and code caches of a VM whose harts run on several real harts at once, one per hart: taken
+/// once (the indices of the demo's last two VMs, which do not run with Linux) and lent to one run after another,
+/// each [`run_parallel`] flushing and resetting them first.
+struct HartTables {
+    pools: [&'static mut ShadowTables<POOL>; LINUX_HARTS],
+    caches: [&'static mut SiteCache; LINUX_HARTS],
+}
+
+impl HartTables {
+    fn take() -> Self {
+        let [first, second] = [MAX_VMS - 2, MAX_VMS - 1];
+        Self {
+            pools: [take(&SHADOWS, first, "shadow pool"), take(&SHADOWS, second, "shadow pool")],
+            caches: [take(&SITE_CACHES, first, "code cache"), take(&SITE_CACHES, second, "code cache")],
+        }
+    }
+}
+
+/// In the patching modes each hart of a VM run by [`run_parallel`] has its own patch table and copies: hart `h`
+/// takes those of VM `index + PATCH_TABLE_STRIDE * h`. The Linux boots are VMs 0 to 3 (one per mode), so their
+/// second harts take those of VMs 4 to 7, which do not run with Linux.
+const PATCH_TABLE_STRIDE: usize = 4;
+
 /// Runs the VM `wiring` describes over `bytes` (zeroed) with its harts on several real harts at once, as the
 /// hosted runner runs a hart per thread (`trapeze::vm::parallel`): each hart a run-queue entry of its own, with a
-/// `Vm` of its own (`only_hart`), its own native engine and shadow tables (one of `pools`, flushed first), its
-/// RAM a handle of one `SharedRam` over `bytes`, its devices one hart's view of `SharedDevices`, its SBI's HSM,
-/// IPIs and remote fences through one `SbiShared`, and a [`VmWaker`] kicking the real hart that runs a hart
-/// another asks something of. The VM's clock is the machine's (`BoardClock`: the `Vm` of one hart of several
+/// `Vm` of its own (`only_hart`), its own native engine in `mode` with its own shadow tables and code cache (of
+/// `lent`, flushed first) and patch table, its RAM a handle of one `SharedRam` over `bytes` whose code watch
+/// revokes the other harts' write permission on every page an engine starts watching (`engine::Revocations`),
+/// its devices one hart's view of `SharedDevices`, its SBI's HSM, IPIs and remote fences through one
+/// `SbiShared`, and a [`VmWaker`] kicking the real hart that runs a hart another asks something of. The VM's clock is the machine's (`BoardClock`: the `Vm` of one hart of several
 /// hides no time), one for all its harts. Only the real harts of `real_harts` take part: at least as many as the
 /// VM has harts when it runs on the VMM's SBI, since a hart whose remote fence waits for another's acknowledgement
 /// keeps its real hart meanwhile (a VM without the SBI, whose harts only meet in its memory and devices, runs on
 /// any number). `report` sees the board after the run, and the machine timer ticks it took.
+#[allow(clippy::too_many_arguments)]
 fn run_parallel<T>(
     wiring: Wiring,
+    mode: Mode,
     bytes: &mut [u8],
-    pools: &mut [&'static mut ShadowTables<POOL>],
+    lent: &mut HartTables,
     console: &'static BoardConsole,
     real_harts: usize,
     report: impl FnOnce(&mut Board<'_>, u64) -> T,
 ) -> T {
+    let HartTables { pools, caches } = lent;
     let Wiring { index, name, harts, images, mut description, script, expect } = wiring;
     assert!(harts <= pools.len(), "{name}: {harts} harts, {} shadow pools", pools.len());
     let on_sbi = matches!(images, Images::BuiltinSbi { .. });
@@ -1547,10 +1582,15 @@ fn run_parallel<T>(
     let partition = (start, start + bytes.len() as u64);
     let pages = bytes.len().div_ceil(4096);
     let waker = VmWaker::new();
+    // Before the views: they borrow `bytes` for the run.
+    let revocations = Revocations::new(harts, start, relax_vmm_lock);
     let (b8, b16, b32, b64) = atomic_views(bytes).unwrap_or_else(|| panic!("{name}: RAM not 8-byte aligned"));
-    // A page-granular code watch: no engine of these keeps code, but the RAM's contract wants one to report to.
+    // A page-granular code watch, one for all the harts (what the patchers scanned and the code caches keep code
+    // from): a page newly watched loses W in every other hart's shadow tables before its bytes are read.
     let watch: Vec<AtomicU64> = (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-    let ram = SharedRam::new(RAM_BASE, b8, b16, b32, b64, &watch).unwrap_or_else(|| panic!("{name}: RAM views"));
+    let ram = SharedRam::new(RAM_BASE, b8, b16, b32, b64, &watch)
+        .unwrap_or_else(|| panic!("{name}: RAM views"))
+        .with_remote_fence(&revocations);
     let mut blob = vec![0u8; 16 << 10];
     let boot = place_images(&mut Ram::shared(&ram), images, &mut description, &mut blob)
         .unwrap_or_else(|e| panic!("{name}: cannot place its images: {e:?}"));
@@ -1569,6 +1609,9 @@ fn run_parallel<T>(
     let sbi = SbiShared::new(harts, 0, &waker, relax_vmm_lock);
     let mut board = Board::new(console);
     board.real_harts = real_harts;
+    let cached = matches!(mode, Mode::PatchingCached | Mode::TrappingCached);
+    assert!(!cached || harts <= caches.len(), "{name}: {harts} harts, {} code caches", caches.len());
+    let mut caches = caches.iter_mut();
     for (hart, pool) in pools.iter_mut().enumerate().take(harts) {
         pool.flush_all();
         let clock: &'static mut BoardClock = Box::leak(Box::new(BoardClock));
@@ -1582,15 +1625,20 @@ fn run_parallel<T>(
             .unwrap_or_else(|e| panic!("{name}: cannot build hart {hart}: {e:?}"));
         let mut engine = NativeEngine::new(index + 1 + hart * MAX_VMS, pool, partition);
         engine.one_of_several(&waker.native);
-        let watch = Watch {
-            index,
-            name,
-            expect,
-            mode: PARALLEL_MODE,
-            pause_after_counter_reads: None,
-            shell_at: None,
-            nic: None,
-        };
+        engine.revoke_with(&revocations, hart);
+        if matches!(mode, Mode::Patching | Mode::PatchingCached) {
+            // A patch table and copies per hart (each engine scans what it runs): the first hart's are its VM's,
+            // the others' those of VM `index + PATCH_TABLE_STRIDE * hart`, which must not run meanwhile.
+            let tables = index + PATCH_TABLE_STRIDE * hart;
+            engine.delegate_counters(take(&PATCHES, tables, "patch table"), take(&COPIES, tables, "copies"));
+        }
+        if cached {
+            if let Some(cache) = caches.next() {
+                cache.reset();
+                engine.cache_trap_sites(cache);
+            }
+        }
+        let watch = Watch { index, name, expect, mode, pause_after_counter_reads: None, shell_at: None, nic: None };
         board.add(Guest { vm, engine, watch, hart: Some(HartOf { waker: &waker, sbi: Some(&sbi), index: hart }) });
     }
     defmt::info!(
@@ -1744,13 +1792,12 @@ const LINUX_MAGIC: u64 = u64::from_le_bytes(*b"TRPZLNX1");
 /// A loop request in the boot block's header: boot Linux this many times in the default mode (the regression loop
 /// of the two-hart lockup, `linux_loop` in the board test) instead of once in each mode.
 const LINUX_LOOP_MAGIC: u64 = u64::from_le_bytes(*b"TRPZLOOP");
-/// Most boots a loop request may ask for: each boot is a VM of its own index, whose shadow pool and code cache
-/// are taken once.
+/// Most boots a loop request may ask for: each boot is a VM of its own index (its harts' shadow pools and code
+/// caches are lent to one boot after another, [`HartTables`]; its index names its console port).
 const LINUX_LOOP_MAX: u64 = MAX_VMS as u64;
 /// The Linux VM's RAM: 256 MiB of host memory above the block, outside the board's image.
 const LINUX_RAM: (u64, u64) = (0xa800_0000, 0xb800_0000);
-/// Harts of the Linux VM: on several real harts at once in [`PARALLEL_MODE`] (the loop's), both on whichever
-/// real hart runs the VM's turn in the other modes.
+/// Harts of the Linux VM: on several real harts at once ([`run_parallel`]) whenever the board has as many.
 const LINUX_HARTS: usize = 2;
 /// The VM number (console port) of the scaling figures' `hash-harts` runs (the demo's, unused with Linux).
 const HASH_HARTS_VM: usize = 24;
@@ -1761,11 +1808,7 @@ const SCALING_RUNS: usize = 5;
 /// both harts in one `Vm` (on one real hart at a time, as every VM ran before), then with a `Vm` per hart on one
 /// real hart alone and on two ([`run_parallel`], shadow tables from `pools`): its wall time each way and the
 /// speed-up (the best of [`SCALING_RUNS`] runs each way). How many runs failed.
-fn scaling_figures(
-    ram: &mut [u8],
-    console: &'static BoardConsole,
-    pools: &mut [&'static mut ShadowTables<POOL>],
-) -> u32 {
+fn scaling_figures(ram: &mut [u8], console: &'static BoardConsole, lent: &mut HartTables) -> u32 {
     let wiring = || Wiring {
         index: HASH_HARTS_VM,
         name: "hash-harts",
@@ -1778,7 +1821,7 @@ fn scaling_figures(
     ram.fill(0);
     // The reference: both harts in one `Vm`, in the same mode as the parallel runs.
     let mut whole = build_guest(wiring(), &mut ram[..], console);
-    whole.watch.mode = PARALLEL_MODE;
+    whole.watch.mode = SCALING_MODE;
     let (mut board, whole_ticks) = run_alone(whole, console);
     let mut failures = u32::from(!passed_alone(&mut board));
     drop(board);
@@ -1789,7 +1832,7 @@ fn scaling_figures(
         for (run, real_harts) in [1usize << smp::BOOT_HART, smp::online() & 0b11].into_iter().enumerate() {
             ram.fill(0);
             let (passed, ticks, parallel) =
-                run_parallel(wiring(), &mut ram[..], pools, console, real_harts, |board, ticks| {
+                run_parallel(wiring(), SCALING_MODE, &mut ram[..], lent, console, real_harts, |board, ticks| {
                     let parallel: u64 = (0..board.len()).map(|at| board.slot(at).engine().stats.parallel_entries).sum();
                     (passed_alone(board), ticks, parallel)
                 });
@@ -1870,8 +1913,9 @@ fn linux_ram() -> Option<&'static mut [u8]> {
 }
 
 /// Boots Linux alone in `mode` in `ram` (zeroed first), plays the script at its shell and prints the figures:
-/// whether the script was played to its end. In [`PARALLEL_MODE`] its harts run on several real harts at once
-/// ([`run_parallel`], each with a shadow pool of `pools`); in the other modes on one real hart at a time.
+/// whether the script was played to its end. Its harts run on several real harts at once ([`run_parallel`],
+/// each with a shadow pool and code cache of `lent`) when the board has a real hart per hart (they wait for each
+/// other in the SBI); else on one real hart at a time.
 fn boot_linux(
     index: usize,
     mode: Mode,
@@ -1879,14 +1923,14 @@ fn boot_linux(
     ram: &mut [u8],
     block: (&'static [u8], &'static [u8], &'static str),
     console: &'static BoardConsole,
-    pools: &mut [&'static mut ShadowTables<POOL>],
+    lent: &mut HartTables,
 ) -> bool {
     ram.fill(0);
     let wiring = linux_wiring(index, prefix, ram.len(), block, console);
     let started_at = hw::mtime();
     // Its harts wait for each other in the SBI (remote fences): each needs a real hart of its own.
-    if mode == PARALLEL_MODE && smp::online().count_ones() as usize >= LINUX_HARTS {
-        return run_parallel(wiring, ram, pools, console, usize::MAX, |board, ticks| {
+    if smp::online().count_ones() as usize >= LINUX_HARTS {
+        return run_parallel(wiring, mode, ram, lent, console, usize::MAX, |board, ticks| {
             linux_figures(board, mode, started_at, ticks)
         });
     }
@@ -1905,6 +1949,7 @@ fn linux_figures(board: &mut Board<'_>, mode: Mode, started_at: u64, ticks: u64)
     let played = board.slot(0).console(VmConsole::script_done);
     let mut total = engine::Stats::default();
     let mut shell_at: Option<(u64, u64)> = None;
+    let mut waits = 0;
     for at in 0..harts {
         let slot = board.slot(at);
         let stats = slot.engine().stats;
@@ -1917,6 +1962,9 @@ fn linux_figures(board: &mut Board<'_>, mode: Mode, started_at: u64, ticks: u64)
         total.remote_fence_drops += stats.remote_fence_drops;
         total.kicks += stats.kicks;
         total.parallel_entries += stats.parallel_entries;
+        total.revocations += stats.revocations;
+        total.revoked_leaves += stats.revoked_leaves;
+        waits += slot.engine().revocation_waits();
         if let Some((at, _)) = slot.watch.shell_at {
             shell_at = Some(shell_at.map_or((at, 0), |(first, _)| (first.min(at), 0)));
         }
@@ -1943,8 +1991,10 @@ fn linux_figures(board: &mut Board<'_>, mode: Mode, started_at: u64, ticks: u64)
             );
         }
         println!(
-            "{line} {} world switches entered while the VM's other hart ran natively, {} runs cut short by a kick",
-            total.parallel_entries, total.kicks
+            "{line} {} world switches entered while the VM's other hart ran natively, {} runs cut short by a kick; {} \
+             cross-hart write revocations served ({} took W from a shadow leaf), {waits} waits for a hart running \
+             natively",
+            total.parallel_entries, total.kicks, total.revocations, total.revoked_leaves
         );
     }
     if let Some((at, _)) = shell_at {
@@ -1982,12 +2032,9 @@ fn linux_wiring(
     Wiring { index, name: "linux", harts, images, description, script, expect }
 }
 
-/// The mode in which a multi-hart VM's harts run on several real harts at once ([`run_parallel`]): counters
-/// trapping, no code caching. The other modes keep a VM's harts on one real hart at a time: patching and code
-/// caching rely on the shadow tables never letting the guest write natively to a page the VMM scanned or keeps
-/// code from, and with a shadow pool per hart a page one hart's engine starts watching would have to lose W in
-/// every other hart's tables, on the real harts running them, before its scan or translation is used: not done.
-const PARALLEL_MODE: Mode = Mode::Trapping;
+/// The mode of the scaling figures' `hash-harts` runs: counters trapping, no code caching (a guest that hashes
+/// without trapping: the figures measure the real harts, not the VMM's modes).
+const SCALING_MODE: Mode = Mode::Trapping;
 
 /// The VMs' partitions of the physical virtio-blk disk, when the runner gave the machine one (`DISK_FILE`): its
 /// first usable MBR partition for U-Boot, the next two for the two `disk-pattern` VMs (none for them unless the
@@ -2100,7 +2147,7 @@ fn boot() -> ! {
         let ram = linux_ram().unwrap_or_else(|| panic!("the Linux RAM given twice"));
         // The shadow pools of the Linux VM's two harts when they run on several real harts at once, lent to each
         // boot in turn (the demo's VMs, which use these two indices, do not run with Linux).
-        let mut pools = [take(&SHADOWS, MAX_VMS - 2, "shadow pool"), take(&SHADOWS, MAX_VMS - 1, "shadow pool")];
+        let mut lent = HartTables::take();
         if let Some(boots) = linux_loop() {
             println!(
                 "board: a Linux boot block asks for a loop: booting {LINUX_HARTS}-hart Linux {boots} times ({})",
@@ -2109,8 +2156,7 @@ fn boot() -> ! {
             let mut passed = 0;
             for boot in 1..=boots {
                 let index = (boot - 1) as usize;
-                let played =
-                    boot_linux(index, PARALLEL_MODE, "[linux:loop] ", &mut ram[..], block, console, &mut pools);
+                let played = boot_linux(index, DEFAULT_MODE, "[linux:loop] ", &mut ram[..], block, console, &mut lent);
                 println!("linux loop: boot {boot} of {boots}: script played: {played}");
                 passed += u64::from(played);
             }
@@ -2126,10 +2172,10 @@ fn boot() -> ! {
             (Mode::PatchingCached, "[linux:cached] "),
             (Mode::TrappingCached, "[linux:trapping-cached] "),
         ];
-        let mut failures = scaling_figures(&mut ram[..VM_RAM_SIZE], console, &mut pools);
+        let mut failures = scaling_figures(&mut ram[..VM_RAM_SIZE], console, &mut lent);
         for (index, (mode, prefix)) in modes.into_iter().enumerate() {
             // One at a time: each boot borrows the Linux RAM, so the previous guest is gone before the next.
-            failures += u32::from(!boot_linux(index, mode, prefix, &mut ram[..], block, console, &mut pools));
+            failures += u32::from(!boot_linux(index, mode, prefix, &mut ram[..], block, console, &mut lent));
         }
         report_isolation();
         report_stacks();

@@ -27,7 +27,10 @@
 //! masks interrupts: the VMM lock is what keeps two harts from logging at once; every `defmt` call is made under
 //! it, or before the other harts are up). These use `RefCell`s, not locks, and are only ever touched with the
 //! VMM lock held. It is a big lock on purpose, for this first step: per-device locks would let two harts serve
-//! different devices at once, and are what is left.
+//! different devices at once, and are what is left. A test-and-set lock is unfair, so a hart about to start a
+//! VM's turn lets the harts already waiting for it go first ([`vmm_lock_for_turn`], 100 µs at most): a VM
+//! whose turns hold it almost all the time (excursions) would otherwise starve a hart waiting to run another VM
+//! or another hart of the same VM.
 //!
 //! **One VM's harts on several real harts** (`run_parallel` in `main.rs`): such a VM is one run-queue entry per
 //! virtual hart, each with a `Vm` of its own, so two real harts may run two harts of it at once, natively and in
@@ -38,7 +41,18 @@
 //! (`hw::kick`, its CLINT `msip`, which ends a native run at once: the software interrupt is enabled in `mie` on
 //! every hart, and taken only from U-mode), or a napping one. A hart whose remote fence waits for another's
 //! acknowledgement lets the VMM lock go between two looks (`relax_vmm_lock`), holding no other lock, since the
-//! target needs it to serve the fence.
+//! target needs it to serve the fence. So does a hart whose engine starts watching a page while another hart of
+//! the VM runs natively (`engine::Revocations`: it kicks that hart and waits until it has dropped W on the page
+//! or left the guest). That wait is in the middle of the watcher's engine run (a scan about to start, a block
+//! being translated), and letting the lock go there is safe for the same reasons: what the waiting hart has
+//! borrowed is its own (its `Vm`, engine, shadow tables, code cache and patch table are this entry's alone,
+//! taken out of the run queue), the VM's shared state it reaches is atomics or has locks of its own, none held
+//! across the wait (`SharedRam`'s dirty log is not held during a watch; the revocation queues' locks are taken
+//! and released before the wait), and no `RefCell` the VMM lock protects is borrowed by a turn across an engine
+//! run. What another hart changes meanwhile is what it could change while this one ran natively: it may write
+//! the page being watched through the VMM (the write then clears the watch bit and logs the page, and this
+//! hart's engine drops what it read at its next look at the log), and it fills its own leaves, which withhold W
+//! on the page since its bit is set before the wait.
 //!
 //! The lock order (a hart takes them in this order, never the reverse):
 //! 1. the VMM lock;
@@ -131,10 +145,38 @@ pub fn hart_id() -> usize {
 /// runs takes it.
 static VMM: spin::mutex::SpinMutex<()> = spin::mutex::SpinMutex::new(());
 
+/// Harts spinning for the VMM lock now (see [`vmm_lock_for_turn`]).
+static VMM_WAITERS: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a hart about to start a turn lets harts already waiting for the VMM lock go first: 100 µs.
+const TURN_HANDOFF_TICKS: u64 = 1_000;
+
 /// Takes the VMM lock, waiting for it.
 pub fn vmm_lock() {
     // The guard is let go of by `vmm_unlock`, on this hart, which the lock does not know of: it is forgotten here.
+    if let Some(guard) = VMM.try_lock() {
+        core::mem::forget(guard);
+        return;
+    }
+    VMM_WAITERS.fetch_add(1, Ordering::SeqCst);
     core::mem::forget(VMM.lock());
+    VMM_WAITERS.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Takes the VMM lock for a VM's turn, first letting harts that already wait for it go (for at most
+/// [`TURN_HANDOFF_TICKS`]). Test-and-set is unfair: a hart whose turns hold the lock nearly all the time (a VM
+/// in excursions, served in the VMM, never running natively) let it go between two turns for a few
+/// microseconds only, and a hart waiting for it whose QEMU thread the host had preempted then could miss every
+/// such window for tens of seconds: a two-hart Linux in code caching, one hart spinning in excursions for the
+/// other, starved the other (idle, its timer due, its real hart waiting for the lock to run it) for 44 s and
+/// stalled RCU. Waiting here for the waiters, bounded so that a preempted waiter costs a turn 100 µs at most,
+/// lets each of them in at the next turn boundary while its thread runs.
+pub fn vmm_lock_for_turn() {
+    let start = hw::mtime();
+    while VMM_WAITERS.load(Ordering::SeqCst) > 0 && hw::mtime().saturating_sub(start) < TURN_HANDOFF_TICKS {
+        core::hint::spin_loop();
+    }
+    vmm_lock();
 }
 
 /// Lets the VMM lock go.
