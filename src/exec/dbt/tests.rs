@@ -1094,7 +1094,8 @@ fn measure_translation() {
     let (mut at, mut assembled) = (0x2000u64, 0u64);
     let begin = std::time::Instant::now();
     while assembled < blocks {
-        match emit::translate(&mut asm, &mut out, memory.ram, at, assembled % 2 == 1, MAX_BLOCK, false) {
+        let Some(job) = Job::snapshot(memory.ram, at, false, false, MAX_BLOCK_CODE) else { break };
+        match emit::translate(&mut asm, &mut out, job.bytes(), at, assembled % 2 == 1, MAX_BLOCK, false) {
             Some(block) => {
                 at += block.guest_len as u64;
                 assembled += 1;
