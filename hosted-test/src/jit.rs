@@ -1,8 +1,21 @@
 //! The translator's executable memory on this host (`mmap`/`mprotect`): mapped read+execute, made writable (and
 //! not executable) only while a translation is copied in, so it is never writable and executable at once. Also
-//! the hosted translator's size.
+//! the hosted translator's size, and its translation service: one worker thread ("translator") per process that
+//! translates the jobs of every hart's engine off the harts' threads, with a memo of finished translations shared
+//! by all of them (a second hart gets the first one's translations of the same kernel without encoding them again).
+//!
+//! The service decides only when a translation lands, never whether it is right: the engine installs one only if
+//! RAM still holds the bytes it was made from. The memo hands a translation out only for a job it
+//! [`answers`](Translation::answers) (same offset, data path, counting, limit, and bytes wherever its decoder read).
+//! It must never block a hart's thread for longer than a queue operation (translation happens on the worker, with
+//! the lock released).
 
-use trapeze::exec::dbt::{CodeMemory, CodeMemoryError, Dbt, DbtError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+
+use trapeze::exec::dbt::{CodeMemory, CodeMemoryError, Dbt, DbtError, Job, Translation, TranslationService, Translator};
 
 /// Bytes of host code the hosted translator keeps (its code cache's arena).
 pub const CODE_BYTES: usize = 16 << 20;
@@ -12,10 +25,296 @@ pub const CODE_BYTES: usize = 16 << 20;
 /// a bigger stack).
 pub type HostedDbt = Dbt<MappedCode, CODE_BYTES, 8192, 16384>;
 
-/// A hosted translator with its own code memory.
+/// A hosted translator with its own code memory, translating on its hart's thread (the lockstep runs' mode).
 pub fn hosted_dbt() -> Result<Box<HostedDbt>, String> {
     let code = MappedCode::new(CODE_BYTES)?;
     HostedDbt::new(code).map(Box::new).map_err(|e: DbtError| format!("the translator: {e:?}"))
+}
+
+/// Reads a tuning knob from the environment (measurements only).
+fn knob(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|value| value.parse().ok())
+}
+
+/// A hosted translator whose hot blocks are translated by this process's translation worker (started at the first
+/// call), at [`SERVED_THRESHOLD`].
+pub fn served_dbt() -> Result<Box<HostedDbt>, String> {
+    if knob("TRAPEZE_DBT_WORKER") == Some(0) {
+        let mut dbt = hosted_dbt()?;
+        if let Some(threshold) = knob("TRAPEZE_DBT_THRESHOLD") {
+            dbt.set_translation_threshold(threshold as u16);
+        }
+        return Ok(dbt);
+    }
+    static WORKER: OnceLock<Result<Translators, String>> = OnceLock::new();
+    WORKER.get_or_init(Translators::start).as_ref().map_err(Clone::clone)?.dbt()
+}
+
+/// Instructions a block runs on the cold tier before its job is submitted, with the translation worker: translation
+/// costs the hart's thread only the install, so blocks are translated sooner than without a worker.
+pub const SERVED_THRESHOLD: u16 = 20_000;
+
+/// Jobs waiting for the worker at most (a full queue refuses more: those blocks stay on the cold tier a while).
+const QUEUE: usize = 256;
+
+/// Finished translations the memo keeps at most (oldest dropped first), and versions of one block's bytes.
+const MEMO: usize = 32_768;
+const VERSIONS: usize = 4;
+
+/// A translation worker thread and what it shares with the engines it serves. Dropping it stops the worker.
+pub struct Translators {
+    shared: Arc<Shared>,
+    worker: Option<JoinHandle<()>>,
+}
+
+/// Counters of a translation worker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerStats {
+    /// Jobs translated by the worker.
+    pub translated: u64,
+    /// Jobs answered from the memo (at submission or when the worker came to them).
+    pub memo_hits: u64,
+    /// Nanoseconds the worker spent translating.
+    pub busy_ns: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// The worker waits on it for jobs.
+    jobs: Condvar,
+    translated: AtomicU64,
+    memo_hits: AtomicU64,
+    busy_ns: AtomicU64,
+}
+
+struct State {
+    /// Waiting jobs and the client each one's translation goes back to.
+    queue: VecDeque<(usize, Job)>,
+    /// Per client (by index): finished translations not yet taken.
+    done: Vec<Slot>,
+    memo: Memo,
+    stop: bool,
+}
+
+/// A client's finished translations not yet taken, their number (read without the lock), and whether the client
+/// is still there (translations for one that is gone are dropped).
+struct Slot {
+    done: Vec<Arc<Translation>>,
+    ready: Arc<AtomicUsize>,
+    alive: bool,
+}
+
+impl Slot {
+    fn deliver(&mut self, translation: Arc<Translation>) {
+        if self.alive {
+            self.done.push(translation);
+            self.ready.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// Finished translations by (RAM offset, paged, counting), a few versions each, dropped oldest first.
+#[derive(Default)]
+struct Memo {
+    entries: HashMap<(u64, bool, bool), Vec<Arc<Translation>>>,
+    order: VecDeque<(u64, bool, bool)>,
+}
+
+fn memo_key(job: &Job) -> (u64, bool, bool) {
+    (job.offset(), job.paged(), job.counting())
+}
+
+impl Memo {
+    /// A translation that answers `job`.
+    fn find(&self, job: &Job) -> Option<Arc<Translation>> {
+        self.entries.get(&memo_key(job))?.iter().rev().find(|translation| translation.answers(job)).cloned()
+    }
+
+    fn insert(&mut self, translation: Arc<Translation>) {
+        if !translation.is_translated() {
+            return;
+        }
+        let key = memo_key(translation.job());
+        let versions = self.entries.entry(key).or_default();
+        if versions.len() >= VERSIONS {
+            versions.remove(0);
+        }
+        versions.push(translation);
+        self.order.push_back(key);
+        while self.order.len() > MEMO {
+            let Some(oldest) = self.order.pop_front() else { break };
+            if let Some(versions) = self.entries.get_mut(&oldest) {
+                if !versions.is_empty() {
+                    versions.remove(0);
+                }
+                if versions.is_empty() {
+                    self.entries.remove(&oldest);
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A worker that panicked mid-update leaves nothing inconsistent a client could trip on.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Translators {
+    /// Starts the worker thread.
+    pub fn start() -> Result<Self, String> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { queue: VecDeque::new(), done: Vec::new(), memo: Memo::default(), stop: false }),
+            jobs: Condvar::new(),
+            translated: AtomicU64::new(0),
+            memo_hits: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+        });
+        let mut translator = Translator::new().map_err(|e| format!("the translation worker: {e:?}"))?;
+        let worker = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("translator".into())
+                .spawn(move || work(&shared, &mut translator))
+                .map_err(|e| format!("starting the translation worker: {e}"))?
+        };
+        Ok(Self { shared, worker: Some(worker) })
+    }
+
+    /// A client of the worker, for one engine.
+    pub fn service(&self) -> Box<dyn TranslationService> {
+        let ready = Arc::new(AtomicUsize::new(0));
+        let mut state = self.shared.lock();
+        state.done.push(Slot { done: Vec::new(), ready: ready.clone(), alive: true });
+        let client = state.done.len() - 1;
+        Box::new(Client { shared: self.shared.clone(), client, ready, taken: Vec::new() })
+    }
+
+    /// A hosted translator served by this worker, at [`SERVED_THRESHOLD`].
+    pub fn dbt(&self) -> Result<Box<HostedDbt>, String> {
+        let mut dbt = hosted_dbt()?;
+        dbt.set_translation_threshold(knob("TRAPEZE_DBT_THRESHOLD").map_or(SERVED_THRESHOLD, |t| t as u16));
+        dbt.attach_service(self.service());
+        Ok(dbt)
+    }
+
+    /// The worker's counters so far.
+    pub fn stats(&self) -> WorkerStats {
+        WorkerStats {
+            translated: self.shared.translated.load(Ordering::Relaxed),
+            memo_hits: self.shared.memo_hits.load(Ordering::Relaxed),
+            busy_ns: self.shared.busy_ns.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Translators {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.jobs.notify_all();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// The worker: translates queued jobs (the lock released meanwhile), answering from the memo when it can.
+fn work(shared: &Shared, translator: &mut Translator) {
+    let mut state = shared.lock();
+    loop {
+        let Some((client, job)) = state.queue.pop_front() else {
+            if state.stop {
+                return;
+            }
+            state = shared.jobs.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            continue;
+        };
+        let translation = match state.memo.find(&job) {
+            Some(translation) => {
+                shared.memo_hits.fetch_add(1, Ordering::Relaxed);
+                translation
+            }
+            None => {
+                drop(state);
+                let begin = std::time::Instant::now();
+                let translation = Arc::new(translator.translate(&job));
+                shared.busy_ns.fetch_add(begin.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                shared.translated.fetch_add(1, Ordering::Relaxed);
+                state = shared.lock();
+                state.memo.insert(translation.clone());
+                translation
+            }
+        };
+        if let Some(slot) = state.done.get_mut(client) {
+            slot.deliver(translation);
+        }
+    }
+}
+
+/// One engine's handle on the worker.
+struct Client {
+    shared: Arc<Shared>,
+    client: usize,
+    ready: Arc<AtomicUsize>,
+    /// The translations being handed over (its buffer reused).
+    taken: Vec<Arc<Translation>>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        let client = self.client;
+        state.queue.retain(|(owner, _)| *owner != client);
+        if let Some(slot) = state.done.get_mut(client) {
+            slot.alive = false;
+            slot.done = Vec::new();
+        }
+    }
+}
+
+impl TranslationService for Client {
+    fn submit(&mut self, job: &Job) -> bool {
+        let mut state = self.shared.lock();
+        if state.stop {
+            return false;
+        }
+        if let Some(translation) = state.memo.find(job) {
+            self.shared.memo_hits.fetch_add(1, Ordering::Relaxed);
+            if let Some(slot) = state.done.get_mut(self.client) {
+                slot.deliver(translation);
+            }
+            return true;
+        }
+        if state.queue.len() >= QUEUE {
+            return false;
+        }
+        state.queue.push_back((self.client, job.clone()));
+        drop(state);
+        self.shared.jobs.notify_one();
+        true
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) > 0
+    }
+
+    fn take(&mut self, install: &mut dyn FnMut(&Translation)) {
+        if !self.ready() {
+            return;
+        }
+        {
+            let mut state = self.shared.lock();
+            if let Some(slot) = state.done.get_mut(self.client) {
+                std::mem::swap(&mut slot.done, &mut self.taken);
+                slot.ready.fetch_sub(self.taken.len(), Ordering::AcqRel);
+            }
+        }
+        for translation in self.taken.drain(..) {
+            install(&translation);
+        }
+    }
 }
 
 /// Anonymous memory for host code.

@@ -397,7 +397,10 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     let mut tiny = TinyThreaded::new();
     #[cfg(target_arch = "x86_64")]
     let mut dbt = match args.engine {
-        EngineChoice::Dbt => Some(jit::hosted_dbt()?),
+        // Lockstep translates every block at its first entry, on this thread; otherwise the process's translation
+        // worker translates hot blocks.
+        EngineChoice::Dbt if args.lockstep => Some(jit::hosted_dbt()?),
+        EngineChoice::Dbt => Some(jit::served_dbt()?),
         _ => None,
     };
     if args.lockstep {
