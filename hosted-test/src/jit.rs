@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
-use trapeze::exec::dbt::{CodeMemory, CodeMemoryError, Dbt, DbtError, Job, Translation, TranslationService, Translator};
+use trapeze::exec::dbt::{
+    CodeMemory, CodeMemoryError, Dbt, DbtError, Job, Translation, TranslationService, Translator,
+};
 
 /// Bytes of host code the hosted translator keeps (its code cache's arena).
 pub const CODE_BYTES: usize = 16 << 20;
@@ -296,12 +298,12 @@ impl TranslationService for Client {
         true
     }
 
-    fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) > 0
+    fn ready(&self) -> usize {
+        self.ready.load(Ordering::Acquire)
     }
 
     fn take(&mut self, install: &mut dyn FnMut(&Translation)) {
-        if !self.ready() {
+        if self.ready() == 0 {
             return;
         }
         {

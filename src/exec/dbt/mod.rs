@@ -641,6 +641,10 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             true => Job::snapshot(memory.ram, start, paged, self.counting, self.code_limit()),
             false => None,
         };
+        // A first instruction straddling the page: the cold tier runs it as ever (nothing to translate).
+        if job.as_ref().is_some_and(Job::is_untranslatable) {
+            return;
+        }
         let accepted = match (job, self.service.as_mut()) {
             (Some(job), Some(service)) => service.submit(&job),
             _ => false,
@@ -657,6 +661,13 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 *heat = self.threshold / 2;
             }
         }
+    }
+
+    /// Whether finished translations are due for installing: every job in flight finished, or a batch of them (so
+    /// that several share one write of code memory).
+    fn install_due(&self) -> bool {
+        self.in_flight_count > 0
+            && self.service.as_ref().is_some_and(|service| service.ready() >= self.in_flight_count.min(BATCH))
     }
 
     /// Installs every finished translation the service holds, their code written into code memory together.
@@ -814,7 +825,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             }
             self.stats.dispatches += 1;
             // Finished translations first, so that a write noted after one's watch drops it before it runs.
-            if self.in_flight_count > 0 && self.service.as_ref().is_some_and(|service| service.ready()) {
+            if self.install_due() {
                 self.install_finished(memory);
             }
             if memory.ram.has_dirty_code() {
@@ -902,6 +913,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                         waited: &mut self.waited,
                         in_flight: &self.in_flight,
                         service: self.service.as_deref().filter(|_| self.in_flight_count > 0),
+                        due: self.in_flight_count.min(BATCH),
                         first: Some((start, heats, if left_code { EXIT_COST } else { 0 })),
                     };
                     let (retired, left) = self.cold.run_cold(hart, memory, remaining, &mut hook);
@@ -1039,6 +1051,8 @@ struct Heating<'a, const CODE: usize, const BLOCKS: usize, const MAP: usize> {
     /// The heat slots of blocks whose jobs are in flight, and the service, while any is.
     in_flight: &'a [u64; HEAT_SLOTS / 64],
     service: Option<&'a dyn TranslationService>,
+    /// Finished translations that make an install due (see [`Dbt::install_due`]).
+    due: usize,
     /// The first block: the RAM offset of the pc it was entered at, whether it heats (not the rest of a block
     /// or the tail of a budget) and what the round trip to it cost besides its instructions.
     first: Option<(u64, bool, u64)>,
@@ -1060,7 +1074,7 @@ impl<const CODE: usize, const BLOCKS: usize, const MAP: usize> ColdHook for Heat
 
     fn enter(&mut self, next: u64, budget: u64) -> bool {
         // A finished translation waits: the dispatcher installs it.
-        if self.service.is_some_and(|service| service.ready()) {
+        if self.service.is_some_and(|service| service.ready() >= self.due) {
             return false;
         }
         // Only a hot block can have been translated (heat drops only for blocks not translated; a threshold

@@ -224,9 +224,9 @@ impl Translator {
 pub trait TranslationService {
     /// Takes `job` (copying it); false when the service is full: the block stays on the cold tier for now.
     fn submit(&mut self, job: &Job) -> bool;
-    /// Whether a finished translation waits (cheap: the engine asks at dispatcher turns and cold block entries
+    /// How many finished translations wait (cheap: the engine asks at dispatcher turns and cold block entries
     /// while jobs are in flight).
-    fn ready(&self) -> bool;
+    fn ready(&self) -> usize;
     /// Hands every finished translation waiting to `install`, each once.
     fn take(&mut self, install: &mut dyn FnMut(&Translation));
 }

@@ -1178,3 +1178,5 @@ fn a_branch_to_an_unplaced_label_is_refused() {
     asm.ret().unwrap();
     assert!(out.assemble(&asm).is_err());
 }
+
+mod served;
