@@ -54,7 +54,7 @@ pub fn served_dbt() -> Result<Box<HostedDbt>, String> {
 
 /// Instructions a block runs on the cold tier before its job is submitted, with the translation worker: translation
 /// costs the hart's thread only the install, so blocks are translated sooner than without a worker.
-pub const SERVED_THRESHOLD: u16 = 20_000;
+pub const SERVED_THRESHOLD: u16 = 5_000;
 
 /// Jobs waiting for the worker at most (a full queue refuses more: those blocks stay on the cold tier a while).
 const QUEUE: usize = 256;
@@ -390,6 +390,50 @@ unsafe impl CodeMemory for MappedCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Submits `job` through `service` and waits for its translation.
+    fn translate(service: &mut dyn TranslationService, job: &Job) -> Translation {
+        assert!(service.submit(job));
+        let begin = std::time::Instant::now();
+        while service.ready() == 0 {
+            assert!(begin.elapsed().as_secs() < 10, "the worker answers");
+            std::thread::yield_now();
+        }
+        let mut got = Vec::new();
+        service.take(&mut |translation| got.push(translation.clone()));
+        assert_eq!(got.len(), 1);
+        got.pop().unwrap()
+    }
+
+    /// The worker serves every client, and its memo answers a job only with a translation of the same bytes: a
+    /// second client asking for the same block gets the first one's translation without a second encoding, one
+    /// asking for the same offset with other bytes gets a translation of its own bytes.
+    #[test]
+    fn the_memo_never_hands_out_a_translation_of_other_bytes() {
+        let worker = Translators::start().unwrap();
+        let (mut first, mut second) = (worker.service(), worker.service());
+        // addi x6, x6, 1; addi x7, x7, 2; jal x0, -8
+        let code = [0x13, 0x03, 0x13, 0x00, 0x93, 0x83, 0x23, 0x00, 0x6f, 0xf0, 0x9f, 0xff];
+        let job = Job::new(0x2000, true, false, 16 * 1024, &code);
+        let translated = translate(&mut *first, &job);
+        assert!(translated.is_translated() && translated.answers(&job));
+        let again = translate(&mut *second, &job);
+        assert_eq!(again.job(), &job);
+        assert_eq!(worker.stats().translated, 1, "{:?}", worker.stats());
+        assert_eq!(worker.stats().memo_hits, 1, "{:?}", worker.stats());
+        // The same offset, one instruction changed (addi x6, x6, 3): translated anew, from its own bytes.
+        let mut other = code;
+        other[2] = 0x33;
+        let other_job = Job::new(0x2000, true, false, 16 * 1024, &other);
+        let fresh = translate(&mut *second, &other_job);
+        assert_eq!(fresh.job().bytes(), &other[..]);
+        assert!(fresh.answers(&other_job) && !fresh.answers(&job));
+        assert_eq!(worker.stats().translated, 2, "{:?}", worker.stats());
+        // The other data path: not the memo's either.
+        let unpaged = Job::new(0x2000, false, false, 16 * 1024, &code);
+        assert!(!translate(&mut *first, &unpaged).answers(&job));
+        assert_eq!(worker.stats().translated, 3, "{:?}", worker.stats());
+    }
 
     /// Written code is executable and never writable: a write to it from outside `write` faults, which is
     /// checked by asking the kernel for the mapping's protection.

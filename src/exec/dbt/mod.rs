@@ -11,7 +11,17 @@
 //! translated once it has run `HOT` instructions there (code that runs a few times, most of a kernel's boot, costs less predecoded than
 //! translated). Hot blocks are queued and translated a few at a time (`BATCH`, or once the first has waited a
 //! quarter of the threshold more on the cold tier), their code written into code memory with one protection
-//! change (a pair of `mprotect` calls costs about as much as assembling a block). The two caches
+//! change (a pair of `mprotect` calls costs about as much as assembling a block).
+//!
+//! With a [`TranslationService`] attached (the hosted runner's translation worker thread), translation leaves the
+//! hart's thread ([`offload`]): a block that turns hot is submitted at once as a [`Job`] (its bytes and what its
+//! translation depends on; a bounded number in flight, none twice) and runs on the cold tier until its finished
+//! [`Translation`] is installed, at a dispatcher turn or when the cold tier finds one waiting; several go into code
+//! memory with one write. Installing watches the block's bytes FIRST, then compares RAM's bytes with the job's, so
+//! a block the guest rewrote while its job was in flight is dropped, never run. Both tiers are exact, so when a
+//! translation lands changes nothing the guest can see (runs with instruction-counted time stay repeatable).
+//!
+//! The two caches
 //! watch the same RAM; this engine takes the list of written code pages and drops them in both. Blocks are keyed by
 //! RAM offset and whether data accesses are paged, i.e. in S/U-mode, Sv39 or bare, and go through the soft TLB
 //! with the run's keys (the inlined fast path differs from M-mode's window), never by virtual address:
@@ -69,7 +79,8 @@
 //!
 //! # Never
 //! Executable memory is never writable and executable at once: the embedder's [`CodeMemory`] maps it. The
-//! engine never runs a block whose bytes may have changed, never runs more than the budget (a block is entered
+//! engine never runs a block whose bytes may have changed (nor installs a translation made from bytes RAM no
+//! longer holds), never runs more than the budget (a block is entered
 //! only when the budget covers all of it; the tail of a budget runs on the cold tier), and nothing a
 //! guest supplies (instruction word, address, page table) can make it panic or touch host memory outside guest
 //! RAM: the inlined fast paths bound every access by the RAM size and take the slow path otherwise. No target
@@ -145,7 +156,7 @@ pub enum CodeMemoryError {
 /// Counters of the engine's work, for benchmarks and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DbtStats {
-    /// Blocks translated.
+    /// Blocks translated and installed (translated here, or by the service).
     pub blocks_translated: u64,
     /// Guest instructions in the blocks translated.
     pub instructions_translated: u64,
