@@ -319,17 +319,33 @@ impl TranslationService for Client {
     }
 }
 
-/// Anonymous memory for host code.
+/// Memory for host code: one mapping read+execute, made writable (not executable) by `mprotect` while a
+/// translation is copied in; or, where the host allows it, two views of one memory file: `base` read+execute and
+/// never writable, `alias` read+write and never executable, so that writing code needs no protection change (a
+/// pair of `mprotect` calls costs tens of microseconds in a process with several threads, as each flushes the
+/// other CPUs' TLBs). No address is ever writable and executable at once either way.
 pub struct MappedCode {
     base: *mut u8,
+    /// The writable view (null: none, `mprotect` instead).
+    alias: *mut u8,
     len: usize,
 }
 
 const PAGE: usize = 4096;
 
 impl MappedCode {
-    /// `len` bytes (rounded up to whole pages), read+execute.
+    /// `len` bytes (rounded up to whole pages), read+execute, with a writable view if the host allows it.
     pub fn new(len: usize) -> Result<Self, String> {
+        if knob("TRAPEZE_DBT_ALIAS") != Some(0) {
+            if let Some(code) = Self::aliased(len) {
+                return Ok(code);
+            }
+        }
+        Self::protected(len)
+    }
+
+    /// `len` bytes (rounded up to whole pages), read+execute, written through `mprotect`.
+    pub fn protected(len: usize) -> Result<Self, String> {
         let len = len.div_ceil(PAGE) * PAGE;
         // SAFETY: an anonymous private mapping at an address the kernel chooses; nothing else refers to it.
         let base = unsafe {
@@ -345,7 +361,37 @@ impl MappedCode {
         if base == libc::MAP_FAILED {
             return Err(format!("mmap of {len} bytes for translated code: {}", std::io::Error::last_os_error()));
         }
-        Ok(Self { base: base.cast(), len })
+        Ok(Self { base: base.cast(), alias: std::ptr::null_mut(), len })
+    }
+
+    /// Two views of a `len`-byte memory file (read+execute, read+write); `None` if the host refuses any step.
+    fn aliased(len: usize) -> Option<Self> {
+        let len = len.div_ceil(PAGE) * PAGE;
+        // SAFETY: creates a new anonymous memory file; the name is a NUL-terminated string.
+        let fd = unsafe { libc::memfd_create(c"trapeze-code".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        let map = |protection| {
+            // SAFETY: a shared mapping of the whole file at an address the kernel chooses.
+            let view = unsafe { libc::mmap(std::ptr::null_mut(), len, protection, libc::MAP_SHARED, fd, 0) };
+            (view != libc::MAP_FAILED).then_some(view.cast::<u8>())
+        };
+        // SAFETY: sizes the file just created (it is ours alone).
+        let sized = unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0;
+        let base = sized.then(|| map(libc::PROT_READ | libc::PROT_EXEC)).flatten();
+        let alias = base.and_then(|_| map(libc::PROT_READ | libc::PROT_WRITE));
+        // SAFETY: the mappings keep the file alive; the descriptor is no longer needed.
+        unsafe { libc::close(fd) };
+        match (base, alias) {
+            (Some(base), Some(alias)) => Some(Self { base, alias, len }),
+            (Some(base), None) => {
+                // SAFETY: the mapping just made, used by nothing.
+                unsafe { libc::munmap(base.cast(), len) };
+                None
+            }
+            _ => None,
+        }
     }
 
     fn protect(&self, first: usize, bytes: usize, protection: i32) -> Result<(), CodeMemoryError> {
@@ -359,14 +405,21 @@ impl MappedCode {
 
 impl Drop for MappedCode {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`; the translator that ran code from it is gone with this value.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
+        // SAFETY: the mappings made in `new`; the translator that ran code from them is gone with this value.
+        unsafe {
+            libc::munmap(self.base.cast(), self.len);
+            if !self.alias.is_null() {
+                libc::munmap(self.alias.cast(), self.len);
+            }
+        }
     }
 }
 
-// SAFETY: the mapping lives as long as the value at the same address. It is read+execute except inside `write`,
-// which makes exactly the pages it writes read+write (not executable), copies, and makes them read+execute
-// again before returning; x86-64 keeps instruction fetch coherent with stores of the same thread.
+// SAFETY: the mapping at `base` lives as long as the value at the same address and is never writable and
+// executable at once: with a writable view, it is read+execute always and the view (another address, never
+// executable) is written; without one, it is read+execute except inside `write`, which makes exactly the pages it
+// writes read+write (not executable), copies, and makes them read+execute again before returning. x86-64 keeps
+// instruction fetch coherent with stores of the same thread, to the same physical memory through any address.
 unsafe impl CodeMemory for MappedCode {
     fn base(&self) -> usize {
         self.base as usize
@@ -378,6 +431,11 @@ unsafe impl CodeMemory for MappedCode {
 
     fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<(), CodeMemoryError> {
         let end = offset.checked_add(bytes.len()).filter(|&end| end <= self.len).ok_or(CodeMemoryError::OutOfRange)?;
+        if !self.alias.is_null() {
+            // SAFETY: the destination lies inside the writable view; the source is another object.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.alias.add(offset), bytes.len()) };
+            return Ok(());
+        }
         let first = offset / PAGE * PAGE;
         let last = end.div_ceil(PAGE) * PAGE;
         self.protect(first, last - first, libc::PROT_READ | libc::PROT_WRITE)?;
@@ -439,16 +497,30 @@ mod tests {
     /// checked by asking the kernel for the mapping's protection.
     #[test]
     fn code_memory_is_never_writable_and_executable_at_once() {
-        let mut code = MappedCode::new(2 * PAGE).unwrap();
+        for mut code in [MappedCode::new(2 * PAGE).unwrap(), MappedCode::protected(2 * PAGE).unwrap()] {
+            check_code_memory(&mut code);
+        }
+    }
+
+    fn check_code_memory(code: &mut MappedCode) {
         // mov eax, 42; ret
         code.write(PAGE - 3, &[0xb8, 42, 0, 0, 0, 0xc3]).unwrap();
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let start = format!("{:x}-", code.base());
-        let line = maps.lines().find(|line| line.starts_with(&start)).expect("the mapping is listed");
-        assert!(line.contains(" r-xp "), "{line}");
+        let permissions = |address: usize| {
+            let start = format!("{address:x}-");
+            let line = maps.lines().find(|line| line.starts_with(&start)).expect("the mapping is listed");
+            line.split_whitespace().nth(1).unwrap().to_string()
+        };
+        assert!(permissions(code.base()).starts_with("r-x"), "{}", permissions(code.base()));
+        if !code.alias.is_null() {
+            assert!(permissions(code.alias as usize).starts_with("rw-"), "{}", permissions(code.alias as usize));
+        }
         // SAFETY: the six bytes just written at PAGE - 3 are a complete function returning 42.
         let function: extern "sysv64" fn() -> u32 = unsafe { std::mem::transmute(code.base() + PAGE - 3) };
         assert_eq!(function(), 42);
+        // Rewritten after it ran: the new code runs.
+        code.write(PAGE - 2, &[7]).unwrap();
+        assert_eq!(function(), 7);
         assert_eq!(code.write(2 * PAGE - 1, &[0, 0]), Err(CodeMemoryError::OutOfRange));
     }
 }
