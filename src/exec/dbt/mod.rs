@@ -369,12 +369,12 @@ const EXIT_COST: u64 = 64;
 /// `mprotect` calls here costs about 9 us, a third of a block's translation).
 const BATCH: usize = 8;
 
-/// Whether `ready` finished translations are due for installing, `waited` instructions of cold tier work after the
-/// last install (while jobs were in flight): a batch of them, or any once that work reached a quarter of the
-/// threshold ([`WAIT`]), so that several share one write of code memory (a pair of `mprotect` calls, dearer in a
-/// process with several threads) while what waits for them runs on the cold tier only a little longer.
-fn install_due(ready: usize, waited: u64, threshold: u16) -> bool {
-    ready >= INSTALL_BATCH || (ready > 0 && waited >= (threshold / WAIT) as u64)
+/// Whether `ready` finished translations are due for installing with `in_flight` jobs in flight: all of them
+/// landed, or a batch did, so that translations landing together share one write of code memory. (Holding them
+/// back longer, a quarter of the threshold of cold tier work, left 50% more instructions on the cold tier of the
+/// `outside` workload for about as many writes: translations land one at a time.)
+fn install_due(ready: usize, in_flight: usize) -> bool {
+    ready > 0 && ready >= in_flight.min(INSTALL_BATCH)
 }
 
 /// Finished translations installed together at most before the dispatcher installs them at once.
@@ -688,7 +688,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
     /// Whether finished translations are due for installing (see [`install_due`]).
     fn install_due(&self) -> bool {
         self.in_flight_count > 0
-            && self.service.as_ref().is_some_and(|service| install_due(service.ready(), self.waited, self.threshold))
+            && self.service.as_ref().is_some_and(|service| install_due(service.ready(), self.in_flight_count))
     }
 
     /// Installs every finished translation the service holds, their code written into code memory together.
@@ -714,7 +714,6 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         });
         self.service = Some(service);
         self.write_staged();
-        self.waited = 0;
     }
 
     /// Copies the staged blocks' code into code memory (one protection change for all); drops them if it fails.
@@ -931,10 +930,11 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                         meta: &self.meta,
                         paged,
                         threshold: self.threshold,
-                        queued: self.queued > 0 || self.in_flight_count > 0,
+                        queued: self.queued > 0,
                         waited: &mut self.waited,
                         in_flight: &self.in_flight,
                         service: self.service.as_deref().filter(|_| self.in_flight_count > 0),
+                        in_flight_count: self.in_flight_count,
                         first: Some((start, heats, if left_code { EXIT_COST } else { 0 })),
                     };
                     let (retired, left) = self.cold.run_cold(hart, memory, remaining, &mut hook);
@@ -1072,6 +1072,7 @@ struct Heating<'a, const CODE: usize, const BLOCKS: usize, const MAP: usize> {
     /// The heat slots of blocks whose jobs are in flight, and the service, while any is.
     in_flight: &'a [u64; HEAT_SLOTS / 64],
     service: Option<&'a dyn TranslationService>,
+    in_flight_count: usize,
     /// The first block: the RAM offset of the pc it was entered at, whether it heats (not the rest of a block
     /// or the tail of a budget) and what the round trip to it cost besides its instructions.
     first: Option<(u64, bool, u64)>,
@@ -1093,7 +1094,7 @@ impl<const CODE: usize, const BLOCKS: usize, const MAP: usize> ColdHook for Heat
 
     fn enter(&mut self, next: u64, budget: u64) -> bool {
         // A finished translation waits: the dispatcher installs it.
-        if self.service.is_some_and(|service| install_due(service.ready(), *self.waited, self.threshold)) {
+        if self.service.is_some_and(|service| install_due(service.ready(), self.in_flight_count)) {
             return false;
         }
         // Only a hot block can have been translated (heat drops only for blocks not translated; a threshold
