@@ -122,8 +122,12 @@ const ENGINES: &[EngineEntry] = &[
 /// Runs `image` on a fresh translator, noting its figures.
 #[cfg(target_arch = "x86_64")]
 fn measure_dbt(image: &[u8]) -> Result<Measurement, String> {
-    let mut engine = crate::jit::hosted_dbt()?;
+    // A translation worker of its own, as a `trapeze run` process has: its memo starts empty, so no run reuses
+    // another's translations.
+    let worker = crate::jit::Translators::start()?;
+    let mut engine = worker.dbt()?;
     let mut run = measure(image, &mut *engine)?;
+    let served = worker.stats();
     let work = engine.stats();
     let cache = engine.cache().stats();
     let per_block = run.instructions.unwrap_or(0) as f64 / work.blocks_entered.max(1) as f64;
@@ -131,7 +135,8 @@ fn measure_dbt(image: &[u8]) -> Result<Measurement, String> {
     // dynamic from a second, untimed run whose blocks count their entries (straight-line path x entries: an
     // upper bound, as a block left early by a taken branch counts whole).
     let translated = work.instructions_translated.max(1) as f64;
-    let mut counting = crate::jit::hosted_dbt()?;
+    let counting_worker = crate::jit::Translators::start()?;
+    let mut counting = counting_worker.dbt()?;
     counting.set_counting(true);
     let counted = measure(image, &mut *counting)?;
     let dynamic = counting.stats().body_instructions_run as f64
@@ -145,7 +150,8 @@ fn measure_dbt(image: &[u8]) -> Result<Measurement, String> {
          memory), {} evictions, {} pages invalidated; {} blocks entered ({per_block:.1} instructions each), {} instructions on the cold tier, {} \
          stepped; host instructions per translated guest instruction: {:.1} emitted, {:.1} straight-line, \
          {dynamic:.1} run (at most); {} runs, {} dispatches, {} cold runs ({} from translated code, {} budget tails), \
-         {} unlinked-slot and {} other exits to translated blocks; counting run: ring {}/{} hits, target cache {}/{} hits",
+         {} unlinked-slot and {} other exits to translated blocks; worker: {} jobs submitted ({} refused), {} translated \
+         ({:.1} ms), {} from its memo, {} stale, {} failed; counting run: ring {}/{} hits, target cache {}/{} hits",
         crate::jit::CODE_BYTES >> 20,
         work.blocks_translated,
         work.instructions_translated,
@@ -165,6 +171,13 @@ fn measure_dbt(image: &[u8]) -> Result<Measurement, String> {
         work.cold_tails,
         work.slot_misses,
         work.other_misses,
+        work.jobs_submitted,
+        work.jobs_refused,
+        served.translated,
+        served.busy_ns as f64 / 1e6,
+        served.memo_hits,
+        work.translations_stale,
+        work.translations_failed,
         counting.stats().ring_hits,
         counting.stats().ring_hits + counting.stats().ring_misses,
         counting.stats().probe_hits,

@@ -397,7 +397,12 @@ fn run(args: &RunArgs) -> Result<ExitCode, String> {
     let mut tiny = TinyThreaded::new();
     #[cfg(target_arch = "x86_64")]
     let mut dbt = match args.engine {
-        EngineChoice::Dbt => Some(jit::hosted_dbt()?),
+        // Translation on the hart's thread for lockstep (every block at its first entry) and for instruction-counted
+        // time, which must repeat exactly: when a worker's translation lands depends on the host's scheduling, and
+        // though both tiers are exact, they may fill the soft TLB in another order. Otherwise the process's
+        // translation worker translates hot blocks.
+        EngineChoice::Dbt if args.lockstep || args.icount.is_some() => Some(jit::hosted_dbt()?),
+        EngineChoice::Dbt => Some(jit::served_dbt()?),
         _ => None,
     };
     if args.lockstep {

@@ -355,7 +355,7 @@ fn hart_thread<D: Devices>(
         }
         EngineChoice::Threaded => run_hart(&mut vm, &mut *Box::new(HostedThreaded::new()), ending, args, wakeups),
         #[cfg(target_arch = "x86_64")]
-        EngineChoice::Dbt => run_hart(&mut vm, &mut *crate::jit::hosted_dbt()?, ending, args, wakeups),
+        EngineChoice::Dbt => run_hart(&mut vm, &mut *crate::jit::served_dbt()?, ending, args, wakeups),
     }
     Ok(())
 }

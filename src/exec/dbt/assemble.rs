@@ -100,11 +100,6 @@ impl Assembler {
         &self.code
     }
 
-    /// The code of the last block assembled, to put addresses in place of placeholders.
-    pub fn code_mut(&mut self) -> &mut [u8] {
-        &mut self.code
-    }
-
     /// Where each 64-bit immediate of the last block lies in its code (the offset of its first byte), and its value.
     pub fn imm64(&self) -> &[(u32, u64)] {
         &self.imm64

@@ -42,15 +42,19 @@ use super::regs::{
 use super::{pack, status, Env, JUMPS, RING, TLB_INDEX_MASK};
 use crate::isa::{self, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::tlb::RAW_TLB_LAYOUT as TLB;
-use crate::mem::{Ram, PAGE_SIZE};
+use crate::mem::PAGE_SIZE;
 
 /// A translated block, ready to copy into code memory.
+#[derive(Debug, Clone, Copy)]
 /// Its code is in the [`Assembler`] it was assembled with.
 pub(crate) struct Translated {
     /// Guest instructions.
     pub insts: u32,
     /// Guest bytes.
     pub guest_len: u32,
+    /// Guest bytes the decoder read (from the block's start): its instructions, and the first parcel of an
+    /// instruction straddling the page after them.
+    pub read_len: u32,
     /// The RAM offsets of its static exits (taken, fall-through), as hints for the cache.
     pub exits: [Option<u64>; 2],
     /// Where the dispatcher calls it (the prologue); a chained jump enters at offset 0.
@@ -86,33 +90,44 @@ struct Guest {
     len: u8,
 }
 
-/// Decodes and translates the block at RAM offset `start` (at most `limit` instructions, never past the page),
-/// with the data fast path of S/U-mode accesses (`paged`: the soft TLB, with the run's Sv39 or bare keys) or
-/// M-mode ones (the window). `None`: nothing could be translated.
+/// Decodes and translates the block whose first instruction lies at RAM offset `start`, from `code`, a copy of
+/// the guest bytes from `start` on (at most `limit` instructions, never past the page nor the copy's end), with
+/// the data fast path of S/U-mode accesses (`paged`: the soft TLB, with the run's Sv39 or bare keys) or M-mode
+/// ones (the window). `None`: nothing could be translated. The result depends on nothing but the arguments and
+/// on `code` only up to [`Translated::read_len`].
 pub(crate) fn translate(
     asm: &mut CodeAssembler,
     out: &mut Assembler,
-    ram: &Ram,
+    code: &[u8],
     start: u64,
     paged: bool,
     limit: usize,
     count: bool,
 ) -> Option<Translated> {
     let page_end = (start | (PAGE_SIZE - 1)) + 1;
+    let parcel = |at: u64, size: usize| -> Option<u32> {
+        let from = usize::try_from(at - start).ok()?;
+        let bytes = code.get(from..from.checked_add(size)?)?;
+        Some(bytes.iter().rev().fold(0u32, |word, &byte| word << 8 | byte as u32))
+    };
     let mut guests = [Guest { inst: Inst::Illegal(0), offset: 0, len: 4 }; super::MAX_BLOCK];
     let mut insts = 0;
     let mut at = start;
+    let mut read_end = start;
     let mut falls_through = true;
     let mut taken = None;
     while insts < limit.min(super::MAX_BLOCK) && at < page_end {
-        let low = ram.load_at_offset(at, 2)? as u32;
+        let Some(low) = parcel(at, 2) else { break };
+        read_end = read_end.max(at + 2);
         let (word, len) = if low & 3 != 3 {
             (low, 2u8)
         } else if at + 4 > page_end {
             // Straddles the page: the interpreter runs it, outside any block.
             break;
         } else {
-            (ram.load_at_offset(at, 4)? as u32, 4u8)
+            let Some(word) = parcel(at, 4) else { break };
+            read_end = read_end.max(at + 4);
+            (word, 4u8)
         };
         let inst = isa::decode(word).inst;
         *guests.get_mut(insts)? = Guest { inst, offset: (at - start) as u16, len };
@@ -148,6 +163,7 @@ pub(crate) fn translate(
     Some(Translated {
         insts: insts as u32,
         guest_len,
+        read_len: (read_end - start) as u32,
         exits: [taken, (falls_through && at < page_end).then_some(at)],
         entry,
         unlinked,

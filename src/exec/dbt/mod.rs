@@ -11,7 +11,17 @@
 //! translated once it has run `HOT` instructions there (code that runs a few times, most of a kernel's boot, costs less predecoded than
 //! translated). Hot blocks are queued and translated a few at a time (`BATCH`, or once the first has waited a
 //! quarter of the threshold more on the cold tier), their code written into code memory with one protection
-//! change (a pair of `mprotect` calls costs about as much as assembling a block). The two caches
+//! change (a pair of `mprotect` calls costs about as much as assembling a block).
+//!
+//! With a [`TranslationService`] attached (the hosted runner's translation worker thread), translation leaves the
+//! hart's thread ([`offload`]): a block that turns hot is submitted at once as a [`Job`] (its bytes and what its
+//! translation depends on; a bounded number in flight, none twice) and runs on the cold tier until its finished
+//! [`Translation`] is installed, at a dispatcher turn or when the cold tier finds one waiting; several go into code
+//! memory with one write. Installing watches the block's bytes FIRST, then compares RAM's bytes with the job's, so
+//! a block the guest rewrote while its job was in flight is dropped, never run. Both tiers are exact, so when a
+//! translation lands changes nothing the guest can see (runs with instruction-counted time stay repeatable).
+//!
+//! The two caches
 //! watch the same RAM; this engine takes the list of written code pages and drops them in both. Blocks are keyed by
 //! RAM offset and whether data accesses are paged, i.e. in S/U-mode, Sv39 or bare, and go through the soft TLB
 //! with the run's keys (the inlined fast path differs from M-mode's window), never by virtual address:
@@ -69,7 +79,8 @@
 //!
 //! # Never
 //! Executable memory is never writable and executable at once: the embedder's [`CodeMemory`] maps it. The
-//! engine never runs a block whose bytes may have changed, never runs more than the budget (a block is entered
+//! engine never runs a block whose bytes may have changed (nor installs a translation made from bytes RAM no
+//! longer holds), never runs more than the budget (a block is entered
 //! only when the budget covers all of it; the tail of a budget runs on the cold tier), and nothing a
 //! guest supplies (instruction word, address, page table) can make it panic or touch host memory outside guest
 //! RAM: the inlined fast paths bound every access by the RAM size and take the slow path otherwise. No target
@@ -79,13 +90,15 @@
 
 mod assemble;
 mod emit;
+mod offload;
 mod regs;
 #[cfg(test)]
 mod tests;
 
+pub use offload::{Job, Translation, TranslationService, Translator, JOB_BYTES};
+
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use iced_x86::code_asm::CodeAssembler;
 
 use super::interp::{self, exception, mmio};
 use super::threaded::{ColdHook, Threaded};
@@ -143,7 +156,7 @@ pub enum CodeMemoryError {
 /// Counters of the engine's work, for benchmarks and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DbtStats {
-    /// Blocks translated.
+    /// Blocks translated and installed (translated here, or by the service).
     pub blocks_translated: u64,
     /// Guest instructions in the blocks translated.
     pub instructions_translated: u64,
@@ -193,6 +206,14 @@ pub struct DbtStats {
     pub ring_misses: u64,
     pub probes: u64,
     pub probe_hits: u64,
+    /// With a [`TranslationService`]: jobs submitted, refused (full), and finished translations dropped because
+    /// the guest rewrote the block's bytes while its job was in flight, because nothing could be translated, or
+    /// because the block was translated already.
+    pub jobs_submitted: u64,
+    pub jobs_refused: u64,
+    pub translations_stale: u64,
+    pub translations_failed: u64,
+    pub translations_redundant: u64,
 }
 
 /// Where translated code counts (with counting on) in [`Env::counts`].
@@ -348,6 +369,20 @@ const EXIT_COST: u64 = 64;
 /// `mprotect` calls here costs about 9 us, a third of a block's translation).
 const BATCH: usize = 8;
 
+/// Whether `ready` finished translations are due for installing with `in_flight` jobs in flight: all of them
+/// landed, or a batch did, so that translations landing together share one write of code memory. (Holding them
+/// back longer, a quarter of the threshold of cold tier work, left 50% more instructions on the cold tier of the
+/// `outside` workload for about as many writes: translations land one at a time.)
+fn install_due(ready: usize, in_flight: usize) -> bool {
+    ready > 0 && ready >= in_flight.min(INSTALL_BATCH)
+}
+
+/// Finished translations installed together at most before the dispatcher installs them at once.
+const INSTALL_BATCH: usize = 16;
+
+/// Jobs one engine has in flight with its service at most.
+const MAX_IN_FLIGHT: usize = 64;
+
 /// A queued hot block waits at most `threshold / WAIT` instructions on the cold tier (counting round trips from
 /// translated code as [`EXIT_COST`] each) for others to join it.
 const WAIT: u16 = 4;
@@ -395,9 +430,14 @@ pub struct Dbt<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP:
     counting: bool,
     entries: Box<[u64; BLOCKS]>,
     counted: u64,
-    asm: CodeAssembler,
-    /// The assembling step's buffers, reused by every block.
-    assembler: assemble::Assembler,
+    /// Translates on the hart's thread (without a service), into `scratch`, reused by every block.
+    translator: Translator,
+    scratch: Translation,
+    /// Translation off the hart's thread, if the embedder attached one; the blocks whose jobs are in flight (a
+    /// bit per heat slot: at most one job per slot, so none is submitted twice) and how many there are.
+    service: Option<Box<dyn TranslationService>>,
+    in_flight: Box<[u64; HEAT_SLOTS / 64]>,
+    in_flight_count: usize,
     /// Hot blocks waiting to be translated together (RAM offset, data accesses paged), and the instructions run on
     /// the cold tier since the first was queued.
     queue: [(u64, bool); BATCH],
@@ -430,8 +470,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         if code.len() < CODE {
             return Err(DbtError::CodeMemoryTooSmall);
         }
-        let asm = CodeAssembler::new(64).map_err(|_| DbtError::Assembler)?;
-        let assembler = assemble::Assembler::new().map_err(|_| DbtError::Assembler)?;
+        let translator = Translator::new()?;
         Ok(Self {
             code,
             cold: boxed(ColdTier::new),
@@ -447,8 +486,11 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             counting: false,
             entries: boxed(|| [0; BLOCKS]),
             counted: 0,
-            asm,
-            assembler,
+            translator,
+            scratch: Translation::default(),
+            service: None,
+            in_flight: boxed(|| [0; HEAT_SLOTS / 64]),
+            in_flight_count: 0,
             queue: [(0, false); BATCH],
             queued: 0,
             waited: 0,
@@ -465,6 +507,12 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
     /// tests want); until then the cold tier runs it.
     pub fn set_translation_threshold(&mut self, instructions: u16) {
         self.threshold = instructions;
+    }
+
+    /// Translates hot blocks through `service` from now on, off the hart's thread: a block that turns hot is
+    /// submitted at once and runs on the cold tier until its translation is installed, at a dispatcher turn.
+    pub fn attach_service(&mut self, service: Box<dyn TranslationService>) {
+        self.service = Some(service);
     }
 
     /// Makes the blocks translated from now on count their entries, for [`DbtStats::body_instructions_run`]
@@ -502,36 +550,51 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         }
     }
 
-    /// Translates the block whose first instruction lies at RAM offset `start` and caches it.
+    /// The most host code bytes a block may take here.
+    fn code_limit(&self) -> usize {
+        MAX_BLOCK_CODE.min(self.cache.max_block_ops())
+    }
+
+    /// Translates the block whose first instruction lies at RAM offset `start` on this thread and caches it.
     fn translate(&mut self, memory: &mut Memory, start: u64, paged: bool) -> Option<(crate::cache::BlockId, u32)> {
-        // Watched from its first byte before it is read; the rest of its bytes once their extent is known. With
-        // RAM shared by other threads, every byte that may be read (to the end of the page) is watched before it
-        // is read, so no other thread's write between the read and the watch goes unreported.
-        let first = if memory.ram.is_shared() { PAGE_SIZE - start % PAGE_SIZE } else { 1 };
-        if !memory.ram.watch_code(start, first) {
+        let job = Job::snapshot(memory.ram, start, paged, self.counting, self.code_limit())?;
+        let mut scratch = core::mem::take(&mut self.scratch);
+        self.translator.translate_into(&job, &mut scratch);
+        let installed = self.install(memory, &scratch);
+        self.scratch = scratch;
+        installed
+    }
+
+    /// Caches `translation` and stages its code, if it still holds: its bytes are watched FIRST, then compared with
+    /// RAM's bytes now (with shared RAM, a write by another thread after the watch is reported, one before it is
+    /// seen here). `None` when it does not hold (the guest rewrote the bytes since its job was made), nothing was
+    /// translated, or the block is cached already.
+    fn install(&mut self, memory: &mut Memory, translation: &Translation) -> Option<(crate::cache::BlockId, u32)> {
+        let Some(block) = translation.block else {
+            self.stats.translations_failed += 1;
             return None;
-        }
-        let mut limit = MAX_BLOCK;
-        let block = loop {
-            let block =
-                emit::translate(&mut self.asm, &mut self.assembler, memory.ram, start, paged, limit, self.counting)?;
-            if self.assembler.code().len() <= MAX_BLOCK_CODE.min(self.cache.max_block_ops()) {
-                break block;
-            }
-            limit = (block.insts as usize / 2).max(1);
-            if block.insts <= 1 {
-                return None;
-            }
         };
-        if !memory.ram.watch_code(start, block.guest_len as u64) {
+        let job = translation.job();
+        let (start, paged) = (job.offset(), job.paged());
+        let key = BlockKey::new(start, paged as u64);
+        if self.cache.find(key).is_some() {
+            self.stats.translations_redundant += 1;
             return None;
         }
-        let code_len = self.assembler.code().len();
+        let code_len = translation.code.len();
+        if code_len > self.code_limit() || !memory.ram.watch_code(start, block.guest_len as u64) {
+            return None;
+        }
+        let read = translation.read_bytes()?;
+        let mut now = [0u8; JOB_BYTES];
+        let now = now.get_mut(..read.len())?;
+        memory.ram.read_bytes(memory.ram.base().checked_add(start)?, now)?;
+        if now != read {
+            self.stats.translations_stale += 1;
+            return None;
+        }
         let units = [(); MAX_BLOCK_CODE];
-        let id = self
-            .cache
-            .insert(BlockKey::new(start, paged as u64), block.guest_len, block.exits, units.get(..code_len)?)
-            .ok()?;
+        let id = self.cache.insert(key, block.guest_len, block.exits, units.get(..code_len)?).ok()?;
         let offset = self.cache.ops_start(id)?;
         let slots = self.links.get_mut(id.index())?;
         let unlinked = (self.code.base() + offset + block.unlinked as usize) as u64;
@@ -540,21 +603,8 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         let (old, entries) = (self.meta.get(id.index())?, self.entries.get_mut(id.index())?);
         self.counted += *entries * old.body as u64;
         *entries = 0;
-        // The addresses of the link slots and the entry counter in place of their placeholders.
         let counter = entries as *mut u64 as u64;
         let slots = slots.as_ptr() as u64;
-        for k in 0..self.assembler.imm64().len() {
-            let Some(&(at, value)) = self.assembler.imm64().get(k) else { break };
-            let address = match value {
-                emit::COUNTER_PLACEHOLDER => counter,
-                _ => match (0..emit::LINKS).find(|&k| emit::slot_placeholder(k) == value) {
-                    Some(k) => slots + 8 * k as u64,
-                    None => continue,
-                },
-            };
-            let at = at as usize;
-            self.assembler.code_mut().get_mut(at..at + 8)?.copy_from_slice(&address.to_le_bytes());
-        }
         let meta = BlockMeta {
             insts: block.insts,
             code: offset,
@@ -564,7 +614,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             targets,
         };
         *self.meta.get_mut(id.index())? = meta;
-        // Staged with the blocks translated just before it when it follows them in code memory (one write of code
+        // Staged with the blocks installed just before it when it follows them in code memory (one write of code
         // memory for all), else after writing those.
         if self.staged == 0 || self.staging_offset + self.staging.len() != offset {
             self.write_staged();
@@ -576,13 +626,94 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         };
         *slot = Some(id);
         self.staged += 1;
-        self.staging.extend_from_slice(self.assembler.code());
+        let at = self.staging.len();
+        self.staging.extend_from_slice(&translation.code);
+        // The addresses of the link slots and the entry counter in place of their placeholders.
+        let code = self.staging.get_mut(at..)?;
+        for &(at, value) in &translation.imm64 {
+            let address = match value {
+                emit::COUNTER_PLACEHOLDER => counter,
+                _ => match (0..emit::LINKS).find(|&k| emit::slot_placeholder(k) == value) {
+                    Some(k) => slots + 8 * k as u64,
+                    None => continue,
+                },
+            };
+            let at = at as usize;
+            if let Some(word) = code.get_mut(at..at + 8) {
+                word.copy_from_slice(&address.to_le_bytes());
+            }
+        }
         self.stats.blocks_translated += 1;
         self.stats.code_bytes += code_len as u64;
         self.stats.instructions_translated += block.insts as u64;
         self.stats.host_instructions += block.host_insts as u64;
         self.stats.body_instructions += block.body_insts as u64;
         Some((id, block.insts))
+    }
+
+    /// Submits the job of the hot block at RAM offset `start` (data accesses `paged`) to the service, unless one
+    /// of its heat slot is in flight. Refused (the service or the in-flight list full), the block cools down to
+    /// half the threshold, so that it is not offered again at every entry.
+    fn submit(&mut self, memory: &Memory, start: u64, paged: bool) {
+        let slot = heat_slot(start);
+        if self.in_flight.get(slot / 64).is_some_and(|word| word & (1 << (slot % 64)) != 0) {
+            return;
+        }
+        let job = match self.in_flight_count < MAX_IN_FLIGHT {
+            true => Job::snapshot(memory.ram, start, paged, self.counting, self.code_limit()),
+            false => None,
+        };
+        // A first instruction straddling the page: the cold tier runs it as ever (nothing to translate).
+        if job.as_ref().is_some_and(Job::is_untranslatable) {
+            return;
+        }
+        let accepted = match (job, self.service.as_mut()) {
+            (Some(job), Some(service)) => service.submit(&job),
+            _ => false,
+        };
+        if accepted {
+            if let Some(word) = self.in_flight.get_mut(slot / 64) {
+                *word |= 1 << (slot % 64);
+            }
+            self.in_flight_count += 1;
+            self.stats.jobs_submitted += 1;
+        } else {
+            self.stats.jobs_refused += 1;
+            if let Some(heat) = self.heat.get_mut(slot) {
+                *heat = self.threshold / 2;
+            }
+        }
+    }
+
+    /// Whether finished translations are due for installing (see [`install_due`]).
+    fn install_due(&self) -> bool {
+        self.in_flight_count > 0
+            && self.service.as_ref().is_some_and(|service| install_due(service.ready(), self.in_flight_count))
+    }
+
+    /// Installs every finished translation the service holds, their code written into code memory together.
+    fn install_finished(&mut self, memory: &mut Memory) {
+        let Some(mut service) = self.service.take() else { return };
+        service.take(&mut |translation| {
+            let job = translation.job();
+            let slot = heat_slot(job.offset());
+            if let Some(word) = self.in_flight.get_mut(slot / 64).filter(|word| **word & (1 << (slot % 64)) != 0) {
+                *word &= !(1 << (slot % 64));
+                self.in_flight_count = self.in_flight_count.saturating_sub(1);
+            }
+            let (stale, failed) = (self.stats.translations_stale, self.stats.translations_failed);
+            if self.install(memory, translation).is_none()
+                && (self.stats.translations_stale != stale || self.stats.translations_failed != failed)
+            {
+                // Rewritten while in flight, or not translatable: back on the cold tier for a while before the
+                // block is offered again.
+                if let Some(heat) = self.heat.get_mut(slot) {
+                    *heat = self.threshold / 2;
+                }
+            }
+        });
+        self.service = Some(service);
+        self.write_staged();
     }
 
     /// Copies the staged blocks' code into code memory (one protection change for all); drops them if it fails.
@@ -714,6 +845,10 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 break Exit::BudgetExhausted;
             }
             self.stats.dispatches += 1;
+            // Finished translations first, so that a write noted after one's watch drops it before it runs.
+            if self.install_due() {
+                self.install_finished(memory);
+            }
             if memory.ram.has_dirty_code() {
                 self.invalidate_written_code(memory);
             }
@@ -741,6 +876,13 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                     None => match self.heat.get(heat_slot(start)).copied() {
                         // Cold code runs on the cold tier until it has run `HOT` instructions.
                         Some(heat) if heat < self.threshold => {
+                            cold = Some((start, true));
+                            None
+                        }
+                        // Hot, with a service: its job goes off this thread at once, and it runs on the cold tier
+                        // until its translation is installed.
+                        _ if self.service.is_some() => {
+                            self.submit(memory, start, paged);
                             cold = Some((start, true));
                             None
                         }
@@ -790,6 +932,9 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                         threshold: self.threshold,
                         queued: self.queued > 0,
                         waited: &mut self.waited,
+                        in_flight: &self.in_flight,
+                        service: self.service.as_deref().filter(|_| self.in_flight_count > 0),
+                        in_flight_count: self.in_flight_count,
                         first: Some((start, heats, if left_code { EXIT_COST } else { 0 })),
                     };
                     let (retired, left) = self.cold.run_cold(hart, memory, remaining, &mut hook);
@@ -924,6 +1069,10 @@ struct Heating<'a, const CODE: usize, const BLOCKS: usize, const MAP: usize> {
     threshold: u16,
     queued: bool,
     waited: &'a mut u64,
+    /// The heat slots of blocks whose jobs are in flight, and the service, while any is.
+    in_flight: &'a [u64; HEAT_SLOTS / 64],
+    service: Option<&'a dyn TranslationService>,
+    in_flight_count: usize,
     /// The first block: the RAM offset of the pc it was entered at, whether it heats (not the rest of a block
     /// or the tail of a budget) and what the round trip to it cost besides its instructions.
     first: Option<(u64, bool, u64)>,
@@ -944,15 +1093,23 @@ impl<const CODE: usize, const BLOCKS: usize, const MAP: usize> ColdHook for Heat
     }
 
     fn enter(&mut self, next: u64, budget: u64) -> bool {
-        // Only a hot block can have been translated (heat never drops; a threshold raised since only leaves a
-        // translated block to the cold tier), so cold code is told apart without the map table.
-        if self.heat.get(heat_slot(next)).is_some_and(|&heat| heat < self.threshold) {
+        // A finished translation waits: the dispatcher installs it.
+        if self.service.is_some_and(|service| install_due(service.ready(), self.in_flight_count)) {
+            return false;
+        }
+        // Only a hot block can have been translated (heat drops only for blocks not translated; a threshold
+        // raised since only leaves a translated block to the cold tier), so cold code is told apart without the
+        // map table.
+        let slot = heat_slot(next);
+        if self.heat.get(slot).is_some_and(|&heat| heat < self.threshold) {
             return !(self.queued && *self.waited >= (self.threshold / WAIT) as u64);
         }
         // A translated block the budget covers runs translated; the tail of a budget stays here.
         match self.cache.find(BlockKey::new(next, self.paged as u64)) {
             Some(block) => self.meta.get(block.index()).is_some_and(|meta| meta.insts as u64 > budget),
-            None => false,
+            // Hot and not translated: on here while its job is in flight, else the dispatcher translates it or
+            // submits its job.
+            None => self.in_flight.get(slot / 64).is_some_and(|word| word & (1 << (slot % 64)) != 0),
         }
     }
 }

@@ -1094,7 +1094,8 @@ fn measure_translation() {
     let (mut at, mut assembled) = (0x2000u64, 0u64);
     let begin = std::time::Instant::now();
     while assembled < blocks {
-        match emit::translate(&mut asm, &mut out, memory.ram, at, assembled % 2 == 1, MAX_BLOCK, false) {
+        let Some(job) = Job::snapshot(memory.ram, at, false, false, MAX_BLOCK_CODE) else { break };
+        match emit::translate(&mut asm, &mut out, job.bytes(), at, assembled % 2 == 1, MAX_BLOCK, false) {
             Some(block) => {
                 at += block.guest_len as u64;
                 assembled += 1;
@@ -1177,3 +1178,5 @@ fn a_branch_to_an_unplaced_label_is_refused() {
     asm.ret().unwrap();
     assert!(out.assemble(&asm).is_err());
 }
+
+mod served;
