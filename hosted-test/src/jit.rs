@@ -1,5 +1,7 @@
-//! The translator's executable memory on this host (`mmap`/`mprotect`): mapped read+execute, made writable (and
-//! not executable) only while a translation is copied in, so it is never writable and executable at once. Also
+//! The translator's executable memory on this host ([`MappedCode`]): two views of one memory file, one
+//! read+execute and never writable, the other read+write and never executable (no mapping is ever writable and
+//! executable, and writing code needs no protection change); where the host refuses the memory file, one mapping
+//! made writable and not executable by `mprotect` while a translation is copied in. Also
 //! the hosted translator's size, and its translation service: one worker thread ("translator") per process that
 //! translates the jobs of every hart's engine off the harts' threads, with a memo of finished translations shared
 //! by all of them (a second hart gets the first one's translations of the same kernel without encoding them again).

@@ -575,10 +575,10 @@ fn until_ecall<E: Engine>(
     panic!("no ecall");
 }
 
-/// A function called through a register (`jalr`) whose code is rewritten runs its new code: the write drops
-/// its block, and with it every target cache entry and prediction, so no jump reaches the old host code.
-#[test]
-fn an_indirect_call_target_rewritten_runs_the_new_code() {
+/// A loop calling a function in the next page through a register 300 times, which rewrites the function's first
+/// instruction (`addi x6, x6, 1` into `addi x6, x6, 100`) after the 150th call: x6 ends 150 + 150 * 100 above
+/// where it started.
+fn rewritten_call() -> Vec<u8> {
     let patched = encode(&addi(6, 6, 100));
     let mut code = Vec::new();
     place(
@@ -602,6 +602,14 @@ fn an_indirect_call_target_rewritten_runs_the_new_code() {
         ],
     );
     place(&mut code, 0x1000, &[addi(6, 6, 1), RET]);
+    code
+}
+
+/// A function called through a register (`jalr`) whose code is rewritten runs its new code: the write drops
+/// its block, and with it every target cache entry and prediction, so no jump reaches the old host code.
+#[test]
+fn an_indirect_call_target_rewritten_runs_the_new_code() {
+    let code = rewritten_call();
     for supervisor in [false, true] {
         for budget in [100_000, 37] {
             let mut fast = Machine::new(&code, supervisor);

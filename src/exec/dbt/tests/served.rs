@@ -140,29 +140,7 @@ fn hot_blocks_are_translated_through_the_service() {
 /// is dropped (RAM no longer holds the bytes it was made from); the new code runs, and is translated in turn.
 #[test]
 fn a_block_rewritten_while_its_job_is_in_flight_runs_the_new_code() {
-    let patched = encode(&addi(6, 6, 100));
-    let mut code = Vec::new();
-    place(
-        &mut code,
-        0,
-        &[
-            Inst::Lui { rd: 7, imm: ((patched as i32).wrapping_add(0x800) as u32 & 0xffff_f000) as i32 },
-            addi(7, 7, ((patched << 20) as i32) >> 20),
-            // x5 = the function, in the next page.
-            Inst::Lui { rd: 5, imm: 0x1000 },
-            Inst::Op { op: OpKind::Add, rd: 5, rs1: 5, rs2: 11 },
-            addi(8, 0, 300),
-            addi(13, 0, 150),
-            // Loop: call, count down; after the 150th call rewrite the function's first instruction.
-            jalr(1, 5, 0),
-            addi(8, 8, -1),
-            Inst::Branch { cond: BranchCond::Ne, rs1: 8, rs2: 13, offset: 8 },
-            Inst::Store { width: StoreWidth::W, rs1: 5, rs2: 7, offset: 0 },
-            Inst::Branch { cond: BranchCond::Ne, rs1: 8, rs2: 0, offset: -16 },
-            Inst::Ecall,
-        ],
-    );
-    place(&mut code, 0x1000, &[addi(6, 6, 1), RET]);
+    let code = rewritten_call();
     for supervisor in [false, true] {
         let mut fast = Machine::new(&code, supervisor);
         let mut reference = Machine::new(&code, supervisor);
