@@ -464,15 +464,13 @@ fn a_short_block_translated_code_leaves_for_grows_hot_soon() {
     assert!(stats.cold_instructions < HOT as u64 + 1200 * 8, "{stats:?}");
 }
 
-/// Blocks that grow hot together are translated together, their code written into code memory at once, and run
-/// as the interpreter does.
-#[test]
-fn blocks_hot_together_are_written_together() {
+/// A loop of `rounds` rounds through four blocks of one or two instructions each (x6 += 1 and x7 += 2 a round),
+/// each block ending in a jump to the next: blocks that grow hot in the same round.
+fn jumping_blocks(rounds: i32) -> [Inst; 9] {
     let jump = |rd| Inst::Jal { rd, offset: 4 };
-    let program = [
-        addi(5, 0, 2000),
+    [
+        addi(5, 0, rounds),
         jump(0),
-        // Three blocks of two instructions a round each: they reach the threshold in the same round.
         addi(6, 6, 1),
         jump(0),
         addi(7, 7, 2),
@@ -480,7 +478,15 @@ fn blocks_hot_together_are_written_together() {
         addi(5, 5, -1),
         Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -20 },
         Inst::Ecall,
-    ];
+    ]
+}
+
+/// Blocks that grow hot together are translated together, their code written into code memory at once, and run
+/// as the interpreter does.
+#[test]
+fn blocks_hot_together_are_written_together() {
+    // Three blocks of two instructions a round each: they reach the threshold in the same round.
+    let program = jumping_blocks(2000);
     for supervisor in [false, true] {
         let (machine, dbt) = lockstep_translating_at(&bytes(&program), supervisor, &[100_000], 600);
         assert_eq!(machine.hart.x(6), 18 + 2000, "every round ran");
@@ -495,19 +501,8 @@ fn blocks_hot_together_are_written_together() {
 /// and stops before a block once it is translated, which then runs translated.
 #[test]
 fn the_cold_tier_runs_on_through_cold_blocks() {
-    let jump = |rd| Inst::Jal { rd, offset: 4 };
-    let program = [
-        addi(5, 0, 1000),
-        jump(0),
-        // Four blocks a round, none hot by the end at the default threshold (6 instructions a round).
-        addi(6, 6, 1),
-        jump(0),
-        addi(7, 7, 2),
-        jump(0),
-        addi(5, 5, -1),
-        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -20 },
-        Inst::Ecall,
-    ];
+    // Four blocks a round, none hot by the end at the default threshold (6 instructions a round).
+    let program = jumping_blocks(1000);
     let budget = 1_000_000;
     let mut fast = Machine::new(&bytes(&program), false);
     let mut reference = Machine::new(&bytes(&program), false);

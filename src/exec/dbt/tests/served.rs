@@ -165,18 +165,7 @@ fn a_block_rewritten_while_its_job_is_in_flight_runs_the_new_code() {
 /// half the threshold more (not at every entry); one that takes a job at a time still gets them all translated.
 #[test]
 fn a_full_service_leaves_blocks_on_the_cold_tier() {
-    let jump = |rd| Inst::Jal { rd, offset: 4 };
-    let program = [
-        addi(5, 0, 1000),
-        jump(0),
-        addi(6, 6, 1),
-        jump(0),
-        addi(7, 7, 2),
-        jump(0),
-        addi(5, 5, -1),
-        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -20 },
-        Inst::Ecall,
-    ];
+    let program = jumping_blocks(1000);
     for (capacity, supervisor) in [(0, false), (0, true), (1, false), (1, true)] {
         let mut fast = Machine::new(&bytes(&program), supervisor);
         let mut reference = Machine::new(&bytes(&program), supervisor);
