@@ -44,11 +44,11 @@ pub fn served_dbt() -> Result<Box<HostedDbt>, String> {
 
 /// Instructions a block runs on the cold tier before its job is submitted, with the translation worker: translation
 /// costs the hart's thread only the install, so blocks are translated sooner than without a worker (the core's
-/// default). Measured here (2 cores, another job busy on one): `bench --workload outside` 0.133 s at 20000, 0.110 at
-/// 5000, 0.108 at 2000; Linux's boot to its shell differed by less than the noise between 2000 and 20000, while
-/// lower thresholds translate more blocks than the hosted cache holds (19700 by 1.5 billion instructions at 5000,
-/// 7400 at 20000, against 8192 blocks).
-pub const SERVED_THRESHOLD: u16 = 5_000;
+/// default). Measured here on an idle machine (2 cores): `bench --workload outside` 0.094-0.096 s at 5000,
+/// 0.085-0.089 at 1000; Linux's boot to its shell 1.71-1.79 s at either, U-Boot's the same. Lower thresholds
+/// translate more blocks than the hosted cache holds (Linux: 25 000 translations to its shell at 1000, 18 500 at
+/// 5000, against 8192 blocks), which cost nothing measurable: a cache of 32768 blocks booted Linux no faster.
+pub const SERVED_THRESHOLD: u16 = 1_000;
 
 /// Jobs waiting for the worker at most (a full queue refuses more: those blocks stay on the cold tier a while).
 const QUEUE: usize = 256;

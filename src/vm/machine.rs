@@ -11,7 +11,8 @@
 //! often is not starved by harts spinning through whole turns. Interrupts are checked before every engine run,
 //! so one a CSR write enables is taken before the next instruction; devices see the time and drive the
 //! interrupt lines at every [`Vm::run_slice`] call and every exit (once more after a device access), and HTIF
-//! is polled at the end of every call.
+//! is polled at the end of every call. [`Vm::run`] makes a lone hart's calls on host time last about 50 us
+//! whatever the engine's speed, so that a timer interrupt is never much later than that.
 //!
 //! A VM runs its guest's own firmware in virtual M-mode, or, after [`Vm::boot_with_builtin_sbi`], has the VMM
 //! as its firmware: an `ecall` from S-mode is then served by [`super::sbi`], harts the guest has not started
@@ -38,12 +39,33 @@ use crate::isa::csr::interrupt;
 /// The machine timer's time base: `mtime` counts at 10 MHz, as on QEMU `virt`.
 pub const TIMEBASE_HZ: u64 = 10_000_000;
 
+/// The length of a lone hart's next [`Vm::run`] call after one of `slice` instructions took `ticks`: doubled
+/// when it took under half of [`LONE_HART_TICKS`], halved when over twice, within [`LONE_HART_SLICES`].
+fn next_lone_slice(slice: u64, ticks: u64) -> u64 {
+    let (shortest, longest) = LONE_HART_SLICES;
+    if ticks < LONE_HART_TICKS / 2 {
+        (slice * 2).min(longest)
+    } else if ticks > LONE_HART_TICKS * 2 {
+        (slice / 2).max(shortest)
+    } else {
+        slice
+    }
+}
+
 /// A hart's turn: the instructions (an exit counts as one) it runs before the next hart's turn, unless it
 /// waits or spins first.
 pub const SLICE: u64 = 4096;
 
-/// [`Vm::run`]'s calls for a lone hart on host time: devices are brought up to date at each call and each exit.
-const LONE_HART_SLICE: u64 = 4 * SLICE;
+/// [`Vm::run`]'s calls for a lone hart on host time last about this many ticks of the clock (50 us): devices
+/// (a timer that fires, host input) are brought up to date at each call and each exit, so an interrupt is at
+/// most this late, and an engine seldom stops inside a block for a call's end (the translator finishes a cut
+/// block on its cold tier). The calls' length in instructions follows the engine's speed, between
+/// [`LONE_HART_SLICES`]: the interpreter's 50 us are a few thousand instructions, the translator's a hundred
+/// thousand.
+const LONE_HART_TICKS: u64 = TIMEBASE_HZ / 20_000;
+
+/// The shortest and longest of [`Vm::run`]'s calls for a lone hart on host time, in instructions.
+const LONE_HART_SLICES: (u64, u64) = (SLICE, 256 * SLICE);
 
 /// With several harts, the longest engine run between two spin checks of a hart that meets no exit: a
 /// multiple of every loop length up to 8 (and of 10, 12, 14, 15, 20, 21, 24, 28, ...), so a hart waiting in a
@@ -620,21 +642,25 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// Runs until the guest powers off or resets, a hart stops for the debugger, or `limit` instructions have
     /// been executed.
     pub fn run(&mut self, engine: &mut impl Engine, limit: Option<u64>) -> RunOutcome {
-        // A lone hart on host time has no other hart to take turns with: longer calls spare an engine the cost of
-        // stopping inside a block at each budget's end (the translator finishes the cut block on its cold tier),
-        // and devices still see every exit. Instruction-counted time keeps its turns, so runs repeat as before.
-        let slice = match (self.harts.len(), self.time_source) {
-            (1, TimeSource::Host) => LONE_HART_SLICE,
-            _ => SLICE,
-        };
+        // A lone hart on host time has no other hart to take turns with: its calls last about `LONE_HART_TICKS`
+        // whatever the engine's speed, and devices still see every exit. Instruction-counted time keeps its turns,
+        // so runs repeat as before.
+        let lone = self.harts.len() == 1 && self.time_source == TimeSource::Host;
+        let mut slice = if lone { 4 * SLICE } else { SLICE };
         loop {
             let budget = match limit {
                 Some(limit) if self.steps >= limit => return RunOutcome::InstructionLimit,
                 Some(limit) => slice.min(limit - self.steps),
                 None => slice,
             };
+            let steps = self.steps;
             if let Some(outcome) = self.run_slice(engine, budget) {
                 return outcome;
+            }
+            // Only a call that ran its whole budget tells the engine's speed (not one that waited or stopped).
+            if lone && self.steps - steps >= budget {
+                let ticks = self.now().wrapping_sub(self.last_now);
+                slice = next_lone_slice(slice, ticks);
             }
         }
     }
@@ -1162,6 +1188,18 @@ mod tests {
         ];
         program.extend(counting());
         program
+    }
+
+    /// A lone hart's calls on host time follow the engine's speed: twice as long after a quick one, half as long
+    /// after a slow one, the same near the aim, within their bounds.
+    #[test]
+    fn a_lone_harts_calls_last_about_the_same_time() {
+        let (shortest, longest) = LONE_HART_SLICES;
+        assert_eq!(next_lone_slice(8 * SLICE, LONE_HART_TICKS / 4), 16 * SLICE);
+        assert_eq!(next_lone_slice(8 * SLICE, LONE_HART_TICKS), 8 * SLICE);
+        assert_eq!(next_lone_slice(8 * SLICE, 3 * LONE_HART_TICKS), 4 * SLICE);
+        assert_eq!(next_lone_slice(longest, 0), longest);
+        assert_eq!(next_lone_slice(shortest, u64::MAX), shortest);
     }
 
     fn both_engines(

@@ -40,6 +40,7 @@ use super::regs::{
     RDX,
 };
 use super::{pack, status, Env, JUMPS, RING, TLB_INDEX_MASK};
+use crate::hart::Hart;
 use crate::isa::{self, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::tlb::RAW_TLB_LAYOUT as TLB;
 use crate::mem::PAGE_SIZE;
@@ -88,6 +89,9 @@ struct Guest {
     /// Offset from the block's start.
     offset: u16,
     len: u8,
+    /// A 4-byte instruction straddling the page, the block's last: the interpreter fetches and runs it (its word is
+    /// never read here), and the block leaves for whatever pc it left behind.
+    straddles: bool,
 }
 
 /// Decodes and translates the block whose first instruction lies at RAM offset `start`, from `code`, a copy of
@@ -110,7 +114,7 @@ pub(crate) fn translate(
         let bytes = code.get(from..from.checked_add(size)?)?;
         Some(bytes.iter().rev().fold(0u32, |word, &byte| word << 8 | byte as u32))
     };
-    let mut guests = [Guest { inst: Inst::Illegal(0), offset: 0, len: 4 }; super::MAX_BLOCK];
+    let mut guests = [Guest { inst: Inst::Illegal(0), offset: 0, len: 4, straddles: false }; super::MAX_BLOCK];
     let mut insts = 0;
     let mut at = start;
     let mut read_end = start;
@@ -122,7 +126,13 @@ pub(crate) fn translate(
         let (word, len) = if low & 3 != 3 {
             (low, 2u8)
         } else if at + 4 > page_end {
-            // Straddles the page: the interpreter runs it, outside any block.
+            // Straddles the page: the block's last instruction, run by the interpreter, which fetches its two
+            // halves through the MMU at every run (so the translation depends on neither, nor on the next page).
+            *guests.get_mut(insts)? =
+                Guest { inst: Inst::Illegal(0), offset: (at - start) as u16, len: 4, straddles: true };
+            insts += 1;
+            at = page_end;
+            falls_through = false;
             break;
         } else {
             let Some(word) = parcel(at, 4) else { break };
@@ -130,7 +140,7 @@ pub(crate) fn translate(
             (word, 4u8)
         };
         let inst = isa::decode(word).inst;
-        *guests.get_mut(insts)? = Guest { inst, offset: (at - start) as u16, len };
+        *guests.get_mut(insts)? = Guest { inst, offset: (at - start) as u16, len, straddles: false };
         insts += 1;
         at += len as u64;
         match inst {
@@ -456,6 +466,15 @@ fn emit_block(
         let index = index as u16;
         let offset = guest.offset as i64;
         let next = offset + guest.len as i64;
+        if guest.straddles {
+            // Whatever it is (a jump, a branch, anything), the interpreter left the next pc in `hart.pc`.
+            step_through_interpreter(a, &mut cache, guest, index, exits.helper_exit)?;
+            a.mov(r11, env(offset_of!(Env, hart)))?;
+            a.mov(rax, qword_ptr(r11 + offset_of!(Hart, pc)))?;
+            exits.end_dynamic(a, index + 1, false)?;
+            ended = true;
+            break;
+        }
         match guest.inst {
             Inst::Lui { rd, imm } => cache.set_imm(a, rd, imm)?,
             Inst::Auipc { rd, imm } => {
@@ -584,8 +603,14 @@ fn emit_block(
                 a.shr(rdx, 12)?;
                 a.cmp(rdx, env(offset_of!(Env, watch_pages)))?;
                 a.jae(slow)?;
-                a.mov(r11, env(offset_of!(Env, watch)))?;
-                a.bt(qword_ptr(r11), rdx)?;
+                // The page's word of the watch, then its bit (`bt` on memory with a register bit offset is
+                // microcoded: several times slower than these).
+                a.mov(r11, rdx)?;
+                a.shr(r11, 6)?;
+                a.shl(r11, 3)?;
+                a.add(r11, env(offset_of!(Env, watch)))?;
+                a.mov(r11, qword_ptr(r11))?;
+                a.bt(r11, rdx)?;
                 a.jb(watched)?;
                 a.set_label(&mut store)?;
                 stubs.push(Stub::Granules { label: watched, store, slow, size });
@@ -617,14 +642,7 @@ fn emit_block(
             Inst::Fence { .. } | Inst::FenceI if guest.inst != isa::PAUSE => {}
             // Everything else through the interpreter, which sees and may change every guest register.
             _ => {
-                cache.flush(a)?;
-                cache.forget();
-                a.mov(env(offset_of!(Env, entry_pc)), PC)?;
-                a.mov(rdi, ENV)?;
-                a.mov(rsi, pack(0, 0, guest.len, guest.offset, index))?;
-                call(a, super::step as *const () as usize)?;
-                a.test(eax, eax)?;
-                a.jnz(exits.helper_exit)?;
+                step_through_interpreter(a, &mut cache, guest, index, exits.helper_exit)?;
                 if ends_block(&guest.inst) {
                     exits.end(a, next, index + 1)?;
                     ended = true;
@@ -718,6 +736,25 @@ fn emit_block(
     }
     a.jmp(body)?;
     Ok(labels)
+}
+
+/// Runs `guest` through the interpreter's [`step`](super::step), which sees and may change every guest
+/// register (all written back first, none held after), or leaves with its exit.
+fn step_through_interpreter(
+    a: &mut CodeAssembler,
+    cache: &mut Cache,
+    guest: &Guest,
+    index: u16,
+    helper_exit: CodeLabel,
+) -> Result<(), IcedError> {
+    cache.flush(a)?;
+    cache.forget();
+    a.mov(env(offset_of!(Env, entry_pc)), PC)?;
+    a.mov(rdi, ENV)?;
+    a.mov(rsi, pack(0, 0, guest.len, guest.offset, index))?;
+    call(a, super::step as *const () as usize)?;
+    a.test(eax, eax)?;
+    a.jnz(helper_exit)
 }
 
 /// Whether `r` is a link register (x1 or x5): a `jal`/`jalr` writing it is a call, a `jalr x0` through it a

@@ -26,7 +26,10 @@
 //! RAM offset and whether data accesses are paged, i.e. in S/U-mode, Sv39 or bare, and go through the soft TLB
 //! with the run's keys (the inlined fast path differs from M-mode's window), never by virtual address:
 //! the host code takes the block's virtual pc at entry and works out every pc from it, so a block is shared by
-//! every mapping of its bytes. A block never crosses a page; it runs on past branches, each taken one an exit.
+//! every mapping of its bytes. A block never crosses a page; it runs on past branches, each taken one an exit. A
+//! 4-byte instruction straddling the page ends its block: the interpreter runs it (fetching both halves through
+//! the MMU each time), so the block depends on neither half, nor on the next page, and hot loops across a page
+//! boundary stay in translated code.
 //!
 //! # What translated code does
 //! Guest integer registers live in `hart.x`; within a block the ones it uses most are held in host registers
@@ -164,8 +167,7 @@ pub struct DbtStats {
     pub code_bytes: u64,
     /// Block entries (calls of translated code).
     pub blocks_entered: u64,
-    /// Instructions the interpreter ran from the dispatcher (page-straddling instructions, code that cannot be
-    /// kept, armed triggers).
+    /// Instructions the interpreter ran from the dispatcher (code that cannot be kept, armed triggers).
     pub stepped: u64,
     /// Instructions of cold code, run by the threaded engine (the cold tier) until their block is hot.
     pub cold_instructions: u64,
@@ -368,17 +370,6 @@ const EXIT_COST: u64 = 64;
 /// Hot blocks translated together at most: their code goes into code memory with one protection change (a pair of
 /// `mprotect` calls here costs about 9 us, a third of a block's translation).
 const BATCH: usize = 8;
-
-/// Whether `ready` finished translations are due for installing with `in_flight` jobs in flight: all of them
-/// landed, or a batch did, so that translations landing together share one write of code memory. (Holding them
-/// back longer, a quarter of the threshold of cold tier work, left 50% more instructions on the cold tier of the
-/// `outside` workload for about as many writes: translations land one at a time.)
-fn install_due(ready: usize, in_flight: usize) -> bool {
-    ready > 0 && ready >= in_flight.min(INSTALL_BATCH)
-}
-
-/// Finished translations installed together at most before the dispatcher installs them at once.
-const INSTALL_BATCH: usize = 16;
 
 /// Jobs one engine has in flight with its service at most.
 const MAX_IN_FLIGHT: usize = 64;
@@ -616,7 +607,10 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         *self.meta.get_mut(id.index())? = meta;
         // Staged with the blocks installed just before it when it follows them in code memory (one write of code
         // memory for all), else after writing those.
-        if self.staged == 0 || self.staging_offset + self.staging.len() != offset {
+        if self.staged == 0
+            || self.staged == self.staged_ids.len()
+            || self.staging_offset + self.staging.len() != offset
+        {
             self.write_staged();
             self.staging_offset = offset;
         }
@@ -663,10 +657,6 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             true => Job::snapshot(memory.ram, start, paged, self.counting, self.code_limit()),
             false => None,
         };
-        // A first instruction straddling the page: the cold tier runs it as ever (nothing to translate).
-        if job.as_ref().is_some_and(Job::is_untranslatable) {
-            return;
-        }
         let accepted = match (job, self.service.as_mut()) {
             (Some(job), Some(service)) => service.submit(&job),
             _ => false,
@@ -685,10 +675,11 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         }
     }
 
-    /// Whether finished translations are due for installing (see [`install_due`]).
+    /// Whether finished translations are due for installing: as soon as one is. Translations that land together
+    /// are installed together (one write of code memory), but none waits for others: waiting for a batch of 16 (or
+    /// for every job in flight) kept the `outside` workload's blocks on the cold tier longer.
     fn install_due(&self) -> bool {
-        self.in_flight_count > 0
-            && self.service.as_ref().is_some_and(|service| install_due(service.ready(), self.in_flight_count))
+        self.in_flight_count > 0 && self.service.as_ref().is_some_and(|service| service.ready() > 0)
     }
 
     /// Installs every finished translation the service holds, their code written into code memory together.
@@ -934,7 +925,6 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                         waited: &mut self.waited,
                         in_flight: &self.in_flight,
                         service: self.service.as_deref().filter(|_| self.in_flight_count > 0),
-                        in_flight_count: self.in_flight_count,
                         first: Some((start, heats, if left_code { EXIT_COST } else { 0 })),
                     };
                     let (retired, left) = self.cold.run_cold(hart, memory, remaining, &mut hook);
@@ -1072,7 +1062,6 @@ struct Heating<'a, const CODE: usize, const BLOCKS: usize, const MAP: usize> {
     /// The heat slots of blocks whose jobs are in flight, and the service, while any is.
     in_flight: &'a [u64; HEAT_SLOTS / 64],
     service: Option<&'a dyn TranslationService>,
-    in_flight_count: usize,
     /// The first block: the RAM offset of the pc it was entered at, whether it heats (not the rest of a block
     /// or the tail of a budget) and what the round trip to it cost besides its instructions.
     first: Option<(u64, bool, u64)>,
@@ -1094,7 +1083,7 @@ impl<const CODE: usize, const BLOCKS: usize, const MAP: usize> ColdHook for Heat
 
     fn enter(&mut self, next: u64, budget: u64) -> bool {
         // A finished translation waits: the dispatcher installs it.
-        if self.service.is_some_and(|service| install_due(service.ready(), self.in_flight_count)) {
+        if self.service.is_some_and(|service| service.ready() > 0) {
             return false;
         }
         // Only a hot block can have been translated (heat drops only for blocks not translated; a threshold

@@ -96,16 +96,6 @@ impl Job {
         self.counting
     }
 
-    /// Whether nothing can be translated from it: its first instruction straddles the page (the interpreter runs
-    /// it, outside any block).
-    pub(crate) fn is_untranslatable(&self) -> bool {
-        match self.bytes() {
-            [_, _, _, _, ..] => false,
-            [low, _, ..] => *low & 3 == 3,
-            _ => true,
-        }
-    }
-
     /// The guest bytes copied.
     pub fn bytes(&self) -> &[u8] {
         self.bytes.get(..self.len as usize).unwrap_or(&[])

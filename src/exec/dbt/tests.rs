@@ -1037,6 +1037,65 @@ fn a_store_straddling_into_a_code_granule_drops_the_code() {
     }
 }
 
+/// A loop whose instructions run from the end of the first page into the second, one of them a 4-byte
+/// instruction straddling the two (at 0xffe, after a compressed `c.nop`): `straddler` at 0xffe, then `after`
+/// (the loop's end, back to 0xff0 while x5 is not 0).
+fn straddling_loop(straddler: Inst, after: &[Inst]) -> Vec<u8> {
+    let mut code = Vec::new();
+    place(&mut code, 0, &[addi(5, 0, 300), Inst::Jal { rd: 0, offset: 0xff0 - 4 }]);
+    place(&mut code, 0xff0, &[addi(6, 6, 3), addi(7, 7, 1), addi(5, 5, -1)]);
+    const C_NOP: [u8; 2] = [0x01, 0x00];
+    code.resize(0xffc, 0);
+    code.extend_from_slice(&C_NOP);
+    place(&mut code, 0xffe, &[straddler]);
+    place(&mut code, 0x1002, after);
+    code
+}
+
+/// A 4-byte instruction straddling a page runs in translated code (the interpreter fetches its two halves through
+/// the MMU as the block's last instruction), not on the cold tier at every round: an arithmetic one, and a branch
+/// that closes the loop itself.
+#[test]
+fn an_instruction_straddling_the_page_runs_in_translated_code() {
+    let back = |from: i32| Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: 0xff0 - from };
+    let add = Inst::Op { op: OpKind::Add, rd: 9, rs1: 9, rs2: 6 };
+    let programs = [straddling_loop(add, &[back(0x1002), Inst::Ecall]), straddling_loop(back(0xffe), &[Inst::Ecall])];
+    for (program, supervisor) in programs.iter().flat_map(|p| [(p, false), (p, true)]) {
+        let (machine, dbt) = lockstep(program, supervisor, &[100_000]);
+        assert_eq!(machine.hart.x(5), 0, "every round ran");
+        let stats = dbt.stats();
+        assert!(stats.cold_instructions < 300 && stats.stepped == 0, "not once a round: {stats:?}");
+        lockstep(program, supervisor, &[7, 3, 1, 64, 5, 1000]);
+    }
+}
+
+/// The second half of a straddling instruction lies on the next page, outside its block: rewritten between runs
+/// (here behind the engine's back, as a device's DMA would, onto bytes no block was made from), the new
+/// instruction runs at once.
+#[test]
+fn a_straddling_instructions_second_half_rewritten_runs_the_new_instruction() {
+    let adds = |rs2| Inst::Op { op: OpKind::Add, rd: 9, rs1: 9, rs2 };
+    let program =
+        straddling_loop(adds(6), &[Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -18 }, Inst::Ecall]);
+    let upper = encode(&adds(7)).to_le_bytes();
+    let old = encode(&adds(6)).to_le_bytes();
+    assert!(old[..2] == upper[..2] && old[2..] != upper[2..], "rs2 lies in the upper half");
+    for supervisor in [false, true] {
+        let mut fast = Machine::new(&program, supervisor);
+        let mut reference = Machine::new(&program, supervisor);
+        let mut dbt = engine();
+        let x9 = fast.hart.x(9);
+        let rewrite = |machine: &mut Machine, turn: usize| {
+            if turn == 5 {
+                machine.backing[0x1000..0x1002].copy_from_slice(&upper[2..]);
+            }
+        };
+        until_ecall(&mut fast, &mut reference, &mut *dbt, 397, rewrite, |_, _| {});
+        assert_ne!(fast.hart.x(9), x9);
+        assert_eq!(dbt.stats().stepped, 0);
+    }
+}
+
 /// Translation latency over real code: consecutive blocks of the Linux kernel `Image` (when
 /// `target/guest-images/Image` is there) through the whole translation path (decode, emit, assemble, cache insert,
 /// copy into code memory). A measurement, run by hand:
