@@ -1,9 +1,10 @@
 //! The translator proper: one guest block (decoded with the shared decoder, RVC and all) to x86-64 host code,
 //! assembled with `iced-x86`'s code assembler.
 //!
-//! Register use in translated code: `rbx` the [`Env`] (which holds the budget left), `r12` the guest registers
-//! (`hart.x`), `r13` the block's virtual pc, `r14` the first byte of guest RAM, `r15` the soft TLB in blocks with
-//! paged data accesses; `r8`-`r10`, `rdi`, `rsi`, `rbp` (and `r15` in the other blocks) hold the guest registers
+//! Register use in translated code: `rbx` the [`Env`], `rbp` the budget left (written back to the [`Env`] when
+//! the dispatcher's call returns), `r12` the guest registers (`hart.x`), `r13` the block's virtual pc, `r14` the
+//! first byte of guest RAM, `r15` the soft TLB in blocks with paged data accesses; `r8`-`r10`, `rdi`, `rsi` (and
+//! `r15` in the other blocks) hold the guest registers
 //! the block uses most ([`super::regs`]: written back to `hart.x` before every exit and call out); `rax`, `rcx`,
 //! `rdx`, `r11` are scratch. The code is position-independent (branches are internal,
 //! helpers and link slots are reached through absolute addresses), so it is assembled once and copied to
@@ -11,8 +12,8 @@
 //!
 //! Chaining: a static exit to the block's own page jumps through a link slot, a word of data (never code) that
 //! holds either the address of the block's own `unlinked` exit or, once the dispatcher linked it, the chained
-//! entry (offset 0) of the block at the target; that entry charges the target's instructions to the budget in
-//! the [`Env`] or, short of budget, returns to the dispatcher. The target's RAM offset is the exit's RAM offset in the
+//! entry (offset 0) of the block at the target; that entry charges the target's instructions to the budget or,
+//! short of budget, returns to the dispatcher. The target's RAM offset is the exit's RAM offset in the
 //! same page, so within one engine run (one translation context) the link holds. A slot is linked only to the
 //! block at the RAM offset recorded for it ([`Translated::slot_targets`]).
 //!
@@ -199,6 +200,10 @@ fn ends_block(inst: &Inst) -> bool {
 }
 
 const ENV: AsmRegister64 = rbx;
+/// The budget left, from the [`Env`]'s at entry from the dispatcher to the [`Env`]'s at the return to it (a
+/// register, callee-saved so helper calls keep it: block entries charge it in a dependency chain of registers,
+/// not of stores and loads of memory).
+const BUDGET: AsmRegister64 = rbp;
 const X: AsmRegister64 = r12;
 const PC: AsmRegister64 = r13;
 const RAM: AsmRegister64 = r14;
@@ -217,12 +222,15 @@ enum Stub {
     /// A taken branch: the block ends at pc `target` (an offset from the block's pc) with `retired`, the guest
     /// registers held as in `cache`.
     Taken { label: CodeLabel, target: i64, retired: u16, cache: Cache },
-    /// A load's or store's slow path (the `helper`): the registers held as in `before` are written back before
-    /// the call, those of `after` (the state at `back`) loaded again after it.
-    /// A store to a watched page (its index in rdx, its RAM offset in rcx, `size` bytes within the page): to
-    /// `store` when the granules of its first and last byte hold no code, else to `slow`.
+    /// A store to a watched page (its index in rdx, its granule mask in r11, its RAM offset in rcx, `size` bytes
+    /// within the page): to `store` when the granules of its first and last byte hold no code, else to `slow`.
     Granules { label: CodeLabel, store: CodeLabel, slow: CodeLabel, size: i32 },
-    /// `rax_from`: the address's register and displacement when the fast path left the address in rcx only.
+    /// A store to a page without a granule mask (no granular watch; its index in rdx): to `slow` when the page
+    /// is watched (or beyond the watch), else to `store`.
+    PageBit { label: CodeLabel, store: CodeLabel, slow: CodeLabel },
+    /// A load's or store's slow path (the `helper`): the registers held as in `before` are written back before
+    /// the call, those of `after` (the state at `back`) loaded again after it. `rax_from`: the address's register
+    /// and displacement when the fast path left the address in rcx only.
     Slow {
         label: CodeLabel,
         back: CodeLabel,
@@ -293,7 +301,7 @@ impl Exits {
     fn end(&mut self, a: &mut CodeAssembler, delta: i64, retired: u16) -> Result<(), IcedError> {
         let refund = self.insts - retired;
         if refund > 0 {
-            a.add(env(offset_of!(Env, budget)), refund as i32)?;
+            a.add(BUDGET, refund as i32)?;
         }
         if delta == 0 {
             return a.jmp(self.start);
@@ -316,7 +324,7 @@ impl Exits {
     fn end_dynamic(&mut self, a: &mut CodeAssembler, retired: u16, ret: bool) -> Result<(), IcedError> {
         let refund = self.insts - retired;
         if refund > 0 {
-            a.add(env(offset_of!(Env, budget)), refund as i32)?;
+            a.add(BUDGET, refund as i32)?;
         }
         if ret {
             // Pop the top prediction (always, so the ring stays in step with the calls); a match jumps through
@@ -456,9 +464,9 @@ fn emit_block(
         a.mov(rax, COUNTER_PLACEHOLDER)?;
         a.add(qword_ptr(rax), 1)?;
     }
-    a.cmp(env(offset_of!(Env, budget)), exits.insts as i32)?;
+    a.cmp(BUDGET, exits.insts as i32)?;
     a.jb(exits.leave)?;
-    a.sub(env(offset_of!(Env, budget)), exits.insts as i32)?;
+    a.sub(BUDGET, exits.insts as i32)?;
     // Blocks with paged data accesses keep the soft TLB's address in r15; the others hold a guest register there.
     let mut cache = Cache::choose(guests.iter().map(|guest| guest.inst), if paged { HOSTS - 1 } else { HOSTS });
     let mut ended = false;
@@ -586,34 +594,32 @@ fn emit_block(
                 } else {
                     window(a, slow)?;
                     if size > 1 {
-                        // Within one page of RAM, so one watch bit covers it.
-                        a.mov(edx, ecx)?;
-                        a.and(edx, 0xfff)?;
-                        a.cmp(edx, 0x1000 - size)?;
-                        a.ja(slow)?;
+                        // Aligned, so within one page and one granule of RAM (one watch entry covers it); a
+                        // misaligned store, rare, takes the slow path.
+                        a.test(cl, size - 1)?;
+                        a.jnz(slow)?;
                     }
                 }
                 // A store to the granules of a watched code page that may hold code (or with no watch at all)
                 // takes the slow path, which notes the write; data beside code (the other granules of a
                 // granular watch, as `Ram` tells them apart) is stored here. The access lies within one page.
-                // (The granules are checked out of line: most stores go to unwatched pages.)
+                // Inline, the page's granule mask, which a granular watch sets whenever it watches the page (and
+                // clears before the page's bit): most stores go to pages whose mask is 0. The granules of a
+                // watched page, and the page's bit without granules, are checked out of line.
                 let mut store = a.create_label();
                 let watched = a.create_label();
+                let by_page = a.create_label();
                 a.mov(rdx, rcx)?;
                 a.shr(rdx, 12)?;
-                a.cmp(rdx, env(offset_of!(Env, watch_pages)))?;
-                a.jae(slow)?;
-                // The page's word of the watch, then its bit (`bt` on memory with a register bit offset is
-                // microcoded: several times slower than these).
-                a.mov(r11, rdx)?;
-                a.shr(r11, 6)?;
-                a.shl(r11, 3)?;
-                a.add(r11, env(offset_of!(Env, watch)))?;
-                a.mov(r11, qword_ptr(r11))?;
-                a.bt(r11, rdx)?;
-                a.jb(watched)?;
+                a.cmp(rdx, env(offset_of!(Env, granule_pages)))?;
+                a.jae(by_page)?;
+                a.mov(r11, env(offset_of!(Env, granules)))?;
+                a.mov(r11, qword_ptr(r11 + rdx * 8))?;
+                a.test(r11, r11)?;
+                a.jnz(watched)?;
                 a.set_label(&mut store)?;
                 stubs.push(Stub::Granules { label: watched, store, slow, size });
+                stubs.push(Stub::PageBit { label: by_page, store, slow });
                 let value = match value {
                     Src::Mem(r) => {
                         a.mov(rdx, mem(r))?;
@@ -664,10 +670,6 @@ fn emit_block(
             }
             Stub::Granules { mut label, store, slow, size } => {
                 a.set_label(&mut label)?;
-                a.cmp(rdx, env(offset_of!(Env, granule_pages)))?;
-                a.jae(slow)?;
-                a.mov(r11, env(offset_of!(Env, granules)))?;
-                a.mov(r11, qword_ptr(r11 + rdx * 8))?;
                 // `bt` on a register takes the bit number modulo 64: the granule within the page.
                 a.mov(edx, ecx)?;
                 a.shr(edx, 6)?;
@@ -675,6 +677,21 @@ fn emit_block(
                 a.jb(slow)?;
                 a.lea(edx, dword_ptr(rcx + (size - 1)))?;
                 a.shr(edx, 6)?;
+                a.bt(r11, rdx)?;
+                a.jb(slow)?;
+                a.jmp(store)?;
+            }
+            Stub::PageBit { mut label, store, slow } => {
+                a.set_label(&mut label)?;
+                a.cmp(rdx, env(offset_of!(Env, watch_pages)))?;
+                a.jae(slow)?;
+                // The page's word of the watch, then its bit (`bt` on memory with a register bit offset is
+                // microcoded, several times slower than these).
+                a.mov(r11, rdx)?;
+                a.shr(r11, 6)?;
+                a.shl(r11, 3)?;
+                a.add(r11, env(offset_of!(Env, watch)))?;
+                a.mov(r11, qword_ptr(r11))?;
                 a.bt(r11, rdx)?;
                 a.jb(slow)?;
                 a.jmp(store)?;
@@ -701,7 +718,7 @@ fn emit_block(
     a.set_label(&mut exits.helper_exit)?;
     a.mov(ecx, exits.insts as u32)?;
     a.sub(rcx, env(offset_of!(Env, retired)))?;
-    a.add(env(offset_of!(Env, budget)), rcx)?;
+    a.add(BUDGET, rcx)?;
     a.jmp(epilogue)?;
     // An unlinked slot: the dispatcher links it once it has the block at `r13`.
     a.set_label(&mut labels.unlinked)?;
@@ -710,6 +727,7 @@ fn emit_block(
     a.mov(env(offset_of!(Env, pc)), PC)?;
     a.mov(eax, status::END)?;
     a.set_label(&mut epilogue)?;
+    a.mov(env(offset_of!(Env, budget)), BUDGET)?;
     a.add(rsp, 8)?;
     a.pop(r15)?;
     a.pop(r14)?;
@@ -728,6 +746,7 @@ fn emit_block(
     a.push(r15)?;
     a.sub(rsp, 8)?;
     a.mov(ENV, rdi)?;
+    a.mov(BUDGET, env(offset_of!(Env, budget)))?;
     a.mov(X, env(offset_of!(Env, x)))?;
     a.mov(PC, env(offset_of!(Env, entry_pc)))?;
     a.mov(RAM, env(offset_of!(Env, ram)))?;

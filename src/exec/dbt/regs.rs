@@ -20,16 +20,16 @@ use iced_x86::IcedError;
 use crate::isa::Inst;
 
 /// Guest registers a block keeps in host registers at most.
-pub(super) const HOSTS: usize = 7;
+pub(super) const HOSTS: usize = 6;
 
 /// Host registers by index: the first [`HOSTS`] may hold guest registers (the last, r15, only in blocks whose
 /// data accesses are not paged: the others keep the soft TLB's address there), the next are the emitter's
 /// scratch registers ([`RCX`], [`RAX`], [`RDX`]), so that an operand is one index (always masked to the
 /// tables' size; the padding is never used).
-const R64: [AsmRegister64; 16] = [r8, r9, r10, rdi, rsi, rbp, r15, rcx, rax, rdx, rax, rax, rax, rax, rax, rax];
-const R32: [AsmRegister32; 16] = [r8d, r9d, r10d, edi, esi, ebp, r15d, ecx, eax, edx, eax, eax, eax, eax, eax, eax];
-const R16: [AsmRegister16; 16] = [r8w, r9w, r10w, di, si, bp, r15w, cx, ax, dx, ax, ax, ax, ax, ax, ax];
-const R8: [AsmRegister8; 16] = [r8b, r9b, r10b, dil, sil, bpl, r15b, cl, al, dl, al, al, al, al, al, al];
+const R64: [AsmRegister64; 16] = [r8, r9, r10, rdi, rsi, r15, rax, rcx, rax, rdx, rax, rax, rax, rax, rax, rax];
+const R32: [AsmRegister32; 16] = [r8d, r9d, r10d, edi, esi, r15d, eax, ecx, eax, edx, eax, eax, eax, eax, eax, eax];
+const R16: [AsmRegister16; 16] = [r8w, r9w, r10w, di, si, r15w, ax, cx, ax, dx, ax, ax, ax, ax, ax, ax];
+const R8: [AsmRegister8; 16] = [r8b, r9b, r10b, dil, sil, r15b, al, cl, al, dl, al, al, al, al, al, al];
 
 pub(super) const RCX: u8 = 7;
 pub(super) const RAX: u8 = 8;
