@@ -118,16 +118,16 @@ struct RunArgs {
     /// `-icount shift=SHIFT`): runs become repeatable.
     #[arg(long, value_name = "SHIFT", value_parser = clap::value_parser!(u32).range(0..=10))]
     icount: Option<u32>,
-    /// Run the threaded engine (or the one `--engine` names) and the reference interpreter side by side on two
+    /// Run the default engine (or the one `--engine` names) and the reference interpreter side by side on two
     /// copies of the machine and stop at the first difference in architectural state (exit status 4). Implies
     /// `--icount 0` unless given.
     #[arg(long)]
     lockstep: bool,
-    /// The size of the threaded engine's code cache.
+    /// The size of the threaded engine's code cache (`tiny` needs `--engine threaded`).
     #[arg(long, value_enum, default_value_t = CodeCacheSize::Hosted)]
     code_cache: CodeCacheSize,
-    /// The execution engine.
-    #[arg(long, value_enum, default_value_t = EngineChoice::Threaded)]
+    /// The execution engine: by default the translator (`dbt`) on x86-64 hosts, `threaded` elsewhere.
+    #[arg(long, value_enum, default_value_t = EngineChoice::DEFAULT)]
     engine: EngineChoice,
     /// Print one line per executed instruction to stderr: pc, word, disassembly, changed register, trap;
     /// `--trace=N` starts after the first N instructions.
@@ -191,16 +191,29 @@ enum CodeCacheSize {
 }
 
 /// Which engine runs the guest.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum EngineChoice {
     /// The decode-and-dispatch reference interpreter.
     Interp,
-    /// Predecoded direct-threaded blocks in a fixed-size code cache.
-    #[default]
+    /// Predecoded direct-threaded blocks in a fixed-size code cache (the default on hosts other than x86-64).
     Threaded,
-    /// Dynamic binary translation to x86-64 host code (x86-64 hosts only).
+    /// Dynamic binary translation to x86-64 host code (x86-64 hosts only, and their default).
     #[cfg(target_arch = "x86_64")]
     Dbt,
+}
+
+impl EngineChoice {
+    /// The engine when none is named: the translator on x86-64 hosts, the portable threaded engine elsewhere.
+    #[cfg(target_arch = "x86_64")]
+    const DEFAULT: EngineChoice = EngineChoice::Dbt;
+    #[cfg(not(target_arch = "x86_64"))]
+    const DEFAULT: EngineChoice = EngineChoice::Threaded;
+}
+
+impl Default for EngineChoice {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// Exit status when the instruction limit ends the run.
@@ -378,6 +391,9 @@ fn boot_plan(
 }
 
 fn run(args: &RunArgs) -> Result<ExitCode, String> {
+    if args.code_cache == CodeCacheSize::Tiny && args.engine != EngineChoice::Threaded {
+        return Err("--code-cache sizes the threaded engine's code cache: add --engine threaded".into());
+    }
     let image = args.image.as_deref().map(ImageSource::File);
     let demo = Image { name: "the demo guest".into(), bytes: DEMO_GUEST.to_vec() };
     let plan = boot_plan(

@@ -141,7 +141,7 @@ struct VmConfig {
     /// Guest RAM, e.g. `64M` (default 128M).
     memory: Option<String>,
     harts: Option<u64>,
-    /// `threaded` (default) or `interp`.
+    /// `dbt` (x86-64 hosts only, and their default), `threaded` (the default elsewhere) or `interp`.
     engine: Option<String>,
     /// The kernel command line (`/chosen/bootargs`).
     append: Option<String>,
@@ -170,8 +170,8 @@ struct DiskConfig {
     extents: Vec<[u64; 2]>,
 }
 
-/// A VM's engine: the threaded engine (each VM its own code cache: the cache is keyed by RAM offset) or the
-/// interpreter.
+/// A VM's engine: the translator or the threaded engine (each VM its own code cache: a cache is keyed by RAM
+/// offset), or the interpreter.
 enum VmEngine {
     Interp(Interpreter),
     Threaded(Box<HostedThreaded>),
@@ -299,7 +299,8 @@ fn up(path: &Path) -> Result<ExitCode, String> {
             .filter(|&h| h >= 1 && usize::from(h) <= MAX_HARTS)
             .ok_or_else(|| problem(format!("harts = {harts}: between 1 and {MAX_HARTS}")))?;
         args.engine = match vm.engine.as_deref() {
-            None | Some("threaded") => EngineChoice::Threaded,
+            None => EngineChoice::default(),
+            Some("threaded") => EngineChoice::Threaded,
             Some("interp") => EngineChoice::Interp,
             #[cfg(target_arch = "x86_64")]
             Some("dbt") => EngineChoice::Dbt,

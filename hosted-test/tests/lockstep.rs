@@ -1,5 +1,5 @@
-//! Lockstep differential testing: `trapeze run --lockstep` runs the threaded engine and the reference interpreter
-//! side by side on two copies of the machine and compares every hart's architectural state after each 64
+//! Lockstep differential testing: `trapeze run --lockstep --engine threaded` runs the threaded engine and the
+//! reference interpreter side by side on two copies of the machine and compares every hart's architectural state after each 64
 //! instructions (and RAM now and then); any difference ends the run with status 4. Every guest program runs so,
 //! with the normal code cache and with one far too small for the working set, the lock-heavy `spinlock` guest on
 //! three harts, and so does the OpenSBI + U-Boot boot up to U-Boot's prompt. On x86-64 hosts the dynamic binary
@@ -32,7 +32,7 @@ const GUESTS: [&str; 9] = [
 
 fn every_guest_agrees(cache: &str) {
     for guest in GUESTS {
-        let (code, stderr) = lockstep(&["--code-cache", cache, guest]);
+        let (code, stderr) = lockstep(&["--engine", "threaded", "--code-cache", cache, guest]);
         assert!(stderr.contains("no divergence"), "{guest} with the {cache} cache:\n{stderr}");
         assert_eq!(code, Some(0), "{guest} with the {cache} cache:\n{stderr}");
     }
@@ -53,7 +53,8 @@ fn a_code_cache_too_small_for_the_working_set_changes_nothing() {
 #[test]
 fn three_harts_sharing_a_lock_run_identically_on_both_engines() {
     for cache in ["hosted", "tiny"] {
-        let (code, stderr) = lockstep(&["-smp", "3", "--code-cache", cache, env!("TRAPEZE_GUEST_SPINLOCK")]);
+        let (code, stderr) =
+            lockstep(&["--engine", "threaded", "-smp", "3", "--code-cache", cache, env!("TRAPEZE_GUEST_SPINLOCK")]);
         assert!(stderr.contains("no divergence"), "{cache} cache: {stderr}");
         assert_eq!(code, Some(0), "{cache} cache: {stderr}");
     }
@@ -74,7 +75,7 @@ fn opensbi_and_uboot_agree(engine: &[&str]) {
 
 #[test]
 fn opensbi_and_uboot_boot_identically_on_both_engines() {
-    opensbi_and_uboot_agree(&[]);
+    opensbi_and_uboot_agree(&["--engine", "threaded"]);
 }
 
 /// Every guest, and three harts sharing a lock, run on the translator exactly as on the interpreter.
