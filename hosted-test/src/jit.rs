@@ -50,6 +50,9 @@ pub fn served_dbt() -> Result<Box<HostedDbt>, String> {
 /// 5000, against 8192 blocks), which cost nothing measurable: a cache of 32768 blocks booted Linux no faster.
 pub const SERVED_THRESHOLD: u16 = 1_000;
 
+/// How long the worker keeps looking for jobs (yielding its core between looks) before it sleeps.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(200);
+
 /// Jobs waiting for the worker at most (a full queue refuses more: those blocks stay on the cold tier a while).
 const QUEUE: usize = 256;
 
@@ -90,6 +93,9 @@ struct State {
     done: Vec<Slot>,
     memo: Memo,
     stop: bool,
+    /// Whether the worker sleeps on [`Shared::jobs`]: only then does a submission wake it (a futex call the
+    /// submitting hart would otherwise pay for every job of a burst).
+    asleep: bool,
 }
 
 /// A client's finished translations not yet taken, their number (read without the lock), and whether the client
@@ -162,7 +168,13 @@ impl Translators {
     /// Starts the worker thread.
     pub fn start() -> Result<Self, String> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { queue: VecDeque::new(), done: Vec::new(), memo: Memo::default(), stop: false }),
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                done: Vec::new(),
+                memo: Memo::default(),
+                stop: false,
+                asleep: false,
+            }),
             jobs: Condvar::new(),
             translated: AtomicU64::new(0),
             memo_hits: AtomicU64::new(0),
@@ -224,7 +236,23 @@ fn work(shared: &Shared, translator: &mut Translator) {
             if state.stop {
                 return;
             }
-            state = shared.jobs.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Jobs come in bursts (a guest's new code turning hot): look again for a while before sleeping, so
+            // that the next job of a burst neither waits for a wake-up nor costs its submitter one.
+            drop(state);
+            let idle_since = std::time::Instant::now();
+            state = loop {
+                let state = shared.lock();
+                if !state.queue.is_empty() || state.stop || idle_since.elapsed() >= LINGER {
+                    break state;
+                }
+                drop(state);
+                std::thread::yield_now();
+            };
+            if state.queue.is_empty() && !state.stop {
+                state.asleep = true;
+                state = shared.jobs.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                state.asleep = false;
+            }
             continue;
         };
         let translation = match state.memo.find(&job) {
@@ -287,8 +315,11 @@ impl TranslationService for Client {
             return false;
         }
         state.queue.push_back((self.client, job.clone()));
+        let asleep = state.asleep;
         drop(state);
-        self.shared.jobs.notify_one();
+        if asleep {
+            self.shared.jobs.notify_one();
+        }
         true
     }
 
