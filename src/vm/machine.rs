@@ -11,8 +11,8 @@
 //! often is not starved by harts spinning through whole turns. Interrupts are checked before every engine run,
 //! so one a CSR write enables is taken before the next instruction; devices see the time and drive the
 //! interrupt lines at every [`Vm::run_slice`] call and every exit (once more after a device access), and HTIF
-//! is polled at the end of every call. [`Vm::run`] makes a lone hart's calls on host time last about 50 us
-//! whatever the engine's speed, so that a timer interrupt is never much later than that.
+//! is polled at the end of every call. [`Vm::run`] makes a lone hart's calls on host time last until the next
+//! timer deadline (at most 1 ms) whatever the engine's speed, so that a timer interrupt is taken about when due.
 //!
 //! A VM runs its guest's own firmware in virtual M-mode, or, after [`Vm::boot_with_builtin_sbi`], has the VMM
 //! as its firmware: an `ecall` from S-mode is then served by [`super::sbi`], harts the guest has not started
@@ -39,30 +39,26 @@ use crate::isa::csr::interrupt;
 /// The machine timer's time base: `mtime` counts at 10 MHz, as on QEMU `virt`.
 pub const TIMEBASE_HZ: u64 = 10_000_000;
 
-/// The length of a lone hart's next [`Vm::run`] call after one of `slice` instructions took `ticks`: doubled
-/// when it took under half of [`LONE_HART_TICKS`], halved when over twice, within [`LONE_HART_SLICES`].
-fn next_lone_slice(slice: u64, ticks: u64) -> u64 {
+/// The length of a lone hart's next [`Vm::run`] call after one of `ran` instructions took `ticks` of the clock:
+/// what the engine runs, at that speed, until the next timer deadline (`deadline` ticks away; `None`: none armed),
+/// but for no longer than [`LONE_HART_TICKS`], within [`LONE_HART_SLICES`].
+fn next_lone_slice(ran: u64, ticks: u64, deadline: Option<u64>) -> u64 {
     let (shortest, longest) = LONE_HART_SLICES;
-    if ticks < LONE_HART_TICKS / 2 {
-        (slice * 2).min(longest)
-    } else if ticks > LONE_HART_TICKS * 2 {
-        (slice / 2).max(shortest)
-    } else {
-        slice
-    }
+    let aim = deadline.map_or(LONE_HART_TICKS, |deadline| deadline.min(LONE_HART_TICKS));
+    let slice = u128::from(ran) * u128::from(aim) / u128::from(ticks.max(1));
+    u64::try_from(slice).unwrap_or(longest).clamp(shortest, longest)
 }
 
 /// A hart's turn: the instructions (an exit counts as one) it runs before the next hart's turn, unless it
 /// waits or spins first.
 pub const SLICE: u64 = 4096;
 
-/// [`Vm::run`]'s calls for a lone hart on host time last about this many ticks of the clock (50 us): devices
-/// (a timer that fires, host input) are brought up to date at each call and each exit, so an interrupt is at
-/// most this late, and an engine seldom stops inside a block for a call's end (the translator finishes a cut
-/// block on its cold tier). The calls' length in instructions follows the engine's speed, between
-/// [`LONE_HART_SLICES`]: the interpreter's 50 us are a few thousand instructions, the translator's a hundred
-/// thousand.
-const LONE_HART_TICKS: u64 = TIMEBASE_HZ / 20_000;
+/// [`Vm::run`]'s calls for a lone hart on host time last until the next timer deadline, and at most this many
+/// ticks of the clock (1 ms): devices (a timer that fires, host input) are brought up to date at each call and
+/// each exit, so a timer interrupt is taken about when it is due and host input at most this late, and an engine
+/// seldom stops inside a block for a call's end (the translator finishes a cut block on its cold tier). The
+/// calls' length in instructions follows the engine's speed, within [`LONE_HART_SLICES`].
+const LONE_HART_TICKS: u64 = TIMEBASE_HZ / 1000;
 
 /// The shortest and longest of [`Vm::run`]'s calls for a lone hart on host time, in instructions.
 const LONE_HART_SLICES: (u64, u64) = (SLICE, 256 * SLICE);
@@ -642,9 +638,9 @@ impl<'a, D: Devices> Vm<'a, D> {
     /// Runs until the guest powers off or resets, a hart stops for the debugger, or `limit` instructions have
     /// been executed.
     pub fn run(&mut self, engine: &mut impl Engine, limit: Option<u64>) -> RunOutcome {
-        // A lone hart on host time has no other hart to take turns with: its calls last about `LONE_HART_TICKS`
-        // whatever the engine's speed, and devices still see every exit. Instruction-counted time keeps its turns,
-        // so runs repeat as before.
+        // A lone hart on host time has no other hart to take turns with: its calls last until the next timer
+        // deadline (at most `LONE_HART_TICKS`) whatever the engine's speed, and devices still see every exit.
+        // Instruction-counted time keeps its turns, so runs repeat as before.
         let lone = self.harts.len() == 1 && self.time_source == TimeSource::Host;
         let mut slice = if lone { 4 * SLICE } else { SLICE };
         loop {
@@ -653,14 +649,15 @@ impl<'a, D: Devices> Vm<'a, D> {
                 Some(limit) => slice.min(limit - self.steps),
                 None => slice,
             };
-            let steps = self.steps;
+            // (The clock is read here, not taken from the devices' last update: exits update them too.)
+            let (steps, started) = (self.steps, if lone { self.now() } else { 0 });
             if let Some(outcome) = self.run_slice(engine, budget) {
                 return outcome;
             }
             // Only a call that ran its whole budget tells the engine's speed (not one that waited or stopped).
             if lone && self.steps - steps >= budget {
-                let ticks = self.now().wrapping_sub(self.last_now);
-                slice = next_lone_slice(slice, ticks);
+                let ticks = self.now().wrapping_sub(started);
+                slice = next_lone_slice(budget, ticks, self.ticks_until_deadline());
             }
         }
     }
@@ -1190,16 +1187,18 @@ mod tests {
         program
     }
 
-    /// A lone hart's calls on host time follow the engine's speed: twice as long after a quick one, half as long
-    /// after a slow one, the same near the aim, within their bounds.
+    /// A lone hart's calls on host time last until the next timer deadline at the engine's speed, at most 1 ms,
+    /// within their bounds.
     #[test]
-    fn a_lone_harts_calls_last_about_the_same_time() {
+    fn a_lone_harts_calls_last_until_the_next_deadline() {
         let (shortest, longest) = LONE_HART_SLICES;
-        assert_eq!(next_lone_slice(8 * SLICE, LONE_HART_TICKS / 4), 16 * SLICE);
-        assert_eq!(next_lone_slice(8 * SLICE, LONE_HART_TICKS), 8 * SLICE);
-        assert_eq!(next_lone_slice(8 * SLICE, 3 * LONE_HART_TICKS), 4 * SLICE);
-        assert_eq!(next_lone_slice(longest, 0), longest);
-        assert_eq!(next_lone_slice(shortest, u64::MAX), shortest);
+        // 100 000 instructions in 1000 ticks: 100 a tick.
+        assert_eq!(next_lone_slice(100_000, 1000, None), 100 * LONE_HART_TICKS, "no timer: the longest aim");
+        assert_eq!(next_lone_slice(100_000, 1000, Some(2 * LONE_HART_TICKS)), 100 * LONE_HART_TICKS);
+        assert_eq!(next_lone_slice(100_000, 1000, Some(500)), 50_000, "a timer due in 500 ticks");
+        assert_eq!(next_lone_slice(100_000, 1000, Some(1)), shortest);
+        assert_eq!(next_lone_slice(u64::MAX, 1, None), longest);
+        assert_eq!(next_lone_slice(shortest, u64::MAX, None), shortest);
     }
 
     fn both_engines(
