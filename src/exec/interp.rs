@@ -137,7 +137,9 @@ pub fn step(hart: &mut Hart, memory: &mut Memory) -> Result<(), Exit> {
             }
         }
         // The interpreter has no instruction cache and one hart sees its own stores in order.
-        Inst::Fence { .. } | Inst::FenceI => {}
+        Inst::Fence { .. } => {}
+        // Code other threads wrote is seen by the engines' code watch, whose fence may wait for this.
+        Inst::FenceI => memory.ram.sync_instruction_fetch(),
         Inst::Ecall => {
             return Err(Exit::Exception { cause: Exception::ecall_from(hart.privilege), tval: 0 });
         }

@@ -937,11 +937,13 @@ fn predecode(inst: Inst, word: u32, len: u8) -> (Op, bool) {
         Inst::Op { op: kind, rd, rs1, rs2 } => (op(OP[kind as usize], rd, rs1, rs2, 0), false),
         // `pause` leaves the engine (through the interpreter) so the VM can let other harts run.
         isa::PAUSE => (op(fallback_end, 0, 0, 0, 0), true),
-        // A code write is noticed without `fence.i` (the code watch); a `fence` orders memory for other threads.
+        // A `fence` orders memory for other threads.
         Inst::Fence { fm, pred, succ } if isa::fence_orders_stores_before_loads(fm, pred, succ) => {
             (op(host_fence, 0, 0, 0, 0), false)
         }
-        Inst::Fence { .. } | Inst::FenceI => (nop_op, false),
+        Inst::Fence { .. } => (nop_op, false),
+        // Through the interpreter, which runs the code watch's deferred fence (a stale block then ends this one).
+        Inst::FenceI => (op(fallback, 0, 0, 0, 0), false),
         // A CSR access leaves the engine for the dispatcher, as the interpreter's does, but without decoding the
         // word again (hot in loops that read a counter or toggle interrupts): the op keeps the operands and word.
         Inst::Csr { op: csr_op, rd, src, csr } if csr == (word >> 20) as u16 => {

@@ -21,7 +21,7 @@ pub mod pmp;
 #[cfg(target_has_atomic = "64")]
 pub mod shared;
 #[cfg(all(test, target_has_atomic = "64"))]
-mod shared_tests;
+pub(crate) mod shared_tests;
 
 #[cfg(target_has_atomic = "64")]
 pub use shared::{RemoteFence, SharedRam};
@@ -241,6 +241,17 @@ impl<'a> Ram<'a> {
             page += 1;
         }
         true
+    }
+
+    /// Makes this hart's instruction fetch see every store to RAM so far (its `fence.i`, or the SBI's remote one):
+    /// with shared RAM whose watches defer their fence ([`RemoteFence::may_defer`]), runs it and logs any page
+    /// whose newly watched code a racing store changed unseen, so [`has_dirty_code`](Self::has_dirty_code) tells
+    /// the engine to drop it before it runs anything else. Exclusive RAM has nothing to do.
+    pub fn sync_instruction_fetch(&self) {
+        #[cfg(target_has_atomic = "64")]
+        if let Storage::Shared { ram, .. } = &self.storage {
+            ram.sync_code_fetch();
+        }
     }
 
     /// Whether page `page` (offset / 4096) is watched: an engine keeps code translated from it (or a native

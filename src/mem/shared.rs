@@ -30,17 +30,29 @@
 //! when it reads the bit as clear while another thread sets the bit and reads the granule's old bytes, all within
 //! those few nanoseconds: then that thread's translation of the old bytes is not reported and stays until the next
 //! code write to its page. RISC-V lets a hart see another hart's code write late until it synchronises with the
-//! writer and runs `fence.i`; our engines treat `fence.i` as a no-op, so in that race "late" could mean "never".
+//! writer and runs `fence.i`; without the fence below, in that race "late" could mean "never".
 //! An embedder closes the window with an asymmetric fence ([`RemoteFence`], Linux's `membarrier`): whenever a
 //! watch sets a bit that was clear, the watching thread makes every other thread execute a full barrier before
 //! it reads the bytes. A writer's store then either is visible to that read, or comes after the writer's
 //! barrier and so after the bit was set, and the writer's check sees the bit. Bits are set once per page and
-//! granule until a code write clears them, so this costs a few microseconds per newly watched page, never per
-//! store or per block. The hook is told which pages ([`RemoteFence::pages_watched`]): an embedder whose harts
+//! granule until a code write clears them, so this costs a few microseconds per newly watched granule, never per
+//! store. The hook is told which pages ([`RemoteFence::pages_watched`]): an embedder whose harts
 //! also store natively, through mappings the watch never sees (the native board's shadow tables, one set per
 //! hart), takes write permission on those pages away from its other harts there, before the bytes are read.
 //!
-//! This module never allocates, never blocks except on the dirty log's lock (held for a few stores), and never
+//! An embedder whose threads write RAM only through this module may let the fence wait
+//! ([`RemoteFence::may_defer`]): a two-hart Linux boot newly watches about 20 000 granules, and as many
+//! `membarrier` calls (each an interrupt of every other core running the VM) cost it 15% of its time. A
+//! deferred watch instead records a hash of the newly watched granules' bytes, read after their bits were set;
+//! the next guest `fence.i` on any hart (or the SBI's remote one), or a full record ([`DEFERRED_WATCHES`]), runs
+//! one fence and hashes them again. A granule whose bytes changed was written by a store that raced its watch
+//! unseen: its page is logged as written, so every engine drops what it translated from it. The bytes an
+//! engine translates are read after the hash (both after the bits), so a racing store the engine saw is one the
+//! hash saw, or one the second hash finds. RISC-V lets a hart run stale code until its own `fence.i` (after it
+//! synchronised with the writer), so a stale translation that lives until then is what the ISA allows.
+//!
+//! This module never allocates, never blocks except on the dirty log's lock (held for a few stores) and the deferred watches' (held for
+//! one fence and their hashes), and never
 //! lets an offset index outside the views (every access is `get`-checked).
 
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -66,6 +78,31 @@ pub trait RemoteFence: Sync {
         let _ = (first, end);
         self.fence_other_threads();
     }
+
+    /// Whether the fence may wait for the next `fence.i` (see the module documentation): only for an embedder
+    /// whose threads write RAM through [`SharedRam`] alone (never one whose
+    /// [`pages_watched`](Self::pages_watched) must revoke native write access before the bytes are read).
+    /// By default: no, every newly watched range fences at once.
+    fn may_defer(&self) -> bool {
+        false
+    }
+}
+
+/// Newly watched ranges a deferring [`RemoteFence`] lets pile up before a fence is forced.
+pub const DEFERRED_WATCHES: usize = 64;
+
+/// Granules of a page newly watched without a fence, and the hash of their bytes then.
+#[derive(Clone, Copy, Default)]
+struct DeferredWatch {
+    page: u64,
+    granules: u64,
+    hash: u64,
+}
+
+/// The watches waiting for a fence.
+struct Deferred {
+    watches: [DeferredWatch; DEFERRED_WATCHES],
+    len: usize,
 }
 
 /// Guest RAM shared by every thread of a VM (see the module documentation). Lend it to each thread as
@@ -84,8 +121,10 @@ pub struct SharedRam<'a> {
     log: spin::Mutex<[u64; DIRTY_LOG]>,
     /// Entries ever appended to `log`.
     logged: AtomicU64,
-    /// Run after a watch sets a bit that was clear, before the engine reads the bytes.
+    /// Run after a watch sets a bit that was clear, before the engine reads the bytes (or later, if it may defer).
     remote_fence: Option<&'a dyn RemoteFence>,
+    /// Watches whose fence was deferred (only with a deferring `remote_fence`).
+    deferred: spin::Mutex<Deferred>,
 }
 
 impl<'a> SharedRam<'a> {
@@ -131,6 +170,7 @@ impl<'a> SharedRam<'a> {
             log: spin::Mutex::new([0; DIRTY_LOG]),
             logged: AtomicU64::new(0),
             remote_fence: None,
+            deferred: spin::Mutex::new(Deferred { watches: [DeferredWatch::default(); DEFERRED_WATCHES], len: 0 }),
         })
     }
 
@@ -338,6 +378,7 @@ impl<'a> SharedRam<'a> {
     /// Watches `[offset, end)` (checked by the caller to lie in RAM): granule bits first, then the page bit, so a
     /// writer that sees the bit also sees the granules. False when a page lies outside the watch.
     pub(crate) fn watch(&self, offset: u64, end: u64) -> bool {
+        let defer = self.remote_fence.is_some_and(|fence| fence.may_defer());
         let mut page = offset / PAGE_SIZE;
         let mut newly_watched = false;
         let mut watched = true;
@@ -346,22 +387,85 @@ impl<'a> SharedRam<'a> {
                 watched = false;
                 break;
             };
+            let page_start = page * PAGE_SIZE;
+            let bits = granule_bits(offset.max(page_start) - page_start, end.min(page_start + PAGE_SIZE) - page_start);
+            // The granules this watch is the first to cover: all of the range's when the page was not watched.
+            let mut fresh = 0;
             if let Some(mask) = self.granules.get(page as usize) {
-                let page_start = page * PAGE_SIZE;
-                let bits =
-                    granule_bits(offset.max(page_start) - page_start, end.min(page_start + PAGE_SIZE) - page_start);
-                newly_watched |= mask.fetch_or(bits, Ordering::SeqCst) & bits != bits;
+                fresh = bits & !mask.fetch_or(bits, Ordering::SeqCst);
             }
             let bit = 1 << (page % 64);
-            newly_watched |= word.fetch_or(bit, Ordering::SeqCst) & bit == 0;
+            if word.fetch_or(bit, Ordering::SeqCst) & bit == 0 {
+                fresh = bits;
+            }
+            if fresh != 0 {
+                newly_watched = true;
+                if defer {
+                    self.defer_fence(page, fresh);
+                }
+            }
             page += 1;
         }
-        if newly_watched {
+        if newly_watched && !defer {
             if let Some(fence) = self.remote_fence {
                 fence.pages_watched(offset / PAGE_SIZE, end.div_ceil(PAGE_SIZE));
             }
         }
         watched
+    }
+
+    /// Records granules `granules` of page `page`, just watched, for the next fence (forcing one first when the
+    /// record is full).
+    fn defer_fence(&self, page: u64, granules: u64) {
+        let hash = self.granules_hash(page, granules);
+        let mut deferred = self.deferred.lock();
+        if deferred.len == DEFERRED_WATCHES {
+            self.fence_and_check(&mut deferred);
+        }
+        let len = deferred.len;
+        if let Some(slot) = deferred.watches.get_mut(len) {
+            *slot = DeferredWatch { page, granules, hash };
+            deferred.len += 1;
+        }
+    }
+
+    /// Makes instruction fetch see every store made so far by any thread (a guest `fence.i`, or the SBI's remote
+    /// one): runs the deferred fence, if any watch waits for it, and logs the pages whose newly watched bytes a
+    /// racing store changed unseen.
+    pub(crate) fn sync_code_fetch(&self) {
+        let mut deferred = self.deferred.lock();
+        if deferred.len > 0 {
+            self.fence_and_check(&mut deferred);
+        }
+    }
+
+    /// The fence, then every deferred watch's bytes hashed again: a page whose hash changed is logged as written.
+    fn fence_and_check(&self, deferred: &mut Deferred) {
+        if let Some(fence) = self.remote_fence {
+            fence.fence_other_threads();
+        }
+        let len = deferred.len;
+        for watch in deferred.watches.iter().take(len) {
+            if self.granules_hash(watch.page, watch.granules) != watch.hash {
+                self.forget_code_page(watch.page);
+            }
+        }
+        deferred.len = 0;
+    }
+
+    /// A hash of the bytes of granules `granules` of page `page` (as bits of a granule mask).
+    fn granules_hash(&self, page: u64, granules: u64) -> u64 {
+        const WORDS: u64 = CODE_GRANULE / 8;
+        let mut hash = 0u64;
+        let mut rest = granules;
+        while rest != 0 {
+            let first = (page * PAGE_SIZE + rest.trailing_zeros() as u64 * CODE_GRANULE) / 8;
+            rest &= rest - 1;
+            for word in self.b64.iter().skip(first as usize).take(WORDS as usize) {
+                hash = (hash.rotate_left(5) ^ word.load(Ordering::Acquire)).wrapping_mul(0x517c_c1b7_2722_0a95);
+            }
+        }
+        hash
     }
 
     /// Whether page `page` is watched.
@@ -400,6 +504,20 @@ impl<'a> SharedRam<'a> {
                 // Data beside the page's code.
                 return;
             }
+        }
+        self.forget_code_page_at(word, bit, page);
+    }
+
+    /// Unwatches page `page` and logs it as written.
+    fn forget_code_page(&self, page: u64) {
+        if let Some(word) = self.watched.get((page / 64) as usize) {
+            self.forget_code_page_at(word, 1 << (page % 64), page);
+        }
+    }
+
+    /// [`forget_code_page`](Self::forget_code_page) with the page's watch word and bit.
+    fn forget_code_page_at(&self, word: &AtomicU64, bit: u64, page: u64) {
+        if let Some(mask) = self.granules.get(page as usize) {
             // Forget the granules before the bit: a translation that sets them again in between keeps its bit
             // (then its granules are watched) or loses it with this write (then it is dropped as dirty).
             mask.store(0, Ordering::SeqCst);

@@ -5,7 +5,7 @@
 
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8};
 
-use super::shared::DIRTY_LOG;
+use super::shared::{DEFERRED_WATCHES, DIRTY_LOG};
 use super::*;
 
 /// The four views of `words`' bytes that an embedder lends to [`SharedRam::new`].
@@ -322,4 +322,122 @@ fn a_newly_watched_range_reaches_the_hook_with_its_pages_and_only_then() {
     assert_eq!(*hook.0.lock().unwrap(), [(0, 2), (3, 4), (2, 3)]);
     assert_eq!(hook.1.load(core::sync::atomic::Ordering::SeqCst), 0, "the page hook replaces the plain fence");
     assert!((0..4).all(|page| ram.is_code_page(page)));
+}
+
+/// A fence that may wait for `fence.i` and counts its runs (the hosted runner's `membarrier`, as a test sees it).
+struct Deferring(AtomicU64);
+
+impl RemoteFence for Deferring {
+    fn fence_other_threads(&self) {
+        self.0.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+    }
+    fn may_defer(&self) -> bool {
+        true
+    }
+}
+
+impl Deferring {
+    fn count(&self) -> u64 {
+        self.0.load(core::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Stores `value` at RAM offset `offset` (8-aligned) behind the watch's back: what a store that raced a watch
+/// looks like to it (the writer read the page's bit as clear, the watcher read the old bytes).
+fn store_unseen(words: &[AtomicU64], offset: u64, value: u64) {
+    words[(offset / 8) as usize].store(value, core::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn a_deferred_fence_waits_for_fence_i_which_logs_code_a_racing_store_changed() {
+    let fence = Deferring(AtomicU64::new(0));
+    let words = atomics(4 * PAGE_SIZE as usize / 8);
+    let watch = atomics(code_watch_words(4 * PAGE_SIZE));
+    let shared = shared(&words, &watch).with_remote_fence(&fence);
+    let (mut ram, mut other) = (Ram::shared(&shared), Ram::shared(&shared));
+    assert!(ram.watch_code(PAGE_SIZE + 0x100, 0x40));
+    assert!(ram.watch_code(2 * PAGE_SIZE + 0x100, 0x40));
+    assert!(other.watch_code_page(3));
+    assert_eq!(fence.count(), 0, "every fence deferred");
+    // A racing store into page 1's code; page 2's bytes stay; page 3 gets a store the watch sees.
+    store_unseen(&words, PAGE_SIZE + 0x108, 0x13);
+    other.store(RAM_BASE + 3 * PAGE_SIZE + 8, 4, 0x13).unwrap();
+    assert_eq!(ram.take_dirty_code().pages(), Some(&[3][..]), "the racing store went unseen so far");
+    other.sync_instruction_fetch();
+    assert_eq!(fence.count(), 1, "one fence for all three watches, run by whichever hart fences");
+    assert_eq!(ram.take_dirty_code().pages(), Some(&[1][..]), "page 1's code changed since its watch");
+    assert!(!ram.is_code_page(1) && ram.is_code_page(2));
+    ram.sync_instruction_fetch();
+    assert_eq!(fence.count(), 1, "nothing waits: no fence");
+    // Page 1 watched again: a racing store is found again, at the next `fence.i`.
+    assert!(ram.watch_code(PAGE_SIZE + 0x100, 0x40));
+    store_unseen(&words, PAGE_SIZE + 0x138, 0x13);
+    ram.sync_instruction_fetch();
+    assert_eq!((fence.count(), ram.take_dirty_code().pages()), (2, Some(&[1][..])));
+}
+
+#[test]
+fn a_full_record_of_deferred_watches_forces_one_fence_which_checks_them() {
+    let fence = Deferring(AtomicU64::new(0));
+    let pages = (DEFERRED_WATCHES as u64).div_ceil(64) + 1;
+    let words = atomics((pages * PAGE_SIZE / 8) as usize);
+    let watch = atomics(code_watch_words(pages * PAGE_SIZE));
+    let shared = shared(&words, &watch).with_remote_fence(&fence);
+    let mut ram = Ram::shared(&shared);
+    let granule = |n: u64| n * CODE_GRANULE;
+    for n in 0..DEFERRED_WATCHES as u64 {
+        assert!(ram.watch_code(granule(n), 4));
+        assert!(ram.watch_code(granule(n), 4), "again: nothing newly watched");
+    }
+    assert_eq!(fence.count(), 0);
+    store_unseen(&words, granule(5), 0x13);
+    assert!(ram.watch_code(granule(DEFERRED_WATCHES as u64), 4));
+    assert_eq!(fence.count(), 1, "the record was full");
+    assert_eq!(ram.take_dirty_code().pages(), Some(&[0][..]), "the racing store found by that fence");
+    ram.sync_instruction_fetch();
+    assert_eq!(fence.count(), 2, "the watch that found the record full waits for the next");
+}
+
+/// Runs, on `engine`, a program on shared RAM whose watch defers its fence: it calls a routine, and while it is
+/// stopped before its `fence.i`, a racing store (unseen) rewrites the routine; after the `fence.i` it calls it
+/// again, which must run the new routine, not a translation of the old one. For every engine; one that keeps
+/// translations (`translates`) watched the code, so the `fence.i` ran the deferred fence.
+pub(crate) fn fence_i_drops_code_a_racing_store_changed(engine: &mut impl crate::exec::Engine, translates: bool) {
+    use crate::hart::{Exception, Hart, HartConfig};
+    use crate::isa::{encode, Inst, OpImmKind};
+    use crate::mem::mmu::{Memory, Tlb, VmRealMap};
+    use crate::trap::Exit;
+    let fence = Deferring(AtomicU64::new(0));
+    let words = atomics(2 * PAGE_SIZE as usize / 8);
+    let watch = atomics(code_watch_words(2 * PAGE_SIZE));
+    let shared = shared(&words, &watch).with_remote_fence(&fence);
+    let word = |inst: Inst| u64::from(encode(&inst));
+    let pair = |low: Inst, high: Inst| word(low) | word(high) << 32;
+    let routine = |value: i32| {
+        pair(Inst::OpImm { op: OpImmKind::Addi, rd: 5, rs1: 5, imm: value }, Inst::Jalr { rd: 0, rs1: 1, offset: 0 })
+    };
+    // Page 0: call, fence.i, call, ecall. Page 1: x5 += 1, return.
+    store_unseen(&words, 0, pair(Inst::Jal { rd: 1, offset: PAGE_SIZE as i32 }, Inst::FenceI));
+    store_unseen(&words, 8, pair(Inst::Jal { rd: 1, offset: PAGE_SIZE as i32 - 8 }, Inst::Ecall));
+    store_unseen(&words, PAGE_SIZE, routine(1));
+    let mut ram = Ram::shared(&shared);
+    let realmap = VmRealMap::for_ram(&ram).unwrap();
+    let mut tlb = Tlb::new();
+    let mut hart = Hart::new(HartConfig::rv64gc(0));
+    hart.reset(RAM_BASE);
+    let mut memory = Memory { ram: &mut ram, realmap: &realmap, tlb: &mut tlb };
+    // The call and the routine: stopped at the `fence.i`.
+    assert_eq!(engine.run(&mut hart, &mut memory, 3), Exit::BudgetExhausted);
+    assert_eq!((hart.pc, hart.x(5)), (RAM_BASE + 4, 1));
+    store_unseen(&words, PAGE_SIZE, routine(16));
+    let exit = engine.run(&mut hart, &mut memory, 100);
+    assert_eq!(exit, Exit::Exception { cause: Exception::EcallFromM, tval: 0 });
+    assert_eq!(hart.x(5), 17, "the second call ran the routine as RAM holds it after the fence.i");
+    assert_eq!(fence.count() >= 1, translates);
+}
+
+#[test]
+fn fence_i_drops_code_a_racing_store_changed_on_the_interpreter_and_threaded_engine() {
+    fence_i_drops_code_a_racing_store_changed(&mut crate::exec::interp::Interpreter, false);
+    fence_i_drops_code_a_racing_store_changed(&mut crate::exec::threaded::Threaded::<4096, 64, 128>::new(), true);
 }

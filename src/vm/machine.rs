@@ -391,6 +391,10 @@ impl<D: Devices, E: Engine> SbiEnvironment for FirmwareEnvironment<'_, '_, D, E>
             Loaded::Device(_) => Err(Fault { exception: Exception::LoadAccessFault, tval: va }),
         }
     }
+    fn fence_i(&mut self, _index: usize) {
+        // Checks every hart's deferred code watches (any thread may): a stale translation is logged as written.
+        self.ram.sync_instruction_fetch();
+    }
     fn flush_translations(&mut self, index: usize, scope: FlushScope) {
         let Some(tlb) = self.tlbs.get_mut(index) else { return };
         match scope {

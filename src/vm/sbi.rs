@@ -187,8 +187,8 @@ pub trait SbiEnvironment {
     fn load_virtual(&mut self, index: usize, hart: &Hart, va: u64) -> Result<u64, Fault>;
     /// Drops hart `index`'s cached translations covered by `scope`.
     fn flush_translations(&mut self, index: usize, scope: FlushScope);
-    /// Hart `index` must see the instruction stream as memory holds it now (a remote `fence.i`). Engines that
-    /// watch stores to translated code need nothing here.
+    /// Hart `index` must see the instruction stream as memory holds it now (a remote `fence.i`): the engines'
+    /// code watch may have deferred its fence until then ([`Ram::sync_instruction_fetch`](crate::mem::Ram)).
     fn fence_i(&mut self, index: usize) {
         let _ = index;
     }

@@ -644,8 +644,9 @@ fn emit_block(
             }
             // Harts on other host threads: x86-64 keeps every order of plain accesses but store -> load.
             Inst::Fence { fm, pred, succ } if isa::fence_orders_stores_before_loads(fm, pred, succ) => a.mfence()?,
-            // No instruction cache to keep coherent, and a store to code already ends its block.
-            Inst::Fence { .. } | Inst::FenceI if guest.inst != isa::PAUSE => {}
+            // No instruction cache to keep coherent, and a store to code already ends its block. (`fence.i` goes
+            // through the interpreter, which runs the code watch's deferred fence.)
+            Inst::Fence { .. } if guest.inst != isa::PAUSE => {}
             // Everything else through the interpreter, which sees and may change every guest register.
             _ => {
                 step_through_interpreter(a, &mut cache, guest, index, exits.helper_exit)?;

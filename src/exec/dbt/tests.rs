@@ -1242,3 +1242,10 @@ fn a_branch_to_an_unplaced_label_is_refused() {
 }
 
 mod served;
+
+/// The code watch's deferred fence runs at the guest's `fence.i` (through the interpreter), and a block whose
+/// bytes a racing store changed is dropped before the code after it runs.
+#[test]
+fn fence_i_drops_code_a_racing_store_changed() {
+    crate::mem::shared_tests::fence_i_drops_code_a_racing_store_changed(&mut *engine(), true);
+}
