@@ -40,7 +40,7 @@ use super::regs::{
     self, compare, compare_imm, load_into, load_into32, mem, r16, r32, r64, r8l, Binop, Cache, Src, HOSTS, RAX, RCX,
     RDX,
 };
-use super::{pack, status, Env, JUMPS, RING, TLB_INDEX_MASK};
+use super::{pack, status, Env, Window, JUMPS, RING, TLB_INDEX_MASK};
 use crate::hart::Hart;
 use crate::isa::{self, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::tlb::RAW_TLB_LAYOUT as TLB;
@@ -95,17 +95,25 @@ struct Guest {
     straddles: bool,
 }
 
+/// How a block's loads and stores find RAM on their fast path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DataAccess {
+    /// S/U-mode: the soft TLB, with the run's Sv39 or bare keys.
+    Paged,
+    /// M-mode: this window, compiled in as constants (the engine drops the blocks when the window changes).
+    Window(Window),
+}
+
 /// Decodes and translates the block whose first instruction lies at RAM offset `start`, from `code`, a copy of
 /// the guest bytes from `start` on (at most `limit` instructions, never past the page nor the copy's end), with
-/// the data fast path of S/U-mode accesses (`paged`: the soft TLB, with the run's Sv39 or bare keys) or M-mode
-/// ones (the window). `None`: nothing could be translated. The result depends on nothing but the arguments and
-/// on `code` only up to [`Translated::read_len`].
+/// the data fast path `access`. `None`: nothing could be translated. The result depends on nothing but the
+/// arguments and on `code` only up to [`Translated::read_len`].
 pub(crate) fn translate(
     asm: &mut CodeAssembler,
     out: &mut Assembler,
     code: &[u8],
     start: u64,
-    paged: bool,
+    access: DataAccess,
     limit: usize,
     count: bool,
 ) -> Option<Translated> {
@@ -166,7 +174,7 @@ pub(crate) fn translate(
     }
     let guest_len = (at - start) as u32;
     asm.reset();
-    let labels = emit_block(asm, guests.get(..insts)?, paged, guest_len, start & (PAGE_SIZE - 1), count).ok()?;
+    let labels = emit_block(asm, guests.get(..insts)?, access, guest_len, start & (PAGE_SIZE - 1), count).ok()?;
     let host_insts = asm.instructions().len() as u32;
     out.assemble(asm).ok()?;
     let entry = out.label_offset(&labels.entry)?;
@@ -435,11 +443,15 @@ impl Exits {
 fn emit_block(
     a: &mut CodeAssembler,
     guests: &[Guest],
-    paged: bool,
+    access: DataAccess,
     guest_len: u32,
     page_offset: u64,
     count: bool,
 ) -> Result<Labels, IcedError> {
+    let (paged, ram_window) = match access {
+        DataAccess::Paged => (true, Window::default()),
+        DataAccess::Window(window) => (false, window),
+    };
     let mut epilogue = a.create_label();
     let mut body = a.create_label();
     let mut labels =
@@ -556,7 +568,7 @@ fn emit_block(
                 if paged {
                     tlb_lookup(a, offset_of!(Env, load_bit), size, slow)?;
                 } else {
-                    window(a, slow)?;
+                    window(a, &ram_window, slow)?;
                 }
                 let source = match size {
                     1 => byte_ptr(RAM + rcx),
@@ -592,7 +604,7 @@ fn emit_block(
                 if paged {
                     tlb_lookup(a, offset_of!(Env, store_bit), size, slow)?;
                 } else {
-                    window(a, slow)?;
+                    window(a, &ram_window, slow)?;
                     if size > 1 {
                         // Aligned, so within one page and one granule of RAM (one watch entry covers it); a
                         // misaligned store, rare, takes the slow path.
@@ -827,12 +839,33 @@ fn address(a: &mut CodeAssembler, cache: &mut Cache, dst: u8, rs1: u8, disp: i32
     }
 }
 
-/// The M-mode RAM window: `rcx`, the address, becomes its RAM offset, or to `slow`.
-fn window(a: &mut CodeAssembler, slow: CodeLabel) -> Result<(), IcedError> {
-    a.sub(rcx, env(offset_of!(Env, window_base)))?;
-    a.cmp(rcx, env(offset_of!(Env, window_limit)))?;
+/// The M-mode RAM window, compiled in: `rcx`, the address, becomes its RAM offset, or to `slow` (`rax` is
+/// scratch: the slow path computes the address again).
+fn window(a: &mut CodeAssembler, window: &Window, slow: CodeLabel) -> Result<(), IcedError> {
+    // Each constant as a sign-extended 32-bit immediate where it fits (RAM at 0x8000_0000: -base does).
+    match i32::try_from(window.base.wrapping_neg() as i64) {
+        Ok(minus_base) => a.add(rcx, minus_base)?,
+        Err(_) => {
+            a.mov(rax, window.base)?;
+            a.sub(rcx, rax)?;
+        }
+    }
+    match i32::try_from(window.limit) {
+        Ok(limit) => a.cmp(rcx, limit)?,
+        Err(_) => {
+            a.mov(rax, window.limit)?;
+            a.cmp(rcx, rax)?;
+        }
+    }
     a.jae(slow)?;
-    a.add(rcx, env(offset_of!(Env, window_host)))
+    match i32::try_from(window.host) {
+        Ok(0) => Ok(()),
+        Ok(host) => a.add(rcx, host),
+        Err(_) => {
+            a.mov(rax, window.host)?;
+            a.add(rcx, rax)
+        }
+    }
 }
 
 /// The soft TLB lookup ([`SoftTlb::lookup`](crate::mem::tlb::SoftTlb::lookup)) inlined for an access of `size`

@@ -35,7 +35,9 @@
 //! Guest integer registers live in `hart.x`; within a block the ones it uses most are held in host registers
 //! ([`regs`]), written back before anything else may look at them (every exit and call out). RV64I and M arithmetic,
 //! `lui`/`auipc`, branches, `jal`/`jalr` and loads and stores are translated, with the soft TLB lookup (or the
-//! M-mode RAM window) inlined and the slow path a call to [`Memory::load`]/[`Memory::store`]. Everything else
+//! M-mode RAM window, whose bounds a block compiles in as constants: a new window, which a locked PMP entry or
+//! another real map makes, drops every block) inlined and the slow path a call to
+//! [`Memory::load`]/[`Memory::store`]. Everything else
 //! (CSR and privileged instructions, AMOs, floating point, ...) is a call to the interpreter's
 //! [`step`](super::interp::step) from translated code, so its semantics stay in one place; privileged
 //! instructions, exceptions and device accesses leave the engine with the interpreter's [`Exit`], `hart.pc` at
@@ -264,10 +266,6 @@ pub(crate) struct Env {
     pub load_bit: u32,
     pub store_bit: u32,
     pub _pad: u32,
-    /// The M-mode RAM window of this run (see [`DataPath`]), clamped to RAM.
-    pub window_base: u64,
-    pub window_limit: u64,
-    pub window_host: u64,
     /// The code watch bitmap and the number of pages it covers (0: stores always take the slow path).
     pub watch: usize,
     pub watch_pages: u64,
@@ -410,6 +408,8 @@ pub struct Dbt<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP:
     /// The cache's count of removed blocks when the links were last known good: any removal (invalidation,
     /// eviction, replacement) unlinks every slot, so no slot ever leads to a block that is gone.
     removals: u64,
+    /// The M-mode window that blocks whose data accesses are not paged compile in: that of the last such run.
+    window: Window,
     /// The target cache, a table per context tag (unpaged, paged data accesses), and the generation tag of its
     /// live entries (bumped on any removal, so every older entry misses).
     jumps: Box<[JumpTable; 2]>,
@@ -471,6 +471,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             heat: boxed(|| [0; HEAT_SLOTS]),
             threshold: HOT,
             removals: 0,
+            window: Window::default(),
             jumps: boxed(|| [[[EMPTY_KEY, 0]; JUMPS]; 2]),
             jump_tag: 0,
             ring: Box::new(Ring::EMPTY),
@@ -548,7 +549,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
 
     /// Translates the block whose first instruction lies at RAM offset `start` on this thread and caches it.
     fn translate(&mut self, memory: &mut Memory, start: u64, paged: bool) -> Option<(crate::cache::BlockId, u32)> {
-        let job = Job::snapshot(memory.ram, start, paged, self.counting, self.code_limit())?;
+        let job = Job::snapshot(memory.ram, start, paged, self.window, self.counting, self.code_limit())?;
         let mut scratch = core::mem::take(&mut self.scratch);
         self.translator.translate_into(&job, &mut scratch);
         let installed = self.install(memory, &scratch);
@@ -567,6 +568,11 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         };
         let job = translation.job();
         let (start, paged) = (job.offset(), job.paged());
+        if !paged && job.window() != self.window {
+            // Made for a window no longer in force.
+            self.stats.translations_stale += 1;
+            return None;
+        }
         let key = BlockKey::new(start, paged as u64);
         if self.cache.find(key).is_some() {
             self.stats.translations_redundant += 1;
@@ -654,7 +660,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             return;
         }
         let job = match self.in_flight_count < MAX_IN_FLIGHT {
-            true => Job::snapshot(memory.ram, start, paged, self.counting, self.code_limit()),
+            true => Job::snapshot(memory.ram, start, paged, self.window, self.counting, self.code_limit()),
             false => None,
         };
         let accepted = match (job, self.service.as_mut()) {
@@ -816,6 +822,16 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
     fn run_blocks(&mut self, hart: &mut Hart, memory: &mut Memory, budget: u64) -> Exit {
         let path = memory.data_path(hart);
         let paged = path.paged;
+        // Unpaged blocks compile the window in: another one (a locked PMP entry, another real map: a few times in
+        // a machine's life, if ever) drops every block.
+        if !paged {
+            let window = Window::of(&path, memory.ram.size());
+            if window != self.window {
+                self.window = window;
+                self.cache.invalidate_all();
+                self.stats.full_invalidations += 1;
+            }
+        }
         let mut remaining = budget;
         let mut retired_in_blocks = 0u64;
         // Whether the last run stopped inside a block: its rest runs on the cold tier, not taken for a block start.
@@ -966,9 +982,6 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 load_bit: path.load_key.bit(),
                 store_bit: path.store_key.bit(),
                 _pad: 0,
-                window_base: 0,
-                window_limit: 0,
-                window_host: 0,
                 watch: 0,
                 watch_pages: 0,
                 granules: 0,
@@ -986,7 +999,6 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 counts: [0; 4],
                 exit: Exit::BudgetExhausted,
             };
-            fill_window(&mut env, &path, memory.ram.size());
             (env.watch, env.watch_pages) = memory.ram.raw_code_watch();
             (env.granules, env.granule_pages) = memory.ram.raw_code_granules();
             env.hart = hart;
@@ -1110,12 +1122,22 @@ fn boxed<T>(make: impl FnOnce() -> T) -> Box<T> {
     Box::new(make())
 }
 
-/// The M-mode RAM window of `path`, clamped so that an access of up to 8 bytes below the limit stays in RAM.
-fn fill_window(env: &mut Env, path: &DataPath, ram_len: u64) {
-    let room = ram_len.saturating_sub(path.window_host).saturating_sub(7);
-    env.window_base = path.window_base;
-    env.window_limit = path.window_limit.min(room);
-    env.window_host = path.window_host;
+/// The M-mode RAM window (see [`DataPath`]) that blocks whose data accesses are not paged compile in as constants:
+/// guest real `[base, base + limit)` is RAM offset `host + (address - base)`. A limit of 0: no window, every
+/// access takes the slow path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    pub base: u64,
+    pub limit: u64,
+    pub host: u64,
+}
+
+impl Window {
+    /// The window of `path`, clamped so that an access of up to 8 bytes below the limit stays in RAM.
+    fn of(path: &DataPath, ram_len: u64) -> Window {
+        let room = ram_len.saturating_sub(path.window_host).saturating_sub(7);
+        Window { base: path.window_base, limit: path.window_limit.min(room), host: path.window_host }
+    }
 }
 
 impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Engine for Dbt<M, CODE, BLOCKS, MAP> {

@@ -16,20 +16,22 @@
 use alloc::vec::Vec;
 use iced_x86::code_asm::CodeAssembler;
 
-use super::emit::{self, Translated};
-use super::{assemble, DbtError, MAX_BLOCK};
+use super::emit::{self, DataAccess, Translated};
+use super::{assemble, DbtError, Window, MAX_BLOCK};
 use crate::mem::{Ram, PAGE_SIZE};
 
 /// Guest bytes a job carries at most: [`MAX_BLOCK`] instructions of four bytes.
 pub const JOB_BYTES: usize = MAX_BLOCK * 4;
 
-/// What a block's translation depends on: its first instruction's RAM offset, whether data accesses are paged,
-/// whether it counts its entries, the most host code bytes it may take, and a copy of its guest bytes (from the
-/// offset to the page's end, [`JOB_BYTES`] at most).
+/// What a block's translation depends on: its first instruction's RAM offset, whether data accesses are paged
+/// (else the M-mode window they go through), whether it counts its entries, the most host code bytes it may take,
+/// and a copy of its guest bytes (from the offset to the page's end, [`JOB_BYTES`] at most).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Job {
     offset: u64,
     paged: bool,
+    /// The M-mode window the block compiles in (the default when `paged`).
+    window: Window,
     counting: bool,
     code_limit: u32,
     len: u16,
@@ -41,6 +43,7 @@ impl core::fmt::Debug for Job {
         f.debug_struct("Job")
             .field("offset", &self.offset)
             .field("paged", &self.paged)
+            .field("window", &self.window)
             .field("counting", &self.counting)
             .field("len", &self.len)
             .finish()
@@ -49,7 +52,14 @@ impl core::fmt::Debug for Job {
 
 impl Job {
     /// The job of the block at RAM offset `offset` as RAM holds it now; `None` when the offset is outside RAM.
-    pub(crate) fn snapshot(ram: &Ram, offset: u64, paged: bool, counting: bool, code_limit: usize) -> Option<Job> {
+    pub(crate) fn snapshot(
+        ram: &Ram,
+        offset: u64,
+        paged: bool,
+        window: Window,
+        counting: bool,
+        code_limit: usize,
+    ) -> Option<Job> {
         let page_left = PAGE_SIZE - offset % PAGE_SIZE;
         let len = page_left.min(JOB_BYTES as u64).min(ram.size().checked_sub(offset)?);
         let mut bytes = [0; JOB_BYTES];
@@ -57,6 +67,7 @@ impl Job {
         Some(Job {
             offset,
             paged,
+            window: if paged { Window::default() } else { window },
             counting,
             code_limit: u32::try_from(code_limit).unwrap_or(u32::MAX),
             len: len as u16,
@@ -74,6 +85,7 @@ impl Job {
         Job {
             offset,
             paged,
+            window: Window::default(),
             counting,
             code_limit: u32::try_from(code_limit).unwrap_or(u32::MAX),
             len: len as u16,
@@ -89,6 +101,19 @@ impl Job {
     /// Whether the block's data accesses are paged (S/U-mode).
     pub fn paged(&self) -> bool {
         self.paged
+    }
+
+    /// The M-mode window the block's data accesses go through, unless they are paged.
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// The job with its data accesses through `window` (when they are not paged).
+    pub fn with_window(mut self, window: Window) -> Job {
+        if !self.paged {
+            self.window = window;
+        }
+        self
     }
 
     /// Whether the block counts its entries.
@@ -117,7 +142,15 @@ pub struct Translation {
 impl Default for Translation {
     fn default() -> Self {
         Translation {
-            job: Job { offset: 0, paged: false, counting: false, code_limit: 0, len: 0, bytes: [0; JOB_BYTES] },
+            job: Job {
+                offset: 0,
+                paged: false,
+                window: Window::default(),
+                counting: false,
+                code_limit: 0,
+                len: 0,
+                bytes: [0; JOB_BYTES],
+            },
             block: None,
             code: Vec::new(),
             imm64: Vec::new(),
@@ -152,6 +185,7 @@ impl Translation {
     pub fn answers(&self, job: &Job) -> bool {
         let same = self.job.offset == job.offset
             && self.job.paged == job.paged
+            && self.job.window == job.window
             && self.job.counting == job.counting
             && self.job.code_limit == job.code_limit;
         match self.read_bytes() {
@@ -190,8 +224,9 @@ impl Translator {
         out.code.clear();
         out.imm64.clear();
         let mut limit = MAX_BLOCK;
+        let access = if job.paged { DataAccess::Paged } else { DataAccess::Window(job.window) };
         while let Some(block) =
-            emit::translate(&mut self.asm, &mut self.assembler, job.bytes(), job.offset, job.paged, limit, job.counting)
+            emit::translate(&mut self.asm, &mut self.assembler, job.bytes(), job.offset, access, limit, job.counting)
         {
             if self.assembler.code().len() <= job.code_limit as usize {
                 out.block = Some(block);

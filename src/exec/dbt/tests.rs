@@ -1156,8 +1156,10 @@ fn measure_translation() {
     let (mut at, mut assembled) = (0x2000u64, 0u64);
     let begin = std::time::Instant::now();
     while assembled < blocks {
-        let Some(job) = Job::snapshot(memory.ram, at, false, false, MAX_BLOCK_CODE) else { break };
-        match emit::translate(&mut asm, &mut out, job.bytes(), at, assembled % 2 == 1, MAX_BLOCK, false) {
+        let Some(job) = Job::snapshot(memory.ram, at, false, Window::default(), false, MAX_BLOCK_CODE) else { break };
+        let access =
+            if assembled % 2 == 1 { emit::DataAccess::Paged } else { emit::DataAccess::Window(Window::default()) };
+        match emit::translate(&mut asm, &mut out, job.bytes(), at, access, MAX_BLOCK, false) {
             Some(block) => {
                 at += block.guest_len as u64;
                 assembled += 1;
@@ -1248,4 +1250,29 @@ mod served;
 #[test]
 fn fence_i_drops_code_a_racing_store_changed() {
     crate::mem::shared_tests::fence_i_drops_code_a_racing_store_changed(&mut *engine(), true);
+}
+
+/// Blocks whose data accesses are not paged compile the M-mode window in: a locked PMP entry (then M-mode
+/// accesses are checked, there is no window) drops them, and a load they served from the window faults as the
+/// interpreter's does.
+#[test]
+fn a_new_m_mode_window_drops_the_blocks_that_compiled_the_old_one() {
+    let program =
+        [Inst::Load { width: LoadWidth::D, rd: 6, rs1: 10, offset: 8 }, addi(5, 5, 1), Inst::Jal { rd: 0, offset: -8 }];
+    let mut fast = Machine::new(&bytes(&program), false);
+    let mut reference = Machine::new(&bytes(&program), false);
+    let mut dbt = engine();
+    assert_eq!(fast.run(&mut *dbt, 100), Exit::BudgetExhausted);
+    assert_eq!(reference.run(&mut Interpreter, 100), Exit::BudgetExhausted);
+    assert_eq!(fast.hart, reference.hart);
+    assert!(dbt.stats().blocks_translated >= 1);
+    // A locked entry over the data's page with no permission: M-mode loads from it now fault.
+    for machine in [&mut fast, &mut reference] {
+        machine.hart.write_csr(csr::PMPADDR0, DATA >> 2 | 0x1ff).unwrap();
+        machine.hart.write_csr(csr::PMPCFG0, 0x98).unwrap();
+    }
+    let exit = fast.run(&mut *dbt, 100);
+    assert_eq!(exit, reference.run(&mut Interpreter, 100));
+    assert_eq!(exit, Exit::Exception { cause: Exception::LoadAccessFault, tval: DATA + 8 });
+    assert_eq!(fast.hart, reference.hart);
 }

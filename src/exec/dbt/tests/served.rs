@@ -252,6 +252,8 @@ fn a_translation_answers_only_its_own_bytes() {
     assert!(!translation.answers(&Job::new(0x104, false, false, MAX_BLOCK_CODE, &block)));
     assert!(!translation.answers(&Job::new(0x100, true, false, MAX_BLOCK_CODE, &block)));
     assert!(!translation.answers(&Job::new(0x100, false, true, MAX_BLOCK_CODE, &block)));
+    let window = Window { base: RAM_BASE, limit: 0x1000, host: 0 };
+    assert!(!translation.answers(&Job::new(0x100, false, false, MAX_BLOCK_CODE, &block).with_window(window)));
     assert!(!translation.answers(&Job::new(0x100, false, false, 64, &block)));
     // Too few bytes (the job's copy ends inside the block): not this translation either.
     assert!(!translation.answers(&Job::new(0x100, false, false, MAX_BLOCK_CODE, &block[..10])));
@@ -267,4 +269,38 @@ fn a_translation_answers_only_its_own_bytes() {
     assert!(!failed.is_translated() && !failed.answers(&empty));
     // The same job, translated again: the same code.
     assert_eq!(translator.translate(&job).code, translation.code);
+}
+
+/// A translation made for an M-mode window no longer in force when it lands (a PMP entry was locked while its job
+/// was in flight) is dropped: the loads it would serve from the window fault, as the interpreter's do.
+#[test]
+fn a_translation_for_an_old_m_mode_window_is_dropped() {
+    let program = [
+        addi(5, 0, 200),
+        Inst::Load { width: LoadWidth::D, rd: 6, rs1: 10, offset: 8 },
+        Inst::Op { op: OpKind::Add, rd: 7, rs1: 7, rs2: 6 },
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -12 },
+        Inst::Ecall,
+    ];
+    let mut fast = Machine::new(&bytes(&program), false);
+    let mut reference = Machine::new(&bytes(&program), false);
+    let (mut dbt, late) = served(0, 0, 64);
+    late.borrow_mut().hold = true;
+    // The jobs are made at turn 0, the data's page locked away from M-mode at turn 2, the jobs land at turn 4.
+    let lock = |machine: &mut Machine, turn: usize| {
+        if turn == 2 {
+            machine.hart.write_csr(csr::PMPADDR0, DATA >> 2 | 0x1ff).unwrap();
+            machine.hart.write_csr(csr::PMPCFG0, 0x98).unwrap();
+        }
+    };
+    let release = |_: &mut TestDbt, turn: usize| {
+        if turn == 4 {
+            late.borrow_mut().hold = false;
+        }
+    };
+    until_ecall(&mut fast, &mut reference, &mut *dbt, 20, lock, release);
+    let stats = dbt.stats();
+    assert!(stats.translations_stale >= 1, "{stats:?}");
+    assert!(stats.blocks_translated >= 1 && stats.blocks_entered >= 1, "translated anew for the new window: {stats:?}");
 }
