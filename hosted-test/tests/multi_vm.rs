@@ -503,6 +503,9 @@ fn uboot_and_linux_run_side_by_side_on_partitions_of_one_image() {
     console.type_line("poweroff");
     console.expect("trapeze: vm \"uboot\" powered off", FIRMWARE_TIMEOUT);
 
+    // Linux boots meanwhile, at its own pace: its lines may come before U-Boot's last ones (on a loaded machine,
+    // U-Boot's session takes longer).
+    console.rewind();
     console.expect("[linux] [    0.000000] Linux version", FIRMWARE_TIMEOUT);
     console.expect("[linux] [    0.000000] Machine model: riscv-virtio,qemu", FIRMWARE_TIMEOUT);
     console.expect("Run /init as init process", FIRMWARE_TIMEOUT);

@@ -123,6 +123,12 @@ impl Console {
         }
     }
 
+    /// Moves the cursor back to the start of the output: for the lines of another VM, which runs at its own pace
+    /// (its lines may come before or after the ones already found).
+    pub fn rewind(&mut self) {
+        self.cursor = 0;
+    }
+
     /// Types `bytes` as they are (no newline added).
     pub fn type_bytes(&mut self, bytes: &[u8]) {
         self.stdin.write_all(bytes).unwrap();

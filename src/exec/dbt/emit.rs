@@ -559,8 +559,7 @@ fn emit_block(
             }
             Inst::Load { width, rd, rs1, offset: disp } => {
                 let packed = pack(rd, width as u8, guest.len, guest.offset, index);
-                // The window checks the address in rcx (the slow path computes rax itself); the soft TLB rax.
-                address(a, &mut cache, if paged { RAX } else { RCX }, rs1, disp)?;
+                let rebased = data_address(a, &mut cache, paged, &ram_window, rs1, disp)?;
                 let before = cache;
                 let slow = a.create_label();
                 let mut back = a.create_label();
@@ -568,7 +567,7 @@ fn emit_block(
                 if paged {
                     tlb_lookup(a, offset_of!(Env, load_bit), size, slow)?;
                 } else {
-                    window(a, &ram_window, slow)?;
+                    window(a, &ram_window, rebased, slow)?;
                 }
                 let source = match size {
                     1 => byte_ptr(RAM + rcx),
@@ -594,7 +593,7 @@ fn emit_block(
             }
             Inst::Store { width, rs1, rs2, offset: disp } => {
                 let packed = pack(rs2, width as u8, guest.len, guest.offset, index);
-                address(a, &mut cache, if paged { RAX } else { RCX }, rs1, disp)?;
+                let rebased = data_address(a, &mut cache, paged, &ram_window, rs1, disp)?;
                 // The value's register is loaded here, before any check, so the slow path finds it as the fast
                 // path leaves it.
                 let value = cache.src(a, rs2)?;
@@ -604,7 +603,7 @@ fn emit_block(
                 if paged {
                     tlb_lookup(a, offset_of!(Env, store_bit), size, slow)?;
                 } else {
-                    window(a, &ram_window, slow)?;
+                    window(a, &ram_window, rebased, slow)?;
                     if size > 1 {
                         // Aligned, so within one page and one granule of RAM (one watch entry covers it); a
                         // misaligned store, rare, takes the slow path.
@@ -839,11 +838,33 @@ fn address(a: &mut CodeAssembler, cache: &mut Cache, dst: u8, rs1: u8, disp: i32
     }
 }
 
-/// The M-mode RAM window, compiled in: `rcx`, the address, becomes its RAM offset, or to `slow` (`rax` is
-/// scratch: the slow path computes the address again).
-fn window(a: &mut CodeAssembler, window: &Window, slow: CodeLabel) -> Result<(), IcedError> {
+/// The address of a load or store, `x[rs1] + disp`: into `rax` for the soft TLB (`paged`); else into `rcx`,
+/// less the window's base where that folds into the displacement (RAM at 0x8000_0000: any `disp` >= 0), which
+/// it returns (the slow path computes the address again, into `rax`).
+fn data_address(
+    a: &mut CodeAssembler,
+    cache: &mut Cache,
+    paged: bool,
+    window: &Window,
+    rs1: u8,
+    disp: i32,
+) -> Result<bool, IcedError> {
+    if paged {
+        address(a, cache, RAX, rs1, disp)?;
+        return Ok(false);
+    }
+    match i32::try_from(i64::from(disp).wrapping_sub(window.base as i64)) {
+        Ok(rebased) => address(a, cache, RCX, rs1, rebased).map(|()| true),
+        Err(_) => address(a, cache, RCX, rs1, disp).map(|()| false),
+    }
+}
+
+/// The M-mode RAM window, compiled in: `rcx`, the address (less the base if `rebased`), becomes its RAM offset,
+/// or to `slow` (`rax` is scratch: the slow path computes the address again).
+fn window(a: &mut CodeAssembler, window: &Window, rebased: bool, slow: CodeLabel) -> Result<(), IcedError> {
     // Each constant as a sign-extended 32-bit immediate where it fits (RAM at 0x8000_0000: -base does).
     match i32::try_from(window.base.wrapping_neg() as i64) {
+        _ if rebased => {}
         Ok(minus_base) => a.add(rcx, minus_base)?,
         Err(_) => {
             a.mov(rax, window.base)?;
