@@ -196,6 +196,13 @@ fn lockstep_translating_at(
 }
 
 impl Machine {
+    /// A locked PMP entry over the data's page with no permission: M-mode loads from it fault, and M-mode has no
+    /// RAM window any more.
+    fn lock_data_page(&mut self) {
+        self.hart.write_csr(csr::PMPADDR0, DATA >> 2 | 0x1ff).unwrap();
+        self.hart.write_csr(csr::PMPCFG0, 0x98).unwrap();
+    }
+
     /// The test's dispatcher: whether the run goes on after `exit`.
     fn serve(&mut self, exit: Exit) -> bool {
         let hart = &mut self.hart;
@@ -1266,11 +1273,8 @@ fn a_new_m_mode_window_drops_the_blocks_that_compiled_the_old_one() {
     assert_eq!(reference.run(&mut Interpreter, 100), Exit::BudgetExhausted);
     assert_eq!(fast.hart, reference.hart);
     assert!(dbt.stats().blocks_translated >= 1);
-    // A locked entry over the data's page with no permission: M-mode loads from it now fault.
-    for machine in [&mut fast, &mut reference] {
-        machine.hart.write_csr(csr::PMPADDR0, DATA >> 2 | 0x1ff).unwrap();
-        machine.hart.write_csr(csr::PMPCFG0, 0x98).unwrap();
-    }
+    fast.lock_data_page();
+    reference.lock_data_page();
     let exit = fast.run(&mut *dbt, 100);
     assert_eq!(exit, reference.run(&mut Interpreter, 100));
     assert_eq!(exit, Exit::Exception { cause: Exception::LoadAccessFault, tval: DATA + 8 });

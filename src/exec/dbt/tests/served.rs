@@ -290,8 +290,7 @@ fn a_translation_for_an_old_m_mode_window_is_dropped() {
     // The jobs are made at turn 0, the data's page locked away from M-mode at turn 2, the jobs land at turn 4.
     let lock = |machine: &mut Machine, turn: usize| {
         if turn == 2 {
-            machine.hart.write_csr(csr::PMPADDR0, DATA >> 2 | 0x1ff).unwrap();
-            machine.hart.write_csr(csr::PMPCFG0, 0x98).unwrap();
+            machine.lock_data_page();
         }
     };
     let release = |_: &mut TestDbt, turn: usize| {
