@@ -51,9 +51,9 @@
 //! hash saw, or one the second hash finds. RISC-V lets a hart run stale code until its own `fence.i` (after it
 //! synchronised with the writer), so a stale translation that lives until then is what the ISA allows.
 //!
-//! This module never allocates, never blocks except on the dirty log's lock (held for a few stores) and the deferred watches' (held for
-//! one fence and their hashes), and never
-//! lets an offset index outside the views (every access is `get`-checked).
+//! This module never allocates, never blocks except on the dirty log's lock (held for a few stores) and the
+//! deferred watches' (held for one fence and their hashes), and never lets an offset index outside the views
+//! (every access is `get`-checked).
 
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
