@@ -441,8 +441,9 @@ impl Drop for MappedCode {
 // SAFETY: the mapping at `base` lives as long as the value at the same address and is never writable and
 // executable at once: with a writable view, it is read+execute always and the view (another address, never
 // executable) is written; without one, it is read+execute except inside `write`, which makes exactly the pages it
-// writes read+write (not executable), copies, and makes them read+execute again before returning. x86-64 keeps
-// instruction fetch coherent with stores of the same thread, to the same physical memory through any address.
+// writes read+write (not executable), copies, and makes them read+execute again before returning. Code written
+// through the writable view is followed by a serializing instruction, so that nothing this thread fetched from the
+// executable view before the write runs after it (see `serialize_instruction_fetch`).
 unsafe impl CodeMemory for MappedCode {
     fn base(&self) -> usize {
         self.base as usize
@@ -457,6 +458,7 @@ unsafe impl CodeMemory for MappedCode {
         if !self.alias.is_null() {
             // SAFETY: the destination lies inside the writable view; the source is another object.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.alias.add(offset), bytes.len()) };
+            serialize_instruction_fetch();
             return Ok(());
         }
         let first = offset / PAGE * PAGE;
@@ -465,6 +467,34 @@ unsafe impl CodeMemory for MappedCode {
         // SAFETY: the destination lies inside the mapping and is writable now; the source is another object.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(offset), bytes.len()) };
         self.protect(first, last - first, libc::PROT_READ | libc::PROT_EXEC)
+    }
+}
+
+/// Makes this thread fetch instructions anew: what it prefetched before code memory was written through another
+/// address (the writable view) is dropped. x86 notices a store to instructions in flight only when it is made
+/// through the address they were fetched at; code written through any other address needs a serializing
+/// instruction before it runs (Intel SDM vol. 3A 11.6, AMD APM vol. 2 7.6.1). `iretq` to the next instruction is
+/// one that every x86-64 has in user mode and that a hypervisor does not intercept (`cpuid` costs a VM exit).
+fn serialize_instruction_fetch() {
+    // SAFETY: builds an interrupt frame that returns to the next instruction with this thread's own stack
+    // segment, stack pointer, flags and code segment, and pops it with `iretq`: every register and the stack
+    // are as they were (`tmp` aside); nothing is read or written but the five words pushed below the stack
+    // pointer (no red zone is in use: `nostack` is not given).
+    unsafe {
+        core::arch::asm!(
+            "mov {tmp:e}, ss",
+            "push {tmp}",
+            "lea {tmp}, [rsp + 8]",
+            "push {tmp}",
+            "pushfq",
+            "mov {tmp:e}, cs",
+            "push {tmp}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "iretq",
+            "2:",
+            tmp = out(reg) _,
+        );
     }
 }
 
@@ -545,5 +575,26 @@ mod tests {
         code.write(PAGE - 2, &[7]).unwrap();
         assert_eq!(function(), 7);
         assert_eq!(code.write(2 * PAGE - 1, &[0, 0]), Err(CodeMemoryError::OutOfRange));
+    }
+
+    /// The serializing `iretq` returns to the next instruction with the stack, the locals and the flags as they
+    /// were (a wrong frame would fault or return elsewhere).
+    #[test]
+    fn serializing_instruction_fetch_changes_nothing_else() {
+        let locals = [0x1234_5678_9abc_def0u64, 42, u64::MAX];
+        let before = std::hint::black_box(&locals) as *const _ as usize;
+        for _ in 0..1000 {
+            serialize_instruction_fetch();
+        }
+        assert_eq!(std::hint::black_box(&locals) as *const _ as usize, before);
+        assert_eq!(locals, [0x1234_5678_9abc_def0, 42, u64::MAX]);
+        let (mut flags_before, mut flags_after): (u64, u64);
+        // SAFETY: reads the flags through the stack (a push and a pop).
+        unsafe { core::arch::asm!("pushfq", "pop {}", out(reg) flags_before) };
+        serialize_instruction_fetch();
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("pushfq", "pop {}", out(reg) flags_after) };
+        // Arithmetic flags aside (the compiler may set them between), every flag is as it was.
+        assert_eq!(flags_before & !0x8d5, flags_after & !0x8d5);
     }
 }

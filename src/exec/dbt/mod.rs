@@ -131,8 +131,10 @@ pub const EVICTION: Eviction = Eviction::Fifo { regions: 4 };
 /// # Safety
 /// Implementers guarantee that `[base(), base() + len())` stays mapped at the same address as long as the value
 /// lives and is never writable and executable at once (it is readable and executable except inside `write`), and
-/// that once `write(offset, bytes)` returned `Ok`, executing at `base() + offset` runs exactly `bytes` (the
-/// instruction stream kept coherent) until the next `write` over them. Only `write` changes the contents.
+/// that once `write(offset, bytes)` returned `Ok`, executing at `base() + offset` on the calling thread runs
+/// exactly `bytes` until the next `write` over them: nothing fetched before the write may run after it (x86 sees a
+/// store to instructions in flight only through the address they were fetched at, so a write through another
+/// mapping must end with a serializing instruction). Only `write` changes the contents.
 // An unsafe trait: its implementations vouch for the code the engine jumps into.
 #[allow(unsafe_code)]
 pub unsafe trait CodeMemory {
