@@ -153,12 +153,14 @@ impl Dispatcher {
                 retire(hart, len);
                 Resume::Yield
             }
-            // A hart with an interrupt pending, even one `mie` disables, does not stall: the privileged
-            // specification lets `wfi` resume for any reason, Spike does so, and riscv-tests' rv64si-p-wfi relies on
-            // it. Only a hart with nothing pending waits (and wakes when an enabled interrupt becomes pending).
+            // A hart with a locally enabled interrupt pending (`mip & mie`, whatever `mstatus.MIE`/`SIE` and
+            // `mideleg` say) does not stall, as the privileged specification asks and riscv-tests' rv64si-p-wfi
+            // checks. One whose pending interrupts `mie` all disables waits, as on QEMU: OpenSBI parks its
+            // secondary harts in a `wfi` loop with only MSIE and MEIE enabled while the timer line may be up,
+            // and resuming there made a waiting hart spin through its whole boot.
             Inst::Wfi if wfi_allowed(hart) => {
                 retire(hart, len);
-                if hart.mip() != 0 {
+                if hart.wake_up_pending() {
                     Resume::Continue
                 } else {
                     Resume::WaitForInterrupt
@@ -303,7 +305,7 @@ pub fn extend(value: u64, size: u8, signed: bool) -> u64 {
 mod tests {
     use super::*;
     use crate::hart::HartConfig;
-    use crate::isa::csr::interrupt;
+    use crate::isa::csr::{interrupt, mstatus};
 
     struct NoDevices;
 
@@ -324,19 +326,24 @@ mod tests {
         Dispatcher::new().dispatch(exit, hart, &mut NoDevices)
     }
 
-    /// riscv-tests' rv64si-p-wfi: `wfi` with SSIP pending but disabled in `sie` (and SIE clear) must not stall.
+    /// riscv-tests' rv64si-p-wfi: `wfi` with SSIP pending and enabled in `sie` but SIE clear must not stall; a
+    /// pending interrupt that `mie` disables does not end the wait (QEMU's rule; OpenSBI's parked harts need it).
     #[test]
-    fn wfi_waits_only_when_nothing_is_pending() {
+    fn wfi_waits_unless_a_locally_enabled_interrupt_is_pending() {
         let mut hart = Hart::new(HartConfig::rv64gc(0));
         hart.pc = 0x8000_0000;
         assert_eq!(wfi(&mut hart), Resume::WaitForInterrupt);
         assert_eq!((hart.pc, hart.instret), (0x8000_0004, 1), "wfi retires");
         hart.csrs.mip = interrupt::SSI;
-        assert_eq!(hart.csrs.mie, 0);
-        assert_eq!(wfi(&mut hart), Resume::Continue, "a pending interrupt, even a disabled one, ends the wait");
-        assert_eq!((hart.pc, hart.instret), (0x8000_0008, 2));
+        assert_eq!(wfi(&mut hart), Resume::WaitForInterrupt, "a pending interrupt that mie disables is no wake-up");
+        hart.csrs.mie = interrupt::SSI;
+        assert_eq!(hart.csrs.mstatus & (mstatus::MIE | mstatus::SIE), 0);
+        assert_eq!(wfi(&mut hart), Resume::Continue, "an enabled one ends the wait, globally masked or not");
+        assert_eq!((hart.pc, hart.instret), (0x8000_000c, 3));
         hart.csrs.mip = 0;
         hart.interrupt_lines = interrupt::MTI;
+        assert_eq!(wfi(&mut hart), Resume::WaitForInterrupt, "the timer line with MTIE clear");
+        hart.csrs.mie = interrupt::MTI;
         assert_eq!(wfi(&mut hart), Resume::Continue, "a device line counts too");
     }
 
