@@ -362,7 +362,14 @@ fn hart_thread<D: Devices>(
         }
         EngineChoice::Threaded => run_hart(&mut vm, &mut *Box::new(HostedThreaded::new()), ending, args, wakeups),
         #[cfg(target_arch = "x86_64")]
-        EngineChoice::Dbt => run_hart(&mut vm, &mut *crate::jit::served_dbt()?, ending, args, wakeups),
+        EngineChoice::Dbt => {
+            let mut dbt = crate::jit::served_dbt()?;
+            // A turn's end here is only where the thread looks at the run's end and at spinning, not a count the
+            // guest sees: the block it falls in runs whole rather than its head and tail on the cold tier (a
+            // two-hart Linux boot cut 125 000 blocks so).
+            dbt.set_budget_overrun(true);
+            run_hart(&mut vm, &mut *dbt, ending, args, wakeups)
+        }
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Execution engines: they run guest instructions on a hart and return an [`Exit`] for anything the virtual
 //! machine must decide. An engine never emulates a privileged instruction itself, with one exception a host
-//! opts into: the threaded engine may serve CSR accesses whose outcome the hart alone decides and the
-//! dispatcher would give exactly (`threaded::InlineCsr`).
+//! opts into: the threaded engine and the translator may serve CSR accesses whose outcome the hart alone decides
+//! and the dispatcher would give exactly (`threaded::InlineCsr`).
 
 #[cfg(all(feature = "dbt", target_arch = "x86_64"))]
 pub mod dbt;

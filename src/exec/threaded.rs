@@ -93,8 +93,17 @@ pub struct ServedInline {
 }
 
 impl ServedInline {
+    /// Counts one access to `csr` served with `value`.
+    pub(crate) fn note(&mut self, csr: u16, value: u64) {
+        self.accesses += 1;
+        if csr == crate::isa::csr::TIME {
+            self.time_reads += 1;
+            self.latest_time = value;
+        }
+    }
+
     /// Adds a run's accesses to these.
-    fn add(&mut self, run: &ServedInline) {
+    pub(crate) fn add(&mut self, run: &ServedInline) {
         self.accesses += run.accesses;
         self.time_reads += run.time_reads;
         self.latest_time = self.latest_time.max(run.latest_time);
@@ -123,6 +132,10 @@ pub struct InlineCsr {
 }
 
 impl InlineCsr {
+    /// Serves reads and `sstatus.SIE` toggles, never `time` (every read of it leaves): for a host that keeps
+    /// the guest's time in its run loop, which brings it up to date at each exit.
+    pub const WITHOUT_TIME: InlineCsr = InlineCsr { clock: || 0, offset: 0, until: 0 };
+
     /// Serves the CSR access `op` (source register or immediate `src`) of `csr` on `hart` if it is one of the two
     /// kinds above: the value for `rd`, with any write done; `None` (nothing changed) when it must leave.
     #[inline(always)]
@@ -1025,11 +1038,7 @@ fn csr_exit(hart: &mut Hart, ctx: &mut Ctx, op: &Op, pc: u64) -> Flow {
     let csr_op = CSR_OPS[(op.rs2 as usize).min(CSR_OPS.len() - 1)];
     if let Some(reads) = ctx.inline_csr {
         if let Some(value) = reads.serve(hart, csr_op, op.rs1, (word >> 20) as u16) {
-            ctx.served_inline.accesses += 1;
-            if (word >> 20) as u16 == crate::isa::csr::TIME {
-                ctx.served_inline.time_reads += 1;
-                ctx.served_inline.latest_time = value;
-            }
+            ctx.served_inline.note((word >> 20) as u16, value);
             hart.set_x(op.rd, value);
             return Flow::Next;
         }

@@ -41,8 +41,10 @@
 //! (CSR and privileged instructions, AMOs, floating point, ...) is a call to the interpreter's
 //! [`step`](super::interp::step) from translated code, so its semantics stay in one place; privileged
 //! instructions, exceptions and device accesses leave the engine with the interpreter's [`Exit`], `hart.pc` at
-//! the instruction and `instret` counting exactly the instructions before it. A store that may write code (to a
-//! watched page; with a granular watch, to one of its 64-byte granules that may hold code, as
+//! the instruction and `instret` counting exactly the instructions before it. The one exception is the host's
+//! opt-in, as for the threaded engine: CSR reads and `sstatus.SIE` toggles the dispatcher would give exactly
+//! ([`InlineCsr`], [`Dbt::serve_csr_inline`]), served by the `step` helper without leaving. A store that may
+//! write code (to a watched page; with a granular watch, to one of its 64-byte granules that may hold code, as
 //! [`Ram`](crate::mem::Ram) tells them apart) takes the slow path; when it writes code it ends the block after
 //! the store, and the page's blocks are dropped before anything else runs, so self-modifying code runs
 //! correctly, and data beside code is stored inline, costing neither a call nor a translation.
@@ -106,11 +108,11 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::interp::{self, exception, mmio};
-use super::threaded::{ColdHook, Threaded};
+use super::threaded::{ColdHook, InlineCsr, ServedInline, Threaded};
 use super::Engine;
 use crate::cache::{BlockKey, CodeCache, Eviction};
 use crate::hart::Hart;
-use crate::isa::{LoadWidth, OpKind, StoreWidth};
+use crate::isa::{Inst, LoadWidth, OpKind, StoreWidth};
 use crate::mem::mmu::{DataPath, Loaded, Memory, Target, TLB_ENTRIES};
 use crate::mem::sv39::AccessType;
 use crate::mem::{DirtyCode, PAGE_SIZE};
@@ -292,6 +294,9 @@ pub(crate) struct Env {
     pub memory: *mut Memory<'static, 'static>,
     /// Counters translated code adds to with counting on (`COUNT_*`).
     pub counts: [u64; 4],
+    /// The CSR accesses the `step` helper serves itself ([`Dbt::serve_csr_inline`]; null: none), and its count.
+    pub inline_csr: *const InlineCsr,
+    pub served_inline: *mut ServedInline,
     /// The exit of an [`status::EXIT`].
     pub exit: Exit,
 }
@@ -446,6 +451,13 @@ pub struct Dbt<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP:
     /// The pc at which each hart's last run spent its budget (slot `hart_id % STOP_SLOTS`): its next run steps
     /// to the next known block start rather than translating a block that starts inside one.
     stopped: [Option<u64>; STOP_SLOTS],
+    /// Whether a translated block the budget does not cover runs whole, past the budget, rather than its first
+    /// instructions on the cold tier ([`Dbt::set_budget_overrun`]).
+    overrun: bool,
+    /// The CSR accesses translated code serves without leaving ([`Dbt::serve_csr_inline`]), and those it served
+    /// since the last look.
+    inline_csr: Option<InlineCsr>,
+    served_inline: ServedInline,
 }
 
 /// Why [`Dbt::new`] refused.
@@ -494,6 +506,9 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             staged: 0,
             stats: DbtStats::default(),
             stopped: [None; STOP_SLOTS],
+            overrun: false,
+            inline_csr: None,
+            served_inline: ServedInline::default(),
         })
     }
 
@@ -501,6 +516,24 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
     /// tests want); until then the cold tier runs it.
     pub fn set_translation_threshold(&mut self, instructions: u16) {
         self.threshold = instructions;
+    }
+
+    /// Lets a run end after the translated block the budget ends in, at most one block's instructions past it,
+    /// rather than run that block's first instructions on the cold tier (and its rest there at the next run). For
+    /// an embedder whose budgets are only turns of a hart (a thread per hart, on host time), not a count the
+    /// guest may observe: instruction-counted time, lockstep comparison and the debugger need exact budgets.
+    pub fn set_budget_overrun(&mut self, allowed: bool) {
+        self.overrun = allowed;
+    }
+
+    /// Serves CSR accesses in the engine from now on, in translated code and on the cold tier ([`InlineCsr`]: reads
+    /// and `sstatus.SIE` toggles the dispatcher would give exactly), or (`None`) leaves for every CSR access. A
+    /// host's opt-in, as for the threaded engine: the machine's run loop brings time and devices up to date at
+    /// each exit, so a timer that came due since the last one is taken at the next exit instead, which only runs
+    /// on host time may allow.
+    pub fn serve_csr_inline(&mut self, reads: Option<InlineCsr>) {
+        self.inline_csr = reads;
+        self.cold.serve_csr_inline(reads);
     }
 
     /// Translates hot blocks through `service` from now on, off the hart's thread: a block that turns hot is
@@ -920,8 +953,13 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             pending_link = None;
             let entry = block.and_then(|(block, insts)| {
                 let meta = self.meta.get(block.index())?;
-                (insts as u64 <= remaining).then_some(meta.code + meta.entry as usize)
+                (insts as u64 <= remaining || self.overrun).then_some(meta.code + meta.entry as usize)
             });
+            // With overrun allowed, a block longer than the budget left runs whole, and nothing after it.
+            let given = match block {
+                Some((_, insts)) if insts as u64 > remaining => insts as u64,
+                _ => remaining,
+            };
             if let (Some(start), Some(_), None) = (start, block, entry) {
                 // The tail of a budget: the cold tier runs the first instructions of the block, predecoded once
                 // and kept (the interpreter would decode each every time), and the next run resumes inside the
@@ -974,7 +1012,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 entry_pc: pc,
                 pc,
                 retired: 0,
-                budget: remaining,
+                budget: given,
                 link: 0,
                 x: hart.x.as_mut_ptr(),
                 ram: memory.ram.raw_bytes(),
@@ -999,6 +1037,8 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 hart: core::ptr::null_mut(),
                 memory: core::ptr::null_mut(),
                 counts: [0; 4],
+                inline_csr: self.inline_csr.as_ref().map_or(core::ptr::null(), |reads| reads as *const InlineCsr),
+                served_inline: &mut self.served_inline,
                 exit: Exit::BudgetExhausted,
             };
             (env.watch, env.watch_pages) = memory.ram.raw_code_watch();
@@ -1040,16 +1080,17 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             self.stats.probes += env.counts[COUNT_PROBES];
             self.stats.probe_hits += env.counts[COUNT_PROBE_HITS];
             hart.pc = env.pc;
-            let retired = remaining.saturating_sub(env.budget);
+            let retired = given.saturating_sub(env.budget);
             retired_in_blocks += retired;
-            remaining -= retired;
+            remaining = remaining.saturating_sub(retired);
             pending_link = (env.link != 0).then_some(env.link);
             left_code = true;
             if status == status::EXIT {
                 break env.exit;
             }
         };
-        if exit == Exit::BudgetExhausted {
+        // (A budget spent by a translated block ends at a block boundary: only the cold tier stops inside one.)
+        if exit == Exit::BudgetExhausted && !left_code {
             self.stopped[hart.config.hart_id as usize % STOP_SLOTS] = Some(hart.pc);
         }
         // Written code is dropped before leaving, so that nothing depends on the embedder keeping the RAM's
@@ -1152,6 +1193,12 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> En
         }
         self.stats.runs += 1;
         self.run_blocks(hart, memory, budget)
+    }
+
+    fn take_time_served(&mut self) -> Option<u64> {
+        let mut served = core::mem::take(&mut self.served_inline);
+        served.add(&self.cold.take_served_inline());
+        (served.time_reads > 0).then_some(served.latest_time)
     }
 }
 
@@ -1264,7 +1311,25 @@ pub(crate) extern "sysv64" fn step(env: *mut Env, packed: u64) -> u32 {
             }
             status::CONTINUE
         }
-        Err(exit) => leave(env, &at, exit),
+        Err(exit) => {
+            if let (Exit::System { inst: Inst::Csr { op, rd, src, csr }, .. }, false) = (exit, env.inline_csr.is_null())
+            {
+                #[allow(unsafe_code)]
+                // SAFETY: `run_blocks` points both at its engine's fields, which nothing else touches until the
+                // block returns.
+                let (reads, served) = unsafe { (&*env.inline_csr, &mut *env.served_inline) };
+                if let Some(value) = reads.serve(hart, op, src, csr) {
+                    // Served: it retires as the block's (charged at its entry), without leaving, and the pc moves
+                    // past it as after any step (a block ending in an instruction that straddles a page takes
+                    // its next pc from `hart.pc`).
+                    served.note(csr, value);
+                    hart.set_x(rd, value);
+                    hart.pc = hart.pc.wrapping_add(at.len);
+                    return status::CONTINUE;
+                }
+            }
+            leave(env, &at, exit)
+        }
     }
 }
 

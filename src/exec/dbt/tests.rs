@@ -449,6 +449,141 @@ fn budgets_ending_inside_blocks_run_on_the_cold_tier() {
     }
 }
 
+/// With budget overrun allowed, a budget ending inside a translated block runs that block whole and stops after
+/// it: nothing on the cold tier, at most one block's instructions past the budget, and the same hart as the
+/// interpreter's after as many instructions.
+#[test]
+fn with_overrun_a_budget_ending_inside_a_block_runs_the_block_whole() {
+    let program = [
+        addi(5, 0, 300),
+        addi(6, 6, 3),
+        Inst::Op { op: OpKind::Xor, rd: 7, rs1: 7, rs2: 6 },
+        Inst::Load { width: LoadWidth::D, rd: 8, rs1: 10, offset: 8 },
+        Inst::Op { op: OpKind::Add, rd: 7, rs1: 7, rs2: 8 },
+        Inst::Store { width: StoreWidth::D, rs1: 10, rs2: 7, offset: 24 },
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -24 },
+        Inst::Ecall,
+    ];
+    for supervisor in [false, true] {
+        let mut fast = Machine::new(&bytes(&program), supervisor);
+        let mut reference = Machine::new(&bytes(&program), supervisor);
+        let mut dbt = engine();
+        dbt.set_budget_overrun(true);
+        // The loop's block is 7 instructions: budgets of 3 end inside it every time.
+        for turn in 0..60 {
+            let before = fast.hart.instret;
+            assert_eq!(fast.run(&mut *dbt, 3), Exit::BudgetExhausted, "turn {turn}");
+            let ran = fast.hart.instret - before;
+            assert!((3..3 + 7).contains(&ran), "turn {turn} ran {ran} instructions");
+            assert_eq!(reference.run(&mut Interpreter, ran), Exit::BudgetExhausted);
+            assert_eq!(fast.hart, reference.hart, "turn {turn}");
+        }
+        assert!(fast.backing == reference.backing);
+        let stats = dbt.stats();
+        assert_eq!((stats.cold_instructions, stats.cold_tails, stats.stepped), (0, 0, 0), "{stats:?}");
+    }
+}
+
+/// The test's dispatcher for CSR accesses: the real one, on a machine without devices.
+struct NoDevices;
+
+impl crate::trap::Platform for NoDevices {
+    fn mmio_read(&mut self, _addr: u64, _size: u8) -> Result<u64, crate::dev::MmioError> {
+        Err(crate::dev::MmioError::Unsupported)
+    }
+    fn mmio_write(
+        &mut self,
+        _addr: u64,
+        _size: u8,
+        _value: u64,
+    ) -> Result<Option<crate::dev::MachineRequest>, crate::dev::MmioError> {
+        Err(crate::dev::MmioError::Unsupported)
+    }
+    fn time(&mut self) -> u64 {
+        0
+    }
+}
+
+/// Runs `machine` on `engine` to its `ecall`, the dispatcher serving every other exit: the exits it took.
+fn exits_to_ecall(machine: &mut Machine, engine: &mut impl Engine) -> u64 {
+    for exits in 0..1000 {
+        match machine.run(engine, 1 << 16) {
+            Exit::Exception { cause: Exception::EcallFromS, .. } => return exits,
+            exit => {
+                let resume = crate::trap::Dispatcher::new().dispatch(exit, &mut machine.hart, &mut NoDevices);
+                assert_eq!(resume, crate::trap::Resume::Continue, "{exit:?}");
+            }
+        }
+    }
+    panic!("no ecall");
+}
+
+/// Linux's `local_irq_save`/`local_irq_restore` in a loop, in S-mode: with CSR accesses served inline
+/// ([`InlineCsr`]) the translated code never leaves for them, yet ends where the interpreter, leaving for each,
+/// does; a `csrw` of `sscratch` still leaves; and with an interrupt pending and enabled in `sie`, the restore
+/// that would make it takeable leaves too.
+#[test]
+fn interrupt_toggles_are_served_without_leaving() {
+    use crate::isa::csr::{interrupt, mstatus};
+    use crate::isa::CsrOp;
+    let sie = mstatus::SIE as u8;
+    let program = [
+        addi(5, 0, 200),
+        Inst::Csr { op: CsrOp::Rci, rd: 6, src: sie, csr: csr::SSTATUS },
+        Inst::OpImm { op: OpImmKind::Andi, rd: 6, rs1: 6, imm: sie as i32 },
+        addi(7, 7, 1),
+        Inst::Csr { op: CsrOp::Rs, rd: 0, src: 6, csr: csr::SSTATUS },
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -20 },
+        Inst::Csr { op: CsrOp::Rw, rd: 0, src: 7, csr: csr::SSCRATCH },
+        Inst::Ecall,
+    ];
+    for pending in [false, true] {
+        let mut fast = Machine::new(&bytes(&program), true);
+        fast.hart.csrs.mstatus |= mstatus::SIE;
+        fast.hart.csrs.mideleg = interrupt::STI;
+        if pending {
+            // (No interrupt is taken here: only the engine runs.)
+            fast.hart.csrs.mie = interrupt::STI;
+            fast.hart.csrs.mip = interrupt::STI;
+        }
+        let mut reference = Machine::new(&bytes(&program), true);
+        reference.hart = fast.hart.clone();
+        let counter = fast.hart.x(7);
+        let mut dbt = engine();
+        dbt.serve_csr_inline(Some(InlineCsr::WITHOUT_TIME));
+        let exits = exits_to_ecall(&mut fast, &mut *dbt);
+        let reference_exits = exits_to_ecall(&mut reference, &mut Interpreter);
+        assert_eq!(fast.hart, reference.hart);
+        assert_eq!(fast.hart.x(7), counter.wrapping_add(200), "every round ran");
+        assert_eq!(reference_exits, 2 * 200 + 1, "the interpreter leaves for each CSR access");
+        match pending {
+            false => assert_eq!(exits, 1, "only the sscratch write leaves"),
+            true => assert_eq!(exits, 200 + 1, "each restore of SIE would make the interrupt takeable"),
+        }
+    }
+}
+
+/// A toggle served inline that straddles a page ends its block, which takes its next pc from the hart: the
+/// toggle must leave it past itself (it once left it on itself, and the hart ran the toggle forever).
+#[test]
+fn a_toggle_served_inline_straddling_a_page_moves_on() {
+    use crate::isa::csr::mstatus;
+    use crate::isa::CsrOp;
+    let back = Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: 0xff0 - 0x1002 };
+    let toggle = Inst::Csr { op: CsrOp::Rci, rd: 8, src: mstatus::SIE as u8, csr: csr::SSTATUS };
+    let program = straddling_loop(toggle, &[back, Inst::Ecall]);
+    let mut fast = Machine::new(&program, true);
+    let mut reference = Machine::new(&program, true);
+    let mut dbt = engine();
+    dbt.serve_csr_inline(Some(InlineCsr::WITHOUT_TIME));
+    assert_eq!(exits_to_ecall(&mut fast, &mut *dbt), 0, "every toggle served inline");
+    exits_to_ecall(&mut reference, &mut Interpreter);
+    assert_eq!(fast.hart, reference.hart);
+    assert_eq!(fast.hart.x(5), 0, "every round ran");
+}
+
 /// The rest of a loop body longer than a block, entered from translated code each round, is translated after a
 /// few hundred rounds (its round trips through the dispatcher count), not `HOT` divided by its length.
 #[test]
