@@ -458,6 +458,8 @@ pub struct Dbt<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP:
     /// since the last look.
     inline_csr: Option<InlineCsr>,
     served_inline: ServedInline,
+    /// Ticks after a run's start that `time` reads are served inline ([`Dbt::set_time_window`]; 0: as given).
+    time_window: u64,
 }
 
 /// Why [`Dbt::new`] refused.
@@ -509,6 +511,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
             overrun: false,
             inline_csr: None,
             served_inline: ServedInline::default(),
+            time_window: 0,
         })
     }
 
@@ -534,6 +537,16 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
     pub fn serve_csr_inline(&mut self, reads: Option<InlineCsr>) {
         self.inline_csr = reads;
         self.cold.serve_csr_inline(reads);
+    }
+
+    /// With CSR accesses served inline and a live clock in their [`InlineCsr`], serves `time` reads too, for
+    /// `ticks` of that clock after the start of each run: [`Engine::set_guest_time`] sets the clock's offset so
+    /// that `time` goes on from the VM's value, and the read's end (`until`) that far ahead. Past it, reads
+    /// leave, and the run loop brings the devices up to date (a timer that came due is taken then): a guest
+    /// polling `time` sees its timer at most `ticks` late. 0 (the default): the [`InlineCsr`]'s own offset and
+    /// end stand.
+    pub fn set_time_window(&mut self, ticks: u64) {
+        self.time_window = ticks;
     }
 
     /// Translates hot blocks through `service` from now on, off the hart's thread: a block that turns hot is
@@ -1193,6 +1206,15 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> En
         }
         self.stats.runs += 1;
         self.run_blocks(hart, memory, budget)
+    }
+
+    fn set_guest_time(&mut self, now: u64) {
+        if let (Some(reads), 1..) = (self.inline_csr.as_mut(), self.time_window) {
+            let clock = (reads.clock)();
+            reads.offset = clock.wrapping_sub(now);
+            reads.until = clock.saturating_add(self.time_window);
+            self.cold.serve_csr_inline(Some(*reads));
+        }
     }
 
     fn take_time_served(&mut self) -> Option<u64> {

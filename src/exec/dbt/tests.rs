@@ -565,6 +565,51 @@ fn interrupt_toggles_are_served_without_leaving() {
     }
 }
 
+/// The fake host clock of [`time_reads_are_served_inline_within_the_window`]: one tick per look.
+static FAKE_TICKS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1_000_000);
+
+fn fake_clock() -> u64 {
+    FAKE_TICKS.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+}
+
+/// With a time window, `time` reads are served inline from the live clock, going on from the VM's time at the
+/// run's start and never back, until the window's end; past it they leave. Without a window, `WITHOUT_TIME`
+/// lets every one leave.
+#[test]
+fn time_reads_are_served_inline_within_the_window() {
+    use crate::isa::CsrOp;
+    let program = [
+        addi(5, 0, 100),
+        Inst::Csr { op: CsrOp::Rs, rd: 6, src: 0, csr: csr::TIME },
+        Inst::Op { op: OpKind::Sub, rd: 8, rs1: 6, rs2: 7 },
+        Inst::Op { op: OpKind::Or, rd: 9, rs1: 9, rs2: 8 },
+        addi(7, 6, 0),
+        addi(5, 5, -1),
+        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -20 },
+        Inst::Ecall,
+    ];
+    let live = InlineCsr { clock: fake_clock, offset: 0, until: 0 };
+    for (reads, window, leaves) in [(live, 1_000_000, false), (live, 10, true), (InlineCsr::WITHOUT_TIME, 0, true)] {
+        let mut machine = Machine::new(&bytes(&program), true);
+        (machine.hart.x[7], machine.hart.x[9]) = (5000, 0);
+        // S-mode may read `time`.
+        machine.hart.csrs.mcounteren = 0b10;
+        let mut dbt = engine();
+        dbt.serve_csr_inline(Some(reads));
+        dbt.set_time_window(window);
+        dbt.set_guest_time(5000);
+        let exits = exits_to_ecall(&mut machine, &mut *dbt);
+        assert_eq!(exits > 0, leaves, "window {window}: {exits} exits");
+        if !leaves {
+            // Every read at or after the VM's 5000 and after the one before: no difference was negative.
+            assert_eq!(machine.hart.x(9) >> 63, 0, "time never went back");
+            let served = dbt.take_time_served().expect("time was served");
+            assert_eq!(served, machine.hart.x(6));
+            assert!((5000..5000 + 200).contains(&served), "{served}: goes on from the VM's time");
+        }
+    }
+}
+
 /// A toggle served inline that straddles a page ends its block, which takes its next pc from the hart: the
 /// toggle must leave it past itself (it once left it on itself, and the hart ran the toggle forever).
 #[test]
