@@ -423,11 +423,9 @@ fn cold_blocks_run_on_the_cold_tier_until_hot() {
     assert!(stats.cold_instructions >= HOT as u64 && stats.blocks_entered >= 1, "{stats:?}");
 }
 
-/// Budgets that end inside translated blocks: the tail runs on the cold tier and the next run finishes the block
-/// there, nothing is stepped by the interpreter and no block is translated from inside another.
-#[test]
-fn budgets_ending_inside_blocks_run_on_the_cold_tier() {
-    let program = [
+/// 300 rounds of a 7-instruction loop with a load and a store, after one instruction of set-up, then `ecall`.
+fn load_store_loop() -> [Inst; 9] {
+    [
         addi(5, 0, 300),
         addi(6, 6, 3),
         Inst::Op { op: OpKind::Xor, rd: 7, rs1: 7, rs2: 6 },
@@ -437,7 +435,14 @@ fn budgets_ending_inside_blocks_run_on_the_cold_tier() {
         addi(5, 5, -1),
         Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -24 },
         Inst::Ecall,
-    ];
+    ]
+}
+
+/// Budgets that end inside translated blocks: the tail runs on the cold tier and the next run finishes the block
+/// there, nothing is stepped by the interpreter and no block is translated from inside another.
+#[test]
+fn budgets_ending_inside_blocks_run_on_the_cold_tier() {
+    let program = load_store_loop();
     for supervisor in [false, true] {
         // 40 turns of 57 instructions in five: 65 rounds.
         let (machine, dbt) = lockstep(&bytes(&program), supervisor, &[7, 13, 29, 5, 3]);
@@ -454,17 +459,7 @@ fn budgets_ending_inside_blocks_run_on_the_cold_tier() {
 /// interpreter's after as many instructions.
 #[test]
 fn with_overrun_a_budget_ending_inside_a_block_runs_the_block_whole() {
-    let program = [
-        addi(5, 0, 300),
-        addi(6, 6, 3),
-        Inst::Op { op: OpKind::Xor, rd: 7, rs1: 7, rs2: 6 },
-        Inst::Load { width: LoadWidth::D, rd: 8, rs1: 10, offset: 8 },
-        Inst::Op { op: OpKind::Add, rd: 7, rs1: 7, rs2: 8 },
-        Inst::Store { width: StoreWidth::D, rs1: 10, rs2: 7, offset: 24 },
-        addi(5, 5, -1),
-        Inst::Branch { cond: BranchCond::Ne, rs1: 5, rs2: 0, offset: -24 },
-        Inst::Ecall,
-    ];
+    let program = load_store_loop();
     for supervisor in [false, true] {
         let mut fast = Machine::new(&bytes(&program), supervisor);
         let mut reference = Machine::new(&bytes(&program), supervisor);
