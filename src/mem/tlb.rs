@@ -40,6 +40,18 @@
 //!    [`Fault`](super::sv39::Fault) is injected as is (`scause`/`mcause` = `exception`, `stval`/`mtval` = `tval`).
 //!    M-mode accesses never touch the TLB; bare S/U-mode ones fill it with [`SoftTlb::insert_bare`] when PMP
 //!    allows the whole page and the real map has it.
+//!
+//! # Views, for the dynamic binary translator (`dbt` feature)
+//! Translated code looks loads and stores up in a *view* of this TLB for the run's load and store keys
+//! ([`SoftTlb::view`], taken at the start of each run): a direct-mapped table of tags and RAM page offsets, so a
+//! hit is a tag compare and an add, with the permission bit, ASID and bound checks done once, when the slow
+//! path copies a TLB entry into it ([`SoftTlb::fill_views`]). A view entry is only ever a copy of the TLB's
+//! entry in the same slot that serves the view's key, and every change to an entry drops the copies in its slot
+//! (a full flush drops them all), so a view never serves a translation the TLB would not. Four views serve the
+//! contexts a kernel switches between (user, supervisor, with SUM or not) without refilling each other's.
+
+#[cfg(feature = "dbt")]
+use alloc::boxed::Box;
 
 use super::realmap::{HostAddr, MapPerms, RealMapping};
 use super::sv39::{AccessContext, AccessType, Translation, PAGE_SHIFT, PAGE_SIZE};
@@ -175,12 +187,147 @@ pub(crate) const RAW_TLB_LAYOUT: RawTlbLayout = RawTlbLayout {
     global: core::mem::offset_of!(Entry, global),
 };
 
+/// One entry of a [`KeyedViews`] view: `tag` is `(va >> 12) | generation << 52` of the page it serves (0:
+/// none; a live tag's generation is never 0), `page` the page's offset in RAM.
+#[cfg(feature = "dbt")]
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub(crate) struct ViewEntry {
+    pub tag: u64,
+    pub page: u64,
+}
+
+/// One view: entries for loads, then entries for stores, each indexed by `vpn & (ENTRIES - 1)`.
+#[cfg(feature = "dbt")]
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct View<const ENTRIES: usize> {
+    load: [ViewEntry; ENTRIES],
+    store: [ViewEntry; ENTRIES],
+}
+
+/// Views the TLB keeps (an access context each: user, supervisor, with SUM or not).
+#[cfg(feature = "dbt")]
+const VIEWS: usize = 4;
+
+/// Bits of a view tag below the generation: `va >> 12` takes at most 52.
+#[cfg(feature = "dbt")]
+const GENERATION_SHIFT: u32 = 52;
+
+/// The soft TLB seen through one load key and one store key, for the dynamic binary translator's inlined
+/// lookup: an entry hits when its tag equals `(va >> 12) | tag`, with no permission, ASID or bound to check (as
+/// QEMU's softmmu: a tag compare and an add). Every view entry is a copy of the TLB's entry in the same slot
+/// that serves the view's key, made by the translator's slow path after the TLB served the access; whatever
+/// changes or removes a TLB entry drops the copies in its slot, and a full flush makes every view forget all.
+/// A view serves its keys until another pair of keys takes it over (a privilege or SUM change: each of the
+/// four views serves one such context). Taking over or forgetting bumps the generation entries are tagged
+/// with, so nothing is cleared but when the 12-bit generation wraps.
+#[cfg(feature = "dbt")]
+#[derive(Debug, Clone)]
+struct KeyedViews<const ENTRIES: usize> {
+    views: [View<ENTRIES>; VIEWS],
+    /// The keys each view serves, and the tag of its live entries (`None`: none).
+    serving: [Option<(TlbKey, TlbKey, u64)>; VIEWS],
+    /// The last generation handed out.
+    generation: u64,
+}
+
+#[cfg(feature = "dbt")]
+impl<const ENTRIES: usize> KeyedViews<ENTRIES> {
+    fn boxed() -> Box<Self> {
+        let empty = View { load: [ViewEntry::default(); ENTRIES], store: [ViewEntry::default(); ENTRIES] };
+        Box::new(Self { views: [empty; VIEWS], serving: [None; VIEWS], generation: 0 })
+    }
+
+    /// The view a load key goes to: privilege and SUM tell the contexts Linux switches between apart (the key's
+    /// bit is one of 8 per access kind, laid out by privilege, SUM, MXR).
+    fn index(load: TlbKey) -> usize {
+        (load.bit.trailing_zeros() as usize / 2) % VIEWS
+    }
+
+    fn view(&mut self, load: TlbKey, store: TlbKey) -> (usize, u64) {
+        let index = Self::index(load);
+        let tag = match self.serving.get(index).copied().flatten() {
+            Some((l, s, tag)) if l == load && s == store => tag,
+            _ => {
+                self.generation += 1;
+                if self.generation >> (64 - GENERATION_SHIFT) != 0 {
+                    // Wrapped: no old tag may come back while entries carry it.
+                    for view in &mut self.views {
+                        view.load = [ViewEntry::default(); ENTRIES];
+                        view.store = [ViewEntry::default(); ENTRIES];
+                    }
+                    self.serving = [None; VIEWS];
+                    self.generation = 1;
+                }
+                let tag = self.generation << GENERATION_SHIFT;
+                if let Some(serving) = self.serving.get_mut(index) {
+                    *serving = Some((load, store, tag));
+                }
+                tag
+            }
+        };
+        let address = self.views.get(index).map_or(0, |view| view as *const View<ENTRIES> as usize);
+        (address, tag)
+    }
+
+    fn forget(&mut self) {
+        self.serving = [None; VIEWS];
+    }
+
+    fn drop_slot(&mut self, slot: usize) {
+        for view in &mut self.views {
+            if let Some(entry) = view.load.get_mut(slot) {
+                entry.tag = 0;
+            }
+            if let Some(entry) = view.store.get_mut(slot) {
+                entry.tag = 0;
+            }
+        }
+    }
+
+    fn fill(&mut self, vpn: u64, page: u64, key: TlbKey, store: bool) {
+        let slot = (vpn as usize) & (ENTRIES - 1);
+        for (view, serving) in self.views.iter_mut().zip(self.serving) {
+            let Some((load_key, store_key, tag)) = serving else { continue };
+            let (entries, serves) = if store { (&mut view.store, store_key) } else { (&mut view.load, load_key) };
+            if serves == key {
+                if let Some(entry) = entries.get_mut(slot) {
+                    *entry = ViewEntry { tag: vpn | tag, page };
+                }
+            }
+        }
+    }
+}
+
+/// Where generated code finds a view's entries: `ENTRIES` load entries of `entry_size` bytes, then as many
+/// store entries from `store`, each with its tag at `tag` and its RAM page offset at `page`.
+#[cfg(feature = "dbt")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawViewLayout {
+    pub entry_size: usize,
+    pub store: usize,
+    pub tag: usize,
+    pub page: usize,
+}
+
+#[cfg(feature = "dbt")]
+pub(crate) const RAW_VIEW_LAYOUT: RawViewLayout = RawViewLayout {
+    entry_size: core::mem::size_of::<ViewEntry>(),
+    store: core::mem::offset_of!(View<{ crate::mem::mmu::TLB_ENTRIES }>, store),
+    tag: core::mem::offset_of!(ViewEntry, tag),
+    page: core::mem::offset_of!(ViewEntry, page),
+};
+
 /// A direct-mapped soft TLB with `ENTRIES` (a power of two) 4 KiB entries.
 #[derive(Debug, Clone)]
 pub struct SoftTlb<const ENTRIES: usize> {
     entries: [Entry; ENTRIES],
     /// Some valid entry caches a piece of a superpage, so `flush_va` must scan every entry.
     has_superpages: bool,
+    /// Views of these entries for one load key and one store key each, for translated code.
+    #[cfg(feature = "dbt")]
+    views: Box<KeyedViews<ENTRIES>>,
 }
 
 impl<const ENTRIES: usize> Default for SoftTlb<ENTRIES> {
@@ -200,10 +347,15 @@ impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
     }
 
     /// An empty TLB.
-    pub const fn new() -> Self {
+    pub fn new() -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::SIZE_IS_A_POWER_OF_TWO;
-        Self { entries: [Entry::INVALID; ENTRIES], has_superpages: false }
+        Self {
+            entries: [Entry::INVALID; ENTRIES],
+            has_superpages: false,
+            #[cfg(feature = "dbt")]
+            views: KeyedViews::boxed(),
+        }
     }
 
     #[inline(always)]
@@ -251,6 +403,7 @@ impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
             return false;
         }
         let vpn = va >> PAGE_SHIFT;
+        self.drop_from_views(Self::slot(vpn));
         let Some(slot) = self.entries.get_mut(Self::slot(vpn)) else { return false };
         *slot = Entry {
             vpn,
@@ -288,6 +441,7 @@ impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
             return false;
         }
         let vpn = va >> PAGE_SHIFT;
+        self.drop_from_views(Self::slot(vpn));
         let Some(slot) = self.entries.get_mut(Self::slot(vpn)) else { return false };
         *slot = Entry { vpn, host_page: host_page.0 & !(PAGE_SIZE - 1), perms, asid, global: false, level: 0 };
         true
@@ -297,6 +451,7 @@ impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
     pub fn flush_all(&mut self) {
         self.entries = [Entry::INVALID; ENTRIES];
         self.has_superpages = false;
+        self.forget_views();
     }
 
     /// `sfence.vma va, x0` (`asid` `None`): forget the page holding `va` in every address space, global or not.
@@ -304,21 +459,35 @@ impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
     pub fn flush_va(&mut self, va: u64, asid: Option<u16>) {
         let selected = |e: &Entry| e.covers(va) && asid.is_none_or(|asid| !e.global && e.asid == asid);
         if self.has_superpages {
-            for entry in self.entries.iter_mut().filter(|e| selected(e)) {
-                *entry = Entry::INVALID;
-            }
-        } else if let Some(entry) = self.entries.get_mut(Self::slot(va >> PAGE_SHIFT)) {
-            if selected(entry) {
-                *entry = Entry::INVALID;
+            self.invalidate_where(selected);
+        } else {
+            let slot = Self::slot(va >> PAGE_SHIFT);
+            if self.entries.get(slot).is_some_and(selected) {
+                self.invalidate(slot);
             }
         }
     }
 
     /// `sfence.vma x0, asid`: forget every non-global entry of `asid`.
     pub fn flush_asid(&mut self, asid: u16) {
-        for entry in self.entries.iter_mut().filter(|e| e.vpn != INVALID_VPN && !e.global && e.asid == asid) {
+        self.invalidate_where(|e| e.vpn != INVALID_VPN && !e.global && e.asid == asid);
+    }
+
+    /// Invalidates every entry `selected` picks.
+    fn invalidate_where(&mut self, selected: impl Fn(&Entry) -> bool) {
+        for slot in 0..ENTRIES {
+            if self.entries.get(slot).is_some_and(&selected) {
+                self.invalidate(slot);
+            }
+        }
+    }
+
+    /// Invalidates the entry at `slot`, and what the views copied of it.
+    fn invalidate(&mut self, slot: usize) {
+        if let Some(entry) = self.entries.get_mut(slot) {
             *entry = Entry::INVALID;
         }
+        self.drop_from_views(slot);
     }
 
     /// `sfence.vma rs1, rs2` with `va` the value of rs1 (`None` for x0) and `asid` that of rs2 (`None` for x0).
@@ -328,6 +497,54 @@ impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
             (None, Some(asid)) => self.flush_asid(asid),
             (Some(va), asid) => self.flush_va(va, asid),
         }
+    }
+
+    /// Every view forgets what it cached.
+    #[inline(always)]
+    fn forget_views(&mut self) {
+        #[cfg(feature = "dbt")]
+        self.views.forget();
+    }
+
+    /// The views drop what they copied of the entry at `slot`, which is about to change: a view entry only
+    /// ever holds a copy of the TLB's entry in the same slot, so views never serve a translation the TLB no
+    /// longer holds.
+    #[inline(always)]
+    fn drop_from_views(&mut self, slot: usize) {
+        #[cfg(feature = "dbt")]
+        self.views.drop_slot(slot);
+        #[cfg(not(feature = "dbt"))]
+        let _ = slot;
+    }
+
+    /// The view for loads with `load` and stores with `store`, made live for them if it was not: its address
+    /// (the layout [`RAW_VIEW_LAYOUT`] describes) and the tag its live entries carry.
+    #[cfg(feature = "dbt")]
+    pub(crate) fn view(&mut self, load: TlbKey, store: TlbKey) -> (usize, u64) {
+        self.views.view(load, store)
+    }
+
+    /// Copies the entry that serves `key` at `va` into every live view of that key (as the load or the store
+    /// half, as `store` says), if the TLB has one and its page lies below `ram_len` (the views' pages are
+    /// offsets into RAM that translated code accesses without a bound check).
+    #[cfg(feature = "dbt")]
+    pub(crate) fn fill_views(&mut self, va: u64, key: TlbKey, store: bool, ram_len: u64) {
+        let Some(host) = self.lookup(va, key) else { return };
+        let page = host.0 & !(PAGE_SIZE - 1);
+        if page.checked_add(PAGE_SIZE).is_some_and(|end| end <= ram_len) {
+            self.views.fill(va >> PAGE_SHIFT, page, key, store);
+        }
+    }
+
+    /// What translated code finds for a load (or a `store`) at `va` in the view for `load` and `store`: the
+    /// host address, or `None` (tests: the inlined lookup, in Rust).
+    #[cfg(all(test, feature = "dbt"))]
+    pub(crate) fn view_lookup(&mut self, va: u64, load: TlbKey, store: TlbKey, is_store: bool) -> Option<u64> {
+        let (address, tag) = self.view(load, store);
+        let view = self.views.views.iter().find(|view| *view as *const View<ENTRIES> as usize == address)?;
+        let entries = if is_store { &view.store } else { &view.load };
+        let entry = entries.get(Self::slot(va >> PAGE_SHIFT))?;
+        (entry.tag == (va >> PAGE_SHIFT) | tag).then_some(entry.page | (va & (PAGE_SIZE - 1)))
     }
 
     /// Number of valid entries (for tests and statistics; not on a hot path).

@@ -52,6 +52,95 @@ fn hits_after_insert_yield_the_host_address() {
     assert_eq!(tlb.lookup(va + (16 << 12), key(0, AccessType::Load, S)), Some(HostAddr(0x678)));
 }
 
+/// The translator's views hold copies of the TLB's entries for their keys, filled by the slow path, and lose
+/// them with the TLB's: a conflicting insert, `sfence.vma` of the page, a full flush.
+#[cfg(feature = "dbt")]
+#[test]
+fn views_serve_what_the_tlb_serves_and_drop_it_with_the_tlb() {
+    let mut tlb = SoftTlb::<16>::new();
+    let (load, store) = (key(1, AccessType::Load, S), key(1, AccessType::Store, S));
+    let va = 0x1234_5678;
+    let insert = |tlb: &mut SoftTlb<16>| {
+        assert!(tlb.insert(va, 1, &walked(RAM_BASE + 0x9678, 0, rwxad(), false), mapping(0x9678, MapPerms::RWX)));
+    };
+    let fill = |tlb: &mut SoftTlb<16>| {
+        tlb.fill_views(va, load, false, u64::MAX);
+        tlb.fill_views(va, store, true, u64::MAX);
+    };
+    insert(&mut tlb);
+    assert_eq!(tlb.view_lookup(va, load, store, false), None, "not filled yet");
+    tlb.fill_views(va, load, false, u64::MAX);
+    assert_eq!(tlb.view_lookup(va, load, store, false), Some(0x9678));
+    assert_eq!(tlb.view_lookup(va, load, store, true), None, "stores are filled by stores");
+    tlb.fill_views(va, store, true, u64::MAX);
+    assert_eq!(tlb.view_lookup(va + 8, load, store, true), Some(0x9680));
+    assert_eq!(tlb.view_lookup(va + (16 << 12), load, store, false), None, "same slot, other page");
+    // Another context (user, another ASID) has its own view, which the fills above did not reach.
+    let (user_load, user_store) = (key(1, AccessType::Load, U), key(1, AccessType::Store, U));
+    assert_eq!(tlb.view_lookup(va, user_load, user_store, false), None);
+    assert_eq!(tlb.view_lookup(va, load, store, false), Some(0x9678), "taking a view for U leaves S's alone");
+    // A key the TLB's entry does not serve fills nothing: the entry is not global, the ASID differs.
+    let (other_load, other_store) = (key(2, AccessType::Load, S), key(2, AccessType::Store, S));
+    tlb.fill_views(va, other_load, false, u64::MAX);
+    assert_eq!(tlb.view_lookup(va, other_load, other_store, false), None);
+    // Pages that would reach past RAM are never copied.
+    let mut small = SoftTlb::<16>::new();
+    insert(&mut small);
+    small.fill_views(va, load, false, 0x9fff);
+    assert_eq!(small.view_lookup(va, load, store, false), None);
+    small.fill_views(va, load, false, 0xa000);
+    assert_eq!(small.view_lookup(va, load, store, false), Some(0x9678));
+    // What removes the TLB's entry removes the copies.
+    tlb.insert(va + (16 << 12), 1, &walked(RAM_BASE, 0, rwxad(), false), mapping(0, MapPerms::RWX));
+    assert_eq!(tlb.view_lookup(va, load, store, false), None, "a conflicting insert");
+    assert_eq!(tlb.view_lookup(va, load, store, true), None);
+    insert(&mut tlb);
+    fill(&mut tlb);
+    tlb.flush_va(va + 0x100, None);
+    assert_eq!(tlb.view_lookup(va, load, store, false), None, "sfence.vma of the page");
+    insert(&mut tlb);
+    fill(&mut tlb);
+    tlb.flush_va(va + 0x1000, None);
+    assert_eq!(tlb.view_lookup(va, load, store, false), Some(0x9678), "sfence.vma of another page");
+    tlb.flush_asid(1);
+    assert_eq!(tlb.view_lookup(va, load, store, true), None, "sfence.vma of the ASID");
+    insert(&mut tlb);
+    fill(&mut tlb);
+    tlb.flush_all();
+    assert_eq!(tlb.view_lookup(va, load, store, false), None, "a full flush");
+    // The same page cached anew (D clear now) drops the store copy: stores take the slow path, which walks.
+    insert(&mut tlb);
+    fill(&mut tlb);
+    let clean = PteFlags::V | PteFlags::R | PteFlags::W | PteFlags::A;
+    tlb.insert(va, 1, &walked(RAM_BASE + 0x9678, 0, clean, false), mapping(0x9678, MapPerms::RWX));
+    assert_eq!(tlb.view_lookup(va, load, store, true), None);
+    tlb.fill_views(va, store, true, u64::MAX);
+    assert_eq!(tlb.view_lookup(va, load, store, true), None, "the TLB does not serve the store");
+}
+
+/// A superpage is copied into views as 4 KiB pieces; `sfence.vma` anywhere in it drops every piece.
+#[cfg(feature = "dbt")]
+#[test]
+fn views_drop_every_piece_of_a_fenced_superpage() {
+    let mut tlb = SoftTlb::<16>::new();
+    let (load, store) = (key(0, AccessType::Load, S), key(0, AccessType::Store, S));
+    let megapage = walked(RAM_BASE, 1, rwxad(), true);
+    // The translator takes the view at the start of a run, before its slow paths fill it.
+    assert_eq!(tlb.view_lookup(0x4020_0000, load, store, false), None);
+    for piece in 0..4u64 {
+        let va = 0x4020_0000 + piece * 0x1000;
+        assert!(tlb.insert(va, 0, &megapage, mapping(piece * 0x1000, MapPerms::RWX)));
+        tlb.fill_views(va, load, false, u64::MAX);
+        assert_eq!(tlb.view_lookup(va, load, store, false), Some(piece * 0x1000));
+    }
+    tlb.flush_va(0x4030_0000, Some(3));
+    assert_eq!(tlb.view_lookup(0x4020_1000, load, store, false), Some(0x1000), "global: kept by an ASID fence");
+    tlb.flush_va(0x4030_0000, None);
+    for piece in 0..4u64 {
+        assert_eq!(tlb.view_lookup(0x4020_0000 + piece * 0x1000, load, store, false), None);
+    }
+}
+
 #[test]
 fn permissions_are_cached_per_access_kind_and_context() {
     let mut tlb = SoftTlb::<16>::new();
@@ -682,6 +771,17 @@ fn run_model(initial: &[u64], ops: &[Op], distinct_roots: bool) -> Result<u32, T
                 let ctx = AccessContext::new(privilege, sum, mxr);
                 let satp = Satp::new(SATP_MODE_SV39, asid, root_of(asid) >> 12).0;
                 let hit = tlb.lookup(va, TlbKey::new(asid, access, ctx));
+                // The translator's view for this context never serves what the TLB would not.
+                #[cfg(feature = "dbt")]
+                let (load_key, store_key) =
+                    (TlbKey::new(asid, AccessType::Load, ctx), TlbKey::new(asid, AccessType::Store, ctx));
+                #[cfg(feature = "dbt")]
+                if access != AccessType::Fetch {
+                    let is_store = access == AccessType::Store;
+                    if let Some(host) = tlb.view_lookup(va, load_key, store_key, is_store) {
+                        prop_assert_eq!(Some(HostAddr(host)), hit, "the view and the TLB disagree at {:#x}", va);
+                    }
+                }
                 let mut mem = Counting { ram: &mut ram, writes: 0 };
                 let walk = translate(&mut mem, satp, va, access, ctx);
                 let writes = mem.writes;
@@ -699,6 +799,17 @@ fn run_model(initial: &[u64], ops: &[Op], distinct_roots: bool) -> Result<u32, T
                 } else if let (Ok(t), Some(m)) = (walk, resolved) {
                     prop_assert!(tlb.insert(va, asid, &t, m));
                     prop_assert_eq!(tlb.lookup(va, TlbKey::new(asid, access, ctx)), Some(m.host), "hit after insert");
+                }
+                // As the translator's slow path does after an access the TLB served.
+                #[cfg(feature = "dbt")]
+                if access != AccessType::Fetch {
+                    let is_store = access == AccessType::Store;
+                    let key = if is_store { store_key } else { load_key };
+                    tlb.fill_views(va, key, is_store, u64::MAX);
+                    if tlb.lookup(va, key).is_some() {
+                        let view = tlb.view_lookup(va, load_key, store_key, is_store);
+                        prop_assert_eq!(view.map(HostAddr), tlb.lookup(va, key), "view filled at {:#x}", va);
+                    }
                 }
             }
             Op::WritePte { slot, pte } => {

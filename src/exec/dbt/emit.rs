@@ -44,6 +44,7 @@ use super::{pack, status, Env, Window, JUMPS, RING, TLB_INDEX_MASK};
 use crate::hart::Hart;
 use crate::isa::{self, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
 use crate::mem::tlb::RAW_TLB_LAYOUT as TLB;
+use crate::mem::tlb::RAW_VIEW_LAYOUT as VIEW;
 use crate::mem::PAGE_SIZE;
 
 /// A translated block, ready to copy into code memory.
@@ -565,7 +566,7 @@ fn emit_block(
                 let mut back = a.create_label();
                 let size = width.bytes() as i32;
                 if paged {
-                    tlb_lookup(a, offset_of!(Env, load_bit), size, slow)?;
+                    tlb_lookup(a, false, size, slow)?;
                 } else {
                     window(a, &ram_window, rebased, slow)?;
                 }
@@ -601,7 +602,7 @@ fn emit_block(
                 let mut back = a.create_label();
                 let size = width.bytes() as i32;
                 if paged {
-                    tlb_lookup(a, offset_of!(Env, store_bit), size, slow)?;
+                    tlb_lookup(a, true, size, slow)?;
                 } else {
                     window(a, &ram_window, rebased, slow)?;
                     if size > 1 {
@@ -763,7 +764,7 @@ fn emit_block(
     a.mov(PC, env(offset_of!(Env, entry_pc)))?;
     a.mov(RAM, env(offset_of!(Env, ram)))?;
     if paged {
-        a.mov(TLB_BASE, env(offset_of!(Env, tlb)))?;
+        a.mov(TLB_BASE, env(offset_of!(Env, view)))?;
     }
     a.jmp(body)?;
     Ok(labels)
@@ -889,37 +890,28 @@ fn window(a: &mut CodeAssembler, window: &Window, rebased: bool, slow: CodeLabel
     }
 }
 
-/// The soft TLB lookup ([`SoftTlb::lookup`](crate::mem::tlb::SoftTlb::lookup)) inlined for an access of `size`
-/// bytes at the address in `rax` with the permission bit at `bit` of the [`Env`]: `rcx` = its RAM offset, or to
-/// `slow` (a miss, a page-crossing access, or one that would leave RAM).
-fn tlb_lookup(a: &mut CodeAssembler, bit: usize, size: i32, slow: CodeLabel) -> Result<(), IcedError> {
-    let mut hit = a.create_label();
+/// The soft TLB lookup inlined for a load (or a `store`) of `size` bytes at the address in `rax`, through the
+/// run's view of the TLB for its keys ([`SoftTlb::view`](crate::mem::tlb::SoftTlb::view), at `TLB_BASE`): `rcx` =
+/// its RAM offset, or to `slow` (not in the view, or a page-crossing access). Ten host instructions where the
+/// TLB's own entry (tag, permission bit, ASID or global) took eighteen and a bound check: a view's pages lie in
+/// RAM, and the slow path fills the view.
+fn tlb_lookup(a: &mut CodeAssembler, store: bool, size: i32, slow: CodeLabel) -> Result<(), IcedError> {
+    let half = if store { VIEW.store as i32 } else { 0 };
     a.mov(rcx, rax)?;
     a.shr(rcx, 12)?;
     a.mov(edx, ecx)?;
     a.and(edx, TLB_INDEX_MASK as i32)?;
-    a.imul_3(edx, edx, TLB.entry_size as i32)?;
-    a.cmp(rcx, qword_ptr(TLB_BASE + rdx + TLB.vpn as i32))?;
+    a.shl(edx, VIEW.entry_size.trailing_zeros())?;
+    a.or(rcx, env(offset_of!(Env, view_tag)))?;
+    a.cmp(rcx, qword_ptr(TLB_BASE + rdx + (half + VIEW.tag as i32)))?;
     a.jne(slow)?;
-    a.mov(ecx, env32(bit))?;
-    a.test(dword_ptr(TLB_BASE + rdx + TLB.perms as i32), ecx)?;
-    a.jz(slow)?;
-    a.movzx(ecx, word_ptr(TLB_BASE + rdx + TLB.asid as i32))?;
-    a.cmp(ecx, env32(offset_of!(Env, asid)))?;
-    a.je(hit)?;
-    a.cmp(byte_ptr(TLB_BASE + rdx + TLB.global as i32), 0)?;
-    a.je(slow)?;
-    a.set_label(&mut hit)?;
     a.mov(ecx, eax)?;
     a.and(ecx, 0xfff)?;
     if size > 1 {
         a.cmp(ecx, 0x1000 - size)?;
         a.ja(slow)?;
     }
-    a.or(rcx, qword_ptr(TLB_BASE + rdx + TLB.host_page as i32))?;
-    a.lea(rdx, qword_ptr(rcx + size))?;
-    a.cmp(rdx, env(offset_of!(Env, ram_len)))?;
-    a.ja(slow)
+    a.add(rcx, qword_ptr(TLB_BASE + rdx + (half + VIEW.page as i32)))
 }
 
 /// `rd = rs1 op imm` (rd not x0).

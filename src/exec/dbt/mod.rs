@@ -34,10 +34,11 @@
 //! # What translated code does
 //! Guest integer registers live in `hart.x`; within a block the ones it uses most are held in host registers
 //! ([`regs`]), written back before anything else may look at them (every exit and call out). RV64I and M arithmetic,
-//! `lui`/`auipc`, branches, `jal`/`jalr` and loads and stores are translated, with the soft TLB lookup (or the
-//! M-mode RAM window, whose bounds a block compiles in as constants: a new window, which a locked PMP entry or
-//! another real map makes, drops every block) inlined and the slow path a call to
-//! [`Memory::load`]/[`Memory::store`]. Everything else
+//! `lui`/`auipc`, branches, `jal`/`jalr` and loads and stores are translated, with the soft TLB lookup inlined
+//! through the TLB's view for the run's keys ([`SoftTlb::view`](crate::mem::tlb::SoftTlb::view): a tag compare and
+//! an add, QEMU's softmmu cost) or the M-mode RAM window (whose bounds a block compiles in as constants: a new
+//! window, which a locked PMP entry or another real map makes, drops every block), and the slow path a call to
+//! [`Memory::load`]/[`Memory::store`], which then copies the TLB's entry into the view. Everything else
 //! (CSR and privileged instructions, AMOs, floating point, ...) is a call to the interpreter's
 //! [`step`](super::interp::step) from translated code, so its semantics stay in one place; privileged
 //! instructions, exceptions and device accesses leave the engine with the interpreter's [`Exit`], `hart.pc` at
@@ -115,6 +116,7 @@ use crate::hart::Hart;
 use crate::isa::{Inst, LoadWidth, OpKind, StoreWidth};
 use crate::mem::mmu::{DataPath, Loaded, Memory, Target, TLB_ENTRIES};
 use crate::mem::sv39::AccessType;
+use crate::mem::tlb::TlbKey;
 use crate::mem::{DirtyCode, PAGE_SIZE};
 use crate::trap::{extend, Exit, MmioKind};
 
@@ -263,13 +265,16 @@ pub(crate) struct Env {
     pub ram: *mut u8,
     /// RAM size in bytes.
     pub ram_len: u64,
-    /// The soft TLB's first entry.
+    /// The soft TLB's first entry, and the ASID of this run (for the target cache probe's fetch lookup).
     pub tlb: usize,
-    /// The soft TLB key fields of this run: ASID and the permission bits of loads and stores.
     pub asid: u32,
-    pub load_bit: u32,
-    pub store_bit: u32,
     pub _pad: u32,
+    /// The soft TLB's view for this run's load and store keys (see [`SoftTlb::view`]) and its live tag.
+    pub view: usize,
+    pub view_tag: u64,
+    /// The keys themselves, for the slow paths that fill the view.
+    pub load_key: TlbKey,
+    pub store_key: TlbKey,
     /// The code watch bitmap and the number of pages it covers (0: stores always take the slow path).
     pub watch: usize,
     pub watch_pages: u64,
@@ -893,6 +898,9 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         // The translation context may differ from the last run's: no prediction made then holds.
         *self.ring = Ring::EMPTY;
         let (fetch_paged, fetch_bit, fetch_base, fetch_size, fetch_host) = path.raw_fetch();
+        // The view of the soft TLB paged blocks look loads and stores up in (translated code never changes the
+        // keys or flushes the TLB: that leaves the engine, and the next run takes the view again).
+        let (view, view_tag) = if paged { memory.tlb.view(path.load_key, path.store_key) } else { (0, 0) };
         // Whether the last thing run was a translated block (its exit led here, to the dispatcher).
         let mut left_code = false;
         let exit = loop {
@@ -1032,9 +1040,11 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 ram_len: memory.ram.size(),
                 tlb: memory.tlb.entries_address(),
                 asid: path.load_key.asid() as u32,
-                load_bit: path.load_key.bit(),
-                store_bit: path.store_key.bit(),
                 _pad: 0,
+                view,
+                view_tag,
+                load_key: path.load_key,
+                store_key: path.store_key,
                 watch: 0,
                 watch_pages: 0,
                 granules: 0,
@@ -1278,7 +1288,12 @@ pub(crate) extern "sysv64" fn load_slow(env: *mut Env, addr: u64, packed: u64) -
     let size = width.bytes();
     let signed = matches!(width, LoadWidth::B | LoadWidth::H | LoadWidth::W | LoadWidth::D);
     match memory.load(hart, addr, size, AccessType::Load) {
-        Ok(Loaded::Value(value)) => hart.set_x(at.low, extend(value, size as u8, signed)),
+        Ok(Loaded::Value(value)) => {
+            hart.set_x(at.low, extend(value, size as u8, signed));
+            if env.view != 0 {
+                memory.tlb.fill_views(addr, env.load_key, false, env.ram_len);
+            }
+        }
         Ok(Loaded::Device(gpa)) => {
             return leave(env, &at, mmio(gpa, size, MmioKind::Load { rd: at.low, signed }, at.len));
         }
@@ -1303,7 +1318,11 @@ pub(crate) extern "sysv64" fn store_slow(env: *mut Env, addr: u64, packed: u64) 
     let size = width.bytes();
     let value = hart.x(at.low);
     match memory.store(hart, addr, size, value) {
-        Ok(None) => {}
+        Ok(None) => {
+            if env.view != 0 {
+                memory.tlb.fill_views(addr, env.store_key, true, env.ram_len);
+            }
+        }
         Ok(Some(gpa)) => {
             let value = value & interp::mask(width);
             return leave(env, &at, mmio(gpa, size, MmioKind::Store { value }, at.len));
