@@ -290,10 +290,17 @@ pub struct DataPath {
 
 impl DataPath {
     /// The fetch half of the path, for generated code that does [`Memory::fast_fetch`] itself: whether fetches
-    /// are paged, the fetch key's permission bit, and the executable window (base, size, host; size 0: none).
+    /// are paged (through the soft TLB's view for [`DataPath::keys`]), and the executable window (base, size,
+    /// host; size 0: none).
     #[cfg(feature = "dbt")]
-    pub(crate) fn raw_fetch(&self) -> (bool, u32, u64, u64, u64) {
-        (self.fetch_paged, self.fetch_key.bit(), self.fetch_base, self.fetch_size, self.fetch_host)
+    pub(crate) fn raw_fetch(&self) -> (bool, u64, u64, u64) {
+        (self.fetch_paged, self.fetch_base, self.fetch_size, self.fetch_host)
+    }
+
+    /// The soft TLB keys of this path's loads, stores and fetches (for the translator's view of the TLB).
+    #[cfg(feature = "dbt")]
+    pub(crate) fn keys(&self) -> super::tlb::Keys {
+        super::tlb::Keys { load: self.load_key, store: self.store_key, fetch: self.fetch_key }
     }
 }
 

@@ -105,18 +105,6 @@ pub struct TlbKey {
 }
 
 impl TlbKey {
-    /// The ASID a lookup matches (for generated code that does the lookup itself).
-    #[cfg(feature = "dbt")]
-    pub(crate) const fn asid(self) -> u16 {
-        self.asid
-    }
-
-    /// The permission bit a lookup tests (for generated code that does the lookup itself).
-    #[cfg(feature = "dbt")]
-    pub(crate) const fn bit(self) -> u32 {
-        self.bit
-    }
-
     /// The key for `access` with the effective `ctx` under ASID `asid`. An M-mode key never hits.
     pub const fn new(asid: u16, access: AccessType, ctx: AccessContext) -> Self {
         Self { asid, bit: permission_bit(access, ctx) }
@@ -138,9 +126,7 @@ const fn map_permission(access: AccessType) -> MapPerms {
     }
 }
 
-// `repr(C)`: the dynamic binary translator reads entries from generated code (`RawTlbLayout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
 struct Entry {
     /// `va >> 12` of the cached 4 KiB piece, or [`INVALID_VPN`].
     vpn: u64,
@@ -163,47 +149,66 @@ impl Entry {
     }
 }
 
-/// Where a lookup finds the fields of an entry, for the dynamic binary translator, which inlines
-/// [`SoftTlb::lookup`]: an entry hits when `vpn` equals `va >> 12`, `perms & key.bit() != 0`, and `asid` equals
-/// `key.asid()` or `global` is non-zero; the host address is then `host_page | (va & 0xfff)`.
-#[cfg(feature = "dbt")]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RawTlbLayout {
-    pub entry_size: usize,
-    pub vpn: usize,
-    pub host_page: usize,
-    pub perms: usize,
-    pub asid: usize,
-    pub global: usize,
-}
-
-#[cfg(feature = "dbt")]
-pub(crate) const RAW_TLB_LAYOUT: RawTlbLayout = RawTlbLayout {
-    entry_size: core::mem::size_of::<Entry>(),
-    vpn: core::mem::offset_of!(Entry, vpn),
-    host_page: core::mem::offset_of!(Entry, host_page),
-    perms: core::mem::offset_of!(Entry, perms),
-    asid: core::mem::offset_of!(Entry, asid),
-    global: core::mem::offset_of!(Entry, global),
-};
-
 /// One entry of a [`KeyedViews`] view: `tag` is `(va >> 12) | generation << 52` of the page it serves (0:
 /// none; a live tag's generation is never 0), `page` the page's offset in RAM.
 #[cfg(feature = "dbt")]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub(crate) struct ViewEntry {
     pub tag: u64,
     pub page: u64,
 }
 
-/// One view: entries for loads, then entries for stores, each indexed by `vpn & (ENTRIES - 1)`.
+#[cfg(feature = "dbt")]
+impl ViewEntry {
+    const EMPTY: Self = ViewEntry { tag: 0, page: 0 };
+}
+
+/// One view: entries for loads, stores and fetches, each indexed by `vpn & (ENTRIES - 1)`.
 #[cfg(feature = "dbt")]
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 struct View<const ENTRIES: usize> {
     load: [ViewEntry; ENTRIES],
     store: [ViewEntry; ENTRIES],
+    fetch: [ViewEntry; ENTRIES],
+}
+
+#[cfg(feature = "dbt")]
+impl<const ENTRIES: usize> View<ENTRIES> {
+    const EMPTY: Self = View {
+        load: [ViewEntry::EMPTY; ENTRIES],
+        store: [ViewEntry::EMPTY; ENTRIES],
+        fetch: [ViewEntry::EMPTY; ENTRIES],
+    };
+
+    fn half(&mut self, access: AccessType) -> &mut [ViewEntry; ENTRIES] {
+        match access {
+            AccessType::Load => &mut self.load,
+            AccessType::Store => &mut self.store,
+            AccessType::Fetch => &mut self.fetch,
+        }
+    }
+}
+
+/// The keys of one access context: loads, stores, fetches.
+#[cfg(feature = "dbt")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Keys {
+    pub load: TlbKey,
+    pub store: TlbKey,
+    pub fetch: TlbKey,
+}
+
+#[cfg(feature = "dbt")]
+impl Keys {
+    pub(crate) fn of(&self, access: AccessType) -> TlbKey {
+        match access {
+            AccessType::Load => self.load,
+            AccessType::Store => self.store,
+            AccessType::Fetch => self.fetch,
+        }
+    }
 }
 
 /// Views the TLB keeps (an access context each: user, supervisor, with SUM or not).
@@ -226,8 +231,8 @@ const GENERATION_SHIFT: u32 = 52;
 #[derive(Debug, Clone)]
 struct KeyedViews<const ENTRIES: usize> {
     views: [View<ENTRIES>; VIEWS],
-    /// The keys each view serves, and the tag of its live entries (`None`: none).
-    serving: [Option<(TlbKey, TlbKey, u64)>; VIEWS],
+    /// The keys each view serves (load, store, fetch), and the tag of its live entries (`None`: none).
+    serving: [Option<(Keys, u64)>; VIEWS],
     /// The last generation handed out.
     generation: u64,
 }
@@ -235,8 +240,7 @@ struct KeyedViews<const ENTRIES: usize> {
 #[cfg(feature = "dbt")]
 impl<const ENTRIES: usize> KeyedViews<ENTRIES> {
     fn boxed() -> Box<Self> {
-        let empty = View { load: [ViewEntry::default(); ENTRIES], store: [ViewEntry::default(); ENTRIES] };
-        Box::new(Self { views: [empty; VIEWS], serving: [None; VIEWS], generation: 0 })
+        Box::new(Self { views: [View::EMPTY; VIEWS], serving: [None; VIEWS], generation: 0 })
     }
 
     /// The view a load key goes to: privilege and SUM tell the contexts Linux switches between apart (the key's
@@ -245,24 +249,21 @@ impl<const ENTRIES: usize> KeyedViews<ENTRIES> {
         (load.bit.trailing_zeros() as usize / 2) % VIEWS
     }
 
-    fn view(&mut self, load: TlbKey, store: TlbKey) -> (usize, u64) {
-        let index = Self::index(load);
+    fn view(&mut self, keys: Keys) -> (usize, u64) {
+        let index = Self::index(keys.load);
         let tag = match self.serving.get(index).copied().flatten() {
-            Some((l, s, tag)) if l == load && s == store => tag,
+            Some((served, tag)) if served == keys => tag,
             _ => {
                 self.generation += 1;
                 if self.generation >> (64 - GENERATION_SHIFT) != 0 {
                     // Wrapped: no old tag may come back while entries carry it.
-                    for view in &mut self.views {
-                        view.load = [ViewEntry::default(); ENTRIES];
-                        view.store = [ViewEntry::default(); ENTRIES];
-                    }
+                    self.views = [View::EMPTY; VIEWS];
                     self.serving = [None; VIEWS];
                     self.generation = 1;
                 }
                 let tag = self.generation << GENERATION_SHIFT;
                 if let Some(serving) = self.serving.get_mut(index) {
-                    *serving = Some((load, store, tag));
+                    *serving = Some((keys, tag));
                 }
                 tag
             }
@@ -277,36 +278,34 @@ impl<const ENTRIES: usize> KeyedViews<ENTRIES> {
 
     fn drop_slot(&mut self, slot: usize) {
         for view in &mut self.views {
-            if let Some(entry) = view.load.get_mut(slot) {
-                entry.tag = 0;
-            }
-            if let Some(entry) = view.store.get_mut(slot) {
-                entry.tag = 0;
+            for access in AccessType::ALL {
+                if let Some(entry) = view.half(access).get_mut(slot) {
+                    entry.tag = 0;
+                }
             }
         }
     }
 
-    fn fill(&mut self, vpn: u64, page: u64, key: TlbKey, store: bool) {
+    fn fill(&mut self, vpn: u64, page: u64, key: TlbKey, access: AccessType) {
         let slot = (vpn as usize) & (ENTRIES - 1);
         for (view, serving) in self.views.iter_mut().zip(self.serving) {
-            let Some((load_key, store_key, tag)) = serving else { continue };
-            let (entries, serves) = if store { (&mut view.store, store_key) } else { (&mut view.load, load_key) };
-            if serves == key {
-                if let Some(entry) = entries.get_mut(slot) {
-                    *entry = ViewEntry { tag: vpn | tag, page };
-                }
+            let Some((_, tag)) = serving.filter(|(keys, _)| keys.of(access) == key) else { continue };
+            if let Some(entry) = view.half(access).get_mut(slot) {
+                *entry = ViewEntry { tag: vpn | tag, page };
             }
         }
     }
 }
 
 /// Where generated code finds a view's entries: `ENTRIES` load entries of `entry_size` bytes, then as many
-/// store entries from `store`, each with its tag at `tag` and its RAM page offset at `page`.
+/// store entries from `store` and fetch entries from `fetch`, each with its tag at `tag` and its RAM page offset
+/// at `page`.
 #[cfg(feature = "dbt")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RawViewLayout {
     pub entry_size: usize,
     pub store: usize,
+    pub fetch: usize,
     pub tag: usize,
     pub page: usize,
 }
@@ -315,6 +314,7 @@ pub(crate) struct RawViewLayout {
 pub(crate) const RAW_VIEW_LAYOUT: RawViewLayout = RawViewLayout {
     entry_size: core::mem::size_of::<ViewEntry>(),
     store: core::mem::offset_of!(View<{ crate::mem::mmu::TLB_ENTRIES }>, store),
+    fetch: core::mem::offset_of!(View<{ crate::mem::mmu::TLB_ENTRIES }>, fetch),
     tag: core::mem::offset_of!(ViewEntry, tag),
     page: core::mem::offset_of!(ViewEntry, page),
 };
@@ -338,13 +338,6 @@ impl<const ENTRIES: usize> Default for SoftTlb<ENTRIES> {
 
 impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
     const SIZE_IS_A_POWER_OF_TWO: () = assert!(ENTRIES.is_power_of_two(), "SoftTlb size must be a power of two");
-
-    /// The address of the first entry, for generated code that does [`lookup`](Self::lookup) itself with the
-    /// layout [`RAW_TLB_LAYOUT`] describes (`ENTRIES` entries, indexed by `vpn & (ENTRIES - 1)`).
-    #[cfg(feature = "dbt")]
-    pub(crate) fn entries_address(&self) -> usize {
-        self.entries.as_ptr() as usize
-    }
 
     /// An empty TLB.
     pub fn new() -> Self {
@@ -517,33 +510,32 @@ impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
         let _ = slot;
     }
 
-    /// The view for loads with `load` and stores with `store`, made live for them if it was not: its address
-    /// (the layout [`RAW_VIEW_LAYOUT`] describes) and the tag its live entries carry.
+    /// The view for `keys`, made live for them if it was not: its address (the layout [`RAW_VIEW_LAYOUT`]
+    /// describes) and the tag its live entries carry.
     #[cfg(feature = "dbt")]
-    pub(crate) fn view(&mut self, load: TlbKey, store: TlbKey) -> (usize, u64) {
-        self.views.view(load, store)
+    pub(crate) fn view(&mut self, keys: Keys) -> (usize, u64) {
+        self.views.view(keys)
     }
 
-    /// Copies the entry that serves `key` at `va` into every live view of that key (as the load or the store
-    /// half, as `store` says), if the TLB has one and its page lies below `ram_len` (the views' pages are
-    /// offsets into RAM that translated code accesses without a bound check).
+    /// Copies the entry that serves `key` for `access` at `va` into every live view with that key for that kind
+    /// of access, if the TLB has one and its page lies below `ram_len` (the views' pages are offsets into RAM that
+    /// translated code accesses without a bound check).
     #[cfg(feature = "dbt")]
-    pub(crate) fn fill_views(&mut self, va: u64, key: TlbKey, store: bool, ram_len: u64) {
+    pub(crate) fn fill_views(&mut self, va: u64, key: TlbKey, access: AccessType, ram_len: u64) {
         let Some(host) = self.lookup(va, key) else { return };
         let page = host.0 & !(PAGE_SIZE - 1);
         if page.checked_add(PAGE_SIZE).is_some_and(|end| end <= ram_len) {
-            self.views.fill(va >> PAGE_SHIFT, page, key, store);
+            self.views.fill(va >> PAGE_SHIFT, page, key, access);
         }
     }
 
-    /// What translated code finds for a load (or a `store`) at `va` in the view for `load` and `store`: the
-    /// host address, or `None` (tests: the inlined lookup, in Rust).
+    /// What translated code finds for `access` at `va` in the view for `keys`: the host address, or `None`
+    /// (tests: the inlined lookup, in Rust).
     #[cfg(all(test, feature = "dbt"))]
-    pub(crate) fn view_lookup(&mut self, va: u64, load: TlbKey, store: TlbKey, is_store: bool) -> Option<u64> {
-        let (address, tag) = self.view(load, store);
-        let view = self.views.views.iter().find(|view| *view as *const View<ENTRIES> as usize == address)?;
-        let entries = if is_store { &view.store } else { &view.load };
-        let entry = entries.get(Self::slot(va >> PAGE_SHIFT))?;
+    pub(crate) fn view_lookup(&mut self, va: u64, keys: Keys, access: AccessType) -> Option<u64> {
+        let (address, tag) = self.view(keys);
+        let view = self.views.views.iter_mut().find(|view| &**view as *const View<ENTRIES> as usize == address)?;
+        let entry = view.half(access).get(Self::slot(va >> PAGE_SHIFT))?;
         (entry.tag == (va >> PAGE_SHIFT) | tag).then_some(entry.page | (va & (PAGE_SIZE - 1)))
     }
 

@@ -52,70 +52,86 @@ fn hits_after_insert_yield_the_host_address() {
     assert_eq!(tlb.lookup(va + (16 << 12), key(0, AccessType::Load, S)), Some(HostAddr(0x678)));
 }
 
+/// The keys of the translator's view for `ctx` under `asid`.
+#[cfg(feature = "dbt")]
+fn keys(asid: u16, ctx: AccessContext) -> Keys {
+    Keys {
+        load: key(asid, AccessType::Load, ctx),
+        store: key(asid, AccessType::Store, ctx),
+        fetch: key(asid, AccessType::Fetch, ctx),
+    }
+}
+
 /// The translator's views hold copies of the TLB's entries for their keys, filled by the slow path, and lose
 /// them with the TLB's: a conflicting insert, `sfence.vma` of the page, a full flush.
 #[cfg(feature = "dbt")]
 #[test]
 fn views_serve_what_the_tlb_serves_and_drop_it_with_the_tlb() {
+    use AccessType::{Fetch, Load, Store};
     let mut tlb = SoftTlb::<16>::new();
-    let (load, store) = (key(1, AccessType::Load, S), key(1, AccessType::Store, S));
+    let supervisor = keys(1, S);
     let va = 0x1234_5678;
     let insert = |tlb: &mut SoftTlb<16>| {
         assert!(tlb.insert(va, 1, &walked(RAM_BASE + 0x9678, 0, rwxad(), false), mapping(0x9678, MapPerms::RWX)));
     };
     let fill = |tlb: &mut SoftTlb<16>| {
-        tlb.fill_views(va, load, false, u64::MAX);
-        tlb.fill_views(va, store, true, u64::MAX);
+        for access in AccessType::ALL {
+            tlb.fill_views(va, supervisor.of(access), access, u64::MAX);
+        }
     };
     insert(&mut tlb);
-    assert_eq!(tlb.view_lookup(va, load, store, false), None, "not filled yet");
-    tlb.fill_views(va, load, false, u64::MAX);
-    assert_eq!(tlb.view_lookup(va, load, store, false), Some(0x9678));
-    assert_eq!(tlb.view_lookup(va, load, store, true), None, "stores are filled by stores");
-    tlb.fill_views(va, store, true, u64::MAX);
-    assert_eq!(tlb.view_lookup(va + 8, load, store, true), Some(0x9680));
-    assert_eq!(tlb.view_lookup(va + (16 << 12), load, store, false), None, "same slot, other page");
-    // Another context (user, another ASID) has its own view, which the fills above did not reach.
-    let (user_load, user_store) = (key(1, AccessType::Load, U), key(1, AccessType::Store, U));
-    assert_eq!(tlb.view_lookup(va, user_load, user_store, false), None);
-    assert_eq!(tlb.view_lookup(va, load, store, false), Some(0x9678), "taking a view for U leaves S's alone");
+    assert_eq!(tlb.view_lookup(va, supervisor, Load), None, "not filled yet");
+    tlb.fill_views(va, supervisor.load, Load, u64::MAX);
+    assert_eq!(tlb.view_lookup(va, supervisor, Load), Some(0x9678));
+    assert_eq!(tlb.view_lookup(va, supervisor, Store), None, "stores are filled by stores");
+    assert_eq!(tlb.view_lookup(va, supervisor, Fetch), None, "fetches by fetches");
+    tlb.fill_views(va, supervisor.store, Store, u64::MAX);
+    tlb.fill_views(va, supervisor.fetch, Fetch, u64::MAX);
+    assert_eq!(tlb.view_lookup(va + 8, supervisor, Store), Some(0x9680));
+    assert_eq!(tlb.view_lookup(va, supervisor, Fetch), Some(0x9678));
+    assert_eq!(tlb.view_lookup(va + (16 << 12), supervisor, Load), None, "same slot, other page");
+    // Another context (user) has its own view, which the fills above did not reach.
+    assert_eq!(tlb.view_lookup(va, keys(1, U), Load), None);
+    assert_eq!(tlb.view_lookup(va, supervisor, Load), Some(0x9678), "taking a view for U leaves S's alone");
     // A key the TLB's entry does not serve fills nothing: the entry is not global, the ASID differs.
-    let (other_load, other_store) = (key(2, AccessType::Load, S), key(2, AccessType::Store, S));
-    tlb.fill_views(va, other_load, false, u64::MAX);
-    assert_eq!(tlb.view_lookup(va, other_load, other_store, false), None);
+    let other = keys(2, S);
+    tlb.fill_views(va, other.load, Load, u64::MAX);
+    assert_eq!(tlb.view_lookup(va, other, Load), None);
     // Pages that would reach past RAM are never copied.
     let mut small = SoftTlb::<16>::new();
     insert(&mut small);
-    small.fill_views(va, load, false, 0x9fff);
-    assert_eq!(small.view_lookup(va, load, store, false), None);
-    small.fill_views(va, load, false, 0xa000);
-    assert_eq!(small.view_lookup(va, load, store, false), Some(0x9678));
+    assert_eq!(small.view_lookup(va, supervisor, Load), None);
+    small.fill_views(va, supervisor.load, Load, 0x9fff);
+    assert_eq!(small.view_lookup(va, supervisor, Load), None);
+    small.fill_views(va, supervisor.load, Load, 0xa000);
+    assert_eq!(small.view_lookup(va, supervisor, Load), Some(0x9678));
     // What removes the TLB's entry removes the copies.
     tlb.insert(va + (16 << 12), 1, &walked(RAM_BASE, 0, rwxad(), false), mapping(0, MapPerms::RWX));
-    assert_eq!(tlb.view_lookup(va, load, store, false), None, "a conflicting insert");
-    assert_eq!(tlb.view_lookup(va, load, store, true), None);
+    for access in AccessType::ALL {
+        assert_eq!(tlb.view_lookup(va, supervisor, access), None, "a conflicting insert");
+    }
     insert(&mut tlb);
     fill(&mut tlb);
     tlb.flush_va(va + 0x100, None);
-    assert_eq!(tlb.view_lookup(va, load, store, false), None, "sfence.vma of the page");
+    assert_eq!(tlb.view_lookup(va, supervisor, Load), None, "sfence.vma of the page");
     insert(&mut tlb);
     fill(&mut tlb);
     tlb.flush_va(va + 0x1000, None);
-    assert_eq!(tlb.view_lookup(va, load, store, false), Some(0x9678), "sfence.vma of another page");
+    assert_eq!(tlb.view_lookup(va, supervisor, Load), Some(0x9678), "sfence.vma of another page");
     tlb.flush_asid(1);
-    assert_eq!(tlb.view_lookup(va, load, store, true), None, "sfence.vma of the ASID");
+    assert_eq!(tlb.view_lookup(va, supervisor, Store), None, "sfence.vma of the ASID");
     insert(&mut tlb);
     fill(&mut tlb);
     tlb.flush_all();
-    assert_eq!(tlb.view_lookup(va, load, store, false), None, "a full flush");
+    assert_eq!(tlb.view_lookup(va, supervisor, Fetch), None, "a full flush");
     // The same page cached anew (D clear now) drops the store copy: stores take the slow path, which walks.
     insert(&mut tlb);
     fill(&mut tlb);
     let clean = PteFlags::V | PteFlags::R | PteFlags::W | PteFlags::A;
     tlb.insert(va, 1, &walked(RAM_BASE + 0x9678, 0, clean, false), mapping(0x9678, MapPerms::RWX));
-    assert_eq!(tlb.view_lookup(va, load, store, true), None);
-    tlb.fill_views(va, store, true, u64::MAX);
-    assert_eq!(tlb.view_lookup(va, load, store, true), None, "the TLB does not serve the store");
+    assert_eq!(tlb.view_lookup(va, supervisor, Store), None);
+    tlb.fill_views(va, supervisor.store, Store, u64::MAX);
+    assert_eq!(tlb.view_lookup(va, supervisor, Store), None, "the TLB does not serve the store");
 }
 
 /// A superpage is copied into views as 4 KiB pieces; `sfence.vma` anywhere in it drops every piece.
@@ -123,21 +139,25 @@ fn views_serve_what_the_tlb_serves_and_drop_it_with_the_tlb() {
 #[test]
 fn views_drop_every_piece_of_a_fenced_superpage() {
     let mut tlb = SoftTlb::<16>::new();
-    let (load, store) = (key(0, AccessType::Load, S), key(0, AccessType::Store, S));
+    let supervisor = keys(0, S);
     let megapage = walked(RAM_BASE, 1, rwxad(), true);
     // The translator takes the view at the start of a run, before its slow paths fill it.
-    assert_eq!(tlb.view_lookup(0x4020_0000, load, store, false), None);
+    assert_eq!(tlb.view_lookup(0x4020_0000, supervisor, AccessType::Load), None);
     for piece in 0..4u64 {
         let va = 0x4020_0000 + piece * 0x1000;
         assert!(tlb.insert(va, 0, &megapage, mapping(piece * 0x1000, MapPerms::RWX)));
-        tlb.fill_views(va, load, false, u64::MAX);
-        assert_eq!(tlb.view_lookup(va, load, store, false), Some(piece * 0x1000));
+        tlb.fill_views(va, supervisor.load, AccessType::Load, u64::MAX);
+        assert_eq!(tlb.view_lookup(va, supervisor, AccessType::Load), Some(piece * 0x1000));
     }
     tlb.flush_va(0x4030_0000, Some(3));
-    assert_eq!(tlb.view_lookup(0x4020_1000, load, store, false), Some(0x1000), "global: kept by an ASID fence");
+    assert_eq!(
+        tlb.view_lookup(0x4020_1000, supervisor, AccessType::Load),
+        Some(0x1000),
+        "global: kept by an ASID fence"
+    );
     tlb.flush_va(0x4030_0000, None);
     for piece in 0..4u64 {
-        assert_eq!(tlb.view_lookup(0x4020_0000 + piece * 0x1000, load, store, false), None);
+        assert_eq!(tlb.view_lookup(0x4020_0000 + piece * 0x1000, supervisor, AccessType::Load), None);
     }
 }
 
@@ -773,14 +793,10 @@ fn run_model(initial: &[u64], ops: &[Op], distinct_roots: bool) -> Result<u32, T
                 let hit = tlb.lookup(va, TlbKey::new(asid, access, ctx));
                 // The translator's view for this context never serves what the TLB would not.
                 #[cfg(feature = "dbt")]
-                let (load_key, store_key) =
-                    (TlbKey::new(asid, AccessType::Load, ctx), TlbKey::new(asid, AccessType::Store, ctx));
+                let keys = keys(asid, ctx);
                 #[cfg(feature = "dbt")]
-                if access != AccessType::Fetch {
-                    let is_store = access == AccessType::Store;
-                    if let Some(host) = tlb.view_lookup(va, load_key, store_key, is_store) {
-                        prop_assert_eq!(Some(HostAddr(host)), hit, "the view and the TLB disagree at {:#x}", va);
-                    }
+                if let Some(host) = tlb.view_lookup(va, keys, access) {
+                    prop_assert_eq!(Some(HostAddr(host)), hit, "the view and the TLB disagree at {:#x}", va);
                 }
                 let mut mem = Counting { ram: &mut ram, writes: 0 };
                 let walk = translate(&mut mem, satp, va, access, ctx);
@@ -800,14 +816,13 @@ fn run_model(initial: &[u64], ops: &[Op], distinct_roots: bool) -> Result<u32, T
                     prop_assert!(tlb.insert(va, asid, &t, m));
                     prop_assert_eq!(tlb.lookup(va, TlbKey::new(asid, access, ctx)), Some(m.host), "hit after insert");
                 }
-                // As the translator's slow path does after an access the TLB served.
+                // As the translator's slow path (or its dispatcher, for a fetch) does after the TLB served it.
                 #[cfg(feature = "dbt")]
-                if access != AccessType::Fetch {
-                    let is_store = access == AccessType::Store;
-                    let key = if is_store { store_key } else { load_key };
-                    tlb.fill_views(va, key, is_store, u64::MAX);
+                {
+                    let key = TlbKey::new(asid, access, ctx);
+                    tlb.fill_views(va, key, access, u64::MAX);
                     if tlb.lookup(va, key).is_some() {
-                        let view = tlb.view_lookup(va, load_key, store_key, is_store);
+                        let view = tlb.view_lookup(va, keys, access);
                         prop_assert_eq!(view.map(HostAddr), tlb.lookup(va, key), "view filled at {:#x}", va);
                     }
                 }

@@ -3,7 +3,8 @@
 //!
 //! Register use in translated code: `rbx` the [`Env`], `rbp` the budget left (written back to the [`Env`] when
 //! the dispatcher's call returns), `r12` the guest registers (`hart.x`), `r13` the block's virtual pc, `r14` the
-//! first byte of guest RAM, `r15` the soft TLB in blocks with paged data accesses; `r8`-`r10`, `rdi`, `rsi` (and
+//! first byte of guest RAM, `r15` the soft TLB's view for the run's keys in blocks with paged data accesses;
+//! `r8`-`r10`, `rdi`, `rsi` (and
 //! `r15` in the other blocks) hold the guest registers
 //! the block uses most ([`super::regs`]: written back to `hart.x` before every exit and call out); `rax`, `rcx`,
 //! `rdx`, `r11` are scratch. The code is position-independent (branches are internal,
@@ -24,7 +25,8 @@
 //! (`jalr x0` through x1/x5) pop the return prediction ring first; calls push onto it (see the module docs of
 //! [`super`]). The probe never dereferences the RAM offset it computes: it is only compared with keys.
 //!
-//! It must never touch host memory other than the [`Env`], the guest registers, the soft TLB (read-only), the
+//! It must never touch host memory other than the [`Env`], the guest registers, the soft TLB and its view
+//! (read-only), the
 //! target cache (read-only), the ring, the link slots (read-only), the code watch and its granule masks
 //! (read-only, below their page counts) and guest RAM below `Env::ram_len`; every access it cannot prove in
 //! bounds takes the slow path.
@@ -43,7 +45,6 @@ use super::regs::{
 use super::{pack, status, Env, Window, JUMPS, RING, TLB_INDEX_MASK};
 use crate::hart::Hart;
 use crate::isa::{self, BranchCond, Inst, LoadWidth, OpImmKind, OpKind, StoreWidth};
-use crate::mem::tlb::RAW_TLB_LAYOUT as TLB;
 use crate::mem::tlb::RAW_VIEW_LAYOUT as VIEW;
 use crate::mem::PAGE_SIZE;
 
@@ -222,10 +223,6 @@ fn env(field: usize) -> AsmMemoryOperand {
     qword_ptr(ENV + field as i32)
 }
 
-fn env32(field: usize) -> AsmMemoryOperand {
-    dword_ptr(ENV + field as i32)
-}
-
 /// An exit stub emitted out of line after the block's straight-line code.
 enum Stub {
     /// A taken branch: the block ends at pc `target` (an offset from the block's pc) with `retired`, the guest
@@ -391,7 +388,6 @@ impl Exits {
     /// the dispatcher.
     fn emit_lookup(&mut self, a: &mut CodeAssembler) -> Result<(), IcedError> {
         let mut window_hit = a.create_label();
-        let mut tlb_hit = a.create_label();
         let mut probe = a.create_label();
         a.set_label(&mut self.lookup)?;
         self.tally(a, super::COUNT_PROBES)?;
@@ -399,28 +395,21 @@ impl Exits {
         a.sub(rcx, env(offset_of!(Env, fetch_base)))?;
         a.cmp(rcx, env(offset_of!(Env, fetch_size)))?;
         a.jb(window_hit)?;
-        a.cmp(env32(offset_of!(Env, fetch_paged)), 0)?;
+        a.cmp(env(offset_of!(Env, fetch_paged)), 0)?;
         a.je(self.leave)?;
-        a.mov(r11, env(offset_of!(Env, tlb)))?;
+        // The fetch half of the run's view of the soft TLB (fetches are paged only where data accesses are).
+        a.mov(r11, env(offset_of!(Env, view)))?;
         a.mov(rcx, PC)?;
         a.shr(rcx, 12)?;
         a.mov(edx, ecx)?;
         a.and(edx, TLB_INDEX_MASK as i32)?;
-        a.imul_3(edx, edx, TLB.entry_size as i32)?;
-        a.cmp(rcx, qword_ptr(r11 + rdx + TLB.vpn as i32))?;
+        a.shl(edx, VIEW.entry_size.trailing_zeros())?;
+        a.or(rcx, env(offset_of!(Env, view_tag)))?;
+        a.cmp(rcx, qword_ptr(r11 + rdx + (VIEW.fetch + VIEW.tag) as i32))?;
         a.jne(self.leave)?;
-        a.mov(ecx, env32(offset_of!(Env, fetch_bit)))?;
-        a.test(dword_ptr(r11 + rdx + TLB.perms as i32), ecx)?;
-        a.jz(self.leave)?;
-        a.movzx(ecx, word_ptr(r11 + rdx + TLB.asid as i32))?;
-        a.cmp(ecx, env32(offset_of!(Env, asid)))?;
-        a.je(tlb_hit)?;
-        a.cmp(byte_ptr(r11 + rdx + TLB.global as i32), 0)?;
-        a.je(self.leave)?;
-        a.set_label(&mut tlb_hit)?;
         a.mov(ecx, r13d)?;
         a.and(ecx, 0xfff)?;
-        a.or(rcx, qword_ptr(r11 + rdx + TLB.host_page as i32))?;
+        a.add(rcx, qword_ptr(r11 + rdx + (VIEW.fetch + VIEW.page) as i32))?;
         a.jmp(probe)?;
         a.set_label(&mut window_hit)?;
         a.add(rcx, env(offset_of!(Env, fetch_host)))?;

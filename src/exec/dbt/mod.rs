@@ -265,11 +265,8 @@ pub(crate) struct Env {
     pub ram: *mut u8,
     /// RAM size in bytes.
     pub ram_len: u64,
-    /// The soft TLB's first entry, and the ASID of this run (for the target cache probe's fetch lookup).
-    pub tlb: usize,
-    pub asid: u32,
-    pub _pad: u32,
-    /// The soft TLB's view for this run's load and store keys (see [`SoftTlb::view`]) and its live tag.
+    /// The soft TLB's view for this run's keys (see [`SoftTlb::view`](crate::mem::tlb::SoftTlb::view)), for
+    /// loads, stores and the target cache probe's fetches, and the tag of its live entries.
     pub view: usize,
     pub view_tag: u64,
     /// The keys themselves, for the slow paths that fill the view.
@@ -287,8 +284,7 @@ pub(crate) struct Env {
     pub fetch_base: u64,
     pub fetch_size: u64,
     pub fetch_host: u64,
-    pub fetch_paged: u32,
-    pub fetch_bit: u32,
+    pub fetch_paged: u64,
     /// The target cache of this run's context tag ([`JumpTable`]) and the tag its live entries carry.
     pub jumps: usize,
     pub jump_tag: u64,
@@ -897,10 +893,11 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         let mut cold = None;
         // The translation context may differ from the last run's: no prediction made then holds.
         *self.ring = Ring::EMPTY;
-        let (fetch_paged, fetch_bit, fetch_base, fetch_size, fetch_host) = path.raw_fetch();
+        let (fetch_paged, fetch_base, fetch_size, fetch_host) = path.raw_fetch();
+        let fetch_key = path.keys().fetch;
         // The view of the soft TLB paged blocks look loads and stores up in (translated code never changes the
         // keys or flushes the TLB: that leaves the engine, and the next run takes the view again).
-        let (view, view_tag) = if paged { memory.tlb.view(path.load_key, path.store_key) } else { (0, 0) };
+        let (view, view_tag) = if paged { memory.tlb.view(path.keys()) } else { (0, 0) };
         // Whether the last thing run was a translated block (its exit led here, to the dispatcher).
         let mut left_code = false;
         let exit = loop {
@@ -970,6 +967,11 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                     self.link(slot, block, start);
                 }
                 self.fill(start, paged, block);
+                // Translated code that left for this block (a target cache probe that missed, say) finds its
+                // page in the view's fetch half next time.
+                if left_code && fetch_paged {
+                    memory.tlb.fill_views(pc, fetch_key, AccessType::Fetch, memory.ram.size());
+                }
             }
             pending_link = None;
             let entry = block.and_then(|(block, insts)| {
@@ -1038,9 +1040,6 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 x: hart.x.as_mut_ptr(),
                 ram: memory.ram.raw_bytes(),
                 ram_len: memory.ram.size(),
-                tlb: memory.tlb.entries_address(),
-                asid: path.load_key.asid() as u32,
-                _pad: 0,
                 view,
                 view_tag,
                 load_key: path.load_key,
@@ -1052,8 +1051,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 fetch_base,
                 fetch_size,
                 fetch_host,
-                fetch_paged: fetch_paged as u32,
-                fetch_bit,
+                fetch_paged: fetch_paged as u64,
                 jumps: 0,
                 jump_tag: 0,
                 ring: 0,
@@ -1291,7 +1289,7 @@ pub(crate) extern "sysv64" fn load_slow(env: *mut Env, addr: u64, packed: u64) -
         Ok(Loaded::Value(value)) => {
             hart.set_x(at.low, extend(value, size as u8, signed));
             if env.view != 0 {
-                memory.tlb.fill_views(addr, env.load_key, false, env.ram_len);
+                memory.tlb.fill_views(addr, env.load_key, AccessType::Load, env.ram_len);
             }
         }
         Ok(Loaded::Device(gpa)) => {
@@ -1320,7 +1318,7 @@ pub(crate) extern "sysv64" fn store_slow(env: *mut Env, addr: u64, packed: u64) 
     match memory.store(hart, addr, size, value) {
         Ok(None) => {
             if env.view != 0 {
-                memory.tlb.fill_views(addr, env.store_key, true, env.ram_len);
+                memory.tlb.fill_views(addr, env.store_key, AccessType::Store, env.ram_len);
             }
         }
         Ok(Some(gpa)) => {
