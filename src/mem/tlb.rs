@@ -42,13 +42,14 @@
 //!    allows the whole page and the real map has it.
 //!
 //! # Views, for the dynamic binary translator (`dbt` feature)
-//! Translated code looks loads and stores up in a *view* of this TLB for the run's load and store keys
-//! ([`SoftTlb::view`], taken at the start of each run): a direct-mapped table of tags and RAM page offsets, so a
-//! hit is a tag compare and an add, with the permission bit, ASID and bound checks done once, when the slow
-//! path copies a TLB entry into it ([`SoftTlb::fill_views`]). A view entry is only ever a copy of the TLB's
-//! entry in the same slot that serves the view's key, and every change to an entry drops the copies in its slot
-//! (a full flush drops them all), so a view never serves a translation the TLB would not. Four views serve the
-//! contexts a kernel switches between (user, supervisor, with SUM or not) without refilling each other's.
+//! Translated code looks loads, stores and the fetches of its target cache probe up in a *view* of this TLB for
+//! the run's keys ([`SoftTlb::view`], taken at the start of each run): a direct-mapped table of tags and RAM page
+//! offsets per kind of access, so a hit is a tag compare and an add, with the permission bit, ASID and bound
+//! checks done once, when the translator's slow path copies a TLB entry into it ([`SoftTlb::fill_views`], for
+//! every kind of access the entry serves). A view entry is only ever a copy of the TLB's entry in the same slot,
+//! and every change to an entry drops the copies in its slot (a full flush drops them all), so a view never
+//! serves a translation the TLB would not. Four views serve the contexts a kernel switches between (user,
+//! supervisor, with SUM or not) without refilling each other's.
 
 #[cfg(feature = "dbt")]
 use alloc::boxed::Box;
@@ -219,14 +220,15 @@ const VIEWS: usize = 4;
 #[cfg(feature = "dbt")]
 const GENERATION_SHIFT: u32 = 52;
 
-/// The soft TLB seen through one load key and one store key, for the dynamic binary translator's inlined
-/// lookup: an entry hits when its tag equals `(va >> 12) | tag`, with no permission, ASID or bound to check (as
-/// QEMU's softmmu: a tag compare and an add). Every view entry is a copy of the TLB's entry in the same slot
-/// that serves the view's key, made by the translator's slow path after the TLB served the access; whatever
-/// changes or removes a TLB entry drops the copies in its slot, and a full flush makes every view forget all.
-/// A view serves its keys until another pair of keys takes it over (a privilege or SUM change: each of the
-/// four views serves one such context). Taking over or forgetting bumps the generation entries are tagged
-/// with, so nothing is cleared but when the 12-bit generation wraps.
+/// The soft TLB seen through one context's keys (loads, stores, fetches), for the dynamic binary translator's
+/// inlined lookups: an entry hits when its tag equals `(va >> 12) | tag`, with no permission, ASID or bound to
+/// check (as QEMU's softmmu: a tag compare and an add). Every view entry is a copy of the TLB's entry in the same
+/// slot that serves the view's key for that kind of access, made by the translator's slow path after the TLB
+/// served an access to its page; whatever changes or removes a TLB entry drops the copies in its slot, and a full
+/// flush makes every view forget all. A view serves its keys until other keys take it over (a privilege or SUM
+/// change: each of the four views serves one such context). Taking over or forgetting bumps the generation
+/// entries are tagged with, so nothing is cleared but when the 12-bit generation wraps. Costs: 48 KiB a hart,
+/// and on a TLB miss the copy (on `bench-mem`, whose every access misses, about 12% of its time).
 #[cfg(feature = "dbt")]
 #[derive(Debug, Clone)]
 struct KeyedViews<const ENTRIES: usize> {
@@ -276,8 +278,10 @@ impl<const ENTRIES: usize> KeyedViews<ENTRIES> {
         self.serving = [None; VIEWS];
     }
 
+    /// Drops the live views' copies in `slot` (a view that serves nothing is re-tagged before it serves again,
+    /// so its entries are dead already).
     fn drop_slot(&mut self, slot: usize) {
-        for view in &mut self.views {
+        for (view, _) in self.views.iter_mut().zip(self.serving).filter(|(_, serving)| serving.is_some()) {
             for access in AccessType::ALL {
                 if let Some(entry) = view.half(access).get_mut(slot) {
                     entry.tag = 0;
@@ -286,12 +290,16 @@ impl<const ENTRIES: usize> KeyedViews<ENTRIES> {
         }
     }
 
-    fn fill(&mut self, vpn: u64, page: u64, key: TlbKey, access: AccessType) {
+    fn fill(&mut self, vpn: u64, page: u64, serves: impl Fn(TlbKey) -> bool) {
         let slot = (vpn as usize) & (ENTRIES - 1);
         for (view, serving) in self.views.iter_mut().zip(self.serving) {
-            let Some((_, tag)) = serving.filter(|(keys, _)| keys.of(access) == key) else { continue };
-            if let Some(entry) = view.half(access).get_mut(slot) {
-                *entry = ViewEntry { tag: vpn | tag, page };
+            let Some((keys, tag)) = serving else { continue };
+            for access in AccessType::ALL {
+                if serves(keys.of(access)) {
+                    if let Some(entry) = view.half(access).get_mut(slot) {
+                        *entry = ViewEntry { tag: vpn | tag, page };
+                    }
+                }
             }
         }
     }
@@ -517,16 +525,18 @@ impl<const ENTRIES: usize> SoftTlb<ENTRIES> {
         self.views.view(keys)
     }
 
-    /// Copies the entry that serves `key` for `access` at `va` into every live view with that key for that kind
-    /// of access, if the TLB has one and its page lies below `ram_len` (the views' pages are offsets into RAM that
-    /// translated code accesses without a bound check).
+    /// Copies the TLB's entry for `va` into every live view, for each kind of access it serves with that view's
+    /// keys (a page a load walked serves the stores that follow it too, once its D bit is set), if its page lies
+    /// below `ram_len` (the views' pages are offsets into RAM that translated code accesses without a bound check).
     #[cfg(feature = "dbt")]
-    pub(crate) fn fill_views(&mut self, va: u64, key: TlbKey, access: AccessType, ram_len: u64) {
-        let Some(host) = self.lookup(va, key) else { return };
-        let page = host.0 & !(PAGE_SIZE - 1);
-        if page.checked_add(PAGE_SIZE).is_some_and(|end| end <= ram_len) {
-            self.views.fill(va >> PAGE_SHIFT, page, key, access);
+    pub(crate) fn fill_views(&mut self, va: u64, ram_len: u64) {
+        let vpn = va >> PAGE_SHIFT;
+        let Some(&entry) = self.entries.get(Self::slot(vpn)).filter(|entry| entry.vpn == vpn) else { return };
+        if entry.host_page.checked_add(PAGE_SIZE).is_none_or(|end| end > ram_len) {
+            return;
         }
+        let serves = |key: TlbKey| entry.perms & key.bit != 0 && (entry.asid == key.asid || entry.global);
+        self.views.fill(vpn, entry.host_page, serves);
     }
 
     /// What translated code finds for `access` at `va` in the view for `keys`: the host address, or `None`

@@ -116,7 +116,6 @@ use crate::hart::Hart;
 use crate::isa::{Inst, LoadWidth, OpKind, StoreWidth};
 use crate::mem::mmu::{DataPath, Loaded, Memory, Target, TLB_ENTRIES};
 use crate::mem::sv39::AccessType;
-use crate::mem::tlb::TlbKey;
 use crate::mem::{DirtyCode, PAGE_SIZE};
 use crate::trap::{extend, Exit, MmioKind};
 
@@ -269,9 +268,6 @@ pub(crate) struct Env {
     /// loads, stores and the target cache probe's fetches, and the tag of its live entries.
     pub view: usize,
     pub view_tag: u64,
-    /// The keys themselves, for the slow paths that fill the view.
-    pub load_key: TlbKey,
-    pub store_key: TlbKey,
     /// The code watch bitmap and the number of pages it covers (0: stores always take the slow path).
     pub watch: usize,
     pub watch_pages: u64,
@@ -894,7 +890,6 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         // The translation context may differ from the last run's: no prediction made then holds.
         *self.ring = Ring::EMPTY;
         let (fetch_paged, fetch_base, fetch_size, fetch_host) = path.raw_fetch();
-        let fetch_key = path.keys().fetch;
         // The view of the soft TLB paged blocks look loads and stores up in (translated code never changes the
         // keys or flushes the TLB: that leaves the engine, and the next run takes the view again).
         let (view, view_tag) = if paged { memory.tlb.view(path.keys()) } else { (0, 0) };
@@ -970,7 +965,7 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 // Translated code that left for this block (a target cache probe that missed, say) finds its
                 // page in the view's fetch half next time.
                 if left_code && fetch_paged {
-                    memory.tlb.fill_views(pc, fetch_key, AccessType::Fetch, memory.ram.size());
+                    memory.tlb.fill_views(pc, memory.ram.size());
                 }
             }
             pending_link = None;
@@ -1042,8 +1037,6 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
                 ram_len: memory.ram.size(),
                 view,
                 view_tag,
-                load_key: path.load_key,
-                store_key: path.store_key,
                 watch: 0,
                 watch_pages: 0,
                 granules: 0,
@@ -1289,7 +1282,7 @@ pub(crate) extern "sysv64" fn load_slow(env: *mut Env, addr: u64, packed: u64) -
         Ok(Loaded::Value(value)) => {
             hart.set_x(at.low, extend(value, size as u8, signed));
             if env.view != 0 {
-                memory.tlb.fill_views(addr, env.load_key, AccessType::Load, env.ram_len);
+                memory.tlb.fill_views(addr, env.ram_len);
             }
         }
         Ok(Loaded::Device(gpa)) => {
@@ -1318,7 +1311,7 @@ pub(crate) extern "sysv64" fn store_slow(env: *mut Env, addr: u64, packed: u64) 
     match memory.store(hart, addr, size, value) {
         Ok(None) => {
             if env.view != 0 {
-                memory.tlb.fill_views(addr, env.store_key, AccessType::Store, env.ram_len);
+                memory.tlb.fill_views(addr, env.ram_len);
             }
         }
         Ok(Some(gpa)) => {
