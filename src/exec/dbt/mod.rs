@@ -890,9 +890,10 @@ impl<M: CodeMemory, const CODE: usize, const BLOCKS: usize, const MAP: usize> Db
         // The translation context may differ from the last run's: no prediction made then holds.
         *self.ring = Ring::EMPTY;
         let (fetch_paged, fetch_base, fetch_size, fetch_host) = path.raw_fetch();
-        // The view of the soft TLB paged blocks look loads and stores up in (translated code never changes the
-        // keys or flushes the TLB: that leaves the engine, and the next run takes the view again).
-        let (view, view_tag) = if paged { memory.tlb.view(path.keys()) } else { (0, 0) };
+        // The view of the soft TLB paged blocks look loads and stores up in, and the target cache probe paged
+        // fetches (translated code never changes the keys or flushes the TLB: that leaves the engine, and the
+        // next run takes the view again).
+        let (view, view_tag) = if paged || fetch_paged { memory.tlb.view(path.keys()) } else { (0, 0) };
         // Whether the last thing run was a translated block (its exit led here, to the dispatcher).
         let mut left_code = false;
         let exit = loop {
