@@ -4,12 +4,11 @@
 //! Register use in translated code: `rbx` the [`Env`], `rbp` the budget left (written back to the [`Env`] when
 //! the dispatcher's call returns), `r12` the guest registers (`hart.x`), `r13` the block's virtual pc, `r14` the
 //! first byte of guest RAM, `r15` the soft TLB's view for the run's keys in blocks with paged data accesses;
-//! `r8`-`r10`, `rdi`, `rsi` (and
-//! `r15` in the other blocks) hold the guest registers
-//! the block uses most ([`super::regs`]: written back to `hart.x` before every exit and call out); `rax`, `rcx`,
-//! `rdx`, `r11` are scratch. The code is position-independent (branches are internal,
-//! helpers and link slots are reached through absolute addresses), so it is assembled once and copied to
-//! wherever the cache puts it, with the addresses of its link slots put in place of their placeholders.
+//! `r8`-`r10`, `rdi`, `rsi` (and `r15` in the other blocks) hold the guest registers the block uses most
+//! ([`super::regs`]: written back to `hart.x` before every exit and call out); `rax`, `rcx`, `rdx`, `r11` are
+//! scratch. The code is position-independent (branches are internal, helpers and link slots are reached through
+//! absolute addresses), so it is assembled once and copied to wherever the cache puts it, with the addresses of
+//! its link slots put in place of their placeholders.
 //!
 //! Chaining: a static exit to the block's own page jumps through a link slot, a word of data (never code) that
 //! holds either the address of the block's own `unlinked` exit or, once the dispatcher linked it, the chained
@@ -25,9 +24,8 @@
 //! (`jalr x0` through x1/x5) pop the return prediction ring first; calls push onto it (see the module docs of
 //! [`super`]). The probe never dereferences the RAM offset it computes: it is only compared with keys.
 //!
-//! It must never touch host memory other than the [`Env`], the guest registers, the soft TLB and its view
-//! (read-only), the
-//! target cache (read-only), the ring, the link slots (read-only), the code watch and its granule masks
+//! It must never touch host memory other than the [`Env`], the guest registers, the soft TLB's view (read-only),
+//! the target cache (read-only), the ring, the link slots (read-only), the code watch and its granule masks
 //! (read-only, below their page counts) and guest RAM below `Env::ram_len`; every access it cannot prove in
 //! bounds takes the slow path.
 
@@ -881,9 +879,9 @@ fn window(a: &mut CodeAssembler, window: &Window, rebased: bool, slow: CodeLabel
 
 /// The soft TLB lookup inlined for a load (or a `store`) of `size` bytes at the address in `rax`, through the
 /// run's view of the TLB for its keys ([`SoftTlb::view`](crate::mem::tlb::SoftTlb::view), at `TLB_BASE`): `rcx` =
-/// its RAM offset, or to `slow` (not in the view, or a page-crossing access). Ten host instructions where the
-/// TLB's own entry (tag, permission bit, ASID or global) took eighteen and a bound check: a view's pages lie in
-/// RAM, and the slow path fills the view.
+/// its RAM offset, or to `slow` (not in the view, or a page-crossing access). Thirteen host instructions (eleven
+/// for a byte) where checking the TLB's own entry (tag, permission bit, ASID or global, bound) took twenty-three:
+/// a view's pages lie in RAM, and the slow path fills the view.
 fn tlb_lookup(a: &mut CodeAssembler, store: bool, size: i32, slow: CodeLabel) -> Result<(), IcedError> {
     let half = if store { VIEW.store as i32 } else { 0 };
     a.mov(rcx, rax)?;
