@@ -333,7 +333,7 @@ pub struct SoftTlb<const ENTRIES: usize> {
     entries: [Entry; ENTRIES],
     /// Some valid entry caches a piece of a superpage, so `flush_va` must scan every entry.
     has_superpages: bool,
-    /// Views of these entries for one load key and one store key each, for translated code.
+    /// Copies of these entries, per access context (load, store and fetch keys), for translated code.
     #[cfg(feature = "dbt")]
     views: Box<KeyedViews<ENTRIES>>,
 }
